@@ -1,0 +1,237 @@
+//! Typed configuration shared by every service: flags with `CENTRALITA_*` environment
+//! fallbacks (clap derive), validated once at start by [`CommonConfig::validate`].
+//!
+//! Services flatten [`CommonConfig`] plus the store sections they need
+//! ([`PostgresConfig`], [`RedisConfig`]) into their own `Config`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    /// The wrapped value; call only where it is handed to the client that needs it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret<String> {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Parses `250ms`, `20s`, `5m`, `1h` (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 20s, 5m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// Log line format: `json` (default, one object a line) or `text` for humans.
+    #[arg(long, env = "CENTRALITA_LOG_FORMAT", default_value = "json", value_enum)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` EnvFilter syntax.
+    #[arg(long, env = "CENTRALITA_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaConfig {
+    /// Comma-separated Kafka bootstrap servers.
+    #[arg(long = "kafka-brokers", env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Prefix of every topic name; lets several installations (or tests) share a cluster.
+    #[arg(long = "kafka-topic-prefix", env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
+    pub topic_prefix: String,
+    /// Partitions of the event topics created at start-up (the tenants topic uses one).
+    #[arg(long = "kafka-partitions", env = "CENTRALITA_KAFKA_PARTITIONS", default_value_t = 12)]
+    pub partitions: i32,
+    /// Replication factor of topics created at start-up.
+    #[arg(long = "kafka-replication-factor", env = "CENTRALITA_KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// PEM file with the Ed25519 public key that signs caller tokens (EdDSA JWTs).
+    #[arg(long = "jwt-public-key-file", env = "CENTRALITA_JWT_PUBLIC_KEY_FILE")]
+    pub public_key_file: PathBuf,
+    /// Required `iss` claim.
+    #[arg(long = "jwt-issuer", env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
+    pub issuer: String,
+    /// Required `aud` claim.
+    #[arg(long = "jwt-audience", env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonConfig {
+    /// Address of the gRPC port.
+    #[arg(long, env = "CENTRALITA_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the admin HTTP port (`/livez`, `/readyz`, `/metrics`).
+    #[arg(long, env = "CENTRALITA_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    /// How long shutdown may take to drain in-flight work; keep it below the pod's grace period.
+    #[arg(long, env = "CENTRALITA_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostgresConfig {
+    /// PostgreSQL URL, `postgres://user:password@host:port/db`.
+    #[arg(long = "database-url", env = "CENTRALITA_DATABASE_URL")]
+    pub url: Secret<String>,
+    /// Maximum pooled connections.
+    #[arg(long = "database-pool-size", env = "CENTRALITA_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisConfig {
+    /// Redis URL, `redis://[:password@]host:port[/db]`.
+    #[arg(long = "redis-url", env = "CENTRALITA_REDIS_URL")]
+    pub url: Secret<String>,
+}
+
+/// A setting that cannot be used; printed as one line before a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: &'static str, message: impl Into<String>) -> Self {
+        Self { setting, message: message.into() }
+    }
+}
+
+/// Configuration a service's `Config` validates once at start.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+impl Validate for CommonConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
+            return Err(ConfigError::new("CENTRALITA_KAFKA_BROKERS", "no broker given"));
+        }
+        if !(1..=1024).contains(&self.kafka.partitions) {
+            return Err(ConfigError::new("CENTRALITA_KAFKA_PARTITIONS", "must be between 1 and 1024"));
+        }
+        if !(1..=16).contains(&self.kafka.replication_factor) {
+            return Err(ConfigError::new("CENTRALITA_KAFKA_REPLICATION_FACTOR", "must be between 1 and 16"));
+        }
+        if !self.kafka.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(ConfigError::new(
+                "CENTRALITA_KAFKA_TOPIC_PREFIX",
+                "may hold only ASCII letters, digits, '.', '_' and '-'",
+            ));
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return Err(ConfigError::new("CENTRALITA_JWT_ISSUER / CENTRALITA_JWT_AUDIENCE", "must not be empty"));
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err(ConfigError::new("CENTRALITA_SHUTDOWN_TIMEOUT", "must be more than zero"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter)
+            .map_err(|e| ConfigError::new("CENTRALITA_LOG", e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Validate for PostgresConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        tokio_postgres::Config::from_str(self.url.expose())
+            .map_err(|_| ConfigError::new("CENTRALITA_DATABASE_URL", "is not a valid postgres:// URL"))?;
+        if !(1..=1000).contains(&self.pool_size) {
+            return Err(ConfigError::new("CENTRALITA_DATABASE_POOL_SIZE", "must be between 1 and 1000"));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for RedisConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        redis::Client::open(self.url.expose().as_str())
+            .map(|_| ())
+            .map_err(|_| ConfigError::new("CENTRALITA_REDIS_URL", "is not a valid redis:// URL"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("postgres://u:hunter2@h/db".to_string());
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn bad_database_url_names_the_setting() {
+        let c = PostgresConfig { url: Secret::new("mysql://x".into()), pool_size: 4 };
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("CENTRALITA_DATABASE_URL"));
+        assert!(!e.to_string().contains("mysql"), "the URL may hold a password");
+    }
+}

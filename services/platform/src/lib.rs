@@ -1,0 +1,41 @@
+//! The foundation every Centralita service stands on, used the same way by all of them.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from flags and `CENTRALITA_*` environment, secrets
+//!   that never print, validation once at start.
+//! - [`telemetry`]: JSON logs, OpenTelemetry traces (OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//!   is set), W3C trace-context propagation over gRPC metadata and Kafka headers.
+//! - [`metrics`]: the Prometheus registry served on the admin port.
+//! - [`error`]: the crate's error enum and the one mapping from errors to `tonic::Status`.
+//! - [`auth`]: JWT verification and minting, the verified [`auth::Caller`], the
+//!   interceptor that puts it into every request and enforces tenant status and rate quota.
+//! - [`tenant`]: the `Tenant` definition, its manifest (`tenant.yaml`) and validation.
+//! - [`registry`]: the in-memory tenant set every service keeps, fed by [`tenant_feed`]
+//!   from the compacted tenants topic.
+//! - [`bus`]: the Kafka event bus: envelope, topics, idempotent producer, at-least-once
+//!   consumer that stores offsets only after handling and dedupes on event id.
+//! - [`db`]: PostgreSQL pool and versioned migrations; [`cache`]: Redis.
+//! - [`health`]: readiness of dependencies, mirrored into gRPC health and `/readyz`.
+//! - [`admin`]: the admin HTTP port (`/livez`, `/readyz`, `/metrics`).
+//! - [`shutdown`]: the one shutdown sequence; [`server`]: the runtime that ties all of it
+//!   together for a service (`Runtime::serve`).
+//! - [`tenancy_api`]: the `centralita.tenancy.v1.TenantService` every service serves.
+
+pub mod admin;
+pub mod auth;
+pub mod bus;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tenancy_api;
+pub mod tenant;
+pub mod tenant_feed;
+
+pub use error::{Error, FieldViolation, Result};

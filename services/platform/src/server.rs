@@ -1,0 +1,409 @@
+//! The runtime of a service: everything between `main` and the service's own gRPC API.
+//!
+//! ```text
+//! main ─ main_with(config) ─ telemetry, listeners, signals ─ service::run(config, listeners, shutdown)
+//!                                                               └ Runtime::new … .serve(routes)
+//! ```
+//! [`Runtime::serve`] runs the gRPC port (health, reflection, the tenant API and the
+//! service's own APIs behind the [`Authenticator`]), the admin port, the Kafka bootstrap
+//! (topic creation, then a liveness probe), the tenant feed, the store checks, and the one
+//! shutdown sequence: NOT_SERVING, stop background work, drain gRPC within the deadline.
+//!
+//! Start-up never fails because a dependency is down: each dependency is a readiness check
+//! retried in the background, so a replica started early reports not-ready and recovers by
+//! itself instead of crash-looping.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+
+use crate::auth::{Authenticator, Verifier};
+use crate::bus::{client_config, ensure_topics, TopicSpec, Topics};
+use crate::cache::RedisHandle;
+use crate::config::{CommonConfig, ConfigError, PostgresConfig, RedisConfig, Validate};
+use crate::db::{self, Migrations};
+use crate::health::Readiness;
+use crate::metrics::{DependencyLabel, Metrics};
+use crate::registry::TenantRegistry;
+use crate::shutdown::Shutdown;
+use crate::tenancy_api::TenantApi;
+use crate::tenant_feed::TenantFeed;
+
+/// A service's configuration: validated once, and holding the common section.
+pub trait ServiceConfig: clap::Parser + Validate + Send + 'static {
+    fn common(&self) -> &CommonConfig;
+}
+
+/// The two listening sockets of a service.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(grpc: SocketAddr, admin: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self { grpc: TcpListener::bind(grpc).await?, admin: TcpListener::bind(admin).await? })
+    }
+
+    /// Both on an ephemeral loopback port (tests).
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self::bind(any, any).await
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+}
+
+/// The thin `main` of every service: parse and validate config (one clear line and exit 2
+/// when it is wrong), start telemetry, bind the ports, install signal handling and run.
+pub fn main_with<C, F, Fut>(service: &'static str, run: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, Listeners, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = C::parse();
+    if let Err(e) = config.validate().and_then(|()| config.common().validate()) {
+        eprintln!("{service}: {e}");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{service}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let _telemetry = match crate::telemetry::init(service, &config.common().telemetry) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("{service}: cannot start telemetry: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let common = config.common().clone();
+        let listeners = match Listeners::bind(common.grpc_addr, common.admin_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, grpc = %common.grpc_addr, admin = %common.admin_addr, "cannot bind ports");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = Shutdown::new();
+        shutdown.on_signals();
+        match run(config, listeners, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "service stopped with an error");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Everything a service shares with the others, wired up.
+#[derive(Debug)]
+pub struct Runtime {
+    pub service: &'static str,
+    pub config: CommonConfig,
+    pub topics: Topics,
+    pub registry: TenantRegistry,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    pub authenticator: Authenticator,
+    pub shutdown: Shutdown,
+    topic_specs: Vec<TopicSpec>,
+    health_names: Vec<String>,
+    background: JoinSet<()>,
+}
+
+const CHECK_KAFKA: &str = "kafka";
+const CHECK_POSTGRES: &str = "postgres";
+const CHECK_REDIS: &str = "redis";
+
+impl Runtime {
+    pub fn new(service: &'static str, config: &CommonConfig, shutdown: Shutdown) -> Result<Self, ConfigError> {
+        let verifier = Verifier::from_file(&config.auth.public_key_file, &config.auth.issuer, &config.auth.audience)
+            .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
+        let registry = TenantRegistry::new();
+        let metrics = Arc::new(Metrics::new(service));
+        let readiness = Readiness::new();
+        readiness.register(CHECK_KAFKA);
+        readiness.register(crate::tenant_feed::CHECK);
+        let topics = Topics::new(config.kafka.topic_prefix.clone());
+        let tenants_topic = TopicSpec { name: topics.tenants(), partitions: 1, compacted: true };
+        Ok(Self {
+            service,
+            config: config.clone(),
+            authenticator: Authenticator::new(Arc::new(verifier), registry.clone(), metrics.clone()),
+            topics,
+            registry,
+            readiness,
+            metrics,
+            shutdown,
+            topic_specs: vec![tenants_topic],
+            health_names: vec![
+                "centralita.tenancy.v1.TenantService".into(),
+            ],
+            background: JoinSet::new(),
+        })
+    }
+
+    /// Topics this service needs; created at start-up if missing, with the configured
+    /// partition count.
+    pub fn with_topics(&mut self, names: &[String]) {
+        for name in names {
+            if !self.topic_specs.iter().any(|s| &s.name == name) {
+                self.topic_specs.push(TopicSpec {
+                    name: name.clone(),
+                    partitions: self.config.kafka.partitions,
+                    compacted: false,
+                });
+            }
+        }
+    }
+
+    /// Declares one of the service's own gRPC services (full name) for gRPC health.
+    pub fn with_health_name(&mut self, name: &str) {
+        self.health_names.push(name.to_owned());
+    }
+
+    /// Runs `task` in the background until shutdown; `serve` waits for it (within the
+    /// deadline) so consumers can commit before the process exits.
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.background.spawn(task);
+    }
+
+    /// A PostgreSQL pool whose schema is migrated in the background; the `postgres` check
+    /// passes once migrations are applied and the database answers.
+    pub fn postgres(&mut self, cfg: &PostgresConfig, migrations: Migrations) -> Result<deadpool_postgres::Pool, ConfigError> {
+        let pool = db::pool(cfg.url.expose(), migrations.schema, cfg.pool_size)
+            .map_err(|_| ConfigError::new("CENTRALITA_DATABASE_URL", "cannot build a pool from it"))?;
+        self.readiness.register(CHECK_POSTGRES);
+        let (p, readiness, shutdown, metrics) =
+            (pool.clone(), self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
+        self.spawn(async move {
+            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_POSTGRES }).clone();
+            let mut migrated = false;
+            let mut delay = Duration::from_millis(250);
+            loop {
+                let result = if migrated {
+                    match p.get().await {
+                        Ok(c) => c.simple_query("SELECT 1").await.map(|_| ()).map_err(crate::Error::from),
+                        Err(e) => Err(e.into()),
+                    }
+                } else {
+                    db::migrate(&p, &migrations).await.map(|n| {
+                        migrated = true;
+                        tracing::info!(applied = n, schema = migrations.schema, "database schema is current");
+                    })
+                };
+                match result {
+                    Ok(()) => {
+                        readiness.set(CHECK_POSTGRES, true, "ok");
+                        up.set(1);
+                        delay = Duration::from_secs(5);
+                    }
+                    Err(e) => {
+                        readiness.set(CHECK_POSTGRES, false, e.to_string());
+                        up.set(0);
+                        tracing::warn!(error = %e, "postgresql check failed");
+                        delay = if migrated { Duration::from_secs(1) } else { (delay * 2).min(Duration::from_secs(5)) };
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        });
+        Ok(pool)
+    }
+
+    /// A Redis connection made in the background; the `redis` check follows PING.
+    pub fn redis(&mut self, cfg: &RedisConfig) -> RedisHandle {
+        let handle = RedisHandle::default();
+        self.readiness.register(CHECK_REDIS);
+        let (h, url, readiness, shutdown, metrics) =
+            (handle.clone(), cfg.url.clone(), self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
+        self.spawn(async move {
+            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_REDIS }).clone();
+            loop {
+                let result = match h.conn() {
+                    Ok(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()).map_err(crate::Error::from),
+                    Err(_) => crate::cache::connect(url.expose()).await.map(|c| h.set(c)),
+                };
+                let ok = result.is_ok();
+                match result {
+                    Ok(()) => readiness.set(CHECK_REDIS, true, "ok"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis check failed");
+                        readiness.set(CHECK_REDIS, false, e.to_string());
+                    }
+                }
+                up.set(i64::from(ok));
+                let delay = if ok { Duration::from_secs(5) } else { Duration::from_secs(1) };
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        });
+        handle
+    }
+
+    fn start_kafka(&mut self) {
+        let (brokers, replication, specs) =
+            (self.config.kafka.brokers.clone(), self.config.kafka.replication_factor, self.topic_specs.clone());
+        let (readiness, shutdown, metrics) = (self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
+        self.spawn(async move {
+            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_KAFKA }).clone();
+            let probe: Option<Arc<BaseConsumer>> = client_config(&brokers).create().ok().map(Arc::new);
+            let mut topics_ready = false;
+            loop {
+                let result = if !topics_ready {
+                    ensure_topics(&brokers, replication, &specs).await.map(|()| {
+                        topics_ready = true;
+                    })
+                } else if let Some(p) = probe.clone() {
+                    tokio::task::spawn_blocking(move || p.fetch_metadata(None, Duration::from_secs(3)).map(|_| ()))
+                        .await
+                        .map_err(crate::Error::internal)
+                        .and_then(|r| r.map_err(crate::Error::from))
+                } else {
+                    Err(crate::Error::Unavailable("kafka client".into()))
+                };
+                let ok = result.is_ok();
+                match result {
+                    Ok(()) => readiness.set(CHECK_KAFKA, true, "ok"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka check failed");
+                        readiness.set(CHECK_KAFKA, false, e.to_string());
+                    }
+                }
+                up.set(i64::from(ok));
+                let delay = if ok { Duration::from_secs(5) } else { Duration::from_secs(1) };
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        });
+        let feed = TenantFeed {
+            brokers: self.config.kafka.brokers.clone(),
+            topic: self.topics.tenants(),
+            service: self.service,
+            registry: self.registry.clone(),
+            readiness: self.readiness.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let shutdown = self.shutdown.clone();
+        self.spawn(feed.run(shutdown));
+    }
+
+    /// Serves until shutdown, then runs the shutdown sequence.
+    pub async fn serve(mut self, listeners: Listeners, mut routes: RoutesBuilder) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(centralita_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                TenantApi::new(self.registry.clone()).into_server(),
+                self.authenticator.clone(),
+            ));
+
+        self.start_kafka();
+
+        // Mirror readiness into gRPC health, for the server as a whole ("") and each API.
+        let mut ready_rx = self.readiness.subscribe();
+        let names = self.health_names.clone();
+        let reporter = health_reporter.clone();
+        let health_task = tokio::spawn(async move {
+            loop {
+                let status = if *ready_rx.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+                reporter.set_service_status("", status).await;
+                for n in &names {
+                    reporter.set_service_status(n, status).await;
+                }
+                if ready_rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        for n in std::iter::once("").chain(self.health_names.iter().map(String::as_str)) {
+            health_reporter.set_service_status(n, ServingStatus::NotServing).await;
+        }
+
+        let grpc_addr = listeners.grpc_addr();
+        let admin_addr = listeners.admin_addr();
+        tracing::info!(service = self.service, %grpc_addr, %admin_addr, "serving");
+
+        let admin_stop = Shutdown::new();
+        let admin = axum::serve(listeners.admin, crate::admin::router(self.readiness.clone(), self.metrics.clone()))
+            .with_graceful_shutdown({
+                let s = admin_stop.clone();
+                async move { s.wait().await }
+            });
+        let admin_task = tokio::spawn(async move {
+            if let Err(e) = admin.await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+
+        let shutdown = self.shutdown.clone();
+        let readiness = self.readiness.clone();
+        let grpc = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::grpc_span)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+                shutdown.wait().await;
+                readiness.set_shutting_down();
+                tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
+            });
+        let deadline = self.config.shutdown_timeout;
+        let mut grpc = Box::pin(grpc);
+        let served = tokio::select! {
+            r = &mut grpc => r,
+            _ = async { self.shutdown.wait().await; tokio::time::sleep(deadline).await } => {
+                tracing::warn!(?deadline, "gRPC drain deadline passed; closing remaining calls");
+                Ok(())
+            }
+        };
+        // Background work (consumers committing offsets) gets what is left of the deadline.
+        self.shutdown.trigger();
+        let drained = tokio::time::timeout(deadline, async {
+            while self.background.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("background tasks did not stop within the deadline");
+            self.background.abort_all();
+        }
+        health_task.abort();
+        admin_stop.trigger();
+        let _ = admin_task.await;
+        tracing::info!("stopped");
+        served.map_err(Into::into)
+    }
+}

@@ -1,0 +1,168 @@
+//! Keeps a [`TenantRegistry`] equal to the compacted tenants topic.
+//!
+//! Every replica needs every tenant, so this is not a consumer-group member: it assigns all
+//! partitions of the topic from the beginning, reads up to the high watermarks it saw at
+//! start (then the `tenants` readiness check passes) and keeps following new records.
+//! Nothing is committed. Bad records are logged and skipped; a stale version never
+//! replaces a newer one (see [`TenantRegistry::upsert`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use centralita_proto::tenancy::v1 as pb;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::bus::{client_config, Event};
+use crate::error::Error;
+use crate::health::Readiness;
+use crate::metrics::{ConsumedLabel, Metrics, StatusLabel};
+use crate::registry::TenantRegistry;
+use crate::shutdown::Shutdown;
+use crate::tenant::Tenant;
+
+pub const CHECK: &str = "tenants";
+
+#[derive(Debug, Clone)]
+pub struct TenantFeed {
+    pub brokers: String,
+    pub topic: String,
+    pub service: &'static str,
+    pub registry: TenantRegistry,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+}
+
+impl TenantFeed {
+    /// Runs until shutdown, reconnecting with backoff.
+    pub async fn run(self, shutdown: Shutdown) {
+        self.readiness.register(CHECK);
+        let mut backoff = Duration::from_millis(250);
+        while !shutdown.is_triggered() {
+            match self.follow(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.readiness.set(CHECK, self.caught_up_before(), format!("tenant feed: {e}"));
+                    tracing::warn!(error = %e, topic = %self.topic, "tenant feed failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Once caught up, the registry stays usable through a broker outage; the `kafka`
+    /// check reports the outage itself.
+    fn caught_up_before(&self) -> bool {
+        self.readiness.report().checks.get(CHECK).is_some_and(|c| c.ok)
+    }
+
+    async fn follow(&self, shutdown: &Shutdown) -> Result<(), Error> {
+        let consumer: StreamConsumer = client_config(&self.brokers)
+            .set("group.id", format!("{}-tenant-feed-{}", self.service, uuid::Uuid::now_v7()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        let consumer = Arc::new(consumer);
+        let topic = self.topic.clone();
+        let c = consumer.clone();
+        // Metadata and watermark calls block; keep them off the async workers.
+        let highs: BTreeMap<i32, i64> = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let md = c.fetch_metadata(Some(&topic), Duration::from_secs(3))?;
+            let t = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .ok_or_else(|| Error::Unavailable(format!("topic {topic}")))?;
+            if t.error().is_some() || t.partitions().is_empty() {
+                return Err(Error::Unavailable(format!("topic {topic} does not exist yet")));
+            }
+            let mut highs = BTreeMap::new();
+            for p in t.partitions() {
+                let (_low, high) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(3))?;
+                highs.insert(p.id(), high);
+            }
+            Ok(highs)
+        })
+        .await
+        .map_err(Error::internal)??;
+        let mut tpl = TopicPartitionList::new();
+        for p in highs.keys() {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut pending: BTreeMap<i32, i64> = highs.into_iter().filter(|(_, h)| *h > 0).collect();
+        let mut caught_up = self.caught_up_before();
+        if pending.is_empty() && !caught_up {
+            self.mark_caught_up();
+            caught_up = true;
+        }
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                m = consumer.recv() => m,
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "tenant feed: consume error");
+                    continue;
+                }
+            };
+            self.apply(m.payload(), m.offset());
+            if !caught_up {
+                if let Some(high) = pending.get(&m.partition()) {
+                    if m.offset() + 1 >= *high {
+                        pending.remove(&m.partition());
+                    }
+                }
+                if pending.is_empty() {
+                    self.mark_caught_up();
+                    caught_up = true;
+                }
+            }
+        }
+    }
+
+    fn mark_caught_up(&self) {
+        let n = self.registry.list().len();
+        tracing::info!(tenants = n, topic = %self.topic, "tenant set loaded");
+        self.readiness.set(CHECK, true, format!("{n} tenants loaded"));
+    }
+
+    fn apply(&self, payload: Option<&[u8]>, offset: i64) {
+        let outcome = match self.decode(payload) {
+            Ok(tenant) => {
+                let id = tenant.id.clone();
+                let status = tenant.status;
+                if self.registry.upsert(tenant) {
+                    tracing::info!(tenant = %id, ?status, offset, "tenant configuration applied");
+                }
+                "handled"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, offset, topic = %self.topic, "skipping invalid tenant record");
+                "malformed"
+            }
+        };
+        self.metrics.bus_consumed.get_or_create(&ConsumedLabel { topic: self.topic.clone(), outcome }).inc();
+        let (active, suspended) = self.registry.count_by_status();
+        self.metrics.tenants_known.get_or_create(&StatusLabel { status: "active" }).set(active as i64);
+        self.metrics.tenants_known.get_or_create(&StatusLabel { status: "suspended" }).set(suspended as i64);
+    }
+
+    fn decode(&self, payload: Option<&[u8]>) -> Result<Tenant, Error> {
+        let event = Event::decode(payload.ok_or_else(|| Error::invalid("record", "is empty"))?)?;
+        let tenant = Tenant::try_from(event.payload::<pb::Tenant>()?)?;
+        if tenant.id != event.tenant {
+            return Err(Error::invalid("tenant_id", "envelope and payload name different tenants"));
+        }
+        Ok(tenant)
+    }
+}
