@@ -63,40 +63,8 @@ impl TenantFeed {
     }
 
     async fn follow(&self, shutdown: &Shutdown) -> Result<(), Error> {
-        let consumer: StreamConsumer = client_config(&self.brokers)
-            .set("group.id", format!("{}-tenant-feed-{}", self.service, uuid::Uuid::now_v7()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()?;
-        let consumer = Arc::new(consumer);
-        let topic = self.topic.clone();
-        let c = consumer.clone();
-        // Metadata and watermark calls block; keep them off the async workers.
-        let highs: BTreeMap<i32, i64> = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let md = c.fetch_metadata(Some(&topic), Duration::from_secs(3))?;
-            let t = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .ok_or_else(|| Error::Unavailable(format!("topic {topic}")))?;
-            if t.error().is_some() || t.partitions().is_empty() {
-                return Err(Error::Unavailable(format!("topic {topic} does not exist yet")));
-            }
-            let mut highs = BTreeMap::new();
-            for p in t.partitions() {
-                let (_low, high) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(3))?;
-                highs.insert(p.id(), high);
-            }
-            Ok(highs)
-        })
-        .await
-        .map_err(Error::internal)??;
-        let mut tpl = TopicPartitionList::new();
-        for p in highs.keys() {
-            tpl.add_partition_offset(&self.topic, *p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        let group = format!("{}-tenant-feed-{}", self.service, uuid::Uuid::now_v7());
+        let (consumer, highs) = open(&self.brokers, &self.topic, &group).await?;
         let mut pending: BTreeMap<i32, i64> = highs.into_iter().filter(|(_, h)| *h > 0).collect();
         let mut caught_up = self.caught_up_before();
         if pending.is_empty() && !caught_up {
@@ -165,4 +133,73 @@ impl TenantFeed {
         }
         Ok(tenant)
     }
+}
+
+/// A consumer assigned to every partition of `topic` from the beginning, and the high
+/// watermark of each partition at the time of assignment.
+async fn open(brokers: &str, topic: &str, group: &str) -> Result<(Arc<StreamConsumer>, BTreeMap<i32, i64>), Error> {
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let consumer = Arc::new(consumer);
+    let (c, t) = (consumer.clone(), topic.to_owned());
+    // Metadata and watermark calls block; keep them off the async workers.
+    let highs: BTreeMap<i32, i64> = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let md = c.fetch_metadata(Some(&t), Duration::from_secs(3))?;
+        let meta = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t)
+            .ok_or_else(|| Error::Unavailable(format!("topic {t}")))?;
+        if meta.error().is_some() || meta.partitions().is_empty() {
+            return Err(Error::Unavailable(format!("topic {t} does not exist yet")));
+        }
+        let mut highs = BTreeMap::new();
+        for p in meta.partitions() {
+            let (_low, high) = c.fetch_watermarks(&t, p.id(), Duration::from_secs(3))?;
+            highs.insert(p.id(), high);
+        }
+        Ok(highs)
+    })
+    .await
+    .map_err(Error::internal)??;
+    let mut tpl = TopicPartitionList::new();
+    for p in highs.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok((consumer, highs))
+}
+
+/// Reads the whole tenants topic once (up to its current end) into a fresh registry: how the
+/// admin CLI sees the current tenant set. Invalid records are skipped with a warning.
+pub async fn load_snapshot(brokers: &str, topic: &str, timeout: Duration) -> Result<TenantRegistry, Error> {
+    let registry = TenantRegistry::new();
+    let feed = TenantFeed {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+        service: "cli",
+        registry: registry.clone(),
+        readiness: Readiness::new(),
+        metrics: Arc::new(Metrics::new("cli")),
+    };
+    let (consumer, highs) = open(brokers, topic, &format!("cli-snapshot-{}", uuid::Uuid::now_v7())).await?;
+    let mut pending: BTreeMap<i32, i64> = highs.into_iter().filter(|(_, h)| *h > 0).collect();
+    let read = async {
+        while !pending.is_empty() {
+            let m = consumer.recv().await?;
+            feed.apply(m.payload(), m.offset());
+            if pending.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
+                pending.remove(&m.partition());
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| Error::Unavailable(format!("kafka (reading {topic} took longer than {timeout:?})")))??;
+    Ok(registry)
 }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The local stack: Redis, PostgreSQL and tansu (Kafka protocol) on loopback, data under
+# $CENTRALITA_DATA (default: .local/ in the clone). Safe to re-run.
+#   deploy/local/stack.sh up      install what is missing, start what is not running
+#   deploy/local/stack.sh down    stop everything
+#   deploy/local/stack.sh status  one line per component
+#   deploy/local/stack.sh kafka-down | kafka-up   stop/start only the broker (failure tests)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/local/env.sh
+source "$here/env.sh"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+wait_port() { # name port
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$1 did not open port $2"; return 1
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+redis_up() {
+  if port_open "$CENTRALITA_REDIS_PORT"; then return; fi
+  mkdir -p "$CENTRALITA_DATA/redis"
+  redis-server --port "$CENTRALITA_REDIS_PORT" --bind 127.0.0.1 --dir "$CENTRALITA_DATA/redis" \
+    --daemonize yes --pidfile "$CENTRALITA_DATA/redis/redis.pid" --logfile "$CENTRALITA_DATA/redis/redis.log" \
+    --save "" --appendonly no >/dev/null
+  wait_port redis "$CENTRALITA_REDIS_PORT"
+  log "redis on 127.0.0.1:$CENTRALITA_REDIS_PORT"
+}
+
+pg_up() {
+  local dir="$CENTRALITA_DATA/postgres" bin; bin="$(pg_bin)"
+  if port_open "$CENTRALITA_PG_PORT"; then return; fi
+  mkdir -p "$dir" "$CENTRALITA_DATA/pgsock"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir" "$CENTRALITA_DATA/pgsock" && chmod 700 "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_pg mkdir -p "$dir/data"
+    echo postgres >"$dir/pwfile"; [ "$(id -u)" = 0 ] && chown postgres "$dir/pwfile"
+    as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      --pwfile="$dir/pwfile" -E UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$dir/pwfile"
+  fi
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+    -o "-p $CENTRALITA_PG_PORT -c listen_addresses=127.0.0.1 -k $CENTRALITA_DATA/pgsock -c fsync=off -c max_connections=300" start >/dev/null
+  # Roles and databases: the services' role is not a superuser, so row-level security binds it.
+  as_pg psql -h "$CENTRALITA_DATA/pgsock" -p "$CENTRALITA_PG_PORT" -U postgres -qAt -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+SELECT 'CREATE ROLE centralita LOGIN PASSWORD ''centralita'''
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'centralita') \gexec
+SELECT 'CREATE DATABASE centralita OWNER centralita'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'centralita') \gexec
+SELECT 'CREATE DATABASE centralita_test OWNER centralita'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'centralita_test') \gexec
+SQL
+  log "postgresql on 127.0.0.1:$CENTRALITA_PG_PORT"
+}
+
+kafka_up() {
+  if port_open "$CENTRALITA_KAFKA_PORT"; then return; fi
+  mkdir -p "$CENTRALITA_DATA/tansu"
+  # Keep the broker's own OTLP export off whatever the caller's shell has set.
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$CENTRALITA_KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$CENTRALITA_KAFKA_PORT" \
+    --storage-engine memory://tansu/ >"$CENTRALITA_DATA/tansu/tansu.log" 2>&1 &
+  echo $! >"$CENTRALITA_DATA/tansu/tansu.pid"
+  wait_port tansu "$CENTRALITA_KAFKA_PORT"
+  log "tansu (kafka protocol, memory storage) on 127.0.0.1:$CENTRALITA_KAFKA_PORT"
+}
+
+kafka_down() {
+  local pidf="$CENTRALITA_DATA/tansu/tansu.pid"
+  if [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null; then
+    for _ in $(seq 1 50); do port_open "$CENTRALITA_KAFKA_PORT" || break; sleep 0.1; done
+  fi
+  rm -f "$pidf"
+}
+
+down() {
+  kafka_down
+  redis-cli -p "$CENTRALITA_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  if [ -f "$CENTRALITA_DATA/postgres/data/postmaster.pid" ]; then
+    as_pg "$(pg_bin)/pg_ctl" -D "$CENTRALITA_DATA/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  log "stopped"
+}
+
+status() {
+  for c in "redis $CENTRALITA_REDIS_PORT" "postgres $CENTRALITA_PG_PORT" "kafka $CENTRALITA_KAFKA_PORT"; do
+    set -- $c
+    if port_open "$2"; then echo "$1: up (127.0.0.1:$2)"; else echo "$1: down"; fi
+  done
+}
+
+case "${1:-up}" in
+  up) "$here/install.sh"; redis_up; pg_up; kafka_up ;;
+  down) down ;;
+  status) status ;;
+  kafka-down) kafka_down ;;
+  kafka-up) kafka_up ;;
+  *) echo "usage: $0 up|down|status|kafka-down|kafka-up" >&2; exit 2 ;;
+esac

@@ -1,0 +1,411 @@
+//! `centralita`: the admin CLI.
+//!
+//! - `centralita admin tenant apply -f tenant.yaml` validates every document of the file
+//!   and publishes the tenants to the compacted tenants topic (nothing is published if any
+//!   document is invalid); `list`, `get`, `suspend`, `resume` read the topic's current state.
+//! - `centralita token mint` signs a JWT with a (dev) private key.
+//! - `centralita status` shows each service's gRPC health and the tenants it sees.
+//!
+//! Exit codes: 0 success, 2 invalid input, 1 anything else (e.g. the broker is down).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use centralita_platform::auth::{Role, Signer, TokenRequest};
+use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
+use centralita_platform::config::parse_duration;
+use centralita_platform::tenant::{Tenant, TenantId, TenantManifest, TenantStatus};
+use centralita_platform::tenant_feed::load_snapshot;
+use centralita_platform::Error;
+use centralita_proto::tenancy::v1 as pb;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "centralita", version, about = "Centralita admin CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka-brokers", env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic name prefix of the installation.
+    #[arg(long = "kafka-topic-prefix", env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
+    topic_prefix: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Platform administration (BPO operator).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Development tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// gRPC health of each service and the tenants each one sees.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Tenants (client companies).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Validate a tenant file (one or more `---`-separated Tenant documents) and publish it.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Validate only; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// List the current tenants.
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Show one tenant as a manifest.
+    Get {
+        id: String,
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Output,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Suspend a tenant: every service refuses its calls.
+    Suspend {
+        id: String,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Make a suspended tenant active again.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Mint a signed JWT and print it.
+    Mint {
+        #[arg(long, default_value = "dev")]
+        subject: String,
+        /// Tenant id; omit only for bpo_admin.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Role (repeatable): bpo_admin, tenant_admin, supervisor, agent.
+        #[arg(long = "role", required = true)]
+        roles: Vec<Role>,
+        #[arg(long)]
+        agent_id: Option<String>,
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
+        private_key_file: PathBuf,
+        #[arg(long, env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
+        issuer: String,
+        #[arg(long, env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
+        audience: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// `name=host:port` of each service's gRPC port, comma-separated.
+    #[arg(long, env = "CENTRALITA_ENDPOINTS", value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    /// Keep polling up to this long until every service is SERVING (and sees --expect-tenant).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    wait: Duration,
+    /// Fail unless every service sees this tenant.
+    #[arg(long)]
+    expect_tenant: Option<String>,
+    #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
+    private_key_file: PathBuf,
+    #[arg(long, env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
+    issuer: String,
+    #[arg(long, env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
+    audience: String,
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(v) => Failure {
+                code: 2,
+                message: std::iter::once("invalid input:".to_string())
+                    .chain(v.iter().map(|f| format!("  {}: {}", f.field, f.description)))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            },
+            other => Failure { code: 1, message: other.to_string() },
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure { code: 1, message: format!("{e:#}") }
+    }
+}
+
+type CliResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> CliResult {
+    match command {
+        Command::Admin { command: AdminCommand::Tenant { command } } => tenant(command).await,
+        Command::Token { command: TokenCommand::Mint { subject, tenant, roles, agent_id, ttl, private_key_file, issuer, audience } } => {
+            let signer = Signer::from_file(&private_key_file, &issuer, &audience).map_err(|m| Failure { code: 2, message: m })?;
+            let tenant = tenant
+                .map(|t| TenantId::parse(&t).map_err(|m| Error::invalid("--tenant", m)))
+                .transpose()?;
+            if tenant.is_none() && !roles.contains(&Role::BpoAdmin) {
+                return Err(Error::invalid("--tenant", "is required unless --role bpo_admin").into());
+            }
+            let token = signer.mint(&TokenRequest { subject, tenant, roles, agent_id, ttl })?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Status(args) => status(args).await,
+    }
+}
+
+async fn publish(kafka: &KafkaArgs, tenants: &[Tenant]) -> CliResult {
+    let topics = Topics::new(kafka.topic_prefix.clone());
+    let topic = topics.tenants();
+    ensure_topics(&kafka.brokers, 1, &[TopicSpec { name: topic.clone(), partitions: 1, compacted: true }]).await?;
+    let producer = Producer::new(&kafka.brokers, None)?;
+    for t in tenants {
+        let event = Event::new(t.id.clone(), &pb::Tenant::from(t));
+        let (partition, offset) = producer.publish(&topic, t.id.as_str(), &event).await?;
+        println!(
+            "tenant/{} {} ({}; {topic} partition {partition} offset {offset})",
+            t.id,
+            if t.is_active() { "configured" } else { "configured (suspended)" },
+            t.display_name
+        );
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
+}
+
+async fn current(kafka: &KafkaArgs, id: &str) -> Result<Tenant, Failure> {
+    let id = TenantId::parse(id).map_err(|m| Error::invalid("tenant id", m))?;
+    let topic = Topics::new(kafka.topic_prefix.clone()).tenants();
+    let registry = load_snapshot(&kafka.brokers, &topic, Duration::from_secs(15)).await?;
+    registry
+        .get(&id)
+        .map(|t| t.as_ref().clone())
+        .ok_or_else(|| Failure { code: 1, message: format!("tenant `{id}` is not onboarded") })
+}
+
+async fn tenant(command: TenantCommand) -> CliResult {
+    match command {
+        TenantCommand::Apply { file, dry_run, kafka } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure { code: 2, message: format!("cannot read {}: {e}", file.display()) })?;
+            let tenants = TenantManifest::parse_all(&text, chrono::Utc::now()).map_err(|e| {
+                let mut f = Failure::from(e);
+                f.message = format!("{} was refused, nothing published. {}", file.display(), f.message);
+                f
+            })?;
+            if dry_run {
+                for t in &tenants {
+                    println!("tenant/{} valid (dry run, not published)", t.id);
+                }
+                return Ok(());
+            }
+            publish(&kafka, &tenants).await
+        }
+        TenantCommand::List { output, kafka } => {
+            let topic = Topics::new(kafka.topic_prefix.clone()).tenants();
+            let registry = load_snapshot(&kafka.brokers, &topic, Duration::from_secs(15)).await?;
+            let tenants = registry.list();
+            match output {
+                Output::Table => {
+                    println!("{:<24} {:<28} {:<10} {:<28} {:>10} UPDATED", "ID", "NAME", "STATUS", "CHANNELS", "SL TARGET");
+                    for t in tenants {
+                        let channels: Vec<String> = t.channels.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
+                        println!(
+                            "{:<24} {:<28} {:<10} {:<28} {:>10} {}",
+                            t.id,
+                            t.display_name,
+                            format!("{:?}", t.status).to_lowercase(),
+                            channels.join(","),
+                            format!("{}%/{}s", t.service_level.target_percent, t.service_level.threshold.as_secs()),
+                            t.updated_at.format("%Y-%m-%dT%H:%M:%SZ")
+                        );
+                    }
+                }
+                Output::Yaml | Output::Json => {
+                    let manifests: Vec<TenantManifest> = tenants.iter().map(|t| TenantManifest::from(t.as_ref())).collect();
+                    print_manifests(&manifests, output)?;
+                }
+            }
+            Ok(())
+        }
+        TenantCommand::Get { id, output, kafka } => {
+            let t = current(&kafka, &id).await?;
+            print_manifests(&[TenantManifest::from(&t)], output)
+        }
+        TenantCommand::Suspend { id, kafka } => set_status(&kafka, &id, TenantStatus::Suspended).await,
+        TenantCommand::Resume { id, kafka } => set_status(&kafka, &id, TenantStatus::Active).await,
+    }
+}
+
+async fn set_status(kafka: &KafkaArgs, id: &str, status: TenantStatus) -> CliResult {
+    let mut t = current(kafka, id).await?;
+    t.status = status;
+    t.updated_at = chrono::Utc::now();
+    publish(kafka, &[t]).await
+}
+
+fn print_manifests(manifests: &[TenantManifest], output: Output) -> CliResult {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(manifests).map_err(anyhow::Error::from)?),
+        _ => {
+            for m in manifests {
+                print!("---\n{}", serde_yaml::to_string(m).map_err(anyhow::Error::from)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One service's answer to `status`.
+struct Seen {
+    name: String,
+    addr: String,
+    health: String,
+    tenants: Vec<String>,
+}
+
+async fn probe(name: &str, addr: &str, token: &str) -> Seen {
+    let mut seen = Seen { name: name.into(), addr: addr.into(), health: "UNREACHABLE".into(), tenants: vec![] };
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        seen.health = "BAD ADDRESS".into();
+        return seen;
+    };
+    let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)).connect().await else {
+        return seen;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    seen.health = match health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+        Ok(r) => format!("{:?}", r.into_inner().status()).to_uppercase(),
+        Err(s) => format!("ERROR {:?}", s.code()),
+    };
+    let mut client = pb::tenant_service_client::TenantServiceClient::new(channel);
+    let mut request = tonic::Request::new(pb::ListTenantsRequest { page_size: 1000, page_token: String::new() });
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", v);
+    }
+    if let Ok(r) = client.list_tenants(request).await {
+        seen.tenants = r
+            .into_inner()
+            .tenants
+            .into_iter()
+            .map(|t| {
+                let suspended = t.status == pb::TenantStatus::Suspended as i32;
+                let id = t.name.trim_start_matches("tenants/").to_string();
+                if suspended {
+                    format!("{id}(suspended)")
+                } else {
+                    id
+                }
+            })
+            .collect();
+    }
+    seen
+}
+
+async fn status(args: StatusArgs) -> CliResult {
+    let signer = Signer::from_file(&args.private_key_file, &args.issuer, &args.audience).map_err(|m| Failure { code: 2, message: m })?;
+    let token = signer.mint(&TokenRequest {
+        subject: "centralita-status".into(),
+        tenant: None,
+        roles: vec![Role::BpoAdmin],
+        agent_id: None,
+        ttl: Duration::from_secs(300),
+    })?;
+    let mut targets = Vec::new();
+    for e in &args.endpoints {
+        let (name, addr) = e
+            .split_once('=')
+            .ok_or_else(|| Error::invalid("--endpoints", format!("`{e}` is not name=host:port")))?;
+        targets.push((name.to_string(), addr.to_string()));
+    }
+    let deadline = tokio::time::Instant::now() + args.wait;
+    loop {
+        let mut results = Vec::new();
+        for (name, addr) in &targets {
+            results.push(probe(name, addr, &token).await);
+        }
+        let good = |s: &Seen| {
+            s.health == "SERVING" && args.expect_tenant.as_ref().is_none_or(|t| s.tenants.iter().any(|x| x == t))
+        };
+        let all_good = results.iter().all(good);
+        if all_good || tokio::time::Instant::now() >= deadline {
+            println!("{:<12} {:<22} {:<14} TENANTS", "SERVICE", "GRPC", "HEALTH");
+            for s in &results {
+                println!("{:<12} {:<22} {:<14} {}", s.name, s.addr, s.health, s.tenants.join(", "));
+            }
+            return if all_good {
+                Ok(())
+            } else {
+                Err(Failure { code: 1, message: "not every service is SERVING with the expected tenant".into() })
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,57 @@
+//! The `recording` service. It owns: Call audio and chat transcripts with per-tenant envelope encryption, pause/resume, retention and legal hold, playback.
+//!
+//! Hot state: none. Durable state: object storage + PostgreSQL metadata (schema `recording`).
+//!
+//! # Layout
+//! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
+//! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
+//!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
+//!
+//! What is served today is the platform part: gRPC health and reflection, the tenant
+//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
+//! consumed, the admin port, and readiness of the dependencies below.
+
+use centralita_platform::config::{CommonConfig, Validate, ConfigError, PostgresConfig};
+use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
+use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
+use centralita_platform::shutdown::Shutdown;
+
+pub const SERVICE: &str = "recording";
+
+/// The `recording` schema. Version 1 installs the row-level-security helper every tenant-owned
+/// table's policy uses; the service's own tables follow as new versions.
+pub const MIGRATIONS: Migrations = Migrations {
+    schema: "recording",
+    steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }],
+};
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "centralita-recording", version, about = "Centralita recording service")]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.postgres.validate()?;
+        Ok(())
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
+/// Runs the service on `listeners` until `shutdown`.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
+    let topics = [runtime.topics.contacts()];
+    runtime.with_topics(&topics);
+    let _db = runtime.postgres(&config.postgres, MIGRATIONS)?;
+    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+}

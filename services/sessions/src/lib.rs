@@ -1,0 +1,49 @@
+//! The `sessions` service. It owns: Contact (interaction) lifecycle, agent sign-in, presence and states, offers streamed to agent frontends, transfers, holds and conferences.
+//!
+//! Hot state: Redis. Durable state: Kafka events (contacts, agents topics).
+//!
+//! # Layout
+//! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
+//! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
+//!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
+//!
+//! What is served today is the platform part: gRPC health and reflection, the tenant
+//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
+//! consumed, the admin port, and readiness of the dependencies below.
+
+use centralita_platform::config::{CommonConfig, Validate, ConfigError, RedisConfig};
+use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
+use centralita_platform::shutdown::Shutdown;
+
+pub const SERVICE: &str = "sessions";
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "centralita-sessions", version, about = "Centralita sessions service")]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.redis.validate()?;
+        Ok(())
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
+/// Runs the service on `listeners` until `shutdown`.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
+    let topics = [runtime.topics.contacts(), runtime.topics.agents()];
+    runtime.with_topics(&topics);
+    let _redis = runtime.redis(&config.redis);
+    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+}
