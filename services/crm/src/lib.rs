@@ -11,7 +11,7 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
-use centralita_platform::config::{CommonConfig, Validate, ConfigError, PostgresConfig};
+use centralita_platform::config::{CommonConfig, ConfigError, PostgresConfig, Validate};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
 use centralita_platform::shutdown::Shutdown;
@@ -22,7 +22,11 @@ pub const SERVICE: &str = "crm";
 /// table's policy uses; the service's own tables follow as new versions.
 pub const MIGRATIONS: Migrations = Migrations {
     schema: "crm",
-    steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }],
+    steps: &[Migration {
+        version: 1,
+        name: "tenancy",
+        sql: TENANCY_SQL,
+    }],
 };
 
 #[derive(Debug, clap::Parser)]
@@ -53,5 +57,40 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let topics = [runtime.topics.contacts()];
     runtime.with_topics(&topics);
     let _db = runtime.postgres(&config.postgres, MIGRATIONS)?;
-    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+    runtime
+        .serve(listeners, tonic::service::RoutesBuilder::default())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn flags_are_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_setting_named() {
+        let args = [
+            "centralita-crm",
+            "--jwt-public-key-file",
+            "/dev/null",
+            "--kafka-partitions",
+            "0",
+            "--database-url",
+            "postgres://u@127.0.0.1/db",
+        ];
+        let config = Config::try_parse_from(args).expect("parses");
+        let err = config
+            .validate()
+            .and_then(|()| config.common().validate())
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"),
+            "{err}"
+        );
+    }
 }

@@ -51,7 +51,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(service: &'static str) -> Self {
-        let mut registry = Registry::with_labels([(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Borrowed(service))].into_iter());
+        let mut registry = Registry::with_labels(
+            [(
+                std::borrow::Cow::Borrowed("service"),
+                std::borrow::Cow::Borrowed(service),
+            )]
+            .into_iter(),
+        );
         let m = Self {
             auth_rejected: Family::default(),
             bus_published: Family::default(),
@@ -61,22 +67,44 @@ impl Metrics {
             ready: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
-        registry.register("centralita_auth_rejected_calls", "gRPC calls refused by authentication, by reason", m.auth_rejected.clone());
-        registry.register("centralita_bus_published_events", "Events published to Kafka, by topic", m.bus_published.clone());
+        registry.register(
+            "centralita_auth_rejected_calls",
+            "gRPC calls refused by authentication, by reason",
+            m.auth_rejected.clone(),
+        );
+        registry.register(
+            "centralita_bus_published_events",
+            "Events published to Kafka, by topic",
+            m.bus_published.clone(),
+        );
         registry.register(
             "centralita_bus_consumed_events",
             "Events read from Kafka, by topic and outcome (handled, duplicate, malformed)",
             m.bus_consumed.clone(),
         );
-        registry.register("centralita_tenants_known", "Tenants in this replica's registry, by status", m.tenants_known.clone());
-        registry.register("centralita_dependency_up", "1 when a dependency answered its last check", m.dependency_up.clone());
-        registry.register("centralita_service_ready", "1 when this replica reports ready", m.ready.clone());
+        registry.register(
+            "centralita_tenants_known",
+            "Tenants in this replica's registry, by status",
+            m.tenants_known.clone(),
+        );
+        registry.register(
+            "centralita_dependency_up",
+            "1 when a dependency answered its last check",
+            m.dependency_up.clone(),
+        );
+        registry.register(
+            "centralita_service_ready",
+            "1 when this replica reports ready",
+            m.ready.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
         m
     }
 
     pub fn auth_rejected(&self, reason: &'static str) {
-        self.auth_rejected.get_or_create(&ReasonLabel { reason }).inc();
+        self.auth_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition of every registered metric.
@@ -101,6 +129,9 @@ mod tests {
         m.ready.set(1);
         let text = m.encode();
         assert!(text.contains("centralita_auth_rejected_calls_total{service=\"sessions\",reason=\"TOKEN_EXPIRED\"} 1"), "{text}");
-        assert!(text.contains("centralita_service_ready{service=\"sessions\"} 1"), "{text}");
+        assert!(
+            text.contains("centralita_service_ready{service=\"sessions\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -11,14 +11,18 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
-use centralita_platform::config::{CommonConfig, Validate, ConfigError, RedisConfig};
+use centralita_platform::config::{CommonConfig, ConfigError, RedisConfig, Validate};
 use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
 use centralita_platform::shutdown::Shutdown;
 
 pub const SERVICE: &str = "routing";
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "centralita-routing", version, about = "Centralita routing service")]
+#[command(
+    name = "centralita-routing",
+    version,
+    about = "Centralita routing service"
+)]
 pub struct Config {
     #[command(flatten)]
     pub common: CommonConfig,
@@ -45,5 +49,40 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let topics = [runtime.topics.contacts(), runtime.topics.agents()];
     runtime.with_topics(&topics);
     let _redis = runtime.redis(&config.redis);
-    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+    runtime
+        .serve(listeners, tonic::service::RoutesBuilder::default())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn flags_are_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_setting_named() {
+        let args = [
+            "centralita-routing",
+            "--jwt-public-key-file",
+            "/dev/null",
+            "--kafka-partitions",
+            "0",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+        ];
+        let config = Config::try_parse_from(args).expect("parses");
+        let err = config
+            .validate()
+            .and_then(|()| config.common().validate())
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"),
+            "{err}"
+        );
+    }
 }

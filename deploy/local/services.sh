@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds and runs every Centralita service on loopback against the local stack.
+#   deploy/local/services.sh start | stop | status
+# Logs: $CENTRALITA_DATA/logs/<service>.log (JSON lines). gRPC ports 50051-50056,
+# admin ports 9101-9106 (override the base with CENTRALITA_GRPC_BASE / CENTRALITA_ADMIN_BASE).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/local/env.sh
+source "$here/env.sh"
+
+SERVICES=(sessions routing media crm recording reporting)
+grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
+admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
+bin="$CARGO_TARGET_DIR/debug"
+export CENTRALITA_JWT_PUBLIC_KEY_FILE="${CENTRALITA_JWT_PUBLIC_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.pub}"
+export CENTRALITA_JWT_PRIVATE_KEY_FILE="${CENTRALITA_JWT_PRIVATE_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.key}"
+mkdir -p "$CENTRALITA_DATA/logs" "$CENTRALITA_DATA/run"
+
+endpoints() {
+  local i=0 out=()
+  for s in "${SERVICES[@]}"; do out+=("$s=127.0.0.1:$((grpc_base + i))"); i=$((i + 1)); done
+  (IFS=,; echo "${out[*]}")
+}
+
+start() {
+  (cd "$repo_root" && cargo build --workspace --bins -q)
+  local i=0
+  for s in "${SERVICES[@]}"; do
+    local pidf="$CENTRALITA_DATA/run/$s.pid"
+    if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then i=$((i + 1)); continue; fi
+    CENTRALITA_GRPC_ADDR="127.0.0.1:$((grpc_base + i))" CENTRALITA_ADMIN_ADDR="127.0.0.1:$((admin_base + i))" \
+      nohup "$bin/centralita-$s" >>"$CENTRALITA_DATA/logs/$s.log" 2>&1 &
+    echo $! >"$pidf"
+    echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2
+    i=$((i + 1))
+  done
+}
+
+stop() {
+  for s in "${SERVICES[@]}"; do
+    local pidf="$CENTRALITA_DATA/run/$s.pid"
+    [ -f "$pidf" ] || continue
+    local pid; pid="$(cat "$pidf")"
+    if kill -TERM "$pid" 2>/dev/null; then
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidf"
+  done
+  echo "[services] stopped" >&2
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  status) "$bin/centralita" status --endpoints "$(endpoints)" ;;
+  endpoints) endpoints ;;
+  *) echo "usage: $0 start|stop|status|endpoints" >&2; exit 2 ;;
+esac
