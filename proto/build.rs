@@ -21,8 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     println!("cargo:rerun-if-changed=centralita");
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("centralita_descriptor.bin");
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(descriptor)
-        .compile_protos(&files, &[root])?;
+    tonic_prost_build::configure().file_descriptor_set_path(descriptor).compile_protos(&files, &[root])?;
     Ok(())
 }

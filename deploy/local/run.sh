@@ -29,5 +29,5 @@ Centralita is running on loopback. Try:
   $cli token mint --tenant acme --role supervisor --subject sam
   $cli admin tenant suspend acme && $cli status --endpoints "\$($here/services.sh endpoints)"
   curl -s http://127.0.0.1:9101/readyz ; curl -s http://127.0.0.1:9101/metrics | head
-Logs: $CENTRALITA_DATA/logs/   Stop: deploy/local/run.sh stop
+Logs: $CENTRALITA_DATA/logs/dev/   Stop: deploy/local/run.sh stop
 MSG

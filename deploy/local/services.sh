@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs every Centralita service on loopback against the local stack.
 #   deploy/local/services.sh start | stop | status
-# Logs: $CENTRALITA_DATA/logs/<service>.log (JSON lines). gRPC ports 50051-50056,
+# Logs: $CENTRALITA_DATA/logs/<run name>/<service>.log (JSON lines). gRPC ports 50051-50056,
 # admin ports 9101-9106 (override the base with CENTRALITA_GRPC_BASE / CENTRALITA_ADMIN_BASE).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,7 +14,11 @@ admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
 bin="$CARGO_TARGET_DIR/debug"
 export CENTRALITA_JWT_PUBLIC_KEY_FILE="${CENTRALITA_JWT_PUBLIC_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.pub}"
 export CENTRALITA_JWT_PRIVATE_KEY_FILE="${CENTRALITA_JWT_PRIVATE_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.key}"
-mkdir -p "$CENTRALITA_DATA/logs" "$CENTRALITA_DATA/run"
+# A second set of services (the end-to-end tests) runs beside the dev one under its own name.
+name="${CENTRALITA_RUN_NAME:-dev}"
+logs="$CENTRALITA_DATA/logs/$name"
+run="$CENTRALITA_DATA/run/$name"
+mkdir -p "$logs" "$run"
 
 endpoints() {
   local i=0 out=()
@@ -26,10 +30,10 @@ start() {
   (cd "$repo_root" && cargo build --workspace --bins -q)
   local i=0
   for s in "${SERVICES[@]}"; do
-    local pidf="$CENTRALITA_DATA/run/$s.pid"
+    local pidf="$run/$s.pid"
     if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then i=$((i + 1)); continue; fi
     CENTRALITA_GRPC_ADDR="127.0.0.1:$((grpc_base + i))" CENTRALITA_ADMIN_ADDR="127.0.0.1:$((admin_base + i))" \
-      nohup "$bin/centralita-$s" >>"$CENTRALITA_DATA/logs/$s.log" 2>&1 &
+      nohup "$bin/centralita-$s" >>"$logs/$s.log" 2>&1 &
     echo $! >"$pidf"
     echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2
     i=$((i + 1))
@@ -38,7 +42,7 @@ start() {
 
 stop() {
   for s in "${SERVICES[@]}"; do
-    local pidf="$CENTRALITA_DATA/run/$s.pid"
+    local pidf="$run/$s.pid"
     [ -f "$pidf" ] || continue
     local pid; pid="$(cat "$pidf")"
     if kill -TERM "$pid" 2>/dev/null; then

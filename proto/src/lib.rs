@@ -5,8 +5,7 @@
 //! Packages are versioned (`centralita.<area>.v1`); `buf breaking` guards v1.
 
 /// Encoded `FileDescriptorSet` of every Centralita proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/centralita_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/centralita_descriptor.bin"));
 
 pub mod tenancy {
     pub mod v1 {

@@ -31,18 +31,10 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "CENTRALITA_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long = "kafka-brokers", env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
     /// Topic name prefix of the installation.
-    #[arg(
-        long = "kafka-topic-prefix",
-        env = "CENTRALITA_KAFKA_TOPIC_PREFIX",
-        default_value = "centralita."
-    )]
+    #[arg(long = "kafka-topic-prefix", env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
     topic_prefix: String,
 }
 
@@ -135,15 +127,15 @@ enum TokenCommand {
         agent_id: Option<String>,
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
+        /// Issue time, Unix seconds (default now); with --ttl, makes tokens that are
+        /// already expired, to test how clients and services handle them.
+        #[arg(long)]
+        issued_at: Option<i64>,
         #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
         private_key_file: PathBuf,
         #[arg(long, env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
         issuer: String,
-        #[arg(
-            long,
-            env = "CENTRALITA_JWT_AUDIENCE",
-            default_value = "centralita-api"
-        )]
+        #[arg(long, env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
         audience: String,
     },
 }
@@ -151,12 +143,7 @@ enum TokenCommand {
 #[derive(Debug, clap::Args)]
 struct StatusArgs {
     /// `name=host:port` of each service's gRPC port, comma-separated.
-    #[arg(
-        long,
-        env = "CENTRALITA_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long, env = "CENTRALITA_ENDPOINTS", value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
     /// Keep polling up to this long until every service is SERVING (and sees --expect-tenant).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
@@ -168,11 +155,7 @@ struct StatusArgs {
     private_key_file: PathBuf,
     #[arg(long, env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
     issuer: String,
-    #[arg(
-        long,
-        env = "CENTRALITA_JWT_AUDIENCE",
-        default_value = "centralita-api"
-    )]
+    #[arg(long, env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
     audience: String,
 }
 
@@ -188,27 +171,18 @@ impl From<Error> for Failure {
             Error::InvalidArgument(v) => Failure {
                 code: 2,
                 message: std::iter::once("invalid input:".to_string())
-                    .chain(
-                        v.iter()
-                            .map(|f| format!("  {}: {}", f.field, f.description)),
-                    )
+                    .chain(v.iter().map(|f| format!("  {}: {}", f.field, f.description)))
                     .collect::<Vec<_>>()
                     .join("\n"),
             },
-            other => Failure {
-                code: 1,
-                message: other.to_string(),
-            },
+            other => Failure { code: 1, message: other.to_string() },
         }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure {
-            code: 1,
-            message: format!("{e:#}"),
-        }
+        Failure { code: 1, message: format!("{e:#}") }
     }
 }
 
@@ -216,11 +190,7 @@ type CliResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -238,42 +208,19 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> CliResult {
     match command {
-        Command::Admin {
-            command: AdminCommand::Tenant { command },
-        } => tenant(command).await,
+        Command::Admin { command: AdminCommand::Tenant { command } } => tenant(command).await,
         Command::Token {
             command:
-                TokenCommand::Mint {
-                    subject,
-                    tenant,
-                    roles,
-                    agent_id,
-                    ttl,
-                    private_key_file,
-                    issuer,
-                    audience,
-                },
+                TokenCommand::Mint { subject, tenant, roles, agent_id, ttl, issued_at, private_key_file, issuer, audience },
         } => {
-            let signer =
-                Signer::from_file(&private_key_file, &issuer, &audience).map_err(|m| Failure {
-                    code: 2,
-                    message: m,
-                })?;
-            let tenant = tenant
-                .map(|t| TenantId::parse(&t).map_err(|m| Error::invalid("--tenant", m)))
-                .transpose()?;
+            let signer = Signer::from_file(&private_key_file, &issuer, &audience)
+                .map_err(|m| Failure { code: 2, message: m })?;
+            let tenant = tenant.map(|t| TenantId::parse(&t).map_err(|m| Error::invalid("--tenant", m))).transpose()?;
             if tenant.is_none() && !roles.contains(&Role::BpoAdmin) {
-                return Err(
-                    Error::invalid("--tenant", "is required unless --role bpo_admin").into(),
-                );
+                return Err(Error::invalid("--tenant", "is required unless --role bpo_admin").into());
             }
-            let token = signer.mint(&TokenRequest {
-                subject,
-                tenant,
-                roles,
-                agent_id,
-                ttl,
-            })?;
+            let request = TokenRequest { subject, tenant, roles, agent_id, ttl };
+            let token = signer.mint_at(&request, issued_at.unwrap_or_else(|| chrono::Utc::now().timestamp()))?;
             println!("{token}");
             Ok(())
         }
@@ -284,16 +231,7 @@ async fn dispatch(command: Command) -> CliResult {
 async fn publish(kafka: &KafkaArgs, tenants: &[Tenant]) -> CliResult {
     let topics = Topics::new(kafka.topic_prefix.clone());
     let topic = topics.tenants();
-    ensure_topics(
-        &kafka.brokers,
-        1,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: 1,
-            compacted: true,
-        }],
-    )
-    .await?;
+    ensure_topics(&kafka.brokers, 1, &[TopicSpec { name: topic.clone(), partitions: 1, compacted: true }]).await?;
     let producer = Producer::new(&kafka.brokers, None)?;
     for t in tenants {
         let event = Event::new(t.id.clone(), &pb::Tenant::from(t));
@@ -301,11 +239,7 @@ async fn publish(kafka: &KafkaArgs, tenants: &[Tenant]) -> CliResult {
         println!(
             "tenant/{} {} ({}; {topic} partition {partition} offset {offset})",
             t.id,
-            if t.is_active() {
-                "configured"
-            } else {
-                "configured (suspended)"
-            },
+            if t.is_active() { "configured" } else { "configured (suspended)" },
             t.display_name
         );
     }
@@ -320,30 +254,17 @@ async fn current(kafka: &KafkaArgs, id: &str) -> Result<Tenant, Failure> {
     registry
         .get(&id)
         .map(|t| t.as_ref().clone())
-        .ok_or_else(|| Failure {
-            code: 1,
-            message: format!("tenant `{id}` is not onboarded"),
-        })
+        .ok_or_else(|| Failure { code: 1, message: format!("tenant `{id}` is not onboarded") })
 }
 
 async fn tenant(command: TenantCommand) -> CliResult {
     match command {
-        TenantCommand::Apply {
-            file,
-            dry_run,
-            kafka,
-        } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| Failure {
-                code: 2,
-                message: format!("cannot read {}: {e}", file.display()),
-            })?;
+        TenantCommand::Apply { file, dry_run, kafka } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure { code: 2, message: format!("cannot read {}: {e}", file.display()) })?;
             let tenants = TenantManifest::parse_all(&text, chrono::Utc::now()).map_err(|e| {
                 let mut f = Failure::from(e);
-                f.message = format!(
-                    "{} was refused, nothing published. {}",
-                    file.display(),
-                    f.message
-                );
+                f.message = format!("{} was refused, nothing published. {}", file.display(), f.message);
                 f
             })?;
             if dry_run {
@@ -365,31 +286,22 @@ async fn tenant(command: TenantCommand) -> CliResult {
                         "ID", "NAME", "STATUS", "CHANNELS", "SL TARGET"
                     );
                     for t in tenants {
-                        let channels: Vec<String> = t
-                            .channels
-                            .iter()
-                            .map(|c| format!("{c:?}").to_lowercase())
-                            .collect();
+                        let channels: Vec<String> =
+                            t.channels.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
                         println!(
                             "{:<24} {:<28} {:<10} {:<28} {:>10} {}",
                             t.id,
                             t.display_name,
                             format!("{:?}", t.status).to_lowercase(),
                             channels.join(","),
-                            format!(
-                                "{}%/{}s",
-                                t.service_level.target_percent,
-                                t.service_level.threshold.as_secs()
-                            ),
+                            format!("{}%/{}s", t.service_level.target_percent, t.service_level.threshold.as_secs()),
                             t.updated_at.format("%Y-%m-%dT%H:%M:%SZ")
                         );
                     }
                 }
                 Output::Yaml | Output::Json => {
-                    let manifests: Vec<TenantManifest> = tenants
-                        .iter()
-                        .map(|t| TenantManifest::from(t.as_ref()))
-                        .collect();
+                    let manifests: Vec<TenantManifest> =
+                        tenants.iter().map(|t| TenantManifest::from(t.as_ref())).collect();
                     print_manifests(&manifests, output)?;
                 }
             }
@@ -399,9 +311,7 @@ async fn tenant(command: TenantCommand) -> CliResult {
             let t = current(&kafka, &id).await?;
             print_manifests(&[TenantManifest::from(&t)], output)
         }
-        TenantCommand::Suspend { id, kafka } => {
-            set_status(&kafka, &id, TenantStatus::Suspended).await
-        }
+        TenantCommand::Suspend { id, kafka } => set_status(&kafka, &id, TenantStatus::Suspended).await,
         TenantCommand::Resume { id, kafka } => set_status(&kafka, &id, TenantStatus::Active).await,
     }
 }
@@ -415,16 +325,10 @@ async fn set_status(kafka: &KafkaArgs, id: &str, status: TenantStatus) -> CliRes
 
 fn print_manifests(manifests: &[TenantManifest], output: Output) -> CliResult {
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(manifests).map_err(anyhow::Error::from)?
-        ),
+        Output::Json => println!("{}", serde_json::to_string_pretty(manifests).map_err(anyhow::Error::from)?),
         _ => {
             for m in manifests {
-                print!(
-                    "---\n{}",
-                    serde_yaml::to_string(m).map_err(anyhow::Error::from)?
-                );
+                print!("---\n{}", serde_yaml::to_string(m).map_err(anyhow::Error::from)?);
             }
         }
     }
@@ -440,39 +344,22 @@ struct Seen {
 }
 
 async fn probe(name: &str, addr: &str, token: &str) -> Seen {
-    let mut seen = Seen {
-        name: name.into(),
-        addr: addr.into(),
-        health: "UNREACHABLE".into(),
-        tenants: vec![],
-    };
+    let mut seen = Seen { name: name.into(), addr: addr.into(), health: "UNREACHABLE".into(), tenants: vec![] };
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
         seen.health = "BAD ADDRESS".into();
         return seen;
     };
-    let Ok(channel) = endpoint
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
+    let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)).connect().await
     else {
         return seen;
     };
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    seen.health = match health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-    {
+    seen.health = match health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
         Ok(r) => format!("{:?}", r.into_inner().status()).to_uppercase(),
         Err(s) => format!("ERROR {:?}", s.code()),
     };
     let mut client = pb::tenant_service_client::TenantServiceClient::new(channel);
-    let mut request = tonic::Request::new(pb::ListTenantsRequest {
-        page_size: 1000,
-        page_token: String::new(),
-    });
+    let mut request = tonic::Request::new(pb::ListTenantsRequest { page_size: 1000, page_token: String::new() });
     if let Ok(v) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", v);
     }
@@ -496,13 +383,8 @@ async fn probe(name: &str, addr: &str, token: &str) -> Seen {
 }
 
 async fn status(args: StatusArgs) -> CliResult {
-    let signer =
-        Signer::from_file(&args.private_key_file, &args.issuer, &args.audience).map_err(|m| {
-            Failure {
-                code: 2,
-                message: m,
-            }
-        })?;
+    let signer = Signer::from_file(&args.private_key_file, &args.issuer, &args.audience)
+        .map_err(|m| Failure { code: 2, message: m })?;
     let token = signer.mint(&TokenRequest {
         subject: "centralita-status".into(),
         tenant: None,
@@ -512,9 +394,8 @@ async fn status(args: StatusArgs) -> CliResult {
     })?;
     let mut targets = Vec::new();
     for e in &args.endpoints {
-        let (name, addr) = e
-            .split_once('=')
-            .ok_or_else(|| Error::invalid("--endpoints", format!("`{e}` is not name=host:port")))?;
+        let (name, addr) =
+            e.split_once('=').ok_or_else(|| Error::invalid("--endpoints", format!("`{e}` is not name=host:port")))?;
         targets.push((name.to_string(), addr.to_string()));
     }
     let deadline = tokio::time::Instant::now() + args.wait;
@@ -524,31 +405,18 @@ async fn status(args: StatusArgs) -> CliResult {
             results.push(probe(name, addr, &token).await);
         }
         let good = |s: &Seen| {
-            s.health == "SERVING"
-                && args
-                    .expect_tenant
-                    .as_ref()
-                    .is_none_or(|t| s.tenants.iter().any(|x| x == t))
+            s.health == "SERVING" && args.expect_tenant.as_ref().is_none_or(|t| s.tenants.iter().any(|x| x == t))
         };
         let all_good = results.iter().all(good);
         if all_good || tokio::time::Instant::now() >= deadline {
             println!("{:<12} {:<22} {:<14} TENANTS", "SERVICE", "GRPC", "HEALTH");
             for s in &results {
-                println!(
-                    "{:<12} {:<22} {:<14} {}",
-                    s.name,
-                    s.addr,
-                    s.health,
-                    s.tenants.join(", ")
-                );
+                println!("{:<12} {:<22} {:<14} {}", s.name, s.addr, s.health, s.tenants.join(", "));
             }
             return if all_good {
                 Ok(())
             } else {
-                Err(Failure {
-                    code: 1,
-                    message: "not every service is SERVING with the expected tenant".into(),
-                })
+                Err(Failure { code: 1, message: "not every service is SERVING with the expected tenant".into() })
             };
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

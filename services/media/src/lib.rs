@@ -42,9 +42,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let topics = [runtime.topics.contacts()];
     runtime.with_topics(&topics);
 
-    runtime
-        .serve(listeners, tonic::service::RoutesBuilder::default())
-        .await
+    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
@@ -59,21 +57,9 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_with_the_setting_named() {
-        let args = [
-            "centralita-media",
-            "--jwt-public-key-file",
-            "/dev/null",
-            "--kafka-partitions",
-            "0",
-        ];
+        let args = ["centralita-media", "--jwt-public-key-file", "/dev/null", "--kafka-partitions", "0"];
         let config = Config::try_parse_from(args).expect("parses");
-        let err = config
-            .validate()
-            .and_then(|()| config.common().validate())
-            .expect_err("refused");
-        assert!(
-            err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"),
-            "{err}"
-        );
+        let err = config.validate().and_then(|()| config.common().validate()).expect_err("refused");
+        assert!(err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{err}");
     }
 }

@@ -28,22 +28,12 @@ pub fn router(readiness: Readiness, metrics: Arc<Metrics>) -> Router {
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let report = s.readiness.report();
-    let code = if report.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
     (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     s.metrics.ready.set(i64::from(s.readiness.is_ready()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
 }

@@ -51,11 +51,7 @@ impl std::str::FromStr for Role {
             "tenant_admin" => Role::TenantAdmin,
             "supervisor" => Role::Supervisor,
             "agent" => Role::Agent,
-            _ => {
-                return Err(format!(
-                    "unknown role `{s}` (bpo_admin, tenant_admin, supervisor, agent)"
-                ))
-            }
+            _ => return Err(format!("unknown role `{s}` (bpo_admin, tenant_admin, supervisor, agent)")),
         })
     }
 }
@@ -137,10 +133,7 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, tonic::Status> 
 }
 
 fn unauthenticated(reason: Reason, message: &str) -> Error {
-    Error::Unauthenticated {
-        reason,
-        message: message.into(),
-    }
+    Error::Unauthenticated { reason, message: message.into() }
 }
 
 /// Verifies tokens against one Ed25519 public key, issuer and audience.
@@ -152,17 +145,14 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("iss", &self.validation.iss)
-            .field("aud", &self.validation.aud)
-            .finish()
+        f.debug_struct("Verifier").field("iss", &self.validation.iss).field("aud", &self.validation.aud).finish()
     }
 }
 
 impl Verifier {
     pub fn from_pem(public_key_pem: &[u8], issuer: &str, audience: &str) -> Result<Self, String> {
-        let key = DecodingKey::from_ed_pem(public_key_pem)
-            .map_err(|e| format!("not an Ed25519 public key PEM ({e})"))?;
+        let key =
+            DecodingKey::from_ed_pem(public_key_pem).map_err(|e| format!("not an Ed25519 public key PEM ({e})"))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -172,70 +162,38 @@ impl Verifier {
     }
 
     pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, String> {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
         Self::from_pem(&pem, issuer, audience)
     }
 
     /// Verifies `token` and turns its claims into a [`Caller`].
     pub fn verify(&self, token: &str) -> Result<Caller, Error> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => {
-                    unauthenticated(Reason::TokenExpired, "token has expired")
-                }
-                ErrorKind::InvalidSignature => {
-                    unauthenticated(Reason::TokenInvalid, "token signature is not valid")
-                }
-                ErrorKind::InvalidIssuer => {
-                    unauthenticated(Reason::TokenInvalid, "token issuer is not accepted")
-                }
-                ErrorKind::InvalidAudience => {
-                    unauthenticated(Reason::TokenInvalid, "token audience is not accepted")
-                }
-                ErrorKind::ImmatureSignature => {
-                    unauthenticated(Reason::TokenInvalid, "token is not valid yet")
-                }
-                ErrorKind::InvalidAlgorithm => {
-                    unauthenticated(Reason::TokenInvalid, "token algorithm is not accepted")
-                }
-                _ => unauthenticated(Reason::TokenInvalid, "token is malformed"),
-            },
-        )?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => unauthenticated(Reason::TokenExpired, "token has expired"),
+            ErrorKind::InvalidSignature => unauthenticated(Reason::TokenInvalid, "token signature is not valid"),
+            ErrorKind::InvalidIssuer => unauthenticated(Reason::TokenInvalid, "token issuer is not accepted"),
+            ErrorKind::InvalidAudience => unauthenticated(Reason::TokenInvalid, "token audience is not accepted"),
+            ErrorKind::ImmatureSignature => unauthenticated(Reason::TokenInvalid, "token is not valid yet"),
+            ErrorKind::InvalidAlgorithm => unauthenticated(Reason::TokenInvalid, "token algorithm is not accepted"),
+            _ => unauthenticated(Reason::TokenInvalid, "token is malformed"),
+        })?;
         let c = data.claims;
         let roles: BTreeSet<Role> = c.roles.into_iter().collect();
         if roles.is_empty() {
-            return Err(unauthenticated(
-                Reason::TokenInvalid,
-                "token grants no role",
-            ));
+            return Err(unauthenticated(Reason::TokenInvalid, "token grants no role"));
         }
-        let tenant =
-            match c.tenant {
-                Some(t) => Some(TenantId::parse(&t).map_err(|_| {
-                    unauthenticated(Reason::TokenInvalid, "token tenant is malformed")
-                })?),
-                None if roles.contains(&Role::BpoAdmin) => None,
-                None => {
-                    return Err(unauthenticated(
-                        Reason::TokenInvalid,
-                        "token names no tenant",
-                    ))
-                }
-            };
+        let tenant = match c.tenant {
+            Some(t) => Some(
+                TenantId::parse(&t).map_err(|_| unauthenticated(Reason::TokenInvalid, "token tenant is malformed"))?,
+            ),
+            None if roles.contains(&Role::BpoAdmin) => None,
+            None => return Err(unauthenticated(Reason::TokenInvalid, "token names no tenant")),
+        };
         if roles.contains(&Role::Agent) && c.agent_id.as_deref().is_none_or(str::is_empty) {
-            return Err(unauthenticated(
-                Reason::TokenInvalid,
-                "agent token names no agent_id",
-            ));
+            return Err(unauthenticated(Reason::TokenInvalid, "agent token names no agent_id"));
         }
-        Ok(Caller {
-            subject: c.sub,
-            tenant,
-            roles,
-            agent_id: c.agent_id,
-        })
+        Ok(Caller { subject: c.sub, tenant, roles, agent_id: c.agent_id })
     }
 }
 
@@ -250,10 +208,7 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .finish()
+        f.debug_struct("Signer").field("issuer", &self.issuer).field("audience", &self.audience).finish()
     }
 }
 
@@ -269,18 +224,13 @@ pub struct TokenRequest {
 
 impl Signer {
     pub fn from_pem(private_key_pem: &[u8], issuer: &str, audience: &str) -> Result<Self, String> {
-        let key = EncodingKey::from_ed_pem(private_key_pem)
-            .map_err(|e| format!("not an Ed25519 private key PEM ({e})"))?;
-        Ok(Self {
-            key,
-            issuer: issuer.into(),
-            audience: audience.into(),
-        })
+        let key =
+            EncodingKey::from_ed_pem(private_key_pem).map_err(|e| format!("not an Ed25519 private key PEM ({e})"))?;
+        Ok(Self { key, issuer: issuer.into(), audience: audience.into() })
     }
 
     pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, String> {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
         Self::from_pem(&pem, issuer, audience)
     }
 
@@ -300,8 +250,7 @@ impl Signer {
             roles: req.roles.clone(),
             agent_id: req.agent_id.clone(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
-            .map_err(Error::internal)
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key).map_err(Error::internal)
     }
 }
 
@@ -315,28 +264,18 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(verifier: Arc<Verifier>, tenants: TenantRegistry, metrics: Arc<Metrics>) -> Self {
-        Self {
-            verifier,
-            tenants,
-            metrics,
-        }
+        Self { verifier, tenants, metrics }
     }
 
     /// Authenticates a request given its `authorization` metadata value.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Error> {
-        let header = authorization
-            .ok_or_else(|| unauthenticated(Reason::TokenMissing, "missing bearer token"))?;
-        let header = std::str::from_utf8(header)
-            .map_err(|_| unauthenticated(Reason::TokenInvalid, "token is malformed"))?;
+        let header = authorization.ok_or_else(|| unauthenticated(Reason::TokenMissing, "missing bearer token"))?;
+        let header =
+            std::str::from_utf8(header).map_err(|_| unauthenticated(Reason::TokenInvalid, "token is malformed"))?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                unauthenticated(
-                    Reason::TokenMissing,
-                    "authorization must be `Bearer <token>`",
-                )
-            })?;
+            .ok_or_else(|| unauthenticated(Reason::TokenMissing, "authorization must be `Bearer <token>`"))?;
         let caller = self.verifier.verify(token.trim())?;
         if let Some(tenant) = &caller.tenant {
             let tenant = self.tenants.require_active(tenant)?;
@@ -347,20 +286,11 @@ impl Authenticator {
 }
 
 impl tonic::service::Interceptor for Authenticator {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let auth = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let auth = request.metadata().get("authorization").map(|v| v.as_bytes());
         match self.authenticate(auth) {
             Ok(caller) => {
-                tracing::Span::current().record(
-                    "tenant",
-                    caller.tenant.as_ref().map(|t| t.as_str()).unwrap_or("*"),
-                );
+                tracing::Span::current().record("tenant", caller.tenant.as_ref().map(|t| t.as_str()).unwrap_or("*"));
                 request.extensions_mut().insert(caller);
                 Ok(request)
             }
@@ -418,8 +348,7 @@ mod tests {
 
     fn reason_of(r: Result<Caller, Error>) -> &'static str {
         match r {
-            Err(Error::Unauthenticated { reason, .. })
-            | Err(Error::PermissionDenied { reason, .. }) => reason.as_str(),
+            Err(Error::Unauthenticated { reason, .. }) | Err(Error::PermissionDenied { reason, .. }) => reason.as_str(),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -436,63 +365,34 @@ mod tests {
     fn refusals() {
         let a = authn();
         let s = signer();
-        let expired = s
-            .mint_at(&agent("acme"), chrono::Utc::now().timestamp() - 3600)
-            .expect("mint");
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer(&expired)))),
-            "TOKEN_EXPIRED"
-        );
+        let expired = s.mint_at(&agent("acme"), chrono::Utc::now().timestamp() - 3600).expect("mint");
+        assert_eq!(reason_of(a.authenticate(Some(&bearer(&expired)))), "TOKEN_EXPIRED");
         let forged = Signer::from_pem(OTHER_PRIVATE.as_bytes(), "centralita", "centralita-api")
             .expect("key")
             .mint(&agent("acme"))
             .expect("mint");
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer(&forged)))),
-            "TOKEN_INVALID"
-        );
+        assert_eq!(reason_of(a.authenticate(Some(&bearer(&forged)))), "TOKEN_INVALID");
         let wrong_aud = Signer::from_pem(PRIVATE.as_bytes(), "centralita", "elsewhere")
             .expect("key")
             .mint(&agent("acme"))
             .expect("mint");
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer(&wrong_aud)))),
-            "TOKEN_INVALID"
-        );
+        assert_eq!(reason_of(a.authenticate(Some(&bearer(&wrong_aud)))), "TOKEN_INVALID");
         let wrong_iss = Signer::from_pem(PRIVATE.as_bytes(), "mallory", "centralita-api")
             .expect("key")
             .mint(&agent("acme"))
             .expect("mint");
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer(&wrong_iss)))),
-            "TOKEN_INVALID"
-        );
+        assert_eq!(reason_of(a.authenticate(Some(&bearer(&wrong_iss)))), "TOKEN_INVALID");
         assert_eq!(reason_of(a.authenticate(None)), "TOKEN_MISSING");
-        assert_eq!(
-            reason_of(a.authenticate(Some(b"Basic abc"))),
-            "TOKEN_MISSING"
-        );
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer("not.a.jwt")))),
-            "TOKEN_INVALID"
-        );
+        assert_eq!(reason_of(a.authenticate(Some(b"Basic abc"))), "TOKEN_MISSING");
+        assert_eq!(reason_of(a.authenticate(Some(&bearer("not.a.jwt")))), "TOKEN_INVALID");
         let unknown = s.mint(&agent("globex")).expect("mint");
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer(&unknown)))),
-            "TENANT_UNKNOWN"
-        );
+        assert_eq!(reason_of(a.authenticate(Some(&bearer(&unknown)))), "TENANT_UNKNOWN");
         let suspended = s.mint(&agent("initech")).expect("mint");
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer(&suspended)))),
-            "TENANT_SUSPENDED"
-        );
+        assert_eq!(reason_of(a.authenticate(Some(&bearer(&suspended)))), "TENANT_SUSPENDED");
         let mut no_agent = agent("acme");
         no_agent.agent_id = None;
         let t = s.mint(&no_agent).expect("mint");
-        assert_eq!(
-            reason_of(a.authenticate(Some(&bearer(&t)))),
-            "TOKEN_INVALID"
-        );
+        assert_eq!(reason_of(a.authenticate(Some(&bearer(&t)))), "TOKEN_INVALID");
     }
 
     #[test]
@@ -508,12 +408,7 @@ mod tests {
         assert!(agent.authorize_tenant(&acme).is_ok());
         assert!(agent.authorize_tenant(&globex).is_err());
         assert!(agent.require_any_role(&[Role::Supervisor]).is_err());
-        let admin = Caller {
-            subject: "ops".into(),
-            tenant: None,
-            roles: [Role::BpoAdmin].into(),
-            agent_id: None,
-        };
+        let admin = Caller { subject: "ops".into(), tenant: None, roles: [Role::BpoAdmin].into(), agent_id: None };
         assert!(admin.authorize_tenant(&globex).is_ok());
         assert!(admin.own_tenant().is_err());
     }

@@ -47,9 +47,7 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
     /// Compacted, keyed by tenant id: the current configuration of every tenant.
     pub fn tenants(&self) -> String {
@@ -87,11 +85,7 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 }
 
 /// Creates the topics that do not exist yet; an existing topic is left as it is.
-pub async fn ensure_topics(
-    brokers: &str,
-    replication: i32,
-    specs: &[TopicSpec],
-) -> Result<(), Error> {
+pub async fn ensure_topics(brokers: &str, replication: i32, specs: &[TopicSpec]) -> Result<(), Error> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let new: Vec<NewTopic<'_>> = specs
         .iter()
@@ -112,9 +106,7 @@ pub async fn ensure_topics(
         match r {
             Ok(name) => tracing::info!(topic = %name, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Unavailable(format!("kafka topic {name} ({code})")))
-            }
+            Err((name, code)) => return Err(Error::Unavailable(format!("kafka topic {name} ({code})"))),
         }
     }
     Ok(())
@@ -172,15 +164,10 @@ impl Event {
     /// Decodes and validates an envelope read from the bus.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() > MAX_EVENT_BYTES {
-            return Err(Error::invalid(
-                "envelope",
-                format!("is {} bytes, more than {MAX_EVENT_BYTES}", bytes.len()),
-            ));
+            return Err(Error::invalid("envelope", format!("is {} bytes, more than {MAX_EVENT_BYTES}", bytes.len())));
         }
-        let e =
-            pb::Envelope::decode(bytes).map_err(|e| Error::invalid("envelope", e.to_string()))?;
-        let id = Uuid::parse_str(&e.event_id)
-            .map_err(|_| Error::invalid("event_id", "is not a UUID"))?;
+        let e = pb::Envelope::decode(bytes).map_err(|e| Error::invalid("envelope", e.to_string()))?;
+        let id = Uuid::parse_str(&e.event_id).map_err(|_| Error::invalid("event_id", "is not a UUID"))?;
         let tenant = TenantId::parse(&e.tenant_id).map_err(|m| Error::invalid("tenant_id", m))?;
         let occurred_at = e
             .occurred_at
@@ -190,22 +177,13 @@ impl Event {
         if e.r#type.is_empty() {
             return Err(Error::invalid("type", "is empty"));
         }
-        Ok(Event {
-            id,
-            tenant,
-            occurred_at,
-            type_name: e.r#type,
-            payload: Bytes::from(e.payload),
-        })
+        Ok(Event { id, tenant, occurred_at, type_name: e.r#type, payload: Bytes::from(e.payload) })
     }
 
     /// The payload as `P`, refusing an event of another type.
     pub fn payload<P: EventPayload>(&self) -> Result<P, Error> {
         if self.type_name != P::TYPE {
-            return Err(Error::invalid(
-                "type",
-                format!("is `{}`, expected `{}`", self.type_name, P::TYPE),
-            ));
+            return Err(Error::invalid("type", format!("is `{}`, expected `{}`", self.type_name, P::TYPE)));
         }
         P::decode(self.payload.as_ref()).map_err(|e| Error::invalid("payload", e.to_string()))
     }
@@ -236,52 +214,26 @@ impl Producer {
     }
 
     /// Publishes `event` under `key`; resolves once the broker acknowledged it.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        key: &str,
-        event: &Event,
-    ) -> Result<(i32, i64), Error> {
+    pub async fn publish(&self, topic: &str, key: &str, event: &Event) -> Result<(i32, i64), Error> {
         let value = event.encode();
         let id = event.id.to_string();
         let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_id",
-                value: Some(id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(event.type_name.as_str()),
-            });
+            .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+            .insert(Header { key: "ce_type", value: Some(event.type_name.as_str()) });
         for (k, v) in crate::telemetry::current_trace_headers() {
-            headers = headers.insert(Header {
-                key: &k,
-                value: Some(v.as_str()),
-            });
+            headers = headers.insert(Header { key: &k, value: Some(v.as_str()) });
         }
-        let record = FutureRecord::to(topic)
-            .key(key)
-            .payload(&value)
-            .headers(headers);
-        let delivery = self
-            .inner
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| Error::from(e))?;
+        let record = FutureRecord::to(topic).key(key).payload(&value).headers(headers);
+        let delivery =
+            self.inner.send(record, Timeout::After(Duration::from_secs(30))).await.map_err(|(e, _)| Error::from(e))?;
         if let Some(m) = &self.metrics {
-            m.bus_published
-                .get_or_create(&TopicLabel {
-                    topic: topic.to_owned(),
-                })
-                .inc();
+            m.bus_published.get_or_create(&TopicLabel { topic: topic.to_owned() }).inc();
         }
         Ok((delivery.partition, delivery.offset))
     }
 
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner
-            .flush(Timeout::After(timeout))
-            .map_err(Error::from)
+        self.inner.flush(Timeout::After(timeout)).map_err(Error::from)
     }
 }
 
@@ -303,10 +255,7 @@ pub struct MemoryDedupe {
 
 impl MemoryDedupe {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            inner: Arc::default(),
-            capacity: capacity.max(1),
-        }
+        Self { inner: Arc::default(), capacity: capacity.max(1) }
     }
 }
 
@@ -355,9 +304,7 @@ pub struct Consumer<H, D> {
 
 impl<H, D> std::fmt::Debug for Consumer<H, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("Consumer").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -400,30 +347,13 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
             .create()?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self {
-            consumer,
-            settings,
-            handler,
-            dedupe,
-            metrics,
-        })
+        Ok(Self { consumer, settings, handler, dedupe, metrics })
     }
 
     /// Consumes until `shutdown`, then commits the stored offsets synchronously.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), Error> {
-        let Consumer {
-            consumer,
-            settings,
-            handler,
-            dedupe,
-            metrics,
-        } = self;
-        let mut worker = Worker {
-            consumer: &consumer,
-            settings: &settings,
-            handler,
-            dedupe,
-        };
+        let Consumer { consumer, settings, handler, dedupe, metrics } = self;
+        let mut worker = Worker { consumer: &consumer, settings: &settings, handler, dedupe };
         loop {
             let msg = tokio::select! {
                 _ = shutdown.wait() => break,
@@ -433,10 +363,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
                 Ok(m) => {
                     let outcome = worker.process(&m, &shutdown).await;
                     if let Some(metrics) = &metrics {
-                        let label = ConsumedLabel {
-                            topic: m.topic().to_owned(),
-                            outcome: outcome.as_str(),
-                        };
+                        let label = ConsumedLabel { topic: m.topic().to_owned(), outcome: outcome.as_str() };
                         metrics.bus_consumed.get_or_create(&label).inc();
                     }
                     if outcome == Outcome::Interrupted {
@@ -478,16 +405,9 @@ impl<H: Handler, D: Dedupe> Worker<'_, H, D> {
             event_id = tracing::field::Empty,
         );
         if let Some(h) = m.headers() {
-            let pairs: Vec<(String, String)> = h
-                .iter()
-                .filter_map(|h| {
-                    Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))
-                })
-                .collect();
-            crate::telemetry::set_parent_from(
-                &span,
-                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            );
+            let pairs: Vec<(String, String)> =
+                h.iter().filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))).collect();
+            crate::telemetry::set_parent_from(&span, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         async {
             let event = match m.payload().map(Event::decode) {
@@ -552,17 +472,11 @@ mod tests {
 
     #[test]
     fn envelope_round_trip_and_validation() {
-        let t = tpb::Tenant {
-            name: "tenants/acme".into(),
-            ..Default::default()
-        };
+        let t = tpb::Tenant { name: "tenants/acme".into(), ..Default::default() };
         let e = Event::new(TenantId::parse("acme").expect("id"), &t);
         let back = Event::decode(&e.encode()).expect("decode");
         assert_eq!(back, e);
-        assert_eq!(
-            back.payload::<tpb::Tenant>().expect("payload").name,
-            "tenants/acme"
-        );
+        assert_eq!(back.payload::<tpb::Tenant>().expect("payload").name, "tenants/acme");
         assert!(Event::decode(b"\xff\xff garbage").is_err());
         let mut bad = pb::Envelope::decode(e.encode().as_slice()).expect("decode");
         bad.tenant_id = "Not A Tenant".into();
@@ -574,19 +488,12 @@ mod tests {
         let d = MemoryDedupe::new(2);
         let t = tpb::Tenant::default();
         let id = TenantId::parse("acme").expect("id");
-        let (a, b, c) = (
-            Event::new(id.clone(), &t),
-            Event::new(id.clone(), &t),
-            Event::new(id, &t),
-        );
+        let (a, b, c) = (Event::new(id.clone(), &t), Event::new(id.clone(), &t), Event::new(id, &t));
         for e in [&a, &b, &c] {
             d.mark("g", e).await.expect("mark");
         }
         assert!(!d.seen("g", &a).await.expect("seen"), "oldest evicted");
         assert!(d.seen("g", &c).await.expect("seen"));
-        assert!(
-            !d.seen("other", &c).await.expect("seen"),
-            "scopes are separate"
-        );
+        assert!(!d.seen("other", &c).await.expect("seen"), "scopes are separate");
     }
 }

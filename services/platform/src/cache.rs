@@ -28,8 +28,7 @@ pub fn tenant_key(tenant: &TenantId, parts: &[&str]) -> String {
 }
 
 pub async fn connect(url: &str) -> Result<ConnectionManager, Error> {
-    let client =
-        redis::Client::open(url).map_err(|_| Error::Unavailable("redis (bad url)".into()))?;
+    let client = redis::Client::open(url).map_err(|_| Error::Unavailable("redis (bad url)".into()))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
@@ -46,9 +45,7 @@ pub struct RedisHandle {
 
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisHandle")
-            .field("connected", &self.cell.get().is_some())
-            .finish()
+        f.debug_struct("RedisHandle").field("connected", &self.cell.get().is_some()).finish()
     }
 }
 
@@ -65,10 +62,7 @@ impl RedisHandle {
 
     /// The connection, or UNAVAILABLE while Redis has not answered yet.
     pub fn conn(&self) -> Result<ConnectionManager, Error> {
-        self.cell
-            .get()
-            .cloned()
-            .ok_or_else(|| Error::Unavailable("redis (not connected yet)".into()))
+        self.cell.get().cloned().ok_or_else(|| Error::Unavailable("redis (not connected yet)".into()))
     }
 }
 
@@ -92,10 +86,7 @@ impl RedisDedupe {
 impl Dedupe for RedisDedupe {
     async fn seen(&self, scope: &str, event: &Event) -> Result<bool, Error> {
         let mut c = self.redis.conn()?;
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(Self::key(scope, event))
-            .query_async(&mut c)
-            .await?;
+        let n: i64 = redis::cmd("EXISTS").arg(Self::key(scope, event)).query_async(&mut c).await?;
         Ok(n > 0)
     }
 

@@ -48,19 +48,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 500ms, 20s, 5m"))?;
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 20s, 5m"))?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => {
-            return Err(format!(
-                "`{s}` has unknown unit `{unit}` (use ms, s, m or h)"
-            ))
-        }
+        _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m or h)")),
     };
     Ok(d)
 }
@@ -74,12 +68,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryConfig {
     /// Log line format: `json` (default, one object a line) or `text` for humans.
-    #[arg(
-        long,
-        env = "CENTRALITA_LOG_FORMAT",
-        default_value = "json",
-        value_enum
-    )]
+    #[arg(long, env = "CENTRALITA_LOG_FORMAT", default_value = "json", value_enum)]
     pub log_format: LogFormat,
     /// Log filter in `tracing` EnvFilter syntax.
     #[arg(long, env = "CENTRALITA_LOG", default_value = "info")]
@@ -89,32 +78,16 @@ pub struct TelemetryConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaConfig {
     /// Comma-separated Kafka bootstrap servers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "CENTRALITA_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long = "kafka-brokers", env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Prefix of every topic name; lets several installations (or tests) share a cluster.
-    #[arg(
-        long = "kafka-topic-prefix",
-        env = "CENTRALITA_KAFKA_TOPIC_PREFIX",
-        default_value = "centralita."
-    )]
+    #[arg(long = "kafka-topic-prefix", env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
     pub topic_prefix: String,
     /// Partitions of the event topics created at start-up (the tenants topic uses one).
-    #[arg(
-        long = "kafka-partitions",
-        env = "CENTRALITA_KAFKA_PARTITIONS",
-        default_value_t = 12
-    )]
+    #[arg(long = "kafka-partitions", env = "CENTRALITA_KAFKA_PARTITIONS", default_value_t = 12)]
     pub partitions: i32,
     /// Replication factor of topics created at start-up.
-    #[arg(
-        long = "kafka-replication-factor",
-        env = "CENTRALITA_KAFKA_REPLICATION_FACTOR",
-        default_value_t = 1
-    )]
+    #[arg(long = "kafka-replication-factor", env = "CENTRALITA_KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
 }
 
@@ -124,18 +97,10 @@ pub struct AuthConfig {
     #[arg(long = "jwt-public-key-file", env = "CENTRALITA_JWT_PUBLIC_KEY_FILE")]
     pub public_key_file: PathBuf,
     /// Required `iss` claim.
-    #[arg(
-        long = "jwt-issuer",
-        env = "CENTRALITA_JWT_ISSUER",
-        default_value = "centralita"
-    )]
+    #[arg(long = "jwt-issuer", env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
     pub issuer: String,
     /// Required `aud` claim.
-    #[arg(
-        long = "jwt-audience",
-        env = "CENTRALITA_JWT_AUDIENCE",
-        default_value = "centralita-api"
-    )]
+    #[arg(long = "jwt-audience", env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
     pub audience: String,
 }
 
@@ -161,11 +126,7 @@ pub struct CommonConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PostgresConfig {
     /// PostgreSQL URL, `postgres://user:password@host:port/db`.
-    #[arg(
-        id = "database_url",
-        long = "database-url",
-        env = "CENTRALITA_DATABASE_URL"
-    )]
+    #[arg(id = "database_url", long = "database-url", env = "CENTRALITA_DATABASE_URL")]
     pub url: Secret<String>,
     /// Maximum pooled connections.
     #[arg(
@@ -194,10 +155,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(setting: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            setting,
-            message: message.into(),
-        }
+        Self { setting, message: message.into() }
     }
 }
 
@@ -209,45 +167,25 @@ pub trait Validate {
 impl Validate for CommonConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
-            return Err(ConfigError::new(
-                "CENTRALITA_KAFKA_BROKERS",
-                "no broker given",
-            ));
+            return Err(ConfigError::new("CENTRALITA_KAFKA_BROKERS", "no broker given"));
         }
         if !(1..=1024).contains(&self.kafka.partitions) {
-            return Err(ConfigError::new(
-                "CENTRALITA_KAFKA_PARTITIONS",
-                "must be between 1 and 1024",
-            ));
+            return Err(ConfigError::new("CENTRALITA_KAFKA_PARTITIONS", "must be between 1 and 1024"));
         }
         if !(1..=16).contains(&self.kafka.replication_factor) {
-            return Err(ConfigError::new(
-                "CENTRALITA_KAFKA_REPLICATION_FACTOR",
-                "must be between 1 and 16",
-            ));
+            return Err(ConfigError::new("CENTRALITA_KAFKA_REPLICATION_FACTOR", "must be between 1 and 16"));
         }
-        if !self
-            .kafka
-            .topic_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        if !self.kafka.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(ConfigError::new(
                 "CENTRALITA_KAFKA_TOPIC_PREFIX",
                 "may hold only ASCII letters, digits, '.', '_' and '-'",
             ));
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
-            return Err(ConfigError::new(
-                "CENTRALITA_JWT_ISSUER / CENTRALITA_JWT_AUDIENCE",
-                "must not be empty",
-            ));
+            return Err(ConfigError::new("CENTRALITA_JWT_ISSUER / CENTRALITA_JWT_AUDIENCE", "must not be empty"));
         }
         if self.shutdown_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "CENTRALITA_SHUTDOWN_TIMEOUT",
-                "must be more than zero",
-            ));
+            return Err(ConfigError::new("CENTRALITA_SHUTDOWN_TIMEOUT", "must be more than zero"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter)
             .map_err(|e| ConfigError::new("CENTRALITA_LOG", e.to_string()))?;
@@ -257,14 +195,10 @@ impl Validate for CommonConfig {
 
 impl Validate for PostgresConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        tokio_postgres::Config::from_str(self.url.expose()).map_err(|_| {
-            ConfigError::new("CENTRALITA_DATABASE_URL", "is not a valid postgres:// URL")
-        })?;
+        tokio_postgres::Config::from_str(self.url.expose())
+            .map_err(|_| ConfigError::new("CENTRALITA_DATABASE_URL", "is not a valid postgres:// URL"))?;
         if !(1..=1000).contains(&self.pool_size) {
-            return Err(ConfigError::new(
-                "CENTRALITA_DATABASE_POOL_SIZE",
-                "must be between 1 and 1000",
-            ));
+            return Err(ConfigError::new("CENTRALITA_DATABASE_POOL_SIZE", "must be between 1 and 1000"));
         }
         Ok(())
     }
@@ -300,15 +234,9 @@ mod tests {
 
     #[test]
     fn bad_database_url_names_the_setting() {
-        let c = PostgresConfig {
-            url: Secret::new("mysql://x".into()),
-            pool_size: 4,
-        };
+        let c = PostgresConfig { url: Secret::new("mysql://x".into()), pool_size: 4 };
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("CENTRALITA_DATABASE_URL"));
-        assert!(
-            !e.to_string().contains("mysql"),
-            "the URL may hold a password"
-        );
+        assert!(!e.to_string().contains("mysql"), "the URL may hold a password");
     }
 }

@@ -43,17 +43,11 @@ LANGUAGE sql STABLE AS $$ SELECT NULLIF(current_setting('centralita.tenant', tru
 
 /// Builds a pool whose connections use `schema` as their search path. Connects lazily.
 pub fn pool(url: &str, schema: &str, max_size: usize) -> Result<Pool, Error> {
-    let mut cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|_| Error::Unavailable("postgresql (bad url)".into()))?;
+    let mut cfg =
+        tokio_postgres::Config::from_str(url).map_err(|_| Error::Unavailable("postgresql (bad url)".into()))?;
     cfg.options(format!("-c search_path={schema},public"));
     cfg.connect_timeout(std::time::Duration::from_secs(3));
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(mgr)
         .max_size(max_size)
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
@@ -74,10 +68,7 @@ fn checksum(s: &str) -> i64 {
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() < 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !s.is_empty() && s.len() < 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Applies the pending migrations; returns how many were applied now.
@@ -88,16 +79,12 @@ pub async fn migrate(pool: &Pool, migrations: &Migrations) -> Result<usize, Erro
     }
     for pair in migrations.steps.windows(2) {
         if pair[1].version <= pair[0].version {
-            return Err(Error::Internal(format!(
-                "migrations of {schema} are not in increasing version order"
-            )));
+            return Err(Error::Internal(format!("migrations of {schema} are not in increasing version order")));
         }
     }
     let mut client = pool.get().await?;
     let lock_key = checksum(&format!("centralita-migrate-{schema}"));
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&lock_key])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&lock_key]).await?;
     let result = async {
         client
             .batch_execute(&format!(
@@ -149,22 +136,13 @@ pub async fn migrate(pool: &Pool, migrations: &Migrations) -> Result<usize, Erro
         Ok(count)
     }
     .await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&lock_key])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&lock_key]).await?;
     result
 }
 
 /// Sets the tenant of the current transaction for row-level security.
-pub async fn set_tenant(
-    tx: &deadpool_postgres::Transaction<'_>,
-    tenant: &TenantId,
-) -> Result<(), Error> {
-    tx.execute(
-        "SELECT set_config('centralita.tenant', $1, true)",
-        &[&tenant.as_str()],
-    )
-    .await?;
+pub async fn set_tenant(tx: &deadpool_postgres::Transaction<'_>, tenant: &TenantId) -> Result<(), Error> {
+    tx.execute("SELECT set_config('centralita.tenant', $1, true)", &[&tenant.as_str()]).await?;
     Ok(())
 }
 

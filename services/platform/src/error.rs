@@ -23,10 +23,7 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 }
 
@@ -88,10 +85,7 @@ pub enum Error {
 }
 
 fn join(v: &[FieldViolation]) -> String {
-    v.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {
@@ -122,11 +116,7 @@ impl From<deadpool_postgres::PoolError> for Error {
 
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_timeout()
-            || e.is_connection_refusal()
-        {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
             Error::Unavailable(format!("redis ({e})"))
         } else {
             Error::Internal(format!("redis: {e}"))
@@ -159,15 +149,9 @@ impl From<Error> for tonic::Status {
                 );
                 tonic::Status::with_error_details(Code::InvalidArgument, message, details)
             }
-            Error::Unauthenticated { reason, message } => {
-                with_reason(Code::Unauthenticated, message, reason)
-            }
-            Error::PermissionDenied { reason, message } => {
-                with_reason(Code::PermissionDenied, message, reason)
-            }
-            Error::ResourceExhausted { reason, message } => {
-                with_reason(Code::ResourceExhausted, message, reason)
-            }
+            Error::Unauthenticated { reason, message } => with_reason(Code::Unauthenticated, message, reason),
+            Error::PermissionDenied { reason, message } => with_reason(Code::PermissionDenied, message, reason),
+            Error::ResourceExhausted { reason, message } => with_reason(Code::ResourceExhausted, message, reason),
             Error::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
             Error::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             Error::Unavailable(what) => {
@@ -210,13 +194,6 @@ mod tests {
             message: "tenant `acme` is suspended".into(),
         });
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
-        assert_eq!(
-            status
-                .get_error_details()
-                .error_info()
-                .expect("info")
-                .reason,
-            "TENANT_SUSPENDED"
-        );
+        assert_eq!(status.get_error_details().error_info().expect("info").reason, "TENANT_SUSPENDED");
     }
 }

@@ -45,19 +45,13 @@ impl Default for Readiness {
 impl Readiness {
     pub fn new() -> Self {
         let (tx, _) = watch::channel(false);
-        Self {
-            state: Arc::default(),
-            tx: Arc::new(tx),
-        }
+        Self { state: Arc::default(), tx: Arc::new(tx) }
     }
 
     /// Declares a check; it starts failing with "starting".
     pub fn register(&self, name: &'static str) {
         self.update(|s| {
-            s.checks.entry(name).or_insert(CheckState {
-                ok: false,
-                detail: "starting".into(),
-            });
+            s.checks.entry(name).or_insert(CheckState { ok: false, detail: "starting".into() });
         });
     }
 
@@ -76,8 +70,7 @@ impl Readiness {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut s);
         let ready = !s.shutting_down && s.checks.values().all(|c| c.ok);
-        self.tx
-            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        self.tx.send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
 
     pub fn is_ready(&self) -> bool {

@@ -52,11 +52,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(service: &'static str) -> Self {
         let mut registry = Registry::with_labels(
-            [(
-                std::borrow::Cow::Borrowed("service"),
-                std::borrow::Cow::Borrowed(service),
-            )]
-            .into_iter(),
+            [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Borrowed(service))].into_iter(),
         );
         let m = Self {
             auth_rejected: Family::default(),
@@ -92,19 +88,13 @@ impl Metrics {
             "1 when a dependency answered its last check",
             m.dependency_up.clone(),
         );
-        registry.register(
-            "centralita_service_ready",
-            "1 when this replica reports ready",
-            m.ready.clone(),
-        );
+        registry.register("centralita_service_ready", "1 when this replica reports ready", m.ready.clone());
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
         m
     }
 
     pub fn auth_rejected(&self, reason: &'static str) {
-        self.auth_rejected
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+        self.auth_rejected.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// The Prometheus text exposition of every registered metric.
@@ -128,10 +118,10 @@ mod tests {
         m.auth_rejected("TOKEN_EXPIRED");
         m.ready.set(1);
         let text = m.encode();
-        assert!(text.contains("centralita_auth_rejected_calls_total{service=\"sessions\",reason=\"TOKEN_EXPIRED\"} 1"), "{text}");
         assert!(
-            text.contains("centralita_service_ready{service=\"sessions\"} 1"),
+            text.contains("centralita_auth_rejected_calls_total{service=\"sessions\",reason=\"TOKEN_EXPIRED\"} 1"),
             "{text}"
         );
+        assert!(text.contains("centralita_service_ready{service=\"sessions\"} 1"), "{text}");
     }
 }

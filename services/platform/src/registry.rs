@@ -68,32 +68,17 @@ impl TenantRegistry {
     }
 
     pub fn get(&self, id: &TenantId) -> Option<Arc<Tenant>> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .tenants
-            .get(id)
-            .cloned()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).tenants.get(id).cloned()
     }
 
     /// Every known tenant, ordered by id.
     pub fn list(&self) -> Vec<Arc<Tenant>> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .tenants
-            .values()
-            .cloned()
-            .collect()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).tenants.values().cloned().collect()
     }
 
     pub fn count_by_status(&self) -> (usize, usize) {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let active = inner
-            .tenants
-            .values()
-            .filter(|t| t.status == TenantStatus::Active)
-            .count();
+        let active = inner.tenants.values().filter(|t| t.status == TenantStatus::Active).count();
         (active, inner.tenants.len() - active)
     }
 
@@ -130,10 +115,7 @@ impl TenantRegistry {
         } else {
             Err(Error::ResourceExhausted {
                 reason: Reason::TenantRateLimited,
-                message: format!(
-                    "tenant `{}` exceeded its API quota of {rate} requests/s",
-                    tenant.id
-                ),
+                message: format!("tenant `{}` exceeded its API quota of {rate} requests/s", tenant.id),
             })
         }
     }
@@ -163,9 +145,7 @@ spec:
 "#
         );
         let at = DateTime::from_timestamp(at, 0).expect("valid");
-        TenantManifest::parse_all(&text, at)
-            .expect("valid")
-            .remove(0)
+        TenantManifest::parse_all(&text, at).expect("valid").remove(0)
     }
 
     #[test]
@@ -176,21 +156,9 @@ spec:
         assert!(r.upsert(newer));
         assert!(!r.upsert(tenant("acme", 5, 100)));
         let id = TenantId::parse("acme").expect("id");
-        assert!(matches!(
-            r.require_active(&id),
-            Err(Error::PermissionDenied {
-                reason: Reason::TenantSuspended,
-                ..
-            })
-        ));
+        assert!(matches!(r.require_active(&id), Err(Error::PermissionDenied { reason: Reason::TenantSuspended, .. })));
         let other = TenantId::parse("globex").expect("id");
-        assert!(matches!(
-            r.require_active(&other),
-            Err(Error::PermissionDenied {
-                reason: Reason::TenantUnknown,
-                ..
-            })
-        ));
+        assert!(matches!(r.require_active(&other), Err(Error::PermissionDenied { reason: Reason::TenantUnknown, .. })));
     }
 
     #[test]
@@ -198,15 +166,9 @@ spec:
         let r = TenantRegistry::new();
         let t = tenant("acme", 5, 1);
         let t0 = Instant::now();
-        let allowed = (0..20)
-            .filter(|_| r.take_request_at(&t, t0).is_ok())
-            .count();
+        let allowed = (0..20).filter(|_| r.take_request_at(&t, t0).is_ok()).count();
         assert_eq!(allowed, 10, "burst is twice the rate");
-        assert!(r
-            .take_request_at(&t, t0 + Duration::from_millis(100))
-            .is_err());
-        assert!(r
-            .take_request_at(&t, t0 + Duration::from_millis(250))
-            .is_ok());
+        assert!(r.take_request_at(&t, t0 + Duration::from_millis(100)).is_err());
+        assert!(r.take_request_at(&t, t0 + Duration::from_millis(250)).is_ok());
     }
 }

@@ -52,10 +52,7 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(grpc: SocketAddr, admin: SocketAddr) -> std::io::Result<Self> {
-        Ok(Self {
-            grpc: TcpListener::bind(grpc).await?,
-            admin: TcpListener::bind(admin).await?,
-        })
+        Ok(Self { grpc: TcpListener::bind(grpc).await?, admin: TcpListener::bind(admin).await? })
     }
 
     /// Both on an ephemeral loopback port (tests).
@@ -65,15 +62,11 @@ impl Listeners {
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        self.grpc.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        self.admin.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
     }
 }
 
@@ -90,10 +83,7 @@ where
         eprintln!("{service}: {e}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{service}: cannot start the async runtime: {e}");
@@ -149,36 +139,20 @@ const CHECK_POSTGRES: &str = "postgres";
 const CHECK_REDIS: &str = "redis";
 
 impl Runtime {
-    pub fn new(
-        service: &'static str,
-        config: &CommonConfig,
-        shutdown: Shutdown,
-    ) -> Result<Self, ConfigError> {
-        let verifier = Verifier::from_file(
-            &config.auth.public_key_file,
-            &config.auth.issuer,
-            &config.auth.audience,
-        )
-        .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
+    pub fn new(service: &'static str, config: &CommonConfig, shutdown: Shutdown) -> Result<Self, ConfigError> {
+        let verifier = Verifier::from_file(&config.auth.public_key_file, &config.auth.issuer, &config.auth.audience)
+            .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
         let registry = TenantRegistry::new();
         let metrics = Arc::new(Metrics::new(service));
         let readiness = Readiness::new();
         readiness.register(CHECK_KAFKA);
         readiness.register(crate::tenant_feed::CHECK);
         let topics = Topics::new(config.kafka.topic_prefix.clone());
-        let tenants_topic = TopicSpec {
-            name: topics.tenants(),
-            partitions: 1,
-            compacted: true,
-        };
+        let tenants_topic = TopicSpec { name: topics.tenants(), partitions: 1, compacted: true };
         Ok(Self {
             service,
             config: config.clone(),
-            authenticator: Authenticator::new(
-                Arc::new(verifier),
-                registry.clone(),
-                metrics.clone(),
-            ),
+            authenticator: Authenticator::new(Arc::new(verifier), registry.clone(), metrics.clone()),
             topics,
             registry,
             readiness,
@@ -222,43 +196,25 @@ impl Runtime {
         cfg: &PostgresConfig,
         migrations: Migrations,
     ) -> Result<deadpool_postgres::Pool, ConfigError> {
-        let pool = db::pool(cfg.url.expose(), migrations.schema, cfg.pool_size).map_err(|_| {
-            ConfigError::new("CENTRALITA_DATABASE_URL", "cannot build a pool from it")
-        })?;
+        let pool = db::pool(cfg.url.expose(), migrations.schema, cfg.pool_size)
+            .map_err(|_| ConfigError::new("CENTRALITA_DATABASE_URL", "cannot build a pool from it"))?;
         self.readiness.register(CHECK_POSTGRES);
-        let (p, readiness, shutdown, metrics) = (
-            pool.clone(),
-            self.readiness.clone(),
-            self.shutdown.clone(),
-            self.metrics.clone(),
-        );
+        let (p, readiness, shutdown, metrics) =
+            (pool.clone(), self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
         self.spawn(async move {
-            let up = metrics
-                .dependency_up
-                .get_or_create(&DependencyLabel {
-                    dependency: CHECK_POSTGRES,
-                })
-                .clone();
+            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_POSTGRES }).clone();
             let mut migrated = false;
             let mut delay = Duration::from_millis(250);
             loop {
                 let result = if migrated {
                     match p.get().await {
-                        Ok(c) => c
-                            .simple_query("SELECT 1")
-                            .await
-                            .map(|_| ())
-                            .map_err(crate::Error::from),
+                        Ok(c) => c.simple_query("SELECT 1").await.map(|_| ()).map_err(crate::Error::from),
                         Err(e) => Err(e.into()),
                     }
                 } else {
                     db::migrate(&p, &migrations).await.map(|n| {
                         migrated = true;
-                        tracing::info!(
-                            applied = n,
-                            schema = migrations.schema,
-                            "database schema is current"
-                        );
+                        tracing::info!(applied = n, schema = migrations.schema, "database schema is current");
                     })
                 };
                 match result {
@@ -271,11 +227,7 @@ impl Runtime {
                         readiness.set(CHECK_POSTGRES, false, e.to_string());
                         up.set(0);
                         tracing::warn!(error = %e, "postgresql check failed");
-                        delay = if migrated {
-                            Duration::from_secs(1)
-                        } else {
-                            (delay * 2).min(Duration::from_secs(5))
-                        };
+                        delay = if migrated { Duration::from_secs(1) } else { (delay * 2).min(Duration::from_secs(5)) };
                     }
                 }
                 tokio::select! {
@@ -291,27 +243,15 @@ impl Runtime {
     pub fn redis(&mut self, cfg: &RedisConfig) -> RedisHandle {
         let handle = RedisHandle::default();
         self.readiness.register(CHECK_REDIS);
-        let (h, url, readiness, shutdown, metrics) = (
-            handle.clone(),
-            cfg.url.clone(),
-            self.readiness.clone(),
-            self.shutdown.clone(),
-            self.metrics.clone(),
-        );
+        let (h, url, readiness, shutdown, metrics) =
+            (handle.clone(), cfg.url.clone(), self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
         self.spawn(async move {
-            let up = metrics
-                .dependency_up
-                .get_or_create(&DependencyLabel {
-                    dependency: CHECK_REDIS,
-                })
-                .clone();
+            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_REDIS }).clone();
             loop {
                 let result = match h.conn() {
-                    Ok(mut c) => redis::cmd("PING")
-                        .query_async::<String>(&mut c)
-                        .await
-                        .map(|_| ())
-                        .map_err(crate::Error::from),
+                    Ok(mut c) => {
+                        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()).map_err(crate::Error::from)
+                    }
                     Err(_) => crate::cache::connect(url.expose()).await.map(|c| h.set(c)),
                 };
                 let ok = result.is_ok();
@@ -323,11 +263,7 @@ impl Runtime {
                     }
                 }
                 up.set(i64::from(ok));
-                let delay = if ok {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_secs(1)
-                };
+                let delay = if ok { Duration::from_secs(5) } else { Duration::from_secs(1) };
                 tokio::select! {
                     _ = shutdown.wait() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -338,40 +274,23 @@ impl Runtime {
     }
 
     fn start_kafka(&mut self) {
-        let (brokers, replication, specs) = (
-            self.config.kafka.brokers.clone(),
-            self.config.kafka.replication_factor,
-            self.topic_specs.clone(),
-        );
-        let (readiness, shutdown, metrics) = (
-            self.readiness.clone(),
-            self.shutdown.clone(),
-            self.metrics.clone(),
-        );
+        let (brokers, replication, specs) =
+            (self.config.kafka.brokers.clone(), self.config.kafka.replication_factor, self.topic_specs.clone());
+        let (readiness, shutdown, metrics) = (self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
         self.spawn(async move {
-            let up = metrics
-                .dependency_up
-                .get_or_create(&DependencyLabel {
-                    dependency: CHECK_KAFKA,
-                })
-                .clone();
-            let probe: Option<Arc<BaseConsumer>> =
-                client_config(&brokers).create().ok().map(Arc::new);
+            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_KAFKA }).clone();
+            let probe: Option<Arc<BaseConsumer>> = client_config(&brokers).create().ok().map(Arc::new);
             let mut topics_ready = false;
             loop {
                 let result = if !topics_ready {
-                    ensure_topics(&brokers, replication, &specs)
-                        .await
-                        .map(|()| {
-                            topics_ready = true;
-                        })
-                } else if let Some(p) = probe.clone() {
-                    tokio::task::spawn_blocking(move || {
-                        p.fetch_metadata(None, Duration::from_secs(3)).map(|_| ())
+                    ensure_topics(&brokers, replication, &specs).await.map(|()| {
+                        topics_ready = true;
                     })
-                    .await
-                    .map_err(crate::Error::internal)
-                    .and_then(|r| r.map_err(crate::Error::from))
+                } else if let Some(p) = probe.clone() {
+                    tokio::task::spawn_blocking(move || p.fetch_metadata(None, Duration::from_secs(3)).map(|_| ()))
+                        .await
+                        .map_err(crate::Error::internal)
+                        .and_then(|r| r.map_err(crate::Error::from))
                 } else {
                     Err(crate::Error::Unavailable("kafka client".into()))
                 };
@@ -384,11 +303,7 @@ impl Runtime {
                     }
                 }
                 up.set(i64::from(ok));
-                let delay = if ok {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_secs(1)
-                };
+                let delay = if ok { Duration::from_secs(5) } else { Duration::from_secs(1) };
                 tokio::select! {
                     _ = shutdown.wait() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -408,23 +323,18 @@ impl Runtime {
     }
 
     /// Serves until shutdown, then runs the shutdown sequence.
-    pub async fn serve(
-        mut self,
-        listeners: Listeners,
-        mut routes: RoutesBuilder,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(mut self, listeners: Listeners, mut routes: RoutesBuilder) -> anyhow::Result<()> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(centralita_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        routes
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(tonic::service::interceptor::InterceptedService::new(
+        routes.add_service(health_service).add_service(reflection).add_service(
+            tonic::service::interceptor::InterceptedService::new(
                 TenantApi::new(self.registry.clone()).into_server(),
                 self.authenticator.clone(),
-            ));
+            ),
+        );
 
         self.start_kafka();
 
@@ -434,11 +344,8 @@ impl Runtime {
         let reporter = health_reporter.clone();
         let health_task = tokio::spawn(async move {
             loop {
-                let status = if *ready_rx.borrow_and_update() {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
+                let status =
+                    if *ready_rx.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
                 reporter.set_service_status("", status).await;
                 for n in &names {
                     reporter.set_service_status(n, status).await;
@@ -449,9 +356,7 @@ impl Runtime {
             }
         });
         for n in std::iter::once("").chain(self.health_names.iter().map(String::as_str)) {
-            health_reporter
-                .set_service_status(n, ServingStatus::NotServing)
-                .await;
+            health_reporter.set_service_status(n, ServingStatus::NotServing).await;
         }
 
         let grpc_addr = listeners.grpc_addr();
@@ -459,14 +364,11 @@ impl Runtime {
         tracing::info!(service = self.service, %grpc_addr, %admin_addr, "serving");
 
         let admin_stop = Shutdown::new();
-        let admin = axum::serve(
-            listeners.admin,
-            crate::admin::router(self.readiness.clone(), self.metrics.clone()),
-        )
-        .with_graceful_shutdown({
-            let s = admin_stop.clone();
-            async move { s.wait().await }
-        });
+        let admin = axum::serve(listeners.admin, crate::admin::router(self.readiness.clone(), self.metrics.clone()))
+            .with_graceful_shutdown({
+                let s = admin_stop.clone();
+                async move { s.wait().await }
+            });
         let admin_task = tokio::spawn(async move {
             if let Err(e) = admin.await {
                 tracing::error!(error = %e, "admin server failed");
@@ -494,10 +396,8 @@ impl Runtime {
         };
         // Background work (consumers committing offsets) gets what is left of the deadline.
         self.shutdown.trigger();
-        let drained = tokio::time::timeout(deadline, async {
-            while self.background.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(deadline, async { while self.background.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!("background tasks did not stop within the deadline");
             self.background.abort_all();

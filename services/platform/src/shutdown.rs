@@ -31,9 +31,7 @@ impl Shutdown {
 
     /// A shutdown that also fires when this one does, and can be triggered on its own.
     pub fn child(&self) -> Shutdown {
-        Shutdown {
-            token: self.token.child_token(),
-        }
+        Shutdown { token: self.token.child_token() }
     }
 
     /// Triggers on the first SIGTERM/SIGINT; exits the process on the second.

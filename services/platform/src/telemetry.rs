@@ -35,18 +35,11 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber and tracer provider. Call once, inside the tokio runtime.
 pub fn init(service: &'static str, cfg: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name(service)
-            .build(),
-    );
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty());
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
     if endpoint.is_some() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
         let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
             exporter,
             opentelemetry_sdk::runtime::Tokio,
@@ -71,9 +64,7 @@ pub fn init(service: &'static str, cfg: &TelemetryConfig) -> anyhow::Result<Tele
                     .with_target(true),
             )
             .try_init()?,
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
-            .try_init()?,
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_target(false)).try_init()?,
     }
     if let Some(endpoint) = endpoint {
         tracing::info!(%endpoint, "exporting traces over OTLP");
@@ -92,9 +83,7 @@ pub fn current_trace_headers() -> HashMap<String, String> {
 /// Makes `span` a child of the trace context found in `pairs` (if any).
 pub fn set_parent_from<'a>(span: &tracing::Span, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
     let map: HashMap<String, String> = pairs
-        .filter(|(k, _)| {
-            k.eq_ignore_ascii_case("traceparent") || k.eq_ignore_ascii_case("tracestate")
-        })
+        .filter(|(k, _)| k.eq_ignore_ascii_case("traceparent") || k.eq_ignore_ascii_case("tracestate"))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
         .collect();
     if map.is_empty() {
@@ -117,12 +106,7 @@ pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
 }
 
 pub fn extract_http(span: &tracing::Span, headers: &http::HeaderMap) {
-    set_parent_from(
-        span,
-        headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
-    );
+    set_parent_from(span, headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
 }
 
 struct MapInjector<'a>(&'a mut HashMap<String, String>);

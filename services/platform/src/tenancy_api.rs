@@ -31,19 +31,12 @@ impl TenantApi {
 #[tonic::async_trait]
 impl TenantService for TenantApi {
     #[tracing::instrument(skip_all, fields(tenant))]
-    async fn get_tenant(
-        &self,
-        request: Request<pb::GetTenantRequest>,
-    ) -> Result<Response<pb::Tenant>, Status> {
+    async fn get_tenant(&self, request: Request<pb::GetTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
         let caller = caller(&request)?;
-        let id = TenantId::from_resource_name(&request.get_ref().name)
-            .map_err(|e| Error::invalid("name", e))?;
+        let id = TenantId::from_resource_name(&request.get_ref().name).map_err(|e| Error::invalid("name", e))?;
         tracing::Span::current().record("tenant", id.as_str());
         caller.authorize_tenant(&id)?;
-        let tenant = self
-            .registry
-            .get(&id)
-            .ok_or_else(|| Error::NotFound(id.resource_name()))?;
+        let tenant = self.registry.get(&id).ok_or_else(|| Error::NotFound(id.resource_name()))?;
         Ok(Response::new(pb::Tenant::from(tenant.as_ref())))
     }
 
@@ -77,11 +70,8 @@ impl TenantService for TenantApi {
             .collect();
         let more = visible.len() > page_size;
         let page: Vec<_> = visible.into_iter().take(page_size).collect();
-        let next_page_token = if more {
-            page.last().map(|t| t.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            if more { page.last().map(|t| t.id.to_string()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: page.iter().map(|t| pb::Tenant::from(t.as_ref())).collect(),
             next_page_token,

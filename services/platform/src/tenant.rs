@@ -26,9 +26,7 @@ pub struct TenantId(String);
 
 impl TenantId {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let ok_chars = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if s.is_empty() || s.len() > 63 {
             return Err("must be 1 to 63 characters".into());
         }
@@ -49,9 +47,7 @@ impl TenantId {
 
     /// Parses `tenants/{id}`.
     pub fn from_resource_name(name: &str) -> Result<Self, String> {
-        let id = name
-            .strip_prefix("tenants/")
-            .ok_or_else(|| "must look like `tenants/{tenant_id}`".to_string())?;
+        let id = name.strip_prefix("tenants/").ok_or_else(|| "must look like `tenants/{tenant_id}`".to_string())?;
         Self::parse(id)
     }
 }
@@ -280,17 +276,12 @@ impl TenantManifest {
         let mut v = Vec::new();
         let mut bad = |field: &str, msg: String| v.push(FieldViolation::new(field, msg));
         if self.api_version != API_VERSION {
-            bad(
-                "apiVersion",
-                format!("must be `{API_VERSION}`, got `{}`", self.api_version),
-            );
+            bad("apiVersion", format!("must be `{API_VERSION}`, got `{}`", self.api_version));
         }
         if self.kind != KIND {
             bad("kind", format!("must be `{KIND}`, got `{}`", self.kind));
         }
-        let id = TenantId::parse(&self.metadata.name)
-            .map_err(|e| bad("metadata.name", e))
-            .ok();
+        let id = TenantId::parse(&self.metadata.name).map_err(|e| bad("metadata.name", e)).ok();
         let s = self.spec;
         let display_name = s.display_name.trim().to_owned();
         if display_name.is_empty() || display_name.chars().count() > 200 {
@@ -304,37 +295,25 @@ impl TenantManifest {
         }
         let sl = &s.service_level;
         if !(sl.target_percent > 0.0 && sl.target_percent <= 100.0) {
-            bad(
-                "spec.serviceLevel.targetPercent",
-                format!("must be in (0, 100], got {}", sl.target_percent),
-            );
+            bad("spec.serviceLevel.targetPercent", format!("must be in (0, 100], got {}", sl.target_percent));
         }
         if !(1..=MAX_THRESHOLD_SECONDS).contains(&sl.threshold_seconds) {
             bad(
                 "spec.serviceLevel.thresholdSeconds",
-                format!(
-                    "must be between 1 and {MAX_THRESHOLD_SECONDS}, got {}",
-                    sl.threshold_seconds
-                ),
+                format!("must be between 1 and {MAX_THRESHOLD_SECONDS}, got {}", sl.threshold_seconds),
             );
         }
         let q = &s.quotas;
         if !(1..=MAX_CONCURRENT_CONTACTS).contains(&q.max_concurrent_contacts) {
             bad(
                 "spec.quotas.maxConcurrentContacts",
-                format!(
-                    "must be between 1 and {MAX_CONCURRENT_CONTACTS}, got {}",
-                    q.max_concurrent_contacts
-                ),
+                format!("must be between 1 and {MAX_CONCURRENT_CONTACTS}, got {}", q.max_concurrent_contacts),
             );
         }
         if !(1..=MAX_API_RPS).contains(&q.api_requests_per_second) {
             bad(
                 "spec.quotas.apiRequestsPerSecond",
-                format!(
-                    "must be between 1 and {MAX_API_RPS}, got {}",
-                    q.api_requests_per_second
-                ),
+                format!("must be between 1 and {MAX_API_RPS}, got {}", q.api_requests_per_second),
             );
         }
         let tz = match s.business_hours.time_zone.parse::<chrono_tz::Tz>() {
@@ -342,10 +321,7 @@ impl TenantManifest {
             Err(_) => {
                 bad(
                     "spec.businessHours.timeZone",
-                    format!(
-                        "`{}` is not an IANA time zone (for example Europe/Madrid)",
-                        s.business_hours.time_zone
-                    ),
+                    format!("`{}` is not an IANA time zone (for example Europe/Madrid)", s.business_hours.time_zone),
                 );
                 None
             }
@@ -359,57 +335,35 @@ impl TenantManifest {
             let open = parse_hhmm(&w.open);
             let close = parse_hhmm(&w.close);
             if open.is_none() {
-                bad(
-                    &format!("{path}.open"),
-                    format!("`{}` is not a time HH:MM", w.open),
-                );
+                bad(&format!("{path}.open"), format!("`{}` is not a time HH:MM", w.open));
             }
             if close.is_none() {
-                bad(
-                    &format!("{path}.close"),
-                    format!("`{}` is not a time HH:MM", w.close),
-                );
+                bad(&format!("{path}.close"), format!("`{}` is not a time HH:MM", w.close));
             }
             if let (Some(o), Some(c)) = (open, close) {
                 if c <= o {
                     bad(&format!("{path}.close"), "must be after open".into());
                 }
                 for d in &w.days {
-                    windows.push(OpeningWindow {
-                        day: *d,
-                        open_minute: o,
-                        close_minute: c,
-                    });
+                    windows.push(OpeningWindow { day: *d, open_minute: o, close_minute: c });
                 }
             }
         }
         windows.sort();
         for pair in windows.windows(2) {
             if pair[0].day == pair[1].day && pair[1].open_minute < pair[0].close_minute {
-                bad(
-                    "spec.businessHours.windows",
-                    format!("windows overlap on {:?}", pair[0].day).to_lowercase(),
-                );
+                bad("spec.businessHours.windows", format!("windows overlap on {:?}", pair[0].day).to_lowercase());
                 break;
             }
         }
         if !(1..=MAX_RETENTION_DAYS).contains(&s.data_retention_days) {
             bad(
                 "spec.dataRetentionDays",
-                format!(
-                    "must be between 1 and {MAX_RETENTION_DAYS}, got {}",
-                    s.data_retention_days
-                ),
+                format!("must be between 1 and {MAX_RETENTION_DAYS}, got {}", s.data_retention_days),
             );
         }
-        if s.recording.allow_pause
-            && s.recording.voice == RecordingMode::None
-            && !s.recording.chat_transcripts
-        {
-            bad(
-                "spec.recording.allowPause",
-                "makes no sense when nothing is recorded".into(),
-            );
+        if s.recording.allow_pause && s.recording.voice == RecordingMode::None && !s.recording.chat_transcripts {
+            bad("spec.recording.allowPause", "makes no sense when nothing is recorded".into());
         }
         match (id, tz) {
             (Some(id), Some(time_zone)) if v.is_empty() => Ok(Tenant {
@@ -458,15 +412,8 @@ impl TenantManifest {
                 Ok(m) => m,
                 Err(e) => {
                     let path = e.path().to_string();
-                    let field = if path == "." {
-                        "(root)".to_string()
-                    } else {
-                        path
-                    };
-                    violations.push(FieldViolation::new(
-                        prefix(&field),
-                        e.into_inner().to_string(),
-                    ));
+                    let field = if path == "." { "(root)".to_string() } else { path };
+                    violations.push(FieldViolation::new(prefix(&field), e.into_inner().to_string()));
                     continue;
                 }
             };
@@ -480,10 +427,9 @@ impl TenantManifest {
                     }
                     tenants.push(t);
                 }
-                Err(Error::InvalidArgument(vs)) => violations.extend(
-                    vs.into_iter()
-                        .map(|f| FieldViolation::new(prefix(&f.field), f.description)),
-                ),
+                Err(Error::InvalidArgument(vs)) => {
+                    violations.extend(vs.into_iter().map(|f| FieldViolation::new(prefix(&f.field), f.description)))
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -502,16 +448,9 @@ impl From<&Tenant> for TenantManifest {
         let mut windows: Vec<WindowSpec> = Vec::new();
         for w in &t.business_hours.windows {
             let (open, close) = (fmt_hhmm(w.open_minute), fmt_hhmm(w.close_minute));
-            match windows
-                .iter_mut()
-                .find(|x| x.open == open && x.close == close)
-            {
+            match windows.iter_mut().find(|x| x.open == open && x.close == close) {
                 Some(x) => x.days.push(w.day),
-                None => windows.push(WindowSpec {
-                    days: vec![w.day],
-                    open,
-                    close,
-                }),
+                None => windows.push(WindowSpec { days: vec![w.day], open, close }),
             }
         }
         TenantManifest {
@@ -535,10 +474,7 @@ impl From<&Tenant> for TenantManifest {
                     max_concurrent_contacts: t.quotas.max_concurrent_contacts.into(),
                     api_requests_per_second: t.quotas.api_requests_per_second.into(),
                 },
-                business_hours: BusinessHoursSpec {
-                    time_zone: t.business_hours.time_zone.name().into(),
-                    windows,
-                },
+                business_hours: BusinessHoursSpec { time_zone: t.business_hours.time_zone.name().into(), windows },
                 data_retention_days: t.data_retention_days.into(),
                 recording: RecordingSpec {
                     voice: t.recording.voice,
@@ -578,10 +514,7 @@ fn weekday_to_pb(d: Weekday) -> pb::DayOfWeek {
 }
 
 pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 pub(crate) fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
@@ -597,11 +530,7 @@ impl From<&Tenant> for pb::Tenant {
                 TenantStatus::Active => pb::TenantStatus::Active,
                 TenantStatus::Suspended => pb::TenantStatus::Suspended,
             } as i32,
-            channels: t
-                .channels
-                .iter()
-                .map(|c| channel_to_pb(*c) as i32)
-                .collect(),
+            channels: t.channels.iter().map(|c| channel_to_pb(*c) as i32).collect(),
             service_level: Some(pb::ServiceLevel {
                 target_percent: t.service_level.target_percent,
                 threshold: Some(prost_types::Duration {
@@ -673,26 +602,13 @@ impl TryFrom<pb::Tenant> for Tenant {
                 Ok(pb::DayOfWeek::Friday) => Weekday::Fri,
                 Ok(pb::DayOfWeek::Saturday) => Weekday::Sat,
                 Ok(pb::DayOfWeek::Sunday) => Weekday::Sun,
-                _ => {
-                    return Err(Error::invalid(
-                        "business_hours.windows.day",
-                        format!("unknown day {d}"),
-                    ))
-                }
+                _ => return Err(Error::invalid("business_hours.windows.day", format!("unknown day {d}"))),
             })
         };
-        let sl = p
-            .service_level
-            .ok_or_else(|| Error::invalid("service_level", "is required"))?;
-        let q = p
-            .quotas
-            .ok_or_else(|| Error::invalid("quotas", "is required"))?;
-        let bh = p
-            .business_hours
-            .ok_or_else(|| Error::invalid("business_hours", "is required"))?;
-        let rec = p
-            .recording
-            .ok_or_else(|| Error::invalid("recording", "is required"))?;
+        let sl = p.service_level.ok_or_else(|| Error::invalid("service_level", "is required"))?;
+        let q = p.quotas.ok_or_else(|| Error::invalid("quotas", "is required"))?;
+        let bh = p.business_hours.ok_or_else(|| Error::invalid("business_hours", "is required"))?;
+        let rec = p.recording.ok_or_else(|| Error::invalid("recording", "is required"))?;
         let updated_at = p
             .update_time
             .as_ref()
@@ -718,11 +634,7 @@ impl TryFrom<pb::Tenant> for Tenant {
             spec: TenantSpec {
                 display_name: p.display_name,
                 status,
-                channels: p
-                    .channels
-                    .into_iter()
-                    .map(channel)
-                    .collect::<Result<_, _>>()?,
+                channels: p.channels.into_iter().map(channel).collect::<Result<_, _>>()?,
                 service_level: ServiceLevelSpec {
                     target_percent: sl.target_percent,
                     threshold_seconds: sl.threshold.map(|d| d.seconds).unwrap_or(0),
@@ -731,22 +643,14 @@ impl TryFrom<pb::Tenant> for Tenant {
                     max_concurrent_contacts: q.max_concurrent_contacts.into(),
                     api_requests_per_second: q.api_requests_per_second.into(),
                 },
-                business_hours: BusinessHoursSpec {
-                    time_zone: bh.time_zone,
-                    windows,
-                },
+                business_hours: BusinessHoursSpec { time_zone: bh.time_zone, windows },
                 data_retention_days: p.data_retention_days.into(),
                 recording: RecordingSpec {
                     voice: match pb::RecordingMode::try_from(rec.voice) {
                         Ok(pb::RecordingMode::None) => RecordingMode::None,
                         Ok(pb::RecordingMode::All) => RecordingMode::All,
                         Ok(pb::RecordingMode::OnDemand) => RecordingMode::OnDemand,
-                        _ => {
-                            return Err(Error::invalid(
-                                "recording.voice",
-                                "must be NONE, ALL or ON_DEMAND",
-                            ))
-                        }
+                        _ => return Err(Error::invalid("recording.voice", "must be NONE, ALL or ON_DEMAND")),
                     },
                     chat_transcripts: rec.chat_transcripts,
                     allow_pause: rec.allow_pause,
@@ -793,9 +697,7 @@ spec:
 
     #[test]
     fn demo_manifest_is_valid() {
-        let t = TenantManifest::parse_all(DEMO, now())
-            .expect("valid")
-            .remove(0);
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
         assert_eq!(t.id.as_str(), "acme");
         assert_eq!(t.business_hours.windows.len(), 6);
         assert_eq!(t.business_hours.time_zone, chrono_tz::Europe::Madrid);
@@ -804,10 +706,7 @@ spec:
 
     #[test]
     fn unknown_field_is_named() {
-        let v = violations(&DEMO.replace(
-            "dataRetentionDays: 365",
-            "dataRetentionDays: 365\n  colour: blue",
-        ));
+        let v = violations(&DEMO.replace("dataRetentionDays: 365", "dataRetentionDays: 365\n  colour: blue"));
         assert_eq!(v.len(), 1);
         assert!(v[0].field.contains("spec"), "{v:?}");
         assert!(v[0].description.contains("colour"), "{v:?}");
@@ -822,8 +721,7 @@ spec:
 
     #[test]
     fn negative_quota_is_named() {
-        let v =
-            violations(&DEMO.replace("maxConcurrentContacts: 200", "maxConcurrentContacts: -5"));
+        let v = violations(&DEMO.replace("maxConcurrentContacts: 200", "maxConcurrentContacts: -5"));
         assert_eq!(v[0].field, "document 1: spec.quotas.maxConcurrentContacts");
         assert!(v[0].description.contains("-5"));
     }
@@ -847,32 +745,20 @@ spec:
 
     #[test]
     fn wire_round_trip_keeps_everything() {
-        let t = TenantManifest::parse_all(DEMO, now())
-            .expect("valid")
-            .remove(0);
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
         let back = Tenant::try_from(pb::Tenant::from(&t)).expect("round trip");
         assert_eq!(back, t);
-        let again = TenantManifest::from(&t)
-            .into_tenant(now())
-            .expect("manifest round trip");
+        let again = TenantManifest::from(&t).into_tenant(now()).expect("manifest round trip");
         assert_eq!(again, t);
     }
 
     #[test]
     fn several_documents_and_duplicates() {
-        let two = format!(
-            "{DEMO}\n---\n{}",
-            DEMO.replace("name: acme", "name: globex")
-        );
-        assert_eq!(
-            TenantManifest::parse_all(&two, now()).expect("valid").len(),
-            2
-        );
+        let two = format!("{DEMO}\n---\n{}", DEMO.replace("name: acme", "name: globex"));
+        assert_eq!(TenantManifest::parse_all(&two, now()).expect("valid").len(), 2);
         let dup = format!("{DEMO}\n---\n{DEMO}");
         assert!(violations(&dup)[0].description.contains("twice"));
-        assert!(violations("# nothing\n")
-            .iter()
-            .any(|v| v.field == "(file)"));
+        assert!(violations("# nothing\n").iter().any(|v| v.field == "(file)"));
     }
 
     proptest::proptest! {

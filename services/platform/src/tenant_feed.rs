@@ -44,8 +44,7 @@ impl TenantFeed {
             match self.follow(&shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
-                    self.readiness
-                        .set(CHECK, self.caught_up_before(), format!("tenant feed: {e}"));
+                    self.readiness.set(CHECK, self.caught_up_before(), format!("tenant feed: {e}"));
                     tracing::warn!(error = %e, topic = %self.topic, "tenant feed failed; retrying");
                     tokio::select! {
                         _ = shutdown.wait() => return,
@@ -60,11 +59,7 @@ impl TenantFeed {
     /// Once caught up, the registry stays usable through a broker outage; the `kafka`
     /// check reports the outage itself.
     fn caught_up_before(&self) -> bool {
-        self.readiness
-            .report()
-            .checks
-            .get(CHECK)
-            .is_some_and(|c| c.ok)
+        self.readiness.report().checks.get(CHECK).is_some_and(|c| c.ok)
     }
 
     async fn follow(&self, shutdown: &Shutdown) -> Result<(), Error> {
@@ -106,8 +101,7 @@ impl TenantFeed {
     fn mark_caught_up(&self) {
         let n = self.registry.list().len();
         tracing::info!(tenants = n, topic = %self.topic, "tenant set loaded");
-        self.readiness
-            .set(CHECK, true, format!("{n} tenants loaded"));
+        self.readiness.set(CHECK, true, format!("{n} tenants loaded"));
     }
 
     fn apply(&self, payload: Option<&[u8]>, offset: i64) {
@@ -125,34 +119,17 @@ impl TenantFeed {
                 "malformed"
             }
         };
-        self.metrics
-            .bus_consumed
-            .get_or_create(&ConsumedLabel {
-                topic: self.topic.clone(),
-                outcome,
-            })
-            .inc();
+        self.metrics.bus_consumed.get_or_create(&ConsumedLabel { topic: self.topic.clone(), outcome }).inc();
         let (active, suspended) = self.registry.count_by_status();
-        self.metrics
-            .tenants_known
-            .get_or_create(&StatusLabel { status: "active" })
-            .set(active as i64);
-        self.metrics
-            .tenants_known
-            .get_or_create(&StatusLabel {
-                status: "suspended",
-            })
-            .set(suspended as i64);
+        self.metrics.tenants_known.get_or_create(&StatusLabel { status: "active" }).set(active as i64);
+        self.metrics.tenants_known.get_or_create(&StatusLabel { status: "suspended" }).set(suspended as i64);
     }
 
     fn decode(&self, payload: Option<&[u8]>) -> Result<Tenant, Error> {
         let event = Event::decode(payload.ok_or_else(|| Error::invalid("record", "is empty"))?)?;
         let tenant = Tenant::try_from(event.payload::<pb::Tenant>()?)?;
         if tenant.id != event.tenant {
-            return Err(Error::invalid(
-                "tenant_id",
-                "envelope and payload name different tenants",
-            ));
+            return Err(Error::invalid("tenant_id", "envelope and payload name different tenants"));
         }
         Ok(tenant)
     }
@@ -160,11 +137,7 @@ impl TenantFeed {
 
 /// A consumer assigned to every partition of `topic` from the beginning, and the high
 /// watermark of each partition at the time of assignment.
-async fn open(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-) -> Result<(Arc<StreamConsumer>, BTreeMap<i32, i64>), Error> {
+async fn open(brokers: &str, topic: &str, group: &str) -> Result<(Arc<StreamConsumer>, BTreeMap<i32, i64>), Error> {
     let consumer: StreamConsumer = client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -176,11 +149,8 @@ async fn open(
     // Metadata and watermark calls block; keep them off the async workers.
     let highs: BTreeMap<i32, i64> = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let md = c.fetch_metadata(Some(&t), Duration::from_secs(3))?;
-        let meta = md
-            .topics()
-            .iter()
-            .find(|m| m.name() == t)
-            .ok_or_else(|| Error::Unavailable(format!("topic {t}")))?;
+        let meta =
+            md.topics().iter().find(|m| m.name() == t).ok_or_else(|| Error::Unavailable(format!("topic {t}")))?;
         if meta.error().is_some() || meta.partitions().is_empty() {
             return Err(Error::Unavailable(format!("topic {t} does not exist yet")));
         }
@@ -203,11 +173,7 @@ async fn open(
 
 /// Reads the whole tenants topic once (up to its current end) into a fresh registry: how the
 /// admin CLI sees the current tenant set. Invalid records are skipped with a warning.
-pub async fn load_snapshot(
-    brokers: &str,
-    topic: &str,
-    timeout: Duration,
-) -> Result<TenantRegistry, Error> {
+pub async fn load_snapshot(brokers: &str, topic: &str, timeout: Duration) -> Result<TenantRegistry, Error> {
     let registry = TenantRegistry::new();
     let feed = TenantFeed {
         brokers: brokers.to_owned(),
@@ -217,30 +183,20 @@ pub async fn load_snapshot(
         readiness: Readiness::new(),
         metrics: Arc::new(Metrics::new("cli")),
     };
-    let (consumer, highs) = open(
-        brokers,
-        topic,
-        &format!("cli-snapshot-{}", uuid::Uuid::now_v7()),
-    )
-    .await?;
+    let (consumer, highs) = open(brokers, topic, &format!("cli-snapshot-{}", uuid::Uuid::now_v7())).await?;
     let mut pending: BTreeMap<i32, i64> = highs.into_iter().filter(|(_, h)| *h > 0).collect();
     let read = async {
         while !pending.is_empty() {
             let m = consumer.recv().await?;
             feed.apply(m.payload(), m.offset());
-            if pending
-                .get(&m.partition())
-                .is_some_and(|h| m.offset() + 1 >= *h)
-            {
+            if pending.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
                 pending.remove(&m.partition());
             }
         }
         Ok::<_, Error>(())
     };
-    tokio::time::timeout(timeout, read).await.map_err(|_| {
-        Error::Unavailable(format!(
-            "kafka (reading {topic} took longer than {timeout:?})"
-        ))
-    })??;
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| Error::Unavailable(format!("kafka (reading {topic} took longer than {timeout:?})")))??;
     Ok(registry)
 }

@@ -82,8 +82,11 @@ async fn replayed_event_is_handled_once() {
     let (stop, task) = start(&topic, &unique("g-"), recorder.clone(), dedupe().await, Some(metrics.clone()));
     assert!(eventually(Duration::from_secs(30), async || recorder.seen.lock().unwrap().len() >= 5).await);
     // Give the duplicates time to arrive and be skipped.
-    assert!(eventually(Duration::from_secs(10), async || metrics.encode().contains("outcome=\"duplicate\"} 2")).await,
-        "{}", metrics.encode());
+    assert!(
+        eventually(Duration::from_secs(10), async || metrics.encode().contains("outcome=\"duplicate\"} 2")).await,
+        "{}",
+        metrics.encode()
+    );
     stop.trigger();
     task.await.unwrap().unwrap();
     let seen = recorder.seen.lock().unwrap().clone();

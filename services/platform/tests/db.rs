@@ -42,10 +42,8 @@ async fn migrations_apply_once_and_detect_edits() {
     let (a, b) = tokio::join!(migrate(&p, &m3), migrate(&p, &m3));
     assert_eq!(a.unwrap() + b.unwrap(), 1);
 
-    let edited: &'static [Migration] = Box::leak(Box::new([
-        steps[0],
-        Migration { version: 2, name: "notes", sql: "CREATE TABLE notes (x int);" },
-    ]));
+    let edited: &'static [Migration] =
+        Box::leak(Box::new([steps[0], Migration { version: 2, name: "notes", sql: "CREATE TABLE notes (x int);" }]));
     let err = migrate(&p, &Migrations { schema, steps: edited }).await.unwrap_err();
     assert!(err.to_string().contains("was changed after it was applied"), "{err}");
 

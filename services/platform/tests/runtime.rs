@@ -95,7 +95,9 @@ async fn tenancy_auth_and_shutdown_over_grpc() {
 
     let prefix = unique("test.rt.") + ".";
     let topics = Topics::new(prefix.clone());
-    ensure_topics(&brokers(), 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }]).await.unwrap();
+    ensure_topics(&brokers(), 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }])
+        .await
+        .unwrap();
     let producer = Producer::new(&brokers(), None).unwrap();
     publish(&producer, &topics, &tenant("acme", 1000)).await;
     publish(&producer, &topics, &tenant("globex", 1000)).await;
@@ -147,7 +149,9 @@ async fn tenancy_auth_and_shutdown_over_grpc() {
         .into_inner();
     assert_eq!(page2.tenants.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["tenants/tiny"]);
     assert!(page2.next_page_token.is_empty());
-    let bad = client.list_tenants(req(pb::ListTenantsRequest { page_size: -1, page_token: String::new() }, &admin_token)).await;
+    let bad = client
+        .list_tenants(req(pb::ListTenantsRequest { page_size: -1, page_token: String::new() }, &admin_token))
+        .await;
     assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
     let bad = client.get_tenant(get("acme", &admin_token)).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
@@ -166,19 +170,26 @@ async fn tenancy_auth_and_shutdown_over_grpc() {
             chrono::Utc::now().timestamp() - 3600,
         )
         .unwrap();
-    let forged = Signer::from_file(&repo_file("services/platform/tests/fixtures/other-ed25519.key"), "centralita", "centralita-api")
-        .unwrap()
-        .mint(&TokenRequest {
-            subject: "mallory".into(),
-            tenant: None,
-            roles: vec![Role::BpoAdmin],
-            agent_id: None,
-            ttl: Duration::from_secs(600),
-        })
-        .unwrap();
+    let forged = Signer::from_file(
+        &repo_file("services/platform/tests/fixtures/other-ed25519.key"),
+        "centralita",
+        "centralita-api",
+    )
+    .unwrap()
+    .mint(&TokenRequest {
+        subject: "mallory".into(),
+        tenant: None,
+        roles: vec![Role::BpoAdmin],
+        agent_id: None,
+        ttl: Duration::from_secs(600),
+    })
+    .unwrap();
     assert_eq!(code(&mut client, get("tenants/acme", &expired)).await, Code::Unauthenticated);
     assert_eq!(code(&mut client, get("tenants/acme", &forged)).await, Code::Unauthenticated);
-    assert_eq!(code(&mut client, tonic::Request::new(pb::GetTenantRequest { name: "tenants/acme".into() })).await, Code::Unauthenticated);
+    assert_eq!(
+        code(&mut client, tonic::Request::new(pb::GetTenantRequest { name: "tenants/acme".into() })).await,
+        Code::Unauthenticated
+    );
     let unknown = token(Some("initech"), Role::TenantAdmin);
     let status = client.get_tenant(get("tenants/initech", &unknown)).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -202,7 +213,8 @@ async fn tenancy_auth_and_shutdown_over_grpc() {
     publish(&producer, &topics, &globex).await;
     let globex_token = token(Some("globex"), Role::Supervisor);
     assert!(
-        eventually(Duration::from_secs(20), async || code(&mut client.clone(), get("tenants/globex", &globex_token)).await
+        eventually(Duration::from_secs(20), async || code(&mut client.clone(), get("tenants/globex", &globex_token))
+            .await
             == Code::PermissionDenied)
         .await
     );

@@ -20,21 +20,11 @@ pub const SERVICE: &str = "recording";
 
 /// The `recording` schema. Version 1 installs the row-level-security helper every tenant-owned
 /// table's policy uses; the service's own tables follow as new versions.
-pub const MIGRATIONS: Migrations = Migrations {
-    schema: "recording",
-    steps: &[Migration {
-        version: 1,
-        name: "tenancy",
-        sql: TENANCY_SQL,
-    }],
-};
+pub const MIGRATIONS: Migrations =
+    Migrations { schema: "recording", steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }] };
 
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "centralita-recording",
-    version,
-    about = "Centralita recording service"
-)]
+#[command(name = "centralita-recording", version, about = "Centralita recording service")]
 pub struct Config {
     #[command(flatten)]
     pub common: CommonConfig,
@@ -61,9 +51,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let topics = [runtime.topics.contacts()];
     runtime.with_topics(&topics);
     let _db = runtime.postgres(&config.postgres, MIGRATIONS)?;
-    runtime
-        .serve(listeners, tonic::service::RoutesBuilder::default())
-        .await
+    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
@@ -88,13 +76,7 @@ mod tests {
             "postgres://u@127.0.0.1/db",
         ];
         let config = Config::try_parse_from(args).expect("parses");
-        let err = config
-            .validate()
-            .and_then(|()| config.common().validate())
-            .expect_err("refused");
-        assert!(
-            err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"),
-            "{err}"
-        );
+        let err = config.validate().and_then(|()| config.common().validate()).expect_err("refused");
+        assert!(err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{err}");
     }
 }

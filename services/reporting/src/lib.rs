@@ -11,9 +11,7 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
-use centralita_platform::config::{
-    CommonConfig, ConfigError, PostgresConfig, RedisConfig, Validate,
-};
+use centralita_platform::config::{CommonConfig, ConfigError, PostgresConfig, RedisConfig, Validate};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
 use centralita_platform::shutdown::Shutdown;
@@ -22,21 +20,11 @@ pub const SERVICE: &str = "reporting";
 
 /// The `reporting` schema. Version 1 installs the row-level-security helper every tenant-owned
 /// table's policy uses; the service's own tables follow as new versions.
-pub const MIGRATIONS: Migrations = Migrations {
-    schema: "reporting",
-    steps: &[Migration {
-        version: 1,
-        name: "tenancy",
-        sql: TENANCY_SQL,
-    }],
-};
+pub const MIGRATIONS: Migrations =
+    Migrations { schema: "reporting", steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }] };
 
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "centralita-reporting",
-    version,
-    about = "Centralita reporting service"
-)]
+#[command(name = "centralita-reporting", version, about = "Centralita reporting service")]
 pub struct Config {
     #[command(flatten)]
     pub common: CommonConfig,
@@ -67,9 +55,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     runtime.with_topics(&topics);
     let _db = runtime.postgres(&config.postgres, MIGRATIONS)?;
     let _redis = runtime.redis(&config.redis);
-    runtime
-        .serve(listeners, tonic::service::RoutesBuilder::default())
-        .await
+    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
@@ -96,13 +82,7 @@ mod tests {
             "redis://127.0.0.1:6379",
         ];
         let config = Config::try_parse_from(args).expect("parses");
-        let err = config
-            .validate()
-            .and_then(|()| config.common().validate())
-            .expect_err("refused");
-        assert!(
-            err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"),
-            "{err}"
-        );
+        let err = config.validate().and_then(|()| config.common().validate()).expect_err("refused");
+        assert!(err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{err}");
     }
 }

@@ -18,11 +18,7 @@ use centralita_platform::shutdown::Shutdown;
 pub const SERVICE: &str = "sessions";
 
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "centralita-sessions",
-    version,
-    about = "Centralita sessions service"
-)]
+#[command(name = "centralita-sessions", version, about = "Centralita sessions service")]
 pub struct Config {
     #[command(flatten)]
     pub common: CommonConfig,
@@ -49,9 +45,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let topics = [runtime.topics.contacts(), runtime.topics.agents()];
     runtime.with_topics(&topics);
     let _redis = runtime.redis(&config.redis);
-    runtime
-        .serve(listeners, tonic::service::RoutesBuilder::default())
-        .await
+    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
@@ -76,13 +70,7 @@ mod tests {
             "redis://127.0.0.1:6379",
         ];
         let config = Config::try_parse_from(args).expect("parses");
-        let err = config
-            .validate()
-            .and_then(|()| config.common().validate())
-            .expect_err("refused");
-        assert!(
-            err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"),
-            "{err}"
-        );
+        let err = config.validate().and_then(|()| config.common().validate()).expect_err("refused");
+        assert!(err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{err}");
     }
 }

@@ -1,0 +1,118 @@
+"""End-to-end tests against running service binaries, with independent clients.
+
+`deploy/local/test.sh` starts the stack and a set of services (run name `e2e`, own topic
+prefix and ports) and then runs these tests. They talk to the services only through gRPC
+(grpcio), the admin HTTP port, the `centralita` CLI and Kafka (kafka-python), never
+through the Rust code.
+"""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+BIN = TARGET / "debug"
+CLI = str(BIN / "centralita")
+PREFIX = os.environ.get("CENTRALITA_KAFKA_TOPIC_PREFIX", "centralita.")
+BROKERS = os.environ.get("CENTRALITA_KAFKA_BROKERS", "127.0.0.1:9092")
+LOGS = pathlib.Path(os.environ.get("CENTRALITA_E2E_LOGS", REPO / ".local/logs/e2e"))
+DEV_KEY = REPO / "deploy/local/dev-keys/jwt-ed25519.key"
+DEV_PUB = REPO / "deploy/local/dev-keys/jwt-ed25519.pub"
+OTHER_KEY = REPO / "services/platform/tests/fixtures/other-ed25519.key"
+
+
+def endpoints():
+    raw = os.environ.get("CENTRALITA_ENDPOINTS", "")
+    assert raw, "CENTRALITA_ENDPOINTS is not set: run these tests through deploy/local/test.sh"
+    return dict(e.split("=", 1) for e in raw.split(","))
+
+
+def cli(*args, check=True, env=None):
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"centralita {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def mint(*args, key=DEV_KEY):
+    return cli("token", "mint", "--private-key-file", str(key), *args).stdout.strip()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def wait_for(predicate, timeout, interval=0.25):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture(scope="session")
+def pb():
+    """Python protobuf/gRPC modules generated from proto/ with grpcio-tools."""
+    from grpc_tools import protoc
+    import grpc_tools
+
+    out = tempfile.mkdtemp(prefix="centralita-pb-")
+    protos = [str(p.relative_to(REPO / "proto")) for p in (REPO / "proto").rglob("*.proto")]
+    include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    rc = protoc.main(["protoc", f"-I{REPO / 'proto'}", f"-I{include}", f"--python_out={out}",
+                      f"--grpc_python_out={out}", *protos])
+    assert rc == 0, "protoc failed"
+    sys.path.insert(0, out)
+    from centralita.tenancy.v1 import tenancy_pb2, tenancy_pb2_grpc
+    from centralita.events.v1 import envelope_pb2
+
+    class PB:
+        tenancy = tenancy_pb2
+        tenancy_grpc = tenancy_pb2_grpc
+        envelope = envelope_pb2
+
+    return PB
+
+
+@pytest.fixture
+def spawn():
+    """Starts processes for one test and stops them afterwards."""
+    procs = []
+
+    def start(args, env, log):
+        f = open(log, "ab")
+        p = subprocess.Popen(args, env={**os.environ, **env}, stdout=f, stderr=subprocess.STDOUT)
+        procs.append((p, f))
+        return p
+
+    yield start
+    for p, f in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        f.close()
