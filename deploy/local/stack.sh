@@ -33,11 +33,22 @@ redis_up() {
   log "redis on 127.0.0.1:$CENTRALITA_REDIS_PORT"
 }
 
+# PostgreSQL refuses to run as root, so as root it runs as `postgres`, which must reach its
+# data directory. When the clone sits under a directory only root can enter, the data goes
+# to the postgres user's home instead (one directory per clone).
+pg_dir() {
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$CENTRALITA_DATA" 2>/dev/null; then
+    echo "/var/lib/postgresql/centralita-$(echo "$repo_root" | md5sum | cut -c1-10)"
+  else
+    echo "$CENTRALITA_DATA/postgres"
+  fi
+}
+
 pg_up() {
-  local dir="$CENTRALITA_DATA/postgres" bin; bin="$(pg_bin)"
+  local dir bin; dir="$(pg_dir)"; bin="$(pg_bin)"
   if port_open "$CENTRALITA_PG_PORT"; then return; fi
-  mkdir -p "$dir" "$CENTRALITA_DATA/pgsock"
-  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir" "$CENTRALITA_DATA/pgsock" && chmod 700 "$dir"
+  mkdir -p "$dir/sock"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir" "$dir/sock" && chmod 700 "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_pg mkdir -p "$dir/data"
     echo postgres >"$dir/pwfile"; [ "$(id -u)" = 0 ] && chown postgres "$dir/pwfile"
@@ -46,9 +57,9 @@ pg_up() {
     rm -f "$dir/pwfile"
   fi
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-    -o "-p $CENTRALITA_PG_PORT -c listen_addresses=127.0.0.1 -k $CENTRALITA_DATA/pgsock -c fsync=off -c max_connections=300" start >/dev/null
+    -o "-p $CENTRALITA_PG_PORT -c listen_addresses=127.0.0.1 -k $dir/sock -c fsync=off -c max_connections=300" start >/dev/null
   # Roles and databases: the services' role is not a superuser, so row-level security binds it.
-  as_pg psql -h "$CENTRALITA_DATA/pgsock" -p "$CENTRALITA_PG_PORT" -U postgres -qAt -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+  as_pg psql -h "$dir/sock" -p "$CENTRALITA_PG_PORT" -U postgres -qAt -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
 SELECT 'CREATE ROLE centralita LOGIN PASSWORD ''centralita'''
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'centralita') \gexec
 SELECT 'CREATE DATABASE centralita OWNER centralita'
@@ -83,8 +94,8 @@ kafka_down() {
 down() {
   kafka_down
   redis-cli -p "$CENTRALITA_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-  if [ -f "$CENTRALITA_DATA/postgres/data/postmaster.pid" ]; then
-    as_pg "$(pg_bin)/pg_ctl" -D "$CENTRALITA_DATA/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
+  if [ -f "$(pg_dir)/data/postmaster.pid" ]; then
+    as_pg "$(pg_bin)/pg_ctl" -D "$(pg_dir)/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
   log "stopped"
 }

@@ -245,11 +245,14 @@ pub trait Dedupe: Send + Sync + 'static {
     fn mark(&self, scope: &str, event: &Event) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
+/// Handled `(scope, event id)` pairs, and the order they came in (for eviction).
+type Remembered = (HashSet<(String, Uuid)>, VecDeque<(String, Uuid)>);
+
 /// In-process dedupe over the last `capacity` event ids: for consumers whose handler is
 /// naturally idempotent and only needs to skip obvious replays within one process.
 #[derive(Debug, Clone)]
 pub struct MemoryDedupe {
-    inner: Arc<Mutex<(HashSet<(String, Uuid)>, VecDeque<(String, Uuid)>)>>,
+    inner: Arc<Mutex<Remembered>>,
     capacity: usize,
 }
 
