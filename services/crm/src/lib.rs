@@ -56,27 +56,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser};
-
     #[test]
-    fn flags_are_consistent() {
-        Config::command().debug_assert();
-    }
-
-    #[test]
-    fn bad_settings_are_refused_with_the_setting_named() {
-        let args = [
-            "centralita-crm",
-            "--jwt-public-key-file",
-            "/dev/null",
-            "--kafka-partitions",
-            "0",
+    fn configuration_contract() {
+        centralita_platform::server::assert_config_contract::<super::Config>(&[
             "--database-url",
             "postgres://u@127.0.0.1/db",
-        ];
-        let config = Config::try_parse_from(args).expect("parses");
-        let err = config.validate().and_then(|()| config.common().validate()).expect_err("refused");
-        assert!(err.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{err}");
+        ]);
     }
 }

@@ -409,3 +409,20 @@ impl Runtime {
         served.map_err(Into::into)
     }
 }
+
+/// Checks every service's configuration the same way (called from each service's tests):
+/// the flags are consistent (clap's own assertions), and a bad common setting is refused
+/// with the setting named. `required` holds the flags the service needs to parse at all.
+pub fn assert_config_contract<C: ServiceConfig + clap::CommandFactory>(required: &[&str]) {
+    C::command().debug_assert();
+    let mut args = vec!["service", "--jwt-public-key-file", "/dev/null", "--kafka-partitions", "0"];
+    args.extend_from_slice(required);
+    let config = match C::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => panic!("the service's flags do not parse: {e}"),
+    };
+    match config.validate().and_then(|()| config.common().validate()) {
+        Ok(()) => panic!("a partition count of 0 was accepted"),
+        Err(e) => assert!(e.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{e}"),
+    }
+}
