@@ -7,6 +7,8 @@ export CENTRALITA_DATA="${CENTRALITA_DATA:-$repo_root/.local}"
 export CENTRALITA_VENV="${CENTRALITA_VENV:-$CENTRALITA_CACHE/venv}"
 export TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 export TANSU_BIN="${TANSU_BIN:-$CENTRALITA_CACHE/tools/bin/tansu}"
+export BUF_VERSION="${BUF_VERSION:-1.75.0}"
+export BUF_BIN="${BUF_BIN:-$CENTRALITA_CACHE/npm/node_modules/.bin/buf}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CENTRALITA_CACHE/target}"
 # Loopback ports of the local stack (chosen away from the packages' defaults).
 export CENTRALITA_REDIS_PORT="${CENTRALITA_REDIS_PORT:-6390}"

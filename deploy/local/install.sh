@@ -17,6 +17,7 @@ command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || need_pkgs+=(libprotobuf-dev)
 command -v cmake >/dev/null || need_pkgs+=(cmake)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+command -v npm >/dev/null || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -39,5 +40,9 @@ if [ ! -x "$CENTRALITA_VENV/bin/python" ] || ! "$CENTRALITA_VENV/bin/python" -c 
   log "python venv with kafka-python, confluent-kafka, grpcio, pytest"
   python3 -m venv "$CENTRALITA_VENV"
   "$CENTRALITA_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" >&2
+fi
+if ! "$BUF_BIN" --version >/dev/null 2>&1; then
+  log "npm install @bufbuild/buf $BUF_VERSION (proto lint)"
+  npm install --prefix "$CENTRALITA_CACHE/npm" --no-audit --no-fund --loglevel=error "@bufbuild/buf@$BUF_VERSION" >&2
 fi
 log "ok"

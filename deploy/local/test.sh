@@ -11,6 +11,9 @@ cd "$repo_root"
 
 "$here/stack.sh" up
 
+echo "== buf lint (proto/)" >&2
+(cd proto && "$BUF_BIN" lint)
+
 echo "== cargo test (workspace)" >&2
 cargo test --workspace --all-targets --locked
 
