@@ -11,44 +11,29 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
-use centralita_platform::config::{CommonConfig, ConfigError, Validate};
-use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
+use centralita_platform::config::{NoSettings, ServiceArgs};
+use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub const SERVICE: &str = "media";
 
-#[derive(Debug, clap::Parser)]
-#[command(name = "centralita-media", version, about = "Centralita media service")]
-pub struct Config {
-    #[command(flatten)]
-    pub common: CommonConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
+/// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
+pub type Config = ServiceArgs<NoSettings>;
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let topics = [runtime.topics.contacts()];
     runtime.with_topics(&topics);
-
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
 mod tests {
+    use centralita_platform::config::*;
+
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<super::Config>(&[]);
+        centralita_platform::server::assert_config_contract::<NoSettings>(super::SERVICE, &[]);
     }
 }

@@ -126,7 +126,7 @@ pub struct CommonConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PostgresConfig {
     /// PostgreSQL URL, `postgres://user:password@host:port/db`.
-    #[arg(id = "database_url", long = "database-url", env = "CENTRALITA_DATABASE_URL")]
+    #[arg(id = "database_url", value_name = "URL", long = "database-url", env = "CENTRALITA_DATABASE_URL")]
     pub url: Secret<String>,
     /// Maximum pooled connections.
     #[arg(
@@ -141,8 +141,31 @@ pub struct PostgresConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisConfig {
     /// Redis URL, `redis://[:password@]host:port[/db]`.
-    #[arg(id = "redis_url", long = "redis-url", env = "CENTRALITA_REDIS_URL")]
+    #[arg(id = "redis_url", value_name = "URL", long = "redis-url", env = "CENTRALITA_REDIS_URL")]
     pub url: Secret<String>,
+}
+
+/// The whole configuration of a service: the [`CommonConfig`] every service has, plus the
+/// service's own settings `S` (the stores it uses and anything only it needs).
+#[derive(Debug, Clone, clap::Parser)]
+pub struct ServiceArgs<S: clap::Args> {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    #[command(flatten)]
+    pub service: S,
+}
+
+/// The settings of a service that needs nothing beyond the common ones.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NoSettings {}
+
+/// The settings of a service that uses both PostgreSQL and Redis.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostgresAndRedis {
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
 }
 
 /// A setting that cannot be used; printed as one line before a non-zero exit.
@@ -209,6 +232,26 @@ impl Validate for RedisConfig {
         redis::Client::open(self.url.expose().as_str())
             .map(|_| ())
             .map_err(|_| ConfigError::new("CENTRALITA_REDIS_URL", "is not a valid redis:// URL"))
+    }
+}
+
+impl<S: clap::Args + Validate> Validate for ServiceArgs<S> {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.common.validate()?;
+        self.service.validate()
+    }
+}
+
+impl Validate for NoSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+impl Validate for PostgresAndRedis {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.postgres.validate()?;
+        self.redis.validate()
     }
 }
 

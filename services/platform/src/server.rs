@@ -29,7 +29,7 @@ use tonic_health::ServingStatus;
 use crate::auth::{Authenticator, Verifier};
 use crate::bus::{client_config, ensure_topics, TopicSpec, Topics};
 use crate::cache::RedisHandle;
-use crate::config::{CommonConfig, ConfigError, PostgresConfig, RedisConfig, Validate};
+use crate::config::{CommonConfig, ConfigError, PostgresConfig, RedisConfig, ServiceArgs, Validate};
 use crate::db::{self, Migrations};
 use crate::health::Readiness;
 use crate::metrics::{DependencyLabel, Metrics};
@@ -37,11 +37,6 @@ use crate::registry::TenantRegistry;
 use crate::shutdown::Shutdown;
 use crate::tenancy_api::TenantApi;
 use crate::tenant_feed::TenantFeed;
-
-/// A service's configuration: validated once, and holding the common section.
-pub trait ServiceConfig: clap::Parser + Validate + Send + 'static {
-    fn common(&self) -> &CommonConfig;
-}
 
 /// The two listening sockets of a service.
 #[derive(Debug)]
@@ -72,14 +67,14 @@ impl Listeners {
 
 /// The thin `main` of every service: parse and validate config (one clear line and exit 2
 /// when it is wrong), start telemetry, bind the ports, install signal handling and run.
-pub fn main_with<C, F, Fut>(service: &'static str, run: F) -> ExitCode
+pub fn main_with<S, F, Fut>(service: &'static str, run: F) -> ExitCode
 where
-    C: ServiceConfig,
-    F: FnOnce(C, Listeners, Shutdown) -> Fut,
+    S: clap::Args + Validate,
+    F: FnOnce(ServiceArgs<S>, Listeners, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let config = C::parse();
-    if let Err(e) = config.validate().and_then(|()| config.common().validate()) {
+    let config = parse_args::<S>(service, std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if let Err(e) = config.validate() {
         eprintln!("{service}: {e}");
         return ExitCode::from(2);
     }
@@ -91,14 +86,14 @@ where
         }
     };
     rt.block_on(async move {
-        let _telemetry = match crate::telemetry::init(service, &config.common().telemetry) {
+        let _telemetry = match crate::telemetry::init(service, &config.common.telemetry) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("{service}: cannot start telemetry: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let common = config.common().clone();
+        let common = config.common.clone();
         let listeners = match Listeners::bind(common.grpc_addr, common.admin_addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -116,6 +111,20 @@ where
             }
         }
     })
+}
+
+/// Parses a service's flags, naming the command after the service.
+pub fn parse_args<S: clap::Args>(
+    service: &'static str,
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<ServiceArgs<S>, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = ServiceArgs::<S>::command()
+        .name(service)
+        .about(format!("Centralita {service} service"))
+        .version(env!("CARGO_PKG_VERSION"));
+    let matches = command.try_get_matches_from_mut(args)?;
+    ServiceArgs::<S>::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
 }
 
 /// Everything a service shares with the others, wired up.
@@ -413,15 +422,16 @@ impl Runtime {
 /// Checks every service's configuration the same way (called from each service's tests):
 /// the flags are consistent (clap's own assertions), and a bad common setting is refused
 /// with the setting named. `required` holds the flags the service needs to parse at all.
-pub fn assert_config_contract<C: ServiceConfig + clap::CommandFactory>(required: &[&str]) {
-    C::command().debug_assert();
+pub fn assert_config_contract<S: clap::Args + Validate>(service: &'static str, required: &[&str]) {
+    use clap::CommandFactory;
+    ServiceArgs::<S>::command().debug_assert();
     let mut args = vec!["service", "--jwt-public-key-file", "/dev/null", "--kafka-partitions", "0"];
     args.extend_from_slice(required);
-    let config = match C::try_parse_from(args) {
+    let config = match parse_args::<S>(service, args) {
         Ok(c) => c,
         Err(e) => panic!("the service's flags do not parse: {e}"),
     };
-    match config.validate().and_then(|()| config.common().validate()) {
+    match config.validate() {
         Ok(()) => panic!("a partition count of 0 was accepted"),
         Err(e) => assert!(e.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{e}"),
     }

@@ -11,9 +11,9 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
-use centralita_platform::config::{CommonConfig, ConfigError, PostgresConfig, Validate};
+use centralita_platform::config::{PostgresConfig, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
-use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
+use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub const SERVICE: &str = "recording";
@@ -23,44 +23,27 @@ pub const SERVICE: &str = "recording";
 pub const MIGRATIONS: Migrations =
     Migrations { schema: "recording", steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }] };
 
-#[derive(Debug, clap::Parser)]
-#[command(name = "centralita-recording", version, about = "Centralita recording service")]
-pub struct Config {
-    #[command(flatten)]
-    pub common: CommonConfig,
-    #[command(flatten)]
-    pub postgres: PostgresConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.postgres.validate()?;
-        Ok(())
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
+/// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
+pub type Config = ServiceArgs<PostgresConfig>;
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let topics = [runtime.topics.contacts()];
     runtime.with_topics(&topics);
-    let _db = runtime.postgres(&config.postgres, MIGRATIONS)?;
+    let _db = runtime.postgres(&config.service, MIGRATIONS)?;
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
 mod tests {
+    use centralita_platform::config::*;
+
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<super::Config>(&[
-            "--database-url",
-            "postgres://u@127.0.0.1/db",
-        ]);
+        centralita_platform::server::assert_config_contract::<PostgresConfig>(
+            super::SERVICE,
+            &["--database-url", "postgres://u@127.0.0.1/db"],
+        );
     }
 }

@@ -11,9 +11,9 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
-use centralita_platform::config::{CommonConfig, ConfigError, PostgresConfig, RedisConfig, Validate};
+use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
-use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
+use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub const SERVICE: &str = "reporting";
@@ -23,50 +23,28 @@ pub const SERVICE: &str = "reporting";
 pub const MIGRATIONS: Migrations =
     Migrations { schema: "reporting", steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }] };
 
-#[derive(Debug, clap::Parser)]
-#[command(name = "centralita-reporting", version, about = "Centralita reporting service")]
-pub struct Config {
-    #[command(flatten)]
-    pub common: CommonConfig,
-    #[command(flatten)]
-    pub postgres: PostgresConfig,
-    #[command(flatten)]
-    pub redis: RedisConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.postgres.validate()?;
-        self.redis.validate()?;
-        Ok(())
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
+/// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
+pub type Config = ServiceArgs<PostgresAndRedis>;
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let topics = [runtime.topics.contacts(), runtime.topics.agents()];
     runtime.with_topics(&topics);
-    let _db = runtime.postgres(&config.postgres, MIGRATIONS)?;
-    let _redis = runtime.redis(&config.redis);
+    let _db = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
+    let _redis = runtime.redis(&config.service.redis);
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
 mod tests {
+    use centralita_platform::config::*;
+
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<super::Config>(&[
-            "--database-url",
-            "postgres://u@127.0.0.1/db",
-            "--redis-url",
-            "redis://127.0.0.1:6379",
-        ]);
+        centralita_platform::server::assert_config_contract::<PostgresAndRedis>(
+            super::SERVICE,
+            &["--database-url", "postgres://u@127.0.0.1/db", "--redis-url", "redis://127.0.0.1:6379"],
+        );
     }
 }

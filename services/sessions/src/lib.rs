@@ -11,50 +11,33 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
-use centralita_platform::config::{CommonConfig, ConfigError, RedisConfig, Validate};
-use centralita_platform::server::{Listeners, Runtime, ServiceConfig};
+use centralita_platform::config::{RedisConfig, ServiceArgs};
+use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub const SERVICE: &str = "sessions";
 
-#[derive(Debug, clap::Parser)]
-#[command(name = "centralita-sessions", version, about = "Centralita sessions service")]
-pub struct Config {
-    #[command(flatten)]
-    pub common: CommonConfig,
-    #[command(flatten)]
-    pub redis: RedisConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.redis.validate()?;
-        Ok(())
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
+/// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
+pub type Config = ServiceArgs<RedisConfig>;
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let topics = [runtime.topics.contacts(), runtime.topics.agents()];
     runtime.with_topics(&topics);
-    let _redis = runtime.redis(&config.redis);
+    let _redis = runtime.redis(&config.service);
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
 #[cfg(test)]
 mod tests {
+    use centralita_platform::config::*;
+
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<super::Config>(&[
-            "--redis-url",
-            "redis://127.0.0.1:6379",
-        ]);
+        centralita_platform::server::assert_config_contract::<RedisConfig>(
+            super::SERVICE,
+            &["--redis-url", "redis://127.0.0.1:6379"],
+        );
     }
 }
