@@ -127,6 +127,70 @@ pub fn parse_args<S: clap::Args>(
     ServiceArgs::<S>::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
 }
 
+/// One dependency check, probed periodically by [`Runtime`].
+trait Check: Send + 'static {
+    fn probe(&mut self) -> impl Future<Output = crate::Result<()>> + Send;
+}
+
+/// Applies migrations until they succeed once, then asks `SELECT 1`.
+struct PostgresCheck {
+    pool: deadpool_postgres::Pool,
+    migrations: Migrations,
+    migrated: bool,
+}
+
+impl Check for PostgresCheck {
+    async fn probe(&mut self) -> crate::Result<()> {
+        if self.migrated {
+            self.pool.get().await?.simple_query("SELECT 1").await?;
+        } else {
+            let applied = db::migrate(&self.pool, &self.migrations).await?;
+            self.migrated = true;
+            tracing::info!(applied, schema = self.migrations.schema, "database schema is current");
+        }
+        Ok(())
+    }
+}
+
+/// Connects until Redis answers once, then PINGs.
+struct RedisCheck {
+    handle: RedisHandle,
+    url: crate::config::Secret<String>,
+}
+
+impl Check for RedisCheck {
+    async fn probe(&mut self) -> crate::Result<()> {
+        match self.handle.conn() {
+            Ok(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()).map_err(Into::into),
+            Err(_) => crate::cache::connect(self.url.expose()).await.map(|c| self.handle.set(c)),
+        }
+    }
+}
+
+/// Creates the service's topics until that succeeds once, then fetches cluster metadata.
+struct KafkaCheck {
+    brokers: String,
+    replication: i32,
+    specs: Vec<TopicSpec>,
+    probe: Option<Arc<BaseConsumer>>,
+    topics_ready: bool,
+}
+
+impl Check for KafkaCheck {
+    async fn probe(&mut self) -> crate::Result<()> {
+        if !self.topics_ready {
+            ensure_topics(&self.brokers, self.replication, &self.specs).await?;
+            self.topics_ready = true;
+            return Ok(());
+        }
+        let probe = self.probe.clone().ok_or_else(|| crate::Error::Unavailable("kafka client".into()))?;
+        tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(3)).map(|_| ()))
+            .await
+            .map_err(crate::Error::internal)??;
+        Ok(())
+    }
+}
+
 /// Everything a service shares with the others, wired up.
 #[derive(Debug)]
 pub struct Runtime {
@@ -198,6 +262,33 @@ impl Runtime {
         self.background.spawn(task);
     }
 
+    /// Runs `check` until shutdown: every 5 s while it passes, every second while it fails,
+    /// mirroring each result into readiness (`name`) and `centralita_dependency_up`.
+    fn spawn_check(&mut self, name: &'static str, mut check: impl Check) {
+        self.readiness.register(name);
+        let (readiness, shutdown, metrics) = (self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
+        self.spawn(async move {
+            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: name }).clone();
+            loop {
+                let result = check.probe().await;
+                let ok = result.is_ok();
+                match result {
+                    Ok(()) => readiness.set(name, true, "ok"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, check = name, "dependency check failed");
+                        readiness.set(name, false, e.to_string());
+                    }
+                }
+                up.set(i64::from(ok));
+                let delay = if ok { Duration::from_secs(5) } else { Duration::from_secs(1) };
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        });
+    }
+
     /// A PostgreSQL pool whose schema is migrated in the background; the `postgres` check
     /// passes once migrations are applied and the database answers.
     pub fn postgres(
@@ -207,118 +298,26 @@ impl Runtime {
     ) -> Result<deadpool_postgres::Pool, ConfigError> {
         let pool = db::pool(cfg.url.expose(), migrations.schema, cfg.pool_size)
             .map_err(|_| ConfigError::new("CENTRALITA_DATABASE_URL", "cannot build a pool from it"))?;
-        self.readiness.register(CHECK_POSTGRES);
-        let (p, readiness, shutdown, metrics) =
-            (pool.clone(), self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
-        self.spawn(async move {
-            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_POSTGRES }).clone();
-            let mut migrated = false;
-            let mut delay = Duration::from_millis(250);
-            loop {
-                let result = if migrated {
-                    match p.get().await {
-                        Ok(c) => c.simple_query("SELECT 1").await.map(|_| ()).map_err(crate::Error::from),
-                        Err(e) => Err(e.into()),
-                    }
-                } else {
-                    db::migrate(&p, &migrations).await.map(|n| {
-                        migrated = true;
-                        tracing::info!(applied = n, schema = migrations.schema, "database schema is current");
-                    })
-                };
-                match result {
-                    Ok(()) => {
-                        readiness.set(CHECK_POSTGRES, true, "ok");
-                        up.set(1);
-                        delay = Duration::from_secs(5);
-                    }
-                    Err(e) => {
-                        readiness.set(CHECK_POSTGRES, false, e.to_string());
-                        up.set(0);
-                        tracing::warn!(error = %e, "postgresql check failed");
-                        delay = if migrated { Duration::from_secs(1) } else { (delay * 2).min(Duration::from_secs(5)) };
-                    }
-                }
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        });
+        self.spawn_check(CHECK_POSTGRES, PostgresCheck { pool: pool.clone(), migrations, migrated: false });
         Ok(pool)
     }
 
     /// A Redis connection made in the background; the `redis` check follows PING.
     pub fn redis(&mut self, cfg: &RedisConfig) -> RedisHandle {
         let handle = RedisHandle::default();
-        self.readiness.register(CHECK_REDIS);
-        let (h, url, readiness, shutdown, metrics) =
-            (handle.clone(), cfg.url.clone(), self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
-        self.spawn(async move {
-            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_REDIS }).clone();
-            loop {
-                let result = match h.conn() {
-                    Ok(mut c) => {
-                        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()).map_err(crate::Error::from)
-                    }
-                    Err(_) => crate::cache::connect(url.expose()).await.map(|c| h.set(c)),
-                };
-                let ok = result.is_ok();
-                match result {
-                    Ok(()) => readiness.set(CHECK_REDIS, true, "ok"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "redis check failed");
-                        readiness.set(CHECK_REDIS, false, e.to_string());
-                    }
-                }
-                up.set(i64::from(ok));
-                let delay = if ok { Duration::from_secs(5) } else { Duration::from_secs(1) };
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        });
+        self.spawn_check(CHECK_REDIS, RedisCheck { handle: handle.clone(), url: cfg.url.clone() });
         handle
     }
 
     fn start_kafka(&mut self) {
-        let (brokers, replication, specs) =
-            (self.config.kafka.brokers.clone(), self.config.kafka.replication_factor, self.topic_specs.clone());
-        let (readiness, shutdown, metrics) = (self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
-        self.spawn(async move {
-            let up = metrics.dependency_up.get_or_create(&DependencyLabel { dependency: CHECK_KAFKA }).clone();
-            let probe: Option<Arc<BaseConsumer>> = client_config(&brokers).create().ok().map(Arc::new);
-            let mut topics_ready = false;
-            loop {
-                let result = if !topics_ready {
-                    ensure_topics(&brokers, replication, &specs).await.map(|()| {
-                        topics_ready = true;
-                    })
-                } else if let Some(p) = probe.clone() {
-                    tokio::task::spawn_blocking(move || p.fetch_metadata(None, Duration::from_secs(3)).map(|_| ()))
-                        .await
-                        .map_err(crate::Error::internal)
-                        .and_then(|r| r.map_err(crate::Error::from))
-                } else {
-                    Err(crate::Error::Unavailable("kafka client".into()))
-                };
-                let ok = result.is_ok();
-                match result {
-                    Ok(()) => readiness.set(CHECK_KAFKA, true, "ok"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka check failed");
-                        readiness.set(CHECK_KAFKA, false, e.to_string());
-                    }
-                }
-                up.set(i64::from(ok));
-                let delay = if ok { Duration::from_secs(5) } else { Duration::from_secs(1) };
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        });
+        let check = KafkaCheck {
+            brokers: self.config.kafka.brokers.clone(),
+            replication: self.config.kafka.replication_factor,
+            specs: self.topic_specs.clone(),
+            probe: client_config(&self.config.kafka.brokers).create().ok().map(Arc::new),
+            topics_ready: false,
+        };
+        self.spawn_check(CHECK_KAFKA, check);
         let feed = TenantFeed {
             brokers: self.config.kafka.brokers.clone(),
             topic: self.topics.tenants(),

@@ -65,9 +65,9 @@ impl TenantFeed {
     async fn follow(&self, shutdown: &Shutdown) -> Result<(), Error> {
         let group = format!("{}-tenant-feed-{}", self.service, uuid::Uuid::now_v7());
         let (consumer, highs) = open(&self.brokers, &self.topic, &group).await?;
-        let mut pending: BTreeMap<i32, i64> = highs.into_iter().filter(|(_, h)| *h > 0).collect();
+        let mut pending = Pending::new(highs);
         let mut caught_up = self.caught_up_before();
-        if pending.is_empty() && !caught_up {
+        if pending.done() && !caught_up {
             self.mark_caught_up();
             caught_up = true;
         }
@@ -84,16 +84,9 @@ impl TenantFeed {
                 }
             };
             self.apply(m.payload(), m.offset());
-            if !caught_up {
-                if let Some(high) = pending.get(&m.partition()) {
-                    if m.offset() + 1 >= *high {
-                        pending.remove(&m.partition());
-                    }
-                }
-                if pending.is_empty() {
-                    self.mark_caught_up();
-                    caught_up = true;
-                }
+            if !caught_up && pending.read(m.partition(), m.offset()) {
+                self.mark_caught_up();
+                caught_up = true;
             }
         }
     }
@@ -132,6 +125,27 @@ impl TenantFeed {
             return Err(Error::invalid("tenant_id", "envelope and payload name different tenants"));
         }
         Ok(tenant)
+    }
+}
+
+/// The partitions not yet read up to the high watermark seen at assignment.
+struct Pending(BTreeMap<i32, i64>);
+
+impl Pending {
+    fn new(highs: BTreeMap<i32, i64>) -> Self {
+        Pending(highs.into_iter().filter(|(_, high)| *high > 0).collect())
+    }
+
+    /// Notes that `offset` of `partition` was read; returns whether everything is read.
+    fn read(&mut self, partition: i32, offset: i64) -> bool {
+        if self.0.get(&partition).is_some_and(|high| offset + 1 >= *high) {
+            self.0.remove(&partition);
+        }
+        self.done()
+    }
+
+    fn done(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -184,14 +198,12 @@ pub async fn load_snapshot(brokers: &str, topic: &str, timeout: Duration) -> Res
         metrics: Arc::new(Metrics::new("cli")),
     };
     let (consumer, highs) = open(brokers, topic, &format!("cli-snapshot-{}", uuid::Uuid::now_v7())).await?;
-    let mut pending: BTreeMap<i32, i64> = highs.into_iter().filter(|(_, h)| *h > 0).collect();
+    let mut pending = Pending::new(highs);
     let read = async {
-        while !pending.is_empty() {
+        while !pending.done() {
             let m = consumer.recv().await?;
             feed.apply(m.payload(), m.offset());
-            if pending.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
-                pending.remove(&m.partition());
-            }
+            pending.read(m.partition(), m.offset());
         }
         Ok::<_, Error>(())
     };
@@ -199,4 +211,19 @@ pub async fn load_snapshot(brokers: &str, topic: &str, timeout: Duration) -> Res
         .await
         .map_err(|_| Error::Unavailable(format!("kafka (reading {topic} took longer than {timeout:?})")))??;
     Ok(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+
+    #[test]
+    fn caught_up_once_every_partition_reached_its_high_watermark() {
+        let mut p = Pending::new([(0, 3), (1, 0), (2, 1)].into_iter().collect());
+        assert!(!p.done(), "partition 1 is empty and needs nothing; 0 and 2 do");
+        assert!(!p.read(0, 1));
+        assert!(!p.read(2, 0) && !p.done());
+        assert!(p.read(0, 2));
+        assert!(Pending::new([(0, 0)].into_iter().collect()).done());
+    }
 }
