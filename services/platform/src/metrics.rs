@@ -51,46 +51,37 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(service: &'static str) -> Self {
-        let mut registry = Registry::with_labels(
-            [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Borrowed(service))].into_iter(),
-        );
-        let m = Self {
-            auth_rejected: Family::default(),
-            bus_published: Family::default(),
-            bus_consumed: Family::default(),
-            tenants_known: Family::default(),
-            dependency_up: Family::default(),
-            ready: Gauge::default(),
-            registry: Mutex::new(Registry::default()),
-        };
-        registry.register(
-            "centralita_auth_rejected_calls",
-            "gRPC calls refused by authentication, by reason",
-            m.auth_rejected.clone(),
-        );
+        use std::borrow::Cow;
+        let mut registry = Registry::with_labels([(Cow::Borrowed("service"), Cow::Borrowed(service))].into_iter());
+        let auth_rejected = Family::<ReasonLabel, Counter>::default();
+        let bus_published = Family::<TopicLabel, Counter>::default();
+        let bus_consumed = Family::<ConsumedLabel, Counter>::default();
+        let tenants_known = Family::<StatusLabel, Gauge>::default();
+        let dependency_up = Family::<DependencyLabel, Gauge>::default();
+        let ready = Gauge::default();
+        let help = "gRPC calls refused by authentication, by reason";
+        registry.register("centralita_auth_rejected_calls", help, auth_rejected.clone());
         registry.register(
             "centralita_bus_published_events",
             "Events published to Kafka, by topic",
-            m.bus_published.clone(),
+            bus_published.clone(),
         );
-        registry.register(
-            "centralita_bus_consumed_events",
-            "Events read from Kafka, by topic and outcome (handled, duplicate, malformed)",
-            m.bus_consumed.clone(),
-        );
-        registry.register(
-            "centralita_tenants_known",
-            "Tenants in this replica's registry, by status",
-            m.tenants_known.clone(),
-        );
-        registry.register(
-            "centralita_dependency_up",
-            "1 when a dependency answered its last check",
-            m.dependency_up.clone(),
-        );
-        registry.register("centralita_service_ready", "1 when this replica reports ready", m.ready.clone());
-        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
-        m
+        let help = "Events read from Kafka, by topic and outcome (handled, duplicate, malformed)";
+        registry.register("centralita_bus_consumed_events", help, bus_consumed.clone());
+        let help = "Tenants in this replica's registry, by status";
+        registry.register("centralita_tenants_known", help, tenants_known.clone());
+        let help = "1 when a dependency answered its last check";
+        registry.register("centralita_dependency_up", help, dependency_up.clone());
+        registry.register("centralita_service_ready", "1 when this replica reports ready", ready.clone());
+        Self {
+            registry: Mutex::new(registry),
+            auth_rejected,
+            bus_published,
+            bus_consumed,
+            tenants_known,
+            dependency_up,
+            ready,
+        }
     }
 
     pub fn auth_rejected(&self, reason: &'static str) {
