@@ -11,6 +11,8 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
+pub mod core;
+
 use centralita_platform::config::{RedisConfig, ServiceArgs};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
