@@ -20,3 +20,17 @@ pub mod events {
         tonic::include_proto!("centralita.events.v1");
     }
 }
+
+pub mod sessions {
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("centralita.sessions.v1");
+    }
+}
+
+pub mod routing {
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("centralita.routing.v1");
+    }
+}

@@ -29,7 +29,12 @@ pub enum Role {
     BpoAdmin,
     TenantAdmin,
     Supervisor,
+    /// A BPO agent. Agents are not owned by a tenant: an agent token may name no tenant
+    /// and then reaches tenants only through the contacts routed to the agent.
     Agent,
+    /// A channel adapter of a tenant (the media service, a webhook bridge): creates
+    /// contacts and reports what the customer does.
+    Channel,
 }
 
 impl Role {
@@ -39,6 +44,7 @@ impl Role {
             Role::TenantAdmin => "tenant_admin",
             Role::Supervisor => "supervisor",
             Role::Agent => "agent",
+            Role::Channel => "channel",
         }
     }
 }
@@ -51,7 +57,8 @@ impl std::str::FromStr for Role {
             "tenant_admin" => Role::TenantAdmin,
             "supervisor" => Role::Supervisor,
             "agent" => Role::Agent,
-            _ => return Err(format!("unknown role `{s}` (bpo_admin, tenant_admin, supervisor, agent)")),
+            "channel" => Role::Channel,
+            _ => return Err(format!("unknown role `{s}` (bpo_admin, tenant_admin, supervisor, agent, channel)")),
         })
     }
 }
@@ -64,7 +71,8 @@ pub struct Claims {
     pub sub: String,
     pub iat: i64,
     pub exp: i64,
-    /// The tenant; absent only for a `bpo_admin`, who acts across tenants.
+    /// The tenant; absent only for a `bpo_admin`, who acts across tenants, and for an
+    /// `agent`, who serves the tenants whose queues it is assigned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     pub roles: Vec<Role>,
@@ -188,6 +196,7 @@ impl Verifier {
                 TenantId::parse(&t).map_err(|_| unauthenticated(Reason::TokenInvalid, "token tenant is malformed"))?,
             ),
             None if roles.contains(&Role::BpoAdmin) => None,
+            None if roles.iter().all(|r| *r == Role::Agent) => None,
             None => return Err(unauthenticated(Reason::TokenInvalid, "token names no tenant")),
         };
         if roles.contains(&Role::Agent) && c.agent_id.as_deref().is_none_or(str::is_empty) {

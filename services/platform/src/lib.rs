@@ -30,6 +30,7 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod queue;
 pub mod registry;
 pub mod server;
 pub mod shutdown;

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, FieldViolation};
+use crate::queue::{RoutingConfig, RoutingSpec};
 
 /// A tenant id: a DNS label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters), so the
 /// same id can name a Kubernetes resource, a Kafka key and a Redis hash tag.
@@ -149,6 +150,7 @@ pub struct Tenant {
     pub business_hours: BusinessHours,
     pub data_retention_days: u32,
     pub recording: RecordingPolicy,
+    pub routing: RoutingConfig,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -200,6 +202,8 @@ pub struct TenantSpec {
     pub business_hours: BusinessHoursSpec,
     pub data_retention_days: i64,
     pub recording: RecordingSpec,
+    #[serde(default)]
+    pub routing: RoutingSpec,
 }
 
 fn default_status() -> TenantStatus {
@@ -365,6 +369,8 @@ impl TenantManifest {
         if s.recording.allow_pause && s.recording.voice == RecordingMode::None && !s.recording.chat_transcripts {
             bad("spec.recording.allowPause", "makes no sense when nothing is recorded".into());
         }
+        let threshold = Duration::from_secs(sl.threshold_seconds.clamp(1, MAX_THRESHOLD_SECONDS) as u64);
+        let routing = s.routing.validate(threshold, &mut v);
         match (id, tz) {
             (Some(id), Some(time_zone)) if v.is_empty() => Ok(Tenant {
                 id,
@@ -386,6 +392,7 @@ impl TenantManifest {
                     chat_transcripts: s.recording.chat_transcripts,
                     allow_pause: s.recording.allow_pause,
                 },
+                routing,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),
@@ -481,6 +488,7 @@ impl From<&Tenant> for TenantManifest {
                     chat_transcripts: t.recording.chat_transcripts,
                     allow_pause: t.recording.allow_pause,
                 },
+                routing: RoutingSpec::from(&t.routing),
             },
         }
     }
@@ -566,6 +574,7 @@ impl From<&Tenant> for pb::Tenant {
                 allow_pause: t.recording.allow_pause,
             }),
             update_time: Some(timestamp(t.updated_at)),
+            routing: Some(pb::RoutingConfig::from(&t.routing)),
         }
     }
 }
@@ -655,6 +664,7 @@ impl TryFrom<pb::Tenant> for Tenant {
                     chat_transcripts: rec.chat_transcripts,
                     allow_pause: rec.allow_pause,
                 },
+                routing: p.routing.map(RoutingSpec::from).unwrap_or_default(),
             },
         };
         manifest.into_tenant(updated_at)
@@ -682,6 +692,20 @@ spec:
       - { days: [sat], open: "09:00", close: "14:00" }
   dataRetentionDays: 365
   recording: { voice: all, chatTranscripts: true, allowPause: true }
+  routing:
+    awayReasons: [break, lunch]
+    dispositionCodes: [resolved, escalated]
+    queues:
+      - id: support
+        priority: 5
+        agingPerMinute: 2
+        maxWaitSeconds: 300
+        overflowQueue: billing
+        steps:
+          - { afterSeconds: 0 }
+          - { afterSeconds: 30, proficiencyDrop: 1 }
+          - { afterSeconds: 90, dropSkills: true, dropLanguage: true }
+      - { id: billing, offerTimeoutSeconds: 20 }
 "#;
 
     fn now() -> DateTime<Utc> {
@@ -741,6 +765,30 @@ spec:
                 "document 1: spec.businessHours.windows[0].close"
             ]
         );
+    }
+
+    #[test]
+    fn queue_problems_are_named() {
+        let text = DEMO
+            .replace("overflowQueue: billing", "overflowQueue: nowhere")
+            .replace("afterSeconds: 30, proficiencyDrop: 1", "afterSeconds: 30, proficiencyDrop: 9")
+            .replace("awayReasons: [break, lunch]", "awayReasons: [break, break, not_responding]");
+        let fields: Vec<_> = violations(&text).into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "document 1: spec.routing.awayReasons[1]",
+                "document 1: spec.routing.awayReasons[2]",
+                "document 1: spec.routing.queues[0].overflowQueue",
+                "document 1: spec.routing.queues[0].steps[1].proficiencyDrop",
+            ]
+        );
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        let support = &t.routing.queues["support"];
+        assert_eq!(support.steps.len(), 3);
+        assert_eq!(support.service_level_threshold, Duration::from_secs(20));
+        assert_eq!(t.routing.queues["billing"].offer_timeout, Duration::from_secs(20));
+        assert!(t.routing.is_away_reason("not_responding") && t.routing.is_away_reason("lunch"));
     }
 
     #[test]

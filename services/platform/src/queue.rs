@@ -1,0 +1,363 @@
+//! A tenant's routing configuration: queues, away reasons and disposition codes. It is
+//! part of the tenant manifest (`spec.routing`) and travels with the tenant on the tenants
+//! topic, so sessions and routing act on the same queues the operator or CLI published.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use centralita_proto::tenancy::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::error::FieldViolation;
+
+/// Away reason every tenant has: the agent let an offer ring out (RONA).
+pub const NOT_RESPONDING: &str = "not_responding";
+
+pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_AFTER_CONTACT_WORK: Duration = Duration::from_secs(30);
+const MAX_QUEUES: usize = 500;
+const MAX_CODES: usize = 200;
+const MAX_STEPS: usize = 8;
+const MAX_SECONDS: i64 = 7 * 86_400;
+
+/// Validated routing configuration of one tenant.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoutingConfig {
+    pub away_reasons: BTreeSet<String>,
+    pub disposition_codes: BTreeSet<String>,
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    pub id: String,
+    pub display_name: String,
+    pub priority: i32,
+    pub aging_per_minute: u32,
+    pub vip_boost: u32,
+    pub service_level_threshold: Duration,
+    pub offer_timeout: Duration,
+    pub after_contact_work: Duration,
+    pub max_wait: Option<Duration>,
+    pub overflow_queue: Option<String>,
+    pub preferred_agent_window: Duration,
+    /// Sorted by `after`, the first at zero (a default step is added when none is given).
+    pub steps: Vec<RelaxStep>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaxStep {
+    pub after: Duration,
+    pub proficiency_drop: u8,
+    pub drop_skills: bool,
+    pub drop_language: bool,
+}
+
+impl RoutingConfig {
+    /// Whether `reason` is an away reason an agent of this tenant may give.
+    pub fn is_away_reason(&self, reason: &str) -> bool {
+        reason == NOT_RESPONDING || self.away_reasons.contains(reason)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Manifest form (`spec.routing`).
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutingSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub away_reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disposition_codes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueSpec {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub aging_per_minute: i64,
+    #[serde(default)]
+    pub vip_boost: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_level_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_timeout_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_contact_work_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow_queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_agent_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepSpec {
+    pub after_seconds: i64,
+    #[serde(default)]
+    pub proficiency_drop: i64,
+    #[serde(default)]
+    pub drop_skills: bool,
+    #[serde(default)]
+    pub drop_language: bool,
+}
+
+/// Codes and ids: lower-case letters, digits, `-` and `_`, 1 to 40 characters.
+pub fn is_code(s: &str) -> bool {
+    (1..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl RoutingSpec {
+    /// Validates into a [`RoutingConfig`]; `default_threshold` is the tenant's service-level
+    /// threshold. Violations are pushed with paths under `spec.routing`.
+    pub fn validate(&self, default_threshold: Duration, v: &mut Vec<FieldViolation>) -> RoutingConfig {
+        let mut bad = |field: String, msg: String| v.push(FieldViolation::new(field, msg));
+        let mut codes = |list: &[String], path: &str| {
+            let mut set = BTreeSet::new();
+            if list.len() > MAX_CODES {
+                bad(format!("spec.routing.{path}"), format!("at most {MAX_CODES} codes"));
+            }
+            for (i, c) in list.iter().enumerate() {
+                if !is_code(c) {
+                    bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` must be 1-40 of a-z, 0-9, - and _"));
+                } else if c == NOT_RESPONDING && path == "awayReasons" {
+                    bad(format!("spec.routing.{path}[{i}]"), format!("`{NOT_RESPONDING}` is built in"));
+                } else if !set.insert(c.clone()) {
+                    bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` appears twice"));
+                }
+            }
+            set
+        };
+        let away_reasons = codes(&self.away_reasons, "awayReasons");
+        let disposition_codes = codes(&self.disposition_codes, "dispositionCodes");
+        let mut queues = BTreeMap::new();
+        if self.queues.len() > MAX_QUEUES {
+            bad("spec.routing.queues".into(), format!("at most {MAX_QUEUES} queues"));
+        }
+        let ids: BTreeSet<&str> = self.queues.iter().map(|q| q.id.as_str()).collect();
+        for (i, q) in self.queues.iter().enumerate() {
+            let path = format!("spec.routing.queues[{i}]");
+            let mut seconds = |field: &str, value: Option<i64>, min: i64, default: Duration| -> Duration {
+                match value {
+                    None => default,
+                    Some(s) if (min..=MAX_SECONDS).contains(&s) => Duration::from_secs(s as u64),
+                    Some(s) => {
+                        bad(format!("{path}.{field}"), format!("must be between {min} and {MAX_SECONDS}, got {s}"));
+                        default
+                    }
+                }
+            };
+            let threshold = seconds("serviceLevelSeconds", q.service_level_seconds, 1, default_threshold);
+            let offer_timeout = seconds("offerTimeoutSeconds", q.offer_timeout_seconds, 1, DEFAULT_OFFER_TIMEOUT);
+            let acw = seconds("afterContactWorkSeconds", q.after_contact_work_seconds, 0, DEFAULT_AFTER_CONTACT_WORK);
+            let max_wait = q.max_wait_seconds.map(|s| seconds("maxWaitSeconds", Some(s), 1, Duration::ZERO));
+            let preferred = seconds("preferredAgentSeconds", q.preferred_agent_seconds, 0, Duration::ZERO);
+            if !is_code(&q.id) {
+                bad(format!("{path}.id"), format!("`{}` must be 1-40 of a-z, 0-9, - and _", q.id));
+            } else if queues.contains_key(&q.id) {
+                bad(format!("{path}.id"), format!("queue `{}` appears twice", q.id));
+            }
+            if q.display_name.chars().count() > 200 {
+                bad(format!("{path}.displayName"), "must be at most 200 characters".into());
+            }
+            if !(-100..=100).contains(&q.priority) {
+                bad(format!("{path}.priority"), format!("must be between -100 and 100, got {}", q.priority));
+            }
+            if !(0..=1000).contains(&q.aging_per_minute) {
+                bad(format!("{path}.agingPerMinute"), format!("must be between 0 and 1000, got {}", q.aging_per_minute));
+            }
+            if !(0..=1000).contains(&q.vip_boost) {
+                bad(format!("{path}.vipBoost"), format!("must be between 0 and 1000, got {}", q.vip_boost));
+            }
+            if let Some(to) = &q.overflow_queue {
+                if *to == q.id {
+                    bad(format!("{path}.overflowQueue"), "must not be the queue itself".into());
+                } else if !ids.contains(to.as_str()) {
+                    bad(format!("{path}.overflowQueue"), format!("`{to}` is not a queue of this tenant"));
+                }
+                if q.max_wait_seconds.is_none() {
+                    bad(format!("{path}.overflowQueue"), "needs maxWaitSeconds".into());
+                }
+            }
+            if q.steps.len() > MAX_STEPS {
+                bad(format!("{path}.steps"), format!("at most {MAX_STEPS} steps"));
+            }
+            let mut steps = Vec::new();
+            for (j, s) in q.steps.iter().enumerate() {
+                let sp = format!("{path}.steps[{j}]");
+                if !(0..=MAX_SECONDS).contains(&s.after_seconds) {
+                    bad(format!("{sp}.afterSeconds"), format!("must be between 0 and {MAX_SECONDS}"));
+                } else if j == 0 && s.after_seconds != 0 {
+                    bad(format!("{sp}.afterSeconds"), "the first step must start at 0".into());
+                } else if j > 0 && s.after_seconds <= q.steps[j - 1].after_seconds {
+                    bad(format!("{sp}.afterSeconds"), "must be later than the step before".into());
+                }
+                if !(0..=4).contains(&s.proficiency_drop) {
+                    bad(format!("{sp}.proficiencyDrop"), format!("must be between 0 and 4, got {}", s.proficiency_drop));
+                }
+                steps.push(RelaxStep {
+                    after: Duration::from_secs(s.after_seconds.clamp(0, MAX_SECONDS) as u64),
+                    proficiency_drop: s.proficiency_drop.clamp(0, 4) as u8,
+                    drop_skills: s.drop_skills,
+                    drop_language: s.drop_language,
+                });
+            }
+            if steps.is_empty() {
+                steps.push(RelaxStep { after: Duration::ZERO, proficiency_drop: 0, drop_skills: false, drop_language: false });
+            }
+            queues.insert(
+                q.id.clone(),
+                QueueConfig {
+                    id: q.id.clone(),
+                    display_name: if q.display_name.is_empty() { q.id.clone() } else { q.display_name.clone() },
+                    priority: q.priority.clamp(-100, 100) as i32,
+                    aging_per_minute: q.aging_per_minute.clamp(0, 1000) as u32,
+                    vip_boost: q.vip_boost.clamp(0, 1000) as u32,
+                    service_level_threshold: threshold,
+                    offer_timeout,
+                    after_contact_work: acw,
+                    max_wait,
+                    overflow_queue: q.overflow_queue.clone(),
+                    preferred_agent_window: preferred,
+                    steps,
+                },
+            );
+        }
+        RoutingConfig { away_reasons, disposition_codes, queues }
+    }
+}
+
+impl From<&RoutingConfig> for RoutingSpec {
+    fn from(r: &RoutingConfig) -> Self {
+        let secs = |d: Duration| d.as_secs() as i64;
+        RoutingSpec {
+            away_reasons: r.away_reasons.iter().cloned().collect(),
+            disposition_codes: r.disposition_codes.iter().cloned().collect(),
+            queues: r
+                .queues
+                .values()
+                .map(|q| QueueSpec {
+                    id: q.id.clone(),
+                    display_name: q.display_name.clone(),
+                    priority: q.priority.into(),
+                    aging_per_minute: q.aging_per_minute.into(),
+                    vip_boost: q.vip_boost.into(),
+                    service_level_seconds: Some(secs(q.service_level_threshold)),
+                    offer_timeout_seconds: Some(secs(q.offer_timeout)),
+                    after_contact_work_seconds: Some(secs(q.after_contact_work)),
+                    max_wait_seconds: q.max_wait.map(secs),
+                    overflow_queue: q.overflow_queue.clone(),
+                    preferred_agent_seconds: Some(secs(q.preferred_agent_window)),
+                    steps: q
+                        .steps
+                        .iter()
+                        .map(|s| StepSpec {
+                            after_seconds: secs(s.after),
+                            proficiency_drop: s.proficiency_drop.into(),
+                            drop_skills: s.drop_skills,
+                            drop_language: s.drop_language,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire form.
+// ---------------------------------------------------------------------------------------
+
+fn duration(d: Duration) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: d.as_secs() as i64, nanos: 0 })
+}
+
+fn seconds(d: &Option<prost_types::Duration>) -> Option<i64> {
+    d.as_ref().map(|d| d.seconds)
+}
+
+impl From<&RoutingConfig> for pb::RoutingConfig {
+    fn from(r: &RoutingConfig) -> Self {
+        pb::RoutingConfig {
+            away_reasons: r.away_reasons.iter().cloned().collect(),
+            disposition_codes: r.disposition_codes.iter().cloned().collect(),
+            queues: r
+                .queues
+                .values()
+                .map(|q| pb::Queue {
+                    id: q.id.clone(),
+                    display_name: q.display_name.clone(),
+                    priority: q.priority,
+                    aging_per_minute: q.aging_per_minute,
+                    vip_boost: q.vip_boost,
+                    service_level_threshold: duration(q.service_level_threshold),
+                    offer_timeout: duration(q.offer_timeout),
+                    after_contact_work: duration(q.after_contact_work),
+                    max_wait: q.max_wait.and_then(duration),
+                    overflow_queue: q.overflow_queue.clone().unwrap_or_default(),
+                    preferred_agent_window: duration(q.preferred_agent_window),
+                    steps: q
+                        .steps
+                        .iter()
+                        .map(|s| pb::RoutingStep {
+                            after: duration(s.after),
+                            proficiency_drop: s.proficiency_drop.into(),
+                            drop_skills: s.drop_skills,
+                            drop_language: s.drop_language,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The wire form read back into the manifest form, so it passes the same validation.
+impl From<pb::RoutingConfig> for RoutingSpec {
+    fn from(r: pb::RoutingConfig) -> Self {
+        RoutingSpec {
+            away_reasons: r.away_reasons,
+            disposition_codes: r.disposition_codes,
+            queues: r
+                .queues
+                .into_iter()
+                .map(|q| QueueSpec {
+                    id: q.id,
+                    display_name: q.display_name,
+                    priority: q.priority.into(),
+                    aging_per_minute: q.aging_per_minute.into(),
+                    vip_boost: q.vip_boost.into(),
+                    service_level_seconds: seconds(&q.service_level_threshold),
+                    offer_timeout_seconds: seconds(&q.offer_timeout),
+                    after_contact_work_seconds: seconds(&q.after_contact_work),
+                    max_wait_seconds: seconds(&q.max_wait),
+                    overflow_queue: Some(q.overflow_queue).filter(|s| !s.is_empty()),
+                    preferred_agent_seconds: seconds(&q.preferred_agent_window),
+                    steps: q
+                        .steps
+                        .into_iter()
+                        .map(|s| StepSpec {
+                            after_seconds: seconds(&s.after).unwrap_or(0),
+                            proficiency_drop: s.proficiency_drop.into(),
+                            drop_skills: s.drop_skills,
+                            drop_language: s.drop_language,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
