@@ -122,6 +122,22 @@ impl EventPayload for centralita_proto::tenancy::v1::Tenant {
     const TYPE: &'static str = "centralita.tenancy.v1.Tenant";
 }
 
+impl EventPayload for centralita_proto::routing::v1::RoutingInput {
+    const TYPE: &'static str = "centralita.routing.v1.RoutingInput";
+}
+
+impl EventPayload for centralita_proto::routing::v1::RoutingDecision {
+    const TYPE: &'static str = "centralita.routing.v1.RoutingDecision";
+}
+
+impl EventPayload for centralita_proto::sessions::v1::ContactEvent {
+    const TYPE: &'static str = "centralita.sessions.v1.ContactEvent";
+}
+
+impl EventPayload for centralita_proto::sessions::v1::AgentEvent {
+    const TYPE: &'static str = "centralita.sessions.v1.AgentEvent";
+}
+
 /// One event in its envelope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -215,6 +231,16 @@ impl Producer {
 
     /// Publishes `event` under `key`; resolves once the broker acknowledged it.
     pub async fn publish(&self, topic: &str, key: &str, event: &Event) -> Result<(i32, i64), Error> {
+        self.send(topic, None, key, event).await
+    }
+
+    /// Publishes to one partition, whatever the key hashes to (a stream processor writing
+    /// into the partition it owns).
+    pub async fn publish_to(&self, topic: &str, partition: i32, key: &str, event: &Event) -> Result<(i32, i64), Error> {
+        self.send(topic, Some(partition), key, event).await
+    }
+
+    async fn send(&self, topic: &str, partition: Option<i32>, key: &str, event: &Event) -> Result<(i32, i64), Error> {
         let value = event.encode();
         let id = event.id.to_string();
         let mut headers = OwnedHeaders::new()
@@ -223,7 +249,10 @@ impl Producer {
         for (k, v) in crate::telemetry::current_trace_headers() {
             headers = headers.insert(Header { key: &k, value: Some(v.as_str()) });
         }
-        let record = FutureRecord::to(topic).key(key).payload(&value).headers(headers);
+        let mut record = FutureRecord::to(topic).key(key).payload(&value).headers(headers);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         let delivery =
             self.inner.send(record, Timeout::After(Duration::from_secs(30))).await.map_err(|(e, _)| Error::from(e))?;
         if let Some(m) = &self.metrics {

@@ -12,22 +12,74 @@
 //! consumed, the admin port, and readiness of the dependencies below.
 
 pub mod core;
+pub mod engine;
+pub mod wire;
 
-use centralita_platform::config::{RedisConfig, ServiceArgs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use centralita_platform::bus::{Producer, Topics};
+use centralita_platform::config::{parse_duration, ConfigError, RedisConfig, ServiceArgs, Validate};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub const SERVICE: &str = "routing";
 
+/// The routing input log (keyed by agent pool).
+pub fn input_topic(topics: &Topics) -> String {
+    topics.name("routing.inputs")
+}
+
+/// The decisions routing takes (keyed by agent pool).
+pub fn decision_topic(topics: &Topics) -> String {
+    topics.name("routing.decisions")
+}
+
+/// This service's own settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoutingSettings {
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    /// How often time advances in the routing log (relaxation steps, maximum waits).
+    #[arg(long = "routing-tick", env = "CENTRALITA_ROUTING_TICK", default_value = "250ms", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// How often each partition's state is snapshotted to Redis (and offsets committed).
+    #[arg(long = "routing-snapshot-every", env = "CENTRALITA_ROUTING_SNAPSHOT_EVERY", default_value = "2s", value_parser = parse_duration)]
+    pub snapshot_every: Duration,
+}
+
+impl Validate for RoutingSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.redis.validate()?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&self.tick) {
+            return Err(ConfigError::new("CENTRALITA_ROUTING_TICK", "must be between 10ms and 10s"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.snapshot_every) {
+            return Err(ConfigError::new("CENTRALITA_ROUTING_SNAPSHOT_EVERY", "must be between 100ms and 600s"));
+        }
+        Ok(())
+    }
+}
+
 /// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
-pub type Config = ServiceArgs<RedisConfig>;
+pub type Config = ServiceArgs<RoutingSettings>;
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let topics = [runtime.topics.contacts(), runtime.topics.agents()];
-    runtime.with_topics(&topics);
-    let _redis = runtime.redis(&config.service);
+    let (inputs, decisions) = (input_topic(&runtime.topics), decision_topic(&runtime.topics));
+    runtime.with_topics(&[inputs.clone(), decisions.clone()]);
+    let redis = runtime.redis(&config.service.redis);
+    let producer = Arc::new(Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?);
+    let settings = engine::EngineSettings {
+        brokers: config.common.kafka.brokers.clone(),
+        group: format!("{}routing", config.common.kafka.topic_prefix),
+        input_topic: inputs,
+        decision_topic: decisions,
+        tick: config.service.tick,
+        snapshot_every: config.service.snapshot_every,
+    };
+    runtime.spawn(engine::run(settings, redis, producer, runtime.shutdown.clone()));
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
 }
 
@@ -37,7 +89,7 @@ mod tests {
 
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<RedisConfig>(
+        centralita_platform::server::assert_config_contract::<super::RoutingSettings>(
             super::SERVICE,
             &["--redis-url", "redis://127.0.0.1:6379"],
         );

@@ -1,0 +1,305 @@
+//! The routing stream processor: one [`Router`] per partition of the routing input log,
+//! fed in log order, its decisions published to the decisions topic.
+//!
+//! Single writer: partitions are assigned by the Kafka consumer group, so exactly one
+//! replica applies a pool's inputs. Takeover: a replica that gets a partition loads the
+//! partition's last snapshot from Redis (router state plus the next offset to apply) and
+//! replays the log from there. Offsets are committed only for what a snapshot holds, so the
+//! group's committed offset and the snapshot never disagree; a crash between snapshots
+//! replays the inputs since, re-emitting the same decisions with the same event ids (they
+//! are derived from the input's offset), which consumers drop as duplicates.
+//!
+//! Time: the engine appends a `Tick` to each partition it owns every `tick` interval, so
+//! timers (relaxation steps, maximum waits) are inputs in the log like everything else and
+//! a replay takes the same decisions.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use centralita_platform::bus::{client_config, Event, Producer};
+use centralita_platform::cache::RedisHandle;
+use centralita_platform::error::Error;
+use centralita_platform::shutdown::Shutdown;
+use centralita_platform::tenant::TenantId;
+use centralita_proto::routing::v1 as pb;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use redis::AsyncCommands;
+use uuid::Uuid;
+
+use crate::core::{Decision, Input, Router, Snapshot};
+use crate::wire;
+
+/// The tenant recorded on routing-log envelopes that belong to no single tenant (ticks,
+/// agent facts): agents are BPO-wide.
+pub const POOL_TENANT: &str = "bpo";
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub brokers: String,
+    pub group: String,
+    pub input_topic: String,
+    pub decision_topic: String,
+    pub tick: Duration,
+    pub snapshot_every: Duration,
+}
+
+struct PartitionState {
+    router: Router,
+    /// Next log offset to apply; anything below is in `router` already.
+    next_offset: i64,
+    /// Inputs applied since the last snapshot.
+    dirty: bool,
+    key: String,
+}
+
+#[derive(Default)]
+struct Revocations(Mutex<Vec<i32>>);
+
+struct EngineContext(Arc<Revocations>);
+
+impl ClientContext for EngineContext {}
+
+impl ConsumerContext for EngineContext {
+    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            if let Ok(mut revoked) = self.0 .0.lock() {
+                revoked.extend(list.elements().iter().map(|e| e.partition()));
+            }
+        }
+    }
+}
+
+fn snapshot_key(group: &str, topic: &str, partition: i32) -> String {
+    format!("routing:snapshot:{{{group}}}:{topic}:{partition}")
+}
+
+/// Event id of the `index`th decision taken on the input at (`partition`, `offset`):
+/// the same on every replay.
+pub fn decision_id(topic: &str, partition: i32, offset: i64, index: usize) -> Uuid {
+    let mut b = [0u8; 16];
+    let h = topic.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3));
+    b[..4].copy_from_slice(&(h as u32).to_be_bytes());
+    b[4..8].copy_from_slice(&partition.to_be_bytes());
+    b[8..14].copy_from_slice(&offset.to_be_bytes()[2..]);
+    b[14..].copy_from_slice(&(index as u16).to_be_bytes());
+    // Version 8 (custom) and the RFC 4122 variant, so the id is a well-formed UUID.
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(b)
+}
+
+/// Runs the engine until shutdown. Errors from the broker or Redis are retried; only a
+/// configuration error ends it early.
+pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Producer>, shutdown: Shutdown) {
+    let revocations = Arc::new(Revocations::default());
+    let consumer: StreamConsumer<EngineContext> = match client_config(&settings.brokers)
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(EngineContext(revocations.clone()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "routing engine cannot create its consumer");
+            return;
+        }
+    };
+    if let Err(e) = consumer.subscribe(&[&settings.input_topic]) {
+        tracing::error!(error = %e, "routing engine cannot subscribe");
+        return;
+    }
+    let mut parts: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    let mut tick = tokio::time::interval(settings.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snap = tokio::time::interval(settings.snapshot_every);
+    snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if let Ok(mut revoked) = revocations.0.lock() {
+            for p in revoked.drain(..) {
+                parts.remove(&p);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            message = consumer.recv() => {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "routing input poll failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let (partition, offset) = (message.partition(), message.offset());
+                let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                if !parts.contains_key(&partition) {
+                    match load(&redis, &settings, partition).await {
+                        Ok(state) => {
+                            parts.insert(partition, state);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, partition, "cannot load routing snapshot; retrying");
+                            seek_back(&consumer, &settings.input_topic, partition, offset);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(state) = parts.get_mut(&partition) else { continue };
+                if state.key.is_empty() && key != "tick" {
+                    state.key.clone_from(&key);
+                }
+                if offset < state.next_offset {
+                    continue;
+                }
+                let decisions = apply(state, message.payload().unwrap_or_default());
+                let mut index = 0usize;
+                let mut failed = false;
+                for d in &decisions {
+                    let tenant = decision_tenant(d);
+                    let mut event = Event::new(tenant, &wire::decision_to_pb(d));
+                    event.id = decision_id(&settings.input_topic, partition, offset, index);
+                    index += 1;
+                    let key = if state.key.is_empty() { "pool" } else { state.key.as_str() };
+                    if let Err(e) = producer.publish(&settings.decision_topic, key, &event).await {
+                        tracing::error!(error = %e, "cannot publish a routing decision; replaying from the snapshot");
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed {
+                    // Forget the partition: it is reloaded from its snapshot and replayed,
+                    // which re-emits the decisions with the same ids.
+                    parts.remove(&partition);
+                    seek_back(&consumer, &settings.input_topic, partition, offset);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                state.next_offset = offset + 1;
+                state.dirty = true;
+            }
+            _ = tick.tick() => {
+                let at = chrono::Utc::now();
+                let tick = pb::RoutingInput { input: Some(pb::routing_input::Input::Tick(pb::Tick {})) };
+                for partition in parts.keys() {
+                    let event = Event::at(pool_tenant(), &tick, at);
+                    if let Err(e) = producer.publish_to(&settings.input_topic, *partition, "tick", &event).await {
+                        tracing::warn!(error = %e, partition, "cannot append a tick");
+                    }
+                }
+            }
+            _ = snap.tick() => {
+                if let Err(e) = checkpoint(&consumer, &redis, &settings, &mut parts).await {
+                    tracing::warn!(error = %e, "routing snapshot failed; retrying");
+                }
+            }
+        }
+    }
+    if let Err(e) = checkpoint(&consumer, &redis, &settings, &mut parts).await {
+        tracing::warn!(error = %e, "final routing snapshot failed; the successor replays further");
+    }
+}
+
+fn pool_tenant() -> TenantId {
+    TenantId::parse(POOL_TENANT).unwrap_or_else(|_| unreachable!("`bpo` is a valid tenant id"))
+}
+
+fn decision_tenant(d: &Decision) -> TenantId {
+    let tenant = match d {
+        Decision::Offer { queue, .. } | Decision::TimedOut { queue, .. } => &queue.tenant,
+        Decision::Overflow { from, .. } => &from.tenant,
+    };
+    TenantId::parse(tenant).unwrap_or_else(|_| pool_tenant())
+}
+
+/// Decodes and applies one log record. A record that cannot be decoded or that the core
+/// refuses is logged and skipped: it changes nothing.
+fn apply(state: &mut PartitionState, payload: &[u8]) -> Vec<Decision> {
+    let event = match Event::decode(payload) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable routing input skipped");
+            return Vec::new();
+        }
+    };
+    let input: Result<Input, String> =
+        event.payload::<pb::RoutingInput>().map_err(|e| e.to_string()).and_then(wire::input_from_pb);
+    match input {
+        Ok(input) => match state.router.apply(event.occurred_at.timestamp_millis(), input) {
+            Ok(decisions) => decisions,
+            Err(rejected) => {
+                tracing::debug!(%rejected, "routing input rejected");
+                Vec::new()
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "invalid routing input skipped");
+            Vec::new()
+        }
+    }
+}
+
+fn seek_back(consumer: &StreamConsumer<EngineContext>, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+        tracing::warn!(error = %e, partition, "seek failed");
+    }
+}
+
+async fn load(redis: &RedisHandle, settings: &EngineSettings, partition: i32) -> Result<PartitionState, Error> {
+    let mut conn = redis.conn()?;
+    let key = snapshot_key(&settings.group, &settings.input_topic, partition);
+    let stored: Option<Vec<u8>> = conn.get(&key).await?;
+    let (router, next_offset) = match stored {
+        Some(bytes) => {
+            let (offset, snapshot): (i64, Snapshot) = serde_json::from_slice(&bytes).map_err(Error::internal)?;
+            (Router::restore(snapshot), offset)
+        }
+        None => (Router::new(), 0),
+    };
+    tracing::info!(partition, next_offset, "routing partition taken over");
+    Ok(PartitionState { router, next_offset, dirty: false, key: String::new() })
+}
+
+/// Stores a snapshot of every changed partition, then commits exactly the offsets the
+/// snapshots hold.
+async fn checkpoint(
+    consumer: &StreamConsumer<EngineContext>,
+    redis: &RedisHandle,
+    settings: &EngineSettings,
+    parts: &mut BTreeMap<i32, PartitionState>,
+) -> Result<(), Error> {
+    let mut list = TopicPartitionList::new();
+    let mut conn = redis.conn()?;
+    for (partition, state) in parts.iter_mut().filter(|(_, s)| s.dirty) {
+        let bytes = serde_json::to_vec(&(state.next_offset, state.router.snapshot())).map_err(Error::internal)?;
+        let key = snapshot_key(&settings.group, &settings.input_topic, *partition);
+        let () = conn.set(&key, bytes).await?;
+        list.add_partition_offset(&settings.input_topic, *partition, Offset::Offset(state.next_offset))
+            .map_err(Error::from)?;
+        state.dirty = false;
+    }
+    if list.count() > 0 {
+        consumer.commit(&list, CommitMode::Sync).map_err(Error::from)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_ids_are_stable_and_distinct() {
+        let a = decision_id("t.routing", 0, 42, 0);
+        assert_eq!(a, decision_id("t.routing", 0, 42, 0));
+        assert_ne!(a, decision_id("t.routing", 0, 42, 1));
+        assert_ne!(a, decision_id("t.routing", 1, 42, 0));
+        assert_ne!(a, decision_id("t.routing", 0, 43, 0));
+        assert_ne!(a, decision_id("u.routing", 0, 42, 0));
+    }
+}
