@@ -11,22 +11,78 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
+pub mod api;
+pub mod engine;
+pub mod flow;
+pub mod lifecycle;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use centralita_platform::bus::{Consumer, ConsumerSettings, Producer};
+use centralita_platform::cache::RedisDedupe;
 use centralita_platform::config::{RedisConfig, ServiceArgs};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
+use centralita_proto::sessions::v1::agent_service_server::AgentServiceServer;
+use centralita_proto::sessions::v1::contact_service_server::ContactServiceServer;
 
 pub const SERVICE: &str = "sessions";
 
 /// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
 pub type Config = ServiceArgs<RedisConfig>;
 
+/// How long consumed decision ids are remembered for deduplication.
+const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let topics = [runtime.topics.contacts(), runtime.topics.agents()];
+    let inputs = centralita_routing::input_topic(&runtime.topics);
+    let decisions = centralita_routing::decision_topic(&runtime.topics);
+    let topics = [runtime.topics.contacts(), runtime.topics.agents(), inputs, decisions.clone()];
     runtime.with_topics(&topics);
-    let _redis = runtime.redis(&config.service);
-    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+    let redis = runtime.redis(&config.service);
+    let producer = Arc::new(Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?);
+    let prefix = &config.common.kafka.topic_prefix;
+    let (notices, _) = tokio::sync::broadcast::channel(4096);
+    let engine = engine::Engine {
+        store: store::Store::new(redis.clone()),
+        producer,
+        registry: runtime.registry.clone(),
+        topics: runtime.topics.clone(),
+        notices,
+        redis_channel: format!("{prefix}sessions:agent-events"),
+        deadlines: format!("{prefix}sessions:deadlines"),
+        agents_index: format!("{prefix}sessions:agents"),
+    };
+    let consumer = Consumer::new(
+        ConsumerSettings {
+            brokers: config.common.kafka.brokers.clone(),
+            group_id: format!("{prefix}sessions.decisions"),
+            topics: vec![decisions],
+        },
+        flow::DecisionHandler { engine: engine.clone() },
+        RedisDedupe::new(redis, DEDUPE_TTL),
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = consumer.run(sd).await {
+            tracing::error!(error = %e, "routing decision consumer stopped");
+        }
+    });
+    runtime.spawn(flow::timers(engine.clone(), Duration::from_millis(200), runtime.shutdown.clone()));
+    runtime.spawn(flow::fan_out(engine.clone(), config.service.url.expose().clone(), runtime.shutdown.clone()));
+    let api = api::Api { engine };
+    runtime.with_health_name("centralita.sessions.v1.ContactService");
+    runtime.with_health_name("centralita.sessions.v1.AgentService");
+    let auth = runtime.authenticator.clone();
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(tonic::service::interceptor::InterceptedService::new(ContactServiceServer::new(api.clone()), auth.clone()));
+    routes.add_service(tonic::service::interceptor::InterceptedService::new(AgentServiceServer::new(api), auth));
+    runtime.serve(listeners, routes).await
 }
 
 #[cfg(test)]

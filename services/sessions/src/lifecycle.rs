@@ -1,0 +1,159 @@
+//! The contact state machine, as a pure table: which action is legal in which state and
+//! where it leads. Every RPC and every routing decision goes through [`next`]; an illegal
+//! action is refused with FAILED_PRECONDITION before anything is written.
+//!
+//! ```text
+//! queued ──offer──▶ offered ──accept──▶ connected ──end──▶ after-contact work ──wrap-up──▶ closed
+//!   ▲ │  ◀─reject/no answer─┘  │            │ hold/resume (stays connected)
+//!   │ ├─end──▶ abandoned ◀─end──┘            └─transfer──▶ queued (another queue or agent)
+//!   │ ├─time out──▶ timed out
+//!   └─┴─overflow (to another queue)
+//! ```
+
+use centralita_platform::error::Error;
+use centralita_proto::sessions::v1::ContactState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Offer,
+    Accept,
+    Reject,
+    NoAnswer,
+    Hold,
+    Resume,
+    Transfer,
+    End,
+    WrapUp,
+    Overflow,
+    TimeOut,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Offer => "offer",
+            Action::Accept => "accept",
+            Action::Reject => "reject",
+            Action::NoAnswer => "time out the offer of",
+            Action::Hold => "hold",
+            Action::Resume => "resume",
+            Action::Transfer => "transfer",
+            Action::End => "end",
+            Action::WrapUp => "wrap up",
+            Action::Overflow => "overflow",
+            Action::TimeOut => "time out",
+        }
+    }
+}
+
+pub fn state_name(s: ContactState) -> &'static str {
+    match s {
+        ContactState::Unspecified => "unspecified",
+        ContactState::Queued => "queued",
+        ContactState::Offered => "offered",
+        ContactState::Connected => "connected",
+        ContactState::AfterContactWork => "in after-contact work",
+        ContactState::Closed => "closed",
+        ContactState::Abandoned => "abandoned",
+        ContactState::TimedOut => "timed out",
+    }
+}
+
+pub fn is_terminal(s: ContactState) -> bool {
+    matches!(s, ContactState::Closed | ContactState::Abandoned | ContactState::TimedOut)
+}
+
+/// The state `action` leads to from `from`, or why it is not allowed.
+pub fn next(from: ContactState, action: Action) -> Result<ContactState, Error> {
+    use Action as A;
+    use ContactState as S;
+    let to = match (from, action) {
+        (S::Queued, A::Offer) => S::Offered,
+        (S::Queued, A::Overflow) => S::Queued,
+        (S::Queued, A::TimeOut) => S::TimedOut,
+        (S::Queued | S::Offered, A::End) => S::Abandoned,
+        (S::Offered, A::Accept) => S::Connected,
+        (S::Offered, A::Reject | A::NoAnswer) => S::Queued,
+        (S::Connected, A::Hold | A::Resume) => S::Connected,
+        (S::Connected, A::Transfer) => S::Queued,
+        (S::Connected, A::End) => S::AfterContactWork,
+        (S::AfterContactWork, A::WrapUp) => S::Closed,
+        _ => {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot {} a contact that is {}",
+                action.verb(),
+                state_name(from)
+            )))
+        }
+    };
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATES: [ContactState; 7] = [
+        ContactState::Queued,
+        ContactState::Offered,
+        ContactState::Connected,
+        ContactState::AfterContactWork,
+        ContactState::Closed,
+        ContactState::Abandoned,
+        ContactState::TimedOut,
+    ];
+    const ACTIONS: [Action; 11] = [
+        Action::Offer,
+        Action::Accept,
+        Action::Reject,
+        Action::NoAnswer,
+        Action::Hold,
+        Action::Resume,
+        Action::Transfer,
+        Action::End,
+        Action::WrapUp,
+        Action::Overflow,
+        Action::TimeOut,
+    ];
+
+    #[test]
+    fn terminal_states_accept_nothing() {
+        for s in STATES.into_iter().filter(|s| is_terminal(*s)) {
+            for a in ACTIONS {
+                assert!(next(s, a).is_err(), "{s:?} {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path_and_its_branches() {
+        use Action as A;
+        use ContactState as S;
+        let mut s = S::Queued;
+        for (a, to) in [
+            (A::Offer, S::Offered),
+            (A::Reject, S::Queued),
+            (A::Offer, S::Offered),
+            (A::Accept, S::Connected),
+            (A::Hold, S::Connected),
+            (A::Transfer, S::Queued),
+            (A::Offer, S::Offered),
+            (A::Accept, S::Connected),
+            (A::End, S::AfterContactWork),
+            (A::WrapUp, S::Closed),
+        ] {
+            s = next(s, a).expect("legal");
+            assert_eq!(s, to);
+        }
+        assert_eq!(next(S::Offered, A::End).ok(), Some(S::Abandoned));
+        assert_eq!(next(S::Queued, A::TimeOut).ok(), Some(S::TimedOut));
+    }
+
+    #[test]
+    fn illegal_moves_say_why() {
+        let e = next(ContactState::Queued, Action::Accept).expect_err("illegal");
+        assert_eq!(e.to_string(), "cannot accept a contact that is queued");
+        let legal = STATES.iter().flat_map(|s| ACTIONS.iter().map(move |a| (*s, *a))).filter(|(s, a)| next(*s, *a).is_ok());
+        assert_eq!(legal.count(), 13);
+    }
+}
