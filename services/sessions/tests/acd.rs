@@ -1,0 +1,357 @@
+//! The ACD end to end: the sessions and routing services in-process on ephemeral ports,
+//! against the real Redis and Kafka-protocol broker of the local stack, driven over gRPC.
+//! Every test has its own topic prefix, tenants and agent ids, so tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use centralita_platform::auth::{Role, Signer, TokenRequest};
+use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
+use centralita_platform::config::{
+    AuthConfig, CommonConfig, KafkaConfig, LogFormat, RedisConfig, Secret, ServiceArgs, TelemetryConfig,
+};
+use centralita_platform::server::Listeners;
+use centralita_platform::shutdown::Shutdown;
+use centralita_platform::tenant::{TenantId, TenantManifest};
+use centralita_proto::sessions::v1 as pb;
+use centralita_proto::tenancy::v1 as tpb;
+use pb::agent_service_client::AgentServiceClient;
+use pb::agent_stream_event::Event as Notice;
+use pb::contact_service_client::ContactServiceClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+}
+
+fn common(prefix: &str) -> CommonConfig {
+    CommonConfig {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        shutdown_timeout: Duration::from_secs(5),
+        kafka: KafkaConfig {
+            brokers: env("CENTRALITA_KAFKA_BROKERS", "127.0.0.1:9092"),
+            topic_prefix: prefix.into(),
+            partitions: 1,
+            replication_factor: 1,
+        },
+        auth: AuthConfig {
+            public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
+            issuer: "centralita".into(),
+            audience: "centralita-api".into(),
+        },
+        telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
+    }
+}
+
+fn redis() -> RedisConfig {
+    RedisConfig { url: Secret::new(env("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390")) }
+}
+
+fn token(tenant: Option<&str>, role: Role, agent: Option<&str>) -> String {
+    Signer::from_file(&repo_file("deploy/local/dev-keys/jwt-ed25519.key"), "centralita", "centralita-api")
+        .unwrap()
+        .mint(&TokenRequest {
+            subject: "tester".into(),
+            tenant: tenant.map(|t| TenantId::parse(t).unwrap()),
+            roles: vec![role],
+            agent_id: agent.map(Into::into),
+            ttl: Duration::from_secs(600),
+        })
+        .unwrap()
+}
+
+fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn tenant_yaml(id: &str) -> String {
+    format!(
+        r#"
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {id} }}
+spec:
+  displayName: {id}
+  channels: [voice, chat]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: Europe/Madrid }}
+  dataRetentionDays: 30
+  recording: {{ voice: all }}
+  routing:
+    awayReasons: [break]
+    dispositionCodes: [resolved]
+    queues:
+      - {{ id: support, offerTimeoutSeconds: 2, afterContactWorkSeconds: 60, preferredAgentSeconds: 30 }}
+      - {{ id: sales, priority: 10 }}
+"#
+    )
+}
+
+struct Platform {
+    sessions: Channel,
+    shutdown: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn start(tenants: &[&str]) -> Platform {
+    let prefix = unique("acd-") + ".";
+    let brokers = env("CENTRALITA_KAFKA_BROKERS", "127.0.0.1:9092");
+    let topics = Topics::new(prefix.clone());
+    ensure_topics(&brokers, 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }]).await.unwrap();
+    let producer = Producer::new(&brokers, None).unwrap();
+    for id in tenants {
+        let t = TenantManifest::parse_all(&tenant_yaml(id), chrono::Utc::now()).unwrap().remove(0);
+        producer.publish(&topics.tenants(), id, &Event::new(t.id.clone(), &tpb::Tenant::from(&t))).await.unwrap();
+    }
+    let shutdown = Shutdown::new();
+    let routing_cfg = ServiceArgs {
+        common: common(&prefix),
+        service: centralita_routing::RoutingSettings {
+            redis: redis(),
+            tick: Duration::from_millis(100),
+            snapshot_every: Duration::from_millis(500),
+        },
+    };
+    let sessions_cfg = ServiceArgs { common: common(&prefix), service: redis() };
+    let rl = Listeners::ephemeral().await.unwrap();
+    let sl = Listeners::ephemeral().await.unwrap();
+    let grpc = sl.grpc_addr();
+    let admin = sl.admin_addr();
+    let tasks = vec![
+        tokio::spawn(centralita_routing::run(routing_cfg, rl, shutdown.clone())),
+        tokio::spawn(centralita_sessions::run(sessions_cfg, sl, shutdown.clone())),
+    ];
+    // Ready once the tenants are consumed and the stores answer.
+    let client = reqwest_ready(admin).await;
+    assert!(client, "sessions did not become ready");
+    let sessions = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    Platform { sessions, shutdown, tasks }
+}
+
+/// Polls `/readyz` of the admin port with a bare HTTP/1.1 request.
+async fn reqwest_ready(admin: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..300 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
+            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            if buf.starts_with(b"HTTP/1.1 200") {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+impl Platform {
+    fn agents(&self) -> AgentServiceClient<Channel> {
+        AgentServiceClient::new(self.sessions.clone())
+    }
+
+    fn contacts(&self) -> ContactServiceClient<Channel> {
+        ContactServiceClient::new(self.sessions.clone())
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        for t in self.tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    async fn agent(&self, id: &str, queues: &[(&str, &str)], capacity: &[(tpb::Channel, u32, bool)]) -> pb::Agent {
+        let admin = token(None, Role::BpoAdmin, None);
+        let agent = pb::Agent {
+            name: format!("agents/{id}"),
+            display_name: id.into(),
+            queues: queues.iter().map(|(t, q)| pb::QueueAssignment { tenant: (*t).into(), queue: (*q).into() }).collect(),
+            skills: [("english".to_string(), 4)].into(),
+            languages: vec!["en".into()],
+            capacity: capacity
+                .iter()
+                .map(|(c, n, x)| pb::ChannelCapacity { channel: *c as i32, max_contacts: *n, exclusive: *x })
+                .collect(),
+            ..Default::default()
+        };
+        self.agents().upsert_agent(req(pb::UpsertAgentRequest { agent: Some(agent) }, &admin)).await.unwrap().into_inner()
+    }
+
+    async fn sign_in(&self, id: &str) -> tonic::Streaming<pb::AgentStreamEvent> {
+        let t = token(None, Role::Agent, Some(id));
+        self.agents()
+            .sign_in(req(pb::SignInRequest { name: format!("agents/{id}"), available: true }, &t))
+            .await
+            .unwrap();
+        self.agents()
+            .stream_agent_events(req(pb::StreamAgentEventsRequest { name: format!("agents/{id}") }, &t))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn create(&self, tenant: &str, queue: &str, channel: tpb::Channel) -> pb::Contact {
+        let t = token(Some(tenant), Role::Channel, None);
+        let contact = pb::Contact { channel: channel as i32, queue: queue.into(), ..Default::default() };
+        self.contacts()
+            .create_contact(req(pb::CreateContactRequest { contact: Some(contact), request_id: String::new() }, &t))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+/// The next offer on an agent stream (skipping other notices), within `timeout`.
+async fn next_offer(stream: &mut tonic::Streaming<pb::AgentStreamEvent>, timeout: Duration) -> Option<pb::Contact> {
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(Ok(pb::AgentStreamEvent { event: Some(Notice::Offer(c)) }))) => return Some(c),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+fn agent_token(id: &str) -> String {
+    token(None, Role::Agent, Some(id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_agent_serves_two_tenants_within_capacity_and_wraps_up() {
+    let (a, b) = (unique("ta"), unique("tb"));
+    let p = start(&[&a, &b]).await;
+    let ana = unique("ana");
+    p.agent(&ana, &[(&a, "support"), (&b, "support")], &[(tpb::Channel::Voice, 1, true), (tpb::Channel::Chat, 2, false)])
+        .await;
+    let mut stream = p.sign_in(&ana).await;
+    let t = agent_token(&ana);
+
+    // Two chats of two tenants: both offered to the one shared agent (chat capacity 2).
+    let c1 = p.create(&a, "support", tpb::Channel::Chat).await;
+    let c2 = p.create(&b, "support", tpb::Channel::Chat).await;
+    let o1 = next_offer(&mut stream, Duration::from_secs(10)).await.expect("first chat offered");
+    let o2 = next_offer(&mut stream, Duration::from_secs(10)).await.expect("second chat offered");
+    let mut offered = [o1.name.clone(), o2.name.clone()];
+    offered.sort();
+    let mut created = [c1.name.clone(), c2.name.clone()];
+    created.sort();
+    assert_eq!(offered, created);
+    // Accept both chats (offers time out after 2 s in this queue).
+    for o in [&o1, &o2] {
+        let r = p.contacts().accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() }, &t)).await.unwrap().into_inner();
+        assert_eq!(r.state, pb::ContactState::Connected as i32);
+    }
+    // A voice call is exclusive: not offered while the agent holds chats.
+    let v = p.create(&a, "support", tpb::Channel::Voice).await;
+    assert!(next_offer(&mut stream, Duration::from_secs(2)).await.is_none(), "voice offered over chats");
+    // End both chats and wrap up with a disposition; the voice call then comes.
+    for o in [&o1, &o2] {
+        let r = p.contacts().end_contact(req(pb::EndContactRequest { name: o.name.clone() }, &t)).await.unwrap().into_inner();
+        assert_eq!(r.state, pb::ContactState::AfterContactWork as i32);
+    }
+    let bad = p.contacts().wrap_up_contact(req(pb::WrapUpContactRequest { name: o1.name.clone(), disposition: "nope".into(), notes: String::new() }, &t)).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    for o in [&o1, &o2] {
+        let r = p.contacts().wrap_up_contact(req(pb::WrapUpContactRequest { name: o.name.clone(), disposition: "resolved".into(), notes: "ok".into() }, &t)).await.unwrap().into_inner();
+        assert_eq!(r.state, pb::ContactState::Closed as i32);
+    }
+    let ov = next_offer(&mut stream, Duration::from_secs(10)).await.expect("voice offered once the chats are closed");
+    assert_eq!(ov.name, v.name);
+    // An illegal transition is refused and changes nothing.
+    let e = p.contacts().wrap_up_contact(req(pb::WrapUpContactRequest { name: ov.name.clone(), disposition: "resolved".into(), notes: String::new() }, &t)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let still = p.contacts().get_contact(req(pb::GetContactRequest { name: ov.name.clone() }, &t)).await.unwrap().into_inner();
+    assert_eq!(still.state, pb::ContactState::Offered as i32);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rona_abandon_and_transfer() {
+    let a = unique("tr");
+    let p = start(&[&a]).await;
+    let (ana, bob) = (unique("ana"), unique("bob"));
+    for id in [&ana, &bob] {
+        p.agent(id, &[(&a, "support"), (&a, "sales")], &[(tpb::Channel::Voice, 1, true)]).await;
+    }
+    let mut sa = p.sign_in(&ana).await;
+    // RONA: only ana is available; she lets the offer ring out (2 s) and goes away.
+    let c = p.create(&a, "support", tpb::Channel::Voice).await;
+    let o = next_offer(&mut sa, Duration::from_secs(10)).await.expect("offered to ana");
+    assert_eq!(o.name, c.name);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let ag = p.agents().get_agent(req(pb::GetAgentRequest { name: format!("agents/{ana}") }, &agent_token(&ana))).await.unwrap().into_inner();
+    assert_eq!((ag.state, ag.away_reason.as_str()), (pb::AgentState::Away as i32, "not_responding"));
+    let late = p.contacts().accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() }, &agent_token(&ana))).await.unwrap_err();
+    assert!(matches!(late.code(), Code::FailedPrecondition | Code::NotFound), "{late:?}");
+    // Bob signs in and gets it, back at its place in the queue.
+    let mut sb = p.sign_in(&bob).await;
+    let ob = next_offer(&mut sb, Duration::from_secs(10)).await.expect("offered to bob after RONA");
+    assert_eq!(ob.name, c.name);
+    let tb = agent_token(&bob);
+    p.contacts().accept_contact(req(pb::AcceptContactRequest { name: ob.name.clone(), offer_id: ob.offer_id.clone() }, &tb)).await.unwrap();
+    // Cold transfer to the sales queue: bob (now on a break) is released, ana (available
+    // again) gets it.
+    p.agents().set_agent_state(req(pb::SetAgentStateRequest { name: format!("agents/{bob}"), state: pb::AgentState::Away as i32, away_reason: "break".into() }, &tb)).await.unwrap();
+    p.agents().set_agent_state(req(pb::SetAgentStateRequest { name: format!("agents/{ana}"), state: pb::AgentState::Available as i32, away_reason: String::new() }, &agent_token(&ana))).await.unwrap();
+    let moved = p.contacts().transfer_contact(req(pb::TransferContactRequest { name: ob.name.clone(), target: Some(pb::transfer_contact_request::Target::Queue("sales".into())) }, &tb)).await.unwrap().into_inner();
+    assert_eq!((moved.state, moved.queue.as_str(), moved.transfer_count), (pb::ContactState::Queued as i32, "sales", 1));
+    let oa = next_offer(&mut sa, Duration::from_secs(10)).await.expect("transferred contact offered to ana");
+    assert_eq!(oa.name, c.name);
+    // Abandon while queued: nobody is free (ana holds the offer), the customer hangs up.
+    let d = p.create(&a, "support", tpb::Channel::Voice).await;
+    let ch = token(Some(&a), Role::Channel, None);
+    let gone = p.contacts().end_contact(req(pb::EndContactRequest { name: d.name.clone() }, &ch)).await.unwrap().into_inner();
+    assert_eq!(gone.state, pb::ContactState::Abandoned as i32);
+    assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "an abandoned contact was offered");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_a_cannot_see_or_touch_tenant_b() {
+    let (a, b) = (unique("ia"), unique("ib"));
+    let p = start(&[&a, &b]).await;
+    let ana = unique("ana");
+    p.agent(&ana, &[(&b, "support")], &[(tpb::Channel::Chat, 1, false)]).await;
+    let cb = p.create(&b, "support", tpb::Channel::Chat).await;
+    let sup_a = token(Some(&a), Role::Supervisor, None);
+    let admin_a = token(Some(&a), Role::TenantAdmin, None);
+    // Contacts: get, hold, end, list.
+    let e = p.contacts().get_contact(req(pb::GetContactRequest { name: cb.name.clone() }, &sup_a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = p.contacts().end_contact(req(pb::EndContactRequest { name: cb.name.clone() }, &admin_a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let listed = p.contacts().list_contacts(req(pb::ListContactsRequest::default(), &sup_a)).await.unwrap().into_inner();
+    assert!(listed.contacts.is_empty());
+    let listed_b = p.contacts().list_contacts(req(pb::ListContactsRequest::default(), &token(Some(&b), Role::Supervisor, None))).await.unwrap().into_inner();
+    assert_eq!(listed_b.contacts.len(), 1);
+    // Agents: B's agent is invisible to A's supervisor; A cannot manage agents.
+    let e = p.agents().get_agent(req(pb::GetAgentRequest { name: format!("agents/{ana}") }, &sup_a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(p.agents().list_agents(req(pb::ListAgentsRequest::default(), &sup_a)).await.unwrap().into_inner().agents.is_empty());
+    let e = p.agents().upsert_agent(req(pb::UpsertAgentRequest { agent: None }, &admin_a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // Queues: A cannot create a contact in a queue it does not have, nor impersonate an agent.
+    let bad = pb::Contact { channel: tpb::Channel::Chat as i32, queue: "billing".into(), ..Default::default() };
+    let e = p.contacts().create_contact(req(pb::CreateContactRequest { contact: Some(bad), request_id: String::new() }, &admin_a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = p.agents().sign_in(req(pb::SignInRequest { name: format!("agents/{ana}"), available: true }, &agent_token("someone-else"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    p.stop().await;
+}
