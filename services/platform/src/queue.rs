@@ -117,7 +117,8 @@ pub struct StepSpec {
 
 /// Codes and ids: lower-case letters, digits, `-` and `_`, 1 to 40 characters.
 pub fn is_code(s: &str) -> bool {
-    (1..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    (1..=40).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl RoutingSpec {
@@ -177,7 +178,10 @@ impl RoutingSpec {
                 bad(format!("{path}.priority"), format!("must be between -100 and 100, got {}", q.priority));
             }
             if !(0..=1000).contains(&q.aging_per_minute) {
-                bad(format!("{path}.agingPerMinute"), format!("must be between 0 and 1000, got {}", q.aging_per_minute));
+                bad(
+                    format!("{path}.agingPerMinute"),
+                    format!("must be between 0 and 1000, got {}", q.aging_per_minute),
+                );
             }
             if !(0..=1000).contains(&q.vip_boost) {
                 bad(format!("{path}.vipBoost"), format!("must be between 0 and 1000, got {}", q.vip_boost));
@@ -206,7 +210,10 @@ impl RoutingSpec {
                     bad(format!("{sp}.afterSeconds"), "must be later than the step before".into());
                 }
                 if !(0..=4).contains(&s.proficiency_drop) {
-                    bad(format!("{sp}.proficiencyDrop"), format!("must be between 0 and 4, got {}", s.proficiency_drop));
+                    bad(
+                        format!("{sp}.proficiencyDrop"),
+                        format!("must be between 0 and 4, got {}", s.proficiency_drop),
+                    );
                 }
                 steps.push(RelaxStep {
                     after: Duration::from_secs(s.after_seconds.clamp(0, MAX_SECONDS) as u64),
@@ -216,7 +223,12 @@ impl RoutingSpec {
                 });
             }
             if steps.is_empty() {
-                steps.push(RelaxStep { after: Duration::ZERO, proficiency_drop: 0, drop_skills: false, drop_language: false });
+                steps.push(RelaxStep {
+                    after: Duration::ZERO,
+                    proficiency_drop: 0,
+                    drop_skills: false,
+                    drop_language: false,
+                });
             }
             queues.insert(
                 q.id.clone(),

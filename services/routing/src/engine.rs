@@ -137,10 +137,10 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                 };
                 let (partition, offset) = (message.partition(), message.offset());
                 let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                if !parts.contains_key(&partition) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = parts.entry(partition) {
                     match load(&redis, &settings, partition).await {
                         Ok(state) => {
-                            parts.insert(partition, state);
+                            slot.insert(state);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, partition, "cannot load routing snapshot; retrying");
@@ -158,13 +158,11 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                     continue;
                 }
                 let decisions = apply(state, message.payload().unwrap_or_default());
-                let mut index = 0usize;
                 let mut failed = false;
-                for d in &decisions {
+                for (index, d) in decisions.iter().enumerate() {
                     let tenant = decision_tenant(d);
                     let mut event = Event::new(tenant, &wire::decision_to_pb(d));
                     event.id = decision_id(&settings.input_topic, partition, offset, index);
-                    index += 1;
                     let key = if state.key.is_empty() { "pool" } else { state.key.as_str() };
                     if let Err(e) = producer.publish(&settings.decision_topic, key, &event).await {
                         tracing::error!(error = %e, "cannot publish a routing decision; replaying from the snapshot");

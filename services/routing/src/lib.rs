@@ -85,7 +85,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
 
 #[cfg(test)]
 mod tests {
-    use centralita_platform::config::*;
 
     #[test]
     fn configuration_contract() {

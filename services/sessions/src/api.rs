@@ -9,7 +9,9 @@ use centralita_platform::auth::{caller, Caller, Role};
 use centralita_platform::error::{Error, FieldViolation};
 use centralita_platform::queue::{is_code, NOT_RESPONDING};
 use centralita_platform::tenant::TenantId;
-use centralita_proto::sessions::v1::{self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState};
+use centralita_proto::sessions::v1::{
+    self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState,
+};
 use centralita_routing::core::{self as rc, Input};
 use centralita_routing::wire;
 use futures::Stream;
@@ -174,10 +176,21 @@ impl pb::contact_service_server::ContactService for Api {
         let mut conn = self.engine.store.conn()?;
         if !req.request_id.is_empty() {
             let key = store::request_key(&tenant, &req.request_id);
-            let existing: Option<String> = redis::cmd("SET").arg(&key).arg(&id).arg("NX").arg("GET").arg("EX").arg(86_400).query_async(&mut conn).await.map_err(Error::from)?;
+            let existing: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&id)
+                .arg("NX")
+                .arg("GET")
+                .arg("EX")
+                .arg(86_400)
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::from)?;
             if let Some(existing) = existing {
                 let c = self.engine.store.load::<pb::Contact>(&store::contact_key(&tenant, &existing)).await?;
-                return c.map(|(_, c)| Response::new(c)).ok_or_else(|| Error::Unavailable("the first attempt of this request".into()).into());
+                return c
+                    .map(|(_, c)| Response::new(c))
+                    .ok_or_else(|| Error::Unavailable("the first attempt of this request".into()).into());
             }
         }
         tracing::Span::current().record("tenant", tenant.as_str()).record("contact", id.as_str());
@@ -230,7 +243,9 @@ impl pb::contact_service_server::ContactService for Api {
             req.page_token.parse().map_err(|_| Error::invalid("page_token", "is not a token from this API"))?
         };
         let mut conn = self.engine.store.conn()?;
-        let ids: Vec<String> = redis::AsyncCommands::zrange(&mut conn, store::open_index(&tenant), after as isize, -1).await.map_err(Error::from)?;
+        let ids: Vec<String> = redis::AsyncCommands::zrange(&mut conn, store::open_index(&tenant), after as isize, -1)
+            .await
+            .map_err(Error::from)?;
         let mut contacts = Vec::new();
         let mut position = after;
         for id in ids {
@@ -246,8 +261,10 @@ impl pb::contact_service_server::ContactService for Api {
                 break;
             }
         }
-        let total: i64 = redis::AsyncCommands::zcard(&mut conn, store::open_index(&tenant)).await.map_err(Error::from)?;
-        let next_page_token = if position < total && contacts.len() == page { position.to_string() } else { String::new() };
+        let total: i64 =
+            redis::AsyncCommands::zcard(&mut conn, store::open_index(&tenant)).await.map_err(Error::from)?;
+        let next_page_token =
+            if position < total && contacts.len() == page { position.to_string() } else { String::new() };
         Ok(Response::new(pb::ListContactsResponse { contacts, next_page_token }))
     }
 
@@ -273,7 +290,9 @@ impl pb::contact_service_server::ContactService for Api {
             })
             .await?;
         self.engine.store.zrem(&self.engine.deadlines, &format!("offer|{tenant}|{id}|{}", req.offer_id)).await?;
-        self.engine.route(&tenant, &Input::OfferAccepted { contact: rc::ContactId(id), agent: rc::AgentId(agent.clone()) }).await?;
+        self.engine
+            .route(&tenant, &Input::OfferAccepted { contact: rc::ContactId(id), agent: rc::AgentId(agent.clone()) })
+            .await?;
         self.engine.publish_contact(Kind::Accepted, &before, &after, &agent, "").await?;
         self.engine.notify(&agent, Notice::Contact(after.clone())).await?;
         Ok(Response::new(after))
@@ -284,7 +303,8 @@ impl pb::contact_service_server::ContactService for Api {
         let req = request.into_inner();
         let (tenant, c) = self.load_contact(&caller, &req.name).await?;
         let agent = require_holder(&caller, &c)?;
-        let (before, after) = crate::flow::decline(&self.engine, &tenant, contact_id(&c), &req.offer_id, &agent, false).await?;
+        let (before, after) =
+            crate::flow::decline(&self.engine, &tenant, contact_id(&c), &req.offer_id, &agent, false).await?;
         self.engine.publish_contact(Kind::Rejected, &before, &after, &agent, "").await?;
         Ok(Response::new(after))
     }
@@ -307,13 +327,18 @@ impl pb::contact_service_server::ContactService for Api {
         let t = self.engine.registry.require_active(&tenant)?;
         let (queue, preferred) = match req.target {
             Some(Target::Queue(q)) if t.routing.queues.contains_key(&q) => (q, String::new()),
-            Some(Target::Queue(q)) => return Err(Error::invalid("queue", format!("`{q}` is not a queue of tenant {tenant}")).into()),
+            Some(Target::Queue(q)) => {
+                return Err(Error::invalid("queue", format!("`{q}` is not a queue of tenant {tenant}")).into())
+            }
             Some(Target::AgentId(a)) if is_code(&a) && a != agent => (c.queue.clone(), a),
             Some(Target::AgentId(_)) => return Err(Error::invalid("agent_id", "must be another agent's id").into()),
             None => return Err(Error::invalid("target", "a queue or an agent is required").into()),
         };
         if !preferred.is_empty() && t.routing.queues.get(&queue).is_some_and(|q| q.preferred_agent_window.is_zero()) {
-            return Err(Error::FailedPrecondition(format!("queue `{queue}` has no preferred-agent window to transfer to an agent")).into());
+            return Err(Error::FailedPrecondition(format!(
+                "queue `{queue}` has no preferred-agent window to transfer to an agent"
+            ))
+            .into());
         }
         let id = contact_id(&c).to_owned();
         let (before, after) = self
@@ -346,7 +371,11 @@ impl pb::contact_service_server::ContactService for Api {
         }
         let id = contact_id(&c).to_owned();
         let now = now_ms();
-        let acw = self.engine.registry.get(&tenant).and_then(|t| t.routing.queues.get(&c.queue).map(|q| q.after_contact_work));
+        let acw = self
+            .engine
+            .registry
+            .get(&tenant)
+            .and_then(|t| t.routing.queues.get(&c.queue).map(|q| q.after_contact_work));
         let (before, after) = self
             .engine
             .transition(&tenant, &id, Action::End, |c| {
@@ -362,7 +391,10 @@ impl pb::contact_service_server::ContactService for Api {
             self.engine.publish_contact(Kind::Abandoned, &before, &after, &agent, "").await?;
             self.engine.route(&tenant, &Input::ContactWithdrawn { contact: rc::ContactId(id.clone()) }).await?;
             if !agent.is_empty() {
-                self.engine.store.zrem(&self.engine.deadlines, &format!("offer|{tenant}|{id}|{}", before.offer_id)).await?;
+                self.engine
+                    .store
+                    .zrem(&self.engine.deadlines, &format!("offer|{tenant}|{id}|{}", before.offer_id))
+                    .await?;
                 self.engine.release(&tenant, &after, &agent, false).await?;
             }
         } else {
@@ -382,7 +414,11 @@ impl pb::contact_service_server::ContactService for Api {
         require_holder(&caller, &c)?;
         let t = self.engine.registry.require_active(&tenant)?;
         if !t.routing.disposition_codes.contains(&req.disposition) {
-            return Err(Error::invalid("disposition", format!("`{}` is not a disposition code of tenant {tenant}", req.disposition)).into());
+            return Err(Error::invalid(
+                "disposition",
+                format!("`{}` is not a disposition code of tenant {tenant}", req.disposition),
+            )
+            .into());
         }
         if req.notes.chars().count() > 4000 {
             return Err(Error::invalid("notes", "at most 4000 characters").into());
@@ -402,7 +438,9 @@ impl Api {
             .engine
             .transition(&tenant, contact_id(&c), action, |c| {
                 if c.on_hold == hold {
-                    return Err(Error::FailedPrecondition(if hold { "the contact is already on hold" } else { "the contact is not on hold" }.into()));
+                    return Err(Error::FailedPrecondition(
+                        if hold { "the contact is already on hold" } else { "the contact is not on hold" }.into(),
+                    ));
                 }
                 c.on_hold = hold;
                 Ok(())
@@ -434,7 +472,8 @@ fn activity(a: &pb::Agent, contacts: &[pb::Contact]) -> pb::AgentActivity {
 }
 
 fn validate_agent(a: &pb::Agent) -> Result<(String, rc::AgentProfile), Error> {
-    let id = agent_id_from_name(&a.name).map_err(|_| Error::invalid("agent.name", "must be `agents/{agent}`, id 1-40 of a-z, 0-9, - and _"))?;
+    let id = agent_id_from_name(&a.name)
+        .map_err(|_| Error::invalid("agent.name", "must be `agents/{agent}`, id 1-40 of a-z, 0-9, - and _"))?;
     let mut v = Vec::new();
     let mut bad = |f: String, m: &str| v.push(FieldViolation::new(format!("agent.{f}"), m));
     if a.queues.is_empty() || a.queues.len() > 200 {
@@ -473,13 +512,21 @@ fn validate_agent(a: &pb::Agent) -> Result<(String, rc::AgentProfile), Error> {
     }
     let profile = wire::profile_from_pb(centralita_proto::routing::v1::AgentProfile {
         agent_id: id.clone(),
-        queues: a.queues.iter().map(|q| centralita_proto::routing::v1::QueueRef { tenant: q.tenant.clone(), queue: q.queue.clone() }).collect(),
+        queues: a
+            .queues
+            .iter()
+            .map(|q| centralita_proto::routing::v1::QueueRef { tenant: q.tenant.clone(), queue: q.queue.clone() })
+            .collect(),
         skills: a.skills.clone().into_iter().collect(),
         languages: a.languages.clone(),
         capacity: a
             .capacity
             .iter()
-            .map(|c| centralita_proto::routing::v1::CapacityLimit { channel: c.channel, max_contacts: c.max_contacts, exclusive: c.exclusive })
+            .map(|c| centralita_proto::routing::v1::CapacityLimit {
+                channel: c.channel,
+                max_contacts: c.max_contacts,
+                exclusive: c.exclusive,
+            })
             .collect(),
         max_total_contacts: a.max_total_contacts,
     })
@@ -508,7 +555,14 @@ fn scoped(mut a: pb::Agent, caller: &Caller) -> Option<pb::Agent> {
 type AgentStream = Pin<Box<dyn Stream<Item = Result<pb::AgentStreamEvent, Status>> + Send>>;
 
 impl Api {
-    async fn set_state(&self, caller: &Caller, id: &str, state: pb::AgentState, reason: &str, kind: pb::agent_event::Kind) -> Result<pb::Agent, Error> {
+    async fn set_state(
+        &self,
+        caller: &Caller,
+        id: &str,
+        state: pb::AgentState,
+        reason: &str,
+        kind: pb::agent_event::Kind,
+    ) -> Result<pb::Agent, Error> {
         authorize_agent(caller, id)?;
         let now = now_ms();
         let (agent, was) = self
@@ -529,10 +583,16 @@ impl Api {
                         let allowed = reason == NOT_RESPONDING
                             || reason == "signed_in"
                             || a.queues.iter().any(|q| {
-                                TenantId::parse(&q.tenant).ok().and_then(|t| self.engine.registry.get(&t)).is_some_and(|t| t.routing.is_away_reason(reason))
+                                TenantId::parse(&q.tenant)
+                                    .ok()
+                                    .and_then(|t| self.engine.registry.get(&t))
+                                    .is_some_and(|t| t.routing.is_away_reason(reason))
                             });
                         if !allowed {
-                            return Err(Error::invalid("away_reason", format!("`{reason}` is not an away reason of the agent's tenants")));
+                            return Err(Error::invalid(
+                                "away_reason",
+                                format!("`{reason}` is not an away reason of the agent's tenants"),
+                            ));
                         }
                     }
                     a.state = state as i32;
@@ -551,7 +611,10 @@ impl Api {
             self.engine.route(&tenant, &Input::AgentNotReady { agent: aid }).await?;
         }
         let event = pb::AgentEvent { kind: kind as i32, agent: Some(agent.clone()) };
-        self.engine.producer.publish(&self.engine.topics.agents(), id, &centralita_platform::bus::Event::new(tenant, &event)).await?;
+        self.engine
+            .producer
+            .publish(&self.engine.topics.agents(), id, &centralita_platform::bus::Event::new(tenant, &event))
+            .await?;
         self.engine.notify(id, Notice::Agent(agent.clone())).await?;
         Ok(agent)
     }
@@ -563,7 +626,11 @@ impl pb::agent_service_server::AgentService for Api {
     async fn upsert_agent(&self, request: Request<pb::UpsertAgentRequest>) -> R<pb::Agent> {
         let caller = caller(&request)?.clone();
         if !caller.is_bpo_admin() {
-            return Err(Error::PermissionDenied { reason: centralita_platform::error::Reason::RoleMissing, message: "only a BPO admin manages agents".into() }.into());
+            return Err(Error::PermissionDenied {
+                reason: centralita_platform::error::Reason::RoleMissing,
+                message: "only a BPO admin manages agents".into(),
+            }
+            .into());
         }
         let input = request.into_inner().agent.ok_or_else(|| Error::invalid("agent", "is required"))?;
         let (id, profile) = validate_agent(&input)?;
@@ -574,7 +641,8 @@ impl pb::agent_service_server::AgentService for Api {
                 &store::agent_key(&id),
                 |current| {
                     let mut a = input.clone();
-                    let cur = current.unwrap_or(pb::Agent { state: pb::AgentState::Offline as i32, ..Default::default() });
+                    let cur =
+                        current.unwrap_or(pb::Agent { state: pb::AgentState::Offline as i32, ..Default::default() });
                     a.state = cur.state;
                     a.away_reason = cur.away_reason;
                     a.contacts = cur.contacts;
@@ -586,11 +654,15 @@ impl pb::agent_service_server::AgentService for Api {
             )
             .await?;
         let mut conn = self.engine.store.conn()?;
-        let _: i64 = redis::AsyncCommands::sadd(&mut conn, &self.engine.agents_index, &id).await.map_err(Error::from)?;
+        let _: i64 =
+            redis::AsyncCommands::sadd(&mut conn, &self.engine.agents_index, &id).await.map_err(Error::from)?;
         let tenant = TenantId::parse(centralita_routing::engine::POOL_TENANT).map_err(Error::internal)?;
         self.engine.route(&tenant, &Input::AgentUpserted(profile)).await?;
         let event = pb::AgentEvent { kind: pb::agent_event::Kind::Upserted as i32, agent: Some(agent.clone()) };
-        self.engine.producer.publish(&self.engine.topics.agents(), &id, &centralita_platform::bus::Event::new(tenant, &event)).await?;
+        self.engine
+            .producer
+            .publish(&self.engine.topics.agents(), &id, &centralita_platform::bus::Event::new(tenant, &event))
+            .await?;
         Ok(Response::new(agent))
     }
 
@@ -620,7 +692,8 @@ impl pb::agent_service_server::AgentService for Api {
             n => (n as usize).min(MAX_PAGE),
         };
         let mut conn = self.engine.store.conn()?;
-        let mut ids: Vec<String> = redis::AsyncCommands::smembers(&mut conn, &self.engine.agents_index).await.map_err(Error::from)?;
+        let mut ids: Vec<String> =
+            redis::AsyncCommands::smembers(&mut conn, &self.engine.agents_index).await.map_err(Error::from)?;
         ids.sort();
         let mut agents = Vec::new();
         let mut next_page_token = String::new();
@@ -628,7 +701,10 @@ impl pb::agent_service_server::AgentService for Api {
             if let Some((_, a)) = self.engine.store.load::<pb::Agent>(&store::agent_key(&id)).await? {
                 if let Some(a) = scoped(a, &caller) {
                     if agents.len() == page {
-                        next_page_token = agents.last().map(|a: &pb::Agent| a.name.trim_start_matches("agents/").to_owned()).unwrap_or_default();
+                        next_page_token = agents
+                            .last()
+                            .map(|a: &pb::Agent| a.name.trim_start_matches("agents/").to_owned())
+                            .unwrap_or_default();
                         break;
                     }
                     agents.push(a);
@@ -642,7 +718,8 @@ impl pb::agent_service_server::AgentService for Api {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
         let id = agent_id_from_name(&req.name)?;
-        let (state, reason) = if req.available { (pb::AgentState::Available, "") } else { (pb::AgentState::Away, "signed_in") };
+        let (state, reason) =
+            if req.available { (pb::AgentState::Available, "") } else { (pb::AgentState::Away, "signed_in") };
         Ok(Response::new(self.set_state(&caller, &id, state, reason, pb::agent_event::Kind::SignedIn).await?))
     }
 
@@ -654,13 +731,17 @@ impl pb::agent_service_server::AgentService for Api {
             Ok(s @ (pb::AgentState::Available | pb::AgentState::Away)) => s,
             _ => return Err(Error::invalid("state", "must be AVAILABLE or AWAY").into()),
         };
-        Ok(Response::new(self.set_state(&caller, &id, state, &req.away_reason, pb::agent_event::Kind::StateChanged).await?))
+        Ok(Response::new(
+            self.set_state(&caller, &id, state, &req.away_reason, pb::agent_event::Kind::StateChanged).await?,
+        ))
     }
 
     async fn sign_out(&self, request: Request<pb::SignOutRequest>) -> R<pb::Agent> {
         let caller = caller(&request)?.clone();
         let id = agent_id_from_name(&request.get_ref().name)?;
-        Ok(Response::new(self.set_state(&caller, &id, pb::AgentState::Offline, "", pb::agent_event::Kind::SignedOut).await?))
+        Ok(Response::new(
+            self.set_state(&caller, &id, pb::AgentState::Offline, "", pb::agent_event::Kind::SignedOut).await?,
+        ))
     }
 
     type StreamAgentEventsStream = AgentStream;
@@ -671,12 +752,18 @@ impl pb::agent_service_server::AgentService for Api {
         authorize_agent(&caller, &id)?;
         // Subscribe before reading the current state, so nothing falls in between.
         let notices = self.engine.notices.subscribe();
-        let (_, agent) = self.engine.store.load::<pb::Agent>(&store::agent_key(&id)).await?.ok_or_else(|| Error::NotFound(format!("agents/{id}")))?;
+        let (_, agent) = self
+            .engine
+            .store
+            .load::<pb::Agent>(&store::agent_key(&id))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("agents/{id}")))?;
         let mut initial = vec![pb::AgentStreamEvent { event: Some(Notice::Agent(agent.clone())) }];
         for name in &agent.contacts {
             if let Ok((t, cid)) = parse_contact_name(name) {
                 if let Some((_, c)) = self.engine.store.load::<pb::Contact>(&store::contact_key(&t, &cid)).await? {
-                    let event = if c.state == ContactState::Offered as i32 { Notice::Offer(c) } else { Notice::Contact(c) };
+                    let event =
+                        if c.state == ContactState::Offered as i32 { Notice::Offer(c) } else { Notice::Contact(c) };
                     initial.push(pb::AgentStreamEvent { event: Some(event) });
                 }
             }

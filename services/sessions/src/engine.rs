@@ -121,7 +121,14 @@ impl Engine {
         Ok((before, after))
     }
 
-    pub async fn publish_contact(&self, kind: Kind, before: &pb::Contact, after: &pb::Contact, agent: &str, notes: &str) -> Result<(), Error> {
+    pub async fn publish_contact(
+        &self,
+        kind: Kind,
+        before: &pb::Contact,
+        after: &pb::Contact,
+        agent: &str,
+        notes: &str,
+    ) -> Result<(), Error> {
         let tenant = TenantId::parse(&after.tenant).map_err(Error::internal)?;
         let event = pb::ContactEvent {
             kind: kind as i32,
@@ -179,11 +186,9 @@ impl Engine {
     pub fn queued(&self, c: &pb::Contact) -> Result<rc::QueuedContact, Error> {
         let tenant = TenantId::parse(&c.tenant).map_err(Error::internal)?;
         let t = self.registry.require_active(&tenant)?;
-        let q = t
-            .routing
-            .queues
-            .get(&c.queue)
-            .ok_or_else(|| Error::invalid("contact.queue", format!("`{}` is not a queue of tenant {tenant}", c.queue)))?;
+        let q = t.routing.queues.get(&c.queue).ok_or_else(|| {
+            Error::invalid("contact.queue", format!("`{}` is not a queue of tenant {tenant}", c.queue))
+        })?;
         let enqueued_at = c.enqueue_time.as_ref().map(wire::millis_from_pb).unwrap_or_else(now_ms);
         let vip = c.customer_tier == pb::CustomerTier::Vip as i32;
         let steps = q
@@ -229,11 +234,20 @@ impl Engine {
 
     /// Releases the agent of a contact it held: routing frees the capacity, the agent's
     /// list and stream are updated.
-    pub async fn release(&self, tenant: &TenantId, after: &pb::Contact, agent: &str, booked: bool) -> Result<(), Error> {
+    pub async fn release(
+        &self,
+        tenant: &TenantId,
+        after: &pb::Contact,
+        agent: &str,
+        booked: bool,
+    ) -> Result<(), Error> {
         let id = contact_id(after).to_owned();
         if booked {
-            self.route(tenant, &Input::ContactReleased { contact: rc::ContactId(id.clone()), agent: rc::AgentId(agent.into()) })
-                .await?;
+            self.route(
+                tenant,
+                &Input::ContactReleased { contact: rc::ContactId(id.clone()), agent: rc::AgentId(agent.into()) },
+            )
+            .await?;
         }
         let a = self.agent_contacts(agent, &after.name, false).await?;
         self.notify(agent, pb::agent_stream_event::Event::Contact(after.clone())).await?;
@@ -242,7 +256,14 @@ impl Engine {
 
     /// Schedules (or cancels) a timer for a contact: an offer's expiry or the end of
     /// after-contact work. Members are `kind|tenant|contact|token`.
-    pub async fn schedule(&self, kind: &str, tenant: &str, contact: &str, token: &str, at_ms: i64) -> Result<(), Error> {
+    pub async fn schedule(
+        &self,
+        kind: &str,
+        tenant: &str,
+        contact: &str,
+        token: &str,
+        at_ms: i64,
+    ) -> Result<(), Error> {
         self.store.zadd(&self.deadlines, &format!("{kind}|{tenant}|{contact}|{token}"), at_ms).await
     }
 }

@@ -10,7 +10,9 @@ use centralita_platform::queue::NOT_RESPONDING;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::routing::v1 as rpb;
-use centralita_proto::sessions::v1::{self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState};
+use centralita_proto::sessions::v1::{
+    self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState,
+};
 use centralita_routing::core::{self as rc, Decision, Input};
 use centralita_routing::wire;
 use futures::StreamExt;
@@ -44,7 +46,11 @@ pub async fn decline(
     engine
         .route(
             tenant,
-            &Input::OfferDeclined { contact: rc::ContactId(id.into()), agent: rc::AgentId(agent.into()), not_responding },
+            &Input::OfferDeclined {
+                contact: rc::ContactId(id.into()),
+                agent: rc::AgentId(agent.into()),
+                not_responding,
+            },
         )
         .await?;
     if not_responding {
@@ -73,7 +79,13 @@ pub async fn decline(
 }
 
 /// After-contact work ends: the contact closes and the agent's capacity is freed.
-pub async fn close(engine: &Engine, tenant: &TenantId, id: &str, disposition: &str, notes: &str) -> Result<pb::Contact, Error> {
+pub async fn close(
+    engine: &Engine,
+    tenant: &TenantId,
+    id: &str,
+    disposition: &str,
+    notes: &str,
+) -> Result<pb::Contact, Error> {
     let now = now_ms();
     let (before, after) = engine
         .transition(tenant, id, Action::WrapUp, |c| {
@@ -100,13 +112,14 @@ pub struct DecisionHandler {
 
 impl Handler for DecisionHandler {
     async fn handle(&mut self, event: &Event) -> Result<(), Error> {
-        let decision = match event.payload::<rpb::RoutingDecision>().map_err(|e| e.to_string()).and_then(wire::decision_from_pb) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "invalid routing decision skipped");
-                return Ok(());
-            }
-        };
+        let decision =
+            match event.payload::<rpb::RoutingDecision>().map_err(|e| e.to_string()).and_then(wire::decision_from_pb) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "invalid routing decision skipped");
+                    return Ok(());
+                }
+            };
         match apply(&self.engine, decision).await {
             Err(Error::FailedPrecondition(why)) | Err(Error::NotFound(why)) => {
                 tracing::debug!(%why, "stale routing decision");
@@ -191,9 +204,10 @@ pub async fn timers(engine: Engine, every: Duration, shutdown: Shutdown) {
 
 async fn fire_due(engine: &Engine) -> Result<(), Error> {
     let mut conn = engine.store.conn()?;
-    let due: Vec<String> = redis::AsyncCommands::zrangebyscore_limit(&mut conn, &engine.deadlines, "-inf", now_ms(), 0, 200)
-        .await
-        .map_err(Error::from)?;
+    let due: Vec<String> =
+        redis::AsyncCommands::zrangebyscore_limit(&mut conn, &engine.deadlines, "-inf", now_ms(), 0, 200)
+            .await
+            .map_err(Error::from)?;
     for member in due {
         if !engine.store.zrem(&engine.deadlines, &member).await? {
             continue;
@@ -211,7 +225,9 @@ async fn fire_due(engine: &Engine) -> Result<(), Error> {
                     .map(|(_, c)| c.agent_id);
                 match agent {
                     Some(agent) => match decline(engine, &tenant, id, token, &agent, true).await {
-                        Ok((before, after)) => engine.publish_contact(Kind::NotAnswered, &before, &after, &agent, "").await,
+                        Ok((before, after)) => {
+                            engine.publish_contact(Kind::NotAnswered, &before, &after, &agent, "").await
+                        }
                         Err(e) => Err(e),
                     },
                     None => Ok(()),

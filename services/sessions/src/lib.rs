@@ -80,7 +80,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     runtime.with_health_name("centralita.sessions.v1.AgentService");
     let auth = runtime.authenticator.clone();
     let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(tonic::service::interceptor::InterceptedService::new(ContactServiceServer::new(api.clone()), auth.clone()));
+    routes.add_service(tonic::service::interceptor::InterceptedService::new(
+        ContactServiceServer::new(api.clone()),
+        auth.clone(),
+    ));
     routes.add_service(tonic::service::interceptor::InterceptedService::new(AgentServiceServer::new(api), auth));
     runtime.serve(listeners, routes).await
 }

@@ -153,7 +153,8 @@ mod tests {
     fn illegal_moves_say_why() {
         let e = next(ContactState::Queued, Action::Accept).expect_err("illegal");
         assert_eq!(e.to_string(), "cannot accept a contact that is queued");
-        let legal = STATES.iter().flat_map(|s| ACTIONS.iter().map(move |a| (*s, *a))).filter(|(s, a)| next(*s, *a).is_ok());
+        let legal =
+            STATES.iter().flat_map(|s| ACTIONS.iter().map(move |a| (*s, *a))).filter(|(s, a)| next(*s, *a).is_ok());
         assert_eq!(legal.count(), 13);
     }
 }

@@ -24,7 +24,6 @@ const ATTEMPTS: usize = 50;
 /// How long a finished contact stays readable.
 pub const CLOSED_TTL_MS: i64 = 24 * 3600 * 1000;
 
-
 pub fn contact_key(tenant: &TenantId, id: &str) -> String {
     tenant_key(tenant, &["contact", id])
 }
@@ -64,7 +63,8 @@ impl Store {
 
     pub async fn load<M: prost::Message + Default>(&self, key: &str) -> Result<Option<(u64, M)>, Error> {
         let mut conn = self.conn()?;
-        let (v, d): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET").arg(key).arg("v").arg("d").query_async(&mut conn).await?;
+        let (v, d): (Option<u64>, Option<Vec<u8>>) =
+            redis::cmd("HMGET").arg(key).arg("v").arg("d").query_async(&mut conn).await?;
         match (v, d) {
             (Some(v), Some(d)) => Ok(Some((v, M::decode(d.as_slice()).map_err(Error::internal)?))),
             _ => Ok(None),

@@ -180,7 +180,10 @@ impl Platform {
         let agent = pb::Agent {
             name: format!("agents/{id}"),
             display_name: id.into(),
-            queues: queues.iter().map(|(t, q)| pb::QueueAssignment { tenant: (*t).into(), queue: (*q).into() }).collect(),
+            queues: queues
+                .iter()
+                .map(|(t, q)| pb::QueueAssignment { tenant: (*t).into(), queue: (*q).into() })
+                .collect(),
             skills: [("english".to_string(), 4)].into(),
             languages: vec!["en".into()],
             capacity: capacity
@@ -189,7 +192,11 @@ impl Platform {
                 .collect(),
             ..Default::default()
         };
-        self.agents().upsert_agent(req(pb::UpsertAgentRequest { agent: Some(agent) }, &admin)).await.unwrap().into_inner()
+        self.agents()
+            .upsert_agent(req(pb::UpsertAgentRequest { agent: Some(agent) }, &admin))
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     async fn sign_in(&self, id: &str) -> tonic::Streaming<pb::AgentStreamEvent> {
@@ -238,8 +245,12 @@ async fn shared_agent_serves_two_tenants_within_capacity_and_wraps_up() {
     let (a, b) = (unique("ta"), unique("tb"));
     let p = start(&[&a, &b]).await;
     let ana = unique("ana");
-    p.agent(&ana, &[(&a, "support"), (&b, "support")], &[(tpb::Channel::Voice, 1, true), (tpb::Channel::Chat, 2, false)])
-        .await;
+    p.agent(
+        &ana,
+        &[(&a, "support"), (&b, "support")],
+        &[(tpb::Channel::Voice, 1, true), (tpb::Channel::Chat, 2, false)],
+    )
+    .await;
     let mut stream = p.sign_in(&ana).await;
     let t = agent_token(&ana);
 
@@ -255,7 +266,12 @@ async fn shared_agent_serves_two_tenants_within_capacity_and_wraps_up() {
     assert_eq!(offered, created);
     // Accept both chats (offers time out after 2 s in this queue).
     for o in [&o1, &o2] {
-        let r = p.contacts().accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() }, &t)).await.unwrap().into_inner();
+        let r = p
+            .contacts()
+            .accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() }, &t))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.state, pb::ContactState::Connected as i32);
     }
     // A voice call is exclusive: not offered while the agent holds chats.
@@ -263,21 +279,49 @@ async fn shared_agent_serves_two_tenants_within_capacity_and_wraps_up() {
     assert!(next_offer(&mut stream, Duration::from_secs(2)).await.is_none(), "voice offered over chats");
     // End both chats and wrap up with a disposition; the voice call then comes.
     for o in [&o1, &o2] {
-        let r = p.contacts().end_contact(req(pb::EndContactRequest { name: o.name.clone() }, &t)).await.unwrap().into_inner();
+        let r = p
+            .contacts()
+            .end_contact(req(pb::EndContactRequest { name: o.name.clone() }, &t))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.state, pb::ContactState::AfterContactWork as i32);
     }
-    let bad = p.contacts().wrap_up_contact(req(pb::WrapUpContactRequest { name: o1.name.clone(), disposition: "nope".into(), notes: String::new() }, &t)).await.unwrap_err();
+    let bad = p
+        .contacts()
+        .wrap_up_contact(req(
+            pb::WrapUpContactRequest { name: o1.name.clone(), disposition: "nope".into(), notes: String::new() },
+            &t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     for o in [&o1, &o2] {
-        let r = p.contacts().wrap_up_contact(req(pb::WrapUpContactRequest { name: o.name.clone(), disposition: "resolved".into(), notes: "ok".into() }, &t)).await.unwrap().into_inner();
+        let r = p
+            .contacts()
+            .wrap_up_contact(req(
+                pb::WrapUpContactRequest { name: o.name.clone(), disposition: "resolved".into(), notes: "ok".into() },
+                &t,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.state, pb::ContactState::Closed as i32);
     }
     let ov = next_offer(&mut stream, Duration::from_secs(10)).await.expect("voice offered once the chats are closed");
     assert_eq!(ov.name, v.name);
     // An illegal transition is refused and changes nothing.
-    let e = p.contacts().wrap_up_contact(req(pb::WrapUpContactRequest { name: ov.name.clone(), disposition: "resolved".into(), notes: String::new() }, &t)).await.unwrap_err();
+    let e = p
+        .contacts()
+        .wrap_up_contact(req(
+            pb::WrapUpContactRequest { name: ov.name.clone(), disposition: "resolved".into(), notes: String::new() },
+            &t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let still = p.contacts().get_contact(req(pb::GetContactRequest { name: ov.name.clone() }, &t)).await.unwrap().into_inner();
+    let still =
+        p.contacts().get_contact(req(pb::GetContactRequest { name: ov.name.clone() }, &t)).await.unwrap().into_inner();
     assert_eq!(still.state, pb::ContactState::Offered as i32);
     p.stop().await;
 }
@@ -296,28 +340,78 @@ async fn rona_abandon_and_transfer() {
     let o = next_offer(&mut sa, Duration::from_secs(10)).await.expect("offered to ana");
     assert_eq!(o.name, c.name);
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let ag = p.agents().get_agent(req(pb::GetAgentRequest { name: format!("agents/{ana}") }, &agent_token(&ana))).await.unwrap().into_inner();
+    let ag = p
+        .agents()
+        .get_agent(req(pb::GetAgentRequest { name: format!("agents/{ana}") }, &agent_token(&ana)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((ag.state, ag.away_reason.as_str()), (pb::AgentState::Away as i32, "not_responding"));
-    let late = p.contacts().accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() }, &agent_token(&ana))).await.unwrap_err();
+    let late = p
+        .contacts()
+        .accept_contact(req(
+            pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() },
+            &agent_token(&ana),
+        ))
+        .await
+        .unwrap_err();
     assert!(matches!(late.code(), Code::FailedPrecondition | Code::NotFound), "{late:?}");
     // Bob signs in and gets it, back at its place in the queue.
     let mut sb = p.sign_in(&bob).await;
     let ob = next_offer(&mut sb, Duration::from_secs(10)).await.expect("offered to bob after RONA");
     assert_eq!(ob.name, c.name);
     let tb = agent_token(&bob);
-    p.contacts().accept_contact(req(pb::AcceptContactRequest { name: ob.name.clone(), offer_id: ob.offer_id.clone() }, &tb)).await.unwrap();
+    p.contacts()
+        .accept_contact(req(pb::AcceptContactRequest { name: ob.name.clone(), offer_id: ob.offer_id.clone() }, &tb))
+        .await
+        .unwrap();
     // Cold transfer to the sales queue: bob (now on a break) is released, ana (available
     // again) gets it.
-    p.agents().set_agent_state(req(pb::SetAgentStateRequest { name: format!("agents/{bob}"), state: pb::AgentState::Away as i32, away_reason: "break".into() }, &tb)).await.unwrap();
-    p.agents().set_agent_state(req(pb::SetAgentStateRequest { name: format!("agents/{ana}"), state: pb::AgentState::Available as i32, away_reason: String::new() }, &agent_token(&ana))).await.unwrap();
-    let moved = p.contacts().transfer_contact(req(pb::TransferContactRequest { name: ob.name.clone(), target: Some(pb::transfer_contact_request::Target::Queue("sales".into())) }, &tb)).await.unwrap().into_inner();
-    assert_eq!((moved.state, moved.queue.as_str(), moved.transfer_count), (pb::ContactState::Queued as i32, "sales", 1));
+    p.agents()
+        .set_agent_state(req(
+            pb::SetAgentStateRequest {
+                name: format!("agents/{bob}"),
+                state: pb::AgentState::Away as i32,
+                away_reason: "break".into(),
+            },
+            &tb,
+        ))
+        .await
+        .unwrap();
+    p.agents()
+        .set_agent_state(req(
+            pb::SetAgentStateRequest {
+                name: format!("agents/{ana}"),
+                state: pb::AgentState::Available as i32,
+                away_reason: String::new(),
+            },
+            &agent_token(&ana),
+        ))
+        .await
+        .unwrap();
+    let moved = p
+        .contacts()
+        .transfer_contact(req(
+            pb::TransferContactRequest {
+                name: ob.name.clone(),
+                target: Some(pb::transfer_contact_request::Target::Queue("sales".into())),
+            },
+            &tb,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (moved.state, moved.queue.as_str(), moved.transfer_count),
+        (pb::ContactState::Queued as i32, "sales", 1)
+    );
     let oa = next_offer(&mut sa, Duration::from_secs(10)).await.expect("transferred contact offered to ana");
     assert_eq!(oa.name, c.name);
     // Abandon while queued: nobody is free (ana holds the offer), the customer hangs up.
     let d = p.create(&a, "support", tpb::Channel::Voice).await;
     let ch = token(Some(&a), Role::Channel, None);
-    let gone = p.contacts().end_contact(req(pb::EndContactRequest { name: d.name.clone() }, &ch)).await.unwrap().into_inner();
+    let gone =
+        p.contacts().end_contact(req(pb::EndContactRequest { name: d.name.clone() }, &ch)).await.unwrap().into_inner();
     assert_eq!(gone.state, pb::ContactState::Abandoned as i32);
     assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "an abandoned contact was offered");
     p.stop().await;
@@ -337,21 +431,45 @@ async fn tenant_a_cannot_see_or_touch_tenant_b() {
     assert_eq!(e.code(), Code::NotFound);
     let e = p.contacts().end_contact(req(pb::EndContactRequest { name: cb.name.clone() }, &admin_a)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let listed = p.contacts().list_contacts(req(pb::ListContactsRequest::default(), &sup_a)).await.unwrap().into_inner();
+    let listed =
+        p.contacts().list_contacts(req(pb::ListContactsRequest::default(), &sup_a)).await.unwrap().into_inner();
     assert!(listed.contacts.is_empty());
-    let listed_b = p.contacts().list_contacts(req(pb::ListContactsRequest::default(), &token(Some(&b), Role::Supervisor, None))).await.unwrap().into_inner();
+    let listed_b = p
+        .contacts()
+        .list_contacts(req(pb::ListContactsRequest::default(), &token(Some(&b), Role::Supervisor, None)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed_b.contacts.len(), 1);
     // Agents: B's agent is invisible to A's supervisor; A cannot manage agents.
     let e = p.agents().get_agent(req(pb::GetAgentRequest { name: format!("agents/{ana}") }, &sup_a)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert!(p.agents().list_agents(req(pb::ListAgentsRequest::default(), &sup_a)).await.unwrap().into_inner().agents.is_empty());
+    assert!(p
+        .agents()
+        .list_agents(req(pb::ListAgentsRequest::default(), &sup_a))
+        .await
+        .unwrap()
+        .into_inner()
+        .agents
+        .is_empty());
     let e = p.agents().upsert_agent(req(pb::UpsertAgentRequest { agent: None }, &admin_a)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     // Queues: A cannot create a contact in a queue it does not have, nor impersonate an agent.
     let bad = pb::Contact { channel: tpb::Channel::Chat as i32, queue: "billing".into(), ..Default::default() };
-    let e = p.contacts().create_contact(req(pb::CreateContactRequest { contact: Some(bad), request_id: String::new() }, &admin_a)).await.unwrap_err();
+    let e = p
+        .contacts()
+        .create_contact(req(pb::CreateContactRequest { contact: Some(bad), request_id: String::new() }, &admin_a))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = p.agents().sign_in(req(pb::SignInRequest { name: format!("agents/{ana}"), available: true }, &agent_token("someone-else"))).await.unwrap_err();
+    let e = p
+        .agents()
+        .sign_in(req(
+            pb::SignInRequest { name: format!("agents/{ana}"), available: true },
+            &agent_token("someone-else"),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     p.stop().await;
 }
