@@ -7,9 +7,10 @@
 //! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
 //!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
 //!
-//! What is served today is the platform part: gRPC health and reflection, the tenant
-//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
-//! consumed, the admin port, and readiness of the dependencies below.
+//! What runs: the routing [`engine`] (a Kafka stream processor over the routing input log,
+//! one [`core::Router`] per partition, snapshots in Redis) plus health, reflection, the
+//! tenant directory and the admin port. [`core`] is the pure matching core; [`wire`] its
+//! protobuf form.
 
 pub mod core;
 pub mod engine;

@@ -7,9 +7,12 @@
 //! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
 //!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
 //!
-//! What is served today is the platform part: gRPC health and reflection, the tenant
-//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
-//! consumed, the admin port, and readiness of the dependencies below.
+//! What is served: `centralita.sessions.v1.ContactService` and `AgentService` (see
+//! [`api`]), plus health, reflection, the tenant directory and the admin port. Modules:
+//! [`lifecycle`] (the contact state machine, pure), [`store`] (Redis records with
+//! compare-and-set), [`engine`] (one transition = record write + lifecycle event + routing
+//! input + agent notification), [`flow`] (routing decisions, RONA and ACW timers, agent
+//! stream fan-out over Redis pub/sub).
 
 pub mod api;
 pub mod engine;
