@@ -143,6 +143,11 @@ pub struct Snapshot {
     clock: Millis,
     agents: Vec<AgentState>,
     contacts: Vec<ContactState>,
+    /// Pending wakeups. Rebuilding them from the contacts would revive wakeups that already
+    /// fired and change the order in which the next tick wakes contacts. `None` in snapshots
+    /// taken before they were recorded: every contact is rescheduled then.
+    #[serde(default)]
+    wakeups: Option<Vec<(Millis, ContactId)>>,
 }
 
 /// The routing state of one agent pool.
@@ -336,6 +341,7 @@ impl Router {
             clock: self.clock,
             agents: self.agents.values().cloned().collect(),
             contacts: self.contacts.values().cloned().collect(),
+            wakeups: Some(self.wakeups.iter().cloned().collect()),
         }
     }
 
@@ -353,8 +359,12 @@ impl Router {
         for id in &ids {
             router.index_agent(id);
         }
+        let reschedule = snapshot.wakeups.is_none();
+        router.wakeups = snapshot.wakeups.unwrap_or_default().into_iter().collect();
         for state in snapshot.contacts {
-            router.schedule(&state.contact);
+            if reschedule {
+                router.schedule(&state.contact);
+            }
             if state.offered_to.is_none() {
                 router.queues.entry(state.contact.queue.clone()).or_default().waiting.insert(state.wait_key());
             }
@@ -388,7 +398,8 @@ impl Router {
         if state.offered_to.is_some() {
             return;
         }
-        let expired = state.contact.max_wait.as_ref().filter(|m| now - state.contact.enqueued_at >= m.after_ms).cloned();
+        let expired =
+            state.contact.max_wait.as_ref().filter(|m| now - state.contact.enqueued_at >= m.after_ms).cloned();
         if let Some(max) = expired {
             let key = state.wait_key();
             let queue = state.contact.queue.clone();
@@ -440,7 +451,8 @@ impl Router {
         let Some(state) = self.contacts.get_mut(contact) else { return };
         state.offered_to = Some(agent.clone());
         let key = state.wait_key();
-        let (queue, channel, timeout) = (state.contact.queue.clone(), state.contact.channel, state.contact.offer_timeout_ms);
+        let (queue, channel, timeout) =
+            (state.contact.queue.clone(), state.contact.channel, state.contact.offer_timeout_ms);
         if let Some(q) = self.queues.get_mut(&queue) {
             q.waiting.remove(&key);
         }
@@ -492,11 +504,8 @@ impl Router {
             let mut best: Option<(&ContactState, i128)> = None;
             for queue in &agent.profile.queues {
                 let Some(index) = self.queues.get(queue) else { continue };
-                let candidate = index
-                    .waiting
-                    .iter()
-                    .filter_map(|(_, _, c)| self.contacts.get(c))
-                    .find(|c| c.eligible(agent, now));
+                let candidate =
+                    index.waiting.iter().filter_map(|(_, _, c)| self.contacts.get(c)).find(|c| c.eligible(agent, now));
                 if let Some(c) = candidate {
                     let score = c.score(now);
                     let better = match best {
