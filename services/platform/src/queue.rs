@@ -12,6 +12,8 @@ use crate::error::FieldViolation;
 
 /// Away reason every tenant has: the agent let an offer ring out (RONA).
 pub const NOT_RESPONDING: &str = "not_responding";
+/// Away reason of an agent that signed in without becoming available.
+pub const SIGNED_IN: &str = "signed_in";
 
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_AFTER_CONTACT_WORK: Duration = Duration::from_secs(30);
@@ -56,7 +58,7 @@ pub struct RelaxStep {
 impl RoutingConfig {
     /// Whether `reason` is an away reason an agent of this tenant may give.
     pub fn is_away_reason(&self, reason: &str) -> bool {
-        reason == NOT_RESPONDING || self.away_reasons.contains(reason)
+        reason == NOT_RESPONDING || reason == SIGNED_IN || self.away_reasons.contains(reason)
     }
 }
 
@@ -134,8 +136,8 @@ impl RoutingSpec {
             for (i, c) in list.iter().enumerate() {
                 if !is_code(c) {
                     bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` must be 1-40 of a-z, 0-9, - and _"));
-                } else if c == NOT_RESPONDING && path == "awayReasons" {
-                    bad(format!("spec.routing.{path}[{i}]"), format!("`{NOT_RESPONDING}` is built in"));
+                } else if (c == NOT_RESPONDING || c == SIGNED_IN) && path == "awayReasons" {
+                    bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` is built in"));
                 } else if !set.insert(c.clone()) {
                     bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` appears twice"));
                 }

