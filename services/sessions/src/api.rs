@@ -17,7 +17,7 @@ use centralita_routing::wire;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{contact_id, contact_name, now_ms, parse_contact_name, ts, Engine};
+use crate::engine::{contact_id, contact_name, now_ms, parse_contact_name, timer, ts, Engine};
 use crate::lifecycle::Action;
 use crate::store;
 
@@ -151,12 +151,6 @@ impl Api {
             Err(Error::InvalidArgument(v))
         }
     }
-
-    /// Queues the contact in routing after it (re-)entered the queued state.
-    async fn enqueue(&self, tenant: &TenantId, c: &pb::Contact) -> Result<(), Error> {
-        let queued = self.engine.queued(c)?;
-        self.engine.route(tenant, &Input::ContactQueued(queued)).await
-    }
 }
 
 #[tonic::async_trait]
@@ -172,9 +166,11 @@ impl pb::contact_service_server::ContactService for Api {
         if req.request_id.len() > 64 {
             return Err(Error::invalid("request_id", "at most 64 bytes").into());
         }
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let mut conn = self.engine.store.conn()?;
+        let mut id = uuid::Uuid::now_v7().simple().to_string();
         if !req.request_id.is_empty() {
+            // The first attempt reserves the id; a retry finds it and returns (or, if the
+            // first attempt died before writing, finishes) that contact.
+            let mut conn = self.engine.store.conn()?;
             let key = store::request_key(&tenant, &req.request_id);
             let existing: Option<String> = redis::cmd("SET")
                 .arg(&key)
@@ -187,10 +183,12 @@ impl pb::contact_service_server::ContactService for Api {
                 .await
                 .map_err(Error::from)?;
             if let Some(existing) = existing {
-                let c = self.engine.store.load::<pb::Contact>(&store::contact_key(&tenant, &existing)).await?;
-                return c
-                    .map(|(_, c)| Response::new(c))
-                    .ok_or_else(|| Error::Unavailable("the first attempt of this request".into()).into());
+                if let Some((_, c)) =
+                    self.engine.store.load::<pb::Contact>(&store::contact_key(&tenant, &existing)).await?
+                {
+                    return Ok(Response::new(c));
+                }
+                id = existing;
             }
         }
         tracing::Span::current().record("tenant", tenant.as_str()).record("contact", id.as_str());
@@ -213,12 +211,17 @@ impl pb::contact_service_server::ContactService for Api {
             ..Default::default()
         };
         let queued = self.engine.queued(&contact)?;
-        let key = store::contact_key(&tenant, &id);
-        self.engine.store.update::<pb::Contact, ()>(&key, |_| Ok((contact.clone(), ())), |_| 0).await?;
+        // Listed before it is written: a listing skips ids without a record.
         self.engine.store.zadd(&store::open_index(&tenant), &id, now).await?;
-        self.engine.publish_contact(Kind::Queued, &pb::Contact::default(), &contact, "", "").await?;
-        self.engine.route(&tenant, &Input::ContactQueued(queued)).await?;
-        Ok(Response::new(contact))
+        let written = self
+            .engine
+            .create(&tenant, &contact, |fx| {
+                self.engine.contact_event(fx, Kind::Queued, &pb::Contact::default(), &contact, "", "")?;
+                self.engine.route(fx, &tenant, &Input::ContactQueued(queued.clone()));
+                Ok(())
+            })
+            .await?;
+        Ok(Response::new(written))
     }
 
     async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> R<pb::Contact> {
@@ -276,25 +279,33 @@ impl pb::contact_service_server::ContactService for Api {
         let agent = require_holder(&caller, &c)?;
         let id = contact_id(&c).to_owned();
         let now = now_ms();
-        let (before, after) = self
-            .engine
-            .transition(&tenant, &id, Action::Accept, |c| {
-                if c.offer_id != req.offer_id || c.agent_id != agent {
-                    return Err(Error::FailedPrecondition("this offer is no longer open".into()));
-                }
-                if c.offer_expire_time.as_ref().map(wire::millis_from_pb).is_some_and(|exp| exp < now) {
-                    return Err(Error::FailedPrecondition("this offer has expired".into()));
-                }
-                c.connect_time = ts(now);
-                Ok(())
-            })
+        let engine = &self.engine;
+        let (_, after) = engine
+            .transition(
+                &tenant,
+                &id,
+                Action::Accept,
+                |c| {
+                    if c.offer_id != req.offer_id || c.agent_id != agent {
+                        return Err(Error::FailedPrecondition("this offer is no longer open".into()));
+                    }
+                    if c.offer_expire_time.as_ref().map(wire::millis_from_pb).is_some_and(|exp| exp < now) {
+                        return Err(Error::FailedPrecondition("this offer has expired".into()));
+                    }
+                    c.connect_time = ts(now);
+                    Ok(())
+                },
+                |before, after, fx| {
+                    fx.cancel(timer("offer", &tenant, &id, &req.offer_id));
+                    let input =
+                        Input::OfferAccepted { contact: rc::ContactId(id.clone()), agent: rc::AgentId(agent.clone()) };
+                    engine.route(fx, &tenant, &input);
+                    engine.contact_event(fx, Kind::Accepted, before, after, &agent, "")?;
+                    fx.notify(&agent, Notice::Contact(after.clone()));
+                    Ok(())
+                },
+            )
             .await?;
-        self.engine.store.zrem(&self.engine.deadlines, &format!("offer|{tenant}|{id}|{}", req.offer_id)).await?;
-        self.engine
-            .route(&tenant, &Input::OfferAccepted { contact: rc::ContactId(id), agent: rc::AgentId(agent.clone()) })
-            .await?;
-        self.engine.publish_contact(Kind::Accepted, &before, &after, &agent, "").await?;
-        self.engine.notify(&agent, Notice::Contact(after.clone())).await?;
         Ok(Response::new(after))
     }
 
@@ -303,9 +314,7 @@ impl pb::contact_service_server::ContactService for Api {
         let req = request.into_inner();
         let (tenant, c) = self.load_contact(&caller, &req.name).await?;
         let agent = require_holder(&caller, &c)?;
-        let (before, after) =
-            crate::flow::decline(&self.engine, &tenant, contact_id(&c), &req.offer_id, &agent, false).await?;
-        self.engine.publish_contact(Kind::Rejected, &before, &after, &agent, "").await?;
+        let after = crate::flow::decline(&self.engine, &tenant, contact_id(&c), &req.offer_id, &agent, false).await?;
         Ok(Response::new(after))
     }
 
@@ -341,23 +350,32 @@ impl pb::contact_service_server::ContactService for Api {
             .into());
         }
         let id = contact_id(&c).to_owned();
-        let (before, after) = self
-            .engine
-            .transition(&tenant, &id, Action::Transfer, |c| {
-                c.queue.clone_from(&queue);
-                c.preferred_agent_id.clone_from(&preferred);
-                c.previous_agents.push(agent.clone());
-                c.agent_id.clear();
-                c.offer_id.clear();
-                c.on_hold = false;
-                c.transfer_count += 1;
-                c.enqueue_time = ts(now_ms());
-                Ok(())
-            })
+        let now = now_ms();
+        let engine = &self.engine;
+        let (_, after) = engine
+            .transition(
+                &tenant,
+                &id,
+                Action::Transfer,
+                |c| {
+                    c.queue.clone_from(&queue);
+                    c.preferred_agent_id.clone_from(&preferred);
+                    c.previous_agents.push(agent.clone());
+                    c.agent_id.clear();
+                    c.offer_id.clear();
+                    c.on_hold = false;
+                    c.transfer_count += 1;
+                    c.enqueue_time = ts(now);
+                    Ok(())
+                },
+                |before, after, fx| {
+                    engine.contact_event(fx, Kind::Transferred, before, after, &agent, "")?;
+                    engine.release(fx, &tenant, after, &agent, true);
+                    engine.route(fx, &tenant, &Input::ContactQueued(engine.queued(after)?));
+                    Ok(())
+                },
+            )
             .await?;
-        self.engine.publish_contact(Kind::Transferred, &before, &after, &agent, "").await?;
-        self.engine.release(&tenant, &after, &agent, true).await?;
-        self.enqueue(&tenant, &after).await?;
         Ok(Response::new(after))
     }
 
@@ -373,33 +391,38 @@ impl pb::contact_service_server::ContactService for Api {
             .registry
             .get(&tenant)
             .and_then(|t| t.routing.queues.get(&c.queue).map(|q| q.after_contact_work));
-        let (before, after) = self
-            .engine
-            .transition(&tenant, &id, Action::End, |c| {
-                c.end_time = ts(now);
-                if c.state == ContactState::Abandoned as i32 {
-                    c.close_time = ts(now);
-                }
-                Ok(())
-            })
+        let acw_ms = acw.map(|d| d.as_millis() as i64).unwrap_or(30_000);
+        let engine = &self.engine;
+        let (_, after) = engine
+            .transition(
+                &tenant,
+                &id,
+                Action::End,
+                |c| {
+                    c.end_time = ts(now);
+                    if c.state == ContactState::Abandoned as i32 {
+                        c.close_time = ts(now);
+                    }
+                    Ok(())
+                },
+                |before, after, fx| {
+                    let agent = &before.agent_id;
+                    if after.state == ContactState::Abandoned as i32 {
+                        engine.contact_event(fx, Kind::Abandoned, before, after, agent, "")?;
+                        engine.route(fx, &tenant, &Input::ContactWithdrawn { contact: rc::ContactId(id.clone()) });
+                        if !agent.is_empty() {
+                            fx.cancel(timer("offer", &tenant, &id, &before.offer_id));
+                            engine.release(fx, &tenant, after, agent, false);
+                        }
+                    } else {
+                        engine.contact_event(fx, Kind::Ended, before, after, agent, "")?;
+                        fx.schedule(timer("acw", &tenant, &id, ""), now + acw_ms);
+                        fx.notify(agent, Notice::Contact(after.clone()));
+                    }
+                    Ok(())
+                },
+            )
             .await?;
-        let agent = before.agent_id.clone();
-        if after.state == ContactState::Abandoned as i32 {
-            self.engine.publish_contact(Kind::Abandoned, &before, &after, &agent, "").await?;
-            self.engine.route(&tenant, &Input::ContactWithdrawn { contact: rc::ContactId(id.clone()) }).await?;
-            if !agent.is_empty() {
-                self.engine
-                    .store
-                    .zrem(&self.engine.deadlines, &format!("offer|{tenant}|{id}|{}", before.offer_id))
-                    .await?;
-                self.engine.release(&tenant, &after, &agent, false).await?;
-            }
-        } else {
-            self.engine.publish_contact(Kind::Ended, &before, &after, &agent, "").await?;
-            let acw_ms = acw.map(|d| d.as_millis() as i64).unwrap_or(30_000);
-            self.engine.schedule("acw", tenant.as_str(), &id, "", now + acw_ms).await?;
-            self.engine.notify(&agent, Notice::Contact(after.clone())).await?;
-        }
         Ok(Response::new(after))
     }
 
@@ -431,21 +454,29 @@ impl Api {
         let (tenant, c) = self.load_contact(&caller, name).await?;
         let agent = require_holder(&caller, &c)?;
         let action = if hold { Action::Hold } else { Action::Resume };
-        let (before, after) = self
-            .engine
-            .transition(&tenant, contact_id(&c), action, |c| {
-                if c.on_hold == hold {
-                    return Err(Error::FailedPrecondition(
-                        if hold { "the contact is already on hold" } else { "the contact is not on hold" }.into(),
-                    ));
-                }
-                c.on_hold = hold;
-                Ok(())
-            })
-            .await?;
         let kind = if hold { Kind::Held } else { Kind::Resumed };
-        self.engine.publish_contact(kind, &before, &after, &agent, "").await?;
-        self.engine.notify(&agent, Notice::Contact(after.clone())).await?;
+        let engine = &self.engine;
+        let (_, after) = engine
+            .transition(
+                &tenant,
+                contact_id(&c),
+                action,
+                |c| {
+                    if c.on_hold == hold {
+                        return Err(Error::FailedPrecondition(
+                            if hold { "the contact is already on hold" } else { "the contact is not on hold" }.into(),
+                        ));
+                    }
+                    c.on_hold = hold;
+                    Ok(())
+                },
+                |before, after, fx| {
+                    engine.contact_event(fx, kind, before, after, &agent, "")?;
+                    fx.notify(&agent, Notice::Contact(after.clone()));
+                    Ok(())
+                },
+            )
+            .await?;
         Ok(Response::new(after))
     }
 }
@@ -562,57 +593,47 @@ impl Api {
     ) -> Result<pb::Agent, Error> {
         authorize_agent(caller, id)?;
         let now = now_ms();
-        let (agent, was) = self
-            .engine
-            .store
-            .update::<pb::Agent, i32>(
-                &store::agent_key(id),
-                |current| {
-                    let mut a = current.ok_or_else(|| Error::NotFound(format!("agents/{id}")))?;
-                    let was = a.state;
-                    if kind == pb::agent_event::Kind::StateChanged && was == pb::AgentState::Offline as i32 {
-                        return Err(Error::FailedPrecondition("the agent is not signed in".into()));
+        let engine = &self.engine;
+        let (agent, ()) = engine
+            .update_agent(id, |current, fx| {
+                let mut a = current.ok_or_else(|| Error::NotFound(format!("agents/{id}")))?;
+                let was = a.state;
+                if kind == pb::agent_event::Kind::StateChanged && was == pb::AgentState::Offline as i32 {
+                    return Err(Error::FailedPrecondition("the agent is not signed in".into()));
+                }
+                if state == pb::AgentState::Offline && !a.contacts.is_empty() {
+                    return Err(Error::FailedPrecondition("the agent still holds contacts".into()));
+                }
+                if state == pb::AgentState::Away {
+                    let allowed = reason == NOT_RESPONDING
+                        || reason == SIGNED_IN
+                        || a.queues.iter().any(|q| {
+                            TenantId::parse(&q.tenant)
+                                .ok()
+                                .and_then(|t| self.engine.registry.get(&t))
+                                .is_some_and(|t| t.routing.is_away_reason(reason))
+                        });
+                    if !allowed {
+                        return Err(Error::invalid(
+                            "away_reason",
+                            format!("`{reason}` is not an away reason of the agent's tenants"),
+                        ));
                     }
-                    if state == pb::AgentState::Offline && !a.contacts.is_empty() {
-                        return Err(Error::FailedPrecondition("the agent still holds contacts".into()));
-                    }
-                    if state == pb::AgentState::Away {
-                        let allowed = reason == NOT_RESPONDING
-                            || reason == SIGNED_IN
-                            || a.queues.iter().any(|q| {
-                                TenantId::parse(&q.tenant)
-                                    .ok()
-                                    .and_then(|t| self.engine.registry.get(&t))
-                                    .is_some_and(|t| t.routing.is_away_reason(reason))
-                            });
-                        if !allowed {
-                            return Err(Error::invalid(
-                                "away_reason",
-                                format!("`{reason}` is not an away reason of the agent's tenants"),
-                            ));
-                        }
-                    }
-                    a.state = state as i32;
-                    a.away_reason = if state == pb::AgentState::Away { reason.to_owned() } else { String::new() };
-                    a.state_time = ts(now);
-                    Ok((a, was))
-                },
-                |_| 0,
-            )
+                }
+                a.state = state as i32;
+                a.away_reason = if state == pb::AgentState::Away { reason.to_owned() } else { String::new() };
+                a.state_time = ts(now);
+                let aid = rc::AgentId(id.to_owned());
+                if state == pb::AgentState::Available && was != pb::AgentState::Available as i32 {
+                    engine.route_agent(fx, &Input::AgentReady { agent: aid })?;
+                } else if state != pb::AgentState::Available && was == pb::AgentState::Available as i32 {
+                    engine.route_agent(fx, &Input::AgentNotReady { agent: aid })?;
+                }
+                engine.agent_event(fx, kind, &a)?;
+                fx.notify(id, Notice::Agent(a.clone()));
+                Ok((a, ()))
+            })
             .await?;
-        let tenant = TenantId::parse(centralita_routing::engine::POOL_TENANT).map_err(Error::internal)?;
-        let aid = rc::AgentId(id.to_owned());
-        if state == pb::AgentState::Available && was != pb::AgentState::Available as i32 {
-            self.engine.route(&tenant, &Input::AgentReady { agent: aid }).await?;
-        } else if state != pb::AgentState::Available && was == pb::AgentState::Available as i32 {
-            self.engine.route(&tenant, &Input::AgentNotReady { agent: aid }).await?;
-        }
-        let event = pb::AgentEvent { kind: kind as i32, agent: Some(agent.clone()) };
-        self.engine
-            .producer
-            .publish(&self.engine.topics.agents(), id, &centralita_platform::bus::Event::new(tenant, &event))
-            .await?;
-        self.engine.notify(id, Notice::Agent(agent.clone())).await?;
         Ok(agent)
     }
 }
@@ -631,34 +652,24 @@ impl pb::agent_service_server::AgentService for Api {
         }
         let input = request.into_inner().agent.ok_or_else(|| Error::invalid("agent", "is required"))?;
         let (id, profile) = validate_agent(&input)?;
-        let (agent, ()) = self
-            .engine
-            .store
-            .update::<pb::Agent, ()>(
-                &store::agent_key(&id),
-                |current| {
-                    let mut a = input.clone();
-                    let cur =
-                        current.unwrap_or(pb::Agent { state: pb::AgentState::Offline as i32, ..Default::default() });
-                    a.state = cur.state;
-                    a.away_reason = cur.away_reason;
-                    a.contacts = cur.contacts;
-                    a.state_time = cur.state_time;
-                    a.activity = 0;
-                    Ok((a, ()))
-                },
-                |_| 0,
-            )
-            .await?;
+        // Indexed before it is written: the index may name an agent without a record.
         let mut conn = self.engine.store.conn()?;
         let _: i64 =
             redis::AsyncCommands::sadd(&mut conn, &self.engine.agents_index, &id).await.map_err(Error::from)?;
-        let tenant = TenantId::parse(centralita_routing::engine::POOL_TENANT).map_err(Error::internal)?;
-        self.engine.route(&tenant, &Input::AgentUpserted(profile)).await?;
-        let event = pb::AgentEvent { kind: pb::agent_event::Kind::Upserted as i32, agent: Some(agent.clone()) };
-        self.engine
-            .producer
-            .publish(&self.engine.topics.agents(), &id, &centralita_platform::bus::Event::new(tenant, &event))
+        let engine = &self.engine;
+        let (agent, ()) = engine
+            .update_agent(&id, |current, fx| {
+                let mut a = input.clone();
+                let cur = current.unwrap_or(pb::Agent { state: pb::AgentState::Offline as i32, ..Default::default() });
+                a.state = cur.state;
+                a.away_reason = cur.away_reason;
+                a.contacts = cur.contacts;
+                a.state_time = cur.state_time;
+                a.activity = 0;
+                engine.route_agent(fx, &Input::AgentUpserted(profile.clone()))?;
+                engine.agent_event(fx, pb::agent_event::Kind::Upserted, &a)?;
+                Ok((a, ()))
+            })
             .await?;
         Ok(Response::new(agent))
     }

@@ -1,21 +1,29 @@
 //! What sessions does on every transition, whoever causes it (an RPC, a routing decision,
-//! a timer): compare-and-set the contact (and agent) record, then publish the lifecycle
-//! event, the routing input, and the agent-stream notification.
+//! a timer): compare-and-set the contact (or agent) record together with its side effects
+//! (lifecycle event, routing input, timers, the agent's list and stream), then carry the
+//! effects out. The effects sit in the record's outbox, written by the same atomic script
+//! as the record, until they are done: if the process dies in between, a sweeper on any
+//! replica finishes them ([`Engine::sweep_outboxes`]). Effects are idempotent or deduped
+//! downstream (events keep their id), so doing one twice is harmless.
 
 use std::sync::Arc;
 
 use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::error::Error;
+use centralita_platform::queue::NOT_RESPONDING;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::tenant::TenantId;
-use centralita_proto::sessions::v1::{self as pb, contact_event::Kind, ContactState};
+use centralita_proto::sessions::v1::{
+    self as pb, agent_stream_event::Event as Notify, contact_event::Kind, outbox_effect::Effect as Fx, ContactState,
+};
 use centralita_routing::core::{self as rc, Input};
 use centralita_routing::wire;
+use prost::Message as _;
 use prost_types::Timestamp;
 use tokio::sync::broadcast;
 
 use crate::lifecycle::{self, Action};
-use crate::store::{self, Store};
+use crate::store::{self, Outbox, Store};
 
 /// Key of the routing log records: the agent pool. One pool per installation today; every
 /// queue whose agents may overlap must be in the same pool.
@@ -82,25 +90,90 @@ fn ttl(c: &pb::Contact) -> i64 {
     }
 }
 
+/// The side effects of one write, in the order they are carried out.
+#[derive(Debug, Default)]
+pub struct Effects(Vec<pb::OutboxEffect>);
+
+impl Effects {
+    fn push(&mut self, e: Fx) {
+        self.0.push(pb::OutboxEffect { effect: Some(e) });
+    }
+    pub fn publish(&mut self, topic: String, key: &str, event: &Event) {
+        self.push(Fx::Publish(pb::PublishEffect { topic, key: key.to_owned(), envelope: event.encode() }));
+    }
+    pub fn schedule(&mut self, member: String, due_unix_ms: i64) {
+        self.push(Fx::Schedule(pb::TimerEffect { member, due_unix_ms }));
+    }
+    pub fn cancel(&mut self, member: String) {
+        self.push(Fx::Cancel(pb::TimerEffect { member, due_unix_ms: 0 }));
+    }
+    pub fn notify(&mut self, agent: &str, event: Notify) {
+        if !agent.is_empty() {
+            let event = Some(pb::AgentStreamEvent { event: Some(event) });
+            self.push(Fx::Notify(pb::NotifyEffect { agent_id: agent.to_owned(), event }));
+        }
+    }
+    /// Adds or removes `contact` from the agent's list; with `notify`, tells the agent's
+    /// stream about the contact and then the agent.
+    pub fn agent_contact(&mut self, agent: &str, contact: &pb::Contact, add: bool, notify: bool) {
+        self.push(Fx::AgentContact(pb::AgentContactEffect {
+            agent_id: agent.to_owned(),
+            contact_name: contact.name.clone(),
+            add,
+            notify: notify.then(|| contact.clone()),
+        }));
+    }
+    pub fn not_responding(&mut self, agent: &str) {
+        self.push(Fx::AgentNotResponding(pb::AgentNotRespondingEffect { agent_id: agent.to_owned() }));
+    }
+    fn close(&mut self, tenant: &TenantId, id: &str) {
+        self.push(Fx::Close(pb::CloseEffect { tenant: tenant.to_string(), contact_id: id.to_owned() }));
+    }
+    fn encode(&self) -> Vec<u8> {
+        if self.0.is_empty() {
+            Vec::new()
+        } else {
+            pb::OutboxEntry { effects: self.0.clone() }.encode_to_vec()
+        }
+    }
+}
+
+/// Timer member: `kind|tenant|contact|token`.
+pub fn timer(kind: &str, tenant: &TenantId, contact: &str, token: &str) -> String {
+    format!("{kind}|{tenant}|{contact}|{token}")
+}
+
+/// How long a record's effects may stay pending before the sweeper carries them out (the
+/// writer normally does it within milliseconds).
+const SWEEP_AFTER_MS: i64 = 1_000;
+
 impl Engine {
     pub fn input_topic(&self) -> String {
         centralita_routing::input_topic(&self.topics)
     }
 
-    /// Applies `action` to the contact, with `edit` filling in the details, atomically.
-    /// Returns the contact before and after.
+    fn pool_tenant() -> Result<TenantId, Error> {
+        TenantId::parse(centralita_routing::engine::POOL_TENANT).map_err(Error::internal)
+    }
+
+    /// Applies `action` to the contact, with `edit` filling in the details and `effects`
+    /// giving the side effects of (before, after), atomically. Returns the contact before
+    /// and after.
     pub async fn transition(
         &self,
         tenant: &TenantId,
         id: &str,
         action: Action,
         mut edit: impl FnMut(&mut pb::Contact) -> Result<(), Error>,
+        mut effects: impl FnMut(&pb::Contact, &pb::Contact, &mut Effects) -> Result<(), Error>,
     ) -> Result<(pb::Contact, pb::Contact), Error> {
         let key = store::contact_key(tenant, id);
+        let outbox = Outbox::contact(tenant, id);
         let (after, before) = self
             .store
-            .update::<pb::Contact, pb::Contact>(
+            .update_with::<pb::Contact, pb::Contact>(
                 &key,
+                &outbox,
                 |current| {
                     let before = current.ok_or_else(|| Error::NotFound(contact_name(tenant.as_str(), id)))?;
                     let from = ContactState::try_from(before.state).unwrap_or(ContactState::Unspecified);
@@ -108,21 +181,78 @@ impl Engine {
                     let mut after = before.clone();
                     after.state = to as i32;
                     edit(&mut after)?;
-                    Ok((after, before))
+                    let mut fx = Effects::default();
+                    effects(&before, &after, &mut fx)?;
+                    if lifecycle::is_terminal(to) {
+                        fx.close(tenant, id);
+                    }
+                    Ok((after, before, fx.encode()))
                 },
                 ttl,
             )
             .await?;
-        let state = ContactState::try_from(after.state).unwrap_or(ContactState::Unspecified);
-        if lifecycle::is_terminal(state) {
-            let mut conn = self.store.conn()?;
-            let _: i64 = redis::AsyncCommands::zrem(&mut conn, store::open_index(tenant), id).await?;
-        }
+        self.finish(&outbox).await;
         Ok((before, after))
     }
 
-    pub async fn publish_contact(
+    /// Writes a new contact (or returns the one already written under this id) with its
+    /// side effects.
+    pub async fn create(
         &self,
+        tenant: &TenantId,
+        contact: &pb::Contact,
+        mut effects: impl FnMut(&mut Effects) -> Result<(), Error>,
+    ) -> Result<pb::Contact, Error> {
+        let id = contact_id(contact).to_owned();
+        let outbox = Outbox::contact(tenant, &id);
+        let (written, ()) = self
+            .store
+            .update_with::<pb::Contact, ()>(
+                &store::contact_key(tenant, &id),
+                &outbox,
+                |current| {
+                    if let Some(existing) = current {
+                        return Ok((existing, (), Vec::new()));
+                    }
+                    let mut fx = Effects::default();
+                    effects(&mut fx)?;
+                    Ok((contact.clone(), (), fx.encode()))
+                },
+                ttl,
+            )
+            .await?;
+        self.finish(&outbox).await;
+        Ok(written)
+    }
+
+    /// Updates the agent record with `f`, which also gives the side effects, atomically.
+    pub async fn update_agent<R>(
+        &self,
+        agent: &str,
+        mut f: impl FnMut(Option<pb::Agent>, &mut Effects) -> Result<(pb::Agent, R), Error>,
+    ) -> Result<(pb::Agent, R), Error> {
+        let outbox = Outbox::agent(agent);
+        let result = self
+            .store
+            .update_with::<pb::Agent, R>(
+                &store::agent_key(agent),
+                &outbox,
+                |current| {
+                    let mut fx = Effects::default();
+                    let (a, r) = f(current, &mut fx)?;
+                    Ok((a, r, fx.encode()))
+                },
+                |_| 0,
+            )
+            .await?;
+        self.finish(&outbox).await;
+        Ok(result)
+    }
+
+    /// The lifecycle event of a contact transition.
+    pub fn contact_event(
+        &self,
+        fx: &mut Effects,
         kind: Kind,
         before: &pb::Contact,
         after: &pb::Contact,
@@ -137,25 +267,207 @@ impl Engine {
             agent_id: agent.to_owned(),
             notes: notes.to_owned(),
         };
-        self.producer.publish(&self.topics.contacts(), contact_id(after), &Event::new(tenant, &event)).await?;
+        fx.publish(self.topics.contacts(), contact_id(after), &Event::new(tenant, &event));
         Ok(())
     }
 
-    pub async fn route(&self, tenant: &TenantId, input: &Input) -> Result<(), Error> {
+    /// An agent event (agents are BPO-wide: the envelope carries the pool tenant).
+    pub fn agent_event(&self, fx: &mut Effects, kind: pb::agent_event::Kind, agent: &pb::Agent) -> Result<(), Error> {
+        let event = pb::AgentEvent { kind: kind as i32, agent: Some(agent.clone()) };
+        let id = agent.name.strip_prefix("agents/").unwrap_or(&agent.name);
+        fx.publish(self.topics.agents(), id, &Event::new(Self::pool_tenant()?, &event));
+        Ok(())
+    }
+
+    /// A routing input, keyed by the agent pool.
+    pub fn route(&self, fx: &mut Effects, tenant: &TenantId, input: &Input) {
+        fx.publish(self.input_topic(), POOL, &Event::new(tenant.clone(), &wire::input_to_pb(input)));
+    }
+
+    /// A routing input for an agent (the pool tenant).
+    pub fn route_agent(&self, fx: &mut Effects, input: &Input) -> Result<(), Error> {
+        self.route(fx, &Self::pool_tenant()?, input);
+        Ok(())
+    }
+
+    /// Publishes a routing input now, outside any record write (nothing to make atomic).
+    pub async fn route_now(&self, tenant: &TenantId, input: &Input) -> Result<(), Error> {
         let event = Event::new(tenant.clone(), &wire::input_to_pb(input));
         self.producer.publish(&self.input_topic(), POOL, &event).await?;
         Ok(())
     }
 
+    /// The agent of a contact it held is released: routing frees the capacity (when it was
+    /// booked there), the agent's list and stream are updated.
+    pub fn release(&self, fx: &mut Effects, tenant: &TenantId, after: &pb::Contact, agent: &str, booked: bool) {
+        if agent.is_empty() {
+            return;
+        }
+        if booked {
+            self.route(
+                fx,
+                tenant,
+                &Input::ContactReleased {
+                    contact: rc::ContactId(contact_id(after).to_owned()),
+                    agent: rc::AgentId(agent.into()),
+                },
+            );
+        }
+        fx.agent_contact(agent, after, false, true);
+    }
+
+    /// Carries out the effects of a write just made; whatever fails is left to the sweeper.
+    async fn finish(&self, outbox: &Outbox) {
+        if let Err(e) = self.drain(outbox, true).await {
+            tracing::warn!(error = %e, outbox = %outbox.list, "side effects left for the sweeper");
+        }
+    }
+
+    /// Carries out the outbox of one record, in order, under its drain lock. With `wait`,
+    /// waits (up to about a second) for another drainer to finish first.
+    pub async fn drain(&self, outbox: &Outbox, wait: bool) -> Result<(), Error> {
+        for _ in 0..200 {
+            if self.store.outbox_len(outbox).await? == 0 {
+                return Ok(());
+            }
+            if let Some(token) = self.store.lock_outbox(outbox).await? {
+                let result = self.drain_locked(outbox).await;
+                self.store.unlock_outbox(outbox, &token).await?;
+                result?;
+                continue;
+            }
+            if !wait {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn drain_locked(&self, outbox: &Outbox) -> Result<(), Error> {
+        loop {
+            let entries = self.store.peek_outbox(outbox, 32).await?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            for bytes in entries {
+                match pb::OutboxEntry::decode(bytes.as_slice()) {
+                    Ok(entry) => {
+                        for effect in entry.effects.into_iter().filter_map(|e| e.effect) {
+                            Box::pin(self.carry_out(effect)).await?;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, outbox = %outbox.list, "undecodable outbox entry dropped"),
+                }
+                self.store.pop_outbox(outbox, &bytes).await?;
+            }
+        }
+    }
+
+    async fn carry_out(&self, effect: Fx) -> Result<(), Error> {
+        match effect {
+            Fx::Publish(p) => {
+                let event = Event::decode(&p.envelope)?;
+                self.producer.publish(&p.topic, &p.key, &event).await?;
+            }
+            Fx::AgentContact(e) => match self.agent_contacts(&e.agent_id, &e.contact_name, e.add).await {
+                Ok(a) => {
+                    if let Some(c) = e.notify {
+                        self.notify(&e.agent_id, Notify::Contact(c)).await?;
+                        self.notify(&e.agent_id, Notify::Agent(a)).await?;
+                    }
+                }
+                Err(Error::NotFound(what)) => tracing::warn!(%what, "agent gone; contact list not updated"),
+                Err(e) => return Err(e),
+            },
+            Fx::Schedule(t) => self.store.zadd(&self.deadlines, &t.member, t.due_unix_ms).await?,
+            Fx::Cancel(t) => {
+                self.store.zrem(&self.deadlines, &t.member).await?;
+            }
+            Fx::Notify(n) => {
+                if let Some(event) = n.event.and_then(|e| e.event) {
+                    self.notify(&n.agent_id, event).await?;
+                }
+            }
+            Fx::AgentNotResponding(n) => {
+                let agent = n.agent_id;
+                let result = self
+                    .update_agent(&agent, |cur, fx| {
+                        let mut a = cur.ok_or_else(|| Error::NotFound(format!("agents/{agent}")))?;
+                        if a.state == pb::AgentState::Available as i32 {
+                            a.state = pb::AgentState::Away as i32;
+                            a.away_reason = NOT_RESPONDING.into();
+                            a.state_time = ts(now_ms());
+                            self.agent_event(fx, pb::agent_event::Kind::StateChanged, &a)?;
+                            fx.notify(&agent, Notify::Agent(a.clone()));
+                        }
+                        Ok((a, ()))
+                    })
+                    .await;
+                match result {
+                    Ok(_) => {}
+                    Err(Error::NotFound(what)) => tracing::warn!(%what, "agent gone; not made away"),
+                    Err(e) => return Err(e),
+                }
+            }
+            Fx::Close(c) => {
+                let tenant = TenantId::parse(&c.tenant).map_err(Error::internal)?;
+                let mut conn = self.store.conn()?;
+                let _: i64 = redis::AsyncCommands::zrem(&mut conn, store::open_index(&tenant), &c.contact_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out side effects a writer left behind (it died, or Kafka was down): contact
+    /// outboxes pending for more than a second, per tenant, and every non-empty agent outbox.
+    pub async fn sweep_outboxes(&self) -> Result<usize, Error> {
+        let mut conn = self.store.conn()?;
+        let mut done = 0;
+        let before = now_ms() - SWEEP_AFTER_MS;
+        for t in self.registry.list() {
+            let pending: Vec<String> = redis::AsyncCommands::zrangebyscore_limit(
+                &mut conn,
+                Outbox::contact(&t.id, "").pending,
+                "-inf",
+                before,
+                0,
+                100,
+            )
+            .await?;
+            for id in pending {
+                let outbox = Outbox::contact(&t.id, &id);
+                self.drain(&outbox, false).await?;
+                self.store.pop_outbox(&outbox, b"").await?;
+                done += 1;
+            }
+        }
+        let agents: Vec<String> = redis::AsyncCommands::smembers(&mut conn, &self.agents_index).await?;
+        for chunk in agents.chunks(500) {
+            let mut pipe = redis::pipe();
+            for a in chunk {
+                pipe.llen(Outbox::agent(a).list);
+            }
+            let lens: Vec<i64> = pipe.query_async(&mut conn).await?;
+            for (a, n) in chunk.iter().zip(lens) {
+                if n > 0 {
+                    self.drain(&Outbox::agent(a), false).await?;
+                    done += 1;
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// Tells the agent's stream (on whichever replica it is open) about a change.
-    pub async fn notify(&self, agent: &str, event: pb::agent_stream_event::Event) -> Result<(), Error> {
+    pub async fn notify(&self, agent: &str, event: Notify) -> Result<(), Error> {
         if agent.is_empty() {
             return Ok(());
         }
         let message = pb::AgentStreamEvent { event: Some(event) };
         let mut payload = agent.as_bytes().to_vec();
         payload.push(b'\n');
-        payload.extend(prost::Message::encode_to_vec(&message));
+        payload.extend(message.encode_to_vec());
         let mut conn = self.store.conn()?;
         let _: i64 = redis::AsyncCommands::publish(&mut conn, &self.redis_channel, payload).await?;
         Ok(())
@@ -180,7 +492,6 @@ impl Engine {
             .await?;
         Ok(a)
     }
-
     /// The routing view of a queued contact: priority, aging, relaxation steps and the
     /// maximum wait from the tenant's queue configuration.
     pub fn queued(&self, c: &pb::Contact) -> Result<rc::QueuedContact, Error> {
@@ -230,40 +541,5 @@ impl Engine {
                 overflow_to: q.overflow_queue.as_ref().map(|o| rc::QueueRef::new(c.tenant.clone(), o.clone())),
             }),
         })
-    }
-
-    /// Releases the agent of a contact it held: routing frees the capacity, the agent's
-    /// list and stream are updated.
-    pub async fn release(
-        &self,
-        tenant: &TenantId,
-        after: &pb::Contact,
-        agent: &str,
-        booked: bool,
-    ) -> Result<(), Error> {
-        let id = contact_id(after).to_owned();
-        if booked {
-            self.route(
-                tenant,
-                &Input::ContactReleased { contact: rc::ContactId(id.clone()), agent: rc::AgentId(agent.into()) },
-            )
-            .await?;
-        }
-        let a = self.agent_contacts(agent, &after.name, false).await?;
-        self.notify(agent, pb::agent_stream_event::Event::Contact(after.clone())).await?;
-        self.notify(agent, pb::agent_stream_event::Event::Agent(a)).await
-    }
-
-    /// Schedules (or cancels) a timer for a contact: an offer's expiry or the end of
-    /// after-contact work. Members are `kind|tenant|contact|token`.
-    pub async fn schedule(
-        &self,
-        kind: &str,
-        tenant: &str,
-        contact: &str,
-        token: &str,
-        at_ms: i64,
-    ) -> Result<(), Error> {
-        self.store.zadd(&self.deadlines, &format!("{kind}|{tenant}|{contact}|{token}"), at_ms).await
     }
 }

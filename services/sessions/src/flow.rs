@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use centralita_platform::bus::{Event, Handler};
 use centralita_platform::error::Error;
-use centralita_platform::queue::NOT_RESPONDING;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::routing::v1 as rpb;
@@ -17,11 +16,12 @@ use centralita_routing::core::{self as rc, Decision, Input};
 use centralita_routing::wire;
 use futures::StreamExt;
 
-use crate::engine::{now_ms, ts, Engine};
+use crate::engine::{now_ms, timer, ts, Engine};
 use crate::lifecycle::Action;
 use crate::store;
 
-/// The offered agent declined (or did not answer): the contact goes back to its place.
+/// The offered agent declined (or did not answer): the contact goes back to its place, the
+/// agent is told, and on no answer the agent is made away (not responding).
 pub async fn decline(
     engine: &Engine,
     tenant: &TenantId,
@@ -29,53 +29,44 @@ pub async fn decline(
     offer_id: &str,
     agent: &str,
     not_responding: bool,
-) -> Result<(pb::Contact, pb::Contact), Error> {
+) -> Result<pb::Contact, Error> {
     let action = if not_responding { Action::NoAnswer } else { Action::Reject };
-    let (before, after) = engine
-        .transition(tenant, id, action, |c| {
-            if c.offer_id != offer_id || c.agent_id != agent {
-                return Err(Error::FailedPrecondition("this offer is no longer open".into()));
-            }
-            c.agent_id.clear();
-            c.offer_id.clear();
-            c.offer_expire_time = None;
-            Ok(())
-        })
-        .await?;
-    engine.store.zrem(&engine.deadlines, &format!("offer|{tenant}|{id}|{offer_id}")).await?;
-    engine
-        .route(
+    let kind = if not_responding { Kind::NotAnswered } else { Kind::Rejected };
+    let (_, after) = engine
+        .transition(
             tenant,
-            &Input::OfferDeclined {
-                contact: rc::ContactId(id.into()),
-                agent: rc::AgentId(agent.into()),
-                not_responding,
+            id,
+            action,
+            |c| {
+                if c.offer_id != offer_id || c.agent_id != agent {
+                    return Err(Error::FailedPrecondition("this offer is no longer open".into()));
+                }
+                c.agent_id.clear();
+                c.offer_id.clear();
+                c.offer_expire_time = None;
+                Ok(())
+            },
+            |before, after, fx| {
+                fx.cancel(timer("offer", tenant, id, offer_id));
+                engine.contact_event(fx, kind, before, after, agent, "")?;
+                engine.route(
+                    fx,
+                    tenant,
+                    &Input::OfferDeclined {
+                        contact: rc::ContactId(id.into()),
+                        agent: rc::AgentId(agent.into()),
+                        not_responding,
+                    },
+                );
+                if not_responding {
+                    fx.not_responding(agent);
+                }
+                engine.release(fx, tenant, after, agent, false);
+                Ok(())
             },
         )
         .await?;
-    if not_responding {
-        let (a, ()) = engine
-            .store
-            .update::<pb::Agent, ()>(
-                &store::agent_key(agent),
-                |cur| {
-                    let mut a = cur.ok_or_else(|| Error::NotFound(format!("agents/{agent}")))?;
-                    if a.state == pb::AgentState::Available as i32 {
-                        a.state = pb::AgentState::Away as i32;
-                        a.away_reason = NOT_RESPONDING.into();
-                        a.state_time = ts(now_ms());
-                    }
-                    Ok((a, ()))
-                },
-                |_| 0,
-            )
-            .await?;
-        let event = pb::AgentEvent { kind: pb::agent_event::Kind::StateChanged as i32, agent: Some(a) };
-        let pool = TenantId::parse(centralita_routing::engine::POOL_TENANT).map_err(Error::internal)?;
-        engine.producer.publish(&engine.topics.agents(), agent, &Event::new(pool, &event)).await?;
-    }
-    engine.release(tenant, &after, agent, false).await?;
-    Ok((before, after))
+    Ok(after)
 }
 
 /// After-contact work ends: the contact closes and the agent's capacity is freed.
@@ -87,19 +78,24 @@ pub async fn close(
     notes: &str,
 ) -> Result<pb::Contact, Error> {
     let now = now_ms();
-    let (before, after) = engine
-        .transition(tenant, id, Action::WrapUp, |c| {
-            c.disposition = disposition.to_owned();
-            c.close_time = ts(now);
-            Ok(())
-        })
+    let (_, after) = engine
+        .transition(
+            tenant,
+            id,
+            Action::WrapUp,
+            |c| {
+                c.disposition = disposition.to_owned();
+                c.close_time = ts(now);
+                Ok(())
+            },
+            |before, after, fx| {
+                fx.cancel(timer("acw", tenant, id, ""));
+                engine.contact_event(fx, Kind::WrappedUp, before, after, &after.agent_id, notes)?;
+                engine.release(fx, tenant, after, &after.agent_id, true);
+                Ok(())
+            },
+        )
         .await?;
-    engine.store.zrem(&engine.deadlines, &format!("acw|{tenant}|{id}|")).await?;
-    let agent = after.agent_id.clone();
-    engine.publish_contact(Kind::WrappedUp, &before, &after, &agent, notes).await?;
-    if !agent.is_empty() {
-        engine.release(tenant, &after, &agent, true).await?;
-    }
     Ok(after)
 }
 
@@ -142,55 +138,79 @@ async fn apply(engine: &Engine, decision: Decision) -> Result<(), Error> {
                 .is_some_and(|(_, a)| a.state == pb::AgentState::Available as i32);
             if !agent_ok {
                 // The agent left between routing's decision and now: hand the contact back.
-                engine.route(&tenant, &Input::OfferDeclined { contact, agent, not_responding: false }).await?;
+                engine.route_now(&tenant, &Input::OfferDeclined { contact, agent, not_responding: false }).await?;
                 return Ok(());
             }
-            let (before, after) = engine
-                .transition(&tenant, &contact.0, Action::Offer, |c| {
-                    c.agent_id.clone_from(&agent.0);
-                    c.offer_id.clone_from(&offer_id);
-                    c.offer_expire_time = ts(expires_at);
-                    Ok(())
-                })
+            engine
+                .transition(
+                    &tenant,
+                    &contact.0,
+                    Action::Offer,
+                    |c| {
+                        c.agent_id.clone_from(&agent.0);
+                        c.offer_id.clone_from(&offer_id);
+                        c.offer_expire_time = ts(expires_at);
+                        Ok(())
+                    },
+                    |before, after, fx| {
+                        fx.agent_contact(&agent.0, after, true, false);
+                        fx.schedule(timer("offer", &tenant, &contact.0, &offer_id), expires_at);
+                        engine.contact_event(fx, Kind::Offered, before, after, &agent.0, "")?;
+                        fx.notify(&agent.0, Notice::Offer(after.clone()));
+                        Ok(())
+                    },
+                )
                 .await?;
-            engine.agent_contacts(&agent.0, &after.name, true).await?;
-            engine.schedule("offer", tenant.as_str(), &contact.0, &offer_id, expires_at).await?;
-            engine.publish_contact(Kind::Offered, &before, &after, &agent.0, "").await?;
-            engine.notify(&agent.0, Notice::Offer(after)).await?;
         }
         Decision::Overflow { contact, to, .. } => {
             let tenant = TenantId::parse(&to.tenant).map_err(Error::internal)?;
-            let (before, after) = engine
-                .transition(&tenant, &contact.0, Action::Overflow, |c| {
-                    c.queue.clone_from(&to.queue);
-                    c.enqueue_time = ts(now_ms());
-                    Ok(())
-                })
+            let now = now_ms();
+            engine
+                .transition(
+                    &tenant,
+                    &contact.0,
+                    Action::Overflow,
+                    |c| {
+                        c.queue.clone_from(&to.queue);
+                        c.enqueue_time = ts(now);
+                        Ok(())
+                    },
+                    |before, after, fx| {
+                        engine.contact_event(fx, Kind::Overflowed, before, after, "", "")?;
+                        engine.route(fx, &tenant, &Input::ContactQueued(engine.queued(after)?));
+                        Ok(())
+                    },
+                )
                 .await?;
-            engine.publish_contact(Kind::Overflowed, &before, &after, "", "").await?;
-            let queued = engine.queued(&after)?;
-            engine.route(&tenant, &Input::ContactQueued(queued)).await?;
         }
         Decision::TimedOut { contact, queue } => {
             let tenant = TenantId::parse(&queue.tenant).map_err(Error::internal)?;
             let now = now_ms();
-            let (before, after) = engine
-                .transition(&tenant, &contact.0, Action::TimeOut, |c| {
-                    c.end_time = ts(now);
-                    c.close_time = ts(now);
-                    Ok(())
-                })
+            engine
+                .transition(
+                    &tenant,
+                    &contact.0,
+                    Action::TimeOut,
+                    |c| {
+                        c.end_time = ts(now);
+                        c.close_time = ts(now);
+                        Ok(())
+                    },
+                    |before, after, fx| engine.contact_event(fx, Kind::TimedOut, before, after, "", ""),
+                )
                 .await?;
-            engine.publish_contact(Kind::TimedOut, &before, &after, "", "").await?;
         }
     }
     Ok(())
 }
 
-/// Fires due timers: an offer nobody answered (RONA) and the end of after-contact work.
-/// Each timer is claimed by removing it from the sorted set, so one replica fires it.
+/// Fires due timers (an offer nobody answered, RONA; the end of after-contact work) and
+/// carries out side effects writers left behind. A timer is claimed by pushing its due time
+/// a lease ahead, and removed only once handled: if this replica dies mid-way, the timer
+/// fires again when the lease runs out (handlers refuse what was already done).
 pub async fn timers(engine: Engine, every: Duration, shutdown: Shutdown) {
     let mut interval = tokio::time::interval(every);
+    let mut round = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -199,53 +219,88 @@ pub async fn timers(engine: Engine, every: Duration, shutdown: Shutdown) {
         if let Err(e) = fire_due(&engine).await {
             tracing::warn!(error = %e, "timer sweep failed");
         }
+        round += 1;
+        if round.is_multiple_of(5) {
+            match engine.sweep_outboxes().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "carried out side effects left behind"),
+                Err(e) => tracing::warn!(error = %e, "outbox sweep failed"),
+            }
+        }
     }
 }
 
+/// Claims a due timer: KEYS deadlines; ARGV member, now, lease end.
+const CLAIM: &str = r"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Removes a handled timer unless it was rescheduled meanwhile: KEYS deadlines; ARGV member,
+/// lease end.
+const DONE: &str = r"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+";
+
+/// How long a claimed timer is this replica's before another may fire it.
+const TIMER_LEASE_MS: i64 = 10_000;
+
 async fn fire_due(engine: &Engine) -> Result<(), Error> {
     let mut conn = engine.store.conn()?;
-    let due: Vec<String> =
-        redis::AsyncCommands::zrangebyscore_limit(&mut conn, &engine.deadlines, "-inf", now_ms(), 0, 200)
-            .await
-            .map_err(Error::from)?;
+    let now = now_ms();
+    let due: Vec<String> = redis::AsyncCommands::zrangebyscore_limit(&mut conn, &engine.deadlines, "-inf", now, 0, 200)
+        .await
+        .map_err(Error::from)?;
+    let (claim, done) = (redis::Script::new(CLAIM), redis::Script::new(DONE));
     for member in due {
-        if !engine.store.zrem(&engine.deadlines, &member).await? {
+        let lease = now + TIMER_LEASE_MS;
+        let claimed: i64 =
+            claim.key(&engine.deadlines).arg(&member).arg(now).arg(lease).invoke_async(&mut conn).await?;
+        if claimed == 0 {
             continue;
         }
         let parts: Vec<&str> = member.splitn(4, '|').collect();
-        let [kind, tenant, id, token] = parts.as_slice() else { continue };
-        let Ok(tenant) = TenantId::parse(tenant) else { continue };
-        let result = match *kind {
-            "offer" => {
-                let agent = engine
-                    .store
-                    .load::<pb::Contact>(&store::contact_key(&tenant, id))
-                    .await?
-                    .filter(|(_, c)| c.state == ContactState::Offered as i32 && c.offer_id == *token)
-                    .map(|(_, c)| c.agent_id);
-                match agent {
-                    Some(agent) => match decline(engine, &tenant, id, token, &agent, true).await {
-                        Ok((before, after)) => {
-                            engine.publish_contact(Kind::NotAnswered, &before, &after, &agent, "").await
-                        }
-                        Err(e) => Err(e),
-                    },
-                    None => Ok(()),
-                }
-            }
-            "acw" => close(engine, &tenant, id, "", "").await.map(|_| ()),
+        let result = match parts.as_slice() {
+            [kind, tenant, id, token] => match TenantId::parse(tenant) {
+                Ok(tenant) => fire(engine, kind, &tenant, id, token).await,
+                Err(_) => Ok(()),
+            },
             _ => Ok(()),
         };
         match result {
-            Ok(()) | Err(Error::FailedPrecondition(_)) | Err(Error::NotFound(_)) => {}
-            Err(e) => {
-                // Put the timer back so it fires again.
-                let _ = engine.store.zadd(&engine.deadlines, &member, now_ms()).await;
-                return Err(e);
+            Ok(()) | Err(Error::FailedPrecondition(_)) | Err(Error::NotFound(_)) => {
+                let _: i64 = done.key(&engine.deadlines).arg(&member).arg(lease).invoke_async(&mut conn).await?;
             }
+            // Left claimed: it fires again when the lease runs out.
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+async fn fire(engine: &Engine, kind: &str, tenant: &TenantId, id: &str, token: &str) -> Result<(), Error> {
+    match kind {
+        "offer" => {
+            let agent = engine
+                .store
+                .load::<pb::Contact>(&store::contact_key(tenant, id))
+                .await?
+                .filter(|(_, c)| c.state == ContactState::Offered as i32 && c.offer_id == token)
+                .map(|(_, c)| c.agent_id);
+            match agent {
+                Some(agent) => decline(engine, tenant, id, token, &agent, true).await.map(|_| ()),
+                None => Ok(()),
+            }
+        }
+        "acw" => close(engine, tenant, id, "", "").await.map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 /// Forwards agent notifications published on Redis (by any replica) to this replica's

@@ -10,12 +10,33 @@ use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
 use redis::AsyncCommands;
 
+/// KEYS: record, outbox list, pending set (the last two in the record's slot).
+/// ARGV: expected version, record bytes, ttl ms (0 = none), outbox entry (empty = none),
+/// now ms, pending member.
 const CAS: &str = r"
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then return -1 end
 redis.call('HSET', KEYS[1], 'v', v + 1, 'd', ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[6])
+end
 return v + 1
+";
+
+/// Drops the outbox head if it is the entry just carried out (KEYS: outbox, pending;
+/// ARGV: entry, pending member); once the outbox is empty the record leaves the pending set.
+const POP: &str = r"
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
+return redis.call('LLEN', KEYS[1])
+";
+
+/// Releases a lock only if it is still ours.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// Attempts before a compare-and-set under contention gives up with UNAVAILABLE.
@@ -40,10 +61,48 @@ pub fn agent_key(agent: &str) -> String {
     format!("{{a:{agent}}}:agent")
 }
 
+/// Where a record's pending side effects wait: its outbox list, and the set that lists the
+/// records of one slot with a non-empty outbox (scored by when they first had one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbox {
+    pub list: String,
+    pub pending: String,
+    pub member: String,
+}
+
+impl Outbox {
+    pub fn contact(tenant: &TenantId, id: &str) -> Self {
+        Self {
+            list: tenant_key(tenant, &["outbox", id]),
+            pending: tenant_key(tenant, &["outbox"]),
+            member: id.to_owned(),
+        }
+    }
+
+    /// Agents are BPO-wide: their pending set is per agent and the sweeper walks the agent
+    /// index.
+    pub fn agent(agent: &str) -> Self {
+        Self {
+            list: format!("{{a:{agent}}}:outbox"),
+            pending: format!("{{a:{agent}}}:outbox-pending"),
+            member: agent.to_owned(),
+        }
+    }
+
+    fn lock(&self) -> String {
+        format!("{}:lock", self.list)
+    }
+}
+
+/// How long a drainer may hold a record's outbox before another may take over.
+const DRAIN_LEASE_MS: u64 = 15_000;
+
 #[derive(Clone)]
 pub struct Store {
     redis: RedisHandle,
     cas: redis::Script,
+    pop: redis::Script,
+    unlock: redis::Script,
 }
 
 impl std::fmt::Debug for Store {
@@ -54,7 +113,7 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     pub fn new(redis: RedisHandle) -> Self {
-        Self { redis, cas: redis::Script::new(CAS) }
+        Self { redis, cas: redis::Script::new(CAS), pop: redis::Script::new(POP), unlock: redis::Script::new(UNLOCK) }
     }
 
     pub fn conn(&self) -> Result<redis::aio::ConnectionManager, Error> {
@@ -83,17 +142,46 @@ impl Store {
     where
         M: prost::Message + Default + Clone,
     {
+        let outbox = Outbox { list: String::new(), pending: String::new(), member: String::new() };
+        self.update_with(key, &outbox, |m| f(m).map(|(m, r)| (m, r, Vec::new())), ttl_ms).await
+    }
+
+    /// Like [`Store::update`], and `f` also gives the side effects of the write: an encoded
+    /// outbox entry appended to `outbox` atomically with the record (empty for none).
+    pub async fn update_with<M, R>(
+        &self,
+        key: &str,
+        outbox: &Outbox,
+        mut f: impl FnMut(Option<M>) -> Result<(M, R, Vec<u8>), Error>,
+        ttl_ms: impl Fn(&M) -> i64,
+    ) -> Result<(M, R), Error>
+    where
+        M: prost::Message + Default + Clone,
+    {
         let mut conn = self.conn()?;
         for _ in 0..ATTEMPTS {
             let current = self.load::<M>(key).await?;
             let version = current.as_ref().map(|(v, _)| *v).unwrap_or(0);
-            let (new, result) = f(current.map(|(_, m)| m))?;
+            let (new, result, entry) = f(current.map(|(_, m)| m))?;
+            if !entry.is_empty() && outbox.list.is_empty() {
+                return Err(Error::internal("side effects without an outbox"));
+            }
+            let (list, pending) = if entry.is_empty() {
+                (key.to_owned(), key.to_owned())
+            } else {
+                (outbox.list.clone(), outbox.pending.clone())
+            };
             let written: i64 = self
                 .cas
                 .key(key)
+                .key(list)
+                .key(pending)
                 .arg(version)
                 .arg(new.encode_to_vec())
                 .arg(ttl_ms(&new))
+                .arg(entry)
+                .arg(chrono::Utc::now().timestamp_millis())
+                .arg(&outbox.member)
                 .invoke_async(&mut conn)
                 .await?;
             if written >= 0 {
@@ -101,6 +189,51 @@ impl Store {
             }
         }
         Err(Error::Unavailable(format!("record {key} (too much contention)")))
+    }
+
+    /// Takes the outbox's drain lock; `None` when another drainer holds it.
+    pub async fn lock_outbox(&self, outbox: &Outbox) -> Result<Option<String>, Error> {
+        let mut conn = self.conn()?;
+        let token = uuid::Uuid::now_v7().simple().to_string();
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(outbox.lock())
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(DRAIN_LEASE_MS)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ok.map(|_| token))
+    }
+
+    pub async fn unlock_outbox(&self, outbox: &Outbox, token: &str) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        let _: i64 = self.unlock.key(outbox.lock()).arg(token).invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The first `n` entries of the outbox, oldest first.
+    pub async fn peek_outbox(&self, outbox: &Outbox, n: isize) -> Result<Vec<Vec<u8>>, Error> {
+        let mut conn = self.conn()?;
+        Ok(conn.lrange(&outbox.list, 0, n - 1).await?)
+    }
+
+    /// Drops `entry` from the head of the outbox once carried out; returns what is left.
+    pub async fn pop_outbox(&self, outbox: &Outbox, entry: &[u8]) -> Result<i64, Error> {
+        let mut conn = self.conn()?;
+        Ok(self
+            .pop
+            .key(&outbox.list)
+            .key(&outbox.pending)
+            .arg(entry)
+            .arg(&outbox.member)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    pub async fn outbox_len(&self, outbox: &Outbox) -> Result<i64, Error> {
+        let mut conn = self.conn()?;
+        Ok(conn.llen(&outbox.list).await?)
     }
 
     pub async fn zadd(&self, key: &str, member: &str, score: i64) -> Result<(), Error> {
