@@ -104,6 +104,20 @@ pub enum Weekday {
     Sun,
 }
 
+impl From<chrono::Weekday> for Weekday {
+    fn from(d: chrono::Weekday) -> Self {
+        match d {
+            chrono::Weekday::Mon => Weekday::Mon,
+            chrono::Weekday::Tue => Weekday::Tue,
+            chrono::Weekday::Wed => Weekday::Wed,
+            chrono::Weekday::Thu => Weekday::Thu,
+            chrono::Weekday::Fri => Weekday::Fri,
+            chrono::Weekday::Sat => Weekday::Sat,
+            chrono::Weekday::Sun => Weekday::Sun,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceLevel {
     /// Contracted share answered within `threshold`, percent in (0, 100].
@@ -128,7 +142,23 @@ pub struct OpeningWindow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BusinessHours {
     pub time_zone: chrono_tz::Tz,
+    /// No windows: open around the clock.
     pub windows: Vec<OpeningWindow>,
+}
+
+impl BusinessHours {
+    /// Whether `at` falls inside an opening window, in the tenant's local time (daylight
+    /// saving included).
+    pub fn is_open(&self, at: DateTime<Utc>) -> bool {
+        use chrono::{Datelike, Timelike};
+        if self.windows.is_empty() {
+            return true;
+        }
+        let local = at.with_timezone(&self.time_zone);
+        let minute = local.hour() * 60 + local.minute();
+        let day = Weekday::from(local.weekday());
+        self.windows.iter().any(|w| w.day == day && w.open_minute <= minute && minute < w.close_minute)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -726,6 +756,28 @@ spec:
         assert_eq!(t.business_hours.windows.len(), 6);
         assert_eq!(t.business_hours.time_zone, chrono_tz::Europe::Madrid);
         assert!(t.is_active());
+    }
+
+    #[test]
+    fn business_hours_follow_local_time_and_daylight_saving() {
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("valid").with_timezone(&Utc);
+        let bh = &t.business_hours;
+        // Monday 23 November 2026, Madrid is UTC+1.
+        assert!(!bh.is_open(at("2026-11-23T06:59:00Z")), "07:59 local");
+        assert!(bh.is_open(at("2026-11-23T07:00:00Z")), "08:00 local");
+        assert!(bh.is_open(at("2026-11-23T18:59:00Z")), "19:59 local");
+        assert!(!bh.is_open(at("2026-11-23T19:00:00Z")), "20:00 local closes");
+        // Saturday morning only; Sunday closed.
+        assert!(bh.is_open(at("2026-11-28T12:30:00Z")));
+        assert!(!bh.is_open(at("2026-11-28T13:30:00Z")));
+        assert!(!bh.is_open(at("2026-11-29T10:00:00Z")));
+        // Monday 6 July 2026, summer time (UTC+2).
+        assert!(!bh.is_open(at("2026-07-06T05:30:00Z")), "07:30 local");
+        assert!(bh.is_open(at("2026-07-06T06:30:00Z")), "08:30 local");
+        // No windows: always open.
+        let always = BusinessHours { time_zone: chrono_tz::UTC, windows: Vec::new() };
+        assert!(always.is_open(at("2026-11-29T03:00:00Z")));
     }
 
     #[test]

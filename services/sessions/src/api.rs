@@ -163,6 +163,18 @@ impl pb::contact_service_server::ContactService for Api {
         let req = request.into_inner();
         let input = req.contact.ok_or_else(|| Error::invalid("contact", "is required"))?;
         self.validate_new(&tenant, &input)?;
+        // Outside business hours live channels are turned away (the IVR or chat widget tells
+        // the customer); email, SMS, social and tasks queue and wait for the agents.
+        let live =
+            [centralita_proto::tenancy::v1::Channel::Voice as i32, centralita_proto::tenancy::v1::Channel::Chat as i32];
+        let t = self.engine.registry.require_active(&tenant)?;
+        if live.contains(&input.channel) && !t.business_hours.is_open(chrono::Utc::now()) {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {tenant} is closed now (business hours in {}); voice and chat are not queued",
+                t.business_hours.time_zone.name()
+            ))
+            .into());
+        }
         if req.request_id.len() > 64 {
             return Err(Error::invalid("request_id", "at most 64 bytes").into());
         }
@@ -426,6 +438,11 @@ impl pb::contact_service_server::ContactService for Api {
         Ok(Response::new(after))
     }
 
+    async fn list_queue_stats(&self, request: Request<pb::ListQueueStatsRequest>) -> R<pb::ListQueueStatsResponse> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(self.queue_stats(&caller, &request.get_ref().queue).await?))
+    }
+
     #[tracing::instrument(skip_all, fields(contact))]
     async fn wrap_up_contact(&self, request: Request<pb::WrapUpContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
@@ -449,6 +466,58 @@ impl pb::contact_service_server::ContactService for Api {
 }
 
 impl Api {
+    async fn queue_stats(&self, caller: &Caller, only: &str) -> Result<pb::ListQueueStatsResponse, Error> {
+        let tenant = caller.own_tenant()?.clone();
+        caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor])?;
+        let t = self.engine.registry.require_active(&tenant)?;
+        if !only.is_empty() && !t.routing.queues.contains_key(only) {
+            return Err(Error::NotFound(format!("tenants/{tenant}/queues/{only}")));
+        }
+        let mut stats: BTreeMap<&str, pb::QueueStats> = t
+            .routing
+            .queues
+            .keys()
+            .filter(|q| only.is_empty() || q.as_str() == only)
+            .map(|q| (q.as_str(), pb::QueueStats { queue: q.clone(), ..Default::default() }))
+            .collect();
+        let now = now_ms();
+        let mut conn = self.engine.store.conn()?;
+        let ids: Vec<String> =
+            redis::AsyncCommands::zrange(&mut conn, store::open_index(&tenant), 0, -1).await.map_err(Error::from)?;
+        let keys: Vec<String> = ids.iter().map(|id| store::contact_key(&tenant, id)).collect();
+        for c in self.engine.store.load_many::<pb::Contact>(&keys).await?.into_iter().flatten() {
+            let Some(s) = stats.get_mut(c.queue.as_str()) else { continue };
+            match ContactState::try_from(c.state) {
+                Ok(ContactState::Queued) => {
+                    s.waiting += 1;
+                    let since = c.enqueue_time.as_ref().map(wire::millis_from_pb).unwrap_or(now);
+                    s.longest_wait_ms = s.longest_wait_ms.max(now - since);
+                }
+                Ok(ContactState::Offered) => s.offered += 1,
+                Ok(ContactState::Connected) => s.connected += 1,
+                Ok(ContactState::AfterContactWork) => s.after_contact_work += 1,
+                _ => {}
+            }
+        }
+        let agent_ids: Vec<String> =
+            redis::AsyncCommands::smembers(&mut conn, &self.engine.agents_index).await.map_err(Error::from)?;
+        let keys: Vec<String> = agent_ids.iter().map(|a| store::agent_key(a)).collect();
+        for a in self.engine.store.load_many::<pb::Agent>(&keys).await?.into_iter().flatten() {
+            for q in a.queues.iter().filter(|q| q.tenant == tenant.as_str()) {
+                let Some(s) = stats.get_mut(q.queue.as_str()) else { continue };
+                match pb::AgentState::try_from(a.state) {
+                    Ok(pb::AgentState::Available) => s.agents_available += 1,
+                    Ok(pb::AgentState::Away) => s.agents_away += 1,
+                    _ => s.agents_offline += 1,
+                }
+                if a.state != pb::AgentState::Offline as i32 && !a.contacts.is_empty() {
+                    s.agents_busy += 1;
+                }
+            }
+        }
+        Ok(pb::ListQueueStatsResponse { queues: stats.into_values().collect(), as_of: ts(now) })
+    }
+
     async fn hold(&self, caller: Option<Caller>, name: &str, hold: bool) -> R<pb::Contact> {
         let caller = caller.ok_or_else(|| Status::unauthenticated("no verified caller on this request"))?;
         let (tenant, c) = self.load_contact(&caller, name).await?;

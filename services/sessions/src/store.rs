@@ -130,6 +130,26 @@ impl Store {
         }
     }
 
+    /// Reads many records in one round trip (missing ones are `None`).
+    pub async fn load_many<M: prost::Message + Default>(&self, keys: &[String]) -> Result<Vec<Option<M>>, Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut conn = self.conn()?;
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.hget(k, "d");
+            }
+            let values: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            for v in values {
+                out.push(match v {
+                    Some(d) => Some(M::decode(d.as_slice()).map_err(Error::internal)?),
+                    None => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads the record at `key`, lets `f` compute the new one (or refuse), and writes it
     /// only if nobody wrote in between; otherwise tries again with the fresh record.
     /// `ttl_ms(&new)` > 0 makes the record expire.

@@ -77,7 +77,14 @@ fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+/// Tenants whose id starts with `closed` open only on the weekday three days from today.
 fn tenant_yaml(id: &str) -> String {
+    let hours = if id.starts_with("closed") {
+        let day = (chrono::Utc::now() + chrono::Duration::days(3)).format("%a").to_string().to_lowercase();
+        format!("{{ timeZone: UTC, windows: [{{ days: [{day}], open: \"00:00\", close: \"24:00\" }}] }}")
+    } else {
+        "{ timeZone: Europe/Madrid }".to_owned()
+    };
     format!(
         r#"
 apiVersion: centralita.io/v1
@@ -85,10 +92,10 @@ kind: Tenant
 metadata: {{ name: {id} }}
 spec:
   displayName: {id}
-  channels: [voice, chat]
+  channels: [voice, chat, email]
   serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
   quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
-  businessHours: {{ timeZone: Europe/Madrid }}
+  businessHours: {hours}
   dataRetentionDays: 30
   recording: {{ voice: all }}
   routing:
@@ -471,5 +478,47 @@ async fn tenant_a_cannot_see_or_touch_tenant_b() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
+    // Queue stats: each supervisor sees only its own tenant's queues and agents.
+    let stats = |t: String, queue: &str| {
+        let mut c = p.contacts();
+        let r = req(pb::ListQueueStatsRequest { queue: queue.into() }, &t);
+        async move { c.list_queue_stats(r).await }
+    };
+    let a_stats = stats(sup_a.clone(), "").await.unwrap().into_inner();
+    assert_eq!(a_stats.queues.iter().map(|q| q.queue.as_str()).collect::<Vec<_>>(), ["sales", "support"]);
+    assert!(a_stats.queues.iter().all(|q| q.waiting == 0 && q.agents_offline == 0), "{a_stats:?}");
+    let b_stats = stats(token(Some(&b), Role::Supervisor, None), "support").await.unwrap().into_inner();
+    assert_eq!(b_stats.queues.len(), 1);
+    let q = &b_stats.queues[0];
+    assert_eq!((q.waiting, q.agents_offline, q.agents_available), (1, 1, 0), "{q:?}");
+    assert!(q.longest_wait_ms >= 0);
+    assert_eq!(stats(sup_a.clone(), "nope").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(stats(agent_token(&ana), "").await.unwrap_err().code(), Code::PermissionDenied);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn closed_tenant_turns_live_channels_away_and_queues_email() {
+    let closed = unique("closed");
+    let p = start(&[&closed]).await;
+    let channel = token(Some(&closed), Role::Channel, None);
+    let contact = |ch: tpb::Channel| pb::CreateContactRequest {
+        contact: Some(pb::Contact { channel: ch as i32, queue: "support".into(), ..Default::default() }),
+        request_id: String::new(),
+    };
+    for ch in [tpb::Channel::Voice, tpb::Channel::Chat] {
+        let e = p.contacts().create_contact(req(contact(ch), &channel)).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{ch:?}");
+        assert!(e.message().contains("closed"), "{}", e.message());
+    }
+    let email = p.contacts().create_contact(req(contact(tpb::Channel::Email), &channel)).await.unwrap().into_inner();
+    assert_eq!(email.state, pb::ContactState::Queued as i32);
+    let listed = p
+        .contacts()
+        .list_contacts(req(pb::ListContactsRequest::default(), &token(Some(&closed), Role::Supervisor, None)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.contacts.len(), 1, "only the email was queued");
     p.stop().await;
 }
