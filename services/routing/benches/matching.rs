@@ -169,6 +169,7 @@ fn contact(id: String, enqueued_at: Millis, rng: &mut SplitMix64) -> QueuedConta
         preferred: None,
         offer_timeout_ms: 20_000,
         max_wait,
+        excluded: Vec::new(),
     }
 }
 

@@ -142,6 +142,7 @@ pub fn input_to_pb(input: &Input) -> pb::RoutingInput {
             offer_timeout_ms: c.offer_timeout_ms,
             max_wait_ms: c.max_wait.as_ref().map(|m| m.after_ms).unwrap_or(0),
             overflow_to: c.max_wait.as_ref().and_then(|m| m.overflow_to.as_ref()).map(queue_to_pb),
+            excluded_agent_ids: c.excluded.iter().map(|a| a.0.clone()).collect(),
         }),
         Input::ContactWithdrawn { contact } => I::ContactWithdrawn(contact.0.clone()),
         Input::OfferAccepted { contact, agent } => I::OfferAccepted(answer(contact, agent, false)),
@@ -193,6 +194,7 @@ pub fn input_from_pb(input: pb::RoutingInput) -> Result<Input, String> {
                     after_ms: c.max_wait_ms,
                     overflow_to: c.overflow_to.and_then(|q| queue_from_pb(Some(q)).ok()),
                 }),
+                excluded: c.excluded_agent_ids.into_iter().map(AgentId).collect(),
             })
         }
         I::ContactWithdrawn(c) => Input::ContactWithdrawn { contact: ContactId(c) },

@@ -526,6 +526,12 @@ impl Engine {
         let preferred = (!c.preferred_agent_id.is_empty() && !q.preferred_agent_window.is_zero()).then(|| {
             (rc::AgentId(c.preferred_agent_id.clone()), enqueued_at + q.preferred_agent_window.as_millis() as i64)
         });
+        // A transferred contact does not go straight back to the agent who transferred it
+        // (unless that agent is the explicit target).
+        let excluded = match c.previous_agents.last() {
+            Some(last) if c.transfer_count > 0 && *last != c.preferred_agent_id => vec![rc::AgentId(last.clone())],
+            _ => Vec::new(),
+        };
         Ok(rc::QueuedContact {
             id: rc::ContactId(contact_id(c).to_owned()),
             queue: rc::QueueRef::new(c.tenant.clone(), c.queue.clone()),
@@ -540,6 +546,7 @@ impl Engine {
                 after_ms: m.as_millis() as i64,
                 overflow_to: q.overflow_queue.as_ref().map(|o| rc::QueueRef::new(c.tenant.clone(), o.clone())),
             }),
+            excluded,
         })
     }
 }

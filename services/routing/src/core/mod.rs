@@ -219,7 +219,8 @@ impl Router {
                 }
                 let id = contact.id.clone();
                 self.schedule(&contact);
-                let state = ContactState { contact, offered_to: None, declined: BTreeSet::new() };
+                let declined = contact.excluded.iter().cloned().collect();
+                let state = ContactState { contact, offered_to: None, declined };
                 self.queues.entry(state.contact.queue.clone()).or_default().waiting.insert(state.wait_key());
                 self.contacts.insert(id.clone(), state);
                 self.match_contact(&id, now, &mut out);

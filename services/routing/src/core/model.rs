@@ -153,6 +153,9 @@ pub struct QueuedContact {
     /// How long an agent has to accept an offer.
     pub offer_timeout_ms: i64,
     pub max_wait: Option<MaxWait>,
+    /// Agents never to offer this contact to (the agent who just transferred it away).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<AgentId>,
 }
 
 /// Everything that drives the core. Inputs come from the routing input log, in order.

@@ -62,6 +62,7 @@ fn contact(id: &str, queue: &QueueRef, enqueued_at: Millis) -> QueuedContact {
         preferred: None,
         offer_timeout_ms: 30_000,
         max_wait: None,
+        excluded: Vec::new(),
     }
 }
 
@@ -240,6 +241,20 @@ fn preferred_agent_is_waited_for_until_the_window_ends() {
     let c2 = QueuedContact { preferred: Some((aid("b"), 60_000)), ..contact("c2", &sales, 21_000) };
     assert_eq!(queue(&mut r, 21_000, &c2), vec![]);
     assert_eq!(release(&mut r, 30_000, "c0", "b"), vec![offer(&c2, "b", 30_000)]);
+}
+
+#[test]
+fn a_transferred_contact_skips_the_agent_who_transferred_it() {
+    let sales = q("acme", "sales");
+    let mut r = Router::new();
+    upsert(&mut r, 0, agent("a", std::slice::from_ref(&sales)));
+    upsert(&mut r, 0, agent("b", std::slice::from_ref(&sales)));
+    ready(&mut r, 0, "a");
+    // Only `a` is ready and `a` transferred it: it waits.
+    let c = QueuedContact { excluded: vec![aid("a")], ..contact("c", &sales, 100) };
+    assert_eq!(queue(&mut r, 100, &c), vec![]);
+    // `b` becomes ready later than `a` (so `a` is the longest idle) and still gets it.
+    assert_eq!(ready(&mut r, 200, "b"), vec![offer(&c, "b", 200)]);
 }
 
 #[test]
@@ -739,6 +754,7 @@ mod props {
                             max_wait: spec
                                 .max_wait
                                 .map(|(after_ms, to)| MaxWait { after_ms, overflow_to: to.map(queue_ref) }),
+                            excluded: Vec::new(),
                         }))
                     }
                     Op::Accept(i) => pick(holds(Some(Hold::Reserved)), *i)
