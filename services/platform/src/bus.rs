@@ -240,6 +240,40 @@ impl Producer {
         self.send(topic, Some(partition), key, event).await
     }
 
+    /// Hands `event` to the producer now (so events enqueued one after another keep their
+    /// order per partition) and returns its delivery report, for callers that keep many in
+    /// flight.
+    pub fn enqueue(
+        &self,
+        topic: &str,
+        key: &str,
+        event: &Event,
+    ) -> Result<impl Future<Output = Result<(i32, i64), Error>> + Send + 'static, Error> {
+        let value = event.encode();
+        let id = event.id.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+            .insert(Header { key: "ce_type", value: Some(event.type_name.as_str()) });
+        for (k, v) in crate::telemetry::current_trace_headers() {
+            headers = headers.insert(Header { key: &k, value: Some(v.as_str()) });
+        }
+        let record = FutureRecord::to(topic).key(key).payload(&value).headers(headers);
+        let delivery = self.inner.send_result(record).map_err(|(e, _)| Error::from(e))?;
+        let (metrics, topic) = (self.metrics.clone(), topic.to_owned());
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(d)) => {
+                    if let Some(m) = metrics {
+                        m.bus_published.get_or_create(&TopicLabel { topic }).inc();
+                    }
+                    Ok((d.partition, d.offset))
+                }
+                Ok(Err((e, _))) => Err(Error::from(e)),
+                Err(_) => Err(Error::Unavailable("the producer was dropped".into())),
+            }
+        })
+    }
+
     async fn send(&self, topic: &str, partition: Option<i32>, key: &str, event: &Event) -> Result<(i32, i64), Error> {
         let value = event.encode();
         let id = event.id.to_string();
@@ -323,7 +357,16 @@ pub struct ConsumerSettings {
     pub brokers: String,
     pub group_id: String,
     pub topics: Vec<String>,
+    /// Longest a fetch waits at the broker for new records: the floor of the consumer's
+    /// latency when records trickle in (some brokers, tansu among them, hold a fetch that
+    /// long). [`FETCH_WAIT_LOW_LATENCY`] for consumers on a customer's path.
+    pub fetch_wait: Duration,
 }
+
+/// Fetch wait of consumers whose latency a customer feels (routing decisions).
+pub const FETCH_WAIT_LOW_LATENCY: Duration = Duration::from_millis(5);
+/// Fetch wait of everything else: fewer idle fetches.
+pub const FETCH_WAIT_DEFAULT: Duration = Duration::from_millis(100);
 
 /// A consumer-group member with at-least-once, deduplicated delivery to a [`Handler`].
 pub struct Consumer<H, D> {
@@ -370,6 +413,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
     ) -> Result<Self, Error> {
         let consumer: StreamConsumer = client_config(&settings.brokers)
             .set("group.id", &settings.group_id)
+            .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().clamp(1, 500).to_string())
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")

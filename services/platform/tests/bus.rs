@@ -58,7 +58,12 @@ fn start(
     dedupe: RedisDedupe,
     metrics: Option<Arc<Metrics>>,
 ) -> (Shutdown, tokio::task::JoinHandle<Result<(), Error>>) {
-    let settings = ConsumerSettings { brokers: brokers(), group_id: group.into(), topics: vec![topic.into()] };
+    let settings = ConsumerSettings {
+        brokers: brokers(),
+        group_id: group.into(),
+        topics: vec![topic.into()],
+        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+    };
     let consumer = Consumer::new(settings, handler, dedupe, metrics).unwrap();
     let shutdown = Shutdown::new();
     let task = tokio::spawn(consumer.run(shutdown.clone()));
@@ -115,7 +120,12 @@ async fn restart_resumes_from_the_committed_offset() {
     let r2 = Recorder::default();
     // Same group, but a dedupe store that has never seen anything: an old event delivered
     // again would show up in r2, so only the committed offsets can keep it out.
-    let settings = ConsumerSettings { brokers: brokers(), group_id: group.clone(), topics: vec![topic.clone()] };
+    let settings = ConsumerSettings {
+        brokers: brokers(),
+        group_id: group.clone(),
+        topics: vec![topic.clone()],
+        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+    };
     let consumer = Consumer::new(settings, r2.clone(), centralita_platform::bus::MemoryDedupe::new(100), None).unwrap();
     let stop2 = Shutdown::new();
     let task2 = tokio::spawn(consumer.run(stop2.clone()));

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use centralita_platform::bus::{client_config, Event, Producer};
+use centralita_platform::bus::{client_config, Event, Producer, FETCH_WAIT_LOW_LATENCY};
 use centralita_platform::cache::RedisHandle;
 use centralita_platform::error::Error;
 use centralita_platform::shutdown::Shutdown;
@@ -100,7 +100,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", FETCH_WAIT_LOW_LATENCY.as_millis().to_string())
         .create_with_context(EngineContext(revocations.clone()))
     {
         Ok(c) => c,
@@ -114,6 +114,9 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
         return;
     }
     let mut parts: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    // Decisions handed to the producer and not yet acknowledged, in input order: they are
+    // settled before any snapshot, so a snapshot never covers an unpublished decision.
+    let mut in_flight: Vec<(i32, Delivery)> = Vec::new();
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snap = tokio::time::interval(settings.snapshot_every);
@@ -140,7 +143,14 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                 if let std::collections::btree_map::Entry::Vacant(slot) = parts.entry(partition) {
                     match load(&redis, &settings, partition).await {
                         Ok(state) => {
+                            let from = state.next_offset;
                             slot.insert(state);
+                            if from < offset {
+                                // Replay from the snapshot (after a failed publish the consumer
+                                // is already past it).
+                                seek_back(&consumer, &settings.input_topic, partition, from);
+                                continue;
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, partition, "cannot load routing snapshot; retrying");
@@ -164,22 +174,20 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                     let mut event = Event::new(tenant, &wire::decision_to_pb(d));
                     event.id = decision_id(&settings.input_topic, partition, offset, index);
                     let key = if state.key.is_empty() { "pool" } else { state.key.as_str() };
-                    if let Err(e) = producer.publish(&settings.decision_topic, key, &event).await {
-                        tracing::error!(error = %e, "cannot publish a routing decision; replaying from the snapshot");
-                        failed = true;
-                        break;
+                    match producer.enqueue(&settings.decision_topic, key, &event) {
+                        Ok(delivery) => in_flight.push((partition, Box::pin(delivery))),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot publish a routing decision; replaying from the snapshot");
+                            failed = true;
+                            break;
+                        }
                     }
-                }
-                if failed {
-                    // Forget the partition: it is reloaded from its snapshot and replayed,
-                    // which re-emits the decisions with the same ids.
-                    parts.remove(&partition);
-                    seek_back(&consumer, &settings.input_topic, partition, offset);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
                 }
                 state.next_offset = offset + 1;
                 state.dirty = true;
+                if failed || in_flight.len() >= MAX_IN_FLIGHT {
+                    settle(&mut in_flight, &mut parts).await;
+                }
             }
             _ = tick.tick() => {
                 let at = chrono::Utc::now();
@@ -192,14 +200,39 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                 }
             }
             _ = snap.tick() => {
+                settle(&mut in_flight, &mut parts).await;
                 if let Err(e) = checkpoint(&consumer, &redis, &settings, &mut parts).await {
                     tracing::warn!(error = %e, "routing snapshot failed; retrying");
                 }
             }
         }
     }
+    settle(&mut in_flight, &mut parts).await;
     if let Err(e) = checkpoint(&consumer, &redis, &settings, &mut parts).await {
         tracing::warn!(error = %e, "final routing snapshot failed; the successor replays further");
+    }
+}
+
+/// A decision's delivery report.
+type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(i32, i64), Error>> + Send>>;
+
+/// Decisions in flight before the engine waits for their acknowledgements.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Waits for every decision in flight. A partition whose decision was not published is
+/// forgotten: the next record of it reloads the snapshot and replays from there, which
+/// re-emits the decisions with the same ids.
+async fn settle(in_flight: &mut Vec<(i32, Delivery)>, parts: &mut BTreeMap<i32, PartitionState>) {
+    let mut failed = std::collections::BTreeSet::new();
+    for (partition, delivery) in in_flight.drain(..) {
+        if let Err(e) = delivery.await {
+            if failed.insert(partition) {
+                tracing::error!(error = %e, partition, "a routing decision was not published; replaying from the snapshot");
+            }
+        }
+    }
+    for p in failed {
+        parts.remove(&p);
     }
 }
 

@@ -353,15 +353,35 @@ impl Engine {
             for bytes in entries {
                 match pb::OutboxEntry::decode(bytes.as_slice()) {
                     Ok(entry) => {
+                        // Consecutive publishes go out together (the producer keeps their
+                        // order per partition); everything else in order, one by one.
+                        let mut publishes = Vec::new();
                         for effect in entry.effects.into_iter().filter_map(|e| e.effect) {
-                            Box::pin(self.carry_out(effect)).await?;
+                            match effect {
+                                Fx::Publish(p) => publishes.push(p),
+                                other => {
+                                    self.publish_all(std::mem::take(&mut publishes)).await?;
+                                    Box::pin(self.carry_out(other)).await?;
+                                }
+                            }
                         }
+                        self.publish_all(publishes).await?;
                     }
                     Err(e) => tracing::error!(error = %e, outbox = %outbox.list, "undecodable outbox entry dropped"),
                 }
                 self.store.pop_outbox(outbox, &bytes).await?;
             }
         }
+    }
+
+    async fn publish_all(&self, publishes: Vec<pb::PublishEffect>) -> Result<(), Error> {
+        let mut sends = Vec::with_capacity(publishes.len());
+        for p in &publishes {
+            let event = Event::decode(&p.envelope)?;
+            sends.push(async move { self.producer.publish(&p.topic, &p.key, &event).await });
+        }
+        futures::future::try_join_all(sends).await?;
+        Ok(())
     }
 
     async fn carry_out(&self, effect: Fx) -> Result<(), Error> {

@@ -154,9 +154,9 @@ async fn apply(engine: &Engine, decision: Decision) -> Result<(), Error> {
                     },
                     |before, after, fx| {
                         fx.agent_contact(&agent.0, after, true, false);
+                        fx.notify(&agent.0, Notice::Offer(after.clone()));
                         fx.schedule(timer("offer", &tenant, &contact.0, &offer_id), expires_at);
                         engine.contact_event(fx, Kind::Offered, before, after, &agent.0, "")?;
-                        fx.notify(&agent.0, Notice::Offer(after.clone()));
                         Ok(())
                     },
                 )

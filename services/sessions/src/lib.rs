@@ -65,6 +65,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             brokers: config.common.kafka.brokers.clone(),
             group_id: format!("{prefix}sessions.decisions"),
             topics: vec![decisions],
+            fetch_wait: centralita_platform::bus::FETCH_WAIT_LOW_LATENCY,
         },
         flow::DecisionHandler { engine: engine.clone() },
         RedisDedupe::new(redis, DEDUPE_TTL),
