@@ -45,6 +45,9 @@ pub struct Engine {
     pub deadlines: String,
     /// Set of every agent id.
     pub agents_index: String,
+    /// Carry out a write's side effects in the background instead of before returning
+    /// (the routing-decision consumer: its next decision need not wait for Kafka).
+    pub detach_effects: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -318,14 +321,29 @@ impl Engine {
 
     /// Carries out the effects of a write just made; whatever fails is left to the sweeper.
     async fn finish(&self, outbox: &Outbox) {
-        if let Err(e) = self.drain(outbox, true).await {
+        if self.detach_effects {
+            let (engine, outbox) = (self.clone(), outbox.clone());
+            tokio::spawn(async move {
+                if let Err(e) = engine.drain(&outbox, true).await {
+                    tracing::warn!(error = %e, outbox = %outbox.list, "side effects left for the sweeper");
+                }
+            });
+        } else if let Err(e) = self.drain(outbox, true).await {
             tracing::warn!(error = %e, outbox = %outbox.list, "side effects left for the sweeper");
         }
     }
 
     /// Carries out the outbox of one record, in order, under its drain lock. With `wait`,
     /// waits (up to about a second) for another drainer to finish first.
-    pub async fn drain(&self, outbox: &Outbox, wait: bool) -> Result<(), Error> {
+    pub fn drain<'a>(
+        &'a self,
+        outbox: &'a Outbox,
+        wait: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + 'a>> {
+        Box::pin(self.drain_inner(outbox, wait))
+    }
+
+    async fn drain_inner(&self, outbox: &Outbox, wait: bool) -> Result<(), Error> {
         for _ in 0..200 {
             if self.store.outbox_len(outbox).await? == 0 {
                 return Ok(());

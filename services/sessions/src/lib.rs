@@ -59,6 +59,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         redis_channel: format!("{prefix}sessions:agent-events"),
         deadlines: format!("{prefix}sessions:deadlines"),
         agents_index: format!("{prefix}sessions:agents"),
+        detach_effects: false,
     };
     let consumer = Consumer::new(
         ConsumerSettings {
@@ -67,7 +68,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             topics: vec![decisions],
             fetch_wait: centralita_platform::bus::FETCH_WAIT_LOW_LATENCY,
         },
-        flow::DecisionHandler { engine: engine.clone() },
+        flow::DecisionHandler { engine: engine::Engine { detach_effects: true, ..engine.clone() } },
         RedisDedupe::new(redis, DEDUPE_TTL),
         Some(runtime.metrics.clone()),
     )?;
