@@ -73,6 +73,20 @@ pub struct TopicSpec {
     pub compacted: bool,
 }
 
+/// Sets `group.instance.id` when there is one.
+pub trait StaticMember {
+    fn set_static_member(&mut self, id: Option<&str>) -> &mut Self;
+}
+
+impl StaticMember for ClientConfig {
+    fn set_static_member(&mut self, id: Option<&str>) -> &mut Self {
+        if let Some(id) = id {
+            self.set("group.instance.id", id);
+        }
+        self
+    }
+}
+
 /// librdkafka settings shared by every client.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -361,6 +375,8 @@ pub struct ConsumerSettings {
     /// latency when records trickle in (some brokers, tansu among them, hold a fetch that
     /// long). [`FETCH_WAIT_LOW_LATENCY`] for consumers on a customer's path.
     pub fetch_wait: Duration,
+    /// Static membership (see `KafkaConfig::group_instance_id`).
+    pub group_instance_id: Option<String>,
 }
 
 /// Fetch wait of consumers whose latency a customer feels (routing decisions).
@@ -414,6 +430,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
         let consumer: StreamConsumer = client_config(&settings.brokers)
             .set("group.id", &settings.group_id)
             .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().clamp(1, 500).to_string())
+            .set_static_member(settings.group_instance_id.as_deref())
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")

@@ -89,6 +89,12 @@ pub struct KafkaConfig {
     /// Replication factor of topics created at start-up.
     #[arg(long = "kafka-replication-factor", env = "CENTRALITA_KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
+    /// Static consumer-group membership (`group.instance.id`) of this replica, stable across
+    /// its restarts (a StatefulSet pod name, or `sessions-1` locally): a restarted replica
+    /// takes its partitions back at once instead of waiting for the broker to expire the
+    /// dead member, which some brokers (tansu) never do. Unset: dynamic membership.
+    #[arg(long = "kafka-group-instance-id", env = "CENTRALITA_KAFKA_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -203,6 +209,14 @@ impl Validate for CommonConfig {
                 "CENTRALITA_KAFKA_TOPIC_PREFIX",
                 "may hold only ASCII letters, digits, '.', '_' and '-'",
             ));
+        }
+        if let Some(id) = &self.kafka.group_instance_id {
+            if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(ConfigError::new(
+                    "CENTRALITA_KAFKA_GROUP_INSTANCE_ID",
+                    "must be 1-200 of ASCII letters, digits, '.', '_' and '-'",
+                ));
+            }
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err(ConfigError::new("CENTRALITA_JWT_ISSUER / CENTRALITA_JWT_AUDIENCE", "must not be empty"));

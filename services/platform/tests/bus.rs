@@ -63,6 +63,7 @@ fn start(
         group_id: group.into(),
         topics: vec![topic.into()],
         fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+        group_instance_id: None,
     };
     let consumer = Consumer::new(settings, handler, dedupe, metrics).unwrap();
     let shutdown = Shutdown::new();
@@ -125,6 +126,7 @@ async fn restart_resumes_from_the_committed_offset() {
         group_id: group.clone(),
         topics: vec![topic.clone()],
         fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+        group_instance_id: None,
     };
     let consumer = Consumer::new(settings, r2.clone(), centralita_platform::bus::MemoryDedupe::new(100), None).unwrap();
     let stop2 = Shutdown::new();

@@ -40,7 +40,13 @@ fn config(prefix: &str) -> CommonConfig {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         shutdown_timeout: Duration::from_secs(5),
-        kafka: KafkaConfig { brokers: brokers(), topic_prefix: prefix.into(), partitions: 2, replication_factor: 1 },
+        kafka: KafkaConfig {
+            brokers: brokers(),
+            topic_prefix: prefix.into(),
+            partitions: 2,
+            replication_factor: 1,
+            group_instance_id: None,
+        },
         auth: AuthConfig {
             public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
             issuer: "centralita".into(),

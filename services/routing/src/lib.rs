@@ -79,6 +79,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         decision_topic: decisions,
         tick: config.service.tick,
         snapshot_every: config.service.snapshot_every,
+        group_instance_id: config.common.kafka.group_instance_id.clone(),
     };
     runtime.spawn(engine::run(settings, redis, producer, runtime.shutdown.clone()));
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await

@@ -67,6 +67,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             group_id: format!("{prefix}sessions.decisions"),
             topics: vec![decisions],
             fetch_wait: centralita_platform::bus::FETCH_WAIT_LOW_LATENCY,
+            group_instance_id: config.common.kafka.group_instance_id.clone(),
         },
         flow::DecisionHandler { engine: engine::Engine { detach_effects: true, ..engine.clone() } },
         RedisDedupe::new(redis, DEDUPE_TTL),

@@ -44,6 +44,7 @@ fn common(prefix: &str) -> CommonConfig {
             topic_prefix: prefix.into(),
             partitions: 1,
             replication_factor: 1,
+            group_instance_id: None,
         },
         auth: AuthConfig {
             public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
