@@ -300,11 +300,12 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let sent = Instant::now();
-                let Ok(r) = req(pb::CreateContactRequest { contact: Some(contact), request_id: String::new() }, &token)
-                else {
-                    return;
+                let r = req(pb::CreateContactRequest { contact: Some(contact), request_id: String::new() }, &token)
+                    .map_err(|e| tonic::Status::internal(e.to_string()));
+                let result = match r {
+                    Ok(r) => client.create_contact(r).await,
+                    Err(status) => Err(status),
                 };
-                let result = client.create_contact(r).await;
                 let took = sent.elapsed().as_micros() as u64;
                 match result {
                     Ok(_) => {
@@ -318,10 +319,12 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
                 }
             });
             while let Some(r) = inflight.try_join_next() {
-                let _ = r;
+                r?;
             }
         }
-        while inflight.join_next().await.is_some() {}
+        while let Some(r) = inflight.join_next().await {
+            r?;
+        }
         // Let the last offers of the step arrive.
         tokio::time::sleep(Duration::from_secs(3)).await;
         print_step(&lock(&stats).steps[step], args.step_seconds);

@@ -263,23 +263,14 @@ impl Producer {
         key: &str,
         event: &Event,
     ) -> Result<impl Future<Output = Result<(i32, i64), Error>> + Send + 'static, Error> {
-        let value = event.encode();
-        let id = event.id.to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-            .insert(Header { key: "ce_type", value: Some(event.type_name.as_str()) });
-        for (k, v) in crate::telemetry::current_trace_headers() {
-            headers = headers.insert(Header { key: &k, value: Some(v.as_str()) });
-        }
+        let (value, headers) = envelope(event);
         let record = FutureRecord::to(topic).key(key).payload(&value).headers(headers);
         let delivery = self.inner.send_result(record).map_err(|(e, _)| Error::from(e))?;
         let (metrics, topic) = (self.metrics.clone(), topic.to_owned());
         Ok(async move {
             match delivery.await {
                 Ok(Ok(d)) => {
-                    if let Some(m) = metrics {
-                        m.bus_published.get_or_create(&TopicLabel { topic }).inc();
-                    }
+                    count_published(metrics.as_deref(), topic);
                     Ok((d.partition, d.offset))
                 }
                 Ok(Err((e, _))) => Err(Error::from(e)),
@@ -289,28 +280,37 @@ impl Producer {
     }
 
     async fn send(&self, topic: &str, partition: Option<i32>, key: &str, event: &Event) -> Result<(i32, i64), Error> {
-        let value = event.encode();
-        let id = event.id.to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-            .insert(Header { key: "ce_type", value: Some(event.type_name.as_str()) });
-        for (k, v) in crate::telemetry::current_trace_headers() {
-            headers = headers.insert(Header { key: &k, value: Some(v.as_str()) });
-        }
+        let (value, headers) = envelope(event);
         let mut record = FutureRecord::to(topic).key(key).payload(&value).headers(headers);
         if let Some(p) = partition {
             record = record.partition(p);
         }
         let delivery =
             self.inner.send(record, Timeout::After(Duration::from_secs(30))).await.map_err(|(e, _)| Error::from(e))?;
-        if let Some(m) = &self.metrics {
-            m.bus_published.get_or_create(&TopicLabel { topic: topic.to_owned() }).inc();
-        }
+        count_published(self.metrics.as_deref(), topic.to_owned());
         Ok((delivery.partition, delivery.offset))
     }
 
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         self.inner.flush(Timeout::After(timeout)).map_err(Error::from)
+    }
+}
+
+/// The record value and headers of `event`: `ce_id`, `ce_type` and the trace context.
+fn envelope(event: &Event) -> (Vec<u8>, OwnedHeaders) {
+    let id = event.id.to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+        .insert(Header { key: "ce_type", value: Some(event.type_name.as_str()) });
+    for (k, v) in crate::telemetry::current_trace_headers() {
+        headers = headers.insert(Header { key: &k, value: Some(v.as_str()) });
+    }
+    (event.encode(), headers)
+}
+
+fn count_published(metrics: Option<&Metrics>, topic: String) {
+    if let Some(m) = metrics {
+        m.bus_published.get_or_create(&TopicLabel { topic }).inc();
     }
 }
 

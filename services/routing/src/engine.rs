@@ -186,9 +186,17 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                         }
                     }
                 }
+                if failed {
+                    // Forget the partition: its next record reloads the snapshot and replays
+                    // from there, re-emitting the decisions with the same ids.
+                    settle(&mut in_flight, &mut parts).await;
+                    parts.remove(&partition);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 state.next_offset = offset + 1;
                 state.dirty = true;
-                if failed || in_flight.len() >= MAX_IN_FLIGHT {
+                if in_flight.len() >= MAX_IN_FLIGHT {
                     settle(&mut in_flight, &mut parts).await;
                 }
             }
@@ -239,7 +247,8 @@ async fn settle(in_flight: &mut Vec<(i32, Delivery)>, parts: &mut BTreeMap<i32, 
     }
 }
 
-fn pool_tenant() -> TenantId {
+/// The tenant on the envelope of BPO-wide events (ticks, agent events).
+pub fn pool_tenant() -> TenantId {
     TenantId::parse(POOL_TENANT).unwrap_or_else(|_| unreachable!("`bpo` is a valid tenant id"))
 }
 

@@ -694,11 +694,11 @@ impl Api {
                 a.state_time = ts(now);
                 let aid = rc::AgentId(id.to_owned());
                 if state == pb::AgentState::Available && was != pb::AgentState::Available as i32 {
-                    engine.route_agent(fx, &Input::AgentReady { agent: aid })?;
+                    engine.route_agent(fx, &Input::AgentReady { agent: aid });
                 } else if state != pb::AgentState::Available && was == pb::AgentState::Available as i32 {
-                    engine.route_agent(fx, &Input::AgentNotReady { agent: aid })?;
+                    engine.route_agent(fx, &Input::AgentNotReady { agent: aid });
                 }
-                engine.agent_event(fx, kind, &a)?;
+                engine.agent_event(fx, kind, &a);
                 fx.notify(id, Notice::Agent(a.clone()));
                 Ok((a, ()))
             })
@@ -735,8 +735,8 @@ impl pb::agent_service_server::AgentService for Api {
                 a.contacts = cur.contacts;
                 a.state_time = cur.state_time;
                 a.activity = 0;
-                engine.route_agent(fx, &Input::AgentUpserted(profile.clone()))?;
-                engine.agent_event(fx, pb::agent_event::Kind::Upserted, &a)?;
+                engine.route_agent(fx, &Input::AgentUpserted(profile.clone()));
+                engine.agent_event(fx, pb::agent_event::Kind::Upserted, &a);
                 Ok((a, ()))
             })
             .await?;

@@ -132,11 +132,11 @@ impl Effects {
     fn close(&mut self, tenant: &TenantId, id: &str) {
         self.push(Fx::Close(pb::CloseEffect { tenant: tenant.to_string(), contact_id: id.to_owned() }));
     }
-    fn encode(&self) -> Vec<u8> {
+    fn encode(self) -> Vec<u8> {
         if self.0.is_empty() {
             Vec::new()
         } else {
-            pb::OutboxEntry { effects: self.0.clone() }.encode_to_vec()
+            pb::OutboxEntry { effects: self.0 }.encode_to_vec()
         }
     }
 }
@@ -153,10 +153,6 @@ const SWEEP_AFTER_MS: i64 = 1_000;
 impl Engine {
     pub fn input_topic(&self) -> String {
         centralita_routing::input_topic(&self.topics)
-    }
-
-    fn pool_tenant() -> Result<TenantId, Error> {
-        TenantId::parse(centralita_routing::engine::POOL_TENANT).map_err(Error::internal)
     }
 
     /// Applies `action` to the contact, with `edit` filling in the details and `effects`
@@ -275,11 +271,10 @@ impl Engine {
     }
 
     /// An agent event (agents are BPO-wide: the envelope carries the pool tenant).
-    pub fn agent_event(&self, fx: &mut Effects, kind: pb::agent_event::Kind, agent: &pb::Agent) -> Result<(), Error> {
+    pub fn agent_event(&self, fx: &mut Effects, kind: pb::agent_event::Kind, agent: &pb::Agent) {
         let event = pb::AgentEvent { kind: kind as i32, agent: Some(agent.clone()) };
         let id = agent.name.strip_prefix("agents/").unwrap_or(&agent.name);
-        fx.publish(self.topics.agents(), id, &Event::new(Self::pool_tenant()?, &event));
-        Ok(())
+        fx.publish(self.topics.agents(), id, &Event::new(centralita_routing::engine::pool_tenant(), &event));
     }
 
     /// A routing input, keyed by the agent pool.
@@ -288,9 +283,8 @@ impl Engine {
     }
 
     /// A routing input for an agent (the pool tenant).
-    pub fn route_agent(&self, fx: &mut Effects, input: &Input) -> Result<(), Error> {
-        self.route(fx, &Self::pool_tenant()?, input);
-        Ok(())
+    pub fn route_agent(&self, fx: &mut Effects, input: &Input) {
+        self.route(fx, &centralita_routing::engine::pool_tenant(), input);
     }
 
     /// Publishes a routing input now, outside any record write (nothing to make atomic).
@@ -436,7 +430,7 @@ impl Engine {
                             a.state = pb::AgentState::Away as i32;
                             a.away_reason = NOT_RESPONDING.into();
                             a.state_time = ts(now_ms());
-                            self.agent_event(fx, pb::agent_event::Kind::StateChanged, &a)?;
+                            self.agent_event(fx, pb::agent_event::Kind::StateChanged, &a);
                             fx.notify(&agent, Notify::Agent(a.clone()));
                         }
                         Ok((a, ()))
@@ -476,7 +470,7 @@ impl Engine {
             for id in pending {
                 let outbox = Outbox::contact(&t.id, &id);
                 self.drain(&outbox, false).await?;
-                self.store.pop_outbox(&outbox, b"").await?;
+                self.store.forget_if_drained(&outbox).await?;
                 done += 1;
             }
         }

@@ -230,24 +230,6 @@ pub async fn timers(engine: Engine, every: Duration, shutdown: Shutdown) {
     }
 }
 
-/// Claims a due timer: KEYS deadlines; ARGV member, now, lease end.
-const CLAIM: &str = r"
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) <= tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-";
-
-/// Removes a handled timer unless it was rescheduled meanwhile: KEYS deadlines; ARGV member,
-/// lease end.
-const DONE: &str = r"
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 0
-";
-
 /// How long a claimed timer is this replica's before another may fire it.
 const TIMER_LEASE_MS: i64 = 10_000;
 
@@ -257,25 +239,25 @@ async fn fire_due(engine: &Engine) -> Result<(), Error> {
     let due: Vec<String> = redis::AsyncCommands::zrangebyscore_limit(&mut conn, &engine.deadlines, "-inf", now, 0, 200)
         .await
         .map_err(Error::from)?;
-    let (claim, done) = (redis::Script::new(CLAIM), redis::Script::new(DONE));
     for member in due {
         let lease = now + TIMER_LEASE_MS;
-        let claimed: i64 =
-            claim.key(&engine.deadlines).arg(&member).arg(now).arg(lease).invoke_async(&mut conn).await?;
-        if claimed == 0 {
+        if !engine.store.claim_timer(&engine.deadlines, &member, now, lease).await? {
             continue;
         }
         let parts: Vec<&str> = member.splitn(4, '|').collect();
         let result = match parts.as_slice() {
             [kind, tenant, id, token] => match TenantId::parse(tenant) {
                 Ok(tenant) => fire(engine, kind, &tenant, id, token).await,
-                Err(_) => Ok(()),
+                Err(_) => Err(Error::NotFound(member.clone())),
             },
-            _ => Ok(()),
+            _ => Err(Error::NotFound(member.clone())),
         };
+        if let Err(Error::NotFound(what)) = &result {
+            tracing::debug!(%what, "timer for something that is gone; dropped");
+        }
         match result {
             Ok(()) | Err(Error::FailedPrecondition(_)) | Err(Error::NotFound(_)) => {
-                let _: i64 = done.key(&engine.deadlines).arg(&member).arg(lease).invoke_async(&mut conn).await?;
+                engine.store.finish_timer(&engine.deadlines, &member, lease).await?;
             }
             // Left claimed: it fires again when the lease runs out.
             Err(e) => return Err(e),

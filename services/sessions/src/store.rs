@@ -33,6 +33,24 @@ if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) en
 return redis.call('LLEN', KEYS[1])
 ";
 
+/// Claims a due timer: KEYS deadlines; ARGV member, now, lease end.
+const CLAIM: &str = r"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Removes a handled timer unless it was rescheduled meanwhile: KEYS deadlines; ARGV member,
+/// lease end.
+const DONE: &str = r"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+";
+
 /// Releases a lock only if it is still ours.
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -103,6 +121,8 @@ pub struct Store {
     cas: redis::Script,
     pop: redis::Script,
     unlock: redis::Script,
+    claim: redis::Script,
+    done: redis::Script,
 }
 
 impl std::fmt::Debug for Store {
@@ -113,7 +133,14 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     pub fn new(redis: RedisHandle) -> Self {
-        Self { redis, cas: redis::Script::new(CAS), pop: redis::Script::new(POP), unlock: redis::Script::new(UNLOCK) }
+        Self {
+            redis,
+            cas: redis::Script::new(CAS),
+            pop: redis::Script::new(POP),
+            unlock: redis::Script::new(UNLOCK),
+            claim: redis::Script::new(CLAIM),
+            done: redis::Script::new(DONE),
+        }
     }
 
     pub fn conn(&self) -> Result<redis::aio::ConnectionManager, Error> {
@@ -162,8 +189,7 @@ impl Store {
     where
         M: prost::Message + Default + Clone,
     {
-        let outbox = Outbox { list: String::new(), pending: String::new(), member: String::new() };
-        self.update_with(key, &outbox, |m| f(m).map(|(m, r)| (m, r, Vec::new())), ttl_ms).await
+        self.write(key, None, |m| f(m).map(|(m, r)| (m, r, Vec::new())), ttl_ms).await
     }
 
     /// Like [`Store::update`], and `f` also gives the side effects of the write: an encoded
@@ -172,6 +198,19 @@ impl Store {
         &self,
         key: &str,
         outbox: &Outbox,
+        f: impl FnMut(Option<M>) -> Result<(M, R, Vec<u8>), Error>,
+        ttl_ms: impl Fn(&M) -> i64,
+    ) -> Result<(M, R), Error>
+    where
+        M: prost::Message + Default + Clone,
+    {
+        self.write(key, Some(outbox), f, ttl_ms).await
+    }
+
+    async fn write<M, R>(
+        &self,
+        key: &str,
+        outbox: Option<&Outbox>,
         mut f: impl FnMut(Option<M>) -> Result<(M, R, Vec<u8>), Error>,
         ttl_ms: impl Fn(&M) -> i64,
     ) -> Result<(M, R), Error>
@@ -183,13 +222,12 @@ impl Store {
             let current = self.load::<M>(key).await?;
             let version = current.as_ref().map(|(v, _)| *v).unwrap_or(0);
             let (new, result, entry) = f(current.map(|(_, m)| m))?;
-            if !entry.is_empty() && outbox.list.is_empty() {
-                return Err(Error::internal("side effects without an outbox"));
-            }
-            let (list, pending) = if entry.is_empty() {
-                (key.to_owned(), key.to_owned())
-            } else {
-                (outbox.list.clone(), outbox.pending.clone())
+            // Without an outbox the script leaves its outbox keys alone; the record's key
+            // stands in for them (same slot).
+            let (list, pending, member) = match outbox {
+                Some(o) => (o.list.as_str(), o.pending.as_str(), o.member.as_str()),
+                None if entry.is_empty() => (key, key, ""),
+                None => return Err(Error::internal("side effects without an outbox")),
             };
             let written: i64 = self
                 .cas
@@ -201,7 +239,7 @@ impl Store {
                 .arg(ttl_ms(&new))
                 .arg(entry)
                 .arg(chrono::Utc::now().timestamp_millis())
-                .arg(&outbox.member)
+                .arg(member)
                 .invoke_async(&mut conn)
                 .await?;
             if written >= 0 {
@@ -249,6 +287,27 @@ impl Store {
             .arg(&outbox.member)
             .invoke_async(&mut conn)
             .await?)
+    }
+
+    /// Drops the record from its pending set if its outbox is empty.
+    pub async fn forget_if_drained(&self, outbox: &Outbox) -> Result<(), Error> {
+        self.pop_outbox(outbox, b"").await.map(|_| ())
+    }
+
+    /// Claims a due timer of `deadlines` until `lease_until`; false if it is not due or
+    /// another replica claimed it first.
+    pub async fn claim_timer(&self, deadlines: &str, member: &str, now: i64, lease_until: i64) -> Result<bool, Error> {
+        let mut conn = self.conn()?;
+        let claimed: i64 =
+            self.claim.key(deadlines).arg(member).arg(now).arg(lease_until).invoke_async(&mut conn).await?;
+        Ok(claimed == 1)
+    }
+
+    /// Removes a handled timer unless it was rescheduled since the claim.
+    pub async fn finish_timer(&self, deadlines: &str, member: &str, lease_until: i64) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        let _: i64 = self.done.key(deadlines).arg(member).arg(lease_until).invoke_async(&mut conn).await?;
+        Ok(())
     }
 
     pub async fn outbox_len(&self, outbox: &Outbox) -> Result<i64, Error> {
