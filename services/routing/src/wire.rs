@@ -149,6 +149,7 @@ pub fn input_to_pb(input: &Input) -> pb::RoutingInput {
         Input::OfferDeclined { contact, agent, not_responding } => {
             I::OfferDeclined(answer(contact, agent, *not_responding))
         }
+        Input::OfferUndelivered { contact, agent } => I::OfferUndelivered(answer(contact, agent, false)),
         Input::ContactReleased { contact, agent } => I::ContactReleased(answer(contact, agent, false)),
         Input::Tick => I::Tick(pb::Tick {}),
     };
@@ -204,6 +205,9 @@ pub fn input_from_pb(input: pb::RoutingInput) -> Result<Input, String> {
             agent: AgentId(a.agent_id),
             not_responding: a.not_responding,
         },
+        I::OfferUndelivered(a) => {
+            Input::OfferUndelivered { contact: ContactId(a.contact_id), agent: AgentId(a.agent_id) }
+        }
         I::ContactReleased(a) => {
             Input::ContactReleased { contact: ContactId(a.contact_id), agent: AgentId(a.agent_id) }
         }

@@ -116,7 +116,7 @@ impl Handler for DecisionHandler {
                     return Ok(());
                 }
             };
-        match apply(&self.engine, decision).await {
+        match apply(&self.engine, decision, event.occurred_at.timestamp_millis()).await {
             Err(Error::FailedPrecondition(why)) | Err(Error::NotFound(why)) => {
                 tracing::debug!(%why, "stale routing decision");
                 Ok(())
@@ -126,19 +126,48 @@ impl Handler for DecisionHandler {
     }
 }
 
-async fn apply(engine: &Engine, decision: Decision) -> Result<(), Error> {
+/// An offer with less time left than this (or than half its timeout, if shorter) when it
+/// reaches sessions is void rather than made: the agent could not answer it and would be
+/// marked not responding for nothing.
+const MIN_OFFER_MS: i64 = 1_000;
+
+async fn agent_available(engine: &Engine, agent: &rc::AgentId) -> Result<bool, Error> {
+    Ok(engine
+        .store
+        .load::<pb::Agent>(&store::agent_key(&agent.0))
+        .await?
+        .is_some_and(|(_, a)| a.state == pb::AgentState::Available as i32))
+}
+
+async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(), Error> {
     match decision {
         Decision::Offer { contact, agent, queue, expires_at, .. } => {
             let tenant = TenantId::parse(&queue.tenant).map_err(Error::internal)?;
             let offer_id = uuid::Uuid::now_v7().simple().to_string();
-            let agent_ok = engine
+            let queued = engine
                 .store
-                .load::<pb::Agent>(&store::agent_key(&agent.0))
+                .load::<pb::Contact>(&store::contact_key(&tenant, &contact.0))
                 .await?
-                .is_some_and(|(_, a)| a.state == pb::AgentState::Available as i32);
-            if !agent_ok {
-                // The agent left between routing's decision and now: hand the contact back.
-                engine.route_now(&tenant, &Input::OfferDeclined { contact, agent, not_responding: false }).await?;
+                .is_some_and(|(_, c)| c.state == ContactState::Queued as i32);
+            if !queued {
+                // Stale (the contact left the queue meanwhile) or already applied.
+                return Ok(());
+            }
+            let available = agent_available(engine, &agent).await?;
+            let left_ms = expires_at - now_ms();
+            let min_left = MIN_OFFER_MS.min((expires_at - decided_at) / 2);
+            if !available || left_ms < min_left {
+                // The offer is void: the agent left between routing's decision and now, or
+                // the decision arrived too late (a backlog, a restart) for anyone to
+                // answer it. The contact goes back to its place without counting as
+                // declined by the agent, which routing takes as not ready; if the agent is
+                // available (again), its readiness is appended after the void (whose
+                // publish is acknowledged first), so routing never leaves it idle.
+                tracing::info!(contact = %contact.0, agent = %agent.0, available, left_ms, "offer void; contact back to its place");
+                engine.route_now(&tenant, &Input::OfferUndelivered { contact, agent: agent.clone() }).await?;
+                if agent_available(engine, &agent).await? {
+                    engine.route_now(&tenant, &Input::AgentReady { agent }).await?;
+                }
                 return Ok(());
             }
             engine

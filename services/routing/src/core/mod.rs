@@ -258,25 +258,11 @@ impl Router {
             }
             Input::OfferDeclined { contact, agent, not_responding } => {
                 self.require_offered(&contact, &agent)?;
-                self.free(&agent, &contact);
-                if not_responding {
-                    self.unindex_agent(&agent);
-                    if let Some(a) = self.agents.get_mut(&agent) {
-                        a.ready = false;
-                    }
-                }
-                if let Some(state) = self.contacts.get_mut(&contact) {
-                    state.offered_to = None;
-                    state.declined.insert(agent.clone());
-                    let key = state.wait_key();
-                    let queued = state.contact.clone();
-                    self.queues.entry(queued.queue.clone()).or_default().waiting.insert(key);
-                    // A maximum wait that passed while the contact was offered fires on
-                    // the next tick.
-                    self.schedule(&queued);
-                }
-                self.match_contact(&contact, now, &mut out);
-                self.match_agent(&agent, now, &mut out);
+                self.return_offer(&contact, &agent, not_responding, true, now, &mut out);
+            }
+            Input::OfferUndelivered { contact, agent } => {
+                self.require_offered(&contact, &agent)?;
+                self.return_offer(&contact, &agent, true, false, now, &mut out);
             }
             Input::ContactReleased { contact, agent } => {
                 if self.booked.get(&contact) != Some(&agent) {
@@ -372,6 +358,41 @@ impl Router {
             router.contacts.insert(state.contact.id.clone(), state);
         }
         router
+    }
+
+    /// An offer ends without a booking: the agent's reservation is freed, the contact goes
+    /// back to its place in the queue (`declined`: never to be offered to that agent again),
+    /// and with `not_ready` the agent takes no new offers until it is ready again.
+    fn return_offer(
+        &mut self,
+        contact: &ContactId,
+        agent: &AgentId,
+        not_ready: bool,
+        declined: bool,
+        now: Millis,
+        out: &mut Vec<Decision>,
+    ) {
+        self.free(agent, contact);
+        if not_ready {
+            self.unindex_agent(agent);
+            if let Some(a) = self.agents.get_mut(agent) {
+                a.ready = false;
+            }
+        }
+        if let Some(state) = self.contacts.get_mut(contact) {
+            state.offered_to = None;
+            if declined {
+                state.declined.insert(agent.clone());
+            }
+            let key = state.wait_key();
+            let queued = state.contact.clone();
+            self.queues.entry(queued.queue.clone()).or_default().waiting.insert(key);
+            // A maximum wait that passed while the contact was offered fires on the next
+            // tick.
+            self.schedule(&queued);
+        }
+        self.match_contact(contact, now, out);
+        self.match_agent(agent, now, out);
     }
 
     fn require_offered(&self, contact: &ContactId, agent: &AgentId) -> Result<(), Rejected> {

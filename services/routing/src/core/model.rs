@@ -178,6 +178,10 @@ pub enum Input {
     /// will not be offered to that agent again. With `not_responding` the agent also
     /// stops receiving offers until it is ready again.
     OfferDeclined { contact: ContactId, agent: AgentId, not_responding: bool },
+    /// The offer never reached the agent (it was no longer available when the offer was
+    /// to be made): the contact goes back to its place without counting as declined by
+    /// the agent, and the agent takes no new offers until it is ready again.
+    OfferUndelivered { contact: ContactId, agent: AgentId },
     /// The agent finished with a contact (after-contact work done, transferred away):
     /// its capacity is free again.
     ContactReleased { contact: ContactId, agent: AgentId },

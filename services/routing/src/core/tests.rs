@@ -340,6 +340,27 @@ fn rona_offers_the_contact_to_another_agent_and_makes_the_first_not_ready() {
 }
 
 #[test]
+fn an_undelivered_offer_returns_the_contact_without_counting_as_declined() {
+    let sales = q("acme", "sales");
+    let mut r = Router::new();
+    upsert(&mut r, 0, agent("a", std::slice::from_ref(&sales)));
+    ready(&mut r, 0, "a");
+    let c1 = contact("c1", &sales, 100);
+    assert_eq!(queue(&mut r, 100, &c1), vec![offer(&c1, "a", 100)]);
+    // Sessions found a away already: the offer is void and a takes nothing new...
+    let void = Input::OfferUndelivered { contact: cid("c1"), agent: aid("a") };
+    assert_eq!(ok(&mut r, 200, void.clone()), vec![]);
+    assert!(!r.is_ready(&aid("a")));
+    assert_eq!(r.holdings(&aid("a")), vec![]);
+    assert_eq!((r.offered_to(&cid("c1")), r.waiting()), (None, 1));
+    // ...until it is ready again, when c1 is offered to it: a never declined it.
+    assert_eq!(ready(&mut r, 1_000, "a"), vec![offer(&c1, "a", 1_000)]);
+    // Only the agent holding the offer can void it.
+    assert!(r.apply(1_100, Input::OfferUndelivered { contact: cid("c1"), agent: aid("b") }).is_err());
+    assert!(r.apply(1_100, void).is_ok());
+}
+
+#[test]
 fn withdrawing_an_offered_contact_frees_capacity_for_the_next() {
     let sales = q("acme", "sales");
     let mut r = Router::new();
@@ -576,6 +597,7 @@ mod props {
         Queue(ContactSpec),
         Accept(usize),
         Decline(usize, bool),
+        Undeliver(usize),
         Withdraw(usize),
         Release(usize),
         Tick,
@@ -589,6 +611,7 @@ mod props {
             4 => arb_contact().prop_map(Op::Queue),
             3 => any::<usize>().prop_map(Op::Accept),
             1 => (any::<usize>(), any::<bool>()).prop_map(|(i, n)| Op::Decline(i, n)),
+            1 => any::<usize>().prop_map(Op::Undeliver),
             1 => any::<usize>().prop_map(Op::Withdraw),
             3 => any::<usize>().prop_map(Op::Release),
             2 => Just(Op::Tick),
@@ -658,6 +681,9 @@ mod props {
                     if *not_responding {
                         self.ready.remove(agent);
                     }
+                }
+                Input::OfferUndelivered { agent, .. } => {
+                    self.ready.remove(agent);
                 }
                 _ => {}
             }
@@ -762,6 +788,8 @@ mod props {
                     Op::Decline(i, not_responding) => pick(holds(Some(Hold::Reserved)), *i).map(|(contact, agent)| {
                         Input::OfferDeclined { contact, agent, not_responding: *not_responding }
                     }),
+                    Op::Undeliver(i) => pick(holds(Some(Hold::Reserved)), *i)
+                        .map(|(contact, agent)| Input::OfferUndelivered { contact, agent }),
                     Op::Release(i) => pick(holds(Some(Hold::Booked)), *i)
                         .map(|(contact, agent)| Input::ContactReleased { contact, agent }),
                     // Any contact ever queued: waiting, offered, booked or already gone.
