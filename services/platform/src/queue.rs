@@ -45,6 +45,86 @@ pub struct QueueConfig {
     pub preferred_agent_window: Duration,
     /// Sorted by `after`, the first at zero (a default step is added when none is given).
     pub steps: Vec<RelaxStep>,
+    /// Contracted service-level target in percent; `None` means the tenant's.
+    pub service_level_target_percent: Option<f64>,
+    pub service_level_definition: ServiceLevelDefinition,
+    pub abandon_rate_definition: AbandonRateDefinition,
+    pub short_abandon_threshold: Duration,
+}
+
+pub const DEFAULT_SHORT_ABANDON: Duration = Duration::from_secs(5);
+
+/// The service-level formulas of `METRICS.md` a queue may report with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
+pub enum ServiceLevelDefinition {
+    /// answered within T ÷ (answered + abandoned − short abandoned)
+    #[default]
+    Default,
+    /// answered within T ÷ answered (Asterisk "SL", Wazo QoS)
+    Answered,
+    /// (answered within T + abandoned within T) ÷ (answered + abandoned) (Asterisk "SL2")
+    AnsweredAndAbandoned,
+    /// contacts leaving the queue within T ÷ offered (Amazon Connect)
+    LeftQueue,
+}
+
+impl ServiceLevelDefinition {
+    pub const ALL: [Self; 4] = [Self::Default, Self::Answered, Self::AnsweredAndAbandoned, Self::LeftQueue];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Answered => "answered",
+            Self::AnsweredAndAbandoned => "answered-and-abandoned",
+            Self::LeftQueue => "left-queue",
+        }
+    }
+
+    /// The formula, as printed beside a figure.
+    pub fn formula(self) -> &'static str {
+        match self {
+            Self::Default => "answered within T / (answered + abandoned - short abandoned)",
+            Self::Answered => "answered within T / answered",
+            Self::AnsweredAndAbandoned => "(answered within T + abandoned within T) / (answered + abandoned)",
+            Self::LeftQueue => "left the queue within T / offered",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == s || (s.is_empty() && *d == Self::Default))
+    }
+}
+
+/// The abandon-rate formulas of `METRICS.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
+pub enum AbandonRateDefinition {
+    /// abandoned ÷ offered
+    #[default]
+    Default,
+    /// (abandoned − short abandoned) ÷ (offered − short abandoned)
+    ExcludingShort,
+}
+
+impl AbandonRateDefinition {
+    pub const ALL: [Self; 2] = [Self::Default, Self::ExcludingShort];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::ExcludingShort => "excluding-short",
+        }
+    }
+
+    pub fn formula(self) -> &'static str {
+        match self {
+            Self::Default => "abandoned / offered",
+            Self::ExcludingShort => "(abandoned - short abandoned) / (offered - short abandoned)",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == s || (s.is_empty() && *d == Self::Default))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +183,14 @@ pub struct QueueSpec {
     pub preferred_agent_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_level_target_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_level_definition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon_rate_definition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_abandon_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +256,27 @@ impl RoutingSpec {
             let acw = seconds("afterContactWorkSeconds", q.after_contact_work_seconds, 0, DEFAULT_AFTER_CONTACT_WORK);
             let max_wait = q.max_wait_seconds.map(|s| seconds("maxWaitSeconds", Some(s), 1, Duration::ZERO));
             let preferred = seconds("preferredAgentSeconds", q.preferred_agent_seconds, 0, Duration::ZERO);
+            let short_abandon = seconds("shortAbandonSeconds", q.short_abandon_seconds, 0, DEFAULT_SHORT_ABANDON);
+            let sl_definition = q.service_level_definition.as_deref().unwrap_or_default();
+            let sl_definition = ServiceLevelDefinition::parse(sl_definition).unwrap_or_else(|| {
+                let names: Vec<_> = ServiceLevelDefinition::ALL.iter().map(|d| d.name()).collect();
+                bad(format!("{path}.serviceLevelDefinition"), format!("`{sl_definition}` is not one of {}", names.join(", ")));
+                ServiceLevelDefinition::Default
+            });
+            let ar_definition = q.abandon_rate_definition.as_deref().unwrap_or_default();
+            let ar_definition = AbandonRateDefinition::parse(ar_definition).unwrap_or_else(|| {
+                let names: Vec<_> = AbandonRateDefinition::ALL.iter().map(|d| d.name()).collect();
+                bad(format!("{path}.abandonRateDefinition"), format!("`{ar_definition}` is not one of {}", names.join(", ")));
+                AbandonRateDefinition::Default
+            });
+            let target = match q.service_level_target_percent {
+                Some(t) if t > 0.0 && t <= 100.0 => Some(t),
+                None => None,
+                Some(t) => {
+                    bad(format!("{path}.serviceLevelTargetPercent"), format!("must be in (0, 100], got {t}"));
+                    None
+                }
+            };
             if !is_code(&q.id) {
                 bad(format!("{path}.id"), format!("`{}` must be 1-40 of a-z, 0-9, - and _", q.id));
             } else if queues.contains_key(&q.id) {
@@ -247,6 +356,10 @@ impl RoutingSpec {
                     overflow_queue: q.overflow_queue.clone(),
                     preferred_agent_window: preferred,
                     steps,
+                    service_level_target_percent: target,
+                    service_level_definition: sl_definition,
+                    abandon_rate_definition: ar_definition,
+                    short_abandon_threshold: short_abandon,
                 },
             );
         }
@@ -285,6 +398,10 @@ impl From<&RoutingConfig> for RoutingSpec {
                             drop_language: s.drop_language,
                         })
                         .collect(),
+                    service_level_target_percent: q.service_level_target_percent,
+                    service_level_definition: Some(q.service_level_definition.name().into()),
+                    abandon_rate_definition: Some(q.abandon_rate_definition.name().into()),
+                    short_abandon_seconds: Some(secs(q.short_abandon_threshold)),
                 })
                 .collect(),
         }
@@ -333,6 +450,10 @@ impl From<&RoutingConfig> for pb::RoutingConfig {
                             drop_language: s.drop_language,
                         })
                         .collect(),
+                    service_level_target_percent: q.service_level_target_percent.unwrap_or(0.0),
+                    service_level_definition: q.service_level_definition.name().into(),
+                    abandon_rate_definition: q.abandon_rate_definition.name().into(),
+                    short_abandon_threshold: duration(q.short_abandon_threshold),
                 })
                 .collect(),
         }
@@ -370,6 +491,10 @@ impl From<pb::RoutingConfig> for RoutingSpec {
                             drop_language: s.drop_language,
                         })
                         .collect(),
+                    service_level_target_percent: Some(q.service_level_target_percent).filter(|t| *t != 0.0),
+                    service_level_definition: Some(q.service_level_definition).filter(|s| !s.is_empty()),
+                    abandon_rate_definition: Some(q.abandon_rate_definition).filter(|s| !s.is_empty()),
+                    short_abandon_seconds: seconds(&q.short_abandon_threshold),
                 })
                 .collect(),
         }

@@ -735,7 +735,12 @@ spec:
           - { afterSeconds: 0 }
           - { afterSeconds: 30, proficiencyDrop: 1 }
           - { afterSeconds: 90, dropSkills: true, dropLanguage: true }
-      - { id: billing, offerTimeoutSeconds: 20 }
+      - id: billing
+        offerTimeoutSeconds: 20
+        serviceLevelTargetPercent: 90
+        serviceLevelDefinition: left-queue
+        abandonRateDefinition: excluding-short
+        shortAbandonSeconds: 10
 "#;
 
     fn now() -> DateTime<Utc> {
@@ -822,6 +827,8 @@ spec:
     #[test]
     fn queue_problems_are_named() {
         let text = DEMO
+            .replace("serviceLevelDefinition: left-queue", "serviceLevelDefinition: best")
+            .replace("serviceLevelTargetPercent: 90", "serviceLevelTargetPercent: 0")
             .replace("overflowQueue: billing", "overflowQueue: nowhere")
             .replace("afterSeconds: 30, proficiencyDrop: 1", "afterSeconds: 30, proficiencyDrop: 9")
             .replace("awayReasons: [break, lunch]", "awayReasons: [break, break, not_responding]");
@@ -833,13 +840,21 @@ spec:
                 "document 1: spec.routing.awayReasons[2]",
                 "document 1: spec.routing.queues[0].overflowQueue",
                 "document 1: spec.routing.queues[0].steps[1].proficiencyDrop",
+                "document 1: spec.routing.queues[1].serviceLevelDefinition",
+                "document 1: spec.routing.queues[1].serviceLevelTargetPercent",
             ]
         );
         let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
         let support = &t.routing.queues["support"];
         assert_eq!(support.steps.len(), 3);
         assert_eq!(support.service_level_threshold, Duration::from_secs(20));
-        assert_eq!(t.routing.queues["billing"].offer_timeout, Duration::from_secs(20));
+        let billing = &t.routing.queues["billing"];
+        assert_eq!(billing.offer_timeout, Duration::from_secs(20));
+        assert_eq!(billing.service_level_definition, crate::queue::ServiceLevelDefinition::LeftQueue);
+        assert_eq!(billing.abandon_rate_definition, crate::queue::AbandonRateDefinition::ExcludingShort);
+        assert_eq!((billing.short_abandon_threshold, billing.service_level_target_percent), (Duration::from_secs(10), Some(90.0)));
+        assert_eq!(support.service_level_definition, crate::queue::ServiceLevelDefinition::Default);
+        assert_eq!(support.short_abandon_threshold, Duration::from_secs(5));
         assert!(t.routing.is_away_reason("not_responding") && t.routing.is_away_reason("lunch"));
     }
 

@@ -11,6 +11,9 @@
 //! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
 //! consumed, the admin port, and readiness of the dependencies below.
 
+pub mod core;
+pub mod erlang;
+
 use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
