@@ -34,3 +34,10 @@ pub mod routing {
         tonic::include_proto!("centralita.routing.v1");
     }
 }
+
+pub mod reporting {
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("centralita.reporting.v1");
+    }
+}

@@ -260,13 +260,19 @@ impl RoutingSpec {
             let sl_definition = q.service_level_definition.as_deref().unwrap_or_default();
             let sl_definition = ServiceLevelDefinition::parse(sl_definition).unwrap_or_else(|| {
                 let names: Vec<_> = ServiceLevelDefinition::ALL.iter().map(|d| d.name()).collect();
-                bad(format!("{path}.serviceLevelDefinition"), format!("`{sl_definition}` is not one of {}", names.join(", ")));
+                bad(
+                    format!("{path}.serviceLevelDefinition"),
+                    format!("`{sl_definition}` is not one of {}", names.join(", ")),
+                );
                 ServiceLevelDefinition::Default
             });
             let ar_definition = q.abandon_rate_definition.as_deref().unwrap_or_default();
             let ar_definition = AbandonRateDefinition::parse(ar_definition).unwrap_or_else(|| {
                 let names: Vec<_> = AbandonRateDefinition::ALL.iter().map(|d| d.name()).collect();
-                bad(format!("{path}.abandonRateDefinition"), format!("`{ar_definition}` is not one of {}", names.join(", ")));
+                bad(
+                    format!("{path}.abandonRateDefinition"),
+                    format!("`{ar_definition}` is not one of {}", names.join(", ")),
+                );
                 AbandonRateDefinition::Default
             });
             let target = match q.service_level_target_percent {

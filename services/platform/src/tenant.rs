@@ -852,7 +852,10 @@ spec:
         assert_eq!(billing.offer_timeout, Duration::from_secs(20));
         assert_eq!(billing.service_level_definition, crate::queue::ServiceLevelDefinition::LeftQueue);
         assert_eq!(billing.abandon_rate_definition, crate::queue::AbandonRateDefinition::ExcludingShort);
-        assert_eq!((billing.short_abandon_threshold, billing.service_level_target_percent), (Duration::from_secs(10), Some(90.0)));
+        assert_eq!(
+            (billing.short_abandon_threshold, billing.service_level_target_percent),
+            (Duration::from_secs(10), Some(90.0))
+        );
         assert_eq!(support.service_level_definition, crate::queue::ServiceLevelDefinition::Default);
         assert_eq!(support.short_abandon_threshold, Duration::from_secs(5));
         assert!(t.routing.is_away_reason("not_responding") && t.routing.is_away_reason("lunch"));

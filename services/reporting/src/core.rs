@@ -331,9 +331,9 @@ impl Counts {
         self.transferred += o.transferred;
     }
 
-    /// Service level in percent under `definition`.
-    pub fn service_level(&self, definition: ServiceLevelDefinition) -> Option<f64> {
-        let (num, den) = match definition {
+    /// Numerator and denominator of the service level under `definition`.
+    pub fn service_level_parts(&self, definition: ServiceLevelDefinition) -> (u64, u64) {
+        match definition {
             ServiceLevelDefinition::Default => {
                 (self.answered_within, (self.answered + self.abandoned).saturating_sub(self.short_abandoned))
             }
@@ -342,7 +342,12 @@ impl Counts {
                 (self.answered_within + self.abandoned_within, self.answered + self.abandoned)
             }
             ServiceLevelDefinition::LeftQueue => (self.left_within, self.offered),
-        };
+        }
+    }
+
+    /// Service level in percent under `definition`.
+    pub fn service_level(&self, definition: ServiceLevelDefinition) -> Option<f64> {
+        let (num, den) = self.service_level_parts(definition);
         ratio(num as f64, den as f64)
     }
 
@@ -378,6 +383,8 @@ pub fn interval_start(at: Millis) -> Millis {
 }
 
 pub const INTERVAL_MS: i64 = 15 * 60 * 1000;
+
+pub mod rollup;
 
 #[cfg(test)]
 mod tests;

@@ -90,7 +90,12 @@ pub fn p_wait(a: f64, n: u32) -> f64 {
 }
 
 /// Expected figures of `n` agents facing `arrivals_per_second` with `aht_seconds`.
-pub fn expected(arrivals_per_second: f64, aht_seconds: f64, threshold_seconds: f64, n: u32) -> Result<Expected, ErlangError> {
+pub fn expected(
+    arrivals_per_second: f64,
+    aht_seconds: f64,
+    threshold_seconds: f64,
+    n: u32,
+) -> Result<Expected, ErlangError> {
     let lambda = positive("arrivals_per_second", arrivals_per_second)?;
     let aht = positive("aht_seconds", aht_seconds)?;
     if !(threshold_seconds.is_finite() && threshold_seconds >= 0.0) {

@@ -7,24 +7,39 @@
 //! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
 //!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
 //!
-//! What is served today is the platform part: gRPC health and reflection, the tenant
-//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
-//! consumed, the admin port, and readiness of the dependencies below.
+//! # What it does
+//! - Consumes the contacts topic ([`store::ContactEvents`]): each event, once, folds into
+//!   the contact's queue legs in PostgreSQL ([`core`]); the event id is recorded in the same
+//!   transaction, so redeliveries and replays change nothing.
+//! - Serves `centralita.reporting.v1.ReportingService` (real-time figures, a wallboard
+//!   stream, history by interval/hour/day/month in the tenant's time zone, CSV, SLA
+//!   compliance) and `StaffingService` (Erlang C, [`erlang`]).
 
+pub mod api;
 pub mod core;
 pub mod erlang;
+pub mod store;
 
+use centralita_platform::bus::{Consumer, ConsumerSettings, FETCH_WAIT_DEFAULT};
 use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
+use centralita_proto::reporting::v1::reporting_service_server::ReportingServiceServer;
+use centralita_proto::reporting::v1::staffing_service_server::StaffingServiceServer;
+use tonic::service::interceptor::InterceptedService;
 
 pub const SERVICE: &str = "reporting";
 
 /// The `reporting` schema. Version 1 installs the row-level-security helper every tenant-owned
 /// table's policy uses; the service's own tables follow as new versions.
-pub const MIGRATIONS: Migrations =
-    Migrations { schema: "reporting", steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }] };
+pub const MIGRATIONS: Migrations = Migrations {
+    schema: "reporting",
+    steps: &[
+        Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
+        Migration { version: 2, name: "legs", sql: store::LEGS_SQL },
+    ],
+};
 
 /// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
 pub type Config = ServiceArgs<PostgresAndRedis>;
@@ -34,9 +49,35 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let topics = [runtime.topics.contacts(), runtime.topics.agents()];
     runtime.with_topics(&topics);
-    let _db = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
+    let pool = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
     let _redis = runtime.redis(&config.service.redis);
-    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+    let prefix = &config.common.kafka.topic_prefix;
+    let consumer = Consumer::new(
+        ConsumerSettings {
+            brokers: config.common.kafka.brokers.clone(),
+            group_id: format!("{prefix}reporting.contacts"),
+            topics: vec![runtime.topics.contacts()],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            group_instance_id: config.common.kafka.group_instance_id.clone(),
+        },
+        store::ContactEvents { pool: pool.clone() },
+        store::InTransaction,
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = consumer.run(sd).await {
+            tracing::error!(error = %e, "contact event consumer stopped");
+        }
+    });
+    let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone() };
+    runtime.with_health_name("centralita.reporting.v1.ReportingService");
+    runtime.with_health_name("centralita.reporting.v1.StaffingService");
+    let auth = runtime.authenticator.clone();
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(InterceptedService::new(ReportingServiceServer::new(api), auth.clone()));
+    routes.add_service(InterceptedService::new(StaffingServiceServer::new(api::Staffing), auth));
+    runtime.serve(listeners, routes).await
 }
 
 #[cfg(test)]

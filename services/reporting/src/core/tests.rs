@@ -17,7 +17,10 @@ impl World {
     }
 
     fn last(&self, contact: &str) -> Option<Leg> {
-        self.legs.range((contact.to_owned(), i32::MIN)..=(contact.to_owned(), i32::MAX)).next_back().map(|(_, l)| l.clone())
+        self.legs
+            .range((contact.to_owned(), i32::MIN)..=(contact.to_owned(), i32::MAX))
+            .next_back()
+            .map(|(_, l)| l.clone())
     }
 
     fn event(&mut self, contact: &str, kind: Kind, queue: &str, at: Millis) {
@@ -127,7 +130,10 @@ fn abandon_rate_asa_and_aht() {
     let c = floor().total("support");
     // 3 / 10 and (3 - 1) / (10 - 1)
     assert_eq!(c.abandon_rate(AbandonRateDefinition::Default), Some(30.0));
-    assert_eq!(c.abandon_rate(AbandonRateDefinition::ExcludingShort).map(|v| format!("{v:.4}")), Some("22.2222".into()));
+    assert_eq!(
+        c.abandon_rate(AbandonRateDefinition::ExcludingShort).map(|v| format!("{v:.4}")),
+        Some("22.2222".into())
+    );
     // (5 + 10 + 20 + 15 + 30 + 40) / 6 = 20 s
     assert_eq!(c.asa_seconds(), Some(20.0));
     assert_eq!(c.aht_seconds(), Some(70.0));

@@ -1,0 +1,250 @@
+//! PostgreSQL side: legs (the history every figure is computed from) and the ids of the
+//! events already applied, written in one transaction per event so a redelivered or
+//! replayed event changes nothing.
+
+use centralita_platform::bus::{Dedupe, Event, Handler};
+use centralita_platform::db::set_tenant;
+use centralita_platform::error::Error;
+use centralita_platform::tenant::TenantId;
+use centralita_proto::sessions::v1::{self as spb, contact_event::Kind as PbKind};
+use deadpool_postgres::Pool;
+
+use crate::core::{self, ContactFact, Kind, Leg, Millis, Outcome};
+
+/// Version 2 of the `reporting` schema: legs and applied event ids, both under row-level
+/// security keyed on the tenant (`centralita.tenant`, set per transaction).
+pub const LEGS_SQL: &str = r#"
+CREATE TABLE applied_events (
+    event_id text PRIMARY KEY,
+    tenant text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE legs (
+    tenant text NOT NULL,
+    contact_id text NOT NULL,
+    seq integer NOT NULL,
+    queue text NOT NULL,
+    channel integer NOT NULL,
+    enqueued_at bigint NOT NULL,
+    outcome smallint NOT NULL,
+    left_at bigint,
+    agent_id text NOT NULL DEFAULT '',
+    held_since bigint,
+    hold_ms bigint NOT NULL DEFAULT 0,
+    ended_at bigint,
+    handled_at bigint,
+    transferred boolean NOT NULL DEFAULT false,
+    offers integer NOT NULL DEFAULT 0,
+    declines integer NOT NULL DEFAULT 0,
+    disposition text NOT NULL DEFAULT '',
+    PRIMARY KEY (tenant, contact_id, seq)
+);
+CREATE INDEX legs_by_entry ON legs (tenant, enqueued_at);
+CREATE INDEX legs_by_handling ON legs (tenant, handled_at) WHERE handled_at IS NOT NULL;
+CREATE INDEX legs_waiting ON legs (tenant, queue, enqueued_at) WHERE outcome = 0;
+ALTER TABLE legs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE legs FORCE ROW LEVEL SECURITY;
+CREATE POLICY legs_tenant ON legs
+    USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
+ALTER TABLE applied_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE applied_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY applied_events_tenant ON applied_events
+    USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
+"#;
+
+const LEG_COLUMNS: &str = "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
+     held_since, hold_ms, ended_at, handled_at, transferred, offers, declines, disposition";
+
+fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
+    let outcome: i16 = r.try_get(6)?;
+    Ok(Leg {
+        tenant: r.try_get(0)?,
+        contact: r.try_get(1)?,
+        seq: r.try_get(2)?,
+        queue: r.try_get(3)?,
+        channel: r.try_get(4)?,
+        enqueued_at: r.try_get(5)?,
+        outcome: Outcome::from_i16(outcome).ok_or_else(|| Error::internal(format!("leg outcome {outcome}")))?,
+        left_at: r.try_get(7)?,
+        agent: r.try_get(8)?,
+        held_since: r.try_get(9)?,
+        hold_ms: r.try_get(10)?,
+        ended_at: r.try_get(11)?,
+        handled_at: r.try_get(12)?,
+        transferred: r.try_get(13)?,
+        offers: r.try_get(14)?,
+        declines: r.try_get(15)?,
+        disposition: r.try_get(16)?,
+    })
+}
+
+/// Reduces a contact event to a fact; `None` for kinds reporting does not count.
+pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
+    let e: spb::ContactEvent = event.payload()?;
+    let kind = match PbKind::try_from(e.kind).unwrap_or(PbKind::Unspecified) {
+        PbKind::Unspecified => return Ok(None),
+        PbKind::Queued => Kind::Queued,
+        PbKind::Offered => Kind::Offered,
+        PbKind::Accepted => Kind::Accepted,
+        PbKind::Rejected => Kind::Rejected,
+        PbKind::NotAnswered => Kind::NotAnswered,
+        PbKind::Held => Kind::Held,
+        PbKind::Resumed => Kind::Resumed,
+        PbKind::Transferred => Kind::Transferred,
+        PbKind::Ended => Kind::Ended,
+        PbKind::WrappedUp => Kind::WrappedUp,
+        PbKind::Abandoned => Kind::Abandoned,
+        PbKind::Overflowed => Kind::Overflowed,
+        PbKind::TimedOut => Kind::TimedOut,
+    };
+    let c = e.contact.unwrap_or_default();
+    let contact = c.name.strip_prefix("contacts/").unwrap_or(&c.name).to_owned();
+    if contact.is_empty() || c.queue.is_empty() {
+        return Err(Error::invalid("contact", "a contact event names no contact or queue"));
+    }
+    let millis =
+        |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    Ok(Some(ContactFact {
+        tenant: event.tenant.as_str().to_owned(),
+        contact,
+        kind,
+        queue: c.queue,
+        channel: c.channel,
+        agent: if e.agent_id.is_empty() { c.agent_id } else { e.agent_id },
+        disposition: c.disposition,
+        enqueued_at: millis(&c.create_time).or(millis(&c.enqueue_time)),
+        at: event.occurred_at.timestamp_millis(),
+    }))
+}
+
+/// Applies one contact event, once: the event id and the legs it changes are written in
+/// the same transaction.
+pub async fn apply_event(pool: &Pool, event: &Event) -> Result<bool, Error> {
+    let Some(fact) = fact(event)? else { return Ok(false) };
+    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, &event.tenant).await?;
+    let fresh = tx
+        .execute(
+            "INSERT INTO applied_events (event_id, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&event.id.to_string(), &event.tenant.as_str()],
+        )
+        .await?;
+    if fresh == 0 {
+        tx.commit().await?;
+        return Ok(false);
+    }
+    let last = tx
+        .query_opt(
+            &format!(
+                "SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND contact_id = $2 ORDER BY seq DESC LIMIT 1 FOR UPDATE"
+            ),
+            &[&fact.tenant, &fact.contact],
+        )
+        .await?
+        .map(|r| leg_from_row(&r))
+        .transpose()?;
+    for leg in core::apply(last, &fact) {
+        upsert(&tx, &leg).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), Error> {
+    tx.execute(
+        &format!(
+            "INSERT INTO legs ({LEG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT (tenant, contact_id, seq) DO UPDATE SET queue = EXCLUDED.queue, channel = EXCLUDED.channel, \
+             enqueued_at = EXCLUDED.enqueued_at, outcome = EXCLUDED.outcome, left_at = EXCLUDED.left_at, \
+             agent_id = EXCLUDED.agent_id, held_since = EXCLUDED.held_since, hold_ms = EXCLUDED.hold_ms, \
+             ended_at = EXCLUDED.ended_at, handled_at = EXCLUDED.handled_at, transferred = EXCLUDED.transferred, \
+             offers = EXCLUDED.offers, declines = EXCLUDED.declines, disposition = EXCLUDED.disposition"
+        ),
+        &[
+            &l.tenant,
+            &l.contact,
+            &l.seq,
+            &l.queue,
+            &l.channel,
+            &l.enqueued_at,
+            &(l.outcome as i16),
+            &l.left_at,
+            &l.agent,
+            &l.held_since,
+            &l.hold_ms,
+            &l.ended_at,
+            &l.handled_at,
+            &l.transferred,
+            &l.offers,
+            &l.declines,
+            &l.disposition,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Legs of `tenant` that entered a queue in `[from, to)` or whose handling ended in it.
+pub async fn legs_between(pool: &Pool, tenant: &TenantId, from: Millis, to: Millis) -> Result<Vec<Leg>, Error> {
+    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND ((enqueued_at >= $2 AND enqueued_at < $3) \
+                 OR (handled_at >= $2 AND handled_at < $3))"
+            ),
+            &[&tenant.as_str(), &from, &to],
+        )
+        .await?;
+    tx.commit().await?;
+    rows.iter().map(leg_from_row).collect()
+}
+
+/// Legs of `tenant` still waiting in a queue.
+pub async fn waiting(pool: &Pool, tenant: &TenantId) -> Result<Vec<Leg>, Error> {
+    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    let rows = tx
+        .query(&format!("SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND outcome = 0"), &[&tenant.as_str()])
+        .await?;
+    tx.commit().await?;
+    rows.iter().map(leg_from_row).collect()
+}
+
+/// The contact-event consumer's handler.
+#[derive(Debug, Clone)]
+pub struct ContactEvents {
+    pub pool: Pool,
+}
+
+impl Handler for ContactEvents {
+    async fn handle(&mut self, event: &Event) -> Result<(), Error> {
+        match apply_event(&self.pool, event).await {
+            // Not a contact event reporting can read: logged and skipped, never retried.
+            Err(e @ Error::InvalidArgument(_)) => {
+                tracing::warn!(error = %e, event_id = %event.id, "unreadable contact event skipped");
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+/// Deduplication happens inside the handler's transaction (`applied_events`), so the
+/// consumer's own dedupe has nothing to remember.
+#[derive(Debug, Clone, Copy)]
+pub struct InTransaction;
+
+impl Dedupe for InTransaction {
+    async fn seen(&self, _scope: &str, _event: &Event) -> Result<bool, Error> {
+        Ok(false)
+    }
+
+    async fn mark(&self, _scope: &str, _event: &Event) -> Result<(), Error> {
+        Ok(())
+    }
+}
