@@ -38,5 +38,6 @@ pub mod telemetry;
 pub mod tenancy_api;
 pub mod tenant;
 pub mod tenant_feed;
+pub mod testkit;
 
 pub use error::{Error, FieldViolation, Result};

@@ -20,7 +20,6 @@ pub mod core;
 pub mod erlang;
 pub mod store;
 
-use centralita_platform::bus::{Consumer, ConsumerSettings, FETCH_WAIT_DEFAULT};
 use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
@@ -52,16 +51,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let pool = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
     let _redis = runtime.redis(&config.service.redis);
     let prefix = &config.common.kafka.topic_prefix;
-    let consumer = Consumer::new(
-        ConsumerSettings {
-            brokers: config.common.kafka.brokers.clone(),
-            group_id: format!("{prefix}reporting.contacts"),
-            topics: vec![runtime.topics.contacts()],
-            fetch_wait: FETCH_WAIT_DEFAULT,
-            group_instance_id: config.common.kafka.group_instance_id.clone(),
-        },
-        store::ContactEvents { pool: pool.clone() },
-        store::InTransaction,
+    let consumer = store::contact_consumer(
+        &config.common.kafka.brokers,
+        format!("{prefix}reporting.contacts"),
+        runtime.topics.contacts(),
+        config.common.kafka.group_instance_id.clone(),
+        pool.clone(),
         Some(runtime.metrics.clone()),
     )?;
     let sd = runtime.shutdown.clone();

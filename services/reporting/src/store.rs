@@ -2,7 +2,7 @@
 //! events already applied, written in one transaction per event so a redelivered or
 //! replayed event changes nothing.
 
-use centralita_platform::bus::{Dedupe, Event, Handler};
+use centralita_platform::bus::{Consumer, ConsumerSettings, Dedupe, Event, Handler, FETCH_WAIT_DEFAULT};
 use centralita_platform::db::set_tenant;
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
@@ -213,6 +213,30 @@ pub async fn waiting(pool: &Pool, tenant: &TenantId) -> Result<Vec<Leg>, Error> 
         .await?;
     tx.commit().await?;
     rows.iter().map(leg_from_row).collect()
+}
+
+/// The consumer of the contacts topic that folds events into legs (`group_id` decides where
+/// it resumes; a new group replays the topic from the start).
+pub fn contact_consumer(
+    brokers: &str,
+    group_id: String,
+    topic: String,
+    group_instance_id: Option<String>,
+    pool: Pool,
+    metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
+) -> Result<Consumer<ContactEvents, InTransaction>, Error> {
+    Consumer::new(
+        ConsumerSettings {
+            brokers: brokers.into(),
+            group_id,
+            topics: vec![topic],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            group_instance_id,
+        },
+        ContactEvents { pool },
+        InTransaction,
+        metrics,
+    )
 }
 
 /// The contact-event consumer's handler.

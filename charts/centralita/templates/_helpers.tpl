@@ -1,0 +1,234 @@
+{{/*
+Helpers shared by every template. Most take a component context built by
+"centralita.ctx": (dict "root" $ "name" "<component>" "c" <its values> "t" <its traits>).
+*/}}
+
+{{- define "centralita.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "centralita.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "centralita.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+What each component's binary needs, fixed by the code and the architecture rather than by
+deployment choice:
+  postgres / redis: reads CENTRALITA_DATABASE_URL / CENTRALITA_REDIS_URL
+  frontend:         frontends and the ingress reach its gRPC port
+  stream:           a Kafka stream processor (KEDA-scalable)
+  grpc / jwt:       serves gRPC with caller JWTs
+  operator:         the Tenant controller (Kubernetes API, RBAC, one replica)
+*/}}
+{{- define "centralita.traits" -}}
+sessions:  {grpc: true, jwt: true, postgres: false, redis: true,  frontend: true,  stream: true,  operator: false}
+routing:   {grpc: true, jwt: true, postgres: false, redis: true,  frontend: false, stream: true,  operator: false}
+media:     {grpc: true, jwt: true, postgres: false, redis: false, frontend: true,  stream: false, operator: false}
+crm:       {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
+recording: {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
+reporting: {grpc: true, jwt: true, postgres: true,  redis: true,  frontend: true,  stream: true,  operator: false}
+operator:  {grpc: false, jwt: false, postgres: false, redis: false, frontend: false, stream: false, operator: true}
+{{- end -}}
+
+{{/* Names of the enabled components (JSON list): the gRPC services in name order, then the operator. */}}
+{{- define "centralita.componentNames" -}}
+{{- $names := list -}}
+{{- range $name, $svc := .Values.services -}}
+{{- if $svc.enabled -}}{{- $names = append $names $name -}}{{- end -}}
+{{- end -}}
+{{- if .Values.operator.enabled -}}{{- $names = append $names "operator" -}}{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
+{{/*
+Fills a component context in place: (dict "root" $ "name" "<name>") gains "c" (its values)
+and "t" (its traits). Templates iterate with:
+  range $name := include "centralita.componentNames" $ | fromJsonArray
+    $ctx := dict "root" $ "name" $name; include "centralita.ctx" $ctx
+*/}}
+{{- define "centralita.ctx" -}}
+{{- $traits := index (include "centralita.traits" .root | fromYaml) .name -}}
+{{- $c := ternary .root.Values.operator (index .root.Values.services .name | default dict) (eq .name "operator") -}}
+{{- $_ := set . "c" $c -}}
+{{- $_ := set . "t" $traits -}}
+{{- end -}}
+
+{{- define "centralita.componentName" -}}
+{{- printf "%s-%s" (include "centralita.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every object of the release; with a component context, of that component. */}}
+{{- define "centralita.labels" -}}
+helm.sh/chart: {{ include "centralita.chart" .root }}
+{{ include "centralita.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Values.image.tag | default .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: centralita
+{{- end -}}
+
+{{- define "centralita.releaseSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "centralita.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "centralita.selectorLabels" -}}
+{{ include "centralita.releaseSelectorLabels" .root }}
+{{- if .name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+{{- end -}}
+
+{{- define "centralita.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Whether an HPA (not KEDA) scales the component: "true" or "". */}}
+{{- define "centralita.hpaEnabled" -}}
+{{- if and (not .t.operator) .c.autoscaling.enabled (not (and .c.keda .c.keda.enabled)) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "centralita.kedaEnabled" -}}
+{{- if and .t.stream .c.keda .c.keda.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Checks across values that the JSON schema cannot express; fails the render. */}}
+{{- define "centralita.validate" -}}
+{{- $c := .c -}}
+{{- $drain := add $c.preStopSleepSeconds $c.shutdownTimeoutSeconds -}}
+{{- if ge (int $drain) (int $c.terminationGracePeriodSeconds) -}}
+{{- fail (printf "%s: preStopSleepSeconds (%v) + shutdownTimeoutSeconds (%v) must be below terminationGracePeriodSeconds (%v), or the kubelet kills the pod mid-drain" .name $c.preStopSleepSeconds $c.shutdownTimeoutSeconds $c.terminationGracePeriodSeconds) -}}
+{{- end -}}
+{{- if not .t.operator -}}
+{{- if and $c.autoscaling.enabled $c.keda $c.keda.enabled -}}
+{{- fail (printf "services.%s: autoscaling.enabled and keda.enabled are mutually exclusive (KEDA makes its own HPA); disable one" .name) -}}
+{{- end -}}
+{{- if and $c.autoscaling.enabled (gt (int $c.autoscaling.minReplicas) (int $c.autoscaling.maxReplicas)) -}}
+{{- fail (printf "services.%s.autoscaling: minReplicas (%v) is above maxReplicas (%v)" .name $c.autoscaling.minReplicas $c.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- if and $c.keda $c.keda.enabled (gt (int $c.keda.minReplicas) (int $c.keda.maxReplicas)) -}}
+{{- fail (printf "services.%s.keda: minReplicas (%v) is above maxReplicas (%v)" .name $c.keda.minReplicas $c.keda.maxReplicas) -}}
+{{- end -}}
+{{- if and $c.autoscaling.enabled (not (and $c.resources.requests $c.resources.requests.cpu $c.resources.requests.memory)) -}}
+{{- fail (printf "services.%s: the HPA's utilization targets need resources.requests.cpu and .memory" .name) -}}
+{{- end -}}
+{{- if and (eq .name "media") (gt (int $c.voice.rtpPortStart) (int $c.voice.rtpPortEnd)) -}}
+{{- fail "services.media.voice: rtpPortStart is above rtpPortEnd" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* CENTRALITA_* environment of a component. */}}
+{{- define "centralita.env" -}}
+{{- $v := .root.Values -}}
+{{- $cfg := $v.config -}}
+{{- if .t.grpc }}
+- name: CENTRALITA_GRPC_ADDR
+  value: {{ printf "%s:%v" $cfg.listenAddress .c.grpcPort | quote }}
+{{- end }}
+- name: CENTRALITA_ADMIN_ADDR
+  value: {{ printf "%s:%v" $cfg.listenAddress .c.adminPort | quote }}
+- name: CENTRALITA_SHUTDOWN_TIMEOUT
+  value: {{ printf "%vs" .c.shutdownTimeoutSeconds | quote }}
+- name: CENTRALITA_LOG
+  value: {{ $cfg.log | quote }}
+- name: CENTRALITA_LOG_FORMAT
+  value: {{ $cfg.logFormat | quote }}
+- name: CENTRALITA_KAFKA_BROKERS
+  value: {{ $cfg.kafka.brokers | quote }}
+- name: CENTRALITA_KAFKA_TOPIC_PREFIX
+  value: {{ $cfg.kafka.topicPrefix | quote }}
+- name: CENTRALITA_KAFKA_PARTITIONS
+  value: {{ $cfg.kafka.partitions | quote }}
+- name: CENTRALITA_KAFKA_REPLICATION_FACTOR
+  value: {{ $cfg.kafka.replicationFactor | quote }}
+{{- if and .t.stream .c.staticMembership }}
+- name: CENTRALITA_KAFKA_GROUP_INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- if .t.jwt }}
+- name: CENTRALITA_JWT_PUBLIC_KEY_FILE
+  value: {{ printf "/etc/centralita/jwt/%s" $cfg.jwt.publicKeySecret.key | quote }}
+- name: CENTRALITA_JWT_ISSUER
+  value: {{ $cfg.jwt.issuer | quote }}
+- name: CENTRALITA_JWT_AUDIENCE
+  value: {{ $cfg.jwt.audience | quote }}
+{{- end }}
+{{- if .t.postgres }}
+- name: CENTRALITA_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $cfg.database.urlSecret.name | quote }}
+      key: {{ $cfg.database.urlSecret.key | quote }}
+- name: CENTRALITA_DATABASE_POOL_SIZE
+  value: {{ $cfg.database.poolSize | quote }}
+{{- end }}
+{{- if .t.redis }}
+- name: CENTRALITA_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $cfg.redis.urlSecret.name | quote }}
+      key: {{ $cfg.redis.urlSecret.key | quote }}
+{{- end }}
+{{- if $cfg.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $cfg.otlpEndpoint | quote }}
+{{- end }}
+{{- with $cfg.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with .c.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* NetworkPolicy peers of a list of CIDRs; fails on an empty list (no peer = everyone). */}}
+{{- define "centralita.cidrPeers" -}}
+{{- $what := index . 0 -}}
+{{- $cidrs := index . 1 -}}
+{{- if not $cidrs -}}
+{{- fail (printf "networkPolicy: %s has no CIDR; a rule without peers would allow every address" $what) -}}
+{{- end -}}
+{{- range $cidrs }}
+- ipBlock:
+    cidr: {{ . | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* An egress rule to CIDRs on TCP ports: (list "<what>" {cidrs, ports}). */}}
+{{- define "centralita.egressTo" -}}
+{{- $what := index . 0 -}}
+{{- $dest := index . 1 -}}
+- to:
+{{- include "centralita.cidrPeers" (list $what $dest.cidrs) | trim | nindent 4 }}
+  ports:
+{{- range $dest.ports }}
+    - protocol: TCP
+      port: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* SIP and RTP ports of media (NetworkPolicyPort list). */}}
+{{- define "centralita.voicePorts" -}}
+- protocol: UDP
+  port: {{ .sipPort }}
+- protocol: TCP
+  port: {{ .sipPort }}
+- protocol: UDP
+  port: {{ .rtpPortStart }}
+  endPort: {{ .rtpPortEnd }}
+{{- end -}}

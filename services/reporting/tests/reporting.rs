@@ -1,0 +1,545 @@
+//! The reporting service end to end: in-process on ephemeral ports against the local
+//! stack's PostgreSQL and Kafka-protocol broker. Hand-built contact events go onto the
+//! contacts topic; figures are read back over gRPC.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use centralita_platform::auth::Role;
+use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
+use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
+use centralita_platform::server::Listeners;
+use centralita_platform::shutdown::Shutdown;
+use centralita_platform::tenant::TenantId;
+use centralita_platform::testkit::{self, request, token, unique};
+use centralita_proto::reporting::v1 as pb;
+use centralita_proto::sessions::v1::{self as spb, contact_event::Kind};
+use pb::reporting_service_client::ReportingServiceClient;
+use pb::staffing_service_client::StaffingServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const S: i64 = 1000;
+
+fn manifest(id: &str) -> String {
+    format!(
+        r#"
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {id} }}
+spec:
+  displayName: {id}
+  channels: [voice, chat]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: Europe/Madrid }}
+  dataRetentionDays: 30
+  recording: {{ voice: all }}
+  routing:
+    queues:
+      - {{ id: support }}
+      - {{ id: billing, serviceLevelDefinition: answered, shortAbandonSeconds: 10, serviceLevelTargetPercent: 60 }}
+"#
+    )
+}
+
+struct Service {
+    grpc: Channel,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn config(prefix: &str) -> ServiceArgs<PostgresAndRedis> {
+    ServiceArgs {
+        common: testkit::common(prefix),
+        service: PostgresAndRedis { postgres: testkit::postgres(), redis: testkit::redis() },
+    }
+}
+
+async fn start(prefix: &str) -> Service {
+    let listeners = Listeners::ephemeral().await.unwrap();
+    let (grpc, admin) = (listeners.grpc_addr(), listeners.admin_addr());
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(centralita_reporting::run(config(prefix), listeners, shutdown.clone()));
+    assert!(testkit::wait_ready(admin).await, "reporting did not become ready");
+    let grpc = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    Service { grpc, shutdown, task }
+}
+
+impl Service {
+    fn reports(&self) -> ReportingServiceClient<Channel> {
+        ReportingServiceClient::new(self.grpc.clone())
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Ends the service the hard way: its tasks are dropped wherever they are.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// An interval start yesterday, 10:00 UTC.
+fn base() -> i64 {
+    let day = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    day.and_hms_opt(10, 0, 0).unwrap().and_utc().timestamp_millis()
+}
+
+fn contact_event(tenant: &str, contact: &str, queue: &str, kind: Kind, at: i64, enqueued: i64) -> Event {
+    let ts = |ms: i64| prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 };
+    let payload = spb::ContactEvent {
+        kind: kind as i32,
+        contact: Some(spb::Contact {
+            name: format!("contacts/{contact}"),
+            tenant: tenant.into(),
+            channel: 1,
+            queue: queue.into(),
+            agent_id: "agent-1".into(),
+            create_time: Some(ts(enqueued)),
+            enqueue_time: Some(ts(enqueued)),
+            disposition: if kind == Kind::WrappedUp { "resolved".into() } else { String::new() },
+            ..Default::default()
+        }),
+        agent_id: "agent-1".into(),
+        ..Default::default()
+    };
+    let at = chrono::DateTime::from_timestamp_millis(at).unwrap();
+    Event::at(TenantId::parse(tenant).unwrap(), &payload, at)
+}
+
+/// The floor of the core tests, in `support`: ten contacts at `t`: six answered (waits 5,
+/// 10, 20, 15, 30, 40 s; talk 60 s, wrap-up 10 s), three abandoned (3, 12, 50 s), one
+/// still waiting; plus in `billing` one contact queued 10 s before the next interval,
+/// answered 25 s later and one abandoned after 8 s (short for billing).
+fn floor(tenant: &str, t: i64) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut handled = |c: &str, queue: &str, q: i64, wait: i64| {
+        let a = q + wait * S;
+        out.push(contact_event(tenant, c, queue, Kind::Queued, q, q));
+        out.push(contact_event(tenant, c, queue, Kind::Offered, a - 500, q));
+        out.push(contact_event(tenant, c, queue, Kind::Accepted, a, q));
+        out.push(contact_event(tenant, c, queue, Kind::Ended, a + 60 * S, q));
+        out.push(contact_event(tenant, c, queue, Kind::WrappedUp, a + 70 * S, q));
+    };
+    for (i, wait) in [5, 10, 20, 15, 30, 40].into_iter().enumerate() {
+        handled(&format!("h{i}"), "support", t, wait);
+    }
+    handled("span", "billing", t + 15 * 60 * S - 10 * S, 25);
+    for (i, gone) in [3, 12, 50].into_iter().enumerate() {
+        out.push(contact_event(tenant, &format!("a{i}"), "support", Kind::Queued, t, t));
+        out.push(contact_event(tenant, &format!("a{i}"), "support", Kind::Abandoned, t + gone * S, t));
+    }
+    out.push(contact_event(tenant, "b-short", "billing", Kind::Queued, t, t));
+    out.push(contact_event(tenant, "b-short", "billing", Kind::Abandoned, t + 8 * S, t));
+    out.push(contact_event(tenant, "w", "support", Kind::Queued, t + 100 * S, t + 100 * S));
+    out
+}
+
+async fn publish(topics: &Topics, events: &[Event]) {
+    let producer = Producer::new(&testkit::brokers(), None).unwrap();
+    for e in events {
+        let key = e.payload::<spb::ContactEvent>().unwrap().contact.unwrap().name;
+        producer.publish(&topics.contacts(), &key, e).await.unwrap();
+    }
+}
+
+fn history_request(tenant: &str, from: i64, to: i64, granularity: pb::Granularity) -> pb::QueryHistoryRequest {
+    let ts = |ms: i64| Some(prost_types::Timestamp { seconds: ms / 1000, nanos: 0 });
+    pb::QueryHistoryRequest {
+        tenant: tenant.into(),
+        start_time: ts(from),
+        end_time: ts(to),
+        granularity: granularity as i32,
+        group_by: vec![pb::Dimension::Queue as i32],
+        queue: String::new(),
+        service_level_definition: String::new(),
+    }
+}
+
+async fn history(svc: &Service, tenant: &str, t: i64) -> pb::QueryHistoryResponse {
+    let admin = token(Some(tenant), Role::Supervisor, None);
+    let req = history_request("", t - 3600 * S, t + 3600 * S, pb::Granularity::Interval);
+    svc.reports().query_history(request(req, &admin)).await.unwrap().into_inner()
+}
+
+/// Waits until the history has `offered` contacts in total.
+async fn until_offered(svc: &Service, tenant: &str, t: i64, offered: u64) -> pb::QueryHistoryResponse {
+    for _ in 0..300 {
+        let h = history(svc, tenant, t).await;
+        let total: u64 = h.rows.iter().map(|r| r.figures.as_ref().unwrap().offered).sum();
+        if total == offered {
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("history of {tenant} never reached {offered} offered");
+}
+
+fn row<'a>(h: &'a pb::QueryHistoryResponse, queue: &str, at: i64) -> &'a pb::Figures {
+    h.rows
+        .iter()
+        .find(|r| r.queue == queue && r.period_start.as_ref().unwrap().seconds * 1000 == at)
+        .and_then(|r| r.figures.as_ref())
+        .unwrap_or_else(|| panic!("no row for {queue} at {at}"))
+}
+
+async fn setup() -> (String, Topics, [String; 2]) {
+    let prefix = unique("rep-") + ".";
+    let topics = Topics::new(prefix.clone());
+    let tenants = [unique("rep-a-"), unique("rep-b-")];
+    testkit::publish_tenants(&topics, &tenants.iter().map(|t| manifest(t)).collect::<Vec<_>>()).await;
+    ensure_topics(&testkit::brokers(), 1, &[TopicSpec { name: topics.contacts(), partitions: 3, compacted: false }])
+        .await
+        .unwrap();
+    (prefix, topics, tenants)
+}
+
+#[tokio::test]
+async fn figures_of_each_definition_from_hand_built_events() {
+    let (prefix, topics, [a, _]) = setup().await;
+    let svc = start(&prefix).await;
+    let t = base();
+    publish(&topics, &floor(&a, t)).await;
+    let h = until_offered(&svc, &a, t, 12).await;
+    assert_eq!(h.time_zone, "Europe/Madrid");
+    let support = row(&h, "support", t);
+    assert_eq!((support.offered, support.answered, support.abandoned, support.short_abandoned), (10, 6, 3, 1));
+    assert_eq!(support.waiting, 1);
+    assert_eq!((support.service_level_percent, support.service_level_definition.as_str()), (Some(50.0), "default"));
+    assert_eq!(support.asa_seconds, Some(20.0));
+    assert_eq!(
+        (support.aht_seconds, support.talk_seconds, support.after_contact_work_seconds),
+        (Some(70.0), Some(60.0), Some(10.0))
+    );
+    assert_eq!(support.abandon_rate_percent, Some(30.0));
+    // billing: the contact queued before the boundary counts in the first interval (answered
+    // after 25 s: not within 20 s) and its handling in the second; "answered" definition.
+    let billing = row(&h, "billing", t);
+    assert_eq!(
+        (billing.offered, billing.answered, billing.answered_within_threshold, billing.short_abandoned),
+        (2, 1, 0, 1)
+    );
+    assert_eq!((billing.service_level_percent, billing.service_level_definition.as_str()), (Some(0.0), "answered"));
+    assert_eq!((billing.handled, billing.asa_seconds), (0, Some(25.0)));
+    let next = row(&h, "billing", t + 15 * 60 * S);
+    assert_eq!((next.offered, next.handled, next.aht_seconds), (0, 1, Some(70.0)));
+
+    // Another definition on request: (4 + 2) / (6 + 3).
+    let supervisor = token(Some(&a), Role::Supervisor, None);
+    let mut req = history_request("", t, t + 15 * 60 * S, pb::Granularity::Interval);
+    req.queue = "support".into();
+    req.service_level_definition = "answered-and-abandoned".into();
+    let h2 = svc.reports().query_history(request(req, &supervisor)).await.unwrap().into_inner();
+    let f = h2.rows[0].figures.as_ref().unwrap();
+    assert_eq!(f.service_level_definition, "answered-and-abandoned");
+    assert_eq!(format!("{:.4}", f.service_level_percent.unwrap()), "66.6667");
+
+    // Day roll-up in Madrid time: one row per queue, summing the intervals.
+    let day = svc
+        .reports()
+        .query_history(request(history_request("", t - 86_400 * S, t + 86_400 * S, pb::Granularity::Day), &supervisor))
+        .await
+        .unwrap()
+        .into_inner();
+    let billing_day: Vec<_> = day.rows.iter().filter(|r| r.queue == "billing").collect();
+    assert_eq!(billing_day.len(), 1);
+    let f = billing_day[0].figures.as_ref().unwrap();
+    assert_eq!((f.offered, f.handled), (2, 1));
+    let midnight = chrono::DateTime::from_timestamp(billing_day[0].period_start.unwrap().seconds, 0).unwrap();
+    let local = midnight.with_timezone(&chrono_tz::Europe::Madrid);
+    assert_eq!(local.format("%H:%M").to_string(), "00:00");
+
+    // SLA compliance: support's 50 % breaches the tenant's 80 %; billing's target is 60 %.
+    let sla = svc
+        .reports()
+        .get_sla_compliance(request(
+            pb::GetSlaComplianceRequest {
+                tenant: String::new(),
+                start_time: Some(prost_types::Timestamp { seconds: (t - 3600 * S) / 1000, nanos: 0 }),
+                end_time: Some(prost_types::Timestamp { seconds: (t + 3600 * S) / 1000, nanos: 0 }),
+                queue: String::new(),
+            },
+            &supervisor,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let support_sla = sla.queues.iter().find(|q| q.queue == "support").unwrap();
+    assert_eq!((support_sla.target_percent, support_sla.breaches.len()), (80.0, 1));
+    assert_eq!(support_sla.breaches[0].achieved_percent, Some(50.0));
+    assert_eq!(support_sla.breaches[0].judged, 8);
+    assert_eq!(support_sla.days.len(), 1);
+    let billing_sla = sla.queues.iter().find(|q| q.queue == "billing").unwrap();
+    assert_eq!((billing_sla.target_percent, billing_sla.service_level_definition.as_str()), (60.0, "answered"));
+
+    // CSV: a header and one line per row.
+    let csv = svc
+        .reports()
+        .export_history_csv(request(
+            pb::ExportHistoryCsvRequest {
+                query: Some(history_request("", t - 3600 * S, t + 3600 * S, pb::Granularity::Interval)),
+            },
+            &supervisor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .csv;
+    assert_eq!(csv.lines().count(), 1 + h.rows.len());
+    assert!(
+        csv.lines().any(|l| l.ends_with(",support,,,10,6,4,3,1,1,6,50.0000,default,20.0000,70.0000,30.0000,default")),
+        "{csv}"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn duplicates_replays_and_a_killed_service_change_nothing() {
+    let (prefix, topics, [a, b]) = setup().await;
+    let t = base();
+    let events = floor(&a, t);
+    // Tenant b gets the same traffic in one clean pass: the reference.
+    let reference_events = floor(&b, t);
+    let svc = start(&prefix).await;
+    publish(&topics, &reference_events).await;
+    let reference = until_offered(&svc, &b, t, 12).await;
+    // Tenant a: half, then the service is killed mid-stream (whatever it was doing is
+    // dropped), then the rest plus every event of the first half again.
+    let (first, rest) = events.split_at(events.len() / 2);
+    publish(&topics, first).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    svc.kill().await;
+    publish(&topics, rest).await;
+    publish(&topics, first).await;
+    let svc = start(&prefix).await;
+    let mut after = until_offered(&svc, &a, t, 12).await;
+    // Give a late duplicate the chance to (wrongly) count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    after = {
+        let again = history(&svc, &a, t).await;
+        assert_eq!(again, after);
+        again
+    };
+    assert_eq!(after.rows, reference.rows, "a killed and restarted run differs from a clean pass");
+
+    // Replay: a's history wiped and rebuilt by a new consumer group reading the topic from
+    // the start (tenant b's events are on it too and are already applied: unchanged).
+    let pool = centralita_platform::db::pool(&testkit::postgres().url.expose().clone(), "reporting", 2).unwrap();
+    {
+        let mut client = pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        centralita_platform::db::set_tenant(&tx, &TenantId::parse(&a).unwrap()).await.unwrap();
+        tx.execute("DELETE FROM legs WHERE tenant = $1", &[&a]).await.unwrap();
+        tx.execute("DELETE FROM applied_events WHERE tenant = $1", &[&a]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert!(history(&svc, &a, t).await.rows.is_empty());
+    let replay_stop = Shutdown::new();
+    let consumer = centralita_reporting::store::contact_consumer(
+        &testkit::brokers(),
+        format!("{prefix}replay"),
+        topics.contacts(),
+        None,
+        pool,
+        None,
+    )
+    .unwrap();
+    let sd = replay_stop.clone();
+    let replay = tokio::spawn(async move { consumer.run(sd).await });
+    let rebuilt = until_offered(&svc, &a, t, 12).await;
+    assert_eq!(rebuilt.rows, reference.rows, "a replay of the topic differs");
+    replay_stop.trigger();
+    replay.await.unwrap().unwrap();
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_figures() {
+    let (prefix, topics, [a, b]) = setup().await;
+    let svc = start(&prefix).await;
+    let t = base();
+    publish(&topics, &floor(&a, t)).await;
+    until_offered(&svc, &a, t, 12).await;
+    let b_token = token(Some(&b), Role::TenantAdmin, None);
+    let range = |tenant: &str| history_request(tenant, t - 3600 * S, t + 3600 * S, pb::Granularity::Interval);
+    // b naming a is refused, on every API.
+    let err = svc.reports().query_history(request(range(&a), &b_token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = svc
+        .reports()
+        .export_history_csv(request(pb::ExportHistoryCsvRequest { query: Some(range(&a)) }, &b_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = svc
+        .reports()
+        .get_realtime_metrics(request(
+            pb::GetRealtimeMetricsRequest { tenant: a.clone(), queue: String::new() },
+            &b_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = svc
+        .reports()
+        .get_sla_compliance(request(
+            pb::GetSlaComplianceRequest {
+                tenant: a.clone(),
+                start_time: range(&a).start_time,
+                end_time: range(&a).end_time,
+                queue: String::new(),
+            },
+            &b_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = svc
+        .reports()
+        .stream_realtime_metrics(request(
+            pb::StreamRealtimeMetricsRequest {
+                query: Some(pb::GetRealtimeMetricsRequest { tenant: a.clone(), queue: String::new() }),
+            },
+            &b_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // b's own history is empty; an agent token may not read reports at all.
+    let own = svc.reports().query_history(request(range(""), &b_token)).await.unwrap().into_inner();
+    assert!(own.rows.is_empty());
+    let agent = token(Some(&a), Role::Agent, Some("agent-1"));
+    assert_eq!(
+        svc.reports().query_history(request(range(""), &agent)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // A BPO admin reads any tenant it names, and must name one.
+    let bpo = token(None, Role::BpoAdmin, None);
+    let seen = svc.reports().query_history(request(range(&a), &bpo)).await.unwrap().into_inner();
+    assert_eq!(seen.rows.iter().map(|r| r.figures.as_ref().unwrap().offered).sum::<u64>(), 12);
+    assert_eq!(svc.reports().query_history(request(range(""), &bpo)).await.unwrap_err().code(), Code::PermissionDenied);
+    // Bad input names the field.
+    let mut bad = range("");
+    bad.granularity = 0;
+    bad.end_time = bad.start_time;
+    let err = svc.reports().query_history(request(bad, &b_token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("end_time") && err.message().contains("granularity"), "{}", err.message());
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn realtime_figures_and_the_wallboard_stream() {
+    let (prefix, topics, [a, _]) = setup().await;
+    let svc = start(&prefix).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let supervisor = token(Some(&a), Role::Supervisor, None);
+    let query = pb::GetRealtimeMetricsRequest { tenant: String::new(), queue: "support".into() };
+    let mut stream = svc
+        .reports()
+        .stream_realtime_metrics(request(pb::StreamRealtimeMetricsRequest { query: Some(query.clone()) }, &supervisor))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.queues.len(), 1);
+    assert_eq!(first.queues[0].waiting, 0);
+    // Two contacts arrive: one answered after 4 s, one still waiting since 30 s ago.
+    publish(
+        &topics,
+        &[
+            contact_event(&a, "r1", "support", Kind::Queued, now - 60 * S, now - 60 * S),
+            contact_event(&a, "r1", "support", Kind::Accepted, now - 56 * S, now - 60 * S),
+            contact_event(&a, "r2", "support", Kind::Queued, now - 30 * S, now - 30 * S),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let pushed = loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.unwrap().unwrap().unwrap();
+        if m.queues[0].waiting == 1 && m.queues[0].rolling_15m.as_ref().unwrap().answered == 1 {
+            break m;
+        }
+    };
+    let q = &pushed.queues[0];
+    assert!(q.longest_wait_ms >= 30_000, "{q:?}");
+    assert_eq!(q.threshold_seconds, 20);
+    let rolling = q.rolling_15m.as_ref().unwrap();
+    assert_eq!(
+        (rolling.offered, rolling.answered, rolling.asa_seconds, rolling.service_level_percent),
+        (2, 1, Some(4.0), Some(100.0))
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Pushes come at most once per second.
+    let t1 = std::time::Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap();
+    assert!(t1.elapsed() >= Duration::from_millis(900), "{:?}", t1.elapsed());
+    let once = svc.reports().get_realtime_metrics(request(query, &supervisor)).await.unwrap().into_inner();
+    // Today (since midnight in Madrid) holds both, unless Madrid's midnight fell within the
+    // last minute.
+    let midnight = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Madrid)
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_local_timezone(chrono_tz::Europe::Madrid)
+        .earliest()
+        .unwrap()
+        .timestamp_millis();
+    if now - 60 * S >= midnight {
+        assert_eq!(once.queues[0].today.as_ref().unwrap().offered, 2);
+    }
+    drop(stream);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn staffing_reproduces_erlang_c_over_grpc() {
+    let (prefix, _topics, [a, _]) = setup().await;
+    let svc = start(&prefix).await;
+    let mut client = StaffingServiceClient::new(svc.grpc.clone());
+    let caller = token(Some(&a), Role::Supervisor, None);
+    let ask = pb::ComputeStaffingRequest {
+        arrivals_per_second: 0.2,
+        aht_seconds: 240.0,
+        threshold_seconds: 15.0,
+        target_service_level_percent: 80.0,
+        max_occupancy_percent: 0.0,
+        evaluate_agents: vec![53, 57],
+    };
+    let r = client.compute_staffing(request(ask.clone(), &caller)).await.unwrap().into_inner();
+    let req = r.required.unwrap();
+    assert_eq!((req.agents, r.agents_for_service_level, r.occupancy_capped), (55, 55, false));
+    assert_eq!(
+        format!(
+            "{:.4} {:.2} {:.1} {:.1}",
+            req.probability_of_waiting, req.asa_seconds, req.service_level_percent, req.occupancy_percent
+        ),
+        "0.2387 8.18 84.6 87.3"
+    );
+    assert_eq!(format!("{:.2}", r.evaluated[0].asa_seconds), "18.07");
+    assert_eq!(format!("{:.1}", r.evaluated[1].service_level_percent), "91.7");
+    let capped = client
+        .compute_staffing(request(pb::ComputeStaffingRequest { max_occupancy_percent: 85.0, ..ask.clone() }, &caller))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((capped.required.unwrap().agents, capped.occupancy_capped), (57, true));
+    let err = client
+        .compute_staffing(request(pb::ComputeStaffingRequest { aht_seconds: -3.0, ..ask.clone() }, &caller))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("aht_seconds"));
+    let err = client
+        .compute_staffing(request(pb::ComputeStaffingRequest { evaluate_agents: vec![40], ..ask }, &caller))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("evaluate_agents[0]"), "{}", err.message());
+    svc.stop().await;
+}
