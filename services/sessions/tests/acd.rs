@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use centralita_platform::auth::{Role, Signer, TokenRequest};
+use centralita_platform::auth::Role;
 use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
-use centralita_platform::config::{
-    AuthConfig, CommonConfig, KafkaConfig, LogFormat, RedisConfig, Secret, ServiceArgs, TelemetryConfig,
-};
+use centralita_platform::config::ServiceArgs;
 use centralita_platform::server::Listeners;
 use centralita_platform::shutdown::Shutdown;
-use centralita_platform::tenant::{TenantId, TenantManifest};
+use centralita_platform::tenant::TenantManifest;
+use centralita_platform::testkit::{self, common, redis, request as req, token, unique, wait_ready};
 use centralita_proto::sessions::v1 as pb;
 use centralita_proto::tenancy::v1 as tpb;
 use pb::agent_service_client::AgentServiceClient;
@@ -21,62 +20,6 @@ use pb::contact_service_client::ContactServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-fn repo_file(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
-}
-
-fn common(prefix: &str) -> CommonConfig {
-    CommonConfig {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        shutdown_timeout: Duration::from_secs(5),
-        kafka: KafkaConfig {
-            brokers: env("CENTRALITA_KAFKA_BROKERS", "127.0.0.1:9092"),
-            topic_prefix: prefix.into(),
-            partitions: 1,
-            replication_factor: 1,
-            group_instance_id: None,
-        },
-        auth: AuthConfig {
-            public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
-            issuer: "centralita".into(),
-            audience: "centralita-api".into(),
-        },
-        telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
-    }
-}
-
-fn redis() -> RedisConfig {
-    RedisConfig { url: Secret::new(env("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390")) }
-}
-
-fn token(tenant: Option<&str>, role: Role, agent: Option<&str>) -> String {
-    Signer::from_file(&repo_file("deploy/local/dev-keys/jwt-ed25519.key"), "centralita", "centralita-api")
-        .unwrap()
-        .mint(&TokenRequest {
-            subject: "tester".into(),
-            tenant: tenant.map(|t| TenantId::parse(t).unwrap()),
-            roles: vec![role],
-            agent_id: agent.map(Into::into),
-            ttl: Duration::from_secs(600),
-        })
-        .unwrap()
-}
-
-fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
 
 /// Tenants whose id starts with `closed` open only on the weekday three days from today.
 fn tenant_yaml(id: &str) -> String {
@@ -117,7 +60,7 @@ struct Platform {
 
 async fn start(tenants: &[&str]) -> Platform {
     let prefix = unique("acd-") + ".";
-    let brokers = env("CENTRALITA_KAFKA_BROKERS", "127.0.0.1:9092");
+    let brokers = testkit::brokers();
     let topics = Topics::new(prefix.clone());
     ensure_topics(&brokers, 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }]).await.unwrap();
     let producer = Producer::new(&brokers, None).unwrap();
@@ -144,27 +87,10 @@ async fn start(tenants: &[&str]) -> Platform {
         tokio::spawn(centralita_sessions::run(sessions_cfg, sl, shutdown.clone())),
     ];
     // Ready once the tenants are consumed and the stores answer.
-    let client = reqwest_ready(admin).await;
+    let client = wait_ready(admin).await;
     assert!(client, "sessions did not become ready");
     let sessions = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
     Platform { sessions, shutdown, tasks }
-}
-
-/// Polls `/readyz` of the admin port with a bare HTTP/1.1 request.
-async fn reqwest_ready(admin: std::net::SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    for _ in 0..300 {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
-            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-            let mut buf = Vec::new();
-            let _ = s.read_to_end(&mut buf).await;
-            if buf.starts_with(b"HTTP/1.1 200") {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 impl Platform {
