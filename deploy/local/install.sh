@@ -36,8 +36,8 @@ if ! "$TANSU_BIN" --version >/dev/null 2>&1; then
   rm -rf "$CENTRALITA_CACHE/tansu-build"
 fi
 
-if [ ! -x "$CENTRALITA_VENV/bin/python" ] || ! "$CENTRALITA_VENV/bin/python" -c 'import kafka, confluent_kafka, grpc, grpc_tools, grpc_health, yaml, pytest' 2>/dev/null; then
-  log "python venv with kafka-python, confluent-kafka, grpcio, pytest"
+if [ ! -x "$CENTRALITA_VENV/bin/python" ] || ! "$CENTRALITA_VENV/bin/python" -c 'import kafka, confluent_kafka, grpc, grpc_tools, grpc_health, yaml, pytest, helm_python, kubernetes_validate, jsonschema' 2>/dev/null; then
+  log "python venv with kafka-python, confluent-kafka, grpcio, pytest, helm-python-sdk, kubernetes-validate"
   python3 -m venv "$CENTRALITA_VENV"
   "$CENTRALITA_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" >&2
 fi

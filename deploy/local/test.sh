@@ -14,6 +14,9 @@ cd "$repo_root"
 echo "== buf lint (proto/)" >&2
 (cd proto && "$BUF_BIN" lint)
 
+echo "== chart (helm engine render + lint, kubernetes schemas)" >&2
+"$CENTRALITA_VENV/bin/python" -m pytest -q -p no:cacheprovider "$repo_root/charts/tests"
+
 echo "== cargo test (workspace)" >&2
 cargo test --workspace --all-targets --locked
 

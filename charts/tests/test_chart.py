@@ -1,0 +1,640 @@
+"""Offline tests of the Helm chart (charts/centralita).
+
+The chart is rendered and linted by the real Helm engine (helm-python-sdk, no helm binary,
+no cluster), every rendered object is validated against the Kubernetes 1.30 OpenAPI schemas
+that kubernetes-validate ships (strict: unknown fields fail), and the Tenant examples are
+validated against the CRD's own openAPIV3Schema with jsonschema. Nothing here uses the
+network.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import re
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python.chart import Chart, lint
+from helm_python.errors import HelmRenderError, HelmValuesError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CHART_DIR = REPO / "charts" / "centralita"
+PRODUCTION_VALUES = REPO / "deploy" / "values-production.yaml"
+DEMO_TENANT = REPO / "deploy" / "tenants" / "demo-tenant.yaml"
+CLI_EXAMPLE_TENANT = REPO / "deploy" / "examples" / "tenants" / "acme.yaml"
+KUBE_VERSION = "1.30"
+RELEASE, NAMESPACE = "centralita", "contact-center"
+
+SERVICES = ["sessions", "routing", "media", "crm", "recording", "reporting"]
+FRONTEND = {"sessions", "crm", "reporting", "media", "recording"}
+POSTGRES_USERS = {"crm", "recording", "reporting"}
+REDIS_USERS = {"sessions", "routing", "reporting"}
+STREAM_PROCESSORS = {"sessions", "routing", "reporting"}
+# Kinds that are custom resources of other projects: kubernetes-validate ships only the
+# built-in Kubernetes schemas, so these are checked field by field in their own tests.
+THIRD_PARTY_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering helpers
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chart():
+    with Chart.load(CHART_DIR) as c:
+        yield c
+
+
+def production_values() -> dict:
+    return yaml.safe_load(PRODUCTION_VALUES.read_text())
+
+
+def render(chart: Chart, values: dict | None = None) -> list[dict]:
+    """Every object the chart renders with `values`, in template order."""
+    out = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)
+    objects = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(d for d in yaml.safe_load_all(text) if d)
+    return objects
+
+
+class Rendered:
+    def __init__(self, objects: list[dict]):
+        self.objects = objects
+
+    def of(self, kind: str) -> list[dict]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict:
+        found = [o for o in self.of(kind) if o["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind}/{name}: found {len(found)}"
+        return found[0]
+
+    def find(self, kind: str, name: str) -> dict | None:
+        found = [o for o in self.of(kind) if o["metadata"]["name"] == name]
+        return found[0] if found else None
+
+
+def full(name: str) -> str:
+    return f"{RELEASE}-{name}"
+
+
+VARIANTS = {"default": lambda: {}, "production": production_values}
+
+
+@pytest.fixture(scope="session", params=sorted(VARIANTS))
+def variant(request, chart):
+    values = VARIANTS[request.param]()
+    return request.param, values, Rendered(render(chart, values))
+
+
+def container(deployment: dict) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(deployment: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container(deployment).get("env", [])}
+
+
+# ---------------------------------------------------------------------------------------
+# Chart metadata, lint, schema validity of everything rendered
+# ---------------------------------------------------------------------------------------
+
+
+def test_chart_metadata(chart):
+    meta = chart.metadata
+    assert (meta["apiVersion"], meta["name"], meta["version"], meta["appVersion"]) == (
+        "v2",
+        "centralita",
+        "0.1.0",
+        "0.1.0",
+    )
+    assert chart.schema is not None and chart.schema["$schema"].startswith("http://json-schema.org/draft-07")
+    assert [c["filename"].split("/", 1)[1] for c in chart.crds] == ["crds/tenant.yaml"]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_strict_lint_is_clean(name):
+    report = lint(CHART_DIR, VARIANTS[name](), strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    assert report["errors"] == []
+    # Severity 1 is informational ("icon is recommended"); warnings (2) and errors (3) fail.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_every_rendered_object_is_schema_valid(variant):
+    name, _, r = variant
+    validated = 0
+    for obj in r.objects:
+        if (obj["apiVersion"], obj["kind"]) in THIRD_PARTY_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']}: {path}: {e.message}")
+        validated += 1
+    assert validated >= 40
+    assert all(o["metadata"]["namespace"] == NAMESPACE for o in r.objects if o["kind"] not in {"ClusterRole", "ClusterRoleBinding"})
+
+
+def test_crd_is_schema_valid_and_structural(chart):
+    crd = crd_doc()
+    kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+    assert (crd["spec"]["group"], crd["spec"]["scope"]) == ("centralita.io", "Namespaced")
+    assert (crd["spec"]["names"]["kind"], crd["spec"]["names"]["plural"]) == ("Tenant", "tenants")
+    (version,) = crd["spec"]["versions"]
+    assert version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Display Name"] == ".spec.displayName" and "Ready" in columns and "Age" in columns
+    schema = version["schema"]["openAPIV3Schema"]
+    assert {"spec", "status"} <= set(schema["properties"])
+    assert {"conditions", "observedGeneration"} <= set(schema["properties"]["status"]["properties"])
+
+    # Structural-schema rules the API server enforces: every node has a type, no
+    # `additionalProperties` beside `properties`, no `uniqueItems: true`.
+    def walk(node, path):
+        assert "type" in node, f"{path}: no type"
+        assert not ("properties" in node and "additionalProperties" in node), path
+        assert node.get("uniqueItems") is not True, path
+        for key, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{key}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+
+
+# ---------------------------------------------------------------------------------------
+# Workloads
+# ---------------------------------------------------------------------------------------
+
+
+def test_every_service_has_probes_autoscaler_and_pdb(variant):
+    name, values, r = variant
+    keda_on = {
+        s for s in SERVICES if values.get("services", {}).get(s, {}).get("keda", {}).get("enabled", False)
+    }
+    assert {d["metadata"]["name"] for d in r.of("Deployment")} == {full(s) for s in SERVICES + ["operator"]}
+    for s in SERVICES:
+        d = r.get("Deployment", full(s))
+        c = container(d)
+        grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+        # Readiness: the native gRPC probe on grpc.health.v1 (mirrors /readyz).
+        assert c["readinessProbe"]["grpc"] == {"port": grpc_port}
+        # Liveness: /livez on the admin port, so a dependency outage restarts nothing.
+        assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}
+        assert c["command"] == [f"/usr/local/bin/centralita-{s}"]
+
+        hpa = r.find("HorizontalPodAutoscaler", full(s))
+        scaled = r.find("ScaledObject", full(s))
+        if s in keda_on:
+            assert hpa is None and scaled is not None, s
+            assert "replicas" not in d["spec"], "KEDA owns the replica count"
+            assert scaled["spec"]["scaleTargetRef"]["name"] == full(s)
+        else:
+            assert scaled is None and hpa is not None, s
+            assert "replicas" not in d["spec"], "the HPA owns the replica count"
+            assert hpa["apiVersion"] == "autoscaling/v2"
+            assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": full(s)}
+            assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+            metrics = {m["resource"]["name"]: m["resource"]["target"] for m in hpa["spec"]["metrics"]}
+            assert set(metrics) == {"cpu", "memory"}
+            assert all(t["type"] == "Utilization" for t in metrics.values())
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"])
+
+        pdb = r.get("PodDisruptionBudget", full(s))
+        assert pdb["spec"]["selector"]["matchLabels"] == d["spec"]["selector"]["matchLabels"]
+        assert d["spec"]["selector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+
+        svc = r.get("Service", full(s))
+        assert svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+        assert {p["name"]: p["port"] for p in svc["spec"]["ports"]}["grpc"] == grpc_port
+
+        affinity = d["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        (term,) = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == d["spec"]["selector"]["matchLabels"]
+
+
+def test_operator_runs_one_replica_with_probes(variant):
+    _, _, r = variant
+    d = r.get("Deployment", full("operator"))
+    assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(d)
+    assert c["command"] == ["/usr/local/bin/centralita-operator"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert r.find("HorizontalPodAutoscaler", full("operator")) is None
+    assert "CENTRALITA_KAFKA_BROKERS" in env_of(d)
+
+
+def test_keda_is_off_by_default_and_scales_routing_and_reporting_in_production(chart):
+    assert Rendered(render(chart)).of("ScaledObject") == []
+    values = production_values()
+    r = Rendered(render(chart, values))
+    assert {o["metadata"]["name"] for o in r.of("ScaledObject")} == {full("routing"), full("reporting")}
+    prefix = values["config"]["kafka"]["topicPrefix"]
+    so = r.get("ScaledObject", full("routing"))
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["bootstrapServers"] == values["config"]["kafka"]["brokers"]
+    assert (meta["consumerGroup"], meta["topic"]) == (f"{prefix}routing", f"{prefix}routing.inputs")
+    assert meta["lagThreshold"] == str(values["services"]["routing"]["keda"]["lagThreshold"])
+    assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata are strings"
+    assert so["spec"]["minReplicaCount"] >= 1
+    assert so["spec"]["maxReplicaCount"] <= values["config"]["kafka"]["partitions"]
+
+
+def test_no_pod_runs_as_root_and_root_filesystems_are_read_only(variant):
+    _, _, r = variant
+    for d in r.of("Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in pod["containers"] + pod.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True and sc.get("runAsUser", psc["runAsUser"]) != 0
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+        is_operator = d["metadata"]["name"] == full("operator")
+        assert pod["automountServiceAccountToken"] is is_operator
+        sa = r.get("ServiceAccount", pod["serviceAccountName"])
+        assert sa["automountServiceAccountToken"] is is_operator
+
+
+def test_environment_and_secrets(variant):
+    _, values, r = variant
+    merged = {"database": {"name": "centralita-database", "key": "url"}, "redis": {"name": "centralita-redis", "key": "url"}}
+    if values:
+        merged = {k: values["config"][k]["urlSecret"] for k in ("database", "redis")}
+    for s in SERVICES:
+        d = r.get("Deployment", full(s))
+        env = env_of(d)
+        c = container(d)
+        grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+        admin_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "admin")
+        assert env["CENTRALITA_GRPC_ADDR"]["value"].endswith(f":{grpc_port}")
+        assert env["CENTRALITA_ADMIN_ADDR"]["value"].endswith(f":{admin_port}")
+        assert env["CENTRALITA_LOG_FORMAT"]["value"] == "json"
+        assert re.fullmatch(r"\d+s", env["CENTRALITA_SHUTDOWN_TIMEOUT"]["value"])
+        for key in ("BROKERS", "TOPIC_PREFIX", "PARTITIONS", "REPLICATION_FACTOR"):
+            assert f"CENTRALITA_KAFKA_{key}" in env
+        for key in ("ISSUER", "AUDIENCE"):
+            assert f"CENTRALITA_JWT_{key}" in env
+        # The JWT public key is a file from a Secret volume.
+        key_file = env["CENTRALITA_JWT_PUBLIC_KEY_FILE"]["value"]
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "jwt")
+        assert mount["readOnly"] is True and key_file.startswith(mount["mountPath"] + "/")
+        vol = next(v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "jwt")
+        assert vol["secret"]["items"][0]["path"] == key_file.rsplit("/", 1)[1]
+        # Store credentials only from Secrets, only for the services that use the store.
+        for var, users, ref in (
+            ("CENTRALITA_DATABASE_URL", POSTGRES_USERS, merged["database"]),
+            ("CENTRALITA_REDIS_URL", REDIS_USERS, merged["redis"]),
+        ):
+            if s in users:
+                assert env[var]["valueFrom"]["secretKeyRef"] == ref, (s, var)
+                assert "value" not in env[var]
+            else:
+                assert var not in env, (s, var)
+        assert ("CENTRALITA_DATABASE_POOL_SIZE" in env) == (s in POSTGRES_USERS)
+        # Static consumer-group membership from the pod name for the stream processors.
+        if s in STREAM_PROCESSORS:
+            assert env["CENTRALITA_KAFKA_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        else:
+            assert "CENTRALITA_KAFKA_GROUP_INSTANCE_ID" not in env
+    text = yaml.safe_dump_all(r.objects)
+    assert not re.search(r"(postgres|postgresql|redis|rediss)://", text), "no credentials inline"
+
+
+def test_shutdown_fits_the_grace_period_and_media_drains_calls(variant):
+    _, _, r = variant
+    for d in r.of("Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        c = container(d)
+        timeout = int(env_of(d)["CENTRALITA_SHUTDOWN_TIMEOUT"]["value"].rstrip("s"))
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        assert pre_stop + timeout < pod["terminationGracePeriodSeconds"], d["metadata"]["name"]
+    media = r.get("Deployment", full("media"))
+    assert media["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
+    assert container(media)["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert int(env_of(media)["CENTRALITA_SHUTDOWN_TIMEOUT"]["value"].rstrip("s")) >= 120
+
+
+# ---------------------------------------------------------------------------------------
+# Values that must not render
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values, where",
+    [
+        ({"services": {"sessions": {"replicas": "two"}}}, "/services/sessions/replicas"),
+        ({"replicaCount": 3}, "replicaCount"),
+        ({"services": {"crm": {"replica": 2}}}, "replica"),
+        ({"services": {"crm": {"autoscaling": {"minReplicas": -1}}}}, "/services/crm/autoscaling/minReplicas"),
+        ({"services": {"routing": {"grpcPort": 70000}}}, "/services/routing/grpcPort"),
+        ({"services": {"crm": {"keda": {"enabled": True}}}}, "keda"),
+        ({"services": {"billing": {"enabled": True}}}, "billing"),
+        ({"config": {"logFormat": "xml"}}, "/config/logFormat"),
+        ({"config": {"kafka": {"partitions": 0}}}, "/config/kafka/partitions"),
+        ({"config": {"database": {"urlSecret": {"name": "", "key": "url"}}}}, "/config/database/urlSecret/name"),
+        ({"operator": {"rbac": {"scope": "everything"}}}, "/operator/rbac/scope"),
+        ({"networkPolicy": {"kafka": {"cidrs": [], "ports": [9092]}}}, "/networkPolicy/kafka/cidrs"),
+        ({"networkPolicy": {"redis": {"cidrs": ["redis.internal"], "ports": [6379]}}}, "/networkPolicy/redis/cidrs/0"),
+        ({"containerSecurityContext": {"readOnlyRootFilesystem": False}}, "/containerSecurityContext/readOnlyRootFilesystem"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
+        ({"containerSecurityContext": {"allowPrivilegeEscalation": True}}, "/containerSecurityContext/allowPrivilegeEscalation"),
+        ({"services": {"media": {"voice": {"sipService": {"type": "ExternalName"}}}}}, "/services/media/voice/sipService/type"),
+    ],
+)
+def test_wrong_values_fail_with_a_schema_error(chart, values, where):
+    with pytest.raises(HelmValuesError) as e:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert "schema" in str(e.value) and where in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"services": {"routing": {"keda": {"enabled": True}}}},
+            "autoscaling.enabled and keda.enabled are mutually exclusive",
+        ),
+        ({"services": {"crm": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}}}, "minReplicas (5) is above maxReplicas (3)"),
+        (
+            {"services": {"media": {"terminationGracePeriodSeconds": 120, "shutdownTimeoutSeconds": 110}}},
+            "must be below terminationGracePeriodSeconds",
+        ),
+        (
+            {"services": {"crm": {"resources": {"requests": {"cpu": None}}}}},
+            "need resources.requests.cpu and .memory",
+        ),
+        ({"services": {"media": {"voice": {"rtpPortStart": 20000, "rtpPortEnd": 10000}}}}, "rtpPortStart is above rtpPortEnd"),
+    ],
+)
+def test_inconsistent_values_fail_to_render(chart, values, message):
+    with pytest.raises(HelmRenderError) as e:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert message in str(e.value)
+
+
+def test_keda_replaces_the_hpa_when_the_hpa_is_turned_off(chart):
+    r = Rendered(render(chart, {"services": {"sessions": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}}}}))
+    assert r.find("HorizontalPodAutoscaler", full("sessions")) is None
+    meta = r.get("ScaledObject", full("sessions"))["spec"]["triggers"][0]["metadata"]
+    assert (meta["consumerGroup"], meta["topic"]) == ("centralita.sessions.decisions", "centralita.routing.decisions")
+
+
+def test_fixed_replicas_without_autoscaling(chart):
+    r = Rendered(render(chart, {"services": {"crm": {"replicas": 3, "autoscaling": {"enabled": False}}}}))
+    assert r.get("Deployment", full("crm"))["spec"]["replicas"] == 3
+    assert r.find("HorizontalPodAutoscaler", full("crm")) is None
+
+
+# ---------------------------------------------------------------------------------------
+# NetworkPolicies
+# ---------------------------------------------------------------------------------------
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and "matchExpressions" not in selector
+
+
+def ports_of(rule: dict) -> set[tuple]:
+    return {(p.get("protocol", "TCP"), p["port"], p.get("endPort")) for p in rule.get("ports", [])}
+
+
+def test_network_policies(variant):
+    _, values, r = variant
+    policies = r.of("NetworkPolicy")
+    deny = r.get("NetworkPolicy", f"{RELEASE}-default-deny")
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    for d in r.of("Deployment"):
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert selects(deny["spec"]["podSelector"], labels), d["metadata"]["name"]
+        own = [p for p in policies if p is not deny and selects(p["spec"]["podSelector"], labels)]
+        assert len(own) == 1, d["metadata"]["name"]
+    # No rule may lack peers: an empty `from`/`to` allows every address.
+    for p in policies:
+        for rule in p["spec"].get("ingress", []):
+            assert rule.get("from"), p["metadata"]["name"]
+        for rule in p["spec"].get("egress", []):
+            assert rule.get("to"), p["metadata"]["name"]
+
+    np_values = (values or {}).get("networkPolicy", {})
+    clients = np_values.get("grpcClients") or [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    for s in SERVICES:
+        pol = r.get("NetworkPolicy", full(s))
+        grpc = next(p["containerPort"] for p in container(r.get("Deployment", full(s)))["ports"] if p["name"] == "grpc")
+        frontend_rules = [i for i in pol["spec"]["ingress"] if i["from"] == clients]
+        if s in FRONTEND:
+            assert len(frontend_rules) == 1 and ports_of(frontend_rules[0]) == {("TCP", grpc, None)}, s
+        else:
+            assert frontend_rules == [], f"{s} is not reachable from frontends"
+        egress = pol["spec"]["egress"]
+        dns = egress[0]
+        assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+        assert ports_of(dns) == {("UDP", 53, None), ("TCP", 53, None)}
+        egress_ports = set().union(*(ports_of(e) for e in egress))
+        pg_ports = set(np_values.get("postgres", {}).get("ports", [5432]))
+        redis_ports = set(np_values.get("redis", {}).get("ports", [6379]))
+        kafka_ports = set(np_values.get("kafka", {}).get("ports", [9092]))
+        assert {("TCP", p, None) for p in kafka_ports} <= egress_ports, s
+        assert ({("TCP", p, None) for p in pg_ports} <= egress_ports) == (s in POSTGRES_USERS), s
+        assert ({("TCP", p, None) for p in redis_ports} <= egress_ports) == (s in REDIS_USERS), s
+
+    # The brief's example, spelled out: sessions accepts its gRPC port from the ingress.
+    sessions = r.get("NetworkPolicy", full("sessions"))
+    assert any(
+        ("TCP", 50051, None) in ports_of(rule) and rule["from"] == clients for rule in sessions["spec"]["ingress"]
+    )
+    media = r.get("NetworkPolicy", full("media"))
+    voice = (values or {}).get("services", {}).get("media", {}).get("voice", {"rtpPortStart": 10000, "rtpPortEnd": 20000, "sipPort": 5060})
+    rtp = ("UDP", voice["rtpPortStart"], voice["rtpPortEnd"])
+    assert any(rtp in ports_of(rule) and ("UDP", voice["sipPort"], None) in ports_of(rule) for rule in media["spec"]["ingress"])
+    assert any(rtp in ports_of(rule) for rule in media["spec"]["egress"])
+    operator = r.get("NetworkPolicy", full("operator"))
+    kube_ports = set(np_values.get("kubeApi", {}).get("ports", [443, 6443]))
+    assert {("TCP", p, None) for p in kube_ports} <= set().union(*(ports_of(e) for e in operator["spec"]["egress"]))
+
+
+def test_operator_can_be_left_out(chart):
+    r = Rendered(render(chart, {"operator": {"enabled": False}}))
+    assert not [o for o in r.objects if o["metadata"]["name"].endswith("-operator")]
+    assert r.of("ClusterRole") == r.of("Role") == []
+    assert {d["metadata"]["name"] for d in r.of("Deployment")} == {full(s) for s in SERVICES}
+
+
+def test_network_policies_can_be_turned_off(chart):
+    assert Rendered(render(chart, {"networkPolicy": {"enabled": False}})).of("NetworkPolicy") == []
+
+
+# ---------------------------------------------------------------------------------------
+# Operator RBAC, ServiceMonitor
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope, role_kind, binding_kind", [("cluster", "ClusterRole", "ClusterRoleBinding"), ("namespace", "Role", "RoleBinding")])
+def test_operator_rbac(chart, scope, role_kind, binding_kind):
+    r = Rendered(render(chart, {"operator": {"rbac": {"scope": scope}}}))
+    (role,) = r.of(role_kind)
+    (binding,) = r.of(binding_kind)
+    other = {"ClusterRole": "Role", "Role": "ClusterRole"}[role_kind]
+    assert r.of(other) == []
+    rules = {(tuple(x["apiGroups"]), tuple(x["resources"])): set(x["verbs"]) for x in role["rules"]}
+    assert rules[(("centralita.io",), ("tenants", "tenants/status", "tenants/finalizers"))] == {"get", "list", "watch", "patch", "update"}
+    assert rules[(("", "events.k8s.io"), ("events",))] == {"create", "patch"}
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": full("operator"), "namespace": NAMESPACE}]
+    # Only the operator's ServiceAccount is bound to anything.
+    assert len(r.of("RoleBinding") + r.of("ClusterRoleBinding")) == 1
+
+
+def test_service_monitor(chart):
+    assert Rendered(render(chart)).of("ServiceMonitor") == []
+    values = production_values()
+    r = Rendered(render(chart, values))
+    (sm,) = r.of("ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert sm["spec"]["endpoints"] == [{"port": "admin", "path": "/metrics", "scheme": "http", "interval": "15s", "scrapeTimeout": "10s"}]
+    scraped = [s for s in r.of("Service") if selects(sm["spec"]["selector"], s["metadata"]["labels"])]
+    assert {s["metadata"]["name"] for s in scraped} == {full(n) for n in SERVICES + ["operator"]}
+    assert all(any(p["name"] == "admin" for p in s["spec"]["ports"]) for s in scraped)
+
+
+# ---------------------------------------------------------------------------------------
+# The Tenant CRD and the example tenants
+# ---------------------------------------------------------------------------------------
+
+
+def crd_doc() -> dict:
+    return yaml.safe_load((CHART_DIR / "crds" / "tenant.yaml").read_text())
+
+
+def strict_tenant_schema() -> dict:
+    """The CRD's schema as the API server applies it with strict field validation (the
+    kubectl default): unknown fields are refused rather than pruned."""
+    schema = copy.deepcopy(crd_doc()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+    def close(node, path):
+        if "properties" in node and path != ".metadata":
+            node["additionalProperties"] = False
+        for key, child in node.get("properties", {}).items():
+            close(child, f"{path}.{key}")
+        if "items" in node:
+            close(node["items"], path + "[]")
+
+    close(schema, "")
+    return schema
+
+
+def validate_tenant(doc: dict) -> None:
+    crd = crd_doc()
+    version = crd["spec"]["versions"][0]["name"]
+    assert doc["apiVersion"] == f"{crd['spec']['group']}/{version}"
+    assert doc["kind"] == crd["spec"]["names"]["kind"]
+    # OpenAPI v3.0 schemas use draft-4 keywords (boolean exclusiveMinimum).
+    jsonschema.Draft4Validator(strict_tenant_schema()).validate(doc)
+
+
+@pytest.mark.parametrize("path", [DEMO_TENANT, CLI_EXAMPLE_TENANT], ids=["demo-tenant", "cli-example-acme"])
+def test_example_tenants_validate_against_the_crd(path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs
+    for doc in docs:
+        validate_tenant(doc)
+
+
+def test_demo_tenant_exercises_routing():
+    spec = yaml.safe_load(DEMO_TENANT.read_text())["spec"]
+    queues = {q["id"]: q for q in spec["routing"]["queues"]}
+    for q in queues.values():
+        for key in ("serviceLevelSeconds", "serviceLevelTargetPercent", "offerTimeoutSeconds", "afterContactWorkSeconds"):
+            assert key in q, (q["id"], key)
+        if "overflowQueue" in q:  # the manifest's cross-field rules
+            assert q["overflowQueue"] in queues and q["overflowQueue"] != q["id"] and "maxWaitSeconds" in q
+    assert spec["routing"]["dispositionCodes"] and spec["routing"]["awayReasons"]
+    assert not {"not_responding", "signed_in"} & set(spec["routing"]["awayReasons"])
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s.update(displayNme="typo"),
+        lambda s: s.update(channels=["voice", "fax"]),
+        lambda s: s.update(channels=[]),
+        lambda s: s["serviceLevel"].update(targetPercent=0),
+        lambda s: s["quotas"].update(maxConcurrentContacts=-5),
+        lambda s: s["businessHours"]["windows"][0].update(open="8:00"),
+        lambda s: s.update(status="paused"),
+        lambda s: s["recording"].update(voice="sometimes"),
+        lambda s: s["routing"]["queues"][0].update(offerTimeoutSeconds=0),
+        lambda s: s["routing"]["queues"][0].update(serviceLevelDefinition="best"),
+        lambda s: s["routing"]["queues"][0]["steps"][1].update(proficiencyDrop=9),
+        lambda s: s["routing"].update(awayReasons=["Coffee Break"]),
+        lambda s: s.pop("quotas"),
+    ],
+    ids=[
+        "unknown-field", "unknown-channel", "no-channel", "zero-target", "negative-quota", "bad-time",
+        "bad-status", "bad-recording", "zero-offer-timeout", "bad-sl-definition", "proficiency-drop",
+        "bad-away-reason", "missing-quotas",
+    ],
+)
+def test_invalid_tenants_are_refused_by_the_crd(mutate):
+    doc = yaml.safe_load(DEMO_TENANT.read_text())
+    mutate(doc["spec"])
+    with pytest.raises(jsonschema.ValidationError):
+        validate_tenant(doc)
+
+
+# ---------------------------------------------------------------------------------------
+# The chart and the code agree on binaries
+# ---------------------------------------------------------------------------------------
+
+
+def test_each_service_command_is_a_binary_of_the_workspace():
+    for s in SERVICES:
+        manifest = (REPO / "services" / s / "Cargo.toml").read_text()
+        assert re.search(rf'\[\[bin\]\]\s*name = "centralita-{s}"', manifest), s
+
+
+def test_keda_targets_the_consumer_groups_and_topics_of_the_code(chart):
+    """The default KEDA consumer group and topic of each stream processor are the ones its
+    code consumes with (both are prefixed with CENTRALITA_KAFKA_TOPIC_PREFIX)."""
+    sources = {p: p.read_text() for p in (REPO / "services").glob("*/src/**/*.rs")}
+    for s in sorted(STREAM_PROCESSORS):
+        keda = chart.values["services"][s]["keda"]
+        own = "".join(t for p, t in sources.items() if p.parts[-3] == s or s in p.parts)
+        assert re.search(r'format!\("\{[a-z_]*\}' + re.escape(keda["consumerGroup"]) + '"', own), (s, keda["consumerGroup"])
+        topic = keda["topic"]
+        assert any(f'name("{topic}")' in t for t in sources.values()), (s, topic)
+
+
+def test_dockerfile_ships_the_binaries_as_nonroot():
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)", text, re.M)
+    assert stages[0].startswith("rust:1-bookworm") and stages[-1] == "gcr.io/distroless/cc-debian12:nonroot"
+    assert "cargo build --release --locked" in text
+    assert re.search(r"^USER 65532:65532$", text, re.M)
+    assert "/usr/local/bin" in text
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"target/", ".local/", ".git/"} <= set(ignored)
