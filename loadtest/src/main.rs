@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod reporting;
+
 use anyhow::{bail, Context};
 use centralita_platform::auth::{Role, Signer, TokenRequest};
 use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
@@ -40,6 +42,8 @@ struct Cli {
 enum Command {
     /// Enqueue→offer latency and throughput of the ACD at stepped arrival rates.
     Acd(AcdArgs),
+    /// Event→visible latency and event throughput of the reporting service.
+    Reporting(reporting::ReportingArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +85,10 @@ struct AcdArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Acd(args) => acd(args).await,
+        Command::Reporting(args) => {
+            let auth = Auth::from_file(&args.private_key_file)?;
+            reporting::run(args, auth).await
+        }
     }
 }
 
@@ -129,6 +137,10 @@ struct Auth {
 }
 
 impl Auth {
+    fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self { signer: Signer::from_file(path, "centralita", "centralita-api").map_err(anyhow::Error::msg)? })
+    }
+
     fn token(&self, tenant: Option<&str>, role: Role, agent: Option<&str>) -> anyhow::Result<String> {
         let tenant = tenant.map(TenantId::parse).transpose().map_err(anyhow::Error::msg)?;
         Ok(self.signer.mint(&TokenRequest {
@@ -176,10 +188,7 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
     if args.tenants == 0 || args.agents < args.tenants || args.connections == 0 {
         bail!("need at least one tenant, one agent per tenant and one connection");
     }
-    let auth = Auth {
-        signer: Signer::from_file(&args.private_key_file, "centralita", "centralita-api")
-            .map_err(anyhow::Error::msg)?,
-    };
+    let auth = Auth::from_file(&args.private_key_file)?;
     let run = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let tenants: Vec<String> = (0..args.tenants).map(|i| format!("lt{run}-{i:02}")).collect();
 
