@@ -151,9 +151,13 @@ pub async fn run(args: ReportingArgs, auth: Auth) -> anyhow::Result<()> {
     for i in 0..args.contacts {
         let c = format!("b{run}-{i}");
         let at = base + i64::from(i) * 10;
-        for (kind, offset) in
-            [(Kind::Queued, 0), (Kind::Offered, 1_000), (Kind::Accepted, 2_000), (Kind::Ended, 60_000), (Kind::WrappedUp, 70_000)]
-        {
+        for (kind, offset) in [
+            (Kind::Queued, 0),
+            (Kind::Offered, 1_000),
+            (Kind::Accepted, 2_000),
+            (Kind::Ended, 60_000),
+            (Kind::WrappedUp, 70_000),
+        ] {
             let e = event(&tenant, &c, "bulk", kind, at + offset);
             deliveries.push(producer.enqueue(&topics.contacts(), &format!("contacts/{c}"), &e)?);
         }

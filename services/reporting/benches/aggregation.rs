@@ -85,7 +85,11 @@ fn bench(c: &mut Criterion) {
     let rules = |_: &str| QueueRules::default();
     let by_queue = GroupBy { queue: true, ..GroupBy::default() };
     g.bench_function(format!("roll {} legs into 15-minute rows per queue", legs.len()), |b| {
-        b.iter_batched(|| (), |()| rows(&legs, 0, i64::MAX, Period::Interval, utc, by_queue, rules), BatchSize::SmallInput)
+        b.iter_batched(
+            || (),
+            |()| rows(&legs, 0, i64::MAX, Period::Interval, utc, by_queue, rules),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }

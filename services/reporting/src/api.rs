@@ -15,12 +15,14 @@ use centralita_platform::tenant::{Tenant, TenantId};
 use centralita_proto::reporting::v1::{
     self as pb, reporting_service_server::ReportingService, staffing_service_server::StaffingService,
 };
+use centralita_proto::sessions::v1 as spb;
 use centralita_proto::tenancy::v1::Channel;
 use chrono_tz::Tz;
 use deadpool_postgres::Pool;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::core::agents::{agent_time, AgentTime, Span, AVAILABLE, AWAY};
 use crate::core::rollup::{self, GroupBy, Period, RowKey};
 use crate::core::{Counts, Leg, Millis, QueueRules, INTERVAL_MS};
 use crate::erlang;
@@ -263,6 +265,8 @@ impl Api {
             )
         };
         let (day, last) = (window(today), window(rolling));
+        let (spans, agent_legs) = store::agent_activity(&self.pool, &tenant.id, today.min(rolling), now + 1).await?;
+        let floor = AgentFloor::new(&spans, &agent_legs, tenant.id.as_str(), now, today, rolling);
         let mut queues: Vec<String> = tenant.routing.queues.keys().cloned().collect();
         queues.extend(day.keys().cloned());
         queues.extend(waiting.iter().map(|l| l.queue.clone()));
@@ -283,11 +287,19 @@ impl Api {
                     rolling_15m: Some(figures(&last.get(&id).copied().unwrap_or_default(), sl, ar)),
                     threshold_seconds: r.threshold_ms / 1000,
                     short_abandon_seconds: r.short_abandon_ms / 1000,
+                    agents: Some(floor.by_state(Some(&id))),
+                    agents_today: Some(floor.time(Some(&id), true)),
+                    agents_rolling_15m: Some(floor.time(Some(&id), false)),
                     queue: id,
                 }
             })
             .collect();
-        Ok(pb::RealtimeMetrics { tenant: tenant.id.as_str().into(), as_of: Some(ts(now)), queues: out })
+        Ok(pb::RealtimeMetrics {
+            tenant: tenant.id.as_str().into(),
+            as_of: Some(ts(now)),
+            queues: out,
+            agents: floor.agents(),
+        })
     }
 
     async fn sla(&self, caller: &Caller, q: &pb::GetSlaComplianceRequest) -> Result<pb::SlaCompliance, Error> {
@@ -353,6 +365,163 @@ impl Api {
             })
             .collect();
         Ok(pb::SlaCompliance { tenant: tenant.id.as_str().into(), time_zone: tz.name().into(), queues: out })
+    }
+}
+
+fn agent_time_pb(t: &AgentTime) -> pb::AgentTime {
+    pb::AgentTime {
+        signed_in_ms: t.signed_in_ms,
+        available_ms: t.available_ms,
+        away_ms: t.away_ms,
+        handling_ms: t.handling_ms,
+        idle_ms: t.idle_ms,
+        occupancy_percent: t.occupancy(),
+    }
+}
+
+/// The agents serving a tenant now: their current span, whether they hold a contact, and
+/// their time today and over the last 15 minutes.
+struct AgentFloor<'a> {
+    tenant: &'a str,
+    agents: Vec<FloorAgent<'a>>,
+}
+
+struct FloorAgent<'a> {
+    current: &'a Span,
+    handling: bool,
+    today: AgentTime,
+    rolling: AgentTime,
+}
+
+impl<'a> AgentFloor<'a> {
+    fn new(spans: &'a [Span], legs: &'a [Leg], tenant: &'a str, now: Millis, today: Millis, rolling: Millis) -> Self {
+        let mut by_agent: BTreeMap<&str, (Vec<&Span>, Vec<&Leg>)> = BTreeMap::new();
+        for s in spans {
+            by_agent.entry(s.agent.as_str()).or_default().0.push(s);
+        }
+        for l in legs {
+            if let Some(e) = by_agent.get_mut(l.agent.as_str()) {
+                e.1.push(l);
+            }
+        }
+        let agents = by_agent
+            .into_values()
+            .filter_map(|(spans, legs)| {
+                let current = *spans.iter().max_by_key(|s| s.since)?;
+                // Only agents that serve the tenant now are on its floor.
+                if current.until.is_some() || !current.serves(tenant, None) {
+                    return None;
+                }
+                Some(FloorAgent {
+                    current,
+                    handling: legs.iter().any(|l| l.handled_at.is_none()),
+                    today: agent_time(&spans, &legs, today, now + 1),
+                    rolling: agent_time(&spans, &legs, rolling, now + 1),
+                })
+            })
+            .collect();
+        Self { tenant, agents }
+    }
+
+    fn serving(&self, queue: Option<&'a str>) -> impl Iterator<Item = &FloorAgent<'a>> {
+        self.agents.iter().filter(move |a| a.current.serves(self.tenant, queue))
+    }
+
+    fn by_state(&self, queue: Option<&'a str>) -> pb::AgentsByState {
+        let mut out = pb::AgentsByState::default();
+        for a in self.serving(queue) {
+            match (a.handling, a.current.state) {
+                (true, _) => out.busy += 1,
+                (false, AVAILABLE) => out.available += 1,
+                (false, AWAY) => out.away += 1,
+                _ => out.offline += 1,
+            }
+        }
+        out
+    }
+
+    fn time(&self, queue: Option<&'a str>, today: bool) -> pb::AgentTime {
+        let mut t = AgentTime::default();
+        for a in self.serving(queue) {
+            t.merge(if today { &a.today } else { &a.rolling });
+        }
+        agent_time_pb(&t)
+    }
+
+    fn agents(&self) -> Vec<pb::RealtimeAgent> {
+        self.agents
+            .iter()
+            .map(|a| pb::RealtimeAgent {
+                agent: a.current.agent.clone(),
+                state: spb::AgentState::try_from(i32::from(a.current.state))
+                    .map(|s| s.as_str_name().to_owned())
+                    .unwrap_or_default(),
+                away_reason: a.current.away_reason.clone(),
+                state_since: Some(ts(a.current.since)),
+                handling: a.handling,
+                today: Some(agent_time_pb(&a.today)),
+                rolling_15m: Some(agent_time_pb(&a.rolling)),
+            })
+            .collect()
+    }
+}
+
+/// `[start, end)` of the month `YYYY-MM` in `tz`.
+fn month_range(month: &str, tz: Tz) -> Result<(Millis, Millis), Error> {
+    let bad = || Error::invalid("month", format!("`{month}` is not a month like 2026-11"));
+    let (y, m) = month.split_once('-').ok_or_else(bad)?;
+    let (y, m): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if y.to_string().len() != 4 || !(1..=12).contains(&m) || month.len() != 7 {
+        return Err(bad());
+    }
+    let first = chrono::NaiveDate::from_ymd_opt(y, m, 1).ok_or_else(bad)?;
+    let next = if m == 12 {
+        chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
+    }
+    .ok_or_else(bad)?;
+    let at = |d: chrono::NaiveDate| {
+        let noon = d.and_hms_opt(12, 0, 0).and_then(|n| n.and_local_timezone(tz).earliest());
+        noon.map(|n| rollup::period_start(Period::Day, tz, n.timestamp_millis()))
+    };
+    Ok((at(first).ok_or_else(bad)?, at(next).ok_or_else(bad)?))
+}
+
+impl Api {
+    async fn usage(&self, caller: &Caller, q: &pb::GetUsageRequest) -> Result<pb::Usage, Error> {
+        let tenant = resolve_tenant(caller, &q.tenant, &self.registry)?;
+        let tz = tenant.business_hours.time_zone;
+        let (from, to) = month_range(&q.month, tz)?;
+        let legs = store::legs_between(&self.pool, &tenant.id, from, to).await?;
+        let mut per_channel: BTreeMap<i32, Counts> = BTreeMap::new();
+        for leg in legs.iter().filter(|l| l.handled_at.is_some_and(|h| (from..to).contains(&h))) {
+            per_channel.entry(leg.channel).or_default().add_handling(leg);
+        }
+        let (spans, _) = store::agent_activity(&self.pool, &tenant.id, from, to).await?;
+        let serving: Vec<&Span> = spans.iter().filter(|s| s.serves(tenant.id.as_str(), None)).collect();
+        let signed_in = agent_time(&serving, &[], from, to.min(now_ms())).signed_in_ms;
+        let mut agents: Vec<&str> = serving.iter().map(|s| s.agent.as_str()).collect();
+        agents.sort_unstable();
+        agents.dedup();
+        Ok(pb::Usage {
+            tenant: tenant.id.as_str().into(),
+            month: q.month.clone(),
+            time_zone: tz.name().into(),
+            period_start: Some(ts(from)),
+            period_end: Some(ts(to)),
+            channels: per_channel
+                .into_iter()
+                .map(|(c, counts)| pb::ChannelUsage {
+                    channel: channel_name(c),
+                    handled: counts.handled,
+                    handle_minutes: counts.handle_ms as f64 / 60_000.0,
+                })
+                .collect(),
+            agent_signed_in_hours: signed_in as f64 / 3_600_000.0,
+            agents: agents.len() as u32,
+            complete: now_ms() >= to,
+        })
     }
 }
 
@@ -486,6 +655,11 @@ impl ReportingService for Api {
         let caller = caller(&request)?;
         Ok(Response::new(self.sla(caller, request.get_ref()).await?))
     }
+
+    async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> R<pb::Usage> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.usage(caller, request.get_ref()).await?))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -549,6 +723,19 @@ impl StaffingService for Staffing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_start_at_local_midnight() {
+        let madrid: Tz = "Europe/Madrid".parse().expect("tz");
+        let (from, to) = month_range("2026-03", madrid).expect("valid");
+        let iso = |ms: Millis| chrono::DateTime::from_timestamp_millis(ms).expect("ms").to_rfc3339();
+        assert_eq!((iso(from), iso(to)), ("2026-02-28T23:00:00+00:00".into(), "2026-03-31T22:00:00+00:00".into()));
+        let (_, to) = month_range("2026-12", madrid).expect("valid");
+        assert_eq!(iso(to), "2026-12-31T23:00:00+00:00");
+        for bad in ["2026-13", "2026-1", "26-01", "2026/01", "", "2026-01-01"] {
+            assert!(matches!(month_range(bad, madrid), Err(Error::InvalidArgument(_))), "{bad}");
+        }
+    }
 
     #[test]
     fn csv_quotes_what_needs_quoting() {

@@ -384,6 +384,7 @@ pub fn interval_start(at: Millis) -> Millis {
 
 pub const INTERVAL_MS: i64 = 15 * 60 * 1000;
 
+pub mod agents;
 pub mod rollup;
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub const MIGRATIONS: Migrations = Migrations {
     steps: &[
         Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
         Migration { version: 2, name: "legs", sql: store::LEGS_SQL },
+        Migration { version: 3, name: "agents", sql: store::AGENTS_SQL },
     ],
 };
 
@@ -59,10 +60,24 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         pool.clone(),
         Some(runtime.metrics.clone()),
     )?;
+    let agents = store::agent_consumer(
+        &config.common.kafka.brokers,
+        format!("{prefix}reporting.agents"),
+        runtime.topics.agents(),
+        config.common.kafka.group_instance_id.as_ref().map(|id| format!("{id}-agents")),
+        pool.clone(),
+        Some(runtime.metrics.clone()),
+    )?;
     let sd = runtime.shutdown.clone();
     runtime.spawn(async move {
         if let Err(e) = consumer.run(sd).await {
             tracing::error!(error = %e, "contact event consumer stopped");
+        }
+    });
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = agents.run(sd).await {
+            tracing::error!(error = %e, "agent event consumer stopped");
         }
     });
     let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone() };

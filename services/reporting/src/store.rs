@@ -9,6 +9,7 @@ use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1::{self as spb, contact_event::Kind as PbKind};
 use deadpool_postgres::Pool;
 
+use crate::core::agents::{next_span, Span};
 use crate::core::{self, ContactFact, Kind, Leg, Millis, Outcome};
 
 /// Version 2 of the `reporting` schema: legs and applied event ids, both under row-level
@@ -50,6 +51,32 @@ ALTER TABLE applied_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE applied_events FORCE ROW LEVEL SECURITY;
 CREATE POLICY applied_events_tenant ON applied_events
     USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
+"#;
+
+/// Version 3: agent state spans (agents are BPO-wide: a span is visible to every tenant the
+/// agent served then, and written under the pool tenant `bpo`), and BPO-wide reading of
+/// legs for agent time (a shared agent's work for any tenant makes it busy for all).
+pub const AGENTS_SQL: &str = r#"
+CREATE TABLE agent_spans (
+    agent_id text NOT NULL,
+    since bigint NOT NULL,
+    until bigint,
+    state smallint NOT NULL,
+    away_reason text NOT NULL DEFAULT '',
+    queues text[] NOT NULL,
+    tenants text[] NOT NULL,
+    PRIMARY KEY (agent_id, since)
+);
+CREATE INDEX agent_spans_open ON agent_spans (agent_id) WHERE until IS NULL;
+CREATE INDEX agent_spans_tenants ON agent_spans USING gin (tenants);
+CREATE INDEX legs_by_agent ON legs (agent_id, left_at) WHERE outcome = 1;
+ALTER TABLE agent_spans ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agent_spans FORCE ROW LEVEL SECURITY;
+CREATE POLICY agent_spans_read ON agent_spans FOR SELECT
+    USING (centralita_current_tenant() = ANY (tenants) OR centralita_current_tenant() = 'bpo');
+CREATE POLICY agent_spans_write ON agent_spans FOR ALL
+    USING (centralita_current_tenant() = 'bpo') WITH CHECK (centralita_current_tenant() = 'bpo');
+CREATE POLICY legs_bpo_read ON legs FOR SELECT USING (centralita_current_tenant() = 'bpo');
 "#;
 
 const LEG_COLUMNS: &str = "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
@@ -225,6 +252,29 @@ pub fn contact_consumer(
     pool: Pool,
     metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
 ) -> Result<Consumer<ContactEvents, InTransaction>, Error> {
+    consumer(brokers, group_id, topic, group_instance_id, ContactEvents { pool }, metrics)
+}
+
+/// The consumer of the agents topic that folds agent events into state spans.
+pub fn agent_consumer(
+    brokers: &str,
+    group_id: String,
+    topic: String,
+    group_instance_id: Option<String>,
+    pool: Pool,
+    metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
+) -> Result<Consumer<AgentEvents, InTransaction>, Error> {
+    consumer(brokers, group_id, topic, group_instance_id, AgentEvents { pool }, metrics)
+}
+
+fn consumer<H: Handler>(
+    brokers: &str,
+    group_id: String,
+    topic: String,
+    group_instance_id: Option<String>,
+    handler: H,
+    metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
+) -> Result<Consumer<H, InTransaction>, Error> {
     Consumer::new(
         ConsumerSettings {
             brokers: brokers.into(),
@@ -233,10 +283,155 @@ pub fn contact_consumer(
             fetch_wait: FETCH_WAIT_DEFAULT,
             group_instance_id,
         },
-        ContactEvents { pool },
+        handler,
         InTransaction,
         metrics,
     )
+}
+
+const SPAN_COLUMNS: &str = "agent_id, since, until, state, away_reason, queues";
+
+fn span_from_row(r: &tokio_postgres::Row) -> Result<Span, Error> {
+    Ok(Span {
+        agent: r.try_get(0)?,
+        since: r.try_get(1)?,
+        until: r.try_get(2)?,
+        state: r.try_get(3)?,
+        away_reason: r.try_get(4)?,
+        queues: r.try_get(5)?,
+    })
+}
+
+/// Applies one agent event, once: closes the agent's open span and opens the next.
+pub async fn apply_agent_event(pool: &Pool, event: &Event) -> Result<bool, Error> {
+    let e: spb::AgentEvent = event.payload()?;
+    let a = e.agent.ok_or_else(|| Error::invalid("agent", "an agent event names no agent"))?;
+    let agent = a.name.strip_prefix("agents/").unwrap_or(&a.name).to_owned();
+    if agent.is_empty() {
+        return Err(Error::invalid("agent.name", "is empty"));
+    }
+    let state = i16::try_from(a.state).map_err(|_| Error::invalid("agent.state", "out of range"))?;
+    let mut queues: Vec<String> = a.queues.iter().map(|q| format!("{}/{}", q.tenant, q.queue)).collect();
+    queues.sort();
+    queues.dedup();
+    let mut tenants: Vec<String> = a.queues.iter().map(|q| q.tenant.clone()).collect();
+    tenants.sort();
+    tenants.dedup();
+    let at = event.occurred_at.timestamp_millis();
+    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, &bpo()).await?;
+    let fresh = tx
+        .execute(
+            "INSERT INTO applied_events (event_id, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&event.id.to_string(), &bpo().as_str()],
+        )
+        .await?;
+    if fresh == 0 {
+        tx.commit().await?;
+        return Ok(false);
+    }
+    let open = tx
+        .query_opt(
+            &format!("SELECT {SPAN_COLUMNS} FROM agent_spans WHERE agent_id = $1 AND until IS NULL FOR UPDATE"),
+            &[&agent],
+        )
+        .await?
+        .map(|r| span_from_row(&r))
+        .transpose()?;
+    if let Some(next) = next_span(open.as_ref(), &agent, at, state, &a.away_reason, queues) {
+        if let Some(o) = &open {
+            tx.execute(
+                "UPDATE agent_spans SET until = $3 WHERE agent_id = $1 AND since = $2",
+                &[&agent, &o.since, &at],
+            )
+            .await?;
+        }
+        tx.execute(
+            "INSERT INTO agent_spans (agent_id, since, until, state, away_reason, queues, tenants) \
+             VALUES ($1, $2, NULL, $3, $4, $5, $6) \
+             ON CONFLICT (agent_id, since) DO UPDATE SET until = NULL, state = EXCLUDED.state, \
+             away_reason = EXCLUDED.away_reason, queues = EXCLUDED.queues, tenants = EXCLUDED.tenants",
+            &[&agent, &next.since, &next.state, &next.away_reason, &next.queues, &tenants],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn bpo() -> TenantId {
+    TenantId::parse("bpo").unwrap_or_else(|_| unreachable!("`bpo` is a valid tenant id"))
+}
+
+/// Spans of the agents that served `tenant` overlapping `[from, to)`, with every leg those
+/// agents answered that overlaps it (any tenant's: agent time is BPO-wide).
+pub async fn agent_activity(
+    pool: &Pool,
+    tenant: &TenantId,
+    from: Millis,
+    to: Millis,
+) -> Result<(Vec<Span>, Vec<Leg>), Error> {
+    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    let agents: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT agent_id FROM agent_spans WHERE $1 = ANY (tenants) AND since < $3 AND (until IS NULL OR until > $2)",
+            &[&tenant.as_str(), &from, &to],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let spans = tx
+        .query(
+            &format!(
+                "SELECT {SPAN_COLUMNS} FROM agent_spans WHERE agent_id = ANY ($1) AND since < $3 AND (until IS NULL OR until > $2) \
+                 ORDER BY agent_id, since"
+            ),
+            &[&agents, &from, &to],
+        )
+        .await?
+        .iter()
+        .map(span_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit().await?;
+    // The agents' legs of every tenant, read as the BPO.
+    let tx = client.transaction().await?;
+    set_tenant(&tx, &bpo()).await?;
+    let legs = tx
+        .query(
+            &format!(
+                "SELECT {LEG_COLUMNS} FROM legs WHERE outcome = 1 AND agent_id = ANY ($1) AND left_at < $3 \
+                 AND (handled_at IS NULL OR handled_at > $2)"
+            ),
+            &[&agents, &from, &to],
+        )
+        .await?
+        .iter()
+        .map(leg_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit().await?;
+    Ok((spans, legs))
+}
+
+/// The agent-event consumer's handler.
+#[derive(Debug, Clone)]
+pub struct AgentEvents {
+    pub pool: Pool,
+}
+
+impl Handler for AgentEvents {
+    async fn handle(&mut self, event: &Event) -> Result<(), Error> {
+        match apply_agent_event(&self.pool, event).await {
+            Err(e @ Error::InvalidArgument(_)) => {
+                tracing::warn!(error = %e, event_id = %event.id, "unreadable agent event skipped");
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
 }
 
 /// The contact-event consumer's handler.

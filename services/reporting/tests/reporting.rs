@@ -139,6 +139,30 @@ fn floor(tenant: &str, t: i64) -> Vec<Event> {
     out
 }
 
+fn agent_event(agent: &str, state: spb::AgentState, queues: &[(&str, &str)], at: i64) -> Event {
+    let payload = spb::AgentEvent {
+        kind: spb::agent_event::Kind::StateChanged as i32,
+        agent: Some(spb::Agent {
+            name: format!("agents/{agent}"),
+            state: state as i32,
+            queues: queues
+                .iter()
+                .map(|(t, q)| spb::QueueAssignment { tenant: (*t).into(), queue: (*q).into() })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    Event::at(TenantId::parse("bpo").unwrap(), &payload, chrono::DateTime::from_timestamp_millis(at).unwrap())
+}
+
+async fn publish_agents(topics: &Topics, events: &[Event]) {
+    let producer = Producer::new(&testkit::brokers(), None).unwrap();
+    for e in events {
+        let key = e.payload::<spb::AgentEvent>().unwrap().agent.unwrap().name;
+        producer.publish(&topics.agents(), &key, e).await.unwrap();
+    }
+}
+
 async fn publish(topics: &Topics, events: &[Event]) {
     let producer = Producer::new(&testkit::brokers(), None).unwrap();
     for e in events {
@@ -192,9 +216,16 @@ async fn setup() -> (String, Topics, [String; 2]) {
     let topics = Topics::new(prefix.clone());
     let tenants = [unique("rep-a-"), unique("rep-b-")];
     testkit::publish_tenants(&topics, &tenants.iter().map(|t| manifest(t)).collect::<Vec<_>>()).await;
-    ensure_topics(&testkit::brokers(), 1, &[TopicSpec { name: topics.contacts(), partitions: 3, compacted: false }])
-        .await
-        .unwrap();
+    ensure_topics(
+        &testkit::brokers(),
+        1,
+        &[
+            TopicSpec { name: topics.contacts(), partitions: 3, compacted: false },
+            TopicSpec { name: topics.agents(), partitions: 3, compacted: false },
+        ],
+    )
+    .await
+    .unwrap();
     (prefix, topics, tenants)
 }
 
@@ -448,12 +479,31 @@ async fn realtime_figures_and_the_wallboard_stream() {
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.queues.len(), 1);
     assert_eq!(first.queues[0].waiting, 0);
-    // Two contacts arrive: one answered after 4 s, one still waiting since 30 s ago.
+    // An agent of a's support queue, available since two minutes ago (and one of another
+    // tenant's queue only, which a's floor does not show).
+    let agent = unique("agent-");
+    publish_agents(
+        &topics,
+        &[
+            agent_event(&agent, spb::AgentState::Available, &[(&a, "support")], now - 120 * S),
+            agent_event(&unique("other-"), spb::AgentState::Available, &[("someone-else", "support")], now - 120 * S),
+        ],
+    )
+    .await;
+    // Two contacts arrive: one answered (by that agent) after 4 s, one still waiting since
+    // 30 s ago.
+    let answered = |kind| {
+        let mut e = contact_event(&a, "r1", "support", kind, now - 56 * S, now - 60 * S);
+        let mut p: spb::ContactEvent = e.payload().unwrap();
+        p.agent_id.clone_from(&agent);
+        e.payload = prost::Message::encode_to_vec(&p).into();
+        e
+    };
     publish(
         &topics,
         &[
             contact_event(&a, "r1", "support", Kind::Queued, now - 60 * S, now - 60 * S),
-            contact_event(&a, "r1", "support", Kind::Accepted, now - 56 * S, now - 60 * S),
+            answered(Kind::Accepted),
             contact_event(&a, "r2", "support", Kind::Queued, now - 30 * S, now - 30 * S),
         ],
     )
@@ -461,7 +511,7 @@ async fn realtime_figures_and_the_wallboard_stream() {
     let started = std::time::Instant::now();
     let pushed = loop {
         let m = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.unwrap().unwrap().unwrap();
-        if m.queues[0].waiting == 1 && m.queues[0].rolling_15m.as_ref().unwrap().answered == 1 {
+        if m.queues[0].waiting == 1 && m.queues[0].rolling_15m.as_ref().unwrap().answered == 1 && m.agents.len() == 1 {
             break m;
         }
     };
@@ -474,6 +524,15 @@ async fn realtime_figures_and_the_wallboard_stream() {
         (2, 1, Some(4.0), Some(100.0))
     );
     assert!(started.elapsed() < Duration::from_secs(30));
+    // The agent holds r1 since 56 s ago and was available (idle) for the 64 s before.
+    let ag = &pushed.agents[0];
+    assert_eq!((ag.agent.as_str(), ag.state.as_str(), ag.handling), (agent.as_str(), "AGENT_STATE_AVAILABLE", true));
+    let today = ag.rolling_15m.as_ref().unwrap();
+    assert!((56_000..60_000).contains(&today.handling_ms), "{today:?}");
+    assert_eq!(today.idle_ms, 64_000, "{today:?}");
+    let busy = q.agents.as_ref().unwrap();
+    assert_eq!((busy.busy, busy.available, busy.away), (1, 0, 0));
+    assert!(q.agents_rolling_15m.as_ref().unwrap().occupancy_percent.unwrap() > 45.0);
     // Pushes come at most once per second.
     let t1 = std::time::Instant::now();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap();
@@ -541,5 +600,65 @@ async fn staffing_reproduces_erlang_c_over_grpc() {
         .await
         .unwrap_err();
     assert!(err.message().contains("evaluate_agents[0]"), "{}", err.message());
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn usage_of_a_month_for_billing() {
+    let (prefix, topics, [a, b]) = setup().await;
+    let svc = start(&prefix).await;
+    let t = base();
+    publish(&topics, &floor(&a, t)).await;
+    // Agent x serves a from an hour before to two hours after (then goes offline); agent y
+    // serves b only; agent z is shared and signed in for 30 minutes, away for 15 of them.
+    let (x, y, z) = (unique("x-"), unique("y-"), unique("z-"));
+    publish_agents(
+        &topics,
+        &[
+            agent_event(&x, spb::AgentState::Available, &[(&a, "support")], t - 3600 * S),
+            agent_event(&x, spb::AgentState::Offline, &[(&a, "support")], t + 7200 * S),
+            agent_event(&y, spb::AgentState::Available, &[(&b, "support")], t),
+            agent_event(&y, spb::AgentState::Offline, &[(&b, "support")], t + 600 * S),
+            agent_event(&z, spb::AgentState::Available, &[(&a, "billing"), (&b, "support")], t),
+            agent_event(&z, spb::AgentState::Away, &[(&a, "billing"), (&b, "support")], t + 900 * S),
+            agent_event(&z, spb::AgentState::Offline, &[(&a, "billing"), (&b, "support")], t + 1800 * S),
+        ],
+    )
+    .await;
+    until_offered(&svc, &a, t, 12).await;
+    let month = chrono::DateTime::from_timestamp_millis(t)
+        .unwrap()
+        .with_timezone(&chrono_tz::Europe::Madrid)
+        .format("%Y-%m")
+        .to_string();
+    let supervisor = token(Some(&a), Role::TenantAdmin, None);
+    let ask = pb::GetUsageRequest { tenant: String::new(), month: month.clone() };
+    let mut usage = pb::Usage::default();
+    for _ in 0..100 {
+        usage = svc.reports().get_usage(request(ask.clone(), &supervisor)).await.unwrap().into_inner();
+        if usage.agents == 2 && (usage.agent_signed_in_hours - 3.5).abs() < 1e-9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 3 h of x plus 30 min of z (available or away both count as signed in).
+    assert_eq!((usage.agents, format!("{:.4}", usage.agent_signed_in_hours)), (2, "3.5000".into()), "{usage:?}");
+    // Seven contacts handled (six in support, one in billing), 70 s each.
+    assert_eq!(usage.channels.len(), 1);
+    assert_eq!((usage.channels[0].channel.as_str(), usage.channels[0].handled), ("voice", 7));
+    assert_eq!(format!("{:.4}", usage.channels[0].handle_minutes), "8.1667");
+    assert_eq!(usage.time_zone, "Europe/Madrid");
+    // Another tenant's token cannot ask for a's usage; a bad month names the field.
+    let other = token(Some(&b), Role::TenantAdmin, None);
+    let err =
+        svc.reports().get_usage(request(pb::GetUsageRequest { tenant: a.clone(), month }, &other)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = svc
+        .reports()
+        .get_usage(request(pb::GetUsageRequest { tenant: String::new(), month: "2026-13".into() }, &supervisor))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("month"));
     svc.stop().await;
 }
