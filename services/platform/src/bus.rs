@@ -61,6 +61,10 @@ impl Topics {
     pub fn agents(&self) -> String {
         self.name("agents")
     }
+    /// Daily usage records for billing, keyed by tenant id.
+    pub fn usage(&self) -> String {
+        self.name("usage")
+    }
     pub fn name(&self, base: &str) -> String {
         format!("{}{base}", self.prefix)
     }
@@ -146,6 +150,10 @@ impl EventPayload for centralita_proto::routing::v1::RoutingDecision {
 
 impl EventPayload for centralita_proto::sessions::v1::ContactEvent {
     const TYPE: &'static str = "centralita.sessions.v1.ContactEvent";
+}
+
+impl EventPayload for centralita_proto::reporting::v1::UsageRecord {
+    const TYPE: &'static str = "centralita.reporting.v1.UsageRecord";
 }
 
 impl EventPayload for centralita_proto::sessions::v1::AgentEvent {

@@ -48,11 +48,11 @@ impl std::fmt::Debug for Api {
     }
 }
 
-fn now_ms() -> Millis {
+pub fn now_ms() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn ts(ms: Millis) -> prost_types::Timestamp {
+pub fn ts(ms: Millis) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
@@ -488,28 +488,30 @@ fn month_range(month: &str, tz: Tz) -> Result<(Millis, Millis), Error> {
     Ok((at(first).ok_or_else(bad)?, at(next).ok_or_else(bad)?))
 }
 
+/// What a tenant used in `[from, to)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageFigures {
+    pub channels: Vec<pb::ChannelUsage>,
+    pub agent_signed_in_hours: f64,
+    pub agents: u32,
+}
+
 impl Api {
-    async fn usage(&self, caller: &Caller, q: &pb::GetUsageRequest) -> Result<pb::Usage, Error> {
-        let tenant = resolve_tenant(caller, &q.tenant, &self.registry)?;
-        let tz = tenant.business_hours.time_zone;
-        let (from, to) = month_range(&q.month, tz)?;
-        let legs = store::legs_between(&self.pool, &tenant.id, from, to).await?;
+    /// Handled contacts and handle minutes per channel (handling ended in the range) and
+    /// the signed-in hours of the agents serving the tenant (up to now at most).
+    pub async fn usage_between(&self, tenant: &TenantId, from: Millis, to: Millis) -> Result<UsageFigures, Error> {
+        let legs = store::legs_between(&self.pool, tenant, from, to).await?;
         let mut per_channel: BTreeMap<i32, Counts> = BTreeMap::new();
         for leg in legs.iter().filter(|l| l.handled_at.is_some_and(|h| (from..to).contains(&h))) {
             per_channel.entry(leg.channel).or_default().add_handling(leg);
         }
-        let (spans, _) = store::agent_activity(&self.pool, &tenant.id, from, to).await?;
-        let serving: Vec<&Span> = spans.iter().filter(|s| s.serves(tenant.id.as_str(), None)).collect();
+        let (spans, _) = store::agent_activity(&self.pool, tenant, from, to).await?;
+        let serving: Vec<&Span> = spans.iter().filter(|s| s.serves(tenant.as_str(), None)).collect();
         let signed_in = agent_time(&serving, &[], from, to.min(now_ms())).signed_in_ms;
         let mut agents: Vec<&str> = serving.iter().map(|s| s.agent.as_str()).collect();
         agents.sort_unstable();
         agents.dedup();
-        Ok(pb::Usage {
-            tenant: tenant.id.as_str().into(),
-            month: q.month.clone(),
-            time_zone: tz.name().into(),
-            period_start: Some(ts(from)),
-            period_end: Some(ts(to)),
+        Ok(UsageFigures {
             channels: per_channel
                 .into_iter()
                 .map(|(c, counts)| pb::ChannelUsage {
@@ -520,6 +522,23 @@ impl Api {
                 .collect(),
             agent_signed_in_hours: signed_in as f64 / 3_600_000.0,
             agents: agents.len() as u32,
+        })
+    }
+
+    async fn usage(&self, caller: &Caller, q: &pb::GetUsageRequest) -> Result<pb::Usage, Error> {
+        let tenant = resolve_tenant(caller, &q.tenant, &self.registry)?;
+        let tz = tenant.business_hours.time_zone;
+        let (from, to) = month_range(&q.month, tz)?;
+        let u = self.usage_between(&tenant.id, from, to).await?;
+        Ok(pb::Usage {
+            tenant: tenant.id.as_str().into(),
+            month: q.month.clone(),
+            time_zone: tz.name().into(),
+            period_start: Some(ts(from)),
+            period_end: Some(ts(to)),
+            channels: u.channels,
+            agent_signed_in_hours: u.agent_signed_in_hours,
+            agents: u.agents,
             complete: now_ms() >= to,
         })
     }

@@ -19,6 +19,7 @@ pub mod api;
 pub mod core;
 pub mod erlang;
 pub mod store;
+pub mod usage;
 
 use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
@@ -38,6 +39,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
         Migration { version: 2, name: "legs", sql: store::LEGS_SQL },
         Migration { version: 3, name: "agents", sql: store::AGENTS_SQL },
+        Migration { version: 4, name: "usage", sql: store::USAGE_SQL },
     ],
 };
 
@@ -47,7 +49,7 @@ pub type Config = ServiceArgs<PostgresAndRedis>;
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let topics = [runtime.topics.contacts(), runtime.topics.agents()];
+    let topics = [runtime.topics.contacts(), runtime.topics.agents(), runtime.topics.usage()];
     runtime.with_topics(&topics);
     let pool = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
     let _redis = runtime.redis(&config.service.redis);
@@ -81,6 +83,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         }
     });
     let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone() };
+    let producer = std::sync::Arc::new(centralita_platform::bus::Producer::new(
+        &config.common.kafka.brokers,
+        Some(runtime.metrics.clone()),
+    )?);
+    runtime.spawn(usage::publish_loop(api.clone(), producer, runtime.topics.usage(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.reporting.v1.ReportingService");
     runtime.with_health_name("centralita.reporting.v1.StaffingService");
     let auth = runtime.authenticator.clone();

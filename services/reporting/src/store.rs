@@ -289,6 +289,49 @@ fn consumer<H: Handler>(
     )
 }
 
+/// Version 4: the days whose usage record was published, per tenant.
+pub const USAGE_SQL: &str = r#"
+CREATE TABLE usage_published (
+    tenant text NOT NULL,
+    day date NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, day)
+);
+ALTER TABLE usage_published ENABLE ROW LEVEL SECURITY;
+ALTER TABLE usage_published FORCE ROW LEVEL SECURITY;
+CREATE POLICY usage_published_tenant ON usage_published
+    USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
+"#;
+
+/// Which of `days` have their usage record published already.
+pub async fn published_days(
+    pool: &Pool,
+    tenant: &TenantId,
+    days: &[chrono::NaiveDate],
+) -> Result<Vec<chrono::NaiveDate>, Error> {
+    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    let rows = tx
+        .query("SELECT day FROM usage_published WHERE tenant = $1 AND day = ANY ($2)", &[&tenant.as_str(), &days])
+        .await?;
+    tx.commit().await?;
+    rows.iter().map(|r| r.try_get(0).map_err(Error::from)).collect()
+}
+
+pub async fn mark_published(pool: &Pool, tenant: &TenantId, day: chrono::NaiveDate) -> Result<(), Error> {
+    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    tx.execute(
+        "INSERT INTO usage_published (tenant, day) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&tenant.as_str(), &day],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 const SPAN_COLUMNS: &str = "agent_id, since, until, state, away_reason, queues";
 
 fn span_from_row(r: &tokio_postgres::Row) -> Result<Span, Error> {

@@ -10,7 +10,7 @@ use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics
 use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
 use centralita_platform::server::Listeners;
 use centralita_platform::shutdown::Shutdown;
-use centralita_platform::tenant::TenantId;
+use centralita_platform::tenant::{TenantId, TenantManifest};
 use centralita_platform::testkit::{self, request, token, unique};
 use centralita_proto::reporting::v1 as pb;
 use centralita_proto::sessions::v1::{self as spb, contact_event::Kind};
@@ -661,4 +661,70 @@ async fn usage_of_a_month_for_billing() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("month"));
     svc.stop().await;
+
+    // The day's usage record, published once the day is over (here: as if it were the next
+    // day), read back from the usage topic; publishing again finds nothing due.
+    let registry = centralita_platform::registry::TenantRegistry::new();
+    registry.upsert(TenantManifest::parse_all(&manifest(&a), chrono::Utc::now()).unwrap().remove(0));
+    let pool = centralita_platform::db::pool(testkit::postgres().url.expose(), "reporting", 2).unwrap();
+    let api = centralita_reporting::api::Api { pool, registry, shutdown: Shutdown::new() };
+    let producer = Producer::new(&testkit::brokers(), None).unwrap();
+    ensure_topics(&testkit::brokers(), 1, &[TopicSpec { name: topics.usage(), partitions: 1, compacted: false }])
+        .await
+        .unwrap();
+    let next_day = t + 86_400 * S;
+    let n = centralita_reporting::usage::publish_due(&api, &producer, &topics.usage(), next_day).await.unwrap();
+    assert_eq!(n, 7, "a week of days is caught up");
+    assert_eq!(centralita_reporting::usage::publish_due(&api, &producer, &topics.usage(), next_day).await.unwrap(), 0);
+    let records = read_usage(&topics, 7).await;
+    let day =
+        chrono::DateTime::from_timestamp_millis(t).unwrap().with_timezone(&chrono_tz::Europe::Madrid).date_naive();
+    let r = records.iter().find(|r| r.day == day.to_string()).expect("a record of the day");
+    assert_eq!(
+        (r.tenant.as_str(), r.agents, format!("{:.4}", r.agent_signed_in_hours)),
+        (a.as_str(), 2, "3.5000".into())
+    );
+    assert_eq!((r.channels[0].handled, format!("{:.4}", r.channels[0].handle_minutes)), (7, "8.1667".into()));
+    assert!(records.iter().filter(|r| r.day != day.to_string()).all(|r| r.channels.is_empty()));
+}
+
+#[derive(Clone, Default)]
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<pb::UsageRecord>>>);
+
+impl centralita_platform::bus::Handler for Collect {
+    async fn handle(&mut self, event: &Event) -> Result<(), centralita_platform::error::Error> {
+        self.0.lock().unwrap().push(event.payload()?);
+        Ok(())
+    }
+}
+
+async fn read_usage(topics: &Topics, want: usize) -> Vec<pb::UsageRecord> {
+    let collect = Collect::default();
+    let consumer = centralita_platform::bus::Consumer::new(
+        centralita_platform::bus::ConsumerSettings {
+            brokers: testkit::brokers(),
+            group_id: unique("usage-reader-"),
+            topics: vec![topics.usage()],
+            fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+            group_instance_id: None,
+        },
+        collect.clone(),
+        centralita_platform::bus::MemoryDedupe::new(100),
+        None,
+    )
+    .unwrap();
+    let stop = Shutdown::new();
+    let sd = stop.clone();
+    let task = tokio::spawn(async move { consumer.run(sd).await });
+    for _ in 0..300 {
+        if collect.0.lock().unwrap().len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.trigger();
+    task.await.unwrap().unwrap();
+    let got = collect.0.lock().unwrap().clone();
+    assert_eq!(got.len(), want, "usage records on the topic");
+    got
 }
