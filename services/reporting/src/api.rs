@@ -219,10 +219,17 @@ impl Api {
         let legs = self.legs(&q.tenant, q.from, q.to, q.queue.as_deref()).await?;
         let tz = q.tenant.business_hours.time_zone;
         let tenant = q.tenant.clone();
-        let rows = rollup::rows(&legs, q.from, q.to, q.period, tz, q.group, |queue| rules_of(&tenant, queue));
+        let mut rows = rollup::rows(&legs, q.from, q.to, q.period, tz, q.group, |queue| rules_of(&tenant, queue));
+        let agent_times = if q.group == (GroupBy { agent: true, ..GroupBy::default() }) {
+            self.agent_history(q, &mut rows).await?
+        } else {
+            BTreeMap::new()
+        };
         Ok(rows
             .into_iter()
             .map(|(key, counts)| {
+                let agent_time =
+                    key.agent.as_ref().and_then(|a| agent_times.get(&(key.period_start, a.clone()))).map(agent_time_pb);
                 let queue = key.queue.as_deref().or(q.queue.as_deref());
                 let (sl, ar) = definitions(queue.and_then(|id| q.tenant.routing.queues.get(id)), q.sl_override);
                 pb::HistoryRow {
@@ -231,9 +238,50 @@ impl Api {
                     channel: key.channel.map(channel_name).unwrap_or_default(),
                     agent: key.agent.unwrap_or_default(),
                     figures: Some(figures(&counts, sl, ar)),
+                    agent_time,
                 }
             })
             .collect())
+    }
+
+    /// Agent time per (period, agent) while serving the tenant (and queue); agents with
+    /// time but no contacts in a period get an empty row in `rows`.
+    async fn agent_history(
+        &self,
+        q: &HistoryQuery,
+        rows: &mut BTreeMap<RowKey, Counts>,
+    ) -> Result<BTreeMap<(Millis, String), AgentTime>, Error> {
+        let tenant = q.tenant.id.as_str();
+        let (spans, legs) = store::agent_activity(&self.pool, &q.tenant.id, q.from, q.to).await?;
+        let mut by_agent: BTreeMap<&str, (Vec<&Span>, Vec<&Leg>)> = BTreeMap::new();
+        for s in spans.iter().filter(|s| s.serves(tenant, q.queue.as_deref())) {
+            by_agent.entry(s.agent.as_str()).or_default().0.push(s);
+        }
+        for l in &legs {
+            if let Some(e) = by_agent.get_mut(l.agent.as_str()) {
+                e.1.push(l);
+            }
+        }
+        let to = q.to.min(now_ms() + 1);
+        let mut out = BTreeMap::new();
+        for (start, end) in rollup::periods(q.period, q.tenant.business_hours.time_zone, q.from, to) {
+            let key_start = rollup::period_start(q.period, q.tenant.business_hours.time_zone, start);
+            for (agent, (spans, legs)) in &by_agent {
+                let t = agent_time(spans, legs, start, end);
+                if t == AgentTime::default() {
+                    continue;
+                }
+                rows.entry(RowKey {
+                    period_start: key_start,
+                    queue: None,
+                    channel: None,
+                    agent: Some((*agent).to_owned()),
+                })
+                .or_default();
+                out.insert((key_start, (*agent).to_owned()), t);
+            }
+        }
+        Ok(out)
     }
 
     async fn legs(&self, tenant: &Tenant, from: Millis, to: Millis, queue: Option<&str>) -> Result<Vec<Leg>, Error> {
@@ -768,6 +816,7 @@ mod tests {
                 ServiceLevelDefinition::Default,
                 AbandonRateDefinition::Default,
             )),
+            agent_time: None,
         };
         let csv = to_csv(&[row]);
         let lines: Vec<&str> = csv.split("\r\n").collect();

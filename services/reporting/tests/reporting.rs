@@ -641,6 +641,25 @@ async fn usage_of_a_month_for_billing() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Agent history per hour: x took no contact (the floor's contacts are agent-1's), so it
+    // was idle all the time it was available; z was available 10:00-10:15 and away
+    // 10:15-10:30.
+    let mut hist = history_request("", t - 3600 * S, t + 3 * 3600 * S, pb::Granularity::Hour);
+    hist.group_by = vec![pb::Dimension::Agent as i32];
+    let rows = svc.reports().query_history(request(hist, &supervisor)).await.unwrap().into_inner().rows;
+    let at = |agent: &str, hour: i64| {
+        rows.iter()
+            .find(|r| r.agent == agent && r.period_start.unwrap().seconds * 1000 == t + hour * 3600 * S)
+            .and_then(|r| r.agent_time)
+            .unwrap_or_else(|| panic!("no agent time of {agent} at hour {hour}: {rows:?}"))
+    };
+    let z10 = at(&z, 0);
+    assert_eq!((z10.signed_in_ms, z10.available_ms, z10.away_ms, z10.idle_ms), (1800 * S, 900 * S, 900 * S, 900 * S));
+    assert_eq!(z10.occupancy_percent, Some(0.0));
+    let x9 = at(&x, -1);
+    assert_eq!((x9.signed_in_ms, x9.idle_ms, x9.occupancy_percent), (3600 * S, 3600 * S, Some(0.0)));
+    assert_eq!(at(&x, 1).signed_in_ms, 3600 * S);
+    assert!(!rows.iter().any(|r| r.agent == y), "y serves b only");
     // 3 h of x plus 30 min of z (available or away both count as signed in).
     assert_eq!((usage.agents, format!("{:.4}", usage.agent_signed_in_hours)), (2, "3.5000".into()), "{usage:?}");
     // Seven contacts handled (six in support, one in billing), 70 s each.

@@ -32,6 +32,26 @@ pub fn period_start(period: Period, tz: Tz, at: Millis) -> Millis {
     }
 }
 
+/// The periods covering `[from, to)`, each clipped to it, in order.
+pub fn periods(period: Period, tz: Tz, from: Millis, to: Millis) -> Vec<(Millis, Millis)> {
+    // A point certainly inside the next period: periods last 15 min, 1 h (30 min at a
+    // half-hour DST shift), 23-25 h, 28-31 days.
+    let step = match period {
+        Period::Interval => super::INTERVAL_MS,
+        Period::Hour => 90 * 60_000,
+        Period::Day => 36 * 3_600_000,
+        Period::Month => 45 * 86_400_000,
+    };
+    let mut out = Vec::new();
+    let mut start = period_start(period, tz, from);
+    while start < to {
+        let next = period_start(period, tz, start + step).max(start + 1);
+        out.push((start.max(from), next.min(to)));
+        start = next;
+    }
+    out
+}
+
 /// The first instant of `day` in `tz` (midnight, or the first time after a gap).
 fn local_midnight(tz: Tz, day: NaiveDate) -> Option<Millis> {
     (0..=3).find_map(|h| {
@@ -93,6 +113,26 @@ mod tests {
 
     fn ms(s: &str) -> Millis {
         DateTime::parse_from_rfc3339(s).expect("rfc3339").timestamp_millis()
+    }
+
+    #[test]
+    fn periods_cover_a_range_without_gaps() {
+        let madrid: Tz = "Europe/Madrid".parse().expect("tz");
+        // The day of the spring DST change has 23 hours; the range starts mid-day.
+        let p = periods(Period::Day, madrid, ms("2026-03-28T12:00:00Z"), ms("2026-03-31T00:00:00Z"));
+        assert_eq!(
+            p,
+            vec![
+                (ms("2026-03-28T12:00:00Z"), ms("2026-03-28T23:00:00Z")),
+                (ms("2026-03-28T23:00:00Z"), ms("2026-03-29T22:00:00Z")),
+                (ms("2026-03-29T22:00:00Z"), ms("2026-03-30T22:00:00Z")),
+                (ms("2026-03-30T22:00:00Z"), ms("2026-03-31T00:00:00Z")),
+            ]
+        );
+        let months = periods(Period::Month, madrid, ms("2026-01-15T00:00:00Z"), ms("2026-04-01T00:00:00Z"));
+        assert_eq!(months.len(), 4);
+        assert!(months.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!(periods(Period::Interval, madrid, ms("2026-01-01T00:10:00Z"), ms("2026-01-01T00:40:00Z")).len(), 3);
     }
 
     #[test]
