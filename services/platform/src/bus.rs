@@ -392,6 +392,151 @@ pub const FETCH_WAIT_LOW_LATENCY: Duration = Duration::from_millis(5);
 /// Fetch wait of everything else: fewer idle fetches.
 pub const FETCH_WAIT_DEFAULT: Duration = Duration::from_millis(100);
 
+/// A group member subscribed to `settings.topics`, storing offsets only when told to and
+/// committing the stored ones every second.
+fn subscribed(settings: &ConsumerSettings) -> Result<StreamConsumer, Error> {
+    let consumer: StreamConsumer = client_config(&settings.brokers)
+        .set("group.id", &settings.group_id)
+        .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().clamp(1, 500).to_string())
+        .set_static_member(settings.group_instance_id.as_deref())
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+fn commit_stored(consumer: &StreamConsumer) -> Result<(), Error> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        // Nothing stored since the last commit.
+        Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Handles the events of a batch, in log order per partition, all or nothing. The handler
+/// deduplicates itself (a batch is redelivered whole after a failure or a crash).
+pub trait BatchHandler: Send + 'static {
+    fn handle_batch(&mut self, events: &[Event]) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// A consumer-group member that hands records to a [`BatchHandler`] in batches: up to
+/// `max` records, or whatever arrived within `linger` of the first. Offsets are stored once
+/// the whole batch is handled; a failing batch is retried with backoff, never skipped.
+/// Malformed records are skipped (logged) and count as handled.
+pub struct BatchConsumer<H> {
+    consumer: StreamConsumer,
+    settings: ConsumerSettings,
+    handler: H,
+    max: usize,
+    linger: Duration,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl<H> std::fmt::Debug for BatchConsumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchConsumer")
+            .field("settings", &self.settings)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: BatchHandler> BatchConsumer<H> {
+    pub fn new(
+        settings: ConsumerSettings,
+        handler: H,
+        max: usize,
+        linger: Duration,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, Error> {
+        let consumer = subscribed(&settings)?;
+        Ok(Self { consumer, settings, handler, max: max.max(1), linger, metrics })
+    }
+
+    /// Consumes until `shutdown`, then commits the stored offsets synchronously.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), Error> {
+        let BatchConsumer { consumer, settings, mut handler, max, linger, metrics } = self;
+        'outer: loop {
+            let first = tokio::select! {
+                _ = shutdown.wait() => break,
+                msg = consumer.recv() => msg,
+            };
+            let first = match first {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, group = %settings.group_id, "kafka consume error; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let deadline = tokio::time::Instant::now() + linger;
+            let mut batch = vec![first];
+            while batch.len() < max {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, group = %settings.group_id, "kafka consume error within a batch");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut events = Vec::with_capacity(batch.len());
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for m in &batch {
+                match m.payload().map(Event::decode) {
+                    Some(Ok(e)) => {
+                        events.push(e);
+                        outcomes.push(Outcome::Handled);
+                    }
+                    other => {
+                        let why = match other {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "empty record".to_owned(),
+                        };
+                        tracing::warn!(error = %why, topic = m.topic(), partition = m.partition(), offset = m.offset(), "skipping malformed record");
+                        outcomes.push(Outcome::Malformed);
+                    }
+                }
+            }
+            let span = tracing::info_span!("consume_batch", otel.kind = "consumer", messaging.group = %settings.group_id, records = batch.len());
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match handler.handle_batch(&events).instrument(span.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, records = events.len(), retry_in_ms = backoff.as_millis() as u64, "batch handling failed; will retry");
+                        tokio::select! {
+                            _ = shutdown.wait() => break 'outer,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            for m in &batch {
+                if let Err(e) = consumer.store_offset_from_message(m) {
+                    tracing::warn!(error = %e, "could not store offset");
+                }
+            }
+            if let Some(metrics) = &metrics {
+                for (m, outcome) in batch.iter().zip(&outcomes) {
+                    let label = ConsumedLabel { topic: m.topic().to_owned(), outcome: outcome.as_str() };
+                    metrics.bus_consumed.get_or_create(&label).inc();
+                }
+            }
+        }
+        commit_stored(&consumer)
+    }
+}
+
 /// A consumer-group member with at-least-once, deduplicated delivery to a [`Handler`].
 pub struct Consumer<H, D> {
     consumer: StreamConsumer,
@@ -435,19 +580,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
         dedupe: D,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, Error> {
-        let consumer: StreamConsumer = client_config(&settings.brokers)
-            .set("group.id", &settings.group_id)
-            .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().clamp(1, 500).to_string())
-            .set_static_member(settings.group_instance_id.as_deref())
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .create()?;
-        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        let consumer = subscribed(&settings)?;
         Ok(Self { consumer, settings, handler, dedupe, metrics })
     }
 
@@ -477,12 +610,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
                 }
             }
         }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => Ok(()),
-            // Nothing stored since the last commit.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        commit_stored(&consumer)
     }
 }
 

@@ -2,7 +2,9 @@
 //! events already applied, written in one transaction per event so a redelivered or
 //! replayed event changes nothing.
 
-use centralita_platform::bus::{Consumer, ConsumerSettings, Dedupe, Event, Handler, FETCH_WAIT_DEFAULT};
+use centralita_platform::bus::{
+    BatchConsumer, BatchHandler, Consumer, ConsumerSettings, Dedupe, Event, Handler, FETCH_WAIT_DEFAULT,
+};
 use centralita_platform::db::set_tenant;
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
@@ -144,38 +146,93 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
     }))
 }
 
-/// Applies one contact event, once: the event id and the legs it changes are written in
-/// the same transaction.
+/// Applies one contact event, once (see [`apply_batch`]).
 pub async fn apply_event(pool: &Pool, event: &Event) -> Result<bool, Error> {
-    let Some(fact) = fact(event)? else { return Ok(false) };
+    Ok(apply_batch(pool, std::slice::from_ref(event)).await? == 1)
+}
+
+/// A tenant's facts of a batch, each with its event id, in log order.
+type TenantFacts = (TenantId, Vec<(String, ContactFact)>);
+
+/// Applies a batch of contact events in one transaction, each at most once: per tenant, the
+/// batch's event ids are inserted into `applied_events` in one statement (those already
+/// there are skipped), the open legs of the contacts concerned are read in one query, the
+/// events folded in order, and the changed legs written back. Unreadable events are
+/// skipped (logged). Returns how many events were applied.
+pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> {
+    // Facts grouped by tenant, in log order.
+    let mut by_tenant: std::collections::BTreeMap<&str, TenantFacts> = Default::default();
+    for event in events {
+        match fact(event) {
+            Ok(Some(f)) => {
+                let entry =
+                    by_tenant.entry(event.tenant.as_str()).or_insert_with(|| (event.tenant.clone(), Vec::new()));
+                entry.1.push((event.id.to_string(), f));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, event_id = %event.id, "unreadable contact event skipped"),
+        }
+    }
+    if by_tenant.is_empty() {
+        return Ok(0);
+    }
     let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
     let tx = client.transaction().await?;
-    set_tenant(&tx, &event.tenant).await?;
-    let fresh = tx
-        .execute(
-            "INSERT INTO applied_events (event_id, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&event.id.to_string(), &event.tenant.as_str()],
-        )
-        .await?;
-    if fresh == 0 {
-        tx.commit().await?;
-        return Ok(false);
-    }
-    let last = tx
-        .query_opt(
-            &format!(
-                "SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND contact_id = $2 ORDER BY seq DESC LIMIT 1 FOR UPDATE"
-            ),
-            &[&fact.tenant, &fact.contact],
-        )
-        .await?
-        .map(|r| leg_from_row(&r))
-        .transpose()?;
-    for leg in core::apply(last, &fact) {
-        upsert(&tx, &leg).await?;
+    let mut applied = 0;
+    for (tenant, facts) in by_tenant.values() {
+        set_tenant(&tx, tenant).await?;
+        let ids: Vec<&str> = facts.iter().map(|(id, _)| id.as_str()).collect();
+        let fresh: std::collections::HashSet<String> = tx
+            .query(
+                "INSERT INTO applied_events (event_id, tenant) SELECT DISTINCT unnest($1::text[]), $2 \
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+                &[&ids, &tenant.as_str()],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut todo: Vec<&ContactFact> = Vec::new();
+        let mut taken = std::collections::HashSet::new();
+        for (id, f) in facts {
+            // A duplicate within the batch is applied once, at its first place.
+            if fresh.contains(id) && taken.insert(id.as_str()) {
+                todo.push(f);
+            }
+        }
+        if todo.is_empty() {
+            continue;
+        }
+        let contacts: Vec<&str> = todo.iter().map(|f| f.contact.as_str()).collect();
+        // Every leg of those contacts, locked (a contact has a handful); the latest of each
+        // is where its next event applies.
+        let mut last: std::collections::HashMap<String, Leg> = std::collections::HashMap::new();
+        let rows = tx
+            .query(
+                &format!("SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND contact_id = ANY ($2) FOR UPDATE"),
+                &[&tenant.as_str(), &contacts],
+            )
+            .await?;
+        for r in &rows {
+            let leg = leg_from_row(r)?;
+            if last.get(&leg.contact).is_none_or(|l| l.seq < leg.seq) {
+                last.insert(leg.contact.clone(), leg);
+            }
+        }
+        let mut changed: std::collections::BTreeMap<(String, i32), Leg> = Default::default();
+        for f in &todo {
+            let legs = core::apply(last.remove(&f.contact), f);
+            for leg in legs {
+                changed.insert((leg.contact.clone(), leg.seq), leg.clone());
+                last.insert(leg.contact.clone(), leg);
+            }
+        }
+        // Pipelined on the transaction's connection.
+        futures::future::try_join_all(changed.values().map(|l| upsert(&tx, l))).await?;
+        applied += todo.len();
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(applied)
 }
 
 async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), Error> {
@@ -251,9 +308,26 @@ pub fn contact_consumer(
     group_instance_id: Option<String>,
     pool: Pool,
     metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
-) -> Result<Consumer<ContactEvents, InTransaction>, Error> {
-    consumer(brokers, group_id, topic, group_instance_id, ContactEvents { pool }, metrics)
+) -> Result<BatchConsumer<ContactEvents>, Error> {
+    BatchConsumer::new(
+        ConsumerSettings {
+            brokers: brokers.into(),
+            group_id,
+            topics: vec![topic],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            group_instance_id,
+        },
+        ContactEvents { pool },
+        BATCH_MAX,
+        BATCH_LINGER,
+        metrics,
+    )
 }
+
+/// Largest batch of contact events applied in one transaction.
+const BATCH_MAX: usize = 1000;
+/// How long a batch waits for more records after its first (the floor of event→visible).
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The consumer of the agents topic that folds agent events into state spans.
 pub fn agent_consumer(
@@ -477,22 +551,15 @@ impl Handler for AgentEvents {
     }
 }
 
-/// The contact-event consumer's handler.
+/// The contact-event consumer's handler: batches, each applied in one transaction.
 #[derive(Debug, Clone)]
 pub struct ContactEvents {
     pub pool: Pool,
 }
 
-impl Handler for ContactEvents {
-    async fn handle(&mut self, event: &Event) -> Result<(), Error> {
-        match apply_event(&self.pool, event).await {
-            // Not a contact event reporting can read: logged and skipped, never retried.
-            Err(e @ Error::InvalidArgument(_)) => {
-                tracing::warn!(error = %e, event_id = %event.id, "unreadable contact event skipped");
-                Ok(())
-            }
-            other => other.map(|_| ()),
-        }
+impl BatchHandler for ContactEvents {
+    async fn handle_batch(&mut self, events: &[Event]) -> Result<(), Error> {
+        apply_batch(&self.pool, events).await.map(|_| ())
     }
 }
 

@@ -747,3 +747,31 @@ async fn read_usage(topics: &Topics, want: usize) -> Vec<pb::UsageRecord> {
     assert_eq!(got.len(), want, "usage records on the topic");
     got
 }
+
+#[tokio::test]
+async fn a_batch_applies_each_event_once_in_order() {
+    let (_prefix, _topics, [a, b]) = setup().await;
+    let pool = centralita_platform::db::pool(testkit::postgres().url.expose(), "reporting", 2).unwrap();
+    centralita_platform::db::migrate(&pool, &centralita_reporting::MIGRATIONS).await.unwrap();
+    let t = base();
+    let q = contact_event(&a, "c1", "support", Kind::Queued, t, t);
+    let acc = contact_event(&a, "c1", "support", Kind::Accepted, t + 7 * S, t);
+    let other = contact_event(&b, "c9", "support", Kind::Queued, t, t);
+    let garbage = {
+        let mut e = contact_event(&a, "c2", "support", Kind::Queued, t, t);
+        e.payload = b"\xff\xff not a contact event".to_vec().into();
+        e
+    };
+    // Two tenants, a duplicate inside the batch, an unreadable event: three applied.
+    let batch = [q.clone(), q.clone(), garbage, acc.clone(), other];
+    assert_eq!(centralita_reporting::store::apply_batch(&pool, &batch).await.unwrap(), 3);
+    // The same events again (a redelivered batch) change nothing.
+    assert_eq!(centralita_reporting::store::apply_batch(&pool, &batch).await.unwrap(), 0);
+    let legs =
+        centralita_reporting::store::legs_between(&pool, &TenantId::parse(&a).unwrap(), t - 1, t + 1).await.unwrap();
+    assert_eq!(legs.len(), 1);
+    assert_eq!((legs[0].wait_ms(), legs[0].agent.as_str()), (Some(7 * S), "agent-1"));
+    let other =
+        centralita_reporting::store::legs_between(&pool, &TenantId::parse(&b).unwrap(), t - 1, t + 1).await.unwrap();
+    assert_eq!(other.len(), 1);
+}
