@@ -11,7 +11,7 @@ use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1::{self as spb, contact_event::Kind as PbKind};
 use deadpool_postgres::Pool;
 
-use crate::core::agents::{next_span, Span};
+use crate::core::agents::{next_span, split_late, Span};
 use crate::core::{self, ContactFact, Kind, Leg, Millis, Outcome};
 
 /// Version 2 of the `reporting` schema: legs and applied event ids, both under row-level
@@ -456,7 +456,32 @@ pub async fn apply_agent_event(pool: &Pool, event: &Event) -> Result<bool, Error
         .await?
         .map(|r| span_from_row(&r))
         .transpose()?;
-    if let Some(next) = next_span(open.as_ref(), &agent, at, state, &a.away_reason, queues) {
+    if open.as_ref().is_some_and(|o| at < o.since) {
+        // Late: it lands inside the span that holds its time.
+        let containing = tx
+            .query_opt(
+                &format!(
+                    "SELECT {SPAN_COLUMNS} FROM agent_spans WHERE agent_id = $1 AND since <= $2 AND until > $2 FOR UPDATE"
+                ),
+                &[&agent, &at],
+            )
+            .await?
+            .map(|r| span_from_row(&r))
+            .transpose()?;
+        if let Some((before, late)) = containing.and_then(|c| split_late(&c, at, state, &a.away_reason, queues)) {
+            tx.execute(
+                "UPDATE agent_spans SET until = $3 WHERE agent_id = $1 AND since = $2",
+                &[&agent, &before.since, &at],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO agent_spans (agent_id, since, until, state, away_reason, queues, tenants) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, since) DO NOTHING",
+                &[&agent, &late.since, &late.until, &late.state, &late.away_reason, &late.queues, &tenants],
+            )
+            .await?;
+        }
+    } else if let Some(next) = next_span(open.as_ref(), &agent, at, state, &a.away_reason, queues) {
         if let Some(o) = &open {
             tx.execute(
                 "UPDATE agent_spans SET until = $3 WHERE agent_id = $1 AND since = $2",

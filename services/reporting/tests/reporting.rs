@@ -611,7 +611,8 @@ async fn usage_of_a_month_for_billing() {
     publish(&topics, &floor(&a, t)).await;
     // Agent x serves a from an hour before to two hours after (then goes offline); agent y
     // serves b only; agent z is shared and signed in for 30 minutes, away for 15 of them.
-    let (x, y, z) = (unique("x-"), unique("y-"), unique("z-"));
+    // Agent w serves a for 10 minutes; the event of its break at 5 minutes arrives late.
+    let (x, y, z, w) = (unique("x-"), unique("y-"), unique("z-"), unique("w-"));
     publish_agents(
         &topics,
         &[
@@ -622,6 +623,9 @@ async fn usage_of_a_month_for_billing() {
             agent_event(&z, spb::AgentState::Available, &[(&a, "billing"), (&b, "support")], t),
             agent_event(&z, spb::AgentState::Away, &[(&a, "billing"), (&b, "support")], t + 900 * S),
             agent_event(&z, spb::AgentState::Offline, &[(&a, "billing"), (&b, "support")], t + 1800 * S),
+            agent_event(&w, spb::AgentState::Available, &[(&a, "support")], t),
+            agent_event(&w, spb::AgentState::Offline, &[(&a, "support")], t + 600 * S),
+            agent_event(&w, spb::AgentState::Away, &[(&a, "support")], t + 300 * S),
         ],
     )
     .await;
@@ -636,7 +640,7 @@ async fn usage_of_a_month_for_billing() {
     let mut usage = pb::Usage::default();
     for _ in 0..100 {
         usage = svc.reports().get_usage(request(ask.clone(), &supervisor)).await.unwrap().into_inner();
-        if usage.agents == 2 && (usage.agent_signed_in_hours - 3.5).abs() < 1e-9 {
+        if usage.agents == 3 && (usage.agent_signed_in_hours - (3.5 + 600.0 / 3600.0)).abs() < 1e-9 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -660,8 +664,11 @@ async fn usage_of_a_month_for_billing() {
     assert_eq!((x9.signed_in_ms, x9.idle_ms, x9.occupancy_percent), (3600 * S, 3600 * S, Some(0.0)));
     assert_eq!(at(&x, 1).signed_in_ms, 3600 * S);
     assert!(!rows.iter().any(|r| r.agent == y), "y serves b only");
-    // 3 h of x plus 30 min of z (available or away both count as signed in).
-    assert_eq!((usage.agents, format!("{:.4}", usage.agent_signed_in_hours)), (2, "3.5000".into()), "{usage:?}");
+    // w's late break landed where it belongs: 5 minutes available, then 5 away.
+    let w10 = at(&w, 0);
+    assert_eq!((w10.available_ms, w10.away_ms), (300 * S, 300 * S));
+    // 3 h of x, 30 min of z and 10 min of w (available or away both count as signed in).
+    assert_eq!((usage.agents, format!("{:.4}", usage.agent_signed_in_hours)), (3, "3.6667".into()), "{usage:?}");
     // Seven contacts handled (six in support, one in billing), 70 s each.
     assert_eq!(usage.channels.len(), 1);
     assert_eq!((usage.channels[0].channel.as_str(), usage.channels[0].handled), ("voice", 7));
@@ -701,7 +708,7 @@ async fn usage_of_a_month_for_billing() {
     let r = records.iter().find(|r| r.day == day.to_string()).expect("a record of the day");
     assert_eq!(
         (r.tenant.as_str(), r.agents, format!("{:.4}", r.agent_signed_in_hours)),
-        (a.as_str(), 2, "3.5000".into())
+        (a.as_str(), 3, "3.6667".into())
     );
     assert_eq!((r.channels[0].handled, format!("{:.4}", r.channels[0].handle_minutes)), (7, "8.1667".into()));
     assert!(records.iter().filter(|r| r.day != day.to_string()).all(|r| r.channels.is_empty()));

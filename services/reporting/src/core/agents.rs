@@ -56,6 +56,34 @@ pub fn next_span(
     Some(Span { agent: agent.into(), since: at, until: None, state, away_reason: away_reason.into(), queues })
 }
 
+/// A late agent event (older than the open span) lands inside the span `containing` its
+/// time: that span ends at `at`, and the event's state runs from `at` to where the
+/// containing span ended (the next change already known). `None` when the state is the
+/// same as the containing span's.
+pub fn split_late(
+    containing: &Span,
+    at: Millis,
+    state: i16,
+    away_reason: &str,
+    queues: Vec<String>,
+) -> Option<(Span, Span)> {
+    if at <= containing.since
+        || (containing.state == state && containing.away_reason == away_reason && containing.queues == queues)
+    {
+        return None;
+    }
+    let before = Span { until: Some(at), ..containing.clone() };
+    let late = Span {
+        agent: containing.agent.clone(),
+        since: at,
+        until: containing.until,
+        state,
+        away_reason: away_reason.into(),
+        queues,
+    };
+    Some((before, late))
+}
+
 /// Time of one agent within a window, milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AgentTime {
@@ -198,6 +226,16 @@ mod tests {
         assert_eq!(next_span(Some(&first), "a1", 500, AWAY, "break", q.clone()), None, "older than the open span");
         let away = next_span(Some(&first), "a1", 3_000, AWAY, "break", q.clone()).expect("a change");
         assert_eq!((away.since, away.state, away.away_reason.as_str()), (3_000, AWAY, "break"));
+        // A late event lands inside the span holding its time, up to the next known change.
+        let closed = Span { until: Some(3_000), ..first.clone() };
+        let (before, late) = split_late(&closed, 2_000, AWAY, "break", q.clone()).expect("split");
+        assert_eq!((before.since, before.until, before.state), (1_000, Some(2_000), AVAILABLE));
+        assert_eq!(
+            (late.since, late.until, late.state, late.away_reason.as_str()),
+            (2_000, Some(3_000), AWAY, "break")
+        );
+        assert_eq!(split_late(&closed, 2_000, AVAILABLE, "", q.clone()), None, "no change");
+        assert_eq!(split_late(&closed, 1_000, AWAY, "break", q.clone()), None, "not inside");
         let moved = next_span(Some(&first), "a1", 4_000, AVAILABLE, "", vec!["acme/sales".into()]).expect("new queues");
         assert!(moved.serves("acme", Some("sales")) && !moved.serves("acme", Some("support")));
         assert_eq!(moved.tenants().collect::<Vec<_>>(), ["acme"]);
