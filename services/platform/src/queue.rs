@@ -146,58 +146,81 @@ impl RoutingConfig {
 // Manifest form (`spec.routing`).
 // ---------------------------------------------------------------------------------------
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoutingSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[a-z0-9_-]{1,40}$"))))]
     pub away_reasons: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[a-z0-9_-]{1,40}$"))))]
     pub disposition_codes: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<QueueSpec>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueueSpec {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_-]{1,40}$")))]
     pub id: String,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 200)))]
     pub display_name: String,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = -100, max = 100)))]
     pub priority: i64,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1000)))]
     pub aging_per_minute: i64,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1000)))]
     pub vip_boost: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 604800)))]
     pub service_level_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 604800)))]
     pub offer_timeout_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 604800)))]
     pub after_contact_work_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 604800)))]
     pub max_wait_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_-]{1,40}$")))]
     pub overflow_queue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 604800)))]
     pub preferred_agent_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub steps: Vec<StepSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100.0), extend("minimum" = 0.0, "exclusiveMinimum" = true)))]
     pub service_level_target_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["default", "answered", "answered-and-abandoned", "left-queue"])))]
     pub service_level_definition: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["default", "excluding-short"])))]
     pub abandon_rate_definition: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 604800)))]
     pub short_abandon_seconds: Option<i64>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StepSpec {
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 604800)))]
     pub after_seconds: i64,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 4)))]
     pub proficiency_drop: i64,
     #[serde(default)]
     pub drop_skills: bool,

@@ -66,6 +66,7 @@ impl FromStr for TenantId {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
@@ -73,6 +74,7 @@ pub enum TenantStatus {
     Suspended,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -84,6 +86,7 @@ pub enum Channel {
     Task,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingMode {
@@ -92,6 +95,7 @@ pub enum RecordingMode {
     OnDemand,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Weekday {
@@ -220,16 +224,20 @@ pub struct ManifestMetadata {
 
 /// The `spec` of a tenant. Numbers are read as signed so a negative quota gets a message
 /// that names the rule rather than a type error.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantSpec {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 200)))]
     pub display_name: String,
     #[serde(default = "default_status")]
     pub status: TenantStatus,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub channels: Vec<Channel>,
     pub service_level: ServiceLevelSpec,
     pub quotas: QuotasSpec,
     pub business_hours: BusinessHoursSpec,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 10950)))]
     pub data_retention_days: i64,
     pub recording: RecordingSpec,
     #[serde(default)]
@@ -240,20 +248,27 @@ fn default_status() -> TenantStatus {
     TenantStatus::Active
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceLevelSpec {
+    #[cfg_attr(feature = "schema", schemars(range(max = 100.0), extend("minimum" = 0.0, "exclusiveMinimum" = true)))]
     pub target_percent: f64,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 86400)))]
     pub threshold_seconds: i64,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotasSpec {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000000)))]
     pub max_concurrent_contacts: i64,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000000)))]
     pub api_requests_per_second: i64,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BusinessHoursSpec {
@@ -262,16 +277,20 @@ pub struct BusinessHoursSpec {
     pub windows: Vec<WindowSpec>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WindowSpec {
     pub days: Vec<Weekday>,
     /// `HH:MM`, local time.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")))]
     pub open: String,
     /// `HH:MM`, local time; `24:00` closes at midnight.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")))]
     pub close: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RecordingSpec {
