@@ -638,3 +638,16 @@ def test_dockerfile_ships_the_binaries_as_nonroot():
     assert "/usr/local/bin" in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {"target/", ".local/", ".git/"} <= set(ignored)
+
+
+def test_operator_watches_what_its_rbac_allows(chart):
+    def env_of(values):
+        r = Rendered(render(chart, values))
+        c = container(r.get("Deployment", full("operator")))
+        return {e["name"]: e for e in c.get("env", [])}
+
+    cluster = env_of({})
+    assert "CENTRALITA_WATCH_NAMESPACE" not in cluster
+    assert cluster["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    scoped = env_of({"operator": {"rbac": {"scope": "namespace"}}})
+    assert scoped["CENTRALITA_WATCH_NAMESPACE"]["value"] == NAMESPACE

@@ -184,6 +184,16 @@ app.kubernetes.io/component: {{ .name }}
       name: {{ $cfg.redis.urlSecret.name | quote }}
       key: {{ $cfg.redis.urlSecret.key | quote }}
 {{- end }}
+{{- if .t.operator }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- if eq $v.operator.rbac.scope "namespace" }}
+- name: CENTRALITA_WATCH_NAMESPACE
+  value: {{ .root.Release.Namespace | quote }}
+{{- end }}
+{{- end }}
 {{- if $cfg.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ $cfg.otlpEndpoint | quote }}
