@@ -59,12 +59,10 @@ impl ApiServer {
                 let path = parts.uri.path().to_owned();
                 let method = parts.method.to_string();
                 c.lock().unwrap().push(Call { method: method.clone(), path: path.clone(), body: body.clone() });
-                let (status, reply) = if path.contains("/events") {
-                    (201, body)
-                } else {
-                    (200, o.lock().unwrap().clone())
-                };
-                let response = Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap();
+                let (status, reply) =
+                    if path.contains("/events") { (201, body) } else { (200, o.lock().unwrap().clone()) };
+                let response =
+                    Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap();
                 send.send_response(response);
             }
         });
@@ -109,7 +107,10 @@ async fn published(topic: &str, id: &str) -> Option<centralita_platform::tenant:
 
 fn status_patch(calls: &[Call]) -> &serde_json::Value {
     let call = calls.iter().find(|c| c.method == "PATCH" && c.path.ends_with("/status")).expect("a status patch");
-    assert_eq!(call.path, format!("/apis/centralita.io/v1/namespaces/clients/tenants/{}/status", call.path.split('/').nth(7).unwrap()));
+    assert_eq!(
+        call.path,
+        format!("/apis/centralita.io/v1/namespaces/clients/tenants/{}/status", call.path.split('/').nth(7).unwrap())
+    );
     &call.body["status"]
 }
 
@@ -133,7 +134,10 @@ async fn create_update_and_delete_with_the_finalizer() {
     assert_eq!(action, Action::await_change());
     let calls = server.take();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!((calls[0].method.as_str(), calls[0].path.as_str()), ("PATCH", format!("/apis/centralita.io/v1/namespaces/clients/tenants/{name}").as_str()));
+    assert_eq!(
+        (calls[0].method.as_str(), calls[0].path.as_str()),
+        ("PATCH", format!("/apis/centralita.io/v1/namespaces/clients/tenants/{name}").as_str())
+    );
     assert!(calls[0].body.to_string().contains(FINALIZER), "{:?}", calls[0].body);
     assert!(published(&topic, &name).await.is_none());
 
@@ -144,7 +148,10 @@ async fn create_update_and_delete_with_the_finalizer() {
     let calls = server.take();
     let status = status_patch(&calls);
     assert_eq!(status["observedGeneration"], 1);
-    assert_eq!((status["conditions"][0]["type"].as_str(), status["conditions"][0]["status"].as_str()), (Some("Ready"), Some("True")));
+    assert_eq!(
+        (status["conditions"][0]["type"].as_str(), status["conditions"][0]["status"].as_str()),
+        (Some("Ready"), Some("True"))
+    );
     assert_eq!(event_reasons(&calls), ["Normal:Published"]);
     let t = published(&topic, &name).await.expect("published");
     assert_eq!((t.display_name.as_str(), t.status), ("Demo Client", TenantStatus::Active));
@@ -170,7 +177,11 @@ async fn create_update_and_delete_with_the_finalizer() {
     let calls = server.take();
     assert_eq!(event_reasons(&calls), ["Normal:Suspended"]);
     let removal = calls.iter().find(|c| c.method == "PATCH").expect("the finalizer removal");
-    assert!(removal.body.to_string().contains("remove") || removal.body.to_string().contains("finalizers"), "{:?}", removal.body);
+    assert!(
+        removal.body.to_string().contains("remove") || removal.body.to_string().contains("finalizers"),
+        "{:?}",
+        removal.body
+    );
     let t = published(&topic, &name).await.unwrap();
     assert_eq!((t.status, t.display_name.as_str()), (TenantStatus::Suspended, "Demo Client Ltd"));
 }
@@ -189,7 +200,10 @@ async fn an_invalid_spec_is_not_published_and_the_status_says_why() {
     let ready = &status["conditions"][0];
     assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSpec")));
     let message = ready["message"].as_str().unwrap();
-    assert!(message.contains("spec.serviceLevel.targetPercent") && message.contains("spec.businessHours.timeZone"), "{message}");
+    assert!(
+        message.contains("spec.serviceLevel.targetPercent") && message.contains("spec.businessHours.timeZone"),
+        "{message}"
+    );
     assert_eq!(event_reasons(&calls), ["Warning:InvalidSpec"]);
     assert!(published(&topic, &name).await.is_none());
     // Deleting a tenant that never validated publishes nothing and just lets it go.
@@ -212,7 +226,9 @@ async fn a_broker_outage_fails_the_reconcile_for_a_retry() {
     let resource = tenant(&unique("down-"), SPEC, 1, true);
     server.set(&resource);
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(60), controller::reconcile(Arc::new(resource.clone()), ctx.clone())).await;
+    let result =
+        tokio::time::timeout(Duration::from_secs(60), controller::reconcile(Arc::new(resource.clone()), ctx.clone()))
+            .await;
     let err = result.expect("the publish gives up").expect_err("no broker");
     assert!(err.to_string().contains("finalizer") || err.to_string().contains("publish"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(60));
