@@ -650,7 +650,18 @@ async fn usage_of_a_month_for_billing() {
     // 10:15-10:30.
     let mut hist = history_request("", t - 3600 * S, t + 3 * 3600 * S, pb::Granularity::Hour);
     hist.group_by = vec![pb::Dimension::Agent as i32];
-    let rows = svc.reports().query_history(request(hist, &supervisor)).await.unwrap().into_inner().rows;
+    // w's late break is the last agent event published: wait until it is applied.
+    let late_applied = |rows: &[pb::HistoryRow]| {
+        rows.iter().any(|r| r.agent == w && r.agent_time.is_some_and(|a| a.away_ms == 300 * S))
+    };
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = svc.reports().query_history(request(hist.clone(), &supervisor)).await.unwrap().into_inner().rows;
+        if late_applied(&rows) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let at = |agent: &str, hour: i64| {
         rows.iter()
             .find(|r| r.agent == agent && r.period_start.unwrap().seconds * 1000 == t + hour * 3600 * S)
