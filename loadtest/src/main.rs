@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod reporting;
+mod scenario;
+mod simulate;
 
 use anyhow::{bail, Context};
 use centralita_platform::auth::{Role, Signer, TokenRequest};
@@ -44,6 +46,9 @@ enum Command {
     Acd(AcdArgs),
     /// Event→visible latency and event throughput of the reporting service.
     Reporting(reporting::ReportingArgs),
+    /// A contact-center floor from a scenario file (loadtest/scenarios/), with service
+    /// level, ASA and occupancy against Erlang C, a conservation check and a ramp mode.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +93,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Reporting(args) => {
             let auth = Auth::from_file(&args.private_key_file)?;
             reporting::run(args, auth).await
+        }
+        Command::Simulate(args) => {
+            let auth = Auth::from_file(&args.private_key_file)?;
+            simulate::run(args, auth).await
         }
     }
 }

@@ -1,0 +1,64 @@
+"""The load simulator (`centralita-loadtest simulate`) against the running services.
+
+A short mixed scenario (two tenants, voice and chat, rejects, offers left to ring out,
+customers who hang up) must finish with every contact in a terminal state, no contact
+accepted twice and no agent above capacity; a bad scenario file is refused with the field
+named; a stack that is down is reported as such. The simulator talks to the services only
+over gRPC (tenants are published on the tenants topic, as the CLI does).
+"""
+import json
+import os
+import subprocess
+
+from conftest import BIN, REPO, endpoints
+
+SIM = str(BIN / "centralita-loadtest")
+KEY = str(REPO / "deploy/local/dev-keys/jwt-ed25519.key")
+
+
+def simulate(*args, timeout=240):
+    env = {**os.environ, "CENTRALITA_JWT_PRIVATE_KEY_FILE": KEY}
+    return subprocess.run([SIM, "simulate", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_a_mixed_floor_conserves_every_contact(tmp_path):
+    eps = endpoints()
+    out = tmp_path / "smoke.json"
+    proc = simulate("--scenario", str(REPO / "loadtest/scenarios/smoke.yaml"),
+                    "--sessions", f"http://{eps['sessions']}", "--reporting", f"http://{eps['reporting']}",
+                    "--json", str(out), "--progress-seconds", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["problems"] == [], result["problems"]
+    created = result["contacts_created"]
+    assert created > 20, result
+    states = result["final_states"]
+    assert sum(states.values()) == created
+    assert set(states) <= {"CONTACT_STATE_CLOSED", "CONTACT_STATE_ABANDONED", "CONTACT_STATE_TIMED_OUT"}, states
+    assert result["conservation"] == {"not_terminal": 0, "accepted_twice": 0, "capacity_violations": 0}
+    assert result["errors"] == {}, result["errors"]
+    # The progress display ran, and both queues were measured.
+    assert "[sim]" in proc.stderr and "created" in proc.stderr
+    assert {"alpha/support", "beta/sales"} == set(result["queues"])
+    assert result["api_calls_ms"]["CreateContact"]["count"] == created
+
+
+def test_a_bad_scenario_is_refused_with_the_field_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    text = (REPO / "loadtest/scenarios/smoke.yaml").read_text()
+    bad.write_text(text.replace("meanSeconds: 30", "meanSeconds: -30").replace("count: 2", "count: 0"))
+    proc = simulate("--scenario", str(bad))
+    assert proc.returncode != 0
+    assert "tenants[0].queues[0].handle.meanSeconds" in proc.stderr, proc.stderr
+    assert "tenants[1].agents[0].count" in proc.stderr, proc.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(text.replace("timeScale: 10", "timeScale: 10\nspeed: fast"))
+    proc = simulate("--scenario", str(unknown))
+    assert proc.returncode != 0 and "speed" in proc.stderr, proc.stderr
+
+
+def test_a_stack_that_is_down_is_reported(tmp_path):
+    proc = simulate("--scenario", str(REPO / "loadtest/scenarios/smoke.yaml"),
+                    "--sessions", "http://127.0.0.1:9", "--reporting", "http://127.0.0.1:9", timeout=60)
+    assert proc.returncode != 0
+    assert "not reachable" in proc.stderr, proc.stderr
