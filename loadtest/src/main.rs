@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod kafka;
 mod reporting;
 mod scenario;
 mod simulate;
@@ -49,6 +50,8 @@ enum Command {
     /// A contact-center floor from a scenario file (loadtest/scenarios/), with service
     /// level, ASA and occupancy against Erlang C, a conservation check and a ramp mode.
     Simulate(simulate::SimulateArgs),
+    /// Raw produce and consume rate of the Kafka-protocol broker with the platform's client.
+    Kafka(kafka::KafkaArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
             let auth = Auth::from_file(&args.private_key_file)?;
             reporting::run(args, auth).await
         }
+        Command::Kafka(args) => kafka::run(args).await,
         Command::Simulate(args) => {
             let auth = Auth::from_file(&args.private_key_file)?;
             simulate::run(args, auth).await
