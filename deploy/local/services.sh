@@ -3,6 +3,7 @@
 #   deploy/local/services.sh start | stop | status
 # Logs: $CENTRALITA_DATA/logs/<run name>/<service>.log (JSON lines). gRPC ports 50051-50056,
 # admin ports 9101-9106 (override the base with CENTRALITA_GRPC_BASE / CENTRALITA_ADMIN_BASE).
+# CENTRALITA_PROFILE=release runs release binaries (build them first: cargo build --release).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -11,7 +12,7 @@ source "$here/env.sh"
 SERVICES=(sessions routing media crm recording reporting)
 grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
 admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
-bin="$CARGO_TARGET_DIR/debug"
+bin="$CARGO_TARGET_DIR/${CENTRALITA_PROFILE:-debug}"
 export CENTRALITA_JWT_PUBLIC_KEY_FILE="${CENTRALITA_JWT_PUBLIC_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.pub}"
 export CENTRALITA_JWT_PRIVATE_KEY_FILE="${CENTRALITA_JWT_PRIVATE_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.key}"
 # A second set of services (the end-to-end tests) runs beside the dev one under its own name.

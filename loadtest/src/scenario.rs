@@ -57,6 +57,14 @@ fn default_seed() -> u64 {
 pub struct TenantSpec {
     /// Tenant id stem; the run id is appended so runs never share tenants.
     pub id: String,
+    /// Identical, independent copies of this tenant (own agents, own arrivals), measured
+    /// together: more contacts per real minute, and independent replications for the
+    /// confidence interval.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// The tenant this one is a replica of (its own id for the first).
+    #[serde(skip)]
+    pub group: String,
     pub queues: Vec<QueueSpec>,
     pub agents: Vec<AgentGroup>,
 }
@@ -77,6 +85,10 @@ pub struct QueueSpec {
     /// Customers hang up after a drawn patience if still queued (none: they wait forever).
     #[serde(default)]
     pub patience: Option<Distribution>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn voice_only() -> BTreeMap<String, f64> {
@@ -167,11 +179,23 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
         }
     })?;
     let problems = validate(&scenario);
-    if problems.is_empty() {
-        Ok(scenario)
-    } else {
-        Err(problems.join("\n"))
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
     }
+    let mut scenario = scenario;
+    scenario.tenants = scenario
+        .tenants
+        .iter()
+        .flat_map(|t| {
+            (1..=t.replicas).map(move |k| TenantSpec {
+                id: if k == 1 { t.id.clone() } else { format!("{}r{k}", t.id) },
+                replicas: 1,
+                group: t.id.clone(),
+                ..t.clone()
+            })
+        })
+        .collect();
+    Ok(scenario)
 }
 
 fn is_id(s: &str) -> bool {
@@ -203,6 +227,7 @@ fn validate(s: &Scenario) -> Vec<String> {
         let p = format!("tenants[{i}]");
         check(is_id(&t.id), format!("{p}.id"), "1-20 of a-z, 0-9 and -");
         check(ids.insert(t.id.clone()), format!("{p}.id"), "appears twice");
+        check((1..=50).contains(&t.replicas), format!("{p}.replicas"), "must be between 1 and 50");
         check(!t.queues.is_empty(), format!("{p}.queues"), "at least one queue");
         check(!t.agents.is_empty(), format!("{p}.agents"), "at least one agent group");
         let mut queues = std::collections::BTreeSet::new();
@@ -339,6 +364,9 @@ erlangC: { tenant: ec, queue: support }
             }
         }
         assert!(n >= 3, "expected the scenarios to be there");
+        let replicated = parse(&GOOD.replace("  - id: ec\n", "  - id: ec\n    replicas: 3\n")).expect("valid");
+        let ids: Vec<(&str, &str)> = replicated.tenants.iter().map(|t| (t.id.as_str(), t.group.as_str())).collect();
+        assert_eq!(ids, [("ec", "ec"), ("ecr2", "ec"), ("ecr3", "ec")]);
         let s = parse(GOOD).expect("valid");
         assert_eq!((agents_on(&s.tenants[0], "support"), s.seed), (55, 42));
     }

@@ -728,6 +728,30 @@ struct Report {
     problems: Vec<String>,
 }
 
+/// 95 % half-width of the mean of independent replications (Student t).
+fn replica_ci(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = match n - 1 {
+        1 => 12.706,
+        2 => 4.303,
+        3 => 3.182,
+        4 => 2.776,
+        5 => 2.571,
+        6 => 2.447,
+        7 => 2.365,
+        8..=9 => 2.306,
+        10..=14 => 2.228,
+        15..=29 => 2.131,
+        _ => 2.0,
+    };
+    Some(t * (var / n as f64).sqrt())
+}
+
 /// Mean and 95 % half-width by batch means over consecutive batches (autocorrelation-safe
 /// where a plain binomial interval would be too narrow).
 fn batch_means(values: &[f64], batches: usize) -> Option<(f64, f64)> {
@@ -811,33 +835,55 @@ async fn conclude(
     let warm = arrivals_started + Duration::from_secs_f64(sc.warmup_seconds / scale);
     let mut per_queue = serde_json::Map::new();
     let mut erlang = serde_json::Value::Null;
-    for t in &sc.tenants {
-        let tenant = setup.tenant_id(&t.id);
+    // Replicas of a tenant are measured together.
+    for t in sc.tenants.iter().filter(|t| t.id == t.group) {
+        let members: Vec<&scenario::TenantSpec> = sc.tenants.iter().filter(|m| m.group == t.group).collect();
+        let tenants: HashSet<String> = members.iter().map(|m| setup.tenant_id(&m.id)).collect();
+        let replicas = members.len();
         for q in &t.queues {
             let mine: Vec<&ContactRec> = st
                 .contacts
                 .values()
-                .filter(|c| c.tenant == tenant && c.queue == q.id && c.created >= warm && c.created < arrivals_ended)
+                .filter(|c| {
+                    tenants.contains(&c.tenant) && c.queue == q.id && c.created >= warm && c.created < arrivals_ended
+                })
                 .collect();
             let mut ordered: Vec<&ContactRec> = mine.iter().copied().filter(|c| c.accepted.is_some()).collect();
             ordered.sort_by_key(|c| c.created);
-            let waits: Vec<f64> = ordered
-                .iter()
-                .filter_map(|c| c.accepted.map(|a| a.duration_since(c.created).as_secs_f64() * scale))
-                .collect();
+            let waits: Vec<f64> = ordered.iter().filter_map(|c| c.wait_sim(scale)).collect();
             let within: Vec<f64> = waits.iter().map(|w| f64::from(u8::from(*w <= q.service_level_seconds))).collect();
             let answered = waits.len();
             let abandoned = mine.iter().filter(|c| c.abandoned).count();
             let sl = (answered > 0).then(|| 100.0 * within.iter().sum::<f64>() / answered as f64);
             let asa = (answered > 0).then(|| waits.iter().sum::<f64>() / answered as f64);
-            let sl_ci = batch_means(&within, 10).map(|(_, h)| 100.0 * h);
-            let asa_ci = batch_means(&waits, 10).map(|(_, h)| h);
-            let key = format!("{}/{}", t.id, q.id);
+            // 95 % intervals: from the replicas' means when there are replicas (independent
+            // by construction), else by batch means over time.
+            let (sl_ci, asa_ci) = if replicas >= 2 {
+                let per: Vec<(f64, f64)> = tenants
+                    .iter()
+                    .filter_map(|tid| {
+                        let w: Vec<f64> =
+                            ordered.iter().filter(|c| &c.tenant == tid).filter_map(|c| c.wait_sim(scale)).collect();
+                        (!w.is_empty()).then(|| {
+                            let within =
+                                w.iter().filter(|x| **x <= q.service_level_seconds).count() as f64 / w.len() as f64;
+                            (within, w.iter().sum::<f64>() / w.len() as f64)
+                        })
+                    })
+                    .collect();
+                let sls: Vec<f64> = per.iter().map(|p| p.0).collect();
+                let asas: Vec<f64> = per.iter().map(|p| p.1).collect();
+                (replica_ci(&sls).map(|h| 100.0 * h), replica_ci(&asas))
+            } else {
+                (batch_means(&within, 10).map(|(_, h)| 100.0 * h), batch_means(&waits, 10).map(|(_, h)| h))
+            };
+            let key = format!("{}/{}", t.group, q.id);
             let n_agents = scenario::agents_on(t, &q.id);
             // Occupancy of the agents serving this queue over the measured window.
             let window = (warm, arrivals_ended);
-            let prefix = format!("sim{}-{}-", setup.run, t.id);
-            let ids: Vec<&String> = agent_ids.iter().filter(|a| a.starts_with(&prefix)).collect();
+            let prefixes: Vec<String> = members.iter().map(|m| format!("sim{}-{}-", setup.run, m.id)).collect();
+            let ids: Vec<&String> =
+                agent_ids.iter().filter(|a| prefixes.iter().any(|p| a.starts_with(p.as_str()))).collect();
             let overlap = |(a, b): (Instant, Instant)| {
                 let s = a.max(window.0);
                 let e = b.min(window.1);
@@ -856,10 +902,10 @@ async fn conclude(
                     "arrived": mine.len(), "answered": answered, "abandoned": abandoned,
                     "service_level_percent": sl, "service_level_ci95_points": sl_ci,
                     "asa_seconds": asa, "asa_ci95_seconds": asa_ci,
-                    "occupancy_percent": occupancy, "agents": n_agents,
+                    "occupancy_percent": occupancy, "agents": n_agents, "replicas": replicas,
                 }),
             );
-            if let Some(check) = sc.erlang_c.as_ref().filter(|e| e.tenant == t.id && e.queue == q.id) {
+            if let Some(check) = sc.erlang_c.as_ref().filter(|e| e.tenant == t.group && e.queue == q.id) {
                 let expected = centralita_reporting_erlang(
                     q.arrivals_per_second,
                     q.handle.mean_seconds,
@@ -870,16 +916,15 @@ async fn conclude(
                 // averaged over the measured window): the Poisson count and the drawn handle
                 // times vary from run to run, and that variation is not the platform's.
                 let window_sim = span * scale;
-                let lambda_hat = mine.len() as f64 / window_sim.max(f64::MIN_POSITIVE);
+                let lambda_hat = mine.len() as f64 / (replicas as f64 * window_sim).max(f64::MIN_POSITIVE);
                 let aht_hat = mine.iter().map(|c| c.handle_sim).sum::<f64>() / mine.len().max(1) as f64;
                 let realized = centralita_reporting_erlang(lambda_hat, aht_hat, q.service_level_seconds, n_agents);
-                // The reporting service's figures for the same tenant (all contacts of the run).
-                let sup = setup.auth.token(Some(&tenant), Role::Supervisor, None)?;
+                // The reporting service's figures for the same tenants (all contacts of the run).
                 let ts = |i: Instant| {
                     let ago = Instant::now().duration_since(i).as_secs() as i64;
                     Some(prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - ago, nanos: 0 })
                 };
-                let mut query = rpb::QueryHistoryRequest {
+                let query = rpb::QueryHistoryRequest {
                     tenant: String::new(),
                     start_time: ts(arrivals_started).map(|mut t| {
                         t.seconds -= 60;
@@ -894,53 +939,54 @@ async fn conclude(
                     queue: q.id.clone(),
                     service_level_definition: "answered".into(),
                 };
-                let mut rep_sl = None;
-                let mut rep_asa = None;
-                let mut rep_occ = None;
-                let mut rep_answered = 0;
-                for _ in 0..60 {
-                    let h = reports.query_history(req(query.clone(), &sup)?).await?.into_inner();
-                    let f = h.rows.iter().filter_map(|r| r.figures.as_ref()).fold((0u64, 0u64, 0.0f64), |acc, f| {
-                        (
-                            acc.0 + f.answered,
-                            acc.1 + f.answered_within_threshold,
-                            acc.2 + f.asa_seconds.unwrap_or(0.0) * f.answered as f64,
-                        )
-                    });
-                    rep_answered = f.0;
-                    if f.0 as usize
-                        >= st
+                let (mut rep_answered, mut rep_within, mut rep_wait, mut handling, mut idle) =
+                    (0u64, 0u64, 0.0f64, 0i64, 0i64);
+                for tenant in &tenants {
+                    let sup = setup.auth.token(Some(tenant), Role::Supervisor, None)?;
+                    let mut query = query.clone();
+                    for _ in 0..60 {
+                        let h = reports.query_history(req(query.clone(), &sup)?).await?.into_inner();
+                        let f =
+                            h.rows.iter().filter_map(|r| r.figures.as_ref()).fold((0u64, 0u64, 0.0f64), |acc, f| {
+                                (
+                                    acc.0 + f.answered,
+                                    acc.1 + f.answered_within_threshold,
+                                    acc.2 + f.asa_seconds.unwrap_or(0.0) * f.answered as f64,
+                                )
+                            });
+                        let expected_answered = st
                             .contacts
                             .values()
-                            .filter(|c| c.tenant == tenant && c.queue == q.id && c.accepted.is_some())
-                            .count()
-                    {
-                        rep_sl = (f.0 > 0).then(|| 100.0 * f.1 as f64 / f.0 as f64);
-                        rep_asa = (f.0 > 0).then(|| f.2 / f.0 as f64 * scale);
-                        break;
+                            .filter(|c| &c.tenant == tenant && c.queue == q.id && c.accepted.is_some())
+                            .count();
+                        if f.0 as usize >= expected_answered {
+                            rep_answered += f.0;
+                            rep_within += f.1;
+                            rep_wait += f.2;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    query.group_by = vec![rpb::Dimension::Agent as i32];
+                    query.queue.clear();
+                    let h = reports.query_history(req(query, &sup)?).await?.into_inner();
+                    for t in h.rows.iter().filter_map(|r| r.agent_time) {
+                        handling += t.handling_ms;
+                        idle += t.idle_ms;
+                    }
                 }
-                query.group_by = vec![rpb::Dimension::Agent as i32];
-                query.queue.clear();
-                let h = reports.query_history(req(query, &sup)?).await?.into_inner();
-                let (handling, idle) = h
-                    .rows
-                    .iter()
-                    .filter_map(|r| r.agent_time)
-                    .fold((0i64, 0i64), |a, t| (a.0 + t.handling_ms, a.1 + t.idle_ms));
-                if handling + idle > 0 {
-                    rep_occ = Some(100.0 * handling as f64 / (handling + idle) as f64);
-                }
+                let rep_sl = (rep_answered > 0).then(|| 100.0 * rep_within as f64 / rep_answered as f64);
+                let rep_asa = (rep_answered > 0).then(|| rep_wait / rep_answered as f64 * scale);
+                let rep_occ = (handling + idle > 0).then(|| 100.0 * handling as f64 / (handling + idle) as f64);
                 let sim_answered_all = st
                     .contacts
                     .values()
-                    .filter(|c| c.tenant == tenant && c.queue == q.id && c.accepted.is_some())
+                    .filter(|c| tenants.contains(&c.tenant) && c.queue == q.id && c.accepted.is_some())
                     .count();
                 let sim_all: Vec<f64> = st
                     .contacts
                     .values()
-                    .filter(|c| c.tenant == tenant && c.queue == q.id)
+                    .filter(|c| tenants.contains(&c.tenant) && c.queue == q.id)
                     .filter_map(|c| c.wait_sim(scale))
                     .collect();
                 let sim_sl_all = 100.0 * sim_all.iter().filter(|w| **w <= q.service_level_seconds).count() as f64
@@ -972,7 +1018,7 @@ async fn conclude(
                     ));
                 }
                 erlang = serde_json::json!({
-                    "queue": key, "agents": n_agents,
+                    "queue": key, "agents": n_agents, "replicas": replicas,
                     "load_erlangs": q.arrivals_per_second * q.handle.mean_seconds,
                     "erlang_c": { "service_level_percent": expected.1, "asa_seconds": expected.2, "occupancy_percent": expected.3, "p_wait": expected.0 },
                     "erlang_c_at_drawn_load": { "arrivals_per_second": lambda_hat, "aht_seconds": aht_hat, "load_erlangs": lambda_hat * aht_hat,
