@@ -174,6 +174,9 @@ struct State {
     step: usize,
     offers: u64,
     rejects: u64,
+    /// Agent calls refused because the customer's side overtook them (hung up, offer
+    /// expired): no error, a race a real agent meets too.
+    offers_gone: u64,
     ignored: u64,
 }
 
@@ -195,6 +198,27 @@ fn record_call(s: &Shared, rpc: &'static str, took: Duration, result: Result<(),
         let step = st.step;
         if let Some(step) = st.steps.get_mut(step) {
             *step.errors.entry(key).or_default() += 1;
+        }
+    }
+}
+
+/// Records an agent's call on an offer or contact; one the customer's side overtook (the
+/// offer gone, the conversation already over: FAILED_PRECONDITION, NOT_FOUND) is counted
+/// apart, not as an error. Returns whether the call succeeded.
+fn answered_offer(shared: &Shared, rpc: &'static str, started: Instant, result: Result<(), tonic::Status>) -> bool {
+    match result {
+        Ok(()) => {
+            record_call(shared, rpc, started.elapsed(), Ok(()));
+            true
+        }
+        Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
+            record_call(shared, rpc, started.elapsed(), Ok(()));
+            lock(shared).offers_gone += 1;
+            false
+        }
+        Err(s) => {
+            record_call(shared, rpc, started.elapsed(), Err(&s));
+            false
         }
     }
 }
@@ -646,7 +670,9 @@ async fn work(
     let shared = &setup.shared;
     if reject {
         if let Ok(r) = req(pb::RejectContactRequest { name: c.name.clone(), offer_id: c.offer_id.clone() }, &token) {
-            let _ = call!(shared, "RejectContact", client.reject_contact(r));
+            let t = Instant::now();
+            let result = client.reject_contact(r).await;
+            answered_offer(shared, "RejectContact", t, result.map(|_| ()));
             lock(shared).rejects += 1;
         }
         return;
@@ -654,7 +680,9 @@ async fn work(
     let Ok(r) = req(pb::AcceptContactRequest { name: c.name.clone(), offer_id: c.offer_id.clone() }, &token) else {
         return;
     };
-    if call!(shared, "AcceptContact", client.accept_contact(r)).is_err() {
+    let t = Instant::now();
+    let result = client.accept_contact(r).await;
+    if !answered_offer(shared, "AcceptContact", t, result.map(|_| ())) {
         return;
     }
     let now = Instant::now();
@@ -679,13 +707,18 @@ async fn work(
     }
     tokio::time::sleep(handle).await;
     if let Ok(r) = req(pb::EndContactRequest { name: c.name.clone() }, &token) {
-        let _ = call!(shared, "EndContact", client.end_contact(r));
+        // Refused only when the customer hung up first (the conversation is over already).
+        let t = Instant::now();
+        let result = client.end_contact(r).await;
+        answered_offer(shared, "EndContact", t, result.map(|_| ()));
     }
     tokio::time::sleep(wrap).await;
     let wrap_up =
         pb::WrapUpContactRequest { name: c.name.clone(), disposition: "resolved".into(), notes: String::new() };
     if let Ok(r) = req(wrap_up, &token) {
-        let _ = call!(shared, "WrapUpContact", client.wrap_up_contact(r));
+        let t = Instant::now();
+        let result = client.wrap_up_contact(r).await;
+        answered_offer(shared, "WrapUpContact", t, result.map(|_| ()));
     }
     let mut st = lock(shared);
     let done = Instant::now();
@@ -1102,7 +1135,7 @@ async fn conclude(
         json: serde_json::json!({
             "scenario": sc.name, "run": setup.run, "time_scale": sc.time_scale,
             "contacts_created": st.contacts.len(), "final_states": states,
-            "offers": st.offers, "rejected": st.rejects, "rang_out": st.ignored,
+            "offers": st.offers, "rejected": st.rejects, "rang_out": st.ignored, "offers_gone": st.offers_gone,
             "queues": per_queue, "erlang_c": erlang, "steps": steps_json, "knee_contacts_per_second": knee,
             "api_calls_ms": calls, "errors": st.errors,
             "conservation": { "not_terminal": stuck.len(), "accepted_twice": twice.len(), "capacity_violations": st.capacity_violations.len() },
