@@ -713,26 +713,31 @@ async fn work(
         answered_offer(shared, "EndContact", t, result.map(|_| ()));
     }
     tokio::time::sleep(wrap).await;
+    // The capacity is counted free from the moment the wrap-up is sent: the platform frees it
+    // when it processes the call and may offer the next contact before our response arrives.
+    // An offer that came before this point and overlapped would still count as a violation.
+    {
+        let mut st = lock(shared);
+        let released = Instant::now();
+        let idle = {
+            let held = st.held.entry(id.clone()).or_default();
+            if let Some(n) = held.get_mut(&channel) {
+                *n = n.saturating_sub(1);
+            }
+            held.values().all(|n| *n == 0)
+        };
+        if idle {
+            if let Some(since) = st.busy_since.remove(&id) {
+                st.busy.entry(id).or_default().push((since, released));
+            }
+        }
+    }
     let wrap_up =
         pb::WrapUpContactRequest { name: c.name.clone(), disposition: "resolved".into(), notes: String::new() };
     if let Ok(r) = req(wrap_up, &token) {
         let t = Instant::now();
         let result = client.wrap_up_contact(r).await;
         answered_offer(shared, "WrapUpContact", t, result.map(|_| ()));
-    }
-    let mut st = lock(shared);
-    let done = Instant::now();
-    let idle = {
-        let held = st.held.entry(id.clone()).or_default();
-        if let Some(n) = held.get_mut(&channel) {
-            *n = n.saturating_sub(1);
-        }
-        held.values().all(|n| *n == 0)
-    };
-    if idle {
-        if let Some(since) = st.busy_since.remove(&id) {
-            st.busy.entry(id).or_default().push((since, done));
-        }
     }
 }
 
