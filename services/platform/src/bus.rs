@@ -98,6 +98,9 @@ pub fn client_config(brokers: &str) -> ClientConfig {
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000")
+        // A consumer subscribed to a topic another process is still creating learns of it
+        // at the next metadata refresh (librdkafka's default is every 5 minutes).
+        .set("topic.metadata.refresh.interval.ms", "5000")
         .set("log_level", "4");
     c
 }
