@@ -81,7 +81,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     });
     runtime.spawn(flow::timers(engine.clone(), Duration::from_millis(200), runtime.shutdown.clone()));
     runtime.spawn(flow::fan_out(engine.clone(), config.service.url.expose().clone(), runtime.shutdown.clone()));
-    let api = api::Api { engine };
+    // The API answers once the write and its outbox are stored; the side effects (events,
+    // routing inputs, stream notices) are carried out right after, in order, by the outbox
+    // drain, without the caller waiting for the broker's acknowledgements.
+    let api = api::Api { engine: engine::Engine { detach_effects: true, ..engine } };
     runtime.with_health_name("centralita.sessions.v1.ContactService");
     runtime.with_health_name("centralita.sessions.v1.AgentService");
     let auth = runtime.authenticator.clone();
