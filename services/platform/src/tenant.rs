@@ -25,7 +25,16 @@ use crate::queue::{RoutingConfig, RoutingSpec};
 #[serde(transparent)]
 pub struct TenantId(String);
 
+/// The tenant id on envelopes of BPO-wide records (agents, routing ticks and agent facts):
+/// agents belong to the BPO, not to one client. Reserved: no client tenant may take it.
+pub const BPO_TENANT: &str = "bpo";
+
 impl TenantId {
+    /// [`BPO_TENANT`].
+    pub fn bpo() -> Self {
+        TenantId(BPO_TENANT.to_owned())
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if s.is_empty() || s.len() > 63 {
@@ -334,7 +343,13 @@ impl TenantManifest {
         if self.kind != KIND {
             bad("kind", format!("must be `{KIND}`, got `{}`", self.kind));
         }
-        let id = TenantId::parse(&self.metadata.name).map_err(|e| bad("metadata.name", e)).ok();
+        let id = TenantId::parse(&self.metadata.name)
+            .and_then(|id| match id.as_str() {
+                BPO_TENANT => Err(format!("`{BPO_TENANT}` is reserved for the BPO's own records")),
+                _ => Ok(id),
+            })
+            .map_err(|e| bad("metadata.name", e))
+            .ok();
         let s = self.spec;
         let display_name = s.display_name.trim().to_owned();
         if display_name.is_empty() || display_name.chars().count() > 200 {
@@ -878,6 +893,13 @@ spec:
         assert_eq!(support.service_level_definition, crate::queue::ServiceLevelDefinition::Default);
         assert_eq!(support.short_abandon_threshold, Duration::from_secs(5));
         assert!(t.routing.is_away_reason("not_responding") && t.routing.is_away_reason("lunch"));
+    }
+
+    #[test]
+    fn the_bpo_tenant_id_is_reserved() {
+        let v = violations(&DEMO.replace("name: acme", "name: bpo"));
+        assert_eq!(v[0].field, "document 1: metadata.name");
+        assert!(v[0].description.contains("reserved"));
     }
 
     #[test]

@@ -146,11 +146,6 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
     }))
 }
 
-/// Applies one contact event, once (see [`apply_batch`]).
-pub async fn apply_event(pool: &Pool, event: &Event) -> Result<bool, Error> {
-    Ok(apply_batch(pool, std::slice::from_ref(event)).await? == 1)
-}
-
 /// A tenant's facts of a batch, each with its event id, in log order.
 type TenantFacts = (TenantId, Vec<(String, ContactFact)>);
 
@@ -176,7 +171,7 @@ pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> 
     if by_tenant.is_empty() {
         return Ok(0);
     }
-    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut applied = 0;
     for (tenant, facts) in by_tenant.values() {
@@ -269,34 +264,34 @@ async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), 
     Ok(())
 }
 
-/// Legs of `tenant` that entered a queue in `[from, to)` or whose handling ended in it.
-pub async fn legs_between(pool: &Pool, tenant: &TenantId, from: Millis, to: Millis) -> Result<Vec<Leg>, Error> {
-    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+/// Runs one statement in a transaction scoped to `tenant` (row-level security).
+async fn tenant_query(
+    pool: &Pool,
+    tenant: &TenantId,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, Error> {
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     set_tenant(&tx, tenant).await?;
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND ((enqueued_at >= $2 AND enqueued_at < $3) \
-                 OR (handled_at >= $2 AND handled_at < $3))"
-            ),
-            &[&tenant.as_str(), &from, &to],
-        )
-        .await?;
+    let rows = tx.query(sql, params).await?;
     tx.commit().await?;
-    rows.iter().map(leg_from_row).collect()
+    Ok(rows)
+}
+
+/// Legs of `tenant` that entered a queue in `[from, to)` or whose handling ended in it.
+pub async fn legs_between(pool: &Pool, tenant: &TenantId, from: Millis, to: Millis) -> Result<Vec<Leg>, Error> {
+    let sql = format!(
+        "SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND ((enqueued_at >= $2 AND enqueued_at < $3) \
+         OR (handled_at >= $2 AND handled_at < $3))"
+    );
+    tenant_query(pool, tenant, &sql, &[&tenant.as_str(), &from, &to]).await?.iter().map(leg_from_row).collect()
 }
 
 /// Legs of `tenant` still waiting in a queue.
 pub async fn waiting(pool: &Pool, tenant: &TenantId) -> Result<Vec<Leg>, Error> {
-    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    let rows = tx
-        .query(&format!("SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND outcome = 0"), &[&tenant.as_str()])
-        .await?;
-    tx.commit().await?;
-    rows.iter().map(leg_from_row).collect()
+    let sql = format!("SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND outcome = 0");
+    tenant_query(pool, tenant, &sql, &[&tenant.as_str()]).await?.iter().map(leg_from_row).collect()
 }
 
 /// The consumer of the contacts topic that folds events into legs (`group_id` decides where
@@ -383,26 +378,14 @@ pub async fn published_days(
     tenant: &TenantId,
     days: &[chrono::NaiveDate],
 ) -> Result<Vec<chrono::NaiveDate>, Error> {
-    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    let rows = tx
-        .query("SELECT day FROM usage_published WHERE tenant = $1 AND day = ANY ($2)", &[&tenant.as_str(), &days])
-        .await?;
-    tx.commit().await?;
+    let sql = "SELECT day FROM usage_published WHERE tenant = $1 AND day = ANY ($2)";
+    let rows = tenant_query(pool, tenant, sql, &[&tenant.as_str(), &days]).await?;
     rows.iter().map(|r| r.try_get(0).map_err(Error::from)).collect()
 }
 
 pub async fn mark_published(pool: &Pool, tenant: &TenantId, day: chrono::NaiveDate) -> Result<(), Error> {
-    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    tx.execute(
-        "INSERT INTO usage_published (tenant, day) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&tenant.as_str(), &day],
-    )
-    .await?;
-    tx.commit().await?;
+    let sql = "INSERT INTO usage_published (tenant, day) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+    tenant_query(pool, tenant, sql, &[&tenant.as_str(), &day]).await?;
     Ok(())
 }
 
@@ -435,13 +418,13 @@ pub async fn apply_agent_event(pool: &Pool, event: &Event) -> Result<bool, Error
     tenants.sort();
     tenants.dedup();
     let at = event.occurred_at.timestamp_millis();
-    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    set_tenant(&tx, &bpo()).await?;
+    set_tenant(&tx, &TenantId::bpo()).await?;
     let fresh = tx
         .execute(
             "INSERT INTO applied_events (event_id, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&event.id.to_string(), &bpo().as_str()],
+            &[&event.id.to_string(), &TenantId::bpo().as_str()],
         )
         .await?;
     if fresh == 0 {
@@ -469,41 +452,39 @@ pub async fn apply_agent_event(pool: &Pool, event: &Event) -> Result<bool, Error
             .map(|r| span_from_row(&r))
             .transpose()?;
         if let Some((before, late)) = containing.and_then(|c| split_late(&c, at, state, &a.away_reason, queues)) {
-            tx.execute(
-                "UPDATE agent_spans SET until = $3 WHERE agent_id = $1 AND since = $2",
-                &[&agent, &before.since, &at],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO agent_spans (agent_id, since, until, state, away_reason, queues, tenants) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, since) DO NOTHING",
-                &[&agent, &late.since, &late.until, &late.state, &late.away_reason, &late.queues, &tenants],
-            )
-            .await?;
+            end_span(&tx, &before, at).await?;
+            write_span(&tx, &late, &tenants).await?;
         }
     } else if let Some(next) = next_span(open.as_ref(), &agent, at, state, &a.away_reason, queues) {
         if let Some(o) = &open {
-            tx.execute(
-                "UPDATE agent_spans SET until = $3 WHERE agent_id = $1 AND since = $2",
-                &[&agent, &o.since, &at],
-            )
-            .await?;
+            end_span(&tx, o, at).await?;
         }
-        tx.execute(
-            "INSERT INTO agent_spans (agent_id, since, until, state, away_reason, queues, tenants) \
-             VALUES ($1, $2, NULL, $3, $4, $5, $6) \
-             ON CONFLICT (agent_id, since) DO UPDATE SET until = NULL, state = EXCLUDED.state, \
-             away_reason = EXCLUDED.away_reason, queues = EXCLUDED.queues, tenants = EXCLUDED.tenants",
-            &[&agent, &next.since, &next.state, &next.away_reason, &next.queues, &tenants],
-        )
-        .await?;
+        write_span(&tx, &next, &tenants).await?;
     }
     tx.commit().await?;
     Ok(true)
 }
 
-fn bpo() -> TenantId {
-    TenantId::parse("bpo").unwrap_or_else(|_| unreachable!("`bpo` is a valid tenant id"))
+async fn end_span(tx: &deadpool_postgres::Transaction<'_>, span: &Span, at: Millis) -> Result<(), Error> {
+    tx.execute(
+        "UPDATE agent_spans SET until = $3 WHERE agent_id = $1 AND since = $2",
+        &[&span.agent, &span.since, &at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores `span` (replacing one that starts at the same instant).
+async fn write_span(tx: &deadpool_postgres::Transaction<'_>, span: &Span, tenants: &[String]) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO agent_spans (agent_id, since, until, state, away_reason, queues, tenants) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (agent_id, since) DO UPDATE SET until = EXCLUDED.until, state = EXCLUDED.state, \
+         away_reason = EXCLUDED.away_reason, queues = EXCLUDED.queues, tenants = EXCLUDED.tenants",
+        &[&span.agent, &span.since, &span.until, &span.state, &span.away_reason, &span.queues, &tenants],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Spans of the agents that served `tenant` overlapping `[from, to)`, with every leg those
@@ -514,7 +495,7 @@ pub async fn agent_activity(
     from: Millis,
     to: Millis,
 ) -> Result<(Vec<Span>, Vec<Leg>), Error> {
-    let mut client = pool.get().await.map_err(|e| Error::Unavailable(format!("postgresql: {e}")))?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     set_tenant(&tx, tenant).await?;
     let agents: Vec<String> = tx
@@ -541,7 +522,7 @@ pub async fn agent_activity(
     tx.commit().await?;
     // The agents' legs of every tenant, read as the BPO.
     let tx = client.transaction().await?;
-    set_tenant(&tx, &bpo()).await?;
+    set_tenant(&tx, &TenantId::bpo()).await?;
     let legs = tx
         .query(
             &format!(

@@ -31,10 +31,6 @@ use uuid::Uuid;
 use crate::core::{Decision, Input, Router, Snapshot};
 use crate::wire;
 
-/// The tenant recorded on routing-log envelopes that belong to no single tenant (ticks,
-/// agent facts): agents are BPO-wide.
-pub const POOL_TENANT: &str = "bpo";
-
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub brokers: String,
@@ -249,7 +245,7 @@ async fn settle(in_flight: &mut Vec<(i32, Delivery)>, parts: &mut BTreeMap<i32, 
 
 /// The tenant on the envelope of BPO-wide events (ticks, agent events).
 pub fn pool_tenant() -> TenantId {
-    TenantId::parse(POOL_TENANT).unwrap_or_else(|_| unreachable!("`bpo` is a valid tenant id"))
+    TenantId::bpo()
 }
 
 fn decision_tenant(d: &Decision) -> TenantId {
