@@ -172,26 +172,32 @@ fn req<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     Ok(r)
 }
 
-fn tenant_yaml(id: &str) -> String {
+/// A load-test tenant manifest: open around the clock, quotas out of the way. `routing`
+/// is the body of `spec.routing`, each line indented by four spaces.
+fn tenant_yaml(id: &str, display: &str, channels: &[&str], routing: &str) -> String {
     format!(
-        r#"
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: {id} }}
-spec:
-  displayName: Load test {id}
-  channels: [voice, chat]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 100000, apiRequestsPerSecond: 100000 }}
-  businessHours: {{ timeZone: UTC }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
-  routing:
-    dispositionCodes: [resolved]
-    queues:
-      - {{ id: support, offerTimeoutSeconds: 30, afterContactWorkSeconds: 60 }}
-"#
+        "apiVersion: centralita.io/v1\nkind: Tenant\nmetadata: {{ name: {id} }}\nspec:\n  displayName: {display} {id}\n  \
+         channels: [{}]\n  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}\n  \
+         quotas: {{ maxConcurrentContacts: 1000000, apiRequestsPerSecond: 1000000 }}\n  \
+         businessHours: {{ timeZone: UTC }}\n  dataRetentionDays: 30\n  recording: {{ voice: none }}\n  routing:\n{routing}\n",
+        channels.join(", ")
     )
+}
+
+/// Publishes tenant manifests on the tenants topic, as the CLI and the operator do.
+async fn publish_tenants(brokers: &str, topics: &Topics, manifests: &[String]) -> anyhow::Result<()> {
+    ensure_topics(brokers, 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }])
+        .await
+        .context("the broker is not reachable")?;
+    let producer = Producer::new(brokers, None)?;
+    for yaml in manifests {
+        for t in TenantManifest::parse_all(yaml, chrono::Utc::now())? {
+            producer
+                .publish(&topics.tenants(), t.id.as_str(), &Event::new(t.id.clone(), &tpb::Tenant::from(&t)))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn acd(args: AcdArgs) -> anyhow::Result<()> {
@@ -219,14 +225,10 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
 
     // Tenants, through the tenants topic as the CLI and the operator publish them.
     let topics = Topics::new(args.topic_prefix.clone());
-    ensure_topics(&args.brokers, 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }])
-        .await
-        .context("the broker is not reachable")?;
-    let producer = Producer::new(&args.brokers, None)?;
-    for id in &tenants {
-        let t = TenantManifest::parse_all(&tenant_yaml(id), chrono::Utc::now())?.remove(0);
-        producer.publish(&topics.tenants(), id, &Event::new(t.id.clone(), &tpb::Tenant::from(&t))).await?;
-    }
+    let routing = "    dispositionCodes: [resolved]\n    queues:\n      - { id: support, offerTimeoutSeconds: 30, afterContactWorkSeconds: 60 }";
+    let manifests: Vec<String> =
+        tenants.iter().map(|id| tenant_yaml(id, "Load test", &["voice", "chat"], routing)).collect();
+    publish_tenants(&args.brokers, &topics, &manifests).await?;
     let mut tenancy = tpb::tenant_service_client::TenantServiceClient::new(channels[0].clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in &tenants {
@@ -487,5 +489,22 @@ async fn agent_loop(
                 eprintln!("[acd] agent call failed: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_test_tenants_are_valid_manifests() {
+        let routing = "    dispositionCodes: [resolved]\n    queues:\n      - { id: support, offerTimeoutSeconds: 30 }";
+        let t = TenantManifest::parse_all(
+            &tenant_yaml("lt-1", "Load test", &["voice", "chat"], routing),
+            chrono::Utc::now(),
+        )
+        .expect("valid")
+        .remove(0);
+        assert_eq!((t.id.as_str(), t.display_name.as_str(), t.routing.queues.len()), ("lt-1", "Load test lt-1", 1));
     }
 }

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use centralita_platform::auth::Role;
-use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
-use centralita_platform::tenant::{TenantId, TenantManifest};
+use centralita_platform::bus::{Event, Producer, Topics};
+use centralita_platform::tenant::TenantId;
 use centralita_proto::reporting::v1 as rpb;
 use centralita_proto::sessions::v1::{self as spb, contact_event::Kind};
 use centralita_proto::tenancy::v1 as tpb;
 use rpb::reporting_service_client::ReportingServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{histogram, req, Auth};
+use crate::{histogram, publish_tenants, req, tenant_yaml, Auth};
 
 #[derive(Debug, clap::Args)]
 pub struct ReportingArgs {
@@ -41,26 +41,6 @@ pub struct ReportingArgs {
     contacts: u32,
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-fn tenant_yaml(id: &str) -> String {
-    format!(
-        r#"
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: {id} }}
-spec:
-  displayName: Reporting load {id}
-  channels: [voice]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 100000, apiRequestsPerSecond: 100000 }}
-  businessHours: {{ timeZone: UTC }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
-  routing:
-    queues: [{{ id: probe }}, {{ id: bulk }}]
-"#
-    )
 }
 
 fn event(tenant: &TenantId, contact: &str, queue: &str, kind: Kind, at_ms: i64) -> Event {
@@ -103,12 +83,9 @@ pub async fn run(args: ReportingArgs, auth: Auth) -> anyhow::Result<()> {
     let id = format!("lr{run}");
     let tenant = TenantId::parse(&id).map_err(anyhow::Error::msg)?;
     let topics = Topics::new(args.topic_prefix.clone());
-    ensure_topics(&args.brokers, 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }])
-        .await
-        .context("the broker is not reachable")?;
+    let routing = "    queues: [{ id: probe }, { id: bulk }]";
+    publish_tenants(&args.brokers, &topics, &[tenant_yaml(&id, "Reporting load", &["voice"], routing)]).await?;
     let producer = Producer::new(&args.brokers, None)?;
-    let t = TenantManifest::parse_all(&tenant_yaml(&id), chrono::Utc::now())?.remove(0);
-    producer.publish(&topics.tenants(), &id, &Event::new(t.id.clone(), &tpb::Tenant::from(&t))).await?;
     let token = auth.token(Some(&id), Role::Supervisor, None)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while waiting(&mut client, &token).await.is_err() {

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use centralita_platform::auth::Role;
-use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
-use centralita_platform::tenant::TenantManifest;
+use centralita_platform::bus::Topics;
 use centralita_proto::reporting::v1 as rpb;
 use centralita_proto::sessions::v1 as pb;
 use centralita_proto::tenancy::v1 as tpb;
@@ -33,7 +32,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::scenario::{self, Distribution, Scenario, Shape};
-use crate::{histogram, quantiles, req, unix_micros, Auth};
+use crate::{histogram, publish_tenants, quantiles, req, tenant_yaml, unix_micros, Auth};
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
@@ -233,7 +232,8 @@ macro_rules! call {
     }};
 }
 
-fn tenant_yaml(id: &str, sc: &Scenario, t: &scenario::TenantSpec) -> String {
+/// The manifest of a scenario tenant: its queues with T in real seconds.
+fn scenario_tenant_yaml(id: &str, sc: &Scenario, t: &scenario::TenantSpec) -> String {
     let mut channels: Vec<&str> = t.queues.iter().flat_map(|q| q.channels.keys().map(String::as_str)).collect();
     channels.sort_unstable();
     channels.dedup();
@@ -245,11 +245,9 @@ fn tenant_yaml(id: &str, sc: &Scenario, t: &scenario::TenantSpec) -> String {
             format!("      - {{ id: {}, serviceLevelSeconds: {threshold}, offerTimeoutSeconds: 30, afterContactWorkSeconds: 600 }}", q.id)
         })
         .collect();
-    format!(
-        "apiVersion: centralita.io/v1\nkind: Tenant\nmetadata: {{ name: {id} }}\nspec:\n  displayName: Simulation {id}\n  channels: [{}]\n  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}\n  quotas: {{ maxConcurrentContacts: 1000000, apiRequestsPerSecond: 1000000 }}\n  businessHours: {{ timeZone: UTC }}\n  dataRetentionDays: 30\n  recording: {{ voice: none }}\n  routing:\n    awayReasons: [break]\n    dispositionCodes: [resolved]\n    queues:\n{}\n",
-        channels.join(", "),
-        queues.join("\n")
-    )
+    let routing =
+        format!("    awayReasons: [break]\n    dispositionCodes: [resolved]\n    queues:\n{}", queues.join("\n"));
+    tenant_yaml(id, "Simulation", &channels, &routing)
 }
 
 struct Setup {
@@ -298,17 +296,9 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
 
     // Tenants, through the tenants topic (as the CLI and the operator publish them).
     let topics = Topics::new(args.topic_prefix.clone());
-    ensure_topics(&args.brokers, 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }])
-        .await
-        .context("the broker is not reachable")?;
-    let producer = Producer::new(&args.brokers, None)?;
-    for t in &sc.tenants {
-        let id = setup.tenant_id(&t.id);
-        let manifest = TenantManifest::parse_all(&tenant_yaml(&id, sc, t), chrono::Utc::now())?.remove(0);
-        producer
-            .publish(&topics.tenants(), &id, &Event::new(manifest.id.clone(), &tpb::Tenant::from(&manifest)))
-            .await?;
-    }
+    let manifests: Vec<String> =
+        sc.tenants.iter().map(|t| scenario_tenant_yaml(&setup.tenant_id(&t.id), sc, t)).collect();
+    publish_tenants(&args.brokers, &topics, &manifests).await?;
     let mut reports = ReportingServiceClient::new(reporting);
     let deadline = Instant::now() + Duration::from_secs(60);
     for t in &sc.tenants {
@@ -820,7 +810,6 @@ async fn conclude(
 ) -> anyhow::Result<Report> {
     let sc = &setup.sc;
     let mut problems = Vec::new();
-    let admin = setup.auth.token(None, Role::BpoAdmin, None)?;
 
     // Conservation: every created contact is in a terminal state (read back with GetContact).
     let names: Vec<(String, String)> =
@@ -1135,7 +1124,6 @@ async fn conclude(
         "[sim] {} contacts created; final states {states:?}; {} offers ({} rejected, {} left to ring out); errors {:?}; {} problem(s)",
         st.contacts.len(), st.offers, st.rejects, st.ignored, st.errors, problems.len()
     );
-    let _ = admin;
     Ok(Report {
         json: serde_json::json!({
             "scenario": sc.name, "run": setup.run, "time_scale": sc.time_scale,

@@ -49,6 +49,11 @@ struct Service {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// A pool on the reporting schema, for the tests that read or write it directly.
+fn pool() -> deadpool_postgres::Pool {
+    centralita_platform::db::pool(testkit::postgres().url.expose(), "reporting", 2).unwrap()
+}
+
 fn config(prefix: &str) -> ServiceArgs<PostgresAndRedis> {
     ServiceArgs {
         common: testkit::common(prefix),
@@ -359,7 +364,7 @@ async fn duplicates_replays_and_a_killed_service_change_nothing() {
 
     // Replay: a's history wiped and rebuilt by a new consumer group reading the topic from
     // the start (tenant b's events are on it too and are already applied: unchanged).
-    let pool = centralita_platform::db::pool(&testkit::postgres().url.expose().clone(), "reporting", 2).unwrap();
+    let pool = pool();
     {
         let mut client = pool.get().await.unwrap();
         let tx = client.transaction().await.unwrap();
@@ -703,7 +708,7 @@ async fn usage_of_a_month_for_billing() {
     // day), read back from the usage topic; publishing again finds nothing due.
     let registry = centralita_platform::registry::TenantRegistry::new();
     registry.upsert(TenantManifest::parse_all(&manifest(&a), chrono::Utc::now()).unwrap().remove(0));
-    let pool = centralita_platform::db::pool(testkit::postgres().url.expose(), "reporting", 2).unwrap();
+    let pool = pool();
     let api = centralita_reporting::api::Api { pool, registry, shutdown: Shutdown::new() };
     let producer = Producer::new(&testkit::brokers(), None).unwrap();
     ensure_topics(&testkit::brokers(), 1, &[TopicSpec { name: topics.usage(), partitions: 1, compacted: false }])
@@ -769,7 +774,7 @@ async fn read_usage(topics: &Topics, want: usize) -> Vec<pb::UsageRecord> {
 #[tokio::test]
 async fn a_batch_applies_each_event_once_in_order() {
     let (_prefix, _topics, [a, b]) = setup().await;
-    let pool = centralita_platform::db::pool(testkit::postgres().url.expose(), "reporting", 2).unwrap();
+    let pool = pool();
     centralita_platform::db::migrate(&pool, &centralita_reporting::MIGRATIONS).await.unwrap();
     let t = base();
     let q = contact_event(&a, "c1", "support", Kind::Queued, t, t);
