@@ -423,6 +423,17 @@ fn commit_stored(consumer: &StreamConsumer) -> Result<(), Error> {
     }
 }
 
+/// The record's event, or `None` (logged) for an empty or undecodable record.
+fn decode_record(m: &BorrowedMessage<'_>) -> Option<Event> {
+    let why = match m.payload().map(Event::decode) {
+        Some(Ok(e)) => return Some(e),
+        Some(Err(e)) => e.to_string(),
+        None => "empty record".to_owned(),
+    };
+    tracing::warn!(error = %why, topic = m.topic(), partition = m.partition(), offset = m.offset(), "skipping malformed record");
+    None
+}
+
 /// Handles the events of a batch, in log order per partition, all or nothing. The handler
 /// deduplicates itself (a batch is redelivered whole after a failure or a crash).
 pub trait BatchHandler: Send + 'static {
@@ -494,19 +505,12 @@ impl<H: BatchHandler> BatchConsumer<H> {
             let mut events = Vec::with_capacity(batch.len());
             let mut outcomes = Vec::with_capacity(batch.len());
             for m in &batch {
-                match m.payload().map(Event::decode) {
-                    Some(Ok(e)) => {
+                match decode_record(m) {
+                    Some(e) => {
                         events.push(e);
                         outcomes.push(Outcome::Handled);
                     }
-                    other => {
-                        let why = match other {
-                            Some(Err(e)) => e.to_string(),
-                            _ => "empty record".to_owned(),
-                        };
-                        tracing::warn!(error = %why, topic = m.topic(), partition = m.partition(), offset = m.offset(), "skipping malformed record");
-                        outcomes.push(Outcome::Malformed);
-                    }
+                    None => outcomes.push(Outcome::Malformed),
                 }
             }
             let span = tracing::info_span!("consume_batch", otel.kind = "consumer", messaging.group = %settings.group_id, records = batch.len());
@@ -642,17 +646,9 @@ impl<H: Handler, D: Dedupe> Worker<'_, H, D> {
             crate::telemetry::set_parent_from(&span, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         async {
-            let event = match m.payload().map(Event::decode) {
-                Some(Ok(e)) => e,
-                other => {
-                    let why = match other {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "empty record".to_owned(),
-                    };
-                    tracing::warn!(error = %why, "skipping malformed record");
-                    self.store(m);
-                    return Outcome::Malformed;
-                }
+            let Some(event) = decode_record(m) else {
+                self.store(m);
+                return Outcome::Malformed;
             };
             tracing::Span::current().record("tenant", event.tenant.as_str()).record("event_id", event.id.to_string());
             let scope = self.settings.group_id.clone();

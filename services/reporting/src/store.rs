@@ -333,17 +333,6 @@ pub fn agent_consumer(
     pool: Pool,
     metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
 ) -> Result<Consumer<AgentEvents, InTransaction>, Error> {
-    consumer(brokers, group_id, topic, group_instance_id, AgentEvents { pool }, metrics)
-}
-
-fn consumer<H: Handler>(
-    brokers: &str,
-    group_id: String,
-    topic: String,
-    group_instance_id: Option<String>,
-    handler: H,
-    metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
-) -> Result<Consumer<H, InTransaction>, Error> {
     Consumer::new(
         ConsumerSettings {
             brokers: brokers.into(),
@@ -352,7 +341,7 @@ fn consumer<H: Handler>(
             fetch_wait: FETCH_WAIT_DEFAULT,
             group_instance_id,
         },
-        handler,
+        AgentEvents { pool },
         InTransaction,
         metrics,
     )
