@@ -54,19 +54,26 @@ enum Command {
     Kafka(kafka::KafkaArgs),
 }
 
+/// Where the services under test publish and who may call them: every subcommand's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    #[arg(long, env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic prefix of the services under test (tenants are published there).
+    #[arg(long, env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
+    pub topic_prefix: String,
+    /// Ed25519 key the services' public key verifies (tokens are minted with it).
+    #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
+    pub private_key_file: PathBuf,
+}
+
 #[derive(Debug, clap::Args)]
 struct AcdArgs {
     /// The sessions service's gRPC endpoint.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     sessions: String,
-    #[arg(long, env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// Topic prefix of the services under test (tenants are published there).
-    #[arg(long, env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
-    topic_prefix: String,
-    /// Ed25519 key the services' public key verifies (tokens are minted with it).
-    #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
-    private_key_file: PathBuf,
+    #[command(flatten)]
+    pub stack: StackArgs,
     #[arg(long, default_value_t = 50)]
     tenants: usize,
     #[arg(long, default_value_t = 2000)]
@@ -94,12 +101,12 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Acd(args) => acd(args).await,
         Command::Reporting(args) => {
-            let auth = Auth::from_file(&args.private_key_file)?;
+            let auth = Auth::from_file(&args.stack.private_key_file)?;
             reporting::run(args, auth).await
         }
         Command::Kafka(args) => kafka::run(args).await,
         Command::Simulate(args) => {
-            let auth = Auth::from_file(&args.private_key_file)?;
+            let auth = Auth::from_file(&args.stack.private_key_file)?;
             simulate::run(args, auth).await
         }
     }
@@ -207,7 +214,7 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
     if args.tenants == 0 || args.agents < args.tenants || args.connections == 0 {
         bail!("need at least one tenant, one agent per tenant and one connection");
     }
-    let auth = Auth::from_file(&args.private_key_file)?;
+    let auth = Auth::from_file(&args.stack.private_key_file)?;
     let run = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let tenants: Vec<String> = (0..args.tenants).map(|i| format!("lt{run}-{i:02}")).collect();
 
@@ -224,11 +231,11 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
     let admin = auth.token(None, Role::BpoAdmin, None)?;
 
     // Tenants, through the tenants topic as the CLI and the operator publish them.
-    let topics = Topics::new(args.topic_prefix.clone());
+    let topics = Topics::new(args.stack.topic_prefix.clone());
     let routing = "    dispositionCodes: [resolved]\n    queues:\n      - { id: support, offerTimeoutSeconds: 30, afterContactWorkSeconds: 60 }";
     let manifests: Vec<String> =
         tenants.iter().map(|id| tenant_yaml(id, "Load test", &["voice", "chat"], routing)).collect();
-    publish_tenants(&args.brokers, &topics, &manifests).await?;
+    publish_tenants(&args.stack.brokers, &topics, &manifests).await?;
     let mut tenancy = tpb::tenant_service_client::TenantServiceClient::new(channels[0].clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in &tenants {

@@ -29,12 +29,8 @@ pub struct ReportingArgs {
     /// The reporting service's gRPC endpoint.
     #[arg(long, default_value = "http://127.0.0.1:50056")]
     reporting: String,
-    #[arg(long, env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    #[arg(long, env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
-    topic_prefix: String,
-    #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
-    pub private_key_file: PathBuf,
+    #[command(flatten)]
+    pub stack: crate::StackArgs,
     #[arg(long, default_value_t = 200)]
     probes: u32,
     #[arg(long, default_value_t = 5000)]
@@ -82,10 +78,10 @@ pub async fn run(args: ReportingArgs, auth: Auth) -> anyhow::Result<()> {
     let run = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let id = format!("lr{run}");
     let tenant = TenantId::parse(&id).map_err(anyhow::Error::msg)?;
-    let topics = Topics::new(args.topic_prefix.clone());
+    let topics = Topics::new(args.stack.topic_prefix.clone());
     let routing = "    queues: [{ id: probe }, { id: bulk }]";
-    publish_tenants(&args.brokers, &topics, &[tenant_yaml(&id, "Reporting load", &["voice"], routing)]).await?;
-    let producer = Producer::new(&args.brokers, None)?;
+    publish_tenants(&args.stack.brokers, &topics, &[tenant_yaml(&id, "Reporting load", &["voice"], routing)]).await?;
+    let producer = Producer::new(&args.stack.brokers, None)?;
     let token = auth.token(Some(&id), Role::Supervisor, None)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while waiting(&mut client, &token).await.is_err() {

@@ -43,12 +43,8 @@ pub struct SimulateArgs {
     sessions: String,
     #[arg(long, default_value = "http://127.0.0.1:50056")]
     reporting: String,
-    #[arg(long, env = "CENTRALITA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    #[arg(long, env = "CENTRALITA_KAFKA_TOPIC_PREFIX", default_value = "centralita.")]
-    topic_prefix: String,
-    #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
-    pub private_key_file: PathBuf,
+    #[command(flatten)]
+    pub stack: crate::StackArgs,
     /// Where to write the JSON result (stdout when absent).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -295,10 +291,10 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
     eprintln!("[sim] scenario `{}` ({}): time scale {}x, run {}", sc.name, sc.description, sc.time_scale, setup.run);
 
     // Tenants, through the tenants topic (as the CLI and the operator publish them).
-    let topics = Topics::new(args.topic_prefix.clone());
+    let topics = Topics::new(args.stack.topic_prefix.clone());
     let manifests: Vec<String> =
         sc.tenants.iter().map(|t| scenario_tenant_yaml(&setup.tenant_id(&t.id), sc, t)).collect();
-    publish_tenants(&args.brokers, &topics, &manifests).await?;
+    publish_tenants(&args.stack.brokers, &topics, &manifests).await?;
     let mut reports = ReportingServiceClient::new(reporting);
     let deadline = Instant::now() + Duration::from_secs(60);
     for t in &sc.tenants {
