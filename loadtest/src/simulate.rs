@@ -630,6 +630,9 @@ async fn agent_loop(
             _ => {}
         }
     }
+    // The stream ended or failed while the run still needed this agent: the floor is one
+    // agent short from here, which the results must show.
+    *lock(&shared).errors.entry("StreamAgentEvents: ended".to_owned()).or_default() += 1;
 }
 
 /// When an offer arrived and how long the agent thinks (simulated), talks and wraps up.
