@@ -41,3 +41,10 @@ pub mod reporting {
         tonic::include_proto!("centralita.reporting.v1");
     }
 }
+
+pub mod crm {
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("centralita.crm.v1");
+    }
+}

@@ -1,4 +1,6 @@
-//! The `crm` service. It owns: Customer profiles, identity resolution across channels, interaction timeline, consent and do-not-contact, notes and dispositions, GDPR export and erase.
+//! The `crm` service. It owns: customer profiles, identity resolution across channels,
+//! interaction timeline, value tier, consent and do-not-contact, notes and answers, GDPR
+//! export and erase.
 //!
 //! Hot state: none. Durable state: PostgreSQL (schema `crm`, row-level security per tenant).
 //!
@@ -6,22 +8,40 @@
 //! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
 //! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
 //!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
-//!
-//! What is served today is the platform part: gRPC health and reflection, the tenant
-//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
-//! consumed, the admin port, and readiness of the dependencies below.
+//! - [`store`]: the schema and every query, one transaction per call with the tenant set for
+//!   row-level security.
+//! - [`events`]: the contacts topic folded into interactions, each event once.
+//! - [`api`]: the gRPC service `centralita.crm.v1.CustomerService`.
+//! - [`relay`]: publishes the events the API queued in the outbox table (erasures), so an
+//!   accepted erasure is announced even if the broker is down at that moment.
 
+pub mod api;
+pub mod events;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::config::{PostgresConfig, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
+use centralita_proto::crm::v1::customer_service_server::CustomerServiceServer;
+use deadpool_postgres::Pool;
+use tokio::sync::{watch, Notify};
+use tonic::service::interceptor::InterceptedService;
 
 pub const SERVICE: &str = "crm";
 
-/// The `crm` schema. Version 1 installs the row-level-security helper every tenant-owned
-/// table's policy uses; the service's own tables follow as new versions.
-pub const MIGRATIONS: Migrations =
-    Migrations { schema: "crm", steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }] };
+/// The `crm` schema.
+pub const MIGRATIONS: Migrations = Migrations {
+    schema: "crm",
+    steps: &[
+        Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
+        Migration { version: 2, name: "customers", sql: store::CUSTOMERS_SQL },
+    ],
+};
 
 /// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
 pub type Config = ServiceArgs<PostgresConfig>;
@@ -29,10 +49,70 @@ pub type Config = ServiceArgs<PostgresConfig>;
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let topics = [runtime.topics.contacts()];
+    let topics = [runtime.topics.contacts(), runtime.topics.customers()];
     runtime.with_topics(&topics);
-    let _db = runtime.postgres(&config.service, MIGRATIONS)?;
-    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+    let pool = runtime.postgres(&config.service, MIGRATIONS)?;
+    let (applied_tx, applied) = watch::channel(0u64);
+    let prefix = &config.common.kafka.topic_prefix;
+    let consumer = events::consumer(
+        &config.common.kafka.brokers,
+        format!("{prefix}crm.contacts"),
+        runtime.topics.contacts(),
+        config.common.kafka.group_instance_id.clone(),
+        events::ContactEvents { pool: pool.clone(), applied: Arc::new(applied_tx) },
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = consumer.run(sd).await {
+            tracing::error!(error = %e, "contact event consumer stopped");
+        }
+    });
+    let outbox = Arc::new(Notify::new());
+    let producer = Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?;
+    runtime.spawn(relay(pool.clone(), producer, runtime.topics.clone(), outbox.clone(), runtime.shutdown.clone()));
+    runtime.with_health_name("centralita.crm.v1.CustomerService");
+    let api = api::Api { pool, applied, outbox };
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(InterceptedService::new(CustomerServiceServer::new(api), runtime.authenticator.clone()));
+    runtime.serve(listeners, routes).await
+}
+
+/// Publishes what the outbox holds, oldest first, deleting each entry once the broker has
+/// acknowledged it (at least once: consumers dedupe on the event id, kept in the envelope).
+/// Runs when woken and every second.
+pub async fn relay(pool: Pool, producer: Producer, topics: Topics, wake: Arc<Notify>, shutdown: Shutdown) {
+    loop {
+        match relay_once(&pool, &producer, &topics).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox relay failed; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One pass of the relay; how many events went out.
+pub async fn relay_once(
+    pool: &Pool,
+    producer: &Producer,
+    topics: &Topics,
+) -> Result<usize, centralita_platform::Error> {
+    let pending = store::pending(pool, 100).await?;
+    for o in &pending {
+        match Event::decode(&o.envelope) {
+            Ok(event) => {
+                producer.publish(&topics.name(&o.topic_base), &o.key, &event).await?;
+            }
+            Err(e) => tracing::error!(error = %e, seq = o.seq, "dropping an outbox entry that does not decode"),
+        }
+        store::published(pool, &o.tenant, o.seq).await?;
+    }
+    Ok(pending.len())
 }
 
 #[cfg(test)]

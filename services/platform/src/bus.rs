@@ -65,6 +65,10 @@ impl Topics {
     pub fn usage(&self) -> String {
         self.name("usage")
     }
+    /// Customer lifecycle events of the CRM (erasures), keyed by customer id.
+    pub fn customers(&self) -> String {
+        self.name("customers")
+    }
     pub fn name(&self, base: &str) -> String {
         format!("{}{base}", self.prefix)
     }
@@ -157,6 +161,10 @@ impl EventPayload for centralita_proto::sessions::v1::ContactEvent {
 
 impl EventPayload for centralita_proto::reporting::v1::UsageRecord {
     const TYPE: &'static str = "centralita.reporting.v1.UsageRecord";
+}
+
+impl EventPayload for centralita_proto::crm::v1::CustomerErased {
+    const TYPE: &'static str = "centralita.crm.v1.CustomerErased";
 }
 
 impl EventPayload for centralita_proto::sessions::v1::AgentEvent {

@@ -19,6 +19,7 @@
 //! - [`admin`]: the admin HTTP port (`/livez`, `/readyz`, `/metrics`).
 //! - [`shutdown`]: the one shutdown sequence; [`server`]: the runtime that ties all of it
 //!   together for a service (`Runtime::serve`).
+//! - [`identity`]: customer identities (phone, email, chat, social) and their normal form.
 //! - [`tenancy_api`]: the `centralita.tenancy.v1.TenantService` every service serves.
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod metrics;
 pub mod queue;
 pub mod registry;

@@ -585,11 +585,11 @@ fn weekday_to_pb(d: Weekday) -> pb::DayOfWeek {
     }
 }
 
-pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
-pub(crate) fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
 }
 

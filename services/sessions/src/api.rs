@@ -153,6 +153,37 @@ impl Api {
     }
 }
 
+/// Most customer identities one contact carries.
+const MAX_CONTACT_IDENTITIES: usize = 10;
+
+/// The contact's customer identities in normal form (E.164 phones, lower-case emails, …),
+/// duplicates dropped; a malformed one is refused with its field.
+fn normal_identities(
+    raw: &[centralita_proto::crm::v1::Identity],
+) -> Result<Vec<centralita_proto::crm::v1::Identity>, Error> {
+    if raw.len() > MAX_CONTACT_IDENTITIES {
+        return Err(Error::invalid("contact.customer_identities", format!("at most {MAX_CONTACT_IDENTITIES}")));
+    }
+    let mut out: Vec<centralita_proto::crm::v1::Identity> = Vec::with_capacity(raw.len());
+    let mut v = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        match centralita_platform::identity::Identity::parse(r, "") {
+            Ok(id) => {
+                let pb = id.to_pb();
+                if !out.contains(&pb) {
+                    out.push(pb);
+                }
+            }
+            Err(e) => v.push(FieldViolation::new(format!("contact.customer_identities[{i}]"), e)),
+        }
+    }
+    if v.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::InvalidArgument(v))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::contact_service_server::ContactService for Api {
     #[tracing::instrument(skip_all, fields(tenant, contact))]
@@ -163,6 +194,7 @@ impl pb::contact_service_server::ContactService for Api {
         let req = request.into_inner();
         let input = req.contact.ok_or_else(|| Error::invalid("contact", "is required"))?;
         self.validate_new(&tenant, &input)?;
+        let customer_identities = normal_identities(&input.customer_identities)?;
         // Outside business hours live channels are turned away (the IVR or chat widget tells
         // the customer); email, SMS, social and tasks queue and wait for the agents.
         let live =
@@ -218,6 +250,7 @@ impl pb::contact_service_server::ContactService for Api {
             required_skills: input.required_skills,
             attributes: input.attributes,
             preferred_agent_id: input.preferred_agent_id,
+            customer_identities,
             create_time: ts(now),
             enqueue_time: ts(now),
             ..Default::default()

@@ -12,6 +12,7 @@ use centralita_platform::server::Listeners;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantManifest;
 use centralita_platform::testkit::{self, common, redis, request as req, token, unique, wait_ready};
+use centralita_proto::crm::v1 as crm;
 use centralita_proto::sessions::v1 as pb;
 use centralita_proto::tenancy::v1 as tpb;
 use pb::agent_service_client::AgentServiceClient;
@@ -448,5 +449,63 @@ async fn closed_tenant_turns_live_channels_away_and_queues_email() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.contacts.len(), 1, "only the email was queued");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn customer_identities_are_normalised_or_refused_by_field() {
+    let a = unique("ids-");
+    let p = start(&[&a]).await;
+    let admin = token(Some(&a), Role::TenantAdmin, None);
+    // Customer identities are normalised at creation (E.164, lower-case email); a malformed
+    // one is refused with its field.
+    let ident = |kind: crm::IdentityKind, value: &str| crm::Identity {
+        kind: kind as i32,
+        value: value.into(),
+        network: String::new(),
+    };
+    let with_ids = |ids: Vec<crm::Identity>| pb::Contact {
+        channel: tpb::Channel::Email as i32,
+        queue: "support".into(),
+        customer_identities: ids,
+        ..Default::default()
+    };
+    let e = p
+        .contacts()
+        .create_contact(req(
+            pb::CreateContactRequest {
+                contact: Some(with_ids(vec![
+                    ident(crm::IdentityKind::Phone, "+34 600 1"),
+                    ident(crm::IdentityKind::Email, "no-at-sign"),
+                ])),
+                request_id: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("customer_identities[0]") && e.message().contains("customer_identities[1]"),
+        "{}",
+        e.message()
+    );
+    let c = p
+        .contacts()
+        .create_contact(req(
+            pb::CreateContactRequest {
+                contact: Some(with_ids(vec![
+                    ident(crm::IdentityKind::Phone, "0034 600 111 222"),
+                    ident(crm::IdentityKind::Email, "Ana@Example.COM"),
+                ])),
+                request_id: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let values: Vec<_> = c.customer_identities.iter().map(|i| i.value.as_str()).collect();
+    assert_eq!(values, ["+34600111222", "ana@example.com"]);
     p.stop().await;
 }

@@ -1,0 +1,187 @@
+//! The contacts topic folded into interactions: one row per contact, linked to the
+//! customer its identities resolve to (found or created), with the agent holding it now
+//! (for screen-pop), the agents that handled it, times, disposition and wrap-up notes.
+//!
+//! Each event is applied once: its id is recorded in the transaction that applies it, so a
+//! redelivery or a replay from the start changes nothing. Contacts of an erased customer
+//! are remembered and their events ignored, so a replay cannot bring the customer back.
+
+use std::sync::Arc;
+
+use centralita_platform::bus::{
+    BatchConsumer, BatchHandler, ConsumerSettings, Event, EventPayload, FETCH_WAIT_DEFAULT,
+};
+use centralita_platform::error::Error;
+use centralita_platform::identity::Identity;
+use centralita_platform::metrics::Metrics;
+use centralita_platform::tenant::from_timestamp;
+use centralita_proto::sessions::v1::{self as spb, contact_event::Kind, ContactState};
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::watch;
+
+use crate::store::{self, InteractionRow};
+
+/// Folds contact events into interactions; bumps `applied` after every batch so waiting
+/// screen-pops look again.
+#[derive(Debug)]
+pub struct ContactEvents {
+    pub pool: Pool,
+    pub applied: Arc<watch::Sender<u64>>,
+}
+
+pub fn consumer(
+    brokers: &str,
+    group_id: String,
+    topic: String,
+    group_instance_id: Option<String>,
+    handler: ContactEvents,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<BatchConsumer<ContactEvents>, Error> {
+    BatchConsumer::new(
+        ConsumerSettings {
+            brokers: brokers.into(),
+            group_id,
+            topics: vec![topic],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            group_instance_id,
+        },
+        handler,
+        500,
+        std::time::Duration::from_millis(5),
+        metrics,
+    )
+}
+
+impl BatchHandler for ContactEvents {
+    async fn handle_batch(&mut self, events: &[Event]) -> Result<(), Error> {
+        let mut client = self.pool.get().await?;
+        for e in events {
+            apply(&mut client, e).await?;
+        }
+        self.applied.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match ContactState::try_from(state).unwrap_or(ContactState::Unspecified) {
+        ContactState::Unspecified => "unspecified",
+        ContactState::Queued => "queued",
+        ContactState::Offered => "offered",
+        ContactState::Connected => "connected",
+        ContactState::AfterContactWork => "after_contact_work",
+        ContactState::Closed => "closed",
+        ContactState::Abandoned => "abandoned",
+        ContactState::TimedOut => "timed_out",
+    }
+}
+
+/// `tenants/{tenant}/contacts/{id}` → (tenant, id).
+pub fn parse_contact(name: &str) -> Option<(&str, &str)> {
+    let (tenant, id) = name.strip_prefix("tenants/")?.split_once("/contacts/")?;
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some((tenant, id))
+}
+
+/// Applies one event in its own transaction. A payload that cannot be read is skipped
+/// (logged): retrying it would never succeed. Database errors are returned, and the batch
+/// is retried.
+pub async fn apply(client: &mut Object, event: &Event) -> Result<(), Error> {
+    if event.type_name != spb::ContactEvent::TYPE {
+        return Ok(());
+    }
+    let ce: spb::ContactEvent = match event.payload() {
+        Ok(ce) => ce,
+        Err(e) => {
+            tracing::warn!(error = %e, event_id = %event.id, "skipping unreadable contact event");
+            return Ok(());
+        }
+    };
+    let c = ce.contact.clone().unwrap_or_default();
+    let tenant = event.tenant.as_str();
+    let Some(contact_id) = parse_contact(&c.name).filter(|(t, _)| *t == tenant).map(|(_, id)| id.to_owned()) else {
+        tracing::warn!(event_id = %event.id, contact = %c.name, "skipping contact event for another tenant or without a contact");
+        return Ok(());
+    };
+    let tx = store::begin(client, &event.tenant).await?;
+    if !store::first_application(&tx, tenant, &event.id.to_string()).await?
+        || store::is_erased_contact(&tx, tenant, &contact_id).await?
+    {
+        tx.commit().await?;
+        return Ok(());
+    }
+    let created_at = c.create_time.as_ref().and_then(from_timestamp).unwrap_or(event.occurred_at);
+    let mut row = match store::interaction(&tx, tenant, &contact_id).await? {
+        Some(row) => row,
+        None => InteractionRow {
+            contact_id: contact_id.clone(),
+            customer_id: None,
+            channel: 0,
+            direction: String::new(),
+            queue: String::new(),
+            state: String::new(),
+            holder: String::new(),
+            agents: Vec::new(),
+            created_at,
+            connected_at: None,
+            ended_at: None,
+            disposition: String::new(),
+            wrap_up_notes: String::new(),
+        },
+    };
+    if row.customer_id.is_none() && !c.customer_identities.is_empty() {
+        let ids: Vec<Identity> = c
+            .customer_identities
+            .iter()
+            .filter_map(|i| match Identity::parse(i, "") {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::warn!(error = %e, contact = %contact_id, "ignoring a malformed identity on a contact event");
+                    None
+                }
+            })
+            .collect();
+        if !ids.is_empty() {
+            row.customer_id = Some(store::resolve(&tx, tenant, &ids, "").await?.root);
+        }
+    }
+    fold(&mut row, &ce, &c);
+    store::write_interaction(&tx, tenant, &row).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The interaction after one event (pure).
+pub fn fold(row: &mut InteractionRow, e: &spb::ContactEvent, c: &spb::Contact) {
+    row.channel = i16::try_from(c.channel).unwrap_or(0);
+    row.direction = match spb::Direction::try_from(c.direction).unwrap_or(spb::Direction::Unspecified) {
+        spb::Direction::Outbound => "outbound",
+        _ => "inbound",
+    }
+    .into();
+    row.queue.clone_from(&c.queue);
+    row.state = state_name(c.state).into();
+    let holds = matches!(
+        ContactState::try_from(c.state),
+        Ok(ContactState::Offered | ContactState::Connected | ContactState::AfterContactWork)
+    );
+    row.holder = if holds { c.agent_id.clone() } else { String::new() };
+    if Kind::try_from(e.kind) == Ok(Kind::Accepted) {
+        let agent = if e.agent_id.is_empty() { &c.agent_id } else { &e.agent_id };
+        if !agent.is_empty() && row.agents.last() != Some(agent) {
+            row.agents.push(agent.clone());
+        }
+    }
+    if row.connected_at.is_none() {
+        row.connected_at = c.connect_time.as_ref().and_then(from_timestamp);
+    }
+    if let Some(t) = c.end_time.as_ref().and_then(from_timestamp) {
+        row.ended_at = Some(t);
+    }
+    if !c.disposition.is_empty() {
+        row.disposition.clone_from(&c.disposition);
+    }
+    if Kind::try_from(e.kind) == Ok(Kind::WrappedUp) && !e.notes.is_empty() {
+        row.wrap_up_notes.clone_from(&e.notes);
+    }
+}
