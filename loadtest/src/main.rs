@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod crm;
 mod kafka;
 mod reporting;
 mod scenario;
@@ -52,6 +53,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Raw produce and consume rate of the Kafka-protocol broker with the platform's client.
     Kafka(kafka::KafkaArgs),
+    /// Profile lookups per second and screen-pop latency of the CRM service.
+    Crm(crm::CrmArgs),
 }
 
 /// Where the services under test publish and who may call them: every subcommand's.
@@ -105,6 +108,10 @@ async fn main() -> anyhow::Result<()> {
             reporting::run(args, auth).await
         }
         Command::Kafka(args) => kafka::run(args).await,
+        Command::Crm(args) => {
+            let auth = Auth::from_file(&args.stack.private_key_file)?;
+            crm::run(args, auth).await
+        }
         Command::Simulate(args) => {
             let auth = Auth::from_file(&args.stack.private_key_file)?;
             simulate::run(args, auth).await
