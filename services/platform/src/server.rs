@@ -23,6 +23,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt as _;
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
@@ -388,7 +389,7 @@ impl Runtime {
         let grpc = tonic::transport::Server::builder()
             .trace_fn(crate::telemetry::grpc_span)
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+            .serve_with_incoming_shutdown(no_delay(listeners.grpc), async move {
                 shutdown.wait().await;
                 readiness.set_shutting_down();
                 tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
@@ -416,6 +417,19 @@ impl Runtime {
         tracing::info!("stopped");
         served.map_err(Into::into)
     }
+}
+
+/// Accepted gRPC connections with Nagle's algorithm off. A gRPC response is several small
+/// writes (headers, data, trailers); with Nagle on, the later ones wait for the client's
+/// delayed ACK, which adds up to 40 ms to a call or a streamed message.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Checks every service's configuration the same way (called from each service's tests):
