@@ -185,3 +185,75 @@ pub fn fold(row: &mut InteractionRow, e: &spb::ContactEvent, c: &spb::Contact) {
         row.wrap_up_notes.clone_from(&e.notes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> InteractionRow {
+        InteractionRow {
+            contact_id: "c1".into(),
+            customer_id: None,
+            channel: 0,
+            direction: String::new(),
+            queue: String::new(),
+            state: String::new(),
+            holder: String::new(),
+            agents: Vec::new(),
+            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            connected_at: None,
+            ended_at: None,
+            disposition: String::new(),
+            wrap_up_notes: String::new(),
+        }
+    }
+
+    fn step(r: &mut InteractionRow, kind: Kind, state: ContactState, agent: &str, notes: &str) {
+        let c = spb::Contact {
+            queue: "support".into(),
+            channel: 1,
+            state: state as i32,
+            agent_id: agent.into(),
+            connect_time: (state == ContactState::Connected).then(|| prost_types::Timestamp { seconds: 10, nanos: 0 }),
+            disposition: if kind == Kind::WrappedUp { "resolved".into() } else { String::new() },
+            ..Default::default()
+        };
+        let e = spb::ContactEvent {
+            kind: kind as i32,
+            contact: Some(c.clone()),
+            agent_id: agent.into(),
+            notes: notes.into(),
+            ..Default::default()
+        };
+        fold(r, &e, &c);
+    }
+
+    #[test]
+    fn the_holder_is_the_agent_while_offered_connected_or_wrapping_up() {
+        let mut r = row();
+        step(&mut r, Kind::Queued, ContactState::Queued, "", "");
+        assert_eq!((r.state.as_str(), r.holder.as_str()), ("queued", ""));
+        step(&mut r, Kind::Offered, ContactState::Offered, "a1", "");
+        assert_eq!(r.holder, "a1");
+        step(&mut r, Kind::NotAnswered, ContactState::Queued, "a1", "");
+        assert_eq!(r.holder, "", "a RONA'd offer is no longer held");
+        step(&mut r, Kind::Offered, ContactState::Offered, "a2", "");
+        step(&mut r, Kind::Accepted, ContactState::Connected, "a2", "");
+        step(&mut r, Kind::Ended, ContactState::AfterContactWork, "a2", "");
+        assert_eq!((r.holder.as_str(), r.agents.clone()), ("a2", vec!["a2".to_owned()]));
+        step(&mut r, Kind::WrappedUp, ContactState::Closed, "a2", "called back");
+        assert_eq!(
+            (r.state.as_str(), r.holder.as_str(), r.disposition.as_str(), r.wrap_up_notes.as_str()),
+            ("closed", "", "resolved", "called back")
+        );
+        assert_eq!(r.connected_at.map(|t| t.timestamp()), Some(10));
+    }
+
+    #[test]
+    fn contact_names_carry_their_tenant() {
+        assert_eq!(parse_contact("tenants/acme/contacts/0190-ab"), Some(("acme", "0190-ab")));
+        for bad in ["contacts/x", "tenants/acme/contacts/", "tenants/acme/contacts/a/b", "tenants/acme/x/y"] {
+            assert_eq!(parse_contact(bad), None, "{bad}");
+        }
+    }
+}

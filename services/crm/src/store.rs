@@ -981,3 +981,49 @@ pub async fn published(pool: &Pool, tenant: &str, seq: i64) -> Result<(), Error>
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(id: &str, secs: i64) -> CustomerRow {
+        let at = DateTime::from_timestamp(secs, 0).unwrap_or_default();
+        CustomerRow {
+            id: id.into(),
+            display_name: String::new(),
+            preferred_language: String::new(),
+            value_tier: 1,
+            attributes: BTreeMap::new(),
+            tags: Vec::new(),
+            do_not_contact: false,
+            do_not_contact_reason: String::new(),
+            merged_into: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn a_merged_view_keeps_the_roots_values_and_fills_gaps_from_the_family() {
+        let mut root = profile("r", 10);
+        root.attributes.insert("plan".into(), "basic".into());
+        root.tags = vec!["loyal".into()];
+        let mut old = profile("o", 5);
+        old.display_name = "Ana".into();
+        old.attributes.insert("plan".into(), "gold".into());
+        old.attributes.insert("city".into(), "Madrid".into());
+        old.tags = vec!["web".into(), "loyal".into()];
+        old.value_tier = 2;
+        old.do_not_contact = true;
+        old.do_not_contact_reason = "asked".into();
+        old.merged_into = Some("r".into());
+        let v = View { root: root.clone(), family: vec![old, root], identities: Vec::new() };
+        let m = v.merged();
+        assert_eq!(m.id, "r");
+        assert_eq!(m.display_name, "Ana");
+        assert_eq!(m.attributes.get("plan").map(String::as_str), Some("basic"));
+        assert_eq!(m.attributes.get("city").map(String::as_str), Some("Madrid"));
+        assert_eq!(m.tags, vec!["loyal".to_owned(), "web".to_owned()]);
+        assert_eq!((m.value_tier, m.do_not_contact, m.do_not_contact_reason.as_str()), (2, true, "asked"));
+    }
+}
