@@ -214,7 +214,8 @@ mod tests {
             channel: 1,
             state: state as i32,
             agent_id: agent.into(),
-            connect_time: (state == ContactState::Connected).then(|| prost_types::Timestamp { seconds: 10, nanos: 0 }),
+            connect_time: (state == ContactState::Connected)
+                .then_some(prost_types::Timestamp { seconds: 10, nanos: 0 }),
             disposition: if kind == Kind::WrappedUp { "resolved".into() } else { String::new() },
             ..Default::default()
         };
