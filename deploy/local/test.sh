@@ -23,7 +23,9 @@ cargo test --workspace --all-targets --locked
 echo "== end-to-end (service binaries, grpcio, kafka-python, the CLI)" >&2
 export CENTRALITA_RUN_NAME=e2e
 export CENTRALITA_KAFKA_TOPIC_PREFIX="e2e-$(date +%s)-$$."
-export CENTRALITA_GRPC_BASE=51051 CENTRALITA_ADMIN_BASE=9201
+# Below the kernel's ephemeral range (32768-60999): a port in it can be taken at any moment
+# by an outgoing connection's local end, and the service then fails to bind.
+export CENTRALITA_GRPC_BASE=31051 CENTRALITA_ADMIN_BASE=9201
 export CENTRALITA_JWT_PRIVATE_KEY_FILE="$repo_root/deploy/local/dev-keys/jwt-ed25519.key"
 export CENTRALITA_E2E_LOGS="$CENTRALITA_DATA/logs/e2e"
 rm -rf "$CENTRALITA_E2E_LOGS"
