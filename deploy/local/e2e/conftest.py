@@ -47,6 +47,11 @@ def mint(*args, key=DEV_KEY):
     return cli("token", "mint", "--private-key-file", str(key), *args).stdout.strip()
 
 
+def auth(token):
+    """gRPC call metadata carrying a bearer token."""
+    return (("authorization", f"Bearer {token}"),)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,7 +33,7 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from conftest import BIN, BROKERS, DEV_PUB, LOGS, cli, free_port, http_get, mint, wait_for
+from conftest import BIN, BROKERS, DEV_PUB, LOGS, auth, cli, free_port, http_get, mint, wait_for
 
 # Traffic.
 CONTACTS = 150
@@ -221,7 +221,7 @@ class Harness:
         any other status, or when the service stays away longer than `patience`.
         """
         end = time.monotonic() + patience
-        md = (("authorization", f"Bearer {token}"),)
+        md = auth(token)
         while True:
             try:
                 return method(request, metadata=md, timeout=5), None
@@ -281,7 +281,7 @@ class Agent:
         while not h.stopping.is_set():
             try:
                 self.call = h.agents.StreamAgentEvents(
-                    s.StreamAgentEventsRequest(name=self.name), metadata=(("authorization", f"Bearer {self.token}"),))
+                    s.StreamAgentEventsRequest(name=self.name), metadata=auth(self.token))
                 if h.stopping.is_set():
                     self.call.cancel()
                     return

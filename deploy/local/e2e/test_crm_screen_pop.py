@@ -14,7 +14,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import cli, endpoints, mint, wait_for
+from conftest import auth, cli, endpoints, mint, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,6 @@ def m(pb):
         t = pb.tenancy
 
     return M
-
-
-def auth(token):
-    return (("authorization", f"Bearer {token}"),)
 
 
 def tenant_yaml(tenant):

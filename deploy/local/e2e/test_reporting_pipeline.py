@@ -13,7 +13,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import cli, endpoints, mint, wait_for
+from conftest import auth, cli, endpoints, mint, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,6 @@ def rp(pb):
         t = pb.tenancy
 
     return M
-
-
-def auth(token):
-    return (("authorization", f"Bearer {token}"),)
 
 
 def tenant_yaml(tenant):

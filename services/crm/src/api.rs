@@ -9,7 +9,7 @@ use centralita_platform::auth::{caller, Caller, Role};
 use centralita_platform::bus::Event;
 use centralita_platform::error::{Error, FieldViolation, Reason};
 use centralita_platform::identity::{self, Identity, MAX_IDENTITIES};
-use centralita_platform::tenant::{from_timestamp, timestamp, TenantId};
+use centralita_platform::tenant::{contact_name, from_timestamp, parse_contact_name, timestamp, TenantId};
 use centralita_proto::crm::v1::{self as pb, customer_service_server::CustomerService};
 use centralita_proto::tenancy::v1::Channel;
 use chrono::{DateTime, Utc};
@@ -18,7 +18,6 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
 
-use crate::events::parse_contact;
 use crate::store::{self, AnswerRow, ConsentRow, InteractionRow, MergeRow, NoteRow, View};
 
 type R<T> = Result<Response<T>, Status>;
@@ -180,10 +179,6 @@ pub fn customer_pb(v: &View) -> pb::Customer {
     }
 }
 
-fn contact_name(tenant: &str, id: &str) -> String {
-    format!("tenants/{tenant}/contacts/{id}")
-}
-
 pub fn interaction_pb(tenant: &str, i: &InteractionRow) -> pb::Interaction {
     pb::Interaction {
         contact: contact_name(tenant, &i.contact_id),
@@ -272,13 +267,11 @@ impl Api {
             reason: Reason::WrongTenant,
             message: "only the agent holding this contact may do that".into(),
         };
+        let (tenant, id) = parse_contact_name("contact", contact)?;
         let agent = match (&caller.agent_id, caller.has_role(Role::Agent)) {
             (Some(a), true) => a.clone(),
             _ => return Err(denied()),
         };
-        let (t, id) = parse_contact(contact)
-            .ok_or_else(|| Error::invalid("contact", "must be `tenants/{tenant}/contacts/{id}`"))?;
-        let tenant = TenantId::parse(t).map_err(|_| Error::invalid("contact", "names no valid tenant"))?;
         if caller.tenant.as_ref().is_some_and(|own| *own != tenant) {
             return Err(denied());
         }
@@ -288,7 +281,7 @@ impl Api {
             applied.borrow_and_update();
             let mut client = self.client().await?;
             let tx = store::begin(&mut client, &tenant).await?;
-            let row = store::interaction(&tx, tenant.as_str(), id).await?;
+            let row = store::interaction(&tx, tenant.as_str(), &id).await?;
             tx.commit().await?;
             if let Some(row) = row.filter(|r| r.holder == agent) {
                 return Ok((tenant, row));
@@ -330,11 +323,8 @@ impl Api {
         }
         let tenant = tenant_for(caller, STAFF)?;
         let id = customer_id(customer, "customer")?;
-        if !contact.is_empty() {
-            match parse_contact(contact) {
-                Some((t, _)) if t == tenant.as_str() => {}
-                _ => return Err(Error::invalid("contact", "must be `tenants/{tenant}/contacts/{id}` of your tenant")),
-            }
+        if !contact.is_empty() && parse_contact_name("contact", contact)?.0 != tenant {
+            return Err(Error::invalid("contact", "is a contact of another tenant"));
         }
         Ok((tenant, id, contact.to_owned()))
     }
@@ -799,9 +789,6 @@ impl CustomerService for Api {
             n @ 1..=50 => i64::from(n),
             _ => return Err(Error::invalid("interaction_count", "must be 1 to 50").into()),
         };
-        if parse_contact(&req.contact).is_none() {
-            return Err(Error::invalid("contact", "must be `tenants/{tenant}/contacts/{id}`").into());
-        }
         let (tenant, row) = self.held(&caller, &req.contact).await?;
         let t = tenant.as_str();
         let mut pop = pb::ScreenPop { contact: Some(interaction_pb(t, &row)), ..Default::default() };

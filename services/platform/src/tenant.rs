@@ -735,6 +735,23 @@ impl TryFrom<pb::Tenant> for Tenant {
     }
 }
 
+/// The resource name of a contact: `tenants/{tenant}/contacts/{id}`.
+pub fn contact_name(tenant: &str, id: &str) -> String {
+    format!("tenants/{tenant}/contacts/{id}")
+}
+
+/// A contact's resource name into its tenant and id; `field` names it in the error.
+pub fn parse_contact_name(field: &str, name: &str) -> Result<(TenantId, String), Error> {
+    let bad = || Error::invalid(field, "must be `tenants/{tenant}/contacts/{contact}`");
+    let rest = name.strip_prefix("tenants/").ok_or_else(bad)?;
+    let (tenant, id) = rest.split_once("/contacts/").ok_or_else(bad)?;
+    let tenant = TenantId::parse(tenant).map_err(|_| bad())?;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(bad());
+    }
+    Ok((tenant, id.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -928,6 +945,22 @@ spec:
                 proptest::prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
                 proptest::prop_assert_eq!(TenantId::from_resource_name(&id.resource_name()), Ok(id.clone()));
             }
+        }
+    }
+
+    #[test]
+    fn contact_names_carry_their_tenant() {
+        let (t, id) = parse_contact_name("contact", &contact_name("acme", "0190-ab")).expect("a contact name");
+        assert_eq!((t.as_str(), id.as_str()), ("acme", "0190-ab"));
+        for bad in [
+            "contacts/x",
+            "tenants/acme/contacts/",
+            "tenants/acme/contacts/a/b",
+            "tenants/acme/x/y",
+            "tenants/A B/contacts/x",
+        ] {
+            let e = parse_contact_name("contact", bad).unwrap_err();
+            assert!(e.to_string().contains("contact:"), "{bad}: {e}");
         }
     }
 }

@@ -12,7 +12,8 @@ use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::error::Error;
 use centralita_platform::queue::NOT_RESPONDING;
 use centralita_platform::registry::TenantRegistry;
-use centralita_platform::tenant::TenantId;
+pub use centralita_platform::tenant::contact_name;
+use centralita_platform::tenant::{self, TenantId};
 use centralita_proto::sessions::v1::{
     self as pb, agent_stream_event::Event as Notify, contact_event::Kind, outbox_effect::Effect as Fx, ContactState,
 };
@@ -64,20 +65,9 @@ pub fn ts(ms: i64) -> Option<Timestamp> {
     Some(wire::millis_to_pb(ms))
 }
 
-pub fn contact_name(tenant: &str, id: &str) -> String {
-    format!("tenants/{tenant}/contacts/{id}")
-}
-
-/// `tenants/{tenant}/contacts/{id}` into its parts.
+/// `tenants/{tenant}/contacts/{id}` into its parts (the request field is `name`).
 pub fn parse_contact_name(name: &str) -> Result<(TenantId, String), Error> {
-    let bad = || Error::invalid("name", "must be `tenants/{tenant}/contacts/{contact}`");
-    let rest = name.strip_prefix("tenants/").ok_or_else(bad)?;
-    let (tenant, id) = rest.split_once("/contacts/").ok_or_else(bad)?;
-    let tenant = TenantId::parse(tenant).map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(bad());
-    }
-    Ok((tenant, id.to_owned()))
+    tenant::parse_contact_name("name", name)
 }
 
 pub fn contact_id(c: &pb::Contact) -> &str {
