@@ -295,28 +295,33 @@ pub async fn view(tx: &Transaction<'_>, tenant: &str, id: &str) -> Result<Option
     Ok(Some(View { root: root_row, family, identities }))
 }
 
-/// The root profiles (oldest first) carrying any of `ids`: one query that follows each
-/// matching profile up its `merged_into` chain.
+/// The root profiles (oldest first) carrying any of `ids`.
 pub async fn roots_with(tx: &Transaction<'_>, tenant: &str, ids: &[Identity]) -> Result<Vec<String>, Error> {
     let kinds: Vec<i16> = ids.iter().map(|i| i.kind.code()).collect();
     let values: Vec<&str> = ids.iter().map(|i| i.value.as_str()).collect();
     let rows = tx
         .query(
-            "WITH RECURSIVE up AS (
-                 SELECT c.id, c.merged_into, c.created_at, 0 AS depth FROM customers c
-                 WHERE c.tenant = $1 AND c.id IN (
-                     SELECT i.customer_id FROM identities i
-                     JOIN unnest($2::smallint[], $3::text[]) AS q(kind, value)
-                         ON i.kind = q.kind AND i.value = q.value
-                     WHERE i.tenant = $1)
-                 UNION ALL
-                 SELECT c.id, c.merged_into, c.created_at, up.depth + 1 FROM customers c
-                 JOIN up ON c.tenant = $1 AND c.id = up.merged_into WHERE up.depth < 1000)
-             SELECT DISTINCT id, created_at FROM up WHERE merged_into IS NULL ORDER BY created_at, id",
+            "SELECT DISTINCT i.customer_id FROM identities i
+             JOIN unnest($2::smallint[], $3::text[]) AS q(kind, value) ON i.kind = q.kind AND i.value = q.value
+             WHERE i.tenant = $1",
             &[&tenant, &kinds, &values],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let mut roots: Vec<(DateTime<Utc>, String)> = Vec::new();
+    for r in rows {
+        let id: String = r.get(0);
+        if let Some(root) = root_of(tx, tenant, &id).await? {
+            if !roots.iter().any(|(_, r)| *r == root) {
+                let created: DateTime<Utc> = tx
+                    .query_one("SELECT created_at FROM customers WHERE tenant = $1 AND id = $2", &[&tenant, &root])
+                    .await?
+                    .get(0);
+                roots.push((created, root));
+            }
+        }
+    }
+    roots.sort();
+    Ok(roots.into_iter().map(|(_, id)| id).collect())
 }
 
 /// Serialises resolutions of the same identities (two first contacts from one new number
