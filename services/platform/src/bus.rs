@@ -256,7 +256,7 @@ impl Producer {
         let inner: FutureProducer = client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", "1")
             .set("message.timeout.ms", "30000")
             .create()?;
         Ok(Self { inner, metrics })
@@ -399,7 +399,7 @@ pub struct ConsumerSettings {
 }
 
 /// Fetch wait of consumers whose latency a customer feels (routing decisions).
-pub const FETCH_WAIT_LOW_LATENCY: Duration = Duration::from_millis(5);
+pub const FETCH_WAIT_LOW_LATENCY: Duration = Duration::from_millis(2);
 /// Fetch wait of everything else: fewer idle fetches.
 pub const FETCH_WAIT_DEFAULT: Duration = Duration::from_millis(100);
 

@@ -861,7 +861,7 @@ impl pb::agent_service_server::AgentService for Api {
         let id = agent_id_from_name(&request.get_ref().name)?;
         authorize_agent(&caller, &id)?;
         // Subscribe before reading the current state, so nothing falls in between.
-        let notices = self.engine.notices.subscribe();
+        let notices = self.engine.notices.subscribe(&id);
         let (_, agent) = self
             .engine
             .store
@@ -878,16 +878,15 @@ impl pb::agent_service_server::AgentService for Api {
                 }
             }
         }
-        Ok(Response::new(agent_stream(initial, id, notices)))
+        Ok(Response::new(agent_stream(initial, notices)))
     }
 }
 
-/// The initial events, then every notice for `agent` (a lagging subscriber is told to
+/// The initial events, then every notice of the agent (a lagging subscriber is told to
 /// reconnect, which replays the current state).
 fn agent_stream(
     initial: Vec<pb::AgentStreamEvent>,
-    agent: String,
-    mut notices: tokio::sync::broadcast::Receiver<crate::engine::Notice>,
+    mut notices: tokio::sync::broadcast::Receiver<pb::AgentStreamEvent>,
 ) -> AgentStream {
     use tokio::sync::broadcast::error::RecvError;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -899,12 +898,11 @@ fn agent_stream(
         }
         loop {
             match notices.recv().await {
-                Ok((a, e)) if a == agent => {
+                Ok(e) => {
                     if tx.send(Ok(e)).await.is_err() {
                         return;
                     }
                 }
-                Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
                     let _ = tx.send(Err(Status::aborted("the stream fell behind; reconnect to resume"))).await;
                     return;

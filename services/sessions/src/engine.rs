@@ -6,7 +6,8 @@
 //! replica finishes them ([`Engine::sweep_outboxes`]). Effects are idempotent or deduped
 //! downstream (events keep their id), so doing one twice is harmless.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::error::Error;
@@ -30,8 +31,54 @@ use crate::store::{self, Outbox, Store};
 /// queue whose agents may overlap must be in the same pool.
 pub const POOL: &str = "pool-default";
 
-/// A notification for the agent streams: (agent id, event).
-pub type Notice = (String, pb::AgentStreamEvent);
+/// The agent streams open on this replica, one channel per agent: a notice wakes only the
+/// streams of the agent it is for (one channel for all woke every stream for every notice,
+/// which made each contact cost O(signed-in agents) in clones and wake-ups).
+#[derive(Clone, Default)]
+pub struct Notices {
+    agents: Arc<Mutex<HashMap<String, broadcast::Sender<pb::AgentStreamEvent>>>>,
+}
+
+impl std::fmt::Debug for Notices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notices").field("agents", &self.len()).finish()
+    }
+}
+
+/// Notices an agent stream may fall behind by before it is told to reconnect.
+const NOTICE_BACKLOG: usize = 256;
+
+impl Notices {
+    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<pb::AgentStreamEvent>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Receives every later notice for `agent`.
+    pub fn subscribe(&self, agent: &str) -> broadcast::Receiver<pb::AgentStreamEvent> {
+        self.agents().entry(agent.to_owned()).or_insert_with(|| broadcast::channel(NOTICE_BACKLOG).0).subscribe()
+    }
+
+    /// Hands `event` to the agent's open streams on this replica, if any.
+    pub fn send(&self, agent: &str, event: pb::AgentStreamEvent) {
+        let mut agents = self.agents();
+        if let Some(tx) = agents.get(agent) {
+            if tx.send(event).is_err() {
+                // Every stream of the agent has ended.
+                agents.remove(agent);
+            }
+        }
+    }
+
+    /// Agents with a channel (streams open, or ended since their last notice).
+    pub fn len(&self) -> usize {
+        self.agents().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 #[derive(Clone)]
 pub struct Engine {
@@ -39,7 +86,7 @@ pub struct Engine {
     pub producer: Arc<Producer>,
     pub registry: TenantRegistry,
     pub topics: Topics,
-    pub notices: broadcast::Sender<Notice>,
+    pub notices: Notices,
     /// Redis pub/sub channel of agent notifications.
     pub redis_channel: String,
     /// Sorted set of timers (offer expiry, end of after-contact work).
@@ -570,5 +617,37 @@ impl Engine {
             }),
             excluded,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use centralita_proto::sessions::v1::agent_stream_event::Event as Notify;
+
+    fn notice(agent: &str) -> pb::AgentStreamEvent {
+        pb::AgentStreamEvent {
+            event: Some(Notify::Agent(pb::Agent { name: format!("agents/{agent}"), ..Default::default() })),
+        }
+    }
+
+    #[test]
+    fn a_notice_reaches_only_its_agents_streams() {
+        let notices = Notices::default();
+        let mut a1 = notices.subscribe("a");
+        let mut a2 = notices.subscribe("a");
+        let mut b = notices.subscribe("b");
+        notices.send("a", notice("a"));
+        notices.send("nobody", notice("nobody"));
+        assert_eq!(a1.try_recv().unwrap(), notice("a"));
+        assert_eq!(a2.try_recv().unwrap(), notice("a"));
+        assert!(b.try_recv().is_err(), "b's stream must not see a's notice");
+        assert_eq!(notices.len(), 2, "no channel is made for an agent without a stream");
+        // Once every stream of an agent has ended, its next notice drops the channel.
+        drop((a1, a2));
+        notices.send("a", notice("a"));
+        assert_eq!(notices.len(), 1);
+        notices.send("b", notice("b"));
+        assert_eq!(b.try_recv().unwrap(), notice("b"));
     }
 }

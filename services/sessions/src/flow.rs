@@ -332,7 +332,7 @@ pub async fn fan_out(engine: Engine, redis_url: String, shutdown: Shutdown) {
                         let Some(split) = payload.iter().position(|b| *b == b'\n') else { continue };
                         let agent = String::from_utf8_lossy(&payload[..split]).into_owned();
                         if let Ok(event) = <pb::AgentStreamEvent as prost::Message>::decode(&payload[split + 1..]) {
-                            let _ = engine.notices.send((agent, event));
+                            engine.notices.send(&agent, event);
                         }
                     }
                 }

@@ -49,13 +49,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let redis = runtime.redis(&config.service);
     let producer = Arc::new(Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?);
     let prefix = &config.common.kafka.topic_prefix;
-    let (notices, _) = tokio::sync::broadcast::channel(4096);
     let engine = engine::Engine {
         store: store::Store::new(redis.clone()),
         producer,
         registry: runtime.registry.clone(),
         topics: runtime.topics.clone(),
-        notices,
+        notices: engine::Notices::default(),
         redis_channel: format!("{prefix}sessions:agent-events"),
         deadlines: format!("{prefix}sessions:deadlines"),
         agents_index: format!("{prefix}sessions:agents"),
