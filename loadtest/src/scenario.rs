@@ -227,7 +227,7 @@ fn validate(s: &Scenario) -> Vec<String> {
         let p = format!("tenants[{i}]");
         check(is_id(&t.id), format!("{p}.id"), "1-20 of a-z, 0-9 and -");
         check(ids.insert(t.id.clone()), format!("{p}.id"), "appears twice");
-        check((1..=50).contains(&t.replicas), format!("{p}.replicas"), "must be between 1 and 50");
+        check((1..=100).contains(&t.replicas), format!("{p}.replicas"), "must be between 1 and 100");
         check(!t.queues.is_empty(), format!("{p}.queues"), "at least one queue");
         check(!t.agents.is_empty(), format!("{p}.agents"), "at least one agent group");
         let mut queues = std::collections::BTreeSet::new();

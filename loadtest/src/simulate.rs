@@ -965,8 +965,8 @@ async fn conclude(
                     queue: q.id.clone(),
                     service_level_definition: "answered".into(),
                 };
-                let (mut rep_answered, mut rep_within, mut rep_wait, mut handling, mut idle) =
-                    (0u64, 0u64, 0.0f64, 0i64, 0i64);
+                let (mut rep_answered, mut rep_within, mut rep_wait) = (0u64, 0u64, 0.0f64);
+                let (mut handling, mut idle, mut handling_window, mut idle_window) = (0i64, 0i64, 0i64, 0i64);
                 for tenant in &tenants {
                     let sup = setup.auth.token(Some(tenant), Role::Supervisor, None)?;
                     let mut query = query.clone();
@@ -995,15 +995,35 @@ async fn conclude(
                     }
                     query.group_by = vec![rpb::Dimension::Agent as i32];
                     query.queue.clear();
-                    let h = reports.query_history(req(query, &sup)?).await?.into_inner();
+                    let h = reports.query_history(req(query.clone(), &sup)?).await?.into_inner();
                     for t in h.rows.iter().filter_map(|r| r.agent_time) {
                         handling += t.handling_ms;
                         idle += t.idle_ms;
                     }
+                    // The same agents over the simulator's measured window (after warm-up,
+                    // until the last arrival), which the reporting service clips spans to.
+                    query.start_time = ts(window.0);
+                    query.end_time = ts(window.1);
+                    let h = reports.query_history(req(query, &sup)?).await?.into_inner();
+                    for t in h.rows.iter().filter_map(|r| r.agent_time) {
+                        handling_window += t.handling_ms;
+                        idle_window += t.idle_ms;
+                    }
                 }
                 let rep_sl = (rep_answered > 0).then(|| 100.0 * rep_within as f64 / rep_answered as f64);
                 let rep_asa = (rep_answered > 0).then(|| rep_wait / rep_answered as f64 * scale);
-                let rep_occ = (handling + idle > 0).then(|| 100.0 * handling as f64 / (handling + idle) as f64);
+                let occupancy_of = |handling: i64, idle: i64| {
+                    (handling + idle > 0).then(|| 100.0 * handling as f64 / (handling + idle) as f64)
+                };
+                let rep_occ = occupancy_of(handling, idle);
+                let rep_occ_window = occupancy_of(handling_window, idle_window);
+                if let (Some(r), Some(o)) = (rep_occ_window, occupancy) {
+                    if (r - o).abs() > check.service_level_points {
+                        problems.push(format!(
+                            "{key}: reporting says occupancy {r:.1} % over the measured window; the simulator {o:.1} %"
+                        ));
+                    }
+                }
                 let sim_answered_all = st
                     .contacts
                     .values()
@@ -1052,6 +1072,7 @@ async fn conclude(
                     "simulator_steady_state": { "contacts": answered, "service_level_percent": sl, "service_level_ci95_points": sl_ci, "asa_seconds": asa, "asa_ci95_seconds": asa_ci, "occupancy_percent": occupancy },
                     "simulator_all_contacts": { "contacts": sim_answered_all, "service_level_percent": sim_sl_all, "asa_seconds": sim_asa_all },
                     "reporting_service_all_contacts": { "contacts": rep_answered, "service_level_percent": rep_sl, "asa_seconds": rep_asa, "occupancy_percent": rep_occ },
+                    "reporting_service_measured_window": { "occupancy_percent": rep_occ_window },
                     "within_tolerance": sl_ok && asa_ok,
                 });
                 eprintln!(
@@ -1072,6 +1093,10 @@ async fn conclude(
                 eprintln!(
                     "[sim]   reporting ({rep_answered} contacts, whole run): SL {:.1} % / ASA {:.2} s / occupancy {:.1} %; simulator, whole run: SL {sim_sl_all:.1} % / ASA {sim_asa_all:.2} s",
                     rep_sl.unwrap_or(f64::NAN), rep_asa.unwrap_or(f64::NAN), rep_occ.unwrap_or(f64::NAN)
+                );
+                eprintln!(
+                    "[sim]   reporting, agents over the measured window: occupancy {:.1} %",
+                    rep_occ_window.unwrap_or(f64::NAN)
                 );
             }
         }
