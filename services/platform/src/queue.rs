@@ -14,6 +14,11 @@ use crate::error::FieldViolation;
 pub const NOT_RESPONDING: &str = "not_responding";
 /// Away reason of an agent that signed in without becoming available.
 pub const SIGNED_IN: &str = "signed_in";
+/// Away reason of an agent whose frontend went away (no event stream open for the
+/// presence grace).
+pub const DISCONNECTED: &str = "disconnected";
+/// The away reasons every tenant has.
+pub const BUILT_IN_AWAY_REASONS: [&str; 3] = [NOT_RESPONDING, SIGNED_IN, DISCONNECTED];
 
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_AFTER_CONTACT_WORK: Duration = Duration::from_secs(30);
@@ -138,7 +143,7 @@ pub struct RelaxStep {
 impl RoutingConfig {
     /// Whether `reason` is an away reason an agent of this tenant may give.
     pub fn is_away_reason(&self, reason: &str) -> bool {
-        reason == NOT_RESPONDING || reason == SIGNED_IN || self.away_reasons.contains(reason)
+        BUILT_IN_AWAY_REASONS.contains(&reason) || self.away_reasons.contains(reason)
     }
 }
 
@@ -247,7 +252,7 @@ impl RoutingSpec {
             for (i, c) in list.iter().enumerate() {
                 if !is_code(c) {
                     bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` must be 1-40 of a-z, 0-9, - and _"));
-                } else if (c == NOT_RESPONDING || c == SIGNED_IN) && path == "awayReasons" {
+                } else if BUILT_IN_AWAY_REASONS.contains(&c.as_str()) && path == "awayReasons" {
                     bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` is built in"));
                 } else if !set.insert(c.clone()) {
                     bad(format!("spec.routing.{path}[{i}]"), format!("`{c}` appears twice"));

@@ -114,6 +114,11 @@ where
     })
 }
 
+/// How often the gRPC server pings an idle client connection, and how long it waits for
+/// the answer before closing it.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Parses a service's flags, naming the command after the service.
 pub fn parse_args<S: clap::Args>(
     service: &'static str,
@@ -387,6 +392,11 @@ impl Runtime {
         let shutdown = self.shutdown.clone();
         let readiness = self.readiness.clone();
         let grpc = tonic::transport::Server::builder()
+            // HTTP/2 pings find a client that vanished without closing its connection (a
+            // frontend whose network dropped): its streams end instead of hanging for the
+            // kernel's retransmission timeout, so agent presence runs out on time.
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .trace_fn(crate::telemetry::grpc_span)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(no_delay(listeners.grpc), async move {

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::time::Duration;
 
 use centralita_platform::auth::{caller, Caller, Role};
 use centralita_platform::error::{Error, FieldViolation};
-use centralita_platform::queue::{is_code, NOT_RESPONDING, SIGNED_IN};
+use centralita_platform::queue::{is_code, BUILT_IN_AWAY_REASONS, SIGNED_IN};
 use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1::{
     self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState,
@@ -707,8 +708,7 @@ impl Api {
                     return Err(Error::FailedPrecondition("the agent still holds contacts".into()));
                 }
                 if state == pb::AgentState::Away {
-                    let allowed = reason == NOT_RESPONDING
-                        || reason == SIGNED_IN
+                    let allowed = BUILT_IN_AWAY_REASONS.contains(&reason)
                         || a.queues.iter().any(|q| {
                             TenantId::parse(&q.tenant)
                                 .ok()
@@ -878,15 +878,46 @@ impl pb::agent_service_server::AgentService for Api {
                 }
             }
         }
-        Ok(Response::new(agent_stream(initial, notices)))
+        let presence = Presence::start(&self.engine, &id).await?;
+        Ok(Response::new(agent_stream(initial, notices, presence)))
+    }
+}
+
+/// An open event stream is the agent's presence: while it is open the agent's presence
+/// timer is pushed `presence_grace` ahead every third of that; once the stream closes (the
+/// client went away, or HTTP/2 keepalive found the connection dead) the timer runs out and
+/// the agent is made away as disconnected ([`crate::flow`]).
+struct Presence {
+    engine: Engine,
+    member: String,
+}
+
+impl Presence {
+    async fn start(engine: &Engine, agent: &str) -> Result<Option<Self>, Error> {
+        if engine.presence_grace.is_zero() {
+            return Ok(None);
+        }
+        let p = Presence { engine: engine.clone(), member: crate::engine::presence_timer(agent) };
+        p.refresh().await?;
+        Ok(Some(p))
+    }
+
+    fn every(&self) -> Duration {
+        self.engine.presence_grace / 3
+    }
+
+    async fn refresh(&self) -> Result<(), Error> {
+        let due = now_ms() + self.engine.presence_grace.as_millis() as i64;
+        self.engine.store.zadd(&self.engine.deadlines, &self.member, due).await
     }
 }
 
 /// The initial events, then every notice of the agent (a lagging subscriber is told to
-/// reconnect, which replays the current state).
+/// reconnect, which replays the current state), keeping the agent's presence fresh.
 fn agent_stream(
     initial: Vec<pb::AgentStreamEvent>,
     mut notices: tokio::sync::broadcast::Receiver<pb::AgentStreamEvent>,
+    presence: Option<Presence>,
 ) -> AgentStream {
     use tokio::sync::broadcast::error::RecvError;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -896,18 +927,32 @@ fn agent_stream(
                 return;
             }
         }
+        let every = presence.as_ref().map_or(Duration::from_secs(3600), Presence::every);
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
-            match notices.recv().await {
-                Ok(e) => {
-                    if tx.send(Ok(e)).await.is_err() {
+            tokio::select! {
+                notice = notices.recv() => match notice {
+                    Ok(e) => {
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        let _ = tx.send(Err(Status::aborted("the stream fell behind; reconnect to resume"))).await;
                         return;
                     }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = refresh.tick() => {
+                    if let Some(p) = &presence {
+                        if let Err(e) = p.refresh().await {
+                            // A missed refresh is retried at the next tick, well within the grace.
+                            tracing::warn!(error = %e, "agent presence not refreshed");
+                        }
+                    }
                 }
-                Err(RecvError::Lagged(_)) => {
-                    let _ = tx.send(Err(Status::aborted("the stream fell behind; reconnect to resume"))).await;
-                    return;
-                }
-                Err(RecvError::Closed) => return,
+                // The client is gone: stop refreshing, so the presence timer runs out.
+                _ = tx.closed() => return,
             }
         }
     });

@@ -96,6 +96,9 @@ pub struct Engine {
     /// Carry out a write's side effects in the background instead of before returning
     /// (the routing-decision consumer: its next decision need not wait for Kafka).
     pub detach_effects: bool,
+    /// How long an agent whose event stream closed stays as it was before it is made away
+    /// (`disconnected`); zero: never.
+    pub presence_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for Engine {
@@ -181,6 +184,12 @@ impl Effects {
 /// Timer member: `kind|tenant|contact|token`.
 pub fn timer(kind: &str, tenant: &TenantId, contact: &str, token: &str) -> String {
     format!("{kind}|{tenant}|{contact}|{token}")
+}
+
+/// Timer member of an agent's presence: due `presence_grace` after the last refresh by one
+/// of its open event streams.
+pub fn presence_timer(agent: &str) -> String {
+    timer("presence", &TenantId::bpo(), agent, "-")
 }
 
 /// How long a record's effects may stay pending before the sweeper carries them out (the

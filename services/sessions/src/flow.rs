@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use centralita_platform::bus::{Event, Handler};
 use centralita_platform::error::Error;
+use centralita_platform::queue::DISCONNECTED;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::routing::v1 as rpb;
@@ -275,6 +276,7 @@ async fn fire_due(engine: &Engine) -> Result<(), Error> {
         }
         let parts: Vec<&str> = member.splitn(4, '|').collect();
         let result = match parts.as_slice() {
+            ["presence", _, agent, _] => presence_lapsed(engine, &member, agent, lease).await,
             [kind, tenant, id, token] => match TenantId::parse(tenant) {
                 Ok(tenant) => fire(engine, kind, &tenant, id, token).await,
                 Err(_) => Err(Error::NotFound(member.clone())),
@@ -290,6 +292,48 @@ async fn fire_due(engine: &Engine) -> Result<(), Error> {
             }
             // Left claimed: it fires again when the lease runs out.
             Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// No event stream of the agent refreshed its presence within the grace: unless one did
+/// since the claim, an available agent is made away (`disconnected`), so routing stops
+/// offering to it, and every offer it holds goes back to its queue at once (as on no
+/// answer). Contacts it is connected to stay as they are (the customer may still be on the
+/// line); a signed-out agent is left alone.
+async fn presence_lapsed(engine: &Engine, member: &str, agent: &str, lease: i64) -> Result<(), Error> {
+    let mut conn = engine.store.conn()?;
+    let score: Option<i64> = redis::AsyncCommands::zscore(&mut conn, &engine.deadlines, member).await?;
+    if score != Some(lease) {
+        return Ok(()); // refreshed by a stream (re)opened since the claim
+    }
+    let (agent_after, ()) = engine
+        .update_agent(agent, |cur, fx| {
+            let mut a = cur.ok_or_else(|| Error::NotFound(format!("agents/{agent}")))?;
+            if a.state == pb::AgentState::Available as i32 {
+                a.state = pb::AgentState::Away as i32;
+                a.away_reason = DISCONNECTED.into();
+                a.state_time = ts(now_ms());
+                engine.route_agent(fx, &Input::AgentNotReady { agent: rc::AgentId(agent.to_owned()) });
+                engine.agent_event(fx, pb::agent_event::Kind::StateChanged, &a);
+                fx.notify(agent, Notice::Agent(a.clone()));
+            }
+            Ok((a, ()))
+        })
+        .await?;
+    if agent_after.state == pb::AgentState::Offline as i32 {
+        return Ok(());
+    }
+    tracing::info!(agent, "agent event stream gone for the presence grace; offers it holds go back");
+    for name in &agent_after.contacts {
+        let Ok((tenant, id)) = crate::engine::parse_contact_name(name) else { continue };
+        let Some((_, c)) = engine.store.load::<pb::Contact>(&store::contact_key(&tenant, &id)).await? else { continue };
+        if c.state == ContactState::Offered as i32 && c.agent_id == agent {
+            match decline(engine, &tenant, &id, &c.offer_id, agent, true).await {
+                Ok(_) | Err(Error::FailedPrecondition(_)) => {} // answered or moved on meanwhile
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())

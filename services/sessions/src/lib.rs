@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use centralita_platform::bus::{Consumer, ConsumerSettings, Producer};
 use centralita_platform::cache::RedisDedupe;
-use centralita_platform::config::{RedisConfig, ServiceArgs};
+use centralita_platform::config::{parse_duration, ConfigError, RedisConfig, ServiceArgs, Validate};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 use centralita_proto::sessions::v1::agent_service_server::AgentServiceServer;
@@ -33,8 +33,32 @@ use centralita_proto::sessions::v1::contact_service_server::ContactServiceServer
 
 pub const SERVICE: &str = "sessions";
 
+/// This service's own settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SessionsSettings {
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    /// How long a signed-in agent that had an event stream open may be without one (the
+    /// frontend's presence) before it is made away as `disconnected` and the offers it
+    /// holds go back to their queues; `0s` turns disconnect detection off.
+    #[arg(long = "presence-grace", env = "CENTRALITA_PRESENCE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub presence_grace: Duration,
+}
+
+impl Validate for SessionsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.redis.validate()?;
+        if !self.presence_grace.is_zero()
+            && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.presence_grace)
+        {
+            return Err(ConfigError::new("CENTRALITA_PRESENCE_GRACE", "must be 0s (off) or between 1s and 1h"));
+        }
+        Ok(())
+    }
+}
+
 /// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
-pub type Config = ServiceArgs<RedisConfig>;
+pub type Config = ServiceArgs<SessionsSettings>;
 
 /// How long consumed decision ids are remembered for deduplication.
 const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -46,7 +70,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let decisions = centralita_routing::decision_topic(&runtime.topics);
     let topics = [runtime.topics.contacts(), runtime.topics.agents(), inputs, decisions.clone()];
     runtime.with_topics(&topics);
-    let redis = runtime.redis(&config.service);
+    let redis = runtime.redis(&config.service.redis);
     let producer = Arc::new(Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?);
     let prefix = &config.common.kafka.topic_prefix;
     let engine = engine::Engine {
@@ -59,6 +83,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         deadlines: format!("{prefix}sessions:deadlines"),
         agents_index: format!("{prefix}sessions:agents"),
         detach_effects: false,
+        presence_grace: config.service.presence_grace,
     };
     let consumer = Consumer::new(
         ConsumerSettings {
@@ -79,7 +104,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         }
     });
     runtime.spawn(flow::timers(engine.clone(), Duration::from_millis(200), runtime.shutdown.clone()));
-    runtime.spawn(flow::fan_out(engine.clone(), config.service.url.expose().clone(), runtime.shutdown.clone()));
+    runtime.spawn(flow::fan_out(engine.clone(), config.service.redis.url.expose().clone(), runtime.shutdown.clone()));
     // The API answers once the write and its outbox are stored; the side effects (events,
     // routing inputs, stream notices) are carried out right after, in order, by the outbox
     // drain, without the caller waiting for the broker's acknowledgements.
@@ -98,13 +123,29 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
 
 #[cfg(test)]
 mod tests {
-    use centralita_platform::config::*;
+    use super::*;
 
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<RedisConfig>(
-            super::SERVICE,
+        centralita_platform::server::assert_config_contract::<SessionsSettings>(
+            SERVICE,
             &["--redis-url", "redis://127.0.0.1:6379"],
         );
+    }
+
+    #[test]
+    fn presence_grace_is_off_or_between_a_second_and_an_hour() {
+        let parse = |grace: &str| {
+            let args = ["s", "--jwt-public-key-file", "/dev/null", "--redis-url", "redis://127.0.0.1:6379"];
+            let mut args: Vec<&str> = args.to_vec();
+            args.extend(["--presence-grace", grace]);
+            centralita_platform::server::parse_args::<SessionsSettings>(SERVICE, args).map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("30s").unwrap().service.presence_grace, Duration::from_secs(30));
+        assert!(parse("0s").unwrap().validate().is_ok());
+        for bad in ["500ms", "2h"] {
+            let e = parse(bad).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains("CENTRALITA_PRESENCE_GRACE"), "{bad}: {e}");
+        }
     }
 }

@@ -60,6 +60,10 @@ struct Platform {
 }
 
 async fn start(tenants: &[&str]) -> Platform {
+    start_with(tenants, Duration::from_secs(30)).await
+}
+
+async fn start_with(tenants: &[&str], presence_grace: Duration) -> Platform {
     let prefix = unique("acd-") + ".";
     let brokers = testkit::brokers();
     let topics = Topics::new(prefix.clone());
@@ -78,7 +82,10 @@ async fn start(tenants: &[&str]) -> Platform {
             snapshot_every: Duration::from_millis(500),
         },
     };
-    let sessions_cfg = ServiceArgs { common: common(&prefix), service: redis() };
+    let sessions_cfg = ServiceArgs {
+        common: common(&prefix),
+        service: centralita_sessions::SessionsSettings { redis: redis(), presence_grace },
+    };
     let rl = Listeners::ephemeral().await.unwrap();
     let sl = Listeners::ephemeral().await.unwrap();
     let grpc = sl.grpc_addr();
@@ -507,5 +514,66 @@ async fn customer_identities_are_normalised_or_refused_by_field() {
         .into_inner();
     let values: Vec<_> = c.customer_identities.iter().map(|i| i.value.as_str()).collect();
     assert_eq!(values, ["+34600111222", "ana@example.com"]);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_stream_is_gone_is_made_away_and_its_offer_goes_back() {
+    let a = unique("tp");
+    let p = start_with(&[&a], Duration::from_secs(1)).await;
+    let (gone, stays) = (unique("gone"), unique("stays"));
+    for id in [&gone, &stays] {
+        p.agent(id, &[(&a, "sales")], &[(tpb::Channel::Voice, 1, true)]).await;
+    }
+    let agent = |id: &str| {
+        let (p, id) = (&p, id.to_owned());
+        async move {
+            p.agents()
+                .get_agent(req(pb::GetAgentRequest { name: format!("agents/{id}") }, &agent_token(&id)))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // The only agent signed in gets the call (offer timeout 15 s in `sales`), then its
+    // frontend goes away without a word.
+    let mut gone_stream = p.sign_in(&gone).await;
+    let c = p.create(&a, "sales", tpb::Channel::Voice).await;
+    let offer = next_offer(&mut gone_stream, Duration::from_secs(10)).await.expect("offered to the only agent");
+    assert_eq!(offer.name, c.name);
+    let mut stays_stream = p.sign_in(&stays).await;
+    drop(gone_stream);
+    // Well before the 15 s offer timeout, the offer comes back and goes to the agent whose
+    // stream is open.
+    let again = next_offer(&mut stays_stream, Duration::from_secs(8)).await.expect("offer back in the queue");
+    assert_eq!(again.name, c.name);
+    let g = agent(&gone).await;
+    assert_eq!((g.state, g.away_reason.as_str()), (pb::AgentState::Away as i32, "disconnected"));
+    assert!(g.contacts.is_empty(), "the disconnected agent still holds {:?}", g.contacts);
+    // The open stream keeps its agent present through several graces.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = agent(&stays).await;
+    assert_eq!(s.state, pb::AgentState::Available as i32);
+    let t = agent_token(&stays);
+    let accepted = p
+        .contacts()
+        .accept_contact(req(
+            pb::AcceptContactRequest { name: again.name.clone(), offer_id: again.offer_id.clone() },
+            &t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.state, pb::ContactState::Connected as i32);
+    // A connected agent whose frontend goes away keeps its contact (the customer may still be
+    // on the line); it is made away so that nothing new is offered.
+    drop(stays_stream);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = agent(&stays).await;
+    assert_eq!((s.state, s.away_reason.as_str()), (pb::AgentState::Away as i32, "disconnected"));
+    assert_eq!(s.contacts, vec![c.name.clone()]);
+    let still =
+        p.contacts().get_contact(req(pb::GetContactRequest { name: c.name.clone() }, &t)).await.unwrap().into_inner();
+    assert_eq!(still.state, pb::ContactState::Connected as i32);
     p.stop().await;
 }
