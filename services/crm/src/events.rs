@@ -108,21 +108,7 @@ pub async fn apply(client: &mut Object, event: &Event) -> Result<(), Error> {
     let created_at = c.create_time.as_ref().and_then(from_timestamp).unwrap_or(event.occurred_at);
     let mut row = match store::interaction(&tx, tenant, &contact_id).await? {
         Some(row) => row,
-        None => InteractionRow {
-            contact_id: contact_id.clone(),
-            customer_id: None,
-            channel: 0,
-            direction: String::new(),
-            queue: String::new(),
-            state: String::new(),
-            holder: String::new(),
-            agents: Vec::new(),
-            created_at,
-            connected_at: None,
-            ended_at: None,
-            disposition: String::new(),
-            wrap_up_notes: String::new(),
-        },
+        None => InteractionRow::new(contact_id.clone(), created_at),
     };
     if row.customer_id.is_none() && !c.customer_identities.is_empty() {
         let ids: Vec<Identity> = c
@@ -186,21 +172,7 @@ mod tests {
     use super::*;
 
     fn row() -> InteractionRow {
-        InteractionRow {
-            contact_id: "c1".into(),
-            customer_id: None,
-            channel: 0,
-            direction: String::new(),
-            queue: String::new(),
-            state: String::new(),
-            holder: String::new(),
-            agents: Vec::new(),
-            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
-            connected_at: None,
-            ended_at: None,
-            disposition: String::new(),
-            wrap_up_notes: String::new(),
-        }
+        InteractionRow::new("c1".into(), chrono::DateTime::from_timestamp(0, 0).unwrap_or_default())
     }
 
     fn step(r: &mut InteractionRow, kind: Kind, state: ContactState, agent: &str, notes: &str) {

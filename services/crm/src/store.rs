@@ -760,6 +760,27 @@ pub struct InteractionRow {
     pub wrap_up_notes: String,
 }
 
+impl InteractionRow {
+    /// A contact's interaction before any of its events is folded in.
+    pub fn new(contact_id: String, created_at: DateTime<Utc>) -> Self {
+        InteractionRow {
+            contact_id,
+            customer_id: None,
+            channel: 0,
+            direction: String::new(),
+            queue: String::new(),
+            state: String::new(),
+            holder: String::new(),
+            agents: Vec::new(),
+            created_at,
+            connected_at: None,
+            ended_at: None,
+            disposition: String::new(),
+            wrap_up_notes: String::new(),
+        }
+    }
+}
+
 const INTERACTION_COLUMNS: &str = "contact_id, customer_id, channel, direction, queue, state, holder, agents, \
      created_at, connected_at, ended_at, disposition, wrap_up_notes";
 

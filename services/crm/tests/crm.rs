@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use centralita_platform::auth::Role;
-use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
+use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::config::{PostgresConfig, ServiceArgs};
 use centralita_platform::server::Listeners;
 use centralita_platform::shutdown::Shutdown;
@@ -62,21 +62,7 @@ fn pool() -> deadpool_postgres::Pool {
 }
 
 async fn setup() -> (String, Topics, [String; 2]) {
-    let prefix = unique("crm-") + ".";
-    let topics = Topics::new(prefix.clone());
-    let tenants = [unique("crm-a-"), unique("crm-b-")];
-    testkit::publish_tenants(&topics, &tenants.iter().map(|t| manifest(t)).collect::<Vec<_>>()).await;
-    ensure_topics(
-        &testkit::brokers(),
-        1,
-        &[
-            TopicSpec { name: topics.contacts(), partitions: 3, compacted: false },
-            TopicSpec { name: topics.customers(), partitions: 1, compacted: false },
-        ],
-    )
-    .await
-    .unwrap();
-    (prefix, topics, tenants)
+    testkit::two_tenants("crm-", manifest, |t| vec![t.contacts(), t.customers()]).await
 }
 
 async fn start(prefix: &str) -> Service {

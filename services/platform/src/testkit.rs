@@ -93,6 +93,28 @@ pub fn request<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+/// A fresh topic prefix (`<stem>…`) with two new tenants (`<stem>a-…`, `<stem>b-…`)
+/// published from `manifest(id)`, and the event topics `event_topics` names created, each
+/// with 3 partitions: the start of a service's integration test.
+///
+/// # Panics
+/// When a manifest is invalid or the broker refuses (test setup errors).
+#[allow(clippy::expect_used)]
+pub async fn two_tenants(
+    stem: &str,
+    manifest: impl Fn(&str) -> String,
+    event_topics: impl FnOnce(&Topics) -> Vec<String>,
+) -> (String, Topics, [String; 2]) {
+    let prefix = unique(stem) + ".";
+    let topics = Topics::new(prefix.clone());
+    let tenants = [unique(&format!("{stem}a-")), unique(&format!("{stem}b-"))];
+    publish_tenants(&topics, &tenants.iter().map(|t| manifest(t)).collect::<Vec<_>>()).await;
+    let specs: Vec<TopicSpec> =
+        event_topics(&topics).into_iter().map(|name| TopicSpec { name, partitions: 3, compacted: false }).collect();
+    ensure_topics(&brokers(), 1, &specs).await.expect("event topics");
+    (prefix, topics, tenants)
+}
+
 /// Creates the tenants topic of `topics` and publishes each manifest on it.
 ///
 /// # Panics

@@ -217,21 +217,7 @@ fn row<'a>(h: &'a pb::QueryHistoryResponse, queue: &str, at: i64) -> &'a pb::Fig
 }
 
 async fn setup() -> (String, Topics, [String; 2]) {
-    let prefix = unique("rep-") + ".";
-    let topics = Topics::new(prefix.clone());
-    let tenants = [unique("rep-a-"), unique("rep-b-")];
-    testkit::publish_tenants(&topics, &tenants.iter().map(|t| manifest(t)).collect::<Vec<_>>()).await;
-    ensure_topics(
-        &testkit::brokers(),
-        1,
-        &[
-            TopicSpec { name: topics.contacts(), partitions: 3, compacted: false },
-            TopicSpec { name: topics.agents(), partitions: 3, compacted: false },
-        ],
-    )
-    .await
-    .unwrap();
-    (prefix, topics, tenants)
+    testkit::two_tenants("rep-", manifest, |t| vec![t.contacts(), t.agents()]).await
 }
 
 #[tokio::test]
