@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod crm;
 mod kafka;
+mod pool;
 mod reporting;
 mod scenario;
 mod simulate;
@@ -51,6 +52,8 @@ enum Command {
     /// A contact-center floor from a scenario file (loadtest/scenarios/), with service
     /// level, ASA and occupancy against Erlang C, a conservation check and a ramp mode.
     Simulate(simulate::SimulateArgs),
+    /// One Erlang C comparison over several `simulate --segment` results.
+    PoolErlangC(pool::PoolArgs),
     /// Raw produce and consume rate of the Kafka-protocol broker with the platform's client.
     Kafka(kafka::KafkaArgs),
     /// Profile lookups per second and screen-pop latency of the CRM service.
@@ -112,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             let auth = Auth::from_file(&args.stack.private_key_file)?;
             crm::run(args, auth).await
         }
+        Command::PoolErlangC(args) => pool::run(args),
         Command::Simulate(args) => {
             let auth = Auth::from_file(&args.stack.private_key_file)?;
             simulate::run(args, auth).await

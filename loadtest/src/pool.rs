@@ -1,0 +1,276 @@
+//! `pool-erlang-c`: one Erlang C comparison over several `simulate --segment` runs.
+//!
+//! tansu's memory storage lists every stored batch of a partition on each fetch, so the
+//! platform's dispatch latency grows with how long a run has been going, and a long run
+//! measures the broker's slowdown as much as the queue. Segments run on a freshly started
+//! broker each keep that latency flat; their replicas are independent (own tenants, own
+//! draws), so they pool into one set of replications: the service level and ASA are the
+//! pooled ratios, the 95 % intervals come from the replicas' means, and Erlang C is taken
+//! at the load all segments drew together.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+use crate::simulate::{centralita_reporting_erlang, replica_ci};
+
+#[derive(Debug, clap::Args)]
+pub struct PoolArgs {
+    /// The segments' JSON results (`simulate --segment --json`).
+    #[arg(required = true, num_args = 2..)]
+    segments: Vec<PathBuf>,
+    /// Where to write the pooled JSON (stdout when absent).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SegmentFile {
+    run: String,
+    contacts_created: u64,
+    conservation: Conservation,
+    problems: Vec<String>,
+    erlang_c: Option<ErlangPart>,
+    #[serde(default)]
+    steps: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Conservation {
+    not_terminal: u64,
+    accepted_twice: u64,
+    capacity_violations: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErlangPart {
+    queue: String,
+    agents: u32,
+    segment: Option<Segment>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Tolerance {
+    service_level_points: f64,
+    asa_percent: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Segment {
+    window_simulated_seconds: f64,
+    service_level_seconds: f64,
+    tolerance: Tolerance,
+    replica_figures: Vec<Replica>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+struct Replica {
+    arrived: u64,
+    answered: u64,
+    answered_within_threshold: u64,
+    wait_seconds_sum: f64,
+    handle_seconds_sum: f64,
+}
+
+/// The pooled comparison, ready to print and write.
+#[derive(Debug)]
+struct Pooled {
+    json: serde_json::Value,
+    problems: Vec<String>,
+    lines: Vec<String>,
+}
+
+pub fn run(args: PoolArgs) -> anyhow::Result<()> {
+    let mut segments = Vec::new();
+    for path in &args.segments {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let seg: SegmentFile =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a simulate result", path.display()))?;
+        segments.push((path.display().to_string(), seg));
+    }
+    let pooled = pool(&segments)?;
+    for line in &pooled.lines {
+        eprintln!("[pool] {line}");
+    }
+    let text = serde_json::to_string_pretty(&pooled.json)?;
+    match &args.json {
+        Some(path) => std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    if !pooled.problems.is_empty() {
+        bail!("the pooled run found {} problem(s):\n  {}", pooled.problems.len(), pooled.problems.join("\n  "));
+    }
+    Ok(())
+}
+
+fn pool(segments: &[(String, SegmentFile)]) -> anyhow::Result<Pooled> {
+    let mut problems = Vec::new();
+    let mut replicas: Vec<(Replica, f64)> = Vec::new();
+    let mut first: Option<(&str, u32, f64, &Tolerance)> = None;
+    let mut per_segment = Vec::new();
+    for (path, seg) in segments {
+        let Some(erlang) = &seg.erlang_c else { bail!("{path} has no Erlang C check (the scenario needs erlangC)") };
+        let Some(part) = &erlang.segment else {
+            bail!("{path} was not run as a segment (simulate --segment records the replicas' sums)")
+        };
+        match first {
+            None => first = Some((&erlang.queue, erlang.agents, part.service_level_seconds, &part.tolerance)),
+            Some((queue, agents, threshold, tolerance)) => {
+                if queue != erlang.queue
+                    || agents != erlang.agents
+                    || threshold != part.service_level_seconds
+                    || *tolerance != part.tolerance
+                {
+                    bail!("{path} measures {} with {} agents and a {} s threshold; the first segment {queue} with {agents} agents and {threshold} s: only the same queue pools", erlang.queue, erlang.agents, part.service_level_seconds);
+                }
+            }
+        }
+        if !seg.problems.is_empty() {
+            problems.push(format!("{path} (run {}): {}", seg.run, seg.problems.join("; ")));
+        }
+        let c = &seg.conservation;
+        if c.not_terminal + c.accepted_twice + c.capacity_violations > 0 {
+            problems.push(format!(
+                "{path} (run {}): {} not terminal, {} accepted twice, {} capacity violations",
+                seg.run, c.not_terminal, c.accepted_twice, c.capacity_violations
+            ));
+        }
+        if part.window_simulated_seconds <= 0.0 || part.replica_figures.is_empty() {
+            bail!("{path} has an empty measured window");
+        }
+        replicas.extend(part.replica_figures.iter().map(|r| (*r, part.window_simulated_seconds)));
+        let p50 =
+            seg.steps.first().and_then(|s| s.pointer("/enqueue_to_offer_ms/p50")).and_then(serde_json::Value::as_f64);
+        per_segment.push(serde_json::json!({
+            "file": path, "run": seg.run, "contacts_created": seg.contacts_created,
+            "replicas": part.replica_figures.len(), "enqueue_to_offer_p50_ms": p50,
+        }));
+    }
+    let Some((queue, agents, threshold, tolerance)) = first else { bail!("no segments") };
+
+    let answered: u64 = replicas.iter().map(|(r, _)| r.answered).sum();
+    let within: u64 = replicas.iter().map(|(r, _)| r.answered_within_threshold).sum();
+    let arrived: u64 = replicas.iter().map(|(r, _)| r.arrived).sum();
+    if answered == 0 {
+        bail!("no contact was answered in any segment's measured window");
+    }
+    let sl = 100.0 * within as f64 / answered as f64;
+    let asa = replicas.iter().map(|(r, _)| r.wait_seconds_sum).sum::<f64>() / answered as f64;
+    let answering: Vec<&Replica> = replicas.iter().map(|(r, _)| r).filter(|r| r.answered > 0).collect();
+    let sls: Vec<f64> = answering.iter().map(|r| r.answered_within_threshold as f64 / r.answered as f64).collect();
+    let asas: Vec<f64> = answering.iter().map(|r| r.wait_seconds_sum / r.answered as f64).collect();
+    let sl_ci = replica_ci(&sls).map(|h| 100.0 * h);
+    let asa_ci = replica_ci(&asas);
+
+    // Erlang C at the load the segments drew together.
+    let exposure: f64 = replicas.iter().map(|(_, window)| window).sum();
+    let lambda = arrived as f64 / exposure;
+    let aht = replicas.iter().map(|(r, _)| r.handle_seconds_sum).sum::<f64>() / arrived.max(1) as f64;
+    let (_, e_sl, e_asa, e_occ) = centralita_reporting_erlang(lambda, aht, threshold, agents);
+    let sl_ok = (sl - e_sl).abs() <= tolerance.service_level_points;
+    let asa_ok = (asa - e_asa).abs() <= e_asa * tolerance.asa_percent / 100.0;
+    if !sl_ok {
+        problems.push(format!(
+            "{queue}: pooled service level {sl:.1} % is not within {} points of Erlang C's {e_sl:.1} % at the drawn load",
+            tolerance.service_level_points
+        ));
+    }
+    if !asa_ok {
+        problems.push(format!(
+            "{queue}: pooled ASA {asa:.2} s is not within {} % of Erlang C's {e_asa:.2} s at the drawn load",
+            tolerance.asa_percent
+        ));
+    }
+    let lines = vec![
+        format!("{} segments, {} replicas of {queue} (N = {agents}), {answered} contacts answered after warm-up", segments.len(), replicas.len()),
+        format!("Erlang C at the drawn load (λ {lambda:.4}/s, AHT {aht:.1} s, A = {:.2}): SL {e_sl:.1} % / ASA {e_asa:.2} s / occupancy {e_occ:.1} %", lambda * aht),
+        format!(
+            "pooled: SL {sl:.1} % (±{:.1}) / ASA {asa:.2} s (±{:.2}); {}",
+            sl_ci.unwrap_or(f64::NAN),
+            asa_ci.unwrap_or(f64::NAN),
+            if sl_ok && asa_ok { "within tolerance" } else { "outside tolerance" }
+        ),
+    ];
+    let json = serde_json::json!({
+        "queue": queue, "agents": agents, "segments": per_segment, "replicas": replicas.len(),
+        "erlang_c_at_drawn_load": { "arrivals_per_second": lambda, "aht_seconds": aht, "load_erlangs": lambda * aht,
+            "service_level_percent": e_sl, "asa_seconds": e_asa, "occupancy_percent": e_occ },
+        "pooled": { "contacts": answered, "service_level_percent": sl, "service_level_ci95_points": sl_ci,
+            "asa_seconds": asa, "asa_ci95_seconds": asa_ci },
+        "tolerance": { "service_level_points": tolerance.service_level_points, "asa_percent": tolerance.asa_percent },
+        "within_tolerance": sl_ok && asa_ok,
+        "problems": problems,
+    });
+    Ok(Pooled { json, problems, lines })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(run: &str, replicas: &[(u64, u64, u64, f64, f64)], problems: &[&str]) -> (String, SegmentFile) {
+        let figures: Vec<serde_json::Value> = replicas
+            .iter()
+            .map(|(arrived, answered, within, wait, handle)| {
+                serde_json::json!({ "arrived": arrived, "answered": answered, "answered_within_threshold": within,
+                    "wait_seconds_sum": wait, "handle_seconds_sum": handle })
+            })
+            .collect();
+        let text = serde_json::json!({
+            "run": run, "contacts_created": 10, "problems": problems,
+            "conservation": { "not_terminal": 0, "accepted_twice": 0, "capacity_violations": 0 },
+            "erlang_c": { "queue": "erlang/support", "agents": 55, "segment": {
+                "window_simulated_seconds": 3600.0, "service_level_seconds": 15.0,
+                "tolerance": { "service_level_points": 2.0, "asa_percent": 15.0 },
+                "replica_figures": figures } },
+            "steps": [{ "enqueue_to_offer_ms": { "p50": 20.0 } }],
+        })
+        .to_string();
+        (format!("{run}.json"), serde_json::from_str(&text).unwrap())
+    }
+
+    /// 720 arrivals in an hour at AHT 240 s is the METRICS.md load (A = 48, N = 55):
+    /// Erlang C gives SL 84.6 % and ASA 8.18 s.
+    #[test]
+    fn replicas_of_all_segments_pool_into_one_comparison() {
+        let a = segment("a", &[(720, 720, 612, 5_904.0, 172_800.0), (720, 720, 605, 5_800.0, 172_800.0)], &[]);
+        let b = segment("b", &[(720, 720, 610, 5_900.0, 172_800.0), (720, 720, 611, 5_960.0, 172_800.0)], &[]);
+        let pooled = pool(&[a, b]).unwrap();
+        let j = &pooled.json;
+        assert_eq!(j["replicas"], 4);
+        assert_eq!(j["pooled"]["contacts"], 2880);
+        let sl = j["pooled"]["service_level_percent"].as_f64().unwrap();
+        assert!((sl - 100.0 * 2438.0 / 2880.0).abs() < 1e-9, "{sl}");
+        let lambda = j["erlang_c_at_drawn_load"]["arrivals_per_second"].as_f64().unwrap();
+        assert!((lambda - 0.2).abs() < 1e-12, "{lambda}");
+        let e_sl = j["erlang_c_at_drawn_load"]["service_level_percent"].as_f64().unwrap();
+        assert!((e_sl - 84.59).abs() < 0.05, "{e_sl}");
+        assert!(j["pooled"]["service_level_ci95_points"].as_f64().unwrap() > 0.0);
+        assert_eq!(j["within_tolerance"], true, "{:?}", pooled.problems);
+        assert!(pooled.problems.is_empty());
+    }
+
+    #[test]
+    fn a_segment_outside_erlang_c_or_with_a_problem_fails_the_pool() {
+        let slow = segment("a", &[(720, 720, 500, 14_400.0, 172_800.0), (720, 720, 510, 14_000.0, 172_800.0)], &[]);
+        let broken = segment("b", &[(720, 720, 612, 5_904.0, 172_800.0)], &["2 contacts accepted more than once"]);
+        let pooled = pool(&[slow, broken]).unwrap();
+        assert_eq!(pooled.json["within_tolerance"], false);
+        assert!(pooled.problems.iter().any(|p| p.contains("pooled service level")), "{:?}", pooled.problems);
+        assert!(pooled.problems.iter().any(|p| p.contains("accepted more than once")), "{:?}", pooled.problems);
+    }
+
+    #[test]
+    fn segments_of_different_queues_or_without_sums_are_refused() {
+        let a = segment("a", &[(720, 720, 612, 5_904.0, 172_800.0)], &[]);
+        let (path, mut other) = segment("b", &[(720, 720, 612, 5_904.0, 172_800.0)], &[]);
+        other.erlang_c.as_mut().unwrap().agents = 56;
+        let err = pool(&[a, (path, other)]).unwrap_err().to_string();
+        assert!(err.contains("only the same queue pools"), "{err}");
+        let (path, mut plain) = segment("c", &[(720, 720, 612, 5_904.0, 172_800.0)], &[]);
+        plain.erlang_c.as_mut().unwrap().segment = None;
+        let err = pool(&[(path, plain)]).unwrap_err().to_string();
+        assert!(err.contains("was not run as a segment"), "{err}");
+    }
+}
