@@ -125,8 +125,19 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         PbKind::Abandoned => Kind::Abandoned,
         PbKind::Overflowed => Kind::Overflowed,
         PbKind::TimedOut => Kind::TimedOut,
+        // The customer waits on hold while its agent consults; a conference or a warm
+        // transfer takes it off hold. The contact stays on its leg, with the agent that
+        // answered it.
+        PbKind::ConsultStarted => Kind::Held,
+        PbKind::Conferenced | PbKind::HandedOver => Kind::Resumed,
+        PbKind::ConsultEnded | PbKind::ConsultClosed => return Ok(None),
     };
     let c = e.contact.unwrap_or_default();
+    // A consult leg is agents talking to each other, not a customer in a queue: it does
+    // not count in the queue's figures.
+    if !c.consult_of.is_empty() {
+        return Ok(None);
+    }
     let contact = c.name.strip_prefix("contacts/").unwrap_or(&c.name).to_owned();
     if contact.is_empty() || c.queue.is_empty() {
         return Err(Error::invalid("contact", "a contact event names no contact or queue"));
@@ -570,5 +581,36 @@ impl Dedupe for InTransaction {
 
     async fn mark(&self, _scope: &str, _event: &Event) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: PbKind, consult_of: &str) -> Event {
+        let contact = spb::Contact {
+            name: "tenants/acme/contacts/c1".into(),
+            queue: "support".into(),
+            agent_id: "ana".into(),
+            consult_of: consult_of.into(),
+            ..Default::default()
+        };
+        let e = spb::ContactEvent { kind: kind as i32, contact: Some(contact), ..Default::default() };
+        Event::new(TenantId::parse("acme").unwrap(), &e)
+    }
+
+    #[test]
+    fn a_consult_holds_and_resumes_the_customer_and_its_leg_does_not_count() {
+        let kind = |k: PbKind, of: &str| fact(&event(k, of)).unwrap().map(|f| f.kind);
+        assert_eq!(kind(PbKind::ConsultStarted, ""), Some(Kind::Held));
+        assert_eq!(kind(PbKind::Conferenced, ""), Some(Kind::Resumed));
+        assert_eq!(kind(PbKind::HandedOver, ""), Some(Kind::Resumed));
+        assert_eq!(kind(PbKind::ConsultEnded, ""), None);
+        // Every event of a consult leg is left out of the queue's figures.
+        for k in [PbKind::Queued, PbKind::Accepted, PbKind::Ended, PbKind::WrappedUp, PbKind::ConsultClosed] {
+            assert_eq!(kind(k, "tenants/acme/contacts/c0"), None, "{k:?}");
+        }
+        assert_eq!(kind(PbKind::Accepted, ""), Some(Kind::Accepted));
     }
 }

@@ -151,6 +151,11 @@ pub fn input_to_pb(input: &Input) -> pb::RoutingInput {
         }
         Input::OfferUndelivered { contact, agent } => I::OfferUndelivered(answer(contact, agent, false)),
         Input::ContactReleased { contact, agent } => I::ContactReleased(answer(contact, agent, false)),
+        Input::BookingMoved { from, to, agent } => I::BookingMoved(pb::BookingMoved {
+            from_contact_id: from.0.clone(),
+            to_contact_id: to.0.clone(),
+            agent_id: agent.0.clone(),
+        }),
         Input::Tick => I::Tick(pb::Tick {}),
     };
     pb::RoutingInput { input: Some(i) }
@@ -211,6 +216,11 @@ pub fn input_from_pb(input: pb::RoutingInput) -> Result<Input, String> {
         I::ContactReleased(a) => {
             Input::ContactReleased { contact: ContactId(a.contact_id), agent: AgentId(a.agent_id) }
         }
+        I::BookingMoved(m) => Input::BookingMoved {
+            from: ContactId(m.from_contact_id),
+            to: ContactId(m.to_contact_id),
+            agent: AgentId(m.agent_id),
+        },
         I::Tick(_) => Input::Tick,
     })
 }

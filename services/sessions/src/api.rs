@@ -59,7 +59,7 @@ fn authorize_contact(caller: &Caller, tenant: &TenantId, contact: Option<&pb::Co
         return Ok(());
     }
     if let (Some(agent), Some(c)) = (&caller.agent_id, contact) {
-        if caller.has_role(Role::Agent) && c.agent_id == *agent {
+        if caller.has_role(Role::Agent) && crate::consult::is_participant(c, agent) {
             return Ok(());
         }
     }
@@ -339,6 +339,7 @@ impl pb::contact_service_server::ContactService for Api {
                         return Err(Error::FailedPrecondition("this offer has expired".into()));
                     }
                     c.connect_time = ts(now);
+                    crate::consult::accepted(c, &agent, now);
                     Ok(())
                 },
                 |before, after, fx| {
@@ -404,6 +405,12 @@ impl pb::contact_service_server::ContactService for Api {
                 &id,
                 Action::Transfer,
                 |c| {
+                    if !c.consult_leg.is_empty() {
+                        return Err(Error::FailedPrecondition(
+                            "the contact has a consult leg; complete or cancel the consult first".into(),
+                        ));
+                    }
+                    crate::consult::leave(c, "", now);
                     c.queue.clone_from(&queue);
                     c.preferred_agent_id.clone_from(&preferred);
                     c.previous_agents.push(agent.clone());
@@ -425,11 +432,67 @@ impl pb::contact_service_server::ContactService for Api {
         Ok(Response::new(after))
     }
 
+    async fn consult_contact(&self, request: Request<pb::ConsultContactRequest>) -> R<pb::Contact> {
+        use pb::consult_contact_request::Target;
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (tenant, c) = self.load_contact(&caller, &req.name).await?;
+        let agent = require_holder(&caller, &c)?;
+        let t = self.engine.registry.require_active(&tenant)?;
+        let target = match req.target {
+            Some(Target::Queue(q)) if t.routing.queues.contains_key(&q) => {
+                crate::consult::Target { queue: q, agent: String::new() }
+            }
+            Some(Target::Queue(q)) => {
+                return Err(Error::invalid("queue", format!("`{q}` is not a queue of tenant {tenant}")).into())
+            }
+            Some(Target::AgentId(a)) if is_code(&a) && a != agent => {
+                crate::consult::Target { queue: c.queue.clone(), agent: a }
+            }
+            Some(Target::AgentId(_)) => return Err(Error::invalid("agent_id", "must be another agent's id").into()),
+            None => return Err(Error::invalid("target", "a queue or an agent is required").into()),
+        };
+        if !target.agent.is_empty()
+            && t.routing.queues.get(&target.queue).is_some_and(|q| q.preferred_agent_window.is_zero())
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "queue `{}` has no preferred-agent window to consult an agent",
+                target.queue
+            ))
+            .into());
+        }
+        let leg = crate::consult::start(&self.engine, &tenant, contact_id(&c), &agent, target).await?;
+        Ok(Response::new(leg))
+    }
+
+    async fn complete_consult(&self, request: Request<pb::CompleteConsultRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let outcome = pb::complete_consult_request::Outcome::try_from(req.outcome)
+            .ok()
+            .filter(|o| *o != pb::complete_consult_request::Outcome::Unspecified)
+            .ok_or_else(|| Error::invalid("outcome", "TRANSFER, CONFERENCE or CANCEL"))?;
+        let (tenant, c) = self.load_contact(&caller, &req.name).await?;
+        let agent = require_holder(&caller, &c)?;
+        let after = crate::consult::complete(&self.engine, &tenant, &c, &agent, outcome).await?;
+        Ok(Response::new(after))
+    }
+
     #[tracing::instrument(skip_all, fields(contact))]
     async fn end_contact(&self, request: Request<pb::EndContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
         let (tenant, c) = self.load_contact(&caller, &req.name).await?;
+        if caller.agent_id.as_deref().is_some_and(|a| a != c.agent_id)
+            && !caller.is_bpo_admin()
+            && caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor, Role::Channel]).is_err()
+        {
+            return Err(Error::FailedPrecondition(
+                "only the agent holding the contact ends it; a conferenced agent leaves by ending its consult leg"
+                    .into(),
+            )
+            .into());
+        }
         let id = contact_id(&c).to_owned();
         let now = now_ms();
         let acw = self
@@ -449,10 +512,22 @@ impl pb::contact_service_server::ContactService for Api {
                     if c.state == ContactState::Abandoned as i32 {
                         c.close_time = ts(now);
                     }
+                    crate::consult::leave(c, "", now);
+                    c.consult_leg.clear();
                     Ok(())
                 },
                 |before, after, fx| {
                     let agent = &before.agent_id;
+                    // The other contact of a consult: the customer's contact hears that its
+                    // leg ended; an ending customer's contact takes its open leg with it.
+                    if !before.consult_of.is_empty() {
+                        fx.linked(crate::consult::leg_ended(before).ok_or_else(|| Error::internal("bad consult_of"))?);
+                    }
+                    if !before.consult_leg.is_empty() {
+                        fx.linked(
+                            crate::consult::leg_cancelled(before).ok_or_else(|| Error::internal("bad consult_leg"))?,
+                        );
+                    }
                     if after.state == ContactState::Abandoned as i32 {
                         engine.contact_event(fx, Kind::Abandoned, before, after, agent, "")?;
                         engine.route(fx, &tenant, &Input::ContactWithdrawn { contact: rc::ContactId(id.clone()) });

@@ -166,6 +166,10 @@ impl Effects {
             notify: notify.then(|| contact.clone()),
         }));
     }
+    /// A change to the other contact of a consult ([`crate::consult::apply_linked`]).
+    pub fn linked(&mut self, effect: pb::LinkedContactEffect) {
+        self.push(Fx::LinkedContact(effect));
+    }
     pub fn not_responding(&mut self, agent: &str) {
         self.push(Fx::AgentNotResponding(pb::AgentNotRespondingEffect { agent_id: agent.to_owned() }));
     }
@@ -488,6 +492,7 @@ impl Engine {
                     Err(e) => return Err(e),
                 }
             }
+            Fx::LinkedContact(e) => crate::consult::apply_linked(self, e).await?,
             Fx::Close(c) => {
                 let tenant = TenantId::parse(&c.tenant).map_err(Error::internal)?;
                 let mut conn = self.store.conn()?;

@@ -15,6 +15,7 @@
 //! stream fan-out over Redis pub/sub).
 
 pub mod api;
+pub mod consult;
 pub mod engine;
 pub mod flow;
 pub mod lifecycle;

@@ -9,6 +9,10 @@
 //!   │ ├─time out──▶ timed out
 //!   └─┴─overflow (to another queue)
 //! ```
+//!
+//! Warm transfer and conference: a connected contact stays connected while its agent
+//! consults (on hold), conferences, hands it over or ends the consult; the consult leg is a
+//! contact of its own on the same table, closed directly by its consulting agent.
 
 use centralita_platform::error::Error;
 use centralita_proto::sessions::v1::ContactState;
@@ -26,6 +30,16 @@ pub enum Action {
     WrapUp,
     Overflow,
     TimeOut,
+    /// The customer's contact: its agent opens a consult leg.
+    Consult,
+    /// The customer's contact: the consulted agent joins.
+    Conference,
+    /// The customer's contact: the consulted agent takes it over (warm transfer).
+    HandOver,
+    /// The customer's contact: its consult leg is gone.
+    ConsultEnded,
+    /// A consult leg: closed by the consulting agent (transfer done, or cancelled).
+    CloseLeg,
 }
 
 impl Action {
@@ -42,6 +56,11 @@ impl Action {
             Action::WrapUp => "wrap up",
             Action::Overflow => "overflow",
             Action::TimeOut => "time out",
+            Action::Consult => "consult on",
+            Action::Conference => "conference on",
+            Action::HandOver => "hand over",
+            Action::ConsultEnded => "end the consult of",
+            Action::CloseLeg => "close the consult leg of",
         }
     }
 }
@@ -78,6 +97,9 @@ pub fn next(from: ContactState, action: Action) -> Result<ContactState, Error> {
         (S::Connected, A::Transfer) => S::Queued,
         (S::Connected, A::End) => S::AfterContactWork,
         (S::AfterContactWork, A::WrapUp) => S::Closed,
+        (S::Connected, A::Consult | A::Conference | A::HandOver) => S::Connected,
+        (S::Connected | S::AfterContactWork, A::ConsultEnded) => from,
+        (S::Queued | S::Offered | S::Connected, A::CloseLeg) => S::Closed,
         _ => {
             return Err(Error::FailedPrecondition(format!(
                 "cannot {} a contact that is {}",
@@ -102,7 +124,7 @@ mod tests {
         ContactState::Abandoned,
         ContactState::TimedOut,
     ];
-    const ACTIONS: [Action; 11] = [
+    const ACTIONS: [Action; 16] = [
         Action::Offer,
         Action::Accept,
         Action::Reject,
@@ -114,6 +136,11 @@ mod tests {
         Action::WrapUp,
         Action::Overflow,
         Action::TimeOut,
+        Action::Consult,
+        Action::Conference,
+        Action::HandOver,
+        Action::ConsultEnded,
+        Action::CloseLeg,
     ];
 
     #[test]
@@ -155,6 +182,8 @@ mod tests {
         assert_eq!(e.to_string(), "cannot accept a contact that is queued");
         let legal =
             STATES.iter().flat_map(|s| ACTIONS.iter().map(move |a| (*s, *a))).filter(|(s, a)| next(*s, *a).is_ok());
-        assert_eq!(legal.count(), 13);
+        assert_eq!(legal.count(), 21);
+        let e = next(ContactState::AfterContactWork, Action::HandOver).expect_err("illegal");
+        assert_eq!(e.to_string(), "cannot hand over a contact that is in after-contact work");
     }
 }

@@ -577,3 +577,179 @@ async fn an_agent_whose_stream_is_gone_is_made_away_and_its_offer_goes_back() {
     assert_eq!(still.state, pb::ContactState::Connected as i32);
     p.stop().await;
 }
+
+/// A contact read by its tenant's supervisor, polled until `done` holds (effects on the
+/// other contact of a consult land just after the call that caused them).
+async fn contact_until(p: &Platform, tenant: &str, name: &str, done: impl Fn(&pb::Contact) -> bool) -> pb::Contact {
+    let sup = token(Some(tenant), Role::Supervisor, None);
+    let mut c = pb::Contact::default();
+    for _ in 0..50 {
+        c = p
+            .contacts()
+            .get_contact(req(pb::GetContactRequest { name: name.into() }, &sup))
+            .await
+            .unwrap()
+            .into_inner();
+        if done(&c) {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} never reached the expected state: {c:?}");
+}
+
+fn open_participants(c: &pb::Contact) -> Vec<(String, i32)> {
+    c.participants.iter().filter(|p| p.leave_time.is_none()).map(|p| (p.agent_id.clone(), p.role)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_transfer_conference_and_a_cancelled_consult() {
+    use pb::complete_consult_request::Outcome;
+    use pb::consult_contact_request::Target;
+    use pb::participant::Role as P;
+    let a = unique("warm");
+    let p = start(&[&a]).await;
+    let (ana, bob) = (unique("ana"), unique("bob"));
+    for id in [&ana, &bob] {
+        p.agent(id, &[(&a, "support"), (&a, "sales")], &[(tpb::Channel::Voice, 1, true)]).await;
+    }
+    let (ta, tb) = (agent_token(&ana), agent_token(&bob));
+    let mut sa = p.sign_in(&ana).await;
+    let c = p.create(&a, "support", tpb::Channel::Voice).await;
+    let o = next_offer(&mut sa, Duration::from_secs(10)).await.expect("offered to ana");
+    p.contacts()
+        .accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() }, &ta))
+        .await
+        .unwrap();
+    let consult = |name: &str, target: Target| pb::ConsultContactRequest { name: name.into(), target: Some(target) };
+    let complete =
+        |name: &str, outcome: Outcome| pb::CompleteConsultRequest { name: name.into(), outcome: outcome as i32 };
+
+    // Ana consults Bob (not signed in yet): the customer waits on hold, the leg is queued.
+    let leg = p
+        .contacts()
+        .consult_contact(req(consult(&c.name, Target::AgentId(bob.clone())), &ta))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((leg.state, leg.consult_of.as_str()), (pb::ContactState::Queued as i32, c.name.as_str()));
+    let held = contact_until(&p, &a, &c.name, |c| c.on_hold).await;
+    assert_eq!(held.consult_leg, leg.name);
+    // Bob has not accepted: no transfer or conference yet; one consult at a time; no cold
+    // transfer over an open consult; Bob may not act for Ana.
+    for (call, code) in [
+        (p.contacts().complete_consult(req(complete(&c.name, Outcome::Transfer), &ta)).await, Code::FailedPrecondition),
+        (
+            p.contacts().consult_contact(req(consult(&c.name, Target::Queue("sales".into())), &ta)).await,
+            Code::FailedPrecondition,
+        ),
+        (p.contacts().complete_consult(req(complete(&c.name, Outcome::Unspecified), &ta)).await, Code::InvalidArgument),
+        (p.contacts().complete_consult(req(complete(&c.name, Outcome::Cancel), &tb)).await, Code::NotFound),
+        (
+            p.contacts()
+                .transfer_contact(req(
+                    pb::TransferContactRequest {
+                        name: c.name.clone(),
+                        target: Some(pb::transfer_contact_request::Target::Queue("sales".into())),
+                    },
+                    &ta,
+                ))
+                .await,
+            Code::FailedPrecondition,
+        ),
+    ] {
+        assert_eq!(call.map(|_| ()).unwrap_err().code(), code);
+    }
+
+    // Bob signs in and is offered the leg first (the preferred agent); he accepts.
+    let mut sb = p.sign_in(&bob).await;
+    let ob = next_offer(&mut sb, Duration::from_secs(10)).await.expect("leg offered to bob");
+    assert_eq!(ob.name, leg.name);
+    p.contacts()
+        .accept_contact(req(pb::AcceptContactRequest { name: ob.name.clone(), offer_id: ob.offer_id.clone() }, &tb))
+        .await
+        .unwrap();
+
+    // Conference: the customer is off hold with both agents; Bob reads the contact but
+    // only Ana, who holds it, ends it.
+    let conf =
+        p.contacts().complete_consult(req(complete(&c.name, Outcome::Conference), &ta)).await.unwrap().into_inner();
+    assert!(!conf.on_hold);
+    assert_eq!(open_participants(&conf), vec![(ana.clone(), P::Holder as i32), (bob.clone(), P::Conferenced as i32)]);
+    p.contacts().get_contact(req(pb::GetContactRequest { name: c.name.clone() }, &tb)).await.unwrap();
+    let end = p.contacts().end_contact(req(pb::EndContactRequest { name: c.name.clone() }, &tb)).await.unwrap_err();
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+
+    // Ana leaves: the contact is Bob's, the leg closes, Bob keeps his one voice slot.
+    let done =
+        p.contacts().complete_consult(req(complete(&c.name, Outcome::Transfer), &ta)).await.unwrap().into_inner();
+    assert_eq!(
+        (done.agent_id.as_str(), done.previous_agents.clone(), done.transfer_count, done.on_hold),
+        (bob.as_str(), vec![ana.clone()], 1, false)
+    );
+    assert_eq!(open_participants(&done), vec![(bob.clone(), P::Holder as i32)]);
+    assert_eq!(done.participants.len(), 3, "{:?}", done.participants);
+    let closed = contact_until(&p, &a, &leg.name, |l| l.state == pb::ContactState::Closed as i32).await;
+    assert!(closed.close_time.is_some());
+    let mut bobs = Vec::new();
+    for _ in 0..50 {
+        let get = req(pb::GetAgentRequest { name: format!("agents/{bob}") }, &tb);
+        bobs = p.agents().get_agent(get).await.unwrap().into_inner().contacts;
+        if bobs == vec![c.name.clone()] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bobs, vec![c.name.clone()], "bob holds the customer's contact, not the leg");
+    // Ana is released (and goes on a break); a new call is not offered to Bob, who is
+    // still on the transferred one.
+    p.agents()
+        .set_agent_state(req(
+            pb::SetAgentStateRequest {
+                name: format!("agents/{ana}"),
+                state: pb::AgentState::Away as i32,
+                away_reason: "break".into(),
+            },
+            &ta,
+        ))
+        .await
+        .unwrap();
+    let d = p.create(&a, "support", tpb::Channel::Voice).await;
+    assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "bob was offered a second voice call");
+    // Bob finishes the transferred call: his slot frees and the waiting call comes to him.
+    p.contacts().end_contact(req(pb::EndContactRequest { name: c.name.clone() }, &tb)).await.unwrap();
+    let wrap = pb::WrapUpContactRequest { name: c.name.clone(), disposition: "resolved".into(), notes: String::new() };
+    p.contacts().wrap_up_contact(req(wrap, &tb)).await.unwrap();
+    let od = next_offer(&mut sb, Duration::from_secs(10)).await.expect("the waiting call offered to bob");
+    assert_eq!(od.name, d.name);
+    p.contacts()
+        .accept_contact(req(pb::AcceptContactRequest { name: od.name.clone(), offer_id: od.offer_id.clone() }, &tb))
+        .await
+        .unwrap();
+
+    // A consult to a queue nobody serves now, cancelled: the leg closes and is never
+    // offered, the customer stays on hold with Bob until he resumes.
+    let leg2 = p
+        .contacts()
+        .consult_contact(req(consult(&d.name, Target::Queue("sales".into())), &tb))
+        .await
+        .unwrap()
+        .into_inner();
+    let back = p.contacts().complete_consult(req(complete(&d.name, Outcome::Cancel), &tb)).await.unwrap().into_inner();
+    assert_eq!((back.consult_leg.as_str(), back.on_hold, back.agent_id.as_str()), ("", true, bob.as_str()));
+    contact_until(&p, &a, &leg2.name, |l| l.state == pb::ContactState::Closed as i32).await;
+    p.agents()
+        .set_agent_state(req(
+            pb::SetAgentStateRequest {
+                name: format!("agents/{ana}"),
+                state: pb::AgentState::Available as i32,
+                away_reason: String::new(),
+            },
+            &ta,
+        ))
+        .await
+        .unwrap();
+    assert!(next_offer(&mut sa, Duration::from_secs(2)).await.is_none(), "a cancelled leg was offered");
+    p.contacts().resume_contact(req(pb::ResumeContactRequest { name: d.name.clone() }, &tb)).await.unwrap();
+    p.stop().await;
+}

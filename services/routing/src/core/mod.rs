@@ -272,6 +272,23 @@ impl Router {
                 self.free(&agent, &contact);
                 self.match_agent(&agent, now, &mut out);
             }
+            Input::BookingMoved { from, to, agent } => {
+                if self.booked.get(&from) != Some(&agent) {
+                    return Err(Rejected::NotBooked(from, agent));
+                }
+                if self.contacts.contains_key(&to) || self.booked.contains_key(&to) {
+                    return Err(Rejected::DuplicateContact(to));
+                }
+                self.booked.remove(&from);
+                self.unindex_agent(&agent);
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    if let Some(hold) = a.holding.remove(&from) {
+                        a.holding.insert(to.clone(), hold);
+                    }
+                }
+                self.index_agent(&agent);
+                self.booked.insert(to, agent);
+            }
             Input::Tick => {
                 let due: Vec<(Millis, ContactId)> =
                     self.wakeups.iter().take_while(|(t, _)| *t <= now).cloned().collect();

@@ -185,6 +185,10 @@ pub enum Input {
     /// The agent finished with a contact (after-contact work done, transferred away):
     /// its capacity is free again.
     ContactReleased { contact: ContactId, agent: AgentId },
+    /// The agent's booking of `from` becomes a booking of `to`, with no capacity freed in
+    /// between (a warm transfer completes: the consulted agent takes over the customer's
+    /// contact from its consult leg). `to` must not be in routing or booked.
+    BookingMoved { from: ContactId, to: ContactId, agent: AgentId },
     /// Time passed; relaxation steps, preferred-agent windows and maximum waits are
     /// evaluated.
     Tick,

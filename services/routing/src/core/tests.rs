@@ -133,6 +133,42 @@ fn longest_available_agent_is_offered_first() {
 }
 
 #[test]
+fn a_moved_booking_keeps_its_capacity_until_the_new_contact_is_released() {
+    let sales = q("acme", "sales");
+    let mut r = Router::new();
+    for (t, a) in [(10, "a"), (20, "b")] {
+        upsert(&mut r, 0, agent(a, std::slice::from_ref(&sales)));
+        assert_eq!(ready(&mut r, t, a), vec![]);
+    }
+    // The customer's contact c1 is with a; a's consult leg is with b.
+    let c1 = contact("c1", &sales, 100);
+    assert_eq!(queue(&mut r, 100, &c1), vec![offer(&c1, "a", 100)]);
+    accept(&mut r, 110, "c1", "a");
+    let leg = contact("leg1", &sales, 200);
+    assert_eq!(queue(&mut r, 200, &leg), vec![offer(&leg, "b", 200)]);
+    accept(&mut r, 210, "leg1", "b");
+    // The transfer completes: a lets go of c1 and b's booking moves from the leg to c1.
+    assert_eq!(release(&mut r, 300, "c1", "a"), vec![]);
+    let moved = Input::BookingMoved { from: cid("leg1"), to: cid("c1"), agent: aid("b") };
+    assert_eq!(ok(&mut r, 300, moved), vec![]);
+    assert_eq!(r.holdings(&aid("b")), vec![(cid("c1"), Channel::Chat, Hold::Booked)]);
+    // b is still full: the next contact goes to a.
+    let c2 = contact("c2", &sales, 400);
+    assert_eq!(queue(&mut r, 400, &c2), vec![offer(&c2, "a", 400)]);
+    // Moving a booking that is gone, or onto a contact routing holds, changes nothing.
+    let before = r.clone();
+    let gone = r.apply(450, Input::BookingMoved { from: cid("leg1"), to: cid("c9"), agent: aid("b") });
+    assert!(matches!(gone, Err(Rejected::NotBooked(..))), "{gone:?}");
+    let taken = r.apply(450, Input::BookingMoved { from: cid("c1"), to: cid("c2"), agent: aid("b") });
+    assert!(matches!(taken, Err(Rejected::DuplicateContact(_))), "{taken:?}");
+    assert!(r == before);
+    // b's capacity comes back when c1 is released by b.
+    let c3 = contact("c3", &sales, 500);
+    assert_eq!(queue(&mut r, 500, &c3), vec![]);
+    assert_eq!(release(&mut r, 600, "c1", "b"), vec![offer(&c3, "b", 600)]);
+}
+
+#[test]
 fn skills_and_language_filter_agents() {
     let support = q("acme", "support");
     let mut r = Router::new();
@@ -431,6 +467,9 @@ fn invalid_inputs_are_rejected_and_leave_the_router_unchanged() {
         (Input::OfferAccepted { contact: cid("c2"), agent: aid("a") }, |e| matches!(e, Rejected::NotOffered(..))),
         (Input::OfferAccepted { contact: cid("c1"), agent: aid("b") }, |e| matches!(e, Rejected::NotOffered(..))),
         (Input::ContactReleased { contact: cid("c1"), agent: aid("a") }, |e| matches!(e, Rejected::NotBooked(..))),
+        (Input::BookingMoved { from: cid("c1"), to: cid("c9"), agent: aid("a") }, |e| {
+            matches!(e, Rejected::NotBooked(..))
+        }),
         (Input::AgentReady { agent: aid("nobody") }, |e| matches!(e, Rejected::UnknownAgent(_))),
     ];
     for (input, expected) in cases {
@@ -600,6 +639,8 @@ mod props {
         Undeliver(usize),
         Withdraw(usize),
         Release(usize),
+        /// A booking moves to a contact never seen by routing (a warm transfer).
+        Move(usize),
         Tick,
     }
 
@@ -614,6 +655,7 @@ mod props {
             1 => any::<usize>().prop_map(Op::Undeliver),
             1 => any::<usize>().prop_map(Op::Withdraw),
             3 => any::<usize>().prop_map(Op::Release),
+            1 => any::<usize>().prop_map(Op::Move),
             2 => Just(Op::Tick),
         ];
         pvec((0..=5_000i64, op), 0..=150)
@@ -792,6 +834,10 @@ mod props {
                         .map(|(contact, agent)| Input::OfferUndelivered { contact, agent }),
                     Op::Release(i) => pick(holds(Some(Hold::Booked)), *i)
                         .map(|(contact, agent)| Input::ContactReleased { contact, agent }),
+                    Op::Move(i) => pick(holds(Some(Hold::Booked)), *i).map(|(from, agent)| {
+                        let to = cid(&format!("{}-moved", from.0));
+                        Input::BookingMoved { from, to, agent }
+                    }),
                     // Any contact ever queued: waiting, offered, booked or already gone.
                     Op::Withdraw(i) => (next_contact > 0)
                         .then(|| Input::ContactWithdrawn { contact: cid(&format!("c{:03}", i % next_contact + 1)) }),
