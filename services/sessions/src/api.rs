@@ -461,7 +461,7 @@ impl pb::contact_service_server::ContactService for Api {
             ))
             .into());
         }
-        let leg = crate::consult::start(&self.engine, &tenant, contact_id(&c), &agent, target).await?;
+        let leg = crate::consult::start(&self.engine, &tenant, &c, &agent, target).await?;
         Ok(Response::new(leg))
     }
 

@@ -56,21 +56,42 @@ pub fn accepted(c: &mut pb::Contact, agent: &str, now: i64) {
     join(c, agent, pb::participant::Role::Holder, now);
 }
 
-/// Opens a consult leg from the customer's contact `id`, held by `agent`. Returns the leg.
+/// Opens a consult leg from the customer's contact `customer`, held by `agent`. Returns
+/// the leg.
 pub async fn start(
     engine: &Engine,
     tenant: &TenantId,
-    id: &str,
+    customer: &pb::Contact,
     agent: &str,
     target: Target,
 ) -> Result<pb::Contact, Error> {
     let leg_id = uuid::Uuid::now_v7().simple().to_string();
     let leg_name = contact_name(tenant.as_str(), &leg_id);
     let now = now_ms();
-    let (_, customer) = engine
+    let leg = pb::Contact {
+        name: leg_name.clone(),
+        tenant: tenant.to_string(),
+        channel: customer.channel,
+        direction: customer.direction,
+        queue: target.queue,
+        state: ContactState::Queued as i32,
+        priority: customer.priority,
+        customer_tier: customer.customer_tier,
+        language: customer.language.clone(),
+        attributes: customer.attributes.clone(),
+        preferred_agent_id: target.agent,
+        customer_identities: customer.customer_identities.clone(),
+        consult_of: customer.name.clone(),
+        create_time: ts(now),
+        enqueue_time: ts(now),
+        ..Default::default()
+    };
+    // Checked before anything is written.
+    let queued = engine.queued(&leg)?;
+    engine
         .transition(
             tenant,
-            id,
+            contact_id(customer),
             Action::Consult,
             |c| {
                 if !c.consult_of.is_empty() {
@@ -96,25 +117,6 @@ pub async fn start(
             },
         )
         .await?;
-    let leg = pb::Contact {
-        name: leg_name,
-        tenant: tenant.to_string(),
-        channel: customer.channel,
-        direction: customer.direction,
-        queue: target.queue,
-        state: ContactState::Queued as i32,
-        priority: customer.priority,
-        customer_tier: customer.customer_tier,
-        language: customer.language.clone(),
-        attributes: customer.attributes.clone(),
-        preferred_agent_id: target.agent,
-        customer_identities: customer.customer_identities.clone(),
-        consult_of: customer.name.clone(),
-        create_time: ts(now),
-        enqueue_time: ts(now),
-        ..Default::default()
-    };
-    let queued = engine.queued(&leg)?;
     engine.store.zadd(&crate::store::open_index(tenant), &leg_id, now).await?;
     engine
         .create(tenant, &leg, |fx| {

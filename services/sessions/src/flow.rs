@@ -226,7 +226,14 @@ async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(
                         c.close_time = ts(now);
                         Ok(())
                     },
-                    |before, after, fx| engine.contact_event(fx, Kind::TimedOut, before, after, "", ""),
+                    |before, after, fx| {
+                        engine.contact_event(fx, Kind::TimedOut, before, after, "", "")?;
+                        // A consult leg nobody took: the customer's contact hears it ended.
+                        if let Some(e) = crate::consult::leg_ended(before) {
+                            fx.linked(e);
+                        }
+                        Ok(())
+                    },
                 )
                 .await?;
         }
