@@ -257,9 +257,25 @@ struct Setup {
     auth: Auth,
     shared: Shared,
     started: Instant,
+    /// Set once every contact has been answered (or abandoned) after the last arrival:
+    /// agents then end and wrap up at once. Nothing measured depends on handle times from
+    /// then on, and the drain takes seconds instead of the longest handle time.
+    hurry: tokio::sync::watch::Sender<bool>,
 }
 
 impl Setup {
+    /// Sleeps `d`, or less once the drain hurries the agents.
+    async fn pause(&self, d: Duration) {
+        let mut hurry = self.hurry.subscribe();
+        if *hurry.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            _ = hurry.changed() => {}
+        }
+    }
+
     fn tenant_id(&self, stem: &str) -> String {
         format!("{stem}-{}", self.run)
     }
@@ -290,7 +306,15 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("the reporting service at {} is not reachable", args.reporting))?;
     let run = uuid::Uuid::now_v7().simple().to_string()[24..].to_owned();
-    let setup = Arc::new(Setup { sc, run, channels, auth, shared: Arc::default(), started: Instant::now() });
+    let setup = Arc::new(Setup {
+        sc,
+        run,
+        channels,
+        auth,
+        shared: Arc::default(),
+        started: Instant::now(),
+        hurry: tokio::sync::watch::Sender::new(false),
+    });
     let sc = &setup.sc;
     eprintln!("[sim] scenario `{}` ({}): time scale {}x, run {}", sc.name, sc.description, sc.time_scale, setup.run);
 
@@ -415,14 +439,18 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
         arrivals_ended.duration_since(arrivals_started).as_secs_f64()
     );
 
-    // Drain: every contact answered and wrapped up, or abandoned.
+    // Drain: every contact answered, or abandoned; then the agents finish at once (see
+    // `Setup::hurry`) and every contact is wrapped up.
     let drain_deadline = Instant::now() + Duration::from_secs_f64(sc.drain_seconds);
     loop {
-        let open = {
+        let (unanswered, busy) = {
             let st = lock(&setup.shared);
-            st.contacts.values().filter(|c| !c.abandoned && c.accepted.is_none()).count() + st.busy_since.len()
+            (st.contacts.values().filter(|c| !c.abandoned && c.accepted.is_none()).count(), st.busy_since.len())
         };
-        if open == 0 || Instant::now() > drain_deadline {
+        if unanswered == 0 {
+            setup.hurry.send_replace(true);
+        }
+        if unanswered + busy == 0 || Instant::now() > drain_deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -698,14 +726,14 @@ async fn work(
         }
         st.busy_since.entry(id.clone()).or_insert(now);
     }
-    tokio::time::sleep(handle).await;
+    setup.pause(handle).await;
     if let Ok(r) = req(pb::EndContactRequest { name: c.name.clone() }, &token) {
         // Refused only when the customer hung up first (the conversation is over already).
         let t = Instant::now();
         let result = client.end_contact(r).await;
         answered_offer(shared, "EndContact", t, result.map(|_| ()));
     }
-    tokio::time::sleep(wrap).await;
+    setup.pause(wrap).await;
     // The capacity is counted free from the moment the wrap-up is sent: the platform frees it
     // when it processes the call and may offer the next contact before our response arrives.
     // An offer that came before this point and overlapped would still count as a violation.
