@@ -147,8 +147,15 @@ pub fn fold(row: &mut InteractionRow, e: &spb::ContactEvent, c: &spb::Contact) {
         Ok(ContactState::Offered | ContactState::Connected | ContactState::AfterContactWork)
     );
     row.holder = if holds { c.agent_id.clone() } else { String::new() };
-    if Kind::try_from(e.kind) == Ok(Kind::Accepted) {
-        let agent = if e.agent_id.is_empty() { &c.agent_id } else { &e.agent_id };
+    // The agents who talked with the customer: who accepted, who was conferenced in, who
+    // took the contact over in a warm transfer (the event names the agent that left).
+    let joined = match Kind::try_from(e.kind) {
+        Ok(Kind::Accepted) => Some(if e.agent_id.is_empty() { &c.agent_id } else { &e.agent_id }),
+        Ok(Kind::Conferenced) => Some(&e.agent_id),
+        Ok(Kind::HandedOver) => Some(&c.agent_id),
+        _ => None,
+    };
+    if let Some(agent) = joined {
         if !agent.is_empty() && row.agents.last() != Some(agent) {
             row.agents.push(agent.clone());
         }
@@ -194,6 +201,30 @@ mod tests {
             ..Default::default()
         };
         fold(r, &e, &c);
+    }
+
+    #[test]
+    fn conferenced_and_warm_transfer_agents_join_the_interaction() {
+        let mut r = row();
+        step(&mut r, Kind::Accepted, ContactState::Connected, "a1", "");
+        step(&mut r, Kind::Conferenced, ContactState::Connected, "a2", "");
+        // A warm transfer: the event names the agent that left, the contact the new holder.
+        let c = spb::Contact { state: ContactState::Connected as i32, agent_id: "a2".into(), ..Default::default() };
+        let e = spb::ContactEvent {
+            kind: Kind::HandedOver as i32,
+            contact: Some(c.clone()),
+            agent_id: "a1".into(),
+            ..Default::default()
+        };
+        fold(&mut r, &e, &c);
+        assert_eq!(r.agents, vec!["a1".to_string(), "a2".to_string()]);
+        assert_eq!(r.holder, "a2");
+        let mut direct = row();
+        step(&mut direct, Kind::Accepted, ContactState::Connected, "a1", "");
+        let c = spb::Contact { state: ContactState::Connected as i32, agent_id: "a3".into(), ..Default::default() };
+        let e = spb::ContactEvent { kind: Kind::HandedOver as i32, contact: Some(c.clone()), ..Default::default() };
+        fold(&mut direct, &e, &c);
+        assert_eq!(direct.agents, vec!["a1".to_string(), "a3".to_string()]);
     }
 
     #[test]
