@@ -47,6 +47,30 @@ def mint(*args, key=DEV_KEY):
     return cli("token", "mint", "--private-key-file", str(key), *args).stdout.strip()
 
 
+def tenant_manifest(tenant, queue, *, display=None, channels="voice, chat", time_zone="Europe/Madrid",
+                    recording="none", away_reasons="break", max_concurrent=100):
+    """A tenant manifest with one routing queue (`queue`: the YAML flow mapping's inside) and
+    the disposition code `resolved`."""
+    return f"""
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {tenant} }}
+spec:
+  displayName: {display or tenant}
+  channels: [{channels}]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: {max_concurrent}, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: {time_zone} }}
+  dataRetentionDays: 30
+  recording: {{ voice: {recording} }}
+  routing:
+    awayReasons: [{away_reasons}]
+    dispositionCodes: [resolved]
+    queues:
+      - {{ {queue} }}
+"""
+
+
 def auth(token):
     """gRPC call metadata carrying a bearer token."""
     return (("authorization", f"Bearer {token}"),)

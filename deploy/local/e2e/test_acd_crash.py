@@ -33,7 +33,7 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from conftest import BIN, BROKERS, DEV_PUB, LOGS, auth, cli, free_port, http_get, mint, wait_for
+from conftest import BIN, BROKERS, DEV_PUB, LOGS, auth, cli, free_port, http_get, mint, tenant_manifest, wait_for
 
 # Traffic.
 CONTACTS = 150
@@ -104,24 +104,8 @@ def clock(ns):
 
 
 def tenant_yaml(tenant):
-    return f"""
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: {tenant} }}
-spec:
-  displayName: {tenant}
-  channels: [voice, chat]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 500, apiRequestsPerSecond: 1000 }}
-  businessHours: {{ timeZone: Europe/Madrid }}
-  dataRetentionDays: 30
-  recording: {{ voice: all }}
-  routing:
-    awayReasons: [break]
-    dispositionCodes: [{DISPOSITION}]
-    queues:
-      - {{ id: support, offerTimeoutSeconds: {OFFER_TIMEOUT_S}, afterContactWorkSeconds: {ACW_S} }}
-"""
+    queue = f"id: support, offerTimeoutSeconds: {OFFER_TIMEOUT_S}, afterContactWorkSeconds: {ACW_S}"
+    return tenant_manifest(tenant, queue, recording="all", max_concurrent=500)
 
 
 class Service:

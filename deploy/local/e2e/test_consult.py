@@ -14,7 +14,7 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from conftest import BROKERS, PREFIX, auth, cli, endpoints, mint, wait_for
+from conftest import BROKERS, PREFIX, auth, cli, endpoints, mint, tenant_manifest, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +31,8 @@ def m(pb):
 
 
 def tenant_yaml(tenant):
-    return f"""
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: {tenant} }}
-spec:
-  displayName: Consult {tenant}
-  channels: [voice]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
-  businessHours: {{ timeZone: Europe/Madrid }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
-  routing:
-    dispositionCodes: [resolved]
-    queues:
-      - {{ id: support, offerTimeoutSeconds: 30, afterContactWorkSeconds: 60, preferredAgentSeconds: 30 }}
-"""
+    queue = "id: support, offerTimeoutSeconds: 30, afterContactWorkSeconds: 60, preferredAgentSeconds: 30"
+    return tenant_manifest(tenant, queue, display=f"Consult {tenant}", channels="voice")
 
 
 def contact_events(m, names, want, timeout=30):

@@ -14,7 +14,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import auth, cli, endpoints, mint, wait_for
+from conftest import auth, cli, endpoints, mint, tenant_manifest, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +33,8 @@ def m(pb):
 
 
 def tenant_yaml(tenant):
-    return f"""
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: {tenant} }}
-spec:
-  displayName: CRM screen-pop {tenant}
-  channels: [email]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
-  businessHours: {{ timeZone: Europe/Madrid }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
-  routing:
-    dispositionCodes: [resolved]
-    queues:
-      - {{ id: support, offerTimeoutSeconds: 30, afterContactWorkSeconds: 60 }}
-"""
+    queue = "id: support, offerTimeoutSeconds: 30, afterContactWorkSeconds: 60"
+    return tenant_manifest(tenant, queue, display=f"CRM screen-pop {tenant}", channels="email", away_reasons="")
 
 
 def test_offered_agent_gets_the_customer_screen_pop(m, tmp_path):

@@ -13,7 +13,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import auth, cli, endpoints, mint, wait_for
+from conftest import auth, cli, endpoints, mint, tenant_manifest, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +32,8 @@ def rp(pb):
 
 
 def tenant_yaml(tenant):
-    return f"""
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: {tenant} }}
-spec:
-  displayName: Reporting pipeline {tenant}
-  channels: [voice, chat]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
-  businessHours: {{ timeZone: America/New_York }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
-  routing:
-    awayReasons: [break]
-    dispositionCodes: [resolved]
-    queues:
-      - {{ id: support, offerTimeoutSeconds: 20, afterContactWorkSeconds: 60 }}
-"""
+    queue = "id: support, offerTimeoutSeconds: 20, afterContactWorkSeconds: 60"
+    return tenant_manifest(tenant, queue, display=f"Reporting pipeline {tenant}", time_zone="America/New_York")
 
 
 def test_handled_contacts_reach_the_reports(rp, tmp_path):

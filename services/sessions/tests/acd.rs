@@ -154,6 +154,14 @@ impl Platform {
             .into_inner()
     }
 
+    /// The agent makes itself available (`away` empty) or away with that reason.
+    async fn set_state(&self, id: &str, away: &str) {
+        let state = if away.is_empty() { pb::AgentState::Available } else { pb::AgentState::Away };
+        let r =
+            pb::SetAgentStateRequest { name: format!("agents/{id}"), state: state as i32, away_reason: away.into() };
+        self.agents().set_agent_state(req(r, &agent_token(id))).await.unwrap();
+    }
+
     async fn create(&self, tenant: &str, queue: &str, channel: tpb::Channel) -> pb::Contact {
         let t = token(Some(tenant), Role::Channel, None);
         let contact = pb::Contact { channel: channel as i32, queue: queue.into(), ..Default::default() };
@@ -309,28 +317,8 @@ async fn rona_abandon_and_transfer() {
         .unwrap();
     // Cold transfer to the sales queue: bob (now on a break) is released, ana (available
     // again) gets it.
-    p.agents()
-        .set_agent_state(req(
-            pb::SetAgentStateRequest {
-                name: format!("agents/{bob}"),
-                state: pb::AgentState::Away as i32,
-                away_reason: "break".into(),
-            },
-            &tb,
-        ))
-        .await
-        .unwrap();
-    p.agents()
-        .set_agent_state(req(
-            pb::SetAgentStateRequest {
-                name: format!("agents/{ana}"),
-                state: pb::AgentState::Available as i32,
-                away_reason: String::new(),
-            },
-            &agent_token(&ana),
-        ))
-        .await
-        .unwrap();
+    p.set_state(&bob, "break").await;
+    p.set_state(&ana, "").await;
     let moved = p
         .contacts()
         .transfer_contact(req(
@@ -703,17 +691,7 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
     assert_eq!(bobs, vec![c.name.clone()], "bob holds the customer's contact, not the leg");
     // Ana is released (and goes on a break); a new call is not offered to Bob, who is
     // still on the transferred one.
-    p.agents()
-        .set_agent_state(req(
-            pb::SetAgentStateRequest {
-                name: format!("agents/{ana}"),
-                state: pb::AgentState::Away as i32,
-                away_reason: "break".into(),
-            },
-            &ta,
-        ))
-        .await
-        .unwrap();
+    p.set_state(&ana, "break").await;
     let d = p.create(&a, "support", tpb::Channel::Voice).await;
     assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "bob was offered a second voice call");
     // Bob finishes the transferred call: his slot frees and the waiting call comes to him.
@@ -738,17 +716,7 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
     let back = p.contacts().complete_consult(req(complete(&d.name, Outcome::Cancel), &tb)).await.unwrap().into_inner();
     assert_eq!((back.consult_leg.as_str(), back.on_hold, back.agent_id.as_str()), ("", true, bob.as_str()));
     contact_until(&p, &a, &leg2.name, |l| l.state == pb::ContactState::Closed as i32).await;
-    p.agents()
-        .set_agent_state(req(
-            pb::SetAgentStateRequest {
-                name: format!("agents/{ana}"),
-                state: pb::AgentState::Available as i32,
-                away_reason: String::new(),
-            },
-            &ta,
-        ))
-        .await
-        .unwrap();
+    p.set_state(&ana, "").await;
     assert!(next_offer(&mut sa, Duration::from_secs(2)).await.is_none(), "a cancelled leg was offered");
     p.contacts().resume_contact(req(pb::ResumeContactRequest { name: d.name.clone() }, &tb)).await.unwrap();
     p.stop().await;
