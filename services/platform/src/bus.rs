@@ -392,14 +392,12 @@ pub struct ConsumerSettings {
     pub topics: Vec<String>,
     /// Longest a fetch waits at the broker for new records: the floor of the consumer's
     /// latency when records trickle in (some brokers, tansu among them, hold a fetch that
-    /// long). [`FETCH_WAIT_LOW_LATENCY`] for consumers on a customer's path.
+    /// long). `KafkaConfig::fetch_wait_low_latency` for consumers on a customer's path.
     pub fetch_wait: Duration,
     /// Static membership (see `KafkaConfig::group_instance_id`).
     pub group_instance_id: Option<String>,
 }
 
-/// Fetch wait of consumers whose latency a customer feels (routing decisions).
-pub const FETCH_WAIT_LOW_LATENCY: Duration = Duration::from_millis(2);
 /// Fetch wait of everything else: fewer idle fetches.
 pub const FETCH_WAIT_DEFAULT: Duration = Duration::from_millis(100);
 

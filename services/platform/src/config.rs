@@ -95,6 +95,25 @@ pub struct KafkaConfig {
     /// dead member, which some brokers (tansu) never do. Unset: dynamic membership.
     #[arg(long = "kafka-group-instance-id", env = "CENTRALITA_KAFKA_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
+    /// Longest a fetch on the customer's path (routing inputs, routing decisions) waits at
+    /// the broker, 1 to 1000 ms: the latency floor of each of those hops. tansu holds every
+    /// fetch this long, even when records are there, and lists the partition's stored
+    /// batches on each, so a longer wait costs latency per hop and saves broker CPU
+    /// (loadtest/BENCHMARKS.md).
+    #[arg(
+        long = "kafka-fetch-wait-low-latency-ms",
+        env = "CENTRALITA_KAFKA_FETCH_WAIT_LOW_LATENCY_MS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u64).range(1..=1000)
+    )]
+    pub fetch_wait_low_latency_ms: u64,
+}
+
+impl KafkaConfig {
+    /// The fetch wait of consumers on the customer's path.
+    pub fn fetch_wait_low_latency(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.fetch_wait_low_latency_ms)
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

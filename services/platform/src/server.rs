@@ -458,4 +458,10 @@ pub fn assert_config_contract<S: clap::Args + Validate>(service: &'static str, r
         Ok(()) => panic!("a partition count of 0 was accepted"),
         Err(e) => assert!(e.to_string().contains("CENTRALITA_KAFKA_PARTITIONS"), "{e}"),
     }
+    let mut args = vec!["service", "--jwt-public-key-file", "/dev/null", "--kafka-fetch-wait-low-latency-ms", "0"];
+    args.extend_from_slice(required);
+    match parse_args::<S>(service, args) {
+        Ok(_) => panic!("a fetch wait of 0 ms was accepted"),
+        Err(e) => assert!(e.to_string().contains("kafka-fetch-wait-low-latency-ms"), "{e}"),
+    }
 }

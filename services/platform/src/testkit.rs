@@ -43,6 +43,7 @@ pub fn common(prefix: &str) -> CommonConfig {
             partitions: 1,
             replication_factor: 1,
             group_instance_id: None,
+            fetch_wait_low_latency_ms: 2,
         },
         auth: AuthConfig {
             public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),

@@ -46,6 +46,7 @@ fn config(prefix: &str) -> CommonConfig {
             partitions: 2,
             replication_factor: 1,
             group_instance_id: None,
+            fetch_wait_low_latency_ms: 2,
         },
         auth: AuthConfig {
             public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use centralita_platform::bus::{client_config, Event, Producer, StaticMember, FETCH_WAIT_LOW_LATENCY};
+use centralita_platform::bus::{client_config, Event, Producer, StaticMember};
 use centralita_platform::cache::RedisHandle;
 use centralita_platform::error::Error;
 use centralita_platform::shutdown::Shutdown;
@@ -41,6 +41,8 @@ pub struct EngineSettings {
     pub snapshot_every: Duration,
     /// Static membership (see `KafkaConfig::group_instance_id`).
     pub group_instance_id: Option<String>,
+    /// Fetch wait of the input consumer (`KafkaConfig::fetch_wait_low_latency_ms`).
+    pub fetch_wait: Duration,
 }
 
 struct PartitionState {
@@ -98,7 +100,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("fetch.wait.max.ms", FETCH_WAIT_LOW_LATENCY.as_millis().to_string())
+        .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().to_string())
         .set_static_member(settings.group_instance_id.as_deref())
         .create_with_context(EngineContext(revocations.clone()))
     {

@@ -91,7 +91,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             brokers: config.common.kafka.brokers.clone(),
             group_id: format!("{prefix}sessions.decisions"),
             topics: vec![decisions],
-            fetch_wait: centralita_platform::bus::FETCH_WAIT_LOW_LATENCY,
+            fetch_wait: config.common.kafka.fetch_wait_low_latency(),
             group_instance_id: config.common.kafka.group_instance_id.clone(),
         },
         flow::DecisionHandler { engine: engine::Engine { detach_effects: true, ..engine.clone() } },
