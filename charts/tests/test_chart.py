@@ -292,7 +292,7 @@ def test_environment_and_secrets(variant):
         assert env["CENTRALITA_ADMIN_ADDR"]["value"].endswith(f":{admin_port}")
         assert env["CENTRALITA_LOG_FORMAT"]["value"] == "json"
         assert re.fullmatch(r"\d+s", env["CENTRALITA_SHUTDOWN_TIMEOUT"]["value"])
-        for key in ("BROKERS", "TOPIC_PREFIX", "PARTITIONS", "REPLICATION_FACTOR"):
+        for key in ("BROKERS", "TOPIC_PREFIX", "PARTITIONS", "REPLICATION_FACTOR", "FETCH_WAIT_LOW_LATENCY_MS"):
             assert f"CENTRALITA_KAFKA_{key}" in env
         for key in ("ISSUER", "AUDIENCE"):
             assert f"CENTRALITA_JWT_{key}" in env

@@ -154,6 +154,8 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ $cfg.kafka.partitions | quote }}
 - name: CENTRALITA_KAFKA_REPLICATION_FACTOR
   value: {{ $cfg.kafka.replicationFactor | quote }}
+- name: CENTRALITA_KAFKA_FETCH_WAIT_LOW_LATENCY_MS
+  value: {{ $cfg.kafka.fetchWaitLowLatencyMs | quote }}
 {{- if and .t.stream .c.staticMembership }}
 - name: CENTRALITA_KAFKA_GROUP_INSTANCE_ID
   valueFrom:
