@@ -4,28 +4,33 @@
 # so one long run measures the broker slowing down as much as the queue (BENCHMARKS.md).
 # Each segment is loadtest/erlang-c-bench.sh with `simulate --segment`; then
 # `centralita-loadtest pool-erlang-c` judges SL and ASA over all replicas.
-#   loadtest/erlang-c-pooled.sh [--segments 3] [--scenario loadtest/scenarios/erlang-c-segment.yaml] [--json out.json]
+# Segment i runs with seed <first-seed> + i - 1, so the segments draw independently.
+#   loadtest/erlang-c-pooled.sh [--segments 3] [--first-seed 1001]
+#     [--scenario loadtest/scenarios/erlang-c-segment.yaml] [--json out.json]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 segments=3
+first_seed=1001
 scenario="$here/scenarios/erlang-c-segment.yaml"
 json=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --segments) segments="$2"; shift 2 ;;
+    --first-seed) first_seed="$2"; shift 2 ;;
     --scenario) scenario="$(realpath "$2")"; shift 2 ;;
     --json) json="$(realpath -m "$2")"; shift 2 ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
-case "$segments" in '' | *[!0-9]*) echo "--segments must be a whole number" >&2; exit 2 ;; esac
+case "$segments$first_seed" in '' | *[!0-9]*) echo "--segments and --first-seed must be whole numbers" >&2; exit 2 ;; esac
 [ "$segments" -ge 2 ] || { echo "--segments must be at least 2" >&2; exit 2; }
 out="$(mktemp -d "${TMPDIR:-/tmp}/erlang-c-pooled.XXXXXX")"
 files=()
 for i in $(seq 1 "$segments"); do
   echo "[pooled] segment $i of $segments on a fresh stack (results in $out)" >&2
   "$here/../deploy/local/stack.sh" down >&2
-  "$here/erlang-c-bench.sh" --scenario "$scenario" --segment --json "$out/segment-$i.json" ||
+  "$here/erlang-c-bench.sh" --scenario "$scenario" --segment --seed $((first_seed + i - 1)) \
+    --json "$out/segment-$i.json" ||
     echo "[pooled] segment $i exited $? (its problems are pooled below)" >&2
   files+=("$out/segment-$i.json")
 done

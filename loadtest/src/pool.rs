@@ -28,6 +28,7 @@ pub struct PoolArgs {
 #[derive(Debug, Deserialize)]
 struct SegmentFile {
     run: String,
+    seed: Option<u64>,
     contacts_created: u64,
     conservation: Conservation,
     problems: Vec<String>,
@@ -109,7 +110,13 @@ fn pool(segments: &[(String, SegmentFile)]) -> anyhow::Result<Pooled> {
     let mut replicas: Vec<(Replica, f64)> = Vec::new();
     let mut first: Option<(&str, u32, f64, &Tolerance)> = None;
     let mut per_segment = Vec::new();
+    let mut seeds: std::collections::BTreeMap<u64, &str> = std::collections::BTreeMap::new();
     for (path, seg) in segments {
+        // The same seed draws the same arrivals and handle times: not an independent sample.
+        let Some(seed) = seg.seed else { bail!("{path} does not record its seed") };
+        if let Some(other) = seeds.insert(seed, path) {
+            bail!("{path} and {other} used the same seed ({seed}), so the same draws: run segments with --seed");
+        }
         let Some(erlang) = &seg.erlang_c else { bail!("{path} has no Erlang C check (the scenario needs erlangC)") };
         let Some(part) = &erlang.segment else {
             bail!("{path} was not run as a segment (simulate --segment records the replicas' sums)")
@@ -143,7 +150,7 @@ fn pool(segments: &[(String, SegmentFile)]) -> anyhow::Result<Pooled> {
         let p50 =
             seg.steps.first().and_then(|s| s.pointer("/enqueue_to_offer_ms/p50")).and_then(serde_json::Value::as_f64);
         per_segment.push(serde_json::json!({
-            "file": path, "run": seg.run, "contacts_created": seg.contacts_created,
+            "file": path, "run": seg.run, "seed": seed, "contacts_created": seg.contacts_created,
             "replicas": part.replica_figures.len(), "enqueue_to_offer_p50_ms": p50,
         }));
     }
@@ -210,6 +217,7 @@ mod tests {
     use super::*;
 
     fn segment(run: &str, replicas: &[(u64, u64, u64, f64, f64)], problems: &[&str]) -> (String, SegmentFile) {
+        let seed = u64::from(run.as_bytes()[0]);
         let figures: Vec<serde_json::Value> = replicas
             .iter()
             .map(|(arrived, answered, within, wait, handle)| {
@@ -218,7 +226,7 @@ mod tests {
             })
             .collect();
         let text = serde_json::json!({
-            "run": run, "contacts_created": 10, "problems": problems,
+            "run": run, "seed": seed, "contacts_created": 10, "problems": problems,
             "conservation": { "not_terminal": 0, "accepted_twice": 0, "capacity_violations": 0 },
             "erlang_c": { "queue": "erlang/support", "agents": 55, "segment": {
                 "window_simulated_seconds": 3600.0, "service_level_seconds": 15.0,
@@ -272,5 +280,10 @@ mod tests {
         plain.erlang_c.as_mut().unwrap().segment = None;
         let err = pool(&[(path, plain)]).unwrap_err().to_string();
         assert!(err.contains("was not run as a segment"), "{err}");
+        let (path, mut twin) = segment("d", &[(720, 720, 612, 5_904.0, 172_800.0)], &[]);
+        twin.seed = Some(u64::from(b'a'));
+        let err =
+            pool(&[segment("a", &[(720, 720, 612, 5_904.0, 172_800.0)], &[]), (path, twin)]).unwrap_err().to_string();
+        assert!(err.contains("used the same seed"), "{err}");
     }
 }

@@ -55,6 +55,9 @@ pub struct SimulateArgs {
     /// service level and ASA over all segments); every other check still applies.
     #[arg(long)]
     segment: bool,
+    /// Overrides the scenario's seed (segments of a pooled run need different draws).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// A small deterministic generator (xorshift64*), so a seed reproduces a run's draws.
@@ -288,8 +291,11 @@ impl Setup {
 pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(&args.scenario).with_context(|| format!("reading {}", args.scenario.display()))?;
-    let sc =
+    let mut sc =
         scenario::parse(&text).map_err(|e| anyhow::anyhow!("scenario {} is invalid:\n{e}", args.scenario.display()))?;
+    if let Some(seed) = args.seed {
+        sc.seed = seed;
+    }
     let mut channels = Vec::new();
     for _ in 0..8 {
         let endpoint = Endpoint::from_shared(args.sessions.clone())?.connect_timeout(Duration::from_secs(3));
@@ -1207,7 +1213,7 @@ async fn conclude(
     );
     Ok(Report {
         json: serde_json::json!({
-            "scenario": sc.name, "run": setup.run, "time_scale": sc.time_scale,
+            "scenario": sc.name, "run": setup.run, "seed": sc.seed, "time_scale": sc.time_scale,
             "contacts_created": st.contacts.len(), "final_states": states,
             "offers": st.offers, "rejected": st.rejects, "rang_out": st.ignored, "offers_gone": st.offers_gone,
             "queues": per_queue, "erlang_c": erlang, "steps": steps_json, "knee_contacts_per_second": knee,
