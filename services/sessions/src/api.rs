@@ -78,7 +78,49 @@ fn require_holder(caller: &Caller, c: &pb::Contact) -> Result<String, Error> {
     }
 }
 
+/// Where a transfer or a consult goes (the request's `target`).
+enum Destination {
+    Queue(String),
+    Agent(String),
+}
+
 impl Api {
+    /// Checks where the holder `agent` of `c` sends it: a queue of the tenant, or another
+    /// agent through the contact's queue, which needs a preferred-agent window (`verb`
+    /// names the move in that error).
+    fn destination(
+        &self,
+        tenant: &TenantId,
+        c: &pb::Contact,
+        agent: &str,
+        to: Option<Destination>,
+        verb: &str,
+    ) -> Result<crate::consult::Target, Error> {
+        let t = self.engine.registry.require_active(tenant)?;
+        let target = match to {
+            Some(Destination::Queue(q)) if t.routing.queues.contains_key(&q) => {
+                crate::consult::Target { queue: q, agent: String::new() }
+            }
+            Some(Destination::Queue(q)) => {
+                return Err(Error::invalid("queue", format!("`{q}` is not a queue of tenant {tenant}")))
+            }
+            Some(Destination::Agent(a)) if is_code(&a) && a != agent => {
+                crate::consult::Target { queue: c.queue.clone(), agent: a }
+            }
+            Some(Destination::Agent(_)) => return Err(Error::invalid("agent_id", "must be another agent's id")),
+            None => return Err(Error::invalid("target", "a queue or an agent is required")),
+        };
+        if !target.agent.is_empty()
+            && t.routing.queues.get(&target.queue).is_some_and(|q| q.preferred_agent_window.is_zero())
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "queue `{}` has no preferred-agent window to {verb} an agent",
+                target.queue
+            )));
+        }
+        Ok(target)
+    }
+
     async fn load_contact(&self, caller: &Caller, name: &str) -> Result<(TenantId, pb::Contact), Error> {
         let (tenant, id) = parse_contact_name(name)?;
         if !caller.is_bpo_admin() && caller.tenant.is_some() && caller.tenant.as_ref() != Some(&tenant) {
@@ -380,22 +422,12 @@ impl pb::contact_service_server::ContactService for Api {
         let req = request.into_inner();
         let (tenant, c) = self.load_contact(&caller, &req.name).await?;
         let agent = require_holder(&caller, &c)?;
-        let t = self.engine.registry.require_active(&tenant)?;
-        let (queue, preferred) = match req.target {
-            Some(Target::Queue(q)) if t.routing.queues.contains_key(&q) => (q, String::new()),
-            Some(Target::Queue(q)) => {
-                return Err(Error::invalid("queue", format!("`{q}` is not a queue of tenant {tenant}")).into())
-            }
-            Some(Target::AgentId(a)) if is_code(&a) && a != agent => (c.queue.clone(), a),
-            Some(Target::AgentId(_)) => return Err(Error::invalid("agent_id", "must be another agent's id").into()),
-            None => return Err(Error::invalid("target", "a queue or an agent is required").into()),
-        };
-        if !preferred.is_empty() && t.routing.queues.get(&queue).is_some_and(|q| q.preferred_agent_window.is_zero()) {
-            return Err(Error::FailedPrecondition(format!(
-                "queue `{queue}` has no preferred-agent window to transfer to an agent"
-            ))
-            .into());
-        }
+        let to = req.target.map(|t| match t {
+            Target::Queue(q) => Destination::Queue(q),
+            Target::AgentId(a) => Destination::Agent(a),
+        });
+        let crate::consult::Target { queue, agent: preferred } =
+            self.destination(&tenant, &c, &agent, to, "transfer to")?;
         let id = contact_id(&c).to_owned();
         let now = now_ms();
         let engine = &self.engine;
@@ -410,7 +442,7 @@ impl pb::contact_service_server::ContactService for Api {
                             "the contact has a consult leg; complete or cancel the consult first".into(),
                         ));
                     }
-                    crate::consult::leave(c, "", now);
+                    crate::consult::leave(c, now, |_| true);
                     c.queue.clone_from(&queue);
                     c.preferred_agent_id.clone_from(&preferred);
                     c.previous_agents.push(agent.clone());
@@ -438,29 +470,11 @@ impl pb::contact_service_server::ContactService for Api {
         let req = request.into_inner();
         let (tenant, c) = self.load_contact(&caller, &req.name).await?;
         let agent = require_holder(&caller, &c)?;
-        let t = self.engine.registry.require_active(&tenant)?;
-        let target = match req.target {
-            Some(Target::Queue(q)) if t.routing.queues.contains_key(&q) => {
-                crate::consult::Target { queue: q, agent: String::new() }
-            }
-            Some(Target::Queue(q)) => {
-                return Err(Error::invalid("queue", format!("`{q}` is not a queue of tenant {tenant}")).into())
-            }
-            Some(Target::AgentId(a)) if is_code(&a) && a != agent => {
-                crate::consult::Target { queue: c.queue.clone(), agent: a }
-            }
-            Some(Target::AgentId(_)) => return Err(Error::invalid("agent_id", "must be another agent's id").into()),
-            None => return Err(Error::invalid("target", "a queue or an agent is required").into()),
-        };
-        if !target.agent.is_empty()
-            && t.routing.queues.get(&target.queue).is_some_and(|q| q.preferred_agent_window.is_zero())
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "queue `{}` has no preferred-agent window to consult an agent",
-                target.queue
-            ))
-            .into());
-        }
+        let to = req.target.map(|t| match t {
+            Target::Queue(q) => Destination::Queue(q),
+            Target::AgentId(a) => Destination::Agent(a),
+        });
+        let target = self.destination(&tenant, &c, &agent, to, "consult")?;
         let leg = crate::consult::start(&self.engine, &tenant, &c, &agent, target).await?;
         Ok(Response::new(leg))
     }
@@ -468,10 +482,8 @@ impl pb::contact_service_server::ContactService for Api {
     async fn complete_consult(&self, request: Request<pb::CompleteConsultRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let outcome = pb::complete_consult_request::Outcome::try_from(req.outcome)
-            .ok()
-            .filter(|o| *o != pb::complete_consult_request::Outcome::Unspecified)
-            .ok_or_else(|| Error::invalid("outcome", "TRANSFER, CONFERENCE or CANCEL"))?;
+        // Unknown values read as unspecified, which `consult::complete` refuses.
+        let outcome = pb::complete_consult_request::Outcome::try_from(req.outcome).unwrap_or_default();
         let (tenant, c) = self.load_contact(&caller, &req.name).await?;
         let agent = require_holder(&caller, &c)?;
         let after = crate::consult::complete(&self.engine, &tenant, &c, &agent, outcome).await?;
@@ -512,22 +524,13 @@ impl pb::contact_service_server::ContactService for Api {
                     if c.state == ContactState::Abandoned as i32 {
                         c.close_time = ts(now);
                     }
-                    crate::consult::leave(c, "", now);
+                    crate::consult::leave(c, now, |_| true);
                     c.consult_leg.clear();
                     Ok(())
                 },
                 |before, after, fx| {
                     let agent = &before.agent_id;
-                    // The other contact of a consult: the customer's contact hears that its
-                    // leg ended; an ending customer's contact takes its open leg with it.
-                    if !before.consult_of.is_empty() {
-                        fx.linked(crate::consult::leg_ended(before).ok_or_else(|| Error::internal("bad consult_of"))?);
-                    }
-                    if !before.consult_leg.is_empty() {
-                        fx.linked(
-                            crate::consult::leg_cancelled(before).ok_or_else(|| Error::internal("bad consult_leg"))?,
-                        );
-                    }
+                    crate::consult::ended(fx, before);
                     if after.state == ContactState::Abandoned as i32 {
                         engine.contact_event(fx, Kind::Abandoned, before, after, agent, "")?;
                         engine.route(fx, &tenant, &Input::ContactWithdrawn { contact: rc::ContactId(id.clone()) });

@@ -19,7 +19,7 @@ use centralita_proto::sessions::v1::{
 };
 use centralita_routing::core::{self as rc, Input};
 
-use crate::engine::{contact_id, contact_name, now_ms, parse_contact_name, timer, ts, Engine};
+use crate::engine::{contact_id, contact_name, now_ms, parse_contact_name, timer, ts, Effects, Engine};
 use crate::lifecycle::Action;
 
 /// Where a consult goes: a queue of the tenant, or an agent through a queue.
@@ -39,9 +39,9 @@ fn join(c: &mut pb::Contact, agent: &str, role: pb::participant::Role, now: i64)
     });
 }
 
-/// Every open participation of `agent` (all agents when empty) on `c` ends now.
-pub fn leave(c: &mut pb::Contact, agent: &str, now: i64) {
-    for p in c.participants.iter_mut().filter(|p| p.leave_time.is_none() && (agent.is_empty() || p.agent_id == agent)) {
+/// Every open participation on `c` of an agent that `who` picks ends now.
+pub fn leave(c: &mut pb::Contact, now: i64, who: impl Fn(&str) -> bool) {
+    for p in c.participants.iter_mut().filter(|p| p.leave_time.is_none() && who(&p.agent_id)) {
         p.leave_time = ts(now);
     }
 }
@@ -136,6 +136,9 @@ pub async fn complete(
     outcome: pb::complete_consult_request::Outcome,
 ) -> Result<pb::Contact, Error> {
     use pb::complete_consult_request::Outcome as O;
+    if outcome == O::Unspecified {
+        return Err(Error::invalid("outcome", "TRANSFER, CONFERENCE or CANCEL"));
+    }
     if c.consult_leg.is_empty() {
         return Err(Error::FailedPrecondition("the contact has no consult leg".into()));
     }
@@ -160,8 +163,8 @@ pub async fn complete(
             engine.drain(&crate::store::Outbox::contact(tenant, &leg_id), true).await?;
             leg.agent_id
         }
-        O::Cancel => String::new(),
-        O::Unspecified => return Err(Error::invalid("outcome", "TRANSFER, CONFERENCE or CANCEL")),
+        // (Unspecified is refused above.)
+        O::Cancel | O::Unspecified => String::new(),
     };
     let same_leg = |c: &pb::Contact| {
         if c.consult_leg != leg_name {
@@ -187,8 +190,7 @@ pub async fn complete(
                     Action::HandOver,
                     |c| {
                         same_leg(c)?;
-                        leave(c, agent, now);
-                        leave(c, &consulted, now);
+                        leave(c, now, |a| a == agent || a == consulted);
                         join(c, &consulted, pb::participant::Role::Holder, now);
                         c.previous_agents.push(agent.to_owned());
                         c.agent_id.clone_from(&consulted);
@@ -249,15 +251,7 @@ pub async fn complete(
                     Action::ConsultEnded,
                     |c| {
                         same_leg(c)?;
-                        let others: Vec<String> = c
-                            .participants
-                            .iter()
-                            .filter(|p| p.leave_time.is_none() && p.agent_id != agent)
-                            .map(|p| p.agent_id.clone())
-                            .collect();
-                        for other in others {
-                            leave(c, &other, now);
-                        }
+                        leave(c, now, |a| a != agent);
                         c.consult_leg.clear();
                         Ok(())
                     },
@@ -295,7 +289,7 @@ pub async fn apply_linked(engine: &Engine, e: pb::LinkedContactEffect) -> Result
                         c.end_time = ts(now);
                         c.close_time = ts(now);
                         c.on_hold = false;
-                        leave(c, "", now);
+                        leave(c, now, |_| true);
                         Ok(())
                     },
                     |before, after, fx| {
@@ -329,7 +323,7 @@ pub async fn apply_linked(engine: &Engine, e: pb::LinkedContactEffect) -> Result
                             return Err(Error::FailedPrecondition("the consult is over".into()));
                         }
                         if !leg_agent.is_empty() && leg_agent != c.agent_id {
-                            leave(c, leg_agent, now);
+                            leave(c, now, |a| a == leg_agent);
                         }
                         c.consult_leg.clear();
                         Ok(())
@@ -355,26 +349,31 @@ pub async fn apply_linked(engine: &Engine, e: pb::LinkedContactEffect) -> Result
     }
 }
 
-/// The effect telling the customer's contact that its leg `leg` ended on the consulted
-/// agent's side.
-pub fn leg_ended(leg: &pb::Contact) -> Option<pb::LinkedContactEffect> {
-    let (tenant, customer) = parse_contact_name(&leg.consult_of).ok()?;
-    Some(pb::LinkedContactEffect {
-        tenant: tenant.to_string(),
-        contact_id: customer,
-        op: Op::LegEnded as i32,
-        leg_id: contact_id(leg).to_owned(),
-        agent_id: leg.agent_id.clone(),
-    })
-}
-
-/// The effect closing the open consult leg of a customer's contact that ends.
-pub fn leg_cancelled(customer: &pb::Contact) -> Option<pb::LinkedContactEffect> {
-    let (tenant, leg) = parse_contact_name(&customer.consult_leg).ok()?;
-    Some(pb::LinkedContactEffect {
-        tenant: tenant.to_string(),
-        contact_id: leg,
-        op: Op::LegCancelled as i32,
-        ..Default::default()
-    })
+/// The contact `before` ends (ended, abandoned, timed out): the other contact of its
+/// consult hears it. A leg's customer contact learns that its leg ended; a customer's
+/// contact takes its open leg with it.
+pub fn ended(fx: &mut Effects, before: &pb::Contact) {
+    if !before.consult_of.is_empty() {
+        match parse_contact_name(&before.consult_of) {
+            Ok((tenant, customer)) => fx.linked(pb::LinkedContactEffect {
+                tenant: tenant.to_string(),
+                contact_id: customer,
+                op: Op::LegEnded as i32,
+                leg_id: contact_id(before).to_owned(),
+                agent_id: before.agent_id.clone(),
+            }),
+            Err(e) => tracing::error!(error = %e, contact = %before.name, "malformed consult_of; not linked"),
+        }
+    }
+    if !before.consult_leg.is_empty() {
+        match parse_contact_name(&before.consult_leg) {
+            Ok((tenant, leg)) => fx.linked(pb::LinkedContactEffect {
+                tenant: tenant.to_string(),
+                contact_id: leg,
+                op: Op::LegCancelled as i32,
+                ..Default::default()
+            }),
+            Err(e) => tracing::error!(error = %e, contact = %before.name, "malformed consult_leg; not linked"),
+        }
+    }
 }

@@ -228,10 +228,7 @@ async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(
                     },
                     |before, after, fx| {
                         engine.contact_event(fx, Kind::TimedOut, before, after, "", "")?;
-                        // A consult leg nobody took: the customer's contact hears it ended.
-                        if let Some(e) = crate::consult::leg_ended(before) {
-                            fx.linked(e);
-                        }
+                        crate::consult::ended(fx, before);
                         Ok(())
                     },
                 )
