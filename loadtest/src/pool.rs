@@ -11,9 +11,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::simulate::{centralita_reporting_erlang, replica_ci};
+use crate::simulate::centralita_reporting_erlang;
 
 #[derive(Debug, clap::Args)]
 pub struct PoolArgs {
@@ -65,13 +65,48 @@ struct Segment {
     replica_figures: Vec<Replica>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
-struct Replica {
-    arrived: u64,
-    answered: u64,
-    answered_within_threshold: u64,
-    wait_seconds_sum: f64,
-    handle_seconds_sum: f64,
+/// One replica's sums over the measured window (simulated seconds), as `simulate` writes
+/// them for each replica of the Erlang C queue.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy)]
+pub(crate) struct Replica {
+    pub arrived: u64,
+    pub answered: u64,
+    pub answered_within_threshold: u64,
+    pub wait_seconds_sum: f64,
+    pub handle_seconds_sum: f64,
+}
+
+/// 95 % half-width of the mean of independent replications (Student t).
+fn replica_ci(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = match n - 1 {
+        1 => 12.706,
+        2 => 4.303,
+        3 => 3.182,
+        4 => 2.776,
+        5 => 2.571,
+        6 => 2.447,
+        7 => 2.365,
+        8..=9 => 2.306,
+        10..=14 => 2.228,
+        15..=29 => 2.131,
+        _ => 2.0,
+    };
+    Some(t * (var / n as f64).sqrt())
+}
+
+/// 95 % half-widths of the service level (points) and ASA (seconds) over the means of the
+/// replicas that answered something.
+pub(crate) fn replica_intervals<'a>(replicas: impl IntoIterator<Item = &'a Replica>) -> (Option<f64>, Option<f64>) {
+    let answering: Vec<&Replica> = replicas.into_iter().filter(|r| r.answered > 0).collect();
+    let sls: Vec<f64> = answering.iter().map(|r| r.answered_within_threshold as f64 / r.answered as f64).collect();
+    let asas: Vec<f64> = answering.iter().map(|r| r.wait_seconds_sum / r.answered as f64).collect();
+    (replica_ci(&sls).map(|h| 100.0 * h), replica_ci(&asas))
 }
 
 /// The pooled comparison, ready to print and write.
@@ -164,11 +199,7 @@ fn pool(segments: &[(String, SegmentFile)]) -> anyhow::Result<Pooled> {
     }
     let sl = 100.0 * within as f64 / answered as f64;
     let asa = replicas.iter().map(|(r, _)| r.wait_seconds_sum).sum::<f64>() / answered as f64;
-    let answering: Vec<&Replica> = replicas.iter().map(|(r, _)| r).filter(|r| r.answered > 0).collect();
-    let sls: Vec<f64> = answering.iter().map(|r| r.answered_within_threshold as f64 / r.answered as f64).collect();
-    let asas: Vec<f64> = answering.iter().map(|r| r.wait_seconds_sum / r.answered as f64).collect();
-    let sl_ci = replica_ci(&sls).map(|h| 100.0 * h);
-    let asa_ci = replica_ci(&asas);
+    let (sl_ci, asa_ci) = replica_intervals(replicas.iter().map(|(r, _)| r));
 
     // Erlang C at the load the segments drew together.
     let exposure: f64 = replicas.iter().map(|(_, window)| window).sum();

@@ -31,6 +31,7 @@ use rpb::reporting_service_client::ReportingServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::pool::{replica_intervals, Replica};
 use crate::scenario::{self, Distribution, Scenario, Shape};
 use crate::{histogram, publish_tenants, quantiles, req, tenant_yaml, unix_micros, Auth};
 
@@ -793,30 +794,6 @@ struct Report {
     problems: Vec<String>,
 }
 
-/// 95 % half-width of the mean of independent replications (Student t).
-pub(crate) fn replica_ci(values: &[f64]) -> Option<f64> {
-    let n = values.len();
-    if n < 2 {
-        return None;
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let t = match n - 1 {
-        1 => 12.706,
-        2 => 4.303,
-        3 => 3.182,
-        4 => 2.776,
-        5 => 2.571,
-        6 => 2.447,
-        7 => 2.365,
-        8..=9 => 2.306,
-        10..=14 => 2.228,
-        15..=29 => 2.131,
-        _ => 2.0,
-    };
-    Some(t * (var / n as f64).sqrt())
-}
-
 /// Mean and 95 % half-width by batch means over consecutive batches (autocorrelation-safe
 /// where a plain binomial interval would be too narrow).
 fn batch_means(values: &[f64], batches: usize) -> Option<(f64, f64)> {
@@ -923,22 +900,25 @@ async fn conclude(
             let asa = (answered > 0).then(|| waits.iter().sum::<f64>() / answered as f64);
             // 95 % intervals: from the replicas' means when there are replicas (independent
             // by construction), else by batch means over time.
+            // Each replica's sums over the measured window: the intervals below, and the
+            // record that lets segments run on fresh brokers be pooled (`pool-erlang-c`).
+            let replica_sums: Vec<Replica> = tenants
+                .iter()
+                .map(|tid| {
+                    let arrived: Vec<&ContactRec> = mine.iter().copied().filter(|c| &c.tenant == tid).collect();
+                    let waits: Vec<f64> = arrived.iter().filter_map(|c| c.wait_sim(scale)).collect();
+                    Replica {
+                        arrived: arrived.len() as u64,
+                        answered: waits.len() as u64,
+                        answered_within_threshold: waits.iter().filter(|w| **w <= q.service_level_seconds).count()
+                            as u64,
+                        wait_seconds_sum: waits.iter().sum(),
+                        handle_seconds_sum: arrived.iter().map(|c| c.handle_sim).sum(),
+                    }
+                })
+                .collect();
             let (sl_ci, asa_ci) = if replicas >= 2 {
-                let per: Vec<(f64, f64)> = tenants
-                    .iter()
-                    .filter_map(|tid| {
-                        let w: Vec<f64> =
-                            ordered.iter().filter(|c| &c.tenant == tid).filter_map(|c| c.wait_sim(scale)).collect();
-                        (!w.is_empty()).then(|| {
-                            let within =
-                                w.iter().filter(|x| **x <= q.service_level_seconds).count() as f64 / w.len() as f64;
-                            (within, w.iter().sum::<f64>() / w.len() as f64)
-                        })
-                    })
-                    .collect();
-                let sls: Vec<f64> = per.iter().map(|p| p.0).collect();
-                let asas: Vec<f64> = per.iter().map(|p| p.1).collect();
-                (replica_ci(&sls).map(|h| 100.0 * h), replica_ci(&asas))
+                replica_intervals(&replica_sums)
             } else {
                 (batch_means(&within, 10).map(|(_, h)| 100.0 * h), batch_means(&waits, 10).map(|(_, h)| h))
             };
@@ -1079,25 +1059,10 @@ async fn conclude(
                 let sim_asa_all = sim_all.iter().sum::<f64>() / sim_all.len().max(1) as f64;
                 let sl_ok = sl.is_some_and(|v| (v - realized.1).abs() <= check.service_level_points);
                 let asa_ok = asa.is_some_and(|v| (v - realized.2).abs() <= realized.2 * check.asa_percent / 100.0);
-                // Each replica's sums over the measured window, so that segments run on
-                // fresh brokers can be pooled (`pool-erlang-c`).
-                let replica_figures: Vec<serde_json::Value> = tenants
-                    .iter()
-                    .map(|tid| {
-                        let arrived: Vec<&&ContactRec> = mine.iter().filter(|c| &c.tenant == tid).collect();
-                        let waits: Vec<f64> = arrived.iter().filter_map(|c| c.wait_sim(scale)).collect();
-                        serde_json::json!({
-                            "arrived": arrived.len(),
-                            "answered": waits.len(),
-                            "answered_within_threshold": waits.iter().filter(|w| **w <= q.service_level_seconds).count(),
-                            "wait_seconds_sum": waits.iter().sum::<f64>(),
-                            "handle_seconds_sum": arrived.iter().map(|c| c.handle_sim).sum::<f64>(),
-                        })
-                    })
-                    .collect();
                 if segment {
                     eprintln!("[sim] a segment: the Erlang C verdict is left to pool-erlang-c");
-                } else if !sl_ok {
+                }
+                if !sl_ok && !segment {
                     problems.push(format!(
                         "{key}: service level {:.1} % is not within {} points of Erlang C's {:.1} % at the drawn load",
                         sl.unwrap_or(f64::NAN),
@@ -1135,7 +1100,7 @@ async fn conclude(
                         "window_simulated_seconds": window_sim,
                         "service_level_seconds": q.service_level_seconds,
                         "tolerance": { "service_level_points": check.service_level_points, "asa_percent": check.asa_percent },
-                        "replica_figures": replica_figures,
+                        "replica_figures": replica_sums,
                     },
                 });
                 eprintln!(
