@@ -22,7 +22,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
-case "$segments$first_seed" in '' | *[!0-9]*) echo "--segments and --first-seed must be whole numbers" >&2; exit 2 ;; esac
+for n in "$segments" "$first_seed"; do
+  case "$n" in '' | *[!0-9]*) echo "--segments and --first-seed take whole numbers, not \`$n\`" >&2; exit 2 ;; esac
+done
 [ "$segments" -ge 2 ] || { echo "--segments must be at least 2" >&2; exit 2; }
 out="$(mktemp -d "${TMPDIR:-/tmp}/erlang-c-pooled.XXXXXX")"
 files=()
