@@ -5,7 +5,9 @@ a call accepted by the first; she consults the second agent, conferences him in 
 the call to him. The contact, its consult leg and both agents are read back over gRPC, and
 the contacts topic is read with kafka-python: the customer's contact carries
 CONSULT_STARTED, CONFERENCED and HANDED_OVER in that order, and the leg closes with
-CONSULT_CLOSED.
+CONSULT_CLOSED. While the leg is open, queue stats count it as a consult, not a waiting
+contact; reporting counts the call offered and answered once, handled twice (Ana's part
+transferred).
 """
 import time
 import uuid
@@ -19,9 +21,12 @@ from conftest import BROKERS, PREFIX, auth, cli, endpoints, mint, tenant_manifes
 
 @pytest.fixture(scope="module")
 def m(pb):
+    from centralita.reporting.v1 import reporting_pb2, reporting_pb2_grpc
     from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 
     class M:
+        r = reporting_pb2
+        rg = reporting_pb2_grpc
         s = sessions_pb2
         sg = sessions_pb2_grpc
         t = pb.tenancy
@@ -114,6 +119,8 @@ def test_warm_transfer_through_a_conference(m, tmp_path):
     leg = contacts.ConsultContact(s.ConsultContactRequest(name=call.name, agent_id=bob), metadata=auth(ta),
                                   timeout=10)
     assert leg.consult_of == call.name and leg.state == s.CONTACT_STATE_QUEUED
+    q = contacts.ListQueueStats(s.ListQueueStatsRequest(queue="support"), metadata=auth(sup), timeout=5).queues[0]
+    assert (q.waiting, q.connected, q.consults) == (0, 1, 1), q
     agents.SignIn(s.SignInRequest(name=f"agents/{bob}", available=True), metadata=auth(tb), timeout=10)
     lo = offered(leg.name, bob)
     contacts.AcceptContact(s.AcceptContactRequest(name=lo.name, offer_id=lo.offer_id), metadata=auth(tb), timeout=10)
@@ -154,3 +161,18 @@ def test_warm_transfer_through_a_conference(m, tmp_path):
     customer = [k for k in seen[call.name] if k in want]
     assert customer == want, seen
     assert seen[leg.name][0] == "QUEUED" and seen[leg.name][-1] == "CONSULT_CLOSED", seen
+
+    # Reporting: one call offered and answered; Ana's handling ends at the hand-over
+    # (transferred), Bob's at his wrap-up.
+    reports = m.rg.ReportingServiceStub(grpc.insecure_channel(eps["reporting"]))
+    now = int(time.time())
+    query = m.r.QueryHistoryRequest(start_time={"seconds": now - 3600}, end_time={"seconds": now + 60},
+                                    granularity=m.r.GRANULARITY_DAY, group_by=[m.r.DIMENSION_QUEUE])
+
+    def figures():
+        rows = reports.QueryHistory(query, metadata=auth(sup), timeout=10).rows
+        return rows[0].figures if len(rows) == 1 else None
+
+    assert wait_for(lambda: (f := figures()) is not None and f.handled == 2, 30), figures()
+    f = figures()
+    assert (f.offered, f.answered, f.waiting, f.handled, f.transferred) == (1, 1, 0, 2, 1), f

@@ -1,7 +1,9 @@
 //! The aggregation core: pure, no I/O.
 //!
 //! Contact events fold into **legs**: one leg per time a contact enters a queue (created,
-//! transferred, overflowed). A leg records when it entered, when and how it left the queue
+//! transferred, overflowed), and one per warm transfer, where the consulted agent takes the
+//! contact over without it waiting anywhere (a handed-over leg: handling only, no queue
+//! side). A leg records when it entered, when and how it left the queue
 //! (answered, abandoned, overflowed, timed out, transferred while waiting), and for an
 //! answered leg the handling: hold time, end of talk, end of after-contact work.
 //!
@@ -70,6 +72,9 @@ pub struct Leg {
     pub offers: i32,
     pub declines: i32,
     pub disposition: String,
+    /// Opened by a warm transfer: answered by the consulted agent the moment it took the
+    /// contact over. It never waited in a queue, so it counts for handling only.
+    pub handed_over: bool,
 }
 
 impl Leg {
@@ -92,6 +97,7 @@ impl Leg {
             offers: 0,
             declines: 0,
             disposition: String::new(),
+            handed_over: false,
         }
     }
 
@@ -108,6 +114,15 @@ impl Leg {
         if let Some(since) = self.held_since.take() {
             self.hold_ms += (at - since).max(0);
         }
+    }
+
+    /// The agent passes the contact on at `at`: talk and handling end, with no after-contact
+    /// work.
+    fn hand_off(&mut self, at: Millis) {
+        self.close_hold(at);
+        self.ended_at.get_or_insert(at);
+        self.handled_at.get_or_insert(at);
+        self.transferred = true;
     }
 
     fn leave(&mut self, outcome: Outcome, at: Millis) {
@@ -145,6 +160,8 @@ pub enum Kind {
     Held,
     Resumed,
     Transferred,
+    /// A warm transfer completed: the consulted agent (the fact's agent) holds the contact.
+    HandedOver,
     Ended,
     WrappedUp,
     Abandoned,
@@ -209,14 +226,26 @@ pub fn apply(last: Option<Leg>, fact: &ContactFact) -> Vec<Leg> {
         }
         Kind::Transferred => {
             if leg.outcome == Outcome::Answered {
-                leg.close_hold(at);
-                leg.ended_at.get_or_insert(at);
-                leg.handled_at.get_or_insert(at);
-                leg.transferred = true;
+                leg.hand_off(at);
             } else {
                 leg.leave(Outcome::TransferredWaiting, at);
             }
             next = Some(Leg::open(&fact.tenant, &fact.contact, leg.seq + 1, &fact.queue, fact.channel, at));
+        }
+        Kind::HandedOver => {
+            // The consulting agent's handling ends here; the consulted agent's starts on a
+            // leg of its own, answered at once. (A stream picked up mid-way may not have
+            // seen the answer.)
+            if leg.outcome == Outcome::Answered {
+                leg.hand_off(at);
+            } else {
+                leg.leave(Outcome::TransferredWaiting, at);
+            }
+            let mut taken = Leg::open(&fact.tenant, &fact.contact, leg.seq + 1, &fact.queue, fact.channel, at);
+            taken.leave(Outcome::Answered, at);
+            taken.agent.clone_from(&fact.agent);
+            taken.handed_over = true;
+            next = Some(taken);
         }
     }
     let mut out = vec![leg];
@@ -263,8 +292,12 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Adds the queue side of `leg` (call for the interval it entered the queue).
+    /// Adds the queue side of `leg` (call for the interval it entered the queue). A
+    /// handed-over leg has none.
     pub fn add_queue(&mut self, leg: &Leg, rules: QueueRules) {
+        if leg.handed_over {
+            return;
+        }
         self.offered += 1;
         let wait = leg.wait_ms();
         let within = wait.is_some_and(|w| w <= rules.threshold_ms);

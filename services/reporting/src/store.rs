@@ -82,7 +82,7 @@ CREATE POLICY legs_bpo_read ON legs FOR SELECT USING (centralita_current_tenant(
 "#;
 
 const LEG_COLUMNS: &str = "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
-     held_since, hold_ms, ended_at, handled_at, transferred, offers, declines, disposition";
+     held_since, hold_ms, ended_at, handled_at, transferred, offers, declines, disposition, handed_over";
 
 fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
     let outcome: i16 = r.try_get(6)?;
@@ -104,6 +104,7 @@ fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
         offers: r.try_get(14)?,
         declines: r.try_get(15)?,
         disposition: r.try_get(16)?,
+        handed_over: r.try_get(17)?,
     })
 }
 
@@ -125,11 +126,11 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         PbKind::Abandoned => Kind::Abandoned,
         PbKind::Overflowed => Kind::Overflowed,
         PbKind::TimedOut => Kind::TimedOut,
-        // The customer waits on hold while its agent consults; a conference or a warm
-        // transfer takes it off hold. The contact stays on its leg, with the agent that
-        // answered it.
+        // The customer waits on hold while its agent consults; a conference takes it off
+        // hold. A warm transfer passes it to the consulted agent, on a leg of its own.
         PbKind::ConsultStarted => Kind::Held,
-        PbKind::Conferenced | PbKind::HandedOver => Kind::Resumed,
+        PbKind::Conferenced => Kind::Resumed,
+        PbKind::HandedOver => Kind::HandedOver,
         PbKind::ConsultEnded | PbKind::ConsultClosed => return Ok(None),
     };
     let c = e.contact.unwrap_or_default();
@@ -150,7 +151,9 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         kind,
         queue: c.queue,
         channel: c.channel,
-        agent: if e.agent_id.is_empty() { c.agent_id } else { e.agent_id },
+        // The event names the agent that acted; after a hand-over the contact's holder is
+        // the one the new leg is for.
+        agent: if e.agent_id.is_empty() || kind == Kind::HandedOver { c.agent_id } else { e.agent_id },
         disposition: c.disposition,
         enqueued_at: millis(&c.create_time).or(millis(&c.enqueue_time)),
         at: event.occurred_at.timestamp_millis(),
@@ -244,12 +247,13 @@ pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> 
 async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), Error> {
     tx.execute(
         &format!(
-            "INSERT INTO legs ({LEG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+            "INSERT INTO legs ({LEG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
              ON CONFLICT (tenant, contact_id, seq) DO UPDATE SET queue = EXCLUDED.queue, channel = EXCLUDED.channel, \
              enqueued_at = EXCLUDED.enqueued_at, outcome = EXCLUDED.outcome, left_at = EXCLUDED.left_at, \
              agent_id = EXCLUDED.agent_id, held_since = EXCLUDED.held_since, hold_ms = EXCLUDED.hold_ms, \
              ended_at = EXCLUDED.ended_at, handled_at = EXCLUDED.handled_at, transferred = EXCLUDED.transferred, \
-             offers = EXCLUDED.offers, declines = EXCLUDED.declines, disposition = EXCLUDED.disposition"
+             offers = EXCLUDED.offers, declines = EXCLUDED.declines, disposition = EXCLUDED.disposition, \
+             handed_over = EXCLUDED.handed_over"
         ),
         &[
             &l.tenant,
@@ -269,6 +273,7 @@ async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), 
             &l.offers,
             &l.declines,
             &l.disposition,
+            &l.handed_over,
         ],
     )
     .await?;
@@ -371,6 +376,9 @@ ALTER TABLE usage_published FORCE ROW LEVEL SECURITY;
 CREATE POLICY usage_published_tenant ON usage_published
     USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
 "#;
+
+/// Version 5: legs opened by a warm transfer (handling only, no queue side).
+pub const HANDED_OVER_SQL: &str = "ALTER TABLE legs ADD COLUMN handed_over boolean NOT NULL DEFAULT false;";
 
 /// Which of `days` have their usage record published already.
 pub async fn published_days(
@@ -605,7 +613,12 @@ mod tests {
         let kind = |k: PbKind, of: &str| fact(&event(k, of)).unwrap().map(|f| f.kind);
         assert_eq!(kind(PbKind::ConsultStarted, ""), Some(Kind::Held));
         assert_eq!(kind(PbKind::Conferenced, ""), Some(Kind::Resumed));
-        assert_eq!(kind(PbKind::HandedOver, ""), Some(Kind::Resumed));
+        assert_eq!(kind(PbKind::HandedOver, ""), Some(Kind::HandedOver));
+        // The hand-over's leg is the new holder's, not the agent that acted.
+        let mut e: spb::ContactEvent = event(PbKind::HandedOver, "").payload().unwrap();
+        e.agent_id = "the-consulting-agent".into();
+        let handed = fact(&Event::new(TenantId::parse("acme").unwrap(), &e)).unwrap().unwrap();
+        assert_eq!(handed.agent, "ana");
         assert_eq!(kind(PbKind::ConsultEnded, ""), None);
         // Every event of a consult leg is left out of the queue's figures.
         for k in [PbKind::Queued, PbKind::Accepted, PbKind::Ended, PbKind::WrappedUp, PbKind::ConsultClosed] {

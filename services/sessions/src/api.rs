@@ -599,6 +599,10 @@ impl Api {
         let keys: Vec<String> = ids.iter().map(|id| store::contact_key(&tenant, id)).collect();
         for c in self.engine.store.load_many::<pb::Contact>(&keys).await?.into_iter().flatten() {
             let Some(s) = stats.get_mut(c.queue.as_str()) else { continue };
+            if !c.consult_of.is_empty() {
+                s.consults += 1;
+                continue;
+            }
             match ContactState::try_from(c.state) {
                 Ok(ContactState::Queued) => {
                     s.waiting += 1;

@@ -713,6 +713,11 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
         .await
         .unwrap()
         .into_inner();
+    // The queued leg is a consult in the queue's figures, not a waiting customer.
+    let sup = token(Some(&a), Role::Supervisor, None);
+    let sales = req(pb::ListQueueStatsRequest { queue: "sales".into() }, &sup);
+    let q = p.contacts().list_queue_stats(sales).await.unwrap().into_inner().queues.remove(0);
+    assert_eq!((q.waiting, q.longest_wait_ms, q.consults), (0, 0, 1), "{q:?}");
     let back = p.contacts().complete_consult(req(complete(&d.name, Outcome::Cancel), &tb)).await.unwrap().into_inner();
     assert_eq!((back.consult_leg.as_str(), back.on_hold, back.agent_id.as_str()), ("", true, bob.as_str()));
     contact_until(&p, &a, &leg2.name, |l| l.state == pb::ContactState::Closed as i32).await;

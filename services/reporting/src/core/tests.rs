@@ -212,6 +212,40 @@ fn a_transfer_closes_the_first_leg_and_opens_one_in_the_target_queue() {
 }
 
 #[test]
+fn a_warm_transfer_hands_the_handling_to_the_consulted_agent_without_a_queue_side() {
+    let mut w = World::new();
+    let t = T0 + S;
+    w.event("c1", Kind::Queued, "support", t);
+    w.event_with("c1", Kind::Accepted, "support", "agent-1", t + 5 * S);
+    // The consult: the customer waits on hold from 35 s until agent-2 takes over at 65 s.
+    w.event_with("c1", Kind::Held, "support", "agent-1", t + 35 * S);
+    w.event_with("c1", Kind::HandedOver, "support", "agent-2", t + 65 * S);
+    w.event_with("c1", Kind::Ended, "support", "agent-2", t + 125 * S);
+    w.event_with("c1", Kind::WrappedUp, "support", "agent-2", t + 140 * S);
+    let c = w.total("support");
+    // One contact offered and answered (5 s), whatever the number of agents.
+    assert_eq!((c.offered, c.answered, c.answered_within, c.waiting), (1, 1, 1, 0));
+    assert_eq!(c.asa_seconds(), Some(5.0));
+    // Two handlings: agent-1's ends at the hand-over (30 s talk, 30 s hold, no wrap-up),
+    // agent-2's from the hand-over to its wrap-up (60 s talk, 15 s wrap-up).
+    assert_eq!((c.handled, c.transferred), (2, 1));
+    assert_eq!((c.handle_ms, c.talk_ms, c.hold_ms, c.acw_ms), (135 * S, 90 * S, 30 * S, 15 * S));
+    let legs: Vec<_> =
+        w.legs.values().map(|l| (l.seq, l.agent.as_str(), l.handed_over, l.disposition.as_str())).collect();
+    assert_eq!(legs, [(0, "agent-1", false, ""), (1, "agent-2", true, "resolved")]);
+}
+
+#[test]
+fn a_hand_over_seen_without_the_answer_does_not_leave_the_contact_waiting() {
+    let mut w = World::new();
+    let t = T0 + S;
+    w.event("c1", Kind::Queued, "support", t);
+    w.event_with("c1", Kind::HandedOver, "support", "agent-2", t + 65 * S);
+    let c = w.total("support");
+    assert_eq!((c.offered, c.waiting, c.transferred_waiting, c.answered), (1, 0, 1, 0));
+}
+
+#[test]
 fn overflow_and_time_out_leave_the_queue_without_answer() {
     let mut w = World::new();
     let t = T0 + S;
