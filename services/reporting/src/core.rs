@@ -3,7 +3,8 @@
 //! Contact events fold into **legs**: one leg per time a contact enters a queue (created,
 //! transferred, overflowed), and one per warm transfer, where the consulted agent takes the
 //! contact over without it waiting anywhere (a handed-over leg: handling only, no queue
-//! side). A leg records when it entered, when and how it left the queue
+//! side). A consult leg (agents calling each other) is a leg of its own contact that counts
+//! only as the agents' busy time. A leg records when it entered, when and how it left the queue
 //! (answered, abandoned, overflowed, timed out, transferred while waiting), and for an
 //! answered leg the handling: hold time, end of talk, end of after-contact work.
 //!
@@ -72,9 +73,41 @@ pub struct Leg {
     pub offers: i32,
     pub declines: i32,
     pub disposition: String,
+    pub role: Role,
+}
+
+/// What a leg counts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// A customer's stay in a queue and its handling: queue, handling and agent figures.
+    Customer = 0,
     /// Opened by a warm transfer: answered by the consulted agent the moment it took the
-    /// contact over. It never waited in a queue, so it counts for handling only.
-    pub handed_over: bool,
+    /// contact over. It never waited in a queue: handling and agent figures only.
+    HandedOver = 1,
+    /// A consult leg: agents talking to each other, not a customer. It counts only as the
+    /// agents' busy time.
+    Consult = 2,
+}
+
+impl Role {
+    pub fn from_i16(v: i16) -> Option<Self> {
+        Some(match v {
+            0 => Self::Customer,
+            1 => Self::HandedOver,
+            2 => Self::Consult,
+            _ => return None,
+        })
+    }
+
+    /// Counts in the queue figures (offered, answered, service level, ...).
+    pub fn queue_side(self) -> bool {
+        self == Self::Customer
+    }
+
+    /// Counts in the handling figures (handled, AHT, ...).
+    pub fn handling_side(self) -> bool {
+        self != Self::Consult
+    }
 }
 
 impl Leg {
@@ -97,7 +130,7 @@ impl Leg {
             offers: 0,
             declines: 0,
             disposition: String::new(),
-            handed_over: false,
+            role: Role::Customer,
         }
     }
 
@@ -146,6 +179,8 @@ pub struct ContactFact {
     pub disposition: String,
     /// When the contact first entered a queue (for the first leg).
     pub enqueued_at: Option<Millis>,
+    /// The contact is a consult leg.
+    pub consult: bool,
     pub at: Millis,
 }
 
@@ -162,6 +197,8 @@ pub enum Kind {
     Transferred,
     /// A warm transfer completed: the consulted agent (the fact's agent) holds the contact.
     HandedOver,
+    /// A consult leg closed by the consulting agent (transfer, conference over, cancel).
+    ConsultClosed,
     Ended,
     WrappedUp,
     Abandoned,
@@ -186,6 +223,7 @@ pub fn apply(last: Option<Leg>, fact: &ContactFact) -> Vec<Leg> {
             fact.channel,
             fact.enqueued_at.unwrap_or(at).min(at),
         );
+        let opened = Leg { role: if fact.consult { Role::Consult } else { Role::Customer }, ..opened };
         return match fact.kind {
             Kind::Queued => vec![opened],
             _ => apply(Some(opened), fact),
@@ -232,6 +270,15 @@ pub fn apply(last: Option<Leg>, fact: &ContactFact) -> Vec<Leg> {
             }
             next = Some(Leg::open(&fact.tenant, &fact.contact, leg.seq + 1, &fact.queue, fact.channel, at));
         }
+        Kind::ConsultClosed => {
+            if leg.outcome == Outcome::Answered {
+                leg.close_hold(at);
+                leg.ended_at.get_or_insert(at);
+                leg.handled_at.get_or_insert(at);
+            } else {
+                leg.leave(Outcome::Abandoned, at);
+            }
+        }
         Kind::HandedOver => {
             // The consulting agent's handling ends here; the consulted agent's starts on a
             // leg of its own, answered at once. (A stream picked up mid-way may not have
@@ -244,7 +291,7 @@ pub fn apply(last: Option<Leg>, fact: &ContactFact) -> Vec<Leg> {
             let mut taken = Leg::open(&fact.tenant, &fact.contact, leg.seq + 1, &fact.queue, fact.channel, at);
             taken.leave(Outcome::Answered, at);
             taken.agent.clone_from(&fact.agent);
-            taken.handed_over = true;
+            taken.role = Role::HandedOver;
             next = Some(taken);
         }
     }
@@ -292,10 +339,10 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Adds the queue side of `leg` (call for the interval it entered the queue). A
-    /// handed-over leg has none.
+    /// Adds the queue side of `leg` (call for the interval it entered the queue). Only a
+    /// customer's leg has one.
     pub fn add_queue(&mut self, leg: &Leg, rules: QueueRules) {
-        if leg.handed_over {
+        if !leg.role.queue_side() {
             return;
         }
         self.offered += 1;
@@ -330,6 +377,9 @@ impl Counts {
 
     /// Adds the handling side of `leg` (call for the interval its handling ended in).
     pub fn add_handling(&mut self, leg: &Leg) {
+        if !leg.role.handling_side() {
+            return;
+        }
         let (Some(answered), Some(done)) = (leg.answered_at(), leg.handled_at) else { return };
         let ended = leg.ended_at.unwrap_or(done).clamp(answered, done);
         let hold = leg.hold_ms.clamp(0, ended - answered);

@@ -40,7 +40,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 2, name: "legs", sql: store::LEGS_SQL },
         Migration { version: 3, name: "agents", sql: store::AGENTS_SQL },
         Migration { version: 4, name: "usage", sql: store::USAGE_SQL },
-        Migration { version: 5, name: "handed-over legs", sql: store::HANDED_OVER_SQL },
+        Migration { version: 5, name: "leg roles", sql: store::LEG_ROLE_SQL },
     ],
 };
 

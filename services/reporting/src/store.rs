@@ -12,7 +12,7 @@ use centralita_proto::sessions::v1::{self as spb, contact_event::Kind as PbKind}
 use deadpool_postgres::Pool;
 
 use crate::core::agents::{next_span, split_late, Span};
-use crate::core::{self, ContactFact, Kind, Leg, Millis, Outcome};
+use crate::core::{self, ContactFact, Kind, Leg, Millis, Outcome, Role};
 
 /// Version 2 of the `reporting` schema: legs and applied event ids, both under row-level
 /// security keyed on the tenant (`centralita.tenant`, set per transaction).
@@ -82,7 +82,7 @@ CREATE POLICY legs_bpo_read ON legs FOR SELECT USING (centralita_current_tenant(
 "#;
 
 const LEG_COLUMNS: &str = "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
-     held_since, hold_ms, ended_at, handled_at, transferred, offers, declines, disposition, handed_over";
+     held_since, hold_ms, ended_at, handled_at, transferred, offers, declines, disposition, role";
 
 fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
     let outcome: i16 = r.try_get(6)?;
@@ -104,7 +104,10 @@ fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
         offers: r.try_get(14)?,
         declines: r.try_get(15)?,
         disposition: r.try_get(16)?,
-        handed_over: r.try_get(17)?,
+        role: {
+            let role: i16 = r.try_get(17)?;
+            Role::from_i16(role).ok_or_else(|| Error::internal(format!("leg role {role}")))?
+        },
     })
 }
 
@@ -131,14 +134,10 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         PbKind::ConsultStarted => Kind::Held,
         PbKind::Conferenced => Kind::Resumed,
         PbKind::HandedOver => Kind::HandedOver,
-        PbKind::ConsultEnded | PbKind::ConsultClosed => return Ok(None),
+        PbKind::ConsultClosed => Kind::ConsultClosed,
+        PbKind::ConsultEnded => return Ok(None),
     };
     let c = e.contact.unwrap_or_default();
-    // A consult leg is agents talking to each other, not a customer in a queue: it does
-    // not count in the queue's figures.
-    if !c.consult_of.is_empty() {
-        return Ok(None);
-    }
     let contact = c.name.strip_prefix("contacts/").unwrap_or(&c.name).to_owned();
     if contact.is_empty() || c.queue.is_empty() {
         return Err(Error::invalid("contact", "a contact event names no contact or queue"));
@@ -156,6 +155,9 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         agent: if e.agent_id.is_empty() || kind == Kind::HandedOver { c.agent_id } else { e.agent_id },
         disposition: c.disposition,
         enqueued_at: millis(&c.create_time).or(millis(&c.enqueue_time)),
+        // A consult leg is agents talking to each other, not a customer in a queue: it
+        // counts only as their busy time.
+        consult: !c.consult_of.is_empty(),
         at: event.occurred_at.timestamp_millis(),
     }))
 }
@@ -253,7 +255,7 @@ async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), 
              agent_id = EXCLUDED.agent_id, held_since = EXCLUDED.held_since, hold_ms = EXCLUDED.hold_ms, \
              ended_at = EXCLUDED.ended_at, handled_at = EXCLUDED.handled_at, transferred = EXCLUDED.transferred, \
              offers = EXCLUDED.offers, declines = EXCLUDED.declines, disposition = EXCLUDED.disposition, \
-             handed_over = EXCLUDED.handed_over"
+             role = EXCLUDED.role"
         ),
         &[
             &l.tenant,
@@ -273,7 +275,7 @@ async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), 
             &l.offers,
             &l.declines,
             &l.disposition,
-            &l.handed_over,
+            &(l.role as i16),
         ],
     )
     .await?;
@@ -304,9 +306,9 @@ pub async fn legs_between(pool: &Pool, tenant: &TenantId, from: Millis, to: Mill
     tenant_query(pool, tenant, &sql, &[&tenant.as_str(), &from, &to]).await?.iter().map(leg_from_row).collect()
 }
 
-/// Legs of `tenant` still waiting in a queue.
+/// Customers' legs of `tenant` still waiting in a queue.
 pub async fn waiting(pool: &Pool, tenant: &TenantId) -> Result<Vec<Leg>, Error> {
-    let sql = format!("SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND outcome = 0");
+    let sql = format!("SELECT {LEG_COLUMNS} FROM legs WHERE tenant = $1 AND outcome = 0 AND role = 0");
     tenant_query(pool, tenant, &sql, &[&tenant.as_str()]).await?.iter().map(leg_from_row).collect()
 }
 
@@ -377,8 +379,9 @@ CREATE POLICY usage_published_tenant ON usage_published
     USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
 "#;
 
-/// Version 5: legs opened by a warm transfer (handling only, no queue side).
-pub const HANDED_OVER_SQL: &str = "ALTER TABLE legs ADD COLUMN handed_over boolean NOT NULL DEFAULT false;";
+/// Version 5: what a leg counts for (`core::Role`): a customer's (0), opened by a warm
+/// transfer (1: handling only), a consult leg (2: agent busy time only).
+pub const LEG_ROLE_SQL: &str = "ALTER TABLE legs ADD COLUMN role smallint NOT NULL DEFAULT 0;";
 
 /// Which of `days` have their usage record published already.
 pub async fn published_days(
@@ -609,7 +612,7 @@ mod tests {
     }
 
     #[test]
-    fn a_consult_holds_and_resumes_the_customer_and_its_leg_does_not_count() {
+    fn a_consult_holds_and_resumes_the_customer_and_its_leg_is_a_consult() {
         let kind = |k: PbKind, of: &str| fact(&event(k, of)).unwrap().map(|f| f.kind);
         assert_eq!(kind(PbKind::ConsultStarted, ""), Some(Kind::Held));
         assert_eq!(kind(PbKind::Conferenced, ""), Some(Kind::Resumed));
@@ -620,10 +623,10 @@ mod tests {
         let handed = fact(&Event::new(TenantId::parse("acme").unwrap(), &e)).unwrap().unwrap();
         assert_eq!(handed.agent, "ana");
         assert_eq!(kind(PbKind::ConsultEnded, ""), None);
-        // Every event of a consult leg is left out of the queue's figures.
-        for k in [PbKind::Queued, PbKind::Accepted, PbKind::Ended, PbKind::WrappedUp, PbKind::ConsultClosed] {
-            assert_eq!(kind(k, "tenants/acme/contacts/c0"), None, "{k:?}");
-        }
-        assert_eq!(kind(PbKind::Accepted, ""), Some(Kind::Accepted));
+        // A consult leg's events are facts of a consult.
+        let consult = |k: PbKind, of: &str| fact(&event(k, of)).unwrap().map(|f| (f.kind, f.consult));
+        assert_eq!(consult(PbKind::Accepted, "tenants/acme/contacts/c0"), Some((Kind::Accepted, true)));
+        assert_eq!(consult(PbKind::ConsultClosed, "tenants/acme/contacts/c0"), Some((Kind::ConsultClosed, true)));
+        assert_eq!(consult(PbKind::Accepted, ""), Some((Kind::Accepted, false)));
     }
 }

@@ -96,10 +96,10 @@ pub fn rows(
         agent: group.agent.then(|| leg.agent.clone()),
     };
     for leg in legs {
-        if (from..to).contains(&leg.enqueued_at) {
+        if leg.role.queue_side() && (from..to).contains(&leg.enqueued_at) {
             out.entry(key(leg, leg.enqueued_at)).or_default().add_queue(leg, rules(&leg.queue));
         }
-        if let Some(done) = leg.handled_at.filter(|d| (from..to).contains(d)) {
+        if let Some(done) = leg.handled_at.filter(|d| leg.role.handling_side() && (from..to).contains(d)) {
             out.entry(key(leg, done)).or_default().add_handling(leg);
         }
     }
@@ -109,7 +109,7 @@ pub fn rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Outcome, INTERVAL_MS};
+    use crate::core::{Outcome, Role, INTERVAL_MS};
 
     fn ms(s: &str) -> Millis {
         DateTime::parse_from_rfc3339(s).expect("rfc3339").timestamp_millis()
@@ -201,5 +201,21 @@ mod tests {
         let nine =
             hourly[&RowKey { period_start: ms("2026-05-04T09:00:00Z"), queue: None, channel: None, agent: None }];
         assert_eq!((nine.offered, nine.answered, nine.handled, nine.waiting), (3, 2, 1, 1));
+    }
+
+    #[test]
+    fn an_agents_rows_count_a_hand_over_as_handling_and_a_consult_not_at_all() {
+        let utc: Tz = "UTC".parse().expect("tz");
+        // The consult leg enters in the 09:00 hour; everything else happens in the 10:00 one.
+        let t = ms("2026-05-04T09:59:00Z");
+        let mut taken = leg("c1", "support", t + 60_000, Some(t + 60_000), Some(t + 120_000));
+        (taken.seq, taken.agent, taken.role) = (1, "agent-2".into(), Role::HandedOver);
+        let mut consult = leg("leg1", "support", t + 20_000, Some(t + 30_000), Some(t + 60_000));
+        (consult.agent, consult.role) = ("agent-2".into(), Role::Consult);
+        let by_agent = GroupBy { agent: true, ..GroupBy::default() };
+        let rows =
+            super::rows(&[taken, consult], t, t + 3_600_000, Period::Hour, utc, by_agent, |_| QueueRules::default());
+        let only: Vec<_> = rows.iter().map(|(k, c)| (k.agent.as_deref(), c.offered, c.handled, c.handle_ms)).collect();
+        assert_eq!(only, [(Some("agent-2"), 0, 1, 60_000)]);
     }
 }

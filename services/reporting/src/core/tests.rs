@@ -37,6 +37,7 @@ impl World {
             agent: agent.into(),
             disposition: if kind == Kind::WrappedUp { "resolved".into() } else { String::new() },
             enqueued_at: (kind == Kind::Queued).then_some(at),
+            consult: contact.starts_with("leg"),
             at,
         };
         for leg in apply(self.last(contact), &fact) {
@@ -213,13 +214,17 @@ fn a_transfer_closes_the_first_leg_and_opens_one_in_the_target_queue() {
 
 #[test]
 fn a_warm_transfer_hands_the_handling_to_the_consulted_agent_without_a_queue_side() {
+    // agent-1 answers c1, consults agent-2 on leg1 and hands the call over.
     let mut w = World::new();
     let t = T0 + S;
     w.event("c1", Kind::Queued, "support", t);
     w.event_with("c1", Kind::Accepted, "support", "agent-1", t + 5 * S);
     // The consult: the customer waits on hold from 35 s until agent-2 takes over at 65 s.
     w.event_with("c1", Kind::Held, "support", "agent-1", t + 35 * S);
+    w.event_with("leg1", Kind::Queued, "support", "", t + 35 * S);
+    w.event_with("leg1", Kind::Accepted, "support", "agent-2", t + 40 * S);
     w.event_with("c1", Kind::HandedOver, "support", "agent-2", t + 65 * S);
+    w.event_with("leg1", Kind::ConsultClosed, "support", "agent-1", t + 65 * S);
     w.event_with("c1", Kind::Ended, "support", "agent-2", t + 125 * S);
     w.event_with("c1", Kind::WrappedUp, "support", "agent-2", t + 140 * S);
     let c = w.total("support");
@@ -231,8 +236,27 @@ fn a_warm_transfer_hands_the_handling_to_the_consulted_agent_without_a_queue_sid
     assert_eq!((c.handled, c.transferred), (2, 1));
     assert_eq!((c.handle_ms, c.talk_ms, c.hold_ms, c.acw_ms), (135 * S, 90 * S, 30 * S, 15 * S));
     let legs: Vec<_> =
-        w.legs.values().map(|l| (l.seq, l.agent.as_str(), l.handed_over, l.disposition.as_str())).collect();
-    assert_eq!(legs, [(0, "agent-1", false, ""), (1, "agent-2", true, "resolved")]);
+        w.legs.values().map(|l| (l.contact.as_str(), l.seq, l.agent.as_str(), l.role, l.handled_at)).collect();
+    assert_eq!(
+        legs,
+        [
+            ("c1", 0, "agent-1", Role::Customer, Some(t + 65 * S)),
+            ("c1", 1, "agent-2", Role::HandedOver, Some(t + 140 * S)),
+            // The consult leg is agent-2's busy time from 40 s to the hand-over, nothing else.
+            ("leg1", 0, "agent-2", Role::Consult, Some(t + 65 * S)),
+        ]
+    );
+}
+
+#[test]
+fn a_consult_leg_withdrawn_before_answer_is_not_left_waiting() {
+    let mut w = World::new();
+    let t = T0 + S;
+    w.event_with("leg1", Kind::Queued, "support", "", t);
+    w.event_with("leg1", Kind::ConsultClosed, "support", "agent-1", t + 9 * S);
+    let leg = w.last("leg1").unwrap();
+    assert_eq!((leg.role, leg.outcome, leg.left_at), (Role::Consult, Outcome::Abandoned, Some(t + 9 * S)));
+    assert_eq!(w.total("support"), Counts::default());
 }
 
 #[test]
@@ -277,6 +301,7 @@ fn a_stream_picked_up_mid_way_still_counts_what_it_can() {
         agent: "agent-1".into(),
         disposition: String::new(),
         enqueued_at: Some(T0),
+        consult: false,
         at: T0 + 7 * S,
     };
     for leg in apply(None, &fact) {
