@@ -39,6 +39,7 @@ fn events() -> Vec<ContactFact> {
             agent: "agent-1".into(),
             disposition: String::new(),
             enqueued_at: Some(q),
+            consult: false,
             at,
         };
         out.push(fact(Kind::Queued, q, &queue));
