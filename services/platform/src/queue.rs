@@ -22,6 +22,8 @@ pub const BUILT_IN_AWAY_REASONS: [&str; 3] = [NOT_RESPONDING, SIGNED_IN, DISCONN
 
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_AFTER_CONTACT_WORK: Duration = Duration::from_secs(30);
+/// The agent pool of a tenant that names none.
+pub const DEFAULT_AGENT_POOL: &str = "default";
 const MAX_QUEUES: usize = 500;
 const MAX_CODES: usize = 200;
 const MAX_STEPS: usize = 8;
@@ -30,6 +32,9 @@ const MAX_SECONDS: i64 = 7 * 86_400;
 /// Validated routing configuration of one tenant.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RoutingConfig {
+    /// The agent pool routing this tenant's contacts: one routing writer per pool, and an
+    /// agent serves the tenants of one pool (`DEFAULT_AGENT_POOL` unless set).
+    pub agent_pool: String,
     pub away_reasons: BTreeSet<String>,
     pub disposition_codes: BTreeSet<String>,
     pub queues: BTreeMap<String, QueueConfig>,
@@ -155,6 +160,11 @@ impl RoutingConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoutingSpec {
+    /// The agent pool routing this tenant's contacts (`default` when absent). Tenants of one
+    /// pool may share agents; an agent serves the tenants of one pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_-]{1,40}$")))]
+    pub agent_pool: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[a-z0-9_-]{1,40}$"))))]
     pub away_reasons: Vec<String>,
@@ -244,6 +254,14 @@ impl RoutingSpec {
     /// threshold. Violations are pushed with paths under `spec.routing`.
     pub fn validate(&self, default_threshold: Duration, v: &mut Vec<FieldViolation>) -> RoutingConfig {
         let mut bad = |field: String, msg: String| v.push(FieldViolation::new(field, msg));
+        let agent_pool = match self.agent_pool.as_deref() {
+            None => DEFAULT_AGENT_POOL.to_owned(),
+            Some(p) if is_code(p) => p.to_owned(),
+            Some(p) => {
+                bad("spec.routing.agentPool".into(), format!("`{p}` must be 1-40 of a-z, 0-9, - and _"));
+                DEFAULT_AGENT_POOL.to_owned()
+            }
+        };
         let mut codes = |list: &[String], path: &str| {
             let mut set = BTreeSet::new();
             if list.len() > MAX_CODES {
@@ -397,7 +415,7 @@ impl RoutingSpec {
                 },
             );
         }
-        RoutingConfig { away_reasons, disposition_codes, queues }
+        RoutingConfig { agent_pool, away_reasons, disposition_codes, queues }
     }
 }
 
@@ -405,6 +423,7 @@ impl From<&RoutingConfig> for RoutingSpec {
     fn from(r: &RoutingConfig) -> Self {
         let secs = |d: Duration| d.as_secs() as i64;
         RoutingSpec {
+            agent_pool: Some(r.agent_pool.clone()).filter(|p| p != DEFAULT_AGENT_POOL),
             away_reasons: r.away_reasons.iter().cloned().collect(),
             disposition_codes: r.disposition_codes.iter().cloned().collect(),
             queues: r
@@ -457,6 +476,7 @@ fn seconds(d: &Option<prost_types::Duration>) -> Option<i64> {
 impl From<&RoutingConfig> for pb::RoutingConfig {
     fn from(r: &RoutingConfig) -> Self {
         pb::RoutingConfig {
+            agent_pool: r.agent_pool.clone(),
             away_reasons: r.away_reasons.iter().cloned().collect(),
             disposition_codes: r.disposition_codes.iter().cloned().collect(),
             queues: r
@@ -498,6 +518,7 @@ impl From<&RoutingConfig> for pb::RoutingConfig {
 impl From<pb::RoutingConfig> for RoutingSpec {
     fn from(r: pb::RoutingConfig) -> Self {
         RoutingSpec {
+            agent_pool: Some(r.agent_pool).filter(|p| !p.is_empty()),
             away_reasons: r.away_reasons,
             disposition_codes: r.disposition_codes,
             queues: r

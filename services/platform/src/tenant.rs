@@ -882,11 +882,12 @@ spec:
             .replace("serviceLevelTargetPercent: 90", "serviceLevelTargetPercent: 0")
             .replace("overflowQueue: billing", "overflowQueue: nowhere")
             .replace("afterSeconds: 30, proficiencyDrop: 1", "afterSeconds: 30, proficiencyDrop: 9")
-            .replace("awayReasons: [break, lunch]", "awayReasons: [break, break, not_responding]");
+            .replace("awayReasons: [break, lunch]", "agentPool: East\n    awayReasons: [break, break, not_responding]");
         let fields: Vec<_> = violations(&text).into_iter().map(|v| v.field).collect();
         assert_eq!(
             fields,
             [
+                "document 1: spec.routing.agentPool",
                 "document 1: spec.routing.awayReasons[1]",
                 "document 1: spec.routing.awayReasons[2]",
                 "document 1: spec.routing.queues[0].overflowQueue",
@@ -910,6 +911,9 @@ spec:
         assert_eq!(support.service_level_definition, crate::queue::ServiceLevelDefinition::Default);
         assert_eq!(support.short_abandon_threshold, Duration::from_secs(5));
         assert!(t.routing.is_away_reason("not_responding") && t.routing.is_away_reason("lunch"));
+        assert_eq!(t.routing.agent_pool, "default");
+        let east = DEMO.replace("awayReasons: [break, lunch]", "agentPool: east\n    awayReasons: [break, lunch]");
+        assert_eq!(TenantManifest::parse_all(&east, now()).expect("valid").remove(0).routing.agent_pool, "east");
     }
 
     #[test]
@@ -921,11 +925,14 @@ spec:
 
     #[test]
     fn wire_round_trip_keeps_everything() {
-        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
-        let back = Tenant::try_from(pb::Tenant::from(&t)).expect("round trip");
-        assert_eq!(back, t);
-        let again = TenantManifest::from(&t).into_tenant(now()).expect("manifest round trip");
-        assert_eq!(again, t);
+        let east = DEMO.replace("awayReasons: [break, lunch]", "agentPool: east\n    awayReasons: [break, lunch]");
+        for text in [DEMO.to_owned(), east] {
+            let t = TenantManifest::parse_all(&text, now()).expect("valid").remove(0);
+            let back = Tenant::try_from(pb::Tenant::from(&t)).expect("round trip");
+            assert_eq!(back, t);
+            let again = TenantManifest::from(&t).into_tenant(now()).expect("manifest round trip");
+            assert_eq!(again, t);
+        }
     }
 
     #[test]

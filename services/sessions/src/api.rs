@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use centralita_platform::auth::{caller, Caller, Role};
 use centralita_platform::error::{Error, FieldViolation};
-use centralita_platform::queue::{is_code, BUILT_IN_AWAY_REASONS, SIGNED_IN};
+use centralita_platform::queue::{is_code, BUILT_IN_AWAY_REASONS, DEFAULT_AGENT_POOL, SIGNED_IN};
 use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1::{
     self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState,
@@ -294,6 +294,7 @@ impl pb::contact_service_server::ContactService for Api {
             attributes: input.attributes,
             preferred_agent_id: input.preferred_agent_id,
             customer_identities,
+            agent_pool: t.routing.agent_pool.clone(),
             create_time: ts(now),
             enqueue_time: ts(now),
             ..Default::default()
@@ -305,7 +306,7 @@ impl pb::contact_service_server::ContactService for Api {
             .engine
             .create(&tenant, &contact, |fx| {
                 self.engine.contact_event(fx, Kind::Queued, &pb::Contact::default(), &contact, "", "")?;
-                self.engine.route(fx, &tenant, &Input::ContactQueued(queued.clone()));
+                self.engine.route(fx, &tenant, &contact, &Input::ContactQueued(queued.clone()));
                 Ok(())
             })
             .await?;
@@ -388,7 +389,7 @@ impl pb::contact_service_server::ContactService for Api {
                     fx.cancel(timer("offer", &tenant, &id, &req.offer_id));
                     let input =
                         Input::OfferAccepted { contact: rc::ContactId(id.clone()), agent: rc::AgentId(agent.clone()) };
-                    engine.route(fx, &tenant, &input);
+                    engine.route(fx, &tenant, after, &input);
                     engine.contact_event(fx, Kind::Accepted, before, after, &agent, "")?;
                     fx.notify(&agent, Notice::Contact(after.clone()));
                     Ok(())
@@ -456,7 +457,7 @@ impl pb::contact_service_server::ContactService for Api {
                 |before, after, fx| {
                     engine.contact_event(fx, Kind::Transferred, before, after, &agent, "")?;
                     engine.release(fx, &tenant, after, &agent, true);
-                    engine.route(fx, &tenant, &Input::ContactQueued(engine.queued(after)?));
+                    engine.route(fx, &tenant, after, &Input::ContactQueued(engine.queued(after)?));
                     Ok(())
                 },
             )
@@ -533,7 +534,8 @@ impl pb::contact_service_server::ContactService for Api {
                     crate::consult::ended(fx, before);
                     if after.state == ContactState::Abandoned as i32 {
                         engine.contact_event(fx, Kind::Abandoned, before, after, agent, "")?;
-                        engine.route(fx, &tenant, &Input::ContactWithdrawn { contact: rc::ContactId(id.clone()) });
+                        let withdrawn = Input::ContactWithdrawn { contact: rc::ContactId(id.clone()) };
+                        engine.route(fx, &tenant, after, &withdrawn);
                         if !agent.is_empty() {
                             fx.cancel(timer("offer", &tenant, &id, &before.offer_id));
                             engine.release(fx, &tenant, after, agent, false);
@@ -808,10 +810,23 @@ impl Api {
                 a.away_reason = if state == pb::AgentState::Away { reason.to_owned() } else { String::new() };
                 a.state_time = ts(now);
                 let aid = rc::AgentId(id.to_owned());
+                if was == pb::AgentState::Offline as i32 && state != pb::AgentState::Offline {
+                    // Signing in: the agent joins the pool of its tenants now (a tenant may
+                    // have moved since it was last signed in). It holds no contacts, so no
+                    // router has it booked.
+                    let pool = engine
+                        .pool_of_queues(&a.queues, "agent.queues")
+                        .map_err(|e| Error::FailedPrecondition(format!("the agent cannot sign in: {e}")))?;
+                    if pool != a.agent_pool {
+                        let (_, profile) = validate_agent(&a)?;
+                        a.agent_pool = pool;
+                        engine.route_agent(fx, &a, &Input::AgentUpserted(profile));
+                    }
+                }
                 if state == pb::AgentState::Available && was != pb::AgentState::Available as i32 {
-                    engine.route_agent(fx, &Input::AgentReady { agent: aid });
+                    engine.route_agent(fx, &a, &Input::AgentReady { agent: aid });
                 } else if state != pb::AgentState::Available && was == pb::AgentState::Available as i32 {
-                    engine.route_agent(fx, &Input::AgentNotReady { agent: aid });
+                    engine.route_agent(fx, &a, &Input::AgentNotReady { agent: aid });
                 }
                 engine.agent_event(fx, kind, &a);
                 fx.notify(id, Notice::Agent(a.clone()));
@@ -836,6 +851,7 @@ impl pb::agent_service_server::AgentService for Api {
         }
         let input = request.into_inner().agent.ok_or_else(|| Error::invalid("agent", "is required"))?;
         let (id, profile) = validate_agent(&input)?;
+        let pool = self.engine.pool_of_queues(&input.queues, "agent.queues")?;
         // Indexed before it is written: the index may name an agent without a record.
         let mut conn = self.engine.store.conn()?;
         let _: i64 =
@@ -850,7 +866,21 @@ impl pb::agent_service_server::AgentService for Api {
                 a.contacts = cur.contacts;
                 a.state_time = cur.state_time;
                 a.activity = 0;
-                engine.route_agent(fx, &Input::AgentUpserted(profile.clone()));
+                // A signed-in agent stays in its pool (a router may have it booked); an
+                // offline one takes its queues' pool now, and at each sign-in.
+                a.agent_pool = match cur.agent_pool {
+                    _ if cur.state == pb::AgentState::Offline as i32 => pool.clone(),
+                    // Signed in before pools were recorded: the default pool.
+                    p if p.is_empty() => DEFAULT_AGENT_POOL.to_owned(),
+                    p => p,
+                };
+                if a.agent_pool != pool {
+                    return Err(Error::FailedPrecondition(format!(
+                        "agent {id} is signed in to agent pool {}; its new queues are in pool {pool}: sign it out first",
+                        a.agent_pool
+                    )));
+                }
+                engine.route_agent(fx, &a, &Input::AgentUpserted(profile.clone()));
                 engine.agent_event(fx, pb::agent_event::Kind::Upserted, &a);
                 Ok((a, ()))
             })

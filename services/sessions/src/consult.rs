@@ -82,6 +82,8 @@ pub async fn start(
         preferred_agent_id: target.agent,
         customer_identities: customer.customer_identities.clone(),
         consult_of: customer.name.clone(),
+        // The consulted agent's booking moves onto the customer's contact: both in one pool.
+        agent_pool: customer.agent_pool.clone(),
         create_time: ts(now),
         enqueue_time: ts(now),
         ..Default::default()
@@ -121,7 +123,7 @@ pub async fn start(
     engine
         .create(tenant, &leg, |fx| {
             engine.contact_event(fx, Kind::Queued, &pb::Contact::default(), &leg, "", "")?;
-            engine.route(fx, tenant, &Input::ContactQueued(queued.clone()));
+            engine.route(fx, tenant, &leg, &Input::ContactQueued(queued.clone()));
             Ok(())
         })
         .await
@@ -209,7 +211,7 @@ pub async fn complete(
                             to: rc::ContactId(id.clone()),
                             agent: rc::AgentId(consulted.clone()),
                         };
-                        engine.route(fx, tenant, &moved);
+                        engine.route(fx, tenant, after, &moved);
                         fx.agent_contact(&consulted, after, true, true);
                         fx.linked(linked(Op::LegHandedOver));
                         Ok(())
@@ -301,7 +303,8 @@ pub async fn apply_linked(engine: &Engine, e: pb::LinkedContactEffect) -> Result
                         // A handed-over leg's booking has moved to the customer's contact;
                         // anything else the leg holds in routing goes.
                         if !(handed_over && before.state == ContactState::Connected as i32) {
-                            engine.route(fx, &tenant, &Input::ContactWithdrawn { contact: rc::ContactId(id.into()) });
+                            let withdrawn = Input::ContactWithdrawn { contact: rc::ContactId(id.into()) };
+                            engine.route(fx, &tenant, before, &withdrawn);
                         }
                         engine.release(fx, &tenant, after, agent, false);
                         Ok(())

@@ -6,12 +6,12 @@
 //! replica finishes them ([`Engine::sweep_outboxes`]). Effects are idempotent or deduped
 //! downstream (events keep their id), so doing one twice is harmless.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::error::Error;
-use centralita_platform::queue::NOT_RESPONDING;
+use centralita_platform::queue::{DEFAULT_AGENT_POOL, NOT_RESPONDING};
 use centralita_platform::registry::TenantRegistry;
 pub use centralita_platform::tenant::contact_name;
 use centralita_platform::tenant::{self, TenantId};
@@ -27,9 +27,13 @@ use tokio::sync::broadcast;
 use crate::lifecycle::{self, Action};
 use crate::store::{self, Outbox, Store};
 
-/// Key of the routing log records: the agent pool. One pool per installation today; every
-/// queue whose agents may overlap must be in the same pool.
-pub const POOL: &str = "pool-default";
+/// Key of the routing log records of an agent pool (`spec.routing.agentPool` of the
+/// tenants in it; empty is the default pool). Every input about a contact goes to the pool
+/// it was created in, every input about an agent to the pool it signed in to, so one
+/// router sees all of a pool's bookings.
+pub fn pool_key(pool: &str) -> String {
+    format!("pool-{}", if pool.is_empty() { DEFAULT_AGENT_POOL } else { pool })
+}
 
 /// The agent streams open on this replica, one channel per agent: a notice wakes only the
 /// streams of the agent it is for (one channel for all woke every stream for every notice,
@@ -327,21 +331,52 @@ impl Engine {
         fx.publish(self.topics.agents(), id, &Event::new(centralita_routing::engine::pool_tenant(), &event));
     }
 
-    /// A routing input, keyed by the agent pool.
-    pub fn route(&self, fx: &mut Effects, tenant: &TenantId, input: &Input) {
-        fx.publish(self.input_topic(), POOL, &Event::new(tenant.clone(), &wire::input_to_pb(input)));
-    }
-
-    /// A routing input for an agent (the pool tenant).
-    pub fn route_agent(&self, fx: &mut Effects, input: &Input) {
-        self.route(fx, &centralita_routing::engine::pool_tenant(), input);
-    }
-
-    /// Publishes a routing input now, outside any record write (nothing to make atomic).
-    pub async fn route_now(&self, tenant: &TenantId, input: &Input) -> Result<(), Error> {
+    /// A routing input about contact `c`, keyed by the contact's agent pool.
+    pub fn route(&self, fx: &mut Effects, tenant: &TenantId, c: &pb::Contact, input: &Input) {
         let event = Event::new(tenant.clone(), &wire::input_to_pb(input));
-        self.producer.publish(&self.input_topic(), POOL, &event).await?;
+        fx.publish(self.input_topic(), &pool_key(&c.agent_pool), &event);
+    }
+
+    /// A routing input about agent `a` (the pool tenant), keyed by the agent's pool.
+    pub fn route_agent(&self, fx: &mut Effects, a: &pb::Agent, input: &Input) {
+        let event = Event::new(centralita_routing::engine::pool_tenant(), &wire::input_to_pb(input));
+        fx.publish(self.input_topic(), &pool_key(&a.agent_pool), &event);
+    }
+
+    /// Publishes a routing input to `pool` now, outside any record write (nothing to make
+    /// atomic).
+    pub async fn route_now(&self, tenant: &TenantId, pool: &str, input: &Input) -> Result<(), Error> {
+        let event = Event::new(tenant.clone(), &wire::input_to_pb(input));
+        self.producer.publish(&self.input_topic(), &pool_key(pool), &event).await?;
         Ok(())
+    }
+
+    /// The agent pool of `tenant` now (the default pool for a tenant not known here).
+    pub fn tenant_pool(&self, tenant: &TenantId) -> String {
+        self.registry.get(tenant).map(|t| t.routing.agent_pool.clone()).unwrap_or_default()
+    }
+
+    /// The agent pool of an agent serving `queues`: the one pool of their tenants. Queues
+    /// of tenants in different pools are refused (`field` names them), since two routers
+    /// would each book the agent.
+    pub fn pool_of_queues(&self, queues: &[pb::QueueAssignment], field: &str) -> Result<String, Error> {
+        let mut pools: BTreeMap<String, &str> = BTreeMap::new();
+        for q in queues {
+            let pool = TenantId::parse(&q.tenant).map(|t| self.tenant_pool(&t)).unwrap_or_default();
+            let pool = if pool.is_empty() { DEFAULT_AGENT_POOL.to_owned() } else { pool };
+            pools.entry(pool).or_insert(&q.tenant);
+        }
+        if pools.len() > 1 {
+            let list: Vec<String> = pools.iter().map(|(p, t)| format!("{p} (tenant {t})")).collect();
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "the queues are in agent pools {}; an agent serves the tenants of one pool",
+                    list.join(" and ")
+                ),
+            ));
+        }
+        Ok(pools.into_keys().next().unwrap_or_else(|| DEFAULT_AGENT_POOL.to_owned()))
     }
 
     /// The agent of a contact it held is released: routing frees the capacity (when it was
@@ -354,6 +389,7 @@ impl Engine {
             self.route(
                 fx,
                 tenant,
+                after,
                 &Input::ContactReleased {
                     contact: rc::ContactId(contact_id(after).to_owned()),
                     agent: rc::AgentId(agent.into()),

@@ -14,6 +14,7 @@ use centralita_proto::sessions::v1::{
     self as pb, agent_stream_event::Event as Notice, contact_event::Kind, ContactState,
 };
 use centralita_routing::core::{self as rc, Decision, Input};
+use centralita_routing::engine::pool_tenant;
 use centralita_routing::wire;
 use futures::StreamExt;
 
@@ -53,6 +54,7 @@ pub async fn decline(
                 engine.route(
                     fx,
                     tenant,
+                    after,
                     &Input::OfferDeclined {
                         contact: rc::ContactId(id.into()),
                         agent: rc::AgentId(agent.into()),
@@ -132,12 +134,18 @@ impl Handler for DecisionHandler {
 /// marked not responding for nothing.
 const MIN_OFFER_MS: i64 = 1_000;
 
-async fn agent_available(engine: &Engine, agent: &rc::AgentId) -> Result<bool, Error> {
+/// The agent's record if it is available.
+async fn available_agent(engine: &Engine, agent: &rc::AgentId) -> Result<Option<pb::Agent>, Error> {
     Ok(engine
         .store
         .load::<pb::Agent>(&store::agent_key(&agent.0))
         .await?
-        .is_some_and(|(_, a)| a.state == pb::AgentState::Available as i32))
+        .map(|(_, a)| a)
+        .filter(|a| a.state == pb::AgentState::Available as i32))
+}
+
+async fn agent_available(engine: &Engine, agent: &rc::AgentId) -> Result<bool, Error> {
+    Ok(available_agent(engine, agent).await?.is_some())
 }
 
 async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(), Error> {
@@ -145,15 +153,15 @@ async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(
         Decision::Offer { contact, agent, queue, expires_at, .. } => {
             let tenant = TenantId::parse(&queue.tenant).map_err(Error::internal)?;
             let offer_id = uuid::Uuid::now_v7().simple().to_string();
-            let queued = engine
+            let Some((_, queued)) = engine
                 .store
                 .load::<pb::Contact>(&store::contact_key(&tenant, &contact.0))
                 .await?
-                .is_some_and(|(_, c)| c.state == ContactState::Queued as i32);
-            if !queued {
+                .filter(|(_, c)| c.state == ContactState::Queued as i32)
+            else {
                 // Stale (the contact left the queue meanwhile) or already applied.
                 return Ok(());
-            }
+            };
             let available = agent_available(engine, &agent).await?;
             let left_ms = expires_at - now_ms();
             let min_left = MIN_OFFER_MS.min((expires_at - decided_at) / 2);
@@ -165,9 +173,10 @@ async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(
                 // available (again), its readiness is appended after the void (whose
                 // publish is acknowledged first), so routing never leaves it idle.
                 tracing::info!(contact = %contact.0, agent = %agent.0, available, left_ms, "offer void; contact back to its place");
-                engine.route_now(&tenant, &Input::OfferUndelivered { contact, agent: agent.clone() }).await?;
-                if agent_available(engine, &agent).await? {
-                    engine.route_now(&tenant, &Input::AgentReady { agent }).await?;
+                let pool = &queued.agent_pool;
+                engine.route_now(&tenant, pool, &Input::OfferUndelivered { contact, agent: agent.clone() }).await?;
+                if let Some(a) = available_agent(engine, &agent).await? {
+                    engine.route_now(&pool_tenant(), &a.agent_pool, &Input::AgentReady { agent }).await?;
                 }
                 return Ok(());
             }
@@ -207,7 +216,7 @@ async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(
                     },
                     |before, after, fx| {
                         engine.contact_event(fx, Kind::Overflowed, before, after, "", "")?;
-                        engine.route(fx, &tenant, &Input::ContactQueued(engine.queued(after)?));
+                        engine.route(fx, &tenant, after, &Input::ContactQueued(engine.queued(after)?));
                         Ok(())
                     },
                 )
@@ -319,7 +328,7 @@ async fn presence_lapsed(engine: &Engine, member: &str, agent: &str, lease: i64)
                 a.state = pb::AgentState::Away as i32;
                 a.away_reason = DISCONNECTED.into();
                 a.state_time = ts(now_ms());
-                engine.route_agent(fx, &Input::AgentNotReady { agent: rc::AgentId(agent.to_owned()) });
+                engine.route_agent(fx, &a, &Input::AgentNotReady { agent: rc::AgentId(agent.to_owned()) });
                 engine.agent_event(fx, pb::agent_event::Kind::StateChanged, &a);
                 fx.notify(agent, Notice::Agent(a.clone()));
             }

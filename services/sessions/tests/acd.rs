@@ -22,8 +22,15 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
 
-/// Tenants whose id starts with `closed` open only on the weekday three days from today.
+/// Tenants whose id starts with `closed` open only on the weekday three days from today;
+/// those starting with `east` or `north` are in that agent pool.
 fn tenant_yaml(id: &str) -> String {
+    let pool = ["east", "north"].into_iter().find(|p| id.starts_with(p));
+    tenant_yaml_in(id, pool)
+}
+
+fn tenant_yaml_in(id: &str, pool: Option<&str>) -> String {
+    let pool = pool.map(|p| format!("agentPool: {p}\n    ")).unwrap_or_default();
     let hours = if id.starts_with("closed") {
         let day = (chrono::Utc::now() + chrono::Duration::days(3)).format("%a").to_string().to_lowercase();
         format!("{{ timeZone: UTC, windows: [{{ days: [{day}], open: \"00:00\", close: \"24:00\" }}] }}")
@@ -44,7 +51,7 @@ spec:
   dataRetentionDays: 30
   recording: {{ voice: all }}
   routing:
-    awayReasons: [break]
+    {pool}awayReasons: [break]
     dispositionCodes: [resolved]
     queues:
       - {{ id: support, offerTimeoutSeconds: 2, afterContactWorkSeconds: 60, preferredAgentSeconds: 30 }}
@@ -53,7 +60,14 @@ spec:
     )
 }
 
+async fn publish_tenant(topics: &Topics, id: &str, yaml: &str) {
+    let producer = Producer::new(&testkit::brokers(), None).unwrap();
+    let t = TenantManifest::parse_all(yaml, chrono::Utc::now()).unwrap().remove(0);
+    producer.publish(&topics.tenants(), id, &Event::new(t.id.clone(), &tpb::Tenant::from(&t))).await.unwrap();
+}
+
 struct Platform {
+    topics: Topics,
     sessions: Channel,
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -64,14 +78,22 @@ async fn start(tenants: &[&str]) -> Platform {
 }
 
 async fn start_with(tenants: &[&str], presence_grace: Duration) -> Platform {
+    start_on(tenants, presence_grace, 1).await
+}
+
+/// With `partitions` partitions per topic (the routing logs included).
+async fn start_on(tenants: &[&str], presence_grace: Duration, partitions: i32) -> Platform {
+    let common = |prefix: &str| {
+        let mut c = common(prefix);
+        c.kafka.partitions = partitions;
+        c
+    };
     let prefix = unique("acd-") + ".";
     let brokers = testkit::brokers();
     let topics = Topics::new(prefix.clone());
     ensure_topics(&brokers, 1, &[TopicSpec { name: topics.tenants(), partitions: 1, compacted: true }]).await.unwrap();
-    let producer = Producer::new(&brokers, None).unwrap();
     for id in tenants {
-        let t = TenantManifest::parse_all(&tenant_yaml(id), chrono::Utc::now()).unwrap().remove(0);
-        producer.publish(&topics.tenants(), id, &Event::new(t.id.clone(), &tpb::Tenant::from(&t))).await.unwrap();
+        publish_tenant(&topics, id, &tenant_yaml(id)).await;
     }
     let shutdown = Shutdown::new();
     let routing_cfg = ServiceArgs {
@@ -98,7 +120,7 @@ async fn start_with(tenants: &[&str], presence_grace: Duration) -> Platform {
     let client = wait_ready(admin).await;
     assert!(client, "sessions did not become ready");
     let sessions = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
-    Platform { sessions, shutdown, tasks }
+    Platform { topics, sessions, shutdown, tasks }
 }
 
 impl Platform {
@@ -115,6 +137,16 @@ impl Platform {
         for t in self.tasks {
             t.await.unwrap().unwrap();
         }
+    }
+
+    /// The agent as a BPO admin reads it.
+    async fn agent_record(&self, id: &str) -> pb::Agent {
+        let admin = token(None, Role::BpoAdmin, None);
+        self.agents()
+            .get_agent(req(pb::GetAgentRequest { name: format!("agents/{id}") }, &admin))
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     async fn agent(&self, id: &str, queues: &[(&str, &str)], capacity: &[(tpb::Channel, u32, bool)]) -> pb::Agent {
@@ -724,5 +756,144 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
     p.set_state(&ana, "").await;
     assert!(next_offer(&mut sa, Duration::from_secs(2)).await.is_none(), "a cancelled leg was offered");
     p.contacts().resume_contact(req(pb::ResumeContactRequest { name: d.name.clone() }, &tb)).await.unwrap();
+    p.stop().await;
+}
+
+/// The routing input log as (key, envelope tenant, partition), read from the start.
+fn routing_input_keys(topics: &Topics) -> Vec<(String, String, i32)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::Message as _;
+    let topic = centralita_routing::input_topic(topics);
+    let consumer: BaseConsumer = centralita_platform::bus::client_config(&testkit::brokers())
+        .set("group.id", unique("acd-read-"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let meta = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in meta.topics()[0].partitions() {
+        list.add_partition_offset(&topic, p.id(), rdkafka::Offset::Beginning).unwrap();
+        let (_, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(5)).unwrap();
+        ends.push((p.id(), high));
+    }
+    consumer.assign(&list).unwrap();
+    let mut seen: std::collections::BTreeMap<i32, i64> = Default::default();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ends.iter().any(|(p, high)| seen.get(p).map_or(0, |o| o + 1) < *high) && std::time::Instant::now() < deadline
+    {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        seen.insert(m.partition(), m.offset());
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        if key == "tick" {
+            continue;
+        }
+        let event = Event::decode(m.payload().unwrap_or_default()).unwrap();
+        out.push((key, event.tenant.as_str().to_owned(), m.partition()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_pools_route_apart_and_a_moved_tenant_takes_its_agents_at_sign_in() {
+    let (e, w) = (unique("east"), unique("north"));
+    // Three partitions: `pool-east` and `pool-north` land on different ones (checked below),
+    // so each pool has a router of its own.
+    let p = start_on(&[&e, &w], Duration::from_secs(30), 3).await;
+    let voice = [(tpb::Channel::Voice, 1, true)];
+    // An agent serves the tenants of one pool.
+    let shared = pb::Agent {
+        name: format!("agents/{}", unique("shared")),
+        queues: [&e, &w]
+            .iter()
+            .map(|t| pb::QueueAssignment { tenant: (*t).clone(), queue: "support".into() })
+            .collect(),
+        capacity: vec![pb::ChannelCapacity { channel: tpb::Channel::Voice as i32, max_contacts: 1, exclusive: true }],
+        ..Default::default()
+    };
+    let admin = token(None, Role::BpoAdmin, None);
+    let refused =
+        p.agents().upsert_agent(req(pb::UpsertAgentRequest { agent: Some(shared) }, &admin)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("east") && refused.message().contains("north"), "{refused:?}");
+
+    let (ana, bob) = (unique("ana"), unique("bob"));
+    assert_eq!(p.agent(&ana, &[(&e, "support")], &voice).await.agent_pool, "east");
+    assert_eq!(p.agent(&bob, &[(&w, "support")], &voice).await.agent_pool, "north");
+    let (mut sa, mut sb) = (p.sign_in(&ana).await, p.sign_in(&bob).await);
+    let ce = p.create(&e, "support", tpb::Channel::Voice).await;
+    let cw = p.create(&w, "support", tpb::Channel::Voice).await;
+    assert_eq!((ce.agent_pool.as_str(), cw.agent_pool.as_str()), ("east", "north"));
+    assert_eq!(next_offer(&mut sa, Duration::from_secs(10)).await.expect("ana offered").name, ce.name);
+    let offer = next_offer(&mut sb, Duration::from_secs(10)).await.expect("bob offered");
+    assert_eq!(offer.name, cw.name);
+    let tb = agent_token(&bob);
+    let accept = pb::AcceptContactRequest { name: offer.name.clone(), offer_id: offer.offer_id.clone() };
+    p.contacts().accept_contact(req(accept, &tb)).await.unwrap();
+
+    // The north tenant moves to the east pool while Bob is signed in. Its new contacts are
+    // routed in the east pool; Bob stays in the north one (a router may have him booked)
+    // until he signs out and in again.
+    publish_tenant(&p.topics, &w, &tenant_yaml_in(&w, Some("east"))).await;
+    let sup = token(Some(&w), Role::Supervisor, None);
+    let mut tenants =
+        centralita_proto::tenancy::v1::tenant_service_client::TenantServiceClient::new(p.sessions.clone());
+    for _ in 0..100 {
+        let get = req(tpb::GetTenantRequest { name: format!("tenants/{w}") }, &sup);
+        if tenants.get_tenant(get).await.unwrap().into_inner().routing.unwrap_or_default().agent_pool == "east" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let later = p.create(&w, "support", tpb::Channel::Voice).await;
+    assert_eq!(later.agent_pool, "east");
+    let moved = req(pb::UpsertAgentRequest { agent: Some(p.agent_record(&bob).await) }, &admin);
+    let refused = p.agents().upsert_agent(moved).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "a signed-in agent cannot change pool: {refused:?}");
+    p.contacts().end_contact(req(pb::EndContactRequest { name: cw.name.clone() }, &tb)).await.unwrap();
+    let wrap = pb::WrapUpContactRequest { name: cw.name.clone(), disposition: "resolved".into(), notes: String::new() };
+    p.contacts().wrap_up_contact(req(wrap, &tb)).await.unwrap();
+    assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "the north router does not have the call");
+    // Signed out once the wrapped-up call has left his list.
+    let mut signed_out = Err(tonic::Status::unknown("not tried"));
+    for _ in 0..50 {
+        signed_out = p.agents().sign_out(req(pb::SignOutRequest { name: format!("agents/{bob}") }, &tb)).await;
+        if signed_out.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signed_out.unwrap();
+    let mut sb = p.sign_in(&bob).await;
+    assert_eq!(p.agent_record(&bob).await.agent_pool, "east");
+    assert_eq!(
+        next_offer(&mut sb, Duration::from_secs(10)).await.expect("bob offered in the east pool").name,
+        later.name
+    );
+
+    // Every routing input of a contact went to its pool; agents' inputs to theirs.
+    let keys = routing_input_keys(&p.topics);
+    let of = |tenant: &str| {
+        keys.iter()
+            .filter(|(_, t, _)| t == tenant)
+            .map(|(k, _, _)| k.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(of(&e), ["pool-east"].into());
+    assert_eq!(
+        of(&w),
+        ["pool-east", "pool-north"].into(),
+        "the first north call in the north pool, the later one in the east"
+    );
+    assert_eq!(of("bpo"), ["pool-east", "pool-north"].into());
+    let partitions = |pool: &str| {
+        keys.iter().filter(|(k, _, _)| k == pool).map(|(_, _, p)| *p).collect::<std::collections::BTreeSet<_>>()
+    };
+    let (east, north) = (partitions("pool-east"), partitions("pool-north"));
+    assert!(
+        east.len() == 1 && north.len() == 1 && east != north,
+        "the pools must be on two partitions: {east:?} {north:?}"
+    );
     p.stop().await;
 }
