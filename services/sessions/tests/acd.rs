@@ -450,6 +450,17 @@ async fn tenant_a_cannot_see_or_touch_tenant_b() {
     assert!(q.longest_wait_ms >= 50, "the contact has waited at least 50 ms: {q:?}");
     assert_eq!(stats(sup_a.clone(), "nope").await.unwrap_err().code(), Code::NotFound);
     assert_eq!(stats(agent_token(&ana), "").await.unwrap_err().code(), Code::PermissionDenied);
+    // Consults: an agent serving only tenant A cannot consult on or complete B's contact.
+    let ann = unique("ann");
+    p.agent(&ann, &[(&a, "support")], &[(tpb::Channel::Chat, 1, false)]).await;
+    let target = Some(pb::consult_contact_request::Target::Queue("support".into()));
+    let consult = pb::ConsultContactRequest { name: cb.name.clone(), target };
+    let e = p.contacts().consult_contact(req(consult, &agent_token(&ann))).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let cancel = pb::complete_consult_request::Outcome::Cancel as i32;
+    let complete = pb::CompleteConsultRequest { name: cb.name.clone(), outcome: cancel };
+    let e = p.contacts().complete_consult(req(complete, &agent_token(&ann))).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
     p.stop().await;
 }
 
