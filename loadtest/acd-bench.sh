@@ -9,4 +9,5 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench-lib.sh"
 cargo build --release --locked -q -p centralita-sessions -p centralita-routing -p centralita-loadtest
 bench_start routing 50161 9161
 bench_start sessions 50162 9162
-"$bin/centralita-loadtest" acd --sessions http://127.0.0.1:50162 "$@"
+"$bin/centralita-loadtest" acd --sessions http://127.0.0.1:50162 \
+  --metrics http://127.0.0.1:9161/metrics,http://127.0.0.1:9162/metrics "$@"

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod crm;
+mod hops;
 mod kafka;
 mod pool;
 mod reporting;
@@ -100,6 +101,10 @@ struct AcdArgs {
     /// Where to write the JSON result (stdout when absent).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The services' metrics URLs (`http://127.0.0.1:<admin>/metrics`), scraped around
+    /// each step for its hop-by-hop event ages.
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
 }
 
 #[tokio::main]
@@ -136,6 +141,7 @@ fn histogram() -> Histogram<u64> {
 #[derive(Debug)]
 struct Step {
     rate: f64,
+    hops: Vec<hops::Hop>,
     enqueue_to_offer: Histogram<u64>,
     create_call: Histogram<u64>,
     created: u64,
@@ -311,8 +317,10 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
     let channel_tokens: Vec<String> =
         tenants.iter().map(|t| auth.token(Some(t), Role::Channel, None)).collect::<anyhow::Result<_>>()?;
     for (step, &rate) in args.rates.iter().enumerate() {
+        let ages_before = hops::scrape(&args.metrics).await?;
         lock(&stats).steps.push(Step {
             rate,
+            hops: Vec::new(),
             enqueue_to_offer: histogram(),
             create_call: histogram(),
             created: 0,
@@ -369,6 +377,8 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
         }
         // Let the last offers of the step arrive.
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let step_hops = hops::between(&ages_before, &hops::scrape(&args.metrics).await?, &args.stack.topic_prefix);
+        lock(&stats).steps[step].hops = step_hops;
         print_step(&lock(&stats).steps[step], args.step_seconds);
     }
 
@@ -400,6 +410,7 @@ async fn acd(args: AcdArgs) -> anyhow::Result<()> {
             "achieved_per_second": st.created as f64 / args.step_seconds as f64,
             "enqueue_to_offer_ms": quantiles(&st.enqueue_to_offer),
             "create_call_ms": quantiles(&st.create_call),
+            "event_age_by_hop": st.hops,
             "errors": st.errors,
             "within_target": ok(st),
         })).collect::<Vec<_>>(),
@@ -451,6 +462,17 @@ fn print_step(st: &Step, seconds: u64) {
         q(&st.create_call, 0.99),
         st.errors,
     );
+    for h in &st.hops {
+        let ms = |v: Option<f64>| v.map_or_else(|| "> 5000".to_owned(), |v| format!("{v:.1}"));
+        eprintln!(
+            "[acd]     {} consuming {}: {} events, age at handling p50 {} ms p99 {} ms",
+            h.service,
+            h.topic,
+            h.events,
+            ms(h.p50_ms),
+            ms(h.p99_ms)
+        );
+    }
 }
 
 /// One agent: records each offer's enqueue→offer latency, accepts, handles, ends and wraps up.

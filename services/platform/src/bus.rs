@@ -513,6 +513,9 @@ impl<H: BatchHandler> BatchConsumer<H> {
             for m in &batch {
                 match decode_record(m) {
                     Some(e) => {
+                        if let Some(metrics) = &metrics {
+                            metrics.event_age(m.topic(), e.occurred_at);
+                        }
                         events.push(e);
                         outcomes.push(Outcome::Handled);
                     }
@@ -600,7 +603,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
     /// Consumes until `shutdown`, then commits the stored offsets synchronously.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), Error> {
         let Consumer { consumer, settings, handler, dedupe, metrics } = self;
-        let mut worker = Worker { consumer: &consumer, settings: &settings, handler, dedupe };
+        let mut worker = Worker { consumer: &consumer, settings: &settings, handler, dedupe, metrics: metrics.clone() };
         loop {
             let msg = tokio::select! {
                 _ = shutdown.wait() => break,
@@ -632,6 +635,7 @@ struct Worker<'a, H, D> {
     settings: &'a ConsumerSettings,
     handler: H,
     dedupe: D,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<H: Handler, D: Dedupe> Worker<'_, H, D> {
@@ -657,6 +661,9 @@ impl<H: Handler, D: Dedupe> Worker<'_, H, D> {
                 return Outcome::Malformed;
             };
             tracing::Span::current().record("tenant", event.tenant.as_str()).record("event_id", event.id.to_string());
+            if let Some(metrics) = &self.metrics {
+                metrics.event_age(m.topic(), event.occurred_at);
+            }
             let scope = self.settings.group_id.clone();
             let mut backoff = Duration::from_millis(100);
             loop {

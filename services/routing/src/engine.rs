@@ -20,6 +20,7 @@ use std::time::Duration;
 use centralita_platform::bus::{client_config, Event, Producer, StaticMember};
 use centralita_platform::cache::RedisHandle;
 use centralita_platform::error::Error;
+use centralita_platform::metrics::Metrics;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::routing::v1 as pb;
@@ -43,6 +44,8 @@ pub struct EngineSettings {
     pub group_instance_id: Option<String>,
     /// Fetch wait of the input consumer (`KafkaConfig::fetch_wait_low_latency_ms`).
     pub fetch_wait: Duration,
+    /// Where the age of each input is recorded (`centralita_bus_event_age_seconds`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 struct PartitionState {
@@ -168,7 +171,9 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                 if offset < state.next_offset {
                     continue;
                 }
-                let decisions = apply(state, message.payload().unwrap_or_default());
+                // Ticks are the engine's own clock, not a hop of anyone's contact.
+                let age = settings.metrics.as_deref().filter(|_| key != "tick").map(|m| (m, settings.input_topic.as_str()));
+                let decisions = apply(state, message.payload().unwrap_or_default(), age);
                 let mut failed = false;
                 for (index, d) in decisions.iter().enumerate() {
                     let tenant = decision_tenant(d);
@@ -260,7 +265,8 @@ fn decision_tenant(d: &Decision) -> TenantId {
 
 /// Decodes and applies one log record. A record that cannot be decoded or that the core
 /// refuses is logged and skipped: it changes nothing.
-fn apply(state: &mut PartitionState, payload: &[u8]) -> Vec<Decision> {
+/// Applies one input record; `age` is where its age is recorded (metrics, topic).
+fn apply(state: &mut PartitionState, payload: &[u8], age: Option<(&Metrics, &str)>) -> Vec<Decision> {
     let event = match Event::decode(payload) {
         Ok(e) => e,
         Err(e) => {
@@ -268,6 +274,9 @@ fn apply(state: &mut PartitionState, payload: &[u8]) -> Vec<Decision> {
             return Vec::new();
         }
     };
+    if let Some((metrics, topic)) = age {
+        metrics.event_age(topic, event.occurred_at);
+    }
     let input: Result<Input, String> =
         event.payload::<pb::RoutingInput>().map_err(|e| e.to_string()).and_then(wire::input_from_pb);
     match input {

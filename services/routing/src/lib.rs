@@ -81,6 +81,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         snapshot_every: config.service.snapshot_every,
         group_instance_id: config.common.kafka.group_instance_id.clone(),
         fetch_wait: config.common.kafka.fetch_wait_low_latency(),
+        metrics: Some(runtime.metrics.clone()),
     };
     runtime.spawn(engine::run(settings, redis, producer, runtime.shutdown.clone()));
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
