@@ -295,6 +295,8 @@ pub fn apply(last: Option<Leg>, fact: &ContactFact) -> Vec<Leg> {
             next = Some(taken);
         }
     }
+    // A consult leg moved on (overflowed, transferred) is still agents talking.
+    let next = next.map(|n| if leg.role == Role::Consult { Leg { role: Role::Consult, ..n } } else { n });
     let mut out = vec![leg];
     out.extend(next);
     out

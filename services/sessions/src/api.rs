@@ -294,7 +294,7 @@ impl pb::contact_service_server::ContactService for Api {
             attributes: input.attributes,
             preferred_agent_id: input.preferred_agent_id,
             customer_identities,
-            agent_pool: t.routing.agent_pool.clone(),
+            agent_pool: self.engine.tenant_pool(&tenant).await?,
             create_time: ts(now),
             enqueue_time: ts(now),
             ..Default::default()
@@ -781,6 +781,18 @@ impl Api {
         authorize_agent(caller, id)?;
         let now = now_ms();
         let engine = &self.engine;
+        // Signing in: the pool of the agent's tenants, worked out before the update (it may
+        // read Redis).
+        let signing_in = match engine.store.load::<pb::Agent>(&store::agent_key(id)).await? {
+            Some((_, a)) if a.state == pb::AgentState::Offline as i32 && state != pb::AgentState::Offline => {
+                let pool = engine
+                    .pool_of_queues(&a.queues, "agent.queues")
+                    .await
+                    .map_err(|e| Error::FailedPrecondition(format!("the agent cannot sign in: {e}")))?;
+                Some((a.queues, pool))
+            }
+            _ => None,
+        };
         let (agent, ()) = engine
             .update_agent(id, |current, fx| {
                 let mut a = current.ok_or_else(|| Error::NotFound(format!("agents/{id}")))?;
@@ -811,15 +823,16 @@ impl Api {
                 a.state_time = ts(now);
                 let aid = rc::AgentId(id.to_owned());
                 if was == pb::AgentState::Offline as i32 && state != pb::AgentState::Offline {
-                    // Signing in: the agent joins the pool of its tenants now (a tenant may
-                    // have moved since it was last signed in). It holds no contacts, so no
-                    // router has it booked.
-                    let pool = engine
-                        .pool_of_queues(&a.queues, "agent.queues")
-                        .map_err(|e| Error::FailedPrecondition(format!("the agent cannot sign in: {e}")))?;
-                    if pool != a.agent_pool {
+                    // Signing in: the agent joins the pool of its tenants (worked out from
+                    // its queues as read before this update; if they changed since, it does
+                    // not move). Only an agent holding no contacts moves, so no router is
+                    // left with it booked.
+                    let moves = signing_in
+                        .as_ref()
+                        .filter(|(queues, pool)| *queues == a.queues && *pool != a.agent_pool && a.contacts.is_empty());
+                    if let Some((_, pool)) = moves {
                         let (_, profile) = validate_agent(&a)?;
-                        a.agent_pool = pool;
+                        a.agent_pool.clone_from(pool);
                         engine.route_agent(fx, &a, &Input::AgentUpserted(profile));
                     }
                 }
@@ -851,7 +864,7 @@ impl pb::agent_service_server::AgentService for Api {
         }
         let input = request.into_inner().agent.ok_or_else(|| Error::invalid("agent", "is required"))?;
         let (id, profile) = validate_agent(&input)?;
-        let pool = self.engine.pool_of_queues(&input.queues, "agent.queues")?;
+        let pool = self.engine.pool_of_queues(&input.queues, "agent.queues").await?;
         // Indexed before it is written: the index may name an agent without a record.
         let mut conn = self.engine.store.conn()?;
         let _: i64 =
@@ -866,17 +879,19 @@ impl pb::agent_service_server::AgentService for Api {
                 a.contacts = cur.contacts;
                 a.state_time = cur.state_time;
                 a.activity = 0;
-                // A signed-in agent stays in its pool (a router may have it booked); an
-                // offline one takes its queues' pool now, and at each sign-in.
+                // A signed-in agent, or one still holding a contact, stays in its pool (a
+                // router may have it booked); any other takes its queues' pool now, and at
+                // each sign-in.
+                let movable = cur.state == pb::AgentState::Offline as i32 && a.contacts.is_empty();
                 a.agent_pool = match cur.agent_pool {
-                    _ if cur.state == pb::AgentState::Offline as i32 => pool.clone(),
+                    _ if movable => pool.clone(),
                     // Signed in before pools were recorded: the default pool.
                     p if p.is_empty() => DEFAULT_AGENT_POOL.to_owned(),
                     p => p,
                 };
                 if a.agent_pool != pool {
                     return Err(Error::FailedPrecondition(format!(
-                        "agent {id} is signed in to agent pool {}; its new queues are in pool {pool}: sign it out first",
+                        "agent {id} is signed in to (or holds contacts of) agent pool {}; its new queues are in pool {pool}: sign it out first",
                         a.agent_pool
                     )));
                 }

@@ -103,6 +103,8 @@ pub struct Engine {
     /// How long an agent whose event stream closed stays as it was before it is made away
     /// (`disconnected`); zero: never.
     pub presence_grace: std::time::Duration,
+    /// Tenants' pinned agent pools, as read from Redis (they never change once pinned).
+    pub pools: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -351,19 +353,57 @@ impl Engine {
         Ok(())
     }
 
-    /// The agent pool of `tenant` now (the default pool for a tenant not known here).
-    pub fn tenant_pool(&self, tenant: &TenantId) -> String {
-        self.registry.get(tenant).map(|t| t.routing.agent_pool.clone()).unwrap_or_default()
+    /// The agent pool of `tenant`: its manifest's `agentPool` when sessions first routed
+    /// for it, pinned in Redis for good. A later change of the manifest is not followed
+    /// (it is logged): the tenant's queued contacts and booked agents are in the first
+    /// pool's router, and moving them while both routers run could book an agent twice.
+    pub async fn tenant_pool(&self, tenant: &TenantId) -> Result<String, Error> {
+        let known =
+            self.registry.get(tenant).ok_or_else(|| Error::NotFound(format!("tenant {tenant} is not known here")))?;
+        let wanted = known.routing.agent_pool.clone();
+        let wanted = if wanted.is_empty() { DEFAULT_AGENT_POOL.to_owned() } else { wanted };
+        let cached = self.pools.lock().unwrap_or_else(|p| p.into_inner()).get(tenant.as_str()).cloned();
+        let pinned = match cached {
+            Some(p) => p,
+            None => {
+                let key = store::tenant_pool_key(tenant);
+                let mut conn = self.store.conn()?;
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&wanted)
+                    .arg("NX")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::from)?;
+                let pinned = if set.is_some() {
+                    wanted.clone()
+                } else {
+                    redis::AsyncCommands::get::<_, Option<String>>(&mut conn, &key)
+                        .await
+                        .map_err(Error::from)?
+                        .unwrap_or_else(|| wanted.clone())
+                };
+                if pinned != wanted {
+                    tracing::warn!(%tenant, pinned = %pinned, manifest = %wanted, "a tenant's agentPool cannot change once it is in use; the change is ignored");
+                }
+                self.pools.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string(), pinned.clone());
+                pinned
+            }
+        };
+        Ok(pinned)
     }
 
     /// The agent pool of an agent serving `queues`: the one pool of their tenants. Queues
-    /// of tenants in different pools are refused (`field` names them), since two routers
-    /// would each book the agent.
-    pub fn pool_of_queues(&self, queues: &[pb::QueueAssignment], field: &str) -> Result<String, Error> {
+    /// of tenants in different pools, or of tenants not known here, are refused (`field`
+    /// names them), since two routers would each book the agent.
+    pub async fn pool_of_queues(&self, queues: &[pb::QueueAssignment], field: &str) -> Result<String, Error> {
         let mut pools: BTreeMap<String, &str> = BTreeMap::new();
         for q in queues {
-            let pool = TenantId::parse(&q.tenant).map(|t| self.tenant_pool(&t)).unwrap_or_default();
-            let pool = if pool.is_empty() { DEFAULT_AGENT_POOL.to_owned() } else { pool };
+            let tenant = TenantId::parse(&q.tenant).map_err(|e| Error::invalid(field, e))?;
+            let pool = self
+                .tenant_pool(&tenant)
+                .await
+                .map_err(|e| Error::invalid(field, format!("tenant {}: {e}", q.tenant)))?;
             pools.entry(pool).or_insert(&q.tenant);
         }
         if pools.len() > 1 {

@@ -18,7 +18,7 @@ use centralita_routing::engine::pool_tenant;
 use centralita_routing::wire;
 use futures::StreamExt;
 
-use crate::engine::{now_ms, timer, ts, Engine};
+use crate::engine::{now_ms, pool_key, timer, ts, Engine};
 use crate::lifecycle::Action;
 use crate::store;
 
@@ -144,10 +144,6 @@ async fn available_agent(engine: &Engine, agent: &rc::AgentId) -> Result<Option<
         .filter(|a| a.state == pb::AgentState::Available as i32))
 }
 
-async fn agent_available(engine: &Engine, agent: &rc::AgentId) -> Result<bool, Error> {
-    Ok(available_agent(engine, agent).await?.is_some())
-}
-
 async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(), Error> {
     match decision {
         Decision::Offer { contact, agent, queue, expires_at, .. } => {
@@ -162,20 +158,27 @@ async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(
                 // Stale (the contact left the queue meanwhile) or already applied.
                 return Ok(());
             };
-            let available = agent_available(engine, &agent).await?;
+            let available = available_agent(engine, &agent).await?;
+            // The router that decided is the contact's pool's: an agent since moved to
+            // another pool (signed out, reassigned, signed in) is booked there now, and the
+            // deciding router's view of it is stale.
+            let same_pool = available.as_ref().is_some_and(|a| pool_key(&a.agent_pool) == pool_key(&queued.agent_pool));
             let left_ms = expires_at - now_ms();
             let min_left = MIN_OFFER_MS.min((expires_at - decided_at) / 2);
-            if !available || left_ms < min_left {
-                // The offer is void: the agent left between routing's decision and now, or
-                // the decision arrived too late (a backlog, a restart) for anyone to
-                // answer it. The contact goes back to its place without counting as
-                // declined by the agent, which routing takes as not ready; if the agent is
-                // available (again), its readiness is appended after the void (whose
-                // publish is acknowledged first), so routing never leaves it idle.
-                tracing::info!(contact = %contact.0, agent = %agent.0, available, left_ms, "offer void; contact back to its place");
+            if !same_pool || left_ms < min_left {
+                // The offer is void: the agent left (or changed pool) between routing's
+                // decision and now, or the decision arrived too late (a backlog, a
+                // restart) for anyone to answer it. The contact goes back to its place
+                // without counting as declined by the agent, which the deciding router
+                // takes as not ready; if the agent is available (again) in that pool, its
+                // readiness is appended after the void (whose publish is acknowledged
+                // first), so routing never leaves it idle.
+                let available = available.is_some();
+                tracing::info!(contact = %contact.0, agent = %agent.0, available, same_pool, left_ms, "offer void; contact back to its place");
                 let pool = &queued.agent_pool;
                 engine.route_now(&tenant, pool, &Input::OfferUndelivered { contact, agent: agent.clone() }).await?;
-                if let Some(a) = available_agent(engine, &agent).await? {
+                let still = available_agent(engine, &agent).await?;
+                if let Some(a) = still.filter(|a| pool_key(&a.agent_pool) == pool_key(pool)) {
                     engine.route_now(&pool_tenant(), &a.agent_pool, &Input::AgentReady { agent }).await?;
                 }
                 return Ok(());

@@ -85,6 +85,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         agents_index: format!("{prefix}sessions:agents"),
         detach_effects: false,
         presence_grace: config.service.presence_grace,
+        pools: Default::default(),
     };
     let consumer = Consumer::new(
         ConsumerSettings {

@@ -75,6 +75,11 @@ pub fn request_key(tenant: &TenantId, request_id: &str) -> String {
     tenant_key(tenant, &["request", request_id])
 }
 
+/// The agent pool a tenant was first routed in (pinned: see `Engine::tenant_pool`).
+pub fn tenant_pool_key(tenant: &TenantId) -> String {
+    tenant_key(tenant, &["agent-pool"])
+}
+
 pub fn agent_key(agent: &str) -> String {
     format!("{{a:{agent}}}:agent")
 }

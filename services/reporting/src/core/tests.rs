@@ -260,6 +260,21 @@ fn a_consult_leg_withdrawn_before_answer_is_not_left_waiting() {
 }
 
 #[test]
+fn a_consult_leg_moved_on_stays_a_consult() {
+    let mut w = World::new();
+    let t = T0 + S;
+    w.event_with("leg1", Kind::Queued, "support", "", t);
+    w.event_with("leg1", Kind::Overflowed, "billing", "", t + 30 * S);
+    w.event_with("leg1", Kind::Accepted, "billing", "agent-2", t + 40 * S);
+    w.event_with("leg1", Kind::Transferred, "sales", "agent-2", t + 50 * S);
+    let roles: Vec<_> = w.legs.values().map(|l| (l.queue.as_str(), l.role)).collect();
+    assert_eq!(roles, [("support", Role::Consult), ("billing", Role::Consult), ("sales", Role::Consult)]);
+    for q in ["support", "billing", "sales"] {
+        assert_eq!(w.total(q), Counts::default(), "{q}");
+    }
+}
+
+#[test]
 fn a_hand_over_seen_without_the_answer_does_not_leave_the_contact_waiting() {
     let mut w = World::new();
     let t = T0 + S;
