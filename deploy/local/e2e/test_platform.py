@@ -82,6 +82,19 @@ def end_offset():
     return end
 
 
+def test_a_tenants_agent_pool_cannot_change_once_onboarded(tmp_path):
+    manifest = tmp_path / "tenant.yaml"
+    manifest.write_text(DEMO.read_text() + "  routing:\n    agentPool: default\n")
+    cli("admin", "tenant", "apply", "-f", str(manifest))  # acme is in the default pool: unchanged
+    manifest.write_text(DEMO.read_text() + "  routing:\n    agentPool: east\n")
+    before = end_offset()
+    proc = cli("admin", "tenant", "apply", "-f", str(manifest), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "spec.routing.agentPool" in proc.stderr and "nothing published" in proc.stderr, proc.stderr
+    time.sleep(0.5)
+    assert end_offset() == before
+
+
 @pytest.mark.parametrize("edit,field", [
     (("dataRetentionDays: 395", "dataRetentionDays: 395\n  colour: blue"), "spec"),
     (("Europe/Madrid", "Europe/Atlantis"), "spec.businessHours.timeZone"),

@@ -273,6 +273,33 @@ async fn tenant(command: TenantCommand) -> CliResult {
                 }
                 return Ok(());
             }
+            // A tenant's agent pool is fixed once it is onboarded (sessions pins it at first
+            // use): a manifest moving it is refused whole.
+            let topic = Topics::new(kafka.topic_prefix.clone()).tenants();
+            ensure_topics(&kafka.brokers, 1, &[TopicSpec { name: topic.clone(), partitions: 1, compacted: true }])
+                .await?;
+            let onboarded = load_snapshot(&kafka.brokers, &topic, Duration::from_secs(15)).await?;
+            let moved: Vec<String> = tenants
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    let now = onboarded.get(&t.id)?;
+                    (now.routing.agent_pool != t.routing.agent_pool).then(|| {
+                        format!(
+                            "document {}: spec.routing.agentPool: tenant {} is in agent pool `{}`; a tenant's pool cannot change",
+                            i + 1,
+                            t.id,
+                            now.routing.agent_pool
+                        )
+                    })
+                })
+                .collect();
+            if !moved.is_empty() {
+                return Err(Failure {
+                    code: 2,
+                    message: format!("{} was refused, nothing published. {}", file.display(), moved.join("; ")),
+                });
+            }
             publish(&kafka, &tenants).await
         }
         TenantCommand::List { output, kafka } => {

@@ -232,8 +232,16 @@ pub struct ManifestMetadata {
 }
 
 /// The `spec` of a tenant. Numbers are read as signed so a negative quota gets a message
-/// that names the rule rather than a type error.
+/// that names the rule rather than a type error. The agent pool cannot change once set (a
+/// transition rule the API server checks on update).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "(has(self.routing) && has(self.routing.agentPool) ? self.routing.agentPool : 'default') == (has(oldSelf.routing) && has(oldSelf.routing.agentPool) ? oldSelf.routing.agentPool : 'default')",
+        "message": "spec.routing.agentPool cannot change once the tenant exists"
+    }]))
+)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantSpec {
