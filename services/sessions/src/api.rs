@@ -749,6 +749,17 @@ fn validate_agent(a: &pb::Agent) -> Result<(String, rc::AgentProfile), Error> {
     Ok((id, profile))
 }
 
+/// How long an agent stays signed out before it may change agent pool: an offer made just
+/// before it signed out reaches its contact list through the outbox within that time, so
+/// the agent cannot be free in a new pool while the old one still books it.
+const POOL_MOVE_QUIET_MS: i64 = 10_000;
+
+/// The agent may change pool: signed out for `POOL_MOVE_QUIET_MS`, holding no contacts.
+fn movable(a: &pb::Agent, now: i64) -> bool {
+    let since = a.state_time.as_ref().map(wire::millis_from_pb).unwrap_or(0);
+    a.state == pb::AgentState::Offline as i32 && a.contacts.is_empty() && now - since >= POOL_MOVE_QUIET_MS
+}
+
 /// The part of an agent a tenant's supervisor may see: only its assignments to that tenant.
 fn scoped(mut a: pb::Agent, caller: &Caller) -> Option<pb::Agent> {
     if caller.is_bpo_admin() || caller.agent_id.as_deref() == a.name.strip_prefix("agents/") {
@@ -783,14 +794,21 @@ impl Api {
         let engine = &self.engine;
         // Signing in: the pool of the agent's tenants, worked out before the update (it may
         // read Redis).
-        let signing_in = match engine.store.load::<pb::Agent>(&store::agent_key(id)).await? {
-            Some((_, a)) if a.state == pb::AgentState::Offline as i32 && state != pb::AgentState::Offline => {
-                let pool = engine
-                    .pool_of_queues(&a.queues, "agent.queues")
-                    .await
-                    .map_err(|e| Error::FailedPrecondition(format!("the agent cannot sign in: {e}")))?;
-                Some((a.queues, pool))
-            }
+        let signing_in = match kind {
+            pb::agent_event::Kind::SignedIn => match engine.store.load::<pb::Agent>(&store::agent_key(id)).await? {
+                Some((_, a)) if a.state == pb::AgentState::Offline as i32 => {
+                    let pool = match engine.pool_of_queues(&a.queues, "agent.queues").await {
+                        Ok(p) => p,
+                        Err(Error::InvalidArgument(v)) => {
+                            let why = v.iter().map(|f| f.description.as_str()).collect::<Vec<_>>().join("; ");
+                            return Err(Error::FailedPrecondition(format!("the agent cannot sign in: {why}")));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    Some((a.queues, a.state_time, pool))
+                }
+                _ => None,
+            },
             _ => None,
         };
         let (agent, ()) = engine
@@ -827,10 +845,10 @@ impl Api {
                     // its queues as read before this update; if they changed since, it does
                     // not move). Only an agent holding no contacts moves, so no router is
                     // left with it booked.
-                    let moves = signing_in
-                        .as_ref()
-                        .filter(|(queues, pool)| *queues == a.queues && *pool != a.agent_pool && a.contacts.is_empty());
-                    if let Some((_, pool)) = moves {
+                    let moves = signing_in.as_ref().filter(|(queues, since, pool)| {
+                        *queues == a.queues && *since == a.state_time && *pool != a.agent_pool && movable(&a, now)
+                    });
+                    if let Some((_, _, pool)) = moves {
                         let (_, profile) = validate_agent(&a)?;
                         a.agent_pool.clone_from(pool);
                         engine.route_agent(fx, &a, &Input::AgentUpserted(profile));
@@ -874,15 +892,15 @@ impl pb::agent_service_server::AgentService for Api {
             .update_agent(&id, |current, fx| {
                 let mut a = input.clone();
                 let cur = current.unwrap_or(pb::Agent { state: pb::AgentState::Offline as i32, ..Default::default() });
+                let movable = movable(&cur, now_ms());
                 a.state = cur.state;
                 a.away_reason = cur.away_reason;
                 a.contacts = cur.contacts;
                 a.state_time = cur.state_time;
                 a.activity = 0;
-                // A signed-in agent, or one still holding a contact, stays in its pool (a
-                // router may have it booked); any other takes its queues' pool now, and at
-                // each sign-in.
-                let movable = cur.state == pb::AgentState::Offline as i32 && a.contacts.is_empty();
+                // A signed-in agent, one still holding a contact or one signed out moments
+                // ago stays in its pool (a router may have it booked); any other takes its
+                // queues' pool now, and at each sign-in.
                 a.agent_pool = match cur.agent_pool {
                     _ if movable => pool.clone(),
                     // Signed in before pools were recorded: the default pool.
@@ -891,8 +909,9 @@ impl pb::agent_service_server::AgentService for Api {
                 };
                 if a.agent_pool != pool {
                     return Err(Error::FailedPrecondition(format!(
-                        "agent {id} is signed in to (or holds contacts of) agent pool {}; its new queues are in pool {pool}: sign it out first",
-                        a.agent_pool
+                        "agent {id} is in agent pool {} (signed in, holding contacts, or signed out less than {} s ago); its new queues are in pool {pool}: sign it out first",
+                        a.agent_pool,
+                        POOL_MOVE_QUIET_MS / 1000
                     )));
                 }
                 engine.route_agent(fx, &a, &Input::AgentUpserted(profile.clone()));

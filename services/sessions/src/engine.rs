@@ -378,10 +378,10 @@ impl Engine {
                 let pinned = if set.is_some() {
                     wanted.clone()
                 } else {
-                    redis::AsyncCommands::get::<_, Option<String>>(&mut conn, &key)
-                        .await
-                        .map_err(Error::from)?
-                        .unwrap_or_else(|| wanted.clone())
+                    let got: Option<String> = redis::AsyncCommands::get(&mut conn, &key).await.map_err(Error::from)?;
+                    // Gone between the two calls: not cached, pinned again next time.
+                    let Some(got) = got else { return Ok(wanted) };
+                    got
                 };
                 if pinned != wanted {
                     tracing::warn!(%tenant, pinned = %pinned, manifest = %wanted, "a tenant's agentPool cannot change once it is in use; the change is ignored");
@@ -400,10 +400,11 @@ impl Engine {
         let mut pools: BTreeMap<String, &str> = BTreeMap::new();
         for q in queues {
             let tenant = TenantId::parse(&q.tenant).map_err(|e| Error::invalid(field, e))?;
-            let pool = self
-                .tenant_pool(&tenant)
-                .await
-                .map_err(|e| Error::invalid(field, format!("tenant {}: {e}", q.tenant)))?;
+            let pool = match self.tenant_pool(&tenant).await {
+                Ok(p) => p,
+                Err(Error::NotFound(why)) => return Err(Error::invalid(field, why)),
+                Err(e) => return Err(e),
+            };
             pools.entry(pool).or_insert(&q.tenant);
         }
         if pools.len() > 1 {

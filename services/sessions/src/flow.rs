@@ -170,15 +170,17 @@ async fn apply(engine: &Engine, decision: Decision, decided_at: i64) -> Result<(
                 // decision and now, or the decision arrived too late (a backlog, a
                 // restart) for anyone to answer it. The contact goes back to its place
                 // without counting as declined by the agent, which the deciding router
-                // takes as not ready; if the agent is available (again) in that pool, its
-                // readiness is appended after the void (whose publish is acknowledged
-                // first), so routing never leaves it idle.
+                // takes as not ready; if the agent is available (again), its readiness is
+                // appended after the void (whose publish is acknowledged first), so routing
+                // never leaves it idle.
                 let available = available.is_some();
                 tracing::info!(contact = %contact.0, agent = %agent.0, available, same_pool, left_ms, "offer void; contact back to its place");
                 let pool = &queued.agent_pool;
                 engine.route_now(&tenant, pool, &Input::OfferUndelivered { contact, agent: agent.clone() }).await?;
-                let still = available_agent(engine, &agent).await?;
-                if let Some(a) = still.filter(|a| pool_key(&a.agent_pool) == pool_key(pool)) {
+                // Readiness goes to the agent's own pool (it changes nothing where the agent
+                // is ready already; where pools share a router, it undoes the void's
+                // not-ready).
+                if let Some(a) = available_agent(engine, &agent).await? {
                     engine.route_now(&pool_tenant(), &a.agent_pool, &Input::AgentReady { agent }).await?;
                 }
                 return Ok(());
