@@ -792,25 +792,6 @@ impl Api {
         authorize_agent(caller, id)?;
         let now = now_ms();
         let engine = &self.engine;
-        // Signing in: the pool of the agent's tenants, worked out before the update (it may
-        // read Redis).
-        let signing_in = match kind {
-            pb::agent_event::Kind::SignedIn => match engine.store.load::<pb::Agent>(&store::agent_key(id)).await? {
-                Some((_, a)) if a.state == pb::AgentState::Offline as i32 => {
-                    let pool = match engine.pool_of_queues(&a.queues, "agent.queues").await {
-                        Ok(p) => p,
-                        Err(Error::InvalidArgument(v)) => {
-                            let why = v.iter().map(|f| f.description.as_str()).collect::<Vec<_>>().join("; ");
-                            return Err(Error::FailedPrecondition(format!("the agent cannot sign in: {why}")));
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    Some((a.queues, a.state_time, pool))
-                }
-                _ => None,
-            },
-            _ => None,
-        };
         let (agent, ()) = engine
             .update_agent(id, |current, fx| {
                 let mut a = current.ok_or_else(|| Error::NotFound(format!("agents/{id}")))?;
@@ -840,20 +821,6 @@ impl Api {
                 a.away_reason = if state == pb::AgentState::Away { reason.to_owned() } else { String::new() };
                 a.state_time = ts(now);
                 let aid = rc::AgentId(id.to_owned());
-                if was == pb::AgentState::Offline as i32 && state != pb::AgentState::Offline {
-                    // Signing in: the agent joins the pool of its tenants (worked out from
-                    // its queues as read before this update; if they changed since, it does
-                    // not move). Only an agent holding no contacts moves, so no router is
-                    // left with it booked.
-                    let moves = signing_in.as_ref().filter(|(queues, since, pool)| {
-                        *queues == a.queues && *since == a.state_time && *pool != a.agent_pool && movable(&a, now)
-                    });
-                    if let Some((_, _, pool)) = moves {
-                        let (_, profile) = validate_agent(&a)?;
-                        a.agent_pool.clone_from(pool);
-                        engine.route_agent(fx, &a, &Input::AgentUpserted(profile));
-                    }
-                }
                 if state == pb::AgentState::Available && was != pb::AgentState::Available as i32 {
                     engine.route_agent(fx, &a, &Input::AgentReady { agent: aid });
                 } else if state != pb::AgentState::Available && was == pb::AgentState::Available as i32 {
@@ -900,7 +867,8 @@ impl pb::agent_service_server::AgentService for Api {
                 a.activity = 0;
                 // A signed-in agent, one still holding a contact or one signed out moments
                 // ago stays in its pool (a router may have it booked); any other takes its
-                // queues' pool now, and at each sign-in.
+                // queues' pool now. (Tenants' pools are pinned, so only an upsert moves an
+                // agent; records from before pools have none, which is the default pool.)
                 a.agent_pool = match cur.agent_pool {
                     _ if movable => pool.clone(),
                     // Signed in before pools were recorded: the default pool.
