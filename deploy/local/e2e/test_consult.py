@@ -7,8 +7,10 @@ the contacts topic is read with kafka-python: the customer's contact carries
 CONSULT_STARTED, CONFERENCED and HANDED_OVER in that order, and the leg closes with
 CONSULT_CLOSED. While the leg is open, queue stats count it as a consult, not a waiting
 contact; reporting counts the call offered and answered once, handled twice (Ana's part
-transferred).
+transferred). Sessions and routing expose how old the decisions and inputs they handled
+were (`centralita_bus_event_age_seconds`).
 """
+import os
 import time
 import uuid
 
@@ -16,7 +18,7 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from conftest import BROKERS, PREFIX, auth, cli, endpoints, mint, tenant_manifest, wait_for
+from conftest import BROKERS, PREFIX, auth, cli, endpoints, http_get, mint, tenant_manifest, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +178,13 @@ def test_warm_transfer_through_a_conference(m, tmp_path):
     assert wait_for(lambda: (f := figures()) is not None and f.handled == 2, 30), figures()
     f = figures()
     assert (f.offered, f.answered, f.waiting, f.handled, f.transferred) == (1, 1, 0, 2, 1), f
+
+    # Every consumer records how old each event is as it handles it: sessions the routing
+    # decisions, routing its inputs (services.sh gives sessions the first admin port,
+    # routing the next).
+    base = int(os.environ["CENTRALITA_ADMIN_BASE"])
+    for port, topic in ((base, "routing.decisions"), (base + 1, "routing.inputs")):
+        status, text = http_get(port, "/metrics")
+        counts = [line for line in text.splitlines()
+                  if line.startswith("centralita_bus_event_age_seconds_count") and f'{topic}"' in line]
+        assert status == 200 and counts and float(counts[0].rsplit(" ", 1)[1]) > 0, (port, topic, counts)
