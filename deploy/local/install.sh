@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, once per machine; safe to re-run.
 #  - Debian packages: redis-server, postgresql, protobuf-compiler (+ python venv bits)
-#  - tansu (Kafka-protocol broker) via `cargo install`, into a persistent cache outside the clone
+#  - tansu (Kafka-protocol broker) via `cargo install`, into a persistent cache outside the clone,
+#    with deploy/local/tansu-storage.patch applied to its storage crate (see that file)
 #  - a Python venv with the independent clients used by the interop tests
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,6 +17,7 @@ command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || need_pkgs+=(libprotobuf-dev)
 command -v cmake >/dev/null || need_pkgs+=(cmake)
+command -v patch >/dev/null || need_pkgs+=(patch)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v npm >/dev/null || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -28,12 +30,29 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   (service postgresql stop || true) >/dev/null 2>&1
 fi
 
-if ! "$TANSU_BIN" --version >/dev/null 2>&1; then
-  log "cargo install tansu $TANSU_VERSION (about 12 minutes cold)"
+# tansu with our storage patch: rebuilt when the version or the patch changes.
+tansu_stamp="$TANSU_VERSION $(sha256sum "$here/tansu-storage.patch" | cut -d' ' -f1)"
+if ! "$TANSU_BIN" --version >/dev/null 2>&1 || [ "$(cat "$CENTRALITA_CACHE/tools/tansu.stamp" 2>/dev/null)" != "$tansu_stamp" ]; then
+  log "cargo install tansu $TANSU_VERSION with tansu-storage.patch (about 7-12 minutes cold)"
+  # The pristine tansu-storage source, from the crates registry, patched.
+  fetch="$(mktemp -d)"
+  mkdir -p "$fetch/src"
+  printf '[package]\nname = "fetch-tansu-storage"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-storage = "=%s"\n' \
+    "$TANSU_VERSION" >"$fetch/Cargo.toml"
+  echo 'fn main() {}' >"$fetch/src/main.rs"
+  cargo fetch -q --manifest-path "$fetch/Cargo.toml" >&2
+  crate="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/tansu-storage-"$TANSU_VERSION".crate | head -1)"
+  storage="$CENTRALITA_CACHE/tansu-storage-patched"
+  rm -rf "$storage" "$fetch"
+  mkdir -p "$storage"
+  tar -xzf "$crate" -C "$storage" --strip-components=1
+  patch -s -p1 -d "$storage" <"$here/tansu-storage.patch"
   CARGO_TARGET_DIR="$CENTRALITA_CACHE/tansu-build" \
-    cargo install tansu --locked --version "$TANSU_VERSION" \
-    --features dynostore,postgres --root "$CENTRALITA_CACHE/tools" >&2
+    cargo install tansu --locked --force --version "$TANSU_VERSION" \
+    --features dynostore,postgres --root "$CENTRALITA_CACHE/tools" \
+    --config "patch.crates-io.tansu-storage.path=\"$storage\"" >&2
   rm -rf "$CENTRALITA_CACHE/tansu-build"
+  echo "$tansu_stamp" >"$CENTRALITA_CACHE/tools/tansu.stamp"
 fi
 
 if [ ! -x "$CENTRALITA_VENV/bin/python" ] || ! "$CENTRALITA_VENV/bin/python" -c 'import kafka, confluent_kafka, grpc, grpc_tools, grpc_health, yaml, pytest, helm_python, kubernetes_validate, jsonschema' 2>/dev/null; then
