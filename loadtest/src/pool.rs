@@ -121,10 +121,19 @@ fn replica_ci(values: &[f64]) -> Option<f64> {
 /// 95 % half-widths of the service level (points) and ASA (seconds) over the means of the
 /// replicas that answered something.
 pub(crate) fn replica_intervals<'a>(replicas: impl IntoIterator<Item = &'a Replica>) -> (Option<f64>, Option<f64>) {
-    let answering: Vec<&Replica> = replicas.into_iter().filter(|r| r.answered > 0).collect();
-    let sls: Vec<f64> = answering.iter().map(|r| r.answered_within_threshold as f64 / r.answered as f64).collect();
-    let asas: Vec<f64> = answering.iter().map(|r| r.wait_seconds_sum / r.answered as f64).collect();
-    (replica_ci(&sls).map(|h| 100.0 * h), replica_ci(&asas))
+    let (sls, asas): (Vec<f64>, Vec<f64>) = replicas.into_iter().filter_map(Replica::means).unzip();
+    (replica_ci(&sls), replica_ci(&asas))
+}
+
+impl Replica {
+    /// The replica's service level (percent) and ASA (seconds); `None` if it answered
+    /// nothing.
+    fn means(&self) -> Option<(f64, f64)> {
+        (self.answered > 0).then(|| {
+            let n = self.answered as f64;
+            (100.0 * self.answered_within_threshold as f64 / n, self.wait_seconds_sum / n)
+        })
+    }
 }
 
 /// Control-variate estimate of the mean of `y` at `x`'s known mean `x_mean`: the mean of
@@ -256,11 +265,8 @@ fn pool(segments: &[(String, SegmentFile)]) -> anyhow::Result<Pooled> {
     let aht = replicas.iter().map(|(r, _)| r.handle_seconds_sum).sum::<f64>() / arrived.max(1) as f64;
     let (_, e_sl, e_asa, e_occ) = centralita_reporting_erlang(lambda, aht, threshold, agents);
     // The load-adjusted figures at the scenario's load, against Erlang C there.
-    let answering: Vec<&(Replica, f64)> = replicas.iter().filter(|(r, _)| r.answered > 0).collect();
-    let loads: Vec<f64> = answering.iter().map(|(r, window)| r.handle_seconds_sum / window).collect();
-    let sls: Vec<f64> =
-        answering.iter().map(|(r, _)| 100.0 * r.answered_within_threshold as f64 / r.answered as f64).collect();
-    let asas: Vec<f64> = answering.iter().map(|(r, _)| r.wait_seconds_sum / r.answered as f64).collect();
+    let (loads, (sls, asas)): (Vec<f64>, (Vec<f64>, Vec<f64>)) =
+        replicas.iter().filter_map(|(r, window)| Some((r.handle_seconds_sum / window, r.means()?))).unzip();
     let (adj_sl, adj_asa) = (control_variate(&sls, &loads, nominal_load), control_variate(&asas, &loads, nominal_load));
     let (n_sl, n_asa) = (at_nominal.service_level_percent, at_nominal.asa_seconds);
     let sl_ok = (sl - e_sl).abs() <= tolerance.service_level_points;

@@ -228,10 +228,10 @@ async fn dispatch(command: Command) -> CliResult {
     }
 }
 
+/// Publishes `tenants` to the tenants topic (its callers have made sure the topic exists:
+/// `apply` creates it, `suspend` and `resume` read the tenant from it first).
 async fn publish(kafka: &KafkaArgs, tenants: &[Tenant]) -> CliResult {
-    let topics = Topics::new(kafka.topic_prefix.clone());
-    let topic = topics.tenants();
-    ensure_topics(&kafka.brokers, 1, &[TopicSpec { name: topic.clone(), partitions: 1, compacted: true }]).await?;
+    let topic = Topics::new(kafka.topic_prefix.clone()).tenants();
     let producer = Producer::new(&kafka.brokers, None)?;
     for t in tenants {
         let event = Event::new(t.id.clone(), &pb::Tenant::from(t));

@@ -360,36 +360,27 @@ impl Engine {
     pub async fn tenant_pool(&self, tenant: &TenantId) -> Result<String, Error> {
         let known =
             self.registry.get(tenant).ok_or_else(|| Error::NotFound(format!("tenant {tenant} is not known here")))?;
+        if let Some(pinned) = self.pools.lock().unwrap_or_else(|p| p.into_inner()).get(tenant.as_str()) {
+            return Ok(pinned.clone());
+        }
         let wanted = known.routing.agent_pool.clone();
         let wanted = if wanted.is_empty() { DEFAULT_AGENT_POOL.to_owned() } else { wanted };
-        let cached = self.pools.lock().unwrap_or_else(|p| p.into_inner()).get(tenant.as_str()).cloned();
-        let pinned = match cached {
-            Some(p) => p,
-            None => {
-                let key = store::tenant_pool_key(tenant);
-                let mut conn = self.store.conn()?;
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&wanted)
-                    .arg("NX")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(Error::from)?;
-                let pinned = if set.is_some() {
-                    wanted.clone()
-                } else {
-                    let got: Option<String> = redis::AsyncCommands::get(&mut conn, &key).await.map_err(Error::from)?;
-                    // Gone between the two calls: not cached, pinned again next time.
-                    let Some(got) = got else { return Ok(wanted) };
-                    got
-                };
-                if pinned != wanted {
-                    tracing::warn!(%tenant, pinned = %pinned, manifest = %wanted, "a tenant's agentPool cannot change once it is in use; the change is ignored");
-                }
-                self.pools.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string(), pinned.clone());
-                pinned
-            }
+        let key = store::tenant_pool_key(tenant);
+        let mut conn = self.store.conn()?;
+        let set: Option<String> =
+            redis::cmd("SET").arg(&key).arg(&wanted).arg("NX").query_async(&mut conn).await.map_err(Error::from)?;
+        let pinned = if set.is_some() {
+            wanted.clone()
+        } else {
+            let got: Option<String> = redis::AsyncCommands::get(&mut conn, &key).await.map_err(Error::from)?;
+            // Gone between the two calls: not cached, pinned again next time.
+            let Some(got) = got else { return Ok(wanted) };
+            got
         };
+        if pinned != wanted {
+            tracing::warn!(%tenant, pinned = %pinned, manifest = %wanted, "a tenant's agentPool cannot change once it is in use; the change is ignored");
+        }
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string(), pinned.clone());
         Ok(pinned)
     }
 
