@@ -64,7 +64,7 @@ pub struct QueueConfig {
 
 pub const DEFAULT_SHORT_ABANDON: Duration = Duration::from_secs(5);
 
-/// The service-level formulas of `METRICS.md` a queue may report with.
+/// The service-level formulas a queue may report with (`docs/metrics.md#service-level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
 pub enum ServiceLevelDefinition {
     /// answered within T ÷ (answered + abandoned − short abandoned)
@@ -105,7 +105,7 @@ impl ServiceLevelDefinition {
     }
 }
 
-/// The abandon-rate formulas of `METRICS.md`.
+/// The abandon-rate formulas a queue may report with (`docs/metrics.md#abandon-rate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
 pub enum AbandonRateDefinition {
     /// abandoned ÷ offered

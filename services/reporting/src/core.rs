@@ -8,7 +8,7 @@
 //! (answered, abandoned, overflowed, timed out, transferred while waiting), and for an
 //! answered leg the handling: hold time, end of talk, end of after-contact work.
 //!
-//! Figures come from legs, with one definition of each metric (`METRICS.md`):
+//! Figures come from legs, with one definition of each metric (`docs/metrics.md`):
 //! * queue figures (offered, answered, abandoned, service level, ASA, abandon rate) belong
 //!   to the interval in which the leg **entered** the queue, so a contact answered after
 //!   the interval boundary still counts where it was offered;

@@ -1,5 +1,5 @@
-//! Erlang C staffing (see `METRICS.md`): Poisson arrivals, exponential handle times, `n`
-//! agents, first come first served, no abandonment.
+//! Erlang C staffing (`docs/metrics.md#erlang-c`): Poisson arrivals, exponential handle
+//! times, `n` agents, first come first served, no abandonment.
 //!
 //! Computed through the Erlang B recursion (`B_0 = 1`, `B_k = A·B_{k−1} / (k + A·B_{k−1})`,
 //! then `C = n·B_n / (n − A·(1 − B_n))`): every step stays in (0, 1], so it is stable for
@@ -190,7 +190,7 @@ pub fn required(q: &Question) -> Result<Answer, ErlangError> {
 mod tests {
     use super::*;
 
-    /// The worked example of `METRICS.md`: λ = 0.2/s, AHT = 240 s, T = 15 s.
+    /// The worked example of `docs/metrics.md#erlang-c`: λ = 0.2/s, AHT = 240 s, T = 15 s.
     #[test]
     fn reproduces_the_reference_table() {
         let table = [

@@ -1,5 +1,5 @@
 //! Agent time: how long agents were signed in, available, away and handling contacts, and
-//! their occupancy (`METRICS.md`: handling time ÷ (handling time + available idle time)).
+//! their occupancy (handling ÷ (handling + available idle time), `docs/metrics.md#occupancy`).
 //!
 //! Agents are BPO-wide: a state span comes from the agent events, handling from the legs the
 //! agent answered (from answer to the end of after-contact work, over every tenant: a shared
