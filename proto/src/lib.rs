@@ -1,8 +1,47 @@
-//! Generated protobuf and gRPC types of the Centralita APIs.
+//! `centralita-proto`: the Rust types generated from every `.proto` under `proto/centralita`
+//! (the `centralita.<area>.v1` packages), and their encoded descriptors for gRPC reflection.
+//! It owns no logic: everything in it is generated at build time.
 //!
-//! These types are the wire boundary (STYLE.md §6): services convert them into their own
-//! domain types with `TryFrom` in their gRPC adapters and never pass them further in.
-//! Packages are versioned (`centralita.<area>.v1`); `buf breaking` guards v1.
+//! # How it is generated
+//! `build.rs` collects every `.proto` file under `proto/centralita` (sorted) and compiles
+//! them with `tonic-prost-build`, which runs `protoc` (the Debian `protobuf-compiler`, with
+//! the well-known types of `libprotobuf-dev`): prost messages and enums, plus tonic client
+//! and server stubs for each `service`. It also writes one `FileDescriptorSet` of the same
+//! files, embedded here as [`FILE_DESCRIPTOR_SET`]. A new `.proto` is compiled without
+//! touching `build.rs`, but its package needs a module below.
+//!
+//! # Layout
+//! One module per package; each `v1` module is the generated code as is (lints allowed).
+//! - [`tenancy::v1`]: `TenantService` (served by every service from its tenant set) and the
+//!   tenant configuration (`Tenant`, `RoutingConfig`, `Queue`, `Channel`, …), also the
+//!   payload of the tenants topic.
+//! - [`events::v1`]: `Envelope`, the one record value of every Kafka event.
+//! - [`sessions::v1`]: `AgentService` and `ContactService` (served by sessions), the
+//!   `ContactEvent` and `AgentEvent` of the contacts and agents topics, and, from
+//!   `outbox.proto`, the sessions outbox (`OutboxEntry` and its effects): an internal record
+//!   sessions keeps in Redis, never on an API, though it shares the public package.
+//! - [`routing::v1`]: messages only, no service: the routing input log (`RoutingInput`,
+//!   written by sessions, plus routing's own ticks) and routing's decisions
+//!   (`RoutingDecision`), on the `<prefix>routing.inputs` and `<prefix>routing.decisions`
+//!   topics.
+//! - [`reporting::v1`]: `ReportingService` and `StaffingService` (served by reporting) and
+//!   the `UsageRecord` of the usage topic; the figures are defined in `docs/metrics.md`.
+//! - [`crm::v1`]: `CustomerService` (served by crm) and the `CustomerErased` event of the
+//!   customers topic.
+//! - [`FILE_DESCRIPTOR_SET`]: what the platform runtime (`centralita_platform::server`)
+//!   registers with gRPC reflection, beside grpc.health's. Every service on that runtime
+//!   therefore describes every package above, including the routing log and the sessions
+//!   outbox, whatever APIs it serves itself.
+//!
+//! # Rules
+//! - These types are the wire format. Services are meant to convert them into their own
+//!   domain types at their gRPC and Kafka adapters (the platform's `Tenant`, routing's core
+//!   types); sessions does not yet: its contact and agent records in Redis are the
+//!   generated `Contact` and `Agent`.
+//! - Packages are versioned; a landed v1 message changes only in backward-compatible ways.
+//!   `proto/buf.yaml` configures `buf lint` (STANDARD rules less two that conflict with
+//!   resource-oriented APIs), which `deploy/local/test.sh` runs, and `buf breaking` (FILE
+//!   rules), which no script runs yet: run it by hand against `main`.
 
 /// Encoded `FileDescriptorSet` of every Centralita proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/centralita_descriptor.bin"));
