@@ -1,12 +1,40 @@
-//! `centralita`: the admin CLI.
+//! `centralita`: the admin CLI (crate `centralita-cli`). It owns the command line of the
+//! platform outside Kubernetes: publishing tenant configuration to the tenants topic (what
+//! the operator does for `Tenant` resources), minting development tokens, and checking that
+//! the services are up. It keeps no state: the compacted tenants topic is the truth, read
+//! back with `centralita_platform::tenant_feed::load_snapshot`.
 //!
-//! - `centralita admin tenant apply -f tenant.yaml` validates every document of the file
-//!   and publishes the tenants to the compacted tenants topic (nothing is published if any
-//!   document is invalid); `list`, `get`, `suspend`, `resume` read the topic's current state.
-//! - `centralita token mint` signs a JWT with a (dev) private key.
-//! - `centralita status` shows each service's gRPC health and the tenants it sees.
+//! # Commands
+//! - `admin tenant apply -f FILE [--dry-run]` validates every `---`-separated `Tenant`
+//!   document (`TenantManifest::parse_all`, the validation the operator uses too). An
+//!   invalid document, or a manifest moving an onboarded tenant to another agent pool,
+//!   refuses the whole file: exit 2, nothing published. Otherwise it creates the tenants
+//!   topic if missing (compacted, one partition) and publishes each tenant keyed by its id.
+//!   `--dry-run` validates only and needs no broker.
+//! - `admin tenant list` and `get ID` read the topic's current state (a table, YAML or
+//!   JSON manifests); `suspend ID` and `resume ID` publish the current tenant again with
+//!   the new status.
+//! - `token mint` signs a JWT with an Ed25519 private key (the development key of
+//!   `deploy/local/dev-keys/` locally): subject, tenant, roles, agent id, lifetime, and an
+//!   optional issue time for tokens that are already expired.
+//! - `status --endpoints name=host:port,...` mints a short-lived BPO-admin token and shows
+//!   each service's gRPC health and the tenants its `TenantService` lists; `--wait` polls
+//!   until every one is SERVING (and sees `--expect-tenant`).
 //!
 //! Exit codes: 0 success, 2 invalid input, 1 anything else (e.g. the broker is down).
+//!
+//! # Layout
+//! One file, no library: nothing links the CLI, and what it shares with the services
+//! (manifest validation, token signing, topic names, the tenant snapshot) lives in
+//! `centralita-platform`.
+//! - `Cli`, `Command`, `AdminCommand`, `TenantCommand`, `TokenCommand`, `StatusArgs`,
+//!   `KafkaArgs`, `Output`: the clap command tree, with `CENTRALITA_*` environment for the
+//!   brokers, topic prefix, key file, issuer and audience.
+//! - `main`, `dispatch`: a two-thread runtime, then the command; `token mint` is handled in
+//!   `dispatch`. `Failure` carries the exit code (`InvalidArgument` gives 2 and every bad
+//!   field).
+//! - `tenant`, `publish`, `current`, `set_status`, `print_manifests`: the tenant commands.
+//! - `status`, `probe`, `Seen`: the status table.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

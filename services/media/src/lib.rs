@@ -1,15 +1,26 @@
-//! The `media` service. It owns: Channel adapters: voice over SIP/RTP (IVR, bridging), webchat streams, SMS / WhatsApp / social / email webhooks and sends.
+//! The `media` service (`centralita-media`). It is to own the channel adapters: voice over
+//! SIP/RTP (IVR, bridging), web chat streams, and SMS, WhatsApp, social and email webhooks
+//! and sends, turning each customer interaction into a contact of sessions. None of that is
+//! built yet: today the crate owns no API, state or event of its own and runs only what
+//! every service runs.
 //!
-//! Hot state: in-process. Durable state: Kafka events.
+//! # What runs today
+//! - gRPC: health and reflection, and the tenant directory
+//!   (`centralita.tenancy.v1.TenantService`) from the tenant set this replica consumed from
+//!   the tenants topic;
+//! - the admin port: `/livez`, `/readyz`, `/metrics` (the platform's metrics only);
+//! - readiness: Kafka (the contacts topic is created at start-up if missing) and the tenant
+//!   set. No Redis, no PostgreSQL.
+//!
+//! The chart already gives media a SIP Service (`<release>-media-sip`); nothing listens
+//! behind it yet.
 //!
 //! # Layout
-//! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
-//! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
-//!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
-//!
-//! What is served today is the platform part: gRPC health and reflection, the tenant
-//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
-//! consumed, the admin port, and readiness of the dependencies below.
+//! - `lib.rs`: [`SERVICE`], [`Config`] (the common flags and `CENTRALITA_*` environment;
+//!   no settings of its own) and [`run`], which starts the platform [`Runtime`] with the
+//!   contacts topic and no gRPC routes of its own; a unit test checks the configuration
+//!   contract.
+//! - `main.rs`: the thin `main`, `centralita_platform::server::main_with`.
 
 use centralita_platform::config::{NoSettings, ServiceArgs};
 use centralita_platform::server::{Listeners, Runtime};

@@ -1,15 +1,25 @@
-//! The `recording` service. It owns: Call audio and chat transcripts with per-tenant envelope encryption, pause/resume, retention and legal hold, playback.
+//! The `recording` service (`centralita-recording`). It is to own call audio and chat
+//! transcripts: per-tenant envelope encryption, pause and resume (the tenant's recording
+//! policy), retention and legal hold, playback, with the media in object storage and the
+//! metadata in PostgreSQL. None of that is built yet: today the crate owns only its
+//! PostgreSQL schema, still empty, and runs what every service runs.
 //!
-//! Hot state: none. Durable state: object storage + PostgreSQL metadata (schema `recording`).
+//! # What runs today
+//! - gRPC: health and reflection, and the tenant directory
+//!   (`centralita.tenancy.v1.TenantService`) from the tenant set this replica consumed from
+//!   the tenants topic;
+//! - the admin port: `/livez`, `/readyz`, `/metrics` (the platform's metrics only);
+//! - PostgreSQL schema `recording`, migrated in the background: [`MIGRATIONS`] holds only
+//!   version 1, the row-level-security helper every tenant-owned table will use;
+//! - readiness: Kafka (the contacts topic is created at start-up if missing), PostgreSQL
+//!   (migrated and answering) and the tenant set. No Redis, no object storage yet.
 //!
 //! # Layout
-//! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
-//! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
-//!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
-//!
-//! What is served today is the platform part: gRPC health and reflection, the tenant
-//! directory (`centralita.tenancy.v1.TenantService`) from the tenant set this replica
-//! consumed, the admin port, and readiness of the dependencies below.
+//! - `lib.rs`: [`SERVICE`], [`MIGRATIONS`], [`Config`] (the common flags plus
+//!   `CENTRALITA_DATABASE_URL` and `CENTRALITA_DATABASE_POOL_SIZE`) and [`run`], which starts
+//!   the platform [`Runtime`] with the contacts topic, the PostgreSQL pool and no gRPC
+//!   routes of its own; a unit test checks the configuration contract.
+//! - `main.rs`: the thin `main`, `centralita_platform::server::main_with`.
 
 use centralita_platform::config::{PostgresConfig, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
