@@ -1,32 +1,43 @@
 //! gRPC adapter of `centralita.crm.v1.CustomerService`: validation with field-level errors,
 //! the caller's tenant and role, then one transaction per call in [`store`].
+//!
+//! # Layout
+//! - this module: [`Api`] and the handlers of the service, one per RPC.
+//! - `access`: the caller's tenant and role, the agent holding a contact, the customer a
+//!   note or answer is about.
+//! - `validate`: request validation as field violations.
+//! - `wire`: stored rows to their protobuf messages, resource names.
+//! - `export`: the GDPR export document.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use centralita_platform::auth::{caller, Caller, Role};
+use centralita_platform::auth::{caller, Role};
 use centralita_platform::bus::Event;
-use centralita_platform::error::{Error, FieldViolation, Reason};
-use centralita_platform::identity::{self, Identity, MAX_IDENTITIES};
-use centralita_platform::tenant::{contact_name, from_timestamp, parse_contact_name, timestamp, TenantId};
+use centralita_platform::error::{Error, FieldViolation};
+use centralita_platform::identity::Identity;
+use centralita_platform::tenant::{contact_name, from_timestamp, timestamp, TenantId};
 use centralita_proto::crm::v1::{self as pb, customer_service_server::CustomerService};
-use centralita_proto::tenancy::v1::Channel;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
-use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
 
-use crate::store::{self, AnswerRow, ConsentRow, InteractionRow, MergeRow, NoteRow, View};
+use crate::store::{self, AnswerRow, ConsentRow, View};
+
+mod access;
+mod export;
+mod validate;
+mod wire;
+
+use access::{author, tenant_for, STAFF, STAFF_AND_CHANNELS};
+use validate::{
+    channel_code, check_attributes, check_language, check_tags, customer_id, done, identities, is_code, not_found, text,
+};
+use wire::{answer_pb, channel_name, consent_pb, customer_name, merge_pb, note_pb};
+pub use wire::{customer_pb, interaction_pb};
 
 type R<T> = Result<Response<T>, Status>;
-
-/// How long a screen-pop waits for the contact events to show the calling agent holding
-/// the contact (an offer reaches the agent and the CRM at about the same time).
-const HOLD_WAIT: Duration = Duration::from_secs(2);
-const MAX_ATTRIBUTES: usize = 50;
-const MAX_TAGS: usize = 50;
 
 #[derive(Clone)]
 pub struct Api {
@@ -43,211 +54,6 @@ impl std::fmt::Debug for Api {
     }
 }
 
-const STAFF: &[Role] = &[Role::TenantAdmin, Role::Supervisor];
-const STAFF_AND_CHANNELS: &[Role] = &[Role::TenantAdmin, Role::Supervisor, Role::Channel];
-
-/// The caller's own tenant, if it has one of `roles`. Customer data is the tenant's: a BPO
-/// admin token without a tenant is refused.
-fn tenant_for(caller: &Caller, roles: &[Role]) -> Result<TenantId, Error> {
-    caller.require_any_role(roles)?;
-    Ok(caller.own_tenant()?.clone())
-}
-
-/// A customer id from `customers/{id}`.
-fn customer_id(name: &str, field: &str) -> Result<String, Error> {
-    match name.strip_prefix("customers/") {
-        Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => {
-            Ok(id.to_owned())
-        }
-        _ => Err(Error::invalid(field, "must be `customers/{id}`")),
-    }
-}
-
-fn customer_name(id: &str) -> String {
-    format!("customers/{id}")
-}
-
-fn not_found(name: &str) -> Error {
-    Error::NotFound(name.to_owned())
-}
-
-fn text(v: &mut Vec<FieldViolation>, field: &str, s: &str, min: usize, max: usize) {
-    let n = s.chars().count();
-    if n < min || n > max {
-        let what = if min == 0 { format!("at most {max} characters") } else { format!("{min} to {max} characters") };
-        v.push(FieldViolation::new(field, format!("must be {what} (is {n})")));
-    }
-}
-
-fn is_code(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-fn done(v: Vec<FieldViolation>) -> Result<(), Error> {
-    if v.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(v))
-    }
-}
-
-fn identities(raw: &[pb::Identity], cc: &str, field: &str, v: &mut Vec<FieldViolation>) -> Vec<Identity> {
-    if raw.len() > MAX_IDENTITIES {
-        v.push(FieldViolation::new(field, format!("at most {MAX_IDENTITIES}")));
-        return Vec::new();
-    }
-    if let Err(e) = identity::country_code(cc) {
-        v.push(FieldViolation::new("default_country_code", e));
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for (i, r) in raw.iter().enumerate() {
-        match Identity::parse(r, cc) {
-            Ok(id) if !out.contains(&id) => out.push(id),
-            Ok(_) => {}
-            Err(e) => v.push(FieldViolation::new(format!("{field}[{i}]"), e)),
-        }
-    }
-    out
-}
-
-fn channel_code(channel: i32, field: &str, v: &mut Vec<FieldViolation>) -> i16 {
-    match Channel::try_from(channel) {
-        Ok(Channel::Unspecified) | Err(_) => {
-            v.push(FieldViolation::new(field, "is required (voice, chat, sms, email, social, task)"));
-            0
-        }
-        Ok(c) => c as i16,
-    }
-}
-
-fn channel_name(code: i16) -> String {
-    Channel::try_from(i32::from(code))
-        .map(|c| c.as_str_name().trim_start_matches("CHANNEL_").to_lowercase())
-        .unwrap_or_default()
-}
-
-fn check_attributes(a: &BTreeMap<String, String>, v: &mut Vec<FieldViolation>) {
-    if a.len() > MAX_ATTRIBUTES {
-        v.push(FieldViolation::new("customer.attributes", format!("at most {MAX_ATTRIBUTES}")));
-    }
-    for (k, val) in a {
-        if k.is_empty() || k.len() > 64 || val.len() > 1024 {
-            v.push(FieldViolation::new(
-                format!("customer.attributes[{k}]"),
-                "keys must be 1-64 bytes, values at most 1024",
-            ));
-        }
-    }
-}
-
-fn check_tags(tags: &[String], v: &mut Vec<FieldViolation>) {
-    if tags.len() > MAX_TAGS {
-        v.push(FieldViolation::new("customer.tags", format!("at most {MAX_TAGS}")));
-    }
-    for (i, t) in tags.iter().enumerate() {
-        if !is_code(t, 64) {
-            v.push(FieldViolation::new(format!("customer.tags[{i}]"), "must be 1-64 of a-z, 0-9, - and _"));
-        }
-    }
-}
-
-fn check_language(l: &str, field: &str, v: &mut Vec<FieldViolation>) {
-    let tag = (2..=8).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase());
-    if !l.is_empty() && !tag {
-        v.push(FieldViolation::new(field, "must be a BCP 47 primary language tag such as `en`"));
-    }
-}
-
-pub fn customer_pb(v: &View) -> pb::Customer {
-    let m = v.merged();
-    pb::Customer {
-        name: customer_name(&m.id),
-        display_name: m.display_name,
-        preferred_language: m.preferred_language,
-        value_tier: i32::from(m.value_tier),
-        attributes: m.attributes.into_iter().collect(),
-        tags: m.tags,
-        identities: v.identities.iter().map(Identity::to_pb).collect(),
-        do_not_contact: m.do_not_contact,
-        do_not_contact_reason: m.do_not_contact_reason,
-        merged_customers: v.family.iter().filter(|c| c.id != v.root.id).map(|c| customer_name(&c.id)).collect(),
-        create_time: Some(timestamp(v.root.created_at)),
-        update_time: v.family.iter().map(|c| c.updated_at).max().map(timestamp),
-    }
-}
-
-pub fn interaction_pb(tenant: &str, i: &InteractionRow) -> pb::Interaction {
-    pb::Interaction {
-        contact: contact_name(tenant, &i.contact_id),
-        channel: i32::from(i.channel),
-        direction: i.direction.clone(),
-        queue: i.queue.clone(),
-        state: i.state.clone(),
-        agents: i.agents.clone(),
-        create_time: Some(timestamp(i.created_at)),
-        connect_time: i.connected_at.map(timestamp),
-        end_time: i.ended_at.map(timestamp),
-        disposition: i.disposition.clone(),
-        wrap_up_notes: i.wrap_up_notes.clone(),
-    }
-}
-
-fn note_pb(n: &NoteRow) -> pb::Note {
-    pb::Note {
-        name: format!("customers/{}/notes/{}", n.customer_id, n.id),
-        text: n.body.clone(),
-        contact: n.contact.clone(),
-        author: n.author.clone(),
-        create_time: Some(timestamp(n.created_at)),
-    }
-}
-
-fn answer_pb(a: &AnswerRow) -> pb::Answer {
-    pb::Answer {
-        name: format!("customers/{}/answers/{}", a.customer_id, a.id),
-        question: a.question.clone(),
-        answer: a.answer.clone(),
-        contact: a.contact.clone(),
-        asked_by: a.asked_by.clone(),
-        asked_time: Some(timestamp(a.asked_at)),
-    }
-}
-
-fn consent_pb(c: &ConsentRow) -> pb::ConsentRecord {
-    pb::ConsentRecord {
-        name: format!("customers/{}/consents/{}", c.customer_id, c.id),
-        channel: i32::from(c.channel),
-        purpose: c.purpose.clone(),
-        granted: c.granted,
-        effective_time: Some(timestamp(c.effective_at)),
-        source: c.source.clone(),
-        evidence: c.evidence.clone(),
-        recorded_by: c.recorded_by.clone(),
-        record_time: Some(timestamp(c.recorded_at)),
-    }
-}
-
-fn merge_pb(m: &MergeRow) -> pb::Merge {
-    pb::Merge {
-        name: format!("merges/{}", m.id),
-        target: customer_name(&m.target),
-        source: customer_name(&m.source),
-        reason: m.reason.clone(),
-        merged_by: m.merged_by.clone(),
-        merge_time: Some(timestamp(m.merged_at)),
-        undone_by: m.undone_by.clone(),
-        undo_time: m.undone_at.map(timestamp),
-    }
-}
-
-/// Who wrote something: the agent id for an agent, the token subject otherwise.
-fn author(caller: &Caller) -> String {
-    caller.agent_id.clone().unwrap_or_else(|| caller.subject.clone())
-}
-
 impl Api {
     async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
         Ok(self.pool.get().await?)
@@ -259,76 +65,6 @@ impl Api {
         store::view(tx, tenant.as_str(), &id).await?.ok_or_else(|| not_found(name))
     }
 
-    /// The interaction of `contact` if the calling agent holds it, waiting up to
-    /// [`HOLD_WAIT`] for the contact events to catch up. The same PERMISSION_DENIED for a
-    /// contact held by another agent, unknown, or of another tenant.
-    async fn held(&self, caller: &Caller, contact: &str) -> Result<(TenantId, InteractionRow), Error> {
-        let denied = || Error::PermissionDenied {
-            reason: Reason::WrongTenant,
-            message: "only the agent holding this contact may do that".into(),
-        };
-        let (tenant, id) = parse_contact_name("contact", contact)?;
-        let agent = match (&caller.agent_id, caller.has_role(Role::Agent)) {
-            (Some(a), true) => a.clone(),
-            _ => return Err(denied()),
-        };
-        if caller.tenant.as_ref().is_some_and(|own| *own != tenant) {
-            return Err(denied());
-        }
-        let deadline = tokio::time::Instant::now() + HOLD_WAIT;
-        let mut applied = self.applied.clone();
-        loop {
-            applied.borrow_and_update();
-            let mut client = self.client().await?;
-            let tx = store::begin(&mut client, &tenant).await?;
-            let row = store::interaction(&tx, tenant.as_str(), &id).await?;
-            tx.commit().await?;
-            if let Some(row) = row.filter(|r| r.holder == agent) {
-                return Ok((tenant, row));
-            }
-            if tokio::time::timeout_at(deadline, applied.changed()).await.is_err() {
-                return Err(denied());
-            }
-        }
-    }
-
-    /// The customer a note or answer is about: for an agent, the customer of the contact it
-    /// holds; for staff, the customer named (and the contact, if given, must be the tenant's).
-    async fn subject_of(
-        &self,
-        caller: &Caller,
-        customer: &str,
-        contact: &str,
-    ) -> Result<(TenantId, String, String), Error> {
-        if caller.has_role(Role::Agent) && !caller.has_role(Role::TenantAdmin) && !caller.has_role(Role::Supervisor) {
-            if contact.is_empty() {
-                return Err(Error::invalid("contact", "is required: an agent writes about the contact it holds"));
-            }
-            let (tenant, row) = self.held(caller, contact).await?;
-            let cid = row
-                .customer_id
-                .ok_or_else(|| Error::FailedPrecondition("this contact carries no customer identity".into()))?;
-            if !customer.is_empty() {
-                let named = customer_id(customer, "customer")?;
-                let mut client = self.client().await?;
-                let tx = store::begin(&mut client, &tenant).await?;
-                let same = store::root_of(&tx, tenant.as_str(), &named).await?
-                    == store::root_of(&tx, tenant.as_str(), &cid).await?;
-                tx.commit().await?;
-                if !same {
-                    return Err(Error::invalid("customer", "is not the customer of this contact"));
-                }
-            }
-            return Ok((tenant, cid, contact.to_owned()));
-        }
-        let tenant = tenant_for(caller, STAFF)?;
-        let id = customer_id(customer, "customer")?;
-        if !contact.is_empty() && parse_contact_name("contact", contact)?.0 != tenant {
-            return Err(Error::invalid("contact", "is a contact of another tenant"));
-        }
-        Ok((tenant, id, contact.to_owned()))
-    }
-
     /// Roots whose family carries any of `ids`, with their views.
     async fn views_with(tx: &Transaction<'_>, tenant: &TenantId, ids: &[Identity]) -> Result<Vec<View>, Error> {
         let mut out = Vec::new();
@@ -338,69 +74,6 @@ impl Api {
             }
         }
         Ok(out)
-    }
-
-    /// The whole record of a family as JSON (export).
-    async fn export_json(tx: &Transaction<'_>, tenant: &TenantId, v: &View) -> Result<serde_json::Value, Error> {
-        let t = tenant.as_str();
-        let ids = v.ids();
-        let ts = |d: DateTime<Utc>| d.to_rfc3339();
-        let profiles: Vec<_> = v
-            .family
-            .iter()
-            .map(|c| {
-                json!({
-                    "id": c.id, "display_name": c.display_name, "preferred_language": c.preferred_language,
-                    "value_tier": c.value_tier, "attributes": c.attributes, "tags": c.tags,
-                    "do_not_contact": c.do_not_contact, "do_not_contact_reason": c.do_not_contact_reason,
-                    "merged_into": c.merged_into, "created_at": ts(c.created_at), "updated_at": ts(c.updated_at),
-                })
-            })
-            .collect();
-        let idents: Vec<_> = v.identities.iter().map(|i| json!({"kind": i.kind.as_str(), "value": i.value})).collect();
-        let notes: Vec<_> = store::notes(tx, t, &ids, i64::MAX)
-            .await?
-            .iter()
-            .map(|n| json!({"id": n.id, "profile": n.customer_id, "contact": n.contact, "author": n.author, "text": n.body, "created_at": ts(n.created_at)}))
-            .collect();
-        let answers: Vec<_> = store::answers(tx, t, &ids)
-            .await?
-            .iter()
-            .map(|a| json!({"id": a.id, "profile": a.customer_id, "contact": a.contact, "question": a.question, "answer": a.answer, "asked_by": a.asked_by, "asked_at": ts(a.asked_at)}))
-            .collect();
-        let consents: Vec<_> = store::consents(tx, t, &ids)
-            .await?
-            .iter()
-            .map(|c| json!({"id": c.id, "profile": c.customer_id, "channel": channel_name(c.channel), "purpose": c.purpose, "granted": c.granted, "effective_at": ts(c.effective_at), "source": c.source, "evidence": c.evidence, "recorded_by": c.recorded_by, "recorded_at": ts(c.recorded_at)}))
-            .collect();
-        let interactions: Vec<_> = store::interactions(tx, t, &ids, i64::MAX)
-            .await?
-            .iter()
-            .map(|i| json!({
-                "contact": contact_name(t, &i.contact_id), "profile": i.customer_id, "channel": channel_name(i.channel),
-                "direction": i.direction, "queue": i.queue, "state": i.state, "agents": i.agents,
-                "created_at": ts(i.created_at), "connected_at": i.connected_at.map(ts), "ended_at": i.ended_at.map(ts),
-                "disposition": i.disposition, "wrap_up_notes": i.wrap_up_notes,
-            }))
-            .collect();
-        let merges: Vec<_> = store::merges_of(tx, t, &ids)
-            .await?
-            .iter()
-            .map(|m| json!({"id": m.id, "target": m.target, "source": m.source, "reason": m.reason, "merged_by": m.merged_by, "merged_at": ts(m.merged_at), "undone_by": m.undone_by, "undone_at": m.undone_at.map(ts)}))
-            .collect();
-        Ok(json!({
-            "schema": "centralita.crm.export.v1",
-            "tenant": t,
-            "customer": customer_name(&v.root.id),
-            "exported_at": ts(Utc::now()),
-            "profiles": profiles,
-            "identities": idents,
-            "notes": notes,
-            "answers": answers,
-            "consents": consents,
-            "interactions": interactions,
-            "merges": merges,
-        }))
     }
 }
 
@@ -817,7 +490,7 @@ impl CustomerService for Api {
         let mut client = self.client().await?;
         let tx = store::begin(&mut client, &tenant).await?;
         let v = Self::view_of(&tx, &tenant, &request.get_ref().name, "name").await?;
-        let doc = Self::export_json(&tx, &tenant, &v).await?;
+        let doc = export::export_json(&tx, &tenant, &v).await?;
         tx.commit().await.map_err(Error::from)?;
         let json = serde_json::to_vec_pretty(&doc).map_err(Error::internal)?;
         Ok(Response::new(pb::ExportCustomerResponse { json }))
