@@ -18,9 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::time::Duration;
 
-use centralita_routing::core::{
+use centralita_routing::core::Router;
+use centralita_routing_contract::{
     AgentId, AgentProfile, CapacityProfile, Channel, ContactId, Decision, Input, MaxWait, Millis, QueueRef,
-    QueuedContact, Requirement, Router, Step,
+    QueuedContact, Requirement, Step,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 

@@ -24,13 +24,13 @@ use centralita_platform::metrics::Metrics;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::routing::v1 as pb;
+use centralita_routing_contract::pool_tenant;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
 use crate::core::{Decision, Input, Router, Snapshot};
-use crate::wire;
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -177,7 +177,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                 let mut failed = false;
                 for (index, d) in decisions.iter().enumerate() {
                     let tenant = decision_tenant(d);
-                    let mut event = Event::new(tenant, &wire::decision_to_pb(d));
+                    let mut event = Event::new(tenant, &pb::RoutingDecision::from(d));
                     event.id = decision_id(&settings.input_topic, partition, offset, index);
                     let key = if state.key.is_empty() { "pool" } else { state.key.as_str() };
                     match producer.enqueue(&settings.decision_topic, key, &event) {
@@ -250,11 +250,6 @@ async fn settle(in_flight: &mut Vec<(i32, Delivery)>, parts: &mut BTreeMap<i32, 
     }
 }
 
-/// The tenant on the envelope of BPO-wide events (ticks, agent events).
-pub fn pool_tenant() -> TenantId {
-    TenantId::bpo()
-}
-
 fn decision_tenant(d: &Decision) -> TenantId {
     let tenant = match d {
         Decision::Offer { queue, .. } | Decision::TimedOut { queue, .. } => &queue.tenant,
@@ -277,8 +272,10 @@ fn apply(state: &mut PartitionState, payload: &[u8], age: Option<(&Metrics, &str
     if let Some((metrics, topic)) = age {
         metrics.event_age(topic, event.occurred_at);
     }
-    let input: Result<Input, String> =
-        event.payload::<pb::RoutingInput>().map_err(|e| e.to_string()).and_then(wire::input_from_pb);
+    let input: Result<Input, String> = event
+        .payload::<pb::RoutingInput>()
+        .map_err(|e| e.to_string())
+        .and_then(|p| Input::try_from(p).map_err(|e| e.to_string()));
     match input {
         Ok(input) => match state.router.apply(event.occurred_at.timestamp_millis(), input) {
             Ok(decisions) => decisions,

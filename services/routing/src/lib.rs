@@ -6,35 +6,29 @@
 //! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
 //! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
 //!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
+//! - [`core`]: the pure matching core, one [`core::Router`] per agent pool (its types are
+//!   those of `centralita-routing-contract`, re-exported).
+//! - [`engine`]: the Kafka stream processor over the routing input log, one router per
+//!   partition, snapshots in Redis.
 //!
-//! What runs: the routing [`engine`] (a Kafka stream processor over the routing input log,
-//! one [`core::Router`] per partition, snapshots in Redis) plus health, reflection, the
-//! tenant directory and the admin port. [`core`] is the pure matching core; [`wire`] its
-//! protobuf form.
+//! What runs: the routing [`engine`] plus health, reflection, the tenant directory and the
+//! admin port. What the service shares with its clients (the routing types, their protobuf
+//! form, the routing logs' topics and keys) is the `centralita-routing-contract` crate, so
+//! that no client depends on this one.
 
 pub mod core;
 pub mod engine;
-pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralita_platform::bus::{Producer, Topics};
+use centralita_platform::bus::Producer;
 use centralita_platform::config::{parse_duration, ConfigError, RedisConfig, ServiceArgs, Validate};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
+use centralita_routing_contract::{decision_topic, input_topic};
 
 pub const SERVICE: &str = "routing";
-
-/// The routing input log (keyed by agent pool).
-pub fn input_topic(topics: &Topics) -> String {
-    topics.name("routing.inputs")
-}
-
-/// The decisions routing takes (keyed by agent pool).
-pub fn decision_topic(topics: &Topics) -> String {
-    topics.name("routing.decisions")
-}
 
 /// This service's own settings.
 #[derive(Debug, Clone, clap::Args)]

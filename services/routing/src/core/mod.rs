@@ -7,12 +7,13 @@
 //! by the same router, which is what keeps a shared agent from being booked twice across
 //! tenants.
 
-mod model;
+mod rejected;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use model::*;
+pub use centralita_routing_contract::model::*;
+pub use rejected::Rejected;
 use serde::{Deserialize, Serialize};
 
 /// Priority points are compared in points·milliseconds, so that aging (points per minute)

@@ -1,5 +1,6 @@
-//! Plain data the matching core works on. Everything here is serialisable, so a routing
-//! replica can snapshot its whole state and a successor can restore it byte for byte.
+//! Plain data the matching core works on, and that its inputs and decisions carry.
+//! Everything here is serialisable, so a routing replica can snapshot its whole state and a
+//! successor can restore it byte for byte.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -203,19 +204,4 @@ pub enum Decision {
     Overflow { contact: ContactId, from: QueueRef, to: QueueRef },
     /// The contact waited too long and has nowhere to go.
     TimedOut { contact: ContactId, queue: QueueRef },
-}
-
-/// Why an input could not be applied. The core is left unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    #[error("unknown agent {0}")]
-    UnknownAgent(AgentId),
-    #[error("contact {0} is already in routing")]
-    DuplicateContact(ContactId),
-    #[error("contact {0} is not offered to agent {1}")]
-    NotOffered(ContactId, AgentId),
-    #[error("contact {0} is not booked on agent {1}")]
-    NotBooked(ContactId, AgentId),
-    #[error("{0}")]
-    Invalid(String),
 }
