@@ -10,6 +10,18 @@
 //!
 //! The knee is the highest rate whose p99 stays under `--target-p99-ms` with no errors and
 //! every created contact offered.
+//!
+//! # Layout
+//! - this file: the command line, the shared helpers (tokens, requests, histograms,
+//!   tenants published on the tenants topic) and the `acd` benchmark.
+//! - `simulate`: a contact-center floor from a scenario file (`scenario`), its results
+//!   next to Erlang C and the reporting service's figures.
+//! - `pool`: `pool-erlang-c`, one Erlang C comparison over several `simulate --segment` runs.
+//! - `scenario`: the scenario files' format and validation.
+//! - `hops`: where an ACD step's time goes, hop by hop (the services' event ages).
+//! - `reporting`: how fast contact events become visible in the reporting service.
+//! - `crm`: profile lookups per second and screen-pop latency of the CRM service.
+//! - `kafka`: the raw capacity of the Kafka-protocol broker.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

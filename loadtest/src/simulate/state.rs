@@ -1,0 +1,132 @@
+//! What the simulator records while the floor runs: contacts, agents' held contacts and
+//! busy time, call latencies and errors, per ramp step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::histogram;
+
+/// What the simulator knows of one contact (real instants).
+#[derive(Debug, Clone)]
+pub(super) struct ContactRec {
+    pub(super) tenant: String,
+    pub(super) queue: String,
+    pub(super) created: Instant,
+    pub(super) step: usize,
+    pub(super) offered: Option<Instant>,
+    pub(super) accepted: Option<Instant>,
+    /// When the offer that was accepted reached the agent: the end of the customer's wait
+    /// (plus the agent's simulated think time). The accept call's own latency is left out:
+    /// at time scale 15 each real millisecond would count as 15 simulated ones.
+    pub(super) answered_offer: Option<Instant>,
+    pub(super) think_sim: f64,
+    pub(super) handle_sim: f64,
+    pub(super) accepts: u32,
+    pub(super) abandoned: bool,
+}
+
+impl ContactRec {
+    pub(super) fn new(tenant: String, queue: String, created: Instant, step: usize) -> Self {
+        Self {
+            tenant,
+            queue,
+            created,
+            step,
+            offered: None,
+            accepted: None,
+            answered_offer: None,
+            think_sim: 0.0,
+            handle_sim: 0.0,
+            accepts: 0,
+            abandoned: false,
+        }
+    }
+
+    /// Wait until answered, simulated seconds.
+    pub(super) fn wait_sim(&self, scale: f64) -> Option<f64> {
+        self.answered_offer.map(|o| o.saturating_duration_since(self.created).as_secs_f64() * scale + self.think_sim)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct StepStats {
+    pub(super) multiplier: f64,
+    pub(super) offered_rate: f64,
+    pub(super) started: Option<Instant>,
+    pub(super) ended: Option<Instant>,
+    pub(super) created: u64,
+    pub(super) enqueue_to_offer: Option<Histogram<u64>>,
+    pub(super) errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) contacts: HashMap<String, ContactRec>,
+    /// Per agent: (channel → held now), and busy intervals (real).
+    pub(super) held: HashMap<String, BTreeMap<String, u32>>,
+    pub(super) busy_since: HashMap<String, Instant>,
+    pub(super) busy: HashMap<String, Vec<(Instant, Instant)>>,
+    pub(super) away: HashMap<String, Vec<(Instant, Instant)>>,
+    pub(super) capacity_violations: Vec<String>,
+    pub(super) calls: BTreeMap<&'static str, Option<Histogram<u64>>>,
+    pub(super) errors: BTreeMap<String, u64>,
+    pub(super) steps: Vec<StepStats>,
+    pub(super) step: usize,
+    pub(super) offers: u64,
+    pub(super) rejects: u64,
+    /// Agent calls refused because the customer's side overtook them (hung up, offer
+    /// expired): no error, a race a real agent meets too.
+    pub(super) offers_gone: u64,
+    pub(super) ignored: u64,
+}
+
+pub(super) type Shared = Arc<Mutex<State>>;
+
+pub(super) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) fn record_call(s: &Shared, rpc: &'static str, took: Duration, result: Result<(), &tonic::Status>) {
+    let mut st = lock(s);
+    let h = st.calls.entry(rpc).or_insert_with(|| Some(histogram()));
+    if let Some(h) = h {
+        let _ = h.record((took.as_micros() as u64).max(1));
+    }
+    if let Err(status) = result {
+        let key = format!("{rpc}: {:?}", status.code());
+        *st.errors.entry(key.clone()).or_default() += 1;
+        let step = st.step;
+        if let Some(step) = st.steps.get_mut(step) {
+            *step.errors.entry(key).or_default() += 1;
+        }
+    }
+}
+
+/// Records an agent's call on an offer or contact; one the customer's side overtook (the
+/// offer gone, the conversation already over: FAILED_PRECONDITION, NOT_FOUND) is counted
+/// apart, not as an error. Returns whether the call succeeded.
+pub(super) fn answered_offer(
+    shared: &Shared,
+    rpc: &'static str,
+    started: Instant,
+    result: Result<(), tonic::Status>,
+) -> bool {
+    match result {
+        Ok(()) => {
+            record_call(shared, rpc, started.elapsed(), Ok(()));
+            true
+        }
+        Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
+            record_call(shared, rpc, started.elapsed(), Ok(()));
+            lock(shared).offers_gone += 1;
+            false
+        }
+        Err(s) => {
+            record_call(shared, rpc, started.elapsed(), Err(&s));
+            false
+        }
+    }
+}
