@@ -7,7 +7,8 @@
 //! [`Runtime::serve`] runs the gRPC port (health, reflection, the tenant API and the
 //! service's own APIs behind the [`Authenticator`]), the admin port, the Kafka bootstrap
 //! (topic creation, then a liveness probe), the tenant feed, the store checks, and the one
-//! shutdown sequence: NOT_SERVING, stop background work, drain gRPC within the deadline.
+//! shutdown sequence: NOT_SERVING, drain gRPC while background work stops, all within one
+//! deadline (`CENTRALITA_SHUTDOWN_TIMEOUT`) counted from the first signal.
 //!
 //! Start-up never fails because a dependency is down: each dependency is a readiness check
 //! retried in the background, so a replica started early reports not-ready and recovers by
@@ -262,8 +263,9 @@ impl Runtime {
         self.health_names.push(name.to_owned());
     }
 
-    /// Runs `task` in the background until shutdown; `serve` waits for it (within the
-    /// deadline) so consumers can commit before the process exits.
+    /// Runs `task` in the background until shutdown; `serve` waits for it (within what is
+    /// left of the shutdown deadline after the gRPC drain, then aborts it) so consumers can
+    /// commit before the process exits.
     pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
         self.background.spawn(task);
     }
@@ -336,7 +338,10 @@ impl Runtime {
         self.spawn(feed.run(shutdown));
     }
 
-    /// Serves until shutdown, then runs the shutdown sequence.
+    /// Serves until shutdown, then runs the shutdown sequence: NOT_SERVING, drain gRPC,
+    /// wait for the background work, close the admin port. The whole sequence shares one
+    /// deadline, `shutdown_timeout` after the trigger; what has not finished by then is
+    /// dropped (calls) or aborted (tasks).
     pub async fn serve(mut self, listeners: Listeners, mut routes: RoutesBuilder) -> anyhow::Result<()> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
@@ -383,7 +388,7 @@ impl Runtime {
                 let s = admin_stop.clone();
                 async move { s.wait().await }
             });
-        let admin_task = tokio::spawn(async move {
+        let mut admin_task = tokio::spawn(async move {
             if let Err(e) = admin.await {
                 tracing::error!(error = %e, "admin server failed");
             }
@@ -404,26 +409,44 @@ impl Runtime {
                 readiness.set_shutting_down();
                 tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
             });
-        let deadline = self.config.shutdown_timeout;
         let mut grpc = Box::pin(grpc);
-        let served = tokio::select! {
-            r = &mut grpc => r,
-            _ = async { self.shutdown.wait().await; tokio::time::sleep(deadline).await } => {
-                tracing::warn!(?deadline, "gRPC drain deadline passed; closing remaining calls");
-                Ok(())
-            }
+        // Serve until shutdown is triggered (or the gRPC server fails).
+        let failed = tokio::select! {
+            r = &mut grpc => Some(r),
+            _ = self.shutdown.wait() => None,
         };
-        // Background work (consumers committing offsets) gets what is left of the deadline.
+        // One deadline for the whole sequence, taken once, at the first signal: the gRPC
+        // drain and the background work share it instead of each getting the full timeout,
+        // so shutdown ends within CENTRALITA_SHUTDOWN_TIMEOUT, as the chart's grace period
+        // assumes. (A second signal exits the process at once; see `Shutdown::on_signals`.)
+        let timeout = self.config.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Background work stops on the same trigger (and does, too, if gRPC failed first),
+        // so consumers commit while gRPC drains.
         self.shutdown.trigger();
+        let served = match failed {
+            Some(r) => r,
+            None => tokio::time::timeout_at(deadline, &mut grpc).await.unwrap_or_else(|_| {
+                tracing::warn!(?timeout, "shutdown deadline passed while draining gRPC; closing remaining calls");
+                Ok(())
+            }),
+        };
+        drop(grpc);
         let drained =
-            tokio::time::timeout(deadline, async { while self.background.join_next().await.is_some() {} }).await;
+            tokio::time::timeout_at(deadline, async { while self.background.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::warn!("background tasks did not stop within the deadline");
+            tracing::warn!(?timeout, "background tasks did not stop within the shutdown deadline; aborting them");
+            // Not joined: an aborted task may still be dropping a Kafka client, which blocks;
+            // the deadline is what the pod's grace period counts on.
             self.background.abort_all();
         }
         health_task.abort();
+        // The admin port answers /livez through the drain; it stops last, still within the
+        // deadline.
         admin_stop.trigger();
-        let _ = admin_task.await;
+        if tokio::time::timeout_at(deadline, &mut admin_task).await.is_err() {
+            admin_task.abort();
+        }
         tracing::info!("stopped");
         served.map_err(Into::into)
     }

@@ -2,7 +2,9 @@
 //!
 //! The first SIGTERM or SIGINT triggers [`Shutdown`]: the runtime marks the replica
 //! NOT_SERVING, consumers stop taking new records and commit what they handled, gRPC drains
-//! in-flight calls within the configured deadline. A second signal exits at once.
+//! in-flight calls. All of it shares one deadline, `CENTRALITA_SHUTDOWN_TIMEOUT` from the
+//! first signal (see `server::Runtime::serve`), which the chart keeps below the pod's grace
+//! period. A second signal exits at once.
 
 use tokio_util::sync::CancellationToken;
 
