@@ -17,9 +17,9 @@
 //!   payload of the tenants topic.
 //! - [`events::v1`]: `Envelope`, the one record value of every Kafka event.
 //! - [`sessions::v1`]: `AgentService` and `ContactService` (served by sessions), the
-//!   `ContactEvent` and `AgentEvent` of the contacts and agents topics, and, from
-//!   `outbox.proto`, the sessions outbox (`OutboxEntry` and its effects): an internal record
-//!   sessions keeps in Redis, never on an API, though it shares the public package.
+//!   `ContactEvent` and `AgentEvent` of the contacts and agents topics. (Sessions' outbox
+//!   record is not here: it is internal to sessions, compiled by that crate's build script
+//!   from `services/sessions/proto`.)
 //! - [`routing::v1`]: messages only, no service: the routing input log (`RoutingInput`,
 //!   written by sessions, plus routing's own ticks) and routing's decisions
 //!   (`RoutingDecision`), on the `<prefix>routing.inputs` and `<prefix>routing.decisions`
@@ -30,14 +30,14 @@
 //!   customers topic.
 //! - [`FILE_DESCRIPTOR_SET`]: what the platform runtime (`centralita_platform::server`)
 //!   registers with gRPC reflection, beside grpc.health's. Every service on that runtime
-//!   therefore describes every package above, including the routing log and the sessions
-//!   outbox, whatever APIs it serves itself.
+//!   therefore describes every package above, including the routing log, whatever APIs it
+//!   serves itself.
 //!
 //! # Rules
 //! - These types are the wire format. Services are meant to convert them into their own
 //!   domain types at their gRPC and Kafka adapters (the platform's `Tenant`, routing's core
-//!   types); sessions does not yet: its contact and agent records in Redis are the
-//!   generated `Contact` and `Agent`.
+//!   types, sessions' contact core). Sessions stores its contact and agent records in Redis
+//!   in their wire form (`Contact`, `Agent`), converted at its store.
 //! - Packages are versioned; a landed v1 message changes only in backward-compatible ways.
 //!   `proto/buf.yaml` configures `buf lint` (STANDARD rules less two that conflict with
 //!   resource-oriented APIs), which `deploy/local/test.sh` runs, and `buf breaking` (FILE

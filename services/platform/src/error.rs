@@ -44,6 +44,10 @@ pub enum Reason {
     TenantRateLimited,
     WrongTenant,
     RoleMissing,
+    /// The caller acts as an agent it is not.
+    NotThisAgent,
+    /// The caller is not the agent holding the contact it acts on.
+    NotContactHolder,
 }
 
 impl Reason {
@@ -57,6 +61,8 @@ impl Reason {
             Reason::TenantRateLimited => "TENANT_RATE_LIMITED",
             Reason::WrongTenant => "WRONG_TENANT",
             Reason::RoleMissing => "ROLE_MISSING",
+            Reason::NotThisAgent => "NOT_THIS_AGENT",
+            Reason::NotContactHolder => "NOT_CONTACT_HOLDER",
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The `sessions` service. It owns: Contact (interaction) lifecycle, agent sign-in, presence and states, offers streamed to agent frontends, transfers, holds and conferences.
+//! The `sessions` service. It owns: contact (interaction) lifecycle, agent sign-in,
+//! presence and states, offers streamed to agent frontends, transfers, holds, consults and
+//! conferences.
 //!
 //! Hot state: Redis. Durable state: Kafka events (contacts, agents topics).
 //!
@@ -6,20 +8,33 @@
 //! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
 //! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
 //!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
-//!
-//! What is served: `centralita.sessions.v1.ContactService` and `AgentService` (see
-//! [`api`]), plus health, reflection, the tenant directory and the admin port. Modules:
-//! [`lifecycle`] (the contact state machine, pure), [`store`] (Redis records with
-//! compare-and-set), [`engine`] (one transition = record write + lifecycle event + routing
-//! input + agent notification), [`flow`] (routing decisions, RONA and ACW timers, agent
-//! stream fan-out over Redis pub/sub).
+//! - [`core`]: the contact core, pure: domain types and one function per command or input,
+//!   each giving the record to write and its effects, or a refusal.
+//! - [`wire`]: the core's types to and from protobuf (API, events, stored records).
+//! - [`api`]: the gRPC adapters `ContactService` and `AgentService` (authorize, convert,
+//!   load, call the core, answer); the one place refusals become statuses.
+//! - [`engine`]: load, apply a core function, compare-and-set the record with its effects,
+//!   carry the effects out (and sweep what a dead writer left).
+//! - [`outbox`]: the stored form of effects (the internal `OutboxEntry`, built from
+//!   `proto/` by this crate's build script).
+//! - [`store`]: every Redis access: records, outboxes, timers, indexes, notices.
+//! - [`decisions`]: routing's decisions (offer, overflow, time-out) applied to contacts.
+//! - [`timers`]: offer expiry (RONA), end of after-contact work, presence lapse.
+//! - [`streams`]: agents' event streams and presence, fanned out over Redis pub/sub.
+//! - [`pools`]: which agent pool (router) a tenant or agent belongs to.
+//! - [`metrics`]: sessions' domain metrics.
 
 pub mod api;
-pub mod consult;
+pub mod core;
+pub mod decisions;
 pub mod engine;
-pub mod flow;
-pub mod lifecycle;
+pub mod metrics;
+pub mod outbox;
+pub mod pools;
 pub mod store;
+pub mod streams;
+pub mod timers;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +46,7 @@ use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 use centralita_proto::sessions::v1::agent_service_server::AgentServiceServer;
 use centralita_proto::sessions::v1::contact_service_server::ContactServiceServer;
+use centralita_routing_contract::{decision_topic, input_topic};
 
 pub const SERVICE: &str = "sessions";
 
@@ -67,25 +83,26 @@ const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let inputs = centralita_routing::input_topic(&runtime.topics);
-    let decisions = centralita_routing::decision_topic(&runtime.topics);
-    let topics = [runtime.topics.contacts(), runtime.topics.agents(), inputs, decisions.clone()];
+    let decisions = decision_topic(&runtime.topics);
+    let topics = [runtime.topics.contacts(), runtime.topics.agents(), input_topic(&runtime.topics), decisions.clone()];
     runtime.with_topics(&topics);
     let redis = runtime.redis(&config.service.redis);
     let producer = Arc::new(Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?);
     let prefix = &config.common.kafka.topic_prefix;
+    let store = store::Store::new(redis.clone(), config.service.redis.url.expose().clone(), store::Keys::new(prefix));
+    // The API and the decision consumer answer once a write and its outbox are stored; the
+    // side effects (events, routing inputs, stream notices) are carried out right after, in
+    // order, without the caller waiting for the broker's acknowledgements.
     let engine = engine::Engine {
-        store: store::Store::new(redis.clone()),
+        store: store.clone(),
         producer,
         registry: runtime.registry.clone(),
         topics: runtime.topics.clone(),
-        notices: engine::Notices::default(),
-        redis_channel: format!("{prefix}sessions:agent-events"),
-        deadlines: format!("{prefix}sessions:deadlines"),
-        agents_index: format!("{prefix}sessions:agents"),
-        detach_effects: false,
+        notices: streams::Notices::default(),
+        metrics: Arc::new(metrics::Metrics::register(&runtime.metrics)),
+        clock: engine::Clock::System,
+        detach_effects: true,
         presence_grace: config.service.presence_grace,
-        pools: Default::default(),
     };
     let consumer = Consumer::new(
         ConsumerSettings {
@@ -95,7 +112,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             fetch_wait: config.common.kafka.fetch_wait_low_latency(),
             group_instance_id: config.common.kafka.group_instance_id.clone(),
         },
-        flow::DecisionHandler { engine: engine::Engine { detach_effects: true, ..engine.clone() } },
+        decisions::DecisionHandler { engine: engine.clone() },
         RedisDedupe::new(redis, DEDUPE_TTL),
         Some(runtime.metrics.clone()),
     )?;
@@ -105,12 +122,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             tracing::error!(error = %e, "routing decision consumer stopped");
         }
     });
-    runtime.spawn(flow::timers(engine.clone(), Duration::from_millis(200), runtime.shutdown.clone()));
-    runtime.spawn(flow::fan_out(engine.clone(), config.service.redis.url.expose().clone(), runtime.shutdown.clone()));
-    // The API answers once the write and its outbox are stored; the side effects (events,
-    // routing inputs, stream notices) are carried out right after, in order, by the outbox
-    // drain, without the caller waiting for the broker's acknowledgements.
-    let api = api::Api { engine: engine::Engine { detach_effects: true, ..engine } };
+    // Timers and the outbox sweep wait for nothing: their effects are carried out inline.
+    let background = engine::Engine { detach_effects: false, ..engine.clone() };
+    runtime.spawn(timers::run(background, Duration::from_millis(200), runtime.shutdown.clone()));
+    runtime.spawn(streams::fan_out(engine.clone(), runtime.shutdown.clone()));
+    let api = api::Api { pools: pools::Pools::new(store, runtime.registry.clone()), engine };
     runtime.with_health_name("centralita.sessions.v1.ContactService");
     runtime.with_health_name("centralita.sessions.v1.AgentService");
     let auth = runtime.authenticator.clone();

@@ -774,7 +774,7 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
 fn routing_input_keys(topics: &Topics) -> Vec<(String, String, i32)> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     use rdkafka::Message as _;
-    let topic = centralita_routing::input_topic(topics);
+    let topic = centralita_routing_contract::input_topic(topics);
     let consumer: BaseConsumer = centralita_platform::bus::client_config(&testkit::brokers())
         .set("group.id", unique("acd-read-"))
         .set("enable.auto.commit", "false")
@@ -808,7 +808,7 @@ fn routing_input_keys(topics: &Topics) -> Vec<(String, String, i32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_pools_route_apart_and_an_agent_changes_pool_only_when_free() {
-    use centralita_routing::core as rc;
+    use centralita_routing_contract as rc;
     let (e, n) = (unique("east"), unique("north"));
     // Three partitions: `pool-east` and `pool-north` land on different ones (checked below),
     // so each pool has a router of its own.
@@ -915,9 +915,9 @@ async fn agent_pools_route_apart_and_an_agent_changes_pool_only_when_free() {
     let producer = Producer::new(&testkit::brokers(), None).unwrap();
     let event = Event::new(
         centralita_platform::tenant::TenantId::parse(&n).unwrap(),
-        &centralita_routing::wire::decision_to_pb(&offer),
+        &centralita_proto::routing::v1::RoutingDecision::from(&offer),
     );
-    producer.publish(&centralita_routing::decision_topic(&p.topics), "pool-north", &event).await.unwrap();
+    producer.publish(&centralita_routing_contract::decision_topic(&p.topics), "pool-north", &event).await.unwrap();
     assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "a stale router's offer reached bob");
     let still = contact_until(&p, &n, &stale.name, |c| c.state == pb::ContactState::Queued as i32).await;
     assert!(still.agent_id.is_empty(), "{still:?}");

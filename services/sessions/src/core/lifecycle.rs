@@ -1,6 +1,5 @@
 //! The contact state machine, as a pure table: which action is legal in which state and
-//! where it leads. Every RPC and every routing decision goes through [`next`]; an illegal
-//! action is refused with FAILED_PRECONDITION before anything is written.
+//! where it leads. Every command and input of the core goes through [`next`] first.
 //!
 //! ```text
 //! queued ──offer──▶ offered ──accept──▶ connected ──end──▶ after-contact work ──wrap-up──▶ closed
@@ -14,8 +13,8 @@
 //! consults (on hold), conferences, hands it over or ends the consult; the consult leg is a
 //! contact of its own on the same table, closed directly by its consulting agent.
 
-use centralita_platform::error::Error;
-use centralita_proto::sessions::v1::ContactState;
+use super::model::ContactState;
+use super::refusal::Refusal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -43,7 +42,27 @@ pub enum Action {
 }
 
 impl Action {
-    fn verb(self) -> &'static str {
+    pub const ALL: [Action; 16] = [
+        Action::Offer,
+        Action::Accept,
+        Action::Reject,
+        Action::NoAnswer,
+        Action::Hold,
+        Action::Resume,
+        Action::Transfer,
+        Action::End,
+        Action::WrapUp,
+        Action::Overflow,
+        Action::TimeOut,
+        Action::Consult,
+        Action::Conference,
+        Action::HandOver,
+        Action::ConsultEnded,
+        Action::CloseLeg,
+    ];
+
+    /// How refusals name the action ("cannot accept a contact that …").
+    pub fn verb(self) -> &'static str {
         match self {
             Action::Offer => "offer",
             Action::Accept => "accept",
@@ -65,25 +84,8 @@ impl Action {
     }
 }
 
-pub fn state_name(s: ContactState) -> &'static str {
-    match s {
-        ContactState::Unspecified => "unspecified",
-        ContactState::Queued => "queued",
-        ContactState::Offered => "offered",
-        ContactState::Connected => "connected",
-        ContactState::AfterContactWork => "in after-contact work",
-        ContactState::Closed => "closed",
-        ContactState::Abandoned => "abandoned",
-        ContactState::TimedOut => "timed out",
-    }
-}
-
-pub fn is_terminal(s: ContactState) -> bool {
-    matches!(s, ContactState::Closed | ContactState::Abandoned | ContactState::TimedOut)
-}
-
 /// The state `action` leads to from `from`, or why it is not allowed.
-pub fn next(from: ContactState, action: Action) -> Result<ContactState, Error> {
+pub fn next(from: ContactState, action: Action) -> Result<ContactState, Refusal> {
     use Action as A;
     use ContactState as S;
     let to = match (from, action) {
@@ -100,13 +102,7 @@ pub fn next(from: ContactState, action: Action) -> Result<ContactState, Error> {
         (S::Connected, A::Consult | A::Conference | A::HandOver) => S::Connected,
         (S::Connected | S::AfterContactWork, A::ConsultEnded) => from,
         (S::Queued | S::Offered | S::Connected, A::CloseLeg) => S::Closed,
-        _ => {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot {} a contact that is {}",
-                action.verb(),
-                state_name(from)
-            )))
-        }
+        _ => return Err(Refusal::IllegalMove { action, state: from }),
     };
     Ok(to)
 }
@@ -115,38 +111,10 @@ pub fn next(from: ContactState, action: Action) -> Result<ContactState, Error> {
 mod tests {
     use super::*;
 
-    const STATES: [ContactState; 7] = [
-        ContactState::Queued,
-        ContactState::Offered,
-        ContactState::Connected,
-        ContactState::AfterContactWork,
-        ContactState::Closed,
-        ContactState::Abandoned,
-        ContactState::TimedOut,
-    ];
-    const ACTIONS: [Action; 16] = [
-        Action::Offer,
-        Action::Accept,
-        Action::Reject,
-        Action::NoAnswer,
-        Action::Hold,
-        Action::Resume,
-        Action::Transfer,
-        Action::End,
-        Action::WrapUp,
-        Action::Overflow,
-        Action::TimeOut,
-        Action::Consult,
-        Action::Conference,
-        Action::HandOver,
-        Action::ConsultEnded,
-        Action::CloseLeg,
-    ];
-
     #[test]
     fn terminal_states_accept_nothing() {
-        for s in STATES.into_iter().filter(|s| is_terminal(*s)) {
-            for a in ACTIONS {
+        for s in ContactState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for a in Action::ALL {
                 assert!(next(s, a).is_err(), "{s:?} {a:?}");
             }
         }
@@ -180,8 +148,10 @@ mod tests {
     fn illegal_moves_say_why() {
         let e = next(ContactState::Queued, Action::Accept).expect_err("illegal");
         assert_eq!(e.to_string(), "cannot accept a contact that is queued");
-        let legal =
-            STATES.iter().flat_map(|s| ACTIONS.iter().map(move |a| (*s, *a))).filter(|(s, a)| next(*s, *a).is_ok());
+        let legal = ContactState::ALL
+            .iter()
+            .flat_map(|s| Action::ALL.iter().map(move |a| (*s, *a)))
+            .filter(|(s, a)| next(*s, *a).is_ok());
         assert_eq!(legal.count(), 21);
         let e = next(ContactState::AfterContactWork, Action::HandOver).expect_err("illegal");
         assert_eq!(e.to_string(), "cannot hand over a contact that is in after-contact work");

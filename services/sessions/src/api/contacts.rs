@@ -1,0 +1,473 @@
+//! `centralita.sessions.v1.ContactService`.
+
+use std::collections::BTreeMap;
+
+use centralita_platform::auth::{caller, Caller, Role};
+use centralita_platform::error::Error;
+use centralita_platform::queue::{is_code, QueueConfig};
+use centralita_platform::tenant::Tenant;
+use centralita_proto::sessions::v1 as pb;
+use centralita_routing_contract::wire::millis_to_pb;
+use tonic::{Request, Response};
+
+use super::{page_size, require_holder, validate, Api, R};
+use crate::core::consult::Outcome;
+use crate::core::contact::Target;
+use crate::core::{self, AgentId, Contact, ContactId, ContactRef, ContactState, OfferId, Refusal};
+use crate::store::Outbox;
+
+/// Where a transfer or a consult goes (the request's `target`).
+enum Destination {
+    Queue(String),
+    Agent(String),
+}
+
+/// A page token of `ListContacts`: opaque to callers (hex of a versioned position in the
+/// tenant's open index, oldest first).
+fn page_token(position: usize) -> String {
+    format!("c1:{position}").bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn page_position(token: &str) -> Result<usize, Error> {
+    let bad = || Error::invalid("page_token", "is not a token from this API");
+    if token.is_empty() {
+        return Ok(0);
+    }
+    if !token.len().is_multiple_of(2) || token.len() > 64 {
+        return Err(bad());
+    }
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    text.strip_prefix("c1:").and_then(|p| p.parse().ok()).ok_or_else(bad)
+}
+
+impl Api {
+    /// Checks where the holder `agent` of `c` sends it: a queue of the tenant, or another
+    /// agent through the contact's queue, which needs a preferred-agent window (`verb`
+    /// names the move in that error). Returns the target and its queue's configuration.
+    fn destination(
+        &self,
+        t: &Tenant,
+        c: &Contact,
+        agent: &AgentId,
+        to: Option<Destination>,
+        verb: &str,
+    ) -> Result<(Target, QueueConfig), Error> {
+        let target = match to {
+            Some(Destination::Queue(q)) if t.routing.queues.contains_key(&q) => Target { queue: q, agent: None },
+            Some(Destination::Queue(q)) => {
+                return Err(Error::invalid("queue", format!("`{q}` is not a queue of tenant {}", t.id)))
+            }
+            Some(Destination::Agent(a)) if is_code(&a) && a != agent.0 => {
+                Target { queue: c.queue.clone(), agent: Some(AgentId(a)) }
+            }
+            Some(Destination::Agent(_)) => return Err(Error::invalid("agent_id", "must be another agent's id")),
+            None => return Err(Error::invalid("target", "a queue or an agent is required")),
+        };
+        let q = t.routing.queues.get(&target.queue).cloned().ok_or_else(|| Refusal::QueueGone(target.queue.clone()))?;
+        if target.agent.is_some() && q.preferred_agent_window.is_zero() {
+            return Err(Error::FailedPrecondition(format!(
+                "queue `{}` has no preferred-agent window to {verb} an agent",
+                target.queue
+            )));
+        }
+        Ok((target, q))
+    }
+
+    async fn hold(&self, request: &Request<impl Sized>, name: &str, hold: bool) -> R<pb::Contact> {
+        let caller = caller(request)?.clone();
+        let (c, record) = self.load_contact(&caller, name).await?;
+        let agent = require_holder(&caller, &record)?;
+        let (_, after) = self
+            .engine
+            .transition(&c, |r| if hold { core::contact::hold(r, &agent) } else { core::contact::resume(r, &agent) })
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+
+    async fn queue_stats(&self, caller: &Caller, only: &str) -> Result<pb::ListQueueStatsResponse, Error> {
+        let tenant = caller.own_tenant()?.clone();
+        caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor])?;
+        let t = self.engine.registry.require_active(&tenant)?;
+        if !only.is_empty() && !t.routing.queues.contains_key(only) {
+            return Err(Error::NotFound(format!("tenants/{tenant}/queues/{only}")));
+        }
+        let mut stats: BTreeMap<&str, pb::QueueStats> = t
+            .routing
+            .queues
+            .keys()
+            .filter(|q| only.is_empty() || q.as_str() == only)
+            .map(|q| (q.as_str(), pb::QueueStats { queue: q.clone(), ..Default::default() }))
+            .collect();
+        let now = self.engine.clock.now();
+        let (ids, _) = self.engine.store.open_contacts(&tenant, 0).await?;
+        let refs: Vec<ContactRef> =
+            ids.into_iter().map(|id| ContactRef { tenant: tenant.clone(), id: ContactId(id) }).collect();
+        for c in self.engine.store.contacts(&refs).await?.into_iter().flatten() {
+            let Some(s) = stats.get_mut(c.queue.as_str()) else { continue };
+            if c.consult_of.is_some() {
+                s.consults += 1;
+                continue;
+            }
+            match c.state {
+                ContactState::Queued => {
+                    s.waiting += 1;
+                    s.longest_wait_ms = s.longest_wait_ms.max(now - c.enqueued_at.unwrap_or(now));
+                }
+                ContactState::Offered => s.offered += 1,
+                ContactState::Connected => s.connected += 1,
+                ContactState::AfterContactWork => s.after_contact_work += 1,
+                _ => {}
+            }
+        }
+        let ids = self.engine.store.agent_ids().await?;
+        for a in self.engine.store.agents(&ids).await?.into_iter().flatten() {
+            for q in a.queues.iter().filter(|q| q.tenant == tenant.as_str()) {
+                let Some(s) = stats.get_mut(q.queue.as_str()) else { continue };
+                match a.state {
+                    core::AgentState::Available => s.agents_available += 1,
+                    core::AgentState::Away => s.agents_away += 1,
+                    core::AgentState::Offline => s.agents_offline += 1,
+                }
+                if a.state != core::AgentState::Offline && !a.contacts.is_empty() {
+                    s.agents_busy += 1;
+                }
+            }
+        }
+        Ok(pb::ListQueueStatsResponse { queues: stats.into_values().collect(), as_of: Some(millis_to_pb(now)) })
+    }
+}
+
+fn queue_of(t: &Tenant, queue: &str) -> Result<QueueConfig, Error> {
+    t.routing
+        .queues
+        .get(queue)
+        .cloned()
+        .ok_or_else(|| Error::invalid("contact.queue", format!("`{queue}` is not a queue of tenant {}", t.id)))
+}
+
+#[tonic::async_trait]
+impl pb::contact_service_server::ContactService for Api {
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn create_contact(&self, request: Request<pb::CreateContactRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        let tenant = caller.own_tenant()?.clone();
+        tracing::Span::current().record("tenant", tenant.as_str());
+        caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor, Role::Channel])?;
+        let req = request.into_inner();
+        let input = req.contact.ok_or_else(|| Error::invalid("contact", "is required"))?;
+        let t = self.engine.registry.require_active(&tenant)?;
+        let new = validate::new_contact(&t, &input)?;
+        // Outside business hours live channels are turned away (the IVR or chat widget tells
+        // the customer); email, SMS, social and tasks queue and wait for the agents.
+        let live = matches!(new.channel, core::Channel::Voice | core::Channel::Chat);
+        if live && !t.business_hours.is_open(chrono::Utc::now()) {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {tenant} is closed now (business hours in {}); voice and chat are not queued",
+                t.business_hours.time_zone.name()
+            ))
+            .into());
+        }
+        if req.request_id.len() > 64 {
+            return Err(Error::invalid("request_id", "at most 64 bytes").into());
+        }
+        let mut id = uuid::Uuid::now_v7().simple().to_string();
+        if !req.request_id.is_empty() {
+            // The first attempt reserves the id; a retry finds it and returns (or, if the
+            // first attempt died before writing, finishes) that contact.
+            if let Some(existing) = self.engine.store.reserve_request(&tenant, &req.request_id, &id).await? {
+                let c = ContactRef { tenant: tenant.clone(), id: ContactId(existing.clone()) };
+                if let Some(written) = self.engine.store.contact(&c).await? {
+                    return Ok(Response::new(pb::Contact::from(&written)));
+                }
+                id = existing;
+            }
+        }
+        tracing::Span::current().record("contact", id.as_str());
+        let now = self.engine.clock.now();
+        let q = queue_of(&t, &new.queue)?;
+        let contact = Contact {
+            tenant: tenant.clone(),
+            id: ContactId(id),
+            channel: new.channel,
+            direction: new.direction,
+            queue: new.queue,
+            state: ContactState::Queued,
+            priority: new.priority,
+            tier: new.tier,
+            language: new.language,
+            required_skills: new.required_skills,
+            attributes: new.attributes,
+            agent: None,
+            offer: None,
+            on_hold: false,
+            disposition: String::new(),
+            preferred_agent: new.preferred_agent,
+            created_at: Some(now),
+            enqueued_at: Some(now),
+            connected_at: None,
+            ended_at: None,
+            closed_at: None,
+            previous_agents: Vec::new(),
+            transfer_count: 0,
+            customer_identities: new.customer_identities,
+            consult_of: None,
+            consult_leg: None,
+            participants: Vec::new(),
+            agent_pool: self.pools.of_tenant(&tenant).await?,
+        };
+        // Listed before it is written: a listing skips ids without a record.
+        self.engine.store.index_open(&contact.key(), now).await?;
+        let written = self.engine.create(core::contact::create(contact, &q, now)).await?;
+        Ok(Response::new(pb::Contact::from(&written)))
+    }
+
+    async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        let (_, c) = self.load_contact(&caller, &request.get_ref().name).await?;
+        Ok(Response::new(pb::Contact::from(&c)))
+    }
+
+    async fn list_contacts(&self, request: Request<pb::ListContactsRequest>) -> R<pb::ListContactsResponse> {
+        let caller = caller(&request)?.clone();
+        let tenant = caller.own_tenant()?.clone();
+        caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor])?;
+        let req = request.into_inner();
+        let page = page_size(req.page_size)?;
+        let state = match req.state {
+            0 => None,
+            s => Some(ContactState::try_from(s).map_err(|e| Error::invalid("state", e.message))?),
+        };
+        let after = page_position(&req.page_token)?;
+        let (ids, total) = self.engine.store.open_contacts(&tenant, after).await?;
+        let mut contacts = Vec::new();
+        let mut position = after;
+        'pages: for chunk in ids.chunks(page.max(50)) {
+            let refs: Vec<ContactRef> =
+                chunk.iter().map(|id| ContactRef { tenant: tenant.clone(), id: ContactId(id.clone()) }).collect();
+            for c in self.engine.store.contacts(&refs).await? {
+                position += 1;
+                if let Some(c) =
+                    c.filter(|c| (req.queue.is_empty() || c.queue == req.queue) && state.is_none_or(|s| c.state == s))
+                {
+                    contacts.push(pb::Contact::from(&c));
+                }
+                if contacts.len() == page {
+                    break 'pages;
+                }
+            }
+        }
+        let next_page_token =
+            if position < total && contacts.len() == page { page_token(position) } else { String::new() };
+        Ok(Response::new(pb::ListContactsResponse { contacts, next_page_token }))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn accept_contact(&self, request: Request<pb::AcceptContactRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        let agent = require_holder(&caller, &record)?;
+        let offer = OfferId(req.offer_id);
+        let now = self.engine.clock.now();
+        let (_, after) =
+            self.engine.transition(&c, |r| core::contact::accept(r, &agent, &offer, now)).await.map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn reject_contact(&self, request: Request<pb::RejectContactRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        let agent = require_holder(&caller, &record)?;
+        let offer = OfferId(req.offer_id);
+        let (_, after) =
+            self.engine.transition(&c, |r| core::contact::reject(r, &agent, &offer)).await.map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+
+    async fn hold_contact(&self, request: Request<pb::HoldContactRequest>) -> R<pb::Contact> {
+        let name = request.get_ref().name.clone();
+        self.hold(&request, &name, true).await
+    }
+
+    async fn resume_contact(&self, request: Request<pb::ResumeContactRequest>) -> R<pb::Contact> {
+        let name = request.get_ref().name.clone();
+        self.hold(&request, &name, false).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn transfer_contact(&self, request: Request<pb::TransferContactRequest>) -> R<pb::Contact> {
+        use pb::transfer_contact_request::Target as T;
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        let agent = require_holder(&caller, &record)?;
+        let to = req.target.map(|t| match t {
+            T::Queue(q) => Destination::Queue(q),
+            T::AgentId(a) => Destination::Agent(a),
+        });
+        let t = self.engine.registry.require_active(&c.tenant)?;
+        let (target, q) = self.destination(&t, &record, &agent, to, "transfer to")?;
+        let now = self.engine.clock.now();
+        let (_, after) = self
+            .engine
+            .transition(&c, |r| core::contact::transfer(r, &agent, &target, &q, now))
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn consult_contact(&self, request: Request<pb::ConsultContactRequest>) -> R<pb::Contact> {
+        use pb::consult_contact_request::Target as T;
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        let agent = require_holder(&caller, &record)?;
+        let to = req.target.map(|t| match t {
+            T::Queue(q) => Destination::Queue(q),
+            T::AgentId(a) => Destination::Agent(a),
+        });
+        let t = self.engine.registry.require_active(&c.tenant)?;
+        let (target, q) = self.destination(&t, &record, &agent, to, "consult")?;
+        let leg_id = ContactId(uuid::Uuid::now_v7().simple().to_string());
+        let now = self.engine.clock.now();
+        // The leg of the attempt that was written (the customer's record may be retried).
+        let mut leg = None;
+        self.engine
+            .transition(&c, |r| {
+                let consult = core::consult::consult(r, &agent, &target, &q, leg_id.clone(), now)?;
+                leg = Some(consult.leg);
+                Ok(consult.customer)
+            })
+            .await
+            .map_err(Error::from)?;
+        let leg = leg.ok_or_else(|| Error::internal("consult written without its leg"))?;
+        self.engine.store.index_open(&leg.record.key(), now).await?;
+        let written = self.engine.create(leg).await?;
+        Ok(Response::new(pb::Contact::from(&written)))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn complete_consult(&self, request: Request<pb::CompleteConsultRequest>) -> R<pb::Contact> {
+        use pb::complete_consult_request::Outcome as O;
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        let agent = require_holder(&caller, &record)?;
+        let outcome = match O::try_from(req.outcome).unwrap_or_default() {
+            O::Transfer => Outcome::Transfer,
+            O::Conference => Outcome::Conference,
+            O::Cancel => Outcome::Cancel,
+            O::Unspecified => return Err(Error::invalid("outcome", "TRANSFER, CONFERENCE or CANCEL").into()),
+        };
+        let leg_id = record.consult_leg.clone().ok_or(Refusal::NoConsultLeg).map_err(Error::from)?;
+        let leg = ContactRef { tenant: c.tenant.clone(), id: leg_id.clone() };
+        // The leg's agent, for a transfer or conference: it must have accepted the leg.
+        let consulted = match outcome {
+            Outcome::Transfer | Outcome::Conference => {
+                let leg_record = self.engine.store.contact(&leg).await?;
+                let consulted = core::consult::consulted_agent(leg_record.as_ref()).map_err(Error::from)?;
+                // The leg's own effects (its acceptance, on the routing log) go out before
+                // the ones below, which build on them.
+                self.engine.drain(&Outbox::contact(&leg), true).await?;
+                Some(consulted)
+            }
+            Outcome::Cancel => None,
+        };
+        let now = self.engine.clock.now();
+        let (_, after) = self
+            .engine
+            .transition(&c, |r| core::consult::complete_consult(r, &agent, &leg_id, outcome, consulted.as_ref(), now))
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn end_contact(&self, request: Request<pb::EndContactRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        let holder = record.agent.as_ref().map(|a| a.0.as_str());
+        if caller.agent_id.as_deref().is_some_and(|a| Some(a) != holder)
+            && !caller.is_bpo_admin()
+            && caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor, Role::Channel]).is_err()
+        {
+            return Err(Error::from(Refusal::OnlyHolderEnds).into());
+        }
+        let acw = self
+            .engine
+            .registry
+            .get(&c.tenant)
+            .and_then(|t| t.routing.queues.get(&record.queue).map(|q| q.after_contact_work));
+        let acw_ms = acw.map(|d| d.as_millis() as i64).unwrap_or(30_000);
+        let now = self.engine.clock.now();
+        let (_, after) =
+            self.engine.transition(&c, |r| core::contact::end(r, acw_ms, now)).await.map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+
+    async fn list_queue_stats(&self, request: Request<pb::ListQueueStatsRequest>) -> R<pb::ListQueueStatsResponse> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(self.queue_stats(&caller, &request.get_ref().queue).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    async fn wrap_up_contact(&self, request: Request<pb::WrapUpContactRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        require_holder(&caller, &record)?;
+        let t = self.engine.registry.require_active(&c.tenant)?;
+        if !t.routing.disposition_codes.contains(&req.disposition) {
+            return Err(Error::invalid(
+                "disposition",
+                format!("`{}` is not a disposition code of tenant {}", req.disposition, c.tenant),
+            )
+            .into());
+        }
+        if req.notes.chars().count() > 4000 {
+            return Err(Error::invalid("notes", "at most 4000 characters").into());
+        }
+        let now = self.engine.clock.now();
+        let (_, after) = self
+            .engine
+            .transition(&c, |r| core::contact::wrap_up(r, &req.disposition, &req.notes, now))
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_are_opaque_and_checked() {
+        for p in [0, 1, 99, 123_456] {
+            let t = page_token(p);
+            assert_ne!(t, p.to_string(), "a token is not the bare position");
+            assert_eq!(page_position(&t).unwrap(), p);
+        }
+        assert_eq!(page_position("").unwrap(), 0);
+        for bad in ["5", "zz", "6331", &"00".repeat(40), "ffff"] {
+            assert!(page_position(bad).is_err(), "{bad}");
+        }
+    }
+}

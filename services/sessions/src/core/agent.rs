@@ -1,0 +1,173 @@
+//! One named function per command or input on an agent: sign-in, state changes, sign-out,
+//! the admin's upsert, and the two ways the platform makes an agent away (no answer to an
+//! offer, no event stream for the presence grace).
+
+use centralita_platform::queue::{DEFAULT_AGENT_POOL, DISCONNECTED, NOT_RESPONDING, SIGNED_IN};
+use centralita_routing_contract::{AgentProfile, Input};
+
+use super::effects::{AgentEventKind, Change, Effect, Notice};
+use super::model::{Agent, AgentState, ContactRef, Millis};
+use super::refusal::Refusal;
+
+/// How long an agent stays signed out before it may change agent pool: an offer made just
+/// before it signed out reaches its contact list through the outbox within that time, so
+/// the agent cannot be free in a new pool while the old one still books it.
+pub const POOL_MOVE_QUIET_MS: Millis = 10_000;
+
+/// What an agent asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateCommand {
+    /// Signs in, available or away (`signed_in`).
+    SignIn {
+        available: bool,
+    },
+    /// Changes state while signed in: available, or away with a reason.
+    Set,
+    SignOut,
+}
+
+fn announce(change: &mut Change<Agent>, kind: AgentEventKind) {
+    change.push(Effect::AgentEvent(kind));
+    let agent = change.record.id.clone();
+    change.push(Effect::Notify { agent, notice: Notice::Agent });
+}
+
+/// Moves the agent to `state` (with `reason` when away); `reason_allowed` says whether a
+/// reason is one of the agent's tenants' away reasons. Routing hears when the agent
+/// becomes ready or stops being ready.
+pub fn set_state(
+    a: &Agent,
+    command: StateCommand,
+    state: AgentState,
+    reason: &str,
+    reason_allowed: impl Fn(&str) -> bool,
+    now: Millis,
+) -> Result<Change<Agent>, Refusal> {
+    let (state, reason) = match command {
+        StateCommand::SignIn { available: true } => (AgentState::Available, ""),
+        StateCommand::SignIn { available: false } => (AgentState::Away, SIGNED_IN),
+        StateCommand::SignOut => (AgentState::Offline, ""),
+        StateCommand::Set => (state, reason),
+    };
+    if command == StateCommand::Set && a.state == AgentState::Offline {
+        return Err(Refusal::NotSignedIn);
+    }
+    if state == AgentState::Offline && !a.contacts.is_empty() {
+        return Err(Refusal::HoldsContacts);
+    }
+    if state == AgentState::Away
+        && !centralita_platform::queue::BUILT_IN_AWAY_REASONS.contains(&reason)
+        && !reason_allowed(reason)
+    {
+        return Err(Refusal::UnknownAwayReason(reason.to_owned()));
+    }
+    let was = a.state;
+    let mut change = Change::new(a.clone());
+    change.record.state = state;
+    change.record.away_reason = if state == AgentState::Away { reason.to_owned() } else { String::new() };
+    change.record.state_time = Some(now);
+    let agent = a.id.clone();
+    if state == AgentState::Available && was != AgentState::Available {
+        change.push(Effect::Route(Input::AgentReady { agent }));
+    } else if state != AgentState::Available && was == AgentState::Available {
+        change.push(Effect::Route(Input::AgentNotReady { agent }));
+    }
+    let kind = match command {
+        StateCommand::SignIn { .. } => AgentEventKind::SignedIn,
+        StateCommand::Set => AgentEventKind::StateChanged,
+        StateCommand::SignOut => AgentEventKind::SignedOut,
+    };
+    announce(&mut change, kind);
+    Ok(change)
+}
+
+/// The agent did not answer an offer: if still available, it is made away (not
+/// responding). Routing already knows (the declined offer said so).
+pub fn not_responding(a: &Agent, now: Millis) -> Change<Agent> {
+    make_away(a, NOT_RESPONDING, false, now)
+}
+
+/// No event stream of the agent refreshed its presence within the grace: if available,
+/// it is made away (disconnected) and routing stops offering to it.
+pub fn presence_lapsed(a: &Agent, now: Millis) -> Change<Agent> {
+    make_away(a, DISCONNECTED, true, now)
+}
+
+fn make_away(a: &Agent, reason: &str, tell_routing: bool, now: Millis) -> Change<Agent> {
+    let mut change = Change::new(a.clone());
+    if a.state != AgentState::Available {
+        return change;
+    }
+    change.record.state = AgentState::Away;
+    change.record.away_reason = reason.to_owned();
+    change.record.state_time = Some(now);
+    if tell_routing {
+        change.push(Effect::Route(Input::AgentNotReady { agent: a.id.clone() }));
+    }
+    announce(&mut change, AgentEventKind::StateChanged);
+    change
+}
+
+/// The agent may change pool: signed out for [`POOL_MOVE_QUIET_MS`], holding no contacts.
+pub fn movable(a: &Agent, now: Millis) -> bool {
+    a.state == AgentState::Offline && a.contacts.is_empty() && now - a.state_time.unwrap_or(0) >= POOL_MOVE_QUIET_MS
+}
+
+/// An admin writes the agent's profile (`input`, validated into `profile`); its queues are
+/// in agent pool `pool`. The agent's state and contacts are kept. A signed-in agent, one
+/// still holding a contact or one signed out moments ago stays in its pool (a router may
+/// have it booked); any other takes its queues' pool now.
+pub fn upsert(
+    current: Option<&Agent>,
+    input: &Agent,
+    profile: &AgentProfile,
+    pool: &str,
+    now: Millis,
+) -> Result<Change<Agent>, Refusal> {
+    let mut a = input.clone();
+    match current {
+        Some(cur) => {
+            a.state = cur.state;
+            a.away_reason.clone_from(&cur.away_reason);
+            a.contacts.clone_from(&cur.contacts);
+            a.state_time = cur.state_time;
+            a.agent_pool = if movable(cur, now) {
+                pool.to_owned()
+            } else if cur.agent_pool.is_empty() {
+                // Signed in before pools were recorded: the default pool.
+                DEFAULT_AGENT_POOL.to_owned()
+            } else {
+                cur.agent_pool.clone()
+            };
+        }
+        None => {
+            a.state = AgentState::Offline;
+            a.away_reason.clear();
+            a.contacts.clear();
+            a.state_time = None;
+            a.agent_pool = pool.to_owned();
+        }
+    }
+    if a.agent_pool != pool {
+        return Err(Refusal::PoolPinned {
+            agent: a.id.clone(),
+            current: a.agent_pool,
+            wanted: pool.to_owned(),
+            quiet_s: POOL_MOVE_QUIET_MS / 1000,
+        });
+    }
+    let mut change = Change::new(a);
+    change.push(Effect::Route(Input::AgentUpserted(profile.clone())));
+    change.push(Effect::AgentEvent(AgentEventKind::Upserted));
+    Ok(change)
+}
+
+/// Adds `contact` to the agent's list (at the end) or removes it.
+pub fn list_contact(a: &Agent, contact: &ContactRef, add: bool) -> Agent {
+    let mut a = a.clone();
+    a.contacts.retain(|c| c != contact);
+    if add {
+        a.contacts.push(contact.clone());
+    }
+    a
+}
