@@ -6,6 +6,14 @@
 //! - [`Config`]: flags and `CENTRALITA_*` environment of this service.
 //! - [`run`]: wires the service onto the platform [`Runtime`]: its topics, stores and gRPC
 //!   APIs. Every API sits behind the platform's authenticator; tests call `run` on port 0.
+//! - [`core`]: the aggregation core, pure: contact facts folded into legs, counts and
+//!   rollups by period and dimension, agent time from state spans.
+//! - [`store`]: the schema and every query; the consumers that fold contact and agent
+//!   events, each event once.
+//! - [`api`]: the gRPC services `ReportingService` (real-time, wallboard, history, CSV, SLA,
+//!   usage) and `StaffingService`.
+//! - [`erlang`]: Erlang C.
+//! - [`usage`]: publishes each tenant's usage per day on the usage topic.
 //!
 //! # What it does
 //! - Consumes the contacts topic ([`store::ContactEvents`]): each event, once, folds into

@@ -1,90 +1,21 @@
-//! PostgreSQL side: legs (the history every figure is computed from) and the ids of the
-//! events already applied, written in one transaction per event so a redelivered or
-//! replayed event changes nothing.
+//! Legs: contact events reduced to facts ([`fact`]) and folded into legs in batches, each
+//! event once ([`apply_batch`]); the legs read back for figures.
 
-use centralita_platform::bus::{
-    BatchConsumer, BatchHandler, Consumer, ConsumerSettings, Dedupe, Event, Handler, FETCH_WAIT_DEFAULT,
-};
+use centralita_platform::bus::{BatchConsumer, BatchHandler, ConsumerSettings, Event, FETCH_WAIT_DEFAULT};
 use centralita_platform::db::set_tenant;
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1::{self as spb, contact_event::Kind as PbKind};
 use deadpool_postgres::Pool;
 
-use crate::core::agents::{next_span, split_late, Span};
+use super::tenant_query;
 use crate::core::{self, ContactFact, Kind, Leg, Millis, Outcome, Role};
 
-/// Version 2 of the `reporting` schema: legs and applied event ids, both under row-level
-/// security keyed on the tenant (`centralita.tenant`, set per transaction).
-pub const LEGS_SQL: &str = r#"
-CREATE TABLE applied_events (
-    event_id text PRIMARY KEY,
-    tenant text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE legs (
-    tenant text NOT NULL,
-    contact_id text NOT NULL,
-    seq integer NOT NULL,
-    queue text NOT NULL,
-    channel integer NOT NULL,
-    enqueued_at bigint NOT NULL,
-    outcome smallint NOT NULL,
-    left_at bigint,
-    agent_id text NOT NULL DEFAULT '',
-    held_since bigint,
-    hold_ms bigint NOT NULL DEFAULT 0,
-    ended_at bigint,
-    handled_at bigint,
-    transferred boolean NOT NULL DEFAULT false,
-    offers integer NOT NULL DEFAULT 0,
-    declines integer NOT NULL DEFAULT 0,
-    disposition text NOT NULL DEFAULT '',
-    PRIMARY KEY (tenant, contact_id, seq)
-);
-CREATE INDEX legs_by_entry ON legs (tenant, enqueued_at);
-CREATE INDEX legs_by_handling ON legs (tenant, handled_at) WHERE handled_at IS NOT NULL;
-CREATE INDEX legs_waiting ON legs (tenant, queue, enqueued_at) WHERE outcome = 0;
-ALTER TABLE legs ENABLE ROW LEVEL SECURITY;
-ALTER TABLE legs FORCE ROW LEVEL SECURITY;
-CREATE POLICY legs_tenant ON legs
-    USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
-ALTER TABLE applied_events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE applied_events FORCE ROW LEVEL SECURITY;
-CREATE POLICY applied_events_tenant ON applied_events
-    USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
-"#;
-
-/// Version 3: agent state spans (agents are BPO-wide: a span is visible to every tenant the
-/// agent served then, and written under the pool tenant `bpo`), and BPO-wide reading of
-/// legs for agent time (a shared agent's work for any tenant makes it busy for all).
-pub const AGENTS_SQL: &str = r#"
-CREATE TABLE agent_spans (
-    agent_id text NOT NULL,
-    since bigint NOT NULL,
-    until bigint,
-    state smallint NOT NULL,
-    away_reason text NOT NULL DEFAULT '',
-    queues text[] NOT NULL,
-    tenants text[] NOT NULL,
-    PRIMARY KEY (agent_id, since)
-);
-CREATE INDEX agent_spans_open ON agent_spans (agent_id) WHERE until IS NULL;
-CREATE INDEX agent_spans_tenants ON agent_spans USING gin (tenants);
-CREATE INDEX legs_by_agent ON legs (agent_id, left_at) WHERE outcome = 1;
-ALTER TABLE agent_spans ENABLE ROW LEVEL SECURITY;
-ALTER TABLE agent_spans FORCE ROW LEVEL SECURITY;
-CREATE POLICY agent_spans_read ON agent_spans FOR SELECT
-    USING (centralita_current_tenant() = ANY (tenants) OR centralita_current_tenant() = 'bpo');
-CREATE POLICY agent_spans_write ON agent_spans FOR ALL
-    USING (centralita_current_tenant() = 'bpo') WITH CHECK (centralita_current_tenant() = 'bpo');
-CREATE POLICY legs_bpo_read ON legs FOR SELECT USING (centralita_current_tenant() = 'bpo');
-"#;
-
-const LEG_COLUMNS: &str = "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
+pub(super) const LEG_COLUMNS: &str =
+    "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
      held_since, hold_ms, ended_at, handled_at, transferred, offers, declines, disposition, role";
 
-fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
+pub(super) fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
     let outcome: i16 = r.try_get(6)?;
     Ok(Leg {
         tenant: r.try_get(0)?,
@@ -282,21 +213,6 @@ async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), 
     Ok(())
 }
 
-/// Runs one statement in a transaction scoped to `tenant` (row-level security).
-async fn tenant_query(
-    pool: &Pool,
-    tenant: &TenantId,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, Error> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    let rows = tx.query(sql, params).await?;
-    tx.commit().await?;
-    Ok(rows)
-}
-
 /// Legs of `tenant` that entered a queue in `[from, to)` or whose handling ended in it.
 pub async fn legs_between(pool: &Pool, tenant: &TenantId, from: Millis, to: Millis) -> Result<Vec<Leg>, Error> {
     let sql = format!(
@@ -342,232 +258,6 @@ const BATCH_MAX: usize = 1000;
 /// How long a batch waits for more records after its first (the floor of event→visible).
 const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The consumer of the agents topic that folds agent events into state spans.
-pub fn agent_consumer(
-    brokers: &str,
-    group_id: String,
-    topic: String,
-    group_instance_id: Option<String>,
-    pool: Pool,
-    metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
-) -> Result<Consumer<AgentEvents, InTransaction>, Error> {
-    Consumer::new(
-        ConsumerSettings {
-            brokers: brokers.into(),
-            group_id,
-            topics: vec![topic],
-            fetch_wait: FETCH_WAIT_DEFAULT,
-            group_instance_id,
-        },
-        AgentEvents { pool },
-        InTransaction,
-        metrics,
-    )
-}
-
-/// Version 4: the days whose usage record was published, per tenant.
-pub const USAGE_SQL: &str = r#"
-CREATE TABLE usage_published (
-    tenant text NOT NULL,
-    day date NOT NULL,
-    published_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant, day)
-);
-ALTER TABLE usage_published ENABLE ROW LEVEL SECURITY;
-ALTER TABLE usage_published FORCE ROW LEVEL SECURITY;
-CREATE POLICY usage_published_tenant ON usage_published
-    USING (tenant = centralita_current_tenant()) WITH CHECK (tenant = centralita_current_tenant());
-"#;
-
-/// Version 5: what a leg counts for (`core::Role`): a customer's (0), opened by a warm
-/// transfer (1: handling only), a consult leg (2: agent busy time only).
-pub const LEG_ROLE_SQL: &str = "ALTER TABLE legs ADD COLUMN role smallint NOT NULL DEFAULT 0;";
-
-/// Which of `days` have their usage record published already.
-pub async fn published_days(
-    pool: &Pool,
-    tenant: &TenantId,
-    days: &[chrono::NaiveDate],
-) -> Result<Vec<chrono::NaiveDate>, Error> {
-    let sql = "SELECT day FROM usage_published WHERE tenant = $1 AND day = ANY ($2)";
-    let rows = tenant_query(pool, tenant, sql, &[&tenant.as_str(), &days]).await?;
-    rows.iter().map(|r| r.try_get(0).map_err(Error::from)).collect()
-}
-
-pub async fn mark_published(pool: &Pool, tenant: &TenantId, day: chrono::NaiveDate) -> Result<(), Error> {
-    let sql = "INSERT INTO usage_published (tenant, day) VALUES ($1, $2) ON CONFLICT DO NOTHING";
-    tenant_query(pool, tenant, sql, &[&tenant.as_str(), &day]).await?;
-    Ok(())
-}
-
-const SPAN_COLUMNS: &str = "agent_id, since, until, state, away_reason, queues";
-
-fn span_from_row(r: &tokio_postgres::Row) -> Result<Span, Error> {
-    Ok(Span {
-        agent: r.try_get(0)?,
-        since: r.try_get(1)?,
-        until: r.try_get(2)?,
-        state: r.try_get(3)?,
-        away_reason: r.try_get(4)?,
-        queues: r.try_get(5)?,
-    })
-}
-
-/// Applies one agent event, once: closes the agent's open span and opens the next.
-pub async fn apply_agent_event(pool: &Pool, event: &Event) -> Result<bool, Error> {
-    let e: spb::AgentEvent = event.payload()?;
-    let a = e.agent.ok_or_else(|| Error::invalid("agent", "an agent event names no agent"))?;
-    let agent = a.name.strip_prefix("agents/").unwrap_or(&a.name).to_owned();
-    if agent.is_empty() {
-        return Err(Error::invalid("agent.name", "is empty"));
-    }
-    let state = i16::try_from(a.state).map_err(|_| Error::invalid("agent.state", "out of range"))?;
-    let mut queues: Vec<String> = a.queues.iter().map(|q| format!("{}/{}", q.tenant, q.queue)).collect();
-    queues.sort();
-    queues.dedup();
-    let mut tenants: Vec<String> = a.queues.iter().map(|q| q.tenant.clone()).collect();
-    tenants.sort();
-    tenants.dedup();
-    let at = event.occurred_at.timestamp_millis();
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    set_tenant(&tx, &TenantId::bpo()).await?;
-    let fresh = tx
-        .execute(
-            "INSERT INTO applied_events (event_id, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&event.id.to_string(), &TenantId::bpo().as_str()],
-        )
-        .await?;
-    if fresh == 0 {
-        tx.commit().await?;
-        return Ok(false);
-    }
-    let open = tx
-        .query_opt(
-            &format!("SELECT {SPAN_COLUMNS} FROM agent_spans WHERE agent_id = $1 AND until IS NULL FOR UPDATE"),
-            &[&agent],
-        )
-        .await?
-        .map(|r| span_from_row(&r))
-        .transpose()?;
-    if open.as_ref().is_some_and(|o| at < o.since) {
-        // Late: it lands inside the span that holds its time.
-        let containing = tx
-            .query_opt(
-                &format!(
-                    "SELECT {SPAN_COLUMNS} FROM agent_spans WHERE agent_id = $1 AND since <= $2 AND until > $2 FOR UPDATE"
-                ),
-                &[&agent, &at],
-            )
-            .await?
-            .map(|r| span_from_row(&r))
-            .transpose()?;
-        if let Some((before, late)) = containing.and_then(|c| split_late(&c, at, state, &a.away_reason, queues)) {
-            end_span(&tx, &before, at).await?;
-            write_span(&tx, &late, &tenants).await?;
-        }
-    } else if let Some(next) = next_span(open.as_ref(), &agent, at, state, &a.away_reason, queues) {
-        if let Some(o) = &open {
-            end_span(&tx, o, at).await?;
-        }
-        write_span(&tx, &next, &tenants).await?;
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
-async fn end_span(tx: &deadpool_postgres::Transaction<'_>, span: &Span, at: Millis) -> Result<(), Error> {
-    tx.execute(
-        "UPDATE agent_spans SET until = $3 WHERE agent_id = $1 AND since = $2",
-        &[&span.agent, &span.since, &at],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Stores `span` (replacing one that starts at the same instant).
-async fn write_span(tx: &deadpool_postgres::Transaction<'_>, span: &Span, tenants: &[String]) -> Result<(), Error> {
-    tx.execute(
-        "INSERT INTO agent_spans (agent_id, since, until, state, away_reason, queues, tenants) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (agent_id, since) DO UPDATE SET until = EXCLUDED.until, state = EXCLUDED.state, \
-         away_reason = EXCLUDED.away_reason, queues = EXCLUDED.queues, tenants = EXCLUDED.tenants",
-        &[&span.agent, &span.since, &span.until, &span.state, &span.away_reason, &span.queues, &tenants],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Spans of the agents that served `tenant` overlapping `[from, to)`, with every leg those
-/// agents answered that overlaps it (any tenant's: agent time is BPO-wide).
-pub async fn agent_activity(
-    pool: &Pool,
-    tenant: &TenantId,
-    from: Millis,
-    to: Millis,
-) -> Result<(Vec<Span>, Vec<Leg>), Error> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    let agents: Vec<String> = tx
-        .query(
-            "SELECT DISTINCT agent_id FROM agent_spans WHERE $1 = ANY (tenants) AND since < $3 AND (until IS NULL OR until > $2)",
-            &[&tenant.as_str(), &from, &to],
-        )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let spans = tx
-        .query(
-            &format!(
-                "SELECT {SPAN_COLUMNS} FROM agent_spans WHERE agent_id = ANY ($1) AND since < $3 AND (until IS NULL OR until > $2) \
-                 ORDER BY agent_id, since"
-            ),
-            &[&agents, &from, &to],
-        )
-        .await?
-        .iter()
-        .map(span_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    tx.commit().await?;
-    // The agents' legs of every tenant, read as the BPO.
-    let tx = client.transaction().await?;
-    set_tenant(&tx, &TenantId::bpo()).await?;
-    let legs = tx
-        .query(
-            &format!(
-                "SELECT {LEG_COLUMNS} FROM legs WHERE outcome = 1 AND agent_id = ANY ($1) AND left_at < $3 \
-                 AND (handled_at IS NULL OR handled_at > $2)"
-            ),
-            &[&agents, &from, &to],
-        )
-        .await?
-        .iter()
-        .map(leg_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    tx.commit().await?;
-    Ok((spans, legs))
-}
-
-/// The agent-event consumer's handler.
-#[derive(Debug, Clone)]
-pub struct AgentEvents {
-    pub pool: Pool,
-}
-
-impl Handler for AgentEvents {
-    async fn handle(&mut self, event: &Event) -> Result<(), Error> {
-        match apply_agent_event(&self.pool, event).await {
-            Err(e @ Error::InvalidArgument(_)) => {
-                tracing::warn!(error = %e, event_id = %event.id, "unreadable agent event skipped");
-                Ok(())
-            }
-            other => other.map(|_| ()),
-        }
-    }
-}
-
 /// The contact-event consumer's handler: batches, each applied in one transaction.
 #[derive(Debug, Clone)]
 pub struct ContactEvents {
@@ -577,21 +267,6 @@ pub struct ContactEvents {
 impl BatchHandler for ContactEvents {
     async fn handle_batch(&mut self, events: &[Event]) -> Result<(), Error> {
         apply_batch(&self.pool, events).await.map(|_| ())
-    }
-}
-
-/// Deduplication happens inside the handler's transaction (`applied_events`), so the
-/// consumer's own dedupe has nothing to remember.
-#[derive(Debug, Clone, Copy)]
-pub struct InTransaction;
-
-impl Dedupe for InTransaction {
-    async fn seen(&self, _scope: &str, _event: &Event) -> Result<bool, Error> {
-        Ok(false)
-    }
-
-    async fn mark(&self, _scope: &str, _event: &Event) -> Result<(), Error> {
-        Ok(())
     }
 }
 
