@@ -40,6 +40,7 @@ pub mod telemetry;
 pub mod tenancy_api;
 pub mod tenant;
 pub mod tenant_feed;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use error::{Error, FieldViolation, Result};

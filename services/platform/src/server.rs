@@ -468,6 +468,8 @@ fn no_delay(
 /// Checks every service's configuration the same way (called from each service's tests):
 /// the flags are consistent (clap's own assertions), and a bad common setting is refused
 /// with the setting named. `required` holds the flags the service needs to parse at all.
+/// Only with the `testkit` feature (tests).
+#[cfg(feature = "testkit")]
 pub fn assert_config_contract<S: clap::Args + Validate>(service: &'static str, required: &[&str]) {
     use clap::CommandFactory;
     ServiceArgs::<S>::command().debug_assert();
