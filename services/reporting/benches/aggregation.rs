@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use centralita_reporting::core::rollup::{rows, GroupBy, Period};
-use centralita_reporting::core::{apply, ContactFact, Kind, Leg, QueueRules};
+use centralita_reporting::core::{apply, Channel, ContactFact, Kind, Leg, QueueRules};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const CONTACTS: usize = 20_000;
@@ -35,7 +35,7 @@ fn events() -> Vec<ContactFact> {
             contact: contact.clone(),
             kind,
             queue: queue.to_owned(),
-            channel: 1,
+            channel: Channel::Voice,
             agent: "agent-1".into(),
             disposition: String::new(),
             enqueued_at: Some(q),

@@ -22,6 +22,45 @@ use centralita_platform::queue::{AbandonRateDefinition, ServiceLevelDefinition};
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
+/// The channel a contact came on, as reporting keeps it. Its text form ([`Channel::as_str`])
+/// is what the `legs.channel` column stores and what rows grouped by channel show, so it
+/// never changes once written; the protobuf enum's numbers stay at the adapter
+/// (`store::fact`). A channel this build does not know is `Unspecified`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    #[default]
+    Unspecified,
+    Voice,
+    Chat,
+    Sms,
+    Email,
+    Social,
+    Task,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 7] =
+        [Self::Unspecified, Self::Voice, Self::Chat, Self::Sms, Self::Email, Self::Social, Self::Task];
+
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Voice => "voice",
+            Self::Chat => "chat",
+            Self::Sms => "sms",
+            Self::Email => "email",
+            Self::Social => "social",
+            Self::Task => "task",
+        }
+    }
+
+    /// The channel named `s` ([`Channel::as_str`]'s inverse).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
 /// How a leg left its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
@@ -56,8 +95,7 @@ pub struct Leg {
     /// 0 for the first queue the contact entered, then 1, 2, ...
     pub seq: i32,
     pub queue: String,
-    /// `centralita.tenancy.v1.Channel` number.
-    pub channel: i32,
+    pub channel: Channel,
     pub enqueued_at: Millis,
     pub outcome: Outcome,
     /// When it left the queue (any outcome but `Waiting`).
@@ -111,7 +149,7 @@ impl Role {
 }
 
 impl Leg {
-    pub fn open(tenant: &str, contact: &str, seq: i32, queue: &str, channel: i32, at: Millis) -> Self {
+    pub fn open(tenant: &str, contact: &str, seq: i32, queue: &str, channel: Channel, at: Millis) -> Self {
         Self {
             tenant: tenant.into(),
             contact: contact.into(),
@@ -174,7 +212,7 @@ pub struct ContactFact {
     pub kind: Kind,
     /// The contact's queue after the transition.
     pub queue: String,
-    pub channel: i32,
+    pub channel: Channel,
     pub agent: String,
     pub disposition: String,
     /// When the contact first entered a queue (for the first leg).

@@ -49,6 +49,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 3, name: "agents", sql: store::AGENTS_SQL },
         Migration { version: 4, name: "usage", sql: store::USAGE_SQL },
         Migration { version: 5, name: "leg roles", sql: store::LEG_ROLE_SQL },
+        Migration { version: 6, name: "channel names", sql: store::CHANNEL_NAME_SQL },
     ],
 };
 

@@ -784,3 +784,42 @@ async fn a_batch_applies_each_event_once_in_order() {
         centralita_reporting::store::legs_between(&pool, &TenantId::parse(&b).unwrap(), t - 1, t + 1).await.unwrap();
     assert_eq!(other.len(), 1);
 }
+
+#[tokio::test]
+async fn a_database_of_channel_numbers_upgrades_to_channel_names() {
+    use centralita_platform::db::{migrate, set_tenant, Migrations};
+    use centralita_reporting::core::Channel;
+    // A schema of its own, at version 5 (channels stored as protobuf numbers).
+    let schema: &'static str = Box::leak(unique("reporting_up_").into_boxed_str());
+    let pool = centralita_platform::db::pool(testkit::postgres().url.expose(), schema, 2).unwrap();
+    let steps = centralita_reporting::MIGRATIONS.steps;
+    let v5 = steps.iter().position(|m| m.version == 6).expect("migration 6");
+    migrate(&pool, &Migrations { schema, steps: &steps[..v5] }).await.unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    let t = base();
+    {
+        let mut client = pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        set_tenant(&tx, &tenant).await.unwrap();
+        for (contact, number) in [("c1", 1), ("c2", 2), ("c3", 0), ("c4", 9)] {
+            tx.execute(
+                "INSERT INTO legs (tenant, contact_id, seq, queue, channel, enqueued_at, outcome) \
+                 VALUES ('acme', $1, 0, 'support', $2, $3, 0)",
+                &[&contact, &number, &t],
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    // The service's migrations take it to the current version; the legs read back.
+    migrate(&pool, &Migrations { schema, steps }).await.unwrap();
+    let mut legs = centralita_reporting::store::legs_between(&pool, &tenant, t, t + 1).await.unwrap();
+    legs.sort_by(|a, b| a.contact.cmp(&b.contact));
+    let channels: Vec<(&str, Channel)> = legs.iter().map(|l| (l.contact.as_str(), l.channel)).collect();
+    assert_eq!(
+        channels,
+        [("c1", Channel::Voice), ("c2", Channel::Chat), ("c3", Channel::Unspecified), ("c4", Channel::Unspecified)]
+    );
+    pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}

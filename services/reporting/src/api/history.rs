@@ -11,7 +11,7 @@ use centralita_platform::tenant::Tenant;
 use centralita_proto::reporting::v1 as pb;
 
 use super::realtime::agent_time_pb;
-use super::{channel_name, definitions, figures, millis, now_ms, resolve_tenant, rules_of, ts, Api, MAX_RANGE_MS};
+use super::{definitions, figures, millis, now_ms, resolve_tenant, rules_of, ts, Api, MAX_RANGE_MS};
 use crate::core::agents::{agent_time, AgentTime, Span};
 use crate::core::rollup::{self, GroupBy, Period, RowKey};
 use crate::core::{Counts, Leg, Millis};
@@ -118,7 +118,7 @@ impl Api {
                 pb::HistoryRow {
                     period_start: Some(ts(key.period_start)),
                     queue: key.queue.unwrap_or_default(),
-                    channel: key.channel.map(channel_name).unwrap_or_default(),
+                    channel: key.channel.map(|c| c.as_str().to_owned()).unwrap_or_default(),
                     agent: key.agent.unwrap_or_default(),
                     figures: Some(figures(&counts, sl, ar)),
                     agent_time,

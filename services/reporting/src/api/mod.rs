@@ -19,7 +19,6 @@ use centralita_platform::registry::TenantRegistry;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::{Tenant, TenantId};
 use centralita_proto::reporting::v1::{self as pb, reporting_service_server::ReportingService};
-use centralita_proto::tenancy::v1::Channel;
 use deadpool_postgres::Pool;
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -133,12 +132,6 @@ pub fn figures(c: &Counts, sl: ServiceLevelDefinition, ar: AbandonRateDefinition
         abandon_rate_definition: ar.name().into(),
         abandon_rate_formula: ar.formula().into(),
     }
-}
-
-fn channel_name(c: i32) -> String {
-    Channel::try_from(c)
-        .map(|c| c.as_str_name().trim_start_matches("CHANNEL_").to_ascii_lowercase())
-        .unwrap_or_else(|_| c.to_string())
 }
 
 impl Api {

@@ -9,10 +9,10 @@ use centralita_platform::tenant::TenantId;
 use centralita_proto::reporting::v1 as pb;
 use chrono_tz::Tz;
 
-use super::{channel_name, now_ms, resolve_tenant, ts, Api};
+use super::{now_ms, resolve_tenant, ts, Api};
 use crate::core::agents::{agent_time, Span};
 use crate::core::rollup::{self, Period};
-use crate::core::{Counts, Millis};
+use crate::core::{Channel, Counts, Millis};
 use crate::store;
 
 /// `[start, end)` of the month `YYYY-MM` in `tz`.
@@ -50,7 +50,7 @@ impl Api {
     /// the signed-in hours of the agents serving the tenant (up to now at most).
     pub async fn usage_between(&self, tenant: &TenantId, from: Millis, to: Millis) -> Result<UsageFigures, Error> {
         let legs = store::legs_between(&self.pool, tenant, from, to).await?;
-        let mut per_channel: BTreeMap<i32, Counts> = BTreeMap::new();
+        let mut per_channel: BTreeMap<Channel, Counts> = BTreeMap::new();
         for leg in legs.iter().filter(|l| l.handled_at.is_some_and(|h| (from..to).contains(&h))) {
             per_channel.entry(leg.channel).or_default().add_handling(leg);
         }
@@ -64,7 +64,7 @@ impl Api {
             channels: per_channel
                 .into_iter()
                 .map(|(c, counts)| pb::ChannelUsage {
-                    channel: channel_name(c),
+                    channel: c.as_str().to_owned(),
                     handled: counts.handled,
                     handle_minutes: counts.handle_ms as f64 / 60_000.0,
                 })

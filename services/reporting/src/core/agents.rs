@@ -164,7 +164,7 @@ pub fn agent_time(spans: &[&Span], legs: &[&Leg], from: Millis, to: Millis) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Outcome;
+    use crate::core::{Channel, Outcome};
 
     fn span(since: Millis, until: Option<Millis>, state: i16) -> Span {
         Span {
@@ -178,7 +178,7 @@ mod tests {
     }
 
     fn leg(answered: Millis, handled: Option<Millis>) -> Leg {
-        let mut l = Leg::open("acme", &format!("c{answered}"), 0, "support", 2, answered - 5);
+        let mut l = Leg::open("acme", &format!("c{answered}"), 0, "support", Channel::Chat, answered - 5);
         l.outcome = Outcome::Answered;
         l.left_at = Some(answered);
         l.agent = "a1".into();

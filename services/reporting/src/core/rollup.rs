@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
-use super::{interval_start, Counts, Leg, Millis, QueueRules};
+use super::{interval_start, Channel, Counts, Leg, Millis, QueueRules};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Period {
@@ -73,7 +73,7 @@ pub struct GroupBy {
 pub struct RowKey {
     pub period_start: Millis,
     pub queue: Option<String>,
-    pub channel: Option<i32>,
+    pub channel: Option<Channel>,
     pub agent: Option<String>,
 }
 
@@ -154,7 +154,7 @@ mod tests {
     }
 
     fn leg(contact: &str, queue: &str, entered: Millis, answered: Option<Millis>, done: Option<Millis>) -> Leg {
-        let mut l = Leg::open("acme", contact, 0, queue, 1, entered);
+        let mut l = Leg::open("acme", contact, 0, queue, Channel::Voice, entered);
         if let Some(a) = answered {
             l.outcome = Outcome::Answered;
             l.left_at = Some(a);

@@ -33,7 +33,7 @@ impl World {
             contact: contact.into(),
             kind,
             queue: queue.into(),
-            channel: 1,
+            channel: Channel::Voice,
             agent: agent.into(),
             disposition: if kind == Kind::WrappedUp { "resolved".into() } else { String::new() },
             enqueued_at: (kind == Kind::Queued).then_some(at),
@@ -312,7 +312,7 @@ fn a_stream_picked_up_mid_way_still_counts_what_it_can() {
         contact: "c1".into(),
         kind: Kind::Accepted,
         queue: "support".into(),
-        channel: 1,
+        channel: Channel::Voice,
         agent: "agent-1".into(),
         disposition: String::new(),
         enqueued_at: Some(T0),
@@ -341,4 +341,16 @@ fn counts_merge_like_one_pass() {
         }
     }
     assert_eq!(merged, direct);
+}
+
+#[test]
+fn channel_names_are_the_stored_ones_and_read_back() {
+    // The names are what `legs.channel` holds (migration 6 wrote them): never renamed.
+    let names: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(names, ["unspecified", "voice", "chat", "sms", "email", "social", "task"]);
+    for c in Channel::ALL {
+        assert_eq!(Channel::parse(c.as_str()), Some(c));
+    }
+    assert_eq!(Channel::parse("fax"), None);
+    assert_eq!(Channel::parse("Voice"), None);
 }

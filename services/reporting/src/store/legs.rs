@@ -6,10 +6,11 @@ use centralita_platform::db::set_tenant;
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1::{self as spb, contact_event::Kind as PbKind};
+use centralita_proto::tenancy::v1 as tpb;
 use deadpool_postgres::Pool;
 
 use super::tenant_query;
-use crate::core::{self, ContactFact, Kind, Leg, Millis, Outcome, Role};
+use crate::core::{self, Channel, ContactFact, Kind, Leg, Millis, Outcome, Role};
 
 pub(super) const LEG_COLUMNS: &str =
     "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
@@ -22,7 +23,10 @@ pub(super) fn leg_from_row(r: &tokio_postgres::Row) -> Result<Leg, Error> {
         contact: r.try_get(1)?,
         seq: r.try_get(2)?,
         queue: r.try_get(3)?,
-        channel: r.try_get(4)?,
+        channel: {
+            let channel: String = r.try_get(4)?;
+            Channel::parse(&channel).ok_or_else(|| Error::internal(format!("leg channel {channel}")))?
+        },
         enqueued_at: r.try_get(5)?,
         outcome: Outcome::from_i16(outcome).ok_or_else(|| Error::internal(format!("leg outcome {outcome}")))?,
         left_at: r.try_get(7)?,
@@ -80,7 +84,7 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         contact,
         kind,
         queue: c.queue,
-        channel: c.channel,
+        channel: channel(c.channel),
         // The event names the agent that acted; after a hand-over the contact's holder is
         // the one the new leg is for.
         agent: if e.agent_id.is_empty() || kind == Kind::HandedOver { c.agent_id } else { e.agent_id },
@@ -91,6 +95,20 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         consult: !c.consult_of.is_empty(),
         at: event.occurred_at.timestamp_millis(),
     }))
+}
+
+/// The domain channel of a `centralita.tenancy.v1.Channel` number (one this build does not
+/// know is unspecified).
+fn channel(number: i32) -> Channel {
+    match tpb::Channel::try_from(number) {
+        Ok(tpb::Channel::Voice) => Channel::Voice,
+        Ok(tpb::Channel::Chat) => Channel::Chat,
+        Ok(tpb::Channel::Sms) => Channel::Sms,
+        Ok(tpb::Channel::Email) => Channel::Email,
+        Ok(tpb::Channel::Social) => Channel::Social,
+        Ok(tpb::Channel::Task) => Channel::Task,
+        Ok(tpb::Channel::Unspecified) | Err(_) => Channel::Unspecified,
+    }
 }
 
 /// A tenant's facts of a batch, each with its event id, in log order.
@@ -193,7 +211,7 @@ async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), 
             &l.contact,
             &l.seq,
             &l.queue,
-            &l.channel,
+            &l.channel.as_str(),
             &l.enqueued_at,
             &(l.outcome as i16),
             &l.left_at,
@@ -303,5 +321,27 @@ mod tests {
         assert_eq!(consult(PbKind::Accepted, "tenants/acme/contacts/c0"), Some((Kind::Accepted, true)));
         assert_eq!(consult(PbKind::ConsultClosed, "tenants/acme/contacts/c0"), Some((Kind::ConsultClosed, true)));
         assert_eq!(consult(PbKind::Accepted, ""), Some((Kind::Accepted, false)));
+    }
+
+    #[test]
+    fn a_facts_channel_is_the_domain_channel_of_the_contacts_number() {
+        let numbered = |n: i32| {
+            let mut e: spb::ContactEvent = event(PbKind::Queued, "").payload().unwrap();
+            e.contact.as_mut().unwrap().channel = n;
+            fact(&Event::new(TenantId::parse("acme").unwrap(), &e)).unwrap().unwrap().channel
+        };
+        let all = [
+            (tpb::Channel::Voice, Channel::Voice),
+            (tpb::Channel::Chat, Channel::Chat),
+            (tpb::Channel::Sms, Channel::Sms),
+            (tpb::Channel::Email, Channel::Email),
+            (tpb::Channel::Social, Channel::Social),
+            (tpb::Channel::Task, Channel::Task),
+            (tpb::Channel::Unspecified, Channel::Unspecified),
+        ];
+        for (wire, domain) in all {
+            assert_eq!(numbered(wire as i32), domain);
+        }
+        assert_eq!(numbered(99), Channel::Unspecified, "a channel this build does not know");
     }
 }

@@ -86,3 +86,13 @@ CREATE POLICY usage_published_tenant ON usage_published
 /// Version 5: what a leg counts for (`core::Role`): a customer's (0), opened by a warm
 /// transfer (1: handling only), a consult leg (2: agent busy time only).
 pub const LEG_ROLE_SQL: &str = "ALTER TABLE legs ADD COLUMN role smallint NOT NULL DEFAULT 0;";
+
+/// Version 6: a leg's channel is reporting's own [`crate::core::Channel`], stored by its
+/// name, no longer the `centralita.tenancy.v1.Channel` number; the numbers already stored
+/// become their names (one no build knew, or 0, becomes `unspecified`). Rewrites `legs`
+/// once, under an exclusive lock, when a replica of this version first starts.
+pub const CHANNEL_NAME_SQL: &str = r#"
+ALTER TABLE legs ALTER COLUMN channel TYPE text USING (CASE channel
+    WHEN 1 THEN 'voice' WHEN 2 THEN 'chat' WHEN 3 THEN 'sms' WHEN 4 THEN 'email' WHEN 5 THEN 'social'
+    WHEN 6 THEN 'task' ELSE 'unspecified' END);
+"#;
