@@ -12,6 +12,10 @@
 //! Time: the engine appends a `Tick` to each partition it owns every `tick` interval, so
 //! timers (relaxation steps, maximum waits) are inputs in the log like everything else and
 //! a replay takes the same decisions.
+//!
+//! Metrics: each record's input kind and outcome and each decision are counted as they are
+//! applied; the queue and agent gauges are set from the routers on every tick (a pass over
+//! each pool's contacts, too much per input); see [`crate::metrics`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +35,7 @@ use redis::AsyncCommands;
 use uuid::Uuid;
 
 use crate::core::{Decision, Input, Router, Snapshot};
+use crate::metrics::{self as routing_metrics, Outcome};
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -46,6 +51,8 @@ pub struct EngineSettings {
     pub fetch_wait: Duration,
     /// Where the age of each input is recorded (`centralita_bus_event_age_seconds`).
     pub metrics: Option<Arc<Metrics>>,
+    /// Routing's own metrics: inputs, decisions, queues, partitions and snapshots.
+    pub domain_metrics: Arc<routing_metrics::Metrics>,
 }
 
 struct PartitionState {
@@ -173,7 +180,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                 }
                 // Ticks are the engine's own clock, not a hop of anyone's contact.
                 let age = settings.metrics.as_deref().filter(|_| key != "tick").map(|m| (m, settings.input_topic.as_str()));
-                let decisions = apply(state, message.payload().unwrap_or_default(), age);
+                let decisions = apply(state, message.payload().unwrap_or_default(), age, &settings.domain_metrics);
                 let mut failed = false;
                 for (index, d) in decisions.iter().enumerate() {
                     let tenant = decision_tenant(d);
@@ -212,6 +219,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                         tracing::warn!(error = %e, partition, "cannot append a tick");
                     }
                 }
+                settings.domain_metrics.observe(parts.values().map(|s| &s.router));
             }
             _ = snap.tick() => {
                 settle(&mut in_flight, &mut parts).await;
@@ -259,13 +267,19 @@ fn decision_tenant(d: &Decision) -> TenantId {
 }
 
 /// Decodes and applies one log record. A record that cannot be decoded or that the core
-/// refuses is logged and skipped: it changes nothing.
-/// Applies one input record; `age` is where its age is recorded (metrics, topic).
-fn apply(state: &mut PartitionState, payload: &[u8], age: Option<(&Metrics, &str)>) -> Vec<Decision> {
+/// refuses is logged and skipped: it changes nothing. `age` is where its age is recorded
+/// (metrics, topic); `metrics` counts its outcome and the decisions taken.
+fn apply(
+    state: &mut PartitionState,
+    payload: &[u8],
+    age: Option<(&Metrics, &str)>,
+    metrics: &routing_metrics::Metrics,
+) -> Vec<Decision> {
     let event = match Event::decode(payload) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "undecodable routing input skipped");
+            metrics.input(routing_metrics::UNKNOWN_KIND, Outcome::Malformed);
             return Vec::new();
         }
     };
@@ -276,16 +290,26 @@ fn apply(state: &mut PartitionState, payload: &[u8], age: Option<(&Metrics, &str
         .payload::<pb::RoutingInput>()
         .map_err(|e| e.to_string())
         .and_then(|p| Input::try_from(p).map_err(|e| e.to_string()));
-    match input {
-        Ok(input) => match state.router.apply(event.occurred_at.timestamp_millis(), input) {
-            Ok(decisions) => decisions,
-            Err(rejected) => {
-                tracing::debug!(%rejected, "routing input rejected");
-                Vec::new()
-            }
-        },
+    let input = match input {
+        Ok(input) => input,
         Err(e) => {
             tracing::warn!(error = %e, "invalid routing input skipped");
+            metrics.input(routing_metrics::UNKNOWN_KIND, Outcome::Malformed);
+            return Vec::new();
+        }
+    };
+    let kind = routing_metrics::input_kind(&input);
+    match state.router.apply(event.occurred_at.timestamp_millis(), input) {
+        Ok(decisions) => {
+            metrics.input(kind, Outcome::Applied);
+            for d in &decisions {
+                metrics.decision(d);
+            }
+            decisions
+        }
+        Err(rejected) => {
+            tracing::debug!(%rejected, "routing input rejected");
+            metrics.input(kind, Outcome::Rejected);
             Vec::new()
         }
     }
@@ -326,6 +350,7 @@ async fn checkpoint(
         let bytes = serde_json::to_vec(&(state.next_offset, state.router.snapshot())).map_err(Error::internal)?;
         let key = snapshot_key(&settings.group, &settings.input_topic, *partition);
         let () = conn.set(&key, bytes).await?;
+        settings.domain_metrics.snapshot_written();
         list.add_partition_offset(&settings.input_topic, *partition, Offset::Offset(state.next_offset))
             .map_err(Error::from)?;
         state.dirty = false;
@@ -339,6 +364,7 @@ async fn checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{AgentId, AgentProfile, Channel, ContactId, QueueRef, QueuedContact};
 
     #[test]
     fn decision_ids_are_stable_and_distinct() {
@@ -348,5 +374,64 @@ mod tests {
         assert_ne!(a, decision_id("t.routing", 1, 42, 0));
         assert_ne!(a, decision_id("t.routing", 0, 43, 0));
         assert_ne!(a, decision_id("u.routing", 0, 42, 0));
+    }
+
+    fn record(input: &Input) -> Vec<u8> {
+        Event::new(pool_tenant(), &pb::RoutingInput::from(input)).encode()
+    }
+
+    #[test]
+    fn applied_records_count_their_inputs_decisions_and_refusals() {
+        let platform = Metrics::new("routing");
+        let metrics = routing_metrics::Metrics::register(&platform);
+        let mut state = PartitionState { router: Router::new(), next_offset: 0, dirty: false, key: String::new() };
+        let sales = QueueRef::new("acme", "sales");
+        let agent = AgentProfile {
+            id: AgentId::from("a"),
+            queues: [sales.clone()].into(),
+            skills: Default::default(),
+            languages: Default::default(),
+            capacity: crate::core::CapacityProfile { limits: [(Channel::Chat, 1)].into(), ..Default::default() },
+        };
+        let contact = |id: &str| QueuedContact {
+            id: ContactId::from(id),
+            queue: sales.clone(),
+            channel: Channel::Chat,
+            priority: 0,
+            aging_per_minute: 0,
+            enqueued_at: 0,
+            steps: Vec::new(),
+            preferred: None,
+            offer_timeout_ms: 30_000,
+            max_wait: None,
+            excluded: Vec::new(),
+        };
+        let inputs = [
+            Input::AgentUpserted(agent),
+            Input::AgentReady { agent: AgentId::from("a") },
+            Input::ContactQueued(contact("c1")),
+            Input::ContactQueued(contact("c2")),
+            // Not offered to b: refused.
+            Input::OfferAccepted { contact: ContactId::from("c1"), agent: AgentId::from("b") },
+        ];
+        let decided: usize = inputs.iter().map(|i| apply(&mut state, &record(i), None, &metrics).len()).sum();
+        assert_eq!(decided, 1);
+        assert!(apply(&mut state, b"not an event", None, &metrics).is_empty());
+        metrics.observe([&state.router]);
+
+        let text = platform.encode();
+        let expect = [
+            r#"centralita_routing_inputs_total{service="routing",kind="agent_upserted",outcome="applied"} 1"#,
+            r#"centralita_routing_inputs_total{service="routing",kind="contact_queued",outcome="applied"} 2"#,
+            r#"centralita_routing_inputs_total{service="routing",kind="offer_accepted",outcome="rejected"} 1"#,
+            r#"centralita_routing_inputs_total{service="routing",kind="unknown",outcome="malformed"} 1"#,
+            r#"centralita_routing_decisions_total{service="routing",kind="offer"} 1"#,
+            r#"centralita_routing_queued_contacts{service="routing",channel="chat"} 1"#,
+            r#"centralita_routing_ready_agents{service="routing"} 1"#,
+            r#"centralita_routing_owned_partitions{service="routing"} 1"#,
+        ];
+        for line in expect {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }

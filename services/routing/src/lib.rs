@@ -10,6 +10,9 @@
 //!   those of `centralita-routing-contract`, re-exported).
 //! - [`engine`]: the Kafka stream processor over the routing input log, one router per
 //!   partition, snapshots in Redis.
+//! - [`metrics`]: routing's domain metrics (`centralita_routing_*`: inputs by kind and
+//!   outcome, decisions by kind, queued contacts by channel, ready agents, owned partitions,
+//!   snapshots written), recorded by the engine and registered in the runtime's registry.
 //!
 //! What runs: the routing [`engine`] plus health, reflection, the tenant directory and the
 //! admin port. What the service shares with its clients (the routing types, their protobuf
@@ -18,6 +21,7 @@
 
 pub mod core;
 pub mod engine;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +80,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         group_instance_id: config.common.kafka.group_instance_id.clone(),
         fetch_wait: config.common.kafka.fetch_wait_low_latency(),
         metrics: Some(runtime.metrics.clone()),
+        domain_metrics: Arc::new(metrics::Metrics::register(&runtime.metrics)),
     };
     runtime.spawn(engine::run(settings, redis, producer, runtime.shutdown.clone()));
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await

@@ -313,6 +313,21 @@ impl Router {
         self.contacts.values().filter(|c| c.offered_to.is_none()).count()
     }
 
+    /// Contacts waiting (not offered) in routing, by channel; a channel with none is left
+    /// out. One pass over the contacts, for gauges read every tick rather than per input.
+    pub fn waiting_by_channel(&self) -> BTreeMap<Channel, usize> {
+        let mut by = BTreeMap::new();
+        for c in self.contacts.values().filter(|c| c.offered_to.is_none()) {
+            *by.entry(c.contact.channel).or_insert(0) += 1;
+        }
+        by
+    }
+
+    /// Number of agents that take new offers, whether or not they have spare capacity.
+    pub fn ready_agents(&self) -> usize {
+        self.agents.values().filter(|a| a.ready).count()
+    }
+
     /// Contacts an agent holds, reserved by an offer or booked.
     pub fn holdings(&self, agent: &AgentId) -> Vec<(ContactId, Channel, Hold)> {
         self.agents

@@ -483,6 +483,39 @@ fn invalid_inputs_are_rejected_and_leave_the_router_unchanged() {
     assert_eq!(release(&mut r, 10, "c1", "a"), vec![offer(&c2, "a", 10)]);
 }
 
+#[test]
+fn waiting_contacts_by_channel_and_ready_agents_are_counted() {
+    let sales = q("acme", "sales");
+    let mut r = Router::new();
+    assert_eq!((r.waiting_by_channel(), r.ready_agents()), (BTreeMap::new(), 0));
+    for a in ["a", "b"] {
+        upsert(&mut r, 0, agent(a, std::slice::from_ref(&sales)));
+    }
+    assert_eq!(r.ready_agents(), 0);
+    ready(&mut r, 10, "a");
+    // a takes c1; the rest wait. An offered contact is not waiting.
+    let c1 = contact("c1", &sales, 100);
+    assert_eq!(queue(&mut r, 100, &c1), vec![offer(&c1, "a", 100)]);
+    queue(&mut r, 200, &contact("c2", &sales, 200));
+    for (id, t) in [("c3", 300), ("c4", 400)] {
+        queue(&mut r, t, &QueuedContact { channel: Channel::Voice, ..contact(id, &sales, t) });
+    }
+    assert_eq!(r.waiting_by_channel(), BTreeMap::from([(Channel::Chat, 1), (Channel::Voice, 2)]));
+    assert_eq!((r.waiting(), r.ready_agents()), (3, 1));
+    // a lets the offer ring out: c1 waits again and a takes no new offers.
+    let rona = Input::OfferDeclined { contact: cid("c1"), agent: aid("a"), not_responding: true };
+    assert_eq!(ok(&mut r, 500, rona), vec![]);
+    assert_eq!(r.waiting_by_channel(), BTreeMap::from([(Channel::Chat, 2), (Channel::Voice, 2)]));
+    assert_eq!(r.ready_agents(), 0);
+    // b is ready and takes c1, the longest waiting.
+    assert_eq!(ready(&mut r, 600, "b"), vec![offer(&c1, "b", 600)]);
+    assert_eq!(r.waiting_by_channel(), BTreeMap::from([(Channel::Chat, 1), (Channel::Voice, 2)]));
+    assert_eq!(r.ready_agents(), 1);
+    // Counts survive a snapshot.
+    let restored = round_trip(&r);
+    assert_eq!((restored.waiting_by_channel(), restored.ready_agents()), (r.waiting_by_channel(), 1));
+}
+
 /// Snapshot → JSON → restore.
 fn round_trip(r: &Router) -> Router {
     let json = serde_json::to_string(&r.snapshot()).expect("snapshot serialises");
@@ -869,6 +902,12 @@ mod props {
                 if router.is_ready(id) != model.ready.contains(id) {
                     return Err(format!("readiness of {id} differs from the model"));
                 }
+            }
+            if router.ready_agents() != model.ready.len() {
+                return Err(format!("{} ready agents, the model has {}", router.ready_agents(), model.ready.len()));
+            }
+            if router.waiting_by_channel().values().sum::<usize>() != router.waiting() {
+                return Err(format!("waiting by channel {:?} does not add up", router.waiting_by_channel()));
             }
             log.push((now, input));
             results.push(decisions);
