@@ -6,7 +6,7 @@ use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{authorize_agent, page_size, validate, Api, R};
+use super::{authorize_agent, page_size, page_token, page_token_value, validate, Api, PageKind, R};
 use crate::core::agent::StateCommand;
 use crate::core::{self, Agent, AgentId, AgentState, ContactState};
 use crate::streams::{agent_stream, AgentStream, Presence};
@@ -104,13 +104,14 @@ impl pb::agent_service_server::AgentService for Api {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
         let page = page_size(req.page_size)?;
+        let after = page_token_value(PageKind::Agents, &req.page_token)?;
         let ids: Vec<AgentId> = self
             .engine
             .store
             .agent_ids()
             .await?
             .into_iter()
-            .filter(|id| req.page_token.is_empty() || id.0 > req.page_token)
+            .filter(|id| after.as_ref().is_none_or(|after| id.0 > *after))
             .collect();
         let mut agents = Vec::new();
         let mut next_page_token = String::new();
@@ -120,7 +121,7 @@ impl pb::agent_service_server::AgentService for Api {
                     if agents.len() == page {
                         next_page_token = agents
                             .last()
-                            .map(|a: &pb::Agent| a.name.trim_start_matches("agents/").to_owned())
+                            .map(|a: &pb::Agent| page_token(PageKind::Agents, a.name.trim_start_matches("agents/")))
                             .unwrap_or_default();
                         break 'pages;
                     }

@@ -10,7 +10,7 @@ use centralita_proto::sessions::v1 as pb;
 use centralita_routing_contract::wire::millis_to_pb;
 use tonic::{Request, Response};
 
-use super::{page_size, require_holder, validate, Api, R};
+use super::{page_size, page_token, page_token_value, require_holder, validate, Api, PageKind, R};
 use crate::core::consult::Outcome;
 use crate::core::contact::Target;
 use crate::core::{self, AgentId, Contact, ContactId, ContactRef, ContactState, OfferId, Refusal};
@@ -20,29 +20,6 @@ use crate::store::Outbox;
 enum Destination {
     Queue(String),
     Agent(String),
-}
-
-/// A page token of `ListContacts`: opaque to callers (hex of a versioned position in the
-/// tenant's open index, oldest first).
-fn page_token(position: usize) -> String {
-    format!("c1:{position}").bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn page_position(token: &str) -> Result<usize, Error> {
-    let bad = || Error::invalid("page_token", "is not a token from this API");
-    if token.is_empty() {
-        return Ok(0);
-    }
-    if !token.len().is_multiple_of(2) || token.len() > 64 {
-        return Err(bad());
-    }
-    let bytes: Vec<u8> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    text.strip_prefix("c1:").and_then(|p| p.parse().ok()).ok_or_else(bad)
 }
 
 impl Api {
@@ -243,7 +220,10 @@ impl pb::contact_service_server::ContactService for Api {
             0 => None,
             s => Some(ContactState::try_from(s).map_err(|e| Error::invalid("state", e.message))?),
         };
-        let after = page_position(&req.page_token)?;
+        let after = match page_token_value(PageKind::Contacts, &req.page_token)? {
+            None => 0,
+            Some(p) => p.parse().map_err(|_| Error::invalid("page_token", "is not a token from this API"))?,
+        };
         let (ids, total) = self.engine.store.open_contacts(&tenant, after).await?;
         let mut contacts = Vec::new();
         let mut position = after;
@@ -262,8 +242,11 @@ impl pb::contact_service_server::ContactService for Api {
                 }
             }
         }
-        let next_page_token =
-            if position < total && contacts.len() == page { page_token(position) } else { String::new() };
+        let next_page_token = if position < total && contacts.len() == page {
+            page_token(PageKind::Contacts, &position.to_string())
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListContactsResponse { contacts, next_page_token }))
     }
 
@@ -451,23 +434,5 @@ impl pb::contact_service_server::ContactService for Api {
             .await
             .map_err(Error::from)?;
         Ok(Response::new(pb::Contact::from(&after)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_are_opaque_and_checked() {
-        for p in [0, 1, 99, 123_456] {
-            let t = page_token(p);
-            assert_ne!(t, p.to_string(), "a token is not the bare position");
-            assert_eq!(page_position(&t).unwrap(), p);
-        }
-        assert_eq!(page_position("").unwrap(), 0);
-        for bad in ["5", "zz", "6331", &"00".repeat(40), "ffff"] {
-            assert!(page_position(bad).is_err(), "{bad}");
-        }
     }
 }
