@@ -19,6 +19,7 @@ use centralita_proto::sessions::v1::{self as spb, contact_event::Kind, ContactSt
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::watch;
 
+use crate::metrics::{Entry, Source};
 use crate::store::{self, InteractionRow};
 
 /// Folds contact events into interactions; bumps `applied` after every batch so waiting
@@ -27,6 +28,7 @@ use crate::store::{self, InteractionRow};
 pub struct ContactEvents {
     pub pool: Pool,
     pub applied: Arc<watch::Sender<u64>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn consumer(
@@ -56,7 +58,13 @@ impl BatchHandler for ContactEvents {
     async fn handle_batch(&mut self, events: &[Event]) -> Result<(), Error> {
         let mut client = self.pool.get().await?;
         for e in events {
-            apply(&mut client, e).await?;
+            let applied = apply(&mut client, e).await?;
+            if let Some(created) = applied.resolved {
+                self.metrics.customer_resolved(Source::ContactEvent, created);
+            }
+            if applied.written {
+                self.metrics.entry_written(Entry::Interaction);
+            }
         }
         self.applied.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
@@ -76,18 +84,28 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
+/// What applying one event did (committed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The contact's interaction was written; false when the event was skipped, applied
+    /// before, or of an erased customer's contact.
+    pub written: bool,
+    /// The event resolved the contact's customer: `Some(true)` when it created the profile.
+    pub resolved: Option<bool>,
+}
+
 /// Applies one event in its own transaction. A payload that cannot be read is skipped
 /// (logged): retrying it would never succeed. Database errors are returned, and the batch
 /// is retried.
-pub async fn apply(client: &mut Object, event: &Event) -> Result<(), Error> {
+pub async fn apply(client: &mut Object, event: &Event) -> Result<Applied, Error> {
     if event.type_name != spb::ContactEvent::TYPE {
-        return Ok(());
+        return Ok(Applied::default());
     }
     let ce: spb::ContactEvent = match event.payload() {
         Ok(ce) => ce,
         Err(e) => {
             tracing::warn!(error = %e, event_id = %event.id, "skipping unreadable contact event");
-            return Ok(());
+            return Ok(Applied::default());
         }
     };
     let c = ce.contact.clone().unwrap_or_default();
@@ -96,20 +114,21 @@ pub async fn apply(client: &mut Object, event: &Event) -> Result<(), Error> {
         parse_contact_name("contact", &c.name).ok().filter(|(t, _)| *t == event.tenant).map(|(_, id)| id)
     else {
         tracing::warn!(event_id = %event.id, contact = %c.name, "skipping contact event for another tenant or without a contact");
-        return Ok(());
+        return Ok(Applied::default());
     };
     let tx = store::begin(client, &event.tenant).await?;
     if !store::first_application(&tx, tenant, &event.id.to_string()).await?
         || store::is_erased_contact(&tx, tenant, &contact_id).await?
     {
         tx.commit().await?;
-        return Ok(());
+        return Ok(Applied::default());
     }
     let created_at = c.create_time.as_ref().and_then(from_timestamp).unwrap_or(event.occurred_at);
     let mut row = match store::interaction(&tx, tenant, &contact_id).await? {
         Some(row) => row,
         None => InteractionRow::new(contact_id.clone(), created_at),
     };
+    let mut resolved = None;
     if row.customer_id.is_none() && !c.customer_identities.is_empty() {
         let ids: Vec<Identity> = c
             .customer_identities
@@ -123,13 +142,15 @@ pub async fn apply(client: &mut Object, event: &Event) -> Result<(), Error> {
             })
             .collect();
         if !ids.is_empty() {
-            row.customer_id = Some(store::resolve(&tx, tenant, &ids, "").await?.root);
+            let r = store::resolve(&tx, tenant, &ids, "").await?;
+            row.customer_id = Some(r.root);
+            resolved = Some(r.created);
         }
     }
     fold(&mut row, &ce, &c);
     store::write_interaction(&tx, tenant, &row).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(Applied { written: true, resolved })
 }
 
 /// The interaction after one event (pure).

@@ -12,11 +12,14 @@
 //!   row-level security.
 //! - [`events`]: the contacts topic folded into interactions, each event once.
 //! - [`api`]: the gRPC service `centralita.crm.v1.CustomerService`.
+//! - [`metrics`]: the CRM's domain metrics (`centralita_crm_*`), recorded by the API and the
+//!   contact-event consumer.
 //! - [`relay`]: publishes the events the API queued in the outbox table (erasures), so an
 //!   accepted erasure is announced even if the broker is down at that moment.
 
 pub mod api;
 pub mod events;
+pub mod metrics;
 pub mod store;
 
 use std::sync::Arc;
@@ -52,6 +55,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let topics = [runtime.topics.contacts(), runtime.topics.customers()];
     runtime.with_topics(&topics);
     let pool = runtime.postgres(&config.service, MIGRATIONS)?;
+    let metrics = Arc::new(metrics::Metrics::register(&runtime.metrics));
     let (applied_tx, applied) = watch::channel(0u64);
     let prefix = &config.common.kafka.topic_prefix;
     let consumer = events::consumer(
@@ -59,7 +63,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         format!("{prefix}crm.contacts"),
         runtime.topics.contacts(),
         config.common.kafka.group_instance_id.clone(),
-        events::ContactEvents { pool: pool.clone(), applied: Arc::new(applied_tx) },
+        events::ContactEvents { pool: pool.clone(), applied: Arc::new(applied_tx), metrics: metrics.clone() },
         Some(runtime.metrics.clone()),
     )?;
     let sd = runtime.shutdown.clone();
@@ -72,7 +76,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let producer = Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?;
     runtime.spawn(relay(pool.clone(), producer, runtime.topics.clone(), outbox.clone(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.crm.v1.CustomerService");
-    let api = api::Api { pool, applied, outbox };
+    let api = api::Api { pool, applied, outbox, metrics };
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(InterceptedService::new(CustomerServiceServer::new(api), runtime.authenticator.clone()));
     runtime.serve(listeners, routes).await

@@ -859,7 +859,11 @@ async fn timeline_from_events_screen_pop_and_replay() {
         unique("crm-replay-"),
         topics.contacts(),
         None,
-        centralita_crm::events::ContactEvents { pool: pool.clone(), applied: Arc::new(tx) },
+        centralita_crm::events::ContactEvents {
+            pool: pool.clone(),
+            applied: Arc::new(tx),
+            metrics: Default::default(),
+        },
         None,
     )
     .unwrap();

@@ -23,6 +23,7 @@ use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
 
+use crate::metrics::{Entry, Metrics, Source};
 use crate::store::{self, AnswerRow, ConsentRow, View};
 
 mod access;
@@ -46,6 +47,7 @@ pub struct Api {
     pub applied: watch::Receiver<u64>,
     /// Wakes the outbox relay.
     pub outbox: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Api {
@@ -96,6 +98,7 @@ impl CustomerService for Api {
             .await?
             .ok_or_else(|| Error::internal("resolved root vanished"))?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.customer_resolved(Source::Api, r.created);
         Ok(Response::new(pb::ResolveCustomerResponse {
             customer: Some(customer_pb(&view)),
             created: r.created,
@@ -202,6 +205,7 @@ impl CustomerService for Api {
         let root = store::root_of(&tx, tenant.as_str(), &id).await?.ok_or_else(|| not_found(&customer_name(&id)))?;
         let note = store::add_note(&tx, tenant.as_str(), &root, &contact, &author(&caller), &req.text).await?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.entry_written(Entry::Note);
         Ok(Response::new(note_pb(&note)))
     }
 
@@ -227,6 +231,7 @@ impl CustomerService for Api {
         };
         let row = store::add_answer(&tx, tenant.as_str(), &row).await?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.entry_written(Entry::Answer);
         Ok(Response::new(answer_pb(&row)))
     }
 
@@ -252,6 +257,7 @@ impl CustomerService for Api {
         let m =
             store::merge(&tx, tenant.as_str(), &target.root.id, &source.root.id, &req.reason, &author(&caller)).await?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.merge(false);
         Ok(Response::new(merge_pb(&m)))
     }
 
@@ -271,6 +277,7 @@ impl CustomerService for Api {
         }
         let m = store::undo_merge(&tx, tenant.as_str(), &m, &author(&caller)).await?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.merge(true);
         Ok(Response::new(merge_pb(&m)))
     }
 
@@ -365,6 +372,7 @@ impl CustomerService for Api {
         };
         let row = store::add_consent(&tx, tenant.as_str(), &row).await?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.consent_recorded(row.granted);
         Ok(Response::new(consent_pb(&row)))
     }
 
@@ -386,6 +394,7 @@ impl CustomerService for Api {
         }
         let after = store::view(&tx, tenant.as_str(), &view.root.id).await?.ok_or_else(|| not_found(&req.customer))?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.do_not_contact(req.do_not_contact);
         Ok(Response::new(customer_pb(&after)))
     }
 
@@ -492,6 +501,7 @@ impl CustomerService for Api {
         let v = Self::view_of(&tx, &tenant, &request.get_ref().name, "name").await?;
         let doc = export::export_json(&tx, &tenant, &v).await?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.export();
         let json = serde_json::to_vec_pretty(&doc).map_err(Error::internal)?;
         Ok(Response::new(pb::ExportCustomerResponse { json }))
     }
@@ -521,6 +531,7 @@ impl CustomerService for Api {
             Event::new(tenant.clone(), &pb::CustomerErased { tenant: t.to_owned(), erasure: Some(erasure.clone()) });
         store::outbox(&tx, t, "customers", &view.root.id, &event.encode()).await?;
         tx.commit().await.map_err(Error::from)?;
+        self.metrics.erasure(e.deleted_rows.iter().map(|(table, n)| (table.as_str(), *n)));
         self.outbox.notify_one();
         tracing::info!(tenant = t, erasure = %erasure.name, profiles = e.customer_ids.len(), "customer erased");
         Ok(Response::new(erasure))
