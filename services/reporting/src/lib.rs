@@ -13,6 +13,8 @@
 //! - [`api`]: the gRPC services `ReportingService` (real-time, wallboard, history, CSV, SLA,
 //!   usage) and `StaffingService`.
 //! - [`erlang`]: Erlang C.
+//! - [`metrics`]: reporting's domain metrics (`centralita_reporting_*`), recorded by the
+//!   consumers, the wallboard stream and the usage publisher.
 //! - [`usage`]: publishes each tenant's usage per day on the usage topic.
 //!
 //! # What it does
@@ -26,6 +28,7 @@
 pub mod api;
 pub mod core;
 pub mod erlang;
+pub mod metrics;
 pub mod store;
 pub mod usage;
 
@@ -64,12 +67,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let pool = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
     let _redis = runtime.redis(&config.service.redis);
     let prefix = &config.common.kafka.topic_prefix;
+    let metrics = std::sync::Arc::new(metrics::Metrics::register(&runtime.metrics));
     let consumer = store::contact_consumer(
         &config.common.kafka.brokers,
         format!("{prefix}reporting.contacts"),
         runtime.topics.contacts(),
         config.common.kafka.group_instance_id.clone(),
         pool.clone(),
+        metrics.clone(),
         Some(runtime.metrics.clone()),
     )?;
     let agents = store::agent_consumer(
@@ -78,6 +83,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         runtime.topics.agents(),
         config.common.kafka.group_instance_id.as_ref().map(|id| format!("{id}-agents")),
         pool.clone(),
+        metrics.clone(),
         Some(runtime.metrics.clone()),
     )?;
     let sd = runtime.shutdown.clone();
@@ -92,7 +98,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             tracing::error!(error = %e, "agent event consumer stopped");
         }
     });
-    let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone() };
+    let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone(), metrics };
     let producer = std::sync::Arc::new(centralita_platform::bus::Producer::new(
         &config.common.kafka.brokers,
         Some(runtime.metrics.clone()),

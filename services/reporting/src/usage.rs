@@ -78,6 +78,7 @@ pub async fn publish_due(api: &Api, producer: &Producer, topic: &str, now: Milli
             event.id = record_id(tenant.id.as_str(), day);
             producer.publish(topic, tenant.id.as_str(), &event).await?;
             store::mark_published(&api.pool, &tenant.id, day).await?;
+            api.metrics.usage_record_published();
             published += 1;
         }
     }

@@ -367,6 +367,7 @@ async fn duplicates_replays_and_a_killed_service_change_nothing() {
         topics.contacts(),
         None,
         pool,
+        Default::default(),
         None,
     )
     .unwrap();
@@ -695,7 +696,7 @@ async fn usage_of_a_month_for_billing() {
     let registry = centralita_platform::registry::TenantRegistry::new();
     registry.upsert(TenantManifest::parse_all(&manifest(&a), chrono::Utc::now()).unwrap().remove(0));
     let pool = pool();
-    let api = centralita_reporting::api::Api { pool, registry, shutdown: Shutdown::new() };
+    let api = centralita_reporting::api::Api { pool, registry, shutdown: Shutdown::new(), metrics: Default::default() };
     let producer = Producer::new(&testkit::brokers(), None).unwrap();
     ensure_topics(&testkit::brokers(), 1, &[TopicSpec { name: topics.usage(), partitions: 1, compacted: false }])
         .await
@@ -822,4 +823,36 @@ async fn a_database_of_channel_numbers_upgrades_to_channel_names() {
         [("c1", Channel::Voice), ("c2", Channel::Chat), ("c3", Channel::Unspecified), ("c4", Channel::Unspecified)]
     );
     pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_reports_the_legs_it_wrote_and_how_they_left_their_queue() {
+    use centralita_reporting::core::{Outcome, Role};
+    use centralita_reporting::store::{fold_batch, Folded};
+    let (_prefix, _topics, [a, _]) = setup().await;
+    let pool = pool();
+    centralita_platform::db::migrate(&pool, &centralita_reporting::MIGRATIONS).await.unwrap();
+    let t = base();
+    let first = [
+        contact_event(&a, "c1", "support", Kind::Queued, t, t),
+        contact_event(&a, "c1", "support", Kind::Accepted, t + 7 * S, t),
+        contact_event(&a, "c2", "support", Kind::Queued, t, t),
+    ];
+    let folded = fold_batch(&pool, &first).await.unwrap();
+    assert_eq!(
+        folded,
+        Folded { events: 3, legs_written: vec![Role::Customer, Role::Customer], left_queue: vec![Outcome::Answered] }
+    );
+    // A leg leaves its queue once: wrapping up the answered one records no outcome again.
+    let second = [
+        contact_event(&a, "c1", "support", Kind::WrappedUp, t + 60 * S, t),
+        contact_event(&a, "c2", "support", Kind::Abandoned, t + 9 * S, t),
+    ];
+    let folded = fold_batch(&pool, &second).await.unwrap();
+    assert_eq!(
+        folded,
+        Folded { events: 2, legs_written: vec![Role::Customer, Role::Customer], left_queue: vec![Outcome::Abandoned] }
+    );
+    // Redelivered, the batches change nothing and report nothing.
+    assert_eq!(fold_batch(&pool, &first).await.unwrap(), Folded::default());
 }

@@ -24,6 +24,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::core::{Counts, Leg, Millis, QueueRules};
+use crate::metrics::Metrics;
 use crate::store;
 
 mod history;
@@ -46,6 +47,7 @@ pub struct Api {
     pub pool: Pool,
     pub registry: TenantRegistry,
     pub shutdown: Shutdown,
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Api {

@@ -192,7 +192,10 @@ impl Api {
     ) -> MetricsStream {
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let subscriber = self.metrics.wallboard_opened();
         tokio::spawn(async move {
+            // Counted as a subscriber until this task ends, however it ends.
+            let _subscriber = subscriber;
             let strip = |m: &pb::RealtimeMetrics| pb::RealtimeMetrics { as_of: None, ..m.clone() };
             let mut last = strip(&first);
             if tx.send(Ok(first)).await.is_err() {

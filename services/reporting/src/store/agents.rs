@@ -1,6 +1,8 @@
 //! Agent state spans: agent events folded into spans, each event once, and the activity
 //! (spans and answered legs of any tenant) agent time is computed from.
 
+use std::sync::Arc;
+
 use centralita_platform::bus::{Consumer, ConsumerSettings, Event, Handler, FETCH_WAIT_DEFAULT};
 use centralita_platform::db::set_tenant;
 use centralita_platform::error::Error;
@@ -12,6 +14,7 @@ use super::legs::{leg_from_row, LEG_COLUMNS};
 use super::InTransaction;
 use crate::core::agents::{next_span, split_late, Span};
 use crate::core::{Leg, Millis};
+use crate::metrics::Metrics;
 
 /// The consumer of the agents topic that folds agent events into state spans.
 pub fn agent_consumer(
@@ -20,7 +23,8 @@ pub fn agent_consumer(
     topic: String,
     group_instance_id: Option<String>,
     pool: Pool,
-    metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
+    domain: Arc<Metrics>,
+    metrics: Option<Arc<centralita_platform::metrics::Metrics>>,
 ) -> Result<Consumer<AgentEvents, InTransaction>, Error> {
     Consumer::new(
         ConsumerSettings {
@@ -30,7 +34,7 @@ pub fn agent_consumer(
             fetch_wait: FETCH_WAIT_DEFAULT,
             group_instance_id,
         },
-        AgentEvents { pool },
+        AgentEvents { pool, metrics: domain },
         InTransaction,
         metrics,
     )
@@ -190,6 +194,7 @@ pub async fn agent_activity(
 #[derive(Debug, Clone)]
 pub struct AgentEvents {
     pub pool: Pool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Handler for AgentEvents {
@@ -199,7 +204,13 @@ impl Handler for AgentEvents {
                 tracing::warn!(error = %e, event_id = %event.id, "unreadable agent event skipped");
                 Ok(())
             }
-            other => other.map(|_| ()),
+            Ok(fresh) => {
+                if fresh {
+                    self.metrics.agent_event_applied();
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Legs: contact events reduced to facts ([`fact`]) and folded into legs in batches, each
 //! event once ([`apply_batch`]); the legs read back for figures.
 
+use std::sync::Arc;
+
 use centralita_platform::bus::{BatchConsumer, BatchHandler, ConsumerSettings, Event, FETCH_WAIT_DEFAULT};
 use centralita_platform::db::set_tenant;
 use centralita_platform::error::Error;
@@ -11,6 +13,7 @@ use deadpool_postgres::Pool;
 
 use super::tenant_query;
 use crate::core::{self, Channel, ContactFact, Kind, Leg, Millis, Outcome, Role};
+use crate::metrics::Metrics;
 
 pub(super) const LEG_COLUMNS: &str =
     "tenant, contact_id, seq, queue, channel, enqueued_at, outcome, left_at, agent_id, \
@@ -114,12 +117,29 @@ fn channel(number: i32) -> Channel {
 /// A tenant's facts of a batch, each with its event id, in log order.
 type TenantFacts = (TenantId, Vec<(String, ContactFact)>);
 
+/// What a batch of contact events changed, once committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Events applied (duplicates and unreadable events are not).
+    pub events: usize,
+    /// The role of every leg created or changed.
+    pub legs_written: Vec<Role>,
+    /// How each customer's leg that left its queue in this batch left it.
+    pub left_queue: Vec<Outcome>,
+}
+
+/// Applies a batch of contact events in one transaction ([`fold_batch`]); how many events
+/// were applied.
+pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> {
+    fold_batch(pool, events).await.map(|f| f.events)
+}
+
 /// Applies a batch of contact events in one transaction, each at most once: per tenant, the
 /// batch's event ids are inserted into `applied_events` in one statement (those already
 /// there are skipped), the open legs of the contacts concerned are read in one query, the
 /// events folded in order, and the changed legs written back. Unreadable events are
-/// skipped (logged). Returns how many events were applied.
-pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> {
+/// skipped (logged).
+pub async fn fold_batch(pool: &Pool, events: &[Event]) -> Result<Folded, Error> {
     // Facts grouped by tenant, in log order.
     let mut by_tenant: std::collections::BTreeMap<&str, TenantFacts> = Default::default();
     for event in events {
@@ -134,11 +154,11 @@ pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> 
         }
     }
     if by_tenant.is_empty() {
-        return Ok(0);
+        return Ok(Folded::default());
     }
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let mut applied = 0;
+    let mut folded = Folded::default();
     for (tenant, facts) in by_tenant.values() {
         set_tenant(&tx, tenant).await?;
         let ids: Vec<&str> = facts.iter().map(|(id, _)| id.as_str()).collect();
@@ -173,8 +193,11 @@ pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> 
                 &[&tenant.as_str(), &contacts],
             )
             .await?;
+        // How the legs were before the batch: a leg leaves its queue once.
+        let mut before: std::collections::HashMap<(String, i32), Outcome> = Default::default();
         for r in &rows {
             let leg = leg_from_row(r)?;
+            before.insert((leg.contact.clone(), leg.seq), leg.outcome);
             if last.get(&leg.contact).is_none_or(|l| l.seq < leg.seq) {
                 last.insert(leg.contact.clone(), leg);
             }
@@ -189,10 +212,17 @@ pub async fn apply_batch(pool: &Pool, events: &[Event]) -> Result<usize, Error> 
         }
         // Pipelined on the transaction's connection.
         futures::future::try_join_all(changed.values().map(|l| upsert(&tx, l))).await?;
-        applied += todo.len();
+        folded.events += todo.len();
+        for (key, leg) in &changed {
+            folded.legs_written.push(leg.role);
+            let was = before.get(key).copied().unwrap_or(Outcome::Waiting);
+            if leg.role.queue_side() && was == Outcome::Waiting && leg.outcome != Outcome::Waiting {
+                folded.left_queue.push(leg.outcome);
+            }
+        }
     }
     tx.commit().await?;
-    Ok(applied)
+    Ok(folded)
 }
 
 async fn upsert(tx: &deadpool_postgres::Transaction<'_>, l: &Leg) -> Result<(), Error> {
@@ -254,7 +284,8 @@ pub fn contact_consumer(
     topic: String,
     group_instance_id: Option<String>,
     pool: Pool,
-    metrics: Option<std::sync::Arc<centralita_platform::metrics::Metrics>>,
+    domain: Arc<Metrics>,
+    metrics: Option<Arc<centralita_platform::metrics::Metrics>>,
 ) -> Result<BatchConsumer<ContactEvents>, Error> {
     BatchConsumer::new(
         ConsumerSettings {
@@ -264,7 +295,7 @@ pub fn contact_consumer(
             fetch_wait: FETCH_WAIT_DEFAULT,
             group_instance_id,
         },
-        ContactEvents { pool },
+        ContactEvents { pool, metrics: domain },
         BATCH_MAX,
         BATCH_LINGER,
         metrics,
@@ -280,11 +311,14 @@ const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 #[derive(Debug, Clone)]
 pub struct ContactEvents {
     pub pool: Pool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl BatchHandler for ContactEvents {
     async fn handle_batch(&mut self, events: &[Event]) -> Result<(), Error> {
-        apply_batch(&self.pool, events).await.map(|_| ())
+        let folded = fold_batch(&self.pool, events).await?;
+        self.metrics.folded(&folded);
+        Ok(())
     }
 }
 
