@@ -358,10 +358,16 @@ impl Engine {
 
     /// Carries out side effects a writer left behind (it died, or Kafka was down): contact
     /// outboxes pending for more than a second, per tenant, and every non-empty agent outbox.
+    /// Sets the backlog metrics from what it found (before carrying anything out).
     pub async fn sweep_outboxes(&self) -> Result<usize, Error> {
         let mut done = 0;
-        let before = self.clock.now() - SWEEP_AFTER_MS;
+        let now = self.clock.now();
+        let before = now - SWEEP_AFTER_MS;
+        let (mut pending, mut oldest) = (0, now);
         for t in self.registry.list() {
+            let (count, since) = self.store.outbox_backlog(&t.id).await?;
+            pending += count;
+            oldest = oldest.min(since.unwrap_or(now));
             for id in self.store.pending_contacts(&t.id, before, 100).await? {
                 let outbox = Outbox::contact(&ContactRef { tenant: t.id.clone(), id: ContactId(id) });
                 self.drain(&outbox, false).await?;
@@ -370,7 +376,9 @@ impl Engine {
             }
         }
         let agents = self.store.agent_ids().await?;
-        for a in self.store.agents_with_pending(&agents).await? {
+        let agents = self.store.agents_with_pending(&agents).await?;
+        self.metrics.outbox((pending + agents.len()) as i64, now - oldest);
+        for a in agents {
             self.drain(&Outbox::agent(&a), false).await?;
             done += 1;
         }

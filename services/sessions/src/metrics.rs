@@ -148,3 +148,31 @@ impl Metrics {
         self.agent_streams.dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_metrics_read_back_from_the_exposition() {
+        let platform = Platform::new("sessions");
+        let m = Metrics::register(&platform);
+        m.event(ContactEventKind::NotAnswered);
+        m.event(ContactEventKind::NotAnswered);
+        m.decision("offer", "void");
+        m.offer_voided("late");
+        m.outbox(3, 1_500);
+        m.stream_opened();
+        let text = platform.encode();
+        for line in [
+            "centralita_sessions_contact_events_total{service=\"sessions\",kind=\"not_answered\"} 2",
+            "centralita_sessions_routing_decisions_total{service=\"sessions\",kind=\"offer\",outcome=\"void\"} 1",
+            "centralita_sessions_offers_voided_total{service=\"sessions\",reason=\"late\"} 1",
+            "centralita_sessions_outbox_pending_records{service=\"sessions\"} 3",
+            "centralita_sessions_outbox_oldest_age_milliseconds{service=\"sessions\"} 1500",
+            "centralita_sessions_agent_streams{service=\"sessions\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}

@@ -402,6 +402,16 @@ impl Store {
         Ok(conn.zrangebyscore_limit(pending, "-inf", before, 0, limit).await?)
     }
 
+    /// How many contacts of `tenant` have effects pending, and since when the oldest has
+    /// (ms), for the backlog metrics.
+    pub async fn outbox_backlog(&self, tenant: &TenantId) -> Result<(usize, Option<i64>), Error> {
+        let mut conn = self.conn()?;
+        let pending = tenant_key(tenant, &["outbox"]);
+        let (count, oldest): (usize, Vec<(String, i64)>) =
+            redis::pipe().zcard(&pending).zrange_withscores(&pending, 0, 0).query_async(&mut conn).await?;
+        Ok((count, oldest.first().map(|(_, since)| *since)))
+    }
+
     /// Agents (of `agents`) whose outbox is not empty.
     pub async fn agents_with_pending(&self, agents: &[AgentId]) -> Result<Vec<AgentId>, Error> {
         let mut conn = self.conn()?;
