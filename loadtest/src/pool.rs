@@ -345,8 +345,8 @@ mod tests {
         (format!("{run}.json"), serde_json::from_str(&text).unwrap())
     }
 
-    /// 720 arrivals in an hour at AHT 240 s is the METRICS.md load (A = 48, N = 55):
-    /// Erlang C gives SL 84.6 % and ASA 8.18 s.
+    /// 720 arrivals in an hour at AHT 240 s is the load of the `docs/metrics.md` worked
+    /// example (A = 48, N = 55): Erlang C gives SL 84.6 % and ASA 8.18 s.
     #[test]
     fn replicas_of_all_segments_pool_into_one_comparison() {
         let a = segment("a", &[(720, 720, 612, 5_904.0, 172_800.0), (720, 720, 605, 5_800.0, 172_800.0)], &[]);

@@ -36,8 +36,8 @@ pub struct Scenario {
     pub tenants: Vec<TenantSpec>,
     #[serde(default)]
     pub ramp: Option<Ramp>,
-    /// Compare one queue with Erlang C (`METRICS.md`): only meaningful for Poisson arrivals,
-    /// exponential handle times, one channel, FCFS and no abandonment.
+    /// Compare one queue with Erlang C (`docs/metrics.md#erlang-c`): only meaningful for
+    /// Poisson arrivals, exponential handle times, one channel, FCFS and no abandonment.
     #[serde(default)]
     pub erlang_c: Option<ErlangCheck>,
 }

@@ -4,7 +4,8 @@ The full pipeline with the service binaries `deploy/local/test.sh` started: a te
 applied with the CLI, an agent signed in over gRPC, contacts created by a channel,
 accepted, ended and wrapped up by the agent, one hung up while queued; reporting consumes
 the contacts topic and its QueryHistory and GetRealtimeMetrics (read with grpcio, an
-independent client) count them. The Erlang C API answers the METRICS.md example.
+independent client) count them. The Erlang C API answers the worked example of
+docs/metrics.md.
 """
 import threading
 import time
