@@ -2,7 +2,9 @@
 //!
 //! Handlers return [`Error`]; [`From<Error> for tonic::Status`] decides what the caller sees.
 //! Internal detail (database messages, broker errors) is logged there and replaced by a
-//! generic message, so nothing internal leaks to a caller (STYLE.md §5).
+//! generic message, so nothing internal leaks to a caller: such a message can name tables,
+//! hosts or another tenant's rows, and a caller cannot act on it anyway. Validation failures,
+//! which a caller can fix, carry their field details instead.
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the platform layer, declared in one place (STYLE.md §10).
+//! Prometheus metrics of the platform layer, declared in one place, so every name and label
+//! of the layer can be read and reviewed together and none is registered twice.
 //!
 //! Names follow `centralita_<subsystem>_<name>_<unit>`; label values are bounded (reasons,
 //! topics, outcomes, dependency names; never tenant ids or event ids). Services register

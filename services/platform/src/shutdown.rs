@@ -1,4 +1,5 @@
-//! The one shutdown sequence (STYLE.md §3).
+//! The one shutdown sequence, the same in every service, so that every replica stops the
+//! same way (nothing in flight lost, offsets committed) within the pod's grace period.
 //!
 //! The first SIGTERM or SIGINT triggers [`Shutdown`]: the runtime marks the replica
 //! NOT_SERVING, consumers stop taking new records and commit what they handled, gRPC drains
