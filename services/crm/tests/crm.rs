@@ -42,6 +42,7 @@ spec:
 
 struct Service {
     grpc: Channel,
+    admin: std::net::SocketAddr,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -73,7 +74,17 @@ async fn start(prefix: &str) -> Service {
     let task = tokio::spawn(centralita_crm::run(config, listeners, shutdown.clone()));
     assert!(testkit::wait_ready(admin).await, "crm did not become ready");
     let grpc = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
-    Service { grpc, shutdown, task }
+    Service { grpc, admin, shutdown, task }
+}
+
+/// The body of a GET on the admin port.
+async fn http_get(admin: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn phone(v: &str) -> pb::Identity {
@@ -1105,5 +1116,70 @@ async fn erasure_leaves_no_personal_data_and_is_announced() {
     publish(&topics, &probe.events).await;
     interactions_of(&svc, &admin, phone("+34911222333"), &["abandoned"]).await;
     assert!(find(&svc, &admin, phone(&number)).await.is_empty(), "replayed events did not resurrect the customer");
+    svc.stop().await;
+}
+
+async fn timeline_page(
+    svc: &Service,
+    tok: &str,
+    customer: &str,
+    page_token: &str,
+) -> Result<pb::ListTimelineResponse, tonic::Status> {
+    let req = pb::ListTimelineRequest { customer: customer.into(), page_size: 2, page_token: page_token.into() };
+    svc.crm().list_timeline(request(req, tok)).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn timeline_page_tokens_are_opaque_and_the_domain_metrics_move() {
+    let (prefix, _topics, [a, _]) = setup().await;
+    let svc = start(&prefix).await;
+    let admin = token(Some(&a), Role::TenantAdmin, None);
+    let created = resolve(&svc, &admin, vec![phone("+34 612 000 111")], "Eva").await;
+    assert!(created.created);
+    let eva = created.customer.unwrap().name;
+    let leo = resolve(&svc, &admin, vec![phone("+34 612 000 222")], "Leo").await.customer.unwrap().name;
+    assert!(!resolve(&svc, &admin, vec![phone("+34 612 000 222")], "").await.created);
+    for text in ["one", "two", "three"] {
+        let note = pb::AddNoteRequest { customer: eva.clone(), text: text.into(), ..Default::default() };
+        svc.crm().add_note(request(note, &admin)).await.unwrap();
+    }
+    let first = timeline_page(&svc, &admin, &eva, "").await.unwrap();
+    assert_eq!(first.entries.len(), 2);
+    let next = first.next_page_token;
+    assert!(!next.is_empty() && next.bytes().all(|b| b.is_ascii_hexdigit()), "{next}");
+    let second = timeline_page(&svc, &admin, &eva, &next).await.unwrap();
+    assert_eq!((second.entries.len(), second.next_page_token.as_str()), (1, ""));
+    // A token this API did not return, or one of another customer's timeline, is refused.
+    for (customer, bad) in [(&eva, "o2"), (&eva, "not a token"), (&leo, next.as_str())] {
+        let err = timeline_page(&svc, &admin, customer, bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+        assert!(err.message().contains("page_token"), "{}", err.message());
+    }
+
+    let consent = pb::ConsentRecord {
+        channel: 3,
+        purpose: "marketing".into(),
+        granted: true,
+        source: "web".into(),
+        ..Default::default()
+    };
+    let req = pb::RecordConsentRequest { customer: eva.clone(), consent: Some(consent) };
+    svc.crm().record_consent(request(req, &admin)).await.unwrap();
+    svc.crm().export_customer(request(pb::ExportCustomerRequest { name: eva.clone() }, &admin)).await.unwrap();
+    let erase = pb::EraseCustomerRequest { name: leo.clone(), reason: "customer asked".into() };
+    svc.crm().erase_customer(request(erase, &admin)).await.unwrap();
+    let text = http_get(svc.admin, "/metrics").await;
+    for sample in [
+        "centralita_crm_customers_resolved_total{service=\"crm\",source=\"api\",outcome=\"created\"} 2",
+        "centralita_crm_customers_resolved_total{service=\"crm\",source=\"api\",outcome=\"found\"} 1",
+        "centralita_crm_timeline_entries_written_total{service=\"crm\",kind=\"note\"} 3",
+        "centralita_crm_timeline_entries_written_total{service=\"crm\",kind=\"consent\"} 1",
+        "centralita_crm_consent_changes_total{service=\"crm\",change=\"granted\"} 1",
+        "centralita_crm_gdpr_requests_total{service=\"crm\",kind=\"export\"} 1",
+        "centralita_crm_gdpr_requests_total{service=\"crm\",kind=\"erasure\"} 1",
+        "centralita_crm_erased_rows_total{service=\"crm\",table=\"customers\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == sample), "no `{sample}` in\n{text}");
+    }
     svc.stop().await;
 }

@@ -7,6 +7,7 @@
 //!   note or answer is about.
 //! - `validate`: request validation as field violations.
 //! - `wire`: stored rows to their protobuf messages, resource names.
+//! - `timeline`: the merged timeline of a family and its opaque page tokens.
 //! - `export`: the GDPR export document.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use centralita_platform::error::{Error, FieldViolation};
 use centralita_platform::identity::Identity;
 use centralita_platform::tenant::{contact_name, from_timestamp, timestamp, TenantId};
 use centralita_proto::crm::v1::{self as pb, customer_service_server::CustomerService};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
@@ -28,6 +29,7 @@ use crate::store::{self, AnswerRow, ConsentRow, View};
 
 mod access;
 mod export;
+mod timeline;
 mod validate;
 mod wire;
 
@@ -289,45 +291,14 @@ impl CustomerService for Api {
             n @ 1..=200 => n as usize,
             _ => return Err(Error::invalid("page_size", "must be 1 to 200").into()),
         };
-        let offset: usize = if req.page_token.is_empty() {
-            0
-        } else {
-            req.page_token
-                .strip_prefix("o")
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| Error::invalid("page_token", "is not a token this API returned"))?
-        };
+        let after = timeline::after(&req.customer, &req.page_token)?;
         let mut client = self.client().await?;
         let tx = store::begin(&mut client, &tenant).await?;
         let v = Self::view_of(&tx, &tenant, &req.customer, "customer").await?;
-        let (t, ids) = (tenant.as_str(), v.ids());
-        let mut entries: Vec<(DateTime<Utc>, u8, String, pb::timeline_entry::Entry)> = Vec::new();
-        for i in store::interactions(&tx, t, &ids, i64::MAX).await? {
-            entries.push((
-                i.created_at,
-                0,
-                i.contact_id.clone(),
-                pb::timeline_entry::Entry::Interaction(interaction_pb(t, &i)),
-            ));
-        }
-        for n in store::notes(&tx, t, &ids, i64::MAX).await? {
-            entries.push((n.created_at, 1, n.id.clone(), pb::timeline_entry::Entry::Note(note_pb(&n))));
-        }
-        for a in store::answers(&tx, t, &ids).await? {
-            entries.push((a.asked_at, 2, a.id.clone(), pb::timeline_entry::Entry::Answer(answer_pb(&a))));
-        }
-        for c in store::consents(&tx, t, &ids).await? {
-            entries.push((c.recorded_at, 3, c.id.clone(), pb::timeline_entry::Entry::Consent(consent_pb(&c))));
-        }
+        let entries = timeline::entries(&tx, tenant.as_str(), &v.ids()).await?;
         tx.commit().await.map_err(Error::from)?;
-        entries.sort_by(|a, b| (b.0, b.1, &b.2).cmp(&(a.0, a.1, &a.2)));
-        let next = if offset + size < entries.len() { format!("o{}", offset + size) } else { String::new() };
-        let page = entries
-            .into_iter()
-            .skip(offset)
-            .take(size)
-            .map(|(at, _, _, e)| pb::TimelineEntry { time: Some(timestamp(at)), entry: Some(e) })
-            .collect();
+        let (page, next) = timeline::page(entries, after.as_ref(), size);
+        let next = next.map(|key| timeline::token(&req.customer, &key)).unwrap_or_default();
         Ok(Response::new(pb::ListTimelineResponse { entries: page, next_page_token: next }))
     }
 
