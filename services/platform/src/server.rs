@@ -75,7 +75,22 @@ where
     F: FnOnce(ServiceArgs<S>, Listeners, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let config = parse_args::<S>(service, std::env::args_os()).unwrap_or_else(|e| e.exit());
+    main_with_args(service, std::env::args_os(), run)
+}
+
+/// [`main_with`] over the given command line (program name first), for a binary that has
+/// subcommands of its own besides running the service.
+pub fn main_with_args<S, F, Fut>(
+    service: &'static str,
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+    run: F,
+) -> ExitCode
+where
+    S: clap::Args + Validate,
+    F: FnOnce(ServiceArgs<S>, Listeners, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = parse_args::<S>(service, args).unwrap_or_else(|e| e.exit());
     if let Err(e) = config.validate() {
         eprintln!("{service}: {e}");
         return ExitCode::from(2);
@@ -134,8 +149,10 @@ pub fn parse_args<S: clap::Args>(
     ServiceArgs::<S>::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
 }
 
-/// One dependency check, probed periodically by [`Runtime`].
-trait Check: Send + 'static {
+/// One dependency check, probed periodically by [`Runtime`] (see [`Runtime::spawn_check`]).
+/// A probe that keeps state (connect once, then ping) does the expensive part only until
+/// it succeeds once.
+pub trait Check: Send + 'static {
     fn probe(&mut self) -> impl Future<Output = crate::Result<()>> + Send;
 }
 
@@ -271,8 +288,10 @@ impl Runtime {
     }
 
     /// Runs `check` until shutdown: every 5 s while it passes, every second while it fails,
-    /// mirroring each result into readiness (`name`) and `centralita_dependency_up`.
-    fn spawn_check(&mut self, name: &'static str, mut check: impl Check) {
+    /// mirroring each result into readiness (`name`) and `centralita_dependency_up`. The
+    /// runtime's own checks (Kafka, PostgreSQL, Redis) run this way; a service adds those of
+    /// dependencies only it has (the operator's Kubernetes API).
+    pub fn spawn_check(&mut self, name: &'static str, mut check: impl Check) {
         self.readiness.register(name);
         let (readiness, shutdown, metrics) = (self.readiness.clone(), self.shutdown.clone(), self.metrics.clone());
         self.spawn(async move {
