@@ -231,10 +231,23 @@ def test_operator_runs_one_replica_with_probes(variant):
     assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
     c = container(d)
     assert c["command"] == ["/usr/local/bin/centralita-operator"]
-    assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # The platform runtime, as in every service: liveness on the admin port, readiness on
+    # gRPC health (it mirrors /readyz: Kafka, the tenant feed, the Kubernetes API).
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}
+    grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+    admin_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "admin")
+    assert c["readinessProbe"]["grpc"] == {"port": grpc_port}
     assert r.find("HorizontalPodAutoscaler", full("operator")) is None
-    assert "CENTRALITA_KAFKA_BROKERS" in env_of(d)
+    env = env_of(d)
+    assert "CENTRALITA_KAFKA_BROKERS" in env
+    assert env["CENTRALITA_GRPC_ADDR"]["value"].endswith(f":{grpc_port}")
+    assert env["CENTRALITA_ADMIN_ADDR"]["value"].endswith(f":{admin_port}")
+    # The runtime verifies caller tokens on its gRPC port: the JWT public key is mounted.
+    key_file = env["CENTRALITA_JWT_PUBLIC_KEY_FILE"]["value"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "jwt")
+    assert mount["readOnly"] is True and key_file.startswith(mount["mountPath"] + "/")
+    svc = r.get("Service", full("operator"))
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"grpc": grpc_port, "admin": admin_port}
 
 
 def test_keda_is_off_by_default_and_scales_routing_and_reporting_in_production(chart):

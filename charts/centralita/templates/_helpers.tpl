@@ -40,7 +40,7 @@ media:     {grpc: true, jwt: true, postgres: false, redis: false, frontend: true
 crm:       {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
 recording: {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
 reporting: {grpc: true, jwt: true, postgres: true,  redis: true,  frontend: true,  stream: true,  operator: false}
-operator:  {grpc: false, jwt: false, postgres: false, redis: false, frontend: false, stream: false, operator: true}
+operator:  {grpc: true,  jwt: true,  postgres: false, redis: false, frontend: false, stream: false, operator: true}
 {{- end -}}
 
 {{/* Names of the enabled components (JSON list): the gRPC services in name order, then the operator. */}}

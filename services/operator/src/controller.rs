@@ -10,16 +10,18 @@
 //!   lists every field; a Warning event says the same.
 //! - A deleted resource publishes the tenant suspended, then the finalizer is removed.
 //! - Failures are retried per resource with backoff (5 s doubling to 5 minutes).
+//! - Every reconcile is counted by result and timed ([`crate::metrics`]).
+//! - [`KubernetesCheck`] is the runtime's readiness check of the Kubernetes API.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use centralita_platform::bus::{Event, Producer};
 use centralita_platform::tenant::Tenant as TenantConfig;
 use centralita_proto::tenancy::v1 as pb;
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -27,6 +29,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::crd::Tenant;
+use crate::metrics::{Metrics, ReconcileResult};
 use crate::reconcile::{self, Outcome, FINALIZER};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,7 @@ pub struct Context {
     /// The tenants topic (`<prefix>tenants`).
     pub topic: String,
     pub recorder: Recorder,
+    pub metrics: Metrics,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -58,10 +62,10 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, producer: Producer, topic: String) -> Self {
+    pub fn new(client: Client, producer: Producer, topic: String, metrics: Metrics) -> Self {
         let reporter = Reporter { controller: "centralita-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, producer, topic, recorder, failures: Mutex::default() }
+        Self { client, producer, topic, recorder, metrics, failures: Mutex::default() }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -73,16 +77,38 @@ fn key(t: &Tenant) -> String {
     format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any())
 }
 
-/// One reconcile of `resource`.
+/// One reconcile of `resource`, counted by result and timed.
+#[tracing::instrument(skip_all, fields(tenant = %resource.name_any()))]
 pub async fn reconcile(resource: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    // Without the finalizer, `finalizer` adds it (or, on a deleted resource, lets it go)
+    // and calls neither `apply` nor `cleanup`.
+    let untouched = if resource.metadata.deletion_timestamp.is_some() {
+        ReconcileResult::Deleted
+    } else {
+        ReconcileResult::Finalized
+    };
+    let done = OnceLock::new();
+    let result = finalize(resource, &ctx, &done).await;
+    let what = match &result {
+        Ok(_) => done.get().copied().unwrap_or(untouched),
+        Err(_) => ReconcileResult::Error,
+    };
+    ctx.metrics.reconciled(what, started.elapsed());
+    result
+}
+
+async fn finalize(resource: Arc<Tenant>, ctx: &Context, done: &OnceLock<ReconcileResult>) -> Result<Action, Error> {
     let ns = resource.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
     let name = key(&resource);
     let result = finalizer(&api, FINALIZER, resource, |event| async {
-        match event {
-            Finalizer::Apply(t) => apply(&t, &ctx, &api).await,
-            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
-        }
+        let (action, what) = match event {
+            Finalizer::Apply(t) => apply(&t, ctx, &api).await?,
+            Finalizer::Cleanup(t) => (cleanup(&t, ctx).await?, ReconcileResult::Deleted),
+        };
+        let _ = done.set(what);
+        Ok::<_, Error>(action)
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
@@ -108,7 +134,7 @@ async fn publish(ctx: &Context, config: &TenantConfig) -> Result<(), Error> {
     Ok(())
 }
 
-async fn apply(resource: &Tenant, ctx: &Context, api: &Api<Tenant>) -> Result<Action, Error> {
+async fn apply(resource: &Tenant, ctx: &Context, api: &Api<Tenant>) -> Result<(Action, ReconcileResult), Error> {
     let now = chrono::Utc::now();
     let (outcome, action) = match reconcile::validate(resource, now) {
         Ok(config) => {
@@ -130,7 +156,12 @@ async fn apply(resource: &Tenant, ctx: &Context, api: &Api<Tenant>) -> Result<Ac
         };
         record(ctx, resource, type_, reason, note).await;
     }
-    Ok(action)
+    let what = match outcome {
+        Outcome::Invalid(_) => ReconcileResult::Invalid,
+        Outcome::Published if worth_an_event => ReconcileResult::Applied,
+        Outcome::Published => ReconcileResult::Unchanged,
+    };
+    Ok((action, what))
 }
 
 async fn cleanup(resource: &Tenant, ctx: &Context) -> Result<Action, Error> {
@@ -160,6 +191,31 @@ async fn record(ctx: &Context, resource: &Tenant, type_: EventType, reason: &str
     };
     if let Err(e) = ctx.recorder.publish(&event, &resource.object_ref(&())).await {
         tracing::warn!(error = %e, tenant = %resource.name_any(), "could not record an event");
+    }
+}
+
+/// The readiness check of the Kubernetes API: the operator's Tenants can be listed (what
+/// its watch needs, with its RBAC).
+#[derive(Debug, Clone)]
+pub struct KubernetesCheck {
+    api: Api<Tenant>,
+}
+
+impl KubernetesCheck {
+    pub const NAME: &'static str = "kubernetes";
+
+    pub fn new(api: Api<Tenant>) -> Self {
+        Self { api }
+    }
+}
+
+impl centralita_platform::server::Check for KubernetesCheck {
+    async fn probe(&mut self) -> centralita_platform::Result<()> {
+        self.api
+            .list(&ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(|e| centralita_platform::Error::Unavailable(format!("the Kubernetes API ({e})")))
     }
 }
 
