@@ -9,7 +9,9 @@
 //! - [`error`]: the crate's error enum and the one mapping from errors to `tonic::Status`.
 //! - [`auth`]: JWT verification and minting, the verified [`auth::Caller`], the
 //!   interceptor that puts it into every request and enforces tenant status and rate quota.
-//! - [`tenant`]: the `Tenant` definition, its manifest (`tenant.yaml`) and validation.
+//! - [`tenant`]: the `Tenant` definition, its manifest (`tenant.yaml`) and validation;
+//!   [`queue`]: the tenant's routing configuration in it (`spec.routing`: queues, agent
+//!   pool, away reasons, disposition codes).
 //! - [`registry`]: the in-memory tenant set every service keeps, fed by [`tenant_feed`]
 //!   from the compacted tenants topic.
 //! - [`bus`]: the Kafka event bus: envelope, topics, idempotent producer, at-least-once
@@ -18,9 +20,13 @@
 //! - [`health`]: readiness of dependencies, mirrored into gRPC health and `/readyz`.
 //! - [`admin`]: the admin HTTP port (`/livez`, `/readyz`, `/metrics`).
 //! - [`shutdown`]: the one shutdown sequence; [`server`]: the runtime that ties all of it
-//!   together for a service (`Runtime::serve`).
+//!   together for a service (`main_with`, `Runtime::serve`, dependency checks, one
+//!   shutdown deadline).
 //! - [`identity`]: customer identities (phone, email, chat, social) and their normal form.
 //! - [`tenancy_api`]: the `centralita.tenancy.v1.TenantService` every service serves.
+//! - `testkit` (only with the `testkit` feature, which crates enable in their
+//!   `[dev-dependencies]`): helpers for the services' tests, with
+//!   `server::assert_config_contract`; never compiled into a production binary.
 
 pub mod admin;
 pub mod auth;
