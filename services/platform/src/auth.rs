@@ -286,6 +286,8 @@ impl Authenticator {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| unauthenticated(Reason::TokenMissing, "authorization must be `Bearer <token>`"))?;
         let caller = self.verifier.verify(token.trim())?;
+        // Known from here on, so also on the call's span when the tenant is then refused.
+        tracing::Span::current().record("tenant", caller.tenant.as_ref().map(|t| t.as_str()).unwrap_or("*"));
         if let Some(tenant) = &caller.tenant {
             let tenant = self.tenants.require_active(tenant)?;
             self.tenants.take_request(&tenant)?;
@@ -299,7 +301,6 @@ impl tonic::service::Interceptor for Authenticator {
         let auth = request.metadata().get("authorization").map(|v| v.as_bytes());
         match self.authenticate(auth) {
             Ok(caller) => {
-                tracing::Span::current().record("tenant", caller.tenant.as_ref().map(|t| t.as_str()).unwrap_or("*"));
                 request.extensions_mut().insert(caller);
                 Ok(request)
             }
