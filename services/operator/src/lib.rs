@@ -91,6 +91,9 @@ pub async fn run_with_client(
     runtime.spawn_check(KubernetesCheck::NAME, KubernetesCheck::new(api.clone()));
     tracing::info!(%topic, namespace = %namespace, "operator watching Tenants");
     let ctx = Arc::new(Context::new(client, producer, topic, metrics));
+    // On shutdown the controller takes no new work and finishes the reconciles in flight.
+    // (One that never completed its first list, the API server unreachable since start,
+    // waits for it even then: the runtime's shutdown deadline aborts it.)
     let stop = runtime.shutdown.clone();
     runtime.spawn(controller::run(api, ctx, async move { stop.wait().await }));
     runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await

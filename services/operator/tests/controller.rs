@@ -364,7 +364,9 @@ async fn the_operator_runs_on_the_platform_runtime() {
     let signalled = std::time::Instant::now();
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(5), running).await.expect("run returned").unwrap().unwrap();
-    assert!(signalled.elapsed() < Duration::from_millis(2500), "{:?}", signalled.elapsed());
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_millis(2500), "shutdown took {took:?}");
+    eprintln!("the operator stopped {took:?} after the shutdown trigger (deadline 2 s)");
 }
 
 /// A bare HTTP/1.1 GET on the admin port: the status line, headers and body.
