@@ -1,6 +1,6 @@
-//! The operator's own Prometheus metrics, declared in one place (STYLE.md §10) and
-//! registered into the runtime's registry, so `/metrics` on the admin port shows them next
-//! to the platform's.
+//! The operator's own Prometheus metrics, declared in one place (so every name and label
+//! can be reviewed together) and registered into the runtime's registry, so `/metrics` on
+//! the admin port shows them next to the platform's.
 //!
 //! - `centralita_operator_reconciles_total{result}`: reconciles by [`ReconcileResult`]
 //!   (bounded: one label value per variant, never a tenant or resource name).
