@@ -2,9 +2,16 @@
 //! to its message, `TryFrom` a message back. Decoding validates: a record that does not
 //! convert is reported, never applied half-way.
 //!
-//! Channels and instants are not a type pair of their own (a channel travels as the `i32`
-//! of `centralita.tenancy.v1.Channel`, an instant as a `google.protobuf.Timestamp`), so
-//! they convert with the plain functions here.
+//! Channels, instants and spans are not a type pair of their own (a channel travels as the
+//! `i32` of `centralita.tenancy.v1.Channel`, an instant as a `google.protobuf.Timestamp`, a
+//! span as a `google.protobuf.Duration`), so they convert with the plain functions here.
+//!
+//! The spans of a queued contact (offer timeout, maximum wait, step starts) travel twice:
+//! as a `Duration` and as the deprecated integer milliseconds they replaced. Records
+//! written before the `Duration` fields existed are still on the input log (and replayed
+//! after a takeover), and an older reader may still be running during a rollout, so
+//! writers set both and readers take the `Duration` when it is set, the milliseconds
+//! otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +38,9 @@ pub enum WireError {
     /// A `oneof` has no case set.
     #[error("empty {0}")]
     Empty(&'static str),
+    /// A `google.protobuf.Duration` that breaks its own rules.
+    #[error("{0} is not a well-formed duration")]
+    Duration(&'static str),
 }
 
 pub fn channel_to_pb(c: Channel) -> PbChannel {
@@ -62,6 +72,32 @@ pub fn millis_to_pb(ms: Millis) -> prost_types::Timestamp {
 
 pub fn millis_from_pb(t: &prost_types::Timestamp) -> Millis {
     t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos / 1_000_000))
+}
+
+/// Milliseconds as a `google.protobuf.Duration` (seconds and nanos of the same sign).
+pub fn duration_to_pb(ms: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+/// Longest span a `google.protobuf.Duration` may hold, about 10,000 years.
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+
+/// A `google.protobuf.Duration` in whole milliseconds (any finer part dropped). One that
+/// breaks the Duration rules (beyond about 10,000 years, nanos beyond a second or of the
+/// other sign than the seconds) is refused, naming `field`. A negative span is well formed:
+/// like one in the deprecated milliseconds fields, it is the core's to refuse.
+pub fn duration_from_pb(d: &prost_types::Duration, field: &'static str) -> Result<i64, WireError> {
+    let opposite_signs = (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0);
+    if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS || d.nanos.unsigned_abs() >= 1_000_000_000 || opposite_signs {
+        return Err(WireError::Duration(field));
+    }
+    Ok(d.seconds * 1000 + i64::from(d.nanos / 1_000_000))
+}
+
+/// The span of a `Duration` field when it is set, else of the deprecated milliseconds field
+/// it replaced (a record written before the `Duration` existed).
+fn span(d: Option<&prost_types::Duration>, deprecated_ms: i64, field: &'static str) -> Result<i64, WireError> {
+    d.map_or(Ok(deprecated_ms), |d| duration_from_pb(d, field))
 }
 
 fn proficiency(v: u32) -> Result<u8, WireError> {
@@ -165,22 +201,35 @@ impl TryFrom<pb::Requirement> for Requirement {
 }
 
 impl From<&Step> for pb::Step {
+    // Writes the deprecated `after_ms` too, for readers older than `after`.
+    #[allow(deprecated)]
     fn from(s: &Step) -> Self {
-        pb::Step { after_ms: s.after_ms, requirements: s.requirements.iter().map(pb::Requirement::from).collect() }
+        pb::Step {
+            after_ms: s.after_ms,
+            requirements: s.requirements.iter().map(pb::Requirement::from).collect(),
+            after: Some(duration_to_pb(s.after_ms)),
+        }
     }
 }
 
 impl TryFrom<pb::Step> for Step {
     type Error = WireError;
 
+    // Reads the deprecated `after_ms` of records written before `after`.
+    #[allow(deprecated)]
     fn try_from(s: pb::Step) -> Result<Self, WireError> {
+        let after_ms = span(s.after.as_ref(), s.after_ms, "step after")?;
         let requirements = s.requirements.into_iter().map(Requirement::try_from).collect::<Result<_, _>>()?;
-        Ok(Step { after_ms: s.after_ms, requirements })
+        Ok(Step { after_ms, requirements })
     }
 }
 
 impl From<&QueuedContact> for pb::QueuedContact {
+    // Writes the deprecated `offer_timeout_ms` and `max_wait_ms` too, for readers older
+    // than `offer_timeout` and `max_wait`.
+    #[allow(deprecated)]
     fn from(c: &QueuedContact) -> Self {
+        let max_wait_ms = c.max_wait.as_ref().map(|m| m.after_ms);
         pb::QueuedContact {
             contact_id: c.id.0.clone(),
             queue: Some((&c.queue).into()),
@@ -192,9 +241,11 @@ impl From<&QueuedContact> for pb::QueuedContact {
             preferred_agent_id: c.preferred.as_ref().map(|(a, _)| a.0.clone()).unwrap_or_default(),
             preferred_until: c.preferred.as_ref().map(|(_, t)| millis_to_pb(*t)),
             offer_timeout_ms: c.offer_timeout_ms,
-            max_wait_ms: c.max_wait.as_ref().map(|m| m.after_ms).unwrap_or(0),
+            max_wait_ms: max_wait_ms.unwrap_or(0),
             overflow_to: c.max_wait.as_ref().and_then(|m| m.overflow_to.as_ref()).map(pb::QueueRef::from),
             excluded_agent_ids: c.excluded.iter().map(|a| a.0.clone()).collect(),
+            offer_timeout: Some(duration_to_pb(c.offer_timeout_ms)),
+            max_wait: max_wait_ms.map(duration_to_pb),
         }
     }
 }
@@ -202,7 +253,12 @@ impl From<&QueuedContact> for pb::QueuedContact {
 impl TryFrom<pb::QueuedContact> for QueuedContact {
     type Error = WireError;
 
+    // Reads the deprecated `offer_timeout_ms` and `max_wait_ms` of records written before
+    // `offer_timeout` and `max_wait`.
+    #[allow(deprecated)]
     fn try_from(c: pb::QueuedContact) -> Result<Self, WireError> {
+        let offer_timeout_ms = span(c.offer_timeout.as_ref(), c.offer_timeout_ms, "offer_timeout")?;
+        let max_wait_ms = span(c.max_wait.as_ref(), c.max_wait_ms, "max_wait")?;
         let preferred = match (c.preferred_agent_id.is_empty(), &c.preferred_until) {
             (false, Some(t)) => Some((AgentId(c.preferred_agent_id), millis_from_pb(t))),
             _ => None,
@@ -216,11 +272,11 @@ impl TryFrom<pb::QueuedContact> for QueuedContact {
             enqueued_at: c.enqueue_time.as_ref().map(millis_from_pb).ok_or(WireError::Missing("enqueue_time"))?,
             steps: c.steps.into_iter().map(Step::try_from).collect::<Result<_, _>>()?,
             preferred,
-            offer_timeout_ms: c.offer_timeout_ms,
+            offer_timeout_ms,
             // An overflow queue that does not convert is dropped: the contact then times
             // out at its maximum wait instead of being refused as a whole.
-            max_wait: (c.max_wait_ms > 0).then(|| MaxWait {
-                after_ms: c.max_wait_ms,
+            max_wait: (max_wait_ms > 0).then(|| MaxWait {
+                after_ms: max_wait_ms,
                 overflow_to: c.overflow_to.and_then(|q| QueueRef::try_from(q).ok()),
             }),
             excluded: c.excluded_agent_ids.into_iter().map(AgentId).collect(),
@@ -429,6 +485,95 @@ mod tests {
             assert!((0..1_000_000_000).contains(&t.nanos), "{t:?}");
             assert_eq!(millis_from_pb(&t), ms);
         }
+    }
+
+    fn span(seconds: i64, nanos: i32) -> Option<prost_types::Duration> {
+        Some(prost_types::Duration { seconds, nanos })
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn queued_contacts_write_both_forms_of_their_spans() {
+        let c = pb::QueuedContact::from(&contact());
+        assert_eq!((c.offer_timeout_ms, c.offer_timeout), (15_000, span(15, 0)));
+        assert_eq!((c.max_wait_ms, c.max_wait), (600_000, span(600, 0)));
+        let steps: Vec<_> = c.steps.iter().map(|s| (s.after_ms, s.after)).collect();
+        assert_eq!(steps, [(0, span(0, 0)), (30_000, span(30, 0))]);
+        // No maximum wait: zero milliseconds, and no Duration.
+        let c = pb::QueuedContact::from(&QueuedContact { max_wait: None, ..contact() });
+        assert_eq!((c.max_wait_ms, c.max_wait), (0, None));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn queued_contacts_read_the_duration_when_it_is_set() {
+        let mut c = pb::QueuedContact::from(&contact());
+        c.offer_timeout_ms = 0;
+        c.max_wait_ms = 0;
+        c.offer_timeout = span(20, 500_000_000);
+        c.max_wait = span(90, 0);
+        for s in &mut c.steps {
+            s.after_ms = 0;
+        }
+        c.steps[1].after = span(45, 999_999);
+        let read = QueuedContact::try_from(c).unwrap();
+        assert_eq!(read.offer_timeout_ms, 20_500);
+        assert_eq!(read.max_wait.map(|m| m.after_ms), Some(90_000));
+        assert_eq!(read.steps.iter().map(|s| s.after_ms).collect::<Vec<_>>(), [0, 45_000]);
+        // The Duration wins over a deprecated field that disagrees; a zero one means no
+        // maximum wait, as zero milliseconds did.
+        let mut c = pb::QueuedContact::from(&contact());
+        c.offer_timeout = span(5, 0);
+        c.max_wait = span(0, 0);
+        let read = QueuedContact::try_from(c).unwrap();
+        assert_eq!((read.offer_timeout_ms, read.max_wait), (5_000, None));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn queued_contacts_written_before_the_durations_still_read() {
+        // What a writer older than the Duration fields put on the input log.
+        let old = pb::QueuedContact {
+            offer_timeout: None,
+            max_wait: None,
+            steps: pb::QueuedContact::from(&contact())
+                .steps
+                .into_iter()
+                .map(|s| pb::Step { after: None, ..s })
+                .collect(),
+            ..pb::QueuedContact::from(&contact())
+        };
+        assert_eq!(old.steps[1].after_ms, 30_000);
+        let input = pb::RoutingInput { input: Some(pb::routing_input::Input::ContactQueued(old)) };
+        let bytes = prost::Message::encode_to_vec(&input);
+        let decoded: pb::RoutingInput = prost::Message::decode(bytes.as_slice()).unwrap();
+        assert_eq!(Input::try_from(decoded), Ok(Input::ContactQueued(contact())));
+        let no_max_wait = pb::QueuedContact { max_wait: None, ..pb::QueuedContact::from(&contact()) };
+        let no_max_wait = pb::QueuedContact { max_wait_ms: 0, ..no_max_wait };
+        assert_eq!(QueuedContact::try_from(no_max_wait).map(|c| c.max_wait), Ok(None));
+    }
+
+    #[test]
+    fn spans_keep_their_millisecond_and_malformed_durations_are_refused() {
+        for ms in [0, 1, 999, 1_000, 15_000, 86_400_123, -1, -1_001] {
+            let d = duration_to_pb(ms);
+            assert!(d.seconds == 0 || d.nanos == 0 || (d.seconds > 0) == (d.nanos > 0), "{d:?}");
+            assert_eq!(duration_from_pb(&d, "x"), Ok(ms));
+        }
+        // Finer than a millisecond is dropped.
+        assert_eq!(duration_from_pb(&span(1, 999_999).unwrap(), "x"), Ok(1_000));
+        for bad in [span(1, -1), span(-1, 1), span(0, 1_000_000_000), span(0, i32::MIN), span(i64::MIN, 0)] {
+            assert_eq!(duration_from_pb(&bad.unwrap(), "x"), Err(WireError::Duration("x")));
+        }
+        let mut c = pb::QueuedContact::from(&contact());
+        c.offer_timeout = span(1, -5);
+        assert_eq!(
+            QueuedContact::try_from(c).map_err(|e| e.to_string()),
+            Err("offer_timeout is not a well-formed duration".into())
+        );
+        let mut c = pb::QueuedContact::from(&contact());
+        c.steps[1].after = span(0, 2_000_000_000);
+        assert_eq!(QueuedContact::try_from(c), Err(WireError::Duration("step after")));
     }
 
     #[test]
