@@ -14,8 +14,10 @@
 //!   pool, away reasons, disposition codes).
 //! - [`registry`]: the in-memory tenant set every service keeps, fed by [`tenant_feed`]
 //!   from the compacted tenants topic.
-//! - [`bus`]: the Kafka event bus: envelope, topics, idempotent producer, at-least-once
-//!   consumer that stores offsets only after handling and dedupes on event id.
+//! - [`bus`]: the Kafka event bus, one file each under `bus/`: envelope (`event`), topics
+//!   and client settings (`topics`, `client`), idempotent producer (`producer`),
+//!   at-least-once consumer that stores offsets only after handling (`consumer`, `batch`)
+//!   and dedupes on event id (`dedupe`).
 //! - [`db`]: PostgreSQL pool and versioned migrations; [`cache`]: Redis.
 //! - [`health`]: readiness of dependencies, mirrored into gRPC health and `/readyz`.
 //! - [`admin`]: the admin HTTP port (`/livez`, `/readyz`, `/metrics`).
