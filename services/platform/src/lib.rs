@@ -9,7 +9,9 @@
 //! - [`error`]: the crate's error enum and the one mapping from errors to `tonic::Status`.
 //! - [`auth`]: JWT verification and minting, the verified [`auth::Caller`], the
 //!   interceptor that puts it into every request and enforces tenant status and rate quota.
-//! - [`tenant`]: the `Tenant` definition, its manifest (`tenant.yaml`) and validation;
+//! - [`tenant`]: the `Tenant` definition, one file each under `tenant/`: id and contact
+//!   names (`id`), manifest (`tenant.yaml`, `manifest`) and its validation (`validate`),
+//!   protobuf form (`wire`);
 //!   [`queue`]: the tenant's routing configuration in it (`spec.routing`: queues, agent
 //!   pool, away reasons, disposition codes).
 //! - [`registry`]: the in-memory tenant set every service keeps, fed by [`tenant_feed`]

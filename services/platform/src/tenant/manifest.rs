@@ -1,0 +1,178 @@
+//! The manifest (`tenant.yaml`), Kubernetes-shaped: apiVersion, kind, metadata.name, spec;
+//! and a [`Tenant`] written back as one. Its validation into a [`Tenant`] is in `validate`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Channel, RecordingMode, Tenant, TenantStatus, Weekday};
+use crate::queue::RoutingSpec;
+
+pub const API_VERSION: &str = "centralita.io/v1";
+pub const KIND: &str = "Tenant";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantManifest {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ManifestMetadata,
+    pub spec: TenantSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManifestMetadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// The `spec` of a tenant. Numbers are read as signed so a negative quota gets a message
+/// that names the rule rather than a type error. The agent pool cannot change once set (a
+/// transition rule the API server checks on update).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "(has(self.routing) && has(self.routing.agentPool) ? self.routing.agentPool : 'default') == (has(oldSelf.routing) && has(oldSelf.routing.agentPool) ? oldSelf.routing.agentPool : 'default')",
+        "message": "spec.routing.agentPool cannot change once the tenant exists"
+    }]))
+)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantSpec {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 200)))]
+    pub display_name: String,
+    #[serde(default = "default_status")]
+    pub status: TenantStatus,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub channels: Vec<Channel>,
+    pub service_level: ServiceLevelSpec,
+    pub quotas: QuotasSpec,
+    pub business_hours: BusinessHoursSpec,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 10950)))]
+    pub data_retention_days: i64,
+    pub recording: RecordingSpec,
+    #[serde(default)]
+    pub routing: RoutingSpec,
+}
+
+fn default_status() -> TenantStatus {
+    TenantStatus::Active
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceLevelSpec {
+    #[cfg_attr(feature = "schema", schemars(range(max = 100.0), extend("minimum" = 0.0, "exclusiveMinimum" = true)))]
+    pub target_percent: f64,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 86400)))]
+    pub threshold_seconds: i64,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotasSpec {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000000)))]
+    pub max_concurrent_contacts: i64,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000000)))]
+    pub api_requests_per_second: i64,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BusinessHoursSpec {
+    pub time_zone: String,
+    #[serde(default)]
+    pub windows: Vec<WindowSpec>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WindowSpec {
+    pub days: Vec<Weekday>,
+    /// `HH:MM`, local time.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")))]
+    pub open: String,
+    /// `HH:MM`, local time; `24:00` closes at midnight.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")))]
+    pub close: String,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordingSpec {
+    pub voice: RecordingMode,
+    #[serde(default)]
+    pub chat_transcripts: bool,
+    #[serde(default)]
+    pub allow_pause: bool,
+}
+
+pub(super) fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return None;
+    }
+    Some(h * 60 + m)
+}
+
+pub(super) fn fmt_hhmm(minute: u32) -> String {
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+impl From<&Tenant> for TenantManifest {
+    fn from(t: &Tenant) -> Self {
+        let mut windows: Vec<WindowSpec> = Vec::new();
+        for w in &t.business_hours.windows {
+            let (open, close) = (fmt_hhmm(w.open_minute), fmt_hhmm(w.close_minute));
+            match windows.iter_mut().find(|x| x.open == open && x.close == close) {
+                Some(x) => x.days.push(w.day),
+                None => windows.push(WindowSpec { days: vec![w.day], open, close }),
+            }
+        }
+        TenantManifest {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            metadata: ManifestMetadata {
+                name: t.id.to_string(),
+                namespace: None,
+                labels: Default::default(),
+                annotations: Default::default(),
+            },
+            spec: TenantSpec {
+                display_name: t.display_name.clone(),
+                status: t.status,
+                channels: t.channels.iter().copied().collect(),
+                service_level: ServiceLevelSpec {
+                    target_percent: t.service_level.target_percent,
+                    threshold_seconds: t.service_level.threshold.as_secs() as i64,
+                },
+                quotas: QuotasSpec {
+                    max_concurrent_contacts: t.quotas.max_concurrent_contacts.into(),
+                    api_requests_per_second: t.quotas.api_requests_per_second.into(),
+                },
+                business_hours: BusinessHoursSpec { time_zone: t.business_hours.time_zone.name().into(), windows },
+                data_retention_days: t.data_retention_days.into(),
+                recording: RecordingSpec {
+                    voice: t.recording.voice,
+                    chat_transcripts: t.recording.chat_transcripts,
+                    allow_pause: t.recording.allow_pause,
+                },
+                routing: RoutingSpec::from(&t.routing),
+            },
+        }
+    }
+}

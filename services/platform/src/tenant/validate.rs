@@ -1,0 +1,320 @@
+//! A manifest validated into a [`Tenant`], every invalid field named by its path.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::manifest::parse_hhmm;
+use super::{
+    BusinessHours, Channel, OpeningWindow, Quotas, RecordingMode, RecordingPolicy, ServiceLevel, Tenant, TenantId,
+    TenantManifest, API_VERSION, BPO_TENANT, KIND,
+};
+use crate::error::{Error, FieldViolation};
+
+/// Upper bounds that catch typos (an extra zero) rather than limit real tenants.
+pub const MAX_CONCURRENT_CONTACTS: i64 = 1_000_000;
+pub const MAX_API_RPS: i64 = 1_000_000;
+pub const MAX_RETENTION_DAYS: i64 = 3650 * 3;
+pub const MAX_THRESHOLD_SECONDS: i64 = 86_400;
+
+impl TenantManifest {
+    /// Validates the manifest into a [`Tenant`], listing every invalid field by its path.
+    pub fn into_tenant(self, updated_at: DateTime<Utc>) -> Result<Tenant, Error> {
+        let mut v = Vec::new();
+        let mut bad = |field: &str, msg: String| v.push(FieldViolation::new(field, msg));
+        if self.api_version != API_VERSION {
+            bad("apiVersion", format!("must be `{API_VERSION}`, got `{}`", self.api_version));
+        }
+        if self.kind != KIND {
+            bad("kind", format!("must be `{KIND}`, got `{}`", self.kind));
+        }
+        let id = TenantId::parse(&self.metadata.name)
+            .and_then(|id| match id.as_str() {
+                BPO_TENANT => Err(format!("`{BPO_TENANT}` is reserved for the BPO's own records")),
+                _ => Ok(id),
+            })
+            .map_err(|e| bad("metadata.name", e))
+            .ok();
+        let s = self.spec;
+        let display_name = s.display_name.trim().to_owned();
+        if display_name.is_empty() || display_name.chars().count() > 200 {
+            bad("spec.displayName", "must be 1 to 200 characters".into());
+        }
+        let channels: BTreeSet<Channel> = s.channels.iter().copied().collect();
+        if channels.is_empty() {
+            bad("spec.channels", "must enable at least one channel".into());
+        } else if channels.len() != s.channels.len() {
+            bad("spec.channels", "lists a channel twice".into());
+        }
+        let sl = &s.service_level;
+        if !(sl.target_percent > 0.0 && sl.target_percent <= 100.0) {
+            bad("spec.serviceLevel.targetPercent", format!("must be in (0, 100], got {}", sl.target_percent));
+        }
+        if !(1..=MAX_THRESHOLD_SECONDS).contains(&sl.threshold_seconds) {
+            bad(
+                "spec.serviceLevel.thresholdSeconds",
+                format!("must be between 1 and {MAX_THRESHOLD_SECONDS}, got {}", sl.threshold_seconds),
+            );
+        }
+        let q = &s.quotas;
+        if !(1..=MAX_CONCURRENT_CONTACTS).contains(&q.max_concurrent_contacts) {
+            bad(
+                "spec.quotas.maxConcurrentContacts",
+                format!("must be between 1 and {MAX_CONCURRENT_CONTACTS}, got {}", q.max_concurrent_contacts),
+            );
+        }
+        if !(1..=MAX_API_RPS).contains(&q.api_requests_per_second) {
+            bad(
+                "spec.quotas.apiRequestsPerSecond",
+                format!("must be between 1 and {MAX_API_RPS}, got {}", q.api_requests_per_second),
+            );
+        }
+        let tz = match s.business_hours.time_zone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                bad(
+                    "spec.businessHours.timeZone",
+                    format!("`{}` is not an IANA time zone (for example Europe/Madrid)", s.business_hours.time_zone),
+                );
+                None
+            }
+        };
+        let mut windows = Vec::new();
+        for (i, w) in s.business_hours.windows.iter().enumerate() {
+            let path = format!("spec.businessHours.windows[{i}]");
+            if w.days.is_empty() {
+                bad(&format!("{path}.days"), "must list at least one day".into());
+            }
+            let open = parse_hhmm(&w.open);
+            let close = parse_hhmm(&w.close);
+            if open.is_none() {
+                bad(&format!("{path}.open"), format!("`{}` is not a time HH:MM", w.open));
+            }
+            if close.is_none() {
+                bad(&format!("{path}.close"), format!("`{}` is not a time HH:MM", w.close));
+            }
+            if let (Some(o), Some(c)) = (open, close) {
+                if c <= o {
+                    bad(&format!("{path}.close"), "must be after open".into());
+                }
+                for d in &w.days {
+                    windows.push(OpeningWindow { day: *d, open_minute: o, close_minute: c });
+                }
+            }
+        }
+        windows.sort();
+        for pair in windows.windows(2) {
+            if pair[0].day == pair[1].day && pair[1].open_minute < pair[0].close_minute {
+                bad("spec.businessHours.windows", format!("windows overlap on {:?}", pair[0].day).to_lowercase());
+                break;
+            }
+        }
+        if !(1..=MAX_RETENTION_DAYS).contains(&s.data_retention_days) {
+            bad(
+                "spec.dataRetentionDays",
+                format!("must be between 1 and {MAX_RETENTION_DAYS}, got {}", s.data_retention_days),
+            );
+        }
+        if s.recording.allow_pause && s.recording.voice == RecordingMode::None && !s.recording.chat_transcripts {
+            bad("spec.recording.allowPause", "makes no sense when nothing is recorded".into());
+        }
+        let threshold = Duration::from_secs(sl.threshold_seconds.clamp(1, MAX_THRESHOLD_SECONDS) as u64);
+        let routing = s.routing.validate(threshold, &mut v);
+        match (id, tz) {
+            (Some(id), Some(time_zone)) if v.is_empty() => Ok(Tenant {
+                id,
+                display_name,
+                status: s.status,
+                channels,
+                service_level: ServiceLevel {
+                    target_percent: sl.target_percent,
+                    threshold: Duration::from_secs(sl.threshold_seconds as u64),
+                },
+                quotas: Quotas {
+                    max_concurrent_contacts: q.max_concurrent_contacts as u32,
+                    api_requests_per_second: q.api_requests_per_second as u32,
+                },
+                business_hours: BusinessHours { time_zone, windows },
+                data_retention_days: s.data_retention_days as u32,
+                recording: RecordingPolicy {
+                    voice: s.recording.voice,
+                    chat_transcripts: s.recording.chat_transcripts,
+                    allow_pause: s.recording.allow_pause,
+                },
+                routing,
+                updated_at,
+            }),
+            _ => Err(Error::InvalidArgument(v)),
+        }
+    }
+
+    /// Reads every YAML document of `text` (separated by `---`) as a manifest. The whole file
+    /// is refused if any document is invalid, naming the document and field.
+    pub fn parse_all(text: &str, updated_at: DateTime<Utc>) -> Result<Vec<Tenant>, Error> {
+        let mut tenants = Vec::new();
+        let mut violations = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let prefix = |field: &str| format!("document {}: {field}", i + 1);
+            let value = match serde_yaml::Value::deserialize(doc) {
+                Ok(serde_yaml::Value::Null) => continue,
+                Ok(v) => v,
+                Err(e) => {
+                    violations.push(FieldViolation::new(prefix("(yaml)"), e.to_string()));
+                    continue;
+                }
+            };
+            let manifest: TenantManifest = match serde_path_to_error::deserialize(value) {
+                Ok(m) => m,
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let field = if path == "." { "(root)".to_string() } else { path };
+                    violations.push(FieldViolation::new(prefix(&field), e.into_inner().to_string()));
+                    continue;
+                }
+            };
+            match manifest.into_tenant(updated_at) {
+                Ok(t) => {
+                    if !seen.insert(t.id.clone()) {
+                        violations.push(FieldViolation::new(
+                            prefix("metadata.name"),
+                            format!("tenant `{}` appears twice", t.id),
+                        ));
+                    }
+                    tenants.push(t);
+                }
+                Err(Error::InvalidArgument(vs)) => {
+                    violations.extend(vs.into_iter().map(|f| FieldViolation::new(prefix(&f.field), f.description)))
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        if tenants.is_empty() {
+            return Err(Error::invalid("(file)", "holds no Tenant document"));
+        }
+        Ok(tenants)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::tests::{now, DEMO};
+
+    fn violations(text: &str) -> Vec<FieldViolation> {
+        match TenantManifest::parse_all(text, now()) {
+            Err(Error::InvalidArgument(v)) => v,
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn demo_manifest_is_valid() {
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        assert_eq!(t.id.as_str(), "acme");
+        assert_eq!(t.business_hours.windows.len(), 6);
+        assert_eq!(t.business_hours.time_zone, chrono_tz::Europe::Madrid);
+        assert!(t.is_active());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let v = violations(&DEMO.replace("dataRetentionDays: 365", "dataRetentionDays: 365\n  colour: blue"));
+        assert_eq!(v.len(), 1);
+        assert!(v[0].field.contains("spec"), "{v:?}");
+        assert!(v[0].description.contains("colour"), "{v:?}");
+    }
+
+    #[test]
+    fn bad_time_zone_is_named() {
+        let v = violations(&DEMO.replace("Europe/Madrid", "Mars/Olympus_Mons"));
+        assert_eq!(v[0].field, "document 1: spec.businessHours.timeZone");
+        assert!(v[0].description.contains("Mars/Olympus_Mons"));
+    }
+
+    #[test]
+    fn negative_quota_is_named() {
+        let v = violations(&DEMO.replace("maxConcurrentContacts: 200", "maxConcurrentContacts: -5"));
+        assert_eq!(v[0].field, "document 1: spec.quotas.maxConcurrentContacts");
+        assert!(v[0].description.contains("-5"));
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let text = DEMO
+            .replace("targetPercent: 80", "targetPercent: 180")
+            .replace("\"20:00\"", "\"07:00\"")
+            .replace("name: acme", "name: Acme_Corp");
+        let fields: Vec<_> = violations(&text).into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "document 1: metadata.name",
+                "document 1: spec.serviceLevel.targetPercent",
+                "document 1: spec.businessHours.windows[0].close"
+            ]
+        );
+    }
+
+    #[test]
+    fn queue_problems_are_named() {
+        let text = DEMO
+            .replace("serviceLevelDefinition: left-queue", "serviceLevelDefinition: best")
+            .replace("serviceLevelTargetPercent: 90", "serviceLevelTargetPercent: 0")
+            .replace("overflowQueue: billing", "overflowQueue: nowhere")
+            .replace("afterSeconds: 30, proficiencyDrop: 1", "afterSeconds: 30, proficiencyDrop: 9")
+            .replace("awayReasons: [break, lunch]", "agentPool: East\n    awayReasons: [break, break, not_responding]");
+        let fields: Vec<_> = violations(&text).into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "document 1: spec.routing.agentPool",
+                "document 1: spec.routing.awayReasons[1]",
+                "document 1: spec.routing.awayReasons[2]",
+                "document 1: spec.routing.queues[0].overflowQueue",
+                "document 1: spec.routing.queues[0].steps[1].proficiencyDrop",
+                "document 1: spec.routing.queues[1].serviceLevelDefinition",
+                "document 1: spec.routing.queues[1].serviceLevelTargetPercent",
+            ]
+        );
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        let support = &t.routing.queues["support"];
+        assert_eq!(support.steps.len(), 3);
+        assert_eq!(support.service_level_threshold, Duration::from_secs(20));
+        let billing = &t.routing.queues["billing"];
+        assert_eq!(billing.offer_timeout, Duration::from_secs(20));
+        assert_eq!(billing.service_level_definition, crate::queue::ServiceLevelDefinition::LeftQueue);
+        assert_eq!(billing.abandon_rate_definition, crate::queue::AbandonRateDefinition::ExcludingShort);
+        assert_eq!(
+            (billing.short_abandon_threshold, billing.service_level_target_percent),
+            (Duration::from_secs(10), Some(90.0))
+        );
+        assert_eq!(support.service_level_definition, crate::queue::ServiceLevelDefinition::Default);
+        assert_eq!(support.short_abandon_threshold, Duration::from_secs(5));
+        assert!(t.routing.is_away_reason("not_responding") && t.routing.is_away_reason("lunch"));
+        assert_eq!(t.routing.agent_pool, "default");
+        let east = DEMO.replace("awayReasons: [break, lunch]", "agentPool: east\n    awayReasons: [break, lunch]");
+        assert_eq!(TenantManifest::parse_all(&east, now()).expect("valid").remove(0).routing.agent_pool, "east");
+    }
+
+    #[test]
+    fn the_bpo_tenant_id_is_reserved() {
+        let v = violations(&DEMO.replace("name: acme", "name: bpo"));
+        assert_eq!(v[0].field, "document 1: metadata.name");
+        assert!(v[0].description.contains("reserved"));
+    }
+
+    #[test]
+    fn several_documents_and_duplicates() {
+        let two = format!("{DEMO}\n---\n{}", DEMO.replace("name: acme", "name: globex"));
+        assert_eq!(TenantManifest::parse_all(&two, now()).expect("valid").len(), 2);
+        let dup = format!("{DEMO}\n---\n{DEMO}");
+        assert!(violations(&dup)[0].description.contains("twice"));
+        assert!(violations("# nothing\n").iter().any(|v| v.field == "(file)"));
+    }
+}
