@@ -295,6 +295,11 @@ async fn figures_of_each_definition_from_hand_built_events() {
     assert_eq!(support_sla.breaches[0].achieved_percent, Some(50.0));
     assert_eq!(support_sla.breaches[0].judged, 8);
     assert_eq!(support_sla.days.len(), 1);
+    // The threshold as a Duration and, for clients older than that, in whole seconds.
+    assert_eq!(support_sla.service_level_threshold, Some(prost_types::Duration { seconds: 20, nanos: 0 }));
+    #[allow(deprecated)]
+    let threshold_seconds = support_sla.threshold_seconds;
+    assert_eq!(threshold_seconds, 20);
     let billing_sla = sla.queues.iter().find(|q| q.queue == "billing").unwrap();
     assert_eq!((billing_sla.target_percent, billing_sla.service_level_definition.as_str()), (60.0, "answered"));
 
@@ -509,7 +514,13 @@ async fn realtime_figures_and_the_wallboard_stream() {
     };
     let q = &pushed.queues[0];
     assert!(q.longest_wait_ms >= 30_000, "{q:?}");
-    assert_eq!(q.threshold_seconds, 20);
+    // The thresholds as Durations and, for clients older than those, in whole seconds.
+    let secs = |seconds| Some(prost_types::Duration { seconds, nanos: 0 });
+    assert_eq!((q.service_level_threshold, q.short_abandon_threshold), (secs(20), secs(5)));
+    #[allow(deprecated)]
+    let (threshold_seconds, short_abandon_seconds) = (q.threshold_seconds, q.short_abandon_seconds);
+    assert_eq!(threshold_seconds, 20);
+    assert_eq!(short_abandon_seconds, 5);
     let rolling = q.rolling_15m.as_ref().unwrap();
     assert_eq!(
         (rolling.offered, rolling.answered, rolling.asa_seconds, rolling.service_level_percent),
@@ -550,6 +561,8 @@ async fn realtime_figures_and_the_wallboard_stream() {
 }
 
 #[tokio::test]
+// Asks with the deprecated seconds as an older client would, then with the Durations.
+#[allow(deprecated)]
 async fn staffing_reproduces_erlang_c_over_grpc() {
     let (prefix, _topics, [a, _]) = setup().await;
     let svc = start(&prefix).await;
@@ -562,6 +575,8 @@ async fn staffing_reproduces_erlang_c_over_grpc() {
         target_service_level_percent: 80.0,
         max_occupancy_percent: 0.0,
         evaluate_agents: vec![53, 57],
+        average_handle_time: None,
+        service_level_threshold: None,
     };
     let r = client.compute_staffing(request(ask.clone(), &caller)).await.unwrap().into_inner();
     let req = r.required.unwrap();
@@ -592,6 +607,25 @@ async fn staffing_reproduces_erlang_c_over_grpc() {
         .await
         .unwrap_err();
     assert!(err.message().contains("evaluate_agents[0]"), "{}", err.message());
+    // The same question with Durations, which win over the deprecated seconds.
+    let secs = |seconds| Some(prost_types::Duration { seconds, nanos: 0 });
+    let ask = pb::ComputeStaffingRequest {
+        arrivals_per_second: 0.2,
+        aht_seconds: 1.0,
+        threshold_seconds: 1.0,
+        target_service_level_percent: 80.0,
+        average_handle_time: secs(240),
+        service_level_threshold: secs(15),
+        ..Default::default()
+    };
+    let r = client.compute_staffing(request(ask.clone(), &caller)).await.unwrap().into_inner();
+    assert_eq!(r.required.unwrap().agents, 55);
+    let err = client
+        .compute_staffing(request(pb::ComputeStaffingRequest { average_handle_time: secs(-3), ..ask }, &caller))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("average_handle_time"), "{}", err.message());
     svc.stop().await;
 }
 

@@ -11,7 +11,7 @@ use centralita_platform::tenant::Tenant;
 use centralita_proto::reporting::v1 as pb;
 
 use super::realtime::agent_time_pb;
-use super::{definitions, figures, millis, now_ms, resolve_tenant, rules_of, ts, Api, MAX_RANGE_MS};
+use super::{definitions, duration, figures, millis, now_ms, resolve_tenant, rules_of, ts, Api, MAX_RANGE_MS};
 use crate::core::agents::{agent_time, AgentTime, Span};
 use crate::core::rollup::{self, GroupBy, Period, RowKey};
 use crate::core::{Counts, Leg, Millis};
@@ -167,6 +167,9 @@ impl Api {
         Ok(out)
     }
 
+    // Writes each queue's deprecated whole-second threshold too, for clients older than the
+    // Duration that replaces it.
+    #[allow(deprecated)]
     pub(super) async fn sla(
         &self,
         caller: &Caller,
@@ -221,9 +224,11 @@ impl Api {
                 };
                 let intervals = periods(&intervals, pb::Granularity::Interval);
                 let breaches = intervals.iter().filter(|p| !p.met).cloned().collect();
+                let threshold_ms = rules_of(&tenant, &id).threshold_ms;
                 pb::QueueSla {
                     target_percent: target,
-                    threshold_seconds: rules_of(&tenant, &id).threshold_ms / 1000,
+                    threshold_seconds: threshold_ms / 1000,
+                    service_level_threshold: Some(duration(threshold_ms)),
                     service_level_definition: def.name().into(),
                     intervals,
                     days: periods(&days, pb::Granularity::Day),

@@ -64,6 +64,11 @@ pub fn ts(ms: Millis) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
+/// A span of milliseconds as a `google.protobuf.Duration` (seconds and nanos of one sign).
+pub fn duration(ms: Millis) -> prost_types::Duration {
+    prost_types::Duration { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
 fn millis(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Millis, Error> {
     let t = t.as_ref().ok_or_else(|| Error::invalid(field, "is required"))?;
     if !(0..=253_402_300_799).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {

@@ -10,7 +10,7 @@ use centralita_proto::reporting::v1 as pb;
 use centralita_proto::sessions::v1 as spb;
 use chrono_tz::Tz;
 
-use super::{definitions, figures, now_ms, resolve_tenant, rules_of, ts, Api, MetricsStream};
+use super::{definitions, duration, figures, now_ms, resolve_tenant, rules_of, ts, Api, MetricsStream};
 use crate::core::agents::{agent_time, AgentTime, Span, AVAILABLE, AWAY};
 use crate::core::rollup::{self, GroupBy, Period, RowKey};
 use crate::core::{Counts, Leg, Millis, INTERVAL_MS};
@@ -20,6 +20,9 @@ use crate::store;
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Api {
+    // Writes each queue's deprecated whole-second thresholds too, for clients older than
+    // the Durations that replace them.
+    #[allow(deprecated)]
     pub(super) async fn realtime(
         &self,
         caller: &Caller,
@@ -67,6 +70,8 @@ impl Api {
                     rolling_15m: Some(figures(&last.get(&id).copied().unwrap_or_default(), sl, ar)),
                     threshold_seconds: r.threshold_ms / 1000,
                     short_abandon_seconds: r.short_abandon_ms / 1000,
+                    service_level_threshold: Some(duration(r.threshold_ms)),
+                    short_abandon_threshold: Some(duration(r.short_abandon_ms)),
                     agents: Some(floor.by_state(Some(&id))),
                     agents_today: Some(floor.time(Some(&id), true)),
                     agents_rolling_15m: Some(floor.time(Some(&id), false)),
