@@ -6,137 +6,31 @@
 //! One [`Router`] holds one agent pool: every queue whose agents may overlap must be routed
 //! by the same router, which is what keeps a shared agent from being booked twice across
 //! tenants.
+//!
+//! # Layout
+//! - this file: [`Router`], its [`Snapshot`] and the validation of inputs;
+//! - `state`: what the router keeps per agent and per contact ([`Hold`] among it), with the
+//!   rules for capacity, eligibility and score, and the per-queue index;
+//! - `rejected`: [`Rejected`], the core's refusals;
+//! - `tests.rs`: example tests of every rule and the proptests over random pools.
 
 mod rejected;
+mod state;
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use centralita_routing_contract::model::*;
 pub use rejected::Rejected;
 use serde::{Deserialize, Serialize};
+pub use state::Hold;
+use state::{AgentState, ContactState, QueueIndex};
 
-/// Priority points are compared in points·milliseconds, so that aging (points per minute)
-/// stays integral.
-const MS_PER_MINUTE: i128 = 60_000;
 /// Bounds that keep every score far away from overflow.
 const PRIORITY_LIMIT: i64 = 1_000_000;
 const AGING_LIMIT: i64 = 1_000_000;
 const MAX_STEPS: usize = 16;
 const MAX_REQUIREMENTS: usize = 32;
-
-/// Whether a unit of capacity is only reserved by an offer or booked by an accepted contact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Hold {
-    Reserved,
-    Booked,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct AgentState {
-    profile: AgentProfile,
-    ready: bool,
-    /// When the agent last became ready or was last offered a contact: the longest-waiting
-    /// agent is offered first.
-    routed_at: Millis,
-    holding: BTreeMap<ContactId, (Channel, Hold)>,
-}
-
-impl AgentState {
-    fn load(&self, channel: Channel) -> u32 {
-        self.holding.values().filter(|(c, _)| *c == channel).count() as u32
-    }
-
-    fn can_take(&self, channel: Channel) -> bool {
-        let cap = &self.profile.capacity;
-        let limit = cap.limits.get(&channel).copied().unwrap_or(0);
-        if limit == 0 || self.load(channel) >= limit {
-            return false;
-        }
-        let total = self.holding.len() as u32;
-        if cap.max_total > 0 && total >= cap.max_total {
-            return false;
-        }
-        if cap.exclusive.contains(&channel) && total > 0 {
-            return false;
-        }
-        !self.holding.values().any(|(c, _)| cap.exclusive.contains(c))
-    }
-
-    fn has_spare(&self) -> bool {
-        Channel::ALL.iter().any(|c| self.can_take(*c))
-    }
-
-    fn routable(&self) -> bool {
-        self.ready && self.has_spare()
-    }
-
-    fn meets(&self, requirements: &[Requirement]) -> bool {
-        requirements.iter().all(|r| match r {
-            Requirement::Skill { name, min_proficiency } => {
-                self.profile.skills.get(name).is_some_and(|p| p >= min_proficiency)
-            }
-            Requirement::Language(lang) => self.profile.languages.contains(lang),
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ContactState {
-    contact: QueuedContact,
-    offered_to: Option<AgentId>,
-    declined: BTreeSet<AgentId>,
-}
-
-impl ContactState {
-    /// The part of the score that does not change with time; within a queue (one aging
-    /// rate) it orders contacts exactly as the full score does at any instant.
-    fn wait_key(&self) -> WaitKey {
-        let c = &self.contact;
-        let fixed = c.priority as i128 * MS_PER_MINUTE - c.aging_per_minute as i128 * c.enqueued_at as i128;
-        (Reverse(fixed), c.enqueued_at, c.id.clone())
-    }
-
-    fn score(&self, now: Millis) -> i128 {
-        let c = &self.contact;
-        c.priority as i128 * MS_PER_MINUTE + c.aging_per_minute as i128 * (now - c.enqueued_at).max(0) as i128
-    }
-
-    fn step(&self, now: Millis) -> &[Requirement] {
-        let waited = now - self.contact.enqueued_at;
-        self.contact
-            .steps
-            .iter()
-            .rev()
-            .find(|s| s.after_ms <= waited)
-            .or(self.contact.steps.first())
-            .map(|s| s.requirements.as_slice())
-            .unwrap_or(&[])
-    }
-
-    fn eligible(&self, agent: &AgentState, now: Millis) -> bool {
-        let c = &self.contact;
-        if !agent.ready || self.declined.contains(&agent.profile.id) || !agent.profile.queues.contains(&c.queue) {
-            return false;
-        }
-        if let Some((preferred, until)) = &c.preferred {
-            if now < *until && *preferred != agent.profile.id {
-                return false;
-            }
-        }
-        agent.can_take(c.channel) && agent.meets(self.step(now))
-    }
-}
-
-type WaitKey = (Reverse<i128>, Millis, ContactId);
-type AgentKey = (Millis, AgentId);
-
-#[derive(Debug, Default, Clone, PartialEq)]
-struct QueueIndex {
-    waiting: BTreeSet<WaitKey>,
-    /// Ready agents of the queue with some spare capacity, longest since routed first.
-    agents: BTreeSet<AgentKey>,
-}
 
 /// Serialisable state of a [`Router`]; the indexes are rebuilt on restore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
