@@ -95,6 +95,11 @@ fn email(v: &str) -> pb::Identity {
     pb::Identity { kind: pb::IdentityKind::Email as i32, value: v.into(), network: String::new() }
 }
 
+/// An update mask of these paths.
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() })
+}
+
 fn resolve_req(ids: Vec<pb::Identity>, name: &str) -> pb::ResolveCustomerRequest {
     pb::ResolveCustomerRequest { identities: ids, default_country_code: String::new(), display_name: name.into() }
 }
@@ -200,7 +205,7 @@ async fn identities_resolve_to_one_profile_and_tenants_are_isolated() {
             .update_customer(request(
                 pb::UpdateCustomerRequest {
                     customer: Some(pb::Customer { name: name.clone(), display_name: "x".into(), ..Default::default() }),
-                    update_mask: vec!["display_name".into()],
+                    update_field_mask: mask(&["display_name"]),
                     ..Default::default()
                 },
                 &admin_b,
@@ -325,6 +330,8 @@ async fn identities_resolve_to_one_profile_and_tenants_are_isolated() {
 }
 
 #[tokio::test]
+// Its update names its paths in the deprecated `update_mask`, as an older client does.
+#[allow(deprecated)]
 async fn malformed_identities_and_oversized_inputs_are_refused_by_field() {
     let (prefix, _topics, [a, _]) = setup().await;
     let svc = start(&prefix).await;
@@ -433,6 +440,100 @@ async fn malformed_identities_and_oversized_inputs_are_refused_by_field() {
     svc.stop().await;
 }
 
+#[tokio::test]
+async fn updates_change_only_the_fields_their_mask_names() {
+    let (prefix, _topics, [a, b]) = setup().await;
+    let svc = start(&prefix).await;
+    let (admin_a, admin_b) = (token(Some(&a), Role::TenantAdmin, None), token(Some(&b), Role::TenantAdmin, None));
+    let crm = svc.crm();
+    let name = resolve(&svc, &admin_a, vec![email("mask@example.com")], "Ana").await.customer.unwrap().name;
+    let update = |customer: pb::Customer, update_field_mask: Option<prost_types::FieldMask>, tok: &str| {
+        let mut crm = crm.clone();
+        let req = pb::UpdateCustomerRequest {
+            customer: Some(pb::Customer { name: name.clone(), ..customer }),
+            update_field_mask,
+            ..Default::default()
+        };
+        let req = request(req, tok);
+        async move { crm.update_customer(req).await.map(|r| r.into_inner()) }
+    };
+    let invalid_mask = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("update_field_mask"), "{}", e.message());
+    };
+    let everything = pb::Customer {
+        display_name: "Ana López".into(),
+        preferred_language: "es".into(),
+        value_tier: pb::ValueTier::Vip as i32,
+        attributes: [("plan".to_owned(), "gold".to_owned())].into(),
+        tags: vec!["web".into()],
+        ..Default::default()
+    };
+    let vip = pb::ValueTier::Vip as i32;
+
+    // `*` alone: every field an update may change.
+    let c = update(everything.clone(), mask(&["*"]), &admin_a).await.unwrap();
+    assert_eq!((c.display_name.as_str(), c.preferred_language.as_str(), c.value_tier), ("Ana López", "es", vip));
+    assert_eq!((&c.attributes, &c.tags), (&everything.attributes, &everything.tags));
+
+    // Only the fields the mask names change, whatever else the customer carries.
+    let blank = pb::Customer { display_name: "Ana L.".into(), tags: vec!["phone".into()], ..Default::default() };
+    let c = update(blank.clone(), mask(&["display_name"]), &admin_a).await.unwrap();
+    assert_eq!((c.display_name.as_str(), c.preferred_language.as_str(), c.value_tier), ("Ana L.", "es", vip));
+    assert_eq!((&c.attributes, &c.tags), (&everything.attributes, &everything.tags));
+    let c = update(blank.clone(), mask(&["tags", "attributes"]), &admin_a).await.unwrap();
+    assert_eq!((c.display_name.as_str(), c.preferred_language.as_str(), c.value_tier), ("Ana L.", "es", vip));
+    assert!(c.attributes.is_empty());
+    assert_eq!(c.tags, ["phone"]);
+
+    // A path that is not a field an update may change (output only, nested, unknown, `*`
+    // beside others): INVALID_ARGUMENT on the mask, and nothing changes.
+    for paths in [&["identities"][..], &["display_name", "create_time"], &["attributes.plan"], &["*", "tags"]] {
+        invalid_mask(update(everything.clone(), mask(paths), &admin_a).await.unwrap_err());
+    }
+    let unchanged = get(&svc, &admin_a, &name).await.unwrap();
+    assert_eq!((unchanged.display_name.as_str(), unchanged.tags.as_slice()), ("Ana L.", &["phone".to_owned()][..]));
+
+    // An empty or absent mask changes no field, as before: the call changes identities
+    // only, and must change some.
+    for empty in [None, mask(&[])] {
+        invalid_mask(update(everything.clone(), empty, &admin_a).await.unwrap_err());
+    }
+    let req = pb::UpdateCustomerRequest {
+        customer: Some(pb::Customer { name: name.clone(), ..everything.clone() }),
+        add_identities: vec![phone("+34 600 000 001")],
+        ..Default::default()
+    };
+    let c = crm.clone().update_customer(request(req, &admin_a)).await.unwrap().into_inner();
+    assert_eq!((c.display_name.as_str(), c.identities.len()), ("Ana L.", 2));
+
+    // An older client's deprecated list still works, alone or beside a FieldMask of the
+    // same paths; a FieldMask naming other paths is refused.
+    #[allow(deprecated)]
+    let old = pb::UpdateCustomerRequest {
+        customer: Some(pb::Customer { name: name.clone(), preferred_language: "en".into(), ..Default::default() }),
+        update_mask: vec!["preferred_language".into()],
+        ..Default::default()
+    };
+    let c = crm.clone().update_customer(request(old.clone(), &admin_a)).await.unwrap().into_inner();
+    assert_eq!((c.preferred_language.as_str(), c.display_name.as_str()), ("en", "Ana L."));
+    let same = pb::UpdateCustomerRequest { update_field_mask: mask(&["preferred_language"]), ..old.clone() };
+    crm.clone().update_customer(request(same, &admin_a)).await.unwrap();
+    let other = pb::UpdateCustomerRequest { update_field_mask: mask(&["display_name"]), ..old };
+    invalid_mask(crm.clone().update_customer(request(other, &admin_a)).await.unwrap_err());
+
+    // Tenant B cannot update A's customer through a mask, not even `*`: NOT_FOUND, and A's
+    // customer is as it was.
+    let before = get(&svc, &admin_a, &name).await.unwrap();
+    for paths in [&["display_name"][..], &["*"]] {
+        let taken = pb::Customer { display_name: "taken".into(), ..everything.clone() };
+        let e = update(taken, mask(paths), &admin_b).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    }
+    assert_eq!(get(&svc, &admin_a, &name).await.unwrap(), before);
+    svc.stop().await;
+}
+
 /// What a reader sees of each profile: the profile, its timeline and its export.
 async fn snapshot(
     svc: &Service,
@@ -466,7 +567,7 @@ async fn merge_and_undo_round_trip_and_consent() {
             value_tier: tier as i32,
             ..Default::default()
         }),
-        update_mask: vec!["attributes".into(), "tags".into(), "value_tier".into()],
+        update_field_mask: mask(&["attributes", "tags", "value_tier"]),
         ..Default::default()
     };
     crm.clone()
@@ -959,7 +1060,7 @@ async fn erasure_leaves_no_personal_data_and_is_announced() {
                     attributes: [("address".to_owned(), format!("Elm {mark}"))].into(),
                     ..Default::default()
                 }),
-                update_mask: vec!["attributes".into()],
+                update_field_mask: mask(&["attributes"]),
                 ..Default::default()
             },
             &admin,

@@ -6,6 +6,7 @@
 //! - `access`: the caller's tenant and role, the agent holding a contact, the customer a
 //!   note or answer is about.
 //! - `validate`: request validation as field violations.
+//! - `mask`: the update mask of `UpdateCustomer`, from the FieldMask or the deprecated list.
 //! - `wire`: stored rows to their protobuf messages, resource names.
 //! - `timeline`: the merged timeline of a family and its opaque page tokens.
 //! - `export`: the GDPR export document.
@@ -29,6 +30,7 @@ use crate::store::{self, AnswerRow, ConsentRow, View};
 
 mod access;
 mod export;
+mod mask;
 mod timeline;
 mod validate;
 mod wire;
@@ -134,49 +136,46 @@ impl CustomerService for Api {
     async fn update_customer(&self, request: Request<pb::UpdateCustomerRequest>) -> R<pb::Customer> {
         let tenant = tenant_for(caller(&request)?, STAFF)?;
         let req = request.into_inner();
-        let c = req.customer.ok_or_else(|| Error::invalid("customer", "is required"))?;
         let mut v = Vec::new();
+        let mask = mask::of(&req, &mut v);
+        let c = req.customer.ok_or_else(|| Error::invalid("customer", "is required"))?;
         let mut ch = store::Changes::default();
-        for path in &req.update_mask {
-            match path.as_str() {
-                "display_name" => {
+        for field in &mask.fields {
+            match field {
+                mask::Field::DisplayName => {
                     text(&mut v, "customer.display_name", &c.display_name, 0, 200);
                     ch.display_name = Some(c.display_name.clone());
                 }
-                "preferred_language" => {
+                mask::Field::PreferredLanguage => {
                     check_language(&c.preferred_language, "customer.preferred_language", &mut v);
                     ch.preferred_language = Some(c.preferred_language.clone());
                 }
-                "value_tier" => {
+                mask::Field::ValueTier => {
                     if pb::ValueTier::try_from(c.value_tier).is_err() {
                         v.push(FieldViolation::new("customer.value_tier", "is not a value tier"));
                     }
                     ch.value_tier = Some(i16::try_from(c.value_tier).unwrap_or(0));
                 }
-                "attributes" => {
+                mask::Field::Attributes => {
                     let a: BTreeMap<String, String> = c.attributes.clone().into_iter().collect();
                     check_attributes(&a, &mut v);
                     ch.attributes = Some(a);
                 }
-                "tags" => {
+                mask::Field::Tags => {
                     check_tags(&c.tags, &mut v);
                     let mut tags = c.tags.clone();
                     tags.sort();
                     tags.dedup();
                     ch.tags = Some(tags);
                 }
-                other => v.push(FieldViolation::new(
-                    "update_mask",
-                    format!(
-                        "`{other}` cannot be updated (display_name, preferred_language, value_tier, attributes, tags)"
-                    ),
-                )),
             }
         }
         let add = identities(&req.add_identities, &req.default_country_code, "add_identities", &mut v);
         let remove = identities(&req.remove_identities, &req.default_country_code, "remove_identities", &mut v);
-        if req.update_mask.is_empty() && add.is_empty() && remove.is_empty() {
-            v.push(FieldViolation::new("update_mask", "names no field and no identity changes"));
+        // An empty mask changes no field (as before masks were FieldMasks): the call is then
+        // about identities only, and must change some.
+        if mask.empty && add.is_empty() && remove.is_empty() {
+            v.push(FieldViolation::new("update_field_mask", "names no field and no identity changes"));
         }
         done(v)?;
         let mut client = self.client().await?;
