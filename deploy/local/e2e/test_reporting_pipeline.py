@@ -152,6 +152,13 @@ def test_staffing_answers_the_erlang_c_example(rp):
         metadata=auth(mint("--tenant", "acme", "--role", "supervisor")), timeout=10)
     assert r.required.agents == 55
     assert f"{r.required.probability_of_waiting:.4f} {r.required.asa_seconds:.2f}" == "0.2387 8.18"
+    # The same question with Durations, which replace the deprecated seconds above.
+    from google.protobuf.duration_pb2 import Duration
+    r = staffing.ComputeStaffing(rp.r.ComputeStaffingRequest(
+        arrivals_per_second=0.2, average_handle_time=Duration(seconds=240),
+        service_level_threshold=Duration(seconds=15), target_service_level_percent=80),
+        metadata=auth(mint("--tenant", "acme", "--role", "supervisor")), timeout=10)
+    assert r.required.agents == 55
     with pytest.raises(grpc.RpcError) as bad:
         staffing.ComputeStaffing(rp.r.ComputeStaffingRequest(arrivals_per_second=0.2, aht_seconds=240,
                                                              threshold_seconds=15, target_service_level_percent=120),
