@@ -41,7 +41,12 @@
 //! - Packages are versioned; a landed v1 message changes only in backward-compatible ways.
 //!   `proto/buf.yaml` configures `buf lint` (STANDARD rules less two that conflict with
 //!   resource-oriented APIs), which `deploy/local/test.sh` runs, and `buf breaking` (FILE
-//!   rules), which no script runs yet: run it by hand against `main`.
+//!   rules), which no script runs yet: run it by hand against `main`, from the repository
+//!   root as `buf breaking proto --against '.git#branch=main,subdir=proto'` (without the
+//!   `proto` input, buf finds no module and cannot resolve the imports). A field is
+//!   replaced by adding its successor under a new number and marking it
+//!   `[deprecated = true]`; writers set both, readers prefer the successor and fall back to
+//!   the old field (records already on Kafka, older clients).
 
 /// Encoded `FileDescriptorSet` of every Centralita proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/centralita_descriptor.bin"));
