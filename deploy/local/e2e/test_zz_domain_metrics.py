@@ -130,3 +130,39 @@ def test_domain_metrics_count_what_happened(traffic, service, name, label):
 ])
 def test_domain_gauges_are_exported(traffic, service, gauge):
     assert samples(metrics_of(service), gauge), f"{service} does not export {gauge}"
+
+
+def test_the_operator_exports_its_reconcile_metrics(spawn, tmp_path):
+    """The operator runs on the same runtime and admin port as the services. No Kubernetes
+    API server runs here (its reconciles are counted against a mocked API server in
+    services/operator/tests/controller.rs), so this checks what an SRE scrapes from a fresh
+    operator: both families, every result at zero, beside the platform's own metrics."""
+    from conftest import BIN, DEV_PUB, free_port
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""
+apiVersion: v1
+kind: Config
+clusters: [{{ name: none, cluster: {{ server: "https://127.0.0.1:{free_port()}" }} }}]
+users: [{{ name: none, user: {{ token: none }} }}]
+contexts: [{{ name: none, context: {{ cluster: none, user: none }} }}]
+current-context: none
+""")
+    admin = free_port()
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "CENTRALITA_GRPC_ADDR": f"127.0.0.1:{free_port()}",
+        "CENTRALITA_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "CENTRALITA_JWT_PUBLIC_KEY_FILE": str(DEV_PUB),
+        "CENTRALITA_KAFKA_TOPIC_PREFIX": f"e2e-operator-{uuid.uuid4().hex[:8]}.",
+    }
+    proc = spawn([str(BIN / "centralita-operator")], env, tmp_path / "operator.log")
+    assert wait_for(lambda: http_get(admin, "/livez")[0] == 200, 30), (tmp_path / "operator.log").read_text()
+    text = http_get(admin, "/metrics")[1]
+    reconciles = samples(text, "centralita_operator_reconciles_total")
+    assert {k for k in reconciles} >= {'{service="operator",result="applied"}', '{service="operator",result="error"}'}, text
+    assert "# TYPE centralita_operator_reconcile_duration_seconds histogram" in text, text
+    # Not ready without the Kubernetes API, and says so.
+    code, body = http_get(admin, "/readyz")
+    assert code == 503, body
+    assert proc.poll() is None, "the operator must not exit while the API server is unreachable"
