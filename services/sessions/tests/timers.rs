@@ -116,7 +116,10 @@ spec:
             languages: Default::default(),
             capacity: Default::default(),
         };
-        self.engine.update_agent(&id, |cur| core::agent::upsert(cur, &profile_in, &profile, "default", now)).await.unwrap();
+        self.engine
+            .update_agent(&id, |cur| core::agent::upsert(cur, &profile_in, &profile, "default", now))
+            .await
+            .unwrap();
         let sign_in = StateCommand::SignIn { available: true };
         self.engine
             .change_agent(&id, |a| core::agent::set_state(a, sign_in, AgentState::Available, "", |_| false, now))
