@@ -126,8 +126,9 @@ impl Engine {
                 Ok::<_, Failure>(Write::Put { record: after.clone(), entry, result: (before, after, events) })
             })
             .await;
-        self.finish(&outbox).await;
+        // A refused change wrote nothing, so there is nothing new to carry out.
         let (before, after, events) = result?;
+        self.finish(&outbox).await;
         events.into_iter().for_each(|k| self.metrics.event(k));
         Ok((before, after))
     }
@@ -172,14 +173,20 @@ impl Engine {
             .write_agent(agent, &outbox, |current| {
                 let change = f(current.as_ref())?;
                 if current.as_ref() == Some(&change.record) && change.effects.is_empty() {
-                    return Ok::<_, Failure>(Write::Keep(change.record));
+                    return Ok::<_, Failure>(Write::Keep((change.record, false)));
                 }
                 let entry = outbox::agent_entry(topics, &change.record, &change.effects);
-                Ok(Write::Put { record: change.record.clone(), entry, result: change.record })
+                let effects = !entry.is_empty();
+                Ok(Write::Put { record: change.record.clone(), entry, result: (change.record, effects) })
             })
             .await;
-        self.finish(&outbox).await;
-        result
+        // Only a write with effects has anything to carry out (a contact list change, on
+        // every offer and release, has none: no drain round trip for it).
+        let (agent, effects) = result?;
+        if effects {
+            self.finish(&outbox).await;
+        }
+        Ok(agent)
     }
 
     /// Like [`Engine::update_agent`] for an agent that must exist.
