@@ -74,6 +74,26 @@ impl From<ContactState> for pb::ContactState {
     }
 }
 
+pub(crate) fn direction_from_pb(d: i32) -> Direction {
+    if d == pb::Direction::Outbound as i32 {
+        Direction::Outbound
+    } else {
+        Direction::Inbound
+    }
+}
+
+pub(crate) fn tier_from_pb(t: i32) -> CustomerTier {
+    match pb::CustomerTier::try_from(t) {
+        Ok(pb::CustomerTier::Vip) => CustomerTier::Vip,
+        Ok(pb::CustomerTier::Standard) => CustomerTier::Standard,
+        _ => CustomerTier::Unknown,
+    }
+}
+
+pub(crate) fn skills_from_pb(skills: &[pb::SkillRequirement]) -> Vec<SkillRequirement> {
+    skills.iter().map(|r| SkillRequirement { skill: r.skill.clone(), min_proficiency: r.min_proficiency }).collect()
+}
+
 /// A consult's other contact, stored as its full name (always the same tenant).
 fn linked_id(field: &'static str, name: &str) -> Result<Option<ContactId>, Malformed> {
     if name.is_empty() {
@@ -120,17 +140,9 @@ impl TryFrom<&pb::Contact> for Contact {
             queue: c.queue.clone(),
             state: ContactState::try_from(c.state)?,
             priority: c.priority,
-            tier: match pb::CustomerTier::try_from(c.customer_tier) {
-                Ok(pb::CustomerTier::Vip) => CustomerTier::Vip,
-                Ok(pb::CustomerTier::Standard) => CustomerTier::Standard,
-                _ => CustomerTier::Unknown,
-            },
+            tier: tier_from_pb(c.customer_tier),
             language: c.language.clone(),
-            required_skills: c
-                .required_skills
-                .iter()
-                .map(|r| SkillRequirement { skill: r.skill.clone(), min_proficiency: r.min_proficiency })
-                .collect(),
+            required_skills: skills_from_pb(&c.required_skills),
             attributes: c.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             agent: some_agent(&c.agent_id),
             offer: (!c.offer_id.is_empty())

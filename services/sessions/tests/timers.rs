@@ -133,36 +133,15 @@ spec:
         let now = self.now();
         let t = self.engine.registry.get(&self.tenant).unwrap();
         let q = t.routing.queues["support"].clone();
-        let c = core::Contact {
-            tenant: self.tenant.clone(),
-            id: core::ContactId(unique("c")),
-            channel: core::Channel::Voice,
-            direction: core::Direction::Inbound,
-            queue: "support".into(),
-            state: ContactState::Queued,
-            priority: 0,
-            tier: core::CustomerTier::Unknown,
-            language: String::new(),
-            required_skills: Vec::new(),
-            attributes: Default::default(),
-            agent: None,
-            offer: None,
-            on_hold: false,
-            disposition: String::new(),
-            preferred_agent: None,
-            created_at: Some(now),
-            enqueued_at: Some(now),
-            connected_at: None,
-            ended_at: None,
-            closed_at: None,
-            previous_agents: Vec::new(),
-            transfer_count: 0,
-            customer_identities: Vec::new(),
-            consult_of: None,
-            consult_leg: None,
-            participants: Vec::new(),
-            agent_pool: "default".into(),
-        };
+        let id = core::ContactId(unique("c"));
+        let c = core::Contact::queued(
+            self.tenant.clone(),
+            id,
+            core::Channel::Voice,
+            "support".into(),
+            "default".into(),
+            now,
+        );
         let key = c.key();
         self.engine.store.index_open(&key, now).await.unwrap();
         self.engine.create(core::contact::create(c, &q, now)).await.unwrap();

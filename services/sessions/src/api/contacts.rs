@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use centralita_platform::auth::{caller, Caller, Role};
 use centralita_platform::error::Error;
 use centralita_platform::queue::{is_code, QueueConfig};
-use centralita_platform::tenant::Tenant;
+use centralita_platform::tenant::{Tenant, TenantId};
 use centralita_proto::sessions::v1 as pb;
 use centralita_routing_contract::wire::millis_to_pb;
 use tonic::{Request, Response};
@@ -28,12 +28,13 @@ impl Api {
     /// names the move in that error). Returns the target and its queue's configuration.
     fn destination(
         &self,
-        t: &Tenant,
+        tenant: &TenantId,
         c: &Contact,
         agent: &AgentId,
         to: Option<Destination>,
         verb: &str,
     ) -> Result<(Target, QueueConfig), Error> {
+        let t = self.engine.registry.require_active(tenant)?;
         let target = match to {
             Some(Destination::Queue(q)) if t.routing.queues.contains_key(&q) => Target { queue: q, agent: None },
             Some(Destination::Queue(q)) => {
@@ -55,16 +56,29 @@ impl Api {
         Ok((target, q))
     }
 
+    /// The contact `name` as stored and its holder, who must be the caller; the span of
+    /// the call records which contact it is.
+    async fn held(&self, caller: &Caller, name: &str) -> Result<(ContactRef, Contact, AgentId), Error> {
+        let (c, record) = self.load_contact(caller, name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        let agent = require_holder(caller, &record)?;
+        Ok((c, record, agent))
+    }
+
+    /// Applies `f` (a core command) to contact `c` and answers with the contact written.
+    async fn apply(
+        &self,
+        c: &ContactRef,
+        f: impl FnMut(&Contact) -> Result<core::Change<Contact>, Refusal>,
+    ) -> R<pb::Contact> {
+        let (_, after) = self.engine.transition(c, f).await.map_err(Error::from)?;
+        Ok(Response::new(pb::Contact::from(&after)))
+    }
+
     async fn hold(&self, request: &Request<impl Sized>, name: &str, hold: bool) -> R<pb::Contact> {
         let caller = caller(request)?.clone();
-        let (c, record) = self.load_contact(&caller, name).await?;
-        let agent = require_holder(&caller, &record)?;
-        let (_, after) = self
-            .engine
-            .transition(&c, |r| if hold { core::contact::hold(r, &agent) } else { core::contact::resume(r, &agent) })
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::Contact::from(&after)))
+        let (c, _, agent) = self.held(&caller, name).await?;
+        self.apply(&c, |r| if hold { core::contact::hold(r, &agent) } else { core::contact::resume(r, &agent) }).await
     }
 
     async fn queue_stats(&self, caller: &Caller, only: &str) -> Result<pb::ListQueueStatsResponse, Error> {
@@ -168,35 +182,17 @@ impl pb::contact_service_server::ContactService for Api {
         tracing::Span::current().record("contact", id.as_str());
         let now = self.engine.clock.now();
         let q = queue_of(&t, &new.queue)?;
+        let pool = self.pools.of_tenant(&tenant).await?;
         let contact = Contact {
-            tenant: tenant.clone(),
-            id: ContactId(id),
-            channel: new.channel,
             direction: new.direction,
-            queue: new.queue,
-            state: ContactState::Queued,
             priority: new.priority,
             tier: new.tier,
             language: new.language,
             required_skills: new.required_skills,
             attributes: new.attributes,
-            agent: None,
-            offer: None,
-            on_hold: false,
-            disposition: String::new(),
             preferred_agent: new.preferred_agent,
-            created_at: Some(now),
-            enqueued_at: Some(now),
-            connected_at: None,
-            ended_at: None,
-            closed_at: None,
-            previous_agents: Vec::new(),
-            transfer_count: 0,
             customer_identities: new.customer_identities,
-            consult_of: None,
-            consult_leg: None,
-            participants: Vec::new(),
-            agent_pool: self.pools.of_tenant(&tenant).await?,
+            ..Contact::queued(tenant.clone(), ContactId(id), new.channel, new.queue, pool, now)
         };
         // Listed before it is written: a listing skips ids without a record.
         self.engine.store.index_open(&contact.key(), now).await?;
@@ -254,27 +250,19 @@ impl pb::contact_service_server::ContactService for Api {
     async fn accept_contact(&self, request: Request<pb::AcceptContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, record) = self.load_contact(&caller, &req.name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
-        let agent = require_holder(&caller, &record)?;
+        let (c, _, agent) = self.held(&caller, &req.name).await?;
         let offer = OfferId(req.offer_id);
         let now = self.engine.clock.now();
-        let (_, after) =
-            self.engine.transition(&c, |r| core::contact::accept(r, &agent, &offer, now)).await.map_err(Error::from)?;
-        Ok(Response::new(pb::Contact::from(&after)))
+        self.apply(&c, |r| core::contact::accept(r, &agent, &offer, now)).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant, contact))]
     async fn reject_contact(&self, request: Request<pb::RejectContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, record) = self.load_contact(&caller, &req.name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
-        let agent = require_holder(&caller, &record)?;
+        let (c, _, agent) = self.held(&caller, &req.name).await?;
         let offer = OfferId(req.offer_id);
-        let (_, after) =
-            self.engine.transition(&c, |r| core::contact::reject(r, &agent, &offer)).await.map_err(Error::from)?;
-        Ok(Response::new(pb::Contact::from(&after)))
+        self.apply(&c, |r| core::contact::reject(r, &agent, &offer)).await
     }
 
     async fn hold_contact(&self, request: Request<pb::HoldContactRequest>) -> R<pb::Contact> {
@@ -292,22 +280,14 @@ impl pb::contact_service_server::ContactService for Api {
         use pb::transfer_contact_request::Target as T;
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, record) = self.load_contact(&caller, &req.name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
-        let agent = require_holder(&caller, &record)?;
+        let (c, record, agent) = self.held(&caller, &req.name).await?;
         let to = req.target.map(|t| match t {
             T::Queue(q) => Destination::Queue(q),
             T::AgentId(a) => Destination::Agent(a),
         });
-        let t = self.engine.registry.require_active(&c.tenant)?;
-        let (target, q) = self.destination(&t, &record, &agent, to, "transfer to")?;
+        let (target, q) = self.destination(&c.tenant, &record, &agent, to, "transfer to")?;
         let now = self.engine.clock.now();
-        let (_, after) = self
-            .engine
-            .transition(&c, |r| core::contact::transfer(r, &agent, &target, &q, now))
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::Contact::from(&after)))
+        self.apply(&c, |r| core::contact::transfer(r, &agent, &target, &q, now)).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant, contact))]
@@ -315,15 +295,12 @@ impl pb::contact_service_server::ContactService for Api {
         use pb::consult_contact_request::Target as T;
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, record) = self.load_contact(&caller, &req.name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
-        let agent = require_holder(&caller, &record)?;
+        let (c, record, agent) = self.held(&caller, &req.name).await?;
         let to = req.target.map(|t| match t {
             T::Queue(q) => Destination::Queue(q),
             T::AgentId(a) => Destination::Agent(a),
         });
-        let t = self.engine.registry.require_active(&c.tenant)?;
-        let (target, q) = self.destination(&t, &record, &agent, to, "consult")?;
+        let (target, q) = self.destination(&c.tenant, &record, &agent, to, "consult")?;
         let leg_id = ContactId(uuid::Uuid::now_v7().simple().to_string());
         let now = self.engine.clock.now();
         // The leg of the attempt that was written (the customer's record may be retried).
@@ -347,9 +324,7 @@ impl pb::contact_service_server::ContactService for Api {
         use pb::complete_consult_request::Outcome as O;
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, record) = self.load_contact(&caller, &req.name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
-        let agent = require_holder(&caller, &record)?;
+        let (c, record, agent) = self.held(&caller, &req.name).await?;
         let outcome = match O::try_from(req.outcome).unwrap_or_default() {
             O::Transfer => Outcome::Transfer,
             O::Conference => Outcome::Conference,
@@ -371,12 +346,7 @@ impl pb::contact_service_server::ContactService for Api {
             Outcome::Cancel => None,
         };
         let now = self.engine.clock.now();
-        let (_, after) = self
-            .engine
-            .transition(&c, |r| core::consult::complete_consult(r, &agent, &leg_id, outcome, consulted.as_ref(), now))
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::Contact::from(&after)))
+        self.apply(&c, |r| core::consult::complete_consult(r, &agent, &leg_id, outcome, consulted.as_ref(), now)).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant, contact))]
@@ -399,9 +369,7 @@ impl pb::contact_service_server::ContactService for Api {
             .and_then(|t| t.routing.queues.get(&record.queue).map(|q| q.after_contact_work));
         let acw_ms = acw.map(|d| d.as_millis() as i64).unwrap_or(30_000);
         let now = self.engine.clock.now();
-        let (_, after) =
-            self.engine.transition(&c, |r| core::contact::end(r, acw_ms, now)).await.map_err(Error::from)?;
-        Ok(Response::new(pb::Contact::from(&after)))
+        self.apply(&c, |r| core::contact::end(r, acw_ms, now)).await
     }
 
     async fn list_queue_stats(&self, request: Request<pb::ListQueueStatsRequest>) -> R<pb::ListQueueStatsResponse> {
@@ -413,9 +381,7 @@ impl pb::contact_service_server::ContactService for Api {
     async fn wrap_up_contact(&self, request: Request<pb::WrapUpContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, record) = self.load_contact(&caller, &req.name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
-        require_holder(&caller, &record)?;
+        let (c, _, _) = self.held(&caller, &req.name).await?;
         let t = self.engine.registry.require_active(&c.tenant)?;
         if !t.routing.disposition_codes.contains(&req.disposition) {
             return Err(Error::invalid(
@@ -428,11 +394,6 @@ impl pb::contact_service_server::ContactService for Api {
             return Err(Error::invalid("notes", "at most 4000 characters").into());
         }
         let now = self.engine.clock.now();
-        let (_, after) = self
-            .engine
-            .transition(&c, |r| core::contact::wrap_up(r, &req.disposition, &req.notes, now))
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::Contact::from(&after)))
+        self.apply(&c, |r| core::contact::wrap_up(r, &req.disposition, &req.notes, now)).await
     }
 }

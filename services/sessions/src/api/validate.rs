@@ -98,20 +98,12 @@ pub fn new_contact(t: &Tenant, c: &pb::Contact) -> Result<NewContact, Error> {
     let customer_identities = normal_identities(&c.customer_identities)?;
     Ok(NewContact {
         channel: channel.ok_or_else(|| Error::invalid("contact.channel", "is required"))?,
-        direction: if c.direction == pb::Direction::Outbound as i32 { Direction::Outbound } else { Direction::Inbound },
+        direction: crate::wire::direction_from_pb(c.direction),
         queue: c.queue.clone(),
         priority: c.priority,
-        tier: match pb::CustomerTier::try_from(c.customer_tier) {
-            Ok(pb::CustomerTier::Vip) => CustomerTier::Vip,
-            Ok(pb::CustomerTier::Standard) => CustomerTier::Standard,
-            _ => CustomerTier::Unknown,
-        },
+        tier: crate::wire::tier_from_pb(c.customer_tier),
         language: c.language.clone(),
-        required_skills: c
-            .required_skills
-            .iter()
-            .map(|r| SkillRequirement { skill: r.skill.clone(), min_proficiency: r.min_proficiency })
-            .collect(),
+        required_skills: crate::wire::skills_from_pb(&c.required_skills),
         attributes: c.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         preferred_agent: (!c.preferred_agent_id.is_empty()).then(|| AgentId(c.preferred_agent_id.clone())),
         customer_identities,

@@ -54,35 +54,23 @@ pub fn consult(
     change.push(event(Kind::ConsultStarted, Some(agent)));
     change.push(Effect::Notify { agent: agent.clone(), notice: Notice::Contact });
     let leg = Contact {
-        tenant: customer.tenant.clone(),
-        id: leg_id,
-        channel: customer.channel,
         direction: customer.direction,
-        queue: to.queue.clone(),
-        state: ContactState::Queued,
         priority: customer.priority,
         tier: customer.tier,
         language: customer.language.clone(),
-        required_skills: Vec::new(),
         attributes: customer.attributes.clone(),
-        agent: None,
-        offer: None,
-        on_hold: false,
-        disposition: String::new(),
         preferred_agent: to.agent.clone(),
-        created_at: Some(now),
-        enqueued_at: Some(now),
-        connected_at: None,
-        ended_at: None,
-        closed_at: None,
-        previous_agents: Vec::new(),
-        transfer_count: 0,
         customer_identities: customer.customer_identities.clone(),
         consult_of: Some(customer.id.clone()),
-        consult_leg: None,
-        participants: Vec::new(),
         // The consulted agent's booking moves onto the customer's contact: both in one pool.
-        agent_pool: customer.agent_pool.clone(),
+        ..Contact::queued(
+            customer.tenant.clone(),
+            leg_id,
+            customer.channel,
+            to.queue.clone(),
+            customer.agent_pool.clone(),
+            now,
+        )
     };
     Ok(Consult { customer: change, leg: super::contact::create(leg, q, now) })
 }

@@ -151,6 +151,48 @@ pub struct Contact {
 }
 
 impl Contact {
+    /// A new contact on `channel` waiting in `queue` since `now`, routed in `agent_pool`,
+    /// with nothing else set yet.
+    pub fn queued(
+        tenant: TenantId,
+        id: ContactId,
+        channel: Channel,
+        queue: String,
+        agent_pool: String,
+        now: Millis,
+    ) -> Self {
+        Contact {
+            tenant,
+            id,
+            channel,
+            direction: Direction::Inbound,
+            queue,
+            state: ContactState::Queued,
+            priority: 0,
+            tier: CustomerTier::Unknown,
+            language: String::new(),
+            required_skills: Vec::new(),
+            attributes: BTreeMap::new(),
+            agent: None,
+            offer: None,
+            on_hold: false,
+            disposition: String::new(),
+            preferred_agent: None,
+            created_at: Some(now),
+            enqueued_at: Some(now),
+            connected_at: None,
+            ended_at: None,
+            closed_at: None,
+            previous_agents: Vec::new(),
+            transfer_count: 0,
+            customer_identities: Vec::new(),
+            consult_of: None,
+            consult_leg: None,
+            participants: Vec::new(),
+            agent_pool,
+        }
+    }
+
     pub fn key(&self) -> ContactRef {
         ContactRef { tenant: self.tenant.clone(), id: self.id.clone() }
     }

@@ -41,36 +41,8 @@ pub(super) fn a(id: &str) -> AgentId {
 }
 
 pub(super) fn new_contact(id: &str, now: Millis) -> Contact {
-    Contact {
-        tenant: TenantId::parse("acme").unwrap(),
-        id: ContactId(id.into()),
-        channel: Channel::Voice,
-        direction: Direction::Inbound,
-        queue: "sales".into(),
-        state: ContactState::Queued,
-        priority: 0,
-        tier: CustomerTier::Unknown,
-        language: String::new(),
-        required_skills: Vec::new(),
-        attributes: Default::default(),
-        agent: None,
-        offer: None,
-        on_hold: false,
-        disposition: String::new(),
-        preferred_agent: None,
-        created_at: Some(now),
-        enqueued_at: Some(now),
-        connected_at: None,
-        ended_at: None,
-        closed_at: None,
-        previous_agents: Vec::new(),
-        transfer_count: 0,
-        customer_identities: Vec::new(),
-        consult_of: None,
-        consult_leg: None,
-        participants: Vec::new(),
-        agent_pool: "default".into(),
-    }
+    let tenant = TenantId::parse("acme").unwrap();
+    Contact::queued(tenant, ContactId(id.into()), Channel::Voice, "sales".into(), "default".into(), now)
 }
 
 fn offered(agent: &str) -> Contact {
