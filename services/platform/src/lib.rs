@@ -28,6 +28,7 @@
 //!   shutdown deadline).
 //! - [`identity`]: customer identities (phone, email, chat, social) and their normal form.
 //! - [`tenancy_api`]: the `centralita.tenancy.v1.TenantService` every service serves.
+//! - [`page`]: opaque page tokens of every `List` API.
 //! - `testkit` (only with the `testkit` feature, which crates enable in their
 //!   `[dev-dependencies]`): helpers for the services' tests, with
 //!   `server::assert_config_contract`; never compiled into a production binary.
@@ -42,6 +43,7 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod page;
 pub mod queue;
 pub mod registry;
 pub mod server;

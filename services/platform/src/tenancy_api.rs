@@ -11,6 +11,8 @@ use crate::registry::TenantRegistry;
 use crate::tenant::TenantId;
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// The tag of `ListTenants` page tokens (see [`crate::page`]).
+const PAGE_TAG: &str = "t1";
 pub const MAX_PAGE_SIZE: usize = 1000;
 
 #[derive(Debug, Clone)]
@@ -52,14 +54,12 @@ impl TenantService for TenantApi {
             n if n < 0 => return Err(Error::invalid("page_size", "must not be negative").into()),
             n => (n as usize).min(MAX_PAGE_SIZE),
         };
-        // The page token is the id of the last tenant of the previous page.
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(
-                TenantId::parse(&req.page_token)
-                    .map_err(|_| Error::invalid("page_token", "is not a token from this API"))?,
-            )
+        // The page token names the last tenant of the previous page.
+        let after = match crate::page::untag(PAGE_TAG, &req.page_token)? {
+            None => None,
+            Some(id) => {
+                Some(TenantId::parse(&id).map_err(|_| Error::invalid("page_token", "is not a token from this API"))?)
+            }
         };
         let visible: Vec<_> = self
             .registry
@@ -70,8 +70,11 @@ impl TenantService for TenantApi {
             .collect();
         let more = visible.len() > page_size;
         let page: Vec<_> = visible.into_iter().take(page_size).collect();
-        let next_page_token =
-            if more { page.last().map(|t| t.id.to_string()).unwrap_or_default() } else { String::new() };
+        let next_page_token = if more {
+            page.last().map(|t| crate::page::tagged(PAGE_TAG, t.id.as_str())).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: page.iter().map(|t| pb::Tenant::from(t.as_ref())).collect(),
             next_page_token,

@@ -99,7 +99,7 @@ pub(super) fn token(customer: &str, after: &Key) -> String {
     bytes.extend_from_slice(&after.at_micros.to_be_bytes());
     bytes.push(after.kind);
     bytes.extend_from_slice(after.id.as_bytes());
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    centralita_platform::page::encode(&bytes)
 }
 
 /// Where the page of `token` starts in the timeline of `customer`: `None` for the first
@@ -109,14 +109,7 @@ pub(super) fn after(customer: &str, token: &str) -> Result<Option<Key>, Error> {
         return Ok(None);
     }
     let bad = || Error::invalid("page_token", "is not a token this API returned");
-    if !token.len().is_multiple_of(2) || token.len() > 2 * (FIXED + MAX_ID) {
-        return Err(bad());
-    }
-    let bytes: Vec<u8> = (0..token.len())
-        .step_by(2)
-        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(bad)?;
+    let bytes = centralita_platform::page::decode(token, FIXED + MAX_ID)?;
     if bytes.len() <= FIXED || bytes[0] != VERSION {
         return Err(bad());
     }
