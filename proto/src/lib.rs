@@ -26,8 +26,8 @@
 //!   topics.
 //! - [`reporting::v1`]: `ReportingService` and `StaffingService` (served by reporting) and
 //!   the `UsageRecord` of the usage topic; the figures are defined in `docs/metrics.md`.
-//! - [`crm::v1`]: `CustomerService` (served by crm) and the `CustomerErased` event of the
-//!   customers topic.
+//! - [`crm::v1`]: `CustomerService` (served by crm) and the events of the customers topic:
+//!   `CustomerErased` (crm) and `StoreErased` (each service that erased its store).
 //! - [`FILE_DESCRIPTOR_SET`]: what the platform runtime (`centralita_platform::server`)
 //!   registers with gRPC reflection, beside grpc.health's. Every service on that runtime
 //!   therefore describes every package above, including the routing log, whatever APIs it

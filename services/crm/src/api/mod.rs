@@ -496,6 +496,7 @@ impl CustomerService for Api {
             requested_by: e.requested_by.clone(),
             reason: e.reason.clone(),
             erase_time: Some(timestamp(e.erased_at)),
+            stores: Vec::new(),
         };
         let event =
             Event::new(tenant.clone(), &pb::CustomerErased { tenant: t.to_owned(), erasure: Some(erasure.clone()) });

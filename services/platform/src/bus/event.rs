@@ -40,6 +40,10 @@ impl EventPayload for centralita_proto::crm::v1::CustomerErased {
     const TYPE: &'static str = "centralita.crm.v1.CustomerErased";
 }
 
+impl EventPayload for centralita_proto::crm::v1::StoreErased {
+    const TYPE: &'static str = "centralita.crm.v1.StoreErased";
+}
+
 impl EventPayload for centralita_proto::sessions::v1::AgentEvent {
     const TYPE: &'static str = "centralita.sessions.v1.AgentEvent";
 }
