@@ -311,6 +311,24 @@ pub fn time_out(c: &Contact, now: Millis) -> Result<Change<Contact>, Refusal> {
     Ok(finish(change))
 }
 
+/// The customer was erased (GDPR art. 17, CRM's `CustomerErased` names the contact): the
+/// personal data the contact carries leaves it — the identities the channel saw and the
+/// attributes its creator gave (free text that may name the person). Everything else (state,
+/// queue, agents, times, disposition code) is about the contact-center's work and stays, so
+/// a live contact goes on. No effects: an event would carry nothing a consumer needs, and
+/// the agent's view is refreshed by the contact's next change. Refused with
+/// [`Refusal::NothingToErase`] when nothing personal is left (erased before), so a
+/// redelivered erasure writes nothing.
+pub fn erase(c: &Contact) -> Result<Change<Contact>, Refusal> {
+    if c.customer_identities.is_empty() && c.attributes.is_empty() {
+        return Err(Refusal::NothingToErase);
+    }
+    let mut after = c.clone();
+    after.customer_identities.clear();
+    after.attributes.clear();
+    Ok(Change::new(after))
+}
+
 /// The contact `before` ends (ended, abandoned, timed out): the other contact of its
 /// consult hears it. A leg's customer contact learns that its leg ended; a customer's
 /// contact takes its open leg with it.

@@ -8,7 +8,8 @@
 //! - [`model`]: contacts, agents, offers, participants; ids as newtypes.
 //! - [`lifecycle`]: the contact state table every contact command goes through first.
 //! - [`contact`]: create, offer, accept, reject, RONA, hold, resume, transfer, end, wrap-up,
-//!   after-contact work elapsed, overflow, time-out; the routing view of a queued contact.
+//!   after-contact work elapsed, overflow, time-out, erasure of the customer's personal
+//!   data; the routing view of a queued contact.
 //! - [`consult`]: consult, complete the consult (transfer, conference, cancel), and the
 //!   linked change that reaches the other contact of a consult.
 //! - [`agent`]: sign-in, state changes, sign-out, upsert, not responding, presence lapsed.

@@ -12,6 +12,8 @@ pub enum Refusal {
     IllegalMove { action: Action, state: ContactState },
     #[error("contact {0} does not exist")]
     ContactGone(ContactId),
+    #[error("the contact holds no personal data (erased before)")]
+    NothingToErase,
     #[error("agent {0} does not exist")]
     AgentGone(AgentId),
     #[error("`{0}` is not a queue of an active tenant")]

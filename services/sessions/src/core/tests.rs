@@ -436,3 +436,33 @@ fn offer_verdicts() {
         OfferVerdict::Void { agent_available: false, .. }
     ));
 }
+
+#[test]
+fn erase_removes_the_customers_identities_and_attributes_and_nothing_else() {
+    use centralita_platform::identity::{Identity, Kind};
+    let mut c = connected("ana");
+    c.customer_identities = vec![
+        Identity { kind: Kind::Phone, value: "+34600111222".into() },
+        Identity { kind: Kind::Email, value: "someone@example.com".into() },
+    ];
+    c.attributes.insert("account_holder".into(), "Ana Pérez".into());
+    c.disposition = "resolved".into();
+    let change = contact::erase(&c).unwrap();
+    assert!(change.effects.is_empty(), "an erasure has no effects: {:?}", change.effects);
+    let erased = change.record;
+    assert!(erased.customer_identities.is_empty());
+    assert!(erased.attributes.is_empty());
+    // The rest is the contact-center's work: a live contact goes on as it was.
+    let mut expected = c.clone();
+    expected.customer_identities.clear();
+    expected.attributes.clear();
+    assert_eq!(erased, expected);
+    assert_eq!((erased.state, erased.agent.clone()), (ContactState::Connected, Some(a("ana"))));
+    // Idempotent: once erased there is nothing left to write.
+    assert_eq!(contact::erase(&erased), Err(Refusal::NothingToErase));
+    assert_eq!(contact::erase(&new_contact("c2", 0)), Err(Refusal::NothingToErase));
+    // Attributes alone are erased too.
+    let mut only_attributes = new_contact("c3", 0);
+    only_attributes.attributes.insert("note".into(), "x".into());
+    assert!(contact::erase(&only_attributes).unwrap().record.attributes.is_empty());
+}
