@@ -8,7 +8,7 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message;
 use tracing::Instrument;
 
-use super::consumer::{commit_stored, decode_record, subscribed, ConsumerSettings, Outcome};
+use super::consumer::{commit_stored, decode_record, record_headers, subscribed, ConsumerSettings, Outcome};
 use super::event::Event;
 use crate::error::Error;
 use crate::metrics::{ConsumedLabel, Metrics};
@@ -24,6 +24,11 @@ pub trait BatchHandler: Send + 'static {
 /// `max` records, or whatever arrived within `linger` of the first. Offsets are stored once
 /// the whole batch is handled; a failing batch is retried with backoff, never skipped.
 /// Malformed records are skipped (logged) and count as handled.
+///
+/// Tracing: the batch has one `consume_batch` span, the root of a trace of its own (a batch
+/// serves many traces), linked to the trace context of each of its records; each record also
+/// gets a short `consume_record` span, child of its own context, so the trace of whatever
+/// published the record shows where it was consumed.
 pub struct BatchConsumer<H> {
     consumer: StreamConsumer,
     settings: ConsumerSettings,
@@ -82,11 +87,32 @@ impl<H: BatchHandler> BatchConsumer<H> {
                     Err(_) => break,
                 }
             }
+            let span = tracing::info_span!("consume_batch", otel.kind = "consumer", messaging.group = %settings.group_id, records = batch.len());
             let mut events = Vec::with_capacity(batch.len());
             let mut outcomes = Vec::with_capacity(batch.len());
-            for m in &batch {
+            // Every link before the batch span starts (a record's span following it starts it).
+            let headers: Vec<_> = batch.iter().map(record_headers).collect();
+            for h in &headers {
+                crate::telemetry::link_from(&span, h.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            for (m, headers) in batch.iter().zip(&headers) {
+                let pairs = || headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                let record = tracing::info_span!(
+                    "consume_record",
+                    otel.kind = "consumer",
+                    messaging.destination = %m.topic(),
+                    messaging.partition = m.partition(),
+                    messaging.offset = m.offset(),
+                    messaging.group = %settings.group_id,
+                    tenant = tracing::field::Empty,
+                    event_id = tracing::field::Empty,
+                );
+                crate::telemetry::set_parent_from(&record, pairs());
+                record.follows_from(&span);
+                let _in_record = record.enter();
                 match decode_record(m) {
                     Some(e) => {
+                        record.record("tenant", e.tenant.as_str()).record("event_id", e.id.to_string());
                         if let Some(metrics) = &metrics {
                             metrics.event_age(m.topic(), e.occurred_at);
                         }
@@ -96,7 +122,6 @@ impl<H: BatchHandler> BatchConsumer<H> {
                     None => outcomes.push(Outcome::Malformed),
                 }
             }
-            let span = tracing::info_span!("consume_batch", otel.kind = "consumer", messaging.group = %settings.group_id, records = batch.len());
             let mut backoff = Duration::from_millis(100);
             loop {
                 match handler.handle_batch(&events).instrument(span.clone()).await {

@@ -67,6 +67,15 @@ pub(super) fn commit_stored(consumer: &StreamConsumer) -> Result<(), Error> {
     }
 }
 
+/// The record's headers with text values (the trace context among them).
+pub(super) fn record_headers(m: &BorrowedMessage<'_>) -> Vec<(String, String)> {
+    m.headers()
+        .map(|h| {
+            h.iter().filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))).collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The record's event, or `None` (logged) for an empty or undecodable record.
 pub(super) fn decode_record(m: &BorrowedMessage<'_>) -> Option<Event> {
     let why = match m.payload().map(Event::decode) {
@@ -175,11 +184,8 @@ impl<H: Handler, D: Dedupe> Worker<'_, H, D> {
             tenant = tracing::field::Empty,
             event_id = tracing::field::Empty,
         );
-        if let Some(h) = m.headers() {
-            let pairs: Vec<(String, String)> =
-                h.iter().filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))).collect();
-            crate::telemetry::set_parent_from(&span, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        }
+        let headers = record_headers(m);
+        crate::telemetry::set_parent_from(&span, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         async {
             let Some(event) = decode_record(m) else {
                 self.store(m);
