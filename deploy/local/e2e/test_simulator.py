@@ -62,3 +62,54 @@ def test_a_stack_that_is_down_is_reported(tmp_path):
                     "--sessions", "http://127.0.0.1:9", "--reporting", "http://127.0.0.1:9", timeout=60)
     assert proc.returncode != 0
     assert "not reachable" in proc.stderr, proc.stderr
+
+
+def test_the_simulator_rides_out_a_sessions_restart(spawn, tmp_path):
+    """Sessions killed with -9 mid-run and started again: the simulated frontends behave as
+    real ones do — agents reopen their event streams (and come back from being made away),
+    calls that failed while sessions was down are retried with their request ids — and the
+    run still ends with its verdict: every contact terminal, none accepted twice, no agent
+    above capacity. The floor runs against its own sessions, routing and reporting under
+    a topic prefix of its own, so the suite's services are not disturbed."""
+    import time
+    import uuid
+
+    from conftest import wait_for
+    from test_acd_crash import Service
+
+    prefix = f"e2e-simfault-{uuid.uuid4().hex[:8]}."
+    routing = Service(spawn, "routing", prefix, tmp_path)
+    sessions = Service(spawn, "sessions", prefix, tmp_path)
+    reporting = Service(spawn, "reporting", prefix, tmp_path)
+    for s in (routing, sessions, reporting):
+        s.start()
+    for s in (routing, sessions, reporting):
+        s.wait_ready("start")
+    out = tmp_path / "fault.json"
+    env = {**os.environ, "CENTRALITA_JWT_PRIVATE_KEY_FILE": KEY, "CENTRALITA_KAFKA_TOPIC_PREFIX": prefix,
+           "RUST_BACKTRACE": "0"}
+    log = open(tmp_path / "simulate.log", "w")
+    sim = subprocess.Popen([SIM, "simulate", "--scenario", str(REPO / "loadtest/scenarios/smoke.yaml"),
+                            "--sessions", f"http://{sessions.addr}", "--reporting", f"http://{reporting.addr}",
+                            "--json", str(out), "--progress-seconds", "2"], env=env, stdout=log, stderr=log)
+    try:
+        # Once the floor is busy, sessions dies without a drain and comes back 2 s later.
+        assert wait_for(lambda: "created" in (tmp_path / "simulate.log").read_text() or sim.poll() is not None, 60)
+        time.sleep(4)
+        assert sim.poll() is None, (tmp_path / "simulate.log").read_text()[-3000:]
+        sessions.kill()
+        time.sleep(2)
+        sessions.start()
+        sessions.wait_ready("restart")
+        code = sim.wait(300)
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+        log.close()
+    text = (tmp_path / "simulate.log").read_text()
+    assert code == 0, text[-4000:]
+    result = json.loads(out.read_text())
+    assert result["problems"] == [], result["problems"]
+    assert result["conservation"] == {"not_terminal": 0, "accepted_twice": 0, "capacity_violations": 0}, result
+    assert result["recovered"].get("StreamAgentEvents: reopened", 0) >= 6, result["recovered"]
+    assert "StreamAgentEvents: ended" not in result["errors"], result["errors"]

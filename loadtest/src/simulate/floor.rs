@@ -14,10 +14,34 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 use super::draw::{channel_of, Rng};
-use super::state::{answered_offer, lock, record_call, ContactRec};
+use super::state::{answered_offer, lock, record_call, recovered, retrying, ContactRec};
 use super::Setup;
 use crate::scenario;
 use crate::{req, unix_micros};
+
+/// How long a simulated frontend keeps retrying a call that failed transiently (the service
+/// restarting) before it counts the call as failed.
+const CALL_BUDGET: Duration = Duration::from_secs(20);
+
+/// How long an agent's frontend keeps trying to reopen its event stream.
+const STREAM_BUDGET: Duration = Duration::from_secs(60);
+
+/// An agent's call on a contact, retried while sessions is unavailable, recorded by
+/// `answered_offer` (whose answer it returns).
+macro_rules! agent_call {
+    ($shared:expr, $rpc:literal, $client:expr, $token:expr, $msg:expr, $method:ident) => {{
+        let msg = $msg;
+        let (result, t) = retrying($shared, $rpc, CALL_BUDGET, || {
+            let (mut client, r) = ($client.clone(), req(msg.clone(), &$token));
+            async move {
+                let r = r.map_err(|e| tonic::Status::internal(e.to_string()))?;
+                client.$method(r).await.map(|_| ())
+            }
+        })
+        .await;
+        (result, t)
+    }};
+}
 
 /// Runs an RPC, timing it and counting its error.
 macro_rules! call {
@@ -66,7 +90,7 @@ pub(super) async fn arrivals(
 #[allow(clippy::too_many_arguments)]
 async fn customer(
     setup: Arc<Setup>,
-    mut client: ContactServiceClient<Channel>,
+    client: ContactServiceClient<Channel>,
     token: String,
     tenant: String,
     queue: String,
@@ -87,11 +111,20 @@ async fn customer(
         .into(),
         ..Default::default()
     };
-    let Ok(r) = req(pb::CreateContactRequest { contact: Some(contact), request_id: String::new() }, &token) else {
-        return;
-    };
-    let Ok(c) = call!(shared, "CreateContact", client.create_contact(r)) else { return };
-    let name = c.into_inner().name;
+    // One request id for every attempt: a retry after the service restarted returns the
+    // contact the first attempt made, never a second one.
+    let request = pb::CreateContactRequest { contact: Some(contact), request_id: uuid::Uuid::now_v7().to_string() };
+    let (result, t) = retrying(shared, "CreateContact", CALL_BUDGET, || {
+        let (mut client, r) = (client.clone(), req(request.clone(), &token));
+        async move {
+            let r = r.map_err(|e| tonic::Status::internal(e.to_string()))?;
+            client.create_contact(r).await.map(tonic::Response::into_inner)
+        }
+    })
+    .await;
+    record_call(shared, "CreateContact", t.elapsed(), result.as_ref().map(|_| ()));
+    let Ok(c) = result else { return };
+    let name = c.name;
     {
         let mut st = lock(shared);
         if let Some(s) = st.steps.get_mut(step) {
@@ -108,14 +141,19 @@ async fn customer(
     if !still_waiting {
         return;
     }
-    let Ok(r) = req(pb::EndContactRequest { name: name.clone() }, &token) else { return };
     // Refused (FAILED_PRECONDITION) when an agent took it meanwhile: that is no error.
-    let t = Instant::now();
-    let result = client.end_contact(r).await;
+    let (result, t) = retrying(shared, "EndContact (customer)", CALL_BUDGET, || {
+        let (mut client, r) = (client.clone(), req(pb::EndContactRequest { name: name.clone() }, &token));
+        async move {
+            let r = r.map_err(|e| tonic::Status::internal(e.to_string()))?;
+            client.end_contact(r).await.map(tonic::Response::into_inner)
+        }
+    })
+    .await;
     match result {
         Ok(c) => {
             record_call(shared, "EndContact (customer)", t.elapsed(), Ok(()));
-            if c.into_inner().state == pb::ContactState::Abandoned as i32 {
+            if c.state == pb::ContactState::Abandoned as i32 {
                 if let Some(rec) = lock(shared).contacts.get_mut(&name) {
                     rec.abandoned = true;
                 }
@@ -139,7 +177,20 @@ pub(super) async fn agent_loop(
 ) {
     let shared = setup.shared.clone();
     let mut seen_offers: HashSet<String> = HashSet::new();
-    while let Some(Ok(event)) = stream.next().await {
+    loop {
+        let Some(Ok(event)) = stream.next().await else {
+            // The stream ended or failed (sessions restarting, the connection lost): a real
+            // frontend opens it again and carries on; the offers it holds come back first
+            // (already-seen ones are skipped).
+            match reopen(&setup, &id, &channel, &token).await {
+                Some(s) => {
+                    stream = s;
+                    recovered(&shared, "StreamAgentEvents: reopened".to_owned());
+                    continue;
+                }
+                None => break,
+            }
+        };
         match event.event {
             Some(pb::agent_stream_event::Event::Offer(c)) => {
                 if !seen_offers.insert(c.offer_id.clone()) {
@@ -195,8 +246,11 @@ pub(super) async fn agent_loop(
                 });
             }
             // Let an offer ring out: the agent is made away (not responding); it comes back.
+            // Made away as disconnected (its stream was gone for the presence grace while
+            // sessions restarted): once the stream is back, the agent is available again.
             Some(pb::agent_stream_event::Event::Agent(a))
-                if a.state == pb::AgentState::Away as i32 && a.away_reason == "not_responding" =>
+                if a.state == pb::AgentState::Away as i32
+                    && (a.away_reason == "not_responding" || a.away_reason == "disconnected") =>
             {
                 let (shared, token, name) = (shared.clone(), token.clone(), a.name.clone());
                 let mut agents = AgentServiceClient::new(channel.clone());
@@ -220,9 +274,30 @@ pub(super) async fn agent_loop(
             _ => {}
         }
     }
-    // The stream ended or failed while the run still needed this agent: the floor is one
-    // agent short from here, which the results must show.
+    // The stream could not be reopened while the run still needed this agent: the floor is
+    // one agent short from here, which the results must show.
     *lock(&shared).errors.entry("StreamAgentEvents: ended".to_owned()).or_default() += 1;
+}
+
+/// Opens the agent's event stream again, retrying while sessions is unavailable; `None`
+/// once the budget is spent or the run is draining with nothing left for agents to do.
+async fn reopen(
+    setup: &Setup,
+    id: &str,
+    channel: &Channel,
+    token: &str,
+) -> Option<tonic::Streaming<pb::AgentStreamEvent>> {
+    let name = format!("agents/{id}");
+    let (result, _) = retrying(&setup.shared, "StreamAgentEvents", STREAM_BUDGET, || {
+        let mut agents = AgentServiceClient::new(channel.clone());
+        let r = req(pb::StreamAgentEventsRequest { name: name.clone() }, token);
+        async move {
+            let r = r.map_err(|e| tonic::Status::internal(e.to_string()))?;
+            agents.stream_agent_events(r).await.map(tonic::Response::into_inner)
+        }
+    })
+    .await;
+    result.ok()
 }
 
 /// When an offer arrived and how long the agent thinks (simulated), talks and wraps up.
@@ -248,20 +323,27 @@ async fn work(
     let Timing { offer_at, think_sim, handle, wrap } = timing;
     let shared = &setup.shared;
     if reject {
-        if let Ok(r) = req(pb::RejectContactRequest { name: c.name.clone(), offer_id: c.offer_id.clone() }, &token) {
-            let t = Instant::now();
-            let result = client.reject_contact(r).await;
-            answered_offer(shared, "RejectContact", t, result.map(|_| ()));
-            lock(shared).rejects += 1;
-        }
+        let msg = pb::RejectContactRequest { name: c.name.clone(), offer_id: c.offer_id.clone() };
+        let (result, t) = agent_call!(shared, "RejectContact", client, token, msg, reject_contact);
+        answered_offer(shared, "RejectContact", t, result);
+        lock(shared).rejects += 1;
         return;
     }
-    let Ok(r) = req(pb::AcceptContactRequest { name: c.name.clone(), offer_id: c.offer_id.clone() }, &token) else {
-        return;
-    };
-    let t = Instant::now();
-    let result = client.accept_contact(r).await;
-    if !answered_offer(shared, "AcceptContact", t, result.map(|_| ())) {
+    let msg = pb::AcceptContactRequest { name: c.name.clone(), offer_id: c.offer_id.clone() };
+    let (mut result, t) = agent_call!(shared, "AcceptContact", client, token, msg, accept_contact);
+    if matches!(&result, Err(s) if s.code() == tonic::Code::FailedPrecondition) {
+        // A retry after a lost answer finds the contact already accepted: by this agent,
+        // it is ours (a frontend reads the contact back, as here).
+        if let Ok(r) = req(pb::GetContactRequest { name: c.name.clone() }, &token) {
+            if let Ok(now) = client.get_contact(r).await {
+                let now = now.into_inner();
+                if now.state == pb::ContactState::Connected as i32 && now.agent_id == id {
+                    result = Ok(());
+                }
+            }
+        }
+    }
+    if !answered_offer(shared, "AcceptContact", t, result) {
         return;
     }
     let now = Instant::now();
@@ -285,12 +367,10 @@ async fn work(
         st.busy_since.entry(id.clone()).or_insert(now);
     }
     setup.pause(handle).await;
-    if let Ok(r) = req(pb::EndContactRequest { name: c.name.clone() }, &token) {
-        // Refused only when the customer hung up first (the conversation is over already).
-        let t = Instant::now();
-        let result = client.end_contact(r).await;
-        answered_offer(shared, "EndContact", t, result.map(|_| ()));
-    }
+    // Refused only when the customer hung up first (the conversation is over already).
+    let (result, t) =
+        agent_call!(shared, "EndContact", client, token, pb::EndContactRequest { name: c.name.clone() }, end_contact);
+    answered_offer(shared, "EndContact", t, result);
     setup.pause(wrap).await;
     // The capacity is counted free from the moment the wrap-up is sent: the platform frees it
     // when it processes the call and may offer the next contact before our response arrives.
@@ -313,11 +393,8 @@ async fn work(
     }
     let wrap_up =
         pb::WrapUpContactRequest { name: c.name.clone(), disposition: "resolved".into(), notes: String::new() };
-    if let Ok(r) = req(wrap_up, &token) {
-        let t = Instant::now();
-        let result = client.wrap_up_contact(r).await;
-        answered_offer(shared, "WrapUpContact", t, result.map(|_| ()));
-    }
+    let (result, t) = agent_call!(shared, "WrapUpContact", client, token, wrap_up, wrap_up_contact);
+    answered_offer(shared, "WrapUpContact", t, result);
 }
 
 pub(super) async fn progress_loop(setup: Arc<Setup>, every: u64) {

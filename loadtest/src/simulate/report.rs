@@ -412,7 +412,7 @@ pub(super) async fn conclude(
             "contacts_created": st.contacts.len(), "final_states": states,
             "offers": st.offers, "rejected": st.rejects, "rang_out": st.ignored, "offers_gone": st.offers_gone,
             "queues": per_queue, "erlang_c": erlang, "steps": steps_json, "knee_contacts_per_second": knee,
-            "api_calls_ms": calls, "errors": st.errors,
+            "api_calls_ms": calls, "errors": st.errors, "recovered": st.recovered,
             "conservation": { "not_terminal": stuck.len(), "accepted_twice": twice.len(), "capacity_violations": st.capacity_violations.len() },
             "problems": problems,
         }),

@@ -73,6 +73,9 @@ pub(super) struct State {
     pub(super) capacity_violations: Vec<String>,
     pub(super) calls: BTreeMap<&'static str, Option<Histogram<u64>>>,
     pub(super) errors: BTreeMap<String, u64>,
+    /// Faults a real frontend rides out, by what was done: calls retried after a transient
+    /// failure, event streams reopened.
+    pub(super) recovered: BTreeMap<String, u64>,
     pub(super) steps: Vec<StepStats>,
     pub(super) step: usize,
     pub(super) offers: u64,
@@ -101,6 +104,50 @@ pub(super) fn record_call(s: &Shared, rpc: &'static str, took: Duration, result:
         let step = st.step;
         if let Some(step) = st.steps.get_mut(step) {
             *step.errors.entry(key).or_default() += 1;
+        }
+    }
+}
+
+/// Whether a failed call may succeed if repeated (the service restarting, a connection
+/// being made again): what a real frontend retries. Everything else is an answer.
+pub(super) fn transient(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// Counts a fault ridden out (`what`: the call retried, the stream reopened).
+pub(super) fn recovered(s: &Shared, what: String) {
+    *lock(s).recovered.entry(what).or_default() += 1;
+}
+
+/// Runs `call` until it answers, or fails for good, or `budget` runs out: transient
+/// failures are retried with backoff (counted as recovered, not as errors), like a real
+/// frontend does; callers keep requests idempotent (CreateContact carries a request id).
+/// Returns the final outcome and when its attempt started, for the caller to record.
+pub(super) async fn retrying<T, F, Fut>(
+    shared: &Shared,
+    rpc: &'static str,
+    budget: Duration,
+    mut call: F,
+) -> (Result<T, tonic::Status>, Instant)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let until = Instant::now() + budget;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let t = Instant::now();
+        let result = call().await;
+        match &result {
+            Err(s) if transient(s) && Instant::now() + backoff < until => {
+                recovered(shared, format!("{rpc}: retried"));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            _ => return (result, t),
         }
     }
 }
