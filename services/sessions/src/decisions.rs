@@ -9,6 +9,8 @@ use centralita_platform::tenant::TenantId;
 use centralita_proto::routing::v1 as rpb;
 use centralita_routing_contract::{pool_tenant, Decision, Input};
 
+use tracing::Instrument as _;
+
 use crate::core::decision::{offer_verdict, Applied, OfferVerdict};
 use crate::core::{self, ContactRef, OfferId, Refusal};
 use crate::engine::{Engine, Failure};
@@ -31,12 +33,14 @@ impl Handler for DecisionHandler {
                 return Ok(());
             }
         };
-        let kind = match &decision {
-            Decision::Offer { .. } => "offer",
-            Decision::Overflow { .. } => "overflow",
-            Decision::TimedOut { .. } => "timed_out",
+        let (kind, contact) = match &decision {
+            Decision::Offer { contact, .. } => ("offer", contact),
+            Decision::Overflow { contact, .. } => ("overflow", contact),
+            Decision::TimedOut { contact, .. } => ("timed_out", contact),
         };
-        let outcome = apply(&self.engine, decision, event.occurred_at.timestamp_millis()).await?;
+        // Inside the consumer's span, which continues the deciding router's decision span.
+        let span = tracing::info_span!("decision", kind, tenant = %event.tenant, contact = %contact.0);
+        let outcome = apply(&self.engine, decision, event.occurred_at.timestamp_millis()).instrument(span).await?;
         let label = match &outcome {
             Outcome::Applied(Applied::Done) => "applied",
             Outcome::Applied(Applied::Overtaken(why)) => {

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
+use centralita_platform::telemetry;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::sessions::v1 as pb;
 use centralita_routing_contract::{input_topic, pool_key, Input};
 use prost::Message as _;
+use tracing::Instrument as _;
 
 use crate::core::{self, Agent, AgentId, Change, Contact, ContactId, ContactRef, Linked, Refusal};
 use crate::metrics::Metrics;
@@ -258,25 +260,41 @@ impl Engine {
             for bytes in entries {
                 match OutboxEntry::decode(bytes.as_slice()) {
                     Ok(entry) => {
-                        // Consecutive publishes go out together (the producer keeps their
-                        // order per partition); everything else in order, one by one.
-                        let mut publishes = Vec::new();
-                        for effect in entry.effects.into_iter().filter_map(|e| e.effect) {
-                            match effect {
-                                Fx::Publish(p) => publishes.push(p),
-                                other => {
-                                    self.publish_all(std::mem::take(&mut publishes)).await?;
-                                    Box::pin(self.carry_out(other)).await?;
-                                }
-                            }
-                        }
-                        self.publish_all(publishes).await?;
+                        // In a span continuing the command that wrote the entry: what it
+                        // publishes (the producer puts the current context in the record
+                        // headers), notifies and writes belongs to that command's trace.
+                        let span = tracing::info_span!(
+                            "outbox",
+                            otel.kind = "producer",
+                            outbox = %outbox.list,
+                            effects = entry.effects.len()
+                        );
+                        let trace =
+                            [("traceparent", entry.traceparent.as_str()), ("tracestate", entry.tracestate.as_str())];
+                        telemetry::set_parent_from(&span, trace.into_iter().filter(|(_, v)| !v.is_empty()));
+                        self.carry_out_entry(entry).instrument(span).await?;
                     }
                     Err(e) => tracing::error!(error = %e, outbox = %outbox.list, "undecodable outbox entry dropped"),
                 }
                 self.store.pop_outbox(outbox, &bytes).await?;
             }
         }
+    }
+
+    /// Carries out the effects of one entry, in order. Consecutive publishes go out together
+    /// (the producer keeps their order per partition); everything else one by one.
+    async fn carry_out_entry(&self, entry: OutboxEntry) -> Result<(), Error> {
+        let mut publishes = Vec::new();
+        for effect in entry.effects.into_iter().filter_map(|e| e.effect) {
+            match effect {
+                Fx::Publish(p) => publishes.push(p),
+                other => {
+                    self.publish_all(std::mem::take(&mut publishes)).await?;
+                    Box::pin(self.carry_out(other)).await?;
+                }
+            }
+        }
+        self.publish_all(publishes).await
     }
 
     async fn publish_all(&self, publishes: Vec<outbox::PublishEffect>) -> Result<(), Error> {

@@ -2,7 +2,8 @@
 //! `OutboxEntry` record (`proto/`, compiled by this crate's build script) that the store
 //! writes atomically with the record, and that any replica carries out afterwards
 //! (`crate::engine`). Publishes are encoded here, event id included, so a retry republishes
-//! the same event and consumers dedupe it.
+//! the same event and consumers dedupe it. Each entry keeps the trace context of the command
+//! that produced it, which the drain continues.
 
 use centralita_platform::bus::{Event, Topics};
 use centralita_proto::routing::v1 as rpb;
@@ -38,12 +39,15 @@ fn timer(member: String, due_unix_ms: i64) -> proto::TimerEffect {
     proto::TimerEffect { member, due_unix_ms }
 }
 
+/// The entry of `effects`, with the trace context of the current span (the command's).
 fn encode(effects: Vec<OutboxEffect>) -> Vec<u8> {
     if effects.is_empty() {
-        Vec::new()
-    } else {
-        OutboxEntry { effects }.encode_to_vec()
+        return Vec::new();
     }
+    let mut trace = centralita_platform::telemetry::current_trace_headers();
+    let traceparent = trace.remove("traceparent").unwrap_or_default();
+    let tracestate = trace.remove("tracestate").unwrap_or_default();
+    OutboxEntry { effects, traceparent, tracestate }.encode_to_vec()
 }
 
 /// The outbox entry of a contact write: `after` as written, `previous` its state before

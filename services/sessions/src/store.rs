@@ -150,6 +150,9 @@ pub struct Keys {
     pub deadlines: String,
     /// Set of every agent id.
     pub agents: String,
+    /// Hash of timer member to the W3C `traceparent` current when it was scheduled, which
+    /// the timer's span continues when it fires.
+    pub deadline_traces: String,
 }
 
 impl Keys {
@@ -158,6 +161,7 @@ impl Keys {
             notices: format!("{prefix}sessions:agent-events"),
             deadlines: format!("{prefix}sessions:deadlines"),
             agents: format!("{prefix}sessions:agents"),
+            deadline_traces: format!("{prefix}sessions:deadline-traces"),
         }
     }
 }
@@ -429,17 +433,37 @@ impl Store {
 
     // --- Timers -------------------------------------------------------------------------
 
-    /// Sets (or moves) timer `member` to fire at `due` (ms).
+    /// Sets (or moves) timer `member` to fire at `due` (ms), keeping the trace context of the
+    /// current span (the command that scheduled it) for the timer's span to continue.
     pub async fn schedule(&self, member: &str, due: i64) -> Result<(), Error> {
         let mut conn = self.conn()?;
-        let _: i64 = conn.zadd(&self.keys.deadlines, member, due).await?;
+        let trace = centralita_platform::telemetry::current_trace_headers().remove("traceparent");
+        let mut pipe = redis::pipe();
+        pipe.zadd(&self.keys.deadlines, member, due).ignore();
+        match trace {
+            Some(t) => pipe.hset(&self.keys.deadline_traces, member, t).ignore(),
+            None => pipe.hdel(&self.keys.deadline_traces, member).ignore(),
+        };
+        let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
     pub async fn cancel(&self, member: &str) -> Result<(), Error> {
         let mut conn = self.conn()?;
-        let _: i64 = conn.zrem(&self.keys.deadlines, member).await?;
+        let () = redis::pipe()
+            .zrem(&self.keys.deadlines, member)
+            .ignore()
+            .hdel(&self.keys.deadline_traces, member)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         Ok(())
+    }
+
+    /// The `traceparent` timer `member` was scheduled under, if any.
+    pub async fn timer_trace(&self, member: &str) -> Result<Option<String>, Error> {
+        let mut conn = self.conn()?;
+        Ok(conn.hget(&self.keys.deadline_traces, member).await?)
     }
 
     /// Up to `limit` timers due at `now`.
@@ -466,7 +490,11 @@ impl Store {
     /// Removes a handled timer unless it was rescheduled since the claim.
     pub async fn finish_timer(&self, member: &str, lease_until: i64) -> Result<(), Error> {
         let mut conn = self.conn()?;
-        let _: i64 = self.done.key(&self.keys.deadlines).arg(member).arg(lease_until).invoke_async(&mut conn).await?;
+        let removed: i64 =
+            self.done.key(&self.keys.deadlines).arg(member).arg(lease_until).invoke_async(&mut conn).await?;
+        if removed == 1 {
+            let _: i64 = conn.hdel(&self.keys.deadline_traces, member).await?;
+        }
         Ok(())
     }
 

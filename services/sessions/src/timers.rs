@@ -3,12 +3,14 @@
 //! Redis sorted set scored by due time ([`crate::core::Timer`] is their typed form). A
 //! timer is claimed by pushing its due time a lease ahead and removed only once handled:
 //! if this replica dies mid-way, the timer fires again when the lease runs out, and the
-//! core refuses what was already done (overtaken).
+//! core refuses what was already done (overtaken). A timer fires in a span continuing the
+//! trace of the command that scheduled it (kept beside the timer by `Store::schedule`).
 
 use std::time::Duration;
 
 use centralita_platform::error::Error;
 use centralita_platform::shutdown::Shutdown;
+use tracing::Instrument as _;
 
 use crate::core::{self, decision::Applied, AgentState, ContactRef, ContactState, Refusal, Timer};
 use crate::engine::{Engine, Failure};
@@ -52,7 +54,14 @@ pub async fn fire_due(engine: &Engine) -> Result<usize, Error> {
             continue;
         }
         let outcome = match Timer::parse(&member) {
-            Some(timer) => fire(engine, &timer, &member, lease).await,
+            Some(timer) => {
+                let span = timer_span(&timer);
+                let trace = engine.store.timer_trace(&member).await?;
+                if let Some(t) = trace.as_deref() {
+                    centralita_platform::telemetry::set_parent_from(&span, [("traceparent", t)].into_iter());
+                }
+                fire(engine, &timer, &member, lease).instrument(span).await
+            }
             None => {
                 tracing::warn!(%member, "unreadable timer dropped");
                 Ok(Applied::Done)
@@ -68,6 +77,29 @@ pub async fn fire_due(engine: &Engine) -> Result<usize, Error> {
         fired += 1;
     }
     Ok(fired)
+}
+
+/// The span of a timer firing, continuing the trace of the command that scheduled it (the
+/// offer, the end of the contact, the stream that closed), so what it causes joins that trace.
+fn timer_span(timer: &Timer) -> tracing::Span {
+    let span = tracing::info_span!(
+        "timer",
+        kind = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+        contact = tracing::field::Empty,
+        agent = tracing::field::Empty
+    );
+    match timer {
+        Timer::Offer { tenant, contact, .. } => {
+            span.record("kind", "offer").record("tenant", tenant.as_str()).record("contact", contact.0.as_str())
+        }
+        Timer::AfterContactWork { tenant, contact } => span
+            .record("kind", "after_contact_work")
+            .record("tenant", tenant.as_str())
+            .record("contact", contact.0.as_str()),
+        Timer::Presence { agent } => span.record("kind", "presence").record("agent", agent.0.as_str()),
+    };
+    span
 }
 
 fn applied<T>(result: Result<T, Failure>) -> Result<Applied, Error> {
