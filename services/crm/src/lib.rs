@@ -11,6 +11,8 @@
 //! - [`store`]: the schema and every query, one transaction per call with the tenant set for
 //!   row-level security.
 //! - [`events`]: the contacts topic folded into interactions, each event once.
+//! - [`erasures`]: other services' reports that they erased an erasure's contacts from
+//!   their store (`StoreErased` on the customers topic), recorded on the erasure.
 //! - [`api`]: the gRPC service `centralita.crm.v1.CustomerService`.
 //! - [`metrics`]: the CRM's domain metrics (`centralita_crm_*`), recorded by the API and the
 //!   contact-event consumer.
@@ -18,6 +20,7 @@
 //!   accepted erasure is announced even if the broker is down at that moment.
 
 pub mod api;
+pub mod erasures;
 pub mod events;
 pub mod metrics;
 pub mod store;
@@ -43,6 +46,7 @@ pub const MIGRATIONS: Migrations = Migrations {
     steps: &[
         Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
         Migration { version: 2, name: "customers", sql: store::CUSTOMERS_SQL },
+        Migration { version: 3, name: "erasure_stores", sql: store::ERASURE_STORES_SQL },
     ],
 };
 
@@ -70,6 +74,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     runtime.spawn(async move {
         if let Err(e) = consumer.run(sd).await {
             tracing::error!(error = %e, "contact event consumer stopped");
+        }
+    });
+    let reports = erasures::consumer(
+        &config.common.kafka.brokers,
+        format!("{prefix}crm.erasures"),
+        runtime.topics.customers(),
+        config.common.kafka.group_instance_id.clone(),
+        erasures::StoreReports { pool: pool.clone() },
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = reports.run(sd).await {
+            tracing::error!(error = %e, "store erasure report consumer stopped");
         }
     });
     let outbox = Arc::new(Notify::new());

@@ -18,7 +18,7 @@ use centralita_platform::auth::{caller, Role};
 use centralita_platform::bus::Event;
 use centralita_platform::error::{Error, FieldViolation};
 use centralita_platform::identity::Identity;
-use centralita_platform::tenant::{contact_name, from_timestamp, timestamp, TenantId};
+use centralita_platform::tenant::{from_timestamp, TenantId};
 use centralita_proto::crm::v1::{self as pb, customer_service_server::CustomerService};
 use chrono::Utc;
 use deadpool_postgres::{Pool, Transaction};
@@ -39,7 +39,7 @@ use access::{author, tenant_for, STAFF, STAFF_AND_CHANNELS};
 use validate::{
     channel_code, check_attributes, check_language, check_tags, customer_id, done, identities, is_code, not_found, text,
 };
-use wire::{answer_pb, channel_name, consent_pb, customer_name, merge_pb, note_pb};
+use wire::{answer_pb, channel_name, consent_pb, customer_name, erasure_pb, merge_pb, note_pb};
 pub use wire::{customer_pb, interaction_pb};
 
 type R<T> = Result<Response<T>, Status>;
@@ -488,16 +488,7 @@ impl CustomerService for Api {
         let view = Self::view_of(&tx, &tenant, &req.name, "name").await?;
         let e = store::erase(&tx, tenant.as_str(), &view.ids(), &caller.subject, &req.reason).await?;
         let t = tenant.as_str();
-        let erasure = pb::Erasure {
-            name: format!("erasures/{}", e.id),
-            customers: e.customer_ids.iter().map(|c| customer_name(c)).collect(),
-            contacts: e.contact_ids.iter().map(|c| contact_name(t, c)).collect(),
-            deleted_rows: e.deleted_rows.clone().into_iter().collect(),
-            requested_by: e.requested_by.clone(),
-            reason: e.reason.clone(),
-            erase_time: Some(timestamp(e.erased_at)),
-            stores: Vec::new(),
-        };
+        let erasure = erasure_pb(t, &e);
         let event =
             Event::new(tenant.clone(), &pb::CustomerErased { tenant: t.to_owned(), erasure: Some(erasure.clone()) });
         store::outbox(&tx, t, "customers", &view.root.id, &event.encode()).await?;
@@ -506,5 +497,20 @@ impl CustomerService for Api {
         self.outbox.notify_one();
         tracing::info!(tenant = t, erasure = %erasure.name, profiles = e.customer_ids.len(), "customer erased");
         Ok(Response::new(erasure))
+    }
+
+    async fn get_erasure(&self, request: Request<pb::GetErasureRequest>) -> R<pb::Erasure> {
+        let caller = caller(&request)?.clone();
+        let tenant = tenant_for(&caller, &[Role::TenantAdmin])?;
+        let name = request.into_inner().name;
+        let id = name
+            .strip_prefix("erasures/")
+            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| Error::invalid("name", "must be `erasures/{id}`"))?;
+        let mut client = self.client().await?;
+        let tx = store::begin(&mut client, &tenant).await?;
+        let e = store::erasure(&tx, tenant.as_str(), id).await?.ok_or_else(|| not_found(&name))?;
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(erasure_pb(tenant.as_str(), &e)))
     }
 }

@@ -5,7 +5,7 @@ use centralita_platform::tenant::{contact_name, timestamp};
 use centralita_proto::crm::v1 as pb;
 use centralita_proto::tenancy::v1::Channel;
 
-use crate::store::{AnswerRow, ConsentRow, InteractionRow, MergeRow, NoteRow, View};
+use crate::store::{AnswerRow, ConsentRow, ErasureRow, InteractionRow, MergeRow, NoteRow, View};
 
 pub(super) fn customer_name(id: &str) -> String {
     format!("customers/{id}")
@@ -96,5 +96,32 @@ pub(super) fn merge_pb(m: &MergeRow) -> pb::Merge {
         merge_time: Some(timestamp(m.merged_at)),
         undone_by: m.undone_by.clone(),
         undo_time: m.undone_at.map(timestamp),
+    }
+}
+
+/// The audit record of an erasure of `tenant`, with each store's progress.
+pub(super) fn erasure_pb(tenant: &str, e: &ErasureRow) -> pb::Erasure {
+    pb::Erasure {
+        name: format!("erasures/{}", e.id),
+        customers: e.customer_ids.iter().map(|c| customer_name(c)).collect(),
+        contacts: e.contact_ids.iter().map(|c| contact_name(tenant, c)).collect(),
+        deleted_rows: e.deleted_rows.clone().into_iter().collect(),
+        requested_by: e.requested_by.clone(),
+        reason: e.reason.clone(),
+        erase_time: Some(timestamp(e.erased_at)),
+        stores: e
+            .stores
+            .iter()
+            .map(|s| pb::ErasureStore {
+                store: s.store.clone(),
+                state: if s.done_at.is_some() {
+                    pb::erasure_store::State::Done
+                } else {
+                    pb::erasure_store::State::Pending
+                } as i32,
+                done_time: s.done_at.map(timestamp),
+                records_erased: s.records_erased,
+            })
+            .collect(),
     }
 }

@@ -1,4 +1,6 @@
-//! GDPR erasure: every row about a family deleted in one transaction, with an audit record.
+//! GDPR erasure: every row about a family deleted in one transaction, with an audit record
+//! that lists each store outside the CRM holding data about the family's contacts, pending
+//! until the service keeping it reports it erased (`StoreErased`).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +10,18 @@ use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use super::new_id;
+
+/// The stores outside the CRM that every erasure waits for: each service keeping one
+/// erases the erasure's contacts there and reports it (`StoreErased.store`).
+pub const ERASURE_STORES: &[&str] = &["sessions"];
+
+/// One store's progress on an erasure: pending while `done_at` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRow {
+    pub store: String,
+    pub done_at: Option<DateTime<Utc>>,
+    pub records_erased: i64,
+}
 
 /// What an erasure removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +33,7 @@ pub struct ErasureRow {
     pub requested_by: String,
     pub reason: String,
     pub erased_at: DateTime<Utc>,
+    pub stores: Vec<StoreRow>,
 }
 
 /// Deletes every row about the family; remembers its contact ids (so a replayed contact
@@ -73,6 +88,13 @@ pub async fn erase(
         )
         .await?
         .get(0);
+    tx.execute(
+        "INSERT INTO erasure_stores (tenant, erasure_id, store) SELECT $1, $2, s FROM unnest($3::text[]) AS s",
+        &[&tenant, &id, &ERASURE_STORES],
+    )
+    .await?;
+    let stores =
+        ERASURE_STORES.iter().map(|s| StoreRow { store: (*s).to_owned(), done_at: None, records_erased: 0 }).collect();
     Ok(ErasureRow {
         id,
         customer_ids: family.to_vec(),
@@ -81,5 +103,67 @@ pub async fn erase(
         requested_by: requested_by.into(),
         reason: reason.into(),
         erased_at: at,
+        stores,
     })
+}
+
+/// The audit record of erasure `id` with each store's progress, if the tenant has it.
+pub async fn erasure(tx: &Transaction<'_>, tenant: &str, id: &str) -> Result<Option<ErasureRow>, Error> {
+    let Some(r) = tx
+        .query_opt(
+            "SELECT customer_ids, contact_ids, deleted_rows, requested_by, reason, erased_at
+             FROM erasures WHERE tenant = $1 AND id = $2",
+            &[&tenant, &id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let deleted: serde_json::Value = r.get(2);
+    let deleted_rows = serde_json::from_value(deleted).map_err(Error::internal)?;
+    let stores = tx
+        .query(
+            "SELECT store, done_at, records_erased FROM erasure_stores WHERE tenant = $1 AND erasure_id = $2
+             ORDER BY store",
+            &[&tenant, &id],
+        )
+        .await?
+        .iter()
+        .map(|s| StoreRow { store: s.get(0), done_at: s.get(1), records_erased: s.get(2) })
+        .collect();
+    Ok(Some(ErasureRow {
+        id: id.to_owned(),
+        customer_ids: r.get(0),
+        contact_ids: r.get(1),
+        deleted_rows,
+        requested_by: r.get(3),
+        reason: r.get(4),
+        erased_at: r.get(5),
+        stores,
+    }))
+}
+
+/// Records that `store` erased erasure `id` at `at`, `records` more records: the first
+/// report sets the time, later ones (redeliveries, which erase nothing more) only add their
+/// count. A store not listed when the erasure was made is added. False when the tenant has
+/// no such erasure.
+pub async fn store_erased(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    id: &str,
+    store: &str,
+    records: i64,
+    at: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let n = tx
+        .execute(
+            "INSERT INTO erasure_stores (tenant, erasure_id, store, done_at, records_erased)
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM erasures WHERE tenant = $1 AND id = $2)
+             ON CONFLICT (tenant, erasure_id, store) DO UPDATE
+             SET done_at = COALESCE(erasure_stores.done_at, EXCLUDED.done_at),
+                 records_erased = erasure_stores.records_erased + EXCLUDED.records_erased",
+            &[&tenant, &id, &store, &at, &records],
+        )
+        .await?;
+    Ok(n > 0)
 }

@@ -8,14 +8,14 @@
 //! # Layout
 //! One module per aggregate; the functions the rest of the crate calls are re-exported
 //! here, so callers write `store::resolve`, `store::add_consent`, ….
-//! - `schema`: the `crm` schema ([`CUSTOMERS_SQL`]).
+//! - `schema`: the `crm` schema's migrations ([`CUSTOMERS_SQL`], [`ERASURE_STORES_SQL`]).
 //! - `customers`: profiles and identities: [`resolve`], [`view`] of a family, [`update`].
 //! - `merges`: [`merge`] and [`undo_merge`] of root profiles.
 //! - `notes`: notes and answers about a customer.
 //! - `consents`: the consent ledger and the entry [`consent_in_force`].
 //! - `interactions`: the timeline's contacts as the contact events fold them, applied
 //!   event ids, contacts of erased customers.
-//! - `erasure`: GDPR [`erase`] of a family.
+//! - `erasure`: GDPR [`erase`] of a family, its audit record and each other store's progress.
 //! - `outbox`: events queued in a transaction for the relay.
 
 use centralita_platform::db::set_tenant;
@@ -36,14 +36,14 @@ pub use consents::{add_consent, consent_in_force, consents, ConsentRow};
 pub use customers::{
     add_identity, remove_identity, resolve, root_of, roots_with, update, view, Changes, CustomerRow, Resolution, View,
 };
-pub use erasure::{erase, ErasureRow};
+pub use erasure::{erase, erasure, store_erased, ErasureRow, StoreRow, ERASURE_STORES};
 pub use interactions::{
     first_application, interaction, interactions, is_erased_contact, write_interaction, InteractionRow,
 };
 pub use merges::{get_merge, merge, merges_of, undo_merge, MergeRow};
 pub use notes::{add_answer, add_note, answers, notes, AnswerRow, NoteRow};
 pub use outbox::{outbox, pending, published, Outgoing};
-pub use schema::CUSTOMERS_SQL;
+pub use schema::{CUSTOMERS_SQL, ERASURE_STORES_SQL};
 
 /// A transaction with the tenant set for row-level security.
 pub async fn begin<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>, Error> {

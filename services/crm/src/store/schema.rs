@@ -1,5 +1,6 @@
-//! Version 2 of the `crm` schema: every table of the CRM in one migration. Its text is
-//! checksummed once applied, so it never changes; a later change is a new version.
+//! The `crm` schema's migrations. Version 2 holds every table of the first release in one
+//! migration; each later change is a version of its own. A migration's text is checksummed
+//! once applied, so it never changes.
 
 /// Version 2 of the `crm` schema. Every table carries the tenant and is under forced
 /// row-level security: a transaction that set no tenant sees and writes nothing.
@@ -146,4 +147,23 @@ BEGIN
 END $$;
 -- The outbox relay publishes for every tenant under the BPO scope.
 CREATE POLICY outbox_relay ON outbox USING (centralita_current_tenant() = 'bpo');
+"#;
+
+/// Version 3 of the `crm` schema: each store outside the CRM that must erase an erasure's
+/// contacts, pending (`done_at` null) until its service reports it done. Erasures recorded
+/// before this version have no rows here.
+pub const ERASURE_STORES_SQL: &str = r#"
+CREATE TABLE erasure_stores (
+    tenant text NOT NULL,
+    erasure_id text NOT NULL,
+    store text NOT NULL,
+    done_at timestamptz,
+    records_erased bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, erasure_id, store),
+    FOREIGN KEY (tenant, erasure_id) REFERENCES erasures (tenant, id)
+);
+ALTER TABLE erasure_stores ENABLE ROW LEVEL SECURITY;
+ALTER TABLE erasure_stores FORCE ROW LEVEL SECURITY;
+CREATE POLICY erasure_stores_tenant ON erasure_stores USING (tenant = centralita_current_tenant())
+    WITH CHECK (tenant = centralita_current_tenant());
 "#;
