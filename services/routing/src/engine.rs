@@ -13,11 +13,21 @@
 //! timers (relaxation steps, maximum waits) are inputs in the log like everything else and
 //! a replay takes the same decisions.
 //!
+//! Tracing: each input record is applied in a `routing.input` span, child of the trace
+//! context in the record's headers (ticks, the engine's own clock, have none), and each
+//! decision is taken in a `routing.decision` span with tenant, pool and contact, whose
+//! context the decision's record carries to sessions. A decision about the input's own
+//! contact is a child of the input's span; one about another contact (an agent became
+//! ready, a tick) continues the trace of that contact's queueing, linked to the input, so
+//! a contact's offer is in the contact's trace whatever input made it. Those contexts are
+//! kept per partition in memory while the contact is in routing; after a takeover only the
+//! contacts replayed since the snapshot have one, and the others' decisions follow the input.
+//!
 //! Metrics: each record's input kind and outcome and each decision are counted as they are
 //! applied; the queue and agent gauges are set from the routers on every tick (a pass over
 //! each pool's contacts, too much per input); see [`crate::metrics`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +36,7 @@ use centralita_platform::cache::RedisHandle;
 use centralita_platform::error::Error;
 use centralita_platform::metrics::Metrics;
 use centralita_platform::shutdown::Shutdown;
+use centralita_platform::telemetry;
 use centralita_platform::tenant::TenantId;
 use centralita_proto::routing::v1 as pb;
 use centralita_routing_contract::pool_tenant;
@@ -34,7 +45,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use crate::core::{Decision, Input, Router, Snapshot};
+use crate::core::{ContactId, Decision, Input, Router, Snapshot};
 use crate::metrics::{self as routing_metrics, Outcome};
 
 #[derive(Debug, Clone)]
@@ -62,7 +73,14 @@ struct PartitionState {
     /// Inputs applied since the last snapshot.
     dirty: bool,
     key: String,
+    /// The trace context (W3C header pairs) of each contact's queueing, while it is in
+    /// routing: decisions about it that other inputs cause continue it.
+    traces: HashMap<ContactId, Vec<(String, String)>>,
 }
+
+/// Contacts whose trace context a partition keeps at most (past it, the oldest are not
+/// told apart: the map starts over, and their decisions follow their inputs' traces).
+const MAX_TRACES: usize = 100_000;
 
 #[derive(Default)]
 struct Revocations(Mutex<Vec<i32>>);
@@ -180,14 +198,50 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                 }
                 // Ticks are the engine's own clock, not a hop of anyone's contact.
                 let age = settings.metrics.as_deref().filter(|_| key != "tick").map(|m| (m, settings.input_topic.as_str()));
-                let decisions = apply(state, message.payload().unwrap_or_default(), age, &settings.domain_metrics);
+                let input_span = if key == "tick" {
+                    tracing::Span::none()
+                } else {
+                    let span = tracing::info_span!(
+                        "routing.input",
+                        otel.kind = "consumer",
+                        messaging.partition = partition,
+                        messaging.offset = offset,
+                        pool = %state.key,
+                        kind = tracing::field::Empty,
+                        tenant = tracing::field::Empty,
+                        contact = tracing::field::Empty,
+                    );
+                    let headers = record_headers(&message);
+                    telemetry::set_parent_from(&span, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    span
+                };
+                let applied =
+                    input_span.in_scope(|| apply(state, message.payload().unwrap_or_default(), age, &settings.domain_metrics));
+                let input_trace = input_span.in_scope(telemetry::current_trace_headers);
                 let mut failed = false;
-                for (index, d) in decisions.iter().enumerate() {
+                for (index, d) in applied.decisions.iter().enumerate() {
                     let tenant = decision_tenant(d);
-                    let mut event = Event::new(tenant, &pb::RoutingDecision::from(d));
+                    let mut event = Event::new(tenant.clone(), &pb::RoutingDecision::from(d));
                     event.id = decision_id(&settings.input_topic, partition, offset, index);
                     let key = if state.key.is_empty() { "pool" } else { state.key.as_str() };
-                    match producer.enqueue(&settings.decision_topic, key, &event) {
+                    let contact = decision_contact(d);
+                    let span = tracing::info_span!(
+                        parent: &input_span,
+                        "routing.decision",
+                        kind = routing_metrics::decision_kind(d),
+                        tenant = %tenant,
+                        pool = %key,
+                        contact = %contact,
+                    );
+                    if applied.contact.as_ref() != Some(contact) {
+                        if let Some(queued) = state.traces.get(contact) {
+                            telemetry::set_parent_from(&span, queued.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                            telemetry::link_from(&span, input_trace.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                        }
+                    }
+                    // The producer puts the current span's context in the record's headers.
+                    let enqueued = span.in_scope(|| producer.enqueue(&settings.decision_topic, key, &event));
+                    match enqueued {
                         Ok(delivery) => in_flight.push((partition, Box::pin(delivery))),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot publish a routing decision; replaying from the snapshot");
@@ -204,6 +258,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
+                keep_trace(state, &applied, input_trace);
                 state.next_offset = offset + 1;
                 state.dirty = true;
                 if in_flight.len() >= MAX_IN_FLIGHT {
@@ -266,21 +321,79 @@ fn decision_tenant(d: &Decision) -> TenantId {
     TenantId::parse(tenant).unwrap_or_else(|_| pool_tenant())
 }
 
+fn decision_contact(d: &Decision) -> &ContactId {
+    match d {
+        Decision::Offer { contact, .. } | Decision::Overflow { contact, .. } | Decision::TimedOut { contact, .. } => {
+            contact
+        }
+    }
+}
+
+/// The contact an input is about, if any.
+fn input_contact(input: &Input) -> Option<&ContactId> {
+    match input {
+        Input::ContactQueued(c) => Some(&c.id),
+        Input::ContactWithdrawn { contact }
+        | Input::OfferAccepted { contact, .. }
+        | Input::OfferDeclined { contact, .. }
+        | Input::OfferUndelivered { contact, .. }
+        | Input::ContactReleased { contact, .. }
+        | Input::BookingMoved { to: contact, .. } => Some(contact),
+        Input::AgentUpserted(_) | Input::AgentReady { .. } | Input::AgentNotReady { .. } | Input::Tick => None,
+    }
+}
+
+/// One record applied: the contact it is about, what it means for the trace kept for that
+/// contact, and the decisions taken.
+#[derive(Debug, Default)]
+struct AppliedInput {
+    contact: Option<ContactId>,
+    /// The contact was queued (keep its trace) or left routing (forget it).
+    queued: bool,
+    left: bool,
+    decisions: Vec<Decision>,
+}
+
+/// Keeps the trace of a contact's queueing (`trace`: the input span's), forgets it when the
+/// contact leaves routing.
+fn keep_trace(state: &mut PartitionState, applied: &AppliedInput, trace: HashMap<String, String>) {
+    let Some(contact) = &applied.contact else { return };
+    if applied.left {
+        state.traces.remove(contact);
+    } else if applied.queued && !trace.is_empty() {
+        if state.traces.len() >= MAX_TRACES {
+            state.traces.clear();
+        }
+        state.traces.insert(contact.clone(), trace.into_iter().collect());
+    }
+}
+
+/// The record's headers with text values (the trace context among them).
+fn record_headers<M: Message>(m: &M) -> Vec<(String, String)> {
+    use rdkafka::message::Headers as _;
+    m.headers()
+        .map(|h| {
+            h.iter().filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))).collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Decodes and applies one log record. A record that cannot be decoded or that the core
 /// refuses is logged and skipped: it changes nothing. `age` is where its age is recorded
-/// (metrics, topic); `metrics` counts its outcome and the decisions taken.
+/// (metrics, topic); `metrics` counts its outcome and the decisions taken. The input's
+/// kind, tenant and contact are recorded on the current span.
 fn apply(
     state: &mut PartitionState,
     payload: &[u8],
     age: Option<(&Metrics, &str)>,
     metrics: &routing_metrics::Metrics,
-) -> Vec<Decision> {
+) -> AppliedInput {
     let event = match Event::decode(payload) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "undecodable routing input skipped");
             metrics.input(routing_metrics::UNKNOWN_KIND, Outcome::Malformed);
-            return Vec::new();
+            return AppliedInput::default();
         }
     };
     if let Some((metrics, topic)) = age {
@@ -295,22 +408,31 @@ fn apply(
         Err(e) => {
             tracing::warn!(error = %e, "invalid routing input skipped");
             metrics.input(routing_metrics::UNKNOWN_KIND, Outcome::Malformed);
-            return Vec::new();
+            return AppliedInput::default();
         }
     };
     let kind = routing_metrics::input_kind(&input);
+    let contact = input_contact(&input).cloned();
+    let span = tracing::Span::current();
+    span.record("kind", kind).record("tenant", event.tenant.as_str());
+    if let Some(c) = &contact {
+        span.record("contact", c.0.as_str());
+    }
+    let queued = matches!(input, Input::ContactQueued(_));
+    let left =
+        matches!(input, Input::ContactWithdrawn { .. } | Input::OfferAccepted { .. } | Input::ContactReleased { .. });
     match state.router.apply(event.occurred_at.timestamp_millis(), input) {
         Ok(decisions) => {
             metrics.input(kind, Outcome::Applied);
             for d in &decisions {
                 metrics.decision(d);
             }
-            decisions
+            AppliedInput { contact, queued, left, decisions }
         }
         Err(rejected) => {
             tracing::debug!(%rejected, "routing input rejected");
             metrics.input(kind, Outcome::Rejected);
-            Vec::new()
+            AppliedInput { contact, ..AppliedInput::default() }
         }
     }
 }
@@ -333,7 +455,7 @@ async fn load(redis: &RedisHandle, settings: &EngineSettings, partition: i32) ->
         None => (Router::new(), 0),
     };
     tracing::info!(partition, next_offset, "routing partition taken over");
-    Ok(PartitionState { router, next_offset, dirty: false, key: String::new() })
+    Ok(PartitionState { router, next_offset, dirty: false, key: String::new(), traces: HashMap::new() })
 }
 
 /// Stores a snapshot of every changed partition, then commits exactly the offsets the
@@ -384,7 +506,13 @@ mod tests {
     fn applied_records_count_their_inputs_decisions_and_refusals() {
         let platform = Metrics::new("routing");
         let metrics = routing_metrics::Metrics::register(&platform);
-        let mut state = PartitionState { router: Router::new(), next_offset: 0, dirty: false, key: String::new() };
+        let mut state = PartitionState {
+            router: Router::new(),
+            next_offset: 0,
+            dirty: false,
+            key: String::new(),
+            traces: HashMap::new(),
+        };
         let sales = QueueRef::new("acme", "sales");
         let agent = AgentProfile {
             id: AgentId::from("a"),
@@ -414,9 +542,9 @@ mod tests {
             // Not offered to b: refused.
             Input::OfferAccepted { contact: ContactId::from("c1"), agent: AgentId::from("b") },
         ];
-        let decided: usize = inputs.iter().map(|i| apply(&mut state, &record(i), None, &metrics).len()).sum();
+        let decided: usize = inputs.iter().map(|i| apply(&mut state, &record(i), None, &metrics).decisions.len()).sum();
         assert_eq!(decided, 1);
-        assert!(apply(&mut state, b"not an event", None, &metrics).is_empty());
+        assert!(apply(&mut state, b"not an event", None, &metrics).decisions.is_empty());
         metrics.observe([&state.router]);
 
         let text = platform.encode();
