@@ -1,26 +1,36 @@
 //! Authentication and tenancy of every gRPC call.
 //!
 //! A caller presents `authorization: Bearer <JWT>`; the token is an EdDSA (Ed25519) JWT
-//! whose claims carry the tenant, roles and agent id. [`Authenticator`] is the one tonic
-//! interceptor that verifies it (signature, expiry, issuer, audience), checks that the
-//! tenant is onboarded and active, takes one request from the tenant's rate quota and puts
-//! the verified [`Caller`] into the request extensions. Handlers take the tenant from the
-//! `Caller` only, never from a field a caller can set.
+//! whose claims carry the tenant, roles and agent id. [`Authenticator`] verifies it
+//! (signature, expiry, issuer, audience), checks that the tenant is onboarded and active,
+//! takes one request from the tenant's rate quota and puts the verified [`Caller`] into the
+//! request extensions. Handlers take the tenant from the `Caller` only, never from a field
+//! a caller can set.
+//!
+//! Every API is wrapped in [`Authenticated`], the asynchronous form: when the service has a
+//! Redis ([`Authenticator::share_quota`], done by `Runtime::redis`), the quota is one for all
+//! replicas ([`ratelimit`]: GCRA in Redis, falling back to the per-replica limiter while
+//! Redis cannot be reached); without one it is counted per replica. The `tonic` interceptor
+//! form ([`tonic::service::Interceptor`]) is synchronous, so it can only count per replica.
 //!
 //! Nothing here logs or returns token material: refusals say why in words and a reason code.
 
+pub mod ratelimit;
+
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::RedisHandle;
 use crate::error::{Error, Reason};
 use crate::metrics::Metrics;
 use crate::registry::TenantRegistry;
-use crate::tenant::TenantId;
+use crate::tenant::{Tenant, TenantId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -263,21 +273,33 @@ impl Signer {
     }
 }
 
-/// The one interceptor of every authenticated gRPC service.
+/// Authenticates every call of a gRPC service: in [`Authenticated`] (shared quota) or as a
+/// `tonic` interceptor (per-replica quota). Clones share the quota.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     verifier: Arc<Verifier>,
     tenants: TenantRegistry,
     metrics: Arc<Metrics>,
+    /// Set once the service has a Redis to share quotas in.
+    shared: Arc<OnceLock<ratelimit::SharedQuota>>,
 }
 
 impl Authenticator {
     pub fn new(verifier: Arc<Verifier>, tenants: TenantRegistry, metrics: Arc<Metrics>) -> Self {
-        Self { verifier, tenants, metrics }
+        Self { verifier, tenants, metrics, shared: Arc::default() }
     }
 
-    /// Authenticates a request given its `authorization` metadata value.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Error> {
+    /// Counts tenant quotas in `redis`, shared with every replica (of any service) using the
+    /// same Redis, from now on and for every clone; the first call wins. The handle may not
+    /// be connected yet: until it is, quotas are counted per replica.
+    pub fn share_quota(&self, redis: RedisHandle) {
+        let gauge = self.metrics.auth_rate_limiter_fallback.clone();
+        let _ = self.shared.get_or_init(|| ratelimit::SharedQuota::new(redis, gauge));
+    }
+
+    /// The synchronous part of authentication: the token, and the tenant when it names one
+    /// (known and active), without taking from its quota.
+    pub fn identify(&self, authorization: Option<&[u8]>) -> Result<(Caller, Option<Arc<Tenant>>), Error> {
         let header = authorization.ok_or_else(|| unauthenticated(Reason::TokenMissing, "missing bearer token"))?;
         let header =
             std::str::from_utf8(header).map_err(|_| unauthenticated(Reason::TokenInvalid, "token is malformed"))?;
@@ -288,14 +310,55 @@ impl Authenticator {
         let caller = self.verifier.verify(token.trim())?;
         // Known from here on, so also on the call's span when the tenant is then refused.
         tracing::Span::current().record("tenant", caller.tenant.as_ref().map(|t| t.as_str()).unwrap_or("*"));
-        if let Some(tenant) = &caller.tenant {
-            let tenant = self.tenants.require_active(tenant)?;
+        let tenant = caller.tenant.as_ref().map(|t| self.tenants.require_active(t)).transpose()?;
+        Ok((caller, tenant))
+    }
+
+    /// Takes one call from `tenant`'s quota: shared when the service has a Redis, else (and
+    /// while that Redis cannot be reached) counted in this replica.
+    pub async fn take_quota(&self, tenant: &Tenant) -> Result<(), Error> {
+        match self.shared.get() {
+            Some(shared) => shared.take(tenant, &self.tenants).await,
+            None => self.tenants.take_request(tenant),
+        }
+    }
+
+    /// Authenticates a call given its `authorization` metadata value, taking from the
+    /// tenant's quota as [`Self::take_quota`] does. A caller without a tenant (a BPO admin,
+    /// a BPO agent) has no quota and costs no round trip.
+    pub async fn admit(&self, authorization: Option<&[u8]>) -> Result<Caller, Error> {
+        let (caller, tenant) = self.identify(authorization)?;
+        if let Some(tenant) = tenant {
+            self.take_quota(&tenant).await?;
+        }
+        Ok(caller)
+    }
+
+    /// [`Self::admit`] without waiting: the tenant's quota is counted in this replica only.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Error> {
+        let (caller, tenant) = self.identify(authorization)?;
+        if let Some(tenant) = tenant {
             self.tenants.take_request(&tenant)?;
         }
         Ok(caller)
     }
+
+    /// Counts and logs a refusal, and gives the status the caller sees.
+    fn refused(&self, e: Error) -> tonic::Status {
+        let reason = match &e {
+            Error::Unauthenticated { reason, .. }
+            | Error::PermissionDenied { reason, .. }
+            | Error::ResourceExhausted { reason, .. } => reason.as_str(),
+            _ => "OTHER",
+        };
+        self.metrics.auth_rejected(reason);
+        tracing::info!(reason, "call refused by authentication");
+        e.into()
+    }
 }
 
+/// The synchronous form, for a service built without [`Authenticated`]: it cannot wait for
+/// Redis, so it counts tenant quotas per replica.
 impl tonic::service::Interceptor for Authenticator {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let auth = request.metadata().get("authorization").map(|v| v.as_bytes());
@@ -304,18 +367,63 @@ impl tonic::service::Interceptor for Authenticator {
                 request.extensions_mut().insert(caller);
                 Ok(request)
             }
-            Err(e) => {
-                let reason = match &e {
-                    Error::Unauthenticated { reason, .. }
-                    | Error::PermissionDenied { reason, .. }
-                    | Error::ResourceExhausted { reason, .. } => reason.as_str(),
-                    _ => "OTHER",
-                };
-                self.metrics.auth_rejected(reason);
-                tracing::info!(reason, "call refused by authentication");
-                Err(e.into())
-            }
+            Err(e) => Err(self.refused(e)),
         }
+    }
+}
+
+/// A gRPC service behind the [`Authenticator`], used as
+/// `routes.add_service(Authenticated::new(FooServiceServer::new(api), runtime.authenticator.clone()))`:
+/// the call reaches `inner` with its [`Caller`] in the request extensions, or is answered
+/// with the refusal. Unlike `tonic`'s interceptor it may wait, for the shared quota check.
+#[derive(Debug, Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+impl<S> Authenticated<S> {
+    pub fn new(inner: S, auth: Authenticator) -> Self {
+        Self { inner, auth }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tonic::codegen::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tonic::codegen::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let auth = self.auth.clone();
+        // The clone that was polled ready serves this call; the fresh clone serves the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Everything happens in the future, which runs in the call's span (the tenant is
+        // recorded on it); the header is cloned (a reference count) so the request can move.
+        let authorization = request.headers().get(http::header::AUTHORIZATION).cloned();
+        Box::pin(async move {
+            match auth.admit(authorization.as_ref().map(|v| v.as_bytes())).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(e) => Ok(auth.refused(e).into_http()),
+            }
+        })
     }
 }
 
@@ -421,6 +529,32 @@ mod tests {
         let admin = Caller { subject: "ops".into(), tenant: None, roles: [Role::BpoAdmin].into(), agent_id: None };
         assert!(admin.authorize_tenant(&globex).is_ok());
         assert!(admin.own_tenant().is_err());
+    }
+
+    #[tokio::test]
+    async fn without_a_reachable_redis_the_replica_counts_the_quota() {
+        let a = authn();
+        let tiny = crate::registry::tests::tenant("tiny", 1, 1);
+        a.tenants.upsert(tiny);
+        let token = bearer(&signer().mint(&agent("tiny")).expect("mint"));
+        let mut admitted = 0;
+        for _ in 0..20 {
+            admitted += usize::from(a.admit(Some(&token)).await.is_ok());
+        }
+        // No Redis: the local limiter, and nothing to fall back from.
+        assert_eq!(admitted, ratelimit::burst(1) as usize);
+        assert_eq!(a.metrics.auth_rate_limiter_fallback.get(), 0);
+        // A Redis that never answered: the same limiter (its tokens spent above), flagged.
+        a.share_quota(RedisHandle::default());
+        let over = a.admit(Some(&token)).await;
+        assert_eq!(a.metrics.auth_rate_limiter_fallback.get(), 1);
+        assert!(matches!(over, Err(Error::ResourceExhausted { reason: Reason::TenantRateLimited, .. })), "{over:?}");
+        // A BPO admin has no quota.
+        let admin = TokenRequest { tenant: None, roles: vec![Role::BpoAdmin], agent_id: None, ..agent("acme") };
+        let admin = signer().mint(&admin).expect("mint");
+        for _ in 0..20 {
+            assert!(a.admit(Some(&bearer(&admin))).await.is_ok());
+        }
     }
 
     #[test]

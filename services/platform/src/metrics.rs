@@ -55,6 +55,9 @@ pub struct Metrics {
     pub tenants_known: Family<StatusLabel, Gauge>,
     pub dependency_up: Family<DependencyLabel, Gauge>,
     pub ready: Gauge,
+    /// 1 while the shared API rate limiter cannot reach Redis and this replica counts tenant
+    /// quotas alone (see `auth::ratelimit`); 0 otherwise, and always in a service without one.
+    pub auth_rate_limiter_fallback: Gauge,
 }
 
 impl Metrics {
@@ -69,6 +72,7 @@ impl Metrics {
         let tenants_known = Family::<StatusLabel, Gauge>::default();
         let dependency_up = Family::<DependencyLabel, Gauge>::default();
         let ready = Gauge::default();
+        let auth_rate_limiter_fallback = Gauge::default();
         let help = "gRPC calls refused by authentication, by reason";
         registry.register("centralita_auth_rejected_calls", help, auth_rejected.clone());
         registry.register(
@@ -86,6 +90,9 @@ impl Metrics {
         let help = "1 when a dependency answered its last check";
         registry.register("centralita_dependency_up", help, dependency_up.clone());
         registry.register("centralita_service_ready", "1 when this replica reports ready", ready.clone());
+        let help = "1 while the shared API rate limiter cannot reach Redis and this replica counts tenant quotas \
+                    alone (at most the quota per replica)";
+        registry.register("centralita_auth_rate_limiter_fallback", help, auth_rate_limiter_fallback.clone());
         Self {
             registry: Mutex::new(registry),
             auth_rejected,
@@ -95,6 +102,7 @@ impl Metrics {
             tenants_known,
             dependency_up,
             ready,
+            auth_rate_limiter_fallback,
         }
     }
 
@@ -134,6 +142,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("centralita_service_ready{service=\"sessions\"} 1"), "{text}");
+        assert!(text.contains("centralita_auth_rate_limiter_fallback{service=\"sessions\"} 0"), "{text}");
     }
 
     #[test]

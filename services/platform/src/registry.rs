@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::auth::ratelimit::{burst, over_quota};
 use crate::error::{Error, Reason};
 use crate::tenant::{Tenant, TenantId, TenantStatus};
 
@@ -15,7 +16,8 @@ struct Inner {
     tenants: BTreeMap<TenantId, Arc<Tenant>>,
 }
 
-/// A token bucket: `rate` tokens a second, bursts up to `2 × rate`.
+/// A token bucket: `rate` tokens a second, bursts up to [`burst`]`(rate)`, the same as the
+/// shared limiter's, so a replica falling back to it behaves as the shared one would alone.
 #[derive(Debug)]
 struct Bucket {
     rate: f64,
@@ -25,8 +27,7 @@ struct Bucket {
 
 impl Bucket {
     fn take(&mut self, rate: u32, now: Instant) -> bool {
-        let rate = f64::from(rate.max(1));
-        let burst = rate * 2.0;
+        let (rate, burst) = (f64::from(rate.max(1)), f64::from(burst(rate)));
         if (self.rate - rate).abs() > f64::EPSILON {
             self.rate = rate;
             self.tokens = self.tokens.min(burst);
@@ -97,7 +98,9 @@ impl TenantRegistry {
         }
     }
 
-    /// Takes one request from the tenant's API rate quota (per replica), or refuses.
+    /// Takes one request from the tenant's API rate quota counted in this replica alone, or
+    /// refuses: the quota of a service without a shared limiter, and the fallback of one
+    /// whose Redis cannot be reached (see [`crate::auth::ratelimit`]).
     pub fn take_request(&self, tenant: &Tenant) -> Result<(), Error> {
         self.take_request_at(tenant, Instant::now())
     }
@@ -107,16 +110,13 @@ impl TenantRegistry {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = buckets.entry(tenant.id.clone()).or_insert_with(|| Bucket {
             rate: f64::from(rate.max(1)),
-            tokens: f64::from(rate.max(1)) * 2.0,
+            tokens: f64::from(burst(rate)),
             last: now,
         });
         if bucket.take(rate, now) {
             Ok(())
         } else {
-            Err(Error::ResourceExhausted {
-                reason: Reason::TenantRateLimited,
-                message: format!("tenant `{}` exceeded its API quota of {rate} requests/s", tenant.id),
-            })
+            Err(over_quota(tenant))
         }
     }
 }
@@ -167,8 +167,11 @@ spec:
         let t = tenant("acme", 5, 1);
         let t0 = Instant::now();
         let allowed = (0..20).filter(|_| r.take_request_at(&t, t0).is_ok()).count();
-        assert_eq!(allowed, 10, "burst is twice the rate");
+        assert_eq!(allowed, burst(5) as usize, "the burst at once");
         assert!(r.take_request_at(&t, t0 + Duration::from_millis(100)).is_err());
         assert!(r.take_request_at(&t, t0 + Duration::from_millis(250)).is_ok());
+        let t = tenant("globex", 50, 1);
+        let allowed = (0..2000).filter(|&i| r.take_request_at(&t, t0 + Duration::from_millis(i)).is_ok()).count();
+        assert!((109..=110).contains(&allowed), "the rate over 2 s plus the burst, got {allowed}");
     }
 }

@@ -28,7 +28,7 @@ use tokio_stream::StreamExt as _;
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
-use crate::auth::{Authenticator, Verifier};
+use crate::auth::{Authenticated, Authenticator, Verifier};
 use crate::bus::{client_config, ensure_topics, TopicSpec, Topics};
 use crate::cache::RedisHandle;
 use crate::config::{CommonConfig, ConfigError, PostgresConfig, RedisConfig, ServiceArgs, Validate};
@@ -329,10 +329,13 @@ impl Runtime {
         Ok(pool)
     }
 
-    /// A Redis connection made in the background; the `redis` check follows PING.
+    /// A Redis connection made in the background; the `redis` check follows PING. The
+    /// service's tenant API quotas are counted in it too, shared with every replica using
+    /// the same Redis ([`Authenticator::share_quota`]).
     pub fn redis(&mut self, cfg: &RedisConfig) -> RedisHandle {
         let handle = RedisHandle::default();
         self.spawn_check(CHECK_REDIS, RedisCheck { handle: handle.clone(), url: cfg.url.clone() });
+        self.authenticator.share_quota(handle.clone());
         handle
     }
 
@@ -367,12 +370,10 @@ impl Runtime {
             .register_encoded_file_descriptor_set(centralita_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        routes.add_service(health_service).add_service(reflection).add_service(
-            tonic::service::interceptor::InterceptedService::new(
-                TenantApi::new(self.registry.clone()).into_server(),
-                self.authenticator.clone(),
-            ),
-        );
+        routes.add_service(health_service).add_service(reflection).add_service(Authenticated::new(
+            TenantApi::new(self.registry.clone()).into_server(),
+            self.authenticator.clone(),
+        ));
 
         self.start_kafka();
 

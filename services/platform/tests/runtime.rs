@@ -202,11 +202,11 @@ async fn tenancy_auth_and_shutdown_over_grpc() {
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(status.message().contains("not onboarded"), "{}", status.message());
 
-    // API rate quota: 1 request/s with a burst of 2.
+    // API rate quota: 1 request/s with a burst of 5 (`auth::ratelimit::burst`).
     let tiny = token(Some("tiny"), Role::Supervisor);
     let codes: Vec<Code> = {
         let mut v = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..8 {
             v.push(code(&mut client, get("tenants/tiny", &tiny)).await);
         }
         v
