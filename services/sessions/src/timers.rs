@@ -123,6 +123,7 @@ async fn fire(engine: &Engine, timer: &Timer, member: &str, lease: i64) -> Resul
                 _ => None,
             };
             let Some(agent) = agent else { return Ok(Applied::Overtaken(Refusal::OfferNotOpen)) };
+            tracing::info!(agent = %agent, "offer not answered in time; the contact goes back to its place");
             applied(engine.transition(&c, |c| core::contact::rona(c, &agent, offer)).await)
         }
         Timer::AfterContactWork { tenant, contact } => {
