@@ -28,6 +28,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use centralita_platform::auth::Authenticated;
 use centralita_platform::bus::{Event, Producer, Topics};
 use centralita_platform::config::{PostgresConfig, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
@@ -36,7 +37,6 @@ use centralita_platform::shutdown::Shutdown;
 use centralita_proto::crm::v1::customer_service_server::CustomerServiceServer;
 use deadpool_postgres::Pool;
 use tokio::sync::{watch, Notify};
-use tonic::service::interceptor::InterceptedService;
 
 pub const SERVICE: &str = "crm";
 
@@ -96,7 +96,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     runtime.with_health_name("centralita.crm.v1.CustomerService");
     let api = api::Api { pool, applied, outbox, metrics };
     let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(InterceptedService::new(CustomerServiceServer::new(api), runtime.authenticator.clone()));
+    routes.add_service(Authenticated::new(CustomerServiceServer::new(api), runtime.authenticator.clone()));
     runtime.serve(listeners, routes).await
 }
 

@@ -32,13 +32,13 @@ pub mod metrics;
 pub mod store;
 pub mod usage;
 
+use centralita_platform::auth::Authenticated;
 use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 use centralita_proto::reporting::v1::reporting_service_server::ReportingServiceServer;
 use centralita_proto::reporting::v1::staffing_service_server::StaffingServiceServer;
-use tonic::service::interceptor::InterceptedService;
 
 pub const SERVICE: &str = "reporting";
 
@@ -108,8 +108,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     runtime.with_health_name("centralita.reporting.v1.StaffingService");
     let auth = runtime.authenticator.clone();
     let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(InterceptedService::new(ReportingServiceServer::new(api), auth.clone()));
-    routes.add_service(InterceptedService::new(StaffingServiceServer::new(api::Staffing), auth));
+    routes.add_service(Authenticated::new(ReportingServiceServer::new(api), auth.clone()));
+    routes.add_service(Authenticated::new(StaffingServiceServer::new(api::Staffing), auth));
     runtime.serve(listeners, routes).await
 }
 

@@ -42,6 +42,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
+use centralita_platform::auth::Authenticated;
 use centralita_platform::bus::{Consumer, ConsumerSettings, Producer, FETCH_WAIT_DEFAULT};
 use centralita_platform::cache::RedisDedupe;
 use centralita_platform::config::{parse_duration, ConfigError, RedisConfig, ServiceArgs, Validate};
@@ -160,11 +161,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     runtime.with_health_name("centralita.sessions.v1.AgentService");
     let auth = runtime.authenticator.clone();
     let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(tonic::service::interceptor::InterceptedService::new(
-        ContactServiceServer::new(api.clone()),
-        auth.clone(),
-    ));
-    routes.add_service(tonic::service::interceptor::InterceptedService::new(AgentServiceServer::new(api), auth));
+    routes.add_service(Authenticated::new(ContactServiceServer::new(api.clone()), auth.clone()));
+    routes.add_service(Authenticated::new(AgentServiceServer::new(api), auth));
     runtime.serve(listeners, routes).await
 }
 
