@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, RecordingMode, Tenant, TenantStatus, Weekday};
+use super::{Channel, RecordingMode, Tenant, TenantStatus, VoiceSpec, Weekday};
 use crate::queue::RoutingSpec;
 
 pub const API_VERSION: &str = "centralita.io/v1";
@@ -58,6 +58,9 @@ pub struct TenantSpec {
     pub recording: RecordingSpec,
     #[serde(default)]
     pub routing: RoutingSpec,
+    /// Numbers and trunks of the voice channel.
+    #[serde(default, skip_serializing_if = "VoiceSpec::is_empty")]
+    pub voice: VoiceSpec,
 }
 
 fn default_status() -> TenantStatus {
@@ -172,6 +175,7 @@ impl From<&Tenant> for TenantManifest {
                     allow_pause: t.recording.allow_pause,
                 },
                 routing: RoutingSpec::from(&t.routing),
+                voice: VoiceSpec::from(&t.voice),
             },
         }
     }

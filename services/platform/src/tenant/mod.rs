@@ -14,6 +14,7 @@
 //! - `manifest`: [`TenantManifest`] and its spec types, and a [`Tenant`] written back as one;
 //! - `validate`: [`TenantManifest::into_tenant`] and [`TenantManifest::parse_all`], the rules
 //!   every tenant obeys whichever shape it arrives in;
+//! - `voice`: numbers and trunks of the voice channel ([`VoiceConfig`], `spec.voice`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
 //!   [`timestamp`] / [`from_timestamp`].
 
@@ -28,6 +29,7 @@ use crate::queue::RoutingConfig;
 mod id;
 mod manifest;
 mod validate;
+mod voice;
 mod wire;
 
 pub use id::{contact_name, parse_contact_name, TenantId, BPO_TENANT};
@@ -36,6 +38,10 @@ pub use manifest::{
     WindowSpec, API_VERSION, KIND,
 };
 pub use validate::{MAX_API_RPS, MAX_CONCURRENT_CONTACTS, MAX_RETENTION_DAYS, MAX_THRESHOLD_SECONDS};
+pub use voice::{
+    owners_of, IpBlock, NumberSpec, PhoneNumber, Trunk, TrunkCredentialsSpec, TrunkSpec, VoiceConfig, VoiceSpec,
+    MAX_NUMBERS, MAX_TRUNKS, MAX_TRUNK_SOURCES,
+};
 pub use wire::{from_timestamp, timestamp};
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -157,6 +163,8 @@ pub struct Tenant {
     pub data_retention_days: u32,
     pub recording: RecordingPolicy,
     pub routing: RoutingConfig,
+    /// Numbers and trunks of the voice channel.
+    pub voice: VoiceConfig,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -207,6 +215,13 @@ spec:
         serviceLevelDefinition: left-queue
         abandonRateDefinition: excluding-short
         shortAbandonSeconds: 10
+  voice:
+    numbers:
+      - { number: "+34910000001", queue: support }
+      - { number: "+34910000002", queue: billing }
+    trunks:
+      - { name: carrier-a, sources: ["198.51.100.0/24", "203.0.113.7"] }
+      - { name: carrier-b, sources: ["2001:db8::/32"], credentials: { secretName: acme-carrier-b } }
 "#;
 
     pub(crate) fn now() -> DateTime<Utc> {

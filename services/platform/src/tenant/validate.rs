@@ -122,6 +122,7 @@ impl TenantManifest {
         }
         let threshold = Duration::from_secs(sl.threshold_seconds.clamp(1, MAX_THRESHOLD_SECONDS) as u64);
         let routing = s.routing.validate(threshold, &mut v);
+        let voice = s.voice.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Voice), &mut v);
         match (id, tz) {
             (Some(id), Some(time_zone)) if v.is_empty() => Ok(Tenant {
                 id,
@@ -144,6 +145,7 @@ impl TenantManifest {
                     allow_pause: s.recording.allow_pause,
                 },
                 routing,
+                voice,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),
@@ -182,6 +184,16 @@ impl TenantManifest {
                             prefix("metadata.name"),
                             format!("tenant `{}` appears twice", t.id),
                         ));
+                    }
+                    // A number belongs to one tenant (media refuses calls to a number two
+                    // tenants claim; within one file the second claim is refused here).
+                    for n in t.voice.numbers.keys() {
+                        if let Some(other) = tenants.iter().find(|o: &&Tenant| o.voice.numbers.contains_key(n)) {
+                            violations.push(FieldViolation::new(
+                                prefix("spec.voice.numbers"),
+                                format!("`{n}` belongs to tenant `{}` already", other.id),
+                            ));
+                        }
                     }
                     tenants.push(t);
                 }
@@ -303,6 +315,58 @@ mod tests {
     }
 
     #[test]
+    fn voice_numbers_and_trunks() {
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        let number = |s: &str| crate::tenant::PhoneNumber::parse(s).expect("E.164");
+        assert_eq!(t.voice.queue_of(&number("+34910000002")), Some("billing"));
+        assert_eq!(t.voice.queue_of(&number("+34910000009")), None);
+        let ip = |s: &str| s.parse().expect("ip");
+        assert_eq!(t.voice.trunk_from(ip("203.0.113.7")).map(|t| t.name.as_str()), Some("carrier-a"));
+        assert_eq!(t.voice.trunk_from(ip("2001:db8::1")).map(|t| t.name.as_str()), Some("carrier-b"));
+        assert!(t.voice.trunk_from(ip("203.0.113.8")).is_none());
+        assert_eq!(t.voice.trunks[1].credentials_secret.as_deref(), Some("acme-carrier-b"));
+        let text = DEMO
+            .replace("\"+34910000002\", queue: billing", "\"+34910000001\", queue: nowhere")
+            .replace(
+                "sources: [\"198.51.100.0/24\", \"203.0.113.7\"]",
+                "sources: [\"198.51.100.1/24\", \"carrier.example\"]",
+            )
+            .replace("name: carrier-b", "name: Carrier_B")
+            .replace("secretName: acme-carrier-b", "secretName: \"../etc\"");
+        let fields: Vec<_> = violations(&text).into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "document 1: spec.voice.numbers[1].number",
+                "document 1: spec.voice.numbers[1].queue",
+                "document 1: spec.voice.trunks[0].sources[0]",
+                "document 1: spec.voice.trunks[0].sources[1]",
+                "document 1: spec.voice.trunks[1].name",
+                "document 1: spec.voice.trunks[1].credentials.secretName",
+            ]
+        );
+        let bare = DEMO
+            .replace("- { name: carrier-a, sources: [\"198.51.100.0/24\", \"203.0.113.7\"] }", "- { name: carrier-a }");
+        assert_eq!(violations(&bare)[0].field, "document 1: spec.voice.trunks[0]");
+        let no_voice = DEMO.replace("channels: [voice, chat, email]", "channels: [chat]");
+        assert_eq!(violations(&no_voice)[0].field, "document 1: spec.voice.numbers");
+        let none = DEMO.split("  voice:\n").next().expect("head").to_owned();
+        assert_eq!(TenantManifest::parse_all(&none, now()).expect("valid")[0].voice, Default::default());
+    }
+
+    #[test]
+    fn a_number_belongs_to_one_tenant_of_a_file() {
+        let two = format!(
+            "{DEMO}\n---\n{}",
+            DEMO.replace("name: acme", "name: globex").replace("+34910000002", "+34910000003")
+        );
+        let v = violations(&two);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].field, "document 2: spec.voice.numbers");
+        assert!(v[0].description.contains("+34910000001") && v[0].description.contains("acme"), "{v:?}");
+    }
+
+    #[test]
     fn the_bpo_tenant_id_is_reserved() {
         let v = violations(&DEMO.replace("name: acme", "name: bpo"));
         assert_eq!(v[0].field, "document 1: metadata.name");
@@ -311,7 +375,9 @@ mod tests {
 
     #[test]
     fn several_documents_and_duplicates() {
-        let two = format!("{DEMO}\n---\n{}", DEMO.replace("name: acme", "name: globex"));
+        // Numbers are the tenant's own: globex has others.
+        let globex = DEMO.replace("name: acme", "name: globex").replace("+3491000000", "+3492000000");
+        let two = format!("{DEMO}\n---\n{globex}");
         assert_eq!(TenantManifest::parse_all(&two, now()).expect("valid").len(), 2);
         let dup = format!("{DEMO}\n---\n{DEMO}");
         assert!(violations(&dup)[0].description.contains("twice"));

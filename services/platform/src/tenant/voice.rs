@@ -1,0 +1,400 @@
+//! The voice channel's numbers and trunks (`spec.voice`): the numbers (DIDs, E.164) a tenant
+//! owns and the queue each leads to, and the carrier trunks allowed to send its calls, by
+//! source address and optionally digest credentials.
+//!
+//! Credentials are named, never carried: a trunk names the Kubernetes Secret (keys
+//! `username` and `password`) that media reads them from, so the manifest, the tenants topic,
+//! events and logs only ever hold the Secret's name.
+//!
+//! A number belongs to one tenant: a manifest file naming it twice is refused here, and
+//! whoever looks a number up across the tenant set ([`owners_of`]) treats a number claimed
+//! by two tenants as owned by none (two files applied separately can still both claim it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use centralita_proto::tenancy::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use super::Tenant;
+use crate::error::FieldViolation;
+
+/// At most this many numbers and trunks a tenant, and source blocks a trunk: bounds that
+/// catch a pasted list by mistake rather than limit real tenants.
+pub const MAX_NUMBERS: usize = 10_000;
+pub const MAX_TRUNKS: usize = 100;
+pub const MAX_TRUNK_SOURCES: usize = 100;
+
+// ---------------------------------------------------------------------------------------
+// Manifest form (`spec.voice`).
+// ---------------------------------------------------------------------------------------
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VoiceSpec {
+    /// The numbers (DIDs) of the tenant, each leading to one of its queues.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numbers: Vec<NumberSpec>,
+    /// Carrier trunks allowed to send the tenant's calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<TrunkSpec>,
+}
+
+impl VoiceSpec {
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty() && self.trunks.is_empty()
+    }
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NumberSpec {
+    /// E.164: `+`, country code and number, up to 15 digits (`+34910000001`).
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^\+[1-9][0-9]{1,14}$")))]
+    pub number: String,
+    /// The queue (of `spec.routing.queues`) a call to this number joins.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_-]{1,40}$")))]
+    pub queue: String,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrunkSpec {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")))]
+    pub name: String,
+    /// IP addresses or CIDR blocks (`203.0.113.7`, `198.51.100.0/24`, `2001:db8::/32`) the
+    /// trunk's calls come from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// Digest credentials the trunk authenticates with, by Secret reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<TrunkCredentialsSpec>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrunkCredentialsSpec {
+    /// Name of a Secret in media's namespace with keys `username` and `password`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"))
+    )]
+    pub secret_name: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Domain form.
+// ---------------------------------------------------------------------------------------
+
+/// A number in E.164 form: `+` then 2 to 15 digits, the first not 0.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let digits = s.strip_prefix('+').unwrap_or("");
+        let ok =
+            (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!("`{s}` is not an E.164 number (`+`, country code and number, up to 15 digits)"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An IP block: an address and a prefix length, with no bits set past the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBlock {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpBlock {
+    /// `a.b.c.d`, `a.b.c.d/n`, an IPv6 address or `addr/n`; an address alone is a block of one.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("`{s}`: the prefix length must be 0 to {max}")),
+            },
+        };
+        let block = Self { addr, prefix };
+        if block.network_bits(addr) != bits(addr) {
+            return Err(format!("`{s}` has address bits set past the /{prefix} prefix"));
+        }
+        Ok(block)
+    }
+
+    fn network_bits(&self, ip: IpAddr) -> u128 {
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let host = width - u32::from(self.prefix);
+        let mask = if host >= 128 { 0 } else { (u128::MAX << host) & (u128::MAX >> (128 - width)) };
+        bits(ip) & mask
+    }
+
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.addr.is_ipv4() && self.network_bits(ip) == bits(self.addr)
+    }
+}
+
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+impl fmt::Display for IpBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    pub name: String,
+    pub sources: Vec<IpBlock>,
+    /// The Secret holding the trunk's digest credentials, if it has any.
+    pub credentials_secret: Option<String>,
+}
+
+/// A tenant's numbers and trunks, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VoiceConfig {
+    /// Each number and the queue it leads to.
+    pub numbers: BTreeMap<PhoneNumber, String>,
+    pub trunks: Vec<Trunk>,
+}
+
+impl VoiceConfig {
+    /// The queue a call to `number` joins, if the tenant owns the number.
+    pub fn queue_of(&self, number: &PhoneNumber) -> Option<&str> {
+        self.numbers.get(number).map(String::as_str)
+    }
+
+    /// The first trunk whose sources include `ip`.
+    pub fn trunk_from(&self, ip: IpAddr) -> Option<&Trunk> {
+        self.trunks.iter().find(|t| t.sources.iter().any(|b| b.contains(ip)))
+    }
+}
+
+/// The tenants among `tenants` that claim `number`: one for a number in order, none for an
+/// unknown one, more than one when two tenants' manifests both claim it.
+pub fn owners_of<'a, T>(tenants: &'a [T], number: &PhoneNumber) -> Vec<&'a T>
+where
+    T: std::ops::Deref<Target = Tenant>,
+{
+    tenants.iter().filter(|t| t.voice.numbers.contains_key(number)).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation.
+// ---------------------------------------------------------------------------------------
+
+fn is_trunk_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn is_secret_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=253).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+impl VoiceSpec {
+    /// Validates into a [`VoiceConfig`]; `queues` are the tenant's queue ids and `voice`
+    /// whether the voice channel is enabled. Violations are pushed with paths under
+    /// `spec.voice`.
+    pub fn validate<'q>(
+        &self,
+        queues: impl Fn(&str) -> bool + 'q,
+        voice: bool,
+        v: &mut Vec<FieldViolation>,
+    ) -> VoiceConfig {
+        let mut bad = |field: String, msg: String| v.push(FieldViolation::new(field, msg));
+        let mut config = VoiceConfig::default();
+        if !self.numbers.is_empty() && !voice {
+            bad("spec.voice.numbers".into(), "needs the voice channel in spec.channels".into());
+        }
+        if self.numbers.len() > MAX_NUMBERS {
+            bad("spec.voice.numbers".into(), format!("at most {MAX_NUMBERS} numbers"));
+        }
+        for (i, n) in self.numbers.iter().enumerate() {
+            let path = format!("spec.voice.numbers[{i}]");
+            match PhoneNumber::parse(&n.number) {
+                Err(e) => bad(format!("{path}.number"), e),
+                Ok(number) if config.numbers.contains_key(&number) => {
+                    bad(format!("{path}.number"), format!("`{number}` is listed twice"))
+                }
+                Ok(number) => {
+                    config.numbers.insert(number, n.queue.clone());
+                }
+            }
+            if !queues(&n.queue) {
+                bad(format!("{path}.queue"), format!("`{}` is not a queue of spec.routing.queues", n.queue));
+            }
+        }
+        if self.trunks.len() > MAX_TRUNKS {
+            bad("spec.voice.trunks".into(), format!("at most {MAX_TRUNKS} trunks"));
+        }
+        for (i, t) in self.trunks.iter().enumerate() {
+            let path = format!("spec.voice.trunks[{i}]");
+            if !is_trunk_name(&t.name) {
+                bad(
+                    format!("{path}.name"),
+                    format!("`{}` must be 1-63 of a-z, 0-9 and -, not starting or ending with -", t.name),
+                );
+            } else if config.trunks.iter().any(|x| x.name == t.name) {
+                bad(format!("{path}.name"), format!("trunk `{}` is listed twice", t.name));
+            }
+            if t.sources.is_empty() && t.credentials.is_none() {
+                bad(path.clone(), "needs sources, credentials or both: otherwise no call is accepted from it".into());
+            }
+            if t.sources.len() > MAX_TRUNK_SOURCES {
+                bad(format!("{path}.sources"), format!("at most {MAX_TRUNK_SOURCES} sources"));
+            }
+            let mut sources = Vec::new();
+            for (j, s) in t.sources.iter().enumerate() {
+                match IpBlock::parse(s) {
+                    Ok(b) => sources.push(b),
+                    Err(e) => bad(format!("{path}.sources[{j}]"), e),
+                }
+            }
+            let credentials_secret = t.credentials.as_ref().map(|c| c.secret_name.clone());
+            if let Some(name) = credentials_secret.as_deref().filter(|n| !is_secret_name(n)) {
+                bad(
+                    format!("{path}.credentials.secretName"),
+                    format!("`{name}` is not a Kubernetes Secret name (lowercase a-z, 0-9, - and .)"),
+                );
+            }
+            config.trunks.push(Trunk { name: t.name.clone(), sources, credentials_secret });
+        }
+        config
+    }
+}
+
+impl From<&VoiceConfig> for VoiceSpec {
+    fn from(c: &VoiceConfig) -> Self {
+        VoiceSpec {
+            numbers: c.numbers.iter().map(|(n, q)| NumberSpec { number: n.to_string(), queue: q.clone() }).collect(),
+            trunks: c
+                .trunks
+                .iter()
+                .map(|t| TrunkSpec {
+                    name: t.name.clone(),
+                    sources: t.sources.iter().map(ToString::to_string).collect(),
+                    credentials: t.credentials_secret.as_ref().map(|s| TrunkCredentialsSpec { secret_name: s.clone() }),
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire form (`centralita.tenancy.v1.VoiceConfig`).
+// ---------------------------------------------------------------------------------------
+
+impl From<&VoiceConfig> for pb::VoiceConfig {
+    fn from(c: &VoiceConfig) -> Self {
+        let spec = VoiceSpec::from(c);
+        pb::VoiceConfig {
+            numbers: spec.numbers.into_iter().map(|n| pb::VoiceNumber { number: n.number, queue: n.queue }).collect(),
+            trunks: spec
+                .trunks
+                .into_iter()
+                .map(|t| pb::VoiceTrunk {
+                    name: t.name,
+                    sources: t.sources,
+                    credentials_secret: t.credentials.map(|c| c.secret_name).unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::VoiceConfig> for VoiceSpec {
+    fn from(c: pb::VoiceConfig) -> Self {
+        VoiceSpec {
+            numbers: c.numbers.into_iter().map(|n| NumberSpec { number: n.number, queue: n.queue }).collect(),
+            trunks: c
+                .trunks
+                .into_iter()
+                .map(|t| TrunkSpec {
+                    name: t.name,
+                    sources: t.sources,
+                    credentials: Some(t.credentials_secret)
+                        .filter(|s| !s.is_empty())
+                        .map(|secret_name| TrunkCredentialsSpec { secret_name }),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164_numbers() {
+        for ok in ["+34910000001", "+12", "+123456789012345"] {
+            assert!(PhoneNumber::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["34910000001", "+0349", "+1", "+1234567890123456", "+34 91", "+34-91", "", "+"] {
+            assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ip_blocks() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let b = IpBlock::parse("198.51.100.0/24").expect("block");
+        assert!(b.contains(ip("198.51.100.7")) && !b.contains(ip("198.51.101.7")));
+        assert!(b.contains(ip("::ffff:198.51.100.9")), "IPv4-mapped");
+        let one = IpBlock::parse("127.0.0.1").expect("address");
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        assert_eq!(one.to_string(), "127.0.0.1/32");
+        let all = IpBlock::parse("0.0.0.0/0").expect("everything");
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("2001:db8::1")));
+        let v6 = IpBlock::parse("2001:db8::/32").expect("v6");
+        assert!(v6.contains(ip("2001:db8:1::5")) && !v6.contains(ip("2001:db9::5")));
+        assert!(IpBlock::parse("::/0").expect("all v6").contains(ip("2001:db9::5")));
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "2001:db8::/129", "host.example", "10.0.0.0/", "10.0.0.0/x"] {
+            assert!(IpBlock::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
