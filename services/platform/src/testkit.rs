@@ -151,3 +151,18 @@ pub async fn wait_ready(admin: std::net::SocketAddr) -> bool {
     }
     false
 }
+
+/// Runs `f` on this thread under a subscriber that builds OpenTelemetry spans, inside a span
+/// continuing the W3C `traceparent` given: for tests of what keeps or carries trace context.
+pub fn in_trace<R>(traceparent: &str, f: impl FnOnce() -> R) -> R {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("test");
+        crate::telemetry::set_parent_from(&span, [("traceparent", traceparent)].into_iter());
+        span.in_scope(f)
+    })
+}

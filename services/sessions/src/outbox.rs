@@ -148,3 +148,22 @@ fn common(_topics: &Topics, e: &Effect) -> OutboxEffect {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_keeps_the_trace_context_of_the_command_that_wrote_it() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let close = || vec![fx(Fx::Close(proto::CloseEffect { tenant: "acme".into(), contact_id: "c1".into() }))];
+        let bytes =
+            centralita_platform::testkit::in_trace(&format!("00-{trace}-00f067aa0ba902b7-01"), || encode(close()));
+        let entry = OutboxEntry::decode(bytes.as_slice()).expect("entry");
+        assert_eq!(entry.traceparent.split('-').nth(1), Some(trace), "{entry:?}");
+        assert_eq!(entry.effects.len(), 1);
+        // Outside any trace: no context kept; no effects: no entry.
+        assert!(OutboxEntry::decode(encode(close()).as_slice()).expect("entry").traceparent.is_empty());
+        assert!(encode(Vec::new()).is_empty());
+    }
+}
