@@ -8,7 +8,8 @@
 //! - [`metrics`]: the Prometheus registry served on the admin port.
 //! - [`error`]: the crate's error enum and the one mapping from errors to `tonic::Status`.
 //! - [`auth`]: JWT verification and minting, the verified [`auth::Caller`], the
-//!   interceptor that puts it into every request and enforces tenant status and rate quota.
+//!   [`auth::Authenticated`] service that puts it into every request and enforces tenant
+//!   status and rate quota, the quota shared across replicas in Redis (`auth/ratelimit`).
 //! - [`tenant`]: the `Tenant` definition, one file each under `tenant/`: id and contact
 //!   names (`id`), manifest (`tenant.yaml`, `manifest`) and its validation (`validate`),
 //!   protobuf form (`wire`);

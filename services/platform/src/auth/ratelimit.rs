@@ -14,8 +14,8 @@
 //! # Burst
 //! [`burst`]: a fifth of a second's worth of the quota, at least [`MIN_BURST`] calls. Over
 //! any window of `w` seconds a tenant gets at most `rate × w + burst` calls, so no
-//! one-second window sees more than 1.2× the quota (the per-replica limiter it replaces let
-//! a tenant have 2× the quota at once, per replica). 200 ms absorbs the clumps in which an
+//! one-second window sees more than 1.2× a quota of 25/s or more (the per-replica limiter it
+//! replaces let a tenant have 2× the quota at once, per replica). 200 ms absorbs the clumps in which an
 //! evenly spread load still arrives (a frontend fanning out parallel calls, HTTP/2 batching,
 //! a scheduler pause on the caller's side); the floor lets a small tenant's agent desktop
 //! make its handful of parallel calls on sign-in.
