@@ -438,6 +438,58 @@ mod tests {
         assert_eq!(Agent::try_from(&bad).unwrap_err().field, "name");
     }
 
+    /// Hostile input: any mutation of a stored contact's bytes decodes to a contact, or is
+    /// refused with its field; never a panic. What converts converts back to itself.
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn stored() -> Vec<u8> {
+            let c = crate::core::Contact::queued(
+                TenantId::parse("acme").unwrap(),
+                ContactId("c1".into()),
+                centralita_routing_contract::Channel::Chat,
+                "sales".into(),
+                "default".into(),
+                5,
+            );
+            prost::Message::encode_to_vec(&pb::Contact::from(&c))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn mutated_records_convert_or_are_refused(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+                let mut bytes = stored();
+                for (at, b) in edits {
+                    let at = at % bytes.len();
+                    bytes[at] = b;
+                }
+                if let Ok(wire) = <pb::Contact as prost::Message>::decode(bytes.as_slice()) {
+                    if let Ok(c) = Contact::try_from(&wire) {
+                        prop_assert_eq!(Contact::try_from(&pb::Contact::from(&c)).expect("converts back"), c);
+                    }
+                }
+                if let Ok(wire) = <pb::Agent as prost::Message>::decode(bytes.as_slice()) {
+                    let _ = Agent::try_from(&wire);
+                }
+            }
+
+            #[test]
+            fn any_text_is_a_timer_or_nothing(member in ".{0,120}") {
+                if let Some(t) = crate::core::Timer::parse(&member) {
+                    prop_assert_eq!(crate::core::Timer::parse(&t.member()), Some(t));
+                }
+            }
+
+            #[test]
+            fn any_bytes_are_an_outbox_entry_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = <crate::outbox::OutboxEntry as prost::Message>::decode(bytes.as_slice());
+            }
+        }
+    }
+
     #[test]
     fn a_stored_agent_round_trips() {
         let stored = pb::Agent {

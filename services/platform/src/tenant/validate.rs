@@ -165,7 +165,9 @@ impl TenantManifest {
                 Ok(v) => v,
                 Err(e) => {
                     violations.push(FieldViolation::new(prefix("(yaml)"), e.to_string()));
-                    continue;
+                    // The document iterator does not move past a syntax error: it would
+                    // yield the same error for ever (found by tests/hostile_input.rs).
+                    break;
                 }
             };
             let manifest: TenantManifest = match serde_path_to_error::deserialize(value) {
