@@ -1,0 +1,61 @@
+//! Media's own metrics, declared here and registered into the runtime's registry beside the
+//! platform's. Names follow `centralita_media_<name>_<unit>`; label values are bounded.
+
+use centralita_platform::metrics::Metrics as Platform;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// What became of an INVITE. Each INVITE counts once under one of `created`,
+/// `refused_unknown_number`, `refused_trunk`, `refused_tenant` (suspended, at its quota, or
+/// closed), `refused_draining`, `malformed` or `failed` (sessions unreachable); a created
+/// call that its caller then cancels also counts once under `cancelled`.
+pub const OUTCOMES: [&str; 8] = [
+    "created",
+    "refused_unknown_number",
+    "refused_trunk",
+    "refused_tenant",
+    "refused_draining",
+    "malformed",
+    "failed",
+    "cancelled",
+];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    invites: Family<OutcomeLabel, Counter>,
+    waiting: Gauge,
+}
+
+impl Metrics {
+    /// Declares the metrics in the runtime's registry, every outcome at zero.
+    pub fn register(platform: &Platform) -> Self {
+        let m = Self::default();
+        let mut r = platform.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.register("centralita_media_sip_invites", "INVITEs received, by outcome", m.invites.clone());
+        r.register(
+            "centralita_media_calls_waiting",
+            "Calls this replica holds, ringing, waiting for an answer",
+            m.waiting.clone(),
+        );
+        for outcome in OUTCOMES {
+            let _ = m.invites.get_or_create(&OutcomeLabel { outcome });
+        }
+        m
+    }
+
+    pub fn invite(&self, outcome: &'static str) {
+        debug_assert!(OUTCOMES.contains(&outcome), "{outcome}");
+        self.invites.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn set_waiting(&self, n: usize) {
+        self.waiting.set(n as i64);
+    }
+}

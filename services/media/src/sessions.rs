@@ -1,0 +1,129 @@
+//! Media as a client of sessions (`centralita.sessions.v1.ContactService`): creates a call's
+//! voice contact and ends it. Media signs its own short-lived tokens, one per tenant, with
+//! the `channel` role and that tenant (the role channel adapters create contacts with), and
+//! reuses each until a minute before it expires.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use centralita_platform::auth::{Role, Signer, TokenRequest};
+use centralita_platform::tenant::TenantId;
+use centralita_proto::crm::v1 as crm;
+use centralita_proto::sessions::v1 as pb;
+use centralita_proto::tenancy::v1::Channel as PbChannel;
+use pb::contact_service_client::ContactServiceClient;
+use tonic::transport::Channel;
+
+use crate::admission::Admitted;
+use crate::error::{ContactRefused, Error};
+
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The subject of media's tokens.
+const SUBJECT: &str = "service:media";
+
+#[derive(Debug)]
+pub struct Sessions {
+    client: ContactServiceClient<Channel>,
+    signer: Signer,
+    tokens: Mutex<HashMap<TenantId, (String, Instant)>>,
+    /// Recorded on every contact this replica creates (`voice_media`): the pod that holds
+    /// the call, which control of the call will have to reach.
+    instance: String,
+}
+
+impl Sessions {
+    /// A client of `endpoint` (`http://host:port`), connected on first use.
+    pub fn new(endpoint: &str, signer: Signer, instance: String) -> Result<Self, Error> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| Error::Sessions(format!("endpoint `{endpoint}`: {e}")))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        Ok(Self { client: ContactServiceClient::new(channel), signer, tokens: Mutex::default(), instance })
+    }
+
+    fn token(&self, tenant: &TenantId) -> Result<String, Error> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some((token, until)) = tokens.get(tenant).filter(|(_, until)| *until > now + TOKEN_MARGIN) {
+            let _ = until;
+            return Ok(token.clone());
+        }
+        let token = self
+            .signer
+            .mint(&TokenRequest {
+                subject: SUBJECT.into(),
+                tenant: Some(tenant.clone()),
+                roles: vec![Role::Channel],
+                agent_id: None,
+                ttl: TOKEN_TTL,
+            })
+            .map_err(|e| Error::Token(e.to_string()))?;
+        tokens.insert(tenant.clone(), (token.clone(), now + TOKEN_TTL));
+        Ok(token)
+    }
+
+    fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {
+        let mut request = tonic::Request::new(message);
+        let value =
+            format!("Bearer {}", self.token(tenant)?).parse().map_err(|_| Error::Token("not a header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+
+    /// Creates the call's inbound voice contact in its queue, the caller's number as its
+    /// identity. `request_id` makes a retry return the same contact. Returns its name.
+    pub async fn create_voice_contact(&self, call: &Admitted, request_id: &str) -> Result<String, Error> {
+        let identities = call
+            .caller
+            .iter()
+            .map(|n| crm::Identity { kind: crm::IdentityKind::Phone as i32, value: n.clone(), network: String::new() })
+            .collect();
+        let attributes = [
+            ("voice_number", call.called.to_string()),
+            ("voice_trunk", call.trunk.clone()),
+            ("voice_media", self.instance.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let contact = pb::Contact {
+            channel: PbChannel::Voice as i32,
+            direction: pb::Direction::Inbound as i32,
+            queue: call.queue.clone(),
+            customer_identities: identities,
+            attributes,
+            ..Default::default()
+        };
+        let request = self.request(
+            &call.tenant.id,
+            pb::CreateContactRequest { contact: Some(contact), request_id: request_id.to_owned() },
+        )?;
+        let created = self.client.clone().create_contact(request).await.map_err(refusal)?;
+        Ok(created.into_inner().name)
+    }
+
+    /// Ends the contact `name`: sessions marks a contact still queued or offered abandoned.
+    pub async fn end_contact(&self, tenant: &TenantId, name: &str) -> Result<(), Error> {
+        let request = self.request(tenant, pb::EndContactRequest { name: name.to_owned() })?;
+        self.client.clone().end_contact(request).await.map_err(refusal)?;
+        Ok(())
+    }
+}
+
+/// Sessions' answer, read by its gRPC code: media's token is always of the tenant and
+/// role sessions wants, so a permission refusal means the tenant itself is refused.
+fn refusal(status: tonic::Status) -> Error {
+    use tonic::Code;
+    match status.code() {
+        Code::PermissionDenied => Error::ContactRefused(ContactRefused::TenantSuspended),
+        Code::FailedPrecondition => Error::ContactRefused(ContactRefused::Closed),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
+            Error::ContactRefused(ContactRefused::Unavailable)
+        }
+        code => Error::Sessions(format!("{code:?}: {}", status.message())),
+    }
+}

@@ -1,0 +1,233 @@
+//! The thin adapter over the SIP stack (`rsipstack`, pinned to 0.7.14). Everything that
+//! names the stack's types lives here, so its next API change touches this file only: the
+//! rest of the crate sees [`SipServer`], [`Incoming`] requests with the few fields it reads,
+//! and [`ServerCall`] for an INVITE's server transaction.
+//!
+//! The stack parses messages, runs the RFC 3261 transaction layer (retransmissions, the
+//! `200` to a CANCEL, absorbing the ACK of a failure response) and the UDP and TCP
+//! transports. A datagram it cannot parse at all is dropped by it (RFC 3261 §18.3: without
+//! a Via there is nowhere to answer); a request it parses but whose headers we cannot read
+//! is answered `400` by [`ServerCall::parse`]'s caller.
+
+use std::net::{IpAddr, SocketAddr};
+
+use rsipstack::sip::{HeadersExt, Method, StatusCode};
+use rsipstack::transaction::{Endpoint, EndpointBuilder, Transaction, TransactionReceiver};
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::TransportLayer;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Call;
+use crate::error::Error;
+
+/// The listening side: UDP and TCP on one address.
+pub struct SipServer {
+    endpoint: Endpoint,
+    incoming: TransactionReceiver,
+    cancel: CancellationToken,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for SipServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipServer").field("local", &self.local).finish()
+    }
+}
+
+impl SipServer {
+    /// Binds UDP on `addr` (port 0 picks one) and TCP on the same port.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, Error> {
+        let cancel = CancellationToken::new();
+        let transport = TransportLayer::new(cancel.child_token());
+        let udp = UdpConnection::create_connection(addr, None, Some(cancel.child_token()))
+            .await
+            .map_err(|e| Error::Bind(addr, e.to_string()))?;
+        let local = udp.get_addr().get_socketaddr().map_err(|e| Error::Bind(addr, e.to_string()))?;
+        transport.add_transport(udp.into());
+        // The TCP listener binds when the endpoint starts serving; a taken TCP port shows
+        // as a failed SIP check rather than here.
+        let tcp = TcpListenerConnection::new(local, None).await.map_err(|e| Error::Bind(local, e.to_string()))?;
+        transport.add_transport(tcp.into());
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent(concat!("centralita-media/", env!("CARGO_PKG_VERSION")))
+            .with_transport_layer(transport)
+            .with_cancel_token(cancel.clone())
+            .build();
+        let incoming = endpoint.incoming_transactions().map_err(|e| Error::Bind(local, e.to_string()))?;
+        Ok(Self { endpoint, incoming, cancel, local })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Starts the stack (transports, timers) in the background and returns the stream of
+    /// requests that start a server transaction, and a handle that stops the stack.
+    pub fn start(self) -> (Requests, Stopper) {
+        let endpoint = self.endpoint;
+        tokio::spawn(async move { endpoint.serve().await });
+        (Requests { incoming: self.incoming }, Stopper(self.cancel))
+    }
+}
+
+/// Stops the stack: its sockets close and its transactions end.
+#[derive(Debug, Clone)]
+pub struct Stopper(CancellationToken);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.cancel();
+    }
+}
+
+#[derive(Debug)]
+pub struct Requests {
+    incoming: TransactionReceiver,
+}
+
+impl Requests {
+    pub async fn next(&mut self) -> Option<Incoming> {
+        let tx = self.incoming.recv().await?;
+        Some(Incoming { tx })
+    }
+}
+
+/// A request that starts a server transaction.
+pub struct Incoming {
+    tx: Transaction,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming").field("method", &self.tx.original.method.to_string()).finish()
+    }
+}
+
+/// The request kinds the front door tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Invite,
+    Options,
+    Other,
+}
+
+impl Incoming {
+    pub fn kind(&self) -> Kind {
+        match self.tx.original.method {
+            Method::Invite => Kind::Invite,
+            Method::Options => Kind::Options,
+            _ => Kind::Other,
+        }
+    }
+
+    /// The address the request came from.
+    pub fn source(&self) -> Option<SocketAddr> {
+        self.tx.connection.as_ref()?.get_remote_addr()?.get_socketaddr().ok()
+    }
+
+    /// Answers with a final status and ends the transaction in the background.
+    pub async fn reply(self, code: u16, reason: &str) {
+        ServerCall { tx: self.tx }.finish(code, reason).await;
+    }
+
+    /// Takes the INVITE's server transaction, with what the front door reads of it, or why
+    /// the request is malformed.
+    pub fn into_call(self) -> (ServerCall, Result<Call, String>) {
+        let call = read_call(&self.tx);
+        (ServerCall { tx: self.tx }, call)
+    }
+}
+
+fn read_call(tx: &Transaction) -> Result<Call, String> {
+    let req = &tx.original;
+    let source: IpAddr = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok())
+        .map(|a| a.ip())
+        .ok_or("no source address")?;
+    let from = req.from_header().map_err(|_| "no From header")?;
+    let from_uri = from.uri().map_err(|_| "unreadable From header")?;
+    from.tag().map_err(|_| "unreadable From tag")?.ok_or("From has no tag")?;
+    let to = req.to_header().map_err(|_| "no To header")?;
+    to.uri().map_err(|_| "unreadable To header")?;
+    to.tag().map_err(|_| "unreadable To tag")?;
+    req.call_id_header().map_err(|_| "no Call-ID header")?;
+    let contact = req.contact_header().map_err(|_| "no Contact header")?;
+    rsipstack::sip::headers::typed::Contact::parse(contact.value()).map_err(|_| "unreadable Contact header")?;
+    let caller = user_of(&from_uri).ok_or("the From URI has no user part")?;
+    let called = user_of(req.uri()).ok_or("the Request-URI has no user part")?;
+    Ok(Call { called, caller, source })
+}
+
+/// The user part of a `sip:`, `sips:` or `tel:` URI.
+fn user_of(uri: &rsipstack::sip::Uri) -> Option<String> {
+    use rsipstack::sip::Scheme;
+    match &uri.scheme {
+        Some(Scheme::Sip) | Some(Scheme::Sips) => uri.user().filter(|u| !u.is_empty()).map(str::to_owned),
+        Some(Scheme::Other(s)) if s.eq_ignore_ascii_case("tel") => Some(uri.host().to_string()),
+        _ => None,
+    }
+}
+
+/// What happened to a call waiting for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The caller sent CANCEL (the stack has answered it `200`).
+    Cancelled,
+    /// The transaction ended without a CANCEL (the stack stopped).
+    Gone,
+}
+
+/// An INVITE's server transaction, held by the task of its call.
+pub struct ServerCall {
+    tx: Transaction,
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall").field("key", &self.tx.key.to_string()).finish()
+    }
+}
+
+impl ServerCall {
+    /// The SIP Call-ID, for logs.
+    pub fn call_id(&self) -> String {
+        self.tx.original.call_id_header().map(|c| c.value().to_owned()).unwrap_or_default()
+    }
+
+    pub async fn trying(&mut self) -> Result<(), Error> {
+        self.tx.reply(StatusCode::Trying).await.map_err(|e| Error::Sip(e.to_string()))
+    }
+
+    pub async fn ringing(&mut self) -> Result<(), Error> {
+        self.tx.reply(StatusCode::Ringing).await.map_err(|e| Error::Sip(e.to_string()))
+    }
+
+    /// Waits for the caller to give up. Cancel-safe enough to race against a deadline:
+    /// dropped between two messages, nothing is lost (the transaction keeps its queue).
+    pub async fn wait(&mut self) -> Waiting {
+        while let Some(msg) = self.tx.receive().await {
+            if let rsipstack::sip::SipMessage::Request(r) = msg {
+                if r.method == Method::Cancel {
+                    return Waiting::Cancelled;
+                }
+            }
+        }
+        Waiting::Gone
+    }
+
+    /// Sends a final failure status (`487` after a CANCEL, a refusal) and keeps the
+    /// transaction running in the background until it ends, so the stack retransmits the
+    /// response until the caller's ACK.
+    pub async fn finish(mut self, code: u16, reason: &str) {
+        let status = StatusCode::Other(code, reason.to_owned());
+        if let Err(e) = self.tx.reply(status).await {
+            tracing::debug!(error = %e, code, "could not send a final response");
+            return;
+        }
+        tokio::spawn(async move { while self.tx.receive().await.is_some() {} });
+    }
+}
