@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, once per machine; safe to re-run.
-#  - Debian packages: redis-server, postgresql, protobuf-compiler (+ python venv bits)
+#  - Debian packages: redis-server, postgresql, protobuf-compiler (+ python venv bits), sip-tester
+#    (sipp: the independent SIP caller/trunk of the voice end-to-end tests)
 #  - tansu (Kafka-protocol broker) via `cargo install`, into a persistent cache outside the clone,
 #    with deploy/local/tansu-storage.patch applied to its storage crate (see that file)
 #  - a Python venv with the independent clients used by the interop tests
@@ -20,6 +21,7 @@ command -v cmake >/dev/null || need_pkgs+=(cmake)
 command -v patch >/dev/null || need_pkgs+=(patch)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v npm >/dev/null || need_pkgs+=(npm)
+command -v sipp >/dev/null || need_pkgs+=(sip-tester)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -4,6 +4,8 @@
 # Logs: $CENTRALITA_DATA/logs/<run name>/<service>.log (JSON lines). gRPC ports 50051-50056,
 # admin ports 9101-9106 (override the base with CENTRALITA_GRPC_BASE / CENTRALITA_ADMIN_BASE).
 # CENTRALITA_PROFILE=release runs release binaries (build them first: cargo build --release).
+# media's SIP front door (UDP and TCP) listens on 127.0.0.1:$CENTRALITA_SIP_PORT, by default
+# 5060 plus the admin base's offset from 9101 (5060 for the dev run, 5160 for test.sh's e2e).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -12,6 +14,7 @@ source "$here/env.sh"
 SERVICES=(sessions routing media crm recording reporting)
 grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
 admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
+sip_port="${CENTRALITA_SIP_PORT:-$((5060 + admin_base - 9101))}"
 bin="$CARGO_TARGET_DIR/${CENTRALITA_PROFILE:-debug}"
 export CENTRALITA_JWT_PUBLIC_KEY_FILE="${CENTRALITA_JWT_PUBLIC_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.pub}"
 export CENTRALITA_JWT_PRIVATE_KEY_FILE="${CENTRALITA_JWT_PRIVATE_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.key}"
@@ -33,7 +36,9 @@ start() {
   for s in "${SERVICES[@]}"; do
     local pidf="$run/$s.pid"
     if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then i=$((i + 1)); continue; fi
+    # media reaches sessions (the first service) and takes its SIP port; others ignore these.
     CENTRALITA_GRPC_ADDR="127.0.0.1:$((grpc_base + i))" CENTRALITA_ADMIN_ADDR="127.0.0.1:$((admin_base + i))" \
+      CENTRALITA_SESSIONS_ENDPOINT="http://127.0.0.1:$grpc_base" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" \
       CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$s" nohup "$bin/centralita-$s" >>"$logs/$s.log" 2>&1 &
     echo $! >"$pidf"
     echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2

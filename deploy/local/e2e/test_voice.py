@@ -1,0 +1,281 @@
+"""Calls reach the platform: sipp (Debian `sip-tester`, an independent SIP implementation)
+plays a carrier trunk and calls media's SIP front door on loopback; the contacts are read
+back from sessions over gRPC (grpcio).
+
+Two tenants are applied with the CLI, each with its own number and a trunk on its own
+loopback address (acme's 127.0.0.1, globex's 127.0.0.2). Cases: a call to acme's number
+rings (100, 180) and its voice contact is queued in sessions with the caller's number as
+identity; the caller's CANCEL gets 487 and the contact is abandoned; an unknown number gets
+404; a source that is no trunk of the number's tenant gets 403 (globex's trunk calling
+acme's number: nothing is created for either tenant); a tenant at its concurrent-contact
+quota gets 486; a malformed INVITE (raw bytes over UDP) gets 400 and the next call still
+works. The scenarios are the XML files in `sipp/`.
+"""
+import os
+import pathlib
+import random
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import grpc
+import pytest
+
+from conftest import LOGS, auth, cli, endpoints, http_get, mint, wait_for
+
+SIPP = shutil.which("sipp")
+SCENARIOS = pathlib.Path(__file__).parent / "sipp"
+pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+
+
+def sip_addr():
+    """media's SIP address: what deploy/local/services.sh gives it."""
+    if os.environ.get("CENTRALITA_SIP_PORT"):
+        return "127.0.0.1", int(os.environ["CENTRALITA_SIP_PORT"])
+    return "127.0.0.1", 5060 + int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) - 9101
+
+
+def media_admin_port():
+    return int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) + 2
+
+
+# sipp takes its SIP port and media ports from -mp up: 10 apart per run.
+_ports = iter(range(random.randrange(20000, 28000, 100), 30000, 10))
+
+
+def sipp(scenario, number, caller, *, source="127.0.0.1", timeout=30):
+    """Runs one call of `scenario`; returns (exit code, sipp's error log)."""
+    host, port = sip_addr()
+    local = next(_ports)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    err = LOGS / f"sipp-{scenario}-{local}.log"
+    proc = subprocess.run(
+        [SIPP, f"{host}:{port}", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-s", number,
+         "-key", "caller", caller, "-i", source, "-mi", source, "-p", str(local), "-mp", str(local + 2),
+         "-m", "1", "-nostdin", "-trace_err", "-error_file", str(err), "-timeout", f"{timeout}s",
+         "-timeout_error"],
+        capture_output=True, text=True, timeout=timeout + 15)
+    return proc.returncode, (err.read_text() if err.exists() else "") + proc.stdout[-2000:]
+
+
+def run_async(scenario, number, caller, **kw):
+    """Starts sipp in the background (the call waits while the test looks at it)."""
+    host, port = sip_addr()
+    local = next(_ports)
+    err = LOGS / f"sipp-{scenario}-{local}.log"
+    LOGS.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [SIPP, f"{host}:{port}", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-s", number,
+         "-key", "caller", caller, "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local),
+         "-mp", str(local + 2), "-m", "1", "-nostdin", "-trace_err", "-error_file", str(err),
+         "-timeout", "30s", "-timeout_error"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), err
+
+
+def voice_tenant(tenant, number, source, max_concurrent=100):
+    return f"""
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {tenant} }}
+spec:
+  displayName: Voice {tenant}
+  channels: [voice]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: {max_concurrent}, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: UTC }}
+  dataRetentionDays: 30
+  recording: {{ voice: none }}
+  routing:
+    queues:
+      - {{ id: support }}
+  voice:
+    numbers:
+      - {{ number: "{number}", queue: support }}
+    trunks:
+      - {{ name: carrier, sources: ["{source}"] }}
+"""
+
+
+@pytest.fixture(scope="module")
+def m(pb):
+    from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+
+    class M:
+        s = sessions_pb2
+        sg = sessions_pb2_grpc
+        t = pb.tenancy
+        tg = pb.tenancy_grpc
+
+    return M
+
+
+@pytest.fixture(scope="module")
+def world(m, tmp_path_factory):
+    """Two tenants with a number and a trunk each, known to media and sessions."""
+    run = uuid.uuid4().hex[:8]
+    base = random.randrange(10_000_000, 99_999_000)
+    w = {
+        "acme": (f"voice-acme-{run}", f"+3491{base}", "127.0.0.1"),
+        "globex": (f"voice-globex-{run}", f"+3491{base + 1}", "127.0.0.2"),
+        "tiny": (f"voice-tiny-{run}", f"+3491{base + 2}", "127.0.0.1"),
+    }
+    d = tmp_path_factory.mktemp("voice")
+    for key, (tenant, number, source) in w.items():
+        path = d / f"{key}.yaml"
+        path.write_text(voice_tenant(tenant, number, source, max_concurrent=1 if key == "tiny" else 100))
+        cli("admin", "tenant", "apply", "-f", str(path))
+    bpo = mint("--role", "bpo_admin")
+    directory = m.tg.TenantServiceStub(grpc.insecure_channel(endpoints()["media"]))
+
+    def media_knows():
+        try:
+            return all(
+                any(n.number == number for n in directory.GetTenant(
+                    m.t.GetTenantRequest(name=f"tenants/{tenant}"), metadata=auth(bpo), timeout=5).voice.numbers)
+                for tenant, number, _ in w.values())
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(media_knows, 60), "media never learned the tenants' numbers"
+    contacts = m.sg.ContactServiceStub(grpc.insecure_channel(endpoints()["sessions"]))
+    sup = {k: mint("--tenant", t, "--role", "supervisor") for k, (t, _, _) in w.items()}
+
+    def sessions_knows():
+        try:
+            for k in w:
+                contacts.ListQueueStats(m.s.ListQueueStatsRequest(), metadata=auth(sup[k]), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(sessions_knows, 60), "sessions never learned the tenants"
+    return {"tenants": w, "contacts": contacts, "sup": sup}
+
+
+def list_contacts(m, world, key, state=0):
+    c, sup = world["contacts"], world["sup"][key]
+    return list(c.ListContacts(m.s.ListContactsRequest(state=state, page_size=100), metadata=auth(sup),
+                               timeout=5).contacts)
+
+
+def invites(outcome):
+    status, body = http_get(media_admin_port(), "/metrics")
+    assert status == 200
+    for line in body.splitlines():
+        if line.startswith("centralita_media_sip_invites_total{") and f'outcome="{outcome}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no centralita_media_sip_invites_total for {outcome}")
+
+
+def test_media_is_ready_with_its_sip_listener():
+    status, body = http_get(media_admin_port(), "/readyz")
+    assert status == 200 and '"sip"' in body, body
+
+
+def test_a_call_rings_queues_a_voice_contact_and_a_cancel_abandons_it(m, world):
+    tenant, number, _ = world["tenants"]["acme"]
+    before = invites("cancelled")
+    proc, err = run_async("invite_cancel", number, "+34600111222")
+    try:
+        def queued():
+            return [c for c in list_contacts(m, world, "acme") if c.state == m.s.CONTACT_STATE_QUEUED]
+
+        assert wait_for(lambda: len(queued()) == 1, 10), "no queued contact while the call rings"
+        c = queued()[0]
+        assert c.channel == m.t.CHANNEL_VOICE and c.queue == "support"
+        assert c.direction == m.s.DIRECTION_INBOUND
+        assert [(i.kind, i.value) for i in c.customer_identities] == [(1, "+34600111222")]
+        assert c.attributes["voice_number"] == number and c.attributes["voice_trunk"] == "carrier"
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"sipp: {out[-2000:]} {err.read_text() if err.exists() else ''}"
+    def read():
+        return world["contacts"].GetContact(m.s.GetContactRequest(name=c.name),
+                                            metadata=auth(world["sup"]["acme"]), timeout=5)
+
+    # Media ends the contact right after its 487, so a moment after sipp's ACK.
+    assert wait_for(lambda: read().state == m.s.CONTACT_STATE_ABANDONED, 10), read()
+    assert invites("cancelled") == before + 1
+
+
+def test_unknown_number_is_404_and_creates_nothing(m, world):
+    rc, log = sipp("refused_404", "+34999000111", "+34600111222")
+    assert rc == 0, log
+    rc, log = sipp("refused_404", "support", "+34600111222")
+    assert rc == 0, log
+
+
+def test_a_source_that_is_not_the_numbers_trunk_is_403_for_either_tenant(m, world):
+    _, acme_number, _ = world["tenants"]["acme"]
+    _, globex_number, _ = world["tenants"]["globex"]
+    acme_before = len(list_contacts(m, world, "acme"))
+    # 127.0.0.2 is globex's trunk, not acme's: acme's number from it is refused.
+    rc, log = sipp("refused_403", acme_number, "+34600111222", source="127.0.0.2")
+    assert rc == 0, log
+    # And acme's trunk calling globex's number too.
+    rc, log = sipp("refused_403", globex_number, "+34600111222", source="127.0.0.1")
+    assert rc == 0, log
+    assert len(list_contacts(m, world, "acme")) == acme_before
+    assert list_contacts(m, world, "globex") == []
+
+
+def test_a_tenant_at_its_quota_gets_486(m, world):
+    _, number, _ = world["tenants"]["tiny"]
+    proc, err = run_async("invite_cancel", number, "+34600111333")
+    try:
+        assert wait_for(lambda: any(c.state == m.s.CONTACT_STATE_QUEUED for c in list_contacts(m, world, "tiny")),
+                        10)
+        rc, log = sipp("refused_486", number, "+34600111444")
+        assert rc == 0, log
+        proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    refused = [c for c in list_contacts(m, world, "tiny")
+               if any(i.value == "+34600111444" for i in c.customer_identities)]
+    assert refused == [], "the refused call created nothing"
+
+
+def raw_invite(number, from_header, port, contact=True):
+    host, sip_port = sip_addr()
+    return (
+        f"INVITE sip:{number}@{host}:{sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+        f"From: {from_header}\r\n"
+        f"To: <sip:{number}@{host}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}@127.0.0.1\r\n"
+        f"CSeq: 1 INVITE\r\n"
+        + (f"Contact: <sip:trunk@127.0.0.1:{port}>\r\n" if contact else "")
+        + "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_malformed_invites_get_400_and_the_service_keeps_serving(m, world):
+    _, number, _ = world["tenants"]["acme"]
+    before = invites("malformed")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3)
+        port = s.getsockname()[1]
+        # Bytes that are no SIP message at all, and an INVITE whose From has no tag: the
+        # stack cannot form a transaction (no key), so they are dropped unanswered.
+        s.sendto(b"\x00\xffINVITE garbage\r\n\r\n", sip_addr())
+        s.sendto(os.urandom(300), sip_addr())
+        s.sendto(raw_invite(number, "garbage", port), sip_addr())
+        # Requests the stack parses but media cannot read: a From with no user part, and no
+        # Contact header: 400.
+        for bad in (raw_invite(number, "<sip:127.0.0.1>;tag=1", port),
+                    raw_invite(number, "<sip:+34600111666@127.0.0.1>;tag=2", port, contact=False)):
+            s.sendto(bad, sip_addr())
+            data, _ = s.recvfrom(4096)
+            assert data.startswith(b"SIP/2.0 400"), data
+    assert invites("malformed") == before + 2
+    # Still serving: a valid call rings and is cancelled.
+    rc, log = sipp("invite_cancel", number, "+34600111555")
+    assert rc == 0, log
