@@ -612,4 +612,53 @@ mod tests {
             Err("empty routing decision".into())
         );
     }
+
+    /// Hostile input: a routing input or decision read from the log, its bytes mutated at
+    /// random, converts or is refused with a reason — never a panic — and what converts
+    /// converts back to itself.
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8)]) -> Vec<u8> {
+            for (at, b) in edits {
+                let at = at % bytes.len().max(1);
+                if let Some(x) = bytes.get_mut(at) {
+                    *x = *b;
+                }
+            }
+            bytes
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn mutated_inputs_convert_or_are_refused(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+                let valid = prost::Message::encode_to_vec(&pb::RoutingInput::from(&Input::ContactQueued(contact())));
+                if let Ok(wire) = <pb::RoutingInput as prost::Message>::decode(mutate(valid, &edits).as_slice()) {
+                    if let Ok(input) = Input::try_from(wire) {
+                        prop_assert_eq!(Input::try_from(pb::RoutingInput::from(&input)).expect("converts back"), input);
+                    }
+                }
+            }
+
+            #[test]
+            fn mutated_decisions_convert_or_are_refused(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+                let offer = Decision::Offer {
+                    contact: "c1".into(),
+                    agent: "a1".into(),
+                    queue: queue("support"),
+                    channel: Channel::Voice,
+                    expires_at: 1_700_000_015_000,
+                };
+                let valid = prost::Message::encode_to_vec(&pb::RoutingDecision::from(&offer));
+                if let Ok(wire) = <pb::RoutingDecision as prost::Message>::decode(mutate(valid, &edits).as_slice()) {
+                    if let Ok(d) = Decision::try_from(wire) {
+                        prop_assert_eq!(Decision::try_from(pb::RoutingDecision::from(&d)).expect("converts back"), d);
+                    }
+                }
+            }
+        }
+    }
 }
