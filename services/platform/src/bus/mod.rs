@@ -4,7 +4,9 @@
 //!   tenant, occurred-at, type (protobuf full name) and protobuf payload. The record key is
 //!   chosen by the producer (tenant for config, contact or agent for their streams) so
 //!   everything of one key stays in order on one partition. W3C trace context travels in
-//!   the record headers (`traceparent`, `tracestate`), beside `ce_id` and `ce_type`.
+//!   the record headers (`traceparent`, `tracestate`), beside `ce_id` and `ce_type`: the
+//!   producer writes the current span's context, a [`Consumer`] handles each record in a
+//!   span continuing it, and a [`BatchConsumer`]'s batch span links every record's context.
 //! - [`Producer`]: idempotent, `acks=all`.
 //! - [`Consumer`]: a consumer-group member that stores a record's offset only after its
 //!   handler succeeded (offsets are committed from the stored ones, and synchronously on
