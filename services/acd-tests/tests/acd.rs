@@ -736,7 +736,12 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
     // still on the transferred one.
     p.set_state(&ana, "break").await;
     let d = p.create(&a, "support", tpb::Channel::Voice).await;
-    assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "bob was offered a second voice call");
+    if let Some(second) = next_offer(&mut sb, Duration::from_secs(2)).await {
+        panic!(
+            "bob was offered a second voice call: {} (offer {}, state {})",
+            second.name, second.offer_id, second.state
+        );
+    }
     // Bob finishes the transferred call: his slot frees and the waiting call comes to him.
     p.contacts().end_contact(req(pb::EndContactRequest { name: c.name.clone() }, &tb)).await.unwrap();
     let wrap = pb::WrapUpContactRequest { name: c.name.clone(), disposition: "resolved".into(), notes: String::new() };
