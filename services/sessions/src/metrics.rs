@@ -31,11 +31,6 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
 #[derive(Debug, Default)]
 pub struct Metrics {
     created: Family<ChannelLabel, Counter>,
@@ -45,7 +40,6 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_oldest_ms: Gauge,
     agent_streams: Gauge,
-    erased: Family<OutcomeLabel, Counter>,
 }
 
 fn channel(c: Channel) -> &'static str {
@@ -120,11 +114,6 @@ impl Metrics {
             "Agent event streams open on this replica",
             m.agent_streams.clone(),
         );
-        r.register(
-            "centralita_sessions_erased_contacts",
-            "Contacts named by CRM erasures, by outcome (erased, clean = nothing personal left, gone = expired, skipped = another tenant's)",
-            m.erased.clone(),
-        );
         drop(r);
         m
     }
@@ -158,12 +147,6 @@ impl Metrics {
     pub fn stream_closed(&self) {
         self.agent_streams.dec();
     }
-
-    pub fn erased_contacts(&self, outcome: &'static str, n: usize) {
-        if n > 0 {
-            self.erased.get_or_create(&OutcomeLabel { outcome }).inc_by(n as u64);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -180,7 +163,6 @@ mod tests {
         m.offer_voided("late");
         m.outbox(3, 1_500);
         m.stream_opened();
-        m.erased_contacts("erased", 2);
         let text = platform.encode();
         for line in [
             "centralita_sessions_contact_events_total{service=\"sessions\",kind=\"not_answered\"} 2",
@@ -189,7 +171,6 @@ mod tests {
             "centralita_sessions_outbox_pending_records{service=\"sessions\"} 3",
             "centralita_sessions_outbox_oldest_age_milliseconds{service=\"sessions\"} 1500",
             "centralita_sessions_agent_streams{service=\"sessions\"} 1",
-            "centralita_sessions_erased_contacts_total{service=\"sessions\",outcome=\"erased\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
