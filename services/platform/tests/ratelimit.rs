@@ -13,9 +13,7 @@ use std::time::Duration;
 use centralita_platform::auth::ratelimit::burst;
 use centralita_platform::auth::{Role, Signer, TokenRequest};
 use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
-use centralita_platform::config::{
-    AuthConfig, CommonConfig, KafkaConfig, LogFormat, RedisConfig, Secret, TelemetryConfig,
-};
+use centralita_platform::config::{RedisConfig, Secret};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
@@ -27,28 +25,6 @@ use tonic::Code;
 use tonic_types::StatusExt as _;
 
 const RATE: u32 = 50;
-
-fn config(prefix: &str) -> CommonConfig {
-    CommonConfig {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        shutdown_timeout: Duration::from_secs(5),
-        kafka: KafkaConfig {
-            brokers: brokers(),
-            topic_prefix: prefix.into(),
-            partitions: 1,
-            replication_factor: 1,
-            group_instance_id: None,
-            fetch_wait_low_latency_ms: 2,
-        },
-        auth: AuthConfig {
-            public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
-            issuer: "centralita".into(),
-            audience: "centralita-api".into(),
-        },
-        telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
-    }
-}
 
 fn token(tenant: Option<&str>, role: Role) -> String {
     Signer::from_file(&repo_file("deploy/local/dev-keys/jwt-ed25519.key"), "centralita", "centralita-api")

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use centralita_platform::auth::{Role, Signer, TokenRequest};
 use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
-use centralita_platform::config::{AuthConfig, CommonConfig, KafkaConfig, LogFormat, TelemetryConfig};
+use centralita_platform::config::CommonConfig;
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::{Tenant, TenantId, TenantStatus};
@@ -36,25 +36,10 @@ impl Write for LogBuffer {
 }
 
 fn config(prefix: &str) -> CommonConfig {
-    CommonConfig {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        shutdown_timeout: Duration::from_secs(5),
-        kafka: KafkaConfig {
-            brokers: brokers(),
-            topic_prefix: prefix.into(),
-            partitions: 2,
-            replication_factor: 1,
-            group_instance_id: None,
-            fetch_wait_low_latency_ms: 2,
-        },
-        auth: AuthConfig {
-            public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
-            issuer: "centralita".into(),
-            audience: "centralita-api".into(),
-        },
-        telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "info".into() },
-    }
+    let mut c = common::config(prefix);
+    c.kafka.partitions = 2;
+    c.telemetry.log_filter = "info".into();
+    c
 }
 
 fn signer() -> Signer {

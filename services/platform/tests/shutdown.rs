@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use centralita_platform::config::{AuthConfig, CommonConfig, KafkaConfig, LogFormat, TelemetryConfig};
+use centralita_platform::config::CommonConfig;
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 use centralita_proto::reporting::v1 as pb;
-use common::repo_file;
 use pb::staffing_service_client::StaffingServiceClient;
 use pb::staffing_service_server::{StaffingService, StaffingServiceServer};
 use tokio::sync::mpsc;
@@ -30,26 +29,11 @@ const SLOW: Duration = Duration::from_secs(30);
 const SLACK: Duration = Duration::from_millis(500);
 
 fn config() -> CommonConfig {
-    CommonConfig {
-        grpc_addr: ([127, 0, 0, 1], 0).into(),
-        admin_addr: ([127, 0, 0, 1], 0).into(),
-        shutdown_timeout: TIMEOUT,
-        kafka: KafkaConfig {
-            // The discard port: refused at once, so no broker is needed.
-            brokers: "127.0.0.1:9".into(),
-            topic_prefix: "test.shutdown.".into(),
-            partitions: 1,
-            replication_factor: 1,
-            group_instance_id: None,
-            fetch_wait_low_latency_ms: 2,
-        },
-        auth: AuthConfig {
-            public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
-            issuer: "centralita".into(),
-            audience: "centralita-api".into(),
-        },
-        telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
-    }
+    let mut c = common::config("test.shutdown.");
+    c.shutdown_timeout = TIMEOUT;
+    // The discard port: refused at once, so no broker is needed.
+    c.kafka.brokers = "127.0.0.1:9".into();
+    c
 }
 
 /// A gRPC API whose one call takes [`SLOW`], and says when it has started.

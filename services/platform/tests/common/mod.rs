@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use centralita_platform::config::{AuthConfig, CommonConfig, KafkaConfig, LogFormat, TelemetryConfig};
 use centralita_platform::tenant::{Tenant, TenantManifest};
 
 pub fn brokers() -> String {
@@ -60,5 +61,28 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The common configuration of a test runtime on ephemeral ports under `prefix`.
+pub fn config(prefix: &str) -> CommonConfig {
+    CommonConfig {
+        grpc_addr: ([127, 0, 0, 1], 0).into(),
+        admin_addr: ([127, 0, 0, 1], 0).into(),
+        shutdown_timeout: Duration::from_secs(5),
+        kafka: KafkaConfig {
+            brokers: brokers(),
+            topic_prefix: prefix.into(),
+            partitions: 1,
+            replication_factor: 1,
+            group_instance_id: None,
+            fetch_wait_low_latency_ms: 2,
+        },
+        auth: AuthConfig {
+            public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
+            issuer: "centralita".into(),
+            audience: "centralita-api".into(),
+        },
+        telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
     }
 }
