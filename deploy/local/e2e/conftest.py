@@ -101,6 +101,30 @@ def wait_for(predicate, timeout, interval=0.25):
     return predicate()
 
 
+def sessions_knows_tenant(contacts, s, supervisor_token, timeout=60):
+    """Waits until sessions answers the tenant's supervisor (it has read the tenant from the
+    tenants topic); False if it did not within `timeout` seconds."""
+    import grpc
+
+    def known():
+        try:
+            contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(supervisor_token), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    return wait_for(known, timeout)
+
+
+def upsert_voice_agents(agents, s, voice_channel, tenant, ids, admin_token):
+    """One agent per id on the tenant's `support` queue, holding one exclusive voice call."""
+    voice = s.ChannelCapacity(channel=voice_channel, max_contacts=1, exclusive=True)
+    for agent in ids:
+        a = s.Agent(name=f"agents/{agent}", display_name=agent, capacity=[voice],
+                    queues=[s.QueueAssignment(tenant=tenant, queue="support")])
+        agents.UpsertAgent(s.UpsertAgentRequest(agent=a), metadata=auth(admin_token), timeout=10)
+
+
 @pytest.fixture(scope="session")
 def pb():
     """Python protobuf/gRPC modules generated from proto/ with grpcio-tools."""

@@ -18,7 +18,10 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from conftest import BROKERS, PREFIX, auth, cli, endpoints, http_get, mint, tenant_manifest, wait_for
+from conftest import (
+    sessions_knows_tenant, upsert_voice_agents, BROKERS, PREFIX, auth, cli, endpoints, http_get, mint,
+    tenant_manifest, wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,19 +88,8 @@ def test_warm_transfer_through_a_conference(m, tmp_path):
     sessions = grpc.insecure_channel(eps["sessions"])
     agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
 
-    def known():
-        try:
-            contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(sup), timeout=5)
-            return True
-        except grpc.RpcError:
-            return False
-
-    assert wait_for(known, 60), "sessions never learned the tenant"
-    voice = s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=True)
-    for agent in (ana, bob):
-        a = s.Agent(name=f"agents/{agent}", display_name=agent, capacity=[voice],
-                    queues=[s.QueueAssignment(tenant=tenant, queue="support")])
-        agents.UpsertAgent(s.UpsertAgentRequest(agent=a), metadata=auth(bpo), timeout=10)
+    assert sessions_knows_tenant(contacts, s, sup), "sessions never learned the tenant"
+    upsert_voice_agents(agents, s, m.t.CHANNEL_VOICE, tenant, (ana, bob), bpo)
     agents.SignIn(s.SignInRequest(name=f"agents/{ana}", available=True), metadata=auth(ta), timeout=10)
 
     def offered(name, to):

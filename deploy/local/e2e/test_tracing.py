@@ -28,7 +28,10 @@ from concurrent import futures
 import grpc
 import pytest
 
-from conftest import BIN, DEV_PUB, auth, cli, free_port, http_get, mint, tenant_manifest, wait_for
+from conftest import (
+    sessions_knows_tenant, upsert_voice_agents, BIN, DEV_PUB, auth, cli, free_port, http_get, mint,
+    tenant_manifest, wait_for,
+)
 
 SERVICES = ("sessions", "routing", "reporting", "crm")
 OFFER_TIMEOUT_S = 3
@@ -135,19 +138,8 @@ def test_one_contact_is_one_trace_across_services(m, receiver, spawn, tmp_path):
     sessions = grpc.insecure_channel(f"127.0.0.1:{ports['sessions'][0]}")
     agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
 
-    def known():
-        try:
-            contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(sup), timeout=5)
-            return True
-        except grpc.RpcError:
-            return False
-
-    assert wait_for(known, 60), "sessions never learned the tenant"
-    voice = s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=True)
-    for agent in (ana, bob):
-        a = s.Agent(name=f"agents/{agent}", display_name=agent, capacity=[voice],
-                    queues=[s.QueueAssignment(tenant=tenant, queue="support")])
-        agents.UpsertAgent(s.UpsertAgentRequest(agent=a), metadata=auth(bpo), timeout=10)
+    assert sessions_knows_tenant(contacts, s, sup), "sessions never learned the tenant"
+    upsert_voice_agents(agents, s, m.t.CHANNEL_VOICE, tenant, (ana, bob), bpo)
     agents.SignIn(s.SignInRequest(name=f"agents/{ana}", available=True), metadata=auth(ta), timeout=10)
 
     # The caller's span: every call about the contact carries it as the parent.

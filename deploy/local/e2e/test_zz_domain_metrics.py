@@ -15,7 +15,10 @@ import uuid
 import grpc
 import pytest
 
-from conftest import auth, cli, endpoints, http_get, mint, tenant_manifest, wait_for
+from conftest import (
+    sessions_knows_tenant, upsert_voice_agents, auth, cli, endpoints, http_get, mint, tenant_manifest,
+    wait_for,
+)
 
 ADMIN_ORDER = ["sessions", "routing", "media", "crm", "recording", "reporting"]
 
@@ -64,18 +67,8 @@ def one_contact(m, tmp_path):
     sessions = grpc.insecure_channel(eps["sessions"])
     agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
 
-    def known():
-        try:
-            contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(sup), timeout=5)
-            return True
-        except grpc.RpcError:
-            return False
-
-    assert wait_for(known, 60), "sessions never learned the tenant"
-    voice = s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=True)
-    a = s.Agent(name=f"agents/{ana}", display_name=ana, capacity=[voice],
-                queues=[s.QueueAssignment(tenant=tenant, queue="support")])
-    agents.UpsertAgent(s.UpsertAgentRequest(agent=a), metadata=auth(bpo), timeout=10)
+    assert sessions_knows_tenant(contacts, s, sup), "sessions never learned the tenant"
+    upsert_voice_agents(agents, s, m.t.CHANNEL_VOICE, tenant, (ana,), bpo)
     agents.SignIn(s.SignInRequest(name=f"agents/{ana}", available=True), metadata=auth(ta), timeout=10)
     phone = m.c.Identity(kind=m.c.IDENTITY_KIND_PHONE, value="+34600" + str(uuid.uuid4().int)[:6])
     call = contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
