@@ -149,6 +149,9 @@ pub struct CommonConfig {
     pub auth: AuthConfig,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+    /// Browsers' access to the gRPC port (gRPC-Web and its CORS origins).
+    #[command(flatten)]
+    pub grpc_web: crate::grpc_web::GrpcWebConfig,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -248,7 +251,7 @@ impl Validate for CommonConfig {
         }
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter)
             .map_err(|e| ConfigError::new("CENTRALITA_LOG", e.to_string()))?;
-        Ok(())
+        self.grpc_web.validate()
     }
 }
 

@@ -23,6 +23,7 @@
 //!   and dedupes on event id (`dedupe`).
 //! - [`db`]: PostgreSQL pool and versioned migrations; [`cache`]: Redis.
 //! - [`health`]: readiness of dependencies, mirrored into gRPC health and `/readyz`.
+//! - [`grpc_web`]: gRPC-Web for browsers on the gRPC port, CORS from an origin allow-list.
 //! - [`admin`]: the admin HTTP port (`/livez`, `/readyz`, `/metrics`).
 //! - [`shutdown`]: the one shutdown sequence; [`server`]: the runtime that ties all of it
 //!   together for a service (`main_with`, `Runtime::serve`, dependency checks, one
@@ -41,6 +42,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod grpc_web;
 pub mod health;
 pub mod identity;
 pub mod metrics;

@@ -423,6 +423,12 @@ impl Runtime {
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .trace_fn(crate::telemetry::grpc_span)
+            // Browsers speak gRPC-Web over HTTP/1.1 (crate::grpc_web): CORS outermost, so a
+            // preflight is answered before anything else, then tonic-web's translation to
+            // the same gRPC services (and their authentication) as every other client.
+            .accept_http1(true)
+            .layer(self.config.grpc_web.cors())
+            .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(no_delay(listeners.grpc), async move {
                 shutdown.wait().await;

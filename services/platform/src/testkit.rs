@@ -51,6 +51,7 @@ pub fn common(prefix: &str) -> CommonConfig {
             audience: "centralita-api".into(),
         },
         telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
+        grpc_web: Default::default(),
     }
 }
 

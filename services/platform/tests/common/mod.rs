@@ -84,5 +84,6 @@ pub fn config(prefix: &str) -> CommonConfig {
             audience: "centralita-api".into(),
         },
         telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
+        grpc_web: Default::default(),
     }
 }
