@@ -36,6 +36,7 @@ pub mod admission;
 mod error;
 mod front_door;
 pub mod metrics;
+pub mod rtp;
 mod sessions;
 mod sip;
 
