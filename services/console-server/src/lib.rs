@@ -1,0 +1,189 @@
+//! `centralita-console`: serves the web console (the built app of `services/console`) and,
+//! only when explicitly enabled, its **development sign-in**.
+//!
+//! The console itself talks to the services directly over gRPC-Web (each service's gRPC
+//! port, CORS granted to this server's origin by `CENTRALITA_GRPC_WEB_ORIGINS`); this server
+//! holds no API of its own beyond:
+//! - `GET /api/config`: where the browser finds each service (`CENTRALITA_CONSOLE_ENDPOINTS`),
+//!   whether development sign-in is on, and the server's clock (the browser measures its
+//!   offset from it, so an offer's countdown follows the platform's clock, not the PC's).
+//! - `POST /api/dev/sign-in`: mints a JWT with the development key for a tenant and role the
+//!   page names (agent, supervisor). Off unless `CENTRALITA_CONSOLE_DEV_SIGN_IN=true` and a
+//!   private key is given: it hands any tenant's token to anyone who can reach it, so it is
+//!   for a developer's loopback only. Production sign-in is the BPO's identity provider
+//!   (OpenID Connect with PKCE), not built yet.
+//! - `GET /livez`.
+//!
+//! Everything else is the app: files of the built `dist` directory, and `index.html` for any
+//! other path (the app routes in the browser).
+//!
+//! # Layout
+//! - [`Config`]: flags and `CENTRALITA_CONSOLE_*` environment, validated once.
+//! - [`signin`]: the development sign-in (request validation, minting, its errors).
+//! - [`router`] and [`run`]: the HTTP server; `main.rs` only parses and calls `run`.
+
+pub mod signin;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use centralita_platform::auth::Signer;
+use centralita_platform::config::{parse_duration, ConfigError, TelemetryConfig};
+use centralita_platform::shutdown::Shutdown;
+use tower_http::services::{ServeDir, ServeFile};
+
+/// Services the browser may be pointed at (the gRPC APIs the console uses).
+pub const SERVICES: [&str; 6] = ["sessions", "crm", "reporting", "routing", "media", "recording"];
+/// Services the console cannot work without.
+pub const REQUIRED: [&str; 3] = ["sessions", "crm", "reporting"];
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "centralita-console", version, about = "Serves the Centralita web console")]
+pub struct Config {
+    /// Address of the console's HTTP port.
+    #[arg(long, env = "CENTRALITA_CONSOLE_ADDR", default_value = "127.0.0.1:9650")]
+    pub addr: SocketAddr,
+    /// The built app (`services/console/dist`, made by `npm run build`).
+    #[arg(long, env = "CENTRALITA_CONSOLE_DIST")]
+    pub dist: PathBuf,
+    /// Where the browser reaches each service's gRPC-Web API, comma-separated
+    /// `name=http(s)://host:port` (sessions, crm and reporting at least).
+    #[arg(long, env = "CENTRALITA_CONSOLE_ENDPOINTS", value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// Development sign-in: mint tokens with the private key for whoever asks. Never in
+    /// production.
+    #[arg(long, env = "CENTRALITA_CONSOLE_DEV_SIGN_IN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dev_sign_in: bool,
+    /// Ed25519 private key PEM the development sign-in signs with (needed only with it).
+    #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
+    pub private_key_file: Option<PathBuf>,
+    #[arg(long = "jwt-issuer", env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
+    pub issuer: String,
+    #[arg(long = "jwt-audience", env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
+    pub audience: String,
+    /// Lifetime of a development token (a shift).
+    #[arg(long, env = "CENTRALITA_CONSOLE_DEV_TOKEN_TTL", default_value = "8h", value_parser = parse_duration)]
+    pub dev_token_ttl: Duration,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// The endpoints by service name; refuses unknown names, URLs that are not
+    /// `http(s)://host:port`, duplicates and missing required services.
+    pub fn endpoint_map(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        const SETTING: &str = "CENTRALITA_CONSOLE_ENDPOINTS";
+        let mut map = BTreeMap::new();
+        for entry in self.endpoints.iter().filter(|e| !e.trim().is_empty()) {
+            let (name, url) =
+                entry.split_once('=').ok_or_else(|| ConfigError::new(SETTING, format!("`{entry}` is not name=url")))?;
+            if !SERVICES.contains(&name) {
+                return Err(ConfigError::new(SETTING, format!("unknown service `{name}` (one of {SERVICES:?})")));
+            }
+            let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+            let ok = rest
+                .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)));
+            if !ok {
+                return Err(ConfigError::new(SETTING, format!("`{url}` of {name} must be http(s)://host[:port]")));
+            }
+            if map.insert(name.to_owned(), url.to_owned()).is_some() {
+                return Err(ConfigError::new(SETTING, format!("{name} is given twice")));
+            }
+        }
+        if let Some(missing) = REQUIRED.iter().find(|r| !map.contains_key(**r)) {
+            return Err(ConfigError::new(SETTING, format!("{missing} is missing")));
+        }
+        Ok(map)
+    }
+
+    /// Everything [`run`] needs, checked: endpoints, the app's `index.html`, and the key when
+    /// development sign-in is on.
+    pub fn validate(&self) -> Result<Prepared, ConfigError> {
+        let endpoints = self.endpoint_map()?;
+        if !self.dist.join("index.html").is_file() {
+            return Err(ConfigError::new(
+                "CENTRALITA_CONSOLE_DIST",
+                format!("{} has no index.html (run `npm --prefix services/console run build`)", self.dist.display()),
+            ));
+        }
+        let signer = if self.dev_sign_in {
+            let path = self.private_key_file.as_ref().ok_or_else(|| {
+                ConfigError::new("CENTRALITA_JWT_PRIVATE_KEY_FILE", "needed by CENTRALITA_CONSOLE_DEV_SIGN_IN=true")
+            })?;
+            let signer = Signer::from_file(path, &self.issuer, &self.audience)
+                .map_err(|m| ConfigError::new("CENTRALITA_JWT_PRIVATE_KEY_FILE", m))?;
+            Some(Arc::new(signer))
+        } else {
+            None
+        };
+        if self.dev_token_ttl.is_zero() || self.dev_token_ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("CENTRALITA_CONSOLE_DEV_TOKEN_TTL", "must be more than 0 and at most 24h"));
+        }
+        Ok(Prepared { endpoints, signer, ttl: self.dev_token_ttl, dist: self.dist.clone() })
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone)]
+pub struct Prepared {
+    pub endpoints: BTreeMap<String, String>,
+    /// Set only when development sign-in is on.
+    pub signer: Option<Arc<Signer>>,
+    pub ttl: Duration,
+    pub dist: PathBuf,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("endpoints", &self.endpoints)
+            .field("dev_sign_in", &self.signer.is_some())
+            .field("ttl", &self.ttl)
+            .field("dist", &self.dist)
+            .finish()
+    }
+}
+
+async fn config_json(State(p): State<Arc<Prepared>>) -> Response {
+    let body = serde_json::json!({
+        "endpoints": p.endpoints,
+        "devSignIn": p.signer.is_some(),
+        "serverTimeMs": chrono::Utc::now().timestamp_millis(),
+    });
+    ([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(body)).into_response()
+}
+
+async fn no_such_api() -> Response {
+    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such API" }))).into_response()
+}
+
+/// The console's routes over a validated configuration.
+pub fn router(prepared: Prepared) -> Router {
+    let index = prepared.dist.join("index.html");
+    let app = ServeDir::new(&prepared.dist).fallback(ServeFile::new(index));
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/api/config", get(config_json))
+        .route("/api/dev/sign-in", post(signin::handle))
+        .route("/api/{*rest}", get(no_such_api).post(no_such_api))
+        .fallback_service(app)
+        .with_state(Arc::new(prepared))
+}
+
+/// Serves until `shutdown`, then stops accepting and finishes open requests.
+pub async fn run(prepared: Prepared, listener: tokio::net::TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    if prepared.signer.is_some() {
+        tracing::warn!("development sign-in is ON: anyone reaching this port can get a token of any tenant");
+    }
+    tracing::info!(addr = %listener.local_addr()?, dist = %prepared.dist.display(), "serving the console");
+    axum::serve(listener, router(prepared)).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
+    Ok(())
+}
