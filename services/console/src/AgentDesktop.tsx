@@ -1,0 +1,277 @@
+// The agent desktop: state, offers with their countdown, the contacts held with the CRM
+// screen-pop, and wrap-up with the tenant's disposition codes. Live from sessions' agent
+// event stream, resumed after a drop (resume.ts) and resynced (desktop.ts).
+
+import { useEffect, useReducer, useState } from "react";
+import { ConnectError } from "@connectrpc/connect";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { Clients } from "./api";
+import { apply, emptyDesktop, offers, reconnecting, working, type Desktop } from "./desktop";
+import { keepStreaming } from "./resume";
+import { secondsLeft } from "./clock";
+import { dateTime } from "./format";
+import type { Key, Lang } from "./i18n";
+import { AgentState, ContactState, type AgentStreamEvent, type Contact } from "./gen/centralita/sessions/v1/sessions_pb";
+import { Channel, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
+import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
+
+type T = (k: Key) => string;
+
+type Action = { kind: "event"; ev: AgentStreamEvent } | { kind: "dropped" };
+
+interface Props {
+  api: Clients;
+  agentId: string;
+  tenant?: Tenant;
+  timeZone: string;
+  t: T;
+  lang: Lang;
+  clockOffsetMs: number;
+}
+
+const message = (e: unknown) => (e instanceof ConnectError ? e.rawMessage : String(e));
+
+export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOffsetMs }: Props) {
+  const name = `agents/${agentId}`;
+  const [desktop, dispatch] = useReducer(
+    (d: Desktop, a: Action) => (a.kind === "event" ? apply(d, a.ev, agentId) : reconnecting(d)),
+    emptyDesktop,
+  );
+  const [online, setOnline] = useState(false);
+  const [error, setError] = useState<string>();
+  const [reason, setReason] = useState("");
+  const [now, setNow] = useState(Date.now());
+
+  useEffect(() => {
+    const ctl = new AbortController();
+    keepStreaming(
+      (signal) => api.agents.streamAgentEvents({ name }, { signal }),
+      {
+        event: (ev) => {
+          setOnline(true);
+          dispatch({ kind: "event", ev });
+        },
+        dropped: (e) => {
+          setOnline(false);
+          if (e) setError(message(e));
+          dispatch({ kind: "dropped" });
+        },
+      },
+      ctl.signal,
+    );
+    return () => ctl.abort();
+  }, [api, name]);
+
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), 250);
+    return () => clearInterval(timer);
+  }, []);
+
+  const act = async (f: () => Promise<unknown>) => {
+    setError(undefined);
+    try {
+      await f();
+    } catch (e) {
+      setError(message(e));
+    }
+  };
+
+  const agent = desktop.agent;
+  const state = agent?.state ?? AgentState.OFFLINE;
+  const reasons = tenant?.routing?.awayReasons ?? [];
+  const goAvailable = () =>
+    act(() =>
+      state === AgentState.OFFLINE
+        ? api.agents.signIn({ name, available: true })
+        : api.agents.setAgentState({ name, state: AgentState.AVAILABLE }),
+    );
+  const goAway = () =>
+    act(async () => {
+      if (state === AgentState.OFFLINE) await api.agents.signIn({ name, available: false });
+      await api.agents.setAgentState({ name, state: AgentState.AWAY, awayReason: reason || reasons[0] || "" });
+    });
+  const stateLabel =
+    state === AgentState.AVAILABLE ? t("stateAvailable") : state === AgentState.AWAY ? t("stateAway") : t("stateOffline");
+
+  return (
+    <main className="desktop">
+      <section className="card state" data-testid="agent-state-card">
+        <h2>{t("state")}</h2>
+        <p>
+          <span className={`state-pill s${state}`} data-testid="agent-state">{stateLabel}</span>
+          {state === AgentState.AWAY && agent?.awayReason && <span className="reason"> · {agent.awayReason}</span>}
+          {agent?.stateTime && (
+            <span className="since"> · {t("since")} {dateTime(timestampMs(agent.stateTime), timeZone, lang)}</span>
+          )}
+        </p>
+        <div className="row">
+          <button data-testid="go-available" disabled={state === AgentState.AVAILABLE} onClick={goAvailable}>
+            {t("goAvailable")}
+          </button>
+          <select data-testid="away-reason" value={reason} onChange={(e) => setReason(e.target.value)} aria-label={t("awayReason")}>
+            {reasons.map((r) => (
+              <option key={r} value={r}>{r}</option>
+            ))}
+          </select>
+          <button data-testid="go-away" disabled={reasons.length === 0} onClick={goAway}>{t("goAway")}</button>
+          <button data-testid="sign-out" disabled={state === AgentState.OFFLINE} onClick={() => act(() => api.agents.signOut({ name }))}>
+            {t("signOut")}
+          </button>
+        </div>
+        <p className="conn">
+          {t("connection")}: <span data-testid="stream-status" className={online ? "ok" : "warn"}>{online ? t("connected") : t("reconnecting")}</span>
+        </p>
+        {error && <p className="error" data-testid="desktop-error">{error}</p>}
+      </section>
+
+      {offers(desktop).map((c) => (
+        <Offer key={c.name} c={c} t={t} now={now} clockOffsetMs={clockOffsetMs} act={act} api={api} />
+      ))}
+
+      {working(desktop).map((c) => (
+        <Working key={c.name} c={c} api={api} tenant={tenant} timeZone={timeZone} t={t} lang={lang} act={act} />
+      ))}
+
+      {offers(desktop).length + working(desktop).length === 0 && <p className="empty" data-testid="no-contacts">{t("noContacts")}</p>}
+    </main>
+  );
+}
+
+function identities(c: Contact): string {
+  return c.customerIdentities.map((i) => i.value).join(", ");
+}
+
+function Offer(props: {
+  c: Contact;
+  t: T;
+  now: number;
+  clockOffsetMs: number;
+  act: (f: () => Promise<unknown>) => Promise<void>;
+  api: Clients;
+}) {
+  const { c, t, api } = props;
+  const left = c.offerExpireTime ? secondsLeft(timestampMs(c.offerExpireTime), props.now, props.clockOffsetMs) : undefined;
+  return (
+    <section className="card offer" data-testid="offer">
+      <h2>{t("incomingOffer")}</h2>
+      <dl>
+        <dt>{t("queue")}</dt>
+        <dd data-testid="offer-queue">{c.queue}</dd>
+        <dt>{t("channel")}</dt>
+        <dd>{Channel[c.channel]?.toLowerCase()}</dd>
+        <dt>{t("customer")}</dt>
+        <dd>{identities(c) || "—"}</dd>
+        <dt>{t("expiresIn")}</dt>
+        <dd className="countdown" data-testid="offer-countdown">{left === undefined ? "—" : `${left} ${t("seconds")}`}</dd>
+      </dl>
+      <div className="row">
+        <button className="primary" data-testid="accept" onClick={() => props.act(() => api.contacts.acceptContact({ name: c.name, offerId: c.offerId }))}>
+          {t("accept")}
+        </button>
+        <button data-testid="reject" onClick={() => props.act(() => api.contacts.rejectContact({ name: c.name, offerId: c.offerId }))}>
+          {t("reject")}
+        </button>
+      </div>
+    </section>
+  );
+}
+
+function Working(props: {
+  c: Contact;
+  api: Clients;
+  tenant?: Tenant;
+  timeZone: string;
+  t: T;
+  lang: Lang;
+  act: (f: () => Promise<unknown>) => Promise<void>;
+}) {
+  const { c, api, t } = props;
+  const [pop, setPop] = useState<ScreenPop>();
+  const [popError, setPopError] = useState<string>();
+  const [disposition, setDisposition] = useState("");
+  const [notes, setNotes] = useState("");
+  useEffect(() => {
+    api.customers.getScreenPop({ contact: c.name, interactionCount: 5 }).then(setPop, (e) => setPopError(message(e)));
+  }, [api, c.name]);
+  const codes = props.tenant?.routing?.dispositionCodes ?? [];
+  const customer = pop?.customer;
+  return (
+    <section className="card contact" data-testid="contact">
+      <h2>
+        {t("contact")} · {c.queue} · {Channel[c.channel]?.toLowerCase()}
+      </h2>
+      <div className="columns">
+        <div className="pop" data-testid="screen-pop">
+          <h3>{t("customer")}</h3>
+          {popError && <p className="error">{popError}</p>}
+          {pop && !customer?.name && <p>{t("unknownCustomer")}</p>}
+          {customer?.name && (
+            <>
+              <p className="customer-name" data-testid="customer-name">{customer.displayName}</p>
+              <p>
+                {t("tier")}:{" "}
+                <span data-testid="customer-tier" className={customer.valueTier === ValueTier.VIP ? "vip" : ""}>
+                  {customer.valueTier === ValueTier.VIP ? t("tierVip") : t("tierStandard")}
+                </span>
+              </p>
+              <p className="identities">{customer.identities.map((i) => i.value).join(" · ")}</p>
+            </>
+          )}
+          <h3>{t("recentInteractions")}</h3>
+          {pop && pop.interactions.length === 0 && <p>{t("noInteractions")}</p>}
+          <ul data-testid="interactions">
+            {pop?.interactions.map((i) => (
+              <li key={i.contact}>
+                {i.createTime ? dateTime(timestampMs(i.createTime), props.timeZone, props.lang) : ""} · {Channel[i.channel]?.toLowerCase()} ·{" "}
+                {i.queue} · {i.state}
+                {i.disposition && ` · ${i.disposition}`}
+              </li>
+            ))}
+          </ul>
+          {pop && pop.notes.length > 0 && (
+            <>
+              <h3>{t("notes")}</h3>
+              <ul data-testid="customer-notes">
+                {pop.notes.map((n) => (
+                  <li key={n.name}>{n.text}</li>
+                ))}
+              </ul>
+            </>
+          )}
+        </div>
+        <div className="work">
+          {c.state === ContactState.CONNECTED && (
+            <button data-testid="end-contact" onClick={() => props.act(() => api.contacts.endContact({ name: c.name }))}>
+              {t("endContact")}
+            </button>
+          )}
+          {c.state === ContactState.AFTER_CONTACT_WORK && (
+            <form
+              className="wrapup"
+              data-testid="wrap-up"
+              onSubmit={(e) => {
+                e.preventDefault();
+                props.act(() => api.contacts.wrapUpContact({ name: c.name, disposition, notes }));
+              }}
+            >
+              <h3>{t("wrapUp")}</h3>
+              <label>
+                {t("disposition")}{" "}
+                <select data-testid="disposition" value={disposition} onChange={(e) => setDisposition(e.target.value)} required>
+                  <option value="">{t("chooseDisposition")}</option>
+                  {codes.map((d) => (
+                    <option key={d} value={d}>{d}</option>
+                  ))}
+                </select>
+              </label>
+              <label>
+                {t("wrapUpNotes")} <textarea data-testid="wrap-up-notes" maxLength={4000} value={notes} onChange={(e) => setNotes(e.target.value)} />
+              </label>
+              <button type="submit" className="primary" data-testid="submit-wrap-up">{t("submitWrapUp")}</button>
+            </form>
+          )}
+        </div>
+      </div>
+    </section>
+  );
+}

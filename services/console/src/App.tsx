@@ -1,0 +1,158 @@
+// The console: development sign-in, then the agent desktop or the supervisor wallboard,
+// depending on the role in the token. The tenant's configuration (time zone, away reasons,
+// disposition codes, queues and their targets) comes from the tenant API.
+
+import { useEffect, useMemo, useState, type FormEvent, type ReactNode } from "react";
+import { clients, devSignIn, loadConfig, type ServerConfig, type Session } from "./api";
+import { initialLang, langStorageKey, LANGS, translator, type Lang } from "./i18n";
+import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
+import { AgentDesktop } from "./AgentDesktop";
+import { Wallboard } from "./Wallboard";
+
+const SESSION_KEY = "centralita.session";
+
+function storedSession(): Session | null {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? "null") as Session | null;
+    return s && s.expireTime * 1000 > Date.now() ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+export function App() {
+  const [config, setConfig] = useState<ServerConfig>();
+  const [error, setError] = useState<string>();
+  const [session, setSession] = useState<Session | null>(storedSession);
+  const [lang, setLang] = useState<Lang>(() =>
+    initialLang(localStorage.getItem(langStorageKey(session?.subject ?? "")), navigator.language),
+  );
+  const t = translator(lang);
+
+  useEffect(() => {
+    loadConfig().then(setConfig, (e) => setError(String(e)));
+  }, []);
+
+  const chooseLang = (l: Lang) => {
+    setLang(l);
+    if (session) localStorage.setItem(langStorageKey(session.subject), l);
+  };
+
+  const signedIn = (s: Session) => {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
+    setSession(s);
+    setLang((l) => initialLang(localStorage.getItem(langStorageKey(s.subject)) ?? l, navigator.language));
+    localStorage.setItem(langStorageKey(s.subject), lang);
+  };
+
+  const leave = () => {
+    sessionStorage.removeItem(SESSION_KEY);
+    setSession(null);
+  };
+
+  const langPicker = (
+    <label className="lang">
+      {t("language")}{" "}
+      <select data-testid="lang" value={lang} onChange={(e) => chooseLang(e.target.value as Lang)}>
+        {LANGS.map((l) => (
+          <option key={l} value={l}>
+            {l === "en" ? "English" : "Español"}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+
+  if (error) return <div className="error">{t("error")}: {error}</div>;
+  if (!config) return <div className="loading">…</div>;
+  if (!session) {
+    return (
+      <div className="signin-page">
+        <header className="top">
+          <h1>{t("appTitle")}</h1>
+          {langPicker}
+        </header>
+        <SignIn config={config} t={t} onSignedIn={signedIn} />
+      </div>
+    );
+  }
+  return <Console config={config} session={session} t={t} lang={lang} langPicker={langPicker} onLeave={leave} />;
+}
+
+function SignIn(props: { config: ServerConfig; t: ReturnType<typeof translator>; onSignedIn: (s: Session) => void }) {
+  const { t } = props;
+  const [tenant, setTenant] = useState("");
+  const [role, setRole] = useState<"agent" | "supervisor">("agent");
+  const [agentId, setAgentId] = useState("");
+  const [error, setError] = useState<string>();
+  if (!props.config.devSignIn) return <p className="notice">{t("devSignInOff")}</p>;
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(undefined);
+    try {
+      props.onSignedIn(await devSignIn(tenant.trim(), role, role === "agent" ? agentId.trim() : undefined));
+    } catch (err) {
+      setError(String(err instanceof Error ? err.message : err));
+    }
+  };
+  return (
+    <form className="card signin" onSubmit={submit} data-testid="dev-sign-in">
+      <h2>{t("devSignIn")}</h2>
+      <p className="dev-note">{t("devSignInNote")}</p>
+      <label>
+        {t("tenant")} <input data-testid="tenant" value={tenant} onChange={(e) => setTenant(e.target.value)} required />
+      </label>
+      <label>
+        {t("role")}{" "}
+        <select data-testid="role" value={role} onChange={(e) => setRole(e.target.value as "agent" | "supervisor")}>
+          <option value="agent">{t("roleAgent")}</option>
+          <option value="supervisor">{t("roleSupervisor")}</option>
+        </select>
+      </label>
+      {role === "agent" && (
+        <label>
+          {t("agentId")} <input data-testid="agent-id" value={agentId} onChange={(e) => setAgentId(e.target.value)} required />
+        </label>
+      )}
+      <button type="submit" data-testid="sign-in">{t("signIn")}</button>
+      {error && <p className="error" data-testid="sign-in-error">{error}</p>}
+    </form>
+  );
+}
+
+function Console(props: {
+  config: ServerConfig;
+  session: Session;
+  t: ReturnType<typeof translator>;
+  lang: Lang;
+  langPicker: ReactNode;
+  onLeave: () => void;
+}) {
+  const { config, session, t } = props;
+  const api = useMemo(() => clients(config, session.token), [config, session.token]);
+  const [tenant, setTenant] = useState<Tenant>();
+  const [error, setError] = useState<string>();
+  useEffect(() => {
+    api.tenants.getTenant({ name: `tenants/${session.tenant}` }).then(setTenant, (e) => setError(String(e)));
+  }, [api, session.tenant]);
+  const timeZone = tenant?.businessHours?.timeZone || "UTC";
+  return (
+    <div className="console">
+      <header className="top">
+        <h1>{t("appTitle")}</h1>
+        <span className="who" data-testid="who">
+          {tenant?.displayName || session.tenant} · {session.role === "agent" ? session.agentId : t("roleSupervisor")} · {timeZone}
+        </span>
+        <span className="dev-badge" title={t("devSignInNote")}>{t("devSignIn")}</span>
+        {props.langPicker}
+        <button onClick={props.onLeave}>{t("leave")}</button>
+      </header>
+      {error && <p className="error">{t("error")}: {error}</p>}
+      {session.role === "agent" && session.agentId ? (
+        <AgentDesktop api={api} agentId={session.agentId} tenant={tenant} timeZone={timeZone} t={t} lang={props.lang} clockOffsetMs={config.clockOffsetMs} />
+      ) : (
+        <Wallboard api={api} tenant={tenant} timeZone={timeZone} t={t} lang={props.lang} />
+      )}
+    </div>
+  );
+}
