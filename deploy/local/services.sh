@@ -6,6 +6,8 @@
 # CENTRALITA_PROFILE=release runs release binaries (build them first: cargo build --release).
 # media's SIP front door (UDP and TCP) listens on 127.0.0.1:$CENTRALITA_SIP_PORT, by default
 # 5060 plus the admin base's offset from 9101 (5060 for the dev run, 5160 for test.sh's e2e).
+# Its RTP ports (CENTRALITA_RTP_PORTS) are 1000 per run below the kernel's ephemeral range:
+# 20000-20999 for the dev run, 21000-21999 for the e2e run, 22000-22999 for admin base 9301.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -15,6 +17,8 @@ SERVICES=(sessions routing media crm recording reporting)
 grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
 admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
 sip_port="${CENTRALITA_SIP_PORT:-$((5060 + admin_base - 9101))}"
+rtp_first=$((20000 + (admin_base - 9101) * 10))
+rtp_ports="${CENTRALITA_RTP_PORTS:-$rtp_first-$((rtp_first + 999))}"
 bin="$CARGO_TARGET_DIR/${CENTRALITA_PROFILE:-debug}"
 export CENTRALITA_JWT_PUBLIC_KEY_FILE="${CENTRALITA_JWT_PUBLIC_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.pub}"
 export CENTRALITA_JWT_PRIVATE_KEY_FILE="${CENTRALITA_JWT_PRIVATE_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.key}"
@@ -38,7 +42,7 @@ start() {
     if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then i=$((i + 1)); continue; fi
     # media reaches sessions (the first service) and takes its SIP port; others ignore these.
     CENTRALITA_GRPC_ADDR="127.0.0.1:$((grpc_base + i))" CENTRALITA_ADMIN_ADDR="127.0.0.1:$((admin_base + i))" \
-      CENTRALITA_SESSIONS_ENDPOINT="http://127.0.0.1:$grpc_base" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" \
+      CENTRALITA_SESSIONS_ENDPOINT="http://127.0.0.1:$grpc_base" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" CENTRALITA_RTP_PORTS="$rtp_ports" \
       CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$s" nohup "$bin/centralita-$s" >>"$logs/$s.log" 2>&1 &
     echo $! >"$pidf"
     echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2

@@ -3,13 +3,18 @@ plays a carrier trunk and calls media's SIP front door on loopback; the contacts
 back from sessions over gRPC (grpcio).
 
 Two tenants are applied with the CLI, each with its own number and a trunk on its own
-loopback address (acme's 127.0.0.1, globex's 127.0.0.2). Cases: a call to acme's number
-rings (100, 180) and its voice contact is queued in sessions with the caller's number as
-identity; the caller's CANCEL gets 487 and the contact is abandoned; an unknown number gets
-404; a source that is no trunk of the number's tenant gets 403 (globex's trunk calling
-acme's number: nothing is created for either tenant); a tenant at its concurrent-contact
-quota gets 486; a malformed INVITE (raw bytes over UDP) gets 400 and the next call still
-works. The scenarios are the XML files in `sipp/`.
+loopback address (acme's 127.0.0.1, globex's 127.0.0.2). Cases: a call to acme's number is
+answered (100, 200 with an SDP answer choosing the caller's first codec and telephone
+events) and its voice contact is queued in sessions with the caller's number as identity;
+while queued the caller hears the music on hold: the test itself is the caller's RTP
+endpoint (the port sipp's SDP offers), reads the packets media sends (one RTP stream, PCMU,
+20 ms, from media's RTP port range) and finds the music's notes in them by Goertzel, not a
+test tone; the caller's BYE then abandons the contact. An offer media cannot carry (G.729
+only) gets 488 and creates nothing; an unknown number gets 404; a source that is no trunk of
+the number's tenant gets 403 (globex's trunk calling acme's number: nothing is created for
+either tenant); a tenant at its concurrent-contact quota gets 486; a malformed INVITE (raw
+bytes over UDP) gets 400 and the next call still works. The scenarios are the XML files in
+`sipp/`.
 """
 import os
 import pathlib
@@ -19,6 +24,9 @@ import socket
 import subprocess
 import time
 import uuid
+
+import math
+import struct
 
 import grpc
 import pytest
@@ -41,37 +49,78 @@ def media_admin_port():
     return int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) + 2
 
 
-# sipp takes its SIP port and media ports from -mp up: 10 apart per run.
-_ports = iter(range(random.randrange(20000, 28000, 100), 30000, 10))
+def media_rtp_ports():
+    """media's RTP port range: what deploy/local/services.sh gives it."""
+    if os.environ.get("CENTRALITA_RTP_PORTS"):
+        first, last = os.environ["CENTRALITA_RTP_PORTS"].split("-")
+        return int(first), int(last)
+    first = 20000 + (int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) - 9101) * 10
+    return first, first + 999
 
 
-def sipp(scenario, number, caller, *, source="127.0.0.1", timeout=30):
-    """Runs one call of `scenario`; returns (exit code, sipp's error log)."""
+# sipp takes its SIP port and media ports from -mp up: 10 apart per run, between the runs'
+# RTP ranges (20000 and up) and the kernel's ephemeral ports (32768 and up).
+_ports = iter(range(random.randrange(30000, 32000, 100), 32700, 10))
+
+
+def sipp_args(scenario, number, caller, source, timeout, extra):
     host, port = sip_addr()
     local = next(_ports)
     LOGS.mkdir(parents=True, exist_ok=True)
     err = LOGS / f"sipp-{scenario}-{local}.log"
-    proc = subprocess.run(
-        [SIPP, f"{host}:{port}", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-s", number,
-         "-key", "caller", caller, "-i", source, "-mi", source, "-p", str(local), "-mp", str(local + 2),
-         "-m", "1", "-nostdin", "-trace_err", "-error_file", str(err), "-timeout", f"{timeout}s",
-         "-timeout_error"],
-        capture_output=True, text=True, timeout=timeout + 15)
+    return [SIPP, f"{host}:{port}", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-s", number,
+            "-key", "caller", caller, "-i", source, "-mi", source, "-p", str(local), "-mp", str(local + 2),
+            "-m", "1", "-nostdin", "-trace_err", "-error_file", str(err), "-timeout", f"{timeout}s",
+            "-timeout_error", *extra], err
+
+
+def sipp(scenario, number, caller, *, source="127.0.0.1", timeout=30, extra=()):
+    """Runs one call of `scenario`; returns (exit code, sipp's error log)."""
+    args, err = sipp_args(scenario, number, caller, source, timeout, extra)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout + 15)
     return proc.returncode, (err.read_text() if err.exists() else "") + proc.stdout[-2000:]
 
 
-def run_async(scenario, number, caller, **kw):
+def run_async(scenario, number, caller, *, extra=()):
     """Starts sipp in the background (the call waits while the test looks at it)."""
-    host, port = sip_addr()
-    local = next(_ports)
-    err = LOGS / f"sipp-{scenario}-{local}.log"
-    LOGS.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [SIPP, f"{host}:{port}", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-s", number,
-         "-key", "caller", caller, "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local),
-         "-mp", str(local + 2), "-m", "1", "-nostdin", "-trace_err", "-error_file", str(err),
-         "-timeout", "30s", "-timeout_error"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), err
+    args, err = sipp_args(scenario, number, caller, "127.0.0.1", 30, extra)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), err
+
+
+def queued_call(number, caller, hold_ms, rtp_port):
+    """A call answered and queued for `hold_ms`, its caller's audio offered at `rtp_port`,
+    then hung up (sipp's `queued_hangup`)."""
+    return run_async("queued_hangup", number, caller,
+                     extra=("-d", str(hold_ms), "-key", "rtp_port", str(rtp_port)))
+
+
+def ulaw_to_linear(u):
+    """G.711 µ-law to a 16-bit sample (ITU-T G.711's decoder, written out here so the test
+    does not share media's code)."""
+    u = ~u & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    return (0x84 - t) if u & 0x80 else (t - 0x84)
+
+
+def goertzel(samples, hz, rate=8000):
+    """Power of `hz` in `samples`, normalised by length."""
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / (len(samples) ** 2)
+
+
+def rtp_header(packet):
+    """(version, payload type, sequence number, timestamp, SSRC, payload) of an RTP packet."""
+    b0, b1, seq, ts, ssrc = struct.unpack("!BBHII", packet[:12])
+    cc = b0 & 0x0F
+    return b0 >> 6, b1 & 0x7F, seq, ts, ssrc, packet[12 + 4 * cc:]
+
+
+# The music on hold's notes (C5, E5, G5), and tones that are not in it.
+MUSIC_HZ = (523.25, 659.25, 783.99)
+NOT_MUSIC_HZ = (440.0, 1000.0, 2000.0)
 
 
 def voice_tenant(tenant, number, source, max_concurrent=100):
@@ -174,32 +223,69 @@ def test_media_is_ready_with_its_sip_listener():
     assert status == 200 and '"sip"' in body, body
 
 
-def test_a_call_rings_queues_a_voice_contact_and_a_cancel_abandons_it(m, world):
+def test_a_call_is_answered_queued_with_music_on_hold_and_a_hang_up_abandons_it(m, world):
     tenant, number, _ = world["tenants"]["acme"]
-    before = invites("cancelled")
-    proc, err = run_async("invite_cancel", number, "+34600111222")
-    try:
-        def queued():
-            return [c for c in list_contacts(m, world, "acme") if c.state == m.s.CONTACT_STATE_QUEUED]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
+        rtp.bind(("127.0.0.1", 0))
+        rtp.settimeout(0.5)
+        proc, err = queued_call(number, "+34600111222", 5000, rtp.getsockname()[1])
+        try:
+            def queued():
+                return [c for c in list_contacts(m, world, "acme") if c.state == m.s.CONTACT_STATE_QUEUED]
 
-        assert wait_for(lambda: len(queued()) == 1, 10), "no queued contact while the call rings"
-        c = queued()[0]
-        assert c.channel == m.t.CHANNEL_VOICE and c.queue == "support"
-        assert c.direction == m.s.DIRECTION_INBOUND
-        assert [(i.kind, i.value) for i in c.customer_identities] == [(1, "+34600111222")]
-        assert c.attributes["voice_number"] == number and c.attributes["voice_trunk"] == "carrier"
-        out, _ = proc.communicate(timeout=40)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+            assert wait_for(lambda: len(queued()) == 1, 10), "no queued contact for the answered call"
+            c = queued()[0]
+            assert c.channel == m.t.CHANNEL_VOICE and c.queue == "support"
+            assert c.direction == m.s.DIRECTION_INBOUND
+            assert [(i.kind, i.value) for i in c.customer_identities] == [(1, "+34600111222")]
+            assert c.attributes["voice_number"] == number and c.attributes["voice_trunk"] == "carrier"
+            # What the caller hears while queued: 2 s of RTP at its offered address.
+            packets, sources = [], set()
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                try:
+                    data, source = rtp.recvfrom(2048)
+                except socket.timeout:
+                    continue
+                packets.append(rtp_header(data))
+                sources.add(source)
+            out, _ = proc.communicate(timeout=40)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 0, f"sipp: {out[-2000:]} {err.read_text() if err.exists() else ''}"
+    assert len(packets) >= 80, f"{len(packets)} packets in 2 s (50 a second expected)"
+    first, last = media_rtp_ports()
+    assert len(sources) == 1 and first <= next(iter(sources))[1] <= last, sources
+    assert {(v, pt, len(payload)) for v, pt, _, _, _, payload in packets} == {(2, 0, 160)}, "PCMU, 20 ms"
+    assert len({ssrc for *_, ssrc, _ in packets}) == 1, "one stream"
+    for a, b in zip(packets, packets[1:]):
+        assert (b[2] - a[2]) % 65536 == 1 and (b[3] - a[3]) % 2**32 == 160, (a[:5], b[:5])
+    audio = [ulaw_to_linear(u) for *_, payload in packets for u in payload]
+    # Per 400 ms (a note), one of the music's notes dominates every tone not in it.
+    window = 3200
+    for at in range(0, len(audio) - window + 1, window):
+        w = audio[at:at + window]
+        music = max(goertzel(w, hz) for hz in MUSIC_HZ)
+        other = max(goertzel(w, hz) for hz in NOT_MUSIC_HZ)
+        assert music > 20 * other, (at, music, other)
+
     def read():
         return world["contacts"].GetContact(m.s.GetContactRequest(name=c.name),
                                             metadata=auth(world["sup"]["acme"]), timeout=5)
 
-    # Media ends the contact right after its 487, so a moment after sipp's ACK.
+    # Media ends the contact on the caller's BYE: abandoned, as no agent had it.
     assert wait_for(lambda: read().state == m.s.CONTACT_STATE_ABANDONED, 10), read()
-    assert invites("cancelled") == before + 1
+
+
+def test_an_offer_without_a_codec_media_carries_is_488_and_creates_nothing(m, world):
+    before = invites("refused_media")
+    acme_before = len(list_contacts(m, world, "acme"))
+    _, number, _ = world["tenants"]["acme"]
+    rc, log = sipp("refused_488", number, "+34600111777")
+    assert rc == 0, log
+    assert invites("refused_media") == before + 1
+    assert len(list_contacts(m, world, "acme")) == acme_before
 
 
 def test_unknown_number_is_404_and_creates_nothing(m, world):
@@ -225,7 +311,7 @@ def test_a_source_that_is_not_the_numbers_trunk_is_403_for_either_tenant(m, worl
 
 def test_a_tenant_at_its_quota_gets_486(m, world):
     _, number, _ = world["tenants"]["tiny"]
-    proc, err = run_async("invite_cancel", number, "+34600111333")
+    proc, err = queued_call(number, "+34600111333", 6000, next(_ports))
     try:
         assert wait_for(lambda: any(c.state == m.s.CONTACT_STATE_QUEUED for c in list_contacts(m, world, "tiny")),
                         10)
@@ -276,6 +362,6 @@ def test_malformed_invites_get_400_and_the_service_keeps_serving(m, world):
             data, _ = s.recvfrom(4096)
             assert data.startswith(b"SIP/2.0 400"), data
     assert invites("malformed") == before + 2
-    # Still serving: a valid call rings and is cancelled.
-    rc, log = sipp("invite_cancel", number, "+34600111555")
+    # Still serving: a valid call is answered, queued and hung up.
+    rc, log = sipp("queued_hangup", number, "+34600111555", extra=("-d", "500", "-key", "rtp_port", str(next(_ports))))
     assert rc == 0, log

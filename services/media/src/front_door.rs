@@ -1,16 +1,19 @@
 //! The SIP front door: takes the requests of the SIP stack, admits or refuses each INVITE
-//! ([`crate::admission`]), creates the admitted call's contact in sessions and keeps the
-//! call ringing until the caller gives up. Answering (a 200 with SDP and the RTP relay to
-//! an agent's phone) is not built yet: a call waits, ringing, until it is cancelled or the
-//! replica shuts down.
+//! ([`crate::admission`]), creates the admitted call's contact in sessions, answers it and
+//! plays the queue's treatment (the music on hold) until the caller hangs up. Ringing an
+//! agent's phone and bridging the call to it is not built yet (the relay is: see
+//! [`crate::rtp::relay`]).
 //!
 //! A call, from the caller's side:
 //! - refused: a final failure (404, 403, 486, 503, 400) at once, nothing created;
-//! - admitted: `100 Trying`, the contact is created (queued), `180 Ringing`;
-//! - CANCEL: `200` to the CANCEL (the stack), `487` to the INVITE, the contact ended
-//!   (sessions marks it abandoned);
-//! - shutdown: new INVITEs get `503`; calls still waiting when the drain window closes get
-//!   `503` and their contacts are ended, so none stays queued behind a stopped replica.
+//! - an offer media cannot carry (no PCMU/PCMA, SRTP only, no SDP): `488`, nothing created;
+//! - admitted: `100 Trying`, the contact is created (queued), `200 OK` with media's SDP
+//!   answer, and music on hold on RTP;
+//! - BYE while queued: the contact is ended (sessions marks it abandoned); a CANCEL that
+//!   crosses the answer gets `487` and ends it the same way;
+//! - no RTP from the caller for `CENTRALITA_RTP_TIMEOUT_SECS`: BYE, contact ended;
+//! - shutdown: new INVITEs get `503`; calls still up when the drain window closes get a
+//!   BYE and their contacts are ended, so none stays queued behind a stopped replica.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,8 +28,11 @@ use tracing::Instrument;
 
 use crate::admission::{admit, Admitted, Refusal};
 use crate::metrics::Metrics;
+use crate::rtp::relay::{CallMedia, Leg, MediaEvent};
+use crate::rtp::sdp::{self, SdpError};
+use crate::rtp::{Codec, MediaPlane};
 use crate::sessions::Sessions;
-use crate::sip::{Incoming, Kind, Requests, ServerCall, Stopper, Waiting};
+use crate::sip::{Hangup, Incoming, Kind, Requests, ServerCall, Stopper};
 
 /// Calls this replica holds, by tenant (the concurrent-contact quota counts them) and in
 /// all (the drain waits for them).
@@ -79,12 +85,13 @@ pub struct FrontDoor {
     calls: Arc<Calls>,
     /// Cancelled when the drain window closes: calls still waiting end.
     drain_over: CancellationToken,
+    media: MediaPlane,
 }
 
 impl FrontDoor {
-    pub fn new(registry: TenantRegistry, sessions: Arc<Sessions>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(registry: TenantRegistry, sessions: Arc<Sessions>, metrics: Arc<Metrics>, media: MediaPlane) -> Self {
         let calls = Arc::new(Calls { by_tenant: Mutex::default(), total: watch::channel(0).0 });
-        Self { registry, sessions, metrics, calls, drain_over: CancellationToken::new() }
+        Self { registry, sessions, metrics, calls, drain_over: CancellationToken::new(), media }
     }
 
     /// Serves `requests` until `shutdown`, then drains: INVITEs get `503` while the calls
@@ -173,6 +180,32 @@ impl FrontDoor {
     }
 
     async fn run_call(self: Arc<Self>, mut call: ServerCall, admitted: Admitted, _held: Held) {
+        // The offer first: a call media cannot carry is refused before anything is created.
+        let offer = if !call.offer_is_sdp() || call.offer().is_empty() {
+            // A late offer (an INVITE without SDP) would need the offer in our 200 and the
+            // answer in the ACK: not supported.
+            Err(SdpError::NoAudio)
+        } else {
+            sdp::parse(call.offer())
+        };
+        let negotiated = offer.and_then(|o| sdp::negotiate(&o, &[Codec::Pcmu, Codec::Pcma]).map(|n| (o, n)));
+        let (offer, negotiated) = match negotiated {
+            Ok(pair) => pair,
+            Err(e) => {
+                let (code, reason) = e.sip_status();
+                tracing::info!(error = %e, code, "INVITE refused: its media");
+                self.metrics.invite("refused_media");
+                return call.finish(code, reason).await;
+            }
+        };
+        let socket = match self.media.ports.bind().await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(error = %e, "INVITE refused: no RTP port");
+                self.metrics.invite("failed");
+                return call.finish(503, "Service Unavailable - No Media Port").await;
+            }
+        };
         if let Err(e) = call.trying().await {
             tracing::info!(error = %e, "could not send 100 Trying");
         }
@@ -188,29 +221,70 @@ impl FrontDoor {
         };
         tracing::Span::current().record("contact", contact.as_str());
         self.metrics.invite("created");
-        tracing::info!(queue = %admitted.queue, "call waiting in its queue");
-        if let Err(e) = call.ringing().await {
-            tracing::info!(error = %e, "could not send 180 Ringing");
-        }
-        let ended = tokio::select! {
-            w = call.wait() => w,
-            _ = self.drain_over.cancelled() => {
-                call.finish(503, "Service Unavailable - Draining").await;
-                self.end(&admitted, &contact, "drained").await;
-                return;
+
+        // Answered at once: the caller hears the queue's treatment until an agent takes
+        // the call.
+        let local = match socket.local_addr() {
+            Ok(addr) => sdp::Local { addr, session_id: u64::from(uuid::Uuid::now_v7().as_fields().0), version: 1 },
+            Err(e) => {
+                tracing::warn!(error = %e, "RTP socket without an address");
+                call.finish(500, "Server Internal Error").await;
+                return self.end(&admitted, &contact, "failed").await;
             }
         };
-        match ended {
-            Waiting::Cancelled => {
-                self.metrics.invite("cancelled");
-                call.finish(487, "Request Terminated").await;
-                self.end(&admitted, &contact, "cancelled").await;
+        let answer = sdp::answer(&offer, &negotiated, &local);
+        let mut media = match CallMedia::start(Leg::new(socket, negotiated), self.media.call.clone()) {
+            Ok(media) => media,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the call's media");
+                call.finish(500, "Server Internal Error").await;
+                return self.end(&admitted, &contact, "failed").await;
             }
-            Waiting::Gone => self.end(&admitted, &contact, "transaction ended").await,
-        }
+        };
+        let mut answered = match call.answer(answer) {
+            Ok(answered) => answered,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not answer the call");
+                return self.end(&admitted, &contact, "failed").await;
+            }
+        };
+        tracing::info!(queue = %admitted.queue, rtp = %local.addr, codec = ?negotiated.codec, "call answered, waiting in its queue with treatment");
+        let cause = loop {
+            tokio::select! {
+                h = answered.ended() => break match h {
+                    Hangup::Bye => "caller hung up",
+                    Hangup::Cancelled => {
+                        self.metrics.invite("cancelled");
+                        "cancelled"
+                    }
+                    Hangup::NoAck => "no ACK to the answer",
+                    Hangup::Ended => "dialog ended",
+                },
+                event = media.event() => match event {
+                    Some(MediaEvent::Digit { side, digit }) => {
+                        tracing::info!(?side, %digit, "DTMF digit");
+                    }
+                    Some(MediaEvent::Timeout { side }) => {
+                        tracing::info!(?side, "no RTP for too long: ending the call");
+                        answered.hang_up().await;
+                        break "RTP timeout";
+                    }
+                    None => {
+                        answered.hang_up().await;
+                        break "media ended";
+                    }
+                },
+                _ = self.drain_over.cancelled() => {
+                    answered.hang_up().await;
+                    break "drained";
+                }
+            }
+        };
+        drop(media);
+        self.end(&admitted, &contact, cause).await;
     }
 
-    async fn end(&self, admitted: &Admitted, contact: &str, cause: &'static str) {
+    async fn end(&self, admitted: &Admitted, contact: &str, cause: &str) {
         match self.sessions.end_contact(&admitted.tenant.id, contact).await {
             Ok(()) => tracing::info!(cause, "call ended, contact ended"),
             Err(e) => tracing::warn!(error = %e, cause, "call ended, but its contact could not be ended"),

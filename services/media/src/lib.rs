@@ -60,6 +60,9 @@ pub struct Settings {
     /// contacts: SIP stays off and the `sip` readiness check says why.
     #[arg(long = "jwt-private-key-file", env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
     pub jwt_private_key_file: Option<PathBuf>,
+    /// The media plane of the voice role (RTP ports, address, timeout).
+    #[command(flatten)]
+    pub rtp: rtp::RtpSettings,
 }
 
 impl Validate for Settings {
@@ -123,7 +126,8 @@ async fn run_with_sip(
     let (requests, stopper) = sip.start();
     runtime.readiness.set(CHECK_SIP, true, format!("listening on {local} (udp, tcp)"));
     tracing::info!(sip_addr = %local, "SIP listening");
-    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics);
+    let media = rtp::MediaPlane::new(&config.service.rtp, local.ip())?;
+    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media);
     // Half the shutdown deadline for calls to end on their own; the rest ends those left.
     let drain = config.common.shutdown_timeout / 2;
     runtime.spawn(door.serve(requests, stopper, runtime.shutdown.clone(), drain));

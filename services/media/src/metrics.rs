@@ -14,14 +14,16 @@ struct OutcomeLabel {
 
 /// What became of an INVITE. Each INVITE counts once under one of `created`,
 /// `refused_unknown_number`, `refused_trunk`, `refused_tenant` (suspended, at its quota, or
-/// closed), `refused_draining`, `malformed` or `failed` (sessions unreachable); a created
-/// call that its caller then cancels also counts once under `cancelled`.
-pub const OUTCOMES: [&str; 8] = [
+/// closed), `refused_draining`, `refused_media` (no codec in common, no SDP: `488`),
+/// `malformed` or `failed` (sessions unreachable, no RTP port); a created call that its
+/// caller then cancels also counts once under `cancelled`.
+pub const OUTCOMES: [&str; 9] = [
     "created",
     "refused_unknown_number",
     "refused_trunk",
     "refused_tenant",
     "refused_draining",
+    "refused_media",
     "malformed",
     "failed",
     "cancelled",
@@ -41,7 +43,7 @@ impl Metrics {
         r.register("centralita_media_sip_invites", "INVITEs received, by outcome", m.invites.clone());
         r.register(
             "centralita_media_calls_waiting",
-            "Calls this replica holds, ringing, waiting for an answer",
+            "Calls this replica holds (queued with treatment)",
             m.waiting.clone(),
         );
         for outcome in OUTCOMES {

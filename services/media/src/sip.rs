@@ -1,7 +1,12 @@
 //! The thin adapter over the SIP stack (`rsipstack`, pinned to 0.7.14). Everything that
 //! names the stack's types lives here, so its next API change touches this file only: the
 //! rest of the crate sees [`SipServer`], [`Incoming`] requests with the few fields it reads,
-//! and [`ServerCall`] for an INVITE's server transaction.
+//! [`ServerCall`] for an INVITE's server transaction and [`Answered`] for the dialog of a
+//! call once answered.
+//!
+//! Requests inside a dialog (the ACK of a `200`, a BYE, an INFO) go to their dialog in the
+//! stack's dialog layer without reaching the front door; one for no known dialog gets
+//! `481`, an ACK for none is dropped.
 //!
 //! The stack parses messages, runs the RFC 3261 transaction layer (retransmissions, the
 //! `200` to a CANCEL, absorbing the ACK of a failure response) and the UDP and TCP
@@ -11,6 +16,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::sync::Arc;
+
+use rsipstack::dialog::dialog::{Dialog, DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{HeadersExt, Method, StatusCode};
 use rsipstack::transaction::{Endpoint, EndpointBuilder, Transaction, TransactionReceiver};
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
@@ -24,6 +34,7 @@ use crate::error::Error;
 /// The listening side: UDP and TCP on one address.
 pub struct SipServer {
     endpoint: Endpoint,
+    dialogs: Arc<DialogLayer>,
     incoming: TransactionReceiver,
     cancel: CancellationToken,
     local: SocketAddr,
@@ -55,7 +66,8 @@ impl SipServer {
             .with_cancel_token(cancel.clone())
             .build();
         let incoming = endpoint.incoming_transactions().map_err(|e| Error::Bind(local, e.to_string()))?;
-        Ok(Self { endpoint, incoming, cancel, local })
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        Ok(Self { endpoint, dialogs, incoming, cancel, local })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -67,7 +79,7 @@ impl SipServer {
     pub fn start(self) -> (Requests, Stopper) {
         let endpoint = self.endpoint;
         tokio::spawn(async move { endpoint.serve().await });
-        (Requests { incoming: self.incoming }, Stopper(self.cancel))
+        (Requests { incoming: self.incoming, dialogs: self.dialogs }, Stopper(self.cancel))
     }
 }
 
@@ -81,21 +93,49 @@ impl Stopper {
     }
 }
 
-#[derive(Debug)]
 pub struct Requests {
     incoming: TransactionReceiver,
+    dialogs: Arc<DialogLayer>,
 }
 
-impl Requests {
-    pub async fn next(&mut self) -> Option<Incoming> {
-        let tx = self.incoming.recv().await?;
-        Some(Incoming { tx })
+impl std::fmt::Debug for Requests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requests").finish_non_exhaustive()
     }
 }
 
-/// A request that starts a server transaction.
+impl Requests {
+    /// The next request outside a dialog; those inside one are handled by their dialog.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        loop {
+            let mut tx = self.incoming.recv().await?;
+            let in_dialog = tx.original.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_some();
+            if !in_dialog && tx.original.method != Method::Ack {
+                return Some(Incoming { tx, dialogs: self.dialogs.clone() });
+            }
+            match self.dialogs.match_dialog(&tx) {
+                Some(Dialog::Invite(mut dialog)) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = dialog.handle(&mut tx).await {
+                            tracing::debug!(error = %e, "in-dialog request");
+                        }
+                    });
+                }
+                _ if tx.original.method == Method::Ack => {}
+                _ => {
+                    tokio::spawn(async move {
+                        let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A request that starts a server transaction outside any dialog.
 pub struct Incoming {
     tx: Transaction,
+    dialogs: Arc<DialogLayer>,
 }
 
 impl std::fmt::Debug for Incoming {
@@ -128,14 +168,14 @@ impl Incoming {
 
     /// Answers with a final status and ends the transaction in the background.
     pub async fn reply(self, code: u16, reason: &str) {
-        ServerCall { tx: self.tx }.finish(code, reason).await;
+        ServerCall { tx: self.tx, dialogs: self.dialogs }.finish(code, reason).await;
     }
 
     /// Takes the INVITE's server transaction, with what the front door reads of it, or why
     /// the request is malformed.
     pub fn into_call(self) -> (ServerCall, Result<Call, String>) {
         let call = read_call(&self.tx);
-        (ServerCall { tx: self.tx }, call)
+        (ServerCall { tx: self.tx, dialogs: self.dialogs }, call)
     }
 }
 
@@ -172,18 +212,11 @@ fn user_of(uri: &rsipstack::sip::Uri) -> Option<String> {
     }
 }
 
-/// What happened to a call waiting for its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// The caller sent CANCEL (the stack has answered it `200`).
-    Cancelled,
-    /// The transaction ended without a CANCEL (the stack stopped).
-    Gone,
-}
-
-/// An INVITE's server transaction, held by the task of its call.
+/// An INVITE's server transaction, held by the task of its call until it is answered
+/// ([`ServerCall::answer`]) or refused ([`ServerCall::finish`]).
 pub struct ServerCall {
     tx: Transaction,
+    dialogs: Arc<DialogLayer>,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -198,25 +231,22 @@ impl ServerCall {
         self.tx.original.call_id_header().map(|c| c.value().to_owned()).unwrap_or_default()
     }
 
+    /// The INVITE's body (the SDP offer), as received.
+    pub fn offer(&self) -> &[u8] {
+        &self.tx.original.body
+    }
+
+    /// Whether the INVITE's body is declared as SDP (no `Content-Type` with a body is read
+    /// as SDP too, as many trunks omit it).
+    pub fn offer_is_sdp(&self) -> bool {
+        match self.tx.original.header_value("content-type") {
+            Some(ct) => ct.to_ascii_lowercase().starts_with("application/sdp"),
+            None => true,
+        }
+    }
+
     pub async fn trying(&mut self) -> Result<(), Error> {
         self.tx.reply(StatusCode::Trying).await.map_err(|e| Error::Sip(e.to_string()))
-    }
-
-    pub async fn ringing(&mut self) -> Result<(), Error> {
-        self.tx.reply(StatusCode::Ringing).await.map_err(|e| Error::Sip(e.to_string()))
-    }
-
-    /// Waits for the caller to give up. Cancel-safe enough to race against a deadline:
-    /// dropped between two messages, nothing is lost (the transaction keeps its queue).
-    pub async fn wait(&mut self) -> Waiting {
-        while let Some(msg) = self.tx.receive().await {
-            if let rsipstack::sip::SipMessage::Request(r) = msg {
-                if r.method == Method::Cancel {
-                    return Waiting::Cancelled;
-                }
-            }
-        }
-        Waiting::Gone
     }
 
     /// Sends a final failure status (`487` after a CANCEL, a refusal) and keeps the
@@ -229,5 +259,83 @@ impl ServerCall {
             return;
         }
         tokio::spawn(async move { while self.tx.receive().await.is_some() {} });
+    }
+
+    /// Answers the call `200 OK` with the SDP `answer`: the call is now a dialog of the
+    /// stack, which absorbs the ACK, answers a late CANCEL and a BYE, and reports them on
+    /// the returned [`Answered`]. A CANCEL already received ends it at once (`487`).
+    pub fn answer(self, answer: String) -> Result<Answered, Error> {
+        let dialogs = self.dialogs;
+        let (states_tx, states) = dialogs.new_dialog_state_channel();
+        let contact = dialogs.build_local_contact(None, None).ok();
+        let dialog = dialogs
+            .get_or_create_server_invite(&self.tx, states_tx, None, contact)
+            .map_err(|e| Error::Sip(e.to_string()))?;
+        let mut tx = self.tx;
+        let mut handler = dialog.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handler.handle(&mut tx).await {
+                tracing::debug!(error = %e, "INVITE transaction of an answered call");
+            }
+        });
+        let content_type = rsipstack::sip::Header::ContentType("application/sdp".into());
+        dialog.accept(Some(vec![content_type]), Some(answer.into_bytes())).map_err(|e| Error::Sip(e.to_string()))?;
+        Ok(Answered { dialog, dialogs, states })
+    }
+}
+
+/// How an answered call's dialog ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    /// The caller sent BYE.
+    Bye,
+    /// The caller cancelled before the answer reached it (`487` sent).
+    Cancelled,
+    /// No ACK came for the `200` (the stack sent BYE).
+    NoAck,
+    /// Media ended it (BYE sent), or the stack stopped.
+    Ended,
+}
+
+/// The dialog of an answered call. Dropping it forgets the dialog in the stack.
+pub struct Answered {
+    dialog: InviteDialog,
+    dialogs: Arc<DialogLayer>,
+    states: DialogStateReceiver,
+}
+
+impl std::fmt::Debug for Answered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answered").field("id", &self.dialog.id().to_string()).finish()
+    }
+}
+
+impl Answered {
+    /// Waits for the dialog to end. Cancel-safe (the states queue in a channel).
+    pub async fn ended(&mut self) -> Hangup {
+        while let Some(state) = self.states.recv().await {
+            if let DialogState::Terminated(_, reason) = state {
+                return match reason {
+                    TerminatedReason::UacBye => Hangup::Bye,
+                    TerminatedReason::UacCancel => Hangup::Cancelled,
+                    TerminatedReason::Timeout => Hangup::NoAck,
+                    _ => Hangup::Ended,
+                };
+            }
+        }
+        Hangup::Ended
+    }
+
+    /// Ends the call from media's side: BYE to the caller.
+    pub async fn hang_up(&self) {
+        if let Err(e) = self.dialog.bye().await {
+            tracing::debug!(error = %e, "BYE to the caller");
+        }
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.dialogs.remove_dialog(&self.dialog.id());
     }
 }

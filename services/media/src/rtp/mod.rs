@@ -60,3 +60,54 @@ impl Codec {
 pub const CLOCK_RATE: u32 = 8000;
 /// Samples in one 20 ms frame.
 pub const FRAME_SAMPLES: usize = 160;
+
+/// The media plane's settings (flags and `CENTRALITA_RTP_*` environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RtpSettings {
+    /// UDP ports RTP binds in, `first-last`; keep it below the kernel's ephemeral range
+    /// (`net.ipv4.ip_local_port_range`, 32768 and up by default).
+    #[arg(long = "rtp-ports", env = "CENTRALITA_RTP_PORTS", default_value = "20000-29999")]
+    pub ports: ports::PortRange,
+    /// The address RTP binds and puts in SDP; by default the SIP address's (which must then
+    /// not be a wildcard such as `0.0.0.0`).
+    #[arg(long = "rtp-ip", env = "CENTRALITA_RTP_IP")]
+    pub ip: Option<std::net::IpAddr>,
+    /// Seconds without a packet from a party after which its call is ended.
+    #[arg(long = "rtp-timeout-secs", env = "CENTRALITA_RTP_TIMEOUT_SECS", default_value_t = 60)]
+    pub timeout_secs: u64,
+}
+
+/// What the front door needs of the media plane: where to take ports and how calls play.
+#[derive(Debug)]
+pub struct MediaPlane {
+    pub ports: ports::Ports,
+    pub call: relay::Settings,
+}
+
+impl MediaPlane {
+    /// The media plane of `settings`, RTP on `sip_ip` unless `CENTRALITA_RTP_IP` says
+    /// otherwise; the queue treatment is the generated music on hold.
+    pub fn new(
+        settings: &RtpSettings,
+        sip_ip: std::net::IpAddr,
+    ) -> Result<Self, centralita_platform::config::ConfigError> {
+        use centralita_platform::config::ConfigError;
+        let ip = settings.ip.unwrap_or(sip_ip);
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(ConfigError::new(
+                "CENTRALITA_RTP_IP",
+                format!("RTP needs an address peers can send to, not {ip} (set it when SIP listens on a wildcard)"),
+            ));
+        }
+        if settings.timeout_secs == 0 {
+            return Err(ConfigError::new("CENTRALITA_RTP_TIMEOUT_SECS", "must be at least 1"));
+        }
+        Ok(Self {
+            ports: ports::Ports::new(ip, settings.ports),
+            call: relay::Settings {
+                timeout: std::time::Duration::from_secs(settings.timeout_secs),
+                treatment: Some(g711::music_on_hold()),
+            },
+        })
+    }
+}
