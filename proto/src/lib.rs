@@ -28,6 +28,8 @@
 //!   the `UsageRecord` of the usage topic; the figures are defined in `docs/metrics.md`.
 //! - [`crm::v1`]: `CustomerService` (served by crm) and the events of the customers topic:
 //!   `CustomerErased` (crm) and `StoreErased` (each service that erased its store).
+//! - [`media::v1`]: `ConversationService` (served by media's digital role) and the
+//!   `ConversationEvent` of the conversations topic.
 //! - [`FILE_DESCRIPTOR_SET`]: what the platform runtime (`centralita_platform::server`)
 //!   registers with gRPC reflection, beside grpc.health's. Every service on that runtime
 //!   therefore describes every package above, including the routing log, whatever APIs it
@@ -90,5 +92,12 @@ pub mod crm {
     pub mod v1 {
         #![allow(missing_docs, clippy::all, missing_debug_implementations)]
         tonic::include_proto!("centralita.crm.v1");
+    }
+}
+
+pub mod media {
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("centralita.media.v1");
     }
 }

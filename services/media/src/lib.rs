@@ -4,18 +4,25 @@
 //! contact in the number's queue (the caller's number as its identity) and rings; a CANCEL
 //! ends the contact (abandoned). Not built yet: answering a call (SDP, RTP relay to an
 //! agent's phone), queue treatment, the registrar for agents' phones, digest
-//! authentication of trunks, in-call control, the digital channels.
+//! authentication of trunks, in-call control.
+//!
+//! The **digital role** ([`digital`]) keeps the conversations of digital contacts (web chat
+//! so far) in PostgreSQL and serves them to agents (`centralita.media.v1.ConversationService`).
+//! The roles deploy separately (`CENTRALITA_MEDIA_ROLES`, both by default).
 //!
 //! # What runs
-//! - SIP on `CENTRALITA_SIP_ADDR` (UDP and TCP, one port);
+//! - voice: SIP on `CENTRALITA_SIP_ADDR` (UDP and TCP, one port);
+//! - digital: `ConversationService` on the gRPC port, the `media` schema
+//!   (`CENTRALITA_DATABASE_URL`) and the conversations topic;
 //! - gRPC: health and reflection, and the tenant directory from the tenants topic;
-//! - the admin port: `/livez`, `/readyz` (Kafka, the tenant set and the SIP listener),
-//!   `/metrics` (the platform's and `centralita_media_*`);
+//! - the admin port: `/livez`, `/readyz` (Kafka, the tenant set, the SIP listener, the
+//!   digital role and PostgreSQL), `/metrics` (the platform's and `centralita_media_*`);
 //! - media is a client of sessions (`CENTRALITA_SESSIONS_ENDPOINT`), signing its own
 //!   `channel` tokens with `CENTRALITA_JWT_PRIVATE_KEY_FILE`.
 //!
 //! # Layout
-//! - `lib.rs`: [`SERVICE`], [`Settings`] / [`Config`] and [`run`];
+//! - `lib.rs`: [`SERVICE`], [`Settings`] / [`Config`], [`Roles`] and [`run`];
+//! - `digital`: the digital role (its own layout is in its module docs);
 //! - `admission`: the pure decision on an INVITE (number → tenant → trunk → status →
 //!   quota);
 //! - `sip`: the thin adapter over the SIP stack (`rsipstack`, pinned); nothing else names it;
@@ -28,11 +35,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use centralita_platform::auth::Signer;
-use centralita_platform::config::{ConfigError, ServiceArgs, Validate};
+use centralita_platform::config::{ConfigError, Secret, ServiceArgs, Validate};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub mod admission;
+pub mod digital;
 mod error;
 mod front_door;
 pub mod metrics;
@@ -45,6 +53,31 @@ pub use error::Error;
 pub const SERVICE: &str = "media";
 /// The readiness check of the SIP listener.
 pub const CHECK_SIP: &str = "sip";
+/// The readiness check of the digital role (its store and the web chat listener).
+pub const CHECK_DIGITAL: &str = "digital";
+
+/// Which roles a process runs (`CENTRALITA_MEDIA_ROLES`): they deploy separately in
+/// production (voice holds calls on its pod, digital is stateless) and together locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub voice: bool,
+    pub digital: bool,
+}
+
+impl std::str::FromStr for Roles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut roles = Roles { voice: false, digital: false };
+        for r in s.split(',').map(str::trim) {
+            match r {
+                "voice" => roles.voice = true,
+                "digital" => roles.digital = true,
+                _ => return Err(format!("unknown role `{r}` (voice, digital)")),
+            }
+        }
+        Ok(roles)
+    }
+}
 
 /// Media's own settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,42 +96,82 @@ pub struct Settings {
     /// The media plane of the voice role (RTP ports, address, timeout).
     #[command(flatten)]
     pub rtp: rtp::RtpSettings,
+    /// The roles this process runs, comma-separated: `voice`, `digital`.
+    #[arg(long = "roles", env = "CENTRALITA_MEDIA_ROLES", default_value = "voice,digital")]
+    pub roles: Roles,
+    /// HTTP address of the web chat front door (digital role).
+    #[arg(long = "webchat-addr", env = "CENTRALITA_WEBCHAT_ADDR", default_value = "127.0.0.1:8480")]
+    pub webchat_addr: SocketAddr,
+    /// PostgreSQL URL of the conversations (schema `media`); the digital role needs it.
+    #[arg(id = "database_url", value_name = "URL", long = "database-url", env = "CENTRALITA_DATABASE_URL")]
+    pub database_url: Option<Secret<String>>,
+    /// Maximum pooled PostgreSQL connections (digital role).
+    #[arg(long = "database-pool-size", env = "CENTRALITA_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
 }
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         match self.sessions_endpoint.parse::<http::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Ok(()),
-            _ => Err(ConfigError::new("CENTRALITA_SESSIONS_ENDPOINT", "must be an http:// or https:// URL")),
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => return Err(ConfigError::new("CENTRALITA_SESSIONS_ENDPOINT", "must be an http:// or https:// URL")),
         }
+        if !self.roles.voice && !self.roles.digital {
+            return Err(ConfigError::new("CENTRALITA_MEDIA_ROLES", "must name at least one role (voice, digital)"));
+        }
+        if self.roles.digital && self.database_url.is_none() {
+            return Err(ConfigError::new(
+                "CENTRALITA_DATABASE_URL",
+                "the digital role needs it (or run only the voice role: CENTRALITA_MEDIA_ROLES=voice)",
+            ));
+        }
+        if self.database_pool_size == 0 {
+            return Err(ConfigError::new("CENTRALITA_DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
 /// Flags and `CENTRALITA_*` environment: the common ones plus [`Settings`].
 pub type Config = ServiceArgs<Settings>;
 
-/// Runs the service on `listeners` (and SIP on the configured address) until `shutdown`.
+/// Runs the service on `listeners` until `shutdown`, with the roles of
+/// `CENTRALITA_MEDIA_ROLES`: voice (SIP on the configured address) and digital.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
-    let sip = sip::SipServer::bind(config.service.sip_addr).await?;
-    run_with_sip(config, listeners, sip, shutdown).await
+    let sip = match config.service.roles.voice {
+        true => Some(sip::SipServer::bind(config.service.sip_addr).await?),
+        false => None,
+    };
+    run_roles(config, listeners, sip, shutdown).await
 }
 
-/// [`run`] with SIP listening on `sip_addr` (port 0 picks one); returns the SIP address
-/// taken and the service's future (tests).
+/// The voice role alone, with SIP listening on `sip_addr` (port 0 picks one); returns the
+/// SIP address taken and the service's future (tests).
 pub async fn start(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     sip_addr: SocketAddr,
     shutdown: Shutdown,
 ) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = anyhow::Result<()>>)> {
+    config.service.roles = Roles { voice: true, digital: false };
     let sip = sip::SipServer::bind(sip_addr).await?;
-    Ok((sip.local_addr(), run_with_sip(config, listeners, sip, shutdown)))
+    Ok((sip.local_addr(), run_roles(config, listeners, Some(sip), shutdown)))
 }
 
-async fn run_with_sip(
+/// The digital role alone (tests).
+pub async fn start_digital(
+    mut config: Config,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    config.service.roles = Roles { voice: false, digital: true };
+    Ok(run_roles(config, listeners, None, shutdown))
+}
+
+async fn run_roles(
     config: Config,
     listeners: Listeners,
-    sip: sip::SipServer,
+    sip: Option<sip::SipServer>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let auth = &config.common.auth;
@@ -110,14 +183,34 @@ async fn run_with_sip(
         None => None,
     };
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let topics = [runtime.topics.contacts()];
+    let mut topics = vec![runtime.topics.contacts()];
+    if config.service.roles.digital {
+        topics.push(runtime.topics.name(digital::store::TOPIC_BASE));
+    }
     runtime.with_topics(&topics);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    if config.service.roles.digital {
+        digital::start(&mut runtime, &config, signer.clone(), &mut routes)?;
+    }
+    if let Some(sip) = sip {
+        start_voice(&mut runtime, &config, signer, sip)?;
+    }
+    runtime.serve(listeners, routes).await
+}
+
+/// The voice role: the SIP front door on `sip`.
+fn start_voice(
+    runtime: &mut Runtime,
+    config: &Config,
+    signer: Option<Signer>,
+    sip: sip::SipServer,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::register(&runtime.metrics));
     runtime.readiness.register(CHECK_SIP);
     let Some(signer) = signer else {
         runtime.readiness.set(CHECK_SIP, false, "CENTRALITA_JWT_PRIVATE_KEY_FILE is not set: no contacts, SIP off");
         drop(sip);
-        return runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await;
+        return Ok(());
     };
     let instance = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| SERVICE.to_owned());
     let sessions = Arc::new(sessions::Sessions::new(&config.service.sessions_endpoint, signer, instance)?);
@@ -131,13 +224,25 @@ async fn run_with_sip(
     // Half the shutdown deadline for calls to end on their own; the rest ends those left.
     let drain = config.common.shutdown_timeout / 2;
     runtime.spawn(door.serve(requests, stopper, runtime.shutdown.clone(), drain));
-    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<super::Settings>(super::SERVICE, &[]);
+        centralita_platform::server::assert_config_contract::<super::Settings>(
+            super::SERVICE,
+            &["--database-url", "postgres://u@127.0.0.1/db"],
+        );
+    }
+
+    #[test]
+    fn roles_parse() {
+        use super::Roles;
+        assert_eq!("voice,digital".parse(), Ok(Roles { voice: true, digital: true }));
+        assert_eq!(" digital ".parse(), Ok(Roles { voice: false, digital: true }));
+        assert_eq!("voice".parse(), Ok(Roles { voice: true, digital: false }));
+        assert!("voice,sms".parse::<Roles>().is_err());
     }
 }

@@ -61,3 +61,79 @@ impl Metrics {
         self.waiting.set(n as i64);
     }
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SenderLabel {
+    sender: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why the web chat front door refused a request (bounded label values).
+pub const WEBCHAT_REFUSALS: [&str; 6] = ["origin", "widget_key", "token", "too_large", "rate", "invalid"];
+
+/// The digital role's metrics (`centralita_media_chat_*`, `centralita_media_webchat_*`).
+#[derive(Debug, Default)]
+pub struct DigitalMetrics {
+    messages: Family<SenderLabel, Counter>,
+    streams: Gauge,
+    sockets: Gauge,
+    refusals: Family<ReasonLabel, Counter>,
+}
+
+impl DigitalMetrics {
+    /// Declares the metrics in the runtime's registry, every label value at zero.
+    pub fn register(platform: &Platform) -> Self {
+        let m = Self::default();
+        let mut r = platform.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.register("centralita_media_chat_messages", "Conversation messages stored, by sender", m.messages.clone());
+        r.register("centralita_media_chat_streams", "Agents' message streams open on this replica", m.streams.clone());
+        r.register(
+            "centralita_media_webchat_sockets",
+            "Customers' web chat sockets open on this replica",
+            m.sockets.clone(),
+        );
+        r.register("centralita_media_webchat_refusals", "Web chat requests refused, by reason", m.refusals.clone());
+        for sender in ["customer", "agent", "system"] {
+            let _ = m.messages.get_or_create(&SenderLabel { sender });
+        }
+        for reason in WEBCHAT_REFUSALS {
+            let _ = m.refusals.get_or_create(&ReasonLabel { reason });
+        }
+        m
+    }
+
+    pub fn message_stored(&self, sender: &crate::digital::model::Sender) {
+        use crate::digital::model::Sender;
+        let sender = match sender {
+            Sender::Customer => "customer",
+            Sender::Agent(_) => "agent",
+            Sender::System => "system",
+        };
+        self.messages.get_or_create(&SenderLabel { sender }).inc();
+    }
+
+    pub fn stream_opened(&self) {
+        self.streams.inc();
+    }
+
+    pub fn stream_closed(&self) {
+        self.streams.dec();
+    }
+
+    pub fn socket_opened(&self) {
+        self.sockets.inc();
+    }
+
+    pub fn socket_closed(&self) {
+        self.sockets.dec();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        debug_assert!(WEBCHAT_REFUSALS.contains(&reason), "{reason}");
+        self.refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}

@@ -48,6 +48,10 @@ impl EventPayload for centralita_proto::sessions::v1::AgentEvent {
     const TYPE: &'static str = "centralita.sessions.v1.AgentEvent";
 }
 
+impl EventPayload for centralita_proto::media::v1::ConversationEvent {
+    const TYPE: &'static str = "centralita.media.v1.ConversationEvent";
+}
+
 /// One event in its envelope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

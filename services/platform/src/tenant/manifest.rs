@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, RecordingMode, Tenant, TenantStatus, VoiceSpec, Weekday};
+use super::{Channel, RecordingMode, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday};
 use crate::queue::RoutingSpec;
 
 pub const API_VERSION: &str = "centralita.io/v1";
@@ -61,6 +61,9 @@ pub struct TenantSpec {
     /// Numbers and trunks of the voice channel.
     #[serde(default, skip_serializing_if = "VoiceSpec::is_empty")]
     pub voice: VoiceSpec,
+    /// The web chat widget: its key, the sites allowed to use it and its queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webchat: Option<WebChatSpec>,
 }
 
 fn default_status() -> TenantStatus {
@@ -176,6 +179,7 @@ impl From<&Tenant> for TenantManifest {
                 },
                 routing: RoutingSpec::from(&t.routing),
                 voice: VoiceSpec::from(&t.voice),
+                webchat: t.webchat.as_ref().map(WebChatSpec::from),
             },
         }
     }

@@ -15,6 +15,7 @@
 //! - `validate`: [`TenantManifest::into_tenant`] and [`TenantManifest::parse_all`], the rules
 //!   every tenant obeys whichever shape it arrives in;
 //! - `voice`: numbers and trunks of the voice channel ([`VoiceConfig`], `spec.voice`);
+//! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
 //!   [`timestamp`] / [`from_timestamp`].
 
@@ -30,6 +31,7 @@ mod id;
 mod manifest;
 mod validate;
 mod voice;
+mod webchat;
 mod wire;
 
 pub use id::{contact_name, parse_contact_name, TenantId, BPO_TENANT};
@@ -42,6 +44,7 @@ pub use voice::{
     owners_of, IpBlock, NumberSpec, PhoneNumber, Trunk, TrunkCredentialsSpec, TrunkSpec, VoiceConfig, VoiceSpec,
     MAX_NUMBERS, MAX_TRUNKS, MAX_TRUNK_SOURCES,
 };
+pub use webchat::{normalise_origin, WebChat, WebChatSpec, MAX_ORIGINS};
 pub use wire::{from_timestamp, timestamp};
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -165,6 +168,8 @@ pub struct Tenant {
     pub routing: RoutingConfig,
     /// Numbers and trunks of the voice channel.
     pub voice: VoiceConfig,
+    /// The web chat widget, if the tenant has one.
+    pub webchat: Option<WebChat>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -222,6 +227,10 @@ spec:
     trunks:
       - { name: carrier-a, sources: ["198.51.100.0/24", "203.0.113.7"] }
       - { name: carrier-b, sources: ["2001:db8::/32"], credentials: { secretName: acme-carrier-b } }
+  webchat:
+    widgetKey: wk_acme_0123456789abcdef
+    allowedOrigins: ["https://www.acme.example", "http://localhost:8000"]
+    queue: support
 "#;
 
     pub(crate) fn now() -> DateTime<Utc> {

@@ -123,6 +123,10 @@ impl TenantManifest {
         let threshold = Duration::from_secs(sl.threshold_seconds.clamp(1, MAX_THRESHOLD_SECONDS) as u64);
         let routing = s.routing.validate(threshold, &mut v);
         let voice = s.voice.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Voice), &mut v);
+        let webchat = s
+            .webchat
+            .as_ref()
+            .and_then(|w| w.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Chat), &mut v));
         match (id, tz) {
             (Some(id), Some(time_zone)) if v.is_empty() => Ok(Tenant {
                 id,
@@ -146,6 +150,7 @@ impl TenantManifest {
                 },
                 routing,
                 voice,
+                webchat,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),
@@ -354,6 +359,33 @@ mod tests {
         assert_eq!(violations(&no_voice)[0].field, "document 1: spec.voice.numbers");
         let none = DEMO.split("  voice:\n").next().expect("head").to_owned();
         assert_eq!(TenantManifest::parse_all(&none, now()).expect("valid")[0].voice, Default::default());
+    }
+
+    #[test]
+    fn the_web_chat_widget() {
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        let w = t.webchat.as_ref().expect("a widget");
+        assert_eq!(w.queue, "support");
+        assert!(w.allows("https://www.acme.example") && !w.allows("https://www.acme.example.evil"));
+        let text = DEMO
+            .replace("widgetKey: wk_acme_0123456789abcdef", "widgetKey: \"key with spaces\"")
+            .replace("\"http://localhost:8000\"", "\"http://localhost:8000/chat\"")
+            .replace("    queue: support\n", "    queue: nowhere\n");
+        let fields: Vec<_> = violations(&text).into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "document 1: spec.webchat.widgetKey",
+                "document 1: spec.webchat.allowedOrigins[1]",
+                "document 1: spec.webchat.queue",
+            ]
+        );
+        let no_chat = DEMO.replace("channels: [voice, chat, email]", "channels: [voice]");
+        assert_eq!(violations(&no_chat)[0].field, "document 1: spec.webchat");
+        let none = DEMO.split("  webchat:\n").next().expect("head").to_owned();
+        assert_eq!(TenantManifest::parse_all(&none, now()).expect("valid")[0].webchat, None);
+        let unknown = DEMO.replace("    queue: support\n", "    queue: support\n    theme: dark\n");
+        assert!(TenantManifest::parse_all(&unknown, now()).is_err(), "unknown fields are refused");
     }
 
     #[test]

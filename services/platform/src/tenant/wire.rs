@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::manifest::fmt_hhmm;
 use super::{
     BusinessHoursSpec, Channel, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec, ServiceLevelSpec, Tenant,
-    TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, Weekday, WindowSpec, API_VERSION, KIND,
+    TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, WebChatSpec, Weekday, WindowSpec, API_VERSION, KIND,
 };
 use crate::error::Error;
 use crate::queue::RoutingSpec;
@@ -90,6 +90,7 @@ impl From<&Tenant> for pb::Tenant {
             update_time: Some(timestamp(t.updated_at)),
             routing: Some(pb::RoutingConfig::from(&t.routing)),
             voice: Some(pb::VoiceConfig::from(&t.voice)).filter(|v| !v.numbers.is_empty() || !v.trunks.is_empty()),
+            webchat: t.webchat.as_ref().map(pb::WebChatConfig::from),
         }
     }
 }
@@ -181,6 +182,7 @@ impl TryFrom<pb::Tenant> for Tenant {
                 },
                 routing: p.routing.map(RoutingSpec::from).unwrap_or_default(),
                 voice: p.voice.map(VoiceSpec::from).unwrap_or_default(),
+                webchat: p.webchat.map(WebChatSpec::from),
             },
         };
         manifest.into_tenant(updated_at)

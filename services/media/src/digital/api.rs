@@ -1,0 +1,206 @@
+//! The agents' side: `centralita.media.v1.ConversationService`. Each call names a contact;
+//! media asks sessions who holds it ([`super::access::decide`]) before reading or writing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use centralita_platform::auth::{caller, Caller};
+use centralita_platform::error::{Error, Reason};
+use centralita_platform::page;
+use centralita_platform::tenant::{parse_contact_name, TenantId};
+use centralita_proto::media::v1 as pb;
+use pb::conversation_service_server::ConversationService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::access::{decide, Access, Denied};
+use super::follow::{Follower, Update};
+use super::model::{check_request_id, check_text, Kind, NewMessage, Sender};
+use super::store::Party;
+use super::{wire, Digital};
+
+type R<T> = Result<Response<T>, Status>;
+
+/// Default and largest page of ListMessages.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 500;
+/// How often an open stream asks sessions again whether its caller still holds the contact.
+const RECHECK: Duration = Duration::from_secs(3);
+/// The page-token tag of ListMessages.
+const PAGE_TAG: &str = "m1";
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub digital: Arc<Digital>,
+}
+
+fn denied(d: Denied) -> Error {
+    let (reason, message) = match d {
+        Denied::OtherTenant => (Reason::WrongTenant, "this conversation is of another tenant"),
+        Denied::NotHolder => (Reason::NotContactHolder, "only the agent holding this contact may use its conversation"),
+        Denied::Role => {
+            (Reason::RoleMissing, "this call needs an agent holding the contact, a supervisor or a tenant admin")
+        }
+    };
+    Error::PermissionDenied { reason, message: message.into() }
+}
+
+impl Digital {
+    /// The tenant and contact id of `parent` if the caller may use its conversation.
+    pub(crate) async fn authorize(&self, caller: &Caller, parent: &str) -> Result<(TenantId, String, Access), Error> {
+        let (tenant, contact) = parse_contact_name("parent", parent)?;
+        // Refuse another tenant's caller before asking anyone anything about the contact.
+        if caller.tenant.as_ref().is_some_and(|t| *t != tenant) {
+            return Err(denied(Denied::OtherTenant));
+        }
+        let view = self.contacts.view(&tenant, &contact).await?;
+        let access = decide(caller, &tenant, view.as_ref()).map_err(denied)?;
+        Ok((tenant, contact, access))
+    }
+}
+
+fn sender_of(access: &Access, caller: &Caller) -> Sender {
+    match access {
+        Access::Holder(agent) => Sender::Agent(agent.clone()),
+        // A supervisor writing in (barge-in) is recorded under its subject.
+        Access::Supervisor => Sender::Agent(caller.agent_id.clone().unwrap_or_else(|| caller.subject.clone())),
+    }
+}
+
+#[tonic::async_trait]
+impl ConversationService for Api {
+    async fn list_messages(&self, request: Request<pb::ListMessagesRequest>) -> R<pb::ListMessagesResponse> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (tenant, contact, _) = self.digital.authorize(&caller, &req.parent).await?;
+        let size = match req.page_size {
+            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative").into()),
+            0 => DEFAULT_PAGE,
+            n => i64::from(n).min(MAX_PAGE),
+        };
+        let after = match page::untag(PAGE_TAG, &req.page_token)? {
+            Some(p) => p.parse::<i64>().map_err(|_| Error::invalid("page_token", "is not a token from this API"))?,
+            None if req.after_sequence < 0 => {
+                return Err(Error::invalid("after_sequence", "must not be negative").into())
+            }
+            None => req.after_sequence,
+        };
+        let mut messages = super::store::messages_after(&self.digital.pool, &tenant, &contact, after, size + 1).await?;
+        let more = messages.len() as i64 > size;
+        messages.truncate(size as usize);
+        let next_page_token = match (more, messages.last()) {
+            (true, Some(last)) => page::tagged(PAGE_TAG, &last.sequence.to_string()),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: messages.iter().map(|m| wire::message(tenant.as_str(), &contact, m)).collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamMessagesStream = Pin<Box<dyn Stream<Item = Result<pb::StreamMessagesResponse, Status>> + Send>>;
+
+    async fn stream_messages(&self, request: Request<pb::StreamMessagesRequest>) -> R<Self::StreamMessagesStream> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        if req.after_sequence < 0 {
+            return Err(Error::invalid("after_sequence", "must not be negative").into());
+        }
+        let (tenant, contact, _) = self.digital.authorize(&caller, &req.parent).await?;
+        let digital = self.digital.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut follower =
+            Follower::new(&digital.hub, tenant.clone(), contact.clone(), Party::Agent, req.after_sequence);
+        digital.metrics.stream_opened();
+        tokio::spawn(async move {
+            let mut checked = Instant::now();
+            loop {
+                let updates = tokio::select! {
+                    _ = tx.closed() => break,
+                    u = follower.next(&digital.pool) => u,
+                };
+                let updates = match updates {
+                    Ok(u) => u,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        break;
+                    }
+                };
+                for u in updates {
+                    let event = match u {
+                        Update::Message(m) => {
+                            pb::stream_messages_response::Event::Message(wire::message(tenant.as_str(), &contact, &m))
+                        }
+                        Update::Typing(active) => pb::stream_messages_response::Event::Typing(pb::Typing {
+                            sender: pb::SenderKind::Customer as i32,
+                            active,
+                        }),
+                        Update::Read(sequence) => pb::stream_messages_response::Event::Read(pb::ReadMarker {
+                            reader: pb::SenderKind::Customer as i32,
+                            sequence,
+                        }),
+                    };
+                    if tx.send(Ok(pb::StreamMessagesResponse { event: Some(event) })).await.is_err() {
+                        digital.metrics.stream_closed();
+                        return;
+                    }
+                }
+                // The caller must still hold the contact (or be a supervisor): once it ends or
+                // moves to another agent the stream ends, with the reason.
+                if checked.elapsed() >= RECHECK {
+                    checked = Instant::now();
+                    if let Err(e) = digital
+                        .authorize(&caller, &centralita_platform::tenant::contact_name(tenant.as_str(), &contact))
+                        .await
+                    {
+                        if matches!(e, Error::PermissionDenied { .. }) {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            break;
+                        }
+                    }
+                }
+            }
+            digital.metrics.stream_closed();
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn send_message(&self, request: Request<pb::SendMessageRequest>) -> R<pb::Message> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        check_text(&req.text).map_err(|r| Error::invalid("text", r.describe()))?;
+        if !check_request_id(&req.request_id) {
+            return Err(Error::invalid("request_id", "must be up to 64 of A-Z a-z 0-9 - _ .").into());
+        }
+        let (tenant, contact, access) = self.digital.authorize(&caller, &req.parent).await?;
+        let m = NewMessage {
+            sender: sender_of(&access, &caller),
+            kind: Kind::Text,
+            text: req.text,
+            provider_time: None,
+            request_id: req.request_id,
+        };
+        let stored = self.digital.append(&tenant, &contact, &m).await?;
+        Ok(Response::new(wire::message(tenant.as_str(), &contact, &stored)))
+    }
+
+    async fn send_typing(&self, request: Request<pb::SendTypingRequest>) -> R<pb::SendTypingResponse> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let (tenant, contact, _) = self.digital.authorize(&caller, &req.parent).await?;
+        self.digital.typing(&tenant, &contact, Party::Agent, req.active).await?;
+        Ok(Response::new(pb::SendTypingResponse {}))
+    }
+
+    async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> R<pb::MarkReadResponse> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        if req.sequence < 0 {
+            return Err(Error::invalid("sequence", "must not be negative").into());
+        }
+        let (tenant, contact, _) = self.digital.authorize(&caller, &req.parent).await?;
+        self.digital.mark(&tenant, &contact, Party::Agent, req.sequence, super::model::Status::Read).await?;
+        Ok(Response::new(pb::MarkReadResponse {}))
+    }
+}

@@ -1,0 +1,147 @@
+//! The digital role as a client of sessions (`centralita.sessions.v1.ContactService`):
+//! creates a chat contact and reads a contact's state and holder. Like the voice role, it
+//! signs its own short-lived `channel` tokens, one per tenant, reused until a minute
+//! before they expire.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use centralita_platform::auth::{Role, Signer, TokenRequest};
+use centralita_platform::error::Error;
+use centralita_platform::tenant::{contact_name, TenantId};
+use centralita_proto::crm::v1 as crm;
+use centralita_proto::sessions::v1 as pb;
+use centralita_proto::tenancy::v1::Channel as PbChannel;
+use pb::contact_service_client::ContactServiceClient;
+use tonic::transport::Channel;
+
+use super::access::{ContactView, Phase};
+
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const SUBJECT: &str = "service:media-digital";
+
+#[derive(Debug)]
+pub struct Contacts {
+    client: ContactServiceClient<Channel>,
+    signer: Signer,
+    tokens: Mutex<HashMap<TenantId, (String, Instant)>>,
+}
+
+/// A chat contact to create.
+#[derive(Debug, Clone)]
+pub struct NewChat {
+    pub queue: String,
+    /// The visitor's id (a CRM chat identity).
+    pub visitor: String,
+    pub origin: String,
+    pub request_id: String,
+}
+
+impl Contacts {
+    pub fn new(endpoint: &str, signer: Signer) -> Result<Self, Error> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| Error::Internal(format!("sessions endpoint `{endpoint}`: {e}")))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        Ok(Self { client: ContactServiceClient::new(channel), signer, tokens: Mutex::default() })
+    }
+
+    fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {
+        let token = {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            match tokens.get(tenant).filter(|(_, until)| *until > now + TOKEN_MARGIN) {
+                Some((token, _)) => token.clone(),
+                None => {
+                    let token = self.signer.mint(&TokenRequest {
+                        subject: SUBJECT.into(),
+                        tenant: Some(tenant.clone()),
+                        roles: vec![Role::Channel],
+                        agent_id: None,
+                        ttl: TOKEN_TTL,
+                    })?;
+                    tokens.insert(tenant.clone(), (token.clone(), now + TOKEN_TTL));
+                    token
+                }
+            }
+        };
+        let mut request = tonic::Request::new(message);
+        let value = format!("Bearer {token}").parse().map_err(|_| Error::Internal("token is not a header".into()))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+
+    /// Creates the inbound chat contact; returns its id.
+    pub async fn create_chat(&self, tenant: &TenantId, chat: &NewChat) -> Result<String, Error> {
+        let contact = pb::Contact {
+            channel: PbChannel::Chat as i32,
+            direction: pb::Direction::Inbound as i32,
+            queue: chat.queue.clone(),
+            customer_identities: vec![crm::Identity {
+                kind: crm::IdentityKind::Chat as i32,
+                value: chat.visitor.clone(),
+                network: String::new(),
+            }],
+            attributes: [("chat_origin".to_owned(), chat.origin.clone())].into_iter().collect(),
+            ..Default::default()
+        };
+        let request = self.request(
+            tenant,
+            pb::CreateContactRequest { contact: Some(contact), request_id: chat.request_id.clone() },
+        )?;
+        let created = self.client.clone().create_contact(request).await.map_err(refusal)?.into_inner();
+        let (_, id) = centralita_platform::tenant::parse_contact_name("name", &created.name)
+            .map_err(|_| Error::Internal("sessions answered with a malformed contact name".into()))?;
+        Ok(id)
+    }
+
+    /// The contact's phase and holder; `None` if sessions does not know it.
+    pub async fn view(&self, tenant: &TenantId, contact: &str) -> Result<Option<ContactView>, Error> {
+        let request = self.request(tenant, pb::GetContactRequest { name: contact_name(tenant.as_str(), contact) })?;
+        match self.client.clone().get_contact(request).await {
+            Ok(c) => {
+                let c = c.into_inner();
+                let phase = match pb::ContactState::try_from(c.state).unwrap_or(pb::ContactState::Unspecified) {
+                    pb::ContactState::Queued | pb::ContactState::Unspecified => Phase::Queued,
+                    pb::ContactState::Offered | pb::ContactState::Connected | pb::ContactState::AfterContactWork => {
+                        Phase::Held
+                    }
+                    pb::ContactState::Closed | pb::ContactState::Abandoned | pb::ContactState::TimedOut => Phase::Ended,
+                };
+                Ok(Some(ContactView { phase, agent_id: c.agent_id }))
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(refusal(s)),
+        }
+    }
+
+    /// Ends the contact (the customer left): sessions abandons it if still queued or offered.
+    pub async fn end(&self, tenant: &TenantId, contact: &str) -> Result<(), Error> {
+        let request = self.request(tenant, pb::EndContactRequest { name: contact_name(tenant.as_str(), contact) })?;
+        match self.client.clone().end_contact(request).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(()),
+            Err(s) => Err(refusal(s)),
+        }
+    }
+}
+
+/// Sessions' refusal as the platform error a caller of media gets: its own tenant or
+/// queue problems are passed on, anything else is "sessions unavailable".
+fn refusal(status: tonic::Status) -> Error {
+    use tonic::Code;
+    match status.code() {
+        Code::PermissionDenied => Error::FailedPrecondition("the tenant does not take chats now".into()),
+        Code::FailedPrecondition => Error::FailedPrecondition(format!("sessions refused: {}", status.message())),
+        Code::InvalidArgument => Error::FailedPrecondition(format!("sessions refused the chat: {}", status.message())),
+        Code::ResourceExhausted => Error::ResourceExhausted {
+            reason: centralita_platform::error::Reason::TenantRateLimited,
+            message: "the tenant is at its limit of contacts".into(),
+        },
+        code => Error::Unavailable(format!("sessions ({code:?})")),
+    }
+}

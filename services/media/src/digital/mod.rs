@@ -1,0 +1,169 @@
+//! The **digital role** of media: conversations of digital contacts (web chat so far),
+//! stored in PostgreSQL (schema `media`), served to agents over gRPC and to customers over
+//! the web chat front door.
+//!
+//! Stateless: every replica reads and writes the same store, so any replica serves any
+//! conversation. Sessions stays the owner of the contact: the role creates chat contacts
+//! through its API and asks it, on every agent call, who holds a contact.
+//!
+//! # Layout
+//! - `model`: the plain types and pure rules (text limits, the delivery-status lattice);
+//! - `access`: who may use a conversation (pure);
+//! - `schema`, `store`: the migrations and every query, with the outbox of events;
+//! - `follow`: one party following a conversation from a sequence (resume without loss);
+//! - `contacts`: the client of sessions;
+//! - `api`: `centralita.media.v1.ConversationService` for agents and supervisors;
+//! - `wire`: conversions to the wire types.
+
+pub mod access;
+pub mod api;
+pub mod contacts;
+pub mod follow;
+pub mod model;
+pub mod schema;
+pub mod store;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use centralita_platform::bus::{Event, Producer, Topics};
+use centralita_platform::error::Error;
+use centralita_platform::shutdown::Shutdown;
+use centralita_platform::tenant::TenantId;
+use deadpool_postgres::Pool;
+use tokio::sync::Notify;
+
+use crate::metrics::DigitalMetrics;
+use follow::Hub;
+use model::{Message, NewMessage, Status};
+use store::Party;
+
+/// The digital role's shared state: the store, the followers' hub and sessions.
+#[derive(Debug)]
+pub struct Digital {
+    pub pool: Pool,
+    pub hub: Hub,
+    pub contacts: contacts::Contacts,
+    pub metrics: Arc<DigitalMetrics>,
+    /// Wakes the outbox relay after a write.
+    pub outbox: Arc<Notify>,
+}
+
+impl Digital {
+    /// Stores a message; a repeated `request_id` returns the one stored before.
+    pub async fn append(&self, tenant: &TenantId, contact: &str, m: &NewMessage) -> Result<Message, Error> {
+        let (stored, created) = store::append(&self.pool, tenant, contact, m)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("conversation of contact {contact}")))?;
+        if created {
+            self.metrics.message_stored(&m.sender);
+            self.written(tenant, contact);
+        }
+        Ok(stored)
+    }
+
+    /// `party` received or read the other party's messages up to `sequence`.
+    pub async fn mark(
+        &self,
+        tenant: &TenantId,
+        contact: &str,
+        party: Party,
+        sequence: i64,
+        report: Status,
+    ) -> Result<i64, Error> {
+        let upto = store::mark(&self.pool, tenant, contact, party, sequence, report)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("conversation of contact {contact}")))?;
+        self.written(tenant, contact);
+        Ok(upto)
+    }
+
+    pub async fn typing(&self, tenant: &TenantId, contact: &str, party: Party, active: bool) -> Result<(), Error> {
+        if !store::set_typing(&self.pool, tenant, contact, party, active).await? {
+            return Err(Error::NotFound(format!("conversation of contact {contact}")));
+        }
+        self.written(tenant, contact);
+        Ok(())
+    }
+
+    fn written(&self, tenant: &TenantId, contact: &str) {
+        self.hub.touch(tenant, contact);
+        self.outbox.notify_one();
+    }
+}
+
+/// Publishes what the outbox holds, oldest first, deleting each entry once the broker has
+/// acknowledged it (at least once: consumers dedupe on the event id in the envelope). Runs
+/// when woken and every second.
+pub async fn relay(pool: Pool, producer: Producer, topics: Topics, wake: Arc<Notify>, shutdown: Shutdown) {
+    loop {
+        match relay_once(&pool, &producer, &topics).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "conversation outbox relay failed; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One pass of the relay; how many events went out.
+pub async fn relay_once(pool: &Pool, producer: &Producer, topics: &Topics) -> Result<usize, Error> {
+    let pending = store::pending(pool, 100).await?;
+    for o in &pending {
+        match Event::decode(&o.envelope) {
+            Ok(event) => {
+                producer.publish(&topics.name(&o.topic_base), &o.key, &event).await?;
+            }
+            Err(e) => tracing::error!(error = %e, seq = o.seq, "dropping an outbox entry that does not decode"),
+        }
+        store::published(pool, &o.tenant, o.seq).await?;
+    }
+    Ok(pending.len())
+}
+
+/// Wires the digital role onto the runtime: the `media` schema (migrated in the
+/// background), the outbox relay and `ConversationService`. Without a signing key media
+/// cannot ask sessions about contacts: the role stays off and its readiness check says why.
+pub fn start(
+    runtime: &mut centralita_platform::server::Runtime,
+    config: &crate::Config,
+    signer: Option<centralita_platform::auth::Signer>,
+    routes: &mut tonic::service::RoutesBuilder,
+) -> anyhow::Result<()> {
+    use centralita_platform::auth::Authenticated;
+    use centralita_platform::config::{ConfigError, PostgresConfig};
+    use centralita_proto::media::v1::conversation_service_server::ConversationServiceServer;
+
+    runtime.readiness.register(crate::CHECK_DIGITAL);
+    let Some(signer) = signer else {
+        runtime.readiness.set(
+            crate::CHECK_DIGITAL,
+            false,
+            "CENTRALITA_JWT_PRIVATE_KEY_FILE is not set: no chat contacts, digital role off",
+        );
+        return Ok(());
+    };
+    let Some(url) = config.service.database_url.clone() else {
+        return Err(ConfigError::new("CENTRALITA_DATABASE_URL", "the digital role needs it").into());
+    };
+    let pg = PostgresConfig { url, pool_size: config.service.database_pool_size };
+    let pool = runtime.postgres(&pg, schema::MIGRATIONS)?;
+    let metrics = Arc::new(DigitalMetrics::register(&runtime.metrics));
+    let outbox = Arc::new(Notify::new());
+    let producer = Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?;
+    runtime.spawn(relay(pool.clone(), producer, runtime.topics.clone(), outbox.clone(), runtime.shutdown.clone()));
+    let contacts = contacts::Contacts::new(&config.service.sessions_endpoint, signer)?;
+    let digital = Arc::new(Digital { pool, hub: Hub::default(), contacts, metrics, outbox });
+    runtime.with_health_name("centralita.media.v1.ConversationService");
+    routes.add_service(Authenticated::new(
+        ConversationServiceServer::new(api::Api { digital }),
+        runtime.authenticator.clone(),
+    ));
+    runtime.readiness.set(crate::CHECK_DIGITAL, true, "conversations served");
+    Ok(())
+}

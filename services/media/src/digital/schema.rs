@@ -1,0 +1,72 @@
+//! The `media` schema's migrations (digital role). A migration's text is checksummed once
+//! applied, so it never changes: each later change is a version of its own.
+
+use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
+
+/// Version 2: conversations, their messages and the outbox of conversation events. Every
+/// table carries the tenant and is under forced row-level security: a transaction that set
+/// no tenant sees and writes nothing.
+pub const CONVERSATIONS_SQL: &str = r#"
+CREATE TABLE conversations (
+    tenant text NOT NULL,
+    contact_id text NOT NULL,
+    channel text NOT NULL,
+    queue text NOT NULL,
+    visitor text NOT NULL DEFAULT '',
+    origin text NOT NULL DEFAULT '',
+    last_seq bigint NOT NULL DEFAULT 0,
+    customer_read_seq bigint NOT NULL DEFAULT 0,
+    agent_read_seq bigint NOT NULL DEFAULT 0,
+    customer_typing_until timestamptz,
+    agent_typing_until timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, contact_id)
+);
+CREATE TABLE messages (
+    tenant text NOT NULL,
+    contact_id text NOT NULL,
+    seq bigint NOT NULL,
+    sender smallint NOT NULL,
+    agent_id text NOT NULL DEFAULT '',
+    kind smallint NOT NULL,
+    body text NOT NULL,
+    status smallint NOT NULL,
+    failure_reason text NOT NULL DEFAULT '',
+    request_id text NOT NULL DEFAULT '',
+    provider_time timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, contact_id, seq),
+    FOREIGN KEY (tenant, contact_id) REFERENCES conversations (tenant, contact_id)
+);
+CREATE UNIQUE INDEX messages_request ON messages (tenant, contact_id, sender, request_id) WHERE request_id <> '';
+CREATE TABLE outbox (
+    tenant text NOT NULL,
+    seq bigserial,
+    topic_base text NOT NULL,
+    key text NOT NULL,
+    envelope bytea NOT NULL,
+    PRIMARY KEY (tenant, seq)
+);
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['conversations', 'messages', 'outbox']
+    LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY %I ON %I USING (tenant = centralita_current_tenant()) '
+                       'WITH CHECK (tenant = centralita_current_tenant())', t || '_tenant', t);
+    END LOOP;
+END $$;
+-- The outbox relay publishes for every tenant under the BPO scope.
+CREATE POLICY outbox_relay ON outbox USING (centralita_current_tenant() = 'bpo');
+"#;
+
+/// The `media` schema.
+pub const MIGRATIONS: Migrations = Migrations {
+    schema: "media",
+    steps: &[
+        Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
+        Migration { version: 2, name: "conversations", sql: CONVERSATIONS_SQL },
+    ],
+};

@@ -1,0 +1,435 @@
+//! PostgreSQL side of the conversations: every read and write in a transaction whose tenant
+//! is set for row-level security, and each event queued in the outbox of the transaction
+//! that caused it (published by [`super::relay`]).
+//!
+//! Sequence numbers: appending a message increments the conversation's `last_seq` under
+//! its row lock and stores the message under that number, in one transaction, so a
+//! conversation's sequences are 1, 2, 3, … without gaps or repeats, in commit order.
+
+use centralita_platform::bus::Event;
+use centralita_platform::db::set_tenant;
+use centralita_platform::error::Error;
+use centralita_platform::tenant::{contact_name, timestamp, TenantId};
+use centralita_proto::media::v1 as pb;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Object, Pool, Transaction};
+use tokio_postgres::Row;
+
+use super::model::{Kind, Message, NewMessage, Sender, Status};
+use super::wire;
+
+/// The topic (without the installation's prefix) of conversation events.
+pub const TOPIC_BASE: &str = "conversations";
+
+/// How long a typing marker lasts without being renewed.
+pub const TYPING_SECONDS: f64 = 6.0;
+
+async fn begin<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>, Error> {
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    Ok(tx)
+}
+
+/// A conversation's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub contact_id: String,
+    pub channel: String,
+    pub queue: String,
+    pub visitor: String,
+    pub origin: String,
+    pub last_seq: i64,
+    pub customer_read_seq: i64,
+    pub agent_read_seq: i64,
+    pub customer_typing: bool,
+    pub agent_typing: bool,
+}
+
+/// The conversation's head, in the caller's tenant.
+pub async fn conversation(pool: &Pool, tenant: &TenantId, contact: &str) -> Result<Option<Conversation>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT contact_id, channel, queue, visitor, origin, last_seq, customer_read_seq, agent_read_seq,
+                    coalesce(customer_typing_until > now(), false), coalesce(agent_typing_until > now(), false)
+             FROM conversations WHERE tenant = $1 AND contact_id = $2",
+            &[&tenant.as_str(), &contact],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| Conversation {
+        contact_id: r.get(0),
+        channel: r.get(1),
+        queue: r.get(2),
+        visitor: r.get(3),
+        origin: r.get(4),
+        last_seq: r.get(5),
+        customer_read_seq: r.get(6),
+        agent_read_seq: r.get(7),
+        customer_typing: r.get(8),
+        agent_typing: r.get(9),
+    }))
+}
+
+/// What starts a conversation.
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    pub contact_id: String,
+    pub channel: &'static str,
+    pub queue: String,
+    pub visitor: String,
+    pub origin: String,
+}
+
+/// Creates the conversation of a contact (nothing if it exists) with a first system notice.
+pub async fn create_conversation(
+    pool: &Pool,
+    tenant: &TenantId,
+    c: &NewConversation,
+    notice: &str,
+) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let created = tx
+        .execute(
+            "INSERT INTO conversations (tenant, contact_id, channel, queue, visitor, origin)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[&tenant.as_str(), &c.contact_id, &c.channel, &c.queue, &c.visitor, &c.origin],
+        )
+        .await?;
+    if created == 1 {
+        let m = NewMessage {
+            sender: Sender::System,
+            kind: Kind::Notice,
+            text: notice.to_owned(),
+            provider_time: None,
+            request_id: String::new(),
+        };
+        append_in(&tx, tenant, &c.contact_id, &m).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn message_of(r: &Row) -> Result<Message, Error> {
+    let bad = |what: &str| Error::Internal(format!("stored message has an unknown {what}"));
+    Ok(Message {
+        sequence: r.get("seq"),
+        sender: Sender::from_stored(r.get("sender"), r.get("agent_id")).ok_or_else(|| bad("sender"))?,
+        kind: Kind::from_stored(r.get("kind")).ok_or_else(|| bad("kind"))?,
+        text: r.get("body"),
+        status: Status::from_stored(r.get("status")).ok_or_else(|| bad("status"))?,
+        failure_reason: r.get("failure_reason"),
+        created_at: r.get("created_at"),
+        provider_time: r.get("provider_time"),
+    })
+}
+
+const COLUMNS: &str = "seq, sender, agent_id, kind, body, status, failure_reason, created_at, provider_time";
+
+/// Appends a message; returns it and whether it was stored now (false: the sender's
+/// `request_id` was seen before, and the message stored then is returned). `None` when the
+/// conversation does not exist.
+pub async fn append(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    m: &NewMessage,
+) -> Result<Option<(Message, bool)>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let Some(stored) = append_in(&tx, tenant, contact, m).await? else {
+        return Ok(None);
+    };
+    tx.commit().await?;
+    Ok(Some(stored))
+}
+
+async fn append_in(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    contact: &str,
+    m: &NewMessage,
+) -> Result<Option<(Message, bool)>, Error> {
+    // The conversation's row lock serialises appends: sequences follow commit order and the
+    // check for an earlier request is not racy.
+    let Some(last) = tx
+        .query_opt(
+            "SELECT last_seq FROM conversations WHERE tenant = $1 AND contact_id = $2 FOR UPDATE",
+            &[&tenant.as_str(), &contact],
+        )
+        .await?
+        .map(|r| r.get::<_, i64>(0))
+    else {
+        return Ok(None);
+    };
+    if !m.request_id.is_empty() {
+        let earlier = tx
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM messages
+                     WHERE tenant = $1 AND contact_id = $2 AND sender = $3 AND request_id = $4"
+                ),
+                &[&tenant.as_str(), &contact, &m.sender.code(), &m.request_id],
+            )
+            .await?;
+        if let Some(r) = earlier {
+            return Ok(Some((message_of(&r)?, false)));
+        }
+    }
+    let seq = last + 1;
+    tx.execute(
+        "UPDATE conversations SET last_seq = $3 WHERE tenant = $1 AND contact_id = $2",
+        &[&tenant.as_str(), &contact, &seq],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO messages (tenant, contact_id, seq, sender, agent_id, kind, body, status, request_id,
+                                       provider_time)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+            ),
+            &[
+                &tenant.as_str(),
+                &contact,
+                &seq,
+                &m.sender.code(),
+                &m.sender.agent_id(),
+                &m.kind.code(),
+                &m.text,
+                &Status::Sent.code(),
+                &m.request_id,
+                &m.provider_time,
+            ],
+        )
+        .await?;
+    let stored = message_of(&row)?;
+    let wire = wire::message(tenant.as_str(), contact, &stored);
+    let kind = match m.sender {
+        Sender::Customer => pb::conversation_event::Kind::MessageReceived(wire),
+        _ => pb::conversation_event::Kind::MessageSent(wire),
+    };
+    queue_event(tx, tenant, contact, kind).await?;
+    Ok(Some((stored, true)))
+}
+
+async fn queue_event(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    contact: &str,
+    kind: pb::conversation_event::Kind,
+) -> Result<(), Error> {
+    let event = Event::new(
+        tenant.clone(),
+        &pb::ConversationEvent { contact: contact_name(tenant.as_str(), contact), kind: Some(kind) },
+    );
+    tx.execute(
+        "INSERT INTO outbox (tenant, topic_base, key, envelope) VALUES ($1, $2, $3, $4)",
+        &[&tenant.as_str(), &TOPIC_BASE, &contact, &event.encode()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` messages after `after`, in sequence order.
+pub async fn messages_after(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Message>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM messages WHERE tenant = $1 AND contact_id = $2 AND seq > $3
+                 ORDER BY seq LIMIT $4"
+            ),
+            &[&tenant.as_str(), &contact, &after, &limit],
+        )
+        .await?;
+    tx.commit().await?;
+    rows.iter().map(message_of).collect()
+}
+
+/// Applies a delivery report to one message (the [`Status::join`] of what is stored and
+/// the report); returns the status now stored, `None` for no such message.
+pub async fn report_status(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    sequence: i64,
+    report: Status,
+    reason: &str,
+    provider_time: Option<DateTime<Utc>>,
+) -> Result<Option<Status>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT status FROM messages WHERE tenant = $1 AND contact_id = $2 AND seq = $3 FOR UPDATE",
+            &[&tenant.as_str(), &contact, &sequence],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let stored = Status::from_stored(row.get(0)).ok_or_else(|| Error::Internal("unknown stored status".into()))?;
+    let now = stored.join(report);
+    if now != stored {
+        set_status(&tx, tenant, contact, sequence, now, reason, provider_time).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(now))
+}
+
+async fn set_status(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    contact: &str,
+    sequence: i64,
+    status: Status,
+    reason: &str,
+    provider_time: Option<DateTime<Utc>>,
+) -> Result<(), Error> {
+    let reason = if status == Status::Failed { reason } else { "" };
+    tx.execute(
+        "UPDATE messages SET status = $4, failure_reason = $5 WHERE tenant = $1 AND contact_id = $2 AND seq = $3",
+        &[&tenant.as_str(), &contact, &sequence, &status.code(), &reason],
+    )
+    .await?;
+    let changed = pb::StatusChanged {
+        sequence,
+        status: wire::status(status) as i32,
+        failure_reason: reason.to_owned(),
+        provider_time: provider_time.map(timestamp),
+    };
+    queue_event(tx, tenant, contact, pb::conversation_event::Kind::StatusChanged(changed)).await
+}
+
+/// Which party read or received messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    Customer,
+    Agent,
+}
+
+/// `party` received (`Delivered`) or read (`Read`) the other party's messages up to
+/// `sequence` (capped at the last one): each such message's status joins the report, and a
+/// read moves the party's read marker forward (never back). Returns the read marker.
+pub async fn mark(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    party: Party,
+    sequence: i64,
+    report: Status,
+) -> Result<Option<i64>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let marker = match party {
+        Party::Customer => "customer_read_seq",
+        Party::Agent => "agent_read_seq",
+    };
+    // The customer receives what agents and the system wrote; agents what the customer wrote.
+    let senders = match party {
+        Party::Customer => "2, 3",
+        Party::Agent => "1",
+    };
+    let seq = if report == Status::Read {
+        tx.query_opt(
+            &format!(
+                "UPDATE conversations SET {marker} = GREATEST({marker}, LEAST($3, last_seq))
+                 WHERE tenant = $1 AND contact_id = $2 RETURNING {marker}"
+            ),
+            &[&tenant.as_str(), &contact, &sequence],
+        )
+        .await?
+    } else {
+        tx.query_opt(
+            "SELECT LEAST($3, last_seq) FROM conversations WHERE tenant = $1 AND contact_id = $2",
+            &[&tenant.as_str(), &contact, &sequence],
+        )
+        .await?
+    };
+    let Some(upto) = seq.map(|r| r.get::<_, i64>(0)) else { return Ok(None) };
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT seq, status FROM messages WHERE tenant = $1 AND contact_id = $2 AND seq <= $3
+                 AND sender IN ({senders}) AND kind = 1 AND status <> $4 ORDER BY seq FOR UPDATE"
+            ),
+            &[&tenant.as_str(), &contact, &upto, &Status::Read.code()],
+        )
+        .await?;
+    for r in rows {
+        let stored = Status::from_stored(r.get(1)).ok_or_else(|| Error::Internal("unknown stored status".into()))?;
+        let now = stored.join(report);
+        if now != stored {
+            set_status(&tx, tenant, contact, r.get(0), now, "", None).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(upto))
+}
+
+/// `party` is typing (for [`TYPING_SECONDS`]) or stopped.
+pub async fn set_typing(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    party: Party,
+    active: bool,
+) -> Result<bool, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let column = match party {
+        Party::Customer => "customer_typing_until",
+        Party::Agent => "agent_typing_until",
+    };
+    let n = tx
+        .execute(
+            &format!(
+                "UPDATE conversations SET {column} = CASE WHEN $3 THEN now() + make_interval(secs => $4) END
+                 WHERE tenant = $1 AND contact_id = $2"
+            ),
+            &[&tenant.as_str(), &contact, &active, &TYPING_SECONDS],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// One queued event.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub tenant: String,
+    pub seq: i64,
+    pub topic_base: String,
+    pub key: String,
+    pub envelope: Vec<u8>,
+}
+
+/// Up to `limit` queued events of every tenant, oldest first (BPO scope).
+pub async fn pending(pool: &Pool, limit: i64) -> Result<Vec<Outgoing>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, &TenantId::bpo()).await?;
+    let rows =
+        tx.query("SELECT tenant, seq, topic_base, key, envelope FROM outbox ORDER BY seq LIMIT $1", &[&limit]).await?;
+    tx.commit().await?;
+    Ok(rows
+        .iter()
+        .map(|r| Outgoing { tenant: r.get(0), seq: r.get(1), topic_base: r.get(2), key: r.get(3), envelope: r.get(4) })
+        .collect())
+}
+
+/// Deletes a published event from the outbox.
+pub async fn published(pool: &Pool, tenant: &str, seq: i64) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, &TenantId::bpo()).await?;
+    tx.execute("DELETE FROM outbox WHERE tenant = $1 AND seq = $2", &[&tenant, &seq]).await?;
+    tx.commit().await?;
+    Ok(())
+}
