@@ -22,6 +22,9 @@ command -v patch >/dev/null || need_pkgs+=(patch)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v npm >/dev/null || need_pkgs+=(npm)
 command -v sipp >/dev/null || need_pkgs+=(sip-tester)
+# sox and ffprobe check the recording service's WAV files (e2e test_recording.py).
+command -v sox >/dev/null || need_pkgs+=(sox)
+command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

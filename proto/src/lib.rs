@@ -30,6 +30,8 @@
 //!   `CustomerErased` (crm) and `StoreErased` (each service that erased its store).
 //! - [`media::v1`]: `ConversationService` (served by media's digital role) and the
 //!   `ConversationEvent` of the conversations topic.
+//! - [`recording::v1`]: `RecordingService` (served by recording): a call's audio in from
+//!   media (`IngestCall`), playback, legal hold.
 //! - [`FILE_DESCRIPTOR_SET`]: what the platform runtime (`centralita_platform::server`)
 //!   registers with gRPC reflection, beside grpc.health's. Every service on that runtime
 //!   therefore describes every package above, including the routing log, whatever APIs it
@@ -99,5 +101,12 @@ pub mod media {
     pub mod v1 {
         #![allow(missing_docs, clippy::all, missing_debug_implementations)]
         tonic::include_proto!("centralita.media.v1");
+    }
+}
+
+pub mod recording {
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("centralita.recording.v1");
     }
 }

@@ -1,57 +1,221 @@
-//! The `recording` service (`centralita-recording`). It is to own call audio and chat
-//! transcripts: per-tenant envelope encryption, pause and resume (the tenant's recording
-//! policy), retention and legal hold, playback, with the media in object storage and the
-//! metadata in PostgreSQL. None of that is built yet: today the crate owns only its
-//! PostgreSQL schema, still empty, and runs what every service runs.
+//! The `recording` service (`centralita-recording`): call audio, encrypted per recording
+//! under the tenant's key, stored through `object_store`, played back with an audit trail,
+//! kept for the tenant's retention unless on legal hold.
 //!
-//! # What runs today
-//! - gRPC: health and reflection, and the tenant directory
-//!   (`centralita.tenancy.v1.TenantService`) from the tenant set this replica consumed from
-//!   the tenants topic;
-//! - the admin port: `/livez`, `/readyz`, `/metrics` (the platform's metrics only);
-//! - PostgreSQL schema `recording`, migrated in the background: [`MIGRATIONS`] holds only
-//!   version 1, the row-level-security helper every tenant-owned table will use;
-//! - readiness: Kafka (the contacts topic is created at start-up if missing), PostgreSQL
-//!   (migrated and answering) and the tenant set. No Redis, no object storage yet.
+//! # What runs
+//! - gRPC `centralita.recording.v1.RecordingService` behind the platform's authenticator:
+//!   `IngestCall` (the media service streams a call's two legs in: a `channel` token of
+//!   the tenant), `GetRecording`, `ListRecordings`, `StreamRecordingAudio`,
+//!   `CreatePlaybackUrl` (supervisors and tenant admins of the tenant), `SetLegalHold` and
+//!   `ClearLegalHold` (tenant admins).
+//! - the playback HTTP port (`CENTRALITA_PLAYBACK_ADDR`): signed, expiring URLs of the WAV
+//!   file with range requests ([`http`]).
+//! - the retention sweeper ([`retention`]), every `CENTRALITA_RECORDING_SWEEP_INTERVAL`.
+//! - PostgreSQL schema `recording` ([`MIGRATIONS`]): recordings, wrapped data keys, audit.
 //!
 //! # Layout
-//! - `lib.rs`: [`SERVICE`], [`MIGRATIONS`], [`Config`] (the common flags plus
-//!   `CENTRALITA_DATABASE_URL` and `CENTRALITA_DATABASE_POOL_SIZE`) and [`run`], which starts
-//!   the platform [`Runtime`] with the contacts topic, the PostgreSQL pool and no gRPC
-//!   routes of its own; a unit test checks the configuration contract.
-//! - `main.rs`: the thin `main`, `centralita_platform::server::main_with`.
+//! - [`capture`]: the pure core: ingest messages in, stereo PCM out (legs aligned on media
+//!   time, PCI pauses as silence), every input validated.
+//! - [`g711`]: µ-law and A-law decoding.
+//! - [`crypto`]: data keys, their wrapping, the STREAM segments (`docs/recording-format.md`).
+//! - [`keys`]: the tenants' versioned key-encryption keys.
+//! - [`ingest`]: a call being recorded: spool file on disk, upload at the end.
+//! - [`objects`]: the object store (local disk).
+//! - [`store`]: the schema and every query, tenant set for row-level security.
+//! - [`playback`]: WAV assembly over byte ranges, signed URLs.
+//! - [`api`], [`http`]: the gRPC and HTTP adapters.
+//! - [`retention`]: the sweeper. [`metrics`]: `centralita_recording_*`.
 
-use centralita_platform::config::{PostgresConfig, ServiceArgs};
+pub mod api;
+pub mod capture;
+pub mod crypto;
+pub mod g711;
+pub mod http;
+pub mod ingest;
+pub mod keys;
+pub mod metrics;
+pub mod objects;
+pub mod playback;
+pub mod retention;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use centralita_platform::auth::Authenticated;
+use centralita_platform::config::{parse_duration, ConfigError, PostgresConfig, ServiceArgs, Validate};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
+use centralita_proto::recording::v1::recording_service_server::RecordingServiceServer;
+use tokio::net::TcpListener;
 
 pub const SERVICE: &str = "recording";
 
-/// The `recording` schema. Version 1 installs the row-level-security helper every tenant-owned
-/// table's policy uses; the service's own tables follow as new versions.
-pub const MIGRATIONS: Migrations =
-    Migrations { schema: "recording", steps: &[Migration { version: 1, name: "tenancy", sql: TENANCY_SQL }] };
+/// The `recording` schema.
+pub const MIGRATIONS: Migrations = Migrations {
+    schema: "recording",
+    steps: &[
+        Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
+        Migration { version: 2, name: "recordings", sql: store::RECORDINGS_SQL },
+    ],
+};
 
-/// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
-pub type Config = ServiceArgs<PostgresConfig>;
+/// Recording's own settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+    /// Where recordings are stored: `file:///<absolute dir>`.
+    #[arg(
+        long = "store-url",
+        env = "CENTRALITA_RECORDING_STORE_URL",
+        default_value = "file:///var/lib/centralita/recordings"
+    )]
+    pub store_url: String,
+    /// Local directory of the calls being recorded (encrypted spool files).
+    #[arg(long = "spool-dir", env = "CENTRALITA_RECORDING_SPOOL_DIR", default_value = "/var/lib/centralita/spool")]
+    pub spool_dir: PathBuf,
+    /// YAML file of the tenants' key-encryption keys (see the `keys` module). Without it no
+    /// call can be recorded.
+    #[arg(long = "keys-file", env = "CENTRALITA_RECORDING_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Address of the playback HTTP port (signed URLs).
+    #[arg(long = "playback-addr", env = "CENTRALITA_PLAYBACK_ADDR", default_value = "0.0.0.0:9190")]
+    pub playback_addr: SocketAddr,
+    /// Base of the playback URLs handed out (`https://recordings.example.com`); by default
+    /// `http://` and the playback address (loopback when it listens on every address).
+    #[arg(long = "playback-public-url", env = "CENTRALITA_PLAYBACK_PUBLIC_URL")]
+    pub playback_public_url: Option<String>,
+    /// File holding the secret that signs playback URLs (every replica needs the same one).
+    /// Without it each process makes a random one: URLs then work only on the replica that
+    /// issued them.
+    #[arg(long = "playback-url-key-file", env = "CENTRALITA_PLAYBACK_URL_KEY_FILE")]
+    pub playback_url_key_file: Option<PathBuf>,
+    /// How long a playback URL works.
+    #[arg(long = "playback-url-ttl", env = "CENTRALITA_PLAYBACK_URL_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub playback_url_ttl: Duration,
+    /// How often the retention sweeper runs.
+    #[arg(long = "sweep-interval", env = "CENTRALITA_RECORDING_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+}
 
-/// Runs the service on `listeners` until `shutdown`.
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.postgres.validate()?;
+        if !self.store_url.starts_with("file:///") {
+            return Err(ConfigError::new("CENTRALITA_RECORDING_STORE_URL", "must be file:///<absolute dir>"));
+        }
+        if self.playback_url_ttl.is_zero() || self.playback_url_ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("CENTRALITA_PLAYBACK_URL_TTL", "must be between 1 s and 24 h"));
+        }
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::new("CENTRALITA_RECORDING_SWEEP_INTERVAL", "must be more than zero"));
+        }
+        if let Some(u) = &self.playback_public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::new("CENTRALITA_PLAYBACK_PUBLIC_URL", "must be an http:// or https:// URL"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Flags and `CENTRALITA_*` environment: the common ones plus [`Settings`].
+pub type Config = ServiceArgs<Settings>;
+
+/// Runs the service on `listeners` (and playback HTTP on the configured address).
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    let playback = TcpListener::bind(config.service.playback_addr).await?;
+    run_with_playback(config, listeners, playback, shutdown).await
+}
+
+/// [`run`] with the playback HTTP port on `playback_addr` (port 0 picks one): the address
+/// taken and the service's future (tests).
+pub async fn start(
+    config: Config,
+    listeners: Listeners,
+    playback_addr: SocketAddr,
+    shutdown: Shutdown,
+) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = anyhow::Result<()>>)> {
+    let playback = TcpListener::bind(playback_addr).await?;
+    Ok((playback.local_addr()?, run_with_playback(config, listeners, playback, shutdown)))
+}
+
+async fn run_with_playback(
+    config: Config,
+    listeners: Listeners,
+    playback: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let s = &config.service;
+    let keys = match &s.keys_file {
+        Some(path) => keys::Keyring::load(path).map_err(|m| ConfigError::new("CENTRALITA_RECORDING_KEYS_FILE", m))?,
+        None => keys::Keyring::empty(),
+    };
+    let objects =
+        objects::Objects::from_url(&s.store_url).map_err(|m| ConfigError::new("CENTRALITA_RECORDING_STORE_URL", m))?;
+    std::fs::create_dir_all(&s.spool_dir)
+        .map_err(|e| ConfigError::new("CENTRALITA_RECORDING_SPOOL_DIR", e.to_string()))?;
+    let url_key = match &s.playback_url_key_file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| ConfigError::new("CENTRALITA_PLAYBACK_URL_KEY_FILE", e.to_string()))
+            .and_then(|k| {
+                if k.len() < 16 {
+                    Err(ConfigError::new("CENTRALITA_PLAYBACK_URL_KEY_FILE", "holds fewer than 16 bytes"))
+                } else {
+                    Ok(k)
+                }
+            })?,
+        None => crypto::DataKey::generate().map_err(anyhow::Error::msg)?.0.to_vec(),
+    };
+    let local = playback.local_addr()?;
+    let base = s.playback_public_url.clone().unwrap_or_else(|| {
+        let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
+        format!("http://{host}:{}", local.port())
+    });
+
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let topics = [runtime.topics.contacts()];
     runtime.with_topics(&topics);
-    let _db = runtime.postgres(&config.service, MIGRATIONS)?;
-    runtime.serve(listeners, tonic::service::RoutesBuilder::default()).await
+    let pool = runtime.postgres(&s.postgres, MIGRATIONS)?;
+    let metrics = Arc::new(metrics::Metrics::register(&runtime.metrics));
+    let recorder = ingest::Recorder {
+        pool: pool.clone(),
+        keys: Arc::new(keys),
+        objects: objects.clone(),
+        spool: s.spool_dir.clone(),
+        metrics: metrics.clone(),
+    };
+    let api = api::Api {
+        recorder,
+        registry: runtime.registry.clone(),
+        signer: playback::UrlSigner::new(url_key, base),
+        url_ttl: s.playback_url_ttl,
+    };
+    tracing::info!(playback_addr = %local, "playback HTTP listening");
+    runtime.spawn(http::serve(playback, Arc::new(api.clone()), runtime.shutdown.clone()));
+    runtime.spawn(retention::run(
+        pool,
+        objects,
+        runtime.registry.clone(),
+        metrics,
+        s.sweep_interval,
+        runtime.shutdown.clone(),
+    ));
+    runtime.with_health_name("centralita.recording.v1.RecordingService");
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(Authenticated::new(RecordingServiceServer::new(api), runtime.authenticator.clone()));
+    runtime.serve(listeners, routes).await
 }
 
 #[cfg(test)]
 mod tests {
-    use centralita_platform::config::*;
-
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<PostgresConfig>(
+        centralita_platform::server::assert_config_contract::<super::Settings>(
             super::SERVICE,
             &["--database-url", "postgres://u@127.0.0.1/db"],
         );

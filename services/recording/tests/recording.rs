@@ -1,0 +1,390 @@
+//! The recording service end to end, in-process on ephemeral ports against the local
+//! stack's PostgreSQL and Kafka-protocol broker (for the tenant feed): a call ingested as
+//! the media service would, read back over gRPC and the signed HTTP URL, held, swept; and
+//! every RPC and the HTTP endpoint refused across tenants.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use centralita_platform::auth::Role;
+use centralita_platform::server::Listeners;
+use centralita_platform::shutdown::Shutdown;
+use centralita_platform::tenant::TenantId;
+use centralita_platform::testkit::{self, request, token};
+use centralita_proto::recording::v1::{self as pb, recording_service_client::RecordingServiceClient};
+use centralita_recording::playback::{Grant, UrlSigner};
+use tonic::transport::Channel;
+use tonic::Code;
+
+const ROOT_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const URL_KEY: &[u8] = b"a test url signing key of some length";
+
+fn manifest(id: &str) -> String {
+    format!(
+        r#"
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {id} }}
+spec:
+  displayName: {id}
+  channels: [voice]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: Europe/Madrid }}
+  dataRetentionDays: 30
+  recording: {{ voice: all, allowPause: true }}
+  routing:
+    queues:
+      - {{ id: support }}
+"#
+    )
+}
+
+struct Service {
+    grpc: Channel,
+    playback: SocketAddr,
+    dir: std::path::PathBuf,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    fn client(&self) -> RecordingServiceClient<Channel> {
+        RecordingServiceClient::new(self.grpc.clone())
+    }
+}
+
+async fn start(prefix: &str) -> Service {
+    let dir = std::env::temp_dir().join(testkit::unique("recording-test-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("keys.yaml"), format!("current: 1\nroots: {{1: \"{ROOT_KEY}\"}}\n")).unwrap();
+    std::fs::write(dir.join("url.key"), URL_KEY).unwrap();
+    let listeners = Listeners::ephemeral().await.unwrap();
+    let (grpc, admin) = (listeners.grpc_addr(), listeners.admin_addr());
+    let shutdown = Shutdown::new();
+    let args = [
+        "recording".to_owned(),
+        "--jwt-public-key-file".into(),
+        testkit::repo_file("deploy/local/dev-keys/jwt-ed25519.pub").display().to_string(),
+        "--database-url".into(),
+        testkit::postgres().url.expose().clone(),
+        "--store-url".into(),
+        format!("file://{}", dir.join("objects").display()),
+        "--spool-dir".into(),
+        dir.join("spool").display().to_string(),
+        "--keys-file".into(),
+        dir.join("keys.yaml").display().to_string(),
+        "--playback-url-key-file".into(),
+        dir.join("url.key").display().to_string(),
+    ];
+    let mut config =
+        centralita_platform::server::parse_args::<centralita_recording::Settings>("recording", args).unwrap();
+    config.common = testkit::common(prefix);
+    let (playback, fut) =
+        centralita_recording::start(config, listeners, ([127, 0, 0, 1], 0).into(), shutdown.clone()).await.unwrap();
+    let task = tokio::spawn(fut);
+    assert!(testkit::wait_ready(admin).await, "recording did not become ready");
+    let grpc = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    Service { grpc, playback, dir, shutdown, task }
+}
+
+fn pool() -> deadpool_postgres::Pool {
+    centralita_platform::db::pool(testkit::postgres().url.expose(), "recording", 2).unwrap()
+}
+
+fn d(frames: u64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: (frames / 8000) as i64, nanos: ((frames % 8000) * 125_000) as i32 })
+}
+
+fn audio(leg: pb::Leg, offset: u64, payload: Vec<u8>) -> pb::IngestCallRequest {
+    pb::IngestCallRequest {
+        event: Some(pb::ingest_call_request::Event::Audio(pb::AudioChunk {
+            leg: leg as i32,
+            offset: d(offset),
+            payload,
+        })),
+    }
+}
+
+fn header(tenant: &str, contact: &str) -> pb::IngestCallRequest {
+    pb::IngestCallRequest {
+        event: Some(pb::ingest_call_request::Event::Header(pb::CallHeader {
+            tenant: tenant.into(),
+            contact_id: contact.into(),
+            queue: "support".into(),
+            agent_ids: vec!["agent-7".into()],
+            start_time: Some(prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - 10, nanos: 0 }),
+            codec: pb::AudioCodec::Pcmu as i32,
+        })),
+    }
+}
+
+/// A 3-second call: the customer a loud square wave, the agent a quieter one, a pause from
+/// 1.0 s to 1.5 s; 20 ms chunks, the agent's a little behind the customer's.
+fn call(tenant: &str, contact: &str) -> Vec<pb::IngestCallRequest> {
+    use pb::ingest_call_request::Event;
+    let mut m = vec![header(tenant, contact)];
+    for i in 0..150u64 {
+        let at = i * 160;
+        if at == 8000 {
+            m.push(pb::IngestCallRequest { event: Some(Event::Pause(pb::RecordingPause { offset: d(8000) })) });
+        }
+        if at == 12000 {
+            m.push(pb::IngestCallRequest { event: Some(Event::Resume(pb::RecordingResume { offset: d(12000) })) });
+        }
+        m.push(audio(pb::Leg::Customer, at, [0x80u8, 0x00].repeat(80)));
+        if i > 0 {
+            m.push(audio(pb::Leg::Agent, at - 160, [0xa0u8, 0x20].repeat(80)));
+        }
+    }
+    m.push(audio(pb::Leg::Agent, 149 * 160, [0xa0u8, 0x20].repeat(80)));
+    m.push(pb::IngestCallRequest { event: Some(Event::End(pb::CallEnd { offset: d(24000) })) });
+    m
+}
+
+async fn ingest(s: &Service, tok: &str, messages: Vec<pb::IngestCallRequest>) -> Result<pb::Recording, tonic::Status> {
+    s.client().ingest_call(request(tokio_stream::iter(messages), tok)).await.map(|r| r.into_inner())
+}
+
+async fn stream_wav(s: &Service, tok: &str, name: &str) -> Result<Vec<u8>, tonic::Status> {
+    let mut st = s
+        .client()
+        .stream_recording_audio(request(pb::StreamRecordingAudioRequest { name: name.into() }, tok))
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = st.message().await? {
+        out.extend(m.data);
+    }
+    Ok(out)
+}
+
+/// A raw HTTP/1.1 GET: status, headers (lower-case names) and body.
+async fn http_get(addr: SocketAddr, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{range}Connection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, buf[split + 4..].to_vec())
+}
+
+fn path_of(url: &str) -> String {
+    url.split_once("://").unwrap().1.split_once('/').map(|(_, p)| format!("/{p}")).unwrap()
+}
+
+fn stereo(wav: &[u8]) -> Vec<(i16, i16)> {
+    wav[44..].chunks_exact(4).map(|f| (i16::from_le_bytes([f[0], f[1]]), i16::from_le_bytes([f[2], f[3]]))).collect()
+}
+
+#[tokio::test]
+async fn a_call_is_recorded_played_back_held_and_swept_and_no_tenant_reaches_another() {
+    let (prefix, _topics, [a, b]) = testkit::two_tenants("rec-", manifest, |t| vec![t.contacts()]).await;
+    let s = start(&prefix).await;
+    let channel_a = token(Some(&a), Role::Channel, None);
+    let channel_b = token(Some(&b), Role::Channel, None);
+    let sup_a = token(Some(&a), Role::Supervisor, None);
+    let sup_b = token(Some(&b), Role::Supervisor, None);
+    let admin_a = token(Some(&a), Role::TenantAdmin, None);
+    let admin_b = token(Some(&b), Role::TenantAdmin, None);
+    let agent_a = token(Some(&a), Role::Agent, Some("agent-7"));
+
+    // Ingest: only a channel token of the header's tenant.
+    let e = ingest(&s, &channel_b, call(&a, "c-1")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = ingest(&s, &sup_a, call(&a, "c-1")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = ingest(&s, &channel_a, call(&a, "c-1")[1..].to_vec()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    let rec = ingest(&s, &channel_a, call(&a, "c-1")).await.unwrap();
+    assert_eq!(rec.state, pb::RecordingState::Complete as i32);
+    assert_eq!(rec.duration, d(24000));
+    assert_eq!(rec.contact_id, "c-1");
+    assert_eq!(rec.agent_ids, ["agent-7"]);
+    assert_eq!(rec.paused_spans, [pb::PausedSpan { start_offset: d(8000), end_offset: d(12000) }]);
+    assert_eq!(rec.wav_size_bytes, 44 + 24000 * 4);
+
+    // A bad message mid-call: a clear error, and what came before is kept.
+    let mut broken = call(&a, "c-2");
+    broken.truncate(40);
+    broken.push(audio(pb::Leg::Unspecified, 0, vec![0xff; 10]));
+    let e = ingest(&s, &channel_a, broken).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("audio.leg"), "{e:?}");
+
+    // Read: the tenant's supervisors; another tenant sees nothing; agents are refused.
+    let got =
+        s.client().get_recording(request(pb::GetRecordingRequest { name: rec.name.clone() }, &sup_a)).await.unwrap();
+    assert_eq!(got.get_ref().name, rec.name);
+    let e = s
+        .client()
+        .get_recording(request(pb::GetRecordingRequest { name: rec.name.clone() }, &sup_b))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = s
+        .client()
+        .get_recording(request(pb::GetRecordingRequest { name: rec.name.clone() }, &agent_a))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let list = |tok: String| {
+        let mut c = s.client();
+        async move {
+            c.list_recordings(request(
+                pb::ListRecordingsRequest { contact_id: "c-1".into(), ..Default::default() },
+                &tok,
+            ))
+            .await
+            .map(|r| r.into_inner().recordings.len())
+        }
+    };
+    assert_eq!(list(sup_a.clone()).await.unwrap(), 1);
+    assert_eq!(list(sup_b.clone()).await.unwrap(), 0);
+    assert_eq!(list(agent_a.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // Playback over gRPC: left = customer, right = agent, the pause silent.
+    let wav = stream_wav(&s, &sup_a, &rec.name).await.unwrap();
+    assert_eq!(wav.len() as i64, rec.wav_size_bytes);
+    assert_eq!(&wav[..4], b"RIFF");
+    let f = stereo(&wav);
+    assert_eq!(f.len(), 24000);
+    assert_eq!(f[100], (32124, 7932));
+    assert_eq!(f[101], (-32124, -7932));
+    assert!(f[8000..12000].iter().all(|x| *x == (0, 0)));
+    assert!(f[12000..].iter().all(|x| x.0.unsigned_abs() == 32124));
+    assert_eq!(stream_wav(&s, &sup_b, &rec.name).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(stream_wav(&s, &agent_a, &rec.name).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // The signed URL: whole, ranged, altered, another tenant's path, expired.
+    let url = s
+        .client()
+        .create_playback_url(request(pb::CreatePlaybackUrlRequest { name: rec.name.clone() }, &sup_a))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let e = s
+        .client()
+        .create_playback_url(request(pb::CreatePlaybackUrlRequest { name: rec.name.clone() }, &sup_b))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let path = path_of(&url);
+    let (status, _, body) = http_get(s.playback, &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, wav);
+    let (status, head, body) = http_get(s.playback, &path, Some("bytes=40000-40099")).await;
+    assert_eq!(status, 206);
+    assert!(head.contains(&format!("content-range: bytes 40000-40099/{}", wav.len())), "{head}");
+    assert_eq!(body, wav[40000..40100]);
+    let (status, _, body) = http_get(s.playback, &path, Some("bytes=-10")).await;
+    assert_eq!((status, body.as_slice()), (206, &wav[wav.len() - 10..]));
+    assert_eq!(http_get(s.playback, &path, Some("bytes=999999-")).await.0, 416);
+    let id = rec.name.strip_prefix("recordings/").unwrap();
+    assert_eq!(http_get(s.playback, &path.replace(&a, &b), None).await.0, 403);
+    assert_eq!(http_get(s.playback, &path.replace(id, &"0".repeat(32)), None).await.0, 403);
+    let exp = path.split("exp=").nth(1).unwrap().split('&').next().unwrap();
+    let later = (exp.parse::<i64>().unwrap() + 3600).to_string();
+    assert_eq!(http_get(s.playback, &path.replace(&format!("exp={exp}"), &format!("exp={later}")), None).await.0, 403);
+    let signer = UrlSigner::new(URL_KEY.to_vec(), String::new());
+    let grant = |tenant: &str, expires: i64| Grant {
+        tenant: tenant.into(),
+        recording: id.into(),
+        subject: "tester".into(),
+        expires,
+    };
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(http_get(s.playback, &signer.path(&grant(&a, now - 1)), None).await.0, 403, "expired");
+    assert_eq!(http_get(s.playback, &signer.path(&grant(&a, now + 60)), None).await.0, 200, "same key, valid");
+    // A validly signed URL naming the other tenant finds nothing there.
+    assert_eq!(http_get(s.playback, &signer.path(&grant(&b, now + 60)), None).await.0, 404);
+
+    // Every playback was audited: two streams refused never reached the audit.
+    let pool = pool();
+    let audited = |tenant: String, action: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let mut c = pool.get().await.unwrap();
+            let tx = centralita_recording::store::begin(&mut c, &TenantId::parse(&tenant).unwrap()).await.unwrap();
+            let n: i64 = tx.query_one("SELECT count(*) FROM audit WHERE action = $1", &[&action]).await.unwrap().get(0);
+            n
+        }
+    };
+    assert_eq!(audited(a.clone(), "playback").await, 1);
+    assert_eq!(audited(a.clone(), "url_issued").await, 1);
+    assert_eq!(audited(a.clone(), "download").await, 4, "whole, two ranges, the re-signed one; not the 416");
+    assert_eq!(audited(b.clone(), "download").await, 0);
+
+    // Legal hold: tenant admins only, with a reason, never across tenants.
+    let hold = |tok: String, name: String, reason: &'static str| {
+        let mut c = s.client();
+        async move { c.set_legal_hold(request(pb::SetLegalHoldRequest { name, reason: reason.into() }, &tok)).await }
+    };
+    assert_eq!(hold(sup_a.clone(), rec.name.clone(), "case 1").await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(hold(admin_b.clone(), rec.name.clone(), "case 1").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(hold(admin_a.clone(), rec.name.clone(), " ").await.unwrap_err().code(), Code::InvalidArgument);
+    let held = hold(admin_a.clone(), rec.name.clone(), "case 1").await.unwrap().into_inner();
+    assert!(held.legal_hold);
+    assert_eq!(held.legal_hold_reason, "case 1");
+    let e = s
+        .client()
+        .clear_legal_hold(request(pb::ClearLegalHoldRequest { name: rec.name.clone(), reason: "x".into() }, &admin_b))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Retention (30 days), the clock moved 31 days on: the held recording stays, the
+    // interrupted one goes with its key and object; then the hold is lifted and it goes too.
+    let other = s
+        .client()
+        .list_recordings(request(pb::ListRecordingsRequest { contact_id: "c-2".into(), ..Default::default() }, &sup_a))
+        .await
+        .unwrap()
+        .into_inner()
+        .recordings;
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].state, pb::RecordingState::Interrupted as i32);
+    let objects =
+        centralita_recording::objects::Objects::from_url(&format!("file://{}", s.dir.join("objects").display()))
+            .unwrap();
+    let registry = centralita_platform::registry::TenantRegistry::new();
+    for t in [&a, &b] {
+        let m = centralita_platform::tenant::TenantManifest::parse_all(&manifest(t), chrono::Utc::now()).unwrap();
+        registry.upsert(m.into_iter().next().unwrap());
+    }
+    let metrics = centralita_recording::metrics::Metrics::default();
+    let later = chrono::Utc::now() + chrono::Duration::days(31);
+    let sweep = |now| centralita_recording::retention::sweep(&pool, &objects, &registry, &metrics, now);
+    assert_eq!(sweep(chrono::Utc::now()).await.unwrap(), 0, "nothing expired yet");
+    assert_eq!(sweep(later).await.unwrap(), 1);
+    let ta = TenantId::parse(&a).unwrap();
+    let other_id = other[0].name.strip_prefix("recordings/").unwrap();
+    assert!(centralita_recording::store::data_key(&pool, &ta, other_id).await.unwrap().is_none(), "key shredded");
+    assert!(objects.size(&centralita_recording::ingest::object_key(&ta, other_id)).await.is_err(), "object gone");
+    assert!(stream_wav(&s, &sup_a, &held.name).await.is_ok(), "held recording kept");
+    s.client()
+        .clear_legal_hold(request(
+            pb::ClearLegalHoldRequest { name: rec.name.clone(), reason: "case closed".into() },
+            &admin_a,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(sweep(later).await.unwrap(), 1);
+    assert_eq!(stream_wav(&s, &sup_a, &rec.name).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(audited(a.clone(), "retention_delete").await, 2);
+    assert_eq!(audited(a.clone(), "hold_set").await, 1);
+    assert_eq!(audited(a.clone(), "hold_cleared").await, 1);
+
+    s.shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), s.task).await.unwrap().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
