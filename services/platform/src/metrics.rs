@@ -5,7 +5,9 @@
 //! topics, outcomes, dependency names; never tenant ids or event ids). Services register
 //! their own metrics into [`Metrics::registry`] under the same rules.
 
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +42,23 @@ pub struct DependencyLabel {
     pub dependency: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcCallLabel {
+    grpc_service: String,
+    grpc_method: String,
+    grpc_code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcMethodLabel {
+    grpc_service: String,
+    grpc_method: String,
+}
+
+/// Buckets of `centralita_grpc_server_handling_seconds`: an API call takes milliseconds; the
+/// upper buckets show a slow store or a call waiting on the rate limiter's Redis.
+const GRPC_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 /// Buckets of `centralita_bus_event_age_seconds`: a hop on the customer's path takes
 /// milliseconds, a backlog or a replay seconds.
 const EVENT_AGE_BUCKETS: [f64; 16] =
@@ -58,6 +77,8 @@ pub struct Metrics {
     /// 1 while the shared API rate limiter cannot reach Redis and this replica counts tenant
     /// quotas alone (see `auth::ratelimit`); 0 otherwise, and always in a service without one.
     pub auth_rate_limiter_fallback: Gauge,
+    grpc_handled: Family<GrpcCallLabel, Counter>,
+    grpc_seconds: Family<GrpcMethodLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -73,6 +94,9 @@ impl Metrics {
         let dependency_up = Family::<DependencyLabel, Gauge>::default();
         let ready = Gauge::default();
         let auth_rate_limiter_fallback = Gauge::default();
+        let grpc_handled = Family::<GrpcCallLabel, Counter>::default();
+        let grpc_seconds: Family<GrpcMethodLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(GRPC_BUCKETS));
         let help = "gRPC calls refused by authentication, by reason";
         registry.register("centralita_auth_rejected_calls", help, auth_rejected.clone());
         registry.register(
@@ -93,6 +117,12 @@ impl Metrics {
         let help = "1 while the shared API rate limiter cannot reach Redis and this replica counts tenant quotas \
                     alone (at most the quota per replica)";
         registry.register("centralita_auth_rate_limiter_fallback", help, auth_rate_limiter_fallback.clone());
+        let help = "gRPC calls answered, by API, method and status code (the code of the response headers: a \
+                    stream that fails after it started counts with the code it started with)";
+        registry.register("centralita_grpc_server_handled", help, grpc_handled.clone());
+        let help = "Time from a gRPC call's arrival to its response headers (a unary call's whole handling; a \
+                    stream's setup), by API and method";
+        registry.register("centralita_grpc_server_handling_seconds", help, grpc_seconds.clone());
         Self {
             registry: Mutex::new(registry),
             auth_rejected,
@@ -103,6 +133,8 @@ impl Metrics {
             dependency_up,
             ready,
             auth_rate_limiter_fallback,
+            grpc_handled,
+            grpc_seconds,
         }
     }
 
@@ -116,6 +148,15 @@ impl Metrics {
         self.bus_event_age.get_or_create(&TopicLabel { topic: topic.to_owned() }).observe(age as f64 / 1e6);
     }
 
+    fn grpc_call(&self, methods: &GrpcMethods, path: &str, code: &'static str, seconds: f64) {
+        let (grpc_service, grpc_method) = methods.labels(path);
+        let method = GrpcMethodLabel { grpc_service, grpc_method };
+        self.grpc_seconds.get_or_create(&method).observe(seconds);
+        let call =
+            GrpcCallLabel { grpc_service: method.grpc_service, grpc_method: method.grpc_method, grpc_code: code };
+        self.grpc_handled.get_or_create(&call).inc();
+    }
+
     /// The Prometheus text exposition of every registered metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -125,6 +166,99 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The gRPC methods a server can label its calls with: those of the descriptor sets it
+/// serves. A call to any other path (a typo, a scanner, a method of a newer client) is
+/// counted as `unknown`, so no caller can add label values.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcMethods(Arc<HashSet<String>>);
+
+impl GrpcMethods {
+    /// The methods of every service in the encoded `FileDescriptorSet`s.
+    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Self {
+        use prost::Message as _;
+        let mut paths = HashSet::new();
+        for set in sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else { continue };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = service.name.unwrap_or_default();
+                    let full = if package.is_empty() { service_name } else { format!("{package}.{service_name}") };
+                    for method in service.method {
+                        paths.insert(format!("/{full}/{}", method.name.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+        Self(Arc::new(paths))
+    }
+
+    fn labels(&self, path: &str) -> (String, String) {
+        match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+            Some((service, method)) if self.0.contains(path) => (service.to_owned(), method.to_owned()),
+            _ => ("unknown".to_owned(), "unknown".to_owned()),
+        }
+    }
+}
+
+/// The gRPC status code names of the Go and Prometheus ecosystems (`grpc_code`).
+fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "Canceled",
+        C::Unknown => "Unknown",
+        C::InvalidArgument => "InvalidArgument",
+        C::DeadlineExceeded => "DeadlineExceeded",
+        C::NotFound => "NotFound",
+        C::AlreadyExists => "AlreadyExists",
+        C::PermissionDenied => "PermissionDenied",
+        C::ResourceExhausted => "ResourceExhausted",
+        C::FailedPrecondition => "FailedPrecondition",
+        C::Aborted => "Aborted",
+        C::OutOfRange => "OutOfRange",
+        C::Unimplemented => "Unimplemented",
+        C::Internal => "Internal",
+        C::Unavailable => "Unavailable",
+        C::DataLoss => "DataLoss",
+        C::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The status code of a response, from its headers: tonic answers a failed call with a
+/// trailers-only response (`grpc-status` among the headers); a response without one is a
+/// call that succeeded (its `grpc-status: 0` comes in the trailers), unless HTTP itself failed.
+fn response_code(response: &http::Response<axum::body::Body>) -> &'static str {
+    match response.headers().get("grpc-status") {
+        Some(v) => {
+            let n = v.to_str().ok().and_then(|s| s.parse::<i32>().ok()).unwrap_or(2);
+            grpc_code_name(tonic::Code::from_i32(n))
+        }
+        None if response.status().is_success() => "OK",
+        None => "Unknown",
+    }
+}
+
+/// `routes` with every call counted in `centralita_grpc_server_handled_total` and timed in
+/// `centralita_grpc_server_handling_seconds` (the rate, errors and duration of each method).
+pub fn instrument_grpc(
+    routes: tonic::service::Routes,
+    metrics: Arc<Metrics>,
+    methods: GrpcMethods,
+) -> tonic::service::Routes {
+    let layer = axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let (metrics, methods) = (metrics.clone(), methods.clone());
+        async move {
+            let path = request.uri().path().to_owned();
+            let started = Instant::now();
+            let response = next.run(request).await;
+            metrics.grpc_call(&methods, &path, response_code(&response), started.elapsed().as_secs_f64());
+            response
+        }
+    });
+    tonic::service::Routes::from(routes.into_axum_router().layer(layer))
 }
 
 #[cfg(test)]
@@ -165,5 +299,50 @@ mod tests {
         assert_eq!(line("0.015").as_deref(), Some("2"), "{text}");
         assert_eq!(line("1.0").as_deref(), Some("2"), "{text}");
         assert_eq!(line("5.0").as_deref(), Some("3"), "{text}");
+    }
+
+    #[test]
+    fn grpc_calls_are_labelled_only_with_methods_the_server_serves() {
+        let m = Metrics::new("sessions");
+        let methods = GrpcMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET]);
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "OK", 0.003);
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "NotFound", 0.2);
+        // Paths a caller makes up are one label value, whatever they are.
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Chec", "Unimplemented", 0.001);
+        m.grpc_call(&methods, "/x.Y/Z", "Unauthenticated", 0.001);
+        m.grpc_call(&methods, "nonsense", "Unimplemented", 0.001);
+        let text = m.encode();
+        for line in [
+            "centralita_grpc_server_handled_total{service=\"sessions\",grpc_service=\"grpc.health.v1.Health\",\
+             grpc_method=\"Check\",grpc_code=\"OK\"} 1",
+            "centralita_grpc_server_handled_total{service=\"sessions\",grpc_service=\"grpc.health.v1.Health\",\
+             grpc_method=\"Check\",grpc_code=\"NotFound\"} 1",
+            "centralita_grpc_server_handled_total{service=\"sessions\",grpc_service=\"unknown\",\
+             grpc_method=\"unknown\",grpc_code=\"Unimplemented\"} 2",
+            "centralita_grpc_server_handling_seconds_count{service=\"sessions\",grpc_service=\"grpc.health.v1.Health\",\
+             grpc_method=\"Check\"} 2",
+            "centralita_grpc_server_handling_seconds_bucket{service=\"sessions\",le=\"0.005\",\
+             grpc_service=\"grpc.health.v1.Health\",grpc_method=\"Check\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("Chec\""), "{text}");
+        assert!(!text.contains("x.Y"), "{text}");
+    }
+
+    #[test]
+    fn status_codes_come_from_the_response_headers() {
+        let response = |status: u16, grpc: Option<&str>| {
+            let mut r = http::Response::builder().status(status);
+            if let Some(g) = grpc {
+                r = r.header("grpc-status", g);
+            }
+            r.body(axum::body::Body::empty()).unwrap_or_default()
+        };
+        assert_eq!(response_code(&response(200, None)), "OK");
+        assert_eq!(response_code(&response(200, Some("7"))), "PermissionDenied");
+        assert_eq!(response_code(&response(200, Some("8"))), "ResourceExhausted");
+        assert_eq!(response_code(&response(200, Some("garbage"))), "Unknown");
+        assert_eq!(response_code(&response(404, None)), "Unknown");
     }
 }

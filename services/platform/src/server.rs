@@ -416,6 +416,12 @@ impl Runtime {
 
         let shutdown = self.shutdown.clone();
         let readiness = self.readiness.clone();
+        // Calls are labelled with the methods of the descriptor sets served here, nothing else.
+        let methods = crate::metrics::GrpcMethods::from_descriptor_sets(&[
+            centralita_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ]);
         let grpc = tonic::transport::Server::builder()
             // HTTP/2 pings find a client that vanished without closing its connection (a
             // frontend whose network dropped): its streams end instead of hanging for the
@@ -429,7 +435,7 @@ impl Runtime {
             .accept_http1(true)
             .layer(self.config.grpc_web.cors())
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_routes(routes.routes())
+            .add_routes(crate::metrics::instrument_grpc(routes.routes(), self.metrics.clone(), methods))
             .serve_with_incoming_shutdown(no_delay(listeners.grpc), async move {
                 shutdown.wait().await;
                 readiness.set_shutting_down();

@@ -213,6 +213,49 @@ async fn tenancy_auth_and_shutdown_over_grpc() {
     let status = client.get_tenant(get("tenants/globex", &globex_token)).await.unwrap_err();
     assert!(status.message().contains("suspended"), "{}", status.message());
 
+    // Every call is counted by method and code, and timed (the RED metrics of the chart's
+    // dashboards and alerts); a made-up method is counted as `unknown`, not by its name.
+    let _ = health.clone().check(tonic_health::pb::HealthCheckRequest { service: "no.such.Api".into() }).await;
+    let refused = call_made_up_method(tonic::client::Grpc::new(channel.clone()), None).await;
+    assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    let unimplemented = call_made_up_method(tonic::client::Grpc::new(channel.clone()), Some(&admin_token)).await;
+    assert_eq!(unimplemented.unwrap_err().code(), Code::Unimplemented);
+    let metrics = reqwest_lite(admin, "/metrics").await;
+    let handled = |labels: &str| {
+        let series = format!("centralita_grpc_server_handled_total{{service=\"test\",{labels}}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse::<u64>().ok())
+    };
+    let tenants = "grpc_service=\"centralita.tenancy.v1.TenantService\"";
+    assert!(handled(&format!("{tenants},grpc_method=\"GetTenant\",grpc_code=\"OK\"")) >= Some(1), "{metrics}");
+    assert!(
+        handled(&format!("{tenants},grpc_method=\"GetTenant\",grpc_code=\"PermissionDenied\"")) >= Some(2),
+        "{metrics}"
+    );
+    assert!(
+        handled(&format!("{tenants},grpc_method=\"GetTenant\",grpc_code=\"Unauthenticated\"")) >= Some(3),
+        "{metrics}"
+    );
+    assert!(
+        handled(&format!("{tenants},grpc_method=\"GetTenant\",grpc_code=\"ResourceExhausted\"")) >= Some(1),
+        "{metrics}"
+    );
+    assert!(
+        handled(&format!("{tenants},grpc_method=\"ListTenants\",grpc_code=\"InvalidArgument\"")) == Some(1),
+        "{metrics}"
+    );
+    let health_api = "grpc_service=\"grpc.health.v1.Health\",grpc_method=\"Check\"";
+    assert!(handled(&format!("{health_api},grpc_code=\"NotFound\"")) == Some(1), "{metrics}");
+    let made_up = "grpc_service=\"unknown\",grpc_method=\"unknown\"";
+    assert!(handled(&format!("{made_up},grpc_code=\"Unauthenticated\"")) == Some(1), "{metrics}");
+    assert!(handled(&format!("{made_up},grpc_code=\"Unimplemented\"")) == Some(1), "{metrics}");
+    assert!(!metrics.contains("MadeUp"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "centralita_grpc_server_handling_seconds_count{{service=\"test\",{tenants},grpc_method=\"ListTenants\"}} 4"
+        )),
+        "{metrics}"
+    );
+
     // No token material in anything logged.
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("call refused by authentication"), "refusals are logged");
@@ -226,6 +269,18 @@ async fn tenancy_auth_and_shutdown_over_grpc() {
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(15), served).await.unwrap().unwrap().unwrap();
     assert!(!serving().await);
+}
+
+/// A unary call to a method no service has, as a scanner or a newer client would make.
+async fn call_made_up_method(mut grpc: tonic::client::Grpc<Channel>, token: Option<&str>) -> Result<(), tonic::Status> {
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/centralita.tenancy.v1.TenantService/MadeUp");
+    let codec = tonic_prost::ProstCodec::<pb::GetTenantRequest, pb::Tenant>::default();
+    let request = match token {
+        Some(t) => req(pb::GetTenantRequest::default(), t),
+        None => tonic::Request::new(pb::GetTenantRequest::default()),
+    };
+    grpc.unary(request, path, codec).await.map(|_| ())
 }
 
 /// A bare HTTP/1.1 GET (the admin port), without pulling an HTTP client into the build.
