@@ -22,6 +22,8 @@ command -v patch >/dev/null || need_pkgs+=(patch)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v npm >/dev/null || need_pkgs+=(npm)
 command -v sipp >/dev/null || need_pkgs+=(sip-tester)
+# Chromium for the console's browser test (e2e test_console.py, Playwright with executable_path).
+command -v chromium >/dev/null || need_pkgs+=(chromium)
 # sox and ffprobe check the recording service's WAV files (e2e test_recording.py).
 command -v sox >/dev/null || need_pkgs+=(sox)
 command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
@@ -60,7 +62,7 @@ if ! "$TANSU_BIN" --version >/dev/null 2>&1 || [ "$(cat "$CENTRALITA_CACHE/tools
   echo "$tansu_stamp" >"$CENTRALITA_CACHE/tools/tansu.stamp"
 fi
 
-if [ ! -x "$CENTRALITA_VENV/bin/python" ] || ! "$CENTRALITA_VENV/bin/python" -c 'import kafka, confluent_kafka, grpc, grpc_tools, grpc_health, yaml, pytest, helm_python, kubernetes_validate, jsonschema' 2>/dev/null; then
+if [ ! -x "$CENTRALITA_VENV/bin/python" ] || ! "$CENTRALITA_VENV/bin/python" -c 'import kafka, confluent_kafka, grpc, grpc_tools, grpc_health, yaml, pytest, helm_python, kubernetes_validate, jsonschema, playwright' 2>/dev/null; then
   log "python venv with kafka-python, confluent-kafka, grpcio, pytest, helm-python-sdk, kubernetes-validate"
   python3 -m venv "$CENTRALITA_VENV"
   "$CENTRALITA_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" >&2

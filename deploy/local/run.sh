@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs the platform locally: installs what is missing, starts Redis,
 # PostgreSQL and tansu on loopback, builds and starts every service, onboards the demo
-# tenant with the admin CLI and shows every service SERVING with the tenant visible.
+# tenant with the admin CLI and shows every service SERVING with the tenant visible; it ends
+# by printing the web console's address (services/console, served by centralita-console).
 # Stop everything with: deploy/local/run.sh stop
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,3 +32,4 @@ Centralita is running on loopback. Try:
   curl -s http://127.0.0.1:9101/readyz ; curl -s http://127.0.0.1:9101/metrics | head
 Logs: $CENTRALITA_DATA/logs/dev/   Stop: deploy/local/run.sh stop
 MSG
+echo "Console: $("$here/services.sh" console-url)  (development sign-in: tenant acme, role Supervisor for the wallboard)" >&2

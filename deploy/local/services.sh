@@ -6,6 +6,10 @@
 # CENTRALITA_PROFILE=release runs release binaries (build them first: cargo build --release).
 # media's SIP front door (UDP and TCP) listens on 127.0.0.1:$CENTRALITA_SIP_PORT, by default
 # 5060 plus the admin base's offset from 9101 (5060 for the dev run, 5160 for test.sh's e2e).
+# The web console (centralita-console, services/console built with npm when its sources
+# changed) listens on 127.0.0.1:$CENTRALITA_CONSOLE_PORT, by default 9650 plus the same offset
+# (`services.sh console-url`); the services grant it gRPC-Web CORS (CENTRALITA_GRPC_WEB_ORIGINS)
+# and its development sign-in is on (CENTRALITA_CONSOLE_DEV_SIGN_IN=false turns it off).
 # Its RTP ports (CENTRALITA_RTP_PORTS) are 1000 per run below the kernel's ephemeral range:
 # 20000-20999 for the dev run, 21000-21999 for the e2e run, 22000-22999 for admin base 9301.
 set -euo pipefail
@@ -17,6 +21,8 @@ SERVICES=(sessions routing media crm recording reporting)
 grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
 admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
 sip_port="${CENTRALITA_SIP_PORT:-$((5060 + admin_base - 9101))}"
+console_port="${CENTRALITA_CONSOLE_PORT:-$((9650 + admin_base - 9101))}"
+export CENTRALITA_GRPC_WEB_ORIGINS="${CENTRALITA_GRPC_WEB_ORIGINS:-http://127.0.0.1:$console_port,http://localhost:$console_port}"
 rtp_first=$((20000 + (admin_base - 9101) * 10))
 rtp_ports="${CENTRALITA_RTP_PORTS:-$rtp_first-$((rtp_first + 999))}"
 bin="$CARGO_TARGET_DIR/${CENTRALITA_PROFILE:-debug}"
@@ -48,10 +54,36 @@ start() {
     echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2
     i=$((i + 1))
   done
+  start_console
+}
+
+# The browser-facing gRPC-Web endpoints of the services the console uses.
+console_endpoints() {
+  endpoints | tr ',' '\n' | grep -E '^(sessions|crm|reporting)=' | sed 's#=#=http://#' | paste -sd, -
+}
+
+start_console() {
+  local pidf="$run/console.pid" app="$repo_root/services/console"
+  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then return; fi
+  # npm ci from the lock file (offline once the npm cache has it), then a build when the
+  # app's sources, lock file or protos are newer than the last one.
+  if [ ! -f "$app/node_modules/.package-lock.json" ] || [ "$app/package-lock.json" -nt "$app/node_modules/.package-lock.json" ]; then
+    (cd "$app" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error) >&2
+  fi
+  if [ ! -f "$app/dist/index.html" ] || [ -n "$(find "$app/src" "$app/package-lock.json" "$app/index.html" "$repo_root/proto" \
+      -path "$app/src/gen" -prune -o -newer "$app/dist/index.html" -print -quit)" ]; then
+    npm --prefix "$app" run build --silent >/dev/null
+  fi
+  CENTRALITA_CONSOLE_ADDR="127.0.0.1:$console_port" CENTRALITA_CONSOLE_DIST="$app/dist" \
+    CENTRALITA_CONSOLE_ENDPOINTS="$(console_endpoints)" \
+    CENTRALITA_CONSOLE_DEV_SIGN_IN="${CENTRALITA_CONSOLE_DEV_SIGN_IN:-true}" \
+    nohup "$bin/centralita-console" >>"$logs/console.log" 2>&1 &
+  echo $! >"$pidf"
+  echo "[services] console http://127.0.0.1:$console_port" >&2
 }
 
 stop() {
-  for s in "${SERVICES[@]}"; do
+  for s in "${SERVICES[@]}" console; do
     local pidf="$run/$s.pid"
     [ -f "$pidf" ] || continue
     local pid; pid="$(cat "$pidf")"
@@ -69,5 +101,6 @@ case "${1:-start}" in
   stop) stop ;;
   status) "$bin/centralita" status --endpoints "$(endpoints)" ;;
   endpoints) endpoints ;;
-  *) echo "usage: $0 start|stop|status|endpoints" >&2; exit 2 ;;
+  console-url) echo "http://127.0.0.1:$console_port" ;;
+  *) echo "usage: $0 start|stop|status|endpoints|console-url" >&2; exit 2 ;;
 esac

@@ -20,6 +20,9 @@ echo "== chart (helm engine render + lint, kubernetes schemas)" >&2
 echo "== cargo test (workspace)" >&2
 cargo test --workspace --all-targets --locked
 
+echo "== console unit tests (vitest; npm ci offline from the lock file once cached)" >&2
+(cd services/console && npm ci --prefer-offline --no-audit --no-fund --loglevel=error && npm test --silent)
+
 echo "== end-to-end (service binaries, grpcio, kafka-python, the CLI)" >&2
 export CENTRALITA_RUN_NAME=e2e
 export CENTRALITA_KAFKA_TOPIC_PREFIX="e2e-$(date +%s)-$$."
