@@ -35,7 +35,11 @@ REDIS_USERS = {"sessions", "routing", "reporting"}
 STREAM_PROCESSORS = {"sessions", "routing", "reporting"}
 # Kinds that are custom resources of other projects: kubernetes-validate ships only the
 # built-in Kubernetes schemas, so these are checked field by field in their own tests.
-THIRD_PARTY_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+THIRD_PARTY_KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),  # test_monitoring.py
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -528,7 +532,10 @@ def test_service_monitor(chart):
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    assert sm["spec"]["endpoints"] == [{"port": "admin", "path": "/metrics", "scheme": "http", "interval": "15s", "scrapeTimeout": "10s"}]
+    # honorLabels: the services' own `service` label (sessions, …) wins over the target's.
+    assert sm["spec"]["endpoints"] == [
+        {"port": "admin", "path": "/metrics", "scheme": "http", "interval": "15s", "scrapeTimeout": "10s", "honorLabels": True}
+    ]
     scraped = [s for s in r.of("Service") if selects(sm["spec"]["selector"], s["metadata"]["labels"])]
     assert {s["metadata"]["name"] for s in scraped} == {full(n) for n in SERVICES + ["operator"]}
     assert all(any(p["name"] == "admin" for p in s["spec"]["ports"]) for s in scraped)
