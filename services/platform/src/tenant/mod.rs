@@ -14,7 +14,8 @@
 //! - `manifest`: [`TenantManifest`] and its spec types, and a [`Tenant`] written back as one;
 //! - `validate`: [`TenantManifest::into_tenant`] and [`TenantManifest::parse_all`], the rules
 //!   every tenant obeys whichever shape it arrives in;
-//! - `voice`: numbers and trunks of the voice channel ([`VoiceConfig`], `spec.voice`);
+//! - `voice`: numbers, trunks and agents' fixed phones of the voice channel ([`VoiceConfig`],
+//!   `spec.voice`);
 //! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
 //!   [`timestamp`] / [`from_timestamp`].
@@ -41,8 +42,8 @@ pub use manifest::{
 };
 pub use validate::{MAX_API_RPS, MAX_CONCURRENT_CONTACTS, MAX_RETENTION_DAYS, MAX_THRESHOLD_SECONDS};
 pub use voice::{
-    owners_of, IpBlock, NumberSpec, PhoneNumber, Trunk, TrunkCredentialsSpec, TrunkSpec, VoiceConfig, VoiceSpec,
-    MAX_NUMBERS, MAX_TRUNKS, MAX_TRUNK_SOURCES,
+    is_phone_uri, owners_of, IpBlock, NumberSpec, PhoneNumber, PhoneSpec, Trunk, TrunkCredentialsSpec, TrunkSpec,
+    VoiceConfig, VoiceSpec, MAX_NUMBERS, MAX_PHONES, MAX_PHONE_URI, MAX_TRUNKS, MAX_TRUNK_SOURCES,
 };
 pub use webchat::{normalise_origin, WebChat, WebChatSpec, MAX_ORIGINS};
 pub use wire::{from_timestamp, timestamp};

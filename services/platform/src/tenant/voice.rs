@@ -1,6 +1,7 @@
 //! The voice channel's numbers and trunks (`spec.voice`): the numbers (DIDs, E.164) a tenant
-//! owns and the queue each leads to, and the carrier trunks allowed to send its calls, by
-//! source address and optionally digest credentials.
+//! owns and the queue each leads to, the carrier trunks allowed to send its calls, by
+//! source address and optionally digest credentials, and the agents' phones at fixed SIP
+//! addresses (until agents' phones register).
 //!
 //! Credentials are named, never carried: a trunk names the Kubernetes Secret (keys
 //! `username` and `password`) that media reads them from, so the manifest, the tenants topic,
@@ -25,6 +26,9 @@ use crate::error::FieldViolation;
 pub const MAX_NUMBERS: usize = 10_000;
 pub const MAX_TRUNKS: usize = 100;
 pub const MAX_TRUNK_SOURCES: usize = 100;
+pub const MAX_PHONES: usize = 10_000;
+/// The longest SIP URI of a phone.
+pub const MAX_PHONE_URI: usize = 256;
 
 // ---------------------------------------------------------------------------------------
 // Manifest form (`spec.voice`).
@@ -40,12 +44,28 @@ pub struct VoiceSpec {
     /// Carrier trunks allowed to send the tenant's calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trunks: Vec<TrunkSpec>,
+    /// Agents' phones at fixed SIP addresses: media rings an agent's phone there when
+    /// routing offers the agent a call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<PhoneSpec>,
 }
 
 impl VoiceSpec {
     pub fn is_empty(&self) -> bool {
-        self.numbers.is_empty() && self.trunks.is_empty()
+        self.numbers.is_empty() && self.trunks.is_empty() && self.phones.is_empty()
     }
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhoneSpec {
+    /// The agent's id (`agents/{agentId}` in sessions), 1-40 of a-z, 0-9, - and _.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_-]{1,40}$")))]
+    pub agent_id: String,
+    /// `sip:[user@]host[:port]`: an IP address or DNS name, no parameters.
+    #[cfg_attr(feature = "schema", schemars(length(min = 5, max = 256)))]
+    pub uri: String,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -192,9 +212,16 @@ pub struct VoiceConfig {
     /// Each number and the queue it leads to.
     pub numbers: BTreeMap<PhoneNumber, String>,
     pub trunks: Vec<Trunk>,
+    /// Each agent's phone, by agent id: a `sip:` URI.
+    pub phones: BTreeMap<String, String>,
 }
 
 impl VoiceConfig {
+    /// The SIP URI of the phone of agent `agent_id`, if it has a fixed one.
+    pub fn phone_of(&self, agent_id: &str) -> Option<&str> {
+        self.phones.get(agent_id).map(String::as_str)
+    }
+
     /// The queue a call to `number` joins, if the tenant owns the number.
     pub fn queue_of(&self, number: &PhoneNumber) -> Option<&str> {
         self.numbers.get(number).map(String::as_str)
@@ -225,6 +252,59 @@ fn is_trunk_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+/// `sip:[user@]host[:port]`: the user of unreserved characters (RFC 3261's, without
+/// escapes), the host an IPv4 address, a bracketed IPv6 address or a DNS name, the port
+/// 1-65535; no parameters, headers or spaces.
+pub fn is_phone_uri(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("sip:") else { return false };
+    if s.len() > MAX_PHONE_URI {
+        return false;
+    }
+    let (user, host_port) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let user_ok = user.is_none_or(|u| {
+        !u.is_empty() && u.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c))
+    });
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let Some((ip, rest)) = v6.split_once(']') else { return false };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match rest {
+            "" => (ip, None),
+            _ => match rest.strip_prefix(':') {
+                Some(p) => (ip, Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0) && p.bytes().all(|c| c.is_ascii_digit()));
+    let host_ok = host_port.starts_with('[')
+        || host.parse::<std::net::Ipv4Addr>().is_ok()
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            }));
+    user_ok && host_ok && port_ok
+}
+
+fn is_agent_id(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
 }
 
 fn is_secret_name(s: &str) -> bool {
@@ -303,6 +383,28 @@ impl VoiceSpec {
             }
             config.trunks.push(Trunk { name: t.name.clone(), sources, credentials_secret });
         }
+        if !self.phones.is_empty() && !voice {
+            bad("spec.voice.phones".into(), "needs the voice channel in spec.channels".into());
+        }
+        if self.phones.len() > MAX_PHONES {
+            bad("spec.voice.phones".into(), format!("at most {MAX_PHONES} phones"));
+        }
+        for (i, p) in self.phones.iter().enumerate() {
+            let path = format!("spec.voice.phones[{i}]");
+            if !is_agent_id(&p.agent_id) {
+                bad(format!("{path}.agentId"), format!("`{}` must be 1-40 of a-z, 0-9, - and _", p.agent_id));
+            } else if config.phones.contains_key(&p.agent_id) {
+                bad(format!("{path}.agentId"), format!("agent `{}` has a phone listed twice", p.agent_id));
+            }
+            if !is_phone_uri(&p.uri) {
+                bad(
+                    format!("{path}.uri"),
+                    "must be `sip:[user@]host[:port]` (no parameters), at most 256 characters".into(),
+                );
+            } else if is_agent_id(&p.agent_id) {
+                config.phones.entry(p.agent_id.clone()).or_insert_with(|| p.uri.clone());
+            }
+        }
         config
     }
 }
@@ -320,6 +422,7 @@ impl From<&VoiceConfig> for VoiceSpec {
                     credentials: t.credentials_secret.as_ref().map(|s| TrunkCredentialsSpec { secret_name: s.clone() }),
                 })
                 .collect(),
+            phones: c.phones.iter().map(|(a, u)| PhoneSpec { agent_id: a.clone(), uri: u.clone() }).collect(),
         }
     }
 }
@@ -342,6 +445,7 @@ impl From<&VoiceConfig> for pb::VoiceConfig {
                     credentials_secret: t.credentials.map(|c| c.secret_name).unwrap_or_default(),
                 })
                 .collect(),
+            phones: spec.phones.into_iter().map(|p| pb::VoicePhone { agent_id: p.agent_id, uri: p.uri }).collect(),
         }
     }
 }
@@ -361,6 +465,7 @@ impl From<pb::VoiceConfig> for VoiceSpec {
                         .map(|secret_name| TrunkCredentialsSpec { secret_name }),
                 })
                 .collect(),
+            phones: c.phones.into_iter().map(|p| PhoneSpec { agent_id: p.agent_id, uri: p.uri }).collect(),
         }
     }
 }
@@ -396,5 +501,74 @@ mod tests {
         for bad in ["10.0.0.1/8", "10.0.0.0/33", "2001:db8::/129", "host.example", "10.0.0.0/", "10.0.0.0/x"] {
             assert!(IpBlock::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn phone_uris() {
+        for ok in [
+            "sip:alice@127.0.0.1:5080",
+            "sip:127.0.0.1",
+            "sip:bob@pbx.acme.example",
+            "sip:+34600111222@[2001:db8::1]:5060",
+            "sip:[::1]",
+        ] {
+            assert!(is_phone_uri(ok), "{ok}");
+        }
+        for bad in [
+            "alice@127.0.0.1",
+            "sips:alice@127.0.0.1",
+            "sip:",
+            "sip:@127.0.0.1",
+            "sip:alice@127.0.0.1:0",
+            "sip:alice@127.0.0.1:70000",
+            "sip:alice@127.0.0.1:+80",
+            "sip:alice@127.0.0.1;transport=tcp",
+            "sip:alice@host..example",
+            "sip:al ice@127.0.0.1",
+            "sip:alice@[::1]x",
+            "sip:alice@[nope]",
+            "sip:alice@-bad.example",
+        ] {
+            assert!(!is_phone_uri(bad), "{bad}");
+        }
+        assert!(!is_phone_uri(&format!("sip:{}@127.0.0.1", "a".repeat(250))));
+    }
+
+    #[test]
+    fn phones_are_validated_with_their_paths_and_round_trip() {
+        let phone = |a: &str, u: &str| PhoneSpec { agent_id: a.into(), uri: u.into() };
+        let spec = VoiceSpec {
+            phones: vec![phone("alice", "sip:alice@127.0.0.1:5080"), phone("bob", "sip:bob@10.0.0.2")],
+            ..VoiceSpec::default()
+        };
+        let mut v = Vec::new();
+        let config = spec.validate(|_| true, true, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(config.phone_of("alice"), Some("sip:alice@127.0.0.1:5080"));
+        assert_eq!(config.phone_of("carol"), None);
+        assert_eq!(VoiceSpec::from(pb::VoiceConfig::from(&config)), spec, "manifest -> wire -> manifest");
+
+        let bad = VoiceSpec {
+            phones: vec![
+                phone("Alice", "sip:a@127.0.0.1"),
+                phone("bob", "tel:+1"),
+                phone("bob", "sip:b@h"),
+                phone("bob", "sip:c@h"),
+            ],
+            ..VoiceSpec::default()
+        };
+        let mut v = Vec::new();
+        let config = bad.validate(|_| true, false, &mut v);
+        let fields: Vec<&str> = v.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.voice.phones",
+                "spec.voice.phones[0].agentId",
+                "spec.voice.phones[1].uri",
+                "spec.voice.phones[3].agentId"
+            ]
+        );
+        assert_eq!(config.phone_of("bob"), Some("sip:b@h"));
     }
 }
