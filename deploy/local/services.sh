@@ -21,6 +21,9 @@ SERVICES=(sessions routing media crm recording reporting)
 grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
 admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
 sip_port="${CENTRALITA_SIP_PORT:-$((5060 + admin_base - 9101))}"
+# recording's playback HTTP port (signed URLs of recordings): 9190 plus the same offset
+# (9290 for test.sh's e2e run).
+playback_port="${CENTRALITA_PLAYBACK_PORT:-$((9190 + admin_base - 9101))}"
 console_port="${CENTRALITA_CONSOLE_PORT:-$((9650 + admin_base - 9101))}"
 export CENTRALITA_GRPC_WEB_ORIGINS="${CENTRALITA_GRPC_WEB_ORIGINS:-http://127.0.0.1:$console_port,http://localhost:$console_port}"
 rtp_first=$((20000 + (admin_base - 9101) * 10))
@@ -33,6 +36,12 @@ name="${CENTRALITA_RUN_NAME:-dev}"
 logs="$CENTRALITA_DATA/logs/$name"
 run="$CENTRALITA_DATA/run/$name"
 mkdir -p "$logs" "$run"
+# recording: objects and spool under the run's data directory, the development keys.
+export CENTRALITA_PLAYBACK_ADDR="127.0.0.1:$playback_port"
+export CENTRALITA_RECORDING_STORE_URL="${CENTRALITA_RECORDING_STORE_URL:-file://$CENTRALITA_DATA/recordings/$name/objects}"
+export CENTRALITA_RECORDING_SPOOL_DIR="${CENTRALITA_RECORDING_SPOOL_DIR:-$CENTRALITA_DATA/recordings/$name/spool}"
+export CENTRALITA_RECORDING_KEYS_FILE="${CENTRALITA_RECORDING_KEYS_FILE:-$repo_root/deploy/local/dev-keys/recording-keys.yaml}"
+export CENTRALITA_PLAYBACK_URL_KEY_FILE="${CENTRALITA_PLAYBACK_URL_KEY_FILE:-$repo_root/deploy/local/dev-keys/recording-url.key}"
 
 endpoints() {
   local i=0 out=()
