@@ -134,7 +134,10 @@ pub fn to_wire(r: &RecordingRow, retention_days: Option<u32>) -> pb::Recording {
         paused_spans: r
             .paused_spans
             .iter()
-            .map(|(s, e)| pb::PausedSpan { start_offset: Some(duration(*s)), end_offset: Some(duration(*e)) })
+            .map(|(s, e)| pb::PausedSpan {
+                start_offset: Some(duration(*s)),
+                end_offset: Some(duration(e.unwrap_or(frames))),
+            })
             .collect(),
         codec: match Law::from_name(&r.codec) {
             Some(Law::Mu) => pb::AudioCodec::Pcmu,

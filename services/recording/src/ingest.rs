@@ -16,7 +16,7 @@ use deadpool_postgres::Pool;
 use tokio::io::AsyncWriteExt;
 
 use crate::capture::{Capture, IngestError, Input};
-use crate::crypto::{DataKey, Sealer, SEGMENT};
+use crate::crypto::{DataKey, Opener, Sealer, HEADER_LEN, SEGMENT};
 use crate::g711::Law;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
@@ -119,13 +119,20 @@ impl Session {
     }
 
     /// Applies one message; a refused one changes nothing and is returned as the error.
+    /// A pause or resume is written to the row at once, so a recording finished after a
+    /// crash still says where its silences are.
     pub async fn push(&mut self, input: Input) -> Result<Result<(), IngestError>, Error> {
         let late = self.capture.late_samples();
+        let marker = matches!(input, Input::Pause { .. } | Input::Resume { .. });
         if let Err(e) = self.capture.push(input, &mut self.pcm) {
             return Ok(Err(e));
         }
         self.recorder.metrics.late_samples.inc_by(self.capture.late_samples() - late);
         self.drain().await?;
+        if marker {
+            let spans: Vec<_> = self.capture.spans().iter().map(|s| (s.start, s.end)).collect();
+            store::set_spans(&self.recorder.pool, &self.tenant, &self.id, &spans).await?;
+        }
         Ok(Ok(()))
     }
 
@@ -156,12 +163,123 @@ impl Session {
         file.write_all(&sealed).await.map_err(io)?;
         file.sync_all().await.map_err(io)?;
         drop(file);
-        let spans: Vec<(u64, u64)> = capture.spans().iter().map(|s| (s.start, s.end.unwrap_or(frames))).collect();
+        let spans: Vec<_> = capture.spans().iter().map(|s| (s.start, Some(s.end.unwrap_or(frames)))).collect();
         let size = recorder.objects.put_file(&object_key(&tenant, &id), &path).await?;
         store::finish(&recorder.pool, &tenant, &id, state, frames, &spans).await?;
         remove(&path).await;
         recorder.metrics.finished(state, size);
         store::get(&recorder.pool, &tenant, &id).await?.ok_or_else(|| Error::Internal("recording vanished".into()))
+    }
+}
+
+impl Recorder {
+    /// Finishes the spool files a previous process left (a crash, a kill): each whose
+    /// recording is still `active` is re-sealed at its last complete segment, uploaded and
+    /// marked `interrupted`; a spool whose recording finished (or never got a row) is
+    /// removed. Returns how many recordings were finished.
+    pub async fn recover(&self) -> Result<usize, Error> {
+        let (mut done, mut failed) = (0, 0);
+        let mut tenants = match tokio::fs::read_dir(&self.spool).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(e)),
+        };
+        while let Some(dir) = tenants.next_entry().await.map_err(io)? {
+            let Ok(tenant) = TenantId::parse(&dir.file_name().to_string_lossy()) else { continue };
+            let mut files = tokio::fs::read_dir(dir.path()).await.map_err(io)?;
+            while let Some(f) = files.next_entry().await.map_err(io)? {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".crec") else { continue };
+                match self.recover_one(&tenant, id, &f.path()).await {
+                    Ok(true) => done += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(error = %e, recording = id, "cannot finish a spool left behind; will retry");
+                    }
+                }
+            }
+        }
+        if failed > 0 {
+            return Err(Error::Unavailable(format!("{failed} spool files left to finish")));
+        }
+        Ok(done)
+    }
+
+    async fn recover_one(&self, tenant: &TenantId, id: &str, path: &Path) -> Result<bool, Error> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let row = store::get(&self.pool, tenant, id).await?;
+        let Some(row) = row.filter(|r| r.state == "active") else {
+            remove(path).await;
+            return Ok(false);
+        };
+        let (version, wrapped) = store::data_key(&self.pool, tenant, id)
+            .await?
+            .ok_or_else(|| Error::Internal("an active recording without its data key".into()))?;
+        let key = self.keys.unwrap(tenant.as_str(), id, version, &wrapped).map_err(Error::internal)?;
+        let mut file = tokio::fs::OpenOptions::new().read(true).write(true).open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        let mut header = [0u8; HEADER_LEN];
+        if len < HEADER_LEN as u64 || file.read_exact(&mut header).await.is_err() {
+            // Not even a header: nothing was recorded.
+            drop(file);
+            remove(path).await;
+            store::finish(&self.pool, tenant, id, "interrupted", 0, &[]).await?;
+            return Ok(false);
+        }
+        let opener = Opener::new(&key, tenant.as_str(), id, &header).map_err(Error::internal)?;
+        let sealed_len = opener.sealed_segment() as u64;
+        let complete = (len - HEADER_LEN as u64) / sealed_len;
+        // The last complete segment becomes the last one: decrypted as sealed, sealed again
+        // with the last flag (a different nonce); anything after it was never synced whole.
+        let mut out = Vec::new();
+        let kept = complete.saturating_sub(1);
+        let mut sealer = Sealer::resume(&key, tenant.as_str(), id, &header, kept as u32).map_err(Error::internal)?;
+        let mut plain_len = kept * opener.segment() as u64;
+        if complete > 0 {
+            let at = HEADER_LEN as u64 + kept * sealed_len;
+            file.seek(std::io::SeekFrom::Start(at)).await.map_err(io)?;
+            let mut seg = vec![0u8; sealed_len as usize];
+            file.read_exact(&mut seg).await.map_err(io)?;
+            let plain = opener.open(kept as u32, false, &seg).map_err(Error::internal)?;
+            plain_len += plain.len() as u64;
+            sealer.push(&plain, &mut out).map_err(Error::internal)?;
+        }
+        sealer.finish(&mut out).map_err(Error::internal)?;
+        file.set_len(HEADER_LEN as u64 + kept * sealed_len).await.map_err(io)?;
+        file.seek(std::io::SeekFrom::End(0)).await.map_err(io)?;
+        file.write_all(&out).await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        let frames = plain_len / crate::capture::FRAME_BYTES;
+        let spans: Vec<_> =
+            row.paused_spans.iter().map(|(s, e)| ((*s).min(frames), Some(e.unwrap_or(frames).min(frames)))).collect();
+        let size = self.objects.put_file(&row.object_key, path).await?;
+        store::finish(&self.pool, tenant, id, "interrupted", frames, &spans).await?;
+        remove(path).await;
+        self.metrics.finished("interrupted", size);
+        tracing::info!(recording = id, frames, "finished a recording left by a previous process");
+        Ok(true)
+    }
+}
+
+/// Runs [`Recorder::recover`] until it succeeds once (the database may not be migrated yet
+/// when the process starts), every few seconds, or until `shutdown`.
+pub async fn recover_at_start(recorder: Recorder, shutdown: centralita_platform::shutdown::Shutdown) {
+    loop {
+        match recorder.recover().await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(recordings = n, "finished the recordings a previous process left");
+                }
+                return;
+            }
+            Err(e) => tracing::info!(error = %e, "spool recovery will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3)) => {}
+        }
     }
 }
 

@@ -189,6 +189,7 @@ async fn run_with_playback(
         spool: s.spool_dir.clone(),
         metrics: metrics.clone(),
     };
+    runtime.spawn(ingest::recover_at_start(recorder.clone(), runtime.shutdown.clone()));
     let api = api::Api {
         recorder,
         registry: runtime.registry.clone(),

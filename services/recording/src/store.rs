@@ -98,8 +98,8 @@ pub struct RecordingRow {
     pub codec: String,
     pub state: String,
     pub frames: i64,
-    /// `[start, end)` frames of each PCI pause.
-    pub paused_spans: Vec<(u64, u64)>,
+    /// `[start, end)` frames of each PCI pause; the end is `None` while the pause lasts.
+    pub paused_spans: Vec<(u64, Option<u64>)>,
     pub object_key: String,
     pub legal_hold: bool,
     pub legal_hold_reason: String,
@@ -169,7 +169,7 @@ pub async fn finish(
     id: &str,
     state: &str,
     frames: u64,
-    spans: &[(u64, u64)],
+    spans: &[(u64, Option<u64>)],
 ) -> Result<(), Error> {
     let mut client = pool.get().await?;
     let tx = begin(&mut client, tenant).await?;
@@ -180,6 +180,16 @@ pub async fn finish(
         &[&id, &state, &frames, &spans],
     )
     .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records the paused spans of a recording still in progress (kept if the process dies).
+pub async fn set_spans(pool: &Pool, tenant: &TenantId, id: &str, spans: &[(u64, Option<u64>)]) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let spans = serde_json::to_value(spans).map_err(Error::internal)?;
+    tx.execute("UPDATE recordings SET paused_spans = $2 WHERE id = $1", &[&id, &spans]).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -388,3 +388,63 @@ async fn a_call_is_recorded_played_back_held_and_swept_and_no_tenant_reaches_ano
     tokio::time::timeout(Duration::from_secs(10), s.task).await.unwrap().unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+/// A process that dies mid-call leaves an encrypted spool; the next start finishes it: the
+/// complete segments kept, the last re-sealed as last, uploaded, `interrupted`, the open
+/// pause closed at the end, the object decrypting to exactly the audio that was synced.
+#[tokio::test]
+async fn a_recording_cut_by_a_crash_is_finished_at_start_up() {
+    use centralita_recording::capture::Input;
+    use centralita_recording::crypto::Opener;
+    use centralita_recording::ingest::{Header, Recorder};
+    let pool = pool();
+    centralita_platform::db::migrate(&pool, &centralita_recording::MIGRATIONS).await.unwrap();
+    let dir = std::env::temp_dir().join(testkit::unique("recording-crash-"));
+    let keys =
+        centralita_recording::keys::Keyring::parse(&format!("current: 1\nroots: {{1: \"{ROOT_KEY}\"}}\n")).unwrap();
+    let objects =
+        centralita_recording::objects::Objects::from_url(&format!("file://{}", dir.join("objects").display())).unwrap();
+    let recorder = Recorder {
+        pool: pool.clone(),
+        keys: std::sync::Arc::new(keys),
+        objects: objects.clone(),
+        spool: dir.join("spool"),
+        metrics: std::sync::Arc::new(centralita_recording::metrics::Metrics::default()),
+    };
+    let tenant = TenantId::parse(&testkit::unique("crash-")).unwrap();
+    let header = Header {
+        tenant: tenant.clone(),
+        contact_id: "c-9".into(),
+        queue: "support".into(),
+        agent_ids: vec![],
+        start: chrono::Utc::now(),
+        law: centralita_recording::g711::Law::Mu,
+    };
+    let mut session = recorder.start(&header).await.unwrap();
+    let id = session.id.clone();
+    session.push(Input::Pause { offset: 12000 }).await.unwrap().unwrap();
+    for i in 0..150u64 {
+        let chunk = Input::Audio {
+            leg: centralita_recording::capture::Leg::Customer,
+            offset: i * 160,
+            payload: vec![0x80; 160],
+        };
+        session.push(chunk).await.unwrap().unwrap();
+    }
+    // 3 s received, 2 s out of the alignment window, one 1-second segment sealed and synced.
+    drop(session); // the process dies: no end, no upload
+    assert_eq!(recorder.recover().await.unwrap(), 1);
+    let row = centralita_recording::store::get(&pool, &tenant, &id).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.frames), ("interrupted", 8000));
+    assert_eq!(row.paused_spans, [(8000, Some(8000))], "the pause began after what survived");
+    let (version, wrapped) = centralita_recording::store::data_key(&pool, &tenant, &id).await.unwrap().unwrap();
+    let key = recorder.keys.unwrap(tenant.as_str(), &id, version, &wrapped).unwrap();
+    let size = objects.size(&row.object_key).await.unwrap();
+    let obj = objects.range(&row.object_key, 0..size).await.unwrap();
+    let plain = Opener::new(&key, tenant.as_str(), &id, &obj).unwrap().open_all(&obj).unwrap();
+    assert_eq!(plain.len(), 32000);
+    assert!(plain.chunks_exact(4).all(|f| f == [0x7c, 0x7d, 0, 0]), "customer left at +32124, agent silent");
+    assert_eq!(recorder.recover().await.unwrap(), 0, "nothing left to finish");
+    assert!(!dir.join("spool").join(tenant.as_str()).join(format!("{id}.crec")).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
