@@ -215,6 +215,16 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
             name=f"agents/{a}", display_name=a, capacity=[chat], queues=[s.QueueAssignment(tenant=t, queue=q)])),
             metadata=auth(bpo), timeout=10)
 
+    # Every event of the agent stream carries the server's clock, which the desktop counts
+    # offers down on.
+    stream = agents.StreamAgentEvents(s.StreamAgentEventsRequest(name=f"agents/{agent_id}"),
+                                      metadata=auth(mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)),
+                                      timeout=10)
+    first_event = next(iter(stream))
+    stream.cancel()
+    assert first_event.WhichOneof("event") == "agent" and first_event.HasField("send_time")
+    assert abs(first_event.send_time.ToMilliseconds() / 1000 - time.time()) < 10, first_event.send_time
+
     def create(tok, q, ident, request_id):
         return contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
             channel=m.t.CHANNEL_CHAT, queue=q, customer_identities=[c.Identity(kind=c.IDENTITY_KIND_CHAT, value=ident)]),
@@ -268,6 +278,13 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
             time.sleep(2)
             proxy.restore()
             expect(page.get_by_test_id("stream-status")).to_have_text("connected", timeout=30_000)
+            def offered():
+                got = contacts.GetContact(s.GetContactRequest(name=contact.name), metadata=auth(admin), timeout=10)
+                return got.state == s.CONTACT_STATE_OFFERED and got.agent_id == agent_id
+
+            assert wait_for(offered, 30), (
+                contacts.GetContact(s.GetContactRequest(name=contact.name), metadata=auth(admin), timeout=10),
+                agents.GetAgent(s.GetAgentRequest(name=f"agents/{agent_id}"), metadata=auth(admin), timeout=10))
             offer = page.get_by_test_id("offer")
             expect(offer).to_be_visible(timeout=30_000)
             expect(offer.get_by_test_id("offer-queue")).to_have_text(queue)

@@ -211,7 +211,7 @@ async fn next_offer(stream: &mut tonic::Streaming<pb::AgentStreamEvent>, timeout
     loop {
         let left = end.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, stream.next()).await {
-            Ok(Some(Ok(pb::AgentStreamEvent { event: Some(Notice::Offer(c)) }))) => return Some(c),
+            Ok(Some(Ok(pb::AgentStreamEvent { event: Some(Notice::Offer(c)), .. }))) => return Some(c),
             Ok(Some(Ok(_))) => continue,
             _ => return None,
         }

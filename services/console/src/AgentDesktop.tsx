@@ -8,7 +8,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Clients } from "./api";
 import { apply, emptyDesktop, offers, reconnecting, working, type Desktop } from "./desktop";
 import { keepStreaming } from "./resume";
-import { secondsLeft } from "./clock";
+import { clockOffset, secondsLeft } from "./clock";
 import { dateTime } from "./format";
 import type { Key, Lang } from "./i18n";
 import { AgentState, ContactState, type AgentStreamEvent, type Contact } from "./gen/centralita/sessions/v1/sessions_pb";
@@ -41,6 +41,8 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
   const [error, setError] = useState<string>();
   const [reason, setReason] = useState("");
   const [now, setNow] = useState(Date.now());
+  // The server's clock: from /api/config at first, then from each stream event's send time.
+  const [offsetMs, setOffsetMs] = useState(clockOffsetMs);
 
   useEffect(() => {
     const ctl = new AbortController();
@@ -49,6 +51,10 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
       {
         event: (ev) => {
           setOnline(true);
+          if (ev.sendTime) {
+            const received = Date.now();
+            setOffsetMs(clockOffset(received, timestampMs(ev.sendTime), received));
+          }
           dispatch({ kind: "event", ev });
         },
         dropped: (e) => {
@@ -125,7 +131,7 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
       </section>
 
       {offers(desktop).map((c) => (
-        <Offer key={c.name} c={c} t={t} now={now} clockOffsetMs={clockOffsetMs} act={act} api={api} />
+        <Offer key={c.name} c={c} t={t} now={now} clockOffsetMs={offsetMs} act={act} api={api} />
       ))}
 
       {working(desktop).map((c) => (

@@ -31,7 +31,7 @@ fn publish(topic: String, key: &str, event: &Event) -> OutboxEffect {
 }
 
 fn notice(agent: &AgentId, event: pb::agent_stream_event::Event) -> OutboxEffect {
-    let event = Some(pb::AgentStreamEvent { event: Some(event) });
+    let event = Some(pb::AgentStreamEvent { event: Some(event), send_time: None });
     fx(Fx::Notify(proto::NotifyEffect { agent_id: agent.0.clone(), event }))
 }
 

@@ -69,7 +69,7 @@ impl Notices {
 
 /// A notice on the Redis channel: the agent id, a newline, the encoded stream event.
 pub fn encode_notice(agent: &AgentId, event: pb::agent_stream_event::Event) -> Vec<u8> {
-    let message = pb::AgentStreamEvent { event: Some(event) };
+    let message = pb::AgentStreamEvent { event: Some(event), send_time: None };
     let mut payload = agent.0.as_bytes().to_vec();
     payload.push(b'\n');
     payload.extend(prost::Message::encode_to_vec(&message));
@@ -165,10 +165,16 @@ pub fn agent_stream(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     engine.metrics.stream_opened();
     let open = Open(engine.metrics.clone());
+    let clock = engine.clock.clone();
+    // Every event leaves stamped with the server's clock (`send_time`), for offer countdowns.
+    let stamped = move |mut e: pb::AgentStreamEvent| {
+        e.send_time = Some(centralita_routing_contract::wire::millis_to_pb(clock.now()));
+        e
+    };
     tokio::spawn(async move {
         let _open = open;
         for e in initial {
-            if tx.send(Ok(e)).await.is_err() {
+            if tx.send(Ok(stamped(e))).await.is_err() {
                 return;
             }
         }
@@ -178,7 +184,7 @@ pub fn agent_stream(
             tokio::select! {
                 notice = notices.recv() => match notice {
                     Ok(e) => {
-                        if tx.send(Ok(e)).await.is_err() {
+                        if tx.send(Ok(stamped(e))).await.is_err() {
                             return;
                         }
                     }
@@ -212,6 +218,7 @@ mod tests {
     fn notice(agent: &str) -> pb::AgentStreamEvent {
         pb::AgentStreamEvent {
             event: Some(Notify::Agent(pb::Agent { name: format!("agents/{agent}"), ..Default::default() })),
+            send_time: None,
         }
     }
 
@@ -239,7 +246,10 @@ mod tests {
     fn notices_read_back_and_garbage_is_refused() {
         let event = notice("a1").event.unwrap();
         let payload = encode_notice(&AgentId("a1".into()), event.clone());
-        assert_eq!(decode_notice(&payload), Some(("a1".to_owned(), pb::AgentStreamEvent { event: Some(event) })));
+        assert_eq!(
+            decode_notice(&payload),
+            Some(("a1".to_owned(), pb::AgentStreamEvent { event: Some(event), send_time: None }))
+        );
         assert_eq!(decode_notice(b"no newline"), None);
         assert_eq!(decode_notice(b"a1\n\xff\xff\xff"), None);
     }

@@ -167,8 +167,10 @@ impl pb::agent_service_server::AgentService for Api {
         // Subscribe before reading the current state, so nothing falls in between.
         let notices = self.engine.notices.subscribe(&id.0);
         let agent = self.engine.store.agent(&id).await?.ok_or_else(|| Error::NotFound(format!("agents/{id}")))?;
-        let mut initial =
-            vec![pb::AgentStreamEvent { event: Some(pb::agent_stream_event::Event::Agent(pb::Agent::from(&agent))) }];
+        let mut initial = vec![pb::AgentStreamEvent {
+            event: Some(pb::agent_stream_event::Event::Agent(pb::Agent::from(&agent))),
+            send_time: None,
+        }];
         for c in self.engine.store.contacts(&agent.contacts).await?.into_iter().flatten() {
             let wire = pb::Contact::from(&c);
             let event = if c.state == ContactState::Offered {
@@ -176,7 +178,7 @@ impl pb::agent_service_server::AgentService for Api {
             } else {
                 pb::agent_stream_event::Event::Contact(wire)
             };
-            initial.push(pb::AgentStreamEvent { event: Some(event) });
+            initial.push(pb::AgentStreamEvent { event: Some(event), send_time: None });
         }
         let presence = Presence::start(&self.engine, &id).await?;
         Ok(Response::new(agent_stream(&self.engine, initial, notices, presence)))
