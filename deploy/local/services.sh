@@ -21,6 +21,10 @@ SERVICES=(sessions routing media crm recording reporting)
 grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
 admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
 sip_port="${CENTRALITA_SIP_PORT:-$((5060 + admin_base - 9101))}"
+# media's web chat front door (digital role: HTTP and WebSocket) listens on
+# 127.0.0.1:$CENTRALITA_WEBCHAT_PORT, by default 8480 plus the same offset (8580 for test.sh's e2e).
+webchat_port="${CENTRALITA_WEBCHAT_PORT:-$((8480 + admin_base - 9101))}"
+export CENTRALITA_WEBCHAT_ADDR="127.0.0.1:$webchat_port"
 # recording's playback HTTP port (signed URLs of recordings): 9190 plus the same offset
 # (9290 for test.sh's e2e run).
 playback_port="${CENTRALITA_PLAYBACK_PORT:-$((9190 + admin_base - 9101))}"

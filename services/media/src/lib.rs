@@ -142,7 +142,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         true => Some(sip::SipServer::bind(config.service.sip_addr).await?),
         false => None,
     };
-    run_roles(config, listeners, sip, shutdown).await
+    let webchat = match config.service.roles.digital {
+        true => Some(bind_webchat(config.service.webchat_addr).await?),
+        false => None,
+    };
+    run_roles(config, listeners, sip, webchat, shutdown).await
+}
+
+async fn bind_webchat(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for web chat on {addr} (CENTRALITA_WEBCHAT_ADDR): {e}"))
 }
 
 /// The voice role alone, with SIP listening on `sip_addr` (port 0 picks one); returns the
@@ -155,23 +165,27 @@ pub async fn start(
 ) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = anyhow::Result<()>>)> {
     config.service.roles = Roles { voice: true, digital: false };
     let sip = sip::SipServer::bind(sip_addr).await?;
-    Ok((sip.local_addr(), run_roles(config, listeners, Some(sip), shutdown)))
+    Ok((sip.local_addr(), run_roles(config, listeners, Some(sip), None, shutdown)))
 }
 
-/// The digital role alone (tests).
+/// The digital role alone, with web chat on `webchat_addr` (port 0 picks one); returns the
+/// web chat address taken and the service's future (tests).
 pub async fn start_digital(
     mut config: Config,
     listeners: Listeners,
+    webchat_addr: SocketAddr,
     shutdown: Shutdown,
-) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = anyhow::Result<()>>)> {
     config.service.roles = Roles { voice: false, digital: true };
-    Ok(run_roles(config, listeners, None, shutdown))
+    let webchat = bind_webchat(webchat_addr).await?;
+    Ok((webchat.local_addr()?, run_roles(config, listeners, None, Some(webchat), shutdown)))
 }
 
 async fn run_roles(
     config: Config,
     listeners: Listeners,
     sip: Option<sip::SipServer>,
+    webchat: Option<tokio::net::TcpListener>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let auth = &config.common.auth;
@@ -184,13 +198,13 @@ async fn run_roles(
     };
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let mut topics = vec![runtime.topics.contacts()];
-    if config.service.roles.digital {
+    if webchat.is_some() {
         topics.push(runtime.topics.name(digital::store::TOPIC_BASE));
     }
     runtime.with_topics(&topics);
     let mut routes = tonic::service::RoutesBuilder::default();
-    if config.service.roles.digital {
-        digital::start(&mut runtime, &config, signer.clone(), &mut routes)?;
+    if let Some(webchat) = webchat {
+        digital::start(&mut runtime, &config, signer.clone(), webchat, &mut routes)?;
     }
     if let Some(sip) = sip {
         start_voice(&mut runtime, &config, signer, sip)?;

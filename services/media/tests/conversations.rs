@@ -44,9 +44,9 @@ async fn conversation(pool: &deadpool_postgres::Pool, tenant: &TenantId) -> Stri
         visitor: "v-1".into(),
         origin: "https://shop.example".into(),
     };
-    store::create_conversation(pool, tenant, &c, "Chat started").await.unwrap();
+    assert!(store::create_conversation(pool, tenant, &c, "Chat started").await.unwrap());
     // Creating it again changes nothing.
-    store::create_conversation(pool, tenant, &c, "Chat started").await.unwrap();
+    assert!(!store::create_conversation(pool, tenant, &c, "Chat started").await.unwrap());
     contact
 }
 

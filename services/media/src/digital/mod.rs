@@ -13,15 +13,18 @@
 //! - `follow`: one party following a conversation from a sequence (resume without loss);
 //! - `contacts`: the client of sessions;
 //! - `api`: `centralita.media.v1.ConversationService` for agents and supervisors;
+//! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
 
 pub mod access;
 pub mod api;
 pub mod contacts;
 pub mod follow;
+pub mod limits;
 pub mod model;
 pub mod schema;
 pub mod store;
+pub mod webchat;
 pub mod wire;
 
 use std::sync::Arc;
@@ -127,12 +130,14 @@ pub async fn relay_once(pool: &Pool, producer: &Producer, topics: &Topics) -> Re
 }
 
 /// Wires the digital role onto the runtime: the `media` schema (migrated in the
-/// background), the outbox relay and `ConversationService`. Without a signing key media
-/// cannot ask sessions about contacts: the role stays off and its readiness check says why.
+/// background), the outbox relay, `ConversationService` and the web chat front door on
+/// `webchat`. Without a signing key media can neither ask sessions about contacts nor sign
+/// visitor tokens: the role stays off and its readiness check says why.
 pub fn start(
     runtime: &mut centralita_platform::server::Runtime,
     config: &crate::Config,
     signer: Option<centralita_platform::auth::Signer>,
+    webchat: tokio::net::TcpListener,
     routes: &mut tonic::service::RoutesBuilder,
 ) -> anyhow::Result<()> {
     use centralita_platform::auth::Authenticated;
@@ -157,13 +162,40 @@ pub fn start(
     let outbox = Arc::new(Notify::new());
     let producer = Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?;
     runtime.spawn(relay(pool.clone(), producer, runtime.topics.clone(), outbox.clone(), runtime.shutdown.clone()));
+    let auth = &config.common.auth;
+    let audience = format!("{}{}", auth.audience, webchat::AUDIENCE_SUFFIX);
+    let visitor_signer = match &config.service.jwt_private_key_file {
+        Some(path) => centralita_platform::auth::Signer::from_file(path, &auth.issuer, &audience)
+            .map_err(|m| ConfigError::new("CENTRALITA_JWT_PRIVATE_KEY_FILE", m))?,
+        None => return Err(ConfigError::new("CENTRALITA_JWT_PRIVATE_KEY_FILE", "the digital role needs it").into()),
+    };
+    let verifier = centralita_platform::auth::Verifier::from_file(&auth.public_key_file, &auth.issuer, &audience)
+        .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
     let contacts = contacts::Contacts::new(&config.service.sessions_endpoint, signer)?;
     let digital = Arc::new(Digital { pool, hub: Hub::default(), contacts, metrics, outbox });
     runtime.with_health_name("centralita.media.v1.ConversationService");
     routes.add_service(Authenticated::new(
-        ConversationServiceServer::new(api::Api { digital }),
+        ConversationServiceServer::new(api::Api { digital: digital.clone() }),
         runtime.authenticator.clone(),
     ));
-    runtime.readiness.set(crate::CHECK_DIGITAL, true, "conversations served");
+    let front = Arc::new(webchat::WebChat::new(
+        digital,
+        runtime.registry.clone(),
+        visitor_signer,
+        verifier,
+        runtime.shutdown.clone(),
+    ));
+    let local = webchat.local_addr()?;
+    let shutdown = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        let served = axum::serve(webchat, webchat::router(front)).with_graceful_shutdown(async move {
+            shutdown.wait().await;
+        });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "web chat front door failed");
+        }
+    });
+    tracing::info!(webchat_addr = %local, "web chat listening");
+    runtime.readiness.set(crate::CHECK_DIGITAL, true, format!("web chat on {local}"));
     Ok(())
 }

@@ -82,13 +82,14 @@ pub struct NewConversation {
     pub origin: String,
 }
 
-/// Creates the conversation of a contact (nothing if it exists) with a first system notice.
+/// Creates the conversation of a contact (nothing if it exists) with a first system notice;
+/// whether it was created now.
 pub async fn create_conversation(
     pool: &Pool,
     tenant: &TenantId,
     c: &NewConversation,
     notice: &str,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let mut client = pool.get().await?;
     let tx = begin(&mut client, tenant).await?;
     let created = tx
@@ -109,7 +110,7 @@ pub async fn create_conversation(
         append_in(&tx, tenant, &c.contact_id, &m).await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(created == 1)
 }
 
 fn message_of(r: &Row) -> Result<Message, Error> {
