@@ -20,7 +20,7 @@
 //! - [`crypto`]: data keys, their wrapping, the STREAM segments (`docs/recording-format.md`).
 //! - [`keys`]: the tenants' versioned key-encryption keys.
 //! - [`ingest`]: a call being recorded: spool file on disk, upload at the end.
-//! - [`objects`]: the object store (local disk).
+//! - [`objects`]: the object store (local disk or S3).
 //! - [`store`]: the schema and every query, tenant set for row-level security.
 //! - [`playback`]: WAV assembly over byte ranges, signed URLs.
 //! - [`api`], [`http`]: the gRPC and HTTP adapters.
@@ -68,7 +68,8 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub struct Settings {
     #[command(flatten)]
     pub postgres: PostgresConfig,
-    /// Where recordings are stored: `file:///<absolute dir>`.
+    /// Where recordings are stored: `file:///<absolute dir>`, or `s3://<bucket>` with the
+    /// standard `AWS_*` environment (endpoint, region, credentials, `AWS_ALLOW_HTTP`).
     #[arg(
         long = "store-url",
         env = "CENTRALITA_RECORDING_STORE_URL",
@@ -105,8 +106,11 @@ pub struct Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.postgres.validate()?;
-        if !self.store_url.starts_with("file:///") {
-            return Err(ConfigError::new("CENTRALITA_RECORDING_STORE_URL", "must be file:///<absolute dir>"));
+        if !(self.store_url.starts_with("file:///") || self.store_url.starts_with("s3://")) {
+            return Err(ConfigError::new(
+                "CENTRALITA_RECORDING_STORE_URL",
+                "must be file:///<absolute dir> or s3://<bucket>",
+            ));
         }
         if self.playback_url_ttl.is_zero() || self.playback_url_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError::new("CENTRALITA_PLAYBACK_URL_TTL", "must be between 1 s and 24 h"));

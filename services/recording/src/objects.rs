@@ -1,6 +1,9 @@
-//! The object store behind `object_store`: local disk (`file:///dir`, the default). An
-//! object is written from its spool file in parts and read back by byte ranges, so no
-//! recording is ever held in memory whole.
+//! The object store behind `object_store`: local disk (`file:///dir`, the default) or any
+//! S3-compatible store (`s3://bucket`, configured by the standard `AWS_*` environment:
+//! `AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_ALLOW_HTTP` for a plain-HTTP endpoint, …). An object is written from its spool file in
+//! parts (S3 multipart upload) and read back by byte ranges, so no recording is ever held in
+//! memory whole.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,10 +27,13 @@ fn failed(e: impl std::fmt::Display) -> Error {
 }
 
 impl Objects {
-    /// The store a `file:///dir` URL names (the directory is created).
+    /// The store a `file:///dir` (the directory is created) or `s3://bucket` URL names.
     pub fn from_url(url: &str) -> Result<Self, String> {
+        if url.starts_with("s3://") {
+            return Self::s3(url, object_store::aws::AmazonS3Builder::from_env());
+        }
         let Some(dir) = url.strip_prefix("file://") else {
-            return Err(format!("`{url}`: only file:///<dir> is supported"));
+            return Err(format!("`{url}`: must be file:///<dir> or s3://<bucket>"));
         };
         if !dir.starts_with('/') {
             return Err(format!("`{url}`: the directory must be absolute (file:///<dir>)"));
@@ -35,6 +41,14 @@ impl Objects {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir} ({e})"))?;
         let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?;
         Ok(Self { store: Arc::new(fs) })
+    }
+
+    /// An S3 store of `s3://bucket` configured by `builder` (the environment, or a test's).
+    pub fn s3(url: &str, builder: object_store::aws::AmazonS3Builder) -> Result<Self, String> {
+        // reqwest's rustls is built without a crypto provider (no aws-lc-rs): use ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let s3 = builder.with_url(url).build().map_err(|e| format!("`{url}`: {e}"))?;
+        Ok(Self { store: Arc::new(s3) })
     }
 
     /// Uploads the file at `from` as `key`, a part at a time.
