@@ -330,6 +330,8 @@ def test_environment_and_secrets(variant):
             else:
                 assert var not in env, (s, var)
         assert ("CENTRALITA_DATABASE_POOL_SIZE" in env) == (s in POSTGRES_USERS)
+        # media runs its voice role only: the digital role needs a database the chart does not give it.
+        assert (env.get("CENTRALITA_MEDIA_ROLES", {}).get("value") == "voice") == (s == "media"), s
         # Static consumer-group membership from the pod name for the stream processors.
         if s in STREAM_PROCESSORS:
             assert env["CENTRALITA_KAFKA_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}

@@ -179,6 +179,12 @@ app.kubernetes.io/component: {{ .name }}
 - name: CENTRALITA_DATABASE_POOL_SIZE
   value: {{ $cfg.database.poolSize | quote }}
 {{- end }}
+{{- if eq .name "media" }}
+{{- /* The chart deploys media's voice role; the digital role (web chat, its PostgreSQL
+       schema and HTTP port) is not in the chart yet. */}}
+- name: CENTRALITA_MEDIA_ROLES
+  value: "voice"
+{{- end }}
 {{- if .t.redis }}
 - name: CENTRALITA_REDIS_URL
   valueFrom:
