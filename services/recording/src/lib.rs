@@ -11,6 +11,8 @@
 //! - the playback HTTP port (`CENTRALITA_PLAYBACK_ADDR`): signed, expiring URLs of the WAV
 //!   file with range requests ([`http`]).
 //! - the retention sweeper ([`retention`]), every `CENTRALITA_RECORDING_SWEEP_INTERVAL`.
+//! - a consumer of the customers topic: CRM's `CustomerErased` deletes the recordings of the
+//!   erased customer's contacts, reported with a `StoreErased` ([`erasure`]).
 //! - PostgreSQL schema `recording` ([`MIGRATIONS`]): recordings, wrapped data keys, audit.
 //!
 //! # Layout
@@ -24,11 +26,13 @@
 //! - [`store`]: the schema and every query, tenant set for row-level security.
 //! - [`playback`]: WAV assembly over byte ranges, signed URLs.
 //! - [`api`], [`http`]: the gRPC and HTTP adapters.
-//! - [`retention`]: the sweeper. [`metrics`]: `centralita_recording_*`.
+//! - [`retention`]: the sweeper. [`erasure`]: CRM's customer erasures carried out on
+//!   recordings, reported back (`StoreErased`). [`metrics`]: `centralita_recording_*`.
 
 pub mod api;
 pub mod capture;
 pub mod crypto;
+pub mod erasure;
 pub mod g711;
 pub mod http;
 pub mod ingest;
@@ -45,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use centralita_platform::auth::Authenticated;
+use centralita_platform::bus::{Consumer, ConsumerSettings, MemoryDedupe, Producer, FETCH_WAIT_DEFAULT};
 use centralita_platform::config::{parse_duration, ConfigError, PostgresConfig, ServiceArgs, Validate};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
@@ -182,10 +187,35 @@ async fn run_with_playback(
     });
 
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let topics = [runtime.topics.contacts()];
+    let topics = [runtime.topics.contacts(), runtime.topics.customers()];
     runtime.with_topics(&topics);
     let pool = runtime.postgres(&s.postgres, MIGRATIONS)?;
     let metrics = Arc::new(metrics::Metrics::register(&runtime.metrics));
+    let producer = Arc::new(Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?);
+    let erasures = Consumer::new(
+        ConsumerSettings {
+            brokers: config.common.kafka.brokers.clone(),
+            group_id: format!("{}recording.erasures", config.common.kafka.topic_prefix),
+            topics: vec![runtime.topics.customers()],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            group_instance_id: config.common.kafka.group_instance_id.clone(),
+        },
+        erasure::ErasureHandler {
+            pool: pool.clone(),
+            objects: objects.clone(),
+            producer,
+            topics: runtime.topics.clone(),
+            metrics: metrics.clone(),
+        },
+        MemoryDedupe::new(10_000),
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = erasures.run(sd).await {
+            tracing::error!(error = %e, "customer erasure consumer stopped");
+        }
+    });
     let recorder = ingest::Recorder {
         pool: pool.clone(),
         keys: Arc::new(keys),

@@ -448,3 +448,111 @@ async fn a_recording_cut_by_a_crash_is_finished_at_start_up() {
     assert!(!dir.join("spool").join(tenant.as_str()).join(format!("{id}.crec")).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Forwards every event of a topic to the test.
+struct Forward(tokio::sync::mpsc::UnboundedSender<centralita_platform::bus::Event>);
+
+impl centralita_platform::bus::Handler for Forward {
+    async fn handle(
+        &mut self,
+        event: &centralita_platform::bus::Event,
+    ) -> Result<(), centralita_platform::error::Error> {
+        let _ = self.0.send(event.clone());
+        Ok(())
+    }
+}
+
+/// CRM's `CustomerErased`: the recordings of the erased customer's contacts go (key, row,
+/// object), one on legal hold stays, another tenant's contact of the same id is untouched
+/// even when the erasure names it, and recording reports its store done.
+#[tokio::test]
+async fn a_customer_erasure_deletes_the_contacts_recordings_and_reports_back() {
+    use centralita_platform::bus::{Consumer, ConsumerSettings, Event, EventPayload, MemoryDedupe, Producer};
+    use centralita_proto::crm::v1 as crm;
+    let (prefix, topics, [a, b]) =
+        testkit::two_tenants("recer-", manifest, |t| vec![t.contacts(), t.customers()]).await;
+    let s = start(&prefix).await;
+    let (channel_a, channel_b) = (token(Some(&a), Role::Channel, None), token(Some(&b), Role::Channel, None));
+    let sup_a = token(Some(&a), Role::Supervisor, None);
+    let sup_b = token(Some(&b), Role::Supervisor, None);
+    let admin_a = token(Some(&a), Role::TenantAdmin, None);
+    let erased_a = ingest(&s, &channel_a, call(&a, "c-gdpr")).await.unwrap();
+    let held_a = ingest(&s, &channel_a, call(&a, "c-gdpr")).await.unwrap();
+    let other_contact = ingest(&s, &channel_a, call(&a, "c-keep")).await.unwrap();
+    let same_id_b = ingest(&s, &channel_b, call(&b, "c-gdpr")).await.unwrap();
+    s.client()
+        .set_legal_hold(request(
+            pb::SetLegalHoldRequest { name: held_a.name.clone(), reason: "dispute 7".into() },
+            &admin_a,
+        ))
+        .await
+        .unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reports = Consumer::new(
+        ConsumerSettings {
+            brokers: testkit::brokers(),
+            group_id: testkit::unique("recer-reports-"),
+            topics: vec![topics.customers()],
+            fetch_wait: Duration::from_millis(50),
+            group_instance_id: None,
+        },
+        Forward(tx),
+        MemoryDedupe::new(100),
+        None,
+    )
+    .unwrap();
+    let stop = Shutdown::new();
+    let reader = tokio::spawn(reports.run(stop.clone()));
+
+    let erasure = crm::Erasure {
+        name: "erasures/e1".into(),
+        contacts: vec![
+            centralita_platform::tenant::contact_name(&a, "c-gdpr"),
+            centralita_platform::tenant::contact_name(&b, "c-gdpr"),
+        ],
+        ..Default::default()
+    };
+    let event =
+        Event::new(TenantId::parse(&a).unwrap(), &crm::CustomerErased { tenant: a.clone(), erasure: Some(erasure) });
+    Producer::new(&testkit::brokers(), None).unwrap().publish(&topics.customers(), "c1", &event).await.unwrap();
+
+    let report = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let e = rx.recv().await.unwrap();
+            if e.type_name == crm::StoreErased::TYPE {
+                return e.payload::<crm::StoreErased>().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("recording reported the erasure");
+    assert_eq!(
+        (report.tenant.as_str(), report.erasure.as_str(), report.store.as_str()),
+        (a.as_str(), "erasures/e1", "recording")
+    );
+    assert_eq!(report.records_erased, 1);
+    let get = |name: String, tok: String| {
+        let mut c = s.client();
+        async move {
+            c.get_recording(request(pb::GetRecordingRequest { name }, &tok)).await.map(|_| ()).map_err(|e| e.code())
+        }
+    };
+    assert_eq!(get(erased_a.name.clone(), sup_a.clone()).await, Err(Code::NotFound));
+    assert_eq!(get(held_a.name.clone(), sup_a.clone()).await, Ok(()), "on legal hold");
+    assert_eq!(get(other_contact.name.clone(), sup_a.clone()).await, Ok(()), "another contact");
+    assert_eq!(get(same_id_b.name.clone(), sup_b.clone()).await, Ok(()), "another tenant's contact");
+    let ta = TenantId::parse(&a).unwrap();
+    let id = erased_a.name.strip_prefix("recordings/").unwrap();
+    assert!(centralita_recording::store::data_key(&pool(), &ta, id).await.unwrap().is_none(), "key shredded");
+    let objects =
+        centralita_recording::objects::Objects::from_url(&format!("file://{}", s.dir.join("objects").display()))
+            .unwrap();
+    assert!(objects.size(&centralita_recording::ingest::object_key(&ta, id)).await.is_err(), "object gone");
+
+    stop.trigger();
+    let _ = reader.await;
+    s.shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), s.task).await.unwrap().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
