@@ -8,7 +8,7 @@
 # 5060 plus the admin base's offset from 9101 (5060 for the dev run, 5160 for test.sh's e2e).
 # The web console (centralita-console, services/console built with npm when its sources
 # changed) listens on 127.0.0.1:$CENTRALITA_CONSOLE_PORT, by default 9650 plus the same offset
-# (`services.sh console-url`); the services grant it gRPC-Web CORS (CENTRALITA_GRPC_WEB_ORIGINS)
+# (`services.sh console-url`; its admin port is the next one); the services grant it gRPC-Web CORS (CENTRALITA_GRPC_WEB_ORIGINS)
 # and its development sign-in is on (CENTRALITA_CONSOLE_DEV_SIGN_IN=false turns it off).
 # Its RTP ports (CENTRALITA_RTP_PORTS) are 1000 per run below the kernel's ephemeral range:
 # 20000-20999 for the dev run, 21000-21999 for the e2e run, 22000-22999 for admin base 9301.
@@ -87,12 +87,13 @@ start_console() {
       -path "$app/src/gen" -prune -o -newer "$app/dist/index.html" -print -quit)" ]; then
     npm --prefix "$app" run build --silent >/dev/null
   fi
-  CENTRALITA_CONSOLE_ADDR="127.0.0.1:$console_port" CENTRALITA_CONSOLE_DIST="$app/dist" \
+  CENTRALITA_CONSOLE_ADDR="127.0.0.1:$console_port" CENTRALITA_CONSOLE_ADMIN_ADDR="127.0.0.1:$((console_port + 1))" \
+    CENTRALITA_CONSOLE_DIST="$app/dist" \
     CENTRALITA_CONSOLE_ENDPOINTS="$(console_endpoints)" \
     CENTRALITA_CONSOLE_DEV_SIGN_IN="${CENTRALITA_CONSOLE_DEV_SIGN_IN:-true}" \
     nohup "$bin/centralita-console" >>"$logs/console.log" 2>&1 &
   echo $! >"$pidf"
-  echo "[services] console http://127.0.0.1:$console_port" >&2
+  echo "[services] console http://127.0.0.1:$console_port admin http://127.0.0.1:$((console_port + 1))" >&2
 }
 
 stop() {

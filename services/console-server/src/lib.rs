@@ -12,7 +12,8 @@
 //!   private key is given: it hands any tenant's token to anyone who can reach it, so it is
 //!   for a developer's loopback only. Production sign-in is the BPO's identity provider
 //!   (OpenID Connect with PKCE), not built yet.
-//! - `GET /livez`.
+//! - `GET /livez`; and on a second, admin port (`CENTRALITA_CONSOLE_ADMIN_ADDR`) the
+//!   platform's `/livez`, `/readyz` and `/metrics` (with `centralita_console_dev_sign_ins`).
 //!
 //! Everything else is the app: files of the built `dist` directory, and `index.html` for any
 //! other path (the app routes in the browser).
@@ -20,8 +21,10 @@
 //! # Layout
 //! - [`Config`]: flags and `CENTRALITA_CONSOLE_*` environment, validated once.
 //! - [`signin`]: the development sign-in (request validation, minting, its errors).
+//! - [`metrics`]: the server's own metrics.
 //! - [`router`] and [`run`]: the HTTP server; `main.rs` only parses and calls `run`.
 
+pub mod metrics;
 pub mod signin;
 
 use std::collections::BTreeMap;
@@ -37,6 +40,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use centralita_platform::auth::Signer;
 use centralita_platform::config::{parse_duration, ConfigError, TelemetryConfig};
+use centralita_platform::health::Readiness;
 use centralita_platform::shutdown::Shutdown;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -51,6 +55,9 @@ pub struct Config {
     /// Address of the console's HTTP port.
     #[arg(long, env = "CENTRALITA_CONSOLE_ADDR", default_value = "127.0.0.1:9650")]
     pub addr: SocketAddr,
+    /// Address of the admin port (`/livez`, `/readyz`, `/metrics`).
+    #[arg(long, env = "CENTRALITA_CONSOLE_ADMIN_ADDR", default_value = "127.0.0.1:9651")]
+    pub admin_addr: SocketAddr,
     /// The built app (`services/console/dist`, made by `npm run build`).
     #[arg(long, env = "CENTRALITA_CONSOLE_DIST")]
     pub dist: PathBuf,
@@ -152,7 +159,15 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
-async fn config_json(State(p): State<Arc<Prepared>>) -> Response {
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub prepared: Prepared,
+    pub metrics: metrics::Metrics,
+}
+
+async fn config_json(State(app): State<Arc<AppState>>) -> Response {
+    let p = &app.prepared;
     let body = serde_json::json!({
         "endpoints": p.endpoints,
         "devSignIn": p.signer.is_some(),
@@ -166,24 +181,57 @@ async fn no_such_api() -> Response {
 }
 
 /// The console's routes over a validated configuration.
-pub fn router(prepared: Prepared) -> Router {
-    let index = prepared.dist.join("index.html");
-    let app = ServeDir::new(&prepared.dist).fallback(ServeFile::new(index));
+pub fn router(state: Arc<AppState>) -> Router {
+    let index = state.prepared.dist.join("index.html");
+    let app = ServeDir::new(&state.prepared.dist).fallback(ServeFile::new(index));
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/api/config", get(config_json))
         .route("/api/dev/sign-in", post(signin::handle))
         .route("/api/{*rest}", get(no_such_api).post(no_such_api))
         .fallback_service(app)
-        .with_state(Arc::new(prepared))
+        .with_state(state)
 }
 
-/// Serves until `shutdown`, then stops accepting and finishes open requests.
-pub async fn run(prepared: Prepared, listener: tokio::net::TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+/// The console's two listening sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    pub app: tokio::net::TcpListener,
+    pub admin: tokio::net::TcpListener,
+}
+
+/// Serves the app and the admin port until `shutdown`, then stops accepting and finishes
+/// open requests (readiness turns false first).
+pub async fn run(prepared: Prepared, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     if prepared.signer.is_some() {
         tracing::warn!("development sign-in is ON: anyone reaching this port can get a token of any tenant");
     }
-    tracing::info!(addr = %listener.local_addr()?, dist = %prepared.dist.display(), "serving the console");
-    axum::serve(listener, router(prepared)).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
+    tracing::info!(
+        addr = %listeners.app.local_addr()?,
+        admin = %listeners.admin.local_addr()?,
+        dist = %prepared.dist.display(),
+        "serving the console"
+    );
+    let platform = Arc::new(centralita_platform::metrics::Metrics::new("console"));
+    let state = Arc::new(AppState { metrics: metrics::Metrics::register(&platform), prepared });
+    let readiness = Readiness::new();
+    readiness.register("app");
+    readiness.set("app", true, "ok");
+    let admin_stop = Shutdown::new();
+    let admin = axum::serve(listeners.admin, centralita_platform::admin::router(readiness.clone(), platform))
+        .with_graceful_shutdown({
+            let s = admin_stop.clone();
+            async move { s.wait().await }
+        });
+    let admin = tokio::spawn(async move { admin.await });
+    let served = axum::serve(listeners.app, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.wait().await;
+            readiness.set_shutting_down();
+        })
+        .await;
+    admin_stop.trigger();
+    admin.await??;
+    served?;
     Ok(())
 }

@@ -31,16 +31,22 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        let bind = async {
+            Ok::<_, std::io::Error>(centralita_console::Listeners {
+                app: tokio::net::TcpListener::bind(config.addr).await?,
+                admin: tokio::net::TcpListener::bind(config.admin_addr).await?,
+            })
+        };
+        let listeners = match bind.await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, addr = %config.addr, "cannot bind the console's port");
+                tracing::error!(error = %e, addr = %config.addr, admin = %config.admin_addr, "cannot bind the console's ports");
                 return ExitCode::FAILURE;
             }
         };
         let shutdown = Shutdown::new();
         shutdown.on_signals();
-        match centralita_console::run(prepared, listener, shutdown).await {
+        match centralita_console::run(prepared, listeners, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "console server stopped with an error");

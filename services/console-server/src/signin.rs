@@ -14,7 +14,8 @@ use centralita_platform::auth::{Role, TokenRequest};
 use centralita_platform::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 
-use crate::Prepared;
+use crate::metrics::SignIn;
+use crate::AppState;
 
 /// What the page sends.
 #[derive(Debug, Deserialize)]
@@ -99,9 +100,20 @@ pub fn token_request(req: &SignInRequest, ttl: std::time::Duration) -> Result<To
     Ok(TokenRequest { subject, tenant: Some(tenant), roles: vec![role], agent_id, ttl })
 }
 
-pub async fn handle(State(p): State<Arc<Prepared>>, body: Bytes) -> Result<Response, SignInError> {
+pub async fn handle(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, SignInError> {
+    let outcome = mint(&app, &body);
+    app.metrics.dev_sign_in(match &outcome {
+        Ok(_) => SignIn::Minted,
+        Err(SignInError::Disabled) => SignIn::Disabled,
+        Err(_) => SignIn::Refused,
+    });
+    outcome
+}
+
+fn mint(app: &AppState, body: &[u8]) -> Result<Response, SignInError> {
+    let p = &app.prepared;
     let signer = p.signer.as_ref().ok_or(SignInError::Disabled)?;
-    let req: SignInRequest = serde_json::from_slice(&body).map_err(|e| invalid("body", e.to_string()))?;
+    let req: SignInRequest = serde_json::from_slice(body).map_err(|e| invalid("body", e.to_string()))?;
     let token_req = token_request(&req, p.ttl)?;
     let now = chrono::Utc::now().timestamp();
     let token = signer.mint_at(&token_req, now).map_err(|e| {

@@ -45,13 +45,29 @@ fn config(extra: &[&str]) -> Config {
     Config::try_parse_from(args).unwrap()
 }
 
-async fn start(config: Config) -> (SocketAddr, Shutdown) {
+/// The app's and the admin port's addresses.
+async fn start(config: Config) -> (SocketAddr, SocketAddr, Shutdown) {
     let prepared = config.validate().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listeners = centralita_console::Listeners {
+        app: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let (addr, admin) = (listeners.app.local_addr().unwrap(), listeners.admin.local_addr().unwrap());
     let shutdown = Shutdown::new();
-    tokio::spawn(centralita_console::run(prepared, listener, shutdown.clone()));
-    (addr, shutdown)
+    tokio::spawn(centralita_console::run(prepared, listeners, shutdown.clone()));
+    (addr, admin, shutdown)
+}
+
+/// The value of `centralita_console_dev_sign_ins` for `outcome` on the admin port.
+async fn sign_ins(admin: SocketAddr, outcome: &str) -> u64 {
+    let (code, body) = http(admin, "GET", "/metrics", "").await;
+    assert_eq!(code, 200);
+    let prefix = format!("centralita_console_dev_sign_ins_total{{service=\"console\",outcome=\"{outcome}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {body}"))
+        .parse()
+        .unwrap()
 }
 
 /// (status code, body)
@@ -72,7 +88,8 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
 
 #[tokio::test]
 async fn serves_the_app_and_its_config_with_sign_in_off_by_default() {
-    let (addr, shutdown) = start(config(&[])).await;
+    let (addr, admin, shutdown) = start(config(&[])).await;
+    assert_eq!(http(admin, "GET", "/readyz", "").await.0, 200);
     let (code, body) = http(addr, "GET", "/", "").await;
     assert_eq!(code, 200);
     assert!(body.contains("<title>Centralita</title>"), "{body}");
@@ -95,13 +112,15 @@ async fn serves_the_app_and_its_config_with_sign_in_off_by_default() {
     assert!(body.contains("disabled"), "{body}");
     assert!(!body.contains("token\""), "{body}");
     assert_eq!(http(addr, "GET", "/api/nothing", "").await.0, 404);
+    assert_eq!(sign_ins(admin, "disabled").await, 1);
+    assert_eq!(sign_ins(admin, "minted").await, 0);
     shutdown.trigger();
 }
 
 #[tokio::test]
 async fn dev_sign_in_mints_a_token_of_the_tenant_asked_for_only() {
     let key = repo("deploy/local/dev-keys/jwt-ed25519.key").display().to_string();
-    let (addr, shutdown) = start(config(&["--dev-sign-in", "true", "--private-key-file", &key])).await;
+    let (addr, admin, shutdown) = start(config(&["--dev-sign-in", "true", "--private-key-file", &key])).await;
     let verifier =
         Verifier::from_file(&repo("deploy/local/dev-keys/jwt-ed25519.pub"), "centralita", "centralita-api").unwrap();
     assert_eq!(
@@ -143,6 +162,7 @@ async fn dev_sign_in_mints_a_token_of_the_tenant_asked_for_only() {
         assert_eq!(v["field"], field, "{body}: {reply}");
         assert!(v.get("token").is_none());
     }
+    assert_eq!((sign_ins(admin, "minted").await, sign_ins(admin, "refused").await), (2, 6));
     shutdown.trigger();
 }
 
