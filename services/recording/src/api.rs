@@ -430,3 +430,106 @@ impl Api {
 
 /// Shared by the HTTP endpoint.
 pub type Shared = Arc<Api>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    fn valid() -> Vec<pb::IngestCallRequest> {
+        vec![
+            pb::IngestCallRequest {
+                event: Some(pb::ingest_call_request::Event::Header(pb::CallHeader {
+                    tenant: "acme".into(),
+                    contact_id: "c-1".into(),
+                    queue: "support".into(),
+                    agent_ids: vec!["a-1".into()],
+                    start_time: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+                    codec: pb::AudioCodec::Pcma as i32,
+                })),
+            },
+            pb::IngestCallRequest {
+                event: Some(pb::ingest_call_request::Event::Audio(pb::AudioChunk {
+                    leg: pb::Leg::Customer as i32,
+                    offset: Some(prost_types::Duration { seconds: 1, nanos: 20_000_000 }),
+                    payload: vec![0xd5; 160],
+                })),
+            },
+            pb::IngestCallRequest {
+                event: Some(pb::ingest_call_request::Event::Pause(pb::RecordingPause {
+                    offset: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+                })),
+            },
+            pb::IngestCallRequest {
+                event: Some(pb::ingest_call_request::Event::End(pb::CallEnd {
+                    offset: Some(prost_types::Duration { seconds: 9, nanos: 0 }),
+                })),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_wire_messages_convert() {
+        let acme = TenantId::parse("acme").unwrap_or_else(|_| unreachable!());
+        let [h, a, p, e] = <[_; 4]>::try_from(valid()).unwrap_or_else(|_| unreachable!());
+        let Some(pb::ingest_call_request::Event::Header(h)) = h.event else { unreachable!() };
+        assert!(header(h.clone(), &acme).is_ok());
+        let globex = TenantId::parse("globex").unwrap_or_else(|_| unreachable!());
+        assert!(matches!(header(h, &globex), Err(Error::PermissionDenied { .. })));
+        assert_eq!(input(a).ok(), Some(Input::Audio { leg: Leg::Customer, offset: 8160, payload: vec![0xd5; 160] }));
+        assert_eq!(input(p).ok(), Some(Input::Pause { offset: 16000 }));
+        assert_eq!(input(e).ok(), Some(Input::End { offset: 72000 }));
+        assert!(input(pb::IngestCallRequest { event: None }).is_err());
+        assert!(parse_name("name", "recordings/0190aaaabbbbccccddddeeeeffff0000").is_ok());
+        for bad in [
+            "",
+            "recordings/",
+            "recordings/../x",
+            "recordings/0190AAAABBBBCCCCDDDDEEEEFFFF0000",
+            "x/0190aaaabbbbccccddddeeeeffff0000",
+        ] {
+            assert!(parse_name("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Valid messages with bytes flipped, cut or appended at random, and plain random bytes:
+        /// whatever decodes converts or is refused with a field, never a panic.
+        #[test]
+        fn mutated_wire_messages_are_converted_or_refused(
+            which in 0usize..4,
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            tail in prop::collection::vec(any::<u8>(), 0..16),
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let acme = TenantId::parse("acme").unwrap_or_else(|_| unreachable!());
+            let mut bytes = valid()[which].encode_to_vec();
+            for (i, b) in flips {
+                let at = i.index(bytes.len());
+                bytes[at] ^= b;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            bytes.extend(tail);
+            for b in [bytes, noise] {
+                if let Ok(m) = pb::IngestCallRequest::decode(b.as_slice()) {
+                    match m.event.clone() {
+                        Some(pb::ingest_call_request::Event::Header(h)) => {
+                            if let Err(e) = header(h, &acme) {
+                                prop_assert!(matches!(e, Error::InvalidArgument(_) | Error::PermissionDenied { .. }), "{e:?}");
+                            }
+                        }
+                        _ => {
+                            if let Err(IngestError::Invalid { field, .. }) = input(m) {
+                                prop_assert!(!field.is_empty());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
