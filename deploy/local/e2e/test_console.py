@@ -4,8 +4,9 @@ services `deploy/local/test.sh` started, `centralita-console` among them.
 An agent signs in with the development sign-in, goes available, gets an offer for a contact
 created through the API (grpcio) with a visible countdown, keeps it across a dropped
 connection (an offer made while the browser is offline appears once it is back), accepts,
-sees the customer's profile and notes, ends and wraps up with a disposition (checked through
-the API). A supervisor's wallboard shows the figures reporting's API returns. An agent and a
+sees the customer's profile, notes and earlier contact, ends and wraps up with a disposition
+(checked through the API), rejects the next offer and goes away with one of the tenant's
+reasons. A supervisor's wallboard shows the figures reporting's API returns. An agent and a
 supervisor of tenant A see nothing of tenant B. Screenshots of both screens go to
 docs/screenshots/ (shown in the README).
 """
@@ -230,6 +231,11 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
             channel=m.t.CHANNEL_CHAT, queue=q, customer_identities=[c.Identity(kind=c.IDENTITY_KIND_CHAT, value=ident)]),
             request_id=request_id), metadata=auth(tok), timeout=10)
 
+    # An earlier contact of the same customer, abandoned (the customer hung up in the queue):
+    # the screen-pop lists it among the recent interactions.
+    earlier = create(channel, queue, visitor, f"{run}-0")
+    contacts.EndContact(s.EndContactRequest(name=earlier.name), metadata=auth(channel), timeout=10)
+
     SHOTS.mkdir(parents=True, exist_ok=True)
     proxy = CuttableProxy(eps["sessions"])
     with sync_playwright() as p:
@@ -303,6 +309,7 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
             expect(card.get_by_test_id("customer-name")).to_have_text("Lucía Gil", timeout=15_000)
             expect(card.get_by_test_id("customer-tier")).to_have_text("VIP")
             expect(card.get_by_test_id("customer-notes")).to_contain_text("prefers email follow-ups")
+            expect(card.get_by_test_id("interactions")).to_contain_text("abandoned")
             page.screenshot(path=str(SHOTS / "console-agent-desktop.png"), full_page=True)
 
             card.get_by_test_id("end-contact").click()
@@ -315,6 +322,28 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
             closed = contacts.GetContact(s.GetContactRequest(name=contact.name), metadata=auth(admin), timeout=10)
             assert closed.state == s.CONTACT_STATE_CLOSED and closed.disposition == "resolved"
             assert other not in page.content() and "Claims B" not in page.content()
+
+            # Reject: the offer goes away from the desktop (and back to the queue).
+            second = create(channel, queue, visitor, f"{run}-c")
+            expect(page.get_by_test_id("offer")).to_be_visible(timeout=30_000)
+            first_offer = contacts.GetContact(s.GetContactRequest(name=second.name), metadata=auth(admin),
+                                              timeout=10).offer_id
+            assert first_offer
+            page.get_by_test_id("reject").click()
+
+            def rejected():
+                got = contacts.GetContact(s.GetContactRequest(name=second.name), metadata=auth(admin), timeout=10)
+                return got.offer_id != first_offer
+
+            assert wait_for(rejected, 15), "the reject did not reach sessions"
+            # Away with one of the tenant's reasons (no more offers), then the customer hangs up.
+            page.get_by_test_id("away-reason").select_option("training")
+            page.get_by_test_id("go-away").click()
+            expect(page.get_by_test_id("agent-state")).to_have_text("Away", timeout=10_000)
+            me = agents.GetAgent(s.GetAgentRequest(name=f"agents/{agent_id}"), metadata=auth(admin), timeout=10)
+            assert (me.state, me.away_reason) == (s.AGENT_STATE_AWAY, "training")
+            contacts.EndContact(s.EndContactRequest(name=second.name), metadata=auth(channel), timeout=10)
+            expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=30_000)
 
             # The supervisor's wallboard shows what reporting's API says.
             sup = browser.new_context(viewport={"width": 1280, "height": 560}, locale="en-GB").new_page()
