@@ -216,9 +216,10 @@ async fn run_with_playback(
             tracing::error!(error = %e, "customer erasure consumer stopped");
         }
     });
+    let keyring = Arc::new(keys);
     let recorder = ingest::Recorder {
         pool: pool.clone(),
-        keys: Arc::new(keys),
+        keys: keyring.clone(),
         objects: objects.clone(),
         spool: s.spool_dir.clone(),
         metrics: metrics.clone(),
@@ -237,6 +238,7 @@ async fn run_with_playback(
         objects,
         runtime.registry.clone(),
         metrics,
+        keyring,
         s.sweep_interval,
         runtime.shutdown.clone(),
     ));

@@ -2,7 +2,8 @@
 //! `dataRetentionDays`, unless it is on legal hold: first its row and wrapped data key
 //! (from then on the audio is unreadable anywhere, backups included), then its object.
 //! Each deletion is audited. [`sweep`] takes the time as an argument, so tests move the
-//! clock instead of waiting.
+//! clock instead of waiting. The same loop re-wraps data keys after a key rotation
+//! ([`rewrap`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,11 @@ use std::time::Duration;
 use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::shutdown::Shutdown;
+use centralita_platform::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
+use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::objects::Objects;
 use crate::store::{self, Audit};
@@ -61,19 +64,53 @@ pub async fn sweep(
     Ok(deleted)
 }
 
-/// Sweeps every `interval` until `shutdown`.
+/// Re-wraps the data keys of `tenants` that are not under their tenant's current key
+/// version (after a rotation), a batch per tenant per pass; the audio is not touched. Keys
+/// the keyring cannot unwrap (a version already removed from it) are logged and left.
+/// Returns how many were re-wrapped.
+pub async fn rewrap(pool: &Pool, keys: &Keyring, tenants: &[TenantId]) -> Result<usize, Error> {
+    let mut done = 0;
+    for tenant in tenants {
+        let Some(current) = keys.current(tenant.as_str()) else { continue };
+        for (id, version, wrapped) in store::keys_not_at(pool, tenant, current, BATCH).await? {
+            match keys.rewrap(tenant.as_str(), &id, version, &wrapped) {
+                Ok(Some((to, new))) => {
+                    if store::rewrap_key(pool, tenant, &id, version, to, &new).await? {
+                        done += 1;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, recording = %id, version, "cannot re-wrap a data key"),
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Sweeps (and re-wraps rotated keys) every `interval` until `shutdown`.
 pub async fn run(
     pool: Pool,
     objects: Objects,
     tenants: TenantRegistry,
     metrics: Arc<Metrics>,
+    keys: Arc<Keyring>,
     interval: Duration,
     shutdown: Shutdown,
 ) {
+    // The first pass soon after start (a rotation is picked up by a restart), then every
+    // interval.
+    let mut wait = interval.min(Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = interval;
+        let ids: Vec<TenantId> = tenants.list().iter().map(|t| t.id.clone()).collect();
+        match rewrap(&pool, &keys, &ids).await {
+            Ok(n) if n > 0 => tracing::info!(rewrapped = n, "data keys moved to their tenant's current key"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "re-wrapping data keys failed; will retry"),
         }
         match sweep(&pool, &objects, &tenants, &metrics, Utc::now()).await {
             Ok(n) if n > 0 => tracing::info!(deleted = n, "retention sweep"),

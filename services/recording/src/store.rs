@@ -231,6 +231,49 @@ pub async fn data_key(pool: &Pool, tenant: &TenantId, id: &str) -> Result<Option
     Ok(r.map(|r| (r.get::<_, i32>(0).unsigned_abs(), r.get(1))))
 }
 
+/// Data keys of the tenant wrapped under another version than `version`, at most `limit`:
+/// (recording id, version, wrapped).
+pub async fn keys_not_at(
+    pool: &Pool,
+    tenant: &TenantId,
+    version: u32,
+    limit: i64,
+) -> Result<Vec<(String, u32, Vec<u8>)>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let version = i32::try_from(version).map_err(Error::internal)?;
+    let rows = tx
+        .query(
+            "SELECT recording_id, key_version, wrapped FROM data_keys WHERE key_version <> $1 ORDER BY recording_id LIMIT $2",
+            &[&version, &limit],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i32>(1).unsigned_abs(), r.get(2))).collect())
+}
+
+/// Replaces a data key's wrapping, if it is still wrapped under `from`. Whether it was.
+pub async fn rewrap_key(
+    pool: &Pool,
+    tenant: &TenantId,
+    id: &str,
+    from: u32,
+    to: u32,
+    wrapped: &[u8],
+) -> Result<bool, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let (from, to) = (i32::try_from(from).map_err(Error::internal)?, i32::try_from(to).map_err(Error::internal)?);
+    let n = tx
+        .execute(
+            "UPDATE data_keys SET key_version = $3, wrapped = $4 WHERE recording_id = $1 AND key_version = $2",
+            &[&id, &from, &to, &wrapped],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
 /// Who did what to which recording.
 #[derive(Debug, Clone)]
 pub struct Audit<'a> {

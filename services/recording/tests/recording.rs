@@ -556,3 +556,66 @@ async fn a_customer_erasure_deletes_the_contacts_recordings_and_reports_back() {
     tokio::time::timeout(Duration::from_secs(10), s.task).await.unwrap().unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+/// Rotating a tenant's key: a recording wrapped under version 1 is re-wrapped under version
+/// 2 by the sweeper's pass, its object untouched, and then plays back with a keyring that no
+/// longer holds version 1 at all.
+#[tokio::test]
+async fn a_key_rotation_rewraps_data_keys_without_touching_audio() {
+    use centralita_recording::capture::{Input, Leg};
+    use centralita_recording::crypto::Opener;
+    use centralita_recording::ingest::{Header, Recorder};
+    use centralita_recording::keys::Keyring;
+    const K2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let pool = pool();
+    centralita_platform::db::migrate(&pool, &centralita_recording::MIGRATIONS).await.unwrap();
+    let dir = std::env::temp_dir().join(testkit::unique("recording-rotate-"));
+    let objects =
+        centralita_recording::objects::Objects::from_url(&format!("file://{}", dir.join("objects").display())).unwrap();
+    let v1 = Keyring::parse(&format!("current: 1\nroots: {{1: \"{ROOT_KEY}\"}}\n")).unwrap();
+    let both = Keyring::parse(&format!("current: 2\nroots: {{1: \"{ROOT_KEY}\", 2: \"{K2}\"}}\n")).unwrap();
+    let v2 = Keyring::parse(&format!("current: 2\nroots: {{2: \"{K2}\"}}\n")).unwrap();
+    let recorder = Recorder {
+        pool: pool.clone(),
+        keys: std::sync::Arc::new(v1.clone()),
+        objects: objects.clone(),
+        spool: dir.join("spool"),
+        metrics: std::sync::Arc::new(centralita_recording::metrics::Metrics::default()),
+    };
+    let tenant = TenantId::parse(&testkit::unique("rotate-")).unwrap();
+    let header = Header {
+        tenant: tenant.clone(),
+        contact_id: "c-r".into(),
+        queue: "support".into(),
+        agent_ids: vec![],
+        start: chrono::Utc::now(),
+        law: centralita_recording::g711::Law::Mu,
+    };
+    let mut session = recorder.start(&header).await.unwrap();
+    session.push(Input::Audio { leg: Leg::Agent, offset: 0, payload: vec![0x80; 800] }).await.unwrap().unwrap();
+    session.push(Input::End { offset: 800 }).await.unwrap().unwrap();
+    let row = session.finish().await.unwrap();
+    let before = objects.range(&row.object_key, 0..objects.size(&row.object_key).await.unwrap()).await.unwrap();
+    let data_key = |ring: Keyring| {
+        let (pool, tenant, id) = (pool.clone(), tenant.clone(), row.id.clone());
+        async move {
+            let (version, wrapped) = centralita_recording::store::data_key(&pool, &tenant, &id).await.unwrap().unwrap();
+            (version, ring.unwrap(tenant.as_str(), &id, version, &wrapped).ok())
+        }
+    };
+    assert_eq!(data_key(v1.clone()).await.0, 1);
+    assert!(data_key(v2.clone()).await.1.is_none(), "version 2 cannot open a version 1 key");
+
+    let rewrap = centralita_recording::retention::rewrap;
+    assert_eq!(rewrap(&pool, &v1, std::slice::from_ref(&tenant)).await.unwrap(), 0, "already current");
+    assert_eq!(rewrap(&pool, &both, std::slice::from_ref(&tenant)).await.unwrap(), 1);
+    assert_eq!(rewrap(&pool, &both, std::slice::from_ref(&tenant)).await.unwrap(), 0, "done once");
+    let (version, key) = data_key(v2).await;
+    assert_eq!(version, 2);
+    let after = objects.range(&row.object_key, 0..objects.size(&row.object_key).await.unwrap()).await.unwrap();
+    assert_eq!(before, after, "the audio object is untouched");
+    let plain = Opener::new(&key.unwrap(), tenant.as_str(), &row.id, &after).unwrap().open_all(&after).unwrap();
+    assert_eq!(plain.len(), 800 * 4);
+    assert!(data_key(v1).await.1.is_none(), "the old version no longer opens it");
+    let _ = std::fs::remove_dir_all(&dir);
+}
