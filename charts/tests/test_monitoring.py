@@ -65,7 +65,7 @@ def test_dashboards_and_alerts_are_off_by_default(chart):
 def test_dashboards_ship_as_configmaps_for_the_grafana_sidecar(rendered):
     _, values, objects = rendered
     files = {p.name: json.loads(p.read_text()) for p in sorted(mon.DASHBOARDS.glob("*.json"))}
-    assert set(files) == {"centralita-platform.json", "centralita-acd.json", "centralita-pipelines.json"}
+    assert set(files) == {"centralita-platform.json", "centralita-acd.json", "centralita-pipelines.json", "centralita-tenants.json"}
     maps = [o for o in of(objects, "ConfigMap") if "-dashboard-" in o["metadata"]["name"]]
     assert len(maps) == len(files)
     label = values["dashboards"].get("sidecarLabel", "grafana_dashboard")
@@ -110,7 +110,7 @@ def test_every_alert_has_a_severity_and_its_runbook(rendered):
         "CentralitaServiceDown", "CentralitaServiceNotReady", "CentralitaGrpcServerErrors",
         "CentralitaGrpcLatencyBudgetBurn", "CentralitaOutboxBacklog", "CentralitaRoutingOwnsNoPartitions",
         "CentralitaConsumerStalled", "CentralitaEventAgeHigh", "CentralitaOffersVoided",
-        "CentralitaTenantRateLimited", "CentralitaRateLimiterFallback",
+        "CentralitaTenantRateLimited", "CentralitaRateLimiterFallback", "CentralitaTenantServiceLevelBreach",
     }
     # Every runbook page is some alert's.
     pages = {p.stem for p in mon.RUNBOOKS.glob("Centralita*.md")}

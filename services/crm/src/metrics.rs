@@ -100,6 +100,11 @@ impl Metrics {
         );
         r.register("centralita_crm_erased_rows", "Rows deleted by GDPR erasures, by table", m.erased_rows.clone());
         drop(r);
+        // Both kinds are exported from the start (at 0), so the family is there to scrape
+        // before the first request.
+        for kind in ["export", "erasure"] {
+            m.gdpr.get_or_create(&KindLabel { kind }).inc_by(0);
+        }
         m
     }
 
@@ -196,5 +201,14 @@ mod tests {
         assert_eq!(at("centralita_crm_erased_rows_total", "table=\"notes\""), Some(2));
         assert_eq!(at("centralita_crm_erased_rows_total", "table=\"customers\""), Some(1));
         assert!(!text.contains("not_a_table"), "{text}");
+    }
+
+    #[test]
+    fn gdpr_kinds_are_exported_before_the_first_request() {
+        let platform = Platform::new("crm");
+        let _m = Metrics::register(&platform);
+        let text = platform.encode();
+        assert_eq!(sample(&text, "centralita_crm_gdpr_requests_total", "kind=\"export\""), Some(0), "{text}");
+        assert_eq!(sample(&text, "centralita_crm_gdpr_requests_total", "kind=\"erasure\""), Some(0), "{text}");
     }
 }

@@ -16,6 +16,8 @@
 //! - [`metrics`]: reporting's domain metrics (`centralita_reporting_*`), recorded by the
 //!   consumers, the wallboard stream and the usage publisher.
 //! - [`usage`]: publishes each tenant's usage per day on the usage topic.
+//! - [`floor`]: each tenant queue's service level against its target, waiting contacts and
+//!   agents by state as Prometheus gauges, from the real-time figures.
 //!
 //! # What it does
 //! - Consumes the contacts topic ([`store::ContactEvents`]): each event, once, folds into
@@ -28,6 +30,7 @@
 pub mod api;
 pub mod core;
 pub mod erlang;
+pub mod floor;
 pub mod metrics;
 pub mod store;
 pub mod usage;
@@ -104,6 +107,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         Some(runtime.metrics.clone()),
     )?);
     runtime.spawn(usage::publish_loop(api.clone(), producer, runtime.topics.usage(), runtime.shutdown.clone()));
+    runtime.spawn(floor::export_loop(api.clone(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.reporting.v1.ReportingService");
     runtime.with_health_name("centralita.reporting.v1.StaffingService");
     let auth = runtime.authenticator.clone();

@@ -15,6 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
 use crate::core::{Outcome, Role};
 use crate::store::Folded;
@@ -29,6 +32,38 @@ struct RoleLabel {
     role: &'static str,
 }
 
+/// A tenant's queue. Unlike the platform's other labels these carry tenant ids: tenants and
+/// their queues are configuration (a manifest each, applied by an operator), not caller
+/// input, so their number is bounded by what the BPO onboards; one series per queue is what
+/// lets an SRE see and alert on each tenant's service level against its contract.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub tenant: String,
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentStateLabel {
+    tenant: String,
+    queue: String,
+    state: &'static str,
+}
+
+/// The real-time figures of one queue the floor gauges show (see [`Metrics::floor`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueFloor {
+    /// The rolling 15 minutes' service level by the queue's definition; none when nothing was judged.
+    pub service_level_percent: Option<f64>,
+    /// The contracted target: the queue's, else the tenant's.
+    pub target_percent: f64,
+    pub waiting: u64,
+    pub longest_wait_ms: i64,
+    /// Agents serving the queue: available, busy, away, offline.
+    pub agents: [u32; 4],
+}
+
+const AGENT_STATES: [&str; 4] = ["available", "busy", "away", "offline"];
+
 /// Buckets of `centralita_reporting_contact_batch_events`: a quiet floor applies events one
 /// or two at a time, a backlog or a replay up to the batch limit (1,000).
 const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
@@ -41,6 +76,13 @@ pub struct Metrics {
     agent_events: Counter,
     wallboards: Gauge,
     usage_records: Counter,
+    service_level: Family<QueueLabel, Gauge<f64, AtomicU64>>,
+    target: Family<QueueLabel, Gauge<f64, AtomicU64>>,
+    waiting: Family<QueueLabel, Gauge>,
+    longest_wait: Family<QueueLabel, Gauge<f64, AtomicU64>>,
+    agents: Family<AgentStateLabel, Gauge>,
+    /// The queues the gauges above hold, so a queue or tenant that is gone is removed.
+    floor_queues: Mutex<BTreeSet<QueueLabel>>,
 }
 
 impl Default for Metrics {
@@ -52,6 +94,12 @@ impl Default for Metrics {
             agent_events: Counter::default(),
             wallboards: Gauge::default(),
             usage_records: Counter::default(),
+            service_level: Family::default(),
+            target: Family::default(),
+            waiting: Family::default(),
+            longest_wait: Family::default(),
+            agents: Family::default(),
+            floor_queues: Mutex::default(),
         }
     }
 }
@@ -113,6 +161,32 @@ impl Metrics {
             "Daily usage records published on the usage topic",
             m.usage_records.clone(),
         );
+        r.register(
+            "centralita_reporting_service_level_percent",
+            "Each tenant queue's service level over the last 15 minutes, by the queue's definition, as the last \
+             floor pass computed (no series while nothing was judged)",
+            m.service_level.clone(),
+        );
+        r.register(
+            "centralita_reporting_service_level_target_percent",
+            "Each tenant queue's contracted service-level target (the queue's, else the tenant's)",
+            m.target.clone(),
+        );
+        r.register(
+            "centralita_reporting_waiting_contacts",
+            "Customers waiting in each tenant queue (offered ones included), as the last floor pass counted",
+            m.waiting.clone(),
+        );
+        r.register(
+            "centralita_reporting_longest_wait_seconds",
+            "Age of the oldest customer waiting in each tenant queue, as the last floor pass saw",
+            m.longest_wait.clone(),
+        );
+        r.register(
+            "centralita_reporting_agents",
+            "Agents serving each tenant queue, by what they do now (available, busy, away, offline)",
+            m.agents.clone(),
+        );
         drop(r);
         m
     }
@@ -143,6 +217,47 @@ impl Metrics {
     pub fn usage_record_published(&self) {
         self.usage_records.inc();
     }
+
+    /// Sets the per-queue gauges from one pass over every tenant's real-time figures; the
+    /// queues of the previous pass that are not in this one (a queue removed, a tenant
+    /// offboarded) lose their series.
+    pub fn floor(&self, queues: &BTreeMap<QueueLabel, QueueFloor>) {
+        let mut known = self.floor_queues.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in known.iter().filter(|q| !queues.contains_key(*q)) {
+            self.forget(gone);
+        }
+        for (q, f) in queues {
+            match f.service_level_percent {
+                Some(sl) => {
+                    self.service_level.get_or_create(q).set(sl);
+                }
+                None => {
+                    self.service_level.remove(q);
+                }
+            }
+            self.target.get_or_create(q).set(f.target_percent);
+            self.waiting.get_or_create(q).set(i64::try_from(f.waiting).unwrap_or(i64::MAX));
+            self.longest_wait.get_or_create(q).set(f.longest_wait_ms as f64 / 1000.0);
+            for (state, n) in AGENT_STATES.iter().zip(f.agents) {
+                self.agents.get_or_create(&agent_state(q, state)).set(i64::from(n));
+            }
+        }
+        *known = queues.keys().cloned().collect();
+    }
+
+    fn forget(&self, q: &QueueLabel) {
+        self.service_level.remove(q);
+        self.target.remove(q);
+        self.waiting.remove(q);
+        self.longest_wait.remove(q);
+        for state in AGENT_STATES {
+            self.agents.remove(&agent_state(q, state));
+        }
+    }
+}
+
+fn agent_state(q: &QueueLabel, state: &'static str) -> AgentStateLabel {
+    AgentStateLabel { tenant: q.tenant.clone(), queue: q.queue.clone(), state }
 }
 
 /// Counts one open wallboard stream while it lives.

@@ -31,6 +31,9 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// The reasons `crate::decisions` voids an offer for (`offer_voided`).
+const VOID_REASONS: [&str; 3] = ["late", "agent_unavailable", "other_pool"];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     created: Family<ChannelLabel, Counter>,
@@ -115,6 +118,11 @@ impl Metrics {
             m.agent_streams.clone(),
         );
         drop(r);
+        // Every reason is exported from the start (at 0), so a dashboard shows none voided
+        // rather than no data, and the chart's check against /metrics finds the family.
+        for reason in VOID_REASONS {
+            m.voided.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
         m
     }
 
@@ -168,6 +176,7 @@ mod tests {
             "centralita_sessions_contact_events_total{service=\"sessions\",kind=\"not_answered\"} 2",
             "centralita_sessions_routing_decisions_total{service=\"sessions\",kind=\"offer\",outcome=\"void\"} 1",
             "centralita_sessions_offers_voided_total{service=\"sessions\",reason=\"late\"} 1",
+            "centralita_sessions_offers_voided_total{service=\"sessions\",reason=\"other_pool\"} 0",
             "centralita_sessions_outbox_pending_records{service=\"sessions\"} 3",
             "centralita_sessions_outbox_oldest_age_milliseconds{service=\"sessions\"} 1500",
             "centralita_sessions_agent_streams{service=\"sessions\"} 1",

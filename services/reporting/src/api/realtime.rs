@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use centralita_platform::auth::Caller;
 use centralita_platform::error::Error;
+use centralita_platform::tenant::Tenant;
 use centralita_proto::reporting::v1 as pb;
 use centralita_proto::sessions::v1 as spb;
 use chrono_tz::Tz;
@@ -29,15 +30,21 @@ impl Api {
         q: &pb::GetRealtimeMetricsRequest,
     ) -> Result<pb::RealtimeMetrics, Error> {
         let tenant = resolve_tenant(caller, &q.tenant, &self.registry)?;
+        self.realtime_of(&tenant, Some(q.queue.as_str()).filter(|s| !s.is_empty())).await
+    }
+
+    /// The real-time figures of `tenant` (of one queue with `only`), for a caller already
+    /// authorized for it, or for the service itself ([`crate::floor`]).
+    #[allow(deprecated)]
+    pub(crate) async fn realtime_of(&self, tenant: &Tenant, only: Option<&str>) -> Result<pb::RealtimeMetrics, Error> {
         let now = now_ms();
         let tz = tenant.business_hours.time_zone;
         let today = rollup::period_start(Period::Day, tz, now);
         let rolling = now - INTERVAL_MS;
-        let only = Some(q.queue.as_str()).filter(|s| !s.is_empty());
-        let legs = self.legs(&tenant, today.min(rolling), now + 1, only).await?;
+        let legs = self.legs(tenant, today.min(rolling), now + 1, only).await?;
         let waiting = store::waiting(&self.pool, &tenant.id).await?;
         let by_queue = GroupBy { queue: true, ..GroupBy::default() };
-        let rules = |queue: &str| rules_of(&tenant, queue);
+        let rules = |queue: &str| rules_of(tenant, queue);
         let window = |from: Millis| -> BTreeMap<String, Counts> {
             rollup::rows(&legs, from, now + 1, Period::Month, Tz::UTC, by_queue, rules).into_iter().fold(
                 BTreeMap::new(),
@@ -61,7 +68,7 @@ impl Api {
             .map(|id| {
                 let config = tenant.routing.queues.get(&id);
                 let (sl, ar) = definitions(config, None);
-                let r = rules_of(&tenant, &id);
+                let r = rules_of(tenant, &id);
                 let mine: Vec<&Leg> = waiting.iter().filter(|l| l.queue == id).collect();
                 pb::RealtimeQueue {
                     waiting: mine.len() as u64,
