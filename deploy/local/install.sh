@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, once per machine; safe to re-run.
 #  - Debian packages: redis-server, postgresql, protobuf-compiler (+ python venv bits), sip-tester
-#    (sipp: the independent SIP caller/trunk of the voice end-to-end tests)
+#    (sipp: the independent SIP caller/trunk of the voice end-to-end tests), baresip (agents'
+#    softphones in them)
 #  - tansu (Kafka-protocol broker) via `cargo install`, into a persistent cache outside the clone,
 #    with deploy/local/tansu-storage.patch applied to its storage crate (see that file)
 #  - a Python venv with the independent clients used by the interop tests
@@ -22,6 +23,9 @@ command -v patch >/dev/null || need_pkgs+=(patch)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v npm >/dev/null || need_pkgs+=(npm)
 command -v sipp >/dev/null || need_pkgs+=(sip-tester)
+# baresip: the agents' softphones of the voice end-to-end tests (auto-answer, a tone file as
+# microphone, what they hear recorded).
+command -v baresip >/dev/null || need_pkgs+=(baresip)
 # Chromium for the console's browser test (e2e test_console.py, Playwright with executable_path).
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 # sox and ffprobe check the recording service's WAV files (e2e test_recording.py).

@@ -1,8 +1,8 @@
 //! The SIP front door: takes the requests of the SIP stack, admits or refuses each INVITE
 //! ([`crate::admission`]), creates the admitted call's contact in sessions, answers it and
-//! plays the queue's treatment (the music on hold) until the caller hangs up. Ringing an
-//! agent's phone and bridging the call to it is not built yet (the relay is: see
-//! [`crate::rtp::relay`]).
+//! plays the queue's treatment (the music on hold); when routing offers the contact to an
+//! agent with a phone (`spec.voice.phones`), rings that phone and bridges the two legs
+//! through the relay ([`crate::rtp::relay`]) once it answers.
 //!
 //! A call, from the caller's side:
 //! - refused: a final failure (404, 403, 486, 503, 400) at once, nothing created;
@@ -11,9 +11,24 @@
 //!   answer, and music on hold on RTP;
 //! - BYE while queued: the contact is ended (sessions marks it abandoned); a CANCEL that
 //!   crosses the answer gets `487` and ends it the same way;
-//! - no RTP from the caller for `CENTRALITA_RTP_TIMEOUT_SECS`: BYE, contact ended;
+//! - no RTP from a party for `CENTRALITA_RTP_TIMEOUT_SECS`: BYE, contact ended;
 //! - shutdown: new INVITEs get `503`; calls still up when the drain window closes get a
 //!   BYE and their contacts are ended, so none stays queued behind a stopped replica.
+//!
+//! And from the agent's side, following the contact's events ([`crate::offers`]):
+//! - offered to an agent with a phone: INVITE to the phone offering the caller's codec
+//!   (media does not transcode) from an RTP port of the agent's leg;
+//! - the phone answers: the offer is accepted in sessions for that agent, then the legs are
+//!   bridged (the caller's stream continues from the treatment to the agent's voice); an
+//!   accept sessions refuses (the offer expired meanwhile) hangs the phone up;
+//! - the phone refuses (486, 603, any failure): the offer is rejected for that agent and the
+//!   contact goes to the next one;
+//! - the offer is void in sessions (not answered in time, the contact queued again or over):
+//!   the ringing phone gets CANCEL at once; so does it when the caller hangs up meanwhile;
+//! - either side's BYE once bridged: the other side gets a BYE and the contact is ended.
+//!
+//! Not built: an accept from the agent's desktop making the phone auto-answer, and in-call
+//! control (hold, transfer, conference) on the SIP side.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,11 +43,12 @@ use tracing::Instrument;
 
 use crate::admission::{admit, Admitted, Refusal};
 use crate::metrics::Metrics;
+use crate::offers::{ContactUpdate, Offers};
 use crate::rtp::relay::{CallMedia, Leg, MediaEvent};
 use crate::rtp::sdp::{self, SdpError};
 use crate::rtp::{Codec, MediaPlane};
 use crate::sessions::Sessions;
-use crate::sip::{Hangup, Incoming, Kind, Requests, ServerCall, Stopper};
+use crate::sip::{Answered, Dialer, Hangup, Incoming, Kind, Outcome, Requests, Ringing, ServerCall, Stopper};
 
 /// Calls this replica holds, by tenant (the concurrent-contact quota counts them) and in
 /// all (the drain waits for them).
@@ -86,12 +102,21 @@ pub struct FrontDoor {
     /// Cancelled when the drain window closes: calls still waiting end.
     drain_over: CancellationToken,
     media: MediaPlane,
+    offers: Offers,
+    dialer: Dialer,
 }
 
 impl FrontDoor {
-    pub fn new(registry: TenantRegistry, sessions: Arc<Sessions>, metrics: Arc<Metrics>, media: MediaPlane) -> Self {
+    pub fn new(
+        registry: TenantRegistry,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+        media: MediaPlane,
+        offers: Offers,
+        dialer: Dialer,
+    ) -> Self {
         let calls = Arc::new(Calls { by_tenant: Mutex::default(), total: watch::channel(0).0 });
-        Self { registry, sessions, metrics, calls, drain_over: CancellationToken::new(), media }
+        Self { registry, sessions, metrics, calls, drain_over: CancellationToken::new(), media, offers, dialer }
     }
 
     /// Serves `requests` until `shutdown`, then drains: INVITEs get `503` while the calls
@@ -221,6 +246,8 @@ impl FrontDoor {
         };
         tracing::Span::current().record("contact", contact.as_str());
         self.metrics.invite("created");
+        // Subscribed before the caller is answered, so no offer is missed.
+        let mut updates = self.offers.subscribe(&contact);
 
         // Answered at once: the caller hears the queue's treatment until an agent takes
         // the call.
@@ -249,17 +276,23 @@ impl FrontDoor {
             }
         };
         tracing::info!(queue = %admitted.queue, rtp = %local.addr, codec = ?negotiated.codec, "call answered, waiting in its queue with treatment");
+        let mut agent = AgentLeg::None;
         let cause = loop {
             tokio::select! {
-                h = answered.ended() => break match h {
-                    Hangup::Bye => "caller hung up",
-                    Hangup::Cancelled => {
-                        self.metrics.invite("cancelled");
-                        "cancelled"
-                    }
-                    Hangup::NoAck => "no ACK to the answer",
-                    Hangup::Ended => "dialog ended",
-                },
+                h = answered.ended() => {
+                    let cause = match h {
+                        Hangup::Bye => "caller hung up",
+                        Hangup::Cancelled => {
+                            self.metrics.invite("cancelled");
+                            "cancelled"
+                        }
+                        Hangup::NoAck => "no ACK to the answer",
+                        Hangup::Ended => "dialog ended",
+                    };
+                    // No zombie leg: a ringing phone is cancelled, a connected one hung up.
+                    agent.drop_leg().await;
+                    break cause;
+                }
                 event = media.event() => match event {
                     Some(MediaEvent::Digit { side, digit }) => {
                         tracing::info!(?side, %digit, "DTMF digit");
@@ -267,21 +300,145 @@ impl FrontDoor {
                     Some(MediaEvent::Timeout { side }) => {
                         tracing::info!(?side, "no RTP for too long: ending the call");
                         answered.hang_up().await;
+                        agent.drop_leg().await;
                         break "RTP timeout";
                     }
                     None => {
                         answered.hang_up().await;
+                        agent.drop_leg().await;
                         break "media ended";
+                    }
+                },
+                update = updates.updates.recv() => match update {
+                    Some(ContactUpdate::Offered { agent: id, offer }) if matches!(agent, AgentLeg::None) => {
+                        agent = self.ring(&admitted, &id, &offer, negotiated.codec).await;
+                    }
+                    Some(ContactUpdate::Offered { offer, .. }) if agent.offer() == Some(offer.as_str()) => {}
+                    Some(ContactUpdate::Connected { .. }) | Some(ContactUpdate::Other) => {}
+                    Some(ContactUpdate::Offered { .. }) | Some(ContactUpdate::Queued) => {
+                        // The offer the phone rings for is void (not answered in time,
+                        // taken elsewhere): the ringing leg is cancelled at once.
+                        if let AgentLeg::Ringing { ring, cancelled, agent: id, .. } = &mut agent {
+                            if !*cancelled {
+                                tracing::info!(agent = %id, "offer void: cancelling the agent's phone");
+                                ring.cancel().await;
+                                *cancelled = true;
+                            }
+                        }
+                    }
+                    Some(ContactUpdate::Over) => {
+                        answered.hang_up().await;
+                        agent.drop_leg().await;
+                        break "contact over in sessions";
+                    }
+                    None => {}
+                },
+                happened = agent.next() => match happened {
+                    AgentHappened::Answered { dialog, sdp } => {
+                        agent = self.agent_answered(&admitted, &contact, agent, dialog, &sdp, negotiated.codec, &media).await;
+                    }
+                    AgentHappened::Refused(why) => {
+                        if let AgentLeg::Ringing { agent: id, offer, cancelled, .. } = &agent {
+                            tracing::info!(agent = %id, why, "the agent's phone did not take the call");
+                            if !*cancelled {
+                                if let Err(e) = self.sessions.reject_contact(&admitted.tenant.id, &contact, id, offer).await {
+                                    tracing::info!(error = %e, "could not reject the offer");
+                                }
+                            }
+                        }
+                        agent = AgentLeg::None;
+                    }
+                    AgentHappened::HungUp => {
+                        tracing::info!("the agent hung up");
+                        answered.hang_up().await;
+                        break "agent hung up";
                     }
                 },
                 _ = self.drain_over.cancelled() => {
                     answered.hang_up().await;
+                    agent.drop_leg().await;
                     break "drained";
                 }
             }
         };
         drop(media);
+        drop(updates);
         self.end(&admitted, &contact, cause).await;
+    }
+
+    /// Rings `agent`'s phone for `offer`: an INVITE offering the caller's codec, from an RTP
+    /// port of its own. An agent with no phone is left to answer from its desktop (or to
+    /// let the offer expire).
+    async fn ring(&self, admitted: &Admitted, agent: &str, offer: &str, codec: Codec) -> AgentLeg {
+        let Some(uri) = self.registry.get(&admitted.tenant.id).and_then(|t| t.voice.phone_of(agent).map(str::to_owned))
+        else {
+            tracing::info!(agent, "offered to an agent with no phone: not ringing");
+            return AgentLeg::None;
+        };
+        let socket = match self.media.ports.bind().await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(error = %e, agent, "no RTP port for the agent's leg");
+                return AgentLeg::None;
+            }
+        };
+        let Ok(addr) = socket.local_addr() else { return AgentLeg::None };
+        let local = sdp::Local { addr, session_id: u64::from(uuid::Uuid::now_v7().as_fields().0), version: 1 };
+        let caller = admitted.caller.as_deref().unwrap_or("");
+        match self.dialer.invite(&uri, caller, sdp::offer(codec, &local)) {
+            Ok(ring) => {
+                tracing::info!(agent, %uri, rtp = %addr, "ringing the agent's phone");
+                AgentLeg::Ringing { ring, agent: agent.to_owned(), offer: offer.to_owned(), socket, cancelled: false }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, agent, %uri, "could not ring the agent's phone");
+                AgentLeg::None
+            }
+        }
+    }
+
+    /// The agent's phone answered: the offer is accepted in sessions for the agent, then
+    /// the legs are bridged. An answer that cannot be used (no codec kept, the offer gone)
+    /// is hung up.
+    #[allow(clippy::too_many_arguments)]
+    async fn agent_answered(
+        &self,
+        admitted: &Admitted,
+        contact: &str,
+        leg: AgentLeg,
+        dialog: Answered,
+        sdp_answer: &[u8],
+        codec: Codec,
+        media: &CallMedia,
+    ) -> AgentLeg {
+        let AgentLeg::Ringing { agent, offer, socket, cancelled, .. } = leg else {
+            dialog.hang_up().await;
+            return AgentLeg::None;
+        };
+        if cancelled {
+            dialog.hang_up().await;
+            return AgentLeg::None;
+        }
+        let negotiated = match sdp::parse(sdp_answer).and_then(|d| sdp::accept_answer(&d, codec)) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(error = %e, %agent, "the phone's answer is unusable: hanging up, rejecting the offer");
+                dialog.hang_up().await;
+                let _ = self.sessions.reject_contact(&admitted.tenant.id, contact, &agent, &offer).await;
+                return AgentLeg::None;
+            }
+        };
+        if let Err(e) = self.sessions.accept_contact(&admitted.tenant.id, contact, &agent, &offer).await {
+            tracing::info!(error = %e, %agent, "the offer could not be accepted: hanging up the phone");
+            dialog.hang_up().await;
+            return AgentLeg::None;
+        }
+        if !media.bridge(Leg::new(socket, negotiated)).await {
+            dialog.hang_up().await;
+            return AgentLeg::None;
+        }
+        tracing::info!(%agent, "the agent answered: call bridged");
+        AgentLeg::Connected { dialog }
     }
 
     async fn end(&self, admitted: &Admitted, contact: &str, cause: &str) {
@@ -295,4 +452,67 @@ impl FrontDoor {
 /// Resolves once no call is held.
 async fn all_ended(total: &mut watch::Receiver<usize>) {
     let _ = total.wait_for(|n| *n == 0).await;
+}
+
+/// The agent's side of a call.
+#[derive(Debug)]
+enum AgentLeg {
+    None,
+    /// The agent's phone rings for `offer`; `socket` is the leg's RTP port.
+    Ringing {
+        ring: Ringing,
+        agent: String,
+        offer: String,
+        socket: tokio::net::UdpSocket,
+        cancelled: bool,
+    },
+    /// Bridged with the caller.
+    Connected {
+        dialog: Answered,
+    },
+}
+
+/// What happened on the agent's side.
+enum AgentHappened {
+    Answered { dialog: Answered, sdp: Vec<u8> },
+    Refused(String),
+    HungUp,
+}
+
+impl AgentLeg {
+    fn offer(&self) -> Option<&str> {
+        match self {
+            AgentLeg::Ringing { offer, .. } => Some(offer),
+            _ => None,
+        }
+    }
+
+    /// The next thing to happen on the agent's side; never, without one.
+    async fn next(&mut self) -> AgentHappened {
+        match self {
+            AgentLeg::None => std::future::pending().await,
+            AgentLeg::Ringing { ring, .. } => match ring.outcome().await {
+                Outcome::Answered(dialog, sdp) => AgentHappened::Answered { dialog, sdp },
+                Outcome::Refused(code) => AgentHappened::Refused(format!("status {code}")),
+                Outcome::Failed(why) => AgentHappened::Refused(why),
+            },
+            AgentLeg::Connected { dialog } => {
+                dialog.ended().await;
+                AgentHappened::HungUp
+            }
+        }
+    }
+
+    /// Ends the agent's side: CANCEL while ringing, BYE once connected.
+    async fn drop_leg(&mut self) {
+        match std::mem::replace(self, AgentLeg::None) {
+            AgentLeg::None => {}
+            AgentLeg::Ringing { ring, cancelled, .. } => {
+                if !cancelled {
+                    ring.cancel().await;
+                }
+            }
+            AgentLeg::Connected { dialog } => dialog.hang_up().await,
+        }
+    }
 }

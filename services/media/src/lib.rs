@@ -44,6 +44,7 @@ pub mod digital;
 mod error;
 mod front_door;
 pub mod metrics;
+mod offers;
 pub mod rtp;
 mod sessions;
 mod sip;
@@ -227,14 +228,16 @@ fn start_voice(
         return Ok(());
     };
     let instance = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| SERVICE.to_owned());
-    let sessions = Arc::new(sessions::Sessions::new(&config.service.sessions_endpoint, signer, instance)?);
+    let sessions = Arc::new(sessions::Sessions::new(&config.service.sessions_endpoint, signer, instance.clone())?);
 
     let local = sip.local_addr();
+    let dialer = sip.dialer();
     let (requests, stopper) = sip.start();
     runtime.readiness.set(CHECK_SIP, true, format!("listening on {local} (udp, tcp)"));
     tracing::info!(sip_addr = %local, "SIP listening");
     let media = rtp::MediaPlane::new(&config.service.rtp, local.ip())?;
-    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media);
+    let offers = offers::follow(runtime, config, &instance)?;
+    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer);
     // Half the shutdown deadline for calls to end on their own; the rest ends those left.
     let drain = config.common.shutdown_timeout / 2;
     runtime.spawn(door.serve(requests, stopper, runtime.shutdown.clone(), drain));

@@ -1,7 +1,12 @@
 //! Media as a client of sessions (`centralita.sessions.v1.ContactService`): creates a call's
-//! voice contact and ends it. Media signs its own short-lived tokens, one per tenant, with
-//! the `channel` role and that tenant (the role channel adapters create contacts with), and
-//! reuses each until a minute before it expires.
+//! voice contact, accepts or rejects its offer for the agent whose phone answered or
+//! refused, and ends it. Media signs its own short-lived tokens, one per tenant, with the
+//! `channel` role and that tenant (the role channel adapters create contacts with), and
+//! reuses each until a minute before it expires. To accept or reject an offer it acts for
+//! the offered agent: its token then also names that agent (`agent_id`), which is what
+//! sessions checks an accept or reject against (the offer must be that agent's); such a
+//! token is minted only for the agent an offer event named, for the call this replica
+//! holds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,11 +29,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The subject of media's tokens.
 const SUBJECT: &str = "service:media";
 
+/// A token's tenant and the agent it acts for, if any.
+type TokenKey = (TenantId, Option<String>);
+
 #[derive(Debug)]
 pub struct Sessions {
     client: ContactServiceClient<Channel>,
     signer: Signer,
-    tokens: Mutex<HashMap<TenantId, (String, Instant)>>,
+    /// Tokens by tenant and, for an agent's offer, agent: each with its expiry.
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
     /// Recorded on every contact this replica creates (`voice_media`): the pod that holds
     /// the call, which control of the call will have to reach.
     instance: String,
@@ -45,10 +54,11 @@ impl Sessions {
         Ok(Self { client: ContactServiceClient::new(channel), signer, tokens: Mutex::default(), instance })
     }
 
-    fn token(&self, tenant: &TenantId) -> Result<String, Error> {
+    fn token(&self, tenant: &TenantId, agent: Option<&str>) -> Result<String, Error> {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if let Some((token, until)) = tokens.get(tenant).filter(|(_, until)| *until > now + TOKEN_MARGIN) {
+        let key = (tenant.clone(), agent.map(str::to_owned));
+        if let Some((token, until)) = tokens.get(&key).filter(|(_, until)| *until > now + TOKEN_MARGIN) {
             let _ = until;
             return Ok(token.clone());
         }
@@ -58,18 +68,23 @@ impl Sessions {
                 subject: SUBJECT.into(),
                 tenant: Some(tenant.clone()),
                 roles: vec![Role::Channel],
-                agent_id: None,
+                agent_id: agent.map(str::to_owned),
                 ttl: TOKEN_TTL,
             })
             .map_err(|e| Error::Token(e.to_string()))?;
-        tokens.insert(tenant.clone(), (token.clone(), now + TOKEN_TTL));
+        tokens.insert(key, (token.clone(), now + TOKEN_TTL));
         Ok(token)
     }
 
     fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {
+        self.request_as(tenant, None, message)
+    }
+
+    fn request_as<T>(&self, tenant: &TenantId, agent: Option<&str>, message: T) -> Result<tonic::Request<T>, Error> {
         let mut request = tonic::Request::new(message);
-        let value =
-            format!("Bearer {}", self.token(tenant)?).parse().map_err(|_| Error::Token("not a header value".into()))?;
+        let value = format!("Bearer {}", self.token(tenant, agent)?)
+            .parse()
+            .map_err(|_| Error::Token("not a header value".into()))?;
         request.metadata_mut().insert("authorization", value);
         Ok(request)
     }
@@ -104,6 +119,35 @@ impl Sessions {
         )?;
         let created = self.client.clone().create_contact(request).await.map_err(refusal)?;
         Ok(created.into_inner().name)
+    }
+
+    /// Accepts offer `offer_id` of contact `name` for `agent`, whose phone answered.
+    pub async fn accept_contact(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        agent: &str,
+        offer_id: &str,
+    ) -> Result<(), Error> {
+        let message = pb::AcceptContactRequest { name: name.to_owned(), offer_id: offer_id.to_owned() };
+        let request = self.request_as(tenant, Some(agent), message)?;
+        self.client.clone().accept_contact(request).await.map_err(refusal)?;
+        Ok(())
+    }
+
+    /// Rejects offer `offer_id` of contact `name` for `agent`, whose phone refused it: the
+    /// contact goes back to its queue for the next agent.
+    pub async fn reject_contact(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        agent: &str,
+        offer_id: &str,
+    ) -> Result<(), Error> {
+        let message = pb::RejectContactRequest { name: name.to_owned(), offer_id: offer_id.to_owned() };
+        let request = self.request_as(tenant, Some(agent), message)?;
+        self.client.clone().reject_contact(request).await.map_err(refusal)?;
+        Ok(())
     }
 
     /// Ends the contact `name`: sessions marks a contact still queued or offered abandoned.

@@ -1,8 +1,9 @@
 //! The thin adapter over the SIP stack (`rsipstack`, pinned to 0.7.14). Everything that
 //! names the stack's types lives here, so its next API change touches this file only: the
 //! rest of the crate sees [`SipServer`], [`Incoming`] requests with the few fields it reads,
-//! [`ServerCall`] for an INVITE's server transaction and [`Answered`] for the dialog of a
-//! call once answered.
+//! [`ServerCall`] for an INVITE's server transaction, [`Dialer`] and [`Ringing`] for the
+//! INVITEs media sends (to agents' phones), and [`Answered`] for the dialog of a call once
+//! answered, either way.
 //!
 //! Requests inside a dialog (the ACK of a `200`, a BYE, an INFO) go to their dialog in the
 //! stack's dialog layer without reaching the front door; one for no known dialog gets
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use rsipstack::dialog::dialog::{Dialog, DialogState, DialogStateReceiver, TerminatedReason};
 use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{HeadersExt, Method, StatusCode};
 use rsipstack::transaction::{Endpoint, EndpointBuilder, Transaction, TransactionReceiver};
@@ -72,6 +74,11 @@ impl SipServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// What sends INVITEs from this server's address.
+    pub fn dialer(&self) -> Dialer {
+        Dialer { dialogs: self.dialogs.clone() }
     }
 
     /// Starts the stack (transports, timers) in the background and returns the stream of
@@ -280,7 +287,105 @@ impl ServerCall {
         });
         let content_type = rsipstack::sip::Header::ContentType("application/sdp".into());
         dialog.accept(Some(vec![content_type]), Some(answer.into_bytes())).map_err(|e| Error::Sip(e.to_string()))?;
-        Ok(Answered { dialog, dialogs, states })
+        Ok(Answered { dialog, dialogs, states, server: true })
+    }
+}
+
+/// Sends INVITEs (media as the caller: to an agent's phone).
+#[derive(Clone)]
+pub struct Dialer {
+    dialogs: Arc<DialogLayer>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").finish_non_exhaustive()
+    }
+}
+
+/// How an INVITE media sent was answered.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `2xx`: the dialog, and the answer's body (SDP).
+    Answered(Answered, Vec<u8>),
+    /// A final failure status (`486`, `603`, `487` after our CANCEL, `408`...).
+    Refused(u16),
+    /// No final answer: the transaction failed (unreachable, transport error).
+    Failed(String),
+}
+
+impl Dialer {
+    /// Starts an INVITE to `target` (a `sip:` URI) with the SDP `offer`, from `caller`
+    /// (the user part of the From URI: the customer's number, for the phone's display).
+    pub fn invite(&self, target: &str, caller: &str, offer: String) -> Result<Ringing, Error> {
+        let callee = rsipstack::sip::Uri::try_from(target).map_err(|e| Error::Sip(format!("`{target}`: {e}")))?;
+        let contact = self.dialogs.build_local_contact(None, None).map_err(|e| Error::Sip(e.to_string()))?;
+        let mut from = contact.clone();
+        let user = if caller.is_empty() { "anonymous" } else { caller };
+        from.auth = Some(rsipstack::sip::Auth { user: user.to_owned(), password: None });
+        let (states_tx, states) = self.dialogs.new_dialog_state_channel();
+        let option = InviteOption {
+            caller: from,
+            callee,
+            contact,
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            ..Default::default()
+        };
+        let (dialog, result) =
+            self.dialogs.do_invite_async(option, states_tx).map_err(|e| Error::Sip(e.to_string()))?;
+        Ok(Ringing { dialog, result: Some(result), states: Some(states), dialogs: self.dialogs.clone() })
+    }
+}
+
+/// An INVITE media sent, until its final answer.
+pub struct Ringing {
+    dialog: InviteDialog,
+    result: Option<tokio::task::JoinHandle<InviteAsyncResult>>,
+    states: Option<DialogStateReceiver>,
+    dialogs: Arc<DialogLayer>,
+}
+
+impl std::fmt::Debug for Ringing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ringing").field("id", &self.dialog.id().to_string()).finish()
+    }
+}
+
+impl Ringing {
+    /// Waits for the final answer. Cancel-safe: racing it against a CANCEL decision and
+    /// calling it again after [`Ringing::cancel`] returns the answer that ended it.
+    pub async fn outcome(&mut self) -> Outcome {
+        let Some(result) = self.result.as_mut() else { return Outcome::Failed("already answered".into()) };
+        let r = result.await;
+        self.result = None;
+        match r {
+            Ok(Ok((_, Some(response)))) => {
+                let code = u16::from(response.status_code.clone());
+                if (200..300).contains(&code) && !self.dialog.state().is_terminated() {
+                    let states = self.states.take().unwrap_or_else(|| self.dialogs.new_dialog_state_channel().1);
+                    let answered =
+                        Answered { dialog: self.dialog.clone(), dialogs: self.dialogs.clone(), states, server: false };
+                    Outcome::Answered(answered, response.body)
+                } else if (200..300).contains(&code) {
+                    // Answered after our CANCEL: the stack ended it with a BYE.
+                    Outcome::Refused(487)
+                } else {
+                    Outcome::Refused(code)
+                }
+            }
+            Ok(Ok((_, None))) => Outcome::Failed("no final response".into()),
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Gives up on the INVITE: CANCEL (sent once the phone has answered provisionally;
+    /// a `2xx` crossing it is ended with a BYE by the stack).
+    pub async fn cancel(&self) {
+        if let Err(e) = self.dialog.cancel().await {
+            tracing::debug!(error = %e, "CANCEL of an INVITE");
+        }
     }
 }
 
@@ -297,11 +402,14 @@ pub enum Hangup {
     Ended,
 }
 
-/// The dialog of an answered call. Dropping it forgets the dialog in the stack.
+/// The dialog of an answered call (the caller's, or an agent's phone's). Dropping it
+/// forgets the dialog in the stack.
 pub struct Answered {
     dialog: InviteDialog,
     dialogs: Arc<DialogLayer>,
     states: DialogStateReceiver,
+    /// Media answered it (the caller's leg), rather than sent it.
+    server: bool,
 }
 
 impl std::fmt::Debug for Answered {
@@ -316,7 +424,10 @@ impl Answered {
         while let Some(state) = self.states.recv().await {
             if let DialogState::Terminated(_, reason) = state {
                 return match reason {
-                    TerminatedReason::UacBye => Hangup::Bye,
+                    // The far end's BYE: the caller's to media's server dialog, the phone's
+                    // to media's client dialog.
+                    TerminatedReason::UacBye if self.server => Hangup::Bye,
+                    TerminatedReason::UasBye if !self.server => Hangup::Bye,
                     TerminatedReason::UacCancel => Hangup::Cancelled,
                     TerminatedReason::Timeout => Hangup::NoAck,
                     _ => Hangup::Ended,

@@ -1,0 +1,386 @@
+"""A call reaches an agent's phone and both parties hear each other, measured.
+
+The peers are independent of the platform: sipp (Debian `sip-tester`) signals the caller's
+side as a carrier trunk; the caller's audio is this test's own RTP endpoint (the port sipp's
+SDP offers: it sends a 440 Hz tone as PCMU every 20 ms, from that same port, and records
+what media sends back), encoded and decoded here with G.711's reference formulas, not
+media's code; the agent's phone is **baresip** (Debian `baresip`) at a fixed SIP address
+given in the tenant manifest (`spec.voice.phones`), answering automatically, its microphone a
+1000 Hz tone file made with sox, and what it hears recorded by its `sndfile` module. Each
+side's recording is cut in 200 ms windows and the other party's tone is found by Goertzel,
+so "audio flowed both ways" is measured. A phone that rings and never answers, and one
+that answers 486, are sipp scenarios playing a phone (`sipp/phone_*.xml`).
+
+Cases: an answered call, both directions heard, the contact CONNECTED to the agent and
+ended (after-contact work) when the caller hangs up, the phone getting a BYE; a caller who
+hangs up while the agent's phone rings: the phone gets CANCEL at once and the contact is
+abandoned; an agent whose phone answers 486: the offer is rejected in sessions and the next
+agent's phone gets the call.
+"""
+import math
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+import wave
+
+import grpc
+import pytest
+
+from conftest import LOGS, auth, cli, mint, sessions_knows_tenant, upsert_voice_agents, wait_for
+from test_voice import SCENARIOS, SIPP, goertzel, queued_call, rtp_header, sipp, ulaw_to_linear
+
+BARESIP = shutil.which("baresip")
+SOX = shutil.which("sox")
+pytestmark = pytest.mark.skipif(None in (SIPP, BARESIP, SOX), reason="needs sipp, baresip and sox")
+
+CALLER_HZ, AGENT_HZ = 440.0, 1000.0
+MUSIC_HZ = (523.25, 659.25, 783.99)
+WINDOW = 1600  # 200 ms at 8 kHz
+
+# baresip's SIP and RTP ports: above the runs' RTP ranges (20000 and up, 1000 a run) and
+# sipp's ports (30000-32700), below the kernel's ephemeral range (32768).
+_phone_ports = iter(range(random.randrange(29000, 29900, 20), 29990, 20))
+
+
+def linear_to_ulaw(sample):
+    """G.711 µ-law of a 16-bit sample (the reference encoder)."""
+    sign = 0x80 if sample < 0 else 0
+    s = min(abs(sample), 32635) + 0x84
+    exponent = max(0, min(7, s.bit_length() - 8))
+    mantissa = (s >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def tone_frames(hz, amplitude=8000):
+    """An endless supply of 20 ms PCMU frames of a `hz` tone."""
+    n = 0
+    while True:
+        yield bytes(linear_to_ulaw(int(amplitude * math.sin(2 * math.pi * hz * (n + i) / 8000)))
+                    for i in range(160))
+        n += 160
+
+
+def dominant(samples, hz, others):
+    """Whether `hz` is at least 10 times stronger than every tone of `others` in `samples`
+    and not silence."""
+    p = goertzel(samples, hz)
+    return p > 1000 and all(p > 10 * goertzel(samples, o) for o in others)
+
+
+def windows_with(samples, hz, others):
+    return sum(dominant(samples[at:at + WINDOW], hz, others) for at in range(0, len(samples) - WINDOW + 1, WINDOW))
+
+
+class CallerAudio:
+    """The caller's RTP endpoint: learns media's address from the first packet it gets
+    (treatment), then sends a tone there every 20 ms and records what arrives."""
+
+    def __init__(self, hz=CALLER_HZ):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.received = []  # (arrival, payload type, SSRC, payload)
+        self.media = None
+        self.stop = threading.Event()
+        self.frames = tone_frames(hz)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        seq, ts, ssrc = random.randrange(65536), random.randrange(2**32), random.randrange(2**32)
+        next_send = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+                _, pt, _, _, their_ssrc, payload = rtp_header(data)
+                self.received.append((time.monotonic(), pt, their_ssrc, payload))
+                self.media = self.media or source
+            except socket.timeout:
+                pass
+            now = time.monotonic()
+            if self.media and now >= next_send:
+                packet = struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + next(self.frames)
+                self.sock.sendto(packet, self.media)
+                seq, ts = (seq + 1) % 65536, (ts + 160) % 2**32
+                next_send += 0.02
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+    def heard(self):
+        """The PCM the caller received, in arrival order."""
+        return [ulaw_to_linear(u) for _, pt, _, payload in self.received if pt == 0 for u in payload]
+
+
+class Baresip:
+    """An agent's softphone: answers by itself, says a tone, records what it hears."""
+
+    def __init__(self, tmp, name, hz=AGENT_HZ):
+        self.port = next(_phone_ports)
+        self.dir = tmp / f"baresip-{name}"
+        self.rec = self.dir / "rec"
+        self.rec.mkdir(parents=True)
+        tone = self.dir / "tone.wav"
+        subprocess.run([SOX, "-n", "-r", "8000", "-c", "1", "-b", "16", str(tone), "synth", "120", "sine",
+                        str(hz), "vol", "0.25"], check=True)
+        (self.dir / "config").write_text(f"""poll_method epoll
+sip_listen 127.0.0.1:{self.port}
+sip_transports udp
+audio_player aubridge,nil
+audio_source aufile,{tone}
+audio_alert aubridge,nil
+rtp_ports {self.port + 2}-{self.port + 19}
+module_path /usr/lib/baresip/modules
+module g711.so
+module aufile.so
+module aubridge.so
+module sndfile.so
+module_app account.so
+snd_path {self.rec}
+""")
+        self.uri = f"sip:{name}@127.0.0.1:{self.port}"
+        (self.dir / "accounts").write_text(f"<{self.uri}>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log = LOGS / f"baresip-{name}-{self.port}.log"
+        self.proc = subprocess.Popen([BARESIP, "-f", str(self.dir)], stdin=subprocess.DEVNULL,
+                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        assert wait_for(lambda: "baresip is ready" in self.log.read_text(), 10), self.log.read_text()
+
+    def heard(self):
+        """The PCM the phone decoded (sndfile's `*-dec.wav`)."""
+        files = sorted(self.rec.glob("*dec*.wav"))
+        assert files, f"baresip recorded nothing: {list(self.rec.iterdir())}"
+        with wave.open(str(files[-1])) as w:
+            assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (8000, 2, 1)
+            raw = w.readframes(w.getnframes())
+        return list(struct.unpack(f"<{len(raw) // 2}h", raw))
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def phone_scenario(scenario, port):
+    """A sipp playing a phone (UAS) on `port`: `phone_busy` answers 486, `phone_ring_cancel`
+    rings until cancelled."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    err = LOGS / f"sipp-{scenario}-{port}.log"
+    return subprocess.Popen(
+        [SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+         "-nostdin", "-trace_err", "-error_file", str(err), "-timeout", "60s", "-timeout_error"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), err
+
+
+def desk_tenant(tenant, number, phones):
+    phone_lines = "".join(f"\n      - {{ agentId: {a}, uri: \"{u}\" }}" for a, u in phones.items())
+    return f"""
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {tenant} }}
+spec:
+  displayName: Voice desk {tenant}
+  channels: [voice]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: UTC }}
+  dataRetentionDays: 30
+  recording: {{ voice: none }}
+  routing:
+    queues:
+      - {{ id: support, offerTimeoutSeconds: 15 }}
+  voice:
+    numbers:
+      - {{ number: "{number}", queue: support }}
+    trunks:
+      - {{ name: carrier, sources: ["127.0.0.1"] }}
+    phones:{phone_lines}
+"""
+
+
+@pytest.fixture
+def desk(m, tmp_path):
+    """A tenant of its own with agents whose phones are given per test; returns a setup
+    function (phones by agent id) and the clients."""
+    run = uuid.uuid4().hex[:8]
+    tenant = f"voice-desk-{run}"
+    number = f"+3492{random.randrange(10_000_000, 99_999_999)}"
+    sessions = grpc.insecure_channel(m.endpoints()["sessions"])
+    agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
+    bpo = mint("--role", "bpo_admin")
+    sup = mint("--tenant", tenant, "--role", "supervisor")
+
+    def setup(phones):
+        ids = {a: f"{a}-{run}" for a in phones}
+        path = tmp_path / "tenant.yaml"
+        path.write_text(desk_tenant(tenant, number, {ids[a]: u for a, u in phones.items()}))
+        cli("admin", "tenant", "apply", "-f", str(path))
+        assert sessions_knows_tenant(contacts, m.s, sup), "sessions never learned the tenant"
+        upsert_voice_agents(agents, m.s, m.t.CHANNEL_VOICE, tenant, ids.values(), bpo)
+        # Media learns the phones from the tenants topic like sessions: give it the time the
+        # offer takes anyway (sessions answered, so the topic has the tenant).
+        time.sleep(1.0)
+        return ids
+
+    def sign_in(agent_id):
+        token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)
+        agents.SignIn(m.s.SignInRequest(name=f"agents/{agent_id}", available=True), metadata=auth(token),
+                      timeout=10)
+
+    def contact_of(caller):
+        for c in contacts.ListContacts(m.s.ListContactsRequest(page_size=100), metadata=auth(sup),
+                                       timeout=5).contacts:
+            if any(i.value == caller for i in c.customer_identities):
+                return c
+        return None
+
+    class Desk:
+        pass
+
+    d = Desk()
+    d.tenant, d.number, d.setup, d.sign_in, d.contact_of = tenant, number, setup, sign_in, contact_of
+    d.states, d.name = [], None
+
+    def read():
+        return contacts.GetContact(m.s.GetContactRequest(name=d.name), metadata=auth(sup), timeout=5)
+
+    d.read = read
+
+    def watch(caller, stop):
+        """Records the contact's (state, agent) as they change, until `stop`."""
+        while not stop.is_set():
+            try:
+                c = contact_of(caller)
+            except grpc.RpcError:
+                c = None
+            if c is not None:
+                d.name = c.name
+            if c is not None and (not d.states or d.states[-1] != (c.state, c.agent_id)):
+                d.states.append((c.state, c.agent_id))
+            time.sleep(0.1)
+
+    d.watch = watch
+    return d
+
+
+@pytest.fixture(scope="module")
+def m(pb):
+    from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+
+    from conftest import endpoints
+
+    class M:
+        s = sessions_pb2
+        sg = sessions_pb2_grpc
+        t = pb.tenancy
+        tg = pb.tenancy_grpc
+
+    M.endpoints = staticmethod(endpoints)
+    return M
+
+
+def watching(desk, caller):
+    stop = threading.Event()
+    t = threading.Thread(target=desk.watch, args=(caller, stop), daemon=True)
+    t.start()
+    return stop, t
+
+
+def test_an_answered_call_is_heard_both_ways_and_ends_in_sessions(m, desk, tmp_path):
+    phone = Baresip(tmp_path, "alice")
+    caller_audio = CallerAudio()
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({"alice": phone.uri})
+        desk.sign_in(ids["alice"])
+        stop, watcher = watching(desk, caller)
+        proc, err = queued_call(desk.number, caller, 9000, caller_audio.port)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, f"sipp: {out[-2000:]} {err.read_text() if err.exists() else ''}"
+        ended = wait_for(lambda: desk.states and desk.states[-1][0] in (
+            m.s.CONTACT_STATE_AFTER_CONTACT_WORK, m.s.CONTACT_STATE_CLOSED), 10)
+        stop.set()
+        watcher.join(5)
+        assert ended, desk.states
+    finally:
+        caller_audio.close()
+        phone.close()
+    states = [s for s, _ in desk.states]
+    assert m.s.CONTACT_STATE_CONNECTED in states, desk.states
+    assert (m.s.CONTACT_STATE_CONNECTED, ids["alice"]) in desk.states, "connected to the agent whose phone answered"
+    log = phone.log.read_text()
+    assert "terminated (duration" in log and log.index("terminated (duration") < log.index("terminated by signal"), \
+        f"the phone's call was ended by media (BYE) before the phone stopped: {log[-1500:]}"
+
+    heard_by_caller = caller_audio.heard()
+    heard_by_agent = phone.heard()
+    assert windows_with(heard_by_caller, AGENT_HZ, (CALLER_HZ,) + MUSIC_HZ) >= 10, \
+        "the caller heard the agent's tone for at least 2 s"
+    assert windows_with(heard_by_agent, CALLER_HZ, (AGENT_HZ,) + MUSIC_HZ) >= 10, \
+        "the agent heard the caller's tone for at least 2 s"
+    # The caller heard one stream throughout: treatment then the agent, one SSRC.
+    assert len({ssrc for _, _, ssrc, _ in caller_audio.received}) == 1
+
+
+def test_a_caller_hanging_up_while_the_phone_rings_cancels_it(m, desk):
+    port = next(_phone_ports)
+    phone, phone_err = phone_scenario("phone_ring_cancel", port)
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({"alice": f"sip:alice@127.0.0.1:{port}"})
+        desk.sign_in(ids["alice"])
+        stop, watcher = watching(desk, caller)
+        # Hangs up 5 s after the answer: the phone rings by then (the offer takes ~1 s).
+        rc, log = sipp("queued_hangup", desk.number, caller, extra=("-d", "5000", "-key", "rtp_port", "9"))
+        assert rc == 0, log
+        out, _ = phone.communicate(timeout=20)
+        stop.set()
+        watcher.join(5)
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+    assert phone.returncode == 0, f"the phone was not cancelled: {out[-2000:]} " \
+                                  f"{phone_err.read_text() if phone_err.exists() else ''}"
+    assert (m.s.CONTACT_STATE_OFFERED, ids["alice"]) in desk.states, desk.states
+    assert wait_for(lambda: desk.read().state == m.s.CONTACT_STATE_ABANDONED, 10), desk.states
+
+
+def test_a_phone_answering_486_rejects_the_offer_and_the_next_agent_gets_the_call(m, desk, tmp_path):
+    port = next(_phone_ports)
+    busy, busy_err = phone_scenario("phone_busy", port)
+    bob_phone = Baresip(tmp_path, "bob")
+    caller_audio = CallerAudio()
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({"alice": f"sip:alice@127.0.0.1:{port}", "bob": bob_phone.uri})
+        desk.sign_in(ids["alice"])
+        stop, watcher = watching(desk, caller)
+        proc, err = queued_call(desk.number, caller, 10000, caller_audio.port)
+        # Alice's phone refuses; then Bob signs in and gets it.
+        out_busy, _ = busy.communicate(timeout=20)
+        assert busy.returncode == 0, f"alice's phone: {out_busy[-2000:]} " \
+                                     f"{busy_err.read_text() if busy_err.exists() else ''}"
+        desk.sign_in(ids["bob"])
+        assert wait_for(lambda: (m.s.CONTACT_STATE_CONNECTED, ids["bob"]) in desk.states, 15), desk.states
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, f"sipp: {out[-2000:]} {err.read_text() if err.exists() else ''}"
+        stop.set()
+        watcher.join(5)
+    finally:
+        if busy.poll() is None:
+            busy.kill()
+        caller_audio.close()
+        bob_phone.close()
+    # Alice's phone got the INVITE and refused it (its scenario passed); she never had the call.
+    assert (m.s.CONTACT_STATE_CONNECTED, ids["alice"]) not in desk.states, desk.states
+    assert windows_with(caller_audio.heard(), AGENT_HZ, (CALLER_HZ,) + MUSIC_HZ) >= 5, "the caller heard bob"

@@ -1,0 +1,178 @@
+//! Media follows sessions: the contacts topic's events about the calls this replica holds
+//! reach their call's task. Every replica reads the whole topic in a consumer group of its
+//! own (`{prefix}media.{instance}.contacts`), since any contact may be one of its calls;
+//! events about contacts it does not hold are dropped at once.
+//!
+//! What a call's task gets is the contact's state after each event ([`ContactUpdate`]):
+//! offered to an agent (with the offer), or anything else (the offer then is void).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use centralita_platform::bus::{Consumer, ConsumerSettings, Event, Handler, MemoryDedupe};
+use centralita_platform::error::Error;
+use centralita_platform::server::Runtime;
+use centralita_proto::sessions::v1 as pb;
+use tokio::sync::mpsc;
+
+use crate::Config;
+
+/// The contact's state after an event, as a call's task needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactUpdate {
+    /// Offered to `agent` under `offer` (until it expires, is rejected or accepted).
+    Offered { agent: String, offer: String },
+    /// Accepted: connected to `agent`.
+    Connected { agent: String },
+    /// Back in its queue (offer rejected, not answered, transferred).
+    Queued,
+    /// Over for the customer (ended, abandoned, timed out, closed).
+    Over,
+    /// Another state (held, consulting): nothing for the call to do yet.
+    Other,
+}
+
+impl ContactUpdate {
+    pub fn of(contact: &pb::Contact) -> Self {
+        use pb::ContactState as S;
+        match S::try_from(contact.state).unwrap_or(S::Unspecified) {
+            S::Offered if !contact.agent_id.is_empty() && !contact.offer_id.is_empty() => {
+                ContactUpdate::Offered { agent: contact.agent_id.clone(), offer: contact.offer_id.clone() }
+            }
+            S::Connected => ContactUpdate::Connected { agent: contact.agent_id.clone() },
+            S::Queued => ContactUpdate::Queued,
+            S::AfterContactWork | S::Closed | S::Abandoned | S::TimedOut => ContactUpdate::Over,
+            _ => ContactUpdate::Other,
+        }
+    }
+}
+
+/// The calls this replica holds, by contact name (`tenants/{t}/contacts/{id}`).
+#[derive(Debug, Clone, Default)]
+pub struct Offers {
+    calls: Arc<Mutex<HashMap<String, mpsc::Sender<ContactUpdate>>>>,
+}
+
+/// A call's subscription to its contact's updates; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    offers: Offers,
+    name: String,
+    pub updates: mpsc::Receiver<ContactUpdate>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.offers.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
+    }
+}
+
+impl Offers {
+    /// Subscribes to the updates of contact `name`.
+    pub fn subscribe(&self, name: &str) -> Subscription {
+        let (tx, updates) = mpsc::channel(16);
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), tx);
+        Subscription { offers: self.clone(), name: name.to_owned(), updates }
+    }
+
+    /// Hands a contact event to its call, if this replica holds it.
+    pub fn deliver(&self, event: &pb::ContactEvent) {
+        let Some(contact) = &event.contact else { return };
+        let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(call) = calls.get(&contact.name) {
+            // A call whose queue is full is busy with earlier updates; the latest state
+            // matters more, but updates are few per call (offers every few seconds).
+            if call.try_send(ContactUpdate::of(contact)).is_err() {
+                tracing::warn!(contact = %contact.name, "a call's contact updates are backed up: one dropped");
+            }
+        }
+    }
+}
+
+/// The consumer's handler: decodes and delivers.
+#[derive(Debug)]
+pub struct Follower {
+    offers: Offers,
+}
+
+impl Handler for Follower {
+    async fn handle(&mut self, event: &Event) -> Result<(), Error> {
+        let e: pb::ContactEvent = event.payload()?;
+        self.offers.deliver(&e);
+        Ok(())
+    }
+}
+
+/// Starts following the contacts topic on `runtime`; returns the index calls subscribe in.
+pub fn follow(runtime: &mut Runtime, config: &Config, instance: &str) -> Result<Offers, Error> {
+    let offers = Offers::default();
+    let kafka = &config.common.kafka;
+    let consumer = Consumer::new(
+        ConsumerSettings {
+            brokers: kafka.brokers.clone(),
+            group_id: format!("{}media.{instance}.contacts", kafka.topic_prefix),
+            topics: vec![runtime.topics.contacts()],
+            // On the customer's path: an offer rings the phone as soon as it is made.
+            fetch_wait: kafka.fetch_wait_low_latency(),
+            group_instance_id: kafka.group_instance_id.as_ref().map(|id| format!("{id}-contacts")),
+        },
+        Follower { offers: offers.clone() },
+        MemoryDedupe::new(10_000),
+        Some(runtime.metrics.clone()),
+    )?;
+    let shutdown = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = consumer.run(shutdown).await {
+            tracing::error!(error = %e, "contact event follower stopped");
+        }
+    });
+    Ok(offers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, state: pb::ContactState, agent: &str, offer: &str) -> pb::ContactEvent {
+        pb::ContactEvent {
+            contact: Some(pb::Contact {
+                name: name.into(),
+                state: state as i32,
+                agent_id: agent.into(),
+                offer_id: offer.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_gets_its_own_contacts_updates_only_while_subscribed() {
+        let offers = Offers::default();
+        let mut mine = offers.subscribe("tenants/acme/contacts/1");
+        offers.deliver(&event("tenants/acme/contacts/2", pb::ContactState::Offered, "bob", "o2"));
+        offers.deliver(&event("tenants/acme/contacts/1", pb::ContactState::Offered, "alice", "o1"));
+        offers.deliver(&event("tenants/acme/contacts/1", pb::ContactState::Queued, "", ""));
+        offers.deliver(&event("tenants/acme/contacts/1", pb::ContactState::Connected, "alice", ""));
+        offers.deliver(&event("tenants/acme/contacts/1", pb::ContactState::Abandoned, "", ""));
+        // An offer without its agent or id is no offer media can act on.
+        offers.deliver(&event("tenants/acme/contacts/1", pb::ContactState::Offered, "", "o3"));
+        offers.deliver(&pb::ContactEvent::default());
+        let mut got = Vec::new();
+        while let Ok(u) = mine.updates.try_recv() {
+            got.push(u);
+        }
+        assert_eq!(
+            got,
+            [
+                ContactUpdate::Offered { agent: "alice".into(), offer: "o1".into() },
+                ContactUpdate::Queued,
+                ContactUpdate::Connected { agent: "alice".into() },
+                ContactUpdate::Over,
+                ContactUpdate::Other,
+            ]
+        );
+        drop(mine);
+        assert!(offers.calls.lock().expect("lock").is_empty(), "unsubscribed on drop");
+    }
+}
