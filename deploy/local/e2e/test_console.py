@@ -264,7 +264,13 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
             expect(page.get_by_test_id("agent-state")).to_have_text("Desconectado")
             page.reload()
             expect(page.get_by_test_id("agent-state")).to_have_text("Desconectado", timeout=20_000)
+            # Signing in again (the sign-in page follows the browser: English) brings the user's
+            # Spanish back.
+            page.get_by_text("Salir de la consola").click()
+            sign_in(page, url, tenant, "agent", agent_id)
+            expect(page.get_by_test_id("agent-state")).to_have_text("Desconectado", timeout=20_000)
             page.get_by_test_id("lang").select_option("en")
+            expect(page.get_by_test_id("agent-state")).to_have_text("Signed out")
 
             page.get_by_test_id("go-available").click()
             expect(page.get_by_test_id("agent-state")).to_have_text("Available", timeout=10_000)

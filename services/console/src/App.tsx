@@ -38,11 +38,13 @@ export function App() {
     if (session) localStorage.setItem(langStorageKey(session.subject), l);
   };
 
+  // A user who chose a language before gets it back; otherwise the page's becomes theirs.
   const signedIn = (s: Session) => {
     sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
     setSession(s);
-    setLang((l) => initialLang(localStorage.getItem(langStorageKey(s.subject)) ?? l, navigator.language));
-    localStorage.setItem(langStorageKey(s.subject), lang);
+    const stored = localStorage.getItem(langStorageKey(s.subject));
+    if (stored === "en" || stored === "es") setLang(stored);
+    else localStorage.setItem(langStorageKey(s.subject), lang);
   };
 
   const leave = () => {
