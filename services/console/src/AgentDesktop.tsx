@@ -39,6 +39,8 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
   );
   const [online, setOnline] = useState(false);
   const [error, setError] = useState<string>();
+  // Why the stream last dropped; cleared once events flow again.
+  const [streamError, setStreamError] = useState<string>();
   const [reason, setReason] = useState("");
   const [now, setNow] = useState(Date.now());
   // The server's clock: from /api/config at first, then from each stream event's send time.
@@ -51,6 +53,7 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
       {
         event: (ev) => {
           setOnline(true);
+          setStreamError(undefined);
           if (ev.sendTime) {
             const received = Date.now();
             setOffsetMs(clockOffset(received, timestampMs(ev.sendTime), received));
@@ -59,7 +62,7 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
         },
         dropped: (e) => {
           setOnline(false);
-          if (e) setError(message(e));
+          setStreamError(e ? message(e) : undefined);
           dispatch({ kind: "dropped" });
         },
       },
@@ -127,6 +130,7 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
         <p className="conn">
           {t("connection")}: <span data-testid="stream-status" className={online ? "ok" : "warn"}>{online ? t("connected") : t("reconnecting")}</span>
         </p>
+        {streamError && <p className="warn" data-testid="stream-error">{streamError}</p>}
         {error && <p className="error" data-testid="desktop-error">{error}</p>}
       </section>
 
