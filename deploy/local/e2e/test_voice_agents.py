@@ -12,10 +12,15 @@ so "audio flowed both ways" is measured. A phone that rings and never answers, a
 that answers 486, are sipp scenarios playing a phone (`sipp/phone_*.xml`).
 
 Cases: an answered call, both directions heard, the contact CONNECTED to the agent and
-ended (after-contact work) when the caller hangs up, the phone getting a BYE; a caller who
-hangs up while the agent's phone rings: the phone gets CANCEL at once and the contact is
-abandoned; an agent whose phone answers 486: the offer is rejected in sessions and the next
-agent's phone gets the call.
+ended (after-contact work) when the caller hangs up, the phone getting a BYE; the agent's
+phone hanging up: the caller gets a BYE and the contact is ended; a caller who hangs up
+while the agent's phone rings: the phone gets CANCEL at once and the contact is abandoned
+(and, while it rings, a channel token of another tenant naming the agent does not see the
+contact, one of this tenant naming another agent may not accept the offer: what media's
+acting-for-the-agent token can do is scoped); an offer not answered in time: the phone gets
+CANCEL while the caller is still on the line, the contact is queued again; an agent whose
+phone answers 486: the offer is rejected in sessions and the next agent's phone gets the
+call.
 """
 import math
 import random
@@ -171,19 +176,21 @@ snd_path {self.rec}
             self.proc.kill()
 
 
-def phone_scenario(scenario, port):
+def phone_scenario(scenario, port, extra=()):
     """A sipp playing a phone (UAS) on `port`: `phone_busy` answers 486, `phone_ring_cancel`
-    rings until cancelled."""
+    rings until cancelled, `phone_answer_bye` answers and hangs up after -d ms."""
     LOGS.mkdir(parents=True, exist_ok=True)
     err = LOGS / f"sipp-{scenario}-{port}.log"
     return subprocess.Popen(
-        [SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
-         "-nostdin", "-trace_err", "-error_file", str(err), "-timeout", "60s", "-timeout_error"],
+        [SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(port),
+         "-mp", str(port + 2), "-m", "1", "-nostdin", "-trace_err", "-error_file", str(err), "-timeout", "60s",
+         "-timeout_error", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), err
 
 
-def desk_tenant(tenant, number, phones):
+def desk_tenant(tenant, number, phones, offer_timeout=15):
     phone_lines = "".join(f"\n      - {{ agentId: {a}, uri: \"{u}\" }}" for a, u in phones.items())
+    phone_lines = f"\n    phones:{phone_lines}" if phones else ""
     return f"""
 apiVersion: centralita.io/v1
 kind: Tenant
@@ -198,13 +205,12 @@ spec:
   recording: {{ voice: none }}
   routing:
     queues:
-      - {{ id: support, offerTimeoutSeconds: 15 }}
+      - {{ id: support, offerTimeoutSeconds: {offer_timeout} }}
   voice:
     numbers:
       - {{ number: "{number}", queue: support }}
     trunks:
-      - {{ name: carrier, sources: ["127.0.0.1"] }}
-    phones:{phone_lines}
+      - {{ name: carrier, sources: ["127.0.0.1"] }}{phone_lines}
 """
 
 
@@ -220,10 +226,10 @@ def desk(m, tmp_path):
     bpo = mint("--role", "bpo_admin")
     sup = mint("--tenant", tenant, "--role", "supervisor")
 
-    def setup(phones):
+    def setup(phones, offer_timeout=15):
         ids = {a: f"{a}-{run}" for a in phones}
         path = tmp_path / "tenant.yaml"
-        path.write_text(desk_tenant(tenant, number, {ids[a]: u for a, u in phones.items()}))
+        path.write_text(desk_tenant(tenant, number, {ids[a]: u for a, u in phones.items()}, offer_timeout))
         cli("admin", "tenant", "apply", "-f", str(path))
         assert sessions_knows_tenant(contacts, m.s, sup), "sessions never learned the tenant"
         upsert_voice_agents(agents, m.s, m.t.CHANNEL_VOICE, tenant, ids.values(), bpo)
@@ -249,6 +255,7 @@ def desk(m, tmp_path):
 
     d = Desk()
     d.tenant, d.number, d.setup, d.sign_in, d.contact_of = tenant, number, setup, sign_in, contact_of
+    d.contacts = contacts
     d.states, d.name = [], None
 
     def read():
@@ -332,17 +339,37 @@ def test_an_answered_call_is_heard_both_ways_and_ends_in_sessions(m, desk, tmp_p
     assert len({ssrc for _, _, ssrc, _ in caller_audio.received}) == 1
 
 
-def test_a_caller_hanging_up_while_the_phone_rings_cancels_it(m, desk):
+def test_a_caller_hanging_up_while_the_phone_rings_cancels_it(m, desk, tmp_path):
     port = next(_phone_ports)
     phone, phone_err = phone_scenario("phone_ring_cancel", port)
     caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
     try:
         ids = desk.setup({"alice": f"sip:alice@127.0.0.1:{port}"})
         desk.sign_in(ids["alice"])
+        # Another tenant, known to sessions, for the cross-tenant refusal below.
+        other = f"{desk.tenant}-x"
+        (tmp_path / "other.yaml").write_text(desk_tenant(other, f"+3493{random.randrange(10_000_000, 99_999_999)}", {}))
+        cli("admin", "tenant", "apply", "-f", str(tmp_path / "other.yaml"))
+        assert sessions_knows_tenant(desk.contacts, m.s, mint("--tenant", other, "--role", "supervisor"))
         stop, watcher = watching(desk, caller)
         # Hangs up 5 s after the answer: the phone rings by then (the offer takes ~1 s).
-        rc, log = sipp("queued_hangup", desk.number, caller, extra=("-d", "5000", "-key", "rtp_port", "9"))
-        assert rc == 0, log
+        proc, err = queued_call(desk.number, caller, 5000, 9)
+        assert wait_for(lambda: (m.s.CONTACT_STATE_OFFERED, ids["alice"]) in desk.states, 4), desk.states
+        # Acting for the offered agent is what media's token may do: a channel token of
+        # another tenant naming the agent does not see the contact, and one of this tenant
+        # naming another agent may not accept an offer that is not that agent's.
+        offer = desk.read().offer_id
+        for token, code in ((mint("--tenant", other, "--role", "channel", "--agent-id", ids["alice"]),
+                             (grpc.StatusCode.NOT_FOUND,)),
+                            (mint("--tenant", desk.tenant, "--role", "channel", "--agent-id", f"bob-{ids['alice']}"),
+                             (grpc.StatusCode.PERMISSION_DENIED,))):
+            with pytest.raises(grpc.RpcError) as refused:
+                desk.contacts.AcceptContact(m.s.AcceptContactRequest(name=desk.name, offer_id=offer),
+                                            metadata=auth(token), timeout=5)
+            assert refused.value.code() in code, refused.value
+        assert desk.read().state == m.s.CONTACT_STATE_OFFERED, "still ringing"
+        out_caller, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out_caller[-2000:]
         out, _ = phone.communicate(timeout=20)
         stop.set()
         watcher.join(5)
@@ -384,3 +411,56 @@ def test_a_phone_answering_486_rejects_the_offer_and_the_next_agent_gets_the_cal
     # Alice's phone got the INVITE and refused it (its scenario passed); she never had the call.
     assert (m.s.CONTACT_STATE_CONNECTED, ids["alice"]) not in desk.states, desk.states
     assert windows_with(caller_audio.heard(), AGENT_HZ, (CALLER_HZ,) + MUSIC_HZ) >= 5, "the caller heard bob"
+
+
+def test_the_agent_hanging_up_ends_the_call_for_the_caller_and_in_sessions(m, desk):
+    port = next(_phone_ports)
+    phone, phone_err = phone_scenario("phone_answer_bye", port, extra=("-d", "2000"))
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({"alice": f"sip:alice@127.0.0.1:{port}"})
+        desk.sign_in(ids["alice"])
+        stop, watcher = watching(desk, caller)
+        # The caller waits for media's BYE: it comes when the agent's phone hangs up.
+        rc, log = sipp("answered_bye_received", desk.number, caller, extra=("-key", "rtp_port", "9"))
+        assert rc == 0, log
+        out, _ = phone.communicate(timeout=20)
+        ended = wait_for(lambda: desk.states and desk.states[-1][0] in (
+            m.s.CONTACT_STATE_AFTER_CONTACT_WORK, m.s.CONTACT_STATE_CLOSED), 10)
+        stop.set()
+        watcher.join(5)
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+    assert phone.returncode == 0, f"{out[-2000:]} {phone_err.read_text() if phone_err.exists() else ''}"
+    assert (m.s.CONTACT_STATE_CONNECTED, ids["alice"]) in desk.states, desk.states
+    assert ended, desk.states
+
+
+def test_an_offer_not_answered_in_time_cancels_the_ringing_phone(m, desk):
+    port = next(_phone_ports)
+    phone, phone_err = phone_scenario("phone_ring_cancel", port)
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({"alice": f"sip:alice@127.0.0.1:{port}"}, offer_timeout=2)
+        desk.sign_in(ids["alice"])
+        stop, watcher = watching(desk, caller)
+        proc, err = queued_call(desk.number, caller, 8000, 9)
+        # The phone rings; sessions' offer times out after 2 s and media cancels the phone
+        # while the caller is still on the line.
+        out, _ = phone.communicate(timeout=20)
+        caller_still_on = proc.poll() is None
+        assert wait_for(lambda: desk.read().state == m.s.CONTACT_STATE_QUEUED, 10), desk.states
+        out_caller, _ = proc.communicate(timeout=30)
+        stop.set()
+        watcher.join(5)
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+        if proc.poll() is None:
+            proc.kill()
+    assert phone.returncode == 0, f"the phone was not cancelled: {out[-2000:]} " \
+                                  f"{phone_err.read_text() if phone_err.exists() else ''}"
+    assert caller_still_on, "the CANCEL came from the offer's timeout, not the caller's hang-up"
+    assert (m.s.CONTACT_STATE_OFFERED, ids["alice"]) in desk.states, desk.states
+    assert proc.returncode == 0, out_caller[-2000:]
