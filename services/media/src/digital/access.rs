@@ -19,6 +19,9 @@ pub struct ContactView {
     pub phase: Phase,
     /// The agent offered or holding it; empty for none.
     pub agent_id: String,
+    /// The customer's side is still open (queued, offered or connected): in after-contact
+    /// work the agent still holds the contact, but the customer's conversation is over.
+    pub open: bool,
 }
 
 /// How the caller reaches the conversation.
@@ -80,7 +83,7 @@ mod tests {
     }
 
     fn held(agent: &str) -> ContactView {
-        ContactView { phase: Phase::Held, agent_id: agent.into() }
+        ContactView { phase: Phase::Held, agent_id: agent.into(), open: true }
     }
 
     #[test]
@@ -91,12 +94,12 @@ mod tests {
         assert_eq!(decide(&bob, &acme, Some(&held("bob"))), Ok(Access::Holder("bob".into())));
         assert_eq!(decide(&alice, &acme, Some(&held("bob"))), Err(Denied::NotHolder));
         assert_eq!(
-            decide(&bob, &acme, Some(&ContactView { phase: Phase::Ended, agent_id: "bob".into() })),
+            decide(&bob, &acme, Some(&ContactView { phase: Phase::Ended, agent_id: "bob".into(), open: false })),
             Err(Denied::NotHolder),
             "not after it ended"
         );
         assert_eq!(
-            decide(&bob, &acme, Some(&ContactView { phase: Phase::Queued, agent_id: String::new() })),
+            decide(&bob, &acme, Some(&ContactView { phase: Phase::Queued, agent_id: String::new(), open: true })),
             Err(Denied::NotHolder)
         );
         assert_eq!(decide(&bob, &acme, None), Err(Denied::NotHolder));

@@ -105,14 +105,17 @@ impl Contacts {
         match self.client.clone().get_contact(request).await {
             Ok(c) => {
                 let c = c.into_inner();
-                let phase = match pb::ContactState::try_from(c.state).unwrap_or(pb::ContactState::Unspecified) {
+                let state = pb::ContactState::try_from(c.state).unwrap_or(pb::ContactState::Unspecified);
+                let open =
+                    matches!(state, pb::ContactState::Queued | pb::ContactState::Offered | pb::ContactState::Connected);
+                let phase = match state {
                     pb::ContactState::Queued | pb::ContactState::Unspecified => Phase::Queued,
                     pb::ContactState::Offered | pb::ContactState::Connected | pb::ContactState::AfterContactWork => {
                         Phase::Held
                     }
                     pb::ContactState::Closed | pb::ContactState::Abandoned | pb::ContactState::TimedOut => Phase::Ended,
                 };
-                Ok(Some(ContactView { phase, agent_id: c.agent_id }))
+                Ok(Some(ContactView { phase, agent_id: c.agent_id, open }))
             }
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(refusal(s)),

@@ -9,8 +9,9 @@
 //!   own audience, so no other API accepts it).
 //! - `GET …/socket?token=…&after=N` (WebSocket): the messages after `N`, then each new one,
 //!   the agent's typing and read marker; the customer sends messages, typing and read
-//!   markers. A client that reconnects with the last sequence it saw misses and repeats
-//!   nothing.
+//!   markers, or leaves (the contact ends). A client that reconnects with the last sequence
+//!   it saw misses and repeats nothing. When sessions says the contact has ended the socket
+//!   gets `ended` and closes; sends after that are refused (409).
 //! - `POST …/messages` (bearer visitor token): sends a message when the socket cannot.
 //! - `GET …/messages?after=N` (bearer visitor token): the transcript.
 //!
@@ -46,6 +47,8 @@ use super::Digital;
 pub const VISITOR_TTL: Duration = Duration::from_secs(4 * 3600);
 /// Largest WebSocket frame and HTTP body: a text at its limit, JSON-escaped, fits.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024;
+/// How often an open socket asks sessions whether its contact has ended.
+pub const ENDED_CHECK: Duration = Duration::from_secs(3);
 /// The audience of visitor tokens: the API audience with this suffix.
 pub const AUDIENCE_SUFFIX: &str = "-webchat";
 const SUBJECT_PREFIX: &str = "visitor:";
@@ -199,6 +202,33 @@ impl WebChat {
         Ok(contact.to_owned())
     }
 
+    /// Whether sessions says the contact has ended for the customer (after-contact work or
+    /// later, or it no longer knows it). Unknown when
+    /// sessions cannot be asked: then it has not ended, as far as the chat goes.
+    async fn ended(&self, tenant: &TenantId, contact: &str) -> bool {
+        match self.digital.contacts.view(tenant, contact).await {
+            Ok(Some(v)) => !v.open,
+            Ok(None) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask sessions whether a chat has ended");
+                false
+            }
+        }
+    }
+
+    /// The customer leaves: a notice in the conversation, and the contact ended in sessions.
+    async fn leave(&self, tenant: &TenantId, contact: &str) -> Result<(), Error> {
+        let notice = NewMessage {
+            sender: Sender::System,
+            kind: Kind::Notice,
+            text: "The customer left the chat".into(),
+            provider_time: None,
+            request_id: "customer-left".into(),
+        };
+        self.digital.append(tenant, contact, &notice).await?;
+        self.digital.contacts.end(tenant, contact).await
+    }
+
     fn mint(&self, tenant: &TenantId, contact: &str) -> Result<String, Error> {
         self.signer.mint(&TokenRequest {
             subject: format!("{SUBJECT_PREFIX}{contact}"),
@@ -342,6 +372,8 @@ enum Inbound {
     Read {
         sequence: i64,
     },
+    /// The customer leaves: the contact ends (abandoned if no agent took it yet).
+    Leave {},
 }
 
 /// What the customer's socket receives.
@@ -365,6 +397,8 @@ enum Outbound<'a> {
         error: &'a str,
         message: &'a str,
     },
+    /// The contact has ended: nothing more can be sent; the socket closes after this.
+    Ended {},
 }
 
 // ---------------------------------------------------------------------------------------
@@ -491,6 +525,9 @@ async fn send(
         return Err(cors(chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", "requestId: malformed"))));
     }
     admit_text(&chat, &t.id, &contact, &req.text).map_err(cors)?;
+    if chat.ended(&t.id, &contact).await {
+        return Err(cors(refuse(StatusCode::CONFLICT, "ended", "the chat has ended")));
+    }
     let stored = chat
         .digital
         .append(&t.id, &contact, &customer_message(req.text, req.request_id))
@@ -549,8 +586,29 @@ async fn serve_socket(chat: Arc<WebChat>, tenant: TenantId, contact: String, aft
     chat.digital.metrics.socket_opened();
     let mut follower = Follower::new(&chat.digital.hub, tenant.clone(), contact.clone(), Party::Customer, after);
     let shutdown = chat.shutdown.clone();
+    // Sessions owns the contact: it is asked, now and then, whether the contact has ended.
+    let mut check = tokio::time::interval(ENDED_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ended = false;
     loop {
+        if ended {
+            // What was written up to the end, then the end, then close.
+            if let Ok(updates) = follower.next(&chat.digital.pool).await {
+                for u in updates {
+                    if let Update::Message(m) = u {
+                        let _ = send_json(&mut ws, &Outbound::Message(wire_message(&m))).await;
+                    }
+                }
+            }
+            let _ = send_json(&mut ws, &Outbound::Ended {}).await;
+            let close = ws::CloseFrame { code: ws::close_code::NORMAL, reason: "the chat has ended".into() };
+            let _ = ws.send(ws::Message::Close(Some(close))).await;
+            break;
+        }
         tokio::select! {
+            _ = check.tick() => {
+                ended = chat.ended(&tenant, &contact).await;
+            }
             _ = shutdown.wait() => {
                 let close = ws::CloseFrame { code: ws::close_code::AWAY, reason: "shutting down; resume elsewhere".into() };
                 let _ = ws.send(ws::Message::Close(Some(close))).await;
@@ -559,14 +617,19 @@ async fn serve_socket(chat: Arc<WebChat>, tenant: TenantId, contact: String, aft
             frame = ws.recv() => {
                 let Some(Ok(frame)) = frame else { break };
                 let reply = match frame {
+                    ws::Message::Text(_) if ended => Err(refuse(StatusCode::CONFLICT, "ended", "the chat has ended")),
                     ws::Message::Text(text) => inbound(&chat, &tenant, &contact, text.as_str()).await,
                     ws::Message::Binary(_) => Err(chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", "frames are JSON text"))),
                     ws::Message::Close(_) => break,
-                    _ => Ok(None),
+                    _ => Ok(Reply::Nothing),
                 };
                 let out = match &reply {
-                    Ok(Some((request_id, sequence))) => Some(Outbound::Ack { request_id, sequence: *sequence }),
-                    Ok(None) => None,
+                    Ok(Reply::Stored(request_id, sequence)) => Some(Outbound::Ack { request_id, sequence: *sequence }),
+                    Ok(Reply::Nothing) => None,
+                    Ok(Reply::Left) => {
+                        ended = true;
+                        None
+                    }
                     Err(r) => Some(Outbound::Error { error: r.reason, message: &r.message }),
                 };
                 if let Some(out) = out {
@@ -610,14 +673,18 @@ async fn send_json(ws: &mut WebSocket, out: &Outbound<'_>) -> Result<(), axum::E
     ws.send(ws::Message::Text(text.into())).await
 }
 
-/// Applies one frame of the customer; a stored message answers with its request id and
-/// sequence.
-async fn inbound(
-    chat: &WebChat,
-    tenant: &TenantId,
-    contact: &str,
-    text: &str,
-) -> Result<Option<(String, i64)>, Refusal> {
+/// What a customer's frame did.
+#[derive(Debug)]
+enum Reply {
+    /// A message stored: its request id and sequence.
+    Stored(String, i64),
+    Nothing,
+    /// The customer left.
+    Left,
+}
+
+/// Applies one frame of the customer.
+async fn inbound(chat: &WebChat, tenant: &TenantId, contact: &str, text: &str) -> Result<Reply, Refusal> {
     let frame: Inbound = serde_json::from_str(text)
         .map_err(|e| chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", format!("not a chat frame: {e}"))))?;
     match frame {
@@ -627,22 +694,26 @@ async fn inbound(
             }
             admit_text(chat, tenant, contact, &text)?;
             let stored = chat.digital.append(tenant, contact, &customer_message(text, request_id.clone())).await?;
-            Ok(Some((request_id, stored.sequence)))
+            Ok(Reply::Stored(request_id, stored.sequence))
         }
         Inbound::Typing { active } => {
             chat.digital.typing(tenant, contact, Party::Customer, active).await?;
-            Ok(None)
+            Ok(Reply::Nothing)
         }
         Inbound::Delivered { sequence } | Inbound::Read { sequence } if sequence < 0 => {
             Err(chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", "sequence: must not be negative")))
         }
         Inbound::Delivered { sequence } => {
             chat.digital.mark(tenant, contact, Party::Customer, sequence, Status::Delivered).await?;
-            Ok(None)
+            Ok(Reply::Nothing)
         }
         Inbound::Read { sequence } => {
             chat.digital.mark(tenant, contact, Party::Customer, sequence, Status::Read).await?;
-            Ok(None)
+            Ok(Reply::Nothing)
+        }
+        Inbound::Leave {} => {
+            chat.leave(tenant, contact).await?;
+            Ok(Reply::Left)
         }
     }
 }
