@@ -5,6 +5,7 @@
 #   deploy/local/stack.sh down    stop everything
 #   deploy/local/stack.sh status  one line per component
 #   deploy/local/stack.sh kafka-down | kafka-up   stop/start only the broker (failure tests)
+# CENTRALITA_BROKER_STORAGE=postgres|memory: where the broker keeps its log (broker_storage).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -70,17 +71,51 @@ SQL
   log "postgresql on 127.0.0.1:$CENTRALITA_PG_PORT"
 }
 
+# The broker's storage: `postgres` keeps the event log (topics, records, consumer groups'
+# offsets) in a database of its own, `tansu`, on the stack's PostgreSQL, so a broker restart
+# or a stack down/up loses nothing; `memory` keeps it in the broker process (faster, lost
+# when the broker stops). The cost of each: loadtest/BENCHMARKS.md ("Durable broker storage").
+broker_storage() {
+  case "${CENTRALITA_BROKER_STORAGE:-memory}" in
+    postgres) echo "postgres://tansu:tansu@127.0.0.1:$CENTRALITA_PG_PORT/tansu?sslmode=disable" ;;
+    memory) echo "memory://tansu/" ;;
+    *) log "CENTRALITA_BROKER_STORAGE must be postgres or memory, not '$CENTRALITA_BROKER_STORAGE'"; return 1 ;;
+  esac
+}
+
+# The broker's database: role and database `tansu`, and tansu's schema (which tansu 0.6 does
+# not create) from tansu-postgres.sql. Idempotent, and run on every `up` even when PostgreSQL
+# was already running, so a stack started before it existed gets it too.
+broker_db_up() {
+  local dir; dir="$(pg_dir)"
+  as_pg psql -h "$dir/sock" -p "$CENTRALITA_PG_PORT" -U postgres -qAt -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+SELECT 'CREATE ROLE tansu LOGIN PASSWORD ''tansu'''
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tansu') \gexec
+SELECT 'CREATE DATABASE tansu OWNER tansu'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tansu') \gexec
+SQL
+  as_pg psql -h "$dir/sock" -p "$CENTRALITA_PG_PORT" -U tansu -d tansu -qAt -v ON_ERROR_STOP=1 \
+    -c 'SET client_min_messages = warning' -f "$here/tansu-postgres.sql" >/dev/null
+}
+
 kafka_up() {
-  if port_open "$CENTRALITA_KAFKA_PORT"; then return; fi
+  local storage; storage="$(broker_storage)"
+  if port_open "$CENTRALITA_KAFKA_PORT"; then
+    local running; running="$(cat "$CENTRALITA_DATA/tansu/storage" 2>/dev/null || echo memory)"
+    [ "$running" = "${storage%%:*}" ] ||
+      log "the running broker keeps its log in ${running}, not ${storage%%:*}: stack.sh kafka-down, then kafka-up, to switch"
+    return 0
+  fi
   mkdir -p "$CENTRALITA_DATA/tansu"
   # Keep the broker's own OTLP export off whatever the caller's shell has set.
   env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$TANSU_BIN" broker \
     --listener-url "tcp://127.0.0.1:$CENTRALITA_KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$CENTRALITA_KAFKA_PORT" \
-    --storage-engine memory://tansu/ >"$CENTRALITA_DATA/tansu/tansu.log" 2>&1 &
+    --storage-engine "$storage" >>"$CENTRALITA_DATA/tansu/tansu.log" 2>&1 &
   echo $! >"$CENTRALITA_DATA/tansu/tansu.pid"
+  echo "${storage%%:*}" >"$CENTRALITA_DATA/tansu/storage"
   wait_port tansu "$CENTRALITA_KAFKA_PORT"
-  log "tansu (kafka protocol, memory storage) on 127.0.0.1:$CENTRALITA_KAFKA_PORT"
+  log "tansu (kafka protocol, ${storage%%:*} storage) on 127.0.0.1:$CENTRALITA_KAFKA_PORT"
 }
 
 kafka_down() {
@@ -103,15 +138,17 @@ down() {
 status() {
   for c in "redis $CENTRALITA_REDIS_PORT" "postgres $CENTRALITA_PG_PORT" "kafka $CENTRALITA_KAFKA_PORT"; do
     set -- $c
-    if port_open "$2"; then echo "$1: up (127.0.0.1:$2)"; else echo "$1: down"; fi
+    if ! port_open "$2"; then echo "$1: down"
+    elif [ "$1" = kafka ]; then echo "$1: up (127.0.0.1:$2, $(cat "$CENTRALITA_DATA/tansu/storage" 2>/dev/null || echo memory) storage)"
+    else echo "$1: up (127.0.0.1:$2)"; fi
   done
 }
 
 case "${1:-up}" in
-  up) "$here/install.sh"; redis_up; pg_up; kafka_up ;;
+  up) "$here/install.sh"; redis_up; pg_up; broker_db_up; kafka_up ;;
   down) down ;;
   status) status ;;
   kafka-down) kafka_down ;;
-  kafka-up) kafka_up ;;
+  kafka-up) broker_db_up; kafka_up ;;
   *) echo "usage: $0 up|down|status|kafka-down|kafka-up" >&2; exit 2 ;;
 esac
