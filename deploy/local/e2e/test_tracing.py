@@ -222,6 +222,12 @@ def test_one_contact_is_one_trace_across_services(m, receiver, spawn, tmp_path):
             continue
     traced_lines = [l for l in lines if l.get("trace_id") == trace_id]
     assert traced_lines and all(l.get("span_id") in ids for l in traced_lines), traced_lines[:3]
+    # Metrics lead to it as well: the caller's CreateContact is the OpenMetrics exemplar of the
+    # latency bucket it fell in (the only CreateContact of these services).
+    text = http_get(ports["sessions"][1], "/metrics")[1]
+    create = [l for l in text.splitlines()
+              if l.startswith("centralita_grpc_server_handling_seconds_bucket{") and 'grpc_method="CreateContact"' in l]
+    assert any(l.split(" # ", 1)[-1].startswith(f'{{trace_id="{trace_id}"}} ') for l in create if " # " in l), create
     by_service = {}
     for sp in spans:
         by_service.setdefault(sp["service"], []).append(sp["name"])

@@ -104,7 +104,7 @@ def sample_labels(scraped):
         for line in text.splitlines():
             if not line or line.startswith("#"):
                 continue
-            head = line.rsplit(" ", 1)[0]
+            head = line.split(" # ", 1)[0].rsplit(" ", 1)[0]  # without an exemplar, then the value
             name, _, labels = head.partition("{")
             names = {kv.split("=", 1)[0] for kv in labels.rstrip("}").split(",") if "=" in kv}
             out.setdefault(name, set()).update(names)

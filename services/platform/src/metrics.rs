@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -55,6 +56,25 @@ struct GrpcMethodLabel {
     grpc_method: String,
 }
 
+/// The exemplar of a latency observation: the trace of the call, so a slow bucket leads to
+/// a trace that fell in it (OpenMetrics exemplars; Prometheus keeps them with
+/// `--enable-feature=exemplar-storage`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabel {
+    pub trace_id: String,
+}
+
+/// The trace of the current span, when it is in a sampled trace (the service exports traces
+/// and the caller's trace, or its own, is sampled).
+pub fn current_trace() -> Option<TraceLabel> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    (sc.is_valid() && sc.is_sampled()).then(|| TraceLabel { trace_id: sc.trace_id().to_string() })
+}
+
 /// Buckets of `centralita_grpc_server_handling_seconds`: an API call takes milliseconds; the
 /// upper buckets show a slow store or a call waiting on the rate limiter's Redis.
 const GRPC_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -78,7 +98,8 @@ pub struct Metrics {
     /// quotas alone (see `auth::ratelimit`); 0 otherwise, and always in a service without one.
     pub auth_rate_limiter_fallback: Gauge,
     grpc_handled: Family<GrpcCallLabel, Counter>,
-    grpc_seconds: Family<GrpcMethodLabel, Histogram, fn() -> Histogram>,
+    grpc_seconds:
+        Family<GrpcMethodLabel, HistogramWithExemplars<TraceLabel>, fn() -> HistogramWithExemplars<TraceLabel>>,
 }
 
 impl Metrics {
@@ -95,8 +116,11 @@ impl Metrics {
         let ready = Gauge::default();
         let auth_rate_limiter_fallback = Gauge::default();
         let grpc_handled = Family::<GrpcCallLabel, Counter>::default();
-        let grpc_seconds: Family<GrpcMethodLabel, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(GRPC_BUCKETS));
+        let grpc_seconds: Family<
+            GrpcMethodLabel,
+            HistogramWithExemplars<TraceLabel>,
+            fn() -> HistogramWithExemplars<TraceLabel>,
+        > = Family::new_with_constructor(|| HistogramWithExemplars::new(GRPC_BUCKETS.into_iter()));
         let help = "gRPC calls refused by authentication, by reason";
         registry.register("centralita_auth_rejected_calls", help, auth_rejected.clone());
         registry.register(
@@ -148,10 +172,17 @@ impl Metrics {
         self.bus_event_age.get_or_create(&TopicLabel { topic: topic.to_owned() }).observe(age as f64 / 1e6);
     }
 
-    fn grpc_call(&self, methods: &GrpcMethods, path: &str, code: &'static str, seconds: f64) {
+    fn grpc_call(
+        &self,
+        methods: &GrpcMethods,
+        path: &str,
+        code: &'static str,
+        seconds: f64,
+        trace: Option<TraceLabel>,
+    ) {
         let (grpc_service, grpc_method) = methods.labels(path);
         let method = GrpcMethodLabel { grpc_service, grpc_method };
-        self.grpc_seconds.get_or_create(&method).observe(seconds);
+        self.grpc_seconds.get_or_create(&method).observe(seconds, trace, None);
         let call =
             GrpcCallLabel { grpc_service: method.grpc_service, grpc_method: method.grpc_method, grpc_code: code };
         self.grpc_handled.get_or_create(&call).inc();
@@ -254,7 +285,9 @@ pub fn instrument_grpc(
             let path = request.uri().path().to_owned();
             let started = Instant::now();
             let response = next.run(request).await;
-            metrics.grpc_call(&methods, &path, response_code(&response), started.elapsed().as_secs_f64());
+            // Inside the call's `grpc` span (the server's trace_fn), so this is the call's trace.
+            let trace = current_trace();
+            metrics.grpc_call(&methods, &path, response_code(&response), started.elapsed().as_secs_f64(), trace);
             response
         }
     });
@@ -305,12 +338,12 @@ mod tests {
     fn grpc_calls_are_labelled_only_with_methods_the_server_serves() {
         let m = Metrics::new("sessions");
         let methods = GrpcMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET]);
-        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "OK", 0.003);
-        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "NotFound", 0.2);
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "OK", 0.003, None);
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "NotFound", 0.2, None);
         // Paths a caller makes up are one label value, whatever they are.
-        m.grpc_call(&methods, "/grpc.health.v1.Health/Chec", "Unimplemented", 0.001);
-        m.grpc_call(&methods, "/x.Y/Z", "Unauthenticated", 0.001);
-        m.grpc_call(&methods, "nonsense", "Unimplemented", 0.001);
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Chec", "Unimplemented", 0.001, None);
+        m.grpc_call(&methods, "/x.Y/Z", "Unauthenticated", 0.001, None);
+        m.grpc_call(&methods, "nonsense", "Unimplemented", 0.001, None);
         let text = m.encode();
         for line in [
             "centralita_grpc_server_handled_total{service=\"sessions\",grpc_service=\"grpc.health.v1.Health\",\
@@ -328,6 +361,39 @@ mod tests {
         }
         assert!(!text.contains("Chec\""), "{text}");
         assert!(!text.contains("x.Y"), "{text}");
+    }
+
+    /// `f`'s result inside a span continuing `traceparent`, traces recorded by an SDK tracer.
+    fn in_trace<R>(traceparent: &str, f: impl FnOnce() -> R) -> R {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("grpc");
+            crate::telemetry::set_parent_from(&span, [("traceparent", traceparent)].into_iter());
+            span.in_scope(f)
+        })
+    }
+
+    #[test]
+    fn a_traced_call_is_the_exemplar_of_its_latency_bucket() {
+        let m = Metrics::new("sessions");
+        let methods = GrpcMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET]);
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let label = in_trace(&format!("00-{trace}-00f067aa0ba902b7-01"), current_trace);
+        assert_eq!(label, Some(TraceLabel { trace_id: trace.into() }));
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "OK", 0.3, label);
+        m.grpc_call(&methods, "/grpc.health.v1.Health/Check", "OK", 0.002, None);
+        let text = m.encode();
+        let bucket = "centralita_grpc_server_handling_seconds_bucket{service=\"sessions\",le=\"0.5\",\
+                      grpc_service=\"grpc.health.v1.Health\",grpc_method=\"Check\"} 2 # {trace_id=\"";
+        assert!(text.contains(&format!("{bucket}{trace}\"}} 0.3")), "{text}");
+        // Outside a sampled trace there is none: an unsampled caller's trace is not one.
+        assert_eq!(current_trace(), None);
+        let unsampled = in_trace(&format!("00-{trace}-00f067aa0ba902b7-00"), current_trace);
+        assert_eq!(unsampled, None);
     }
 
     #[test]
