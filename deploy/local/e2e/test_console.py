@@ -157,12 +157,14 @@ def shown_row(page, queue):
 
 
 def sign_in(page, url, tenant, role, agent_id=None):
-    page.goto(url)
+    """Development sign-in; returns the response of the console's page."""
+    response = page.goto(url)
     page.get_by_test_id("tenant").fill(tenant)
     page.get_by_test_id("role").select_option(role)
     if agent_id:
         page.get_by_test_id("agent-id").fill(agent_id)
     page.get_by_test_id("sign-in").click()
+    return response
 
 
 def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
@@ -241,7 +243,10 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-GB")
+            # The agent's page calls sessions through the test's proxy, which the console's
+            # Content-Security-Policy (connect-src: the configured endpoints) would block; the
+            # supervisor's page below runs under the policy.
+            ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-GB", bypass_csp=True)
             page = ctx.new_page()
 
             # The agent's browser reaches sessions through a proxy the test can cut.
@@ -353,7 +358,8 @@ def test_agent_desktop_and_wallboard_in_a_browser(m, tmp_path):
 
             # The supervisor's wallboard shows what reporting's API says.
             sup = browser.new_context(viewport={"width": 1280, "height": 560}, locale="en-GB").new_page()
-            sign_in(sup, url, tenant, "supervisor")
+            csp = sign_in(sup, url, tenant, "supervisor").headers["content-security-policy"]
+            assert "connect-src 'self' " in csp and eps["reporting"] in csp and "frame-ancestors 'none'" in csp, csp
             expect(sup.get_by_test_id(f"wb-{queue}")).to_be_visible(timeout=20_000)
 
             def same_figures():

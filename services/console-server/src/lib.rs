@@ -180,8 +180,32 @@ async fn no_such_api() -> Response {
     (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such API" }))).into_response()
 }
 
+/// The Content-Security-Policy of every response: the app's own files, and calls only to
+/// this server and the configured service endpoints; never framed.
+pub fn content_security_policy(endpoints: &BTreeMap<String, String>) -> String {
+    let connect: Vec<&str> = endpoints.values().map(String::as_str).collect();
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' {}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        connect.join(" ")
+    )
+}
+
+/// Adds the browser-hardening headers to a response.
+fn harden(csp: HeaderValue, mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
 /// The console's routes over a validated configuration.
 pub fn router(state: Arc<AppState>) -> Router {
+    // Endpoints are validated (scheme://host[:port]), so the policy is a valid header value.
+    let csp = HeaderValue::from_str(&content_security_policy(&state.prepared.endpoints))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
     let index = state.prepared.dist.join("index.html");
     let app = ServeDir::new(&state.prepared.dist).fallback(ServeFile::new(index));
     Router::new()
@@ -190,6 +214,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/dev/sign-in", post(signin::handle))
         .route("/api/{*rest}", get(no_such_api).post(no_such_api))
         .fallback_service(app)
+        .layer(axum::middleware::map_response(move |r: Response| {
+            let csp = csp.clone();
+            async move { harden(csp, r) }
+        }))
         .with_state(state)
 }
 

@@ -86,6 +86,22 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
     (status, body)
 }
 
+/// The status line and headers of a GET, header names lower-cased.
+async fn raw_head(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let head = out.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .map(|l| match l.split_once(':') {
+            Some((n, v)) => format!("{}:{v}", n.to_ascii_lowercase()),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test]
 async fn serves_the_app_and_its_config_with_sign_in_off_by_default() {
     let (addr, admin, shutdown) = start(config(&[])).await;
@@ -93,6 +109,16 @@ async fn serves_the_app_and_its_config_with_sign_in_off_by_default() {
     let (code, body) = http(addr, "GET", "/", "").await;
     assert_eq!(code, 200);
     assert!(body.contains("<title>Centralita</title>"), "{body}");
+    let head = raw_head(addr, "/").await;
+    for h in [
+        "x-content-type-options: nosniff",
+        "x-frame-options: DENY",
+        "referrer-policy: no-referrer",
+        "frame-ancestors 'none'",
+        "connect-src 'self' http://127.0.0.1:2 http://127.0.0.1:3 http://127.0.0.1:1;",
+    ] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
     // An in-app route is the app too; an asset is itself.
     assert!(http(addr, "GET", "/wallboard", "").await.1.contains("<title>Centralita</title>"));
     assert_eq!(http(addr, "GET", "/assets/app.js", "").await.1, "console.log('app')");
