@@ -23,6 +23,11 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
+# The platform run by hand keeps its event log in PostgreSQL: tenants, contacts and events
+# outlive a broker or stack restart. (The test suite's stack keeps the faster memory
+# storage: loadtest/BENCHMARKS.md, "Durable broker storage".) A broker already running on
+# the other storage is left as it is, with a warning.
+export CENTRALITA_BROKER_STORAGE="${CENTRALITA_BROKER_STORAGE:-postgres}"
 "$here/stack.sh" up
 "$here/services.sh" start
 cli="$CARGO_TARGET_DIR/debug/centralita"
