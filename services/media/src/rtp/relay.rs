@@ -14,7 +14,13 @@
 //!   marker bit set on the first packet after the switch;
 //! - telephone events (RFC 4733) are read into digits, reported as [`MediaEvent::Digit`];
 //! - a leg silent for longer than the timeout ends the call's media with
-//!   [`MediaEvent::Timeout`].
+//!   [`MediaEvent::Timeout`];
+//! - the **recording fork**: with [`Settings::fork`] set, every audio packet a party sent
+//!   (after the checks above; not treatment, not events) is also handed to that channel as a
+//!   [`Forked`] (the leg, its codec, RTP sequence number and timestamp, the G.711 payload),
+//!   the parties kept apart and nothing decoded. The hot path never waits on it: a fork that
+//!   is not read drops (and counts) what it cannot take. The recording service is to
+//!   consume it; until then only tests read it.
 //!
 //! The task ends when its [`CallMedia`] handle is dropped, or on a timeout.
 
@@ -192,6 +198,28 @@ pub struct Settings {
     pub timeout: Duration,
     /// What a caller hears until bridged; `None` is silence.
     pub treatment: Option<Arc<Loop>>,
+    /// Where the parties' audio is forked to (recording); `None` forks nothing.
+    pub fork: Option<mpsc::Sender<Forked>>,
+}
+
+/// One packet of a party's audio, as the recording fork carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forked {
+    pub side: Side,
+    pub codec: super::Codec,
+    /// The RTP sequence number and timestamp the party sent (gaps show losses).
+    pub sequence: u16,
+    pub timestamp: u32,
+    /// The G.711 payload, as received.
+    pub payload: Vec<u8>,
+}
+
+/// Where a call's task reports: its events, and the fork.
+struct Outputs {
+    events: mpsc::Sender<MediaEvent>,
+    fork: Option<mpsc::Sender<Forked>>,
+    /// Packets the fork could not take (its reader is behind).
+    fork_dropped: u64,
 }
 
 enum Command {
@@ -265,6 +293,7 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<MediaEvent>,
 ) {
+    let mut out = Outputs { events, fork: settings.fork.clone(), fork_dropped: 0 };
     let mut agent: Option<Box<Leg>> = None;
     let mut from_caller = vec![0u8; MAX_DATAGRAM];
     let mut from_agent = vec![0u8; MAX_DATAGRAM];
@@ -278,12 +307,12 @@ async fn run(
         tokio::select! {
             r = caller.socket.recv_from(&mut from_caller) => {
                 let Ok((n, from)) = r else { continue };
-                forward(&mut caller, agent.as_deref_mut(), Side::Caller, from, &mut from_caller[..n], &events).await;
+                forward(&mut caller, agent.as_deref_mut(), Side::Caller, from, &mut from_caller[..n], &mut out).await;
             }
             r = recv(&agent, &mut from_agent) => {
                 let Ok((n, from)) = r else { continue };
                 if let Some(a) = agent.as_deref_mut() {
-                    forward(a, Some(&mut caller), Side::Agent, from, &mut from_agent[..n], &events).await;
+                    forward(a, Some(&mut caller), Side::Agent, from, &mut from_agent[..n], &mut out).await;
                 }
             }
             _ = frame_timer.tick(), if agent.is_none() && settings.treatment.is_some() => {
@@ -310,12 +339,20 @@ async fn run(
                 let now = Instant::now();
                 let silent = [(Side::Caller, Some(caller.last_heard)), (Side::Agent, agent.as_ref().map(|a| a.last_heard))];
                 if let Some((side, _)) = silent.iter().find(|(_, heard)| heard.is_some_and(|h| now.saturating_duration_since(h) > settings.timeout)) {
-                    let _ = events.send(MediaEvent::Timeout { side: *side }).await;
+                    if out.fork_dropped > 0 {
+                        tracing::warn!(dropped = out.fork_dropped, "the recording fork fell behind: packets dropped");
+                    }
+                    let _ = out.events.send(MediaEvent::Timeout { side: *side }).await;
                     return;
                 }
             }
             c = commands.recv() => match c {
-                None => return,
+                None => {
+                    if out.fork_dropped > 0 {
+                        tracing::warn!(dropped = out.fork_dropped, "the recording fork fell behind: packets dropped");
+                    }
+                    return;
+                }
                 Some(Command::Bridge(leg)) => {
                     let mut leg = leg;
                     leg.last_heard = Instant::now();
@@ -335,7 +372,7 @@ async fn forward(
     side: Side,
     from: SocketAddr,
     datagram: &mut [u8],
-    events: &mpsc::Sender<MediaEvent>,
+    out: &mut Outputs,
 ) -> Option<Dropped> {
     let kind = match leg.accept(from, datagram) {
         Ok(kind) => kind,
@@ -345,9 +382,25 @@ async fn forward(
         }
     };
     let Ok(mut packet) = RtpPacketMut::parse(datagram) else { return Some(Dropped::NotRtp) };
-    if kind == Payload::Event {
-        if let Some(digit) = leg.dtmf.packet(packet.timestamp(), packet.payload()) {
-            let _ = events.try_send(MediaEvent::Digit { side, digit });
+    match kind {
+        Payload::Event => {
+            if let Some(digit) = leg.dtmf.packet(packet.timestamp(), packet.payload()) {
+                let _ = out.events.try_send(MediaEvent::Digit { side, digit });
+            }
+        }
+        Payload::Audio => {
+            if let Some(fork) = &out.fork {
+                let forked = Forked {
+                    side,
+                    codec: leg.negotiated.codec,
+                    sequence: packet.sequence_number(),
+                    timestamp: packet.timestamp(),
+                    payload: packet.payload().to_vec(),
+                };
+                if fork.try_send(forked).is_err() {
+                    out.fork_dropped += 1;
+                }
+            }
         }
     }
     let to = to?;
@@ -456,7 +509,7 @@ mod tests {
         let agent = Leg::new(socket().await, negotiated(agent_peer.local_addr().expect("addr")));
         let agent_media = agent.local_addr().expect("addr");
         let treatment = treatment.then(music_on_hold);
-        let media = CallMedia::start(caller, Settings { timeout, treatment }).expect("starts");
+        let media = CallMedia::start(caller, Settings { timeout, treatment, fork: None }).expect("starts");
         assert!(media.bridge(agent).await);
         Call { media, caller_peer, agent_peer, agent_media }
     }
@@ -486,9 +539,11 @@ mod tests {
         let caller_peer = socket().await;
         let agent_peer = socket().await;
         let caller = Leg::new(socket().await, negotiated(caller_peer.local_addr().expect("addr")));
-        let media =
-            CallMedia::start(caller, Settings { timeout: Duration::from_secs(30), treatment: Some(music_on_hold()) })
-                .expect("starts");
+        let media = CallMedia::start(
+            caller,
+            Settings { timeout: Duration::from_secs(30), treatment: Some(music_on_hold()), fork: None },
+        )
+        .expect("starts");
         // Treatment: 20 ms frames of the music, one SSRC, consecutive numbers.
         let mut heard = Vec::new();
         let mut previous: Option<Got> = None;
@@ -570,7 +625,8 @@ mod tests {
         let agent = Leg::new(socket().await, negotiated(agent_peer.local_addr().expect("addr")));
         let agent_media = agent.local_addr().expect("addr");
         let media =
-            CallMedia::start(caller, Settings { timeout: Duration::from_secs(30), treatment: None }).expect("starts");
+            CallMedia::start(caller, Settings { timeout: Duration::from_secs(30), treatment: None, fork: None })
+                .expect("starts");
         assert!(media.bridge(agent).await);
         nat_peer.send_to(&packet(0, 9, 1, 1, &[1]), media.caller_addr()).await.expect("send");
         assert!(receive(&agent_peer, Duration::from_secs(2)).await.is_some());
@@ -626,6 +682,61 @@ mod tests {
         let _ = call.agent_peer;
     }
 
+    #[tokio::test]
+    async fn the_recording_fork_gets_every_packet_of_each_party_apart_and_nothing_else() {
+        let caller_peer = socket().await;
+        let agent_peer = socket().await;
+        let intruder = socket().await;
+        let caller = Leg::new(socket().await, negotiated(caller_peer.local_addr().expect("addr")));
+        let agent = Leg::new(socket().await, negotiated(agent_peer.local_addr().expect("addr")));
+        let agent_media = agent.local_addr().expect("addr");
+        let (fork, mut sink) = mpsc::channel(1024);
+        let settings =
+            Settings { timeout: Duration::from_secs(30), treatment: Some(music_on_hold()), fork: Some(fork) };
+        let media = CallMedia::start(caller, settings).expect("starts");
+        let caller_media = media.caller_addr();
+        assert!(media.bridge(agent).await);
+        let mut sent = (Vec::new(), Vec::new());
+        for i in 0..50u16 {
+            let from_caller = vec![(i % 251) as u8; 160];
+            let from_agent = vec![(i % 241) as u8 ^ 0xAA; 160];
+            caller_peer
+                .send_to(&packet(0, 0xC, 1000 + i, 160 * u32::from(i), &from_caller), caller_media)
+                .await
+                .expect("send");
+            agent_peer
+                .send_to(&packet(0, 0xA, 7000 + i, 80_000 + 160 * u32::from(i), &from_agent), agent_media)
+                .await
+                .expect("send");
+            sent.0.push((1000 + i, 160 * u32::from(i), from_caller));
+            sent.1.push((7000 + i, 80_000 + 160 * u32::from(i), from_agent));
+            if i % 10 == 0 {
+                // Not audio of a party: an event, an unknown type, another source.
+                caller_peer
+                    .send_to(&packet(101, 0xC, 5000 + i, 1, &[1, 0x0A, 0, 160]), caller_media)
+                    .await
+                    .expect("send");
+                caller_peer.send_to(&packet(18, 0xC, 6000 + i, 1, &[9; 20]), caller_media).await.expect("send");
+                intruder.send_to(&packet(0, 0xD, 1, 1, &[3; 160]), caller_media).await.expect("send");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut got = (Vec::new(), Vec::new());
+        while got.0.len() + got.1.len() < 100 {
+            let f =
+                tokio::time::timeout(Duration::from_secs(2), sink.recv()).await.expect("in time").expect("fork open");
+            assert_eq!(f.codec, Codec::Pcmu);
+            let entry = (f.sequence, f.timestamp, f.payload);
+            match f.side {
+                Side::Caller => got.0.push(entry),
+                Side::Agent => got.1.push(entry),
+            }
+        }
+        assert_eq!(got.0, sent.0, "the caller's audio, complete and in order");
+        assert_eq!(got.1, sent.1, "the agent's audio, complete and in order");
+        assert!(tokio::time::timeout(Duration::from_millis(200), sink.recv()).await.is_err(), "nothing else");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         /// Random datagrams and mutated valid packets into a leg: dropped or relayed, never a
@@ -647,6 +758,7 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
                 let (tx, _rx) = mpsc::channel(64);
+                let mut out = Outputs { events: tx, fork: None, fork_dropped: 0 };
                 let caller_peer = socket().await;
                 let agent_peer = socket().await;
                 let mut caller = Leg::new(socket().await, negotiated(caller_peer.local_addr().expect("addr")));
@@ -655,7 +767,7 @@ mod tests {
                 for mut d in datagrams {
                     let relayed_before = receive(&agent_peer, Duration::from_millis(0)).await;
                     prop_assert!(relayed_before.is_none());
-                    let dropped = forward(&mut caller, Some(&mut agent), Side::Caller, from, &mut d, &tx).await;
+                    let dropped = forward(&mut caller, Some(&mut agent), Side::Caller, from, &mut d, &mut out).await;
                     if dropped.is_none() {
                         if let Some(got) = receive(&agent_peer, Duration::from_millis(200)).await {
                             prop_assert!(got.pt == 0 || got.pt == 101);
