@@ -13,7 +13,8 @@ test tone; the caller's BYE then abandons the contact. An offer media cannot car
 only) gets 488 and creates nothing; an unknown number gets 404; a source that is no trunk of
 the number's tenant gets 403 (globex's trunk calling acme's number: nothing is created for
 either tenant); a tenant at its concurrent-contact quota gets 486; a malformed INVITE (raw
-bytes over UDP) gets 400 and the next call still works. The scenarios are the XML files in
+bytes over UDP) gets 400, a BYE for a dialog media does not have 481, and the next call
+still works. The scenarios are the XML files in
 `sipp/`.
 """
 import os
@@ -361,6 +362,15 @@ def test_malformed_invites_get_400_and_the_service_keeps_serving(m, world):
             s.sendto(bad, sip_addr())
             data, _ = s.recvfrom(4096)
             assert data.startswith(b"SIP/2.0 400"), data
+        # A request inside a dialog media does not have: 481.
+        host, sip_port = sip_addr()
+        s.sendto((f"BYE sip:{number}@{host}:{sip_port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                  f"From: <sip:+34600111666@127.0.0.1>;tag=gone\r\nTo: <sip:{number}@{host}>;tag=never\r\n"
+                  f"Call-ID: {uuid.uuid4().hex}@127.0.0.1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+                  "Content-Length: 0\r\n\r\n").encode(), sip_addr())
+        data, _ = s.recvfrom(4096)
+        assert data.startswith(b"SIP/2.0 481"), data
     assert invites("malformed") == before + 2
     # Still serving: a valid call is answered, queued and hung up.
     rc, log = sipp("queued_hangup", number, "+34600111555", extra=("-d", "500", "-key", "rtp_port", str(next(_ports))))

@@ -20,7 +20,7 @@ contact, one of this tenant naming another agent may not accept the offer: what 
 acting-for-the-agent token can do is scoped); an offer not answered in time: the phone gets
 CANCEL while the caller is still on the line, the contact is queued again; an agent whose
 phone answers 486: the offer is rejected in sessions and the next agent's phone gets the
-call.
+call; a contact the agent ends from the desktop: media hangs up the caller and the phone.
 """
 import math
 import random
@@ -37,7 +37,7 @@ import grpc
 import pytest
 
 from conftest import LOGS, auth, cli, mint, sessions_knows_tenant, upsert_voice_agents, wait_for
-from test_voice import SCENARIOS, SIPP, goertzel, queued_call, rtp_header, sipp, ulaw_to_linear
+from test_voice import SCENARIOS, SIPP, goertzel, queued_call, rtp_header, run_async, sipp, ulaw_to_linear
 
 BARESIP = shutil.which("baresip")
 SOX = shutil.which("sox")
@@ -464,3 +464,29 @@ def test_an_offer_not_answered_in_time_cancels_the_ringing_phone(m, desk):
     assert caller_still_on, "the CANCEL came from the offer's timeout, not the caller's hang-up"
     assert (m.s.CONTACT_STATE_OFFERED, ids["alice"]) in desk.states, desk.states
     assert proc.returncode == 0, out_caller[-2000:]
+
+
+def test_a_contact_ended_in_sessions_hangs_up_both_legs(m, desk):
+    port = next(_phone_ports)
+    phone, phone_err = phone_scenario("phone_answer_wait_bye", port)
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({"alice": f"sip:alice@127.0.0.1:{port}"})
+        desk.sign_in(ids["alice"])
+        stop, watcher = watching(desk, caller)
+        proc, err = run_async("answered_bye_received", desk.number, caller, extra=("-key", "rtp_port", "9"))
+        assert wait_for(lambda: (m.s.CONTACT_STATE_CONNECTED, ids["alice"]) in desk.states, 10), desk.states
+        # The agent ends the contact from the desktop: media hangs up the caller and the phone.
+        agent = mint("--tenant", desk.tenant, "--role", "agent", "--agent-id", ids["alice"])
+        desk.contacts.EndContact(m.s.EndContactRequest(name=desk.name), metadata=auth(agent), timeout=5)
+        out_phone, _ = phone.communicate(timeout=15)
+        out_caller, _ = proc.communicate(timeout=15)
+        stop.set()
+        watcher.join(5)
+    finally:
+        for p in (phone, proc):
+            if p.poll() is None:
+                p.kill()
+    assert phone.returncode == 0, f"the phone got no BYE: {out_phone[-2000:]} " \
+                                  f"{phone_err.read_text() if phone_err.exists() else ''}"
+    assert proc.returncode == 0, f"the caller got no BYE: {out_caller[-2000:]} {err.read_text() if err.exists() else ''}"
