@@ -15,6 +15,10 @@ The broker is started again on the same storage, and then:
     the ones created before (the log survived the SIGKILL);
   * routing, which consumed nothing while the broker was down, offers the contacts created
     during the outage to the agent: the pipeline resumed from where it was.
+A second test stops the services and the broker with SIGTERM and starts them again on the
+same storage, as `run.sh stop` and `run.sh` do: the tenant is still there (CLI and
+services, without applying it again), so is the contacts' history, and a new contact is
+offered.
 
 Run it against the local stack (the broker database comes from `deploy/local/stack.sh up`):
   source deploy/local/env.sh
@@ -148,47 +152,74 @@ def queued_events(brokers, topic, tenant, pb_env, pb_s):
     return queued, duplicates
 
 
+class Platform:
+    """A broker of the test's own, a tenant on it, routing and sessions, and an agent of the
+    tenant signed in with room for every contact the test creates."""
+
+    def __init__(self, pb, spawn, name):
+        from centralita.sessions.v1 import sessions_pb2 as s, sessions_pb2_grpc as sg
+
+        self.s, self.run = s, uuid.uuid4().hex[:8]
+        self.prefix = f"e2e-{name}-{self.run}."
+        self.tenant = f"{name}-{self.run}"
+        self.logs = LOGS / f"{name}-{self.run}"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        print(f"\n[{name}] run {self.run}, logs {self.logs}")
+        self.broker = Broker(spawn, self.logs)
+        self.broker.start()
+        manifest = self.logs / "tenant.yaml"
+        manifest.write_text(tenant_manifest(self.tenant, "id: support, offerTimeoutSeconds: 600"))
+        cli("admin", "tenant", "apply", "-f", str(manifest),
+            env={"CENTRALITA_KAFKA_TOPIC_PREFIX": self.prefix, "CENTRALITA_KAFKA_BROKERS": self.broker.addr})
+        self.routing = Service(spawn, "routing", self.prefix, self.broker.addr, self.logs,
+                               {"CENTRALITA_ROUTING_TICK": "100ms", "CENTRALITA_ROUTING_SNAPSHOT_EVERY": "500ms"})
+        self.sessions = Service(spawn, "sessions", self.prefix, self.broker.addr, self.logs)
+        self.routing.start()
+        self.sessions.start()
+        self.channel = grpc.insecure_channel(self.sessions.addr)
+        self.contacts, agents = sg.ContactServiceStub(self.channel), sg.AgentServiceStub(self.channel)
+        admin = mint("--role", "bpo_admin")
+        self.supervisor = mint("--tenant", self.tenant, "--role", "supervisor")
+        self.channel_token = mint("--tenant", self.tenant, "--role", "channel")
+        agent_id = f"ana-{self.run}"  # agents are BPO-wide (not under the topic prefix): one per run
+        agent_token = mint("--tenant", self.tenant, "--role", "agent", "--agent-id", agent_id)
+        assert self.knows_tenant(), "sessions never knew the tenant"
+        self.chat = pb.tenancy.CHANNEL_CHAT
+        agent = s.Agent(name=f"agents/{agent_id}", display_name=agent_id,
+                        capacity=[s.ChannelCapacity(channel=self.chat, max_contacts=20, exclusive=False)],
+                        queues=[s.QueueAssignment(tenant=self.tenant, queue="support")])
+        agents.UpsertAgent(s.UpsertAgentRequest(agent=agent), metadata=auth(admin), timeout=DEADLINE)
+        agents.SignIn(s.SignInRequest(name=f"agents/{agent_id}", available=True), metadata=auth(agent_token),
+                      timeout=DEADLINE)
+
+    def knows_tenant(self):
+        s = self.s
+        return wait_for(lambda: _ok(lambda: self.contacts.ListQueueStats(
+            s.ListQueueStatsRequest(), metadata=auth(self.supervisor), timeout=DEADLINE)), 60)
+
+    def create(self, i):
+        s = self.s
+        req = s.CreateContactRequest(contact=s.Contact(channel=self.chat, queue="support"), request_id=f"{self.run}-{i}")
+        return self.contacts.CreateContact(req, metadata=auth(self.channel_token), timeout=DEADLINE)
+
+    def offered(self, name):
+        s = self.s
+        c = self.contacts.GetContact(s.GetContactRequest(name=name), metadata=auth(self.supervisor), timeout=DEADLINE)
+        return c.state != s.CONTACT_STATE_QUEUED
+
+    def stop(self):
+        self.channel.close()
+        for svc in (self.sessions, self.routing):
+            svc.proc.terminate()
+            svc.proc.wait(15)
+        self.broker.kill()
+        self.broker.drop()
+
+
 def test_sessions_and_routing_ride_out_a_broker_kill(pb, spawn):
-    from centralita.sessions.v1 import sessions_pb2 as s, sessions_pb2_grpc as sg
-
-    run = uuid.uuid4().hex[:8]
-    prefix = f"e2e-broker-{run}."
-    tenant = f"broker-{run}"
-    logs = LOGS / f"broker-restart-{run}"
-    logs.mkdir(parents=True, exist_ok=True)
-    print(f"\n[broker-restart] run {run}, logs {logs}")
-
-    broker = Broker(spawn, logs)
-    broker.start()
-    manifest = logs / "tenant.yaml"
-    manifest.write_text(tenant_manifest(tenant, "id: support, offerTimeoutSeconds: 600"))
-    cli("admin", "tenant", "apply", "-f", str(manifest),
-        env={"CENTRALITA_KAFKA_TOPIC_PREFIX": prefix, "CENTRALITA_KAFKA_BROKERS": broker.addr})
-    routing = Service(spawn, "routing", prefix, broker.addr, logs, {"CENTRALITA_ROUTING_TICK": "100ms"})
-    sessions = Service(spawn, "sessions", prefix, broker.addr, logs)
-    routing.start()
-    sessions.start()
-
-    channel = grpc.insecure_channel(sessions.addr)
-    contacts, agents = sg.ContactServiceStub(channel), sg.AgentServiceStub(channel)
-    admin = mint("--role", "bpo_admin")
-    supervisor = mint("--tenant", tenant, "--role", "supervisor")
-    channel_token = mint("--tenant", tenant, "--role", "channel")
-    agent_id = f"ana-{run}"  # agents are BPO-wide (not under the topic prefix): one per run
-    agent_token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)
-    assert wait_for(lambda: _ok(lambda: contacts.ListQueueStats(
-        s.ListQueueStatsRequest(), metadata=auth(supervisor), timeout=DEADLINE)), 60), "sessions never knew the tenant"
-    chat = pb.tenancy.CHANNEL_CHAT
-    agent = s.Agent(name=f"agents/{agent_id}", display_name=agent_id,
-                    capacity=[s.ChannelCapacity(channel=chat, max_contacts=BEFORE + DURING, exclusive=False)],
-                    queues=[s.QueueAssignment(tenant=tenant, queue="support")])
-    agents.UpsertAgent(s.UpsertAgentRequest(agent=agent), metadata=auth(admin), timeout=DEADLINE)
-    agents.SignIn(s.SignInRequest(name=f"agents/{agent_id}", available=True), metadata=auth(agent_token),
-                  timeout=DEADLINE)
-
-    def create(i):
-        req = s.CreateContactRequest(contact=s.Contact(channel=chat, queue="support"), request_id=f"{run}-{i}")
-        return contacts.CreateContact(req, metadata=auth(channel_token), timeout=DEADLINE)
+    p = Platform(pb, spawn, "broker-kill")
+    s, contacts, supervisor, broker, sessions = p.s, p.contacts, p.supervisor, p.broker, p.sessions
+    prefix, tenant, create = p.prefix, p.tenant, p.create
 
     before = [create(i).name for i in range(BEFORE)]
 
@@ -213,7 +244,7 @@ def test_sessions_and_routing_ride_out_a_broker_kill(pb, spawn):
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.UNAVAILABLE, f"a read while the broker is down: {e.code()}"
             slowest = max(slowest, time.monotonic() - t0)
-    print(f"[broker-restart] broker down: {len(during)} contacts created, {len(refused)} refused UNAVAILABLE, "
+    print(f"[broker-kill] broker down: {len(during)} contacts created, {len(refused)} refused UNAVAILABLE, "
           f"slowest call {slowest * 1000:.0f} ms")
     assert slowest < DEADLINE, "a call waited out its deadline while the broker was down"
     assert during, "sessions keeps taking contacts on Redis while the broker is down"
@@ -230,22 +261,12 @@ def test_sessions_and_routing_ride_out_a_broker_kill(pb, spawn):
     queued, duplicates = queued_events(broker.addr, f"{prefix}contacts", tenant, pb.envelope, s)
     missing = [c for c in before + during if c not in queued]
     assert not missing, f"contacts without their QUEUED event on the log: {missing}"
-    print(f"[broker-restart] {pending:.0f} outboxes pending at the kill drained {drained:.1f} s after the restart; "
+    print(f"[broker-kill] {pending:.0f} outboxes pending at the kill drained {drained:.1f} s after the restart; "
           f"{len(queued)} QUEUED events, {duplicates} duplicate records")
 
-    def offered(name):
-        c = contacts.GetContact(s.GetContactRequest(name=name), metadata=auth(supervisor), timeout=DEADLINE)
-        return c.state != s.CONTACT_STATE_QUEUED
-
-    assert wait_for(lambda: all(offered(c) for c in during), 60), \
+    assert wait_for(lambda: all(p.offered(c) for c in during), 60), \
         "routing offered the contacts created while the broker was down"
-
-    channel.close()
-    for svc in (sessions, routing):
-        svc.proc.terminate()
-        svc.proc.wait(15)
-    broker.kill()
-    broker.drop()
+    p.stop()
 
 
 def _ok(f):
@@ -254,3 +275,33 @@ def _ok(f):
         return True
     except grpc.RpcError:
         return False
+
+
+def test_a_platform_restarted_with_its_broker_keeps_tenants_and_history(pb, spawn):
+    """Stopped and started again as `run.sh stop` and `run.sh` do (SIGTERM, then start), on
+    the same storage and without applying the tenant again: the tenant is there for the CLI
+    and the services, the contacts' history is on the log, and the pipeline works."""
+    p = Platform(pb, spawn, "broker-restart")
+    first = [p.create(i).name for i in range(3)]
+    assert wait_for(lambda: all(p.offered(c) for c in first), 60), "contacts offered before the restart"
+
+    for svc in (p.sessions, p.routing):
+        svc.proc.terminate()
+        svc.proc.wait(15)
+    p.broker.proc.terminate()
+    p.broker.proc.wait(15)
+    p.broker.start()
+    p.routing.start()
+    p.sessions.start()
+
+    env = {"CENTRALITA_KAFKA_TOPIC_PREFIX": p.prefix, "CENTRALITA_KAFKA_BROKERS": p.broker.addr}
+    listed = cli("admin", "tenant", "list", "-o", "json", env=env).stdout
+    assert p.tenant in listed, f"the CLI lists the tenant after the restart: {listed}"
+    assert p.knows_tenant(), "sessions knows the tenant after the restart"
+    queued, duplicates = queued_events(p.broker.addr, f"{p.prefix}contacts", p.tenant, pb.envelope, p.s)
+    assert set(first) <= queued, f"the contacts' QUEUED events after the restart: {queued}"
+    after = p.create(100).name
+    assert wait_for(lambda: p.offered(after), 60), "a contact created after the restart is offered"
+    print(f"[broker-restart] after the restart: tenant listed, {len(queued)} QUEUED events on the log "
+          f"({duplicates} duplicate records), a new contact offered")
+    p.stop()
