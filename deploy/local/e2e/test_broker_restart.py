@@ -305,3 +305,87 @@ def test_a_platform_restarted_with_its_broker_keeps_tenants_and_history(pb, spaw
     print(f"[broker-restart] after the restart: tenant listed, {len(queued)} QUEUED events on the log "
           f"({duplicates} duplicate records), a new contact offered")
     p.stop()
+
+
+def test_independent_clients_on_postgres_storage(spawn):
+    """Every kind of request the services make, from confluent-kafka and kafka-python against
+    a postgres-backed broker: topic creation (a compacted one too), metadata, topic configs,
+    idempotent produce with headers, fetch, a consumer group with static membership (join,
+    sync, heartbeat, offset commit and fetch, resuming from the committed offsets), and list
+    offsets (earliest, latest at read_committed, by time)."""
+    from confluent_kafka import Consumer, Producer, TopicPartition as TP
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+    logs = LOGS / f"broker-clients-{uuid.uuid4().hex[:8]}"
+    logs.mkdir(parents=True, exist_ok=True)
+    broker = Broker(spawn, logs)
+    broker.start()
+    bs = broker.addr
+    admin = AdminClient({"bootstrap.servers": bs})
+    topic, compacted = f"clients-{uuid.uuid4().hex[:8]}", f"clients-{uuid.uuid4().hex[:8]}-tenants"
+    for f in admin.create_topics([NewTopic(topic, 3, 1),
+                                  NewTopic(compacted, 1, 1, config={"cleanup.policy": "compact"})]).values():
+        f.result(timeout=30)
+    assert len(admin.list_topics(timeout=10).topics[topic].partitions) == 3
+    configs = admin.describe_configs([ConfigResource("topic", compacted)])
+    assert next(iter(configs.values())).result(timeout=10)["cleanup.policy"].value == "compact"
+
+    producer = Producer({"bootstrap.servers": bs, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    acked, errors = [], []
+
+    def delivered(err, msg):
+        (errors if err else acked).append(err or (msg.partition(), msg.offset()))
+
+    for i in range(300):
+        producer.produce(topic, key=f"k{i % 17}", value=f"v{i}", headers=[("ce_id", str(i))], on_delivery=delivered)
+    for i in range(3):
+        producer.produce(compacted, key="tenant-a", value=f"config {i}", on_delivery=delivered)
+    assert producer.flush(60) == 0 and not errors and len(acked) == 303, errors
+
+    group = f"clients-{uuid.uuid4().hex[:8]}"
+
+    def consume(n):
+        c = Consumer({"bootstrap.servers": bs, "group.id": group, "group.instance.id": "member-1",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                      "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000})
+        c.subscribe([topic])
+        got, end = [], time.monotonic() + 60
+        while len(got) < n and time.monotonic() < end:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m)
+                c.commit(message=m, asynchronous=False)
+        c.close()
+        return got
+
+    first = consume(100)
+    assert len(first) == 100 and first[0].headers()[0][0] == "ce_id"
+    reader = Consumer({"bootstrap.servers": bs, "group.id": group})
+    parts = [TP(topic, p) for p in range(3)]
+    committed = {tp.partition: tp.offset for tp in reader.committed(parts, timeout=10)}
+    highs = {p: reader.get_watermark_offsets(TP(topic, p), timeout=10) for p in range(3)}
+    by_time = reader.offsets_for_times([TP(topic, p, 0) for p in range(3)], timeout=10)
+    reader.close()
+    assert sum(o for o in committed.values() if o >= 0) == 100, committed
+    assert sum(high for _, high in highs.values()) == 300 and all(low == 0 for low, _ in highs.values()), highs
+    assert all(tp.offset == 0 for tp in by_time if highs[tp.partition][1]), by_time
+
+    # The same static member again: it resumes after what it committed.
+    rest = consume(200)
+    seen = [m.headers()[0][1] for m in first + rest]
+    assert len(rest) == 200 and len(set(seen)) == 300, f"{len(rest)} after resuming, {len(set(seen))} distinct"
+
+    # kafka-python: beginning and end offsets of the compacted topic, and its records.
+    k = KafkaConsumer(bootstrap_servers=bs, group_id=None, enable_auto_commit=False)
+    tp = TopicPartition(compacted, 0)
+    assert k.beginning_offsets([tp])[tp] == 0 and k.end_offsets([tp])[tp] == 3
+    k.assign([tp])
+    k.seek_to_beginning(tp)
+    values, end = [], time.monotonic() + 30
+    while len(values) < 3 and time.monotonic() < end:
+        for batch in k.poll(timeout_ms=500).values():
+            values.extend(r.value for r in batch)
+    k.close()
+    assert values[-1] == b"config 2", values
+    broker.kill()
+    broker.drop()
