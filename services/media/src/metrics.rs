@@ -43,7 +43,7 @@ impl Metrics {
         r.register("centralita_media_sip_invites", "INVITEs received, by outcome", m.invites.clone());
         r.register(
             "centralita_media_calls_waiting",
-            "Calls this replica holds (queued with treatment)",
+            "Calls this replica holds (queued with treatment, ringing an agent or bridged)",
             m.waiting.clone(),
         );
         for outcome in OUTCOMES {
