@@ -373,3 +373,68 @@ async fn only_the_holder_and_the_tenants_supervisors_use_a_conversation() {
     media.shutdown.trigger();
     media.task.await.unwrap().unwrap();
 }
+
+/// Two replicas of the digital role on one database: an agent's stream on one sees what is
+/// written through the other at once (PostgreSQL NOTIFY), not at its next look (every 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_one_replica_sees_writes_through_another_at_once() {
+    let (prefix, _topics, [a, _b]) =
+        testkit::two_tenants("media-dg2-", manifest, |t| vec![t.contacts(), t.name("conversations")]).await;
+    let fake = FakeSessions::default();
+    let sessions = fake_sessions(fake.clone()).await;
+    let one = start(&prefix, sessions).await;
+    let two = start(&prefix, sessions).await;
+    let mut contact = None;
+    for _ in 0..100 {
+        let key = format!("key_{}", a.replace('-', "_"));
+        let (status, body) = http(
+            one.webchat,
+            "POST",
+            &format!("/v1/tenants/{a}/webchat/chats"),
+            &[("Origin", &format!("https://{a}.example"))],
+            &format!(r#"{{"widgetKey":"{key}"}}"#),
+        )
+        .await;
+        if status == 201 {
+            contact = Some(json_field(&body, "contact"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let contact = contact.expect("media never knew the tenant");
+    // Replica two must know the tenant too before it authenticates calls of it.
+    let sup = token(Some(&a), Role::Supervisor, None);
+    let mut via_two = ConversationServiceClient::new(two.grpc.clone());
+    let list = pb::ListMessagesRequest { parent: contact.clone(), ..Default::default() };
+    for _ in 0..100 {
+        if via_two.list_messages(request(list.clone(), &sup)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut via_one = ConversationServiceClient::new(one.grpc.clone());
+    let mut stream = via_one
+        .stream_messages(request(pb::StreamMessagesRequest { parent: contact.clone(), after_sequence: 1 }, &sup))
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let sent = std::time::Instant::now();
+        let text = format!("n{i}");
+        let req = pb::SendMessageRequest { parent: contact.clone(), text: text.clone(), request_id: String::new() };
+        via_two.send_message(request(req, &sup)).await.unwrap();
+        let got = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+            if let Some(pb::stream_messages_response::Event::Message(m)) = ev.event {
+                break m;
+            }
+        };
+        assert_eq!(got.text, text);
+        assert!(sent.elapsed() < Duration::from_millis(700), "message {i} took {:?}", sent.elapsed());
+    }
+    for m in [one, two] {
+        m.shutdown.trigger();
+        m.task.await.unwrap().unwrap();
+    }
+}

@@ -2,9 +2,11 @@
 //! the other party's typing and read marker), from a sequence on. Used by the agents' gRPC
 //! stream and the customer's WebSocket alike.
 //!
-//! Writes on this replica wake the followers of that conversation at once ([`Hub`]);
-//! writes on another replica are found by polling every [`POLL`]. Either way the messages
-//! come from the store by sequence, so a follower misses and repeats nothing.
+//! Every write wakes the followers of that conversation at once: on this replica directly
+//! ([`Hub::touch`]), on every replica through PostgreSQL's LISTEN/NOTIFY
+//! ([`super::listen`]). Followers also look every [`POLL`], which covers notifications lost
+//! while a replica reconnects and typing markers that simply expire. Either way the
+//! messages come from the store by sequence, so a follower misses and repeats nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,8 +20,8 @@ use tokio::sync::watch;
 use super::model::Message;
 use super::store::{self, Party};
 
-/// How often a follower looks for writes of other replicas.
-pub const POLL: Duration = Duration::from_millis(500);
+/// How often a follower looks without being woken.
+pub const POLL: Duration = Duration::from_secs(2);
 /// Messages read at once.
 const BATCH: i64 = 200;
 
@@ -33,6 +35,15 @@ impl Hub {
     pub fn subscribe(&self, tenant: &TenantId, contact: &str) -> watch::Receiver<u64> {
         let mut map = self.conversations.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((tenant.clone(), contact.to_owned())).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Every follower looks again (after notifications may have been missed).
+    pub fn touch_all(&self) {
+        let mut map = self.conversations.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in map.values() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// The conversation was written: its followers look again.

@@ -96,6 +96,60 @@ impl Digital {
     }
 }
 
+/// Wakes this replica's followers of every conversation written anywhere: LISTENs on
+/// [`store::NOTIFY_CHANNEL`] over a connection of its own, reconnecting after a second when
+/// it drops (and then waking every follower, since notifications may have been missed).
+pub async fn listen(url: String, digital: Arc<Digital>, shutdown: Shutdown) {
+    use futures::StreamExt as _;
+    use tokio_postgres::AsyncMessage;
+    loop {
+        match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let query = format!("LISTEN {}", store::NOTIFY_CHANNEL);
+                let listen = client.batch_execute(&query);
+                tokio::pin!(listen);
+                let mut listening = false;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        r = &mut listen, if !listening => match r {
+                            Ok(()) => {
+                                listening = true;
+                                digital.hub.touch_all();
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot LISTEN for conversation writes");
+                                break;
+                            }
+                        },
+                        m = messages.next() => match m {
+                            Some(Ok(AsyncMessage::Notification(n))) => {
+                                if let Some((t, contact)) = n.payload().split_once('/') {
+                                    if let Ok(tenant) = TenantId::parse(t) {
+                                        digital.hub.touch(&tenant, contact);
+                                    }
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "conversation notifications dropped; reconnecting");
+                                break;
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot connect for conversation notifications; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Publishes what the outbox holds, oldest first, deleting each entry once the broker has
 /// acknowledged it (at least once: consumers dedupe on the event id in the envelope). Runs
 /// when woken and every second.
@@ -156,6 +210,7 @@ pub fn start(
     let Some(url) = config.service.database_url.clone() else {
         return Err(ConfigError::new("CENTRALITA_DATABASE_URL", "the digital role needs it").into());
     };
+    let listen_url = url.expose().clone();
     let pg = PostgresConfig { url, pool_size: config.service.database_pool_size };
     let pool = runtime.postgres(&pg, schema::MIGRATIONS)?;
     let metrics = Arc::new(DigitalMetrics::register(&runtime.metrics));
@@ -173,6 +228,7 @@ pub fn start(
         .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
     let contacts = contacts::Contacts::new(&config.service.sessions_endpoint, signer)?;
     let digital = Arc::new(Digital { pool, hub: Hub::default(), contacts, metrics, outbox });
+    runtime.spawn(listen(listen_url, digital.clone(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.media.v1.ConversationService");
     routes.add_service(Authenticated::new(
         ConversationServiceServer::new(api::Api { digital: digital.clone() }),

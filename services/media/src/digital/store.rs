@@ -21,6 +21,16 @@ use super::wire;
 /// The topic (without the installation's prefix) of conversation events.
 pub const TOPIC_BASE: &str = "conversations";
 
+/// The PostgreSQL channel on which every write to a conversation is announced, at commit
+/// (payload `{tenant}/{contact}`), to the followers on every replica ([`super::listen`]).
+pub const NOTIFY_CHANNEL: &str = "media_conversations";
+
+/// Announces a write to the conversation when the transaction commits.
+async fn announce(tx: &Transaction<'_>, tenant: &TenantId, contact: &str) -> Result<(), Error> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &format!("{tenant}/{contact}")]).await?;
+    Ok(())
+}
+
 /// How long a typing marker lasts without being renewed.
 pub const TYPING_SECONDS: f64 = 6.0;
 
@@ -213,6 +223,7 @@ async fn append_in(
         _ => pb::conversation_event::Kind::MessageSent(wire),
     };
     queue_event(tx, tenant, contact, kind).await?;
+    announce(tx, tenant, contact).await?;
     Ok(Some((stored, true)))
 }
 
@@ -281,6 +292,7 @@ pub async fn report_status(
     let now = stored.join(report);
     if now != stored {
         set_status(&tx, tenant, contact, sequence, now, reason, provider_time).await?;
+        announce(&tx, tenant, contact).await?;
     }
     tx.commit().await?;
     Ok(Some(now))
@@ -356,6 +368,7 @@ pub async fn mark(
         .await?
     };
     let Some(upto) = seq.map(|r| r.get::<_, i64>(0)) else { return Ok(None) };
+    announce(&tx, tenant, contact).await?;
     let rows = tx
         .query(
             &format!(
@@ -399,6 +412,9 @@ pub async fn set_typing(
             &[&tenant.as_str(), &contact, &active, &TYPING_SECONDS],
         )
         .await?;
+    if n == 1 {
+        announce(&tx, tenant, contact).await?;
+    }
     tx.commit().await?;
     Ok(n == 1)
 }
