@@ -109,7 +109,7 @@ def test_every_alert_has_a_severity_and_its_runbook(rendered):
     assert alerts >= {
         "CentralitaServiceDown", "CentralitaServiceNotReady", "CentralitaGrpcServerErrors",
         "CentralitaGrpcLatencyBudgetBurn", "CentralitaOutboxBacklog", "CentralitaRoutingOwnsNoPartitions",
-        "CentralitaConsumerStalled", "CentralitaEventAgeHigh", "CentralitaOffersVoided",
+        "CentralitaConsumerStalled", "CentralitaConsumerLag", "CentralitaEventAgeHigh", "CentralitaOffersVoided",
         "CentralitaTenantRateLimited", "CentralitaRateLimiterFallback", "CentralitaTenantServiceLevelBreach",
     }
     # Every runbook page is some alert's.

@@ -90,6 +90,7 @@ pub struct Metrics {
     auth_rejected: Family<ReasonLabel, Counter>,
     pub bus_published: Family<TopicLabel, Counter>,
     pub bus_consumed: Family<ConsumedLabel, Counter>,
+    bus_consumer_lag: Family<TopicLabel, Gauge>,
     bus_event_age: Family<TopicLabel, Histogram, fn() -> Histogram>,
     pub tenants_known: Family<StatusLabel, Gauge>,
     pub dependency_up: Family<DependencyLabel, Gauge>,
@@ -109,6 +110,7 @@ impl Metrics {
         let auth_rejected = Family::<ReasonLabel, Counter>::default();
         let bus_published = Family::<TopicLabel, Counter>::default();
         let bus_consumed = Family::<ConsumedLabel, Counter>::default();
+        let bus_consumer_lag = Family::<TopicLabel, Gauge>::default();
         let bus_event_age: Family<TopicLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(EVENT_AGE_BUCKETS));
         let tenants_known = Family::<StatusLabel, Gauge>::default();
@@ -130,6 +132,9 @@ impl Metrics {
         );
         let help = "Events read from Kafka, by topic and outcome (handled, duplicate, malformed)";
         registry.register("centralita_bus_consumed_events", help, bus_consumed.clone());
+        let help = "Records of a topic this replica's consumer has yet to read, over the partitions it is \
+                    assigned (librdkafka's consumer lag, every 10 s)";
+        registry.register("centralita_bus_consumer_lag_records", help, bus_consumer_lag.clone());
         let help = "Age of a consumed event when its handling starts (from its occurred_at: the publisher's \
                     outbox, the broker and the fetch wait), by topic";
         registry.register("centralita_bus_event_age_seconds", help, bus_event_age.clone());
@@ -152,6 +157,7 @@ impl Metrics {
             auth_rejected,
             bus_published,
             bus_consumed,
+            bus_consumer_lag,
             bus_event_age,
             tenants_known,
             dependency_up,
@@ -164,6 +170,11 @@ impl Metrics {
 
     pub fn auth_rejected(&self, reason: &'static str) {
         self.auth_rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Sets how many records of `topic` this replica's consumer has yet to read.
+    pub fn consumer_lag(&self, topic: &str, lag: i64) {
+        self.bus_consumer_lag.get_or_create(&TopicLabel { topic: topic.to_owned() }).set(lag);
     }
 
     /// Records how old an event of `topic` is as its handling starts.

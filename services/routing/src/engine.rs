@@ -85,9 +85,17 @@ const MAX_TRACES: usize = 100_000;
 #[derive(Default)]
 struct Revocations(Mutex<Vec<i32>>);
 
-struct EngineContext(Arc<Revocations>);
+/// The input consumer's context: revocations for the engine, librdkafka's statistics for the
+/// lag gauge (`centralita_bus_consumer_lag_records`).
+struct EngineContext(Arc<Revocations>, Option<Arc<Metrics>>);
 
-impl ClientContext for EngineContext {}
+impl ClientContext for EngineContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(m) = &self.1 {
+            centralita_platform::bus::record_consumer_lag(m, &statistics);
+        }
+    }
+}
 
 impl ConsumerContext for EngineContext {
     fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -122,7 +130,12 @@ pub fn decision_id(topic: &str, partition: i32, offset: i64, index: usize) -> Uu
 /// configuration error ends it early.
 pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Producer>, shutdown: Shutdown) {
     let revocations = Arc::new(Revocations::default());
-    let consumer: StreamConsumer<EngineContext> = match client_config(&settings.brokers)
+    let mut config = client_config(&settings.brokers);
+    if settings.metrics.is_some() {
+        let every = centralita_platform::bus::STATISTICS_INTERVAL.as_millis().to_string();
+        config.set("statistics.interval.ms", every);
+    }
+    let consumer: StreamConsumer<EngineContext> = match config
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -130,7 +143,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().to_string())
         .set_static_member(settings.group_instance_id.as_deref())
-        .create_with_context(EngineContext(revocations.clone()))
+        .create_with_context(EngineContext(revocations.clone(), settings.metrics.clone()))
     {
         Ok(c) => c,
         Err(e) => {

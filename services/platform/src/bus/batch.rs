@@ -4,11 +4,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::Message;
 use tracing::Instrument;
 
-use super::consumer::{commit_stored, decode_record, record_headers, subscribed, ConsumerSettings, Outcome};
+use super::consumer::{
+    commit_stored, decode_record, record_headers, subscribed, ConsumerSettings, GroupConsumer, Outcome,
+};
 use super::event::Event;
 use crate::error::Error;
 use crate::metrics::{ConsumedLabel, Metrics};
@@ -30,7 +32,7 @@ pub trait BatchHandler: Send + 'static {
 /// gets a short `consume_record` span, child of its own context, so the trace of whatever
 /// published the record shows where it was consumed.
 pub struct BatchConsumer<H> {
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
     settings: ConsumerSettings,
     handler: H,
     max: usize,
@@ -55,7 +57,7 @@ impl<H: BatchHandler> BatchConsumer<H> {
         linger: Duration,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, Error> {
-        let consumer = subscribed(&settings)?;
+        let consumer = subscribed(&settings, metrics.clone())?;
         Ok(Self { consumer, settings, handler, max: max.max(1), linger, metrics })
     }
 

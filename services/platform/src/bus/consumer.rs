@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Statistics};
 use tracing::Instrument;
 
 use super::client::{client_config, StaticMember};
@@ -39,10 +40,59 @@ pub struct ConsumerSettings {
 /// Fetch wait of everything else: fewer idle fetches.
 pub const FETCH_WAIT_DEFAULT: Duration = Duration::from_millis(100);
 
+/// How often librdkafka reports its statistics, the consumer lag among them.
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The records of each topic this group member has yet to consume, over the partitions it
+/// is assigned: librdkafka's `consumer_lag` (the partition's high watermark less the
+/// consumer's position), summed per topic; partitions with no lag known yet are left out.
+pub fn lag_by_topic(statistics: &Statistics) -> std::collections::BTreeMap<String, i64> {
+    statistics
+        .topics
+        .iter()
+        .map(|(name, t)| {
+            let lag =
+                t.partitions.values().filter(|p| p.partition >= 0 && p.consumer_lag >= 0).map(|p| p.consumer_lag).sum();
+            (name.clone(), lag)
+        })
+        .collect()
+}
+
+/// Sets `centralita_bus_consumer_lag_records` from a statistics report; for consumers
+/// with a context of their own (routing's engine) as well as [`LagContext`].
+pub fn record_consumer_lag(metrics: &Metrics, statistics: &Statistics) {
+    for (topic, lag) in lag_by_topic(statistics) {
+        metrics.consumer_lag(&topic, lag);
+    }
+}
+
+/// The consumers' client context: it turns librdkafka's statistics into the lag gauge.
+#[derive(Debug, Clone, Default)]
+pub struct LagContext {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(m) = &self.metrics {
+            record_consumer_lag(m, &statistics);
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+pub(super) type GroupConsumer = StreamConsumer<LagContext>;
+
 /// A group member subscribed to `settings.topics`, storing offsets only when told to and
-/// committing the stored ones every second.
-pub(super) fn subscribed(settings: &ConsumerSettings) -> Result<StreamConsumer, Error> {
-    let consumer: StreamConsumer = client_config(&settings.brokers)
+/// committing the stored ones every second; with `metrics`, its lag is reported every
+/// [`STATISTICS_INTERVAL`].
+pub(super) fn subscribed(settings: &ConsumerSettings, metrics: Option<Arc<Metrics>>) -> Result<GroupConsumer, Error> {
+    let mut config = client_config(&settings.brokers);
+    if metrics.is_some() {
+        config.set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
+    }
+    let consumer: GroupConsumer = config
         .set("group.id", &settings.group_id)
         .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().clamp(1, 500).to_string())
         .set_static_member(settings.group_instance_id.as_deref())
@@ -52,13 +102,13 @@ pub(super) fn subscribed(settings: &ConsumerSettings) -> Result<StreamConsumer, 
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .create()?;
+        .create_with_context(LagContext { metrics })?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
 
-pub(super) fn commit_stored(consumer: &StreamConsumer) -> Result<(), Error> {
+pub(super) fn commit_stored(consumer: &GroupConsumer) -> Result<(), Error> {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => Ok(()),
         // Nothing stored since the last commit.
@@ -89,7 +139,7 @@ pub(super) fn decode_record(m: &BorrowedMessage<'_>) -> Option<Event> {
 
 /// A consumer-group member with at-least-once, deduplicated delivery to a [`Handler`].
 pub struct Consumer<H, D> {
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
     settings: ConsumerSettings,
     handler: H,
     dedupe: D,
@@ -130,7 +180,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
         dedupe: D,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, Error> {
-        let consumer = subscribed(&settings)?;
+        let consumer = subscribed(&settings, metrics.clone())?;
         Ok(Self { consumer, settings, handler, dedupe, metrics })
     }
 
@@ -165,7 +215,7 @@ impl<H: Handler, D: Dedupe> Consumer<H, D> {
 }
 
 struct Worker<'a, H, D> {
-    consumer: &'a StreamConsumer,
+    consumer: &'a GroupConsumer,
     settings: &'a ConsumerSettings,
     handler: H,
     dedupe: D,
@@ -234,5 +284,54 @@ impl<H: Handler, D: Dedupe> Worker<'_, H, D> {
         if let Err(e) = self.consumer.store_offset_from_message(m) {
             tracing::warn!(error = %e, "could not store offset");
         }
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+
+    /// A librdkafka statistics report trimmed to what the lag reads: two assigned partitions
+    /// of one topic, one whose lag is not known yet (-1), and librdkafka's internal
+    /// unassigned partition (-1).
+    const REPORT: &str = r#"{
+      "name": "c#consumer-1", "client_id": "c", "type": "consumer", "ts": 1, "time": 1, "age": 1,
+      "replyq": 0, "msg_cnt": 0, "msg_size": 0, "msg_max": 0, "msg_size_max": 0, "tx": 0, "tx_bytes": 0,
+      "rx": 0, "rx_bytes": 0, "txmsgs": 0, "txmsg_bytes": 0, "rxmsgs": 0, "rxmsg_bytes": 0,
+      "simple_cnt": 0, "metadata_cache_cnt": 0, "brokers": {},
+      "topics": {"p.contacts": {"topic": "p.contacts", "age": 1, "metadata_age": 1,
+        "batchsize": {"min":0,"max":0,"avg":0,"sum":0,"stddev":0,"p50":0,"p75":0,"p90":0,"p95":0,"p99":0,"p99_99":0,"outofrange":0,"hdrsize":0,"cnt":0},
+        "batchcnt": {"min":0,"max":0,"avg":0,"sum":0,"stddev":0,"p50":0,"p75":0,"p90":0,"p95":0,"p99":0,"p99_99":0,"outofrange":0,"hdrsize":0,"cnt":0},
+        "partitions": {
+          "0": PART0, "1": PART1, "-1": PARTU
+        }}}
+    }"#;
+
+    fn partition(id: i32, lag: i64) -> String {
+        format!(
+            r#"{{"partition": {id}, "broker": 1, "leader": 1, "desired": true, "unknown": false, "msgq_cnt": 0,
+            "msgq_bytes": 0, "xmit_msgq_cnt": 0, "xmit_msgq_bytes": 0, "fetchq_cnt": 0, "fetchq_size": 0,
+            "fetch_state": "active", "query_offset": 0, "next_offset": 0, "app_offset": 0, "stored_offset": 0,
+            "committed_offset": 0, "eof_offset": 0, "lo_offset": 0, "hi_offset": 0, "ls_offset": 0,
+            "consumer_lag": {lag}, "consumer_lag_stored": {lag}, "txmsgs": 0, "txbytes": 0, "rxmsgs": 0, "rxbytes": 0,
+            "msgs": 0, "rx_ver_drops": 0, "msgs_inflight": 0, "next_ack_seq": 0, "next_err_seq": 0, "acked_msgid": 0}}"#
+        )
+    }
+
+    #[test]
+    fn lag_is_summed_over_the_partitions_whose_lag_is_known() {
+        let json = REPORT
+            .replace("PART0", &partition(0, 40))
+            .replace("PART1", &partition(1, -1))
+            .replace("PARTU", &partition(-1, 7));
+        let statistics: Statistics = serde_json::from_str(&json).expect("statistics");
+        assert_eq!(lag_by_topic(&statistics), [("p.contacts".to_owned(), 40)].into_iter().collect());
+        let metrics = Metrics::new("reporting");
+        record_consumer_lag(&metrics, &statistics);
+        let text = metrics.encode();
+        assert!(
+            text.contains("centralita_bus_consumer_lag_records{service=\"reporting\",topic=\"p.contacts\"} 40"),
+            "{text}"
+        );
     }
 }

@@ -36,7 +36,10 @@ mod topics;
 
 pub use batch::{BatchConsumer, BatchHandler};
 pub use client::{client_config, StaticMember};
-pub use consumer::{Consumer, ConsumerSettings, Handler, Outcome, FETCH_WAIT_DEFAULT};
+pub use consumer::{
+    lag_by_topic, record_consumer_lag, Consumer, ConsumerSettings, Handler, LagContext, Outcome, FETCH_WAIT_DEFAULT,
+    STATISTICS_INTERVAL,
+};
 pub use dedupe::{Dedupe, MemoryDedupe};
 pub use event::{Event, EventPayload, MAX_EVENT_BYTES};
 pub use producer::Producer;
