@@ -534,6 +534,22 @@ mod tests {
         assert!(!is_phone_uri(&format!("sip:{}@127.0.0.1", "a".repeat(250))));
     }
 
+    proptest::proptest! {
+        /// Any text, and `sip:` followed by any text: accepted or refused, never a panic;
+        /// what is accepted has no space, parameter or header and fits the bound.
+        #[test]
+        fn phone_uris_never_panic(tail in ".{0,300}", raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let uri = format!("sip:{tail}");
+            if is_phone_uri(&uri) {
+                proptest::prop_assert!(uri.len() <= MAX_PHONE_URI);
+                proptest::prop_assert!(!uri.chars().any(|c| c.is_whitespace() || "<>\"".contains(c)), "{uri}");
+                let host = uri.rsplit_once('@').map_or(&uri[4..], |(_, h)| h);
+                proptest::prop_assert!(!host.contains([';', '?']), "parameters or headers in {uri}");
+            }
+            let _ = is_phone_uri(&String::from_utf8_lossy(&raw));
+        }
+    }
+
     #[test]
     fn phones_are_validated_with_their_paths_and_round_trip() {
         let phone = |a: &str, u: &str| PhoneSpec { agent_id: a.into(), uri: u.into() };
