@@ -80,7 +80,10 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
     let customer = crm.resolve_customer(request(resolve, &admin)).await.unwrap().into_inner().customer.unwrap();
     let erase = pb::EraseCustomerRequest { name: customer.name, reason: "ticket 7".into() };
     let erasure = crm.erase_customer(request(erase, &admin)).await.unwrap().into_inner();
-    assert_eq!(stores(&erasure), vec![("sessions".to_owned(), State::Pending, 0)]);
+    assert_eq!(
+        stores(&erasure),
+        vec![("recording".to_owned(), State::Pending, 0), ("sessions".to_owned(), State::Pending, 0)]
+    );
     let read = get(&mut crm, &admin, &erasure.name).await.unwrap();
     assert_eq!(read, erasure, "GetErasure gives the audit record EraseCustomer answered");
 
@@ -89,8 +92,9 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
     let b_admin = token(Some(&b), Role::TenantAdmin, None);
     assert_eq!(get(&mut crm, &b_admin, &erasure.name).await.unwrap_err().code(), Code::NotFound);
 
-    // Sessions reports: the store is done, with when and how many records.
+    // Sessions and recording report: each store is done, with when and how many records.
     report(&topics, &a, &erasure.name, "sessions", 1).await;
+    report(&topics, &a, &erasure.name, "recording", 0).await;
     let mut done = None;
     for _ in 0..300 {
         let e = get(&mut crm, &admin, &erasure.name).await.unwrap();
@@ -100,9 +104,13 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let done = done.expect("the erasure shows sessions done");
-    assert_eq!(stores(&done), vec![("sessions".to_owned(), State::Done, 1)], "B's report was not counted");
-    let at = done.stores[0].done_time;
+    let done = done.expect("the erasure shows sessions and recording done");
+    assert_eq!(
+        stores(&done),
+        vec![("recording".to_owned(), State::Done, 0), ("sessions".to_owned(), State::Done, 1)],
+        "B's report was not counted"
+    );
+    let at = done.stores[1].done_time;
     assert!(at.is_some());
 
     // A redelivered report (sessions erased nothing more) keeps the first time and count;
@@ -112,15 +120,22 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
     let mut last = None;
     for _ in 0..300 {
         let e = get(&mut crm, &admin, &erasure.name).await.unwrap();
-        if e.stores.len() == 2 {
+        if e.stores.len() == 3 {
             last = Some(e);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let last = last.expect("the later reports are recorded");
-    assert_eq!(stores(&last), vec![("reporting".to_owned(), State::Done, 2), ("sessions".to_owned(), State::Done, 1)]);
-    assert_eq!(last.stores[1].done_time, at);
+    assert_eq!(
+        stores(&last),
+        vec![
+            ("recording".to_owned(), State::Done, 0),
+            ("reporting".to_owned(), State::Done, 2),
+            ("sessions".to_owned(), State::Done, 1)
+        ]
+    );
+    assert_eq!(last.stores[2].done_time, at);
 
     // Only tenant admins read erasures, by their name.
     let sup = token(Some(&a), Role::Supervisor, None);

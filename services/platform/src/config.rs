@@ -70,8 +70,9 @@ pub struct TelemetryConfig {
     /// Log line format: `json` (default, one object a line) or `text` for humans.
     #[arg(long, env = "CENTRALITA_LOG_FORMAT", default_value = "json", value_enum)]
     pub log_format: LogFormat,
-    /// Log filter in `tracing` EnvFilter syntax.
-    #[arg(long, env = "CENTRALITA_LOG", default_value = "info")]
+    /// Log filter in `tracing` EnvFilter syntax. The SIP stack logs whole messages (callers'
+    /// numbers included) at info, so by default it logs warnings only.
+    #[arg(long, env = "CENTRALITA_LOG", default_value = "info,rsipstack=warn")]
     pub log_filter: String,
 }
 
