@@ -2,11 +2,13 @@
 
 A broker of this test's own (tansu on `postgres://` storage in a schema of its own in the
 stack's broker database, as `CENTRALITA_BROKER_STORAGE=postgres` runs it; never the shared
-broker) serves one `centralita-sessions` and one `centralita-routing`. With an agent signed
-in, contacts are created; then the broker is killed with SIGKILL, and for a while:
-  * every sessions call answers within its deadline: CreateContact, GetContact and
-    ListQueueStats keep working on Redis (a contact is written with its outbox), nothing
-    hangs until DEADLINE_EXCEEDED;
+broker) serves one `centralita-sessions`, one `centralita-routing` and one
+`centralita-reporting`. With an agent signed in, contacts are created; then the broker is
+killed with SIGKILL, and for 6 seconds (longer than the services' 5-second broker check):
+  * every call answers within its deadline: sessions' CreateContact, GetContact and
+    ListQueueStats keep working on Redis (a contact is written with its outbox), reporting's
+    GetRealtimeMetrics on what it holds, or any of them UNAVAILABLE; nothing hangs until
+    DEADLINE_EXCEEDED;
   * the contacts' events wait in sessions' outboxes (centralita_sessions_outbox_pending_records
     above zero).
 The broker is started again on the same storage, and then:
@@ -42,6 +44,7 @@ TANSU = os.environ.get("TANSU_BIN", str(pathlib.Path.home() / ".cache/centralita
 DDL = REPO / "deploy/local/tansu-postgres.sql"
 BEFORE, DURING = 3, 8  # contacts created before the kill, and while the broker is down
 DEADLINE = 5.0  # every call's gRPC deadline
+OUTAGE = 6.0  # how long the broker stays down (at least)
 
 
 def psql(sql):
@@ -156,7 +159,7 @@ class Platform:
     """A broker of the test's own, a tenant on it, routing and sessions, and an agent of the
     tenant signed in with room for every contact the test creates."""
 
-    def __init__(self, pb, spawn, name):
+    def __init__(self, pb, spawn, name, with_reporting=False):
         from centralita.sessions.v1 import sessions_pb2 as s, sessions_pb2_grpc as sg
 
         self.s, self.run = s, uuid.uuid4().hex[:8]
@@ -174,8 +177,11 @@ class Platform:
         self.routing = Service(spawn, "routing", self.prefix, self.broker.addr, self.logs,
                                {"CENTRALITA_ROUTING_TICK": "100ms", "CENTRALITA_ROUTING_SNAPSHOT_EVERY": "500ms"})
         self.sessions = Service(spawn, "sessions", self.prefix, self.broker.addr, self.logs)
+        self.reporting = Service(spawn, "reporting", self.prefix, self.broker.addr, self.logs) if with_reporting else None
         self.routing.start()
         self.sessions.start()
+        if self.reporting:
+            self.reporting.start()
         self.channel = grpc.insecure_channel(self.sessions.addr)
         self.contacts, agents = sg.ContactServiceStub(self.channel), sg.AgentServiceStub(self.channel)
         admin = mint("--role", "bpo_admin")
@@ -209,19 +215,32 @@ class Platform:
 
     def stop(self):
         self.channel.close()
-        for svc in (self.sessions, self.routing):
-            svc.proc.terminate()
-            svc.proc.wait(15)
+        for svc in (self.sessions, self.routing, self.reporting):
+            if svc:
+                svc.proc.terminate()
+                svc.proc.wait(15)
         self.broker.kill()
         self.broker.drop()
 
 
 def test_sessions_and_routing_ride_out_a_broker_kill(pb, spawn):
-    p = Platform(pb, spawn, "broker-kill")
+    from centralita.reporting.v1 import reporting_pb2 as r, reporting_pb2_grpc as rg
+
+    p = Platform(pb, spawn, "broker-kill", with_reporting=True)
     s, contacts, supervisor, broker, sessions = p.s, p.contacts, p.supervisor, p.broker, p.sessions
     prefix, tenant, create = p.prefix, p.tenant, p.create
+    reporting_channel = grpc.insecure_channel(p.reporting.addr)
+    reports = rg.ReportingServiceStub(reporting_channel)
+    assert wait_for(lambda: _ok(lambda: reports.GetRealtimeMetrics(
+        r.GetRealtimeMetricsRequest(), metadata=auth(supervisor), timeout=DEADLINE)), 60), "reporting never knew the tenant"
 
     before = [create(i).name for i in range(BEFORE)]
+    # Offered: routing's and sessions' consumer groups have formed. A broker killed while a
+    # group is still forming can leave it stuck (tansu 0.6 on postgres storage; seen with
+    # sessions' decision group and reporting's groups after a 6 s outage during their first
+    # join: the state kept a leader member id from before the kill; restarting the service
+    # unstuck it). This test is about a broker dying under a running platform.
+    assert wait_for(lambda: all(p.offered(c) for c in before), 60), "contacts offered before the kill"
 
     # The broker dies.
     broker.kill()
@@ -234,18 +253,22 @@ def test_sessions_and_routing_ride_out_a_broker_kill(pb, spawn):
             assert e.code() == grpc.StatusCode.UNAVAILABLE, f"CreateContact while the broker is down: {e.code()} {e.details()}"
             refused.append(i)
         slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(OUTAGE / DURING)
         for call in (lambda: contacts.GetContact(s.GetContactRequest(name=before[0]), metadata=auth(supervisor),
                                                  timeout=DEADLINE),
                      lambda: contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(supervisor),
-                                                     timeout=DEADLINE)):
+                                                     timeout=DEADLINE),
+                     lambda: reports.GetRealtimeMetrics(r.GetRealtimeMetricsRequest(), metadata=auth(supervisor),
+                                                        timeout=DEADLINE)):
             t0 = time.monotonic()
             try:
                 call()
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.UNAVAILABLE, f"a read while the broker is down: {e.code()}"
             slowest = max(slowest, time.monotonic() - t0)
+    readyz = http_get(sessions.admin_port, "/readyz")
     print(f"[broker-kill] broker down: {len(during)} contacts created, {len(refused)} refused UNAVAILABLE, "
-          f"slowest call {slowest * 1000:.0f} ms")
+          f"slowest call {slowest * 1000:.0f} ms; sessions /readyz {readyz[0]}: {readyz[1].strip()[:200]}")
     assert slowest < DEADLINE, "a call waited out its deadline while the broker was down"
     assert during, "sessions keeps taking contacts on Redis while the broker is down"
     assert wait_for(lambda: (sessions.gauge("centralita_sessions_outbox_pending_records") or 0) > 0, 15), \
@@ -266,6 +289,7 @@ def test_sessions_and_routing_ride_out_a_broker_kill(pb, spawn):
 
     assert wait_for(lambda: all(p.offered(c) for c in during), 60), \
         "routing offered the contacts created while the broker was down"
+    reporting_channel.close()
     p.stop()
 
 
