@@ -7,9 +7,11 @@ connection (an offer made while the browser is offline appears once it is back),
 sees the customer's profile, notes and earlier contact, ends and wraps up with a disposition
 (checked through the API), rejects the next offer and goes away with one of the tenant's
 reasons. A supervisor's wallboard shows the figures reporting's API returns. An agent and a
-supervisor of tenant A see nothing of tenant B. Screenshots of both screens go to
-docs/screenshots/ (shown in the README).
+supervisor of tenant A see nothing of tenant B. Screenshots of both screens go to the run's
+log folder, or to docs/screenshots/ (shown in the README) with CENTRALITA_SCREENSHOTS=docs, so
+a test run leaves the checkout as it was.
 """
+import os
 import re
 import socket
 import subprocess
@@ -20,10 +22,11 @@ import uuid
 import grpc
 import pytest
 
-from conftest import REPO, auth, cli, endpoints, mint, tenant_manifest, wait_for
+from conftest import LOGS, REPO, auth, cli, endpoints, mint, tenant_manifest, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = REPO / "docs/screenshots"
+SHOTS = REPO / "docs/screenshots" if os.environ.get("CENTRALITA_SCREENSHOTS") == "docs" else LOGS / "screenshots"
+SHOTS.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="module")
