@@ -26,16 +26,14 @@ pub mod metrics;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use centralita_platform::auth::Authenticated;
-use centralita_platform::bus::{Event, Producer, Topics};
+use centralita_platform::bus::Producer;
 use centralita_platform::config::{PostgresConfig, ServiceArgs};
-use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
+use centralita_platform::db::{self, Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 use centralita_proto::crm::v1::customer_service_server::CustomerServiceServer;
-use deadpool_postgres::Pool;
 use tokio::sync::{watch, Notify};
 
 pub const SERVICE: &str = "crm";
@@ -92,49 +90,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     });
     let outbox = Arc::new(Notify::new());
     let producer = Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?;
-    runtime.spawn(relay(pool.clone(), producer, runtime.topics.clone(), outbox.clone(), runtime.shutdown.clone()));
+    let relay = db::outbox::relay(
+        pool.clone(),
+        producer,
+        runtime.topics.clone(),
+        outbox.clone(),
+        runtime.shutdown.clone(),
+        "crm",
+    );
+    runtime.spawn(relay);
     runtime.with_health_name("centralita.crm.v1.CustomerService");
     let api = api::Api { pool, applied, outbox, metrics };
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(Authenticated::new(CustomerServiceServer::new(api), runtime.authenticator.clone()));
     runtime.serve(listeners, routes).await
-}
-
-/// Publishes what the outbox holds, oldest first, deleting each entry once the broker has
-/// acknowledged it (at least once: consumers dedupe on the event id, kept in the envelope).
-/// Runs when woken and every second.
-pub async fn relay(pool: Pool, producer: Producer, topics: Topics, wake: Arc<Notify>, shutdown: Shutdown) {
-    loop {
-        match relay_once(&pool, &producer, &topics).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "outbox relay failed; will retry"),
-        }
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-/// One pass of the relay; how many events went out.
-pub async fn relay_once(
-    pool: &Pool,
-    producer: &Producer,
-    topics: &Topics,
-) -> Result<usize, centralita_platform::Error> {
-    let pending = store::pending(pool, 100).await?;
-    for o in &pending {
-        match Event::decode(&o.envelope) {
-            Ok(event) => {
-                producer.publish(&topics.name(&o.topic_base), &o.key, &event).await?;
-            }
-            Err(e) => tracing::error!(error = %e, seq = o.seq, "dropping an outbox entry that does not decode"),
-        }
-        store::published(pool, &o.tenant, o.seq).await?;
-    }
-    Ok(pending.len())
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@
 //! migration edited after it was applied stops the service with a clear message.
 //!
 //! Tenancy: [`set_tenant`] sets `centralita.tenant` for the current transaction; row-level
-//! security policies compare it with each row's `tenant_id` (see [`TENANCY_SQL`]).
+//! security policies compare it with each row's `tenant_id` (see [`TENANCY_SQL`]); [`begin`]
+//! opens a transaction with it set. [`outbox`]: events queued with the change that caused
+//! them, and the relay that publishes them.
+
+pub mod outbox;
 
 use std::str::FromStr;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
 use tokio_postgres::NoTls;
 
 use crate::error::Error;
@@ -138,6 +142,13 @@ pub async fn migrate(pool: &Pool, migrations: &Migrations) -> Result<usize, Erro
     .await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&lock_key]).await?;
     result
+}
+
+/// A transaction with the tenant set for row-level security.
+pub async fn begin<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>, Error> {
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    Ok(tx)
 }
 
 /// Sets the tenant of the current transaction for row-level security.

@@ -8,11 +8,10 @@
 //! - `audit`: who did what to which recording, when: playback, URL issue, download, legal
 //!   hold set and cleared, retention deletion.
 
-use centralita_platform::db::set_tenant;
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Object, Pool, Transaction};
+use deadpool_postgres::{Pool, Transaction};
 
 /// Version 2 of the `recording` schema. Every table carries the tenant and is under forced
 /// row-level security: a transaction that set no tenant sees and writes nothing.
@@ -68,12 +67,7 @@ BEGIN
 END $$;
 "#;
 
-/// A transaction with the tenant set for row-level security.
-pub async fn begin<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>, Error> {
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    Ok(tx)
-}
+pub use centralita_platform::db::begin;
 
 /// What a recording is when it starts.
 #[derive(Debug, Clone)]

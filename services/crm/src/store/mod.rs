@@ -16,12 +16,8 @@
 //! - `interactions`: the timeline's contacts as the contact events fold them, applied
 //!   event ids, contacts of erased customers.
 //! - `erasure`: GDPR [`erase`] of a family, its audit record and each other store's progress.
-//! - `outbox`: events queued in a transaction for the relay.
-
-use centralita_platform::db::set_tenant;
-use centralita_platform::error::Error;
-use centralita_platform::tenant::TenantId;
-use deadpool_postgres::{Object, Transaction};
+//! - `outbox` (the platform's [`centralita_platform::db::outbox`]): events queued in a
+//!   transaction for the relay.
 
 mod consents;
 mod customers;
@@ -29,9 +25,10 @@ mod erasure;
 mod interactions;
 mod merges;
 mod notes;
-mod outbox;
 mod schema;
 
+pub use centralita_platform::db::begin;
+pub use centralita_platform::db::outbox::queue as outbox;
 pub use consents::{add_consent, consent_in_force, consents, ConsentRow};
 pub use customers::{
     add_identity, remove_identity, resolve, root_of, roots_with, update, view, Changes, CustomerRow, Resolution, View,
@@ -42,15 +39,7 @@ pub use interactions::{
 };
 pub use merges::{get_merge, merge, merges_of, undo_merge, MergeRow};
 pub use notes::{add_answer, add_note, answers, notes, AnswerRow, NoteRow};
-pub use outbox::{outbox, pending, published, Outgoing};
 pub use schema::{CUSTOMERS_SQL, ERASURE_STORES_SQL};
-
-/// A transaction with the tenant set for row-level security.
-pub async fn begin<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>, Error> {
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    Ok(tx)
-}
 
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()

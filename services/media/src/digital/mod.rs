@@ -30,7 +30,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralita_platform::bus::{Event, Producer, Topics};
+use centralita_platform::bus::Producer;
 use centralita_platform::error::Error;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
@@ -150,38 +150,7 @@ pub async fn listen(url: String, digital: Arc<Digital>, shutdown: Shutdown) {
     }
 }
 
-/// Publishes what the outbox holds, oldest first, deleting each entry once the broker has
-/// acknowledged it (at least once: consumers dedupe on the event id in the envelope). Runs
-/// when woken and every second.
-pub async fn relay(pool: Pool, producer: Producer, topics: Topics, wake: Arc<Notify>, shutdown: Shutdown) {
-    loop {
-        match relay_once(&pool, &producer, &topics).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "conversation outbox relay failed; will retry"),
-        }
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-/// One pass of the relay; how many events went out.
-pub async fn relay_once(pool: &Pool, producer: &Producer, topics: &Topics) -> Result<usize, Error> {
-    let pending = store::pending(pool, 100).await?;
-    for o in &pending {
-        match Event::decode(&o.envelope) {
-            Ok(event) => {
-                producer.publish(&topics.name(&o.topic_base), &o.key, &event).await?;
-            }
-            Err(e) => tracing::error!(error = %e, seq = o.seq, "dropping an outbox entry that does not decode"),
-        }
-        store::published(pool, &o.tenant, o.seq).await?;
-    }
-    Ok(pending.len())
-}
+pub use centralita_platform::db::outbox::relay_once;
 
 /// Wires the digital role onto the runtime: the `media` schema (migrated in the
 /// background), the outbox relay, `ConversationService` and the web chat front door on
@@ -216,7 +185,15 @@ pub fn start(
     let metrics = Arc::new(DigitalMetrics::register(&runtime.metrics));
     let outbox = Arc::new(Notify::new());
     let producer = Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?;
-    runtime.spawn(relay(pool.clone(), producer, runtime.topics.clone(), outbox.clone(), runtime.shutdown.clone()));
+    let relay = centralita_platform::db::outbox::relay(
+        pool.clone(),
+        producer,
+        runtime.topics.clone(),
+        outbox.clone(),
+        runtime.shutdown.clone(),
+        "conversations",
+    );
+    runtime.spawn(relay);
     let auth = &config.common.auth;
     let audience = format!("{}{}", auth.audience, webchat::AUDIENCE_SUFFIX);
     let visitor_signer = match &config.service.jwt_private_key_file {

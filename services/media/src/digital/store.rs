@@ -7,12 +7,12 @@
 //! conversation's sequences are 1, 2, 3, … without gaps or repeats, in commit order.
 
 use centralita_platform::bus::Event;
-use centralita_platform::db::set_tenant;
+use centralita_platform::db::begin;
 use centralita_platform::error::Error;
 use centralita_platform::tenant::{contact_name, timestamp, TenantId};
 use centralita_proto::media::v1 as pb;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Object, Pool, Transaction};
+use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
 
 use super::model::{Kind, Message, NewMessage, Sender, Status};
@@ -33,12 +33,6 @@ async fn announce(tx: &Transaction<'_>, tenant: &TenantId, contact: &str) -> Res
 
 /// How long a typing marker lasts without being renewed.
 pub const TYPING_SECONDS: f64 = 6.0;
-
-async fn begin<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>, Error> {
-    let tx = client.transaction().await?;
-    set_tenant(&tx, tenant).await?;
-    Ok(tx)
-}
 
 /// A conversation's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,12 +231,7 @@ async fn queue_event(
         tenant.clone(),
         &pb::ConversationEvent { contact: contact_name(tenant.as_str(), contact), kind: Some(kind) },
     );
-    tx.execute(
-        "INSERT INTO outbox (tenant, topic_base, key, envelope) VALUES ($1, $2, $3, $4)",
-        &[&tenant.as_str(), &TOPIC_BASE, &contact, &event.encode()],
-    )
-    .await?;
-    Ok(())
+    centralita_platform::db::outbox::queue(tx, tenant.as_str(), TOPIC_BASE, contact, &event.encode()).await
 }
 
 /// Up to `limit` messages after `after`, in sequence order.
@@ -419,34 +408,4 @@ pub async fn set_typing(
     Ok(n == 1)
 }
 
-/// One queued event.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub tenant: String,
-    pub seq: i64,
-    pub topic_base: String,
-    pub key: String,
-    pub envelope: Vec<u8>,
-}
-
-/// Up to `limit` queued events of every tenant, oldest first (BPO scope).
-pub async fn pending(pool: &Pool, limit: i64) -> Result<Vec<Outgoing>, Error> {
-    let mut client = pool.get().await?;
-    let tx = begin(&mut client, &TenantId::bpo()).await?;
-    let rows =
-        tx.query("SELECT tenant, seq, topic_base, key, envelope FROM outbox ORDER BY seq LIMIT $1", &[&limit]).await?;
-    tx.commit().await?;
-    Ok(rows
-        .iter()
-        .map(|r| Outgoing { tenant: r.get(0), seq: r.get(1), topic_base: r.get(2), key: r.get(3), envelope: r.get(4) })
-        .collect())
-}
-
-/// Deletes a published event from the outbox.
-pub async fn published(pool: &Pool, tenant: &str, seq: i64) -> Result<(), Error> {
-    let mut client = pool.get().await?;
-    let tx = begin(&mut client, &TenantId::bpo()).await?;
-    tx.execute("DELETE FROM outbox WHERE tenant = $1 AND seq = $2", &[&tenant, &seq]).await?;
-    tx.commit().await?;
-    Ok(())
-}
+pub use centralita_platform::db::outbox::{pending, published, Outgoing};
