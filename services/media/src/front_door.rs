@@ -44,6 +44,7 @@ use tracing::Instrument;
 use crate::admission::{admit, Admitted, Refusal};
 use crate::metrics::Metrics;
 use crate::offers::{ContactUpdate, Offers};
+use crate::recorder::{self, Recorder};
 use crate::rtp::relay::{CallMedia, Leg, MediaEvent};
 use crate::rtp::sdp::{self, SdpError};
 use crate::rtp::{Codec, MediaPlane};
@@ -104,6 +105,7 @@ pub struct FrontDoor {
     media: MediaPlane,
     offers: Offers,
     dialer: Dialer,
+    recorder: Arc<Recorder>,
 }
 
 impl FrontDoor {
@@ -114,9 +116,20 @@ impl FrontDoor {
         media: MediaPlane,
         offers: Offers,
         dialer: Dialer,
+        recorder: Arc<Recorder>,
     ) -> Self {
         let calls = Arc::new(Calls { by_tenant: Mutex::default(), total: watch::channel(0).0 });
-        Self { registry, sessions, metrics, calls, drain_over: CancellationToken::new(), media, offers, dialer }
+        Self {
+            registry,
+            sessions,
+            metrics,
+            calls,
+            drain_over: CancellationToken::new(),
+            media,
+            offers,
+            dialer,
+            recorder,
+        }
     }
 
     /// Serves `requests` until `shutdown`, then drains: INVITEs get `503` while the calls
@@ -260,7 +273,24 @@ impl FrontDoor {
             }
         };
         let answer = sdp::answer(&offer, &negotiated, &local);
-        let mut media = match CallMedia::start(Leg::new(socket, negotiated), self.media.call.clone()) {
+        // The tenant's policy (`recording.voice: all`) records the call from its bridge on.
+        let records = self
+            .registry
+            .get(&admitted.tenant.id)
+            .is_some_and(|t| t.recording.voice == centralita_platform::tenant::RecordingMode::All);
+        let mut settings = self.media.call.clone();
+        let mut bridged_signal = None;
+        if records {
+            let fork = self.recorder.start(recorder::Call {
+                tenant: admitted.tenant.id.clone(),
+                contact_id: contact.strip_prefix("contacts/").unwrap_or(&contact).to_owned(),
+                queue: admitted.queue.clone(),
+                codec: negotiated.codec,
+            });
+            settings.fork = Some(fork.packets);
+            bridged_signal = Some(fork.bridged);
+        }
+        let mut media = match CallMedia::start(Leg::new(socket, negotiated), settings) {
             Ok(media) => media,
             Err(e) => {
                 tracing::warn!(error = %e, "could not start the call's media");
@@ -335,7 +365,16 @@ impl FrontDoor {
                 },
                 happened = agent.next() => match happened {
                     AgentHappened::Answered { dialog, sdp } => {
+                        let answering = match &agent {
+                            AgentLeg::Ringing { agent: id, .. } => Some(id.clone()),
+                            _ => None,
+                        };
                         agent = self.agent_answered(&admitted, &contact, agent, dialog, &sdp, negotiated.codec, &media).await;
+                        if let (AgentLeg::Connected { .. }, Some(id)) = (&agent, answering) {
+                            if let Some(signal) = bridged_signal.take() {
+                                let _ = signal.send(id);
+                            }
+                        }
                     }
                     AgentHappened::Refused(why) => {
                         if let AgentLeg::Ringing { agent: id, offer, cancelled, .. } = &agent {

@@ -28,6 +28,8 @@
 //! - `sip`: the thin adapter over the SIP stack (`rsipstack`, pinned); nothing else names it;
 //! - `front_door`: the request loop, each call's task, and the drain;
 //! - `sessions`: the gRPC client of sessions' `ContactService` and media's tokens;
+//! - `recorder`: the voice role's recording fork streamed to recording's `IngestCall`
+//!   (`CENTRALITA_RECORDING_ENDPOINT`), from the bridge to the call's end;
 //! - `metrics`, `error`: the crate's metrics and its one error type.
 
 use std::net::SocketAddr;
@@ -45,6 +47,7 @@ mod error;
 mod front_door;
 pub mod metrics;
 mod offers;
+pub mod recorder;
 pub mod rtp;
 mod sessions;
 mod sip;
@@ -89,6 +92,14 @@ pub struct Settings {
     /// gRPC endpoint of sessions, `http://host:port`.
     #[arg(long = "sessions-endpoint", env = "CENTRALITA_SESSIONS_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub sessions_endpoint: String,
+    /// gRPC endpoint of recording, `http://host:port`: the voice role streams the calls of
+    /// tenants with `recording.voice: all` there (`IngestCall`), from the bridge to the end.
+    #[arg(
+        long = "recording-endpoint",
+        env = "CENTRALITA_RECORDING_ENDPOINT",
+        default_value = "http://127.0.0.1:50055"
+    )]
+    pub recording_endpoint: String,
     /// PEM file with the Ed25519 private key media signs its own `channel` tokens for
     /// sessions with (one per tenant, short-lived). Without it media cannot create
     /// contacts: SIP stays off and the `sip` readiness check says why.
@@ -116,6 +127,10 @@ impl Validate for Settings {
         match self.sessions_endpoint.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
             _ => return Err(ConfigError::new("CENTRALITA_SESSIONS_ENDPOINT", "must be an http:// or https:// URL")),
+        }
+        match self.recording_endpoint.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => return Err(ConfigError::new("CENTRALITA_RECORDING_ENDPOINT", "must be an http:// or https:// URL")),
         }
         if !self.roles.voice && !self.roles.digital {
             return Err(ConfigError::new("CENTRALITA_MEDIA_ROLES", "must name at least one role (voice, digital)"));
@@ -237,7 +252,9 @@ fn start_voice(
     tracing::info!(sip_addr = %local, "SIP listening");
     let media = rtp::MediaPlane::new(&config.service.rtp, local.ip())?;
     let offers = offers::follow(runtime, config, &instance)?;
-    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer);
+    let recorder =
+        Arc::new(recorder::Recorder::new(&config.service.recording_endpoint, sessions.clone(), metrics.clone())?);
+    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer, recorder);
     // Half the shutdown deadline for calls to end on their own; the rest ends those left.
     let drain = config.common.shutdown_timeout / 2;
     runtime.spawn(door.serve(requests, stopper, runtime.shutdown.clone(), drain));

@@ -33,7 +33,16 @@ pub const OUTCOMES: [&str; 9] = [
 pub struct Metrics {
     invites: Family<OutcomeLabel, Counter>,
     waiting: Gauge,
+    fork_chunks: Family<OutcomeLabel, Counter>,
+    recordings: Family<OutcomeLabel, Counter>,
 }
+
+/// Outcomes of a recording fork's audio chunks: handed to the IngestCall stream, or
+/// dropped (the stream's buffer full, or the stream gone: recording unreachable).
+pub const FORK_CHUNK_OUTCOMES: [&str; 2] = ["sent", "dropped"];
+/// Outcomes of a call's recording: `complete` (recording answered with the recording),
+/// `failed` (the stream could not be opened or broke).
+pub const RECORDING_OUTCOMES: [&str; 2] = ["complete", "failed"];
 
 impl Metrics {
     /// Declares the metrics in the runtime's registry, every outcome at zero.
@@ -46,10 +55,32 @@ impl Metrics {
             "Calls this replica holds (queued with treatment, ringing an agent or bridged)",
             m.waiting.clone(),
         );
+        r.register(
+            "centralita_media_recording_fork_chunks",
+            "Audio chunks of recorded calls, by outcome (sent to recording, or dropped)",
+            m.fork_chunks.clone(),
+        );
+        r.register("centralita_media_recordings", "Calls' recordings streamed, by outcome", m.recordings.clone());
         for outcome in OUTCOMES {
             let _ = m.invites.get_or_create(&OutcomeLabel { outcome });
         }
+        for outcome in FORK_CHUNK_OUTCOMES {
+            let _ = m.fork_chunks.get_or_create(&OutcomeLabel { outcome });
+        }
+        for outcome in RECORDING_OUTCOMES {
+            let _ = m.recordings.get_or_create(&OutcomeLabel { outcome });
+        }
         m
+    }
+
+    pub fn fork_chunk(&self, outcome: &'static str) {
+        debug_assert!(FORK_CHUNK_OUTCOMES.contains(&outcome), "{outcome}");
+        self.fork_chunks.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn recording(&self, outcome: &'static str) {
+        debug_assert!(RECORDING_OUTCOMES.contains(&outcome), "{outcome}");
+        self.recordings.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn invite(&self, outcome: &'static str) {

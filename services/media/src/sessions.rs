@@ -76,7 +76,9 @@ impl Sessions {
         Ok(token)
     }
 
-    fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {
+    /// A request to another service carrying media's `channel` token of `tenant` (sessions, and
+    /// recording's IngestCall).
+    pub(crate) fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {
         self.request_as(tenant, None, message)
     }
 

@@ -13,8 +13,8 @@
 //! - [`g711`]: the µ-law and A-law encoders treatment uses and the music on hold.
 //!
 //! Not built: RTCP (the odd port is not bound; reports are neither sent nor read), SRTP,
-//! transcoding (the agent's leg is offered the caller's codec only), announcements; the
-//! recording fork ([`relay::Forked`]) exists in the relay but nothing consumes it yet.
+//! transcoding (the agent's leg is offered the caller's codec only), announcements. The
+//! recording fork ([`relay::Forked`]) is consumed by [`crate::recorder`].
 
 pub mod dtmf;
 pub mod g711;
@@ -108,7 +108,7 @@ impl MediaPlane {
             call: relay::Settings {
                 timeout: std::time::Duration::from_secs(settings.timeout_secs),
                 treatment: Some(g711::music_on_hold()),
-                // Until the recording service consumes it.
+                // Set per call by the front door when the tenant records its calls.
                 fork: None,
             },
         })

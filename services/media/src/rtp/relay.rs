@@ -19,8 +19,8 @@
 //!   (after the checks above; not treatment, not events) is also handed to that channel as a
 //!   [`Forked`] (the leg, its codec, RTP sequence number and timestamp, the G.711 payload),
 //!   the parties kept apart and nothing decoded. The hot path never waits on it: a fork that
-//!   is not read drops (and counts) what it cannot take. The recording service is to
-//!   consume it; until then only tests read it.
+//!   is not read drops (and counts) what it cannot take. [`crate::recorder`] streams it to
+//!   the recording service.
 //!
 //! The task ends when its [`CallMedia`] handle is dropped, or on a timeout.
 
