@@ -13,6 +13,7 @@
 //! - `follow`: one party following a conversation from a sequence (resume without loss);
 //! - `contacts`: the client of sessions;
 //! - `api`: `centralita.media.v1.ConversationService` for agents and supervisors;
+//! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
 
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod model;
 pub mod schema;
 pub mod store;
+pub mod twilio;
 pub mod webchat;
 pub mod wire;
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, RecordingMode, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday};
+use super::{Channel, RecordingMode, Tenant, TenantStatus, SmsSpec, VoiceSpec, WebChatSpec, Weekday};
 use crate::queue::RoutingSpec;
 
 pub const API_VERSION: &str = "centralita.io/v1";
@@ -64,6 +64,10 @@ pub struct TenantSpec {
     /// The web chat widget: its key, the sites allowed to use it and its queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webchat: Option<WebChatSpec>,
+    /// The SMS channel: numbers (each to a queue), the provider account and the name of the
+    /// Secret holding its auth token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsSpec>,
 }
 
 fn default_status() -> TenantStatus {
@@ -180,6 +184,7 @@ impl From<&Tenant> for TenantManifest {
                 routing: RoutingSpec::from(&t.routing),
                 voice: VoiceSpec::from(&t.voice),
                 webchat: t.webchat.as_ref().map(WebChatSpec::from),
+                sms: t.sms.as_ref().map(SmsSpec::from),
             },
         }
     }

@@ -16,6 +16,7 @@
 //!   every tenant obeys whichever shape it arrives in;
 //! - `voice`: numbers, trunks and agents' fixed phones of the voice channel ([`VoiceConfig`],
 //!   `spec.voice`);
+//! - `sms`: the SMS numbers and provider account ([`Sms`], `spec.sms`);
 //! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
 //!   [`timestamp`] / [`from_timestamp`].
@@ -31,6 +32,7 @@ use crate::queue::RoutingConfig;
 mod id;
 mod manifest;
 mod validate;
+mod sms;
 mod voice;
 mod webchat;
 mod wire;
@@ -45,6 +47,7 @@ pub use voice::{
     is_phone_uri, owners_of, IpBlock, NumberSpec, PhoneNumber, PhoneSpec, Trunk, TrunkCredentialsSpec, TrunkSpec,
     VoiceConfig, VoiceSpec, MAX_NUMBERS, MAX_PHONES, MAX_PHONE_URI, MAX_TRUNKS, MAX_TRUNK_SOURCES,
 };
+pub use sms::{Sms, SmsNumberSpec, SmsSpec, MAX_SMS_NUMBERS, PROVIDER_TWILIO};
 pub use webchat::{normalise_origin, WebChat, WebChatSpec, MAX_ORIGINS};
 pub use wire::{from_timestamp, timestamp};
 
@@ -171,6 +174,8 @@ pub struct Tenant {
     pub voice: VoiceConfig,
     /// The web chat widget, if the tenant has one.
     pub webchat: Option<WebChat>,
+    /// The SMS channel: numbers, provider account, the auth token's Secret name.
+    pub sms: Option<Sms>,
     pub updated_at: DateTime<Utc>,
 }
 

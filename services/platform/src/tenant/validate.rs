@@ -127,6 +127,10 @@ impl TenantManifest {
             .webchat
             .as_ref()
             .and_then(|w| w.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Chat), &mut v));
+        let sms = s
+            .sms
+            .as_ref()
+            .and_then(|m| m.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Sms), &mut v));
         match (id, tz) {
             (Some(id), Some(time_zone)) if v.is_empty() => Ok(Tenant {
                 id,
@@ -151,6 +155,7 @@ impl TenantManifest {
                 routing,
                 voice,
                 webchat,
+                sms,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),

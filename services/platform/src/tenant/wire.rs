@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::manifest::fmt_hhmm;
 use super::{
     BusinessHoursSpec, Channel, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec, ServiceLevelSpec, Tenant,
-    TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, WebChatSpec, Weekday, WindowSpec, API_VERSION, KIND,
+    TenantId, TenantManifest, TenantSpec, TenantStatus, SmsSpec, VoiceSpec, WebChatSpec, Weekday, WindowSpec, API_VERSION, KIND,
 };
 use crate::error::Error;
 use crate::queue::RoutingSpec;
@@ -91,6 +91,7 @@ impl From<&Tenant> for pb::Tenant {
             routing: Some(pb::RoutingConfig::from(&t.routing)),
             voice: Some(pb::VoiceConfig::from(&t.voice)).filter(|v| !v.numbers.is_empty() || !v.trunks.is_empty()),
             webchat: t.webchat.as_ref().map(pb::WebChatConfig::from),
+            sms: t.sms.as_ref().map(pb::SmsConfig::from),
         }
     }
 }
@@ -183,6 +184,7 @@ impl TryFrom<pb::Tenant> for Tenant {
                 routing: p.routing.map(RoutingSpec::from).unwrap_or_default(),
                 voice: p.voice.map(VoiceSpec::from).unwrap_or_default(),
                 webchat: p.webchat.map(WebChatSpec::from),
+                sms: p.sms.map(SmsSpec::from),
             },
         };
         manifest.into_tenant(updated_at)
