@@ -14,6 +14,7 @@ import type { Key, Lang } from "./i18n";
 import { AgentState, ContactState, type AgentStreamEvent, type Contact } from "./gen/centralita/sessions/v1/sessions_pb";
 import { Channel, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
+import { ChatPane } from "./ChatPane";
 
 type T = (k: Key) => string;
 
@@ -139,7 +140,7 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
       ))}
 
       {working(desktop).map((c) => (
-        <Working key={c.name} c={c} api={api} tenant={tenant} timeZone={timeZone} t={t} lang={lang} act={act} />
+        <Working key={c.name} c={c} api={api} me={agentId} tenant={tenant} timeZone={timeZone} t={t} lang={lang} act={act} />
       ))}
 
       {offers(desktop).length + working(desktop).length === 0 && <p className="empty" data-testid="no-contacts">{t("noContacts")}</p>}
@@ -189,6 +190,7 @@ function Offer(props: {
 function Working(props: {
   c: Contact;
   api: Clients;
+  me: string;
   tenant?: Tenant;
   timeZone: string;
   t: T;
@@ -210,7 +212,7 @@ function Working(props: {
       <h2>
         {t("contact")} · {c.queue} · {Channel[c.channel]?.toLowerCase()}
       </h2>
-      <div className="columns">
+      <div className={c.channel === Channel.CHAT ? "columns with-chat" : "columns"}>
         <div className="pop" data-testid="screen-pop">
           <h3>{t("customer")}</h3>
           {popError && <p className="error">{popError}</p>}
@@ -250,6 +252,17 @@ function Working(props: {
           )}
         </div>
         <div className="work">
+          {c.channel === Channel.CHAT && (
+            <ChatPane
+              conversations={api.conversations}
+              contact={c.name}
+              me={props.me}
+              canSend={c.state === ContactState.CONNECTED}
+              timeZone={props.timeZone}
+              lang={props.lang}
+              t={t}
+            />
+          )}
           {c.state === ContactState.CONNECTED && (
             <button data-testid="end-contact" onClick={() => props.act(() => api.contacts.endContact({ name: c.name }))}>
               {t("endContact")}

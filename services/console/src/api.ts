@@ -9,6 +9,7 @@ import { AgentService, ContactService } from "./gen/centralita/sessions/v1/sessi
 import { CustomerService } from "./gen/centralita/crm/v1/crm_pb";
 import { ReportingService } from "./gen/centralita/reporting/v1/reporting_pb";
 import { TenantService } from "./gen/centralita/tenancy/v1/tenancy_pb";
+import { ConversationService } from "./gen/centralita/media/v1/media_pb";
 import { clockOffset } from "./clock";
 
 export interface ServerConfig {
@@ -53,6 +54,8 @@ export interface Clients {
   customers: Client<typeof CustomerService>;
   reporting: Client<typeof ReportingService>;
   tenants: Client<typeof TenantService>;
+  /** media's chat conversations; absent when /api/config lists no media endpoint. */
+  conversations?: Client<typeof ConversationService>;
 }
 
 export function clients(config: ServerConfig, token: string): Clients {
@@ -70,5 +73,6 @@ export function clients(config: ServerConfig, token: string): Clients {
     reporting: createClient(ReportingService, transport("reporting")),
     // Every service serves the tenant API; sessions is the one every console user reaches.
     tenants: createClient(TenantService, sessions),
+    conversations: config.endpoints.media ? createClient(ConversationService, transport("media")) : undefined,
   };
 }

@@ -1,0 +1,248 @@
+"""The console's chat pane in a real browser (Debian's Chromium driven by Playwright).
+
+A customer starts a web chat through media's front door (HTTP start, then the WebSocket, with
+PyPI `websockets` as test_webchat.py does) and writes first; the agent, signed in to the
+console with the development sign-in, accepts the offer in the browser and sees the customer's
+message (ListMessages, then StreamMessages over gRPC-Web to media), replies in the composer
+(SendMessage) and the customer's socket receives the reply. The customer types, writes again
+and reads the reply: the typing indicator, the new message and the read marker appear in the
+browser, and the agent's read marker reaches media (the customer's message shows as read). The
+browser's connection to media drops while the customer writes: once it is back the message
+appears exactly once (the stream resumed from the last sequence). Tenant B's agent, signed in
+at the same time, sees nothing of it, and its token (as its browser holds it) is refused every
+ConversationService call on A's chat. A screenshot goes to the run's log folder, or to
+docs/screenshots/ with CENTRALITA_SCREENSHOTS=docs.
+"""
+import json
+import time
+import uuid
+
+import grpc
+import pytest
+
+from conftest import auth, cli, endpoints, mint, wait_for
+from test_console import SHOTS, CHROMIUM, CuttableProxy, console_url, sign_in
+
+websockets = pytest.importorskip("websockets.sync.client")
+from test_webchat import messages, open_socket, read_frames, start_chat  # noqa: E402
+
+ORIGIN = "https://shop.example"
+
+
+def manifest(tenant, key):
+    return f"""
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {tenant} }}
+spec:
+  displayName: Chat {tenant}
+  channels: [chat]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: Europe/Madrid }}
+  dataRetentionDays: 30
+  recording: {{ voice: none }}
+  routing:
+    awayReasons: [break]
+    dispositionCodes: [resolved]
+    queues:
+      - {{ id: support, offerTimeoutSeconds: 60, afterContactWorkSeconds: 300 }}
+  webchat:
+    widgetKey: {key}
+    allowedOrigins: ["{ORIGIN}"]
+    queue: support
+"""
+
+
+@pytest.fixture(scope="module")
+def m(pb):
+    from centralita.media.v1 import media_pb2, media_pb2_grpc
+    from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+
+    class M:
+        md, mg = media_pb2, media_pb2_grpc
+        s, sg = sessions_pb2, sessions_pb2_grpc
+        t = pb.tenancy
+
+    return M
+
+
+def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    eps = endpoints()
+    url = console_url()
+    run = uuid.uuid4().hex[:8]
+    a, b = f"chat-{run}", f"chat-{run}-b"
+    key_a, key_b = f"wk_{run}_aaaaaaaaaaaa", f"wk_{run}_bbbbbbbbbbbb"
+    path = tmp_path / "tenants.yaml"
+    path.write_text(manifest(a, key_a) + "---\n" + manifest(b, key_b))
+    cli("admin", "tenant", "apply", "-f", str(path))
+    s = m.s
+    sessions = grpc.insecure_channel(eps["sessions"])
+    agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
+    conversations = m.mg.ConversationServiceStub(grpc.insecure_channel(eps["media"]))
+    sup_a = mint("--tenant", a, "--role", "supervisor")
+
+    assert wait_for(lambda: start_chat(a, "wrong-key-000000000", ORIGIN)[0] == 401
+                    and start_chat(b, "wrong-key-000000000", ORIGIN)[0] == 401, 60), "media never saw the tenants"
+
+    def sessions_knows():
+        try:
+            for t in (a, b):
+                contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(mint("--tenant", t, "--role",
+                                                                                       "supervisor")), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(sessions_knows, 60), "sessions never saw the tenants"
+    agent_a, agent_b = f"ana-{run}", f"bea-{run}"
+    chat = s.ChannelCapacity(channel=m.t.CHANNEL_CHAT, max_contacts=3, exclusive=False)
+    for who, tenant in ((agent_a, a), (agent_b, b)):
+        agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
+            name=f"agents/{who}", display_name=who, capacity=[chat],
+            queues=[s.QueueAssignment(tenant=tenant, queue="support")])),
+            metadata=auth(mint("--role", "bpo_admin")), timeout=10)
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    proxy = CuttableProxy(eps["media"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            # Tenant B's agent, under the console's Content-Security-Policy, which lets the page
+            # reach media.
+            page_b = browser.new_context(viewport={"width": 1280, "height": 700}, locale="en-GB").new_page()
+            csp = sign_in(page_b, url, b, "agent", agent_b).headers["content-security-policy"]
+            assert eps["media"] in csp, csp
+            page_b.get_by_test_id("go-available").click()
+            expect(page_b.get_by_test_id("agent-state")).to_have_text("Available", timeout=20_000)
+
+            # Tenant A's agent reaches media through a proxy the test can cut (so the page
+            # bypasses the policy, which lists the configured endpoints only).
+            ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB", bypass_csp=True)
+            page = ctx.new_page()
+
+            def via_proxy(route):
+                resp = route.fetch()
+                body = resp.json()
+                assert body["endpoints"]["media"] == f"http://{eps['media']}", body
+                body["endpoints"]["media"] = proxy.url
+                route.fulfill(response=resp, json=body)
+
+            page.route("**/api/config", via_proxy)
+            sign_in(page, url, a, "agent", agent_a)
+            page.get_by_test_id("go-available").click()
+            expect(page.get_by_test_id("agent-state")).to_have_text("Available", timeout=20_000)
+
+            # The customer starts a chat and writes first.
+            status, started = start_chat(a, key_a, ORIGIN, requestId=f"start-{run}")
+            assert status == 201, started
+            contact, token = started["contact"], started["visitorToken"]
+            with open_socket(a, token, ORIGIN) as ws:
+                read_frames(ws, lambda f: len(messages(f)) >= 1)
+                ws.send(json.dumps({"type": "message", "text": "Hola, necesito ayuda con mi pedido",
+                                    "requestId": "c-1"}))
+                acks = read_frames(ws, lambda f: any(x["type"] == "ack" for x in f))
+                first_seq = [x for x in acks if x["type"] == "ack"][0]["sequence"]
+
+                # The agent accepts in the browser and sees the customer's first message.
+                offer = page.get_by_test_id("offer")
+                expect(offer).to_be_visible(timeout=30_000)
+                offer.get_by_test_id("accept").click()
+                pane = page.get_by_test_id("chat")
+                expect(pane).to_be_visible(timeout=15_000)
+                expect(pane.get_by_test_id("chat-status")).to_have_text("connected", timeout=15_000)
+                customer_msgs = pane.locator("[data-testid=chat-message][data-sender=customer]")
+                expect(customer_msgs.first).to_contain_text("Hola, necesito ayuda con mi pedido", timeout=15_000)
+                # Seen by the agent: the pane marks it read (MarkRead), media records it.
+                def customer_message_read():
+                    listed = conversations.ListMessages(m.md.ListMessagesRequest(parent=contact),
+                                                        metadata=auth(sup_a), timeout=10).messages
+                    return [x.status for x in listed if x.sequence == first_seq] == [m.md.DELIVERY_STATUS_READ]
+
+                assert wait_for(customer_message_read, 15), "the agent's read marker never reached media"
+
+                # The agent replies; the customer's socket receives it (the agent's typing first).
+                pane.get_by_test_id("chat-input").fill("Claro, ¿me das el número de pedido?")
+                typing = read_frames(ws, lambda f: any(x["type"] == "typing" and x.get("active") for x in f),
+                                     timeout=10)
+                assert any(x["type"] == "typing" and x.get("active") for x in typing), typing
+                pane.get_by_test_id("chat-send").click()
+                frames = read_frames(ws, lambda f: any(x.get("sender") == "agent" for x in messages(f)))
+                reply = [x for x in messages(frames) if x["sender"] == "agent"]
+                assert [x["text"] for x in reply] == ["Claro, ¿me das el número de pedido?"], frames
+                expect(pane.get_by_test_id("chat-input")).to_have_value("")
+                # Stored once, from this agent.
+                listed = conversations.ListMessages(m.md.ListMessagesRequest(parent=contact), metadata=auth(sup_a),
+                                                    timeout=10).messages
+                mine = [x for x in listed if x.sender == m.md.SENDER_KIND_AGENT]
+                assert [(x.text, x.agent_id) for x in mine] == [("Claro, ¿me das el número de pedido?", agent_a)]
+
+                # The customer types, reads the reply and writes again: all of it in the browser.
+                ws.send(json.dumps({"type": "typing", "active": True}))
+                expect(pane.get_by_test_id("chat-typing")).to_be_visible(timeout=10_000)
+                ws.send(json.dumps({"type": "read", "sequence": reply[0]["sequence"]}))
+                expect(pane.get_by_test_id("chat-read")).to_have_count(1, timeout=10_000)
+                ws.send(json.dumps({"type": "message", "text": "Es el 4711", "requestId": "c-2"}))
+                expect(customer_msgs).to_have_count(2, timeout=15_000)
+                expect(customer_msgs.nth(1)).to_contain_text("Es el 4711")
+                expect(pane.get_by_test_id("chat-typing")).to_have_count(0)
+
+                # The browser loses media while the customer writes; back, the message shows once.
+                proxy.cut()
+                expect(pane.get_by_test_id("chat-status")).to_have_text("reconnecting…", timeout=20_000)
+                ws.send(json.dumps({"type": "message", "text": "¿Sigues ahí?", "requestId": "c-3"}))
+                read_frames(ws, lambda f: any(x["type"] == "ack" for x in f))
+                time.sleep(1)
+                proxy.restore()
+                expect(pane.get_by_test_id("chat-status")).to_have_text("connected", timeout=30_000)
+                expect(customer_msgs).to_have_count(3, timeout=15_000)
+                expect(customer_msgs.nth(2)).to_contain_text("¿Sigues ahí?")
+                time.sleep(1.5)
+                sequences = pane.get_by_test_id("chat-message").evaluate_all(
+                    "els => els.map(e => Number(e.dataset.sequence))")
+                stored = [x.sequence for x in conversations.ListMessages(
+                    m.md.ListMessagesRequest(parent=contact), metadata=auth(sup_a), timeout=10).messages]
+                assert sequences == stored, (sequences, stored)
+
+                # Spanish strings in the pane.
+                page.get_by_test_id("lang").select_option("es")
+                expect(pane.get_by_test_id("chat-send")).to_have_text("Enviar")
+                expect(pane.get_by_test_id("chat-status")).to_have_text("conectado")
+                page.get_by_test_id("lang").select_option("en")
+                # No error left on the pane (a read marker cut in flight is sent again).
+                expect(pane.get_by_test_id("chat-error")).to_have_count(0)
+                expect(pane.get_by_test_id("chat-read-error")).to_have_count(0, timeout=10_000)
+                page.screenshot(path=str(SHOTS / "console-chat.png"), full_page=True)
+
+                # Tenant B's agent saw nothing of it.
+                expect(page_b.get_by_test_id("no-contacts")).to_be_visible()
+                assert page_b.get_by_test_id("offer").count() == 0 and page_b.get_by_test_id("chat").count() == 0
+                for text in ("Hola, necesito ayuda", "4711", a + "/"):
+                    assert text not in page_b.content()
+        finally:
+            browser.close()
+            proxy.close()
+
+    # B's agent token, as its browser holds it, and A's other agents reach nothing of A's chat.
+    md = m.md
+    calls = {
+        "ListMessages": lambda t: conversations.ListMessages(md.ListMessagesRequest(parent=contact),
+                                                             metadata=auth(t), timeout=10),
+        "StreamMessages": lambda t: next(iter(conversations.StreamMessages(
+            md.StreamMessagesRequest(parent=contact), metadata=auth(t), timeout=10))),
+        "SendMessage": lambda t: conversations.SendMessage(md.SendMessageRequest(parent=contact, text="hi"),
+                                                           metadata=auth(t), timeout=10),
+        "SendTyping": lambda t: conversations.SendTyping(md.SendTypingRequest(parent=contact, active=True),
+                                                         metadata=auth(t), timeout=10),
+        "MarkRead": lambda t: conversations.MarkRead(md.MarkReadRequest(parent=contact, sequence=1),
+                                                     metadata=auth(t), timeout=10),
+    }
+    for who, tok in {"tenant B's agent": mint("--tenant", b, "--role", "agent", "--agent-id", agent_b),
+                     "tenant B's agent with A's agent id": mint("--tenant", b, "--role", "agent", "--agent-id",
+                                                                agent_a)}.items():
+        for rpc, call in calls.items():
+            with pytest.raises(grpc.RpcError) as denied:
+                call(tok)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED, (rpc, who, denied.value)
