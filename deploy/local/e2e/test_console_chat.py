@@ -8,7 +8,8 @@ message (ListMessages, then StreamMessages over gRPC-Web to media), replies in t
 and reads the reply: the typing indicator, the new message and the read marker appear in the
 browser, and the agent's read marker reaches media (the customer's message shows as read). The
 browser's connection to media drops while the customer writes: once it is back the message
-appears exactly once (the stream resumed from the last sequence). Tenant B's agent, signed in
+appears exactly once (the stream resumed from the last sequence). The agent ends the chat (the
+customer's socket is told) and wraps up with the history still shown. Tenant B's agent, signed in
 at the same time, sees nothing of it, and its token (as its browser holds it) is refused every
 ConversationService call on A's chat. A screenshot goes to the run's log folder, or to
 docs/screenshots/ with CENTRALITA_SCREENSHOTS=docs.
@@ -221,6 +222,21 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                 assert page_b.get_by_test_id("offer").count() == 0 and page_b.get_by_test_id("chat").count() == 0
                 for text in ("Hola, necesito ayuda", "4711", a + "/"):
                     assert text not in page_b.content()
+
+                # The agent ends the chat: the customer is told; the pane keeps the history
+                # for the wrap-up, without a composer.
+                page.get_by_test_id("end-contact").click()
+                end = read_frames(ws, lambda f: any(x["type"] == "ended" for x in f), timeout=15)
+                assert end and end[-1] == {"type": "ended"}, end
+                expect(pane.get_by_test_id("chat-status")).to_have_text("ended", timeout=15_000)
+                expect(pane.get_by_test_id("chat-input")).to_have_count(0)
+                expect(customer_msgs).to_have_count(3)
+                wrap = page.get_by_test_id("wrap-up")
+                wrap.get_by_test_id("disposition").select_option("resolved")
+                wrap.get_by_test_id("submit-wrap-up").click()
+                expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
+                assert contacts.GetContact(s.GetContactRequest(name=contact), metadata=auth(sup_a),
+                                           timeout=10).state == s.CONTACT_STATE_CLOSED
         finally:
             browser.close()
             proxy.close()

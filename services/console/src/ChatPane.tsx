@@ -76,33 +76,48 @@ export function ChatPane(props: {
     };
     // Each (re)opening catches up with ListMessages from the last sequence held (the whole
     // history the first time), which also shows media answers, then follows the stream.
-    async function* open(signal: AbortSignal): AsyncIterable<StreamMessagesResponse> {
+    const catchUp = async (signal: AbortSignal) => {
       let pageToken = "";
       do {
         const page = await client.listMessages({ parent: contact, afterSequence: last, pageSize: 500, pageToken }, { signal });
         seen(page.messages);
         pageToken = page.nextPageToken;
       } while (pageToken);
+    };
+    async function* open(signal: AbortSignal): AsyncIterable<StreamMessagesResponse> {
+      await catchUp(signal);
       setLive(true);
       setStreamError(undefined);
       yield* client.streamMessages({ parent: contact, afterSequence: last }, { signal });
     }
-    void keepStreaming(
-      open,
-      {
-        event: (ev) => {
-          if (ev.event.case === "message") seen([ev.event.value]);
-          else dispatch({ kind: "event", ev, now: Date.now() });
+    if (props.canSend) {
+      void keepStreaming(
+        open,
+        {
+          event: (ev) => {
+            if (ev.event.case === "message") seen([ev.event.value]);
+            else dispatch({ kind: "event", ev, now: Date.now() });
+          },
+          dropped: (e) => {
+            setLive(false);
+            setStreamError(e ? errorText(e) : undefined);
+          },
         },
-        dropped: (e) => {
-          setLive(false);
-          setStreamError(e ? errorText(e) : undefined);
+        ctl.signal,
+      );
+    } else {
+      // Ended (after-contact work): the conversation is closed, so no stream; the history
+      // once, for the wrap-up.
+      setLive(false);
+      catchUp(ctl.signal).then(
+        () => setStreamError(undefined),
+        (e) => {
+          if (!ctl.signal.aborted) setStreamError(errorText(e));
         },
-      },
-      ctl.signal,
-    );
+      );
+    }
     return () => ctl.abort();
-  }, [api, contact]);
+  }, [api, contact, props.canSend]);
 
   // The customer's typing indicator expires by itself.
   useEffect(() => {
@@ -170,7 +185,9 @@ export function ChatPane(props: {
   return (
     <div className="chat" data-testid="chat">
       <h3>
-        {t("chat")} <span className={`chat-live ${live ? "ok" : "warn"}`} data-testid="chat-status">{live ? t("connected") : t("reconnecting")}</span>
+        {t("chat")} <span className={`chat-live ${live || !props.canSend ? "ok" : "warn"}`} data-testid="chat-status">
+          {!props.canSend ? t("chatEnded") : live ? t("connected") : t("reconnecting")}
+        </span>
       </h3>
       <ol className="chat-messages" data-testid="chat-messages" ref={list}>
         {conv.messages.length === 0 && <li className="chat-empty">{t("chatNoMessages")}</li>}
@@ -194,7 +211,7 @@ export function ChatPane(props: {
           </li>
         ))}
       </ol>
-      {customerTyping(conv, now) && <p className="chat-typing" data-testid="chat-typing">{t("chatTyping")}</p>}
+      {props.canSend && customerTyping(conv, now) && <p className="chat-typing" data-testid="chat-typing">{t("chatTyping")}</p>}
       {props.canSend && (
         <form
           className="chat-composer"
