@@ -8,8 +8,9 @@ message (ListMessages, then StreamMessages over gRPC-Web to media), replies in t
 and reads the reply: the typing indicator, the new message and the read marker appear in the
 browser, and the agent's read marker reaches media (the customer's message shows as read). The
 browser's connection to media drops while the customer writes: once it is back the message
-appears exactly once (the stream resumed from the last sequence). The agent ends the chat (the
-customer's socket is told) and wraps up with the history still shown. Tenant B's agent, signed in
+appears exactly once (the stream resumed from the last sequence). A second customer chats at
+the same time in a second pane, each conversation kept apart. The agent ends the first chat
+(the customer's socket is told) and wraps up with the history still shown. Tenant B's agent, signed in
 at the same time, sees nothing of it, and its token (as its browser holds it) is refused every
 ConversationService call on A's chat. A screenshot goes to the run's log folder, or to
 docs/screenshots/ with CENTRALITA_SCREENSHOTS=docs.
@@ -223,9 +224,35 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                 for text in ("Hola, necesito ayuda", "4711", a + "/"):
                     assert text not in page_b.content()
 
-                # The agent ends the chat: the customer is told; the pane keeps the history
+                # A second customer at the same time: a second pane, each conversation in its own.
+                status, second = start_chat(a, key_a, ORIGIN, requestId=f"start2-{run}")
+                assert status == 201, second
+                with open_socket(a, second["visitorToken"], ORIGIN) as ws2:
+                    read_frames(ws2, lambda f: len(messages(f)) >= 1)
+                    ws2.send(json.dumps({"type": "message", "text": "Soy otro cliente", "requestId": "d-1"}))
+                    read_frames(ws2, lambda f: any(x["type"] == "ack" for x in f))
+                    expect(page.get_by_test_id("offer")).to_be_visible(timeout=30_000)
+                    page.get_by_test_id("offer").get_by_test_id("accept").click()
+                    expect(page.get_by_test_id("chat")).to_have_count(2, timeout=15_000)
+                    pane = page.get_by_test_id("contact").filter(has_text="Hola, necesito ayuda").get_by_test_id("chat")
+                    pane2 = page.get_by_test_id("contact").filter(has_text="Soy otro cliente").get_by_test_id("chat")
+                    expect(pane2.get_by_test_id("chat-status")).to_have_text("connected", timeout=15_000)
+                    customer_msgs = pane.locator("[data-testid=chat-message][data-sender=customer]")
+                    expect(customer_msgs).to_have_count(3)
+                    assert "Soy otro cliente" not in pane.inner_text()
+                    pane2.get_by_test_id("chat-input").fill("Enseguida te atiendo")
+                    pane2.get_by_test_id("chat-input").press("Enter")
+                    got = read_frames(ws2, lambda f: any(x.get("sender") == "agent" for x in messages(f)))
+                    assert [x["text"] for x in messages(got) if x["sender"] == "agent"] == ["Enseguida te atiendo"]
+                    # Nothing of it reaches the first customer or the first pane.
+                    assert not [x for x in messages(read_frames(ws, lambda f: False, timeout=1.5))
+                                if x["sender"] == "agent"]
+                    assert "Enseguida te atiendo" not in pane.inner_text()
+
+                # The agent ends the first chat: the customer is told; the pane keeps the history
                 # for the wrap-up, without a composer.
-                page.get_by_test_id("end-contact").click()
+                page.get_by_test_id("contact").filter(has_text="Hola, necesito ayuda").get_by_test_id(
+                    "end-contact").click()
                 end = read_frames(ws, lambda f: any(x["type"] == "ended" for x in f), timeout=15)
                 assert end and end[-1] == {"type": "ended"}, end
                 expect(pane.get_by_test_id("chat-status")).to_have_text("ended", timeout=15_000)
@@ -234,7 +261,8 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                 wrap = page.get_by_test_id("wrap-up")
                 wrap.get_by_test_id("disposition").select_option("resolved")
                 wrap.get_by_test_id("submit-wrap-up").click()
-                expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
+                expect(page.get_by_test_id("chat")).to_have_count(1, timeout=15_000)
+                expect(page.get_by_test_id("chat")).to_contain_text("Soy otro cliente")
                 assert contacts.GetContact(s.GetContactRequest(name=contact), metadata=auth(sup_a),
                                            timeout=10).state == s.CONTACT_STATE_CLOSED
         finally:
