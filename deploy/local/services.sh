@@ -25,6 +25,13 @@ sip_port="${CENTRALITA_SIP_PORT:-$((5060 + admin_base - 9101))}"
 # 127.0.0.1:$CENTRALITA_WEBCHAT_PORT, by default 8480 plus the same offset (8580 for test.sh's e2e).
 webchat_port="${CENTRALITA_WEBCHAT_PORT:-$((8480 + admin_base - 9101))}"
 export CENTRALITA_WEBCHAT_ADDR="127.0.0.1:$webchat_port"
+# media's SMS (digital role): the Twilio REST API it sends through, by default
+# http://127.0.0.1:8490 plus the same offset, where the e2e tests' fake provider listens
+# (8590 for test.sh's e2e); the tenants' auth-token Secrets as files
+# $CENTRALITA_DATA/secrets/<run name>/<secret>/authToken.
+export CENTRALITA_TWILIO_BASE_URL="${CENTRALITA_TWILIO_BASE_URL:-http://127.0.0.1:$((8490 + admin_base - 9101))}"
+export CENTRALITA_SMS_SECRETS_DIR="${CENTRALITA_SMS_SECRETS_DIR:-$CENTRALITA_DATA/secrets/${CENTRALITA_RUN_NAME:-dev}}"
+export CENTRALITA_SMS_SEND_BACKOFF_MS="${CENTRALITA_SMS_SEND_BACKOFF_MS:-200}"
 # recording's playback HTTP port (signed URLs of recordings): 9190 plus the same offset
 # (9290 for test.sh's e2e run).
 playback_port="${CENTRALITA_PLAYBACK_PORT:-$((9190 + admin_base - 9101))}"

@@ -83,6 +83,40 @@ impl std::str::FromStr for Roles {
     }
 }
 
+/// SMS settings of the digital role (`digital::sms`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SmsArgs {
+    /// Directory where the tenants' auth-token Secrets are mounted: the token of a tenant's
+    /// `spec.sms.authTokenSecret` is read from `{dir}/{secret}/authToken`.
+    #[arg(long = "sms-secrets-dir", env = "CENTRALITA_SMS_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Base URL of Twilio's REST API (tests point it at a local fake provider).
+    #[arg(long = "twilio-base-url", env = "CENTRALITA_TWILIO_BASE_URL", default_value = "https://api.twilio.com")]
+    pub twilio_base_url: String,
+    /// Public base URL at which Twilio calls the webhooks (`https://hooks.example.com`): the
+    /// signature covers the full URL. Without it, `http://` and the request's `Host`.
+    #[arg(long = "sms-public-url", env = "CENTRALITA_SMS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Attempts of one outbound SMS before it is `failed`.
+    #[arg(long = "sms-send-attempts", env = "CENTRALITA_SMS_SEND_ATTEMPTS", default_value_t = 4)]
+    pub send_attempts: u32,
+    /// Wait after the first failed attempt, in milliseconds; doubled after each.
+    #[arg(long = "sms-send-backoff-ms", env = "CENTRALITA_SMS_SEND_BACKOFF_MS", default_value_t = 500)]
+    pub send_backoff_ms: u64,
+}
+
+impl SmsArgs {
+    pub fn settings(&self) -> digital::sms::SmsSettings {
+        digital::sms::SmsSettings {
+            secrets_dir: self.secrets_dir.clone(),
+            base_url: self.twilio_base_url.clone(),
+            public_url: self.public_url.clone(),
+            attempts: self.send_attempts,
+            backoff: std::time::Duration::from_millis(self.send_backoff_ms),
+        }
+    }
+}
+
 /// Media's own settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -120,6 +154,9 @@ pub struct Settings {
     /// Maximum pooled PostgreSQL connections (digital role).
     #[arg(long = "database-pool-size", env = "CENTRALITA_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
+    /// SMS through Twilio (digital role).
+    #[command(flatten)]
+    pub sms: SmsArgs,
 }
 
 impl Validate for Settings {
@@ -143,6 +180,23 @@ impl Validate for Settings {
         }
         if self.database_pool_size == 0 {
             return Err(ConfigError::new("CENTRALITA_DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        let url_ok = |s: &str| {
+            s.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && u.query().is_none()
+            })
+        };
+        if !url_ok(&self.sms.twilio_base_url) {
+            return Err(ConfigError::new("CENTRALITA_TWILIO_BASE_URL", "must be an http:// or https:// URL"));
+        }
+        if self.sms.public_url.as_deref().is_some_and(|u| !url_ok(u)) {
+            return Err(ConfigError::new("CENTRALITA_SMS_PUBLIC_URL", "must be an http:// or https:// URL"));
+        }
+        if !(1..=10).contains(&self.sms.send_attempts) {
+            return Err(ConfigError::new("CENTRALITA_SMS_SEND_ATTEMPTS", "must be between 1 and 10"));
+        }
+        if self.sms.send_backoff_ms > 60_000 {
+            return Err(ConfigError::new("CENTRALITA_SMS_SEND_BACKOFF_MS", "must be at most 60000"));
         }
         Ok(())
     }

@@ -113,7 +113,15 @@ pub struct DigitalMetrics {
     streams: Gauge,
     sockets: Gauge,
     refusals: Family<ReasonLabel, Counter>,
+    sms_webhooks: Family<ReasonLabel, Counter>,
+    sms_sends: Family<ReasonLabel, Counter>,
 }
+
+/// Outcomes of SMS webhooks (bounded label values).
+pub const SMS_WEBHOOK_OUTCOMES: [&str; 7] =
+    ["stored", "duplicate", "status", "signature", "unknown_number", "invalid", "unavailable"];
+/// Outcomes of outbound SMS attempts.
+pub const SMS_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 
 impl DigitalMetrics {
     /// Declares the metrics in the runtime's registry, every label value at zero.
@@ -133,6 +141,22 @@ impl DigitalMetrics {
         }
         for reason in WEBCHAT_REFUSALS {
             let _ = m.refusals.get_or_create(&ReasonLabel { reason });
+        }
+        r.register(
+            "centralita_media_sms_webhooks",
+            "SMS webhooks (inbound and status), by outcome",
+            m.sms_webhooks.clone(),
+        );
+        r.register(
+            "centralita_media_sms_sends",
+            "Outbound SMS attempts to the provider, by outcome",
+            m.sms_sends.clone(),
+        );
+        for reason in SMS_WEBHOOK_OUTCOMES {
+            let _ = m.sms_webhooks.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in SMS_SEND_OUTCOMES {
+            let _ = m.sms_sends.get_or_create(&ReasonLabel { reason });
         }
         m
     }
@@ -166,5 +190,15 @@ impl DigitalMetrics {
     pub fn refused(&self, reason: &'static str) {
         debug_assert!(WEBCHAT_REFUSALS.contains(&reason), "{reason}");
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn sms_webhook(&self, reason: &'static str) {
+        debug_assert!(SMS_WEBHOOK_OUTCOMES.contains(&reason), "{reason}");
+        self.sms_webhooks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn sms_send(&self, reason: &'static str) {
+        debug_assert!(SMS_SEND_OUTCOMES.contains(&reason), "{reason}");
+        self.sms_sends.get_or_create(&ReasonLabel { reason }).inc();
     }
 }

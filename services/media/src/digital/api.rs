@@ -33,6 +33,8 @@ const PAGE_TAG: &str = "m1";
 #[derive(Debug, Clone)]
 pub struct Api {
     pub digital: Arc<Digital>,
+    /// Sends agents' messages of SMS conversations to the provider.
+    pub sms: Arc<super::sms::Sms>,
 }
 
 fn denied(d: Denied) -> Error {
@@ -181,7 +183,15 @@ impl ConversationService for Api {
             provider_time: None,
             request_id: req.request_id,
         };
-        let stored = self.digital.append(&tenant, &contact, &m).await?;
+        let (stored, created) = self.digital.append_new(&tenant, &contact, &m).await?;
+        if created {
+            // An SMS conversation's message goes to the provider too (a repeated request
+            // was sent, or failed, the first time).
+            let conversation = super::store::conversation(&self.digital.pool, &tenant, &contact).await?;
+            if conversation.is_some_and(|c| c.channel == super::store::SMS) {
+                tokio::spawn(self.sms.clone().send(tenant.clone(), contact.clone(), stored.clone()));
+            }
+        }
         Ok(Response::new(wire::message(tenant.as_str(), &contact, &stored)))
     }
 

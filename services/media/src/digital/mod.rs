@@ -13,6 +13,7 @@
 //! - `follow`: one party following a conversation from a sequence (resume without loss);
 //! - `contacts`: the client of sessions;
 //! - `api`: `centralita.media.v1.ConversationService` for agents and supervisors;
+//! - `sms`: SMS through Twilio: the webhooks (inbound, status) and outbound sends;
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
@@ -24,6 +25,7 @@ pub mod follow;
 pub mod limits;
 pub mod model;
 pub mod schema;
+pub mod sms;
 pub mod store;
 pub mod twilio;
 pub mod webchat;
@@ -58,6 +60,11 @@ pub struct Digital {
 impl Digital {
     /// Stores a message; a repeated `request_id` returns the one stored before.
     pub async fn append(&self, tenant: &TenantId, contact: &str, m: &NewMessage) -> Result<Message, Error> {
+        Ok(self.append_new(tenant, contact, m).await?.0)
+    }
+
+    /// Stores a message; and whether it was stored now (false: a repeated `request_id`).
+    pub async fn append_new(&self, tenant: &TenantId, contact: &str, m: &NewMessage) -> Result<(Message, bool), Error> {
         let (stored, created) = store::append(&self.pool, tenant, contact, m)
             .await?
             .ok_or_else(|| Error::NotFound(format!("conversation of contact {contact}")))?;
@@ -65,7 +72,7 @@ impl Digital {
             self.metrics.message_stored(&m.sender);
             self.written(tenant, contact);
         }
-        Ok(stored)
+        Ok((stored, created))
     }
 
     /// `party` received or read the other party's messages up to `sequence`.
@@ -209,8 +216,9 @@ pub fn start(
     let digital = Arc::new(Digital { pool, hub: Hub::default(), contacts, metrics, outbox });
     runtime.spawn(listen(listen_url, digital.clone(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.media.v1.ConversationService");
+    let sms = Arc::new(sms::Sms::new(digital.clone(), runtime.registry.clone(), config.service.sms.settings())?);
     routes.add_service(Authenticated::new(
-        ConversationServiceServer::new(api::Api { digital: digital.clone() }),
+        ConversationServiceServer::new(api::Api { digital: digital.clone(), sms: sms.clone() }),
         runtime.authenticator.clone(),
     ));
     let front = Arc::new(webchat::WebChat::new(
@@ -223,9 +231,10 @@ pub fn start(
     let local = webchat.local_addr()?;
     let shutdown = runtime.shutdown.clone();
     runtime.spawn(async move {
-        let served = axum::serve(webchat, webchat::router(front)).with_graceful_shutdown(async move {
-            shutdown.wait().await;
-        });
+        let served =
+            axum::serve(webchat, webchat::router(front).merge(sms::router(sms))).with_graceful_shutdown(async move {
+                shutdown.wait().await;
+            });
         if let Err(e) = served.await {
             tracing::error!(error = %e, "web chat front door failed");
         }

@@ -62,11 +62,33 @@ END $$;
 CREATE POLICY outbox_relay ON outbox USING (centralita_current_tenant() = 'bpo');
 "#;
 
+/// Version 3: the provider message ids of SMS (Twilio `MessageSid`), inbound and outbound,
+/// each to its message: an inbound redelivery is recognised by its id, a status callback
+/// finds its message by it.
+pub const SMS_SQL: &str = r#"
+CREATE TABLE sms_messages (
+    tenant text NOT NULL,
+    message_sid text NOT NULL,
+    contact_id text NOT NULL,
+    seq bigint NOT NULL,
+    inbound boolean NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, message_sid),
+    FOREIGN KEY (tenant, contact_id, seq) REFERENCES messages (tenant, contact_id, seq)
+);
+CREATE INDEX conversations_by_customer ON conversations (tenant, channel, visitor, origin, created_at);
+ALTER TABLE sms_messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sms_messages FORCE ROW LEVEL SECURITY;
+CREATE POLICY sms_messages_tenant ON sms_messages USING (tenant = centralita_current_tenant())
+    WITH CHECK (tenant = centralita_current_tenant());
+"#;
+
 /// The `media` schema.
 pub const MIGRATIONS: Migrations = Migrations {
     schema: "media",
     steps: &[
         Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
         Migration { version: 2, name: "conversations", sql: CONVERSATIONS_SQL },
+        Migration { version: 3, name: "sms", sql: SMS_SQL },
     ],
 };

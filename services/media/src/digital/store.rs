@@ -408,4 +408,103 @@ pub async fn set_typing(
     Ok(n == 1)
 }
 
+/// The channel name of SMS conversations.
+pub const SMS: &str = "sms";
+
+/// Whether an SMS with this provider id was stored already (inbound or outbound).
+pub async fn sms_known(pool: &Pool, tenant: &TenantId, sid: &str) -> Result<bool, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt("SELECT 1 FROM sms_messages WHERE tenant = $1 AND message_sid = $2", &[&tenant.as_str(), &sid])
+        .await?;
+    tx.commit().await?;
+    Ok(row.is_some())
+}
+
+/// The newest SMS conversation between a customer's number and one of the tenant's.
+pub async fn latest_sms_conversation(
+    pool: &Pool,
+    tenant: &TenantId,
+    customer: &str,
+    number: &str,
+) -> Result<Option<String>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT contact_id FROM conversations WHERE tenant = $1 AND channel = $2 AND visitor = $3 AND origin = $4
+             ORDER BY created_at DESC LIMIT 1",
+            &[&tenant.as_str(), &SMS, &customer, &number],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Stores an inbound SMS in the conversation under its provider id, in one transaction;
+/// `None` when that id was stored before (a redelivery: nothing new is stored) or the
+/// conversation does not exist.
+pub async fn append_inbound_sms(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    sid: &str,
+    m: &NewMessage,
+) -> Result<Option<Message>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let Some((stored, true)) = append_in(&tx, tenant, contact, m).await? else {
+        return Ok(None);
+    };
+    // A concurrent delivery of the same id waits here for the first to commit, then
+    // conflicts: it rolls back (sequence included).
+    let n = tx
+        .execute(
+            "INSERT INTO sms_messages (tenant, message_sid, contact_id, seq, inbound) VALUES ($1, $2, $3, $4, true)
+             ON CONFLICT DO NOTHING",
+            &[&tenant.as_str(), &sid, &contact, &stored.sequence],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(stored))
+}
+
+/// Records the provider id of an outbound SMS (the message `seq` of the conversation).
+pub async fn record_outbound_sms(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    seq: i64,
+    sid: &str,
+) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    tx.execute(
+        "INSERT INTO sms_messages (tenant, message_sid, contact_id, seq, inbound) VALUES ($1, $2, $3, $4, false)
+         ON CONFLICT DO NOTHING",
+        &[&tenant.as_str(), &sid, &contact, &seq],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The message an outbound SMS id belongs to: `(contact, seq)`.
+pub async fn outbound_sms(pool: &Pool, tenant: &TenantId, sid: &str) -> Result<Option<(String, i64)>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT contact_id, seq FROM sms_messages WHERE tenant = $1 AND message_sid = $2 AND NOT inbound",
+            &[&tenant.as_str(), &sid],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 pub use centralita_platform::db::outbox::{pending, published, Outgoing};
