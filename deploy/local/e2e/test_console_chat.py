@@ -170,10 +170,16 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                 typing = read_frames(ws, lambda f: any(x["type"] == "typing" and x.get("active") for x in f),
                                      timeout=10)
                 assert any(x["type"] == "typing" and x.get("active") for x in typing), typing
+                clicked = time.monotonic()
                 pane.get_by_test_id("chat-send").click()
-                frames = read_frames(ws, lambda f: any(x.get("sender") == "agent" for x in messages(f)))
+                frames = read_frames(ws, lambda f: any(x.get("sender") == "agent" for x in messages(f))
+                                     and any(x["type"] == "typing" and not x["active"] for x in f))
+                # Well before media's 6 s typing marker would expire by itself.
+                assert time.monotonic() - clicked < 4, time.monotonic() - clicked
                 reply = [x for x in messages(frames) if x["sender"] == "agent"]
                 assert [x["text"] for x in reply] == ["Claro, ¿me das el número de pedido?"], frames
+                # Sent: the agent no longer shows as typing.
+                assert any(x["type"] == "typing" and not x["active"] for x in frames), frames
                 expect(pane.get_by_test_id("chat-input")).to_have_value("")
                 # Stored once, from this agent.
                 listed = conversations.ListMessages(m.md.ListMessagesRequest(parent=contact), metadata=auth(sup_a),

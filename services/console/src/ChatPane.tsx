@@ -171,7 +171,11 @@ export function ChatPane(props: {
       dispatch({ kind: "messages", messages: [stored] });
       setDraft("");
       setRequestId(newRequestId());
-      typingSent.current = undefined;
+      // Done typing: the customer's indicator goes now rather than when it expires.
+      if (typingSent.current !== undefined) {
+        typingSent.current = undefined;
+        api.sendTyping({ parent: contact, active: false }).catch((e) => setError(errorText(e)));
+      }
     } catch (e) {
       setError(errorText(e));
     } finally {
