@@ -23,8 +23,11 @@ phone answers 486: the offer is rejected in sessions and the next agent's phone 
 call; a contact the agent ends from the desktop: media hangs up the caller and the phone.
 """
 import math
+import os
+import pathlib
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -36,7 +39,7 @@ import wave
 import grpc
 import pytest
 
-from conftest import LOGS, auth, cli, mint, sessions_knows_tenant, upsert_voice_agents, wait_for
+from conftest import BIN, LOGS, REPO, auth, cli, mint, sessions_knows_tenant, upsert_voice_agents, wait_for
 from test_voice import SCENARIOS, SIPP, goertzel, queued_call, rtp_header, run_async, sipp, ulaw_to_linear
 
 BARESIP = shutil.which("baresip")
@@ -188,7 +191,7 @@ def phone_scenario(scenario, port, extra=()):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), err
 
 
-def desk_tenant(tenant, number, phones, offer_timeout=15):
+def desk_tenant(tenant, number, phones, offer_timeout=15, recording="none"):
     phone_lines = "".join(f"\n      - {{ agentId: {a}, uri: \"{u}\" }}" for a, u in phones.items())
     phone_lines = f"\n    phones:{phone_lines}" if phones else ""
     return f"""
@@ -202,7 +205,7 @@ spec:
   quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
   businessHours: {{ timeZone: UTC }}
   dataRetentionDays: 30
-  recording: {{ voice: none }}
+  recording: {{ voice: {recording} }}
   routing:
     queues:
       - {{ id: support, offerTimeoutSeconds: {offer_timeout} }}
@@ -226,10 +229,11 @@ def desk(m, tmp_path):
     bpo = mint("--role", "bpo_admin")
     sup = mint("--tenant", tenant, "--role", "supervisor")
 
-    def setup(phones, offer_timeout=15):
+    def setup(phones, offer_timeout=15, recording="none"):
         ids = {a: f"{a}-{run}" for a in phones}
         path = tmp_path / "tenant.yaml"
-        path.write_text(desk_tenant(tenant, number, {ids[a]: u for a, u in phones.items()}, offer_timeout))
+        path.write_text(desk_tenant(tenant, number, {ids[a]: u for a, u in phones.items()}, offer_timeout,
+                                    recording))
         cli("admin", "tenant", "apply", "-f", str(path))
         assert sessions_knows_tenant(contacts, m.s, sup), "sessions never learned the tenant"
         upsert_voice_agents(agents, m.s, m.t.CHANNEL_VOICE, tenant, ids.values(), bpo)
@@ -256,7 +260,8 @@ def desk(m, tmp_path):
     d = Desk()
     d.tenant, d.number, d.setup, d.sign_in, d.contact_of = tenant, number, setup, sign_in, contact_of
     d.contacts = contacts
-    d.states, d.name = [], None
+    d.sup = sup
+    d.states, d.times, d.name = [], [], None
 
     def read():
         return contacts.GetContact(m.s.GetContactRequest(name=d.name), metadata=auth(sup), timeout=5)
@@ -274,6 +279,7 @@ def desk(m, tmp_path):
                 d.name = c.name
             if c is not None and (not d.states or d.states[-1] != (c.state, c.agent_id)):
                 d.states.append((c.state, c.agent_id))
+                d.times.append(time.monotonic())
             time.sleep(0.1)
 
     d.watch = watch
@@ -490,3 +496,141 @@ def test_a_contact_ended_in_sessions_hangs_up_both_legs(m, desk):
     assert phone.returncode == 0, f"the phone got no BYE: {out_phone[-2000:]} " \
                                   f"{phone_err.read_text() if phone_err.exists() else ''}"
     assert proc.returncode == 0, f"the caller got no BYE: {out_caller[-2000:]} {err.read_text() if err.exists() else ''}"
+
+
+# --- Recording: media streams a bridged call of a `recording.voice: all` tenant to recording. --
+
+def recorded_call(m, desk, tmp_path, name):
+    """An answered call of a recording tenant (caller 440 Hz, agent 1000 Hz, the caller
+    hanging up after 9 s); returns what each party heard and the contact's timed states."""
+    phone = Baresip(tmp_path, name)
+    caller_audio = CallerAudio()
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({name: phone.uri}, recording="all")
+        desk.sign_in(ids[name])
+        stop, watcher = watching(desk, caller)
+        proc, err = queued_call(desk.number, caller, 9000, caller_audio.port)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, f"sipp: {out[-2000:]} {err.read_text() if err.exists() else ''}"
+        ended = wait_for(lambda: desk.states and desk.states[-1][0] in (
+            m.s.CONTACT_STATE_AFTER_CONTACT_WORK, m.s.CONTACT_STATE_CLOSED), 10)
+        stop.set()
+        watcher.join(5)
+        assert ended, desk.states
+    finally:
+        caller_audio.close()
+        phone.close()
+    assert (m.s.CONTACT_STATE_CONNECTED, ids[name]) in desk.states, desk.states
+    heard_by_caller, heard_by_agent = caller_audio.heard(), phone.heard()
+    assert windows_with(heard_by_caller, AGENT_HZ, (CALLER_HZ,) + MUSIC_HZ) >= 10, "the caller heard the agent"
+    assert windows_with(heard_by_agent, CALLER_HZ, (AGENT_HZ,) + MUSIC_HZ) >= 10, "the agent heard the caller"
+    return ids[name]
+
+
+def connected_seconds(m, desk):
+    """How long the contact was seen CONNECTED (the watcher polls every 0.1 s)."""
+    states = [s for s, _ in desk.states]
+    i = states.index(m.s.CONTACT_STATE_CONNECTED)
+    j = next(k for k in range(i, len(states)) if states[k] in (
+        m.s.CONTACT_STATE_AFTER_CONTACT_WORK, m.s.CONTACT_STATE_CLOSED))
+    return desk.times[j] - desk.times[i]
+
+
+@pytest.fixture(scope="module")
+def rec(pb):
+    from centralita.recording.v1 import recording_pb2, recording_pb2_grpc
+
+    from conftest import endpoints
+
+    class R:
+        r = recording_pb2
+        stub = recording_pb2_grpc.RecordingServiceStub(grpc.insecure_channel(endpoints()["recording"]))
+
+    return R
+
+
+def recordings_of(rec, desk):
+    contact_id = desk.name.rsplit("/contacts/", 1)[1]
+    return list(rec.stub.ListRecordings(rec.r.ListRecordingsRequest(contact_id=contact_id),
+                                        metadata=auth(desk.sup), timeout=5).recordings)
+
+
+def test_a_bridged_call_is_recorded_caller_left_agent_right(m, desk, rec, tmp_path):
+    """Recorded from the bridge to the end: the left channel is the caller's 440 Hz and the
+    right the agent's 1000 Hz in every 100 ms window, the length that of the connected call."""
+    from test_recording import channels, get
+
+    agent = recorded_call(m, desk, tmp_path, "rita")
+    connected = connected_seconds(m, desk)
+    done = []
+    assert wait_for(lambda: (done.extend(r for r in recordings_of(rec, desk)
+                                         if r.state == rec.r.RECORDING_STATE_COMPLETE) or bool(done)), 20), \
+        f"no complete recording: {recordings_of(rec, desk)}"
+    r = done[0]
+    assert list(r.agent_ids) == [agent] and r.queue == "support" and r.codec == rec.r.AUDIO_CODEC_PCMU
+    duration = r.duration.seconds + r.duration.nanos / 1e9
+    # Media starts recording when it bridges (just after sessions has the contact CONNECTED)
+    # and stops when the caller's BYE ends the call (just before it ends the contact): the
+    # watcher sees each state change up to 0.1 s late (its poll) plus a gRPC round trip, so
+    # the two lengths agree within half a second; 1 s leaves room for a loaded machine.
+    assert abs(duration - connected) <= 1.0, (duration, connected)
+
+    url = rec.stub.CreatePlaybackUrl(rec.r.CreatePlaybackUrlRequest(name=r.name), metadata=auth(desk.sup)).url
+    status, _, wav = get(url)
+    assert status == 200
+    path = tmp_path / "call.wav"
+    path.write_bytes(wav)
+    soxi = subprocess.run(["soxi", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "Channels       : 2" in soxi and "Sample Rate    : 8000" in soxi and "16-bit" in soxi, soxi
+    sox_seconds = float(subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert abs(sox_seconds - duration) <= 0.01, (sox_seconds, duration)
+
+    left, right = channels(wav)
+    window = 800  # 100 ms
+    starts = range(0, len(left) - window + 1, window)
+    # The first and last 300 ms may hold the edges of the streams (the agent's phone starting
+    # to send, the caller's last packets): every window between is judged.
+    inner = [at for at in starts if 2400 <= at <= len(left) - window - 2400]
+    assert len(inner) >= 30, f"at least 3 s of bridged audio: {duration}"
+    caller_left = sum(dominant(left[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in inner)
+    agent_right = sum(dominant(right[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in inner)
+    assert caller_left >= 0.95 * len(inner), f"caller's tone left in {caller_left} of {len(inner)} windows"
+    assert agent_right >= 0.95 * len(inner), f"agent's tone right in {agent_right} of {len(inner)} windows"
+    # Never the other way round: the parties are kept apart.
+    assert not any(dominant(left[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in starts), "agent on the left"
+    assert not any(dominant(right[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in starts), "caller on the right"
+
+
+def _services_process(name):
+    """The pid file and log of one of the suite's services (deploy/local/services.sh)."""
+    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
+    run = os.environ.get("CENTRALITA_RUN_NAME", "dev")
+    return data / "run" / run / f"{name}.pid", data / "logs" / run / f"{name}.log"
+
+
+def test_a_recording_tenants_call_goes_on_with_recording_stopped(m, desk, rec, tmp_path):
+    """The suite's recording process is stopped (SIGTERM) for the call: the call is answered,
+    bridged and heard both ways all the same, and nothing is recorded. Recording is started
+    again afterwards with the environment it had, and serves again."""
+    pidf, log = _services_process("recording")
+    pid = int(pidf.read_text())
+    env = dict(v.split("=", 1) for v in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for(lambda: not pathlib.Path(f"/proc/{pid}").exists(), 15), "recording did not stop"
+    try:
+        recorded_call(m, desk, tmp_path, "stan")
+    finally:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([str(BIN / "centralita-recording")], env=env, stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        pidf.write_text(f"{proc.pid}\n")
+
+    def serves():
+        try:
+            return recordings_of(rec, desk) == []
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(serves, 60), "recording did not come back (or recorded the call)"

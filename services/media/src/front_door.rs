@@ -281,14 +281,14 @@ impl FrontDoor {
         let mut settings = self.media.call.clone();
         let mut bridged_signal = None;
         if records {
-            let fork = self.recorder.start(recorder::Call {
-                tenant: admitted.tenant.id.clone(),
-                contact_id: contact.strip_prefix("contacts/").unwrap_or(&contact).to_owned(),
-                queue: admitted.queue.clone(),
-                codec: negotiated.codec,
-            });
-            settings.fork = Some(fork.packets);
-            bridged_signal = Some(fork.bridged);
+            match recorder::Call::of(&admitted.tenant.id, &contact, &admitted.queue, negotiated.codec) {
+                Ok(call) => {
+                    let fork = self.recorder.start(call);
+                    settings.fork = Some(fork.packets);
+                    bridged_signal = Some(fork.bridged);
+                }
+                Err(e) => tracing::warn!(error = %e, "the call cannot be recorded"),
+            }
         }
         let mut media = match CallMedia::start(Leg::new(socket, negotiated), settings) {
             Ok(media) => media,

@@ -198,10 +198,23 @@ fn flush(side: Side, leg: &mut LegState) -> Option<pb::IngestCallRequest> {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub tenant: TenantId,
-    /// The contact's id (`contacts/{id}` without the prefix).
+    /// The contact's id (the `{id}` of `tenants/{tenant}/contacts/{id}`).
     pub contact_id: String,
     pub queue: String,
     pub codec: Codec,
+}
+
+impl Call {
+    /// The call of contact `contact` (`tenants/{tenant}/contacts/{id}`, as sessions named
+    /// it), which must be of `tenant`: the recording is always of the call's own tenant.
+    pub fn of(tenant: &TenantId, contact: &str, queue: &str, codec: Codec) -> Result<Self, String> {
+        let (of, id) =
+            centralita_platform::tenant::parse_contact_name("contact", contact).map_err(|e| e.to_string())?;
+        if &of != tenant {
+            return Err(format!("contact `{contact}` is not of the call's tenant `{tenant}`"));
+        }
+        Ok(Self { tenant: tenant.clone(), contact_id: id, queue: queue.to_owned(), codec })
+    }
 }
 
 /// A call's side of its recording: the fork the relay writes to, and the signal that the
@@ -423,6 +436,19 @@ mod tests {
         assert_eq!(h.agent_ids, vec!["alice".to_owned()]);
         assert_eq!(h.codec, pb::AudioCodec::Pcma as i32);
         assert_eq!(h.start_time.map(|t| (t.seconds, t.nanos)), Some((1_700_000_000, 250_000_000)));
+    }
+
+    #[test]
+    fn a_call_is_recorded_under_its_own_tenant_and_contact_id() {
+        let acme = TenantId::parse("acme").expect("tenant");
+        let call = Call::of(&acme, "tenants/acme/contacts/0193-abc", "support", Codec::Pcmu).expect("call");
+        assert_eq!(
+            (call.tenant.as_str(), call.contact_id.as_str(), call.queue.as_str()),
+            ("acme", "0193-abc", "support")
+        );
+        assert!(Call::of(&acme, "tenants/globex/contacts/0193-abc", "support", Codec::Pcmu).is_err());
+        assert!(Call::of(&acme, "contacts/0193-abc", "support", Codec::Pcmu).is_err());
+        assert!(Call::of(&acme, "tenants/acme/contacts/a/b", "support", Codec::Pcmu).is_err());
     }
 
     #[test]
