@@ -245,3 +245,61 @@ async fn events_reach_the_conversations_topic_through_the_outbox() {
     assert!(store::pending(&pool, 10).await.unwrap().is_empty(), "published events leave the outbox");
     drop_schema(pool).await;
 }
+
+/// SMS: an inbound provider id is stored once (concurrent redeliveries included), the
+/// customer's conversation with a number is found, an outbound id finds its message, and
+/// another tenant sees none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_ids_are_stored_once_and_stay_in_their_tenant() {
+    let pool = pool().await;
+    let tenant = TenantId::parse(&unique("dg-sms-a-")).unwrap();
+    let other = TenantId::parse(&unique("dg-sms-b-")).unwrap();
+    let contact = uuid::Uuid::now_v7().simple().to_string();
+    let c = NewConversation {
+        contact_id: contact.clone(),
+        channel: store::SMS,
+        queue: "support".into(),
+        visitor: "+34600000001".into(),
+        origin: "+15550001111".into(),
+    };
+    assert!(store::create_conversation(&pool, &tenant, &c, "SMS conversation started").await.unwrap());
+    assert_eq!(
+        store::latest_sms_conversation(&pool, &tenant, "+34600000001", "+15550001111").await.unwrap(),
+        Some(contact.clone())
+    );
+    assert_eq!(store::latest_sms_conversation(&pool, &tenant, "+34600000001", "+15550002222").await.unwrap(), None);
+    assert_eq!(store::latest_sms_conversation(&pool, &other, "+34600000001", "+15550001111").await.unwrap(), None);
+
+    let sid = "SM0123456789abcdef0123456789abcdef";
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (pool, tenant, contact) = (pool.clone(), tenant.clone(), contact.clone());
+        tasks.push(tokio::spawn(async move {
+            store::append_inbound_sms(&pool, &tenant, &contact, sid, &text(Sender::Customer, "hola", sid))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(stored, 1, "one of eight concurrent deliveries of an id is stored");
+    let all = store::messages_after(&pool, &tenant, &contact, 0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|m| m.sequence).collect::<Vec<_>>(), [1, 2], "no gap left by the refused ones");
+    assert!(store::sms_known(&pool, &tenant, sid).await.unwrap());
+    assert!(!store::sms_known(&pool, &other, sid).await.unwrap(), "another tenant does not see the id");
+
+    let (reply, _) = store::append(&pool, &tenant, &contact, &text(Sender::Agent("bob".into()), "ok", "r-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = "SMfedcba9876543210fedcba9876543210";
+    store::record_outbound_sms(&pool, &tenant, &contact, reply.sequence, out).await.unwrap();
+    assert_eq!(store::outbound_sms(&pool, &tenant, out).await.unwrap(), Some((contact.clone(), reply.sequence)));
+    assert_eq!(store::outbound_sms(&pool, &tenant, sid).await.unwrap(), None, "an inbound id is not an outbound one");
+    assert_eq!(store::outbound_sms(&pool, &other, out).await.unwrap(), None);
+    // Another tenant cannot claim the same conversation's messages under its name.
+    assert!(store::record_outbound_sms(&pool, &other, &contact, reply.sequence, out).await.is_err());
+    drop_schema(pool).await;
+}
