@@ -21,6 +21,12 @@ acting-for-the-agent token can do is scoped); an offer not answered in time: the
 CANCEL while the caller is still on the line, the contact is queued again; an agent whose
 phone answers 486: the offer is rejected in sessions and the next agent's phone gets the
 call; a contact the agent ends from the desktop: media hangs up the caller and the phone.
+
+Recording (a tenant with `recording.voice: all`): media streams the bridged call to the
+recording service; the recording, fetched through its signed playback URL, has the caller's
+tone on the left and the agent's on the right in every 100 ms window, is as long as the
+contact was connected, and `soxi` reads it. With the recording service stopped the same call
+is answered, bridged and heard both ways, and nothing is recorded.
 """
 import math
 import os
@@ -596,6 +602,8 @@ def test_a_bridged_call_is_recorded_caller_left_agent_right(m, desk, rec, tmp_pa
     assert len(inner) >= 30, f"at least 3 s of bridged audio: {duration}"
     caller_left = sum(dominant(left[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in inner)
     agent_right = sum(dominant(right[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in inner)
+    print(f"recorded {duration:.3f} s, connected {connected:.3f} s, caller left {caller_left} and agent right "
+          f"{agent_right} of {len(inner)} windows")
     assert caller_left >= 0.95 * len(inner), f"caller's tone left in {caller_left} of {len(inner)} windows"
     assert agent_right >= 0.95 * len(inner), f"agent's tone right in {agent_right} of {len(inner)} windows"
     # Never the other way round: the parties are kept apart.
