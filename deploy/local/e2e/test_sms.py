@@ -339,10 +339,28 @@ def _scenario(m, eps, run, a, b, acc_a, tok_a, tok_b, num_a, num_b, customer, fa
     assert len(fake.requests) - before == 1 and "400" in status_of(refused.sequence).failure_reason
     fake.plan = []
 
-    # STOP is recorded in the conversation.
+    # STOP is recorded in the conversation and in CRM's consent ledger; START grants again.
+    from centralita.crm.v1 import crm_pb2, crm_pb2_grpc
+    crm = crm_pb2_grpc.CustomerServiceStub(grpc.insecure_channel(eps["crm"]))
+
+    def permission():
+        return crm.CheckContactPermission(crm_pb2.CheckContactPermissionRequest(
+            identity=crm_pb2.Identity(kind=crm_pb2.IDENTITY_KIND_PHONE, value=customer),
+            channel=m.t.CHANNEL_SMS, purpose="messaging"), metadata=auth(sup_a), timeout=10)
+
     assert signed(tok_a, pa, inbound(acc_a, sid(), customer, num_a, " stop "))[0] == 200
     assert wait_for(lambda: any(x.kind == m.md.MESSAGE_KIND_NOTICE and "opted out" in x.text
                                 for x in listed(contact)), 10)
+    p = permission()
+    assert not p.allowed and p.consent.source == "sms-keyword" and not p.consent.granted, p
+    assert signed(tok_a, pa, inbound(acc_a, sid(), customer, num_a, "START"))[0] == 200
+    p = permission()
+    assert p.allowed and p.consent.granted, p
+    # Another tenant's ledger knows nothing of it.
+    other = crm.CheckContactPermission(crm_pb2.CheckContactPermissionRequest(
+        identity=crm_pb2.Identity(kind=crm_pb2.IDENTITY_KIND_PHONE, value=customer),
+        channel=m.t.CHANNEL_SMS, purpose="messaging"), metadata=auth(sup_b), timeout=10)
+    assert not other.allowed and not other.customer and not other.consent.source, other
 
     # Tenant B never reads or writes A's SMS conversation.
     agent_b = mint("--tenant", b, "--role", "agent", "--agent-id", f"sms-agent-b-{run}")

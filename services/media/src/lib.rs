@@ -126,6 +126,10 @@ pub struct Settings {
     /// gRPC endpoint of sessions, `http://host:port`.
     #[arg(long = "sessions-endpoint", env = "CENTRALITA_SESSIONS_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub sessions_endpoint: String,
+    /// gRPC endpoint of CRM, `http://host:port`: the digital role records SMS opt-out and
+    /// opt-in keywords in its consent ledger.
+    #[arg(long = "crm-endpoint", env = "CENTRALITA_CRM_ENDPOINT", default_value = "http://127.0.0.1:50054")]
+    pub crm_endpoint: String,
     /// gRPC endpoint of recording, `http://host:port`: the voice role streams the calls of
     /// tenants with `recording.voice: all` there (`IngestCall`), from the bridge to the end.
     #[arg(
@@ -164,6 +168,10 @@ impl Validate for Settings {
         match self.sessions_endpoint.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
             _ => return Err(ConfigError::new("CENTRALITA_SESSIONS_ENDPOINT", "must be an http:// or https:// URL")),
+        }
+        match self.crm_endpoint.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => return Err(ConfigError::new("CENTRALITA_CRM_ENDPOINT", "must be an http:// or https:// URL")),
         }
         match self.recording_endpoint.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}

@@ -13,6 +13,7 @@ use centralita_platform::tenant::{contact_name, TenantId};
 use centralita_proto::crm::v1 as crm;
 use centralita_proto::sessions::v1 as pb;
 use centralita_proto::tenancy::v1::Channel as PbChannel;
+use crm::customer_service_client::CustomerServiceClient;
 use pb::contact_service_client::ContactServiceClient;
 use tonic::transport::Channel;
 
@@ -22,10 +23,13 @@ const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const SUBJECT: &str = "service:media-digital";
+/// The purpose an SMS keyword grants or withdraws consent for: every message on the channel.
+pub const SMS_CONSENT_PURPOSE: &str = "messaging";
 
 #[derive(Debug)]
 pub struct Contacts {
     client: ContactServiceClient<Channel>,
+    crm: CustomerServiceClient<Channel>,
     signer: Signer,
     tokens: Mutex<HashMap<TenantId, (String, Instant)>>,
 }
@@ -41,13 +45,68 @@ pub struct NewChat {
 }
 
 impl Contacts {
-    pub fn new(endpoint: &str, signer: Signer) -> Result<Self, Error> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| Error::Internal(format!("sessions endpoint `{endpoint}`: {e}")))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
-        Ok(Self { client: ContactServiceClient::new(channel), signer, tokens: Mutex::default() })
+    pub fn new(endpoint: &str, crm_endpoint: &str, signer: Signer) -> Result<Self, Error> {
+        let lazy = |endpoint: &str, what: &str| -> Result<Channel, Error> {
+            Ok(tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+                .map_err(|e| Error::Internal(format!("{what} endpoint `{endpoint}`: {e}")))?
+                .connect_timeout(CALL_TIMEOUT)
+                .timeout(CALL_TIMEOUT)
+                .connect_lazy())
+        };
+        Ok(Self {
+            client: ContactServiceClient::new(lazy(endpoint, "sessions")?),
+            crm: CustomerServiceClient::new(lazy(crm_endpoint, "crm")?),
+            signer,
+            tokens: Mutex::default(),
+        })
+    }
+
+    /// Records an SMS keyword in CRM's consent ledger: the customer of the phone number
+    /// (resolved, created if new) granted or withdrew consent to SMS for `purpose`.
+    pub async fn record_sms_consent(
+        &self,
+        tenant: &TenantId,
+        phone: &str,
+        granted: bool,
+        evidence: &str,
+    ) -> Result<(), Error> {
+        let unavailable = |s: tonic::Status| Error::Unavailable(format!("crm ({:?}: {})", s.code(), s.message()));
+        let resolve = self.request(
+            tenant,
+            crm::ResolveCustomerRequest {
+                identities: vec![crm::Identity {
+                    kind: crm::IdentityKind::Phone as i32,
+                    value: phone.to_owned(),
+                    network: String::new(),
+                }],
+                ..Default::default()
+            },
+        )?;
+        let customer = self
+            .crm
+            .clone()
+            .resolve_customer(resolve)
+            .await
+            .map_err(unavailable)?
+            .into_inner()
+            .customer
+            .ok_or_else(|| Error::Internal("crm resolved no customer".into()))?;
+        let record = self.request(
+            tenant,
+            crm::RecordConsentRequest {
+                customer: customer.name,
+                consent: Some(crm::ConsentRecord {
+                    channel: PbChannel::Sms as i32,
+                    purpose: SMS_CONSENT_PURPOSE.into(),
+                    granted,
+                    source: "sms-keyword".into(),
+                    evidence: evidence.to_owned(),
+                    ..Default::default()
+                }),
+            },
+        )?;
+        self.crm.clone().record_consent(record).await.map_err(unavailable)?;
+        Ok(())
     }
 
     fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {

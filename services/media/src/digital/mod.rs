@@ -212,7 +212,7 @@ pub fn start(
     };
     let verifier = centralita_platform::auth::Verifier::from_file(&auth.public_key_file, &auth.issuer, &audience)
         .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
-    let contacts = contacts::Contacts::new(&config.service.sessions_endpoint, signer)?;
+    let contacts = contacts::Contacts::new(&config.service.sessions_endpoint, &config.service.crm_endpoint, signer)?;
     let digital = Arc::new(Digital { pool, hub: Hub::default(), contacts, metrics, outbox });
     runtime.spawn(listen(listen_url, digital.clone(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.media.v1.ConversationService");

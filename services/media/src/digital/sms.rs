@@ -182,6 +182,15 @@ impl Sms {
                 c
             }
         };
+        // A consent keyword goes to CRM's ledger first: if CRM cannot take it, nothing is
+        // stored and the provider's retry brings it again.
+        if let Some(consent) = m.keyword() {
+            let evidence = format!("SMS {} to {}: {}", m.message_sid, m.to, m.body.trim());
+            d.contacts
+                .record_sms_consent(tenant, &m.from, consent == Consent::OptIn, &evidence)
+                .await
+                .map_err(refusal)?;
+        }
         let text = NewMessage {
             sender: Sender::Customer,
             kind: Kind::Text,
@@ -200,8 +209,8 @@ impl Sms {
                 sender: Sender::System,
                 kind: Kind::Notice,
                 text: match consent {
-                    Consent::OptOut => "The customer opted out of SMS (keyword)".into(),
-                    Consent::OptIn => "The customer opted back in to SMS (keyword)".into(),
+                    Consent::OptOut => "The customer opted out of SMS (keyword; recorded in CRM)".into(),
+                    Consent::OptIn => "The customer opted back in to SMS (keyword; recorded in CRM)".into(),
                 },
                 provider_time: None,
                 request_id: format!("consent-{}", m.message_sid),
