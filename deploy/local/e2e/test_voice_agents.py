@@ -556,6 +556,17 @@ def rec(pb):
     return R
 
 
+def fork_chunks(outcome):
+    """media's `centralita_media_recording_fork_chunks{outcome}` counter, from its /metrics."""
+    from conftest import http_get
+    from test_voice import media_admin_port
+
+    status, text = http_get(media_admin_port(), "/metrics")
+    assert status == 200, status
+    return next(float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith("centralita_media_recording_fork_chunks_total{") and f'outcome="{outcome}"' in line)
+
+
 def recordings_of(rec, desk):
     contact_id = desk.name.rsplit("/contacts/", 1)[1]
     return list(rec.stub.ListRecordings(rec.r.ListRecordingsRequest(contact_id=contact_id),
@@ -567,6 +578,7 @@ def test_a_bridged_call_is_recorded_caller_left_agent_right(m, desk, rec, tmp_pa
     right the agent's 1000 Hz in every 100 ms window, the length that of the connected call."""
     from test_recording import channels, get
 
+    sent_before = fork_chunks("sent")
     agent = recorded_call(m, desk, tmp_path, "rita")
     connected = connected_seconds(m, desk)
     done = []
@@ -574,6 +586,8 @@ def test_a_bridged_call_is_recorded_caller_left_agent_right(m, desk, rec, tmp_pa
                                          if r.state == rec.r.RECORDING_STATE_COMPLETE) or bool(done)), 20), \
         f"no complete recording: {recordings_of(rec, desk)}"
     r = done[0]
+    # Both legs' audio went out in chunks of at most half a second (and the header and end).
+    assert fork_chunks("sent") - sent_before >= 2 * 8, (sent_before, fork_chunks("sent"))
     assert list(r.agent_ids) == [agent] and r.queue == "support" and r.codec == rec.r.AUDIO_CODEC_PCMU
     duration = r.duration.seconds + r.duration.nanos / 1e9
     # Media starts recording when it bridges (just after sessions has the contact CONNECTED)
@@ -625,10 +639,13 @@ def test_a_recording_tenants_call_goes_on_with_recording_stopped(m, desk, rec, t
     pidf, log = _services_process("recording")
     pid = int(pidf.read_text())
     env = dict(v.split("=", 1) for v in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+    dropped_before = fork_chunks("dropped")
     os.kill(pid, signal.SIGTERM)
     assert wait_for(lambda: not pathlib.Path(f"/proc/{pid}").exists(), 15), "recording did not stop"
     try:
         recorded_call(m, desk, tmp_path, "stan")
+        # The call's audio was dropped and counted (media logs it once), not waited on.
+        assert fork_chunks("dropped") - dropped_before >= 2 * 8, (dropped_before, fork_chunks("dropped"))
     finally:
         with open(log, "ab") as out:
             proc = subprocess.Popen([str(BIN / "centralita-recording")], env=env, stdout=out, stderr=out,
