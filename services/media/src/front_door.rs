@@ -167,6 +167,8 @@ impl FrontDoor {
         this.drain_over.cancel();
         // The calls left end themselves (503, contact ended); wait a little for them.
         let _ = tokio::time::timeout(Duration::from_secs(3), all_ended(&mut total)).await;
+        // Their recordings send their ends (a recording cut here is kept as interrupted).
+        let _ = tokio::time::timeout(Duration::from_secs(3), this.recorder.all_finished()).await;
         stopper.stop();
         tracing::info!("SIP stopped");
     }

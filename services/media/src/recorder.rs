@@ -31,7 +31,7 @@ use centralita_platform::tenant::TenantId;
 use centralita_proto::recording::v1 as pb;
 use pb::ingest_call_request::Event;
 use pb::recording_service_client::RecordingServiceClient;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use crate::error::Error;
@@ -230,6 +230,17 @@ pub struct Recorder {
     client: RecordingServiceClient<Channel>,
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
+    /// Recordings still streaming (the drain waits a little for their ends).
+    active: watch::Sender<usize>,
+}
+
+/// Counts a recording task as active while it lives.
+struct Active(watch::Sender<usize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Recorder {
@@ -239,14 +250,26 @@ impl Recorder {
             .map_err(|e| Error::Sessions(format!("recording endpoint `{endpoint}`: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
-        Ok(Self { client: RecordingServiceClient::new(channel), sessions, metrics })
+        Ok(Self { client: RecordingServiceClient::new(channel), sessions, metrics, active: watch::channel(0).0 })
+    }
+
+    /// Resolves once no recording is streaming (every call's end sent and answered, or
+    /// given up).
+    pub async fn all_finished(&self) {
+        let _ = self.active.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// Starts recording `call`: returns the fork to give its media.
     pub fn start(self: &Arc<Self>, call: Call) -> Fork {
         let (packets, fork) = mpsc::channel(FORK_BUFFER);
         let (bridged, bridged_rx) = oneshot::channel();
-        tokio::spawn(self.clone().run(call, fork, bridged_rx));
+        self.active.send_modify(|n| *n += 1);
+        let active = Active(self.active.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.run(call, fork, bridged_rx).await;
+            drop(active);
+        });
         Fork { packets, bridged }
     }
 
@@ -449,6 +472,48 @@ mod tests {
         assert!(Call::of(&acme, "tenants/globex/contacts/0193-abc", "support", Codec::Pcmu).is_err());
         assert!(Call::of(&acme, "contacts/0193-abc", "support", Codec::Pcmu).is_err());
         assert!(Call::of(&acme, "tenants/acme/contacts/a/b", "support", Codec::Pcmu).is_err());
+    }
+
+    fn counter(text: &str, name: &str, outcome: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!("outcome=\"{outcome}\"")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} {outcome} in {text}"))
+    }
+
+    #[tokio::test]
+    async fn with_recording_unreachable_the_call_side_never_waits_and_the_audio_is_counted() {
+        let platform = centralita_platform::metrics::Metrics::new("media");
+        let metrics = Arc::new(Metrics::register(&platform));
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/dev-keys/jwt-ed25519.key");
+        let signer =
+            centralita_platform::auth::Signer::from_file(&key, "centralita", "centralita-api").expect("dev key");
+        let sessions = Arc::new(Sessions::new("http://127.0.0.1:9", signer, "test".into()).expect("sessions"));
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let recorder =
+            Arc::new(Recorder::new(&format!("http://127.0.0.1:{port}"), sessions, metrics).expect("recorder"));
+        let acme = TenantId::parse("acme").expect("tenant");
+        let fork = recorder.start(Call::of(&acme, "tenants/acme/contacts/c1", "support", Codec::Pcmu).expect("call"));
+        // Before the bridge: read and discarded.
+        fork.packets.try_send(packet(Side::Caller, 0, 0, 1)).expect("taken");
+        fork.bridged.send("alice".into()).expect("recorder waiting");
+        // Two seconds of both legs, handed over without waiting.
+        for i in 1..=100u16 {
+            let ts = u32::from(i) * 160;
+            fork.packets.try_send(packet(Side::Caller, i, ts, 0x11)).expect("never full");
+            fork.packets.try_send(packet(Side::Agent, i, ts, 0x22)).expect("never full");
+        }
+        drop(fork.packets);
+        tokio::time::timeout(Duration::from_secs(15), recorder.all_finished()).await.expect("the recording gives up");
+        let text = platform.encode();
+        let chunks = "centralita_media_recording_fork_chunks_total";
+        // 100 packets of 160 bytes a leg: 4 chunks of 4000 each; handed to the stream before
+        // it failed, or dropped after.
+        assert_eq!(counter(&text, chunks, "sent") + counter(&text, chunks, "dropped"), 8.0, "{text}");
+        assert_eq!(counter(&text, "centralita_media_recordings_total", "failed"), 1.0);
+        assert_eq!(counter(&text, "centralita_media_recordings_total", "complete"), 0.0);
     }
 
     #[test]
