@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, RecordingMode, Tenant, TenantStatus, SmsSpec, VoiceSpec, WebChatSpec, Weekday};
+use super::{Channel, RecordingMode, SmsSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday};
 use crate::queue::RoutingSpec;
 
 pub const API_VERSION: &str = "centralita.io/v1";

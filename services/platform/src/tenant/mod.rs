@@ -31,8 +31,8 @@ use crate::queue::RoutingConfig;
 
 mod id;
 mod manifest;
-mod validate;
 mod sms;
+mod validate;
 mod voice;
 mod webchat;
 mod wire;
@@ -42,12 +42,12 @@ pub use manifest::{
     BusinessHoursSpec, ManifestMetadata, QuotasSpec, RecordingSpec, ServiceLevelSpec, TenantManifest, TenantSpec,
     WindowSpec, API_VERSION, KIND,
 };
+pub use sms::{Sms, SmsNumberSpec, SmsSpec, MAX_SMS_NUMBERS, PROVIDER_TWILIO};
 pub use validate::{MAX_API_RPS, MAX_CONCURRENT_CONTACTS, MAX_RETENTION_DAYS, MAX_THRESHOLD_SECONDS};
 pub use voice::{
     is_phone_uri, owners_of, IpBlock, NumberSpec, PhoneNumber, PhoneSpec, Trunk, TrunkCredentialsSpec, TrunkSpec,
     VoiceConfig, VoiceSpec, MAX_NUMBERS, MAX_PHONES, MAX_PHONE_URI, MAX_TRUNKS, MAX_TRUNK_SOURCES,
 };
-pub use sms::{Sms, SmsNumberSpec, SmsSpec, MAX_SMS_NUMBERS, PROVIDER_TWILIO};
 pub use webchat::{normalise_origin, WebChat, WebChatSpec, MAX_ORIGINS};
 pub use wire::{from_timestamp, timestamp};
 

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::manifest::fmt_hhmm;
 use super::{
-    BusinessHoursSpec, Channel, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec, ServiceLevelSpec, Tenant,
-    TenantId, TenantManifest, TenantSpec, TenantStatus, SmsSpec, VoiceSpec, WebChatSpec, Weekday, WindowSpec, API_VERSION, KIND,
+    BusinessHoursSpec, Channel, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec, ServiceLevelSpec, SmsSpec,
+    Tenant, TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, WebChatSpec, Weekday, WindowSpec,
+    API_VERSION, KIND,
 };
 use crate::error::Error;
 use crate::queue::RoutingSpec;
