@@ -1,17 +1,23 @@
 //! The `media` service (`centralita-media`): the channel adapters that turn customers'
-//! interactions into contacts of sessions. Built so far: the **SIP front door** of the voice
-//! role. An INVITE to a tenant's number from one of its trunks creates an inbound voice
-//! contact in the number's queue (the caller's number as its identity) and rings; a CANCEL
-//! ends the contact (abandoned). Not built yet: answering a call (SDP, RTP relay to an
-//! agent's phone), queue treatment, the registrar for agents' phones, digest
-//! authentication of trunks, in-call control.
+//! interactions into contacts of sessions.
+//!
+//! The **voice role**: an INVITE to a tenant's number from one of its trunks creates an
+//! inbound voice contact in the number's queue (the caller's number as its identity), is
+//! answered (SDP offer/answer, G.711) with generated music on hold, and when routing offers
+//! the contact to an agent with a phone (`spec.voice.phones`) the phone is rung; its answer
+//! accepts the offer and the legs are bridged through the RTP relay; a CANCEL or BYE ends
+//! the contact; bridged calls of tenants that record are streamed to recording. Not built
+//! yet: the registrar for agents' phones, announcements, digest authentication of trunks,
+//! in-call control (hold, transfer, conference, whisper).
 //!
 //! The **digital role** ([`digital`]) keeps the conversations of digital contacts (web chat
-//! so far) in PostgreSQL and serves them to agents (`centralita.media.v1.ConversationService`).
+//! and SMS through Twilio so far) in PostgreSQL and serves them to agents
+//! (`centralita.media.v1.ConversationService`).
 //! The roles deploy separately (`CENTRALITA_MEDIA_ROLES`, both by default).
 //!
 //! # What runs
-//! - voice: SIP on `CENTRALITA_SIP_ADDR` (UDP and TCP, one port);
+//! - voice: SIP on `CENTRALITA_SIP_ADDR` (UDP and TCP, one port), RTP on
+//!   `CENTRALITA_RTP_PORTS`;
 //! - digital: `ConversationService` on the gRPC port, the `media` schema
 //!   (`CENTRALITA_DATABASE_URL`) and the conversations topic;
 //! - gRPC: health and reflection, and the tenant directory from the tenants topic;
@@ -27,6 +33,8 @@
 //!   quota);
 //! - `sip`: the thin adapter over the SIP stack (`rsipstack`, pinned); nothing else names it;
 //! - `front_door`: the request loop, each call's task, and the drain;
+//! - `offers`: the contacts-topic follower that rings agents' phones for offered calls;
+//! - `rtp`: the media plane (SDP, ports, relay, DTMF, G.711 and music on hold);
 //! - `sessions`: the gRPC client of sessions' `ContactService` and media's tokens;
 //! - `recorder`: the voice role's recording fork streamed to recording's `IngestCall`
 //!   (`CENTRALITA_RECORDING_ENDPOINT`), from the bridge to the call's end;
