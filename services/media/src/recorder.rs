@@ -498,6 +498,14 @@ mod tests {
         let fork = recorder.start(Call::of(&acme, "tenants/acme/contacts/c1", "support", Codec::Pcmu).expect("call"));
         // Before the bridge: read and discarded.
         fork.packets.try_send(packet(Side::Caller, 0, 0, 1)).expect("taken");
+        // Signalled only once the recorder has taken it: with both ready at once, its
+        // `select!` may take the bridge first and record that packet too.
+        let taken = tokio::time::timeout(Duration::from_secs(5), async {
+            while fork.packets.capacity() < fork.packets.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        taken.await.expect("the recorder takes what comes before the bridge");
         fork.bridged.send("alice".into()).expect("recorder waiting");
         // Two seconds of both legs, handed over without waiting.
         for i in 1..=100u16 {
