@@ -2,7 +2,7 @@
 # Installs what the local stack needs, once per machine; safe to re-run.
 #  - Debian packages: redis-server, postgresql, protobuf-compiler (+ python venv bits), sip-tester
 #    (sipp: the independent SIP caller/trunk of the voice end-to-end tests), baresip (agents'
-#    softphones in them)
+#    softphones in them), chromium (the console's browser tests), sox and ffmpeg (WAV checks)
 #  - tansu (Kafka-protocol broker) via `cargo install`, into a persistent cache outside the clone,
 #    with deploy/local/tansu-storage.patch applied to its storage crate (see that file)
 #  - a Python venv with the independent clients used by the interop tests
