@@ -167,7 +167,14 @@ def health(port):
 
 def test_service_started_while_kafka_is_down_recovers_by_itself(spawn, tmp_path):
     kafka_port = free_port()
-    proc, grpc_port, admin_port = start_service(spawn, tmp_path, "media", {"CENTRALITA_KAFKA_BROKERS": f"127.0.0.1:{kafka_port}"})
+    # Its own SIP and web chat ports and RTP range: the defaults are a dev run's (run.sh).
+    ports = {
+        "CENTRALITA_KAFKA_BROKERS": f"127.0.0.1:{kafka_port}",
+        "CENTRALITA_SIP_ADDR": f"127.0.0.1:{free_port()}",
+        "CENTRALITA_WEBCHAT_ADDR": f"127.0.0.1:{free_port()}",
+        "CENTRALITA_RTP_PORTS": "23000-23099",
+    }
+    proc, grpc_port, admin_port = start_service(spawn, tmp_path, "media", ports)
     assert wait_for(lambda: http_get(admin_port, "/livez")[0] == 200, 15)
     time.sleep(3)
     assert proc.poll() is None, "the service must not exit while Kafka is down"
