@@ -223,7 +223,15 @@ class Platform:
         for svc in (self.sessions, self.routing, self.reporting):
             if svc:
                 svc.proc.terminate()
-                svc.proc.wait(15)
+                try:
+                    svc.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    # Known and open (issue 22): after a broker kill a service can overrun its
+                    # 2 s shutdown deadline (seen once with reporting); this test is about
+                    # riding out the outage, so the process is killed and the hang reported.
+                    print(f"[broker-kill] {svc.name} did not stop within 15 s of SIGTERM; killed")
+                    svc.proc.kill()
+                    svc.proc.wait(5)
         self.broker.kill()
         self.broker.drop()
 
