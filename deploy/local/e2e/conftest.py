@@ -169,3 +169,37 @@ def spawn():
             except subprocess.TimeoutExpired:
                 p.kill()
         f.close()
+
+
+class OfferedAgent:
+    """An agent signed in on `tenant`'s support queue with capacity 3 on `channel` (a
+    tenancy channel enum value), collecting the offers its event stream brings."""
+
+    def __init__(self, m, tenant, agent_id, channel):
+        import threading
+
+        import grpc
+        self.m, self.name = m, f"agents/{agent_id}"
+        self.token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)
+        sessions = grpc.insecure_channel(endpoints()["sessions"])
+        self.agents, self.contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
+        cap = m.s.ChannelCapacity(channel=channel, max_contacts=3, exclusive=False)
+        self.agents.UpsertAgent(m.s.UpsertAgentRequest(agent=m.s.Agent(
+            name=self.name, display_name=agent_id, capacity=[cap],
+            queues=[m.s.QueueAssignment(tenant=tenant, queue="support")])),
+            metadata=auth(mint("--role", "bpo_admin")), timeout=10)
+        self.agents.SignIn(m.s.SignInRequest(name=self.name, available=True), metadata=auth(self.token), timeout=10)
+        self.offers, self.errors = [], []
+        self.stream = self.agents.StreamAgentEvents(m.s.StreamAgentEventsRequest(name=self.name),
+                                                    metadata=auth(self.token))
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self):
+        import grpc
+        try:
+            for ev in self.stream:
+                if ev.WhichOneof("event") == "offer":
+                    self.offers.append(ev.offer)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                self.errors.append(e)

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import pytest
 
-from conftest import auth, cli, endpoints, mint, wait_for
+from conftest import OfferedAgent, auth, cli, endpoints, mint, wait_for
 
 twilio_validation = pytest.importorskip("twilio.request_validator")
 
@@ -169,36 +169,6 @@ def m(pb):
     return M
 
 
-class Agent:
-    """An agent signed in on the tenant's support queue with SMS capacity, collecting offers."""
-
-    def __init__(self, m, tenant, agent_id):
-        eps = endpoints()
-        self.m, self.name = m, f"agents/{agent_id}"
-        self.token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)
-        sessions = grpc.insecure_channel(eps["sessions"])
-        self.agents, self.contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
-        cap = m.s.ChannelCapacity(channel=m.t.CHANNEL_SMS, max_contacts=3, exclusive=False)
-        self.agents.UpsertAgent(m.s.UpsertAgentRequest(agent=m.s.Agent(
-            name=self.name, display_name=agent_id, capacity=[cap],
-            queues=[m.s.QueueAssignment(tenant=tenant, queue="support")])),
-            metadata=auth(mint("--role", "bpo_admin")), timeout=10)
-        self.agents.SignIn(m.s.SignInRequest(name=self.name, available=True), metadata=auth(self.token), timeout=10)
-        self.offers, self.errors = [], []
-        self.stream = self.agents.StreamAgentEvents(m.s.StreamAgentEventsRequest(name=self.name),
-                                                    metadata=auth(self.token))
-        threading.Thread(target=self._listen, daemon=True).start()
-
-    def _listen(self):
-        try:
-            for ev in self.stream:
-                if ev.WhichOneof("event") == "offer":
-                    self.offers.append(ev.offer)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                self.errors.append(e)
-
-
 def test_sms_in_and_out_through_twilio(m, tmp_path):
     eps = endpoints()
     run = uuid.uuid4().hex[:8]
@@ -243,7 +213,7 @@ def _scenario(m, eps, run, a, b, acc_a, tok_a, tok_b, num_a, num_b, customer, fa
             return False
 
     assert wait_for(sessions_knows, 60), "sessions never saw the tenant"
-    agent = Agent(m, a, f"sms-agent-{run}")
+    agent = OfferedAgent(m, a, f"sms-agent-{run}", m.t.CHANNEL_SMS)
 
     def listed(contact, token=None):
         return list(conversations.ListMessages(m.md.ListMessagesRequest(parent=contact),

@@ -24,7 +24,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import auth, cli, endpoints, mint, wait_for
+from conftest import OfferedAgent, auth, cli, endpoints, mint, wait_for
 
 websockets = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
@@ -128,36 +128,6 @@ def messages(frames):
     return [f for f in frames if f["type"] == "message"]
 
 
-class Agent:
-    """An agent signed in on the tenant's support queue, collecting offers."""
-
-    def __init__(self, m, tenant, agent_id):
-        eps = endpoints()
-        self.m, self.name = m, f"agents/{agent_id}"
-        self.token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)
-        sessions = grpc.insecure_channel(eps["sessions"])
-        self.agents, self.contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
-        chat = m.s.ChannelCapacity(channel=m.t.CHANNEL_CHAT, max_contacts=3, exclusive=False)
-        self.agents.UpsertAgent(m.s.UpsertAgentRequest(agent=m.s.Agent(
-            name=self.name, display_name=agent_id, capacity=[chat],
-            queues=[m.s.QueueAssignment(tenant=tenant, queue="support")])),
-            metadata=auth(mint("--role", "bpo_admin")), timeout=10)
-        self.agents.SignIn(m.s.SignInRequest(name=self.name, available=True), metadata=auth(self.token), timeout=10)
-        self.offers, self.errors = [], []
-        self.stream = self.agents.StreamAgentEvents(m.s.StreamAgentEventsRequest(name=self.name),
-                                                    metadata=auth(self.token))
-        threading.Thread(target=self._listen, daemon=True).start()
-
-    def _listen(self):
-        try:
-            for ev in self.stream:
-                if ev.WhichOneof("event") == "offer":
-                    self.offers.append(ev.offer)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                self.errors.append(e)
-
-
 class Follow:
     """An agent-side StreamMessages, collecting what arrives."""
 
@@ -205,7 +175,7 @@ def test_a_customer_chats_with_an_agent_and_resumes_without_loss(m, tmp_path):
             return False
 
     assert wait_for(sessions_knows, 60), "sessions never saw the tenant"
-    agent = Agent(m, a, f"wc-agent-{run}")
+    agent = OfferedAgent(m, a, f"wc-agent-{run}", m.t.CHANNEL_CHAT)
 
     # The customer starts a chat: a chat contact, offered to the agent.
     status, started = start_chat(a, key_a, origin_a, requestId=f"start-{run}")
