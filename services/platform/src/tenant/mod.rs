@@ -14,7 +14,8 @@
 //! - `manifest`: [`TenantManifest`] and its spec types, and a [`Tenant`] written back as one;
 //! - `validate`: [`TenantManifest::into_tenant`] and [`TenantManifest::parse_all`], the rules
 //!   every tenant obeys whichever shape it arrives in;
-//! - `voice`: numbers, trunks and agents' fixed phones of the voice channel ([`VoiceConfig`],
+//! - `voice`: numbers, trunks, agents' fixed phones and the registrar of agents' phones of
+//!   the voice channel ([`VoiceConfig`],
 //!   `spec.voice`);
 //! - `sms`: the SMS numbers and provider account ([`Sms`], `spec.sms`);
 //! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
@@ -45,8 +46,9 @@ pub use manifest::{
 pub use sms::{Sms, SmsNumberSpec, SmsSpec, MAX_SMS_NUMBERS, PROVIDER_TWILIO};
 pub use validate::{MAX_API_RPS, MAX_CONCURRENT_CONTACTS, MAX_RETENTION_DAYS, MAX_THRESHOLD_SECONDS};
 pub use voice::{
-    is_phone_uri, owners_of, IpBlock, NumberSpec, PhoneNumber, PhoneSpec, Trunk, TrunkCredentialsSpec, TrunkSpec,
-    VoiceConfig, VoiceSpec, MAX_NUMBERS, MAX_PHONES, MAX_PHONE_URI, MAX_TRUNKS, MAX_TRUNK_SOURCES,
+    is_phone_uri, is_sip_domain, owners_of, registrar_owners, IpBlock, NumberSpec, PhoneNumber, PhoneSpec, Registrar,
+    RegistrarSpec, Trunk, TrunkCredentialsSpec, TrunkSpec, VoiceConfig, VoiceSpec, MAX_NUMBERS, MAX_PHONES,
+    MAX_PHONE_URI, MAX_TRUNKS, MAX_TRUNK_SOURCES,
 };
 pub use webchat::{normalise_origin, WebChat, WebChatSpec, MAX_ORIGINS};
 pub use wire::{from_timestamp, timestamp};

@@ -207,6 +207,16 @@ impl TenantManifest {
                             ));
                         }
                     }
+                    // So does a registrar's SIP domain (media treats a domain two tenants
+                    // claim as no one's).
+                    if let Some(r) = &t.voice.registrar {
+                        if let Some(other) = super::registrar_owners(&tenants, &r.domain).first() {
+                            violations.push(FieldViolation::new(
+                                prefix("spec.voice.registrar.domain"),
+                                format!("`{}` is the registrar domain of tenant `{}` already", r.domain, other.id),
+                            ));
+                        }
+                    }
                     tenants.push(t);
                 }
                 Err(Error::InvalidArgument(vs)) => {
@@ -364,6 +374,28 @@ mod tests {
         assert_eq!(violations(&no_voice)[0].field, "document 1: spec.voice.numbers");
         let none = DEMO.split("  voice:\n").next().expect("head").to_owned();
         assert_eq!(TenantManifest::parse_all(&none, now()).expect("valid")[0].voice, Default::default());
+    }
+
+    #[test]
+    fn a_registrar_domain_belongs_to_one_tenant() {
+        let with = |name: &str, domain: &str| {
+            DEMO.replace("name: acme", &format!("name: {name}"))
+                .replace("+3491000000", &format!("+3492{}00000", name.len()))
+                .replace("wk_acme_", &format!("wk_{name}_"))
+                .replace(
+                    "  webchat:",
+                    &format!("    registrar: {{ domain: {domain}, credentialsSecret: {name}-phones }}\n  webchat:"),
+                )
+        };
+        let one = TenantManifest::parse_all(&with("acme", "acme.sip.example"), now()).expect("valid").remove(0);
+        let r = one.voice.registrar.as_ref().expect("registrar");
+        assert_eq!((r.domain.as_str(), r.credentials_secret.as_str()), ("acme.sip.example", "acme-phones"));
+        let both = format!("{}---\n{}", with("acme", "acme.sip.example"), with("globex", "acme.sip.example"));
+        let v = violations(&both);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].field, "document 2: spec.voice.registrar.domain");
+        let apart = format!("{}---\n{}", with("acme", "acme.sip.example"), with("globex", "globex.sip.example"));
+        assert_eq!(TenantManifest::parse_all(&apart, now()).expect("valid").len(), 2);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The voice channel's numbers and trunks (`spec.voice`): the numbers (DIDs, E.164) a tenant
 //! owns and the queue each leads to, the carrier trunks allowed to send its calls, by
-//! source address and optionally digest credentials, and the agents' phones at fixed SIP
-//! addresses (until agents' phones register).
+//! source address and optionally digest credentials, the agents' phones at fixed SIP
+//! addresses, and the registrar agents' phones register to (`registrar`: a SIP domain, also
+//! the digest realm, and the Secret of the agents' HA1 digests).
 //!
 //! Credentials are named, never carried: a trunk names the Kubernetes Secret (keys
-//! `username` and `password`) that media reads them from, so the manifest, the tenants topic,
-//! events and logs only ever hold the Secret's name.
+//! `username` and `password`) that media reads them from, the registrar the Secret of its
+//! agents' HA1 digests, so the manifest, the tenants topic, events and logs only ever hold
+//! the Secret's name.
 //!
 //! A number belongs to one tenant: a manifest file naming it twice is refused here, and
 //! whoever looks a number up across the tenant set ([`owners_of`]) treats a number claimed
@@ -48,12 +50,41 @@ pub struct VoiceSpec {
     /// routing offers the agent a call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<PhoneSpec>,
+    /// The registrar of the tenant's agents' phones: they register (digest authentication)
+    /// to this SIP domain, and media rings an agent's registered phone when the agent has
+    /// no fixed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registrar: Option<RegistrarSpec>,
 }
 
 impl VoiceSpec {
     pub fn is_empty(&self) -> bool {
-        self.numbers.is_empty() && self.trunks.is_empty() && self.phones.is_empty()
+        self.numbers.is_empty() && self.trunks.is_empty() && self.phones.is_empty() && self.registrar.is_none()
     }
+}
+
+/// Agents' phones registering (`spec.voice.registrar`). The credentials are never in the
+/// manifest: `credentialsSecret` names the Kubernetes Secret that holds, under each agent
+/// id, the agent's HA1 digest `MD5(agentId:domain:password)` in hex (the password itself is
+/// stored nowhere).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistrarSpec {
+    /// The SIP domain the agents register to (`sip:{agentId}@{domain}`), also the digest
+    /// realm: a lowercase DNS name, one tenant's.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"))
+    )]
+    pub domain: String,
+    /// Name of the Secret in media's namespace with one key per agent id whose value is the
+    /// agent's HA1 (32 hex digits).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"))
+    )]
+    pub credentials_secret: String,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -214,6 +245,42 @@ pub struct VoiceConfig {
     pub trunks: Vec<Trunk>,
     /// Each agent's phone, by agent id: a `sip:` URI.
     pub phones: BTreeMap<String, String>,
+    /// Where the agents' phones register, if they do.
+    pub registrar: Option<Registrar>,
+}
+
+/// A tenant's registrar, validated: the SIP domain (and digest realm) and the Secret of the
+/// agents' HA1 digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registrar {
+    pub domain: String,
+    pub credentials_secret: String,
+}
+
+/// A lowercase DNS name of labels of a-z, 0-9 and - (not at a label's ends), at most 253
+/// characters, with at least one dot (a SIP domain, not a bare host name).
+pub fn is_sip_domain(s: &str) -> bool {
+    s.len() <= 253
+        && s.contains('.')
+        && s.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// The tenants among `tenants` whose registrar serves `domain` (compared without case): one
+/// for a domain in order, none for an unknown one, more than one when two tenants'
+/// manifests both claim it (then it is treated as no one's).
+pub fn registrar_owners<'a, T>(tenants: &'a [T], domain: &str) -> Vec<&'a T>
+where
+    T: std::borrow::Borrow<Tenant>,
+{
+    tenants
+        .iter()
+        .filter(|t| t.borrow().voice.registrar.as_ref().is_some_and(|r| r.domain.eq_ignore_ascii_case(domain)))
+        .collect()
 }
 
 impl VoiceConfig {
@@ -405,6 +472,32 @@ impl VoiceSpec {
                 config.phones.entry(p.agent_id.clone()).or_insert_with(|| p.uri.clone());
             }
         }
+        if let Some(r) = &self.registrar {
+            let before = v.len();
+            let mut bad = |field: &str, msg: String| v.push(FieldViolation::new(field, msg));
+            if !voice {
+                bad("spec.voice.registrar", "needs the voice channel in spec.channels".into());
+            }
+            if !is_sip_domain(&r.domain) {
+                bad(
+                    "spec.voice.registrar.domain",
+                    format!(
+                        "`{}` must be a lowercase DNS name with a dot (labels of a-z, 0-9 and -), at most 253 characters",
+                        r.domain
+                    ),
+                );
+            }
+            if !is_secret_name(&r.credentials_secret) {
+                bad(
+                    "spec.voice.registrar.credentialsSecret",
+                    format!("`{}` is not a Kubernetes Secret name (lowercase a-z, 0-9, - and .)", r.credentials_secret),
+                );
+            }
+            if v.len() == before {
+                config.registrar =
+                    Some(Registrar { domain: r.domain.clone(), credentials_secret: r.credentials_secret.clone() });
+            }
+        }
         config
     }
 }
@@ -423,6 +516,10 @@ impl From<&VoiceConfig> for VoiceSpec {
                 })
                 .collect(),
             phones: c.phones.iter().map(|(a, u)| PhoneSpec { agent_id: a.clone(), uri: u.clone() }).collect(),
+            registrar: c
+                .registrar
+                .as_ref()
+                .map(|r| RegistrarSpec { domain: r.domain.clone(), credentials_secret: r.credentials_secret.clone() }),
         }
     }
 }
@@ -446,6 +543,9 @@ impl From<&VoiceConfig> for pb::VoiceConfig {
                 })
                 .collect(),
             phones: spec.phones.into_iter().map(|p| pb::VoicePhone { agent_id: p.agent_id, uri: p.uri }).collect(),
+            registrar: spec
+                .registrar
+                .map(|r| pb::VoiceRegistrar { domain: r.domain, credentials_secret: r.credentials_secret }),
         }
     }
 }
@@ -466,6 +566,9 @@ impl From<pb::VoiceConfig> for VoiceSpec {
                 })
                 .collect(),
             phones: c.phones.into_iter().map(|p| PhoneSpec { agent_id: p.agent_id, uri: p.uri }).collect(),
+            registrar: c
+                .registrar
+                .map(|r| RegistrarSpec { domain: r.domain, credentials_secret: r.credentials_secret }),
         }
     }
 }
@@ -548,6 +651,47 @@ mod tests {
             }
             let _ = is_phone_uri(&String::from_utf8_lossy(&raw));
         }
+    }
+
+    #[test]
+    fn the_registrar_is_validated_with_its_paths_and_round_trips() {
+        let spec = VoiceSpec {
+            registrar: Some(RegistrarSpec {
+                domain: "acme.sip.example".into(),
+                credentials_secret: "acme-phones".into(),
+            }),
+            ..VoiceSpec::default()
+        };
+        let mut v = Vec::new();
+        let config = spec.validate(|_| true, true, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(
+            config.registrar,
+            Some(Registrar { domain: "acme.sip.example".into(), credentials_secret: "acme-phones".into() })
+        );
+        assert_eq!(VoiceSpec::from(pb::VoiceConfig::from(&config)), spec, "manifest -> wire -> manifest");
+
+        let bad = VoiceSpec {
+            registrar: Some(RegistrarSpec { domain: "Acme.example".into(), credentials_secret: "Acme_Phones".into() }),
+            ..VoiceSpec::default()
+        };
+        let mut v = Vec::new();
+        let config = bad.validate(|_| true, false, &mut v);
+        let fields: Vec<&str> = v.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec.voice.registrar", "spec.voice.registrar.domain", "spec.voice.registrar.credentialsSecret"]
+        );
+        assert_eq!(config.registrar, None, "an invalid registrar is not kept");
+        for ok in ["acme.example", "sip.acme-1.example", "a.b"] {
+            assert!(is_sip_domain(ok), "{ok}");
+        }
+        for no in
+            ["acme", "acme..example", "-acme.example", "acme-.example", "acme.example.", "ACME.example", "a b.c", ""]
+        {
+            assert!(!is_sip_domain(no), "{no}");
+        }
+        assert!(!is_sip_domain(&format!("{}.example", "a".repeat(64))));
     }
 
     #[test]

@@ -90,7 +90,9 @@ impl From<&Tenant> for pb::Tenant {
             }),
             update_time: Some(timestamp(t.updated_at)),
             routing: Some(pb::RoutingConfig::from(&t.routing)),
-            voice: Some(pb::VoiceConfig::from(&t.voice)).filter(|v| !v.numbers.is_empty() || !v.trunks.is_empty()),
+            voice: Some(pb::VoiceConfig::from(&t.voice)).filter(|v| {
+                !v.numbers.is_empty() || !v.trunks.is_empty() || !v.phones.is_empty() || v.registrar.is_some()
+            }),
             webchat: t.webchat.as_ref().map(pb::WebChatConfig::from),
             sms: t.sms.as_ref().map(pb::SmsConfig::from),
         }
