@@ -6,9 +6,10 @@
 //! answered (SDP offer/answer, G.711) with generated music on hold, and when routing offers
 //! the contact to an agent with a phone (`spec.voice.phones`) the phone is rung; its answer
 //! accepts the offer and the legs are bridged through the RTP relay; a CANCEL or BYE ends
-//! the contact; bridged calls of tenants that record are streamed to recording. Not built
-//! yet: the registrar for agents' phones, announcements, digest authentication of trunks,
-//! in-call control (hold, transfer, conference, whisper).
+//! the contact; bridged calls of tenants that record are streamed to recording. Agents'
+//! phones register (`spec.voice.registrar`, [`registrar`]) and an agent without a fixed
+//! phone is rung at its registered one. Not built yet: announcements, digest authentication
+//! of trunks, in-call control (hold, transfer, conference, whisper).
 //!
 //! The **digital role** ([`digital`]) keeps the conversations of digital contacts (web chat
 //! and SMS through Twilio so far) in PostgreSQL and serves them to agents
@@ -38,6 +39,8 @@
 //! - `sessions`: the gRPC client of sessions' `ContactService` and media's tokens;
 //! - `recorder`: the voice role's recording fork streamed to recording's `IngestCall`
 //!   (`CENTRALITA_RECORDING_ENDPOINT`), from the bridge to the call's end;
+//! - `registrar`: agents' phones registering with digest authentication (HA1 digests from
+//!   `CENTRALITA_SIP_SECRETS_DIR`, registrations in Redis: `CENTRALITA_REDIS_URL`);
 //! - `metrics`, `error`: the crate's metrics and its one error type.
 
 use std::net::SocketAddr;
@@ -56,6 +59,7 @@ mod front_door;
 pub mod metrics;
 mod offers;
 pub mod recorder;
+pub mod registrar;
 pub mod rtp;
 mod sessions;
 mod sip;
@@ -169,6 +173,22 @@ pub struct Settings {
     /// SMS through Twilio (digital role).
     #[command(flatten)]
     pub sms: SmsArgs,
+    /// Redis URL, `redis://[:password@]host:port[/db]`: the registrations of agents' phones
+    /// (voice role). Without it phones cannot register (REGISTER gets `405`).
+    #[arg(id = "redis_url", value_name = "URL", long = "redis-url", env = "CENTRALITA_REDIS_URL")]
+    pub redis_url: Option<Secret<String>>,
+    /// The registrar of agents' phones (voice role).
+    #[command(flatten)]
+    pub registrar: registrar::RegistrarArgs,
+    /// How often the digital role's retention sweeper deletes the conversations whose last
+    /// activity is older than their tenant's `dataRetentionDays` (`digital::retention`).
+    #[arg(
+        long = "conversation-sweep-interval",
+        env = "CENTRALITA_MEDIA_SWEEP_INTERVAL",
+        default_value = "1h",
+        value_parser = centralita_platform::config::parse_duration
+    )]
+    pub sweep_interval: std::time::Duration,
 }
 
 impl Validate for Settings {
@@ -213,6 +233,13 @@ impl Validate for Settings {
         }
         if self.sms.send_backoff_ms > 60_000 {
             return Err(ConfigError::new("CENTRALITA_SMS_SEND_BACKOFF_MS", "must be at most 60000"));
+        }
+        if let Some(url) = &self.redis_url {
+            centralita_platform::config::RedisConfig { url: url.clone() }.validate()?;
+        }
+        self.registrar.validate()?;
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::new("CENTRALITA_MEDIA_SWEEP_INTERVAL", "must be more than zero"));
         }
         Ok(())
     }
@@ -324,7 +351,19 @@ fn start_voice(
     let offers = offers::follow(runtime, config, &instance)?;
     let recorder =
         Arc::new(recorder::Recorder::new(&config.service.recording_endpoint, sessions.clone(), metrics.clone())?);
-    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer, recorder);
+    // The registrar of agents' phones, with its registrations in Redis (a `redis` readiness
+    // check follows it).
+    let registrar = config.service.redis_url.as_ref().map(|url| {
+        let redis = runtime.redis(&centralita_platform::config::RedisConfig { url: url.clone() });
+        Arc::new(registrar::Registrar::new(
+            runtime.registry.clone(),
+            redis,
+            &config.service.registrar,
+            metrics.clone(),
+        ))
+    });
+    let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer, recorder)
+        .with_registrar(registrar);
     // Half the shutdown deadline for calls to end on their own; the rest ends those left.
     let drain = config.common.shutdown_timeout / 2;
     runtime.spawn(door.serve(requests, stopper, runtime.shutdown.clone(), drain));

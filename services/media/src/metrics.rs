@@ -35,6 +35,7 @@ pub struct Metrics {
     waiting: Gauge,
     fork_chunks: Family<OutcomeLabel, Counter>,
     recordings: Family<OutcomeLabel, Counter>,
+    registers: Family<OutcomeLabel, Counter>,
 }
 
 /// Outcomes of a recording fork's audio chunks: handed to the IngestCall stream, or
@@ -70,7 +71,21 @@ impl Metrics {
         for outcome in RECORDING_OUTCOMES {
             let _ = m.recordings.get_or_create(&OutcomeLabel { outcome });
         }
+        r.register(
+            "centralita_media_sip_registers",
+            "REGISTERs of agents' phones answered, by outcome (the registrar's policy::OUTCOMES)",
+            m.registers.clone(),
+        );
+        for outcome in crate::registrar::policy::OUTCOMES {
+            let _ = m.registers.get_or_create(&OutcomeLabel { outcome });
+        }
         m
+    }
+
+    /// A REGISTER answered (`registrar::policy::OUTCOMES`).
+    pub fn sip_register(&self, outcome: &'static str) {
+        debug_assert!(crate::registrar::policy::OUTCOMES.contains(&outcome), "{outcome}");
+        self.registers.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn fork_chunk(&self, outcome: &'static str) {
@@ -115,7 +130,20 @@ pub struct DigitalMetrics {
     refusals: Family<ReasonLabel, Counter>,
     sms_webhooks: Family<ReasonLabel, Counter>,
     sms_sends: Family<ReasonLabel, Counter>,
+    deleted: Family<DeletedLabel, Counter>,
+    retention_failures: Counter,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeletedLabel {
+    reason: &'static str,
+    table: &'static str,
+}
+
+/// Why conversation rows were deleted: a customer's erasure or the retention sweeper.
+pub const DELETE_REASONS: [&str; 2] = ["erasure", "retention"];
+/// The tables of schema `media` whose deleted rows are counted.
+pub const DELETED_TABLES: [&str; 4] = ["conversations", "messages", "sms_messages", "outbox"];
 
 /// Outcomes of SMS webhooks (bounded label values).
 pub const SMS_WEBHOOK_OUTCOMES: [&str; 7] =
@@ -157,6 +185,21 @@ impl DigitalMetrics {
         }
         for reason in SMS_SEND_OUTCOMES {
             let _ = m.sms_sends.get_or_create(&ReasonLabel { reason });
+        }
+        r.register(
+            "centralita_media_conversation_rows_deleted",
+            "Rows of schema media deleted, by reason (erasure, retention) and table",
+            m.deleted.clone(),
+        );
+        r.register(
+            "centralita_media_retention_failures",
+            "Retention sweeps of conversations that failed (retried at the next interval)",
+            m.retention_failures.clone(),
+        );
+        for reason in DELETE_REASONS {
+            for table in DELETED_TABLES {
+                let _ = m.deleted.get_or_create(&DeletedLabel { reason, table });
+            }
         }
         m
     }
@@ -200,5 +243,35 @@ impl DigitalMetrics {
     pub fn sms_send(&self, reason: &'static str) {
         debug_assert!(SMS_SEND_OUTCOMES.contains(&reason), "{reason}");
         self.sms_sends.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Rows a customer's erasure deleted.
+    pub fn erased(&self, r: &crate::digital::erasure::Report) {
+        self.deleted_rows("erasure", r);
+    }
+
+    /// Rows the retention sweeper deleted.
+    pub fn swept(&self, r: &crate::digital::erasure::Report) {
+        self.deleted_rows("retention", r);
+    }
+
+    pub fn retention_failed(&self) {
+        self.retention_failures.inc();
+    }
+
+    /// Rows deleted for `reason`, by table.
+    pub fn deleted(&self, reason: &'static str, table: &'static str) -> u64 {
+        self.deleted.get_or_create(&DeletedLabel { reason, table }).get()
+    }
+
+    fn deleted_rows(&self, reason: &'static str, r: &crate::digital::erasure::Report) {
+        for (table, n) in [
+            ("conversations", r.conversations),
+            ("messages", r.messages),
+            ("sms_messages", r.sms_ids),
+            ("outbox", r.outbox),
+        ] {
+            self.deleted.get_or_create(&DeletedLabel { reason, table }).inc_by(n);
+        }
     }
 }

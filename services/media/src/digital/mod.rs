@@ -13,6 +13,10 @@
 //! - `follow`: one party following a conversation from a sequence (resume without loss);
 //! - `contacts`: the client of sessions;
 //! - `api`: `centralita.media.v1.ConversationService` for agents and supervisors;
+//! - `erasure`: CRM's customer erasures carried out on conversations (`StoreErased` for
+//!   store `media`); `retention`: the sweeper of conversations older than the tenant's
+//!   `dataRetentionDays` (`CENTRALITA_MEDIA_SWEEP_INTERVAL`) and the follower recording
+//!   when digital contacts end;
 //! - `sms`: SMS through Twilio: the webhooks (inbound, status) and outbound sends;
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
@@ -21,9 +25,11 @@
 pub mod access;
 pub mod api;
 pub mod contacts;
+pub mod erasure;
 pub mod follow;
 pub mod limits;
 pub mod model;
+pub mod retention;
 pub mod schema;
 pub mod sms;
 pub mod store;
@@ -203,6 +209,7 @@ pub fn start(
         "conversations",
     );
     runtime.spawn(relay);
+    start_data_protection(runtime, config, &pool, &metrics)?;
     let auth = &config.common.auth;
     let audience = format!("{}{}", auth.audience, webchat::AUDIENCE_SUFFIX);
     let visitor_signer = match &config.service.jwt_private_key_file {
@@ -241,5 +248,64 @@ pub fn start(
     });
     tracing::info!(webchat_addr = %local, "web chat listening");
     runtime.readiness.set(crate::CHECK_DIGITAL, true, format!("web chat on {local}"));
+    Ok(())
+}
+
+/// Erasure and retention of the conversations: CRM's `CustomerErased` on the customers topic
+/// (one consumer group for every replica), the contacts' ends from the contacts topic (the
+/// same), and the retention sweeper on every replica (its passes are idempotent and lock
+/// what they delete, so replicas sweeping at once delete each conversation once).
+fn start_data_protection(
+    runtime: &mut centralita_platform::server::Runtime,
+    config: &crate::Config,
+    pool: &Pool,
+    metrics: &Arc<DigitalMetrics>,
+) -> anyhow::Result<()> {
+    use centralita_platform::bus::{Consumer, ConsumerSettings, MemoryDedupe, FETCH_WAIT_DEFAULT};
+    let kafka = &config.common.kafka;
+    runtime.with_topics(&[runtime.topics.customers()]);
+    let settings = |group: &str, topic: String| ConsumerSettings {
+        brokers: kafka.brokers.clone(),
+        group_id: format!("{}media.{group}", kafka.topic_prefix),
+        topics: vec![topic],
+        fetch_wait: FETCH_WAIT_DEFAULT,
+        group_instance_id: kafka.group_instance_id.clone(),
+    };
+    let erasures = Consumer::new(
+        settings("erasures", runtime.topics.customers()),
+        erasure::ErasureHandler {
+            pool: pool.clone(),
+            producer: Arc::new(Producer::new(&kafka.brokers, Some(runtime.metrics.clone()))?),
+            topics: runtime.topics.clone(),
+            metrics: metrics.clone(),
+        },
+        MemoryDedupe::new(10_000),
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = erasures.run(sd).await {
+            tracing::error!(error = %e, "customer erasure consumer stopped");
+        }
+    });
+    let ends = Consumer::new(
+        settings("conversation-ends", runtime.topics.contacts()),
+        retention::EndsHandler { pool: pool.clone() },
+        MemoryDedupe::new(10_000),
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = ends.run(sd).await {
+            tracing::error!(error = %e, "contact ends consumer stopped");
+        }
+    });
+    runtime.spawn(retention::run(
+        pool.clone(),
+        runtime.registry.clone(),
+        metrics.clone(),
+        config.service.sweep_interval,
+        runtime.shutdown.clone(),
+    ));
     Ok(())
 }

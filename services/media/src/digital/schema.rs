@@ -83,6 +83,15 @@ CREATE POLICY sms_messages_tenant ON sms_messages USING (tenant = centralita_cur
     WITH CHECK (tenant = centralita_current_tenant());
 "#;
 
+/// Version 4: retention (`super::retention`). `ended_at` is when sessions ended the
+/// conversation's contact for the customer (from the contacts topic; empty while it is open,
+/// and for conversations that ended before this version); the index finds the tenant's
+/// candidates for the sweeper (a conversation's last activity is never before its start).
+pub const RETENTION_SQL: &str = r#"
+ALTER TABLE conversations ADD COLUMN ended_at timestamptz;
+CREATE INDEX conversations_by_age ON conversations (tenant, created_at);
+"#;
+
 /// The `media` schema.
 pub const MIGRATIONS: Migrations = Migrations {
     schema: "media",
@@ -90,5 +99,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
         Migration { version: 2, name: "conversations", sql: CONVERSATIONS_SQL },
         Migration { version: 3, name: "sms", sql: SMS_SQL },
+        Migration { version: 4, name: "retention", sql: RETENTION_SQL },
     ],
 };
