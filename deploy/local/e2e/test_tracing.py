@@ -3,19 +3,24 @@
 The test starts a small OTLP/gRPC trace receiver (`opentelemetry-proto` and grpcio, no
 OpenTelemetry SDK) and its own sessions, routing, reporting and CRM processes exporting to
 it (own ports and topic prefix, short batch delay). As the caller with one span of its own,
-it creates a contact with a `traceparent` naming that span and follows the contact with the
-same context (reads, and the answering agent's accept, end and wrap-up). The first agent lets
-the offer time out (the offer timer fires: RONA); a second agent signing in later, in a trace
-of its own, is offered the contact and handles it.
+it creates a contact with a `traceparent` naming that span. The first agent lets the offer
+time out (the offer timer fires: RONA); a second agent signing in later, in a trace of its
+own, is offered the contact and handles it (accept, end, wrap-up), each call in a trace of
+its own too, as a real desktop would: sessions keeps the contact's trace context on its
+record and runs each command in a span of that trace, linked to the calling trace.
 
 Then, in what the services exported:
 - every span about the contact (a `contact` attribute naming it) has the caller's trace id;
 - the spans of that trace form one tree rooted at the caller's span (every parent is the
   caller's span or another exported span of the trace);
 - the tree holds the RPCs, the outbox drains, routing's input and decision spans, sessions'
-  decision handling, the offer timer and reporting's and CRM's consumption of the contact's
-  events, and each batch span that consumed them links to a span of the tree;
-- the services' JSON log lines written inside the trace carry its trace and span ids.
+  decision handling, the offer timer, the agent's commands (each linked to the agent's own
+  call) and reporting's and CRM's consumption of the contact's events, and each batch span
+  that consumed them links to a span of the tree;
+- the services' JSON log lines written inside the trace carry its trace and span ids;
+- the services push their metrics to the same receiver over OTLP (every second here): the
+  last push of sessions agrees with its `/metrics`, and the CreateContact latency point
+  carries the caller's trace as its exemplar.
 """
 import json
 import os
@@ -38,21 +43,30 @@ OFFER_TIMEOUT_S = 3
 
 
 class Receiver:
-    """An OTLP/gRPC TraceService keeping every span it is sent, flattened."""
+    """An OTLP/gRPC TraceService keeping every span it is sent, flattened, and a
+    MetricsService keeping every export it is sent."""
 
     def __init__(self):
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
         receiver = self
-        self.spans, self.lock = [], threading.Lock()
+        self.spans, self.metric_exports, self.lock = [], [], threading.Lock()
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request, context):
                 receiver.add(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):
+                with receiver.lock:
+                    receiver.metric_exports.append(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
@@ -77,6 +91,16 @@ class Receiver:
     def all(self):
         with self.lock:
             return list(self.spans)
+
+    def last_metrics(self, service):
+        """The metrics of `service`'s latest export, by name."""
+        with self.lock:
+            exports = list(self.metric_exports)
+        for request in reversed(exports):
+            for rm in request.resource_metrics:
+                if attrs(rm.resource.attributes).get("service.name") == service:
+                    return {m.name: m for sm in rm.scope_metrics for m in sm.metrics}
+        return {}
 
 
 def attrs(kvs):
@@ -122,6 +146,7 @@ def test_one_contact_is_one_trace_across_services(m, receiver, spawn, tmp_path):
             "CENTRALITA_LOG_FORMAT": "json",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         }, tmp_path / f"{service}.log")
     for service, (_, admin_port) in ports.items():
         assert wait_for(lambda: http_get(admin_port, "/readyz")[0] == 200, 60), (service, http_get(admin_port, "/readyz"))
@@ -142,16 +167,22 @@ def test_one_contact_is_one_trace_across_services(m, receiver, spawn, tmp_path):
     upsert_voice_agents(agents, s, m.t.CHANNEL_VOICE, tenant, (ana, bob), bpo)
     agents.SignIn(s.SignInRequest(name=f"agents/{ana}", available=True), metadata=auth(ta), timeout=10)
 
-    # The caller's span: every call about the contact carries it as the parent.
+    # The caller's span: the contact's creation carries it as the parent.
     trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
     traced = lambda token: auth(token) + (("traceparent", f"00-{trace_id}-{caller}-01"),)  # noqa: E731
+    # Bob's desktop: each of his calls in a trace of its own.
+    bob_traces = []
+
+    def bob_call(token):
+        bob_traces.append(secrets.token_hex(16))
+        return auth(token) + (("traceparent", f"00-{bob_traces[-1]}-{secrets.token_hex(8)}-01"),)
 
     call = contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
         channel=m.t.CHANNEL_VOICE, queue="support")), metadata=traced(channel), timeout=10)
     contact_id = call.name.rsplit("/", 1)[-1]
 
     def state_is(state, agent=None):
-        c = contacts.GetContact(s.GetContactRequest(name=call.name), metadata=traced(sup), timeout=5)
+        c = contacts.GetContact(s.GetContactRequest(name=call.name), metadata=auth(sup), timeout=5)
         return c if c.state == state and (agent is None or c.agent_id == agent) else None
 
     assert wait_for(lambda: state_is(s.CONTACT_STATE_OFFERED, ana), 30), "not offered to ana"
@@ -161,9 +192,11 @@ def test_one_contact_is_one_trace_across_services(m, receiver, spawn, tmp_path):
     agents.SignIn(s.SignInRequest(name=f"agents/{bob}", available=True), metadata=auth(tb), timeout=10)
     assert wait_for(lambda: state_is(s.CONTACT_STATE_OFFERED, bob), 30), "not offered to bob"
     o = state_is(s.CONTACT_STATE_OFFERED, bob)
-    contacts.AcceptContact(s.AcceptContactRequest(name=o.name, offer_id=o.offer_id), metadata=traced(tb), timeout=10)
-    contacts.EndContact(s.EndContactRequest(name=call.name), metadata=traced(tb), timeout=10)
-    contacts.WrapUpContact(s.WrapUpContactRequest(name=call.name, disposition="resolved"), metadata=traced(tb),
+    accepted = contacts.AcceptContact(s.AcceptContactRequest(name=o.name, offer_id=o.offer_id),
+                                      metadata=bob_call(tb), timeout=10)
+    assert accepted.trace_parent.split("-")[1] == trace_id, accepted.trace_parent
+    contacts.EndContact(s.EndContactRequest(name=call.name), metadata=bob_call(tb), timeout=10)
+    contacts.WrapUpContact(s.WrapUpContactRequest(name=call.name, disposition="resolved"), metadata=bob_call(tb),
                            timeout=10)
 
     def in_trace():
@@ -204,6 +237,13 @@ def test_one_contact_is_one_trace_across_services(m, receiver, spawn, tmp_path):
     assert any(l[0] != trace_id for sp in offers for l in sp["links"]), offers
     timers = [sp for sp in spans if sp["name"] == "timer"]
     assert [sp["attrs"].get("kind") for sp in timers] == ["offer"], timers
+    # Bob's commands ran in the contact's trace, each linked to the call that made it.
+    commands = {sp["attrs"].get("command"): sp for sp in spans if sp["name"] == "contact_command"}
+    assert set(commands) == {"accept", "end", "wrap_up"}, commands
+    for (command, sp), bob_trace in zip(sorted(commands.items(), key=lambda kv: ["accept", "end", "wrap_up"].index(kv[0])),
+                                        bob_traces):
+        assert [t for t, _ in sp["links"]] == [bob_trace], (command, sp["links"], bob_trace)
+        assert any(other["trace"] == bob_trace and other["name"] == "grpc" for other in everything), command
 
     for service in ("reporting", "crm"):
         batches = [sp for sp in everything if sp["service"] == service and sp["name"] == "consume_batch"
@@ -228,6 +268,30 @@ def test_one_contact_is_one_trace_across_services(m, receiver, spawn, tmp_path):
     create = [l for l in text.splitlines()
               if l.startswith("centralita_grpc_server_handling_seconds_bucket{") and 'grpc_method="CreateContact"' in l]
     assert any(l.split(" # ", 1)[-1].startswith(f'{{trace_id="{trace_id}"}} ') for l in create if " # " in l), create
+
+    # The same metrics were pushed over OTLP: sessions' last push agrees with its scrape.
+    def create_point(pushed):
+        h = pushed.get("centralita_grpc_server_handling_seconds")
+        points = [p for p in (h.histogram.data_points if h else [])
+                  if attrs(p.attributes).get("grpc_method") == "CreateContact"]
+        return points[0] if points else None
+
+    assert wait_for(lambda: create_point(receiver.last_metrics("sessions")), 10), "sessions pushed no metrics"
+    time.sleep(1.5)  # a push after the scrape above
+    pushed = receiver.last_metrics("sessions")
+    point = create_point(pushed)
+    scraped_count = [l for l in text.splitlines() if l.startswith("centralita_grpc_server_handling_seconds_count{")
+                     and 'grpc_method="CreateContact"' in l]
+    assert point.count == 1 and scraped_count and scraped_count[0].split()[-1] == "1", (point, scraped_count)
+    assert sum(point.bucket_counts) == point.count and len(point.bucket_counts) == len(point.explicit_bounds) + 1
+    assert [e.trace_id.hex() for e in point.exemplars] == [trace_id], point.exemplars
+    handled = pushed["centralita_grpc_server_handled"].sum
+    assert handled.is_monotonic and any(
+        attrs(p.attributes).get("grpc_method") == "WrapUpContact" and attrs(p.attributes).get("grpc_code") == "OK"
+        and p.as_double == 1 for p in handled.data_points), handled
+    for service in ("routing", "reporting", "crm"):
+        assert "centralita_bus_consumed_events" in receiver.last_metrics(service), f"{service} pushed no bus metrics"
+
     by_service = {}
     for sp in spans:
         by_service.setdefault(sp["service"], []).append(sp["name"])

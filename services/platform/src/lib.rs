@@ -46,6 +46,7 @@ pub mod grpc_web;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod otlp_metrics;
 pub mod page;
 pub mod queue;
 pub mod registry;

@@ -39,6 +39,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DependencyLabel {
     pub dependency: &'static str,
 }
@@ -101,6 +106,7 @@ pub struct Metrics {
     grpc_handled: Family<GrpcCallLabel, Counter>,
     grpc_seconds:
         Family<GrpcMethodLabel, HistogramWithExemplars<TraceLabel>, fn() -> HistogramWithExemplars<TraceLabel>>,
+    metric_exports: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -152,6 +158,9 @@ impl Metrics {
         let help = "Time from a gRPC call's arrival to its response headers (a unary call's whole handling; a \
                     stream's setup), by API and method";
         registry.register("centralita_grpc_server_handling_seconds", help, grpc_seconds.clone());
+        let metric_exports = Family::<OutcomeLabel, Counter>::default();
+        let help = "Pushes of these metrics to the OTLP receiver (when one is configured), by outcome (ok, failed)";
+        registry.register("centralita_telemetry_metric_exports", help, metric_exports.clone());
         Self {
             registry: Mutex::new(registry),
             auth_rejected,
@@ -165,7 +174,13 @@ impl Metrics {
             auth_rate_limiter_fallback,
             grpc_handled,
             grpc_seconds,
+            metric_exports,
         }
+    }
+
+    /// Counts one push of the metrics over OTLP.
+    pub fn metric_export(&self, ok: bool) {
+        self.metric_exports.get_or_create(&OutcomeLabel { outcome: if ok { "ok" } else { "failed" } }).inc();
     }
 
     pub fn auth_rejected(&self, reason: &'static str) {

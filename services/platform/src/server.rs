@@ -229,6 +229,8 @@ pub struct Runtime {
     topic_specs: Vec<TopicSpec>,
     health_names: Vec<String>,
     background: JoinSet<()>,
+    /// Where the metrics are pushed over OTLP too (the standard `OTEL_*` variables).
+    metrics_push: Option<crate::otlp_metrics::PushConfig>,
 }
 
 const CHECK_KAFKA: &str = "kafka";
@@ -246,6 +248,8 @@ impl Runtime {
         readiness.register(crate::tenant_feed::CHECK);
         let topics = Topics::new(config.kafka.topic_prefix.clone());
         let tenants_topic = TopicSpec { name: topics.tenants(), partitions: 1, compacted: true };
+        let metrics_push = crate::otlp_metrics::PushConfig::from_vars(|k| std::env::var(k).ok())
+            .map_err(|(setting, m)| ConfigError::new(setting, m))?;
         Ok(Self {
             service,
             config: config.clone(),
@@ -258,6 +262,7 @@ impl Runtime {
             topic_specs: vec![tenants_topic],
             health_names: vec!["centralita.tenancy.v1.TenantService".into()],
             background: JoinSet::new(),
+            metrics_push,
         })
     }
 
@@ -376,6 +381,10 @@ impl Runtime {
         ));
 
         self.start_kafka();
+        if let Some(push) = self.metrics_push.take() {
+            let (metrics, shutdown) = (self.metrics.clone(), self.shutdown.clone());
+            self.spawn(crate::otlp_metrics::push(self.service, metrics, push, shutdown));
+        }
 
         // Mirror readiness into gRPC health, for the server as a whole ("") and each API.
         let mut ready_rx = self.readiness.subscribe();

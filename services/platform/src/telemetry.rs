@@ -119,6 +119,23 @@ pub fn link_from<'a>(span: &tracing::Span, pairs: impl Iterator<Item = (&'a str,
     }
 }
 
+/// Makes `span` a child of `traceparent` — the stored context of the thing the work is
+/// about (a contact's trace, kept on its record) — and links it to the current span (the
+/// call doing the work, in a trace of its own). So the work of many callers on one thing
+/// stays in that thing's trace, and each caller's trace still leads to it. Without a valid
+/// `traceparent`, `span` stays a child of the current span. Call before `span` is entered.
+pub fn continue_stored(span: &tracing::Span, traceparent: &str) {
+    let Some(stored) = context_from([("traceparent", traceparent)].into_iter()) else {
+        return;
+    };
+    let stored_trace = stored.span().span_context().trace_id();
+    let current = tracing::Span::current().context().span().span_context().clone();
+    let _ = span.set_parent(stored);
+    if current.is_valid() && current.trace_id() != stored_trace {
+        span.add_link(current);
+    }
+}
+
 /// The span of one incoming gRPC call, child of the caller's trace context (tonic `trace_fn`).
 pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
     let span = tracing::info_span!(
@@ -237,6 +254,21 @@ mod tests {
             assert_eq!(later.context().span().span_context().trace_id().to_string(), TRACE);
             tracing::info!("outside");
             assert!(context_from([("traceparent", "garbage")].into_iter()).is_none());
+            // Work on the stored thing from another caller's trace: in the stored trace.
+            let other = tracing::info_span!("other caller");
+            set_parent_from(
+                &other,
+                [("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")].into_iter(),
+            );
+            let work = other.in_scope(|| {
+                let work = tracing::info_span!("work");
+                continue_stored(&work, &carried["traceparent"]);
+                work
+            });
+            assert_eq!(work.context().span().span_context().trace_id().to_string(), TRACE);
+            let untraced = tracing::info_span!("untraced");
+            continue_stored(&untraced, "");
+            assert_ne!(untraced.context().span().span_context().trace_id().to_string(), TRACE);
         });
         let text = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf-8");
         let lines: Vec<serde_json::Value> =

@@ -162,6 +162,7 @@ impl TryFrom<&pb::Contact> for Contact {
             consult_leg: linked_id("consult_leg", &c.consult_leg)?,
             participants,
             agent_pool: c.agent_pool.clone(),
+            trace_parent: c.trace_parent.clone(),
         })
     }
 }
@@ -223,6 +224,7 @@ impl From<&Contact> for pb::Contact {
                 })
                 .collect(),
             agent_pool: c.agent_pool.clone(),
+            trace_parent: c.trace_parent.clone(),
         }
     }
 }
@@ -423,6 +425,7 @@ mod tests {
                 leave_time: None,
             }],
             agent_pool: "default".into(),
+            trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
         };
         let domain = Contact::try_from(&stored).expect("valid");
         assert_eq!(pb::Contact::from(&domain), stored);

@@ -9,12 +9,27 @@ use centralita_platform::tenant::{Tenant, TenantId};
 use centralita_proto::sessions::v1 as pb;
 use centralita_routing_contract::wire::millis_to_pb;
 use tonic::{Request, Response};
+use tracing::Instrument as _;
 
 use super::{page_size, page_token, page_token_value, require_holder, validate, Api, PageKind, R};
 use crate::core::consult::Outcome;
 use crate::core::contact::Target;
 use crate::core::{self, AgentId, Contact, ContactId, ContactRef, ContactState, OfferId, Refusal};
 use crate::store::Outbox;
+
+/// The span a command on contact `record` runs in: a child of the contact's trace (the call
+/// that created it) linked to the calling trace, so an agent's accept, a supervisor's end or
+/// media's hang-up continue the contact's one trace, and their own calls still lead to it.
+fn command_span(record: &Contact, command: &'static str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "contact_command",
+        command,
+        tenant = record.tenant.as_str(),
+        contact = record.id.0.as_str(),
+    );
+    centralita_platform::telemetry::continue_stored(&span, &record.trace_parent);
+    span
+}
 
 /// Where a transfer or a consult goes (the request's `target`).
 enum Destination {
@@ -57,10 +72,11 @@ impl Api {
     }
 
     /// The contact `name` as stored and its holder, who must be the caller; the span of
-    /// the call records which contact it is.
+    /// the call records the tenant (the contact is named by the command's span, in the
+    /// contact's trace: [`command_span`]).
     async fn held(&self, caller: &Caller, name: &str) -> Result<(ContactRef, Contact, AgentId), Error> {
         let (c, record) = self.load_contact(caller, name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        tracing::Span::current().record("tenant", c.tenant.as_str());
         let agent = require_holder(caller, &record)?;
         Ok((c, record, agent))
     }
@@ -77,8 +93,11 @@ impl Api {
 
     async fn hold(&self, request: &Request<impl Sized>, name: &str, hold: bool) -> R<pb::Contact> {
         let caller = caller(request)?.clone();
-        let (c, _, agent) = self.held(&caller, name).await?;
-        self.apply(&c, |r| if hold { core::contact::hold(r, &agent) } else { core::contact::resume(r, &agent) }).await
+        let (c, record, agent) = self.held(&caller, name).await?;
+        let span = command_span(&record, if hold { "hold" } else { "resume" });
+        self.apply(&c, |r| if hold { core::contact::hold(r, &agent) } else { core::contact::resume(r, &agent) })
+            .instrument(span)
+            .await
     }
 
     async fn queue_stats(&self, caller: &Caller, only: &str) -> Result<pb::ListQueueStatsResponse, Error> {
@@ -192,6 +211,9 @@ impl pb::contact_service_server::ContactService for Api {
             attributes: new.attributes,
             preferred_agent: new.preferred_agent,
             customer_identities: new.customer_identities,
+            trace_parent: centralita_platform::telemetry::current_trace_headers()
+                .remove("traceparent")
+                .unwrap_or_default(),
             ..Contact::queued(tenant.clone(), ContactId(id), new.channel, new.queue, pool, now)
         };
         // Listed before it is written: a listing skips ids without a record.
@@ -246,23 +268,25 @@ impl pb::contact_service_server::ContactService for Api {
         Ok(Response::new(pb::ListContactsResponse { contacts, next_page_token }))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn accept_contact(&self, request: Request<pb::AcceptContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, _, agent) = self.held(&caller, &req.name).await?;
+        let (c, record, agent) = self.held(&caller, &req.name).await?;
         let offer = OfferId(req.offer_id);
         let now = self.engine.clock.now();
-        self.apply(&c, |r| core::contact::accept(r, &agent, &offer, now)).await
+        self.apply(&c, |r| core::contact::accept(r, &agent, &offer, now))
+            .instrument(command_span(&record, "accept"))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn reject_contact(&self, request: Request<pb::RejectContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, _, agent) = self.held(&caller, &req.name).await?;
+        let (c, record, agent) = self.held(&caller, &req.name).await?;
         let offer = OfferId(req.offer_id);
-        self.apply(&c, |r| core::contact::reject(r, &agent, &offer)).await
+        self.apply(&c, |r| core::contact::reject(r, &agent, &offer)).instrument(command_span(&record, "reject")).await
     }
 
     async fn hold_contact(&self, request: Request<pb::HoldContactRequest>) -> R<pb::Contact> {
@@ -275,7 +299,7 @@ impl pb::contact_service_server::ContactService for Api {
         self.hold(&request, &name, false).await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn transfer_contact(&self, request: Request<pb::TransferContactRequest>) -> R<pb::Contact> {
         use pb::transfer_contact_request::Target as T;
         let caller = caller(&request)?.clone();
@@ -287,10 +311,12 @@ impl pb::contact_service_server::ContactService for Api {
         });
         let (target, q) = self.destination(&c.tenant, &record, &agent, to, "transfer to")?;
         let now = self.engine.clock.now();
-        self.apply(&c, |r| core::contact::transfer(r, &agent, &target, &q, now)).await
+        self.apply(&c, |r| core::contact::transfer(r, &agent, &target, &q, now))
+            .instrument(command_span(&record, "transfer"))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn consult_contact(&self, request: Request<pb::ConsultContactRequest>) -> R<pb::Contact> {
         use pb::consult_contact_request::Target as T;
         let caller = caller(&request)?.clone();
@@ -303,23 +329,27 @@ impl pb::contact_service_server::ContactService for Api {
         let (target, q) = self.destination(&c.tenant, &record, &agent, to, "consult")?;
         let leg_id = ContactId(uuid::Uuid::now_v7().simple().to_string());
         let now = self.engine.clock.now();
-        // The leg of the attempt that was written (the customer's record may be retried).
-        let mut leg = None;
-        self.engine
-            .transition(&c, |r| {
-                let consult = core::consult::consult(r, &agent, &target, &q, leg_id.clone(), now)?;
-                leg = Some(consult.leg);
-                Ok(consult.customer)
-            })
-            .await
-            .map_err(Error::from)?;
-        let leg = leg.ok_or_else(|| Error::internal("consult written without its leg"))?;
-        self.engine.store.index_open(&leg.record.key(), now).await?;
-        let written = self.engine.create(leg).await?;
-        Ok(Response::new(pb::Contact::from(&written)))
+        async {
+            // The leg of the attempt that was written (the customer's record may be retried).
+            let mut leg = None;
+            self.engine
+                .transition(&c, |r| {
+                    let consult = core::consult::consult(r, &agent, &target, &q, leg_id.clone(), now)?;
+                    leg = Some(consult.leg);
+                    Ok(consult.customer)
+                })
+                .await
+                .map_err(Error::from)?;
+            let leg = leg.ok_or_else(|| Error::internal("consult written without its leg"))?;
+            self.engine.store.index_open(&leg.record.key(), now).await?;
+            let written = self.engine.create(leg).await?;
+            Ok(Response::new(pb::Contact::from(&written)))
+        }
+        .instrument(command_span(&record, "consult"))
+        .await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn complete_consult(&self, request: Request<pb::CompleteConsultRequest>) -> R<pb::Contact> {
         use pb::complete_consult_request::Outcome as O;
         let caller = caller(&request)?.clone();
@@ -333,28 +363,33 @@ impl pb::contact_service_server::ContactService for Api {
         };
         let leg_id = record.consult_leg.clone().ok_or(Refusal::NoConsultLeg).map_err(Error::from)?;
         let leg = ContactRef { tenant: c.tenant.clone(), id: leg_id.clone() };
-        // The leg's agent, for a transfer or conference: it must have accepted the leg.
-        let consulted = match outcome {
-            Outcome::Transfer | Outcome::Conference => {
-                let leg_record = self.engine.store.contact(&leg).await?;
-                let consulted = core::consult::consulted_agent(leg_record.as_ref()).map_err(Error::from)?;
-                // The leg's own effects (its acceptance, on the routing log) go out before
-                // the ones below, which build on them.
-                self.engine.drain(&Outbox::contact(&leg), true).await?;
-                Some(consulted)
-            }
-            Outcome::Cancel => None,
-        };
-        let now = self.engine.clock.now();
-        self.apply(&c, |r| core::consult::complete_consult(r, &agent, &leg_id, outcome, consulted.as_ref(), now)).await
+        async {
+            // The leg's agent, for a transfer or conference: it must have accepted the leg.
+            let consulted = match outcome {
+                Outcome::Transfer | Outcome::Conference => {
+                    let leg_record = self.engine.store.contact(&leg).await?;
+                    let consulted = core::consult::consulted_agent(leg_record.as_ref()).map_err(Error::from)?;
+                    // The leg's own effects (its acceptance, on the routing log) go out
+                    // before the ones below, which build on them.
+                    self.engine.drain(&Outbox::contact(&leg), true).await?;
+                    Some(consulted)
+                }
+                Outcome::Cancel => None,
+            };
+            let now = self.engine.clock.now();
+            self.apply(&c, |r| core::consult::complete_consult(r, &agent, &leg_id, outcome, consulted.as_ref(), now))
+                .await
+        }
+        .instrument(command_span(&record, "complete_consult"))
+        .await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn end_contact(&self, request: Request<pb::EndContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
         let (c, record) = self.load_contact(&caller, &req.name).await?;
-        tracing::Span::current().record("tenant", c.tenant.as_str()).record("contact", c.id.0.as_str());
+        tracing::Span::current().record("tenant", c.tenant.as_str());
         let holder = record.agent.as_ref().map(|a| a.0.as_str());
         if caller.agent_id.as_deref().is_some_and(|a| Some(a) != holder)
             && !caller.is_bpo_admin()
@@ -369,7 +404,7 @@ impl pb::contact_service_server::ContactService for Api {
             .and_then(|t| t.routing.queues.get(&record.queue).map(|q| q.after_contact_work));
         let acw_ms = acw.map(|d| d.as_millis() as i64).unwrap_or(30_000);
         let now = self.engine.clock.now();
-        self.apply(&c, |r| core::contact::end(r, acw_ms, now)).await
+        self.apply(&c, |r| core::contact::end(r, acw_ms, now)).instrument(command_span(&record, "end")).await
     }
 
     async fn list_queue_stats(&self, request: Request<pb::ListQueueStatsRequest>) -> R<pb::ListQueueStatsResponse> {
@@ -377,11 +412,11 @@ impl pb::contact_service_server::ContactService for Api {
         Ok(Response::new(self.queue_stats(&caller, &request.get_ref().queue).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant, contact))]
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn wrap_up_contact(&self, request: Request<pb::WrapUpContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        let (c, _, _) = self.held(&caller, &req.name).await?;
+        let (c, record, _) = self.held(&caller, &req.name).await?;
         let t = self.engine.registry.require_active(&c.tenant)?;
         if !t.routing.disposition_codes.contains(&req.disposition) {
             return Err(Error::invalid(
@@ -394,6 +429,8 @@ impl pb::contact_service_server::ContactService for Api {
             return Err(Error::invalid("notes", "at most 4000 characters").into());
         }
         let now = self.engine.clock.now();
-        self.apply(&c, |r| core::contact::wrap_up(r, &req.disposition, &req.notes, now)).await
+        self.apply(&c, |r| core::contact::wrap_up(r, &req.disposition, &req.notes, now))
+            .instrument(command_span(&record, "wrap_up"))
+            .await
     }
 }

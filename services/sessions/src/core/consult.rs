@@ -62,6 +62,7 @@ pub fn consult(
         preferred_agent: to.agent.clone(),
         customer_identities: customer.customer_identities.clone(),
         consult_of: Some(customer.id.clone()),
+        trace_parent: customer.trace_parent.clone(),
         // The consulted agent's booking moves onto the customer's contact: both in one pool.
         ..Contact::queued(
             customer.tenant.clone(),

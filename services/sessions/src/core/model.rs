@@ -148,6 +148,8 @@ pub struct Contact {
     pub participants: Vec<Participant>,
     /// The agent pool whose router routes it, fixed at creation.
     pub agent_pool: String,
+    /// The W3C `traceparent` of the contact's trace (opaque here; empty when untraced).
+    pub trace_parent: String,
 }
 
 impl Contact {
@@ -190,6 +192,7 @@ impl Contact {
             consult_leg: None,
             participants: Vec::new(),
             agent_pool,
+            trace_parent: String::new(),
         }
     }
 
