@@ -16,8 +16,10 @@
 //!   BYE and their contacts are ended, so none stays queued behind a stopped replica.
 //!
 //! And from the agent's side, following the contact's events ([`crate::offers`]):
-//! - offered to an agent with a phone: INVITE to the phone offering the caller's codec
-//!   (media does not transcode) from an RTP port of the agent's leg;
+//! - offered to an agent with a phone (fixed, or else registered): INVITE to the phone
+//!   offering the caller's codec (media does not transcode) from an RTP port of the agent's
+//!   leg; in a tenant whose phones register, an agent with no phone registered gets the
+//!   offer rejected at once (the next agent gets the call);
 //! - the phone answers: the offer is accepted in sessions for that agent, then the legs are
 //!   bridged (the caller's stream continues from the treatment to the agent's voice); an
 //!   accept sessions refuses (the offer expired meanwhile) hangs the phone up;
@@ -45,6 +47,7 @@ use crate::admission::{admit, Admitted, Refusal};
 use crate::metrics::Metrics;
 use crate::offers::{ContactUpdate, Offers};
 use crate::recorder::{self, Recorder};
+use crate::registrar::Registrar;
 use crate::rtp::relay::{CallMedia, Leg, MediaEvent};
 use crate::rtp::sdp::{self, SdpError};
 use crate::rtp::{Codec, MediaPlane};
@@ -106,6 +109,8 @@ pub struct FrontDoor {
     offers: Offers,
     dialer: Dialer,
     recorder: Arc<Recorder>,
+    /// The registrar of agents' phones (without Redis: none, REGISTER gets `405`).
+    registrar: Option<Arc<Registrar>>,
 }
 
 impl FrontDoor {
@@ -129,7 +134,14 @@ impl FrontDoor {
             offers,
             dialer,
             recorder,
+            registrar: None,
         }
+    }
+
+    /// Answers REGISTERs with `registrar`, and rings agents' registered phones.
+    pub fn with_registrar(mut self, registrar: Option<Arc<Registrar>>) -> Self {
+        self.registrar = registrar;
+        self
     }
 
     /// Serves `requests` until `shutdown`, then drains: INVITEs get `503` while the calls
@@ -178,6 +190,14 @@ impl FrontDoor {
             // Trunks ping with OPTIONS; answering keeps them sending calls here.
             Kind::Options if draining => request.reply(503, "Service Unavailable - Draining").await,
             Kind::Options => request.reply(200, "OK").await,
+            Kind::Register => match &self.registrar {
+                // Its own task: the answer waits on Redis and the HA1 file.
+                Some(registrar) => {
+                    let registrar = registrar.clone();
+                    tokio::spawn(async move { registrar.handle(request).await });
+                }
+                None => request.reply(405, "Method Not Allowed").await,
+            },
             Kind::Other => request.reply(405, "Method Not Allowed").await,
             Kind::Invite => {
                 let source = request.source();
@@ -343,7 +363,7 @@ impl FrontDoor {
                 },
                 update = updates.updates.recv() => match update {
                     Some(ContactUpdate::Offered { agent: id, offer }) if matches!(agent, AgentLeg::None) => {
-                        agent = self.ring(&admitted, &id, &offer, negotiated.codec).await;
+                        agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec).await;
                     }
                     Some(ContactUpdate::Offered { offer, .. }) if agent.offer() == Some(offer.as_str()) => {}
                     Some(ContactUpdate::Connected { .. }) | Some(ContactUpdate::Other) => {}
@@ -408,13 +428,37 @@ impl FrontDoor {
     }
 
     /// Rings `agent`'s phone for `offer`: an INVITE offering the caller's codec, from an RTP
-    /// port of its own. An agent with no phone is left to answer from its desktop (or to
-    /// let the offer expire).
-    async fn ring(&self, admitted: &Admitted, agent: &str, offer: &str, codec: Codec) -> AgentLeg {
-        let Some(uri) = self.registry.get(&admitted.tenant.id).and_then(|t| t.voice.phone_of(agent).map(str::to_owned))
-        else {
-            tracing::info!(agent, "offered to an agent with no phone: not ringing");
-            return AgentLeg::None;
+    /// port of its own, to the agent's fixed phone (`spec.voice.phones`) or else to the
+    /// phone it registered. In a tenant with a registrar, an agent with neither cannot take
+    /// the call: the offer is rejected at once (the contact goes to the next agent, as for
+    /// a phone that cannot be reached). In a tenant without one, an agent with no phone is
+    /// left to answer from its desktop (or to let the offer expire).
+    async fn ring(&self, admitted: &Admitted, contact: &str, agent: &str, offer: &str, codec: Codec) -> AgentLeg {
+        let tenant = self.registry.get(&admitted.tenant.id);
+        let fixed = tenant.as_ref().and_then(|t| t.voice.phone_of(agent).map(str::to_owned));
+        let registers = tenant.as_ref().is_some_and(|t| t.voice.registrar.is_some());
+        let uri = match (fixed, &self.registrar) {
+            (Some(uri), _) => uri,
+            (None, Some(registrar)) if registers => match registrar.contact_of(&admitted.tenant.id, agent).await {
+                Ok(Some(uri)) => uri,
+                found => {
+                    match found {
+                        Err(e) => tracing::warn!(error = %e, agent, "registrations out of reach: rejecting the offer"),
+                        _ => tracing::info!(agent, "the agent has no registered phone: rejecting the offer"),
+                    }
+                    self.reject(admitted, contact, agent, offer).await;
+                    return AgentLeg::None;
+                }
+            },
+            (None, None) if registers => {
+                tracing::warn!(agent, "no registrar (CENTRALITA_REDIS_URL unset): rejecting the offer");
+                self.reject(admitted, contact, agent, offer).await;
+                return AgentLeg::None;
+            }
+            (None, _) => {
+                tracing::info!(agent, "offered to an agent with no phone: not ringing");
+                return AgentLeg::None;
+            }
         };
         let socket = match self.media.ports.bind().await {
             Ok(socket) => socket,
@@ -435,6 +479,12 @@ impl FrontDoor {
                 tracing::warn!(error = %e, agent, %uri, "could not ring the agent's phone");
                 AgentLeg::None
             }
+        }
+    }
+
+    async fn reject(&self, admitted: &Admitted, contact: &str, agent: &str, offer: &str) {
+        if let Err(e) = self.sessions.reject_contact(&admitted.tenant.id, contact, agent, offer).await {
+            tracing::info!(error = %e, agent, "could not reject the offer");
         }
     }
 

@@ -355,12 +355,7 @@ fn start_voice(
     // check follows it).
     let registrar = config.service.redis_url.as_ref().map(|url| {
         let redis = runtime.redis(&centralita_platform::config::RedisConfig { url: url.clone() });
-        Arc::new(registrar::Registrar::new(
-            runtime.registry.clone(),
-            redis,
-            &config.service.registrar,
-            metrics.clone(),
-        ))
+        Arc::new(registrar::Registrar::new(runtime.registry.clone(), redis, &config.service.registrar, metrics.clone()))
     });
     let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer, recorder)
         .with_registrar(registrar);

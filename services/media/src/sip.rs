@@ -3,7 +3,10 @@
 //! rest of the crate sees [`SipServer`], [`Incoming`] requests with the few fields it reads,
 //! [`ServerCall`] for an INVITE's server transaction, [`Dialer`] and [`Ringing`] for the
 //! INVITEs media sends (to agents' phones), and [`Answered`] for the dialog of a call once
-//! answered, either way.
+//! answered, either way. A REGISTER is read into the registrar's
+//! [`crate::registrar::policy::Register`] ([`Incoming::register`]), its `Authorization`
+//! split by the stack's own tokenizer, and answered with the registrar's headers
+//! ([`Incoming::reply_with`]).
 //!
 //! Requests inside a dialog (the ACK of a `200`, a BYE, an INFO) go to their dialog in the
 //! stack's dialog layer without reaching the front door; one for no known dialog gets
@@ -32,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Call;
 use crate::error::Error;
+use crate::registrar::digest::Credentials;
+use crate::registrar::policy::{Contacts, Register};
 
 /// The listening side: UDP and TCP on one address.
 pub struct SipServer {
@@ -156,7 +161,21 @@ impl std::fmt::Debug for Incoming {
 pub enum Kind {
     Invite,
     Options,
+    Register,
     Other,
+}
+
+/// Headers the registrar adds to its answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extra {
+    /// `WWW-Authenticate: Digest …` (the value).
+    WwwAuthenticate(String),
+    MinExpires(u32),
+    /// `Contact: <uri>;expires=n`.
+    Contact {
+        uri: String,
+        expires: u32,
+    },
 }
 
 impl Incoming {
@@ -164,8 +183,78 @@ impl Incoming {
         match self.tx.original.method {
             Method::Invite => Kind::Invite,
             Method::Options => Kind::Options,
+            Method::Register => Kind::Register,
             _ => Kind::Other,
         }
+    }
+
+    /// Answers with a final status and the registrar's headers.
+    pub async fn reply_with(mut self, code: u16, reason: &str, extras: Vec<Extra>) {
+        use rsipstack::sip::headers::untyped;
+        let headers = extras
+            .into_iter()
+            .map(|e| match e {
+                Extra::WwwAuthenticate(v) => rsipstack::sip::Header::WwwAuthenticate(untyped::WwwAuthenticate::new(v)),
+                Extra::MinExpires(n) => rsipstack::sip::Header::MinExpires(untyped::MinExpires::new(n.to_string())),
+                Extra::Contact { uri, expires } => {
+                    rsipstack::sip::Header::Contact(untyped::Contact::new(format!("<{uri}>;expires={expires}")))
+                }
+            })
+            .collect();
+        let status = StatusCode::Other(code, reason.to_owned());
+        if let Err(e) = self.tx.reply_with(status, headers, None).await {
+            tracing::debug!(error = %e, code, "could not answer a REGISTER");
+            return;
+        }
+        tokio::spawn(async move { while self.tx.receive().await.is_some() {} });
+    }
+
+    /// Reads a REGISTER for the registrar, or says why it is malformed.
+    pub fn register(&self) -> Result<Register, String> {
+        let req = &self.tx.original;
+        let domain = req.uri().host().to_string().to_ascii_lowercase();
+        let to = req.to_header().map_err(|_| "no To header")?;
+        let to_uri = to.uri().map_err(|_| "unreadable To header")?;
+        let to_user = to_uri.user().map(str::to_owned);
+        let to_host = to_uri.host().to_string();
+        req.call_id_header().map_err(|_| "no Call-ID header")?;
+        let mut contacts = Vec::new();
+        for h in req.contact_headers() {
+            let list = rsipstack::sip::headers::typed::Contact::parse_header_list(h.value())
+                .map_err(|_| "unreadable Contact header")?;
+            contacts.extend(list);
+        }
+        let star = |c: &rsipstack::sip::headers::typed::Contact| matches!(&c.uri.scheme, Some(rsipstack::sip::Scheme::Other(s)) if s == "*");
+        let contacts = match contacts.as_slice() {
+            [] => Contacts::None,
+            [one] if star(one) => Contacts::Star,
+            [one] => {
+                let expires = one
+                    .params
+                    .iter()
+                    .find_map(|p| match p {
+                        rsipstack::sip::Param::Expires(e) => Some(e.to_string()),
+                        _ => None,
+                    })
+                    .map(|e| e.trim().parse::<u32>().map_err(|_| "unreadable Contact expires"))
+                    .transpose()?;
+                Contacts::One { uri: one.uri.to_string(), expires }
+            }
+            many if many.iter().any(star) => return Err("Contact: * with other contacts".into()),
+            _ => Contacts::Many,
+        };
+        let expires = req
+            .expires_header()
+            .map(|e| e.value().trim().parse::<u32>().map_err(|_| "unreadable Expires header"))
+            .transpose()?;
+        let credentials = req.authorization_header().map(|a| {
+            let tok = rsipstack::sip::headers::typed::tokenizers::AuthTokenizer::parse(a.value())
+                .map_err(|_| crate::registrar::digest::CredentialsError::Missing("username"))?;
+            let params: Vec<(String, String)> =
+                tok.params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            Credentials::from_params(tok.scheme, &params)
+        });
+        Ok(Register { domain, to_user, to_host, contacts, expires, credentials })
     }
 
     /// The address the request came from.

@@ -1,0 +1,283 @@
+//! The registrar of agents' phones (RFC 3261 §10): a phone registers `sip:{agent}@{domain}`
+//! with digest authentication (MD5, `qop=auth`) against its tenant's registrar
+//! (`spec.voice.registrar`), and media rings the registered contact when routing offers the
+//! agent a call and the agent has no fixed phone (`spec.voice.phones`).
+//!
+//! - Tenant: the Request-URI's domain is the registrar domain of exactly one tenant (also
+//!   its digest realm), so credentials of one tenant never open another's bindings.
+//! - Credentials: never in clear. The tenant's Secret (`credentialsSecret`) holds, per agent
+//!   id, the agent's `HA1 = MD5(agent:domain:password)` in hex; media reads
+//!   `{CENTRALITA_SIP_SECRETS_DIR}/{secret}/{agent}` (a mounted Kubernetes Secret, one key a
+//!   file) at each authenticated REGISTER, so a rotated digest is used at once. Nothing of it
+//!   is logged.
+//! - Nonces: stateless ([`nonce`]), keyed by a secret shared through Redis.
+//! - Registrations: in Redis with the registration's expiry ([`store`]), one phone per agent.
+//! - Failures: a source with too many failed authentications is refused for a while
+//!   ([`policy::Throttle`], per replica).
+//!
+//! # Layout
+//! - [`digest`]: the digest computation and check (pure);
+//! - [`nonce`]: nonces (pure);
+//! - [`policy`]: the decisions on a REGISTER (pure);
+//! - [`store`]: the registrations and the nonce key in Redis;
+//! - this file: the adapter that reads the HA1 files and runs a REGISTER through the rest.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use centralita_platform::cache::RedisHandle;
+use centralita_platform::config::ConfigError;
+use centralita_platform::registry::TenantRegistry;
+use centralita_platform::tenant::{registrar_owners, Registrar as TenantRegistrar, Tenant, TenantId};
+use tokio::sync::OnceCell;
+
+use crate::metrics::Metrics;
+use crate::sip::{Extra, Incoming};
+
+pub mod digest;
+pub mod nonce;
+pub mod policy;
+pub mod store;
+
+use digest::Ha1;
+use nonce::NonceKey;
+use policy::{Bounds, Change, Reply, Throttle};
+use store::{Binding, Registrations};
+
+/// The registrar's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistrarArgs {
+    /// Directory where the tenants' registrar Secrets are mounted: agent `a`'s HA1 (32 hex
+    /// digits, `MD5(a:domain:password)`) is read from `{dir}/{credentialsSecret}/{a}`.
+    /// Without it no phone can register.
+    #[arg(id = "sip_secrets_dir", long = "sip-secrets-dir", env = "CENTRALITA_SIP_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// The shortest registration accepted, in seconds (shorter ones get `423`).
+    #[arg(long = "sip-register-min-expires", env = "CENTRALITA_SIP_REGISTER_MIN_EXPIRES", default_value_t = 60)]
+    pub min_expires: u32,
+    /// The longest registration granted, in seconds (longer ones are shortened).
+    #[arg(long = "sip-register-max-expires", env = "CENTRALITA_SIP_REGISTER_MAX_EXPIRES", default_value_t = 3600)]
+    pub max_expires: u32,
+    /// Failed authentications from one source address, within a minute, after which its
+    /// REGISTERs are refused until the minute is over.
+    #[arg(long = "sip-register-max-failures", env = "CENTRALITA_SIP_REGISTER_MAX_FAILURES", default_value_t = 10)]
+    pub max_failures: u32,
+}
+
+impl RegistrarArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.min_expires) {
+            return Err(ConfigError::new("CENTRALITA_SIP_REGISTER_MIN_EXPIRES", "must be 1 to 86400"));
+        }
+        if self.max_expires < self.min_expires || self.max_expires > 86_400 {
+            return Err(ConfigError::new(
+                "CENTRALITA_SIP_REGISTER_MAX_EXPIRES",
+                "must be at least CENTRALITA_SIP_REGISTER_MIN_EXPIRES and at most 86400",
+            ));
+        }
+        if self.max_failures == 0 {
+            return Err(ConfigError::new("CENTRALITA_SIP_REGISTER_MAX_FAILURES", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The window of [`RegistrarArgs::max_failures`], in seconds.
+const FAILURE_WINDOW_SECS: u64 = 60;
+
+/// The registrar: answers REGISTERs and finds agents' registered phones.
+#[derive(Debug)]
+pub struct Registrar {
+    registry: TenantRegistry,
+    store: Registrations,
+    key: OnceCell<NonceKey>,
+    secrets_dir: Option<PathBuf>,
+    bounds: Bounds,
+    throttle: Mutex<Throttle>,
+    metrics: Arc<Metrics>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Stands in for an unknown agent's HA1, so its check costs what a known agent's does.
+fn no_ha1() -> Ha1 {
+    Ha1::of("", "", "")
+}
+
+/// The one tenant serving `domain`.
+fn tenant_of(tenants: &[Arc<Tenant>], domain: &str) -> Option<(Arc<Tenant>, TenantRegistrar)> {
+    match registrar_owners(tenants, domain).as_slice() {
+        [one] => one.voice.registrar.clone().map(|r| (Arc::clone(one), r)),
+        _ => None,
+    }
+}
+
+fn is_agent_id(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+impl Registrar {
+    pub fn new(registry: TenantRegistry, redis: RedisHandle, args: &RegistrarArgs, metrics: Arc<Metrics>) -> Self {
+        Self {
+            registry,
+            store: Registrations::new(redis),
+            key: OnceCell::new(),
+            secrets_dir: args.secrets_dir.clone(),
+            bounds: Bounds { min: args.min_expires, max: args.max_expires },
+            throttle: Mutex::new(Throttle::new(args.max_failures, FAILURE_WINDOW_SECS)),
+            metrics,
+        }
+    }
+
+    /// The agent's HA1 from the tenant's Secret; `None` for an agent without one (or an
+    /// unreadable one, logged without its content).
+    fn ha1(&self, secret: &str, agent: &str) -> Option<Ha1> {
+        if !is_agent_id(agent) {
+            return None;
+        }
+        let path = self.secrets_dir.as_ref()?.join(secret).join(agent);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let ha1 = Ha1::parse_hex(&text);
+        if ha1.is_none() {
+            tracing::warn!(path = %path.display(), "an agent's SIP digest is not 32 hex digits: ignored");
+        }
+        ha1
+    }
+
+    async fn nonce_key(&self) -> Result<&NonceKey, store::StoreError> {
+        self.key.get_or_try_init(|| self.store.nonce_key()).await
+    }
+
+    /// Answers a REGISTER.
+    pub async fn handle(&self, request: Incoming) {
+        let source = request.source();
+        let (reply, extras, outcome) = match request.register() {
+            Err(why) => {
+                tracing::info!(?source, why, "malformed REGISTER");
+                (Reply::BadRequest("malformed"), Vec::new(), "bad_request")
+            }
+            Ok(register) => self.decide(&register, source).await,
+        };
+        self.metrics.sip_register(outcome);
+        let (code, reason) = reply.status();
+        request.reply_with(code, reason, extras).await;
+    }
+
+    /// The answer to `r` from `source`, its extra headers and its outcome label.
+    async fn decide(&self, r: &policy::Register, source: Option<SocketAddr>) -> (Reply, Vec<Extra>, &'static str) {
+        let ip = source.map(|s| s.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let now = now();
+        if self.throttle.lock().unwrap_or_else(|p| p.into_inner()).blocked(ip, now) {
+            return (Reply::Forbidden, Vec::new(), "throttled");
+        }
+        let Some((tenant, registrar)) = tenant_of(&self.registry.list(), &r.domain) else {
+            return (Reply::NotFound, Vec::new(), "not_found");
+        };
+        let done = |reply: Reply| {
+            let outcome = reply.outcome();
+            (reply, Vec::new(), outcome)
+        };
+        let agent = match policy::address_of_record(r, &registrar.domain) {
+            Ok(a) => a,
+            Err(reply) => return done(reply),
+        };
+        if !tenant.is_active() {
+            return done(Reply::TenantSuspended);
+        }
+        let key = match self.nonce_key().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "no nonce key: REGISTER refused");
+                return done(Reply::Unavailable);
+            }
+        };
+        let realm = registrar.domain.as_str();
+        let credentials = match policy::authenticate(r, agent, realm, key, now) {
+            Ok(c) => c,
+            Err(Reply::Challenge { stale }) => {
+                let mut value = format!(
+                    "Digest realm=\"{realm}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"",
+                    key.issue(realm, now)
+                );
+                if stale {
+                    value.push_str(", stale=true");
+                }
+                return (Reply::Challenge { stale }, vec![Extra::WwwAuthenticate(value)], "challenged");
+            }
+            Err(reply) => {
+                if reply == Reply::Forbidden {
+                    self.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(ip, now);
+                }
+                return done(reply);
+            }
+        };
+        // The same work whether the agent has a digest or not.
+        let known = self.ha1(&registrar.credentials_secret, agent);
+        let verified = digest::verify(known.as_ref().unwrap_or(&no_ha1()), "REGISTER", credentials);
+        if known.is_none() || verified.is_err() {
+            self.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(ip, now);
+            tracing::info!(tenant = %tenant.id, ?source, "REGISTER with wrong credentials refused");
+            return done(Reply::Forbidden);
+        }
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner()).succeeded(ip);
+        let change = match policy::binding(r, self.bounds) {
+            Ok(c) => c,
+            Err(reply) => {
+                let extras = match &reply {
+                    Reply::IntervalTooBrief { min } => vec![Extra::MinExpires(*min)],
+                    _ => Vec::new(),
+                };
+                let outcome = reply.outcome();
+                return (reply, extras, outcome);
+            }
+        };
+        self.apply(&tenant.id, agent, change, source).await
+    }
+
+    async fn apply(
+        &self,
+        tenant: &TenantId,
+        agent: &str,
+        change: Change,
+        source: Option<SocketAddr>,
+    ) -> (Reply, Vec<Extra>, &'static str) {
+        let result = match change {
+            Change::Set { uri, expires } => {
+                let binding = Binding { contact: uri, source: source.map(|s| s.to_string()).unwrap_or_default() };
+                self.store.set(tenant, agent, &binding, expires).await.map(|()| {
+                    tracing::info!(%tenant, agent, expires, "phone registered");
+                    (Some((binding.contact, expires)), "ok")
+                })
+            }
+            Change::Remove { uri } => self.store.remove(tenant, agent, uri.as_deref()).await.map(|removed| {
+                tracing::info!(%tenant, agent, removed, "phone unregistered");
+                (None, "removed")
+            }),
+            Change::Query => self.store.get(tenant, agent).await.map(|b| (b.map(|(b, left)| (b.contact, left)), "ok")),
+        };
+        match result {
+            Ok((binding, outcome)) => {
+                let extras = binding
+                    .iter()
+                    .map(|(uri, expires)| Extra::Contact { uri: uri.clone(), expires: *expires })
+                    .collect();
+                (Reply::Ok { binding }, extras, outcome)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %tenant, "registrations store unavailable");
+                (Reply::Unavailable, Vec::new(), "unavailable")
+            }
+        }
+    }
+
+    /// The contact of `agent`'s registered phone, if it has one (`Err` when the store is
+    /// out of reach).
+    pub async fn contact_of(&self, tenant: &TenantId, agent: &str) -> Result<Option<String>, store::StoreError> {
+        Ok(self.store.get(tenant, agent).await?.map(|(b, _)| b.contact))
+    }
+}
