@@ -13,7 +13,11 @@ mkdir -p "$run"
 export CENTRALITA_KAFKA_TOPIC_PREFIX="bench-$(date +%s)-$$."
 export CENTRALITA_JWT_PUBLIC_KEY_FILE="$repo_root/deploy/local/dev-keys/jwt-ed25519.pub"
 export CENTRALITA_JWT_PRIVATE_KEY_FILE="$repo_root/deploy/local/dev-keys/jwt-ed25519.key"
-export CENTRALITA_LOG_FILTER="${CENTRALITA_LOG_FILTER:-warn}"
+# Logs at warn (the services' variable is CENTRALITA_LOG; until 2026-12-05 this set an unread
+# CENTRALITA_LOG_FILTER, so the benchmarks ran at info). Spans follow CENTRALITA_TRACE
+# (default "info": one trace per contact, as deployed); CENTRALITA_TRACE=off measures
+# without, OTEL_EXPORTER_OTLP_ENDPOINT with export (see BENCHMARKS.md, the cost of tracing).
+export CENTRALITA_LOG="${CENTRALITA_LOG:-warn}"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT

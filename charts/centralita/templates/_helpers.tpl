@@ -144,6 +144,8 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ printf "%vs" .c.shutdownTimeoutSeconds | quote }}
 - name: CENTRALITA_LOG
   value: {{ $cfg.log | quote }}
+- name: CENTRALITA_TRACE
+  value: {{ $cfg.trace | quote }}
 - name: CENTRALITA_LOG_FORMAT
   value: {{ $cfg.logFormat | quote }}
 - name: CENTRALITA_KAFKA_BROKERS

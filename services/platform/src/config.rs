@@ -74,6 +74,11 @@ pub struct TelemetryConfig {
     /// numbers included) at info, so by default it logs warnings only.
     #[arg(long, env = "CENTRALITA_LOG", default_value = "info,rsipstack=warn")]
     pub log_filter: String,
+    /// Span filter (EnvFilter syntax), apart from the log filter: the spans kept for traces
+    /// (and exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). Logs at `warn` keep their
+    /// traces; `off` creates no spans at all (no trace context is carried either).
+    #[arg(long, env = "CENTRALITA_TRACE", default_value = "info,rsipstack=off")]
+    pub trace_filter: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -22,7 +22,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -58,23 +58,31 @@ pub fn init(service: &'static str, cfg: &TelemetryConfig) -> anyhow::Result<Tele
     let provider = builder.build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(service);
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let filter = EnvFilter::try_new(&cfg.log_filter)?;
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // Spans and logs are filtered apart: logs at `warn` still leave the traces whole.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(EnvFilter::try_new(&cfg.trace_filter).map_err(|e| anyhow::anyhow!("CENTRALITA_TRACE: {e}"))?);
+    let logs = || EnvFilter::try_new(&cfg.log_filter).map_err(|e| anyhow::anyhow!("CENTRALITA_LOG: {e}"));
+    let registry = tracing_subscriber::registry().with(otel);
     match cfg.log_format {
         LogFormat::Json => registry
             .with(
-                tracing_subscriber::fmt::layer().json().event_format(TraceIds(
-                    tracing_subscriber::fmt::format()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_span_list(false)
-                        .with_target(true),
-                )),
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(TraceIds(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(true)
+                            .with_span_list(false)
+                            .with_target(true),
+                    ))
+                    .with_filter(logs()?),
             )
             .try_init()?,
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_target(false)).try_init()?,
+        LogFormat::Text => {
+            registry.with(tracing_subscriber::fmt::layer().with_target(false).with_filter(logs()?)).try_init()?
+        }
     }
     if let Some(endpoint) = endpoint {
         tracing::info!(%endpoint, "exporting traces over OTLP");

@@ -83,7 +83,11 @@ pub fn config(prefix: &str) -> CommonConfig {
             issuer: "centralita".into(),
             audience: "centralita-api".into(),
         },
-        telemetry: TelemetryConfig { log_format: LogFormat::Json, log_filter: "warn".into() },
+        telemetry: TelemetryConfig {
+            log_format: LogFormat::Json,
+            log_filter: "warn".into(),
+            trace_filter: "info".into(),
+        },
         grpc_web: Default::default(),
     }
 }
