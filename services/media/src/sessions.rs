@@ -88,6 +88,7 @@ impl Sessions {
             .parse()
             .map_err(|_| Error::Token("not a header value".into()))?;
         request.metadata_mut().insert("authorization", value);
+        centralita_platform::telemetry::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 

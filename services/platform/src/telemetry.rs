@@ -144,6 +144,18 @@ pub fn continue_stored(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// Puts the current span's W3C trace context into an outgoing gRPC call's metadata, so the
+/// service called continues this trace (media's calls to sessions and recording).
+pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
+    for (k, v) in current_trace_headers() {
+        if let (Ok(key), Ok(value)) =
+            (tonic::metadata::MetadataKey::from_bytes(k.as_bytes()), tonic::metadata::MetadataValue::try_from(&v))
+        {
+            metadata.insert(key, value);
+        }
+    }
+}
+
 /// The span of one incoming gRPC call, child of the caller's trace context (tonic `trace_fn`).
 pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
     let span = tracing::info_span!(
@@ -274,6 +286,11 @@ mod tests {
                 work
             });
             assert_eq!(work.context().span().span_context().trace_id().to_string(), TRACE);
+            // An outgoing call carries the work's context.
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            work.in_scope(|| inject_metadata(&mut metadata));
+            let sent = metadata.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            assert!(sent.contains(TRACE), "{metadata:?}");
             let untraced = tracing::info_span!("untraced");
             continue_stored(&untraced, "");
             assert_ne!(untraced.context().span().span_context().trace_id().to_string(), TRACE);

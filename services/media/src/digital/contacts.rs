@@ -131,6 +131,7 @@ impl Contacts {
         let mut request = tonic::Request::new(message);
         let value = format!("Bearer {token}").parse().map_err(|_| Error::Internal("token is not a header".into()))?;
         request.metadata_mut().insert("authorization", value);
+        centralita_platform::telemetry::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 
