@@ -8,7 +8,12 @@ Checked in PostgreSQL (as the services' role, reading each tenant through row-le
 security, every table of schema `media`, the outbox's encoded events included): the
 erased customer's text and phone number are gone from tenant A; A's other customer's
 conversation, and tenant B's conversation with the **same phone number**, are untouched.
+
+Web chat: a visitor writes and leaves (the contact abandoned in sessions); media records
+the conversation's end from the contacts topic (`ended_at`, what retention counts from);
+erasing the visitor's customer (its chat identity) deletes the conversation.
 """
+import json
 import os
 import subprocess
 import uuid
@@ -18,23 +23,33 @@ import pytest
 
 from conftest import auth, cli, endpoints, mint, wait_for
 from test_sms import BASE, inbound, post_form, secrets_dir, sid, signed, tenant_yaml
+from test_webchat import http, last_sequence, open_socket, read_frames, start_chat
+from test_webchat import tenant_yaml as webchat_yaml
 
 MEDIA_TABLES = ("conversations", "messages", "sms_messages")
 
 
-def found(tenant, needle):
-    """Rows of schema `media` holding `needle`, as `tenant` sees them."""
+def psql(tenant, sql, **variables):
+    """The last line psql prints for `sql` run as `tenant` (row-level security on); `:'name'`
+    in `sql` is a variable."""
     url = os.environ.get("CENTRALITA_DATABASE_URL",
                          f"postgres://centralita:centralita@127.0.0.1:{os.environ.get('CENTRALITA_PG_PORT', '5440')}"
                          "/centralita")
+    args = ["psql", url, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-v", f"tenant={tenant}"]
+    for k, v in variables.items():
+        args += ["-v", f"{k}={v}"]
+    script = f"SELECT set_config('centralita.tenant', :'tenant', false) \\g /dev/null\n{sql};\n"
+    out = subprocess.run(args, input=script, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def found(tenant, needle):
+    """Rows of schema `media` holding `needle`, as `tenant` sees them."""
     counts = " + ".join(
         [f"(SELECT count(*) FROM media.{t} x WHERE position(:'needle' in x::text) > 0)" for t in MEDIA_TABLES]
         + ["(SELECT count(*) FROM media.outbox x WHERE position(convert_to(:'needle', 'UTF8') in x.envelope) > 0)"])
-    sql = f"SELECT set_config('centralita.tenant', :'tenant', false) \\g /dev/null\nSELECT {counts};\n"
-    out = subprocess.run(["psql", url, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-v", f"tenant={tenant}",
-                          "-v", f"needle={needle}"], input=sql, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return int(out.stdout.strip().splitlines()[-1])
+    return int(psql(tenant, f"SELECT {counts}", needle=needle))
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +132,66 @@ def test_an_erased_customers_sms_conversation_goes_from_its_tenant_only(m, tmp_p
     with pytest.raises(grpc.RpcError) as e:
         crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin_b), timeout=5)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_web_chat_that_ended_is_dated_and_its_erased_customer_goes(m, tmp_path):
+    eps = endpoints()
+    run = uuid.uuid4().hex[:8]
+    a, b = f"ewa-{run}", f"ewb-{run}"
+    origin, key_a, key_b = f"https://shop-{run}.example", f"widget-key-a-{run}", f"widget-key-b-{run}"
+    manifest = tmp_path / "tenants.yaml"
+    manifest.write_text(webchat_yaml(a, key_a, origin) + "---\n" + webchat_yaml(b, key_b, origin))
+    cli("admin", "tenant", "apply", "-f", str(manifest))
+    crm = m.cg.CustomerServiceStub(grpc.insecure_channel(eps["crm"]))
+    c = m.c
+    admin_a = mint("--tenant", a, "--role", "tenant_admin")
+
+    def started(tenant, key):
+        status, body = start_chat(tenant, key, origin)
+        return body if status == 201 else None
+
+    assert wait_for(lambda: started(a, key_a) is not None, 60), "media never saw the tenant"
+    chat, chat_b = started(a, key_a), started(b, key_b)
+    assert chat_b is not None
+    text, text_b = f"erase-chat-{run}", f"keep-chat-{run}"
+    for tenant, ch, t in ((a, chat, text), (b, chat_b, text_b)):
+        status, body = http("POST", f"/v1/tenants/{tenant}/webchat/messages", {"text": f"Soy yo: {t}"},
+                            {"authorization": f"Bearer {ch['visitorToken']}", "origin": origin})
+        assert status == 201, body
+    assert found(a, text) > 0 and found(a, chat["visitorId"]) > 0 and found(b, text) == 0
+    contact_id = chat["contact"].rsplit("/", 1)[1]
+
+    def ended():
+        return psql(a, "SELECT count(*) FROM media.conversations WHERE contact_id = :'c' AND ended_at IS NOT NULL",
+                    c=contact_id)
+
+    assert ended() == "0", "open"
+
+    # The visitor leaves: sessions abandons the contact; media dates the conversation's end.
+    with open_socket(a, chat["visitorToken"], origin, after=last_sequence(a, chat["visitorToken"], origin)) as ws:
+        ws.send(json.dumps({"type": "leave"}))
+        assert read_frames(ws, lambda f: any(x["type"] == "ended" for x in f), timeout=15)[-1] == {"type": "ended"}
+    assert wait_for(lambda: ended() == "1", 30), "media never recorded the chat's end"
+
+    # Erasing the visitor's customer (the CRM linked the contact by its chat identity).
+    identity = c.Identity(kind=c.IDENTITY_KIND_CHAT, value=chat["visitorId"])
+
+    def customer():
+        try:
+            r = crm.FindCustomers(c.FindCustomersRequest(identity=identity), metadata=auth(admin_a), timeout=5)
+            return r.customers[0].name if r.customers else None
+        except grpc.RpcError:
+            return None
+
+    assert wait_for(lambda: customer() is not None, 60), "the CRM never linked the chat to a customer"
+    erasure = crm.EraseCustomer(c.EraseCustomerRequest(name=customer(), reason="data subject request"),
+                                metadata=auth(admin_a), timeout=10)
+    assert chat["contact"] in erasure.contacts
+
+    def media_done():
+        e = crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin_a), timeout=5)
+        return any(s.store == "media" and s.state == c.ErasureStore.STATE_DONE for s in e.stores)
+
+    assert wait_for(media_done, 60), "media never reported the erasure"
+    assert found(a, text) == 0 and found(a, chat["visitorId"]) == 0
+    assert found(b, text_b) > 0, "tenant B's chat went too"
