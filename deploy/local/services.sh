@@ -32,6 +32,9 @@ export CENTRALITA_WEBCHAT_ADDR="127.0.0.1:$webchat_port"
 export CENTRALITA_TWILIO_BASE_URL="${CENTRALITA_TWILIO_BASE_URL:-http://127.0.0.1:$((8490 + admin_base - 9101))}"
 export CENTRALITA_SMS_SECRETS_DIR="${CENTRALITA_SMS_SECRETS_DIR:-$CENTRALITA_DATA/secrets/${CENTRALITA_RUN_NAME:-dev}}"
 export CENTRALITA_SMS_SEND_BACKOFF_MS="${CENTRALITA_SMS_SEND_BACKOFF_MS:-200}"
+# media's registrar of agents' phones: each tenant's Secret of HA1 digests as files
+# $CENTRALITA_DATA/secrets/<run name>/<credentialsSecret>/<agent id> (the SMS tokens' directory).
+export CENTRALITA_SIP_SECRETS_DIR="${CENTRALITA_SIP_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
 # recording's playback HTTP port (signed URLs of recordings): 9190 plus the same offset
 # (9290 for test.sh's e2e run).
 playback_port="${CENTRALITA_PLAYBACK_PORT:-$((9190 + admin_base - 9101))}"
