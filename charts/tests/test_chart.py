@@ -31,7 +31,7 @@ RELEASE, NAMESPACE = "centralita", "contact-center"
 SERVICES = ["sessions", "routing", "media", "crm", "recording", "reporting"]
 FRONTEND = {"sessions", "crm", "reporting", "media", "recording"}
 POSTGRES_USERS = {"crm", "recording", "reporting"}
-REDIS_USERS = {"sessions", "routing", "reporting"}
+REDIS_USERS = {"sessions", "routing", "media", "reporting"}
 STREAM_PROCESSORS = {"sessions", "routing", "reporting"}
 # Kinds that are custom resources of other projects: kubernetes-validate ships only the
 # built-in Kubernetes schemas, so these are checked field by field in their own tests.

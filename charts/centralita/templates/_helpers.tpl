@@ -36,7 +36,7 @@ deployment choice:
 {{- define "centralita.traits" -}}
 sessions:  {grpc: true, jwt: true, postgres: false, redis: true,  frontend: true,  stream: true,  operator: false}
 routing:   {grpc: true, jwt: true, postgres: false, redis: true,  frontend: false, stream: true,  operator: false}
-media:     {grpc: true, jwt: true, postgres: false, redis: false, frontend: true,  stream: false, operator: false}
+media:     {grpc: true, jwt: true, postgres: false, redis: true,  frontend: true,  stream: false, operator: false}
 crm:       {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
 recording: {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
 reporting: {grpc: true, jwt: true, postgres: true,  redis: true,  frontend: true,  stream: true,  operator: false}
