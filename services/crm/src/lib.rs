@@ -78,7 +78,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         &config.common.kafka.brokers,
         format!("{prefix}crm.erasures"),
         runtime.topics.customers(),
-        config.common.kafka.group_instance_id.clone(),
+        // One static member id per consumer of the process (the contact consumer has the
+        // replica's own).
+        config.common.kafka.group_instance_id.as_ref().map(|id| format!("{id}-erasures")),
         erasures::StoreReports { pool: pool.clone() },
         Some(runtime.metrics.clone()),
     )?;

@@ -19,6 +19,8 @@
 //!   `proto/` by this crate's build script).
 //! - [`store`]: every Redis access: records, outboxes, timers, indexes, notices.
 //! - [`decisions`]: routing's decisions (offer, overflow, time-out) applied to contacts.
+//! - [`erasure`]: CRM's customer erasures carried out on contact records, each reported
+//!   done on the customers topic.
 //! - [`timers`]: offer expiry (RONA), end of after-contact work, presence lapse.
 //! - [`streams`]: agents' event streams and presence, fanned out over Redis pub/sub.
 //! - [`pools`]: which agent pool (router) a tenant or agent belongs to.
@@ -28,6 +30,7 @@ pub mod api;
 pub mod core;
 pub mod decisions;
 pub mod engine;
+pub mod erasure;
 pub mod metrics;
 pub mod outbox;
 pub mod pools;
@@ -40,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use centralita_platform::auth::Authenticated;
-use centralita_platform::bus::{Consumer, ConsumerSettings, Producer};
+use centralita_platform::bus::{Consumer, ConsumerSettings, Producer, FETCH_WAIT_DEFAULT};
 use centralita_platform::cache::RedisDedupe;
 use centralita_platform::config::{parse_duration, ConfigError, RedisConfig, ServiceArgs, Validate};
 use centralita_platform::server::{Listeners, Runtime};
@@ -78,14 +81,20 @@ impl Validate for SessionsSettings {
 /// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
 pub type Config = ServiceArgs<SessionsSettings>;
 
-/// How long consumed decision ids are remembered for deduplication.
+/// How long consumed decision and erasure ids are remembered for deduplication.
 const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let decisions = decision_topic(&runtime.topics);
-    let topics = [runtime.topics.contacts(), runtime.topics.agents(), input_topic(&runtime.topics), decisions.clone()];
+    let topics = [
+        runtime.topics.contacts(),
+        runtime.topics.agents(),
+        input_topic(&runtime.topics),
+        decisions.clone(),
+        runtime.topics.customers(),
+    ];
     runtime.with_topics(&topics);
     let redis = runtime.redis(&config.service.redis);
     let producer = Arc::new(Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?);
@@ -114,7 +123,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             group_instance_id: config.common.kafka.group_instance_id.clone(),
         },
         decisions::DecisionHandler { engine: engine.clone() },
-        RedisDedupe::new(redis, DEDUPE_TTL),
+        RedisDedupe::new(redis.clone(), DEDUPE_TTL),
         Some(runtime.metrics.clone()),
     )?;
     let sd = runtime.shutdown.clone();
@@ -123,8 +132,30 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             tracing::error!(error = %e, "routing decision consumer stopped");
         }
     });
-    // Timers and the outbox sweep wait for nothing: their effects are carried out inline.
+    // Timers, the outbox sweep and erasures wait for nothing: their effects are carried out
+    // inline.
     let background = engine::Engine { detach_effects: false, ..engine.clone() };
+    // CRM's erasures: off the customer's path, so the default fetch wait.
+    let erasures = Consumer::new(
+        ConsumerSettings {
+            brokers: config.common.kafka.brokers.clone(),
+            group_id: format!("{prefix}sessions.erasures"),
+            topics: vec![runtime.topics.customers()],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            // Its own static member id, as reporting's second consumer has: one id per
+            // consumer of the process, whatever group it joins.
+            group_instance_id: config.common.kafka.group_instance_id.as_ref().map(|id| format!("{id}-erasures")),
+        },
+        erasure::ErasureHandler { engine: background.clone() },
+        RedisDedupe::new(redis, DEDUPE_TTL),
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = erasures.run(sd).await {
+            tracing::error!(error = %e, "customer erasure consumer stopped");
+        }
+    });
     runtime.spawn(timers::run(background, Duration::from_millis(200), runtime.shutdown.clone()));
     runtime.spawn(streams::fan_out(engine.clone(), runtime.shutdown.clone()));
     let api = api::Api { pools: pools::Pools::new(store, runtime.registry.clone()), engine };

@@ -34,6 +34,11 @@ struct ReasonLabel {
 /// The reasons `crate::decisions` voids an offer for (`offer_voided`).
 const VOID_REASONS: [&str; 3] = ["late", "agent_unavailable", "other_pool"];
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     created: Family<ChannelLabel, Counter>,
@@ -43,6 +48,7 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_oldest_ms: Gauge,
     agent_streams: Gauge,
+    erased: Family<OutcomeLabel, Counter>,
 }
 
 fn channel(c: Channel) -> &'static str {
@@ -117,6 +123,11 @@ impl Metrics {
             "Agent event streams open on this replica",
             m.agent_streams.clone(),
         );
+        r.register(
+            "centralita_sessions_erased_contacts",
+            "Contacts named by CRM erasures, by outcome (erased, clean = nothing personal left, gone = expired, skipped = another tenant's)",
+            m.erased.clone(),
+        );
         drop(r);
         // Every reason is exported from the start (at 0), so a dashboard shows none voided
         // rather than no data, and the chart's check against /metrics finds the family.
@@ -155,6 +166,12 @@ impl Metrics {
     pub fn stream_closed(&self) {
         self.agent_streams.dec();
     }
+
+    pub fn erased_contacts(&self, outcome: &'static str, n: usize) {
+        if n > 0 {
+            self.erased.get_or_create(&OutcomeLabel { outcome }).inc_by(n as u64);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +188,7 @@ mod tests {
         m.offer_voided("late");
         m.outbox(3, 1_500);
         m.stream_opened();
+        m.erased_contacts("erased", 2);
         let text = platform.encode();
         for line in [
             "centralita_sessions_contact_events_total{service=\"sessions\",kind=\"not_answered\"} 2",
@@ -180,6 +198,7 @@ mod tests {
             "centralita_sessions_outbox_pending_records{service=\"sessions\"} 3",
             "centralita_sessions_outbox_oldest_age_milliseconds{service=\"sessions\"} 1500",
             "centralita_sessions_agent_streams{service=\"sessions\"} 1",
+            "centralita_sessions_erased_contacts_total{service=\"sessions\",outcome=\"erased\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

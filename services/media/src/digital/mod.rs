@@ -269,7 +269,8 @@ fn start_data_protection(
         group_id: format!("{}media.{group}", kafka.topic_prefix),
         topics: vec![topic],
         fetch_wait: FETCH_WAIT_DEFAULT,
-        group_instance_id: kafka.group_instance_id.clone(),
+        // One static member id per consumer of the process.
+        group_instance_id: kafka.group_instance_id.as_ref().map(|id| format!("{id}-{group}")),
     };
     let erasures = Consumer::new(
         settings("erasures", runtime.topics.customers()),
