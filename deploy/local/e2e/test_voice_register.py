@@ -225,6 +225,7 @@ class Client:
                                ).hexdigest()
         authorization = (f'Digest username="{user}", realm="{realm}", nonce="{params["nonce"]}", uri="{uri}", '
                          f'response="{response}", algorithm=MD5, qop=auth, nc={nc}, cnonce="{cnonce}"')
+        self.last_authorization = authorization
         return self.send(domain, user, contact=contact, expires=expires, authorization=authorization)
 
 
@@ -262,6 +263,7 @@ def desk(m, tmp_path):
 
     d = Desk()
     d.tenant, d.domain, d.number, d.contacts, d.sup = tenant, domain, number, contacts, sup
+    d.agents = agents
 
     def setup(passwords, phones=None, agent_ids=None):
         secret.mkdir(parents=True, exist_ok=True)
@@ -374,6 +376,24 @@ def test_a_wrong_password_is_refused_like_an_unknown_agent_and_binds_nothing(m, 
         c.close()
 
 
+def test_a_captured_register_cannot_be_replayed_to_move_the_binding(m, desk):
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    desk.setup({alice: "pw"})
+    c = Client()
+    mine = f"<sip:{alice}@127.0.0.1:{c.port}>"
+    try:
+        assert c.register(desk.domain, alice, "pw", contact=mine, expires=120)[0] == 200
+        authorization = c.last_authorization
+        # The same Authorization again (within the nonce's lifetime), pointing the binding
+        # elsewhere: challenged, the binding stays.
+        status, _, headers = c.send(desk.domain, alice, contact="<sip:attacker@127.0.0.1:9>", expires=120,
+                                    authorization=authorization)
+        assert status == 401 and "www-authenticate" in headers, (status, headers)
+        assert binding(desk.tenant, alice)[0] == f"sip:{alice}@127.0.0.1:{c.port}"
+    finally:
+        c.close()
+
+
 def test_expiry_bounds_and_removal(m, desk):
     alice = f"alice-{uuid.uuid4().hex[:6]}"
     desk.setup({alice: "pw"})
@@ -396,8 +416,11 @@ def test_expiry_bounds_and_removal(m, desk):
         assert binding(desk.tenant, alice) is not None
         assert c.register(desk.domain, alice, "pw", contact=contact, expires=0)[0] == 200
         assert binding(desk.tenant, alice) is None
-        # Contact: * without Expires: 0 is malformed.
+        # Contact: * without Expires: 0 is malformed, and so is an unreadable Expires; the
+        # registrar still serves.
         assert c.register(desk.domain, alice, "pw", contact="*", expires=60)[0] == 400
+        assert c.send(desk.domain, alice, contact=contact, expires="soon")[0] == 400
+        assert c.register(desk.domain, alice, "pw", contact=contact, expires=60)[0] == 200
     finally:
         c.close()
 
@@ -447,18 +470,38 @@ def test_an_agent_without_a_registered_phone_has_the_offer_rejected_and_the_next
     bob_phone = Registering(tmp_path, bob, desk.domain, "pb")
     caller_audio = CallerAudio()
     caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    stream = None
     try:
         assert wait_for(lambda: binding(desk.tenant, bob) is not None, 15), bob_phone.text()[-3000:]
         assert binding(desk.tenant, alice) is None
         desk.sign_in(alice)
+        # Alice's desktop: the offers its event stream brings (an offer and its reject can
+        # fall between two polls of the contact).
+        offers = []
+        stream = desk.agents.StreamAgentEvents(m.s.StreamAgentEventsRequest(name=f"agents/{alice}"),
+                                               metadata=auth(mint("--tenant", desk.tenant, "--role", "agent",
+                                                                  "--agent-id", alice)))
+
+        def listen():
+            try:
+                for ev in stream:
+                    if ev.WhichOneof("event") == "offer":
+                        offers.append((time.monotonic(), ev.offer))
+            except grpc.RpcError:
+                pass
+
+        threading.Thread(target=listen, daemon=True).start()
         stop, watcher = desk.watching(caller)
         proc, err = queued_call(desk.number, caller, 8000, caller_audio.port)
         # Offered to alice (no phone registered): rejected at once, long before the 15 s
         # offer timeout; then bob signs in and his registered phone takes it.
-        assert wait_for(lambda: (m.s.CONTACT_STATE_OFFERED, alice) in desk.states, 8), desk.states
-        offered_at = time.monotonic()
-        assert wait_for(lambda: desk.states[-1][0] == m.s.CONTACT_STATE_QUEUED, 5), desk.states
+        assert wait_for(lambda: offers, 8), desk.states
+        offered_at = offers[0][0]
+        assert wait_for(lambda: desk.contact_of(caller) is not None and (
+            desk.contact_of(caller).state, desk.contact_of(caller).agent_id) == (m.s.CONTACT_STATE_QUEUED, ""), 5), \
+            desk.states
         assert time.monotonic() - offered_at < 5, "rejected, not left to time out"
+        assert (m.s.CONTACT_STATE_CONNECTED, alice) not in desk.states
         desk.sign_in(bob)
         assert wait_for(lambda: (m.s.CONTACT_STATE_CONNECTED, bob) in desk.states, 15), desk.states
         out, _ = proc.communicate(timeout=60)
@@ -466,6 +509,9 @@ def test_an_agent_without_a_registered_phone_has_the_offer_rejected_and_the_next
         stop.set()
         watcher.join(5)
     finally:
+        if stream is not None:
+            stream.cancel()
         caller_audio.close()
         bob_phone.close()
+    assert len(offers) == 1, "alice was offered the call once, never again after rejecting it"
     assert (m.s.CONTACT_STATE_CONNECTED, alice) not in desk.states, desk.states

@@ -10,7 +10,9 @@
 //!   `{CENTRALITA_SIP_SECRETS_DIR}/{secret}/{agent}` (a mounted Kubernetes Secret, one key a
 //!   file) at each authenticated REGISTER, so a rotated digest is used at once. Nothing of it
 //!   is logged.
-//! - Nonces: stateless ([`nonce`]), keyed by a secret shared through Redis.
+//! - Nonces: stateless ([`nonce`]), keyed by a secret shared through Redis; each accepted
+//!   digest is good once (its nonce, cnonce and nc remembered in Redis for the nonce's
+//!   lifetime), so a captured REGISTER cannot be replayed.
 //! - Registrations: in Redis with the registration's expiry ([`store`]), one phone per agent.
 //! - Failures: a source with too many failed authentications is refused for a while
 //!   ([`policy::Throttle`], per replica).
@@ -175,7 +177,11 @@ impl Registrar {
         if self.throttle.lock().unwrap_or_else(|p| p.into_inner()).blocked(ip, now) {
             return (Reply::Forbidden, Vec::new(), "throttled");
         }
-        let Some((tenant, registrar)) = tenant_of(&self.registry.list(), &r.domain) else {
+        // The Request-URI names the registrar's domain; a phone set up with the proxy's
+        // address as its server sends that instead, and then its To domain tells.
+        let tenants = self.registry.list();
+        let Some((tenant, registrar)) = tenant_of(&tenants, &r.domain).or_else(|| tenant_of(&tenants, &r.to_host))
+        else {
             return (Reply::NotFound, Vec::new(), "not_found");
         };
         let done = |reply: Reply| {
@@ -199,16 +205,7 @@ impl Registrar {
         let realm = registrar.domain.as_str();
         let credentials = match policy::authenticate(r, agent, realm, key, now) {
             Ok(c) => c,
-            Err(Reply::Challenge { stale }) => {
-                let mut value = format!(
-                    "Digest realm=\"{realm}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"",
-                    key.issue(realm, now)
-                );
-                if stale {
-                    value.push_str(", stale=true");
-                }
-                return (Reply::Challenge { stale }, vec![Extra::WwwAuthenticate(value)], "challenged");
-            }
+            Err(Reply::Challenge { stale }) => return self.challenge(key, realm, now, stale),
             Err(reply) => {
                 if reply == Reply::Forbidden {
                     self.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(ip, now);
@@ -225,6 +222,20 @@ impl Registrar {
             return done(Reply::Forbidden);
         }
         self.throttle.lock().unwrap_or_else(|p| p.into_inner()).succeeded(ip);
+        // A digest is good once: the same (nonce, cnonce, nc) again is a replay (the
+        // Contact is not covered by the digest, so a replay could move the binding).
+        let (cnonce, nc) = (credentials.cnonce.as_deref().unwrap_or(""), credentials.nc.as_deref().unwrap_or(""));
+        match self.store.first_use(&tenant.id, &credentials.nonce, cnonce, nc, nonce::NONCE_LIFETIME_SECS).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(tenant = %tenant.id, ?source, "replayed REGISTER digest: challenged again");
+                return self.challenge(key, realm, now, false);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "registrations store unavailable");
+                return done(Reply::Unavailable);
+            }
+        }
         let change = match policy::binding(r, self.bounds) {
             Ok(c) => c,
             Err(reply) => {
@@ -237,6 +248,16 @@ impl Registrar {
             }
         };
         self.apply(&tenant.id, agent, change, source).await
+    }
+
+    /// `401` with a new nonce for `realm`.
+    fn challenge(&self, key: &NonceKey, realm: &str, now: u64, stale: bool) -> (Reply, Vec<Extra>, &'static str) {
+        let mut value =
+            format!("Digest realm=\"{realm}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"", key.issue(realm, now));
+        if stale {
+            value.push_str(", stale=true");
+        }
+        (Reply::Challenge { stale }, vec![Extra::WwwAuthenticate(value)], "challenged")
     }
 
     async fn apply(

@@ -6,8 +6,8 @@
 //! A nonce is fresh for [`NONCE_LIFETIME`]; an older one with a good MAC is *stale* (the
 //! client is challenged again with `stale=true` and answers without asking its user), one
 //! with a bad MAC, for another realm, or from the future is not ours. Replays of a captured
-//! REGISTER within the nonce's lifetime are not detected (no `nc` is stored): they can only
-//! refresh the same binding.
+//! REGISTER within the nonce's lifetime are caught by the registrar, which remembers each
+//! accepted (nonce, cnonce, nc) in Redis for that lifetime (`store::Registrations::first_use`).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -4,8 +4,9 @@
 //! then [`binding`] what to do with the contact, and answers with [`Reply::status`].
 //!
 //! The order of the checks, each refusing at once:
-//! 1. the Request-URI's domain is one tenant's registrar domain (`404` otherwise) and the
-//!    To header names `sip:{agent}@{that domain}` (`404`); the tenant is active (`403`);
+//! 1. the Request-URI's domain (or, when it is no tenant's, the To URI's) is one tenant's
+//!    registrar domain (`404` otherwise) and the To header names `sip:{agent}@{that
+//!    domain}` (`404`); the tenant is active (`403`);
 //! 2. credentials for that realm with a nonce of ours (`401` with a new nonce otherwise,
 //!    `stale=true` for an expired one); the digest username is the To user (`403`);
 //! 3. the response matches the agent's HA1 (`403`): an unknown agent, an agent without a

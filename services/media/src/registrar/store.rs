@@ -2,7 +2,8 @@
 //! tenant and agent, `{t:<tenant>}:sip:reg:<agent>`, holding the contact the phone
 //! registered (JSON: `contact`, `source`), expiring with the registration (`EX`). The
 //! nonces' shared key is `{media}:sip:nonce-key` (see `nonce`), set once by whichever
-//! replica needs it first.
+//! replica needs it first; each accepted digest's (nonce, cnonce, nc) is remembered for the
+//! nonce's lifetime under `{t:<tenant>}:sip:nc:<hash>`, so a replayed REGISTER is refused.
 
 use centralita_platform::cache::{tenant_key, RedisHandle};
 use centralita_platform::tenant::TenantId;
@@ -101,6 +102,32 @@ impl Registrations {
         Ok(removed > 0)
     }
 
+    /// Records the use of a digest's (`nonce`, `cnonce`, `nc`) for `ttl` seconds (the
+    /// nonce's lifetime); `false` if it was used already: a replayed REGISTER.
+    pub async fn first_use(
+        &self,
+        tenant: &TenantId,
+        nonce: &str,
+        cnonce: &str,
+        nc: &str,
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        use sha2::Digest;
+        let mut c = self.redis.conn()?;
+        // Client-chosen strings: hashed into a key of bounded length.
+        let digest = sha2::Sha256::digest(format!("{nonce}\n{cnonce}\n{nc}").as_bytes());
+        let id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(tenant_key(tenant, &["sip", "nc", &id]))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.max(1))
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// The nonces' key shared by the replicas: the one in Redis, or a new random one put
     /// there first.
     pub async fn nonce_key(&self) -> Result<NonceKey, StoreError> {
@@ -162,6 +189,11 @@ mod tests {
         s.set(&tenant, "carol", &b("sip:carol@127.0.0.1:5070"), 60).await.expect("set");
         assert_eq!(s.get(&other, "carol").await.expect("get"), None);
         s.remove(&tenant, "carol", None).await.expect("cleanup");
+        // A digest's (nonce, cnonce, nc) is used once.
+        assert!(s.first_use(&tenant, "n1", "c1", "00000001", 5).await.expect("first"));
+        assert!(!s.first_use(&tenant, "n1", "c1", "00000001", 5).await.expect("replay"));
+        assert!(s.first_use(&tenant, "n1", "c1", "00000002", 5).await.expect("next nc"));
+        assert!(s.first_use(&other, "n1", "c1", "00000001", 5).await.expect("another tenant"));
         // The nonce key is the same for every caller.
         let k1 = s.nonce_key().await.expect("key");
         let k2 = s.nonce_key().await.expect("key");
