@@ -55,10 +55,13 @@ def found(tenant, needle):
 @pytest.fixture(scope="module")
 def m(pb):
     from centralita.crm.v1 import crm_pb2, crm_pb2_grpc
+    from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 
     class M:
         c = crm_pb2
         cg = crm_pb2_grpc
+        s = sessions_pb2
+        sg = sessions_pb2_grpc
 
     return M
 
@@ -132,6 +135,19 @@ def test_an_erased_customers_sms_conversation_goes_from_its_tenant_only(m, tmp_p
     with pytest.raises(grpc.RpcError) as e:
         crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin_b), timeout=5)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # Every store the erasure waits for reports it done: sessions' contact record of the SMS
+    # contact no longer holds the phone number either.
+    def stores():
+        e = crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin_a), timeout=5)
+        return {s.store: s.state for s in e.stores}
+
+    assert wait_for(lambda: set(stores().values()) == {c.ErasureStore.STATE_DONE}, 60), stores()
+    assert {"media", "recording", "sessions"} <= set(stores()), stores()
+    contacts_api = m.sg.ContactServiceStub(grpc.insecure_channel(endpoints()["sessions"]))
+    for name in erasure.contacts:
+        record = contacts_api.GetContact(m.s.GetContactRequest(name=name), metadata=auth(admin_a), timeout=5)
+        assert not record.customer_identities and phone not in str(record), record
 
 
 def test_a_web_chat_that_ended_is_dated_and_its_erased_customer_goes(m, tmp_path):
