@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, RecordingMode, SmsSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday};
+use super::{Channel, EmailSpec, RecordingMode, SmsSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday};
 use crate::queue::RoutingSpec;
 
 pub const API_VERSION: &str = "centralita.io/v1";
@@ -68,6 +68,10 @@ pub struct TenantSpec {
     /// Secret holding its auth token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<SmsSpec>,
+    /// The email channel: inbound addresses (each to a queue), the reply address and the
+    /// SMTP relay (with the name of the Secret holding its credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSpec>,
 }
 
 fn default_status() -> TenantStatus {
@@ -185,6 +189,7 @@ impl From<&Tenant> for TenantManifest {
                 voice: VoiceSpec::from(&t.voice),
                 webchat: t.webchat.as_ref().map(WebChatSpec::from),
                 sms: t.sms.as_ref().map(SmsSpec::from),
+                email: t.email.as_ref().map(EmailSpec::from),
             },
         }
     }

@@ -17,6 +17,7 @@
 //! - `voice`: numbers, trunks, agents' fixed phones and the registrar of agents' phones of
 //!   the voice channel ([`VoiceConfig`],
 //!   `spec.voice`);
+//! - `email`: the inbound addresses, reply address and SMTP relay ([`Email`], `spec.email`);
 //! - `sms`: the SMS numbers and provider account ([`Sms`], `spec.sms`);
 //! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::RoutingConfig;
 
+mod email;
 mod id;
 mod manifest;
 mod sms;
@@ -38,6 +40,10 @@ mod voice;
 mod webchat;
 mod wire;
 
+pub use email::{
+    email_owners, is_email_address, Email, EmailAddressSpec, EmailRelay, EmailRelaySpec, EmailSpec, EmailTls,
+    MAX_EMAIL_ADDRESSES,
+};
 pub use id::{contact_name, parse_contact_name, TenantId, BPO_TENANT};
 pub use manifest::{
     BusinessHoursSpec, ManifestMetadata, QuotasSpec, RecordingSpec, ServiceLevelSpec, TenantManifest, TenantSpec,
@@ -178,6 +184,8 @@ pub struct Tenant {
     pub webchat: Option<WebChat>,
     /// The SMS channel: numbers, provider account, the auth token's Secret name.
     pub sms: Option<Sms>,
+    /// The email channel: inbound addresses, the reply address, the relay.
+    pub email: Option<Email>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -131,6 +131,10 @@ impl TenantManifest {
             .sms
             .as_ref()
             .and_then(|m| m.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Sms), &mut v));
+        let email = s
+            .email
+            .as_ref()
+            .and_then(|m| m.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Email), &mut v));
         match (id, tz) {
             (Some(id), Some(time_zone)) if v.is_empty() => Ok(Tenant {
                 id,
@@ -156,6 +160,7 @@ impl TenantManifest {
                 voice,
                 webchat,
                 sms,
+                email,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),

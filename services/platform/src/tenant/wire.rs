@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::manifest::fmt_hhmm;
 use super::{
-    BusinessHoursSpec, Channel, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec, ServiceLevelSpec, SmsSpec,
-    Tenant, TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, WebChatSpec, Weekday, WindowSpec,
-    API_VERSION, KIND,
+    BusinessHoursSpec, Channel, EmailSpec, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec,
+    ServiceLevelSpec, SmsSpec, Tenant, TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, WebChatSpec,
+    Weekday, WindowSpec, API_VERSION, KIND,
 };
 use crate::error::Error;
 use crate::queue::RoutingSpec;
@@ -95,6 +95,7 @@ impl From<&Tenant> for pb::Tenant {
             }),
             webchat: t.webchat.as_ref().map(pb::WebChatConfig::from),
             sms: t.sms.as_ref().map(pb::SmsConfig::from),
+            email: t.email.as_ref().map(pb::EmailConfig::from),
         }
     }
 }
@@ -188,6 +189,7 @@ impl TryFrom<pb::Tenant> for Tenant {
                 voice: p.voice.map(VoiceSpec::from).unwrap_or_default(),
                 webchat: p.webchat.map(WebChatSpec::from),
                 sms: p.sms.map(SmsSpec::from),
+                email: p.email.map(EmailSpec::from),
             },
         };
         manifest.into_tenant(updated_at)
