@@ -211,50 +211,7 @@ impl Incoming {
 
     /// Reads a REGISTER for the registrar, or says why it is malformed.
     pub fn register(&self) -> Result<Register, String> {
-        let req = &self.tx.original;
-        let domain = req.uri().host().to_string().to_ascii_lowercase();
-        let to = req.to_header().map_err(|_| "no To header")?;
-        let to_uri = to.uri().map_err(|_| "unreadable To header")?;
-        let to_user = to_uri.user().map(str::to_owned);
-        let to_host = to_uri.host().to_string();
-        req.call_id_header().map_err(|_| "no Call-ID header")?;
-        let mut contacts = Vec::new();
-        for h in req.contact_headers() {
-            let list = rsipstack::sip::headers::typed::Contact::parse_header_list(h.value())
-                .map_err(|_| "unreadable Contact header")?;
-            contacts.extend(list);
-        }
-        let star = |c: &rsipstack::sip::headers::typed::Contact| matches!(&c.uri.scheme, Some(rsipstack::sip::Scheme::Other(s)) if s == "*");
-        let contacts = match contacts.as_slice() {
-            [] => Contacts::None,
-            [one] if star(one) => Contacts::Star,
-            [one] => {
-                let expires = one
-                    .params
-                    .iter()
-                    .find_map(|p| match p {
-                        rsipstack::sip::Param::Expires(e) => Some(e.to_string()),
-                        _ => None,
-                    })
-                    .map(|e| e.trim().parse::<u32>().map_err(|_| "unreadable Contact expires"))
-                    .transpose()?;
-                Contacts::One { uri: one.uri.to_string(), expires }
-            }
-            many if many.iter().any(star) => return Err("Contact: * with other contacts".into()),
-            _ => Contacts::Many,
-        };
-        let expires = req
-            .expires_header()
-            .map(|e| e.value().trim().parse::<u32>().map_err(|_| "unreadable Expires header"))
-            .transpose()?;
-        let credentials = req.authorization_header().map(|a| {
-            let tok = rsipstack::sip::headers::typed::tokenizers::AuthTokenizer::parse(a.value())
-                .map_err(|_| crate::registrar::digest::CredentialsError::Missing("username"))?;
-            let params: Vec<(String, String)> =
-                tok.params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-            Credentials::from_params(tok.scheme, &params)
-        });
-        Ok(Register { domain, to_user, to_host, contacts, expires, credentials })
+        read_register(&self.tx.original)
     }
 
     /// The address the request came from.
@@ -273,6 +230,53 @@ impl Incoming {
         let call = read_call(&self.tx);
         (ServerCall { tx: self.tx, dialogs: self.dialogs }, call)
     }
+}
+
+/// What the registrar reads of a REGISTER the stack parsed, or why it cannot.
+fn read_register(req: &rsipstack::sip::Request) -> Result<Register, String> {
+    let domain = req.uri().host().to_string().to_ascii_lowercase();
+    let to = req.to_header().map_err(|_| "no To header")?;
+    let to_uri = to.uri().map_err(|_| "unreadable To header")?;
+    let to_user = to_uri.user().map(str::to_owned);
+    let to_host = to_uri.host().to_string();
+    req.call_id_header().map_err(|_| "no Call-ID header")?;
+    let mut contacts = Vec::new();
+    for h in req.contact_headers() {
+        let list = rsipstack::sip::headers::typed::Contact::parse_header_list(h.value())
+            .map_err(|_| "unreadable Contact header")?;
+        contacts.extend(list);
+    }
+    let star = |c: &rsipstack::sip::headers::typed::Contact| matches!(&c.uri.scheme, Some(rsipstack::sip::Scheme::Other(s)) if s == "*");
+    let contacts = match contacts.as_slice() {
+        [] => Contacts::None,
+        [one] if star(one) => Contacts::Star,
+        [one] => {
+            let expires = one
+                .params
+                .iter()
+                .find_map(|p| match p {
+                    rsipstack::sip::Param::Expires(e) => Some(e.to_string()),
+                    _ => None,
+                })
+                .map(|e| e.trim().parse::<u32>().map_err(|_| "unreadable Contact expires"))
+                .transpose()?;
+            Contacts::One { uri: one.uri.to_string(), expires }
+        }
+        many if many.iter().any(star) => return Err("Contact: * with other contacts".into()),
+        _ => Contacts::Many,
+    };
+    let expires = req
+        .expires_header()
+        .map(|e| e.value().trim().parse::<u32>().map_err(|_| "unreadable Expires header"))
+        .transpose()?;
+    let credentials = req.authorization_header().map(|a| {
+        let tok = rsipstack::sip::headers::typed::tokenizers::AuthTokenizer::parse(a.value())
+            .map_err(|_| crate::registrar::digest::CredentialsError::Missing("username"))?;
+        let params: Vec<(String, String)> =
+            tok.params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Credentials::from_params(tok.scheme, &params)
+    });
+    Ok(Register { domain, to_user, to_host, contacts, expires, credentials })
 }
 
 fn read_call(tx: &Transaction) -> Result<Call, String> {
@@ -537,5 +541,89 @@ impl Answered {
 impl Drop for Answered {
     fn drop(&mut self) {
         self.dialogs.remove_dialog(&self.dialog.id());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTER: &str = "REGISTER sip:acme.example SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK776asdhds\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@acme.example>;tag=456248\r\n\
+        To: <sip:alice@acme.example>\r\n\
+        Call-ID: 843817637684230@998sdasdh09\r\n\
+        CSeq: 1826 REGISTER\r\n\
+        Contact: <sip:alice-0x1@127.0.0.1:5062;transport=udp>;expires=120\r\n\
+        Expires: 7200\r\n\
+        Authorization: Digest username=\"alice\", realm=\"acme.example\", nonce=\"abc\", uri=\"sip:acme.example\", \
+        response=\"0123\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    fn read(text: &str) -> Result<Register, String> {
+        let req = rsipstack::sip::Request::try_from(text).map_err(|e| format!("stack: {e}"))?;
+        read_register(&req)
+    }
+
+    #[test]
+    fn a_register_is_read_with_its_contact_expiry_and_credentials_as_sent() {
+        let r = read(REGISTER).expect("valid");
+        assert_eq!(
+            (r.domain.as_str(), r.to_user.as_deref(), r.to_host.as_str()),
+            ("acme.example", Some("alice"), "acme.example")
+        );
+        assert_eq!(r.contacts, Contacts::One { uri: "sip:alice-0x1@127.0.0.1:5062".into(), expires: Some(120) });
+        assert_eq!(r.expires, Some(7200));
+        let c = r.credentials.expect("present").expect("readable");
+        assert_eq!(
+            (c.username.as_str(), c.realm.as_str(), c.uri.as_str(), c.nc.as_deref(), c.cnonce.as_deref()),
+            ("alice", "acme.example", "sip:acme.example", Some("00000001"), Some("xyz"))
+        );
+    }
+
+    #[test]
+    fn contacts_star_many_none_and_unreadable_headers() {
+        let contact = "Contact: <sip:alice-0x1@127.0.0.1:5062;transport=udp>;expires=120\r\n";
+        let star = read(&REGISTER.replace(contact, "Contact: *\r\n")).expect("star");
+        assert_eq!(star.contacts, Contacts::Star);
+        let none = read(&REGISTER.replace(contact, "")).expect("query");
+        assert_eq!(none.contacts, Contacts::None);
+        let two = read(&REGISTER.replace(contact, "Contact: <sip:a@10.0.0.1>, <sip:a@10.0.0.2>\r\n")).expect("two");
+        assert_eq!(two.contacts, Contacts::Many);
+        assert!(read(&REGISTER.replace(contact, "Contact: *, <sip:a@10.0.0.2>\r\n")).is_err());
+        assert!(read(&REGISTER.replace("Expires: 7200", "Expires: soon")).is_err());
+        assert!(read(&REGISTER.replace(";expires=120", ";expires=-1")).is_err());
+        let basic = read(&REGISTER.replace("Authorization: Digest", "Authorization: Basic")).expect("read");
+        assert!(matches!(basic.credentials, Some(Err(_))), "not a digest: unreadable credentials");
+        let anonymous =
+            read(&REGISTER.replace("To: <sip:alice@acme.example>", "To: <sip:acme.example>")).expect("read");
+        assert_eq!(anonymous.to_user, None);
+    }
+
+    proptest::proptest! {
+        /// Random bytes changed anywhere in a REGISTER, or random header values: whatever
+        /// the stack parses is read or refused, never a panic.
+        #[test]
+        fn mutated_registers_never_panic(
+            edits in proptest::collection::vec((0usize..700, proptest::prelude::any::<u8>()), 1..8),
+            value in "[ -~]{0,80}",
+        ) {
+            let mut bytes = REGISTER.as_bytes().to_vec();
+            for (at, b) in edits {
+                let at = at % bytes.len();
+                bytes[at] = b;
+            }
+            if let Ok(req) = rsipstack::sip::Request::try_from(bytes.as_slice()) {
+                let _ = read_register(&req);
+            }
+            for header in ["Contact: ", "Expires: ", "Authorization: ", "To: "] {
+                let line = REGISTER.split("\r\n").find(|l| l.starts_with(header)).unwrap_or_default().to_owned();
+                let text = REGISTER.replace(&line, &format!("{header}{value}"));
+                if let Ok(req) = rsipstack::sip::Request::try_from(text.as_str()) {
+                    let _ = read_register(&req);
+                }
+            }
+        }
     }
 }
