@@ -76,10 +76,20 @@ def auth(token):
     return (("authorization", f"Bearer {token}"),)
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this run: the kernel can give the same
+    ephemeral port to two binds in a row once the first socket is closed (a service was once
+    given one port for both its gRPC and admin addresses and could not start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def http_get(port, path):
