@@ -302,3 +302,200 @@ impl Registrar {
         Ok(self.store.get(tenant, agent).await?.map(|(b, _)| b.contact))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The adapter against the local stack's Redis (`CENTRALITA_REDIS_URL`; skipped
+    //! without it), HA1 files in a directory of its own and a tenant registry: what a
+    //! REGISTER gets, without the SIP stack.
+    use super::*;
+    use centralita_platform::tenant::{TenantManifest, TenantStatus};
+    use digest::Credentials;
+    use policy::{Contacts, Register};
+
+    fn tenant(id: &str) -> Tenant {
+        let text = format!(
+            r#"
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {id} }}
+spec:
+  displayName: {id}
+  channels: [voice]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 5, apiRequestsPerSecond: 10 }}
+  businessHours: {{ timeZone: UTC }}
+  dataRetentionDays: 30
+  recording: {{ voice: none }}
+  routing: {{ queues: [{{ id: support }}] }}
+  voice:
+    registrar: {{ domain: {id}.sip.example, credentialsSecret: {id}-phones }}
+"#
+        );
+        let at = chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("valid");
+        TenantManifest::parse_all(&text, at).expect("valid").remove(0)
+    }
+
+    struct World {
+        registrar: Registrar,
+        a: TenantId,
+        b: TenantId,
+        dir: PathBuf,
+    }
+
+    impl Drop for World {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn world(max_failures: u32) -> Option<World> {
+        let url = std::env::var("CENTRALITA_REDIS_URL").ok()?;
+        let conn = centralita_platform::cache::connect(&url).await.ok()?;
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let (a, b) = (format!("reg-a-{}", &run[20..]), format!("reg-b-{}", &run[20..]));
+        let dir = std::env::temp_dir().join(format!("centralita-registrar-{run}"));
+        for (t, agent, password) in [(&a, "alice", "a-pw"), (&b, "alice", "b-pw"), (&b, "bob", "bob-pw")] {
+            std::fs::create_dir_all(dir.join(format!("{t}-phones"))).expect("dir");
+            let ha1 = Ha1::of(agent, &format!("{t}.sip.example"), password);
+            std::fs::write(dir.join(format!("{t}-phones")).join(agent), format!("{}\n", ha1.hex())).expect("write");
+        }
+        let registry = TenantRegistry::new();
+        registry.upsert(tenant(&a));
+        registry.upsert(tenant(&b));
+        let args = RegistrarArgs { secrets_dir: Some(dir.clone()), min_expires: 60, max_expires: 3600, max_failures };
+        let platform = centralita_platform::metrics::Metrics::new("media");
+        let registrar =
+            Registrar::new(registry, RedisHandle::connected(conn), &args, Arc::new(Metrics::register(&platform)));
+        Some(World { registrar, a: TenantId::parse(&a).expect("id"), b: TenantId::parse(&b).expect("id"), dir })
+    }
+
+    /// Source `n` is address 127.0.0.n (the throttle counts per address).
+    fn source(n: u8) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, n], 5060)))
+    }
+
+    fn request(domain: &str, user: &str, contact: &str) -> Register {
+        Register {
+            domain: domain.into(),
+            to_user: Some(user.into()),
+            to_host: domain.into(),
+            contacts: Contacts::One { uri: contact.into(), expires: None },
+            expires: Some(120),
+            credentials: None,
+        }
+    }
+
+    /// Challenged first, then answered with `password` for the challenge's realm (or
+    /// `realm`), as a phone does.
+    async fn register(w: &World, r: &Register, password: &str, realm: Option<&str>, from: u8) -> Reply {
+        let (reply, extras, _) = w.registrar.decide(r, source(from)).await;
+        let Reply::Challenge { .. } = reply else { return reply };
+        let Some(Extra::WwwAuthenticate(challenge)) = extras.first() else { panic!("no challenge: {extras:?}") };
+        let param = |name: &str| {
+            let at = challenge.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+            challenge[at..].split('"').next().expect("value").to_owned()
+        };
+        let realm = realm.map(str::to_owned).unwrap_or_else(|| param("realm"));
+        let user = r.to_user.clone().expect("user");
+        let mut c = Credentials {
+            username: user.clone(),
+            realm: realm.clone(),
+            nonce: param("nonce"),
+            uri: format!("sip:{}", r.domain),
+            response: String::new(),
+            algorithm: Some("MD5".into()),
+            qop: Some("auth".into()),
+            nc: Some("00000001".into()),
+            cnonce: Some(uuid::Uuid::now_v7().simple().to_string()),
+            opaque: None,
+        };
+        c.response = digest::expected_response(&Ha1::of(&user, &realm, password), "REGISTER", &c);
+        let answered = Register { credentials: Some(Ok(c)), ..r.clone() };
+        w.registrar.decide(&answered, source(from)).await.0
+    }
+
+    #[tokio::test]
+    async fn registers_per_tenant_and_never_across_tenants() {
+        let Some(w) = world(100).await else {
+            eprintln!("CENTRALITA_REDIS_URL not set: skipped");
+            return;
+        };
+        let (a_domain, b_domain) = (format!("{}.sip.example", w.a), format!("{}.sip.example", w.b));
+        let alice_a = request(&a_domain, "alice", "sip:alice@127.0.0.1:5062");
+        assert_eq!(
+            register(&w, &alice_a, "a-pw", None, 1).await,
+            Reply::Ok { binding: Some(("sip:alice@127.0.0.1:5062".into(), 120)) }
+        );
+        assert_eq!(
+            w.registrar.contact_of(&w.a, "alice").await.expect("redis"),
+            Some("sip:alice@127.0.0.1:5062".into())
+        );
+        assert_eq!(w.registrar.contact_of(&w.b, "alice").await.expect("redis"), None, "B's alice is another agent");
+        // B's alice's password, B's bob, B's realm: none register on A's domain.
+        let alice_b_on_a = request(&a_domain, "alice", "sip:evil@127.0.0.1:5064");
+        assert_eq!(register(&w, &alice_b_on_a, "b-pw", None, 2).await, Reply::Forbidden);
+        let bob_on_a = request(&a_domain, "bob", "sip:bob@127.0.0.1:5066");
+        assert_eq!(register(&w, &bob_on_a, "bob-pw", None, 2).await, Reply::Forbidden, "no bob in A: same 403");
+        assert!(matches!(register(&w, &bob_on_a, "bob-pw", Some(&b_domain), 2).await, Reply::Challenge { .. }));
+        assert_eq!(w.registrar.contact_of(&w.a, "bob").await.expect("redis"), None);
+        assert_eq!(
+            w.registrar.contact_of(&w.a, "alice").await.expect("redis"),
+            Some("sip:alice@127.0.0.1:5062".into())
+        );
+        // An address of B's domain in a REGISTER to A's: not A's.
+        let crossed = Register { to_host: b_domain.clone(), ..alice_a.clone() };
+        assert_eq!(w.registrar.decide(&crossed, source(3)).await.0, Reply::NotFound);
+        // An unknown domain.
+        assert_eq!(
+            w.registrar.decide(&request("nobody.example", "alice", "sip:a@h"), source(3)).await.0,
+            Reply::NotFound
+        );
+        // B's own agents register with B.
+        let bob_b = request(&b_domain, "bob", "sip:bob@127.0.0.1:5066");
+        assert!(matches!(register(&w, &bob_b, "bob-pw", None, 4).await, Reply::Ok { .. }));
+        // Unregister everything.
+        let star = Register { contacts: Contacts::Star, expires: Some(0), ..alice_a.clone() };
+        assert_eq!(register(&w, &star, "a-pw", None, 1).await, Reply::Ok { binding: None });
+        let star_b = Register { contacts: Contacts::Star, expires: Some(0), ..bob_b.clone() };
+        assert_eq!(register(&w, &star_b, "bob-pw", None, 4).await, Reply::Ok { binding: None });
+        assert_eq!(w.registrar.contact_of(&w.a, "alice").await.expect("redis"), None);
+        // A suspended tenant: refused before any challenge.
+        let mut suspended = tenant(w.a.as_str());
+        suspended.status = TenantStatus::Suspended;
+        w.registrar.registry.upsert(suspended);
+        assert_eq!(w.registrar.decide(&alice_a, source(1)).await.0, Reply::TenantSuspended);
+    }
+
+    #[tokio::test]
+    async fn a_source_failing_too_often_is_refused_even_with_the_right_password() {
+        let Some(w) = world(3).await else {
+            eprintln!("CENTRALITA_REDIS_URL not set: skipped");
+            return;
+        };
+        let domain = format!("{}.sip.example", w.a);
+        let alice = request(&domain, "alice", "sip:alice@127.0.0.1:5062");
+        for _ in 0..3 {
+            assert_eq!(register(&w, &alice, "guess", None, 7).await, Reply::Forbidden);
+        }
+        let (reply, _, outcome) = w.registrar.decide(&alice, source(7)).await;
+        assert_eq!((reply, outcome), (Reply::Forbidden, "throttled"), "not even challenged");
+        assert_eq!(w.registrar.contact_of(&w.a, "alice").await.expect("redis"), None);
+        // Another source is not held back.
+        assert!(matches!(register(&w, &alice, "a-pw", None, 8).await, Reply::Ok { .. }));
+        let remove = Register { contacts: Contacts::Star, expires: Some(0), ..alice };
+        assert_eq!(register(&w, &remove, "a-pw", None, 8).await, Reply::Ok { binding: None });
+    }
+
+    #[tokio::test]
+    async fn without_redis_a_register_is_answered_503() {
+        let registry = TenantRegistry::new();
+        registry.upsert(tenant("reg-down"));
+        let args = RegistrarArgs { secrets_dir: None, min_expires: 60, max_expires: 3600, max_failures: 10 };
+        let platform = centralita_platform::metrics::Metrics::new("media");
+        let registrar = Registrar::new(registry, RedisHandle::default(), &args, Arc::new(Metrics::register(&platform)));
+        let r = request("reg-down.sip.example", "alice", "sip:alice@127.0.0.1:5062");
+        assert_eq!(registrar.decide(&r, source(1)).await.0, Reply::Unavailable);
+        assert!(registrar.contact_of(&TenantId::parse("reg-down").expect("id"), "alice").await.is_err());
+    }
+}
