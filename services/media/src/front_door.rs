@@ -346,8 +346,9 @@ impl FrontDoor {
                     break cause;
                 }
                 event = media.event() => match event {
-                    Some(MediaEvent::Digit { side, digit }) => {
-                        tracing::info!(?side, %digit, "DTMF digit");
+                    // Digits can be a card number or a PIN (PCI DSS): never logged, at any level.
+                    Some(MediaEvent::Digit { side, .. }) => {
+                        tracing::debug!(?side, "DTMF digit received");
                     }
                     Some(MediaEvent::Timeout { side }) => {
                         tracing::info!(?side, "no RTP for too long: ending the call");
