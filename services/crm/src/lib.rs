@@ -16,6 +16,8 @@
 //! - [`api`]: the gRPC service `centralita.crm.v1.CustomerService`.
 //! - [`metrics`]: the CRM's domain metrics (`centralita_crm_*`), recorded by the API and the
 //!   contact-event consumer.
+//! - [`retention`]: the sweeper deleting what is older than the tenant's
+//!   `dataRetentionDays` (`CENTRALITA_CRM_SWEEP_INTERVAL`): the policy per table is there.
 //! - [`relay`]: publishes the events the API queued in the outbox table (erasures), so an
 //!   accepted erasure is announced even if the broker is down at that moment.
 
@@ -23,13 +25,14 @@ pub mod api;
 pub mod erasures;
 pub mod events;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 
 use std::sync::Arc;
 
 use centralita_platform::auth::Authenticated;
 use centralita_platform::bus::Producer;
-use centralita_platform::config::{PostgresConfig, ServiceArgs};
+use centralita_platform::config::{parse_duration, ConfigError, PostgresConfig, ServiceArgs, Validate};
 use centralita_platform::db::{self, Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
@@ -45,18 +48,47 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
         Migration { version: 2, name: "customers", sql: store::CUSTOMERS_SQL },
         Migration { version: 3, name: "erasure_stores", sql: store::ERASURE_STORES_SQL },
+        Migration { version: 4, name: "retention", sql: store::RETENTION_SQL },
     ],
 };
 
-/// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
-pub type Config = ServiceArgs<PostgresConfig>;
+/// The CRM's own settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+    /// How often the retention sweeper deletes what is older than each tenant's
+    /// `dataRetentionDays` (see [`retention`]).
+    #[arg(long = "sweep-interval", env = "CENTRALITA_CRM_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub sweep_interval: std::time::Duration,
+}
+
+impl Settings {
+    /// `postgres` with the default sweep interval (1 h).
+    pub fn new(postgres: PostgresConfig) -> Self {
+        Settings { postgres, sweep_interval: std::time::Duration::from_secs(3600) }
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.postgres.validate()?;
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::new("CENTRALITA_CRM_SWEEP_INTERVAL", "must be more than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Flags and `CENTRALITA_*` environment: the common ones plus [`Settings`].
+pub type Config = ServiceArgs<Settings>;
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let topics = [runtime.topics.contacts(), runtime.topics.customers()];
     runtime.with_topics(&topics);
-    let pool = runtime.postgres(&config.service, MIGRATIONS)?;
+    let pool = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
     let metrics = Arc::new(metrics::Metrics::register(&runtime.metrics));
     let (applied_tx, applied) = watch::channel(0u64);
     let prefix = &config.common.kafka.topic_prefix;
@@ -101,6 +133,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         "crm",
     );
     runtime.spawn(relay);
+    runtime.spawn(retention::run(
+        pool.clone(),
+        runtime.registry.clone(),
+        metrics.clone(),
+        config.service.sweep_interval,
+        runtime.shutdown.clone(),
+    ));
     runtime.with_health_name("centralita.crm.v1.CustomerService");
     let api = api::Api { pool, applied, outbox, metrics };
     let mut routes = tonic::service::RoutesBuilder::default();
@@ -110,13 +149,28 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
 
 #[cfg(test)]
 mod tests {
-    use centralita_platform::config::*;
+    use centralita_platform::config::Validate;
+    use centralita_platform::server::parse_args;
 
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<PostgresConfig>(
+        centralita_platform::server::assert_config_contract::<super::Settings>(
             super::SERVICE,
             &["--database-url", "postgres://u@127.0.0.1/db"],
         );
+    }
+
+    #[test]
+    fn the_sweep_interval_defaults_to_an_hour_and_cannot_be_zero() {
+        let args = |extra: &[&str]| {
+            let mut a =
+                vec!["crm", "--jwt-public-key-file", "/dev/null", "--database-url", "postgres://u@127.0.0.1/db"];
+            a.extend_from_slice(extra);
+            parse_args::<super::Settings>(super::SERVICE, a).expect("flags parse")
+        };
+        assert_eq!(args(&[]).service.sweep_interval, std::time::Duration::from_secs(3600));
+        assert_eq!(args(&["--sweep-interval", "5m"]).service.sweep_interval, std::time::Duration::from_secs(300));
+        let zero = args(&["--sweep-interval", "0s"]).service.validate().expect_err("zero refused");
+        assert!(zero.to_string().contains("CENTRALITA_CRM_SWEEP_INTERVAL"), "{zero}");
     }
 }

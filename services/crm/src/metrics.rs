@@ -56,6 +56,12 @@ struct TableLabel {
 /// `centralita_crm_erased_rows`.
 const ERASED_TABLES: [&str; 7] = ["identities", "notes", "answers", "consents", "interactions", "merges", "customers"];
 
+/// What the retention sweeper deletes from (`crate::retention`), plus `erasure_reasons`
+/// (erasure records whose reason text it cleared): the label values of
+/// `centralita_crm_retention_deleted`.
+const RETENTION_TABLES: [&str; 8] =
+    ["identities", "notes", "answers", "consents", "interactions", "merges", "customers", "erasure_reasons"];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     resolved: Family<ResolvedLabel, Counter>,
@@ -65,6 +71,8 @@ pub struct Metrics {
     merges: Family<ChangeLabel, Counter>,
     gdpr: Family<KindLabel, Counter>,
     erased_rows: Family<TableLabel, Counter>,
+    retention_deleted: Family<TableLabel, Counter>,
+    retention_failures: Counter,
 }
 
 impl Metrics {
@@ -99,7 +107,21 @@ impl Metrics {
             m.gdpr.clone(),
         );
         r.register("centralita_crm_erased_rows", "Rows deleted by GDPR erasures, by table", m.erased_rows.clone());
+        r.register(
+            "centralita_crm_retention_deleted",
+            "Rows the retention sweeper deleted as older than the tenant's dataRetentionDays, by table \
+             (erasure_reasons: erasure records whose reason text it cleared)",
+            m.retention_deleted.clone(),
+        );
+        r.register(
+            "centralita_crm_retention_failures",
+            "Retention sweeps that failed (retried at the next interval)",
+            m.retention_failures.clone(),
+        );
         drop(r);
+        for table in RETENTION_TABLES {
+            m.retention_deleted.get_or_create(&TableLabel { table }).inc_by(0);
+        }
         // Both kinds are exported from the start (at 0), so the family is there to scrape
         // before the first request.
         for kind in ["export", "erasure"] {
@@ -160,6 +182,20 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// `n` rows of `table` deleted by the retention sweeper (tables outside the known set are
+    /// not labelled: they cannot occur, see `crate::retention`).
+    pub fn retention_deleted(&self, table: &str, n: u64) {
+        if let Some(table) = RETENTION_TABLES.iter().find(|t| **t == table) {
+            self.retention_deleted.get_or_create(&TableLabel { table }).inc_by(n);
+        }
+    }
+
+    pub fn retention_failed(&self) {
+        self.retention_failures.inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +219,10 @@ mod tests {
         m.merge(true);
         m.export();
         m.erasure([("notes", 2), ("customers", 1), ("not_a_table", 9)]);
+        m.retention_deleted("interactions", 3);
+        m.retention_deleted("erasure_reasons", 1);
+        m.retention_deleted("not_a_table", 4);
+        m.retention_failed();
         let text = platform.encode();
         let at = |name: &str, labels: &str| sample(&text, name, labels);
         assert_eq!(at("centralita_crm_customers_resolved_total", "source=\"api\",outcome=\"created\""), Some(1));
@@ -200,6 +240,11 @@ mod tests {
         assert_eq!(at("centralita_crm_gdpr_requests_total", "kind=\"erasure\""), Some(1));
         assert_eq!(at("centralita_crm_erased_rows_total", "table=\"notes\""), Some(2));
         assert_eq!(at("centralita_crm_erased_rows_total", "table=\"customers\""), Some(1));
+        assert_eq!(at("centralita_crm_retention_deleted_total", "table=\"interactions\""), Some(3));
+        assert_eq!(at("centralita_crm_retention_deleted_total", "table=\"erasure_reasons\""), Some(1));
+        assert_eq!(at("centralita_crm_retention_deleted_total", "table=\"notes\""), Some(0), "exported at 0");
+        let failures = "centralita_crm_retention_failures_total{service=\"crm\"} ";
+        assert_eq!(text.lines().find_map(|l| l.strip_prefix(failures)), Some("1"), "{text}");
         assert!(!text.contains("not_a_table"), "{text}");
     }
 

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use centralita_crm::Settings;
 use centralita_platform::auth::Role;
 use centralita_platform::bus::{Event, Producer, Topics};
-use centralita_platform::config::{PostgresConfig, ServiceArgs};
+use centralita_platform::config::ServiceArgs;
 use centralita_platform::server::Listeners;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
@@ -70,7 +71,8 @@ async fn start(prefix: &str) -> Service {
     let listeners = Listeners::ephemeral().await.unwrap();
     let (grpc, admin) = (listeners.grpc_addr(), listeners.admin_addr());
     let shutdown = Shutdown::new();
-    let config = ServiceArgs::<PostgresConfig> { common: testkit::common(prefix), service: testkit::postgres() };
+    let config =
+        ServiceArgs::<Settings> { common: testkit::common(prefix), service: Settings::new(testkit::postgres()) };
     let task = tokio::spawn(centralita_crm::run(config, listeners, shutdown.clone()));
     assert!(testkit::wait_ready(admin).await, "crm did not become ready");
     let grpc = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use centralita_crm::Settings;
 use centralita_platform::auth::Role;
 use centralita_platform::bus::{Event, Producer, Topics};
-use centralita_platform::config::{PostgresConfig, ServiceArgs};
+use centralita_platform::config::ServiceArgs;
 use centralita_platform::server::Listeners;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::TenantId;
@@ -67,7 +68,8 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
     let listeners = Listeners::ephemeral().await.unwrap();
     let (grpc, admin_addr) = (listeners.grpc_addr(), listeners.admin_addr());
     let shutdown = Shutdown::new();
-    let config = ServiceArgs::<PostgresConfig> { common: testkit::common(&prefix), service: testkit::postgres() };
+    let config =
+        ServiceArgs::<Settings> { common: testkit::common(&prefix), service: Settings::new(testkit::postgres()) };
     let task = tokio::spawn(centralita_crm::run(config, listeners, shutdown.clone()));
     assert!(testkit::wait_ready(admin_addr).await, "crm did not become ready");
     let mut crm =

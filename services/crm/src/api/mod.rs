@@ -10,6 +10,7 @@
 //! - `wire`: stored rows to their protobuf messages, resource names.
 //! - `timeline`: the merged timeline of a family and its opaque page tokens.
 //! - `export`: the GDPR export document.
+//! - `scrub`: an erasure's reason with what could name the person redacted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::store::{self, AnswerRow, ConsentRow, View};
 mod access;
 mod export;
 mod mask;
+mod scrub;
 mod timeline;
 mod validate;
 mod wire;
@@ -486,7 +488,9 @@ impl CustomerService for Api {
         let mut client = self.client().await?;
         let tx = store::begin(&mut client, &tenant).await?;
         let view = Self::view_of(&tx, &tenant, &req.name, "name").await?;
-        let e = store::erase(&tx, tenant.as_str(), &view.ids(), &caller.subject, &req.reason).await?;
+        // Kept on the audit record and published: never the person's name or identities.
+        let reason = scrub::redact(&req.reason, &view);
+        let e = store::erase(&tx, tenant.as_str(), &view.ids(), &caller.subject, &reason).await?;
         let t = tenant.as_str();
         let erasure = erasure_pb(t, &e);
         let event =

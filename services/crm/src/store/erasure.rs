@@ -55,25 +55,7 @@ pub async fn erase(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut deleted = BTreeMap::new();
-    for (table, column) in [
-        ("identities", "customer_id"),
-        ("notes", "customer_id"),
-        ("answers", "customer_id"),
-        ("consents", "customer_id"),
-        ("interactions", "customer_id"),
-    ] {
-        let n = tx
-            .execute(&format!("DELETE FROM {table} WHERE tenant = $1 AND {column} = ANY($2)"), &[&tenant, &family])
-            .await?;
-        deleted.insert(table.to_owned(), n as i64);
-    }
-    let n = tx
-        .execute("DELETE FROM merges WHERE tenant = $1 AND (target = ANY($2) OR source = ANY($2))", &[&tenant, &family])
-        .await?;
-    deleted.insert("merges".into(), n as i64);
-    let n = tx.execute("DELETE FROM customers WHERE tenant = $1 AND id = ANY($2)", &[&tenant, &family]).await?;
-    deleted.insert("customers".into(), n as i64);
+    let deleted = delete_families(tx, tenant, family).await?;
     tx.execute(
         "INSERT INTO erased_contacts (tenant, contact_id, erasure_id) SELECT $1, c, $3 FROM unnest($2::text[]) AS c
          ON CONFLICT DO NOTHING",
@@ -105,6 +87,31 @@ pub async fn erase(
         erased_at: at,
         stores,
     })
+}
+
+/// Deletes every row about the profiles `ids` (whole families: a merged profile's
+/// `merged_into` must be among them): identities, notes, answers, consents, interactions,
+/// the merges naming any of them, then the profiles. The rows deleted per table. Shared by
+/// an erasure and the retention sweeper (`super::retention`).
+pub(super) async fn delete_families(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    ids: &[String],
+) -> Result<BTreeMap<String, i64>, Error> {
+    let mut deleted = BTreeMap::new();
+    for table in ["identities", "notes", "answers", "consents", "interactions"] {
+        let n = tx
+            .execute(&format!("DELETE FROM {table} WHERE tenant = $1 AND customer_id = ANY($2)"), &[&tenant, &ids])
+            .await?;
+        deleted.insert(table.to_owned(), n as i64);
+    }
+    let n = tx
+        .execute("DELETE FROM merges WHERE tenant = $1 AND (target = ANY($2) OR source = ANY($2))", &[&tenant, &ids])
+        .await?;
+    deleted.insert("merges".into(), n as i64);
+    let n = tx.execute("DELETE FROM customers WHERE tenant = $1 AND id = ANY($2)", &[&tenant, &ids]).await?;
+    deleted.insert("customers".into(), n as i64);
+    Ok(deleted)
 }
 
 /// The audit record of erasure `id` with each store's progress, if the tenant has it.

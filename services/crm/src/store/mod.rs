@@ -8,7 +8,8 @@
 //! # Layout
 //! One module per aggregate; the functions the rest of the crate calls are re-exported
 //! here, so callers write `store::resolve`, `store::add_consent`, ….
-//! - `schema`: the `crm` schema's migrations ([`CUSTOMERS_SQL`], [`ERASURE_STORES_SQL`]).
+//! - `schema`: the `crm` schema's migrations ([`CUSTOMERS_SQL`], [`ERASURE_STORES_SQL`],
+//!   [`RETENTION_SQL`]).
 //! - `customers`: profiles and identities: [`resolve`], [`view`] of a family, [`update`].
 //! - `merges`: [`merge`] and [`undo_merge`] of root profiles.
 //! - `notes`: notes and answers about a customer.
@@ -16,6 +17,7 @@
 //! - `interactions`: the timeline's contacts as the contact events fold them, applied
 //!   event ids, contacts of erased customers.
 //! - `erasure`: GDPR [`erase`] of a family, its audit record and each other store's progress.
+//! - `retention`: what the retention sweeper deletes, one batch per transaction.
 //! - `outbox` (the platform's [`centralita_platform::db::outbox`]): events queued in a
 //!   transaction for the relay.
 
@@ -25,6 +27,7 @@ mod erasure;
 mod interactions;
 mod merges;
 mod notes;
+mod retention;
 mod schema;
 
 pub use centralita_platform::db::begin;
@@ -39,7 +42,8 @@ pub use interactions::{
 };
 pub use merges::{get_merge, merge, merges_of, undo_merge, MergeRow};
 pub use notes::{add_answer, add_note, answers, notes, AnswerRow, NoteRow};
-pub use schema::{CUSTOMERS_SQL, ERASURE_STORES_SQL};
+pub use retention::{clear_erasure_reasons, delete_expired_families, delete_expired_records, Record};
+pub use schema::{CUSTOMERS_SQL, ERASURE_STORES_SQL, RETENTION_SQL};
 
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()

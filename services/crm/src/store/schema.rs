@@ -167,3 +167,12 @@ ALTER TABLE erasure_stores FORCE ROW LEVEL SECURITY;
 CREATE POLICY erasure_stores_tenant ON erasure_stores USING (tenant = centralita_current_tenant())
     WITH CHECK (tenant = centralita_current_tenant());
 "#;
+
+/// Version 4 of the `crm` schema: the retention sweeper's age indexes (`crate::retention`),
+/// so a pass finds the expired interactions, notes and answers of a tenant without reading
+/// the whole table.
+pub const RETENTION_SQL: &str = r#"
+CREATE INDEX interactions_by_age ON interactions (tenant, created_at);
+CREATE INDEX notes_by_age ON notes (tenant, created_at);
+CREATE INDEX answers_by_age ON answers (tenant, asked_at);
+"#;
