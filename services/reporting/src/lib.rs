@@ -15,6 +15,8 @@
 //! - [`erlang`]: Erlang C.
 //! - [`metrics`]: reporting's domain metrics (`centralita_reporting_*`), recorded by the
 //!   consumers, the wallboard stream and the usage publisher.
+//! - [`retention`]: the sweeper anonymising legs older than the tenant's
+//!   `dataRetentionDays` (`CENTRALITA_REPORTING_SWEEP_INTERVAL`), figures kept.
 //! - [`usage`]: publishes each tenant's usage per day on the usage topic.
 //! - [`floor`]: each tenant queue's service level against its target, waiting contacts and
 //!   agents by state as Prometheus gauges, from the real-time figures.
@@ -32,11 +34,12 @@ pub mod core;
 pub mod erlang;
 pub mod floor;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 pub mod usage;
 
 use centralita_platform::auth::Authenticated;
-use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
+use centralita_platform::config::{parse_duration, ConfigError, PostgresConfig, RedisConfig, ServiceArgs, Validate};
 use centralita_platform::db::{Migration, Migrations, TENANCY_SQL};
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
@@ -56,11 +59,43 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 4, name: "usage", sql: store::USAGE_SQL },
         Migration { version: 5, name: "leg roles", sql: store::LEG_ROLE_SQL },
         Migration { version: 6, name: "channel names", sql: store::CHANNEL_NAME_SQL },
+        Migration { version: 7, name: "retention", sql: store::RETENTION_SQL },
     ],
 };
 
-/// Flags and `CENTRALITA_*` environment: the common ones plus this service's own.
-pub type Config = ServiceArgs<PostgresAndRedis>;
+/// Reporting's own settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    /// How often the retention sweeper anonymises the legs older than each tenant's
+    /// `dataRetentionDays` (see [`retention`]).
+    #[arg(long = "sweep-interval", env = "CENTRALITA_REPORTING_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub sweep_interval: std::time::Duration,
+}
+
+impl Settings {
+    /// `postgres` and `redis` with the default sweep interval (1 h).
+    pub fn new(postgres: PostgresConfig, redis: RedisConfig) -> Self {
+        Settings { postgres, redis, sweep_interval: std::time::Duration::from_secs(3600) }
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.postgres.validate()?;
+        self.redis.validate()?;
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::new("CENTRALITA_REPORTING_SWEEP_INTERVAL", "must be more than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Flags and `CENTRALITA_*` environment: the common ones plus [`Settings`].
+pub type Config = ServiceArgs<Settings>;
 
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -101,6 +136,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             tracing::error!(error = %e, "agent event consumer stopped");
         }
     });
+    runtime.spawn(retention::run(
+        pool.clone(),
+        runtime.registry.clone(),
+        metrics.clone(),
+        config.service.sweep_interval,
+        runtime.shutdown.clone(),
+    ));
     let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone(), metrics };
     let producer = std::sync::Arc::new(centralita_platform::bus::Producer::new(
         &config.common.kafka.brokers,
@@ -119,13 +161,28 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
 
 #[cfg(test)]
 mod tests {
-    use centralita_platform::config::*;
+    use centralita_platform::config::Validate;
+    use centralita_platform::server::parse_args;
+
+    const REQUIRED: [&str; 4] =
+        ["--database-url", "postgres://u@127.0.0.1/db", "--redis-url", "redis://127.0.0.1:6379"];
 
     #[test]
     fn configuration_contract() {
-        centralita_platform::server::assert_config_contract::<PostgresAndRedis>(
-            super::SERVICE,
-            &["--database-url", "postgres://u@127.0.0.1/db", "--redis-url", "redis://127.0.0.1:6379"],
-        );
+        centralita_platform::server::assert_config_contract::<super::Settings>(super::SERVICE, &REQUIRED);
+    }
+
+    #[test]
+    fn the_sweep_interval_defaults_to_an_hour_and_cannot_be_zero() {
+        let args = |extra: &[&str]| {
+            let mut a = vec!["reporting", "--jwt-public-key-file", "/dev/null"];
+            a.extend_from_slice(&REQUIRED);
+            a.extend_from_slice(extra);
+            parse_args::<super::Settings>(super::SERVICE, a).expect("flags parse")
+        };
+        assert_eq!(args(&[]).service.sweep_interval, std::time::Duration::from_secs(3600));
+        assert_eq!(args(&["--sweep-interval", "5m"]).service.sweep_interval, std::time::Duration::from_secs(300));
+        let zero = args(&["--sweep-interval", "0s"]).service.validate().expect_err("zero refused");
+        assert!(zero.to_string().contains("CENTRALITA_REPORTING_SWEEP_INTERVAL"), "{zero}");
     }
 }

@@ -81,6 +81,9 @@ pub struct Metrics {
     waiting: Family<QueueLabel, Gauge>,
     longest_wait: Family<QueueLabel, Gauge<f64, AtomicU64>>,
     agents: Family<AgentStateLabel, Gauge>,
+    retention_contacts: Counter,
+    retention_legs: Counter,
+    retention_failures: Counter,
     /// The queues the gauges above hold, so a queue or tenant that is gone is removed.
     floor_queues: Mutex<BTreeSet<QueueLabel>>,
 }
@@ -99,6 +102,9 @@ impl Default for Metrics {
             waiting: Family::default(),
             longest_wait: Family::default(),
             agents: Family::default(),
+            retention_contacts: Counter::default(),
+            retention_legs: Counter::default(),
+            retention_failures: Counter::default(),
             floor_queues: Mutex::default(),
         }
     }
@@ -187,8 +193,34 @@ impl Metrics {
             "Agents serving each tenant queue, by what they do now (available, busy, away, offline)",
             m.agents.clone(),
         );
+        r.register(
+            "centralita_reporting_retention_contacts_anonymised",
+            "Contacts whose legs the retention sweeper anonymised (older than the tenant's dataRetentionDays: \
+             the contact id replaced, the figures kept)",
+            m.retention_contacts.clone(),
+        );
+        r.register(
+            "centralita_reporting_retention_legs_anonymised",
+            "Legs the retention sweeper anonymised",
+            m.retention_legs.clone(),
+        );
+        r.register(
+            "centralita_reporting_retention_failures",
+            "Retention sweeps that failed (retried at the next interval)",
+            m.retention_failures.clone(),
+        );
         drop(r);
         m
+    }
+
+    /// What a retention batch anonymised, once committed.
+    pub fn anonymised(&self, contacts: u64, legs: u64) {
+        self.retention_contacts.inc_by(contacts);
+        self.retention_legs.inc_by(legs);
+    }
+
+    pub fn retention_failed(&self) {
+        self.retention_failures.inc();
     }
 
     /// What one committed batch of contact events changed.

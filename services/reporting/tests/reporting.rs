@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use centralita_platform::auth::Role;
 use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
-use centralita_platform::config::{PostgresAndRedis, ServiceArgs};
+use centralita_platform::config::ServiceArgs;
 use centralita_platform::server::Listeners;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::{TenantId, TenantManifest};
 use centralita_platform::testkit::{self, request, token, unique};
 use centralita_proto::reporting::v1 as pb;
 use centralita_proto::sessions::v1::{self as spb, contact_event::Kind};
+use centralita_reporting::Settings;
 use pb::reporting_service_client::ReportingServiceClient;
 use pb::staffing_service_client::StaffingServiceClient;
 use tonic::transport::Channel;
@@ -54,11 +55,8 @@ fn pool() -> deadpool_postgres::Pool {
     centralita_platform::db::pool(testkit::postgres().url.expose(), "reporting", 2).unwrap()
 }
 
-fn config(prefix: &str) -> ServiceArgs<PostgresAndRedis> {
-    ServiceArgs {
-        common: testkit::common(prefix),
-        service: PostgresAndRedis { postgres: testkit::postgres(), redis: testkit::redis() },
-    }
+fn config(prefix: &str) -> ServiceArgs<Settings> {
+    ServiceArgs { common: testkit::common(prefix), service: Settings::new(testkit::postgres(), testkit::redis()) }
 }
 
 async fn start(prefix: &str) -> Service {
@@ -889,4 +887,106 @@ async fn a_batch_reports_the_legs_it_wrote_and_how_they_left_their_queue() {
     );
     // Redelivered, the batches change nothing and report nothing.
     assert_eq!(fold_batch(&pool, &first).await.unwrap(), Folded::default());
+}
+
+/// Every figure a tenant's reports give: history by queue (15-minute intervals and days),
+/// SLA compliance, and the month's usage for billing.
+async fn all_figures(
+    svc: &Service,
+    tenant: &str,
+    t: i64,
+) -> (pb::QueryHistoryResponse, pb::QueryHistoryResponse, pb::SlaCompliance, pb::Usage) {
+    let admin = token(Some(tenant), Role::TenantAdmin, None);
+    let (from, to) = (t - 3600 * S, t + 3600 * S);
+    let mut reports = svc.reports();
+    let history = |g| request(history_request("", from, to, g), &admin);
+    let interval = reports.query_history(history(pb::Granularity::Interval)).await.unwrap().into_inner();
+    let day = reports.query_history(history(pb::Granularity::Day)).await.unwrap().into_inner();
+    let ts = |ms: i64| Some(prost_types::Timestamp { seconds: ms / 1000, nanos: 0 });
+    let sla = pb::GetSlaComplianceRequest {
+        tenant: String::new(),
+        start_time: ts(from),
+        end_time: ts(to),
+        queue: String::new(),
+    };
+    let sla = reports.get_sla_compliance(request(sla, &admin)).await.unwrap().into_inner();
+    let month =
+        chrono::DateTime::from_timestamp_millis(t).unwrap().with_timezone(&chrono_tz::Europe::Madrid).format("%Y-%m");
+    let usage = pb::GetUsageRequest { tenant: String::new(), month: month.to_string() };
+    let usage = reports.get_usage(request(usage, &admin)).await.unwrap().into_inner();
+    (interval, day, sla, usage)
+}
+
+/// `(legs, of which anonymised, distinct contact ids)` of a tenant, read under its own
+/// row-level security.
+async fn leg_ids(pool: &deadpool_postgres::Pool, tenant: &str) -> (i64, i64, i64) {
+    let mut client = pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    centralita_platform::db::set_tenant(&tx, &TenantId::parse(tenant).unwrap()).await.unwrap();
+    let prefix = format!("{}%", centralita_reporting::store::ANONYMOUS_PREFIX);
+    let r = tx
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE contact_id LIKE $1), count(DISTINCT contact_id) FROM legs",
+            &[&prefix],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+/// Retention with the sweeper's clock moved past tenant A's 30 days: A's legs lose their
+/// contact ids (each contact one pseudonym) while every figure — history, SLA compliance,
+/// usage — stays exactly as it was; tenant B (365 days) is untouched; a second pass changes
+/// nothing.
+#[tokio::test]
+async fn retention_anonymises_expired_legs_and_every_figure_stays() {
+    let limit = |id: &str| {
+        let days = if id.starts_with("rep-ret-b-") { 365 } else { 30 };
+        manifest(id).replace("dataRetentionDays: 30", &format!("dataRetentionDays: {days}"))
+    };
+    let (prefix, topics, [a, b]) = testkit::two_tenants("rep-ret-", limit, |t| vec![t.contacts(), t.agents()]).await;
+    let svc = start(&prefix).await;
+    let t = base();
+    publish(&topics, &floor(&a, t)).await;
+    publish(&topics, &floor(&b, t)).await;
+    until_offered(&svc, &a, t, 12).await;
+    until_offered(&svc, &b, t, 12).await;
+    let (a_before, b_before) = (all_figures(&svc, &a, t).await, all_figures(&svc, &b, t).await);
+    assert_eq!(a_before.0.rows.iter().map(|r| r.figures.as_ref().unwrap().offered).sum::<u64>(), 12);
+    assert!(a_before.3.channels.iter().any(|c| c.handled == 7), "{:?}", a_before.3);
+    let pool = pool();
+    let (a_legs, a_anon, a_contacts) = leg_ids(&pool, &a).await;
+    assert_eq!((a_anon, a_contacts), (0, 12));
+    let b_ids = leg_ids(&pool, &b).await;
+
+    let registry = centralita_platform::registry::TenantRegistry::new();
+    for id in [&a, &b] {
+        registry.upsert(TenantManifest::parse_all(&limit(id), chrono::Utc::now()).unwrap().remove(0));
+    }
+    let metrics = centralita_reporting::metrics::Metrics::default();
+    let sweep = |now| centralita_reporting::retention::sweep(&pool, &registry, &metrics, now);
+    let report = sweep(chrono::Utc::now()).await.unwrap();
+    assert_eq!(report, Default::default(), "yesterday's legs are within both limits");
+    let report = sweep(chrono::Utc::now() + chrono::Duration::days(31)).await.unwrap();
+    assert_eq!((report.contacts, report.legs as i64), (12, a_legs), "A's contacts, none of B's");
+    assert_eq!(leg_ids(&pool, &a).await, (a_legs, a_legs, 12), "every leg anonymised, one pseudonym per contact");
+    assert_eq!(leg_ids(&pool, &b).await, b_ids, "B untouched");
+    // No leg of A still carries a contact id it was written with.
+    {
+        let mut client = pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        centralita_platform::db::set_tenant(&tx, &TenantId::parse(&a).unwrap()).await.unwrap();
+        let named: i64 = tx
+            .query_one("SELECT count(*) FROM legs WHERE contact_id IN ('h0', 'a0', 'w', 'span', 'b-short')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(named, 0);
+    }
+    // Every figure of both tenants is what it was.
+    assert_eq!(all_figures(&svc, &a, t).await, a_before);
+    assert_eq!(all_figures(&svc, &b, t).await, b_before);
+    // A second pass at the same time changes nothing.
+    assert_eq!(sweep(chrono::Utc::now() + chrono::Duration::days(31)).await.unwrap(), Default::default());
+    svc.stop().await;
 }

@@ -8,6 +8,7 @@
 //! - `legs`: contact events folded into legs; legs read back.
 //! - `agents`: agent events folded into state spans; agent activity read back.
 //! - `usage`: which days' usage records were published.
+//! - `retention`: the expired contacts' legs anonymised, one batch per transaction.
 
 use centralita_platform::bus::{Dedupe, Event};
 use centralita_platform::db::set_tenant;
@@ -17,12 +18,14 @@ use deadpool_postgres::Pool;
 
 mod agents;
 mod legs;
+mod retention;
 mod schema;
 mod usage;
 
 pub use agents::{agent_activity, agent_consumer, apply_agent_event, AgentEvents};
 pub use legs::{apply_batch, contact_consumer, fact, fold_batch, legs_between, waiting, ContactEvents, Folded};
-pub use schema::{AGENTS_SQL, CHANNEL_NAME_SQL, LEGS_SQL, LEG_ROLE_SQL, USAGE_SQL};
+pub use retention::{anonymise_expired, ANONYMOUS_PREFIX};
+pub use schema::{AGENTS_SQL, CHANNEL_NAME_SQL, LEGS_SQL, LEG_ROLE_SQL, RETENTION_SQL, USAGE_SQL};
 pub use usage::{mark_published, published_days};
 
 /// Runs one statement in a transaction scoped to `tenant` (row-level security).
