@@ -202,6 +202,9 @@ function Working(props: {
   const [popError, setPopError] = useState<string>();
   const [disposition, setDisposition] = useState("");
   const [notes, setNotes] = useState("");
+  const queues = props.tenant?.routing?.queues ?? [];
+  const [toQueue, setToQueue] = useState("");
+  const [toAgent, setToAgent] = useState("");
   useEffect(() => {
     api.customers.getScreenPop({ contact: c.name, interactionCount: 5 }).then(setPop, (e) => setPopError(message(e)));
   }, [api, c.name]);
@@ -264,9 +267,48 @@ function Working(props: {
             />
           )}
           {c.state === ContactState.CONNECTED && (
-            <button data-testid="end-contact" onClick={() => props.act(() => api.contacts.endContact({ name: c.name }))}>
-              {t("endContact")}
-            </button>
+            <div className="controls" data-testid="call-controls">
+              {c.onHold && <span className="state-pill held" data-testid="on-hold">{t("onHold")}</span>}
+              {c.channel === Channel.VOICE &&
+                (c.onHold ? (
+                  <button data-testid="resume" onClick={() => props.act(() => api.contacts.resumeContact({ name: c.name }))}>
+                    {t("resume")}
+                  </button>
+                ) : (
+                  <button data-testid="hold" onClick={() => props.act(() => api.contacts.holdContact({ name: c.name }))}>
+                    {t("hold")}
+                  </button>
+                ))}
+              <button data-testid="end-contact" onClick={() => props.act(() => api.contacts.endContact({ name: c.name }))}>
+                {t("endContact")}
+              </button>
+              <form
+                className="transfer row"
+                data-testid="transfer"
+                onSubmit={(e) => {
+                  e.preventDefault();
+                  const agent = toAgent.trim();
+                  const target = agent
+                    ? { case: "agentId" as const, value: agent }
+                    : { case: "queue" as const, value: toQueue || c.queue };
+                  props.act(() => api.contacts.transferContact({ name: c.name, target }));
+                }}
+              >
+                <label>
+                  {t("transferQueue")}{" "}
+                  <select data-testid="transfer-queue" value={toQueue || c.queue} onChange={(e) => setToQueue(e.target.value)}>
+                    {queues.map((q) => (
+                      <option key={q.id} value={q.id}>{q.displayName || q.id}</option>
+                    ))}
+                  </select>
+                </label>
+                <label>
+                  {t("transferAgent")}{" "}
+                  <input data-testid="transfer-agent" value={toAgent} maxLength={40} onChange={(e) => setToAgent(e.target.value)} />
+                </label>
+                <button type="submit" data-testid="transfer-submit">{t("transfer")}</button>
+              </form>
+            </div>
           )}
           {c.state === ContactState.AFTER_CONTACT_WORK && (
             <form
