@@ -129,6 +129,92 @@ impl SmsArgs {
     }
 }
 
+/// Email settings of the digital role (`digital::smtp`, `digital::email`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmailArgs {
+    /// Address of the inbound SMTP listener; unset: no inbound email (replies still go out).
+    #[arg(long = "smtp-addr", env = "CENTRALITA_SMTP_ADDR")]
+    pub smtp_addr: Option<SocketAddr>,
+    /// The name the listener greets with.
+    #[arg(long = "smtp-hostname", env = "CENTRALITA_SMTP_HOSTNAME", default_value = "centralita-media")]
+    pub smtp_hostname: String,
+    /// Largest message taken, in bytes (`552` above).
+    #[arg(long = "smtp-max-message-bytes", env = "CENTRALITA_SMTP_MAX_MESSAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub smtp_max_message_bytes: usize,
+    /// Most recipients of one message (`452` beyond).
+    #[arg(long = "smtp-max-recipients", env = "CENTRALITA_SMTP_MAX_RECIPIENTS", default_value_t = 20)]
+    pub smtp_max_recipients: usize,
+    /// Most SMTP connections at once (`421` beyond).
+    #[arg(long = "smtp-max-connections", env = "CENTRALITA_SMTP_MAX_CONNECTIONS", default_value_t = 200)]
+    pub smtp_max_connections: usize,
+    /// A connection silent this long is closed (`421`).
+    #[arg(
+        long = "smtp-idle-timeout",
+        env = "CENTRALITA_SMTP_IDLE_TIMEOUT",
+        default_value = "60s",
+        value_parser = centralita_platform::config::parse_duration
+    )]
+    pub smtp_idle_timeout: std::time::Duration,
+    /// Directory where the tenants' relay-credential Secrets are mounted: a tenant's
+    /// `spec.email.relay.credentialsSecret` is read from `{dir}/{secret}/username` and `password`.
+    #[arg(long = "email-secrets-dir", env = "CENTRALITA_EMAIL_SECRETS_DIR")]
+    pub email_secrets_dir: Option<PathBuf>,
+    /// Attempts of one outbound email before it is `failed`.
+    #[arg(long = "email-send-attempts", env = "CENTRALITA_EMAIL_SEND_ATTEMPTS", default_value_t = 4)]
+    pub email_send_attempts: u32,
+    /// Wait after the first failed attempt, in milliseconds; doubled after each.
+    #[arg(long = "email-send-backoff-ms", env = "CENTRALITA_EMAIL_SEND_BACKOFF_MS", default_value_t = 1000)]
+    pub email_send_backoff_ms: u64,
+}
+
+impl EmailArgs {
+    pub fn settings(&self) -> digital::email::EmailSettings {
+        digital::email::EmailSettings {
+            secrets_dir: self.email_secrets_dir.clone(),
+            attempts: self.email_send_attempts,
+            backoff: std::time::Duration::from_millis(self.email_send_backoff_ms),
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
+    pub fn limits(&self) -> digital::smtp::SmtpLimits {
+        digital::smtp::SmtpLimits {
+            max_message_bytes: self.smtp_max_message_bytes,
+            max_recipients: self.smtp_max_recipients,
+            max_connections: self.smtp_max_connections,
+            idle: self.smtp_idle_timeout,
+            ..digital::smtp::SmtpLimits::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1024..=100 * 1024 * 1024).contains(&self.smtp_max_message_bytes) {
+            return Err(ConfigError::new("CENTRALITA_SMTP_MAX_MESSAGE_BYTES", "must be between 1024 and 104857600"));
+        }
+        if !(1..=1000).contains(&self.smtp_max_recipients) {
+            return Err(ConfigError::new("CENTRALITA_SMTP_MAX_RECIPIENTS", "must be between 1 and 1000"));
+        }
+        if !(1..=100_000).contains(&self.smtp_max_connections) {
+            return Err(ConfigError::new("CENTRALITA_SMTP_MAX_CONNECTIONS", "must be between 1 and 100000"));
+        }
+        if self.smtp_idle_timeout.is_zero() {
+            return Err(ConfigError::new("CENTRALITA_SMTP_IDLE_TIMEOUT", "must be more than zero"));
+        }
+        if self.smtp_hostname.is_empty()
+            || !self.smtp_hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(ConfigError::new("CENTRALITA_SMTP_HOSTNAME", "must be a host name"));
+        }
+        if !(1..=10).contains(&self.email_send_attempts) {
+            return Err(ConfigError::new("CENTRALITA_EMAIL_SEND_ATTEMPTS", "must be between 1 and 10"));
+        }
+        if self.email_send_backoff_ms > 60_000 {
+            return Err(ConfigError::new("CENTRALITA_EMAIL_SEND_BACKOFF_MS", "must be at most 60000"));
+        }
+        Ok(())
+    }
+}
+
 /// Media's own settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -173,6 +259,9 @@ pub struct Settings {
     /// SMS through Twilio (digital role).
     #[command(flatten)]
     pub sms: SmsArgs,
+    /// Email: the inbound SMTP listener and replies through the tenants' relays (digital role).
+    #[command(flatten)]
+    pub email: EmailArgs,
     /// Redis URL, `redis://[:password@]host:port[/db]`: the registrations of agents' phones
     /// (voice role). Without it phones cannot register (REGISTER gets `405`).
     #[arg(id = "redis_url", value_name = "URL", long = "redis-url", env = "CENTRALITA_REDIS_URL")]
@@ -234,6 +323,7 @@ impl Validate for Settings {
         if self.sms.send_backoff_ms > 60_000 {
             return Err(ConfigError::new("CENTRALITA_SMS_SEND_BACKOFF_MS", "must be at most 60000"));
         }
+        self.email.validate()?;
         if let Some(url) = &self.redis_url {
             centralita_platform::config::RedisConfig { url: url.clone() }.validate()?;
         }

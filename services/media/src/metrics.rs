@@ -132,6 +132,8 @@ pub struct DigitalMetrics {
     sms_sends: Family<ReasonLabel, Counter>,
     deleted: Family<DeletedLabel, Counter>,
     retention_failures: Counter,
+    smtp: Family<ReasonLabel, Counter>,
+    email_sends: Family<ReasonLabel, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,11 +145,27 @@ struct DeletedLabel {
 /// Why conversation rows were deleted: a customer's erasure or the retention sweeper.
 pub const DELETE_REASONS: [&str; 2] = ["erasure", "retention"];
 /// The tables of schema `media` whose deleted rows are counted.
-pub const DELETED_TABLES: [&str; 4] = ["conversations", "messages", "sms_messages", "outbox"];
+pub const DELETED_TABLES: [&str; 5] = ["conversations", "messages", "sms_messages", "email_messages", "outbox"];
 
 /// Outcomes of SMS webhooks (bounded label values).
 pub const SMS_WEBHOOK_OUTCOMES: [&str; 7] =
     ["stored", "duplicate", "status", "signature", "unknown_number", "invalid", "unavailable"];
+/// Outcomes of inbound SMTP transactions and refusals (bounded label values).
+pub const SMTP_OUTCOMES: [&str; 11] = [
+    "stored",
+    "duplicate",
+    "unknown_recipient",
+    "too_many_recipients",
+    "too_large",
+    "malformed",
+    "forbidden_attachment",
+    "line_too_long",
+    "timeout",
+    "busy",
+    "unavailable",
+];
+/// Outcomes of outbound email attempts to the relay.
+pub const EMAIL_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 /// Outcomes of outbound SMS attempts.
 pub const SMS_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 
@@ -196,6 +214,18 @@ impl DigitalMetrics {
             "Retention sweeps of conversations that failed (retried at the next interval)",
             m.retention_failures.clone(),
         );
+        r.register("centralita_media_smtp_messages", "Inbound SMTP: messages and refusals, by outcome", m.smtp.clone());
+        r.register(
+            "centralita_media_email_sends",
+            "Outbound email attempts to the tenant's relay, by outcome",
+            m.email_sends.clone(),
+        );
+        for reason in SMTP_OUTCOMES {
+            let _ = m.smtp.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in EMAIL_SEND_OUTCOMES {
+            let _ = m.email_sends.get_or_create(&ReasonLabel { reason });
+        }
         for reason in DELETE_REASONS {
             for table in DELETED_TABLES {
                 let _ = m.deleted.get_or_create(&DeletedLabel { reason, table });
@@ -245,6 +275,21 @@ impl DigitalMetrics {
         self.sms_sends.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    pub fn smtp(&self, reason: &'static str) {
+        debug_assert!(SMTP_OUTCOMES.contains(&reason), "{reason}");
+        self.smtp.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Inbound SMTP outcomes counted so far (tests).
+    pub fn smtp_count(&self, reason: &'static str) -> u64 {
+        self.smtp.get_or_create(&ReasonLabel { reason }).get()
+    }
+
+    pub fn email_send(&self, reason: &'static str) {
+        debug_assert!(EMAIL_SEND_OUTCOMES.contains(&reason), "{reason}");
+        self.email_sends.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
     /// Rows a customer's erasure deleted.
     pub fn erased(&self, r: &crate::digital::erasure::Report) {
         self.deleted_rows("erasure", r);
@@ -269,6 +314,7 @@ impl DigitalMetrics {
             ("conversations", r.conversations),
             ("messages", r.messages),
             ("sms_messages", r.sms_ids),
+            ("email_messages", r.email_ids),
             ("outbox", r.outbox),
         ] {
             self.deleted.get_or_create(&DeletedLabel { reason, table }).inc_by(n);

@@ -93,16 +93,42 @@ async fn sms_conversation(pool: &Pool, tenant: &TenantId, contact: &str, phone: 
         .unwrap();
 }
 
+/// An email conversation: one inbound email (its Message-ID, the subject carrying
+/// `marker`, an attachment's name) and the agent's reply recorded under our id.
+async fn email_conversation(pool: &Pool, tenant: &TenantId, contact: &str, address: &str, marker: &str) {
+    conversation(pool, tenant, contact, store::EMAIL, address, marker).await;
+    let id_in = format!("{}@customer.example", unique("in"));
+    let record = store::EmailRecord {
+        message_id: id_in.clone(),
+        subject: format!("claim of {marker}"),
+        refs: vec![id_in.clone()],
+        attachments: serde_json::json!([{ "name": format!("{marker}.pdf"), "content_type": "application/pdf", "size": 3 }]),
+    };
+    let stored = store::append_email(pool, tenant, contact, true, &record, &msg(Sender::Customer, marker))
+        .await
+        .unwrap()
+        .expect("a new inbound email");
+    assert!(store::email_known(pool, tenant, &id_in).await.unwrap());
+    let out = store::EmailRecord {
+        message_id: format!("{}@acme.example", unique("out")),
+        subject: format!("Re: claim of {marker}"),
+        refs: vec![id_in],
+        attachments: serde_json::json!([]),
+    };
+    store::record_outbound_email(pool, tenant, contact, stored.sequence - 1, &out).await.unwrap();
+}
+
 /// Rows of each table of schema `media` about `contact`, as `tenant` sees them (row-level
-/// security on): conversations, messages, sms_messages, outbox.
-async fn rows(pool: &Pool, tenant: &TenantId, contact: &str) -> [i64; 4] {
+/// security on): conversations, messages, sms_messages, email_messages, outbox.
+async fn rows(pool: &Pool, tenant: &TenantId, contact: &str) -> [i64; 5] {
     let mut client = pool.get().await.unwrap();
     let tx = centralita_platform::db::begin(&mut client, tenant).await.unwrap();
-    let mut out = [0; 4];
+    let mut out = [0; 5];
     for (i, q) in [
         "SELECT count(*) FROM conversations WHERE contact_id = $1",
         "SELECT count(*) FROM messages WHERE contact_id = $1",
         "SELECT count(*) FROM sms_messages WHERE contact_id = $1",
+        "SELECT count(*) FROM email_messages WHERE contact_id = $1",
         "SELECT count(*) FROM outbox WHERE key = $1",
     ]
     .into_iter()
@@ -121,7 +147,7 @@ async fn found(pool: &Pool, tenants: &[&TenantId], needle: &str) -> i64 {
     for tenant in tenants {
         let mut client = pool.get().await.unwrap();
         let tx = centralita_platform::db::begin(&mut client, tenant).await.unwrap();
-        for table in ["conversations", "messages", "sms_messages"] {
+        for table in ["conversations", "messages", "sms_messages", "email_messages"] {
             let q = format!("SELECT count(*) FROM {table} t WHERE position($1 in t::text) > 0");
             n += tx.query_one(&q, &[&needle]).await.unwrap().get::<_, i64>(0);
         }
@@ -188,17 +214,20 @@ async fn a_customer_erasure_deletes_its_conversations_in_its_tenant_only_and_rep
         .unwrap();
     let a = TenantId::parse(&unique("mder-a-")).unwrap();
     let b = TenantId::parse(&unique("mder-b-")).unwrap();
-    let (chat, sms, keep) = ("c-gdpr-chat", "c-gdpr-sms", "c-keep");
+    let (chat, sms, mail, keep) = ("c-gdpr-chat", "c-gdpr-sms", "c-gdpr-mail", "c-keep");
     let (erased, other, of_b) = (unique("ZOE-"), unique("ANA-"), unique("BEA-"));
     conversation(&pool, &a, chat, "chat", "visitor-zoe", &erased).await;
     sms_conversation(&pool, &a, sms, &format!("+3460{}", &erased[4..10]), &erased).await;
+    email_conversation(&pool, &a, mail, "zoe@customer.example", &erased).await;
     conversation(&pool, &a, keep, "chat", "visitor-ana", &other).await;
     // Tenant B's contact with the same id as A's erased chat.
     conversation(&pool, &b, chat, "chat", "visitor-bea", &of_b).await;
     let before_chat = rows(&pool, &a, chat).await;
     let before_sms = rows(&pool, &a, sms).await;
-    assert_eq!(before_chat, [1, 3, 0, 3], "notice and two messages, their events not yet published");
-    assert_eq!(before_sms, [1, 4, 2, 4]);
+    let before_mail = rows(&pool, &a, mail).await;
+    assert_eq!(before_chat, [1, 3, 0, 0, 3], "notice and two messages, their events not yet published");
+    assert_eq!(before_sms, [1, 4, 2, 0, 4]);
+    assert_eq!(before_mail, [1, 4, 0, 2, 4]);
     let keep_before = rows(&pool, &a, keep).await;
     let b_before = rows(&pool, &b, chat).await;
     assert!(found(&pool, &[&a], &erased).await > 0);
@@ -220,6 +249,7 @@ async fn a_customer_erasure_deletes_its_conversations_in_its_tenant_only_and_rep
         contacts: vec![
             contact_name(a.as_str(), chat),
             contact_name(a.as_str(), sms),
+            contact_name(a.as_str(), mail),
             contact_name(b.as_str(), chat),
             "tenants/x/not-a-contact".into(),
         ],
@@ -235,17 +265,19 @@ async fn a_customer_erasure_deletes_its_conversations_in_its_tenant_only_and_rep
         (report.tenant.as_str(), report.erasure.as_str(), report.store.as_str()),
         (a.as_str(), "erasures/e1", "media")
     );
-    let deleted: i64 = before_chat.iter().chain(before_sms.iter()).sum();
-    assert_eq!(report.records_erased, deleted, "every row of both conversations");
+    let deleted: i64 = before_chat.iter().chain(before_sms.iter()).chain(before_mail.iter()).sum();
+    assert_eq!(report.records_erased, deleted, "every row of the three conversations");
     assert!(report.erase_time.is_some());
-    assert_eq!(rows(&pool, &a, chat).await, [0; 4]);
-    assert_eq!(rows(&pool, &a, sms).await, [0; 4]);
+    assert_eq!(rows(&pool, &a, chat).await, [0; 5]);
+    assert_eq!(rows(&pool, &a, sms).await, [0; 5]);
+    assert_eq!(rows(&pool, &a, mail).await, [0; 5]);
     assert_eq!(found(&pool, &[&a, &b], &erased).await, 0, "nothing of the erased customer anywhere in the schema");
     assert_eq!(rows(&pool, &a, keep).await, keep_before, "another customer of A untouched");
     assert_eq!(rows(&pool, &b, chat).await, b_before, "B's contact of the same id untouched");
     assert!(found(&pool, &[&b], &of_b).await > 0);
-    assert_eq!(metrics.deleted("erasure", "messages"), 7);
+    assert_eq!(metrics.deleted("erasure", "messages"), 11);
     assert_eq!(metrics.deleted("erasure", "sms_messages"), 2);
+    assert_eq!(metrics.deleted("erasure", "email_messages"), 2);
 
     // The CRM publishes the erasure again (its retry): nothing more is deleted, reported 0.
     producer.publish(&customers, "cust-1", &event()).await.unwrap();
@@ -325,16 +357,18 @@ async fn retention_deletes_only_conversations_past_their_tenants_limit() {
         let m = TenantManifest::parse_all(&manifest(t.as_str(), days), Utc::now()).unwrap();
         registry.upsert(m.into_iter().next().unwrap());
     }
-    let (done, open, late) = ("c-ended", "c-open", "c-late");
+    let (done, open, late, mail) = ("c-ended", "c-open", "c-late", "c-mail");
     let marker = unique("RET-");
     conversation(&pool, &a, done, "chat", "v-1", &marker).await;
     sms_conversation(&pool, &a, open, "+34600111222", &marker).await;
     conversation(&pool, &a, late, "chat", "v-3", &marker).await;
+    email_conversation(&pool, &a, mail, "v5@customer.example", &marker).await;
     conversation(&pool, &b, done, "chat", "v-4", &marker).await;
 
     let now = Utc::now();
     let mut ends = EndsHandler { pool: pool.clone() };
     ends.handle(&ended(&a, &a, done, Channel::Chat, now)).await.unwrap();
+    ends.handle(&ended(&a, &a, mail, Channel::Email, now)).await.unwrap();
     ends.handle(&ended(&a, &a, late, Channel::Chat, now + chrono::Duration::days(10))).await.unwrap();
     // A later event (wrap-up, a redelivery) does not move the end.
     ends.handle(&ended(&a, &a, done, Channel::Chat, now + chrono::Duration::days(20))).await.unwrap();
@@ -356,26 +390,31 @@ async fn retention_deletes_only_conversations_past_their_tenants_limit() {
     let (done_rows, open_rows, late_rows) =
         (rows(&pool, &a, done).await, rows(&pool, &a, open).await, rows(&pool, &a, late).await);
     let b_rows = rows(&pool, &b, done).await;
+    let mail_rows = rows(&pool, &a, mail).await;
+    assert_eq!(mail_rows[3], 2, "the email's and the reply's records");
 
     let r = sweep(now + chrono::Duration::days(31)).await.unwrap();
-    assert_eq!(r.conversations, 2, "A's ended and A's silent open conversation");
-    assert_eq!(r.messages as i64, done_rows[1] + open_rows[1]);
+    assert_eq!(r.conversations, 3, "A's ended chat and email, and A's silent open conversation");
+    assert_eq!(r.messages as i64, done_rows[1] + open_rows[1] + mail_rows[1]);
     assert_eq!(r.sms_ids as i64, open_rows[2]);
-    assert_eq!(rows(&pool, &a, done).await, [0; 4]);
-    assert_eq!(rows(&pool, &a, open).await, [0; 4]);
+    assert_eq!(r.email_ids as i64, mail_rows[3]);
+    assert_eq!(rows(&pool, &a, mail).await, [0; 5]);
+    assert_eq!(rows(&pool, &a, done).await, [0; 5]);
+    assert_eq!(rows(&pool, &a, open).await, [0; 5]);
     assert_eq!(rows(&pool, &a, late).await, late_rows, "ended 10 days later: 21 days ago");
     assert_eq!(rows(&pool, &b, done).await, b_rows, "B keeps 90 days");
-    assert_eq!(metrics.deleted("retention", "conversations"), 2);
+    assert_eq!(metrics.deleted("retention", "conversations"), 3);
+    assert_eq!(metrics.deleted("retention", "email_messages"), 2);
     assert_eq!(sweep(now + chrono::Duration::days(31)).await.unwrap().records(), 0, "a second pass is a no-op");
 
     let r = sweep(now + chrono::Duration::days(41)).await.unwrap();
     assert_eq!(r.conversations, 1);
-    assert_eq!(rows(&pool, &a, late).await, [0; 4]);
+    assert_eq!(rows(&pool, &a, late).await, [0; 5]);
     assert_eq!(rows(&pool, &b, done).await, b_rows);
     let r = sweep(now + chrono::Duration::days(91)).await.unwrap();
     assert_eq!(r.conversations, 1);
-    assert_eq!(rows(&pool, &b, done).await, [0; 4]);
+    assert_eq!(rows(&pool, &b, done).await, [0; 5]);
     assert_eq!(found(&pool, &[&a, &b], &marker).await, 0);
-    assert_eq!(metrics.deleted("retention", "conversations"), 4);
+    assert_eq!(metrics.deleted("retention", "conversations"), 5);
     drop_schema(pool).await;
 }

@@ -35,6 +35,8 @@ pub struct Api {
     pub digital: Arc<Digital>,
     /// Sends agents' messages of SMS conversations to the provider.
     pub sms: Arc<super::sms::Sms>,
+    /// Sends agents' messages of email conversations through the tenant's relay.
+    pub email: Arc<super::email::Email>,
 }
 
 fn denied(d: Denied) -> Error {
@@ -185,11 +187,17 @@ impl ConversationService for Api {
         };
         let (stored, created) = self.digital.append_new(&tenant, &contact, &m).await?;
         if created {
-            // An SMS conversation's message goes to the provider too (a repeated request
+            // An SMS or email conversation's message goes to the provider or relay too (a repeated request
             // was sent, or failed, the first time).
             let conversation = super::store::conversation(&self.digital.pool, &tenant, &contact).await?;
-            if conversation.is_some_and(|c| c.channel == super::store::SMS) {
-                tokio::spawn(self.sms.clone().send(tenant.clone(), contact.clone(), stored.clone()));
+            match conversation.map(|c| c.channel) {
+                Some(c) if c == super::store::SMS => {
+                    tokio::spawn(self.sms.clone().send(tenant.clone(), contact.clone(), stored.clone()));
+                }
+                Some(c) if c == super::store::EMAIL => {
+                    tokio::spawn(self.email.clone().send(tenant.clone(), contact.clone(), stored.clone()));
+                }
+                _ => {}
             }
         }
         Ok(Response::new(wire::message(tenant.as_str(), &contact, &stored)))

@@ -189,6 +189,36 @@ impl Contacts {
         Ok(id)
     }
 
+    /// Creates the inbound email contact of a customer's address (a CRM email identity)
+    /// that wrote to one of the tenant's addresses; returns its id.
+    pub async fn create_email(
+        &self,
+        tenant: &TenantId,
+        queue: &str,
+        customer: &str,
+        address: &str,
+        request_id: &str,
+    ) -> Result<String, Error> {
+        let contact = pb::Contact {
+            channel: PbChannel::Email as i32,
+            direction: pb::Direction::Inbound as i32,
+            queue: queue.to_owned(),
+            customer_identities: vec![crm::Identity {
+                kind: crm::IdentityKind::Email as i32,
+                value: customer.to_owned(),
+                network: String::new(),
+            }],
+            attributes: [("email_address".to_owned(), address.to_owned())].into_iter().collect(),
+            ..Default::default()
+        };
+        let request = self
+            .request(tenant, pb::CreateContactRequest { contact: Some(contact), request_id: request_id.to_owned() })?;
+        let created = self.client.clone().create_contact(request).await.map_err(refusal)?.into_inner();
+        let (_, id) = centralita_platform::tenant::parse_contact_name("name", &created.name)
+            .map_err(|_| Error::Internal("sessions answered with a malformed contact name".into()))?;
+        Ok(id)
+    }
+
     /// The contact's phase and holder; `None` if sessions does not know it.
     pub async fn view(&self, tenant: &TenantId, contact: &str) -> Result<Option<ContactView>, Error> {
         let request = self.request(tenant, pb::GetContactRequest { name: contact_name(tenant.as_str(), contact) })?;

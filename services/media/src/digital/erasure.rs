@@ -3,6 +3,8 @@
 //! customer; for each of those contacts of the erasure's own tenant, everything schema
 //! `media` holds about it is **deleted**, in one transaction per erasure:
 //! - `sms_messages`: the provider ids (Twilio `MessageSid`) of its SMS, inbound and outbound;
+//! - `email_messages`: the Message-IDs, subjects, reference chains and attachment names of
+//!   its email;
 //! - `messages`: every message (text, agent ids, failure reasons);
 //! - `outbox`: conversation events of it not yet published (their envelopes carry message
 //!   text, so they are dropped rather than published after the erasure);
@@ -45,6 +47,8 @@ pub struct Report {
     pub conversations: u64,
     pub messages: u64,
     pub sms_ids: u64,
+    /// `email_messages` rows.
+    pub email_ids: u64,
     pub outbox: u64,
     /// Contact names skipped: malformed, or of another tenant than the erasure's.
     pub skipped: usize,
@@ -53,7 +57,7 @@ pub struct Report {
 impl Report {
     /// The records erased, as reported to the CRM: every row deleted.
     pub fn records(&self) -> u64 {
-        self.conversations + self.messages + self.sms_ids + self.outbox
+        self.conversations + self.messages + self.sms_ids + self.email_ids + self.outbox
     }
 }
 
@@ -101,6 +105,7 @@ impl Handler for ErasureHandler {
             conversations = report.conversations,
             messages = report.messages,
             sms_ids = report.sms_ids,
+            email_ids = report.email_ids,
             outbox = report.outbox,
             skipped = report.skipped,
             "customer erased from conversations"
@@ -157,6 +162,8 @@ pub(crate) async fn delete_conversations(
     let t = tenant.as_str();
     report.sms_ids +=
         tx.execute("DELETE FROM sms_messages WHERE tenant = $1 AND contact_id = ANY($2)", &[&t, &contacts]).await?;
+    report.email_ids +=
+        tx.execute("DELETE FROM email_messages WHERE tenant = $1 AND contact_id = ANY($2)", &[&t, &contacts]).await?;
     report.messages +=
         tx.execute("DELETE FROM messages WHERE tenant = $1 AND contact_id = ANY($2)", &[&t, &contacts]).await?;
     report.outbox += tx

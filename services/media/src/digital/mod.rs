@@ -18,6 +18,9 @@
 //!   `dataRetentionDays` (`CENTRALITA_MEDIA_SWEEP_INTERVAL`) and the follower recording
 //!   when digital contacts end;
 //! - `sms`: SMS through Twilio: the webhooks (inbound, status) and outbound sends;
+//! - `smtp`: the inbound SMTP listener (mailin's state machine, our limits); `mail`: email,
+//!   pure (MIME read with mail-parser, attachments rule, threading and reply headers);
+//!   `email`: inbound mail into conversations and replies through the tenant's relay;
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
@@ -25,13 +28,16 @@
 pub mod access;
 pub mod api;
 pub mod contacts;
+pub mod email;
 pub mod erasure;
 pub mod follow;
 pub mod limits;
+pub mod mail;
 pub mod model;
 pub mod retention;
 pub mod schema;
 pub mod sms;
+pub mod smtp;
 pub mod store;
 pub mod twilio;
 pub mod webchat;
@@ -224,8 +230,23 @@ pub fn start(
     runtime.spawn(listen(listen_url, digital.clone(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.media.v1.ConversationService");
     let sms = Arc::new(sms::Sms::new(digital.clone(), runtime.registry.clone(), config.service.sms.settings())?);
+    let email = Arc::new(email::Email::new(digital.clone(), runtime.registry.clone(), config.service.email.settings()));
+    if let Some(addr) = config.service.email.smtp_addr {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| anyhow::anyhow!("cannot listen for SMTP on {addr} (CENTRALITA_SMTP_ADDR): {e}"))?;
+        tracing::info!(smtp_addr = %listener.local_addr()?, "SMTP listening");
+        runtime.spawn(smtp::serve(
+            listener,
+            email.clone(),
+            config.service.email.limits(),
+            config.service.email.smtp_hostname.clone(),
+            runtime.shutdown.clone(),
+        ));
+    }
     routes.add_service(Authenticated::new(
-        ConversationServiceServer::new(api::Api { digital: digital.clone(), sms: sms.clone() }),
+        ConversationServiceServer::new(api::Api { digital: digital.clone(), sms: sms.clone(), email }),
         runtime.authenticator.clone(),
     ));
     let front = Arc::new(webchat::WebChat::new(

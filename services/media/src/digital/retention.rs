@@ -70,6 +70,7 @@ fn add(total: &mut Report, r: &Report) {
     total.conversations += r.conversations;
     total.messages += r.messages;
     total.sms_ids += r.sms_ids;
+    total.email_ids += r.email_ids;
     total.outbox += r.outbox;
 }
 
@@ -123,6 +124,7 @@ pub async fn run(
                 conversations = r.conversations,
                 messages = r.messages,
                 sms_ids = r.sms_ids,
+                email_ids = r.email_ids,
                 outbox = r.outbox,
                 "retention sweep deleted expired conversations"
             ),
@@ -157,7 +159,7 @@ impl Handler for EndsHandler {
         }
         let Ok(e) = event.payload::<spb::ContactEvent>() else { return Ok(()) };
         let Some(contact) = e.contact else { return Ok(()) };
-        if !matches!(Channel::try_from(contact.channel), Ok(Channel::Chat | Channel::Sms)) {
+        if !matches!(Channel::try_from(contact.channel), Ok(Channel::Chat | Channel::Sms | Channel::Email)) {
             return Ok(());
         }
         let Some(at) = ended_at(&contact) else { return Ok(()) };

@@ -92,6 +92,32 @@ ALTER TABLE conversations ADD COLUMN ended_at timestamptz;
 CREATE INDEX conversations_by_age ON conversations (tenant, created_at);
 "#;
 
+/// Version 5: email (`super::email`). Each email message of a conversation, inbound and
+/// outbound, under its Message-ID (the tenant's key: a redelivery is recognised by it, a
+/// reply's `In-Reply-To`/`References` find their conversation by it), with its subject, the
+/// `References` a reply to it carries (space-separated ids), and the names, types and sizes
+/// of its attachments (their contents are not kept).
+pub const EMAIL_SQL: &str = r#"
+CREATE TABLE email_messages (
+    tenant text NOT NULL,
+    message_id text NOT NULL,
+    contact_id text NOT NULL,
+    seq bigint NOT NULL,
+    inbound boolean NOT NULL,
+    subject text NOT NULL DEFAULT '',
+    refs text NOT NULL DEFAULT '',
+    attachments jsonb NOT NULL DEFAULT '[]',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, message_id),
+    FOREIGN KEY (tenant, contact_id, seq) REFERENCES messages (tenant, contact_id, seq)
+);
+CREATE INDEX email_messages_by_contact ON email_messages (tenant, contact_id, seq);
+ALTER TABLE email_messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE email_messages FORCE ROW LEVEL SECURITY;
+CREATE POLICY email_messages_tenant ON email_messages USING (tenant = centralita_current_tenant())
+    WITH CHECK (tenant = centralita_current_tenant());
+"#;
+
 /// The `media` schema.
 pub const MIGRATIONS: Migrations = Migrations {
     schema: "media",
@@ -100,5 +126,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 2, name: "conversations", sql: CONVERSATIONS_SQL },
         Migration { version: 3, name: "sms", sql: SMS_SQL },
         Migration { version: 4, name: "retention", sql: RETENTION_SQL },
+        Migration { version: 5, name: "email", sql: EMAIL_SQL },
     ],
 };

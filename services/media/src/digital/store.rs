@@ -507,4 +507,131 @@ pub async fn outbound_sms(pool: &Pool, tenant: &TenantId, sid: &str) -> Result<O
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
+/// The channel name of email conversations.
+pub const EMAIL: &str = "email";
+
+/// The conversation of the tenant's email messages with any of `ids` (Message-IDs, the
+/// most telling first): the first id found wins.
+pub async fn email_thread(pool: &Pool, tenant: &TenantId, ids: &[String]) -> Result<Option<String>, Error> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let rows = tx
+        .query(
+            "SELECT message_id, contact_id FROM email_messages WHERE tenant = $1 AND message_id = ANY($2)",
+            &[&tenant.as_str(), &ids],
+        )
+        .await?;
+    tx.commit().await?;
+    let found: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(ids.iter().find_map(|id| found.iter().find(|(m, _)| m == id).map(|(_, c)| c.clone())))
+}
+
+/// Whether an email with this Message-ID (or dedupe key) was stored already.
+pub async fn email_known(pool: &Pool, tenant: &TenantId, message_id: &str) -> Result<bool, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM email_messages WHERE tenant = $1 AND message_id = $2",
+            &[&tenant.as_str(), &message_id],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.is_some())
+}
+
+/// An email's own record beside its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailRecord {
+    pub message_id: String,
+    pub subject: String,
+    /// The `References` a reply to it carries.
+    pub refs: Vec<String>,
+    /// JSON array of the attachments' name, type and size.
+    pub attachments: serde_json::Value,
+}
+
+/// Stores an email in the conversation under its Message-ID, in one transaction: the
+/// message and its record. `None` when that id was stored before (a redelivery: nothing new
+/// is stored) or the conversation does not exist.
+pub async fn append_email(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    inbound: bool,
+    record: &EmailRecord,
+    m: &NewMessage,
+) -> Result<Option<Message>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let Some((stored, true)) = append_in(&tx, tenant, contact, m).await? else {
+        return Ok(None);
+    };
+    // A concurrent delivery of the same id waits here for the first to commit, then
+    // conflicts: it rolls back (sequence included).
+    let n = insert_email(&tx, tenant, contact, stored.sequence, inbound, record).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(stored))
+}
+
+async fn insert_email(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    contact: &str,
+    seq: i64,
+    inbound: bool,
+    r: &EmailRecord,
+) -> Result<u64, Error> {
+    Ok(tx
+        .execute(
+            "INSERT INTO email_messages (tenant, message_id, contact_id, seq, inbound, subject, refs, attachments)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            &[&tenant.as_str(), &r.message_id, &contact, &seq, &inbound, &r.subject, &r.refs.join(" "), &r.attachments],
+        )
+        .await?)
+}
+
+/// Records an outbound email (the agent's message `seq`) under our Message-ID before it is
+/// sent, so the customer's answer finds the conversation.
+pub async fn record_outbound_email(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    seq: i64,
+    record: &EmailRecord,
+) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    insert_email(&tx, tenant, contact, seq, false, record).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The email an agent's reply answers: the customer's newest in the conversation (or, with
+/// none, the newest of any).
+pub async fn email_parent(pool: &Pool, tenant: &TenantId, contact: &str) -> Result<Option<EmailRecord>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT message_id, subject, refs, attachments FROM email_messages WHERE tenant = $1 AND contact_id = $2
+             ORDER BY inbound DESC, seq DESC LIMIT 1",
+            &[&tenant.as_str(), &contact],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| EmailRecord {
+        message_id: r.get(0),
+        subject: r.get(1),
+        refs: r.get::<_, String>(2).split_whitespace().map(str::to_owned).collect(),
+        attachments: r.get(3),
+    }))
+}
+
 pub use centralita_platform::db::outbox::{pending, published, Outgoing};
