@@ -271,7 +271,7 @@ fn read_register(req: &rsipstack::sip::Request) -> Result<Register, String> {
         .transpose()?;
     let credentials = req.authorization_header().map(|a| {
         let tok = rsipstack::sip::headers::typed::tokenizers::AuthTokenizer::parse(a.value())
-            .map_err(|_| crate::registrar::digest::CredentialsError::Missing("username"))?;
+            .map_err(|_| crate::registrar::digest::CredentialsError::Unreadable)?;
         let params: Vec<(String, String)> =
             tok.params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Credentials::from_params(tok.scheme, &params)
@@ -595,7 +595,17 @@ mod tests {
         assert!(read(&REGISTER.replace("Expires: 7200", "Expires: soon")).is_err());
         assert!(read(&REGISTER.replace(";expires=120", ";expires=-1")).is_err());
         let basic = read(&REGISTER.replace("Authorization: Digest", "Authorization: Basic")).expect("read");
-        assert!(matches!(basic.credentials, Some(Err(_))), "not a digest: unreadable credentials");
+        assert!(
+            matches!(basic.credentials, Some(Err(crate::registrar::digest::CredentialsError::NotDigest))),
+            "not a digest"
+        );
+        let garbled = REGISTER
+            .split("\r\n")
+            .map(|l| if l.starts_with("Authorization:") { "Authorization: Digest username" } else { l })
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let garbled = read(&garbled).expect("read");
+        assert!(matches!(garbled.credentials, Some(Err(crate::registrar::digest::CredentialsError::Unreadable))));
         let anonymous =
             read(&REGISTER.replace("To: <sip:alice@acme.example>", "To: <sip:acme.example>")).expect("read");
         assert_eq!(anonymous.to_user, None);

@@ -79,6 +79,8 @@ pub enum CredentialsError {
     Missing(&'static str),
     #[error("`{0}` given twice")]
     Repeated(String),
+    #[error("not a scheme followed by name=value parameters")]
+    Unreadable,
 }
 
 impl Credentials {
