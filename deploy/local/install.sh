@@ -31,6 +31,8 @@ command -v chromium >/dev/null || need_pkgs+=(chromium)
 # sox and ffprobe check the recording service's WAV files (e2e test_recording.py).
 command -v sox >/dev/null || need_pkgs+=(sox)
 command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
+# swaks: the independent SMTP client sending mail to media's listener (e2e test_email.py).
+command -v swaks >/dev/null || need_pkgs+=(swaks)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -32,6 +32,15 @@ export CENTRALITA_WEBCHAT_ADDR="127.0.0.1:$webchat_port"
 export CENTRALITA_TWILIO_BASE_URL="${CENTRALITA_TWILIO_BASE_URL:-http://127.0.0.1:$((8490 + admin_base - 9101))}"
 export CENTRALITA_SMS_SECRETS_DIR="${CENTRALITA_SMS_SECRETS_DIR:-$CENTRALITA_DATA/secrets/${CENTRALITA_RUN_NAME:-dev}}"
 export CENTRALITA_SMS_SEND_BACKOFF_MS="${CENTRALITA_SMS_SEND_BACKOFF_MS:-200}"
+# media's inbound SMTP listener (digital role): 127.0.0.1:$CENTRALITA_SMTP_PORT, by default
+# 25425 plus the admin base's offset (25525 for test.sh's e2e); replies go through each tenant's
+# relay (spec.email.relay), its credentials' Secret under the SMS secrets' directory; 1 MiB
+# messages at most locally (e2e test_email.py sends a bigger one).
+smtp_port="${CENTRALITA_SMTP_PORT:-$((25425 + admin_base - 9101))}"
+export CENTRALITA_SMTP_ADDR="127.0.0.1:$smtp_port"
+export CENTRALITA_EMAIL_SECRETS_DIR="${CENTRALITA_EMAIL_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
+export CENTRALITA_EMAIL_SEND_BACKOFF_MS="${CENTRALITA_EMAIL_SEND_BACKOFF_MS:-200}"
+export CENTRALITA_SMTP_MAX_MESSAGE_BYTES="${CENTRALITA_SMTP_MAX_MESSAGE_BYTES:-1048576}"
 # media's registrar of agents' phones: each tenant's Secret of HA1 digests as files
 # $CENTRALITA_DATA/secrets/<run name>/<credentialsSecret>/<agent id> (the SMS tokens' directory).
 export CENTRALITA_SIP_SECRETS_DIR="${CENTRALITA_SIP_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
