@@ -116,6 +116,16 @@ pub struct KafkaConfig {
         value_parser = clap::value_parser!(u64).range(1..=1000)
     )]
     pub fetch_wait_low_latency_ms: u64,
+    /// How long a replica stays ready while its broker check fails, once it has passed
+    /// (`0s`: not at all). The APIs keep serving through their outboxes while the broker is
+    /// away, and all replicas share it, so a short outage should not empty their Services.
+    #[arg(
+        long = "kafka-readiness-grace",
+        env = "CENTRALITA_KAFKA_READINESS_GRACE",
+        default_value = "120s",
+        value_parser = parse_duration
+    )]
+    pub readiness_grace: Duration,
 }
 
 impl KafkaConfig {

@@ -4,9 +4,16 @@
 //!
 //! Checks are set by the tasks that own each dependency, which keep retrying with backoff,
 //! so a service started while a dependency is down reports not-ready and recovers by itself.
+//!
+//! A check can have a grace ([`Readiness::set_grace`]): once it has passed, a failure keeps
+//! the replica ready for that long (the report shows the check failing, `tolerated`). The
+//! broker's check has one: every API writes through an outbox and keeps serving while the
+//! broker is away, and every replica shares the one broker, so taking them all out of their
+//! Service for a short broker outage would only turn it into an API outage.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -15,12 +22,31 @@ use tokio::sync::watch;
 pub struct CheckState {
     pub ok: bool,
     pub detail: String,
+    /// Failing, but within its grace: the replica stays ready.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tolerated: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     checks: BTreeMap<&'static str, CheckState>,
     shutting_down: bool,
+    grace: BTreeMap<&'static str, Duration>,
+    /// Checks with a grace that passed once: since when each fails (`None`: passing).
+    failing_since: BTreeMap<&'static str, Option<Instant>>,
+}
+
+impl State {
+    fn tolerated(&self, name: &str, now: Instant) -> bool {
+        match (self.grace.get(name), self.failing_since.get(name)) {
+            (Some(grace), Some(Some(since))) => now.saturating_duration_since(*since) < *grace,
+            _ => false,
+        }
+    }
+
+    fn ready(&self, now: Instant) -> bool {
+        !self.shutting_down && self.checks.iter().all(|(name, c)| c.ok || self.tolerated(name, now))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,26 +76,51 @@ impl Readiness {
 
     /// Declares a check; it starts failing with "starting".
     pub fn register(&self, name: &'static str) {
-        self.update(|s| {
-            s.checks.entry(name).or_insert(CheckState { ok: false, detail: "starting".into() });
+        self.update(Instant::now(), |s| {
+            s.checks.entry(name).or_insert(CheckState { ok: false, detail: "starting".into(), tolerated: false });
+        });
+    }
+
+    /// Once check `name` has passed, its failures keep the replica ready for `grace` (zero:
+    /// never). The owner of the check must keep setting it while it fails (the runtime's
+    /// checks do, every second), so readiness is recomputed as the grace runs out.
+    pub fn set_grace(&self, name: &'static str, grace: Duration) {
+        self.update(Instant::now(), |s| {
+            s.grace.insert(name, grace);
         });
     }
 
     pub fn set(&self, name: &'static str, ok: bool, detail: impl Into<String>) {
-        let detail = detail.into();
-        self.update(|s| {
-            s.checks.insert(name, CheckState { ok, detail });
+        self.set_at(name, ok, detail.into(), Instant::now());
+    }
+
+    fn set_at(&self, name: &'static str, ok: bool, detail: String, now: Instant) {
+        self.update(now, |s| {
+            if s.grace.contains_key(name) {
+                match (ok, s.failing_since.get(name)) {
+                    (true, _) => {
+                        s.failing_since.insert(name, None);
+                    }
+                    // Failing after having passed: the grace starts now (once).
+                    (false, Some(None)) => {
+                        s.failing_since.insert(name, Some(now));
+                    }
+                    (false, _) => {}
+                }
+            }
+            let tolerated = !ok && s.tolerated(name, now);
+            s.checks.insert(name, CheckState { ok, detail, tolerated });
         });
     }
 
     pub fn set_shutting_down(&self) {
-        self.update(|s| s.shutting_down = true);
+        self.update(Instant::now(), |s| s.shutting_down = true);
     }
 
-    fn update(&self, f: impl FnOnce(&mut State)) {
+    fn update(&self, now: Instant, f: impl FnOnce(&mut State)) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut s);
-        let ready = !s.shutting_down && s.checks.values().all(|c| c.ok);
+        let ready = s.ready(now);
         self.tx.send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
 
@@ -79,11 +130,7 @@ impl Readiness {
 
     pub fn report(&self) -> Report {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        Report {
-            ready: !s.shutting_down && s.checks.values().all(|c| c.ok),
-            shutting_down: s.shutting_down,
-            checks: s.checks.clone(),
-        }
+        Report { ready: s.ready(Instant::now()), shutting_down: s.shutting_down, checks: s.checks.clone() }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<bool> {
@@ -111,5 +158,46 @@ mod tests {
         r.set("kafka", true, "ok");
         r.set_shutting_down();
         assert!(!r.is_ready());
+    }
+
+    #[test]
+    fn a_check_with_a_grace_keeps_the_replica_ready_for_that_long_once_it_passed() {
+        let r = Readiness::new();
+        r.register("kafka");
+        r.set_grace("kafka", Duration::from_secs(60));
+        let t0 = Instant::now();
+        // Never passed: no grace (a replica starting without its broker is not ready).
+        r.set_at("kafka", false, "broker down".into(), t0);
+        assert!(!r.is_ready());
+        r.set_at("kafka", true, "ok".into(), t0);
+        assert!(r.is_ready());
+        // Fails: still ready, shown failing and tolerated, until the grace is over.
+        r.set_at("kafka", false, "broker down".into(), t0 + Duration::from_secs(1));
+        assert!(r.is_ready());
+        let shown = &r.report().checks["kafka"];
+        assert!(!shown.ok && shown.tolerated, "{shown:?}");
+        r.set_at("kafka", false, "broker down".into(), t0 + Duration::from_secs(60));
+        assert!(r.is_ready(), "the grace counts from the first failure");
+        r.set_at("kafka", false, "broker down".into(), t0 + Duration::from_secs(61));
+        assert!(!r.is_ready());
+        assert!(!r.report().checks["kafka"].tolerated);
+        // Back: ready, and a later failure has a whole grace again.
+        r.set_at("kafka", true, "ok".into(), t0 + Duration::from_secs(70));
+        assert!(r.is_ready());
+        r.set_at("kafka", false, "broker down".into(), t0 + Duration::from_secs(100));
+        assert!(r.is_ready());
+        // A check without a grace still fails readiness at once.
+        r.register("postgres");
+        r.set_at("postgres", true, "ok".into(), t0 + Duration::from_secs(100));
+        r.set_at("postgres", false, "down".into(), t0 + Duration::from_secs(101));
+        assert!(!r.is_ready());
+        // A zero grace is none.
+        let z = Readiness::new();
+        z.set_grace("kafka", Duration::ZERO);
+        z.set("kafka", true, "ok");
+        z.set("kafka", false, "down");
+        assert!(!z.is_ready());
+        let json = serde_json::to_string(&z.report()).expect("json");
+        assert!(json.contains(r#""kafka":{"ok":false,"detail":"down"}"#), "{json}");
     }
 }

@@ -245,6 +245,7 @@ impl Runtime {
         let metrics = Arc::new(Metrics::new(service));
         let readiness = Readiness::new();
         readiness.register(CHECK_KAFKA);
+        readiness.set_grace(CHECK_KAFKA, config.kafka.readiness_grace);
         readiness.register(crate::tenant_feed::CHECK);
         let topics = Topics::new(config.kafka.topic_prefix.clone());
         let tenants_topic = TopicSpec { name: topics.tenants(), partitions: 1, compacted: true };

@@ -44,6 +44,7 @@ pub fn common(prefix: &str) -> CommonConfig {
             replication_factor: 1,
             group_instance_id: None,
             fetch_wait_low_latency_ms: 2,
+            readiness_grace: Duration::from_secs(120),
         },
         auth: AuthConfig {
             public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
