@@ -218,9 +218,9 @@ def test_service_started_while_postgres_is_down_recovers_by_itself(spawn, tmp_pa
                        "-k", str(home), "-c", "fsync=off"]), {}, tmp_path / "pg.log")
     assert wait_for(lambda: http_get(admin_port, "/readyz")[0] == 200, 60), http_get(admin_port, "/readyz")
     assert health(grpc_port) == health_pb2.HealthCheckResponse.SERVING
-    # The migrations ran: the crm schema exists with every version (tenancy, customers, and
-    # the erasure's per-store progress).
+    # The migrations ran: the crm schema exists with every version (tenancy, customers, the
+    # erasure's per-store progress, and the retention sweeper's age indexes).
     out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres", "-Atc",
                           "SELECT string_agg(name, ',' ORDER BY version) FROM crm.schema_migrations"],
                          capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "tenancy,customers,erasure_stores"
+    assert out.stdout.strip() == "tenancy,customers,erasure_stores,retention"
