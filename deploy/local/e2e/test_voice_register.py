@@ -37,8 +37,8 @@ import uuid
 import grpc
 import pytest
 
-from conftest import LOGS, auth, cli, mint, sessions_knows_tenant, upsert_voice_agents, wait_for
-from test_voice import SIPP, queued_call, sip_addr
+from conftest import LOGS, auth, cli, http_get, mint, sessions_knows_tenant, upsert_voice_agents, wait_for
+from test_voice import SIPP, media_admin_port, queued_call, sip_addr
 from test_voice_agents import AGENT_HZ, BARESIP, CALLER_HZ, MUSIC_HZ, SOX, CallerAudio, _phone_ports, windows_with
 
 REDIS_CLI = shutil.which("redis-cli")
@@ -73,6 +73,16 @@ def binding(tenant, agent):
                               "TTL", key], capture_output=True, text=True, timeout=10, check=True).stdout.strip())
     import json
     return json.loads(value)["contact"], ttl
+
+
+def registers(outcome):
+    """media's count of REGISTERs answered with `outcome`."""
+    status, body = http_get(media_admin_port(), "/metrics")
+    assert status == 200
+    for line in body.splitlines():
+        if line.startswith("centralita_media_sip_registers_total{") and f'outcome="{outcome}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no centralita_media_sip_registers_total for {outcome}")
 
 
 def ha1(user, realm, password):
@@ -356,6 +366,7 @@ def test_a_wrong_password_is_refused_like_an_unknown_agent_and_binds_nothing(m, 
         phone.close()
     assert binding(desk.tenant, alice) is None
     c = Client()
+    forbidden, ok_before = registers("forbidden"), registers("ok")
     try:
         wrong = c.register(desk.domain, alice, "wrong", contact=f"<sip:{alice}@127.0.0.1:{c.port}>")
         unknown = c.register(desk.domain, "nobody", "wrong", contact=f"<sip:nobody@127.0.0.1:{c.port}>")
@@ -366,6 +377,7 @@ def test_a_wrong_password_is_refused_like_an_unknown_agent_and_binds_nothing(m, 
         ok = c.register(desk.domain, alice, "right", contact=f"<sip:{alice}@127.0.0.1:{c.port}>", expires=120)
         assert ok[0] == 200, ok
         assert binding(desk.tenant, alice)[0] == f"sip:{alice}@127.0.0.1:{c.port}"
+        assert registers("forbidden") >= forbidden + 2 and registers("ok") >= ok_before + 1, "counted by outcome"
         # Unauthenticated, it is only challenged: the binding stays.
         status, _, headers = c.send(desk.domain, alice, contact="*", expires=0)
         assert status == 401 and f'realm="{desk.domain}"' in headers["www-authenticate"][0], headers
