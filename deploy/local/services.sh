@@ -79,9 +79,10 @@ start() {
     local pidf="$run/$s.pid"
     if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then i=$((i + 1)); continue; fi
     # media reaches sessions (the first service), crm (the fourth: SMS opt-outs) and recording (the fifth), and takes its SIP
-    # port; others ignore these.
+    # port; crm reaches sessions, media (the third) and recording for the subject access export; others ignore these.
     CENTRALITA_GRPC_ADDR="127.0.0.1:$((grpc_base + i))" CENTRALITA_ADMIN_ADDR="127.0.0.1:$((admin_base + i))" \
       CENTRALITA_SESSIONS_ENDPOINT="http://127.0.0.1:$grpc_base" CENTRALITA_CRM_ENDPOINT="http://127.0.0.1:$((grpc_base + 3))" CENTRALITA_RECORDING_ENDPOINT="http://127.0.0.1:$((grpc_base + 4))" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" CENTRALITA_RTP_PORTS="$rtp_ports" \
+      CENTRALITA_MEDIA_ENDPOINT="http://127.0.0.1:$((grpc_base + 2))" \
       CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$s" nohup "$bin/centralita-$s" >>"$logs/$s.log" 2>&1 &
     echo $! >"$pidf"
     echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2

@@ -61,12 +61,28 @@ pub struct Settings {
     /// `dataRetentionDays` (see [`retention`]).
     #[arg(long = "sweep-interval", env = "CENTRALITA_CRM_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub sweep_interval: std::time::Duration,
+    /// Sessions' gRPC endpoint (`http://host:port`): the subject access export includes
+    /// the customer's contact records from it. Unset: the export says `not_configured`.
+    #[arg(long = "sessions-endpoint", env = "CENTRALITA_SESSIONS_ENDPOINT")]
+    pub sessions_endpoint: Option<String>,
+    /// Media's gRPC endpoint: the export includes the customer's conversations.
+    #[arg(long = "media-endpoint", env = "CENTRALITA_MEDIA_ENDPOINT")]
+    pub media_endpoint: Option<String>,
+    /// Recording's gRPC endpoint: the export includes the customer's recordings.
+    #[arg(long = "recording-endpoint", env = "CENTRALITA_RECORDING_ENDPOINT")]
+    pub recording_endpoint: Option<String>,
 }
 
 impl Settings {
     /// `postgres` with the default sweep interval (1 h).
     pub fn new(postgres: PostgresConfig) -> Self {
-        Settings { postgres, sweep_interval: std::time::Duration::from_secs(3600) }
+        Settings {
+            postgres,
+            sweep_interval: std::time::Duration::from_secs(3600),
+            sessions_endpoint: None,
+            media_endpoint: None,
+            recording_endpoint: None,
+        }
     }
 }
 
@@ -75,6 +91,19 @@ impl Validate for Settings {
         self.postgres.validate()?;
         if self.sweep_interval.is_zero() {
             return Err(ConfigError::new("CENTRALITA_CRM_SWEEP_INTERVAL", "must be more than zero"));
+        }
+        for (setting, url) in [
+            ("CENTRALITA_SESSIONS_ENDPOINT", &self.sessions_endpoint),
+            ("CENTRALITA_MEDIA_ENDPOINT", &self.media_endpoint),
+            ("CENTRALITA_RECORDING_ENDPOINT", &self.recording_endpoint),
+        ] {
+            if let Some(u) = url {
+                let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                    && tonic::transport::Endpoint::from_shared(u.clone()).is_ok();
+                if !ok {
+                    return Err(ConfigError::new(setting, "must be an http:// or https:// URL"));
+                }
+            }
         }
         Ok(())
     }
@@ -141,7 +170,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         runtime.shutdown.clone(),
     ));
     runtime.with_health_name("centralita.crm.v1.CustomerService");
-    let api = api::Api { pool, applied, outbox, metrics };
+    let s = &config.service;
+    let stores = api::OtherStores::new(
+        s.sessions_endpoint.as_deref(),
+        s.media_endpoint.as_deref(),
+        s.recording_endpoint.as_deref(),
+    )
+    .map_err(|m| ConfigError::new("CENTRALITA_*_ENDPOINT", m))?;
+    let api = api::Api { pool, applied, outbox, metrics, stores };
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(Authenticated::new(CustomerServiceServer::new(api), runtime.authenticator.clone()));
     runtime.serve(listeners, routes).await
@@ -172,5 +208,8 @@ mod tests {
         assert_eq!(args(&["--sweep-interval", "5m"]).service.sweep_interval, std::time::Duration::from_secs(300));
         let zero = args(&["--sweep-interval", "0s"]).service.validate().expect_err("zero refused");
         assert!(zero.to_string().contains("CENTRALITA_CRM_SWEEP_INTERVAL"), "{zero}");
+        let bad = args(&["--media-endpoint", "127.0.0.1:1"]).service.validate().expect_err("not a URL");
+        assert!(bad.to_string().contains("CENTRALITA_MEDIA_ENDPOINT"), "{bad}");
+        assert!(args(&["--recording-endpoint", "http://127.0.0.1:1"]).service.validate().is_ok());
     }
 }

@@ -10,6 +10,8 @@
 //! - `wire`: stored rows to their protobuf messages, resource names.
 //! - `timeline`: the merged timeline of a family and its opaque page tokens.
 //! - `export`: the GDPR export document.
+//! - `stores`: the export's sections from sessions, media and recording, read with the
+//!   caller's own credentials.
 //! - `scrub`: an erasure's reason with what could name the person redacted.
 
 use std::collections::BTreeMap;
@@ -33,11 +35,13 @@ mod access;
 mod export;
 mod mask;
 mod scrub;
+mod stores;
 mod timeline;
 mod validate;
 mod wire;
 
 use access::{author, tenant_for, STAFF, STAFF_AND_CHANNELS};
+pub use stores::OtherStores;
 use validate::{
     channel_code, check_attributes, check_language, check_tags, customer_id, done, identities, is_code, not_found, text,
 };
@@ -54,6 +58,8 @@ pub struct Api {
     /// Wakes the outbox relay.
     pub outbox: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// The other services the subject access export reads from.
+    pub stores: OtherStores,
 }
 
 impl std::fmt::Debug for Api {
@@ -471,8 +477,17 @@ impl CustomerService for Api {
         let mut client = self.client().await?;
         let tx = store::begin(&mut client, &tenant).await?;
         let v = Self::view_of(&tx, &tenant, &request.get_ref().name, "name").await?;
-        let doc = export::export_json(&tx, &tenant, &v).await?;
+        let mut doc = export::export_json(&tx, &tenant, &v).await?;
+        let contacts: Vec<String> = store::interactions(&tx, tenant.as_str(), &v.ids(), i64::MAX)
+            .await?
+            .into_iter()
+            .map(|i| i.contact_id)
+            .collect();
         tx.commit().await.map_err(Error::from)?;
+        // What the other services keep about those contacts, asked with the caller's token.
+        let (others, complete) = self.stores.export(request.metadata().get("authorization"), &tenant, &contacts).await;
+        doc["other_stores"] = others;
+        doc["complete"] = serde_json::Value::Bool(complete);
         self.metrics.export();
         let json = serde_json::to_vec_pretty(&doc).map_err(Error::internal)?;
         Ok(Response::new(pb::ExportCustomerResponse { json }))
