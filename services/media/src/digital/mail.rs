@@ -165,7 +165,8 @@ pub fn parse(raw: &[u8], envelope_sender: &str) -> Result<InboundMail, Refused> 
         in_reply_to: ids(m.in_reply_to()),
         references: ids(m.references()),
         from,
-        subject: cut(m.subject().unwrap_or("").trim(), MAX_SUBJECT).to_owned(),
+        // No control characters: the subject is echoed in our reply's header.
+        subject: cut(&m.subject().unwrap_or("").replace(|c: char| c.is_control(), " "), MAX_SUBJECT).trim().to_owned(),
         text: fit_text(&text),
         attachments,
     })
@@ -366,6 +367,10 @@ mod tests {
         let only = InboundMail { references: vec![], ..m.clone() };
         assert_eq!(only.references_for_reply("m3@b.example"), ["m2@acme.example", "m3@b.example"]);
         assert_eq!(reply_subject(&m.subject), "Re: Re: claim");
+        let raw = "From: a@b.example\r\nSubject: =?utf-8?q?line=0D=0ABcc:_x@evil.example?=\r\n\r\nhi\r\n";
+        let m2 = parse(raw.as_bytes(), "").expect("parsed");
+        assert!(!m2.subject.contains('\n') && !m2.subject.contains('\r'), "{:?}", m2.subject);
+        assert!(m2.subject.starts_with("line") && m2.subject.ends_with("Bcc: x@evil.example"), "{:?}", m2.subject);
         assert_eq!(reply_subject("claim"), "Re: claim");
         assert_eq!(reply_subject("RE: x"), "RE: x");
         assert_eq!(reply_subject(""), "Re: your message");

@@ -366,6 +366,11 @@ mod tests {
         let tenants = [t];
         assert_eq!(email_owners(&tenants, "HELP@acme.example").len(), 1);
         assert!(email_owners(&tenants, "nobody@acme.example").is_empty());
+        // A second tenant claiming the address in the same file is refused.
+        let second = text.replace("name: acme", "name: beta");
+        let both = format!("{text}---\n{second}");
+        let err = TenantManifest::parse_all(&both, now()).expect_err("claimed twice").to_string();
+        assert!(err.contains("help@acme.example") && err.contains("acme"), "{err}");
     }
 
     #[test]

@@ -222,6 +222,18 @@ impl TenantManifest {
                             ));
                         }
                     }
+                    // And an email address (media takes mail for an address two tenants
+                    // claim for no one).
+                    if let Some(e) = &t.email {
+                        for a in e.addresses.keys() {
+                            if let Some(other) = super::email_owners(&tenants, a).first() {
+                                violations.push(FieldViolation::new(
+                                    prefix("spec.email.addresses"),
+                                    format!("`{a}` is an address of tenant `{}` already", other.id),
+                                ));
+                            }
+                        }
+                    }
                     tenants.push(t);
                 }
                 Err(Error::InvalidArgument(vs)) => {
