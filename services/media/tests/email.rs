@@ -417,3 +417,34 @@ async fn replies_carry_rfc_5322_threading_and_a_relay_down_ends_failed() {
     assert!(received.try_recv().is_err(), "nothing reached the sink for the dead relay's tenant");
     drop_schema(pool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_turned_away_and_a_slot_frees_on_close() {
+    let pool = pool().await;
+    let registry = TenantRegistry::new();
+    let d = digital(&pool).await;
+    let metrics = d.metrics.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let limits = SmtpLimits { max_connections: 1, ..SmtpLimits::default() };
+    let stop = Shutdown::new();
+    tokio::spawn(smtp::serve(listener, email(d, &registry), limits, "mx.test".into(), stop.clone()));
+    let (mut first, greeting) = Client::connect(port).await;
+    assert!(greeting.starts_with("220"), "{greeting}");
+    let (_, busy) = Client::connect(port).await;
+    assert!(busy.starts_with("421 4.7.0"), "{busy}");
+    assert_eq!(metrics.smtp_count("busy"), 1);
+    assert!(first.cmd("QUIT").await.starts_with("221"));
+    drop(first);
+    let mut again = String::new();
+    for _ in 0..50 {
+        again = Client::connect(port).await.1;
+        if again.starts_with("220") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.starts_with("220"), "the slot was never freed: {again}");
+    stop.trigger();
+    drop_schema(pool).await;
+}
