@@ -11,7 +11,8 @@ nothing; an unknown recipient is refused with 550 before DATA, an oversized mess
 an executable attachment with 554, nothing stored; tenant B's agent and supervisor cannot
 read or write A's email conversation (every RPC), and mail to B's address naming A's
 Message-ID does not reach A's conversation; with the relay down a reply is retried and ends
-`failed` with the reason.
+`failed` with the reason; an answer after the contact ended starts a new contact whose first
+notice names the earlier one.
 """
 import os
 import shutil
@@ -273,3 +274,21 @@ def _scenario(m, run, a, b, dom_a, dom_b, relay, tmp_path):
         "the send never ended failed"
     reason = status_of(doomed.sequence).failure_reason
     assert "attempts" in reason and f"127.0.0.1:{relay.port}" in reason, reason
+
+    # The agent ends and wraps up; the customer answers later in the same thread: a new
+    # contact (offered again), its first notice naming the earlier one.
+    agent.contacts.EndContact(m.s.EndContactRequest(name=contact), metadata=auth(agent.token), timeout=10)
+    agent.contacts.WrapUpContact(m.s.WrapUpContactRequest(name=contact, disposition="resolved"),
+                                 metadata=auth(agent.token), timeout=10)
+    code, out = swaks("--to", help_a, "--from", customer, "--header", "Subject: Re: My claim 42",
+                      "--header", f"Message-Id: <late-{run}@customer.example>", "--header", f"In-Reply-To: <{ours}>",
+                      "--header", f"References: <{first_id}> <{ours}> <{second_id}>", "--body", "One more thing.")
+    assert code == 0 and "250" in out, out
+    assert wait_for(lambda: len(agent.offers) == 2, 30), "the later answer was not offered"
+    later = agent.offers[1].name
+    assert later != contact
+    msgs = listed(later)
+    assert msgs[0].kind == m.md.MESSAGE_KIND_NOTICE and contact.split("/")[-1] in msgs[0].text, msgs[0]
+    assert msgs[-1].text == "One more thing."
+    assert all(x.text != "One more thing." for x in listed(contact))
+    agent.stream.cancel()

@@ -7,7 +7,7 @@
 //! - an `In-Reply-To`/`References` id naming a message we sent or received continues that
 //!   conversation while its contact is open; otherwise a new EMAIL contact in sessions (the
 //!   sender's address as its CRM email identity) in the address's queue, and its
-//!   conversation;
+//!   conversation (whose first notice names the earlier contact of the thread, if any);
 //! - the message and its record (`email_messages`: Message-ID, subject, reply references,
 //!   attachments' names, types and sizes) are stored in one transaction, before the
 //!   listener answers 250: what was accepted is stored.
@@ -112,9 +112,10 @@ impl Email {
             return Ok(Stored::Duplicate);
         }
         // A reply to a message of an open conversation continues it; else a new contact.
-        let open = match store::email_thread(&d.pool, tenant, &m.thread_ids()).await? {
-            Some(c) => match d.contacts.view(tenant, &c).await? {
-                Some(v) if v.open => Some(c),
+        let thread = store::email_thread(&d.pool, tenant, &m.thread_ids()).await?;
+        let open = match &thread {
+            Some(c) => match d.contacts.view(tenant, c).await? {
+                Some(v) if v.open => Some(c.clone()),
                 _ => None,
             },
             None => None,
@@ -132,8 +133,13 @@ impl Email {
                     origin: address.to_owned(),
                 };
                 let subject = if m.subject.is_empty() { "(no subject)" } else { &m.subject };
-                store::create_conversation(&d.pool, tenant, &new, &format!("Email conversation started: {subject}"))
-                    .await?;
+                // An answer in a thread whose contact is over starts a new contact; the
+                // notice names the earlier one, so the agent can look it up.
+                let notice = match &thread {
+                    Some(earlier) => format!("Email conversation started: {subject} (continues contact {earlier})"),
+                    None => format!("Email conversation started: {subject}"),
+                };
+                store::create_conversation(&d.pool, tenant, &new, &notice).await?;
                 c
             }
         };
