@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs every Centralita service on loopback against the local stack.
-#   deploy/local/services.sh start | stop | status
+#   deploy/local/services.sh start | stop | restart <service> | status
 # Logs: $CENTRALITA_DATA/logs/<run name>/<service>.log (JSON lines). gRPC ports 50051-50056,
 # admin ports 9101-9106 (override the base with CENTRALITA_GRPC_BASE / CENTRALITA_ADMIN_BASE).
 # CENTRALITA_PROFILE=release runs release binaries (build them first: cargo build --release).
@@ -73,9 +73,11 @@ endpoints() {
 }
 
 start() {
-  (cd "$repo_root" && cargo build --workspace --bins -q)
+  [ -n "${only:-}" ] || (cd "$repo_root" && cargo build --workspace --bins -q)
   local i=0
   for s in "${SERVICES[@]}"; do
+    # `restart <service>`: just that one (same ports and env as `start` gives it).
+    if [ -n "${only:-}" ] && [ "$s" != "$only" ]; then i=$((i + 1)); continue; fi
     local pidf="$run/$s.pid"
     if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then i=$((i + 1)); continue; fi
     # media reaches sessions (the first service), crm (the fourth: SMS opt-outs) and recording (the fifth), and takes its SIP
@@ -88,7 +90,31 @@ start() {
     echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2
     i=$((i + 1))
   done
-  start_console
+  [ -n "${only:-}" ] || start_console
+}
+
+# Starts one service again (after a crash, or a chaos run's kill -9) with the env `start`
+# gives it, stopping it first if it still runs; waits up to 60 s for its /readyz.
+restart() {
+  only="$1"
+  local i=0 found=""
+  for s in "${SERVICES[@]}"; do [ "$s" = "$only" ] && found=$i; i=$((i + 1)); done
+  [ -n "$found" ] || { echo "restart: unknown service '$only' (one of ${SERVICES[*]})" >&2; exit 2; }
+  local pidf="$run/$only.pid"
+  if [ -f "$pidf" ]; then
+    local pid; pid="$(cat "$pidf")"
+    if kill -TERM "$pid" 2>/dev/null; then
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidf"
+  fi
+  start
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$((admin_base + found))/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "restart: $only not ready within 60 s" >&2; exit 1
 }
 
 # The browser-facing gRPC-Web endpoints of the services the console uses (media: the chat pane).
@@ -134,8 +160,9 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
+  restart) restart "${2:?usage: $0 restart <service>}" ;;
   status) "$bin/centralita" status --endpoints "$(endpoints)" ;;
   endpoints) endpoints ;;
   console-url) echo "http://127.0.0.1:$console_port" ;;
-  *) echo "usage: $0 start|stop|status|endpoints|console-url" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart <service>|status|endpoints|console-url" >&2; exit 2 ;;
 esac

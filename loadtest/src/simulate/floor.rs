@@ -21,10 +21,13 @@ use crate::{req, unix_micros};
 
 /// How long a simulated frontend keeps retrying a call that failed transiently (the service
 /// restarting) before it counts the call as failed.
-const CALL_BUDGET: Duration = Duration::from_secs(20);
+/// A debug-built service restarted by a chaos run is back within seconds; a minute covers
+/// a slow restart on a loaded machine.
+const CALL_BUDGET: Duration = Duration::from_secs(60);
 
-/// How long an agent's frontend keeps trying to reopen its event stream.
-const STREAM_BUDGET: Duration = Duration::from_secs(60);
+/// One round of attempts to reopen an agent's event stream; rounds go on until the run is
+/// over (`Setup::over`), so an agent is never lost to a long outage.
+const STREAM_BUDGET: Duration = Duration::from_secs(30);
 
 /// An agent's call on a contact, retried while sessions is unavailable, recorded by
 /// `answered_offer` (whose answer it returns).
@@ -279,8 +282,11 @@ pub(super) async fn agent_loop(
     *lock(&shared).errors.entry("StreamAgentEvents: ended".to_owned()).or_default() += 1;
 }
 
-/// Opens the agent's event stream again, retrying while sessions is unavailable; `None`
-/// once the budget is spent or the run is draining with nothing left for agents to do.
+/// Opens the agent's event stream again, retrying while sessions is unavailable (backoff
+/// with jitter, capped); `None` once sessions answers for good (the agent refused) or the
+/// run is over. Sessions sends the agent's state and every contact it holds first (offers
+/// made while the stream was closed among them), so nothing offered is lost; offers
+/// already seen are skipped by their offer id.
 async fn reopen(
     setup: &Setup,
     id: &str,
@@ -288,16 +294,26 @@ async fn reopen(
     token: &str,
 ) -> Option<tonic::Streaming<pb::AgentStreamEvent>> {
     let name = format!("agents/{id}");
-    let (result, _) = retrying(&setup.shared, "StreamAgentEvents", STREAM_BUDGET, || {
-        let mut agents = AgentServiceClient::new(channel.clone());
-        let r = req(pb::StreamAgentEventsRequest { name: name.clone() }, token);
-        async move {
-            let r = r.map_err(|e| tonic::Status::internal(e.to_string()))?;
-            agents.stream_agent_events(r).await.map(tonic::Response::into_inner)
+    loop {
+        let (result, _) = retrying(&setup.shared, "StreamAgentEvents", STREAM_BUDGET, || {
+            let mut agents = AgentServiceClient::new(channel.clone());
+            let r = req(pb::StreamAgentEventsRequest { name: name.clone() }, token);
+            async move {
+                let r = r.map_err(|e| tonic::Status::internal(e.to_string()))?;
+                agents.stream_agent_events(r).await.map(tonic::Response::into_inner)
+            }
+        })
+        .await;
+        match result {
+            Ok(s) => return Some(s),
+            // Transient the whole round (sessions down longer than that): another round,
+            // unless the run is over.
+            Err(s) if super::state::transient(&s) && !setup.over.load(std::sync::atomic::Ordering::Relaxed) => {
+                recovered(&setup.shared, "StreamAgentEvents: still retrying".to_owned());
+            }
+            Err(_) => return None,
         }
-    })
-    .await;
-    result.ok()
+    }
 }
 
 /// When an offer arrived and how long the agent thinks (simulated), talks and wraps up.

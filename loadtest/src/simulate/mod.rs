@@ -21,6 +21,8 @@
 //! - `floor`: customers and agents as tasks talking to the sessions API.
 //! - `report`: conservation checks, queue figures, Erlang C and the reporting service's
 //!   figures, the ramp's knee.
+//! - `chaos`: chaos mode (services killed -9 and restarted while the floor runs) and the
+//!   full conservation check (the contacts topic read back, reporting's totals).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::scenario::{self, Scenario};
 use crate::{histogram, publish_tenants, req, tenant_yaml, Auth};
 
+mod chaos;
 mod draw;
 mod floor;
 mod report;
@@ -74,6 +77,12 @@ pub struct SimulateArgs {
     /// Overrides the scenario's seed (segments of a pooled run need different draws).
     #[arg(long)]
     seed: Option<u64>,
+    /// Overrides the scenario's length: arrivals for this many real seconds (the chaos runs
+    /// of loadtest/chaos.sh use one scenario for every length).
+    #[arg(long)]
+    real_seconds: Option<f64>,
+    #[command(flatten)]
+    chaos: chaos::ChaosArgs,
 }
 
 /// The manifest of a scenario tenant: its queues with T in real seconds.
@@ -105,6 +114,8 @@ struct Setup {
     /// agents then end and wrap up at once. Nothing measured depends on handle times from
     /// then on, and the drain takes seconds instead of the longest handle time.
     hurry: tokio::sync::watch::Sender<bool>,
+    /// Set once the drain is over: agents stop trying to reopen their streams.
+    over: std::sync::atomic::AtomicBool,
 }
 
 impl Setup {
@@ -137,6 +148,14 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         sc.seed = seed;
     }
+    args.chaos.validate()?;
+    if let Some(real) = args.real_seconds {
+        if !(real.is_finite() && real > 0.0 && real <= 7.0 * 86_400.0) || sc.ramp.is_some() {
+            bail!("--real-seconds must be above 0 and at most a week, and the scenario must not be a ramp");
+        }
+        sc.duration_seconds = real * sc.time_scale;
+        sc.warmup_seconds = sc.warmup_seconds.min(sc.duration_seconds / 2.0);
+    }
     let mut channels = Vec::new();
     for _ in 0..8 {
         let endpoint = Endpoint::from_shared(args.sessions.clone())?.connect_timeout(Duration::from_secs(3));
@@ -161,6 +180,7 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
         shared: Arc::default(),
         started: Instant::now(),
         hurry: tokio::sync::watch::Sender::new(false),
+        over: std::sync::atomic::AtomicBool::new(false),
     });
     let sc = &setup.sc;
     eprintln!("[sim] scenario `{}` ({}): time scale {}x, run {}", sc.name, sc.description, sc.time_scale, setup.run);
@@ -251,7 +271,17 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
     let base_rate: f64 =
         sc.tenants.iter().flat_map(|t| &t.queues).map(|q| q.arrivals_per_second).sum::<f64>() * sc.time_scale;
     let arrivals_started = Instant::now();
+    let wall_started = chrono::Utc::now();
     let progress = tokio::spawn(progress_loop(setup.clone(), args.progress_seconds.max(1)));
+    let (chaos_stop, chaos_stopped) = tokio::sync::watch::channel(false);
+    if let Some(every) = args.chaos.chaos_every {
+        eprintln!(
+            "[chaos] every {every} s one of {} is killed with SIGKILL and restarted {} s later",
+            args.chaos.chaos_services.join(", "),
+            args.chaos.chaos_down_seconds
+        );
+    }
+    let chaos_task = tokio::spawn(chaos::run(args.chaos.clone(), sc.seed, arrivals_started, chaos_stopped));
     for (step, (multiplier, length)) in steps.iter().enumerate() {
         {
             let mut st = lock(&setup.shared);
@@ -281,6 +311,9 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
         lock(&setup.shared).steps[step].ended = Some(Instant::now());
     }
     let arrivals_ended = Instant::now();
+    // Chaos stops with the arrivals; a restart under way is finished first.
+    chaos_stop.send_replace(true);
+    let kills = chaos_task.await.unwrap_or_default();
     eprintln!(
         "[sim] arrivals done after {:.1} s; draining",
         arrivals_ended.duration_since(arrivals_started).as_secs_f64()
@@ -304,14 +337,31 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
     }
     // Wrap-ups and hang-ups land within a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    setup.over.store(true, std::sync::atomic::Ordering::Relaxed);
     progress.abort();
 
-    let report = conclude(&setup, &mut reports, &agent_ids, arrivals_started, arrivals_ended, args.segment).await?;
+    let full = report::FullCheck {
+        on: args.chaos.full_check(),
+        kills,
+        brokers: args.stack.brokers.clone(),
+        topics: topics.clone(),
+        wall_started,
+    };
+    let report =
+        conclude(&setup, &mut reports, &agent_ids, arrivals_started, arrivals_ended, args.segment, full).await?;
     let text = serde_json::to_string_pretty(&report.json)?;
     match &args.json {
         Some(path) => std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?,
         None => println!("{text}"),
     }
+    eprintln!(
+        "[sim] verdict: {}",
+        if report.problems.is_empty() {
+            "PASS".to_owned()
+        } else {
+            format!("FAIL ({} problems)", report.problems.len())
+        }
+    );
     if !report.problems.is_empty() {
         bail!("the run found {} problem(s):\n  {}", report.problems.len(), report.problems.join("\n  "));
     }

@@ -2,7 +2,7 @@
 //! confidence intervals, the Erlang C comparison against the reporting service's figures,
 //! the ramp's steps and knee, as JSON and as lines on stderr.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,15 @@ use super::Setup;
 use crate::pool::{replica_intervals, Replica};
 use crate::scenario;
 use crate::{quantiles, req};
+
+/// The checks of a chaos run (or `--check-log-and-reporting`) and what chaos did.
+pub(super) struct FullCheck {
+    pub(super) on: bool,
+    pub(super) kills: Vec<super::chaos::Kill>,
+    pub(super) brokers: String,
+    pub(super) topics: centralita_platform::bus::Topics,
+    pub(super) wall_started: chrono::DateTime<chrono::Utc>,
+}
 
 pub(super) struct Report {
     pub(super) json: serde_json::Value,
@@ -52,6 +61,7 @@ pub(super) async fn conclude(
     arrivals_started: Instant,
     arrivals_ended: Instant,
     segment: bool,
+    full: FullCheck,
 ) -> anyhow::Result<Report> {
     let sc = &setup.sc;
     let mut problems = Vec::new();
@@ -61,6 +71,7 @@ pub(super) async fn conclude(
         lock(&setup.shared).contacts.iter().map(|(n, c)| (n.clone(), c.tenant.clone())).collect();
     let mut states: BTreeMap<String, u64> = BTreeMap::new();
     let mut stuck = Vec::new();
+    let mut final_state: HashMap<String, i32> = HashMap::new();
     let mut checks = tokio::task::JoinSet::new();
     for (i, (name, tenant)) in names.into_iter().enumerate() {
         let mut client = ContactServiceClient::new(setup.channels[i % setup.channels.len()].clone());
@@ -72,12 +83,18 @@ pub(super) async fn conclude(
         if checks.len() >= 64 {
             if let Some(r) = checks.join_next().await {
                 let (name, state) = r??;
+                if let Ok(s) = &state {
+                    final_state.insert(name.clone(), *s);
+                }
                 tally(&mut states, &mut stuck, name, state);
             }
         }
     }
     while let Some(r) = checks.join_next().await {
         let (name, state) = r??;
+        if let Ok(s) = &state {
+            final_state.insert(name.clone(), *s);
+        }
         tally(&mut states, &mut stuck, name, state);
     }
     // The floor is quiet now: take the state (anything still running writes to a fresh one).
@@ -99,6 +116,54 @@ pub(super) async fn conclude(
             st.capacity_violations.len(),
             st.capacity_violations[0]
         ));
+    }
+    if !stuck.is_empty() {
+        eprintln!("[sim] {} contacts still open at the end of the drain:", stuck.len());
+        for s in stuck.iter().take(50) {
+            eprintln!("[sim]   {s}");
+        }
+    }
+
+    // The full check: the contacts topic read back, and reporting's totals.
+    let mut full_json = serde_json::Value::Null;
+    if full.on {
+        let tenants: HashSet<String> = sc.tenants.iter().map(|t| setup.tenant_id(&t.id)).collect();
+        let mut names: Vec<String> = st.contacts.keys().cloned().collect();
+        names.sort_unstable();
+        let log = super::chaos::check_log(&full.brokers, &full.topics, tenants, &names).await;
+        problems.extend(log.problems);
+        let mut expected: BTreeMap<String, super::chaos::Totals> =
+            sc.tenants.iter().map(|t| (setup.tenant_id(&t.id), super::chaos::Totals::default())).collect();
+        for (name, c) in &st.contacts {
+            let e = expected.entry(c.tenant.clone()).or_default();
+            e.offered += 1;
+            if c.accepted.is_some() {
+                e.answered += 1;
+            }
+            if final_state.get(name) == Some(&(pb::ContactState::Abandoned as i32)) {
+                e.abandoned += 1;
+            }
+        }
+        let (reporting_json, p) = super::chaos::check_reporting(setup, reports, &expected, full.wall_started).await;
+        problems.extend(p);
+        let failed_restarts: Vec<&super::chaos::Kill> = full.kills.iter().filter(|k| k.problem.is_some()).collect();
+        if !failed_restarts.is_empty() {
+            problems.push(format!(
+                "{} of {} chaos kills/restarts went wrong, e.g. {:?}",
+                failed_restarts.len(),
+                full.kills.len(),
+                failed_restarts[0]
+            ));
+        }
+        let mut by_service: BTreeMap<&str, u64> = BTreeMap::new();
+        for k in &full.kills {
+            *by_service.entry(k.service.as_str()).or_default() += 1;
+        }
+        eprintln!("[chaos] {} kills: {by_service:?}", full.kills.len());
+        full_json = serde_json::json!({
+            "kills": full.kills, "kills_by_service": by_service,
+            "contacts_topic": log.json, "reporting_totals": reporting_json,
+        });
     }
 
     // Queue figures from the simulator, in simulated time, over contacts that arrived
@@ -414,6 +479,7 @@ pub(super) async fn conclude(
             "queues": per_queue, "erlang_c": erlang, "steps": steps_json, "knee_contacts_per_second": knee,
             "api_calls_ms": calls, "errors": st.errors, "recovered": st.recovered,
             "conservation": { "not_terminal": stuck.len(), "accepted_twice": twice.len(), "capacity_violations": st.capacity_violations.len() },
+            "open_contacts": stuck, "chaos": full_json,
             "problems": problems,
         }),
         problems,

@@ -100,6 +100,10 @@ pub(super) fn record_call(s: &Shared, rpc: &'static str, took: Duration, result:
     }
     if let Err(status) = result {
         let key = format!("{rpc}: {:?}", status.code());
+        if !st.errors.contains_key(&key) {
+            // The first of a kind with its message: what the service said.
+            eprintln!("[sim] first {key}: {}", status.message());
+        }
         *st.errors.entry(key.clone()).or_default() += 1;
         let step = st.step;
         if let Some(step) = st.steps.get_mut(step) {
@@ -144,12 +148,26 @@ where
         match &result {
             Err(s) if transient(s) && Instant::now() + backoff < until => {
                 recovered(shared, format!("{rpc}: retried"));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             _ => return (result, t),
         }
     }
+}
+
+/// The longest pause between two attempts of a call.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// `d` less up to half of it, drawn afresh each time, so a floor's agents that lost sessions
+/// together do not all come back in the same instant.
+pub(super) fn jittered(d: Duration) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    // A cheap mix of the clock's nanoseconds (no shared generator on this path).
+    let x = u64::from(nanos).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+    let fraction = (x as f64) / f64::from(1u32 << 24);
+    d.mul_f64(1.0 - 0.5 * fraction)
 }
 
 /// Records an agent's call on an offer or contact; one the customer's side overtook (the
@@ -175,5 +193,52 @@ pub(super) fn answered_offer(
             record_call(shared, rpc, started.elapsed(), Err(&s));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_the_whole() {
+        let d = Duration::from_millis(800);
+        let draws: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(draws.iter().all(|j| *j <= d && *j >= d / 2), "{draws:?}");
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_an_answer() {
+        let shared = Shared::default();
+        let mut n = 0;
+        let (r, _) = retrying(&shared, "Test", Duration::from_secs(10), || {
+            n += 1;
+            let k = n;
+            async move {
+                if k < 3 {
+                    Err(tonic::Status::unavailable("restarting"))
+                } else {
+                    Ok(k)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.expect("answered"), 3);
+        assert_eq!(lock(&shared).recovered.get("Test: retried"), Some(&2));
+        // An answer that is not transient is returned at once.
+        let mut calls = 0;
+        let (r, _) = retrying(&shared, "Test2", Duration::from_secs(10), || {
+            calls += 1;
+            async { Err::<(), _>(tonic::Status::failed_precondition("already done")) }
+        })
+        .await;
+        assert_eq!(r.expect_err("refused").code(), tonic::Code::FailedPrecondition);
+        assert_eq!(calls, 1);
+        // A budget shorter than the first pause: one attempt.
+        let (r, _) = retrying(&shared, "Test3", Duration::from_millis(10), || async {
+            Err::<(), _>(tonic::Status::unavailable("down"))
+        })
+        .await;
+        assert_eq!(r.expect_err("down").code(), tonic::Code::Unavailable);
     }
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# A chaos run: the services started by deploy/local/services.sh under a run name, ports and
+# topic prefix of their own; the load simulator's chaos floor (loadtest/scenarios/chaos.yaml)
+# at a steady rate while every N seconds one of sessions, routing, reporting, crm is killed
+# with SIGKILL and restarted (`services.sh restart <service>`); the verdict (every contact
+# terminal exactly once on the contacts topic and by sessions' API, none accepted twice, no
+# agent above capacity, reporting's totals equal the simulator's); the services stopped.
+#   loadtest/chaos.sh [real seconds of arrivals, 180] [seconds between kills, 20]
+# Env: CENTRALITA_RUN_NAME (chaos), CENTRALITA_GRPC_BASE (29451), CENTRALITA_ADMIN_BASE
+# (10651), CHAOS_SERVICES (sessions,routing,reporting,crm), CHAOS_DOWN_SECONDS (1),
+# CHAOS_JSON (where the result goes), CHAOS_SEED, CENTRALITA_PROFILE (debug|release).
+# Redis and PostgreSQL of the local stack (deploy/local/stack.sh up) must be running; the
+# broker is one of the run's own (tansu, memory storage, on CHAOS_BROKER_PORT: the gRPC base
+# + 48), so a chaos run neither depends on nor disturbs the stack's broker.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/local/env.sh
+source "$here/../deploy/local/env.sh"
+cd "$repo_root"
+seconds="${1:-180}"
+every="${2:-20}"
+export CENTRALITA_RUN_NAME="${CENTRALITA_RUN_NAME:-chaos}"
+export CENTRALITA_GRPC_BASE="${CENTRALITA_GRPC_BASE:-29451}"
+export CENTRALITA_ADMIN_BASE="${CENTRALITA_ADMIN_BASE:-10651}"
+export CENTRALITA_KAFKA_TOPIC_PREFIX="${CENTRALITA_KAFKA_TOPIC_PREFIX:-$CENTRALITA_RUN_NAME-$(date +%s).}"
+export CENTRALITA_E2E_LOGS="${CENTRALITA_E2E_LOGS:-$CENTRALITA_DATA/logs/$CENTRALITA_RUN_NAME}"
+export CENTRALITA_JWT_PRIVATE_KEY_FILE="${CENTRALITA_JWT_PRIVATE_KEY_FILE:-$repo_root/deploy/local/dev-keys/jwt-ed25519.key}"
+# The services' logs at warn (a long run at info fills the disk), unless set.
+export CENTRALITA_LOG="${CENTRALITA_LOG:-warn}"
+services="$repo_root/deploy/local/services.sh"
+json="${CHAOS_JSON:-$CENTRALITA_DATA/chaos-$CENTRALITA_RUN_NAME-$(date +%s).json}"
+
+broker_port="${CHAOS_BROKER_PORT:-$((CENTRALITA_GRPC_BASE + 48))}"
+export CENTRALITA_KAFKA_BROKERS="127.0.0.1:$broker_port"
+mkdir -p "$CENTRALITA_E2E_LOGS"
+broker_pid=""
+stop() {
+  "$services" stop || true
+  if [ -n "$broker_pid" ]; then kill -TERM "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+}
+trap stop EXIT
+env -u OTEL_EXPORTER_OTLP_ENDPOINT "$TANSU_BIN" broker \
+  --listener-url "tcp://127.0.0.1:$broker_port" --advertised-listener-url "tcp://127.0.0.1:$broker_port" \
+  --storage-engine "memory://tansu/" >>"$CENTRALITA_E2E_LOGS/tansu.log" 2>&1 &
+broker_pid=$!
+for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null && break; sleep 0.1; done
+(echo >"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null || { echo "[chaos] the run's broker did not listen on $broker_port" >&2; exit 1; }
+"$services" start
+admin="$CENTRALITA_ADMIN_BASE"
+for i in 0 1 2 3 4 5; do
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$((admin + i))/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -sf "http://127.0.0.1:$((admin + i))/readyz" >/dev/null || { echo "[chaos] service $i not ready" >&2; exit 1; }
+done
+grpc="$CENTRALITA_GRPC_BASE"
+echo "[chaos] services ready (run $CENTRALITA_RUN_NAME, prefix $CENTRALITA_KAFKA_TOPIC_PREFIX); $seconds s of arrivals, a kill every $every s" >&2
+"$CARGO_TARGET_DIR/${CENTRALITA_PROFILE:-debug}/centralita-loadtest" simulate \
+  --scenario "$here/scenarios/chaos.yaml" --real-seconds "$seconds" ${CHAOS_SEED:+--seed "$CHAOS_SEED"} \
+  --brokers "$CENTRALITA_KAFKA_BROKERS" --sessions "http://127.0.0.1:$grpc" --reporting "http://127.0.0.1:$((grpc + 5))" \
+  --chaos-every "$every" --chaos-services "${CHAOS_SERVICES:-sessions,routing,reporting,crm}" \
+  --chaos-down-seconds "${CHAOS_DOWN_SECONDS:-1}" \
+  --chaos-pid-dir "$CENTRALITA_DATA/run/$CENTRALITA_RUN_NAME" \
+  --chaos-restart "'$services' restart {service}" \
+  --json "$json" --progress-seconds 10
+echo "[chaos] result in $json" >&2
