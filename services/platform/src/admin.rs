@@ -1,4 +1,5 @@
-//! The admin HTTP port: `/livez` (the process serves requests), `/readyz` (every
+//! The admin HTTP port: `/livez` (the process serves requests, and none of its consumer
+//! groups is stuck while the broker answers: [`crate::bus::GroupWatch`]), `/readyz` (every
 //! dependency check passes; 503 with the failing checks otherwise) and `/metrics`.
 
 use std::sync::Arc;
@@ -20,10 +21,21 @@ struct AdminState {
 
 pub fn router(readiness: Readiness, metrics: Arc<Metrics>) -> Router {
     Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(AdminState { readiness, metrics })
+}
+
+async fn livez(State(s): State<AdminState>) -> impl IntoResponse {
+    let broker_ok_since = s.readiness.passing_since("kafka");
+    match s.metrics.groups.liveness(broker_ok_since, std::time::Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(why) => {
+            tracing::error!(%why, "not live: a consumer group is stuck while the broker answers; restart me");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+        }
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {

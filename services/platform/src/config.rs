@@ -126,6 +126,17 @@ pub struct KafkaConfig {
         value_parser = parse_duration
     )]
     pub readiness_grace: Duration,
+    /// How long a consumer group of this process may stay unsettled (joining, syncing) while
+    /// the broker answers before `/livez` fails, so the replica is restarted (`0s`, the
+    /// default: never). Opt-in: with tansu 0.6 a restart does not always mend the group
+    /// (`bus::GroupWatch`); `centralita_bus_consumer_group_unsettled_seconds` reports it anyway.
+    #[arg(
+        long = "kafka-stuck-group-timeout",
+        env = "CENTRALITA_KAFKA_STUCK_GROUP_TIMEOUT",
+        default_value = "0s",
+        value_parser = parse_duration
+    )]
+    pub stuck_group_timeout: Duration,
 }
 
 impl KafkaConfig {

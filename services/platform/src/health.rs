@@ -34,6 +34,8 @@ struct State {
     grace: BTreeMap<&'static str, Duration>,
     /// Checks with a grace that passed once: since when each fails (`None`: passing).
     failing_since: BTreeMap<&'static str, Option<Instant>>,
+    /// Since when each passing check has passed.
+    passing_since: BTreeMap<&'static str, Instant>,
 }
 
 impl State {
@@ -108,6 +110,11 @@ impl Readiness {
                     (false, _) => {}
                 }
             }
+            if !ok {
+                s.passing_since.remove(name);
+            } else if !s.passing_since.contains_key(name) {
+                s.passing_since.insert(name, now);
+            }
             let tolerated = !ok && s.tolerated(name, now);
             s.checks.insert(name, CheckState { ok, detail, tolerated });
         });
@@ -122,6 +129,12 @@ impl Readiness {
         f(&mut s);
         let ready = s.ready(now);
         self.tx.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+    }
+
+    /// Since when check `name` has passed (`None`: it fails, or never ran).
+    pub fn passing_since(&self, name: &str) -> Option<Instant> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.passing_since.get(name).copied()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -191,6 +204,11 @@ mod tests {
         r.set_at("postgres", true, "ok".into(), t0 + Duration::from_secs(100));
         r.set_at("postgres", false, "down".into(), t0 + Duration::from_secs(101));
         assert!(!r.is_ready());
+        assert_eq!(r.passing_since("kafka"), None);
+        assert_eq!(r.passing_since("postgres"), None);
+        r.set_at("kafka", true, "ok".into(), t0 + Duration::from_secs(110));
+        r.set_at("kafka", true, "ok".into(), t0 + Duration::from_secs(115));
+        assert_eq!(r.passing_since("kafka"), Some(t0 + Duration::from_secs(110)));
         // A zero grace is none.
         let z = Readiness::new();
         z.set_grace("kafka", Duration::ZERO);

@@ -107,6 +107,14 @@ pub struct Metrics {
     grpc_seconds:
         Family<GrpcMethodLabel, HistogramWithExemplars<TraceLabel>, fn() -> HistogramWithExemplars<TraceLabel>>,
     metric_exports: Family<OutcomeLabel, Counter>,
+    group_unsettled: Family<GroupLabel, Gauge>,
+    /// The consumer groups of this process and how long each has been unsettled (`/livez`).
+    pub groups: crate::bus::GroupWatch,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
 }
 
 impl Metrics {
@@ -161,6 +169,10 @@ impl Metrics {
         let metric_exports = Family::<OutcomeLabel, Counter>::default();
         let help = "Pushes of these metrics to the OTLP receiver (when one is configured), by outcome (ok, failed)";
         registry.register("centralita_telemetry_metric_exports", help, metric_exports.clone());
+        let group_unsettled = Family::<GroupLabel, Gauge>::default();
+        let help = "Seconds this replica's member of a consumer group has been unsettled (not up and steady: \
+                    joining, syncing, without a coordinator), 0 when settled; from librdkafka's statistics every 10 s";
+        registry.register("centralita_bus_consumer_group_unsettled_seconds", help, group_unsettled.clone());
         Self {
             registry: Mutex::new(registry),
             auth_rejected,
@@ -175,7 +187,15 @@ impl Metrics {
             grpc_handled,
             grpc_seconds,
             metric_exports,
+            group_unsettled,
+            groups: crate::bus::GroupWatch::default(),
         }
+    }
+
+    /// Records consumer group `group`'s state from a statistics report of its consumer.
+    pub fn consumer_group(&self, group: &str, cgrp: Option<&rdkafka::statistics::ConsumerGroup>) {
+        let unsettled = self.groups.observe(group, cgrp, Instant::now());
+        self.group_unsettled.get_or_create(&GroupLabel { group: group.to_owned() }).set(unsettled.as_secs() as i64);
     }
 
     /// Counts one push of the metrics over OTLP.

@@ -246,6 +246,7 @@ impl Runtime {
         let readiness = Readiness::new();
         readiness.register(CHECK_KAFKA);
         readiness.set_grace(CHECK_KAFKA, config.kafka.readiness_grace);
+        metrics.groups.set_timeout(config.kafka.stuck_group_timeout);
         readiness.register(crate::tenant_feed::CHECK);
         let topics = Topics::new(config.kafka.topic_prefix.clone());
         let tenants_topic = TopicSpec { name: topics.tenants(), partitions: 1, compacted: true };

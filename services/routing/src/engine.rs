@@ -87,12 +87,13 @@ struct Revocations(Mutex<Vec<i32>>);
 
 /// The input consumer's context: revocations for the engine, librdkafka's statistics for the
 /// lag gauge (`centralita_bus_consumer_lag_records`).
-struct EngineContext(Arc<Revocations>, Option<Arc<Metrics>>);
+struct EngineContext(Arc<Revocations>, Option<Arc<Metrics>>, String);
 
 impl ClientContext for EngineContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         if let Some(m) = &self.1 {
             centralita_platform::bus::record_consumer_lag(m, &statistics);
+            m.consumer_group(&self.2, statistics.cgrp.as_ref());
         }
     }
 }
@@ -143,7 +144,7 @@ pub async fn run(settings: EngineSettings, redis: RedisHandle, producer: Arc<Pro
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().to_string())
         .set_static_member(settings.group_instance_id.as_deref())
-        .create_with_context(EngineContext(revocations.clone(), settings.metrics.clone()))
+        .create_with_context(EngineContext(revocations.clone(), settings.metrics.clone(), settings.group.clone()))
     {
         Ok(c) => c,
         Err(e) => {

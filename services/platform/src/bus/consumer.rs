@@ -66,16 +66,19 @@ pub fn record_consumer_lag(metrics: &Metrics, statistics: &Statistics) {
     }
 }
 
-/// The consumers' client context: it turns librdkafka's statistics into the lag gauge.
+/// The consumers' client context: it turns librdkafka's statistics into the lag gauge and
+/// the group's state ([`crate::bus::GroupWatch`]).
 #[derive(Debug, Clone, Default)]
 pub struct LagContext {
     metrics: Option<Arc<Metrics>>,
+    group: String,
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
         if let Some(m) = &self.metrics {
             record_consumer_lag(m, &statistics);
+            m.consumer_group(&self.group, statistics.cgrp.as_ref());
         }
     }
 }
@@ -102,7 +105,7 @@ pub(super) fn subscribed(settings: &ConsumerSettings, metrics: Option<Arc<Metric
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .create_with_context(LagContext { metrics })?;
+        .create_with_context(LagContext { metrics, group: settings.group_id.clone() })?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)

@@ -31,6 +31,7 @@ mod client;
 mod consumer;
 mod dedupe;
 mod event;
+mod groups;
 mod producer;
 mod topics;
 
@@ -42,5 +43,6 @@ pub use consumer::{
 };
 pub use dedupe::{Dedupe, MemoryDedupe};
 pub use event::{Event, EventPayload, MAX_EVENT_BYTES};
+pub use groups::GroupWatch;
 pub use producer::Producer;
 pub use topics::{ensure_topics, TopicSpec, Topics};
