@@ -21,7 +21,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import auth, cli, endpoints, mint, wait_for
+from conftest import LOGS, auth, cli, endpoints, mint, wait_for
 from test_sms import BASE, inbound, post_form, secrets_dir, sid, signed, tenant_yaml
 from test_webchat import http, last_sequence, open_socket, read_frames, start_chat
 from test_webchat import tenant_yaml as webchat_yaml
@@ -148,6 +148,13 @@ def test_an_erased_customers_sms_conversation_goes_from_its_tenant_only(m, tmp_p
     for name in erasure.contacts:
         record = contacts_api.GetContact(m.s.GetContactRequest(name=name), metadata=auth(admin_a), timeout=5)
         assert not record.customer_identities and phone not in str(record), record
+
+    # The services' logs never held the customers' numbers or words (checked in every log
+    # file of the run: the suite's services and those the tests started).
+    planted = (phone, other_phone, erased_text, kept_text, b_text)
+    leaks = [(str(f), p) for f in LOGS.rglob("*.log") for p in planted
+             if p in f.read_text(errors="replace")]
+    assert list(LOGS.rglob("*.log")) and not leaks, leaks
 
 
 def test_a_web_chat_that_ended_is_dated_and_its_erased_customer_goes(m, tmp_path):
