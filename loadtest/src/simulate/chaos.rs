@@ -104,7 +104,8 @@ pub fn read_pid(path: &Path) -> anyhow::Result<u32> {
     Ok(pid)
 }
 
-/// Kills and restarts services until `stop` turns true; returns what it did. The restart in
+/// Kills and restarts services until `stop` turns true, at `every`, `2 every`, ... after
+/// `started`; returns what it did. The restart in
 /// progress when `stop` turns true is finished first, so the drain meets every service up.
 pub async fn run(
     args: ChaosArgs,
@@ -117,9 +118,13 @@ pub async fn run(
     };
     let mut rng = Rng(seed.max(1) ^ 0x00c4_a05c_4a05);
     let mut kills = Vec::new();
+    // Kills on a fixed schedule (every, 2 every, ...) whatever a restart takes; one that
+    // took longer than the interval is followed by the next kill at once.
+    let mut next = tokio::time::Instant::from_std(started);
     loop {
+        next += Duration::from_secs_f64(every);
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs_f64(every)) => {}
+            () = tokio::time::sleep_until(next) => {}
             _ = stop.wait_for(|s| *s) => return kills,
         }
         let i = ((rng.next_f64() * args.chaos_services.len() as f64) as usize).min(args.chaos_services.len() - 1);
