@@ -59,6 +59,7 @@ echo "[chaos] services ready (run $CENTRALITA_RUN_NAME, prefix $CENTRALITA_KAFKA
 "$CARGO_TARGET_DIR/${CENTRALITA_PROFILE:-debug}/centralita-loadtest" simulate \
   --scenario "$here/scenarios/chaos.yaml" --real-seconds "$seconds" ${CHAOS_SEED:+--seed "$CHAOS_SEED"} \
   --brokers "$CENTRALITA_KAFKA_BROKERS" --sessions "http://127.0.0.1:$grpc" --reporting "http://127.0.0.1:$((grpc + 5))" \
+  --crm "http://127.0.0.1:$((grpc + 3))" \
   --chaos-every "$every" --chaos-services "${CHAOS_SERVICES:-sessions,routing,reporting,crm}" \
   --chaos-down-seconds "${CHAOS_DOWN_SECONDS:-1}" \
   --chaos-pid-dir "$CENTRALITA_DATA/run/$CENTRALITA_RUN_NAME" \

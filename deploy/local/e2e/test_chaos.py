@@ -9,8 +9,8 @@ routing, reporting and crm is killed with SIGKILL every 15 s and restarted with
 the restarts out like real frontends (streams reopened, calls retried with their ids).
 The verdict read here: every created contact terminal (sessions' API) and terminal
 exactly once on the contacts topic, none accepted twice, no agent above capacity,
-reporting's offered/answered/abandoned per tenant equal to the simulator's, every kill
-and restart done. The 30-minute run is recorded in loadtest/BENCHMARKS.md.
+reporting's offered/answered/abandoned per tenant equal to the simulator's, CRM's
+timeline of every customer holding each of their contacts once, every kill and restart done. The 30-minute run is recorded in loadtest/BENCHMARKS.md.
 """
 import json
 import os
@@ -70,6 +70,12 @@ def test_a_chaos_run_loses_and_duplicates_nothing(tmp_path):
     for tenant, t in totals.items():
         assert t["equal"] and t["reporting"] == t["simulator"], (tenant, t)
     assert sum(t["simulator"]["offered"] for t in totals.values()) == created
+
+    # CRM: every customer's timeline (by the phone number the simulator gave its contacts)
+    # holds each of their contacts exactly once, in the state sessions ended it in.
+    crm = chaos["crm_timelines"]
+    assert crm["contacts"] == created and crm["customers"] >= 30, crm
+    assert crm["problems"] == 0 and crm["interactions"] == created, crm
 
     # The frontends rode the kills out: sessions' kill made every agent reopen its stream.
     assert result["recovered"].get("StreamAgentEvents: reopened", 0) >= 11, result["recovered"]

@@ -406,6 +406,161 @@ pub async fn check_reporting(
     (serde_json::Value::Object(json), problems)
 }
 
+/// CRM's word for a contact state (its interactions' `state`).
+fn crm_state(state: i32) -> &'static str {
+    match pb::ContactState::try_from(state).unwrap_or(pb::ContactState::Unspecified) {
+        pb::ContactState::Unspecified => "unspecified",
+        pb::ContactState::Queued => "queued",
+        pb::ContactState::Offered => "offered",
+        pb::ContactState::Connected => "connected",
+        pb::ContactState::AfterContactWork => "after_contact_work",
+        pb::ContactState::Closed => "closed",
+        pb::ContactState::Abandoned => "abandoned",
+        pb::ContactState::TimedOut => "timed_out",
+    }
+}
+
+/// One customer's timeline against the simulator: the contacts it should hold (name →
+/// final state by sessions) and what it holds (name → states of its interactions).
+fn judge_timeline(
+    who: &str,
+    expected: &BTreeMap<String, i32>,
+    found: &HashMap<String, Vec<String>>,
+    problems: &mut Vec<String>,
+) {
+    for (name, state) in expected {
+        match found.get(name).map(Vec::as_slice) {
+            None | Some([]) => problems.push(format!("{who}: {name} is not on the timeline")),
+            Some([s]) if s == crm_state(*state) => {}
+            Some([s]) => {
+                problems.push(format!("{who}: {name} is `{s}` on the timeline, `{}` in sessions", crm_state(*state)))
+            }
+            Some(more) => problems.push(format!("{who}: {name} is on the timeline {} times", more.len())),
+        }
+    }
+    for name in found.keys().filter(|n| !expected.contains_key(*n)) {
+        problems.push(format!("{who}: {name} is on the timeline but was not the simulator's"));
+    }
+}
+
+/// Checks every customer's CRM timeline (found by the phone number the simulator gave its
+/// contacts): one profile per number, each of its contacts on it exactly once in the state
+/// sessions ended it in, nothing else. Polls up to 90 s for CRM to catch up.
+pub async fn check_crm(
+    setup: &Setup,
+    channel: Channel,
+    contacts: &HashMap<String, super::state::ContactRec>,
+    final_state: &HashMap<String, i32>,
+) -> (serde_json::Value, Vec<String>) {
+    use centralita_proto::crm::v1 as cpb;
+    let mut by_customer: BTreeMap<(String, String), BTreeMap<String, i32>> = BTreeMap::new();
+    for (name, c) in contacts {
+        if let Some(phone) = &c.phone {
+            by_customer
+                .entry((c.tenant.clone(), phone.clone()))
+                .or_default()
+                .insert(name.clone(), final_state.get(name).copied().unwrap_or_default());
+        }
+    }
+    let mut client = cpb::customer_service_client::CustomerServiceClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut problems;
+    let mut entries;
+    loop {
+        problems = Vec::new();
+        entries = 0;
+        for ((tenant, phone), expected) in &by_customer {
+            let who = format!("{tenant} {phone}");
+            let sup = match setup.auth.token(Some(tenant), Role::Supervisor, None) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{who}: {e:#}"));
+                    continue;
+                }
+            };
+            let identity =
+                cpb::Identity { kind: cpb::IdentityKind::Phone as i32, value: phone.clone(), network: String::new() };
+            let found = match req(
+                cpb::FindCustomersRequest { identity: Some(identity), default_country_code: String::new() },
+                &sup,
+            ) {
+                Ok(r) => client.find_customers(r).await,
+                Err(e) => Err(tonic::Status::internal(e.to_string())),
+            };
+            let customers = match found {
+                Ok(f) => f.into_inner().customers,
+                Err(s) => {
+                    problems.push(format!("{who}: FindCustomers {:?} {}", s.code(), s.message()));
+                    continue;
+                }
+            };
+            let [customer] = customers.as_slice() else {
+                problems.push(format!("{who}: {} customer profiles carry the number", customers.len()));
+                continue;
+            };
+            let mut on_timeline: HashMap<String, Vec<String>> = HashMap::new();
+            let mut page_token = String::new();
+            loop {
+                let r = req(
+                    cpb::ListTimelineRequest {
+                        customer: customer.name.clone(),
+                        page_size: 200,
+                        page_token: page_token.clone(),
+                    },
+                    &sup,
+                );
+                let page = match r {
+                    Ok(r) => client.list_timeline(r).await,
+                    Err(e) => Err(tonic::Status::internal(e.to_string())),
+                };
+                match page {
+                    Ok(p) => {
+                        let p = p.into_inner();
+                        for e in p.entries {
+                            if let Some(cpb::timeline_entry::Entry::Interaction(i)) = e.entry {
+                                entries += 1;
+                                on_timeline.entry(i.contact).or_default().push(i.state);
+                            }
+                        }
+                        if p.next_page_token.is_empty() {
+                            break;
+                        }
+                        page_token = p.next_page_token;
+                    }
+                    Err(s) => {
+                        problems.push(format!("{who}: ListTimeline {:?} {}", s.code(), s.message()));
+                        break;
+                    }
+                }
+            }
+            judge_timeline(&who, expected, &on_timeline, &mut problems);
+        }
+        if problems.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let contacts_checked: usize = by_customer.values().map(BTreeMap::len).sum();
+    eprintln!(
+        "[sim] CRM: {} customers, {contacts_checked} contacts, {entries} interactions on their timelines; {} problem(s)",
+        by_customer.len(),
+        problems.len()
+    );
+    for p in problems.iter().take(10) {
+        eprintln!("[sim]   {p}");
+    }
+    let json = serde_json::json!({
+        "customers": by_customer.len(), "contacts": contacts_checked, "interactions": entries,
+        "problems": problems.len(), "examples": problems.iter().take(20).collect::<Vec<_>>(),
+    });
+    let summary = if problems.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("CRM timelines: {} problem(s), e.g. {}", problems.len(), problems[0])]
+    };
+    (json, summary)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +650,58 @@ mod tests {
         let restarted = std::fs::read_to_string(&marker).expect("marker");
         assert!(restarted.lines().all(|l| l == "routing") && restarted.lines().count() == kills.len());
         std::fs::remove_dir_all(&dir).expect("rm");
+    }
+
+    #[test]
+    fn a_timeline_holds_each_contact_once_in_its_final_state() {
+        let expected: BTreeMap<String, i32> = [
+            ("c/1".to_owned(), pb::ContactState::Closed as i32),
+            ("c/2".to_owned(), pb::ContactState::Abandoned as i32),
+        ]
+        .into();
+        let good: HashMap<String, Vec<String>> =
+            [("c/1".to_owned(), vec!["closed".to_owned()]), ("c/2".to_owned(), vec!["abandoned".to_owned()])].into();
+        let mut problems = Vec::new();
+        judge_timeline("t", &expected, &good, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let cases: [(&str, HashMap<String, Vec<String>>); 4] = [
+            ("not on the timeline", [("c/1".to_owned(), vec!["closed".to_owned()])].into()),
+            (
+                "2 times",
+                [
+                    ("c/1".to_owned(), vec!["closed".to_owned(), "closed".to_owned()]),
+                    ("c/2".to_owned(), vec!["abandoned".to_owned()]),
+                ]
+                .into(),
+            ),
+            (
+                "`connected` on the timeline",
+                [("c/1".to_owned(), vec!["connected".to_owned()]), ("c/2".to_owned(), vec!["abandoned".to_owned()])]
+                    .into(),
+            ),
+            ("was not the simulator's", {
+                let mut m = good.clone();
+                m.insert("c/9".to_owned(), vec!["closed".to_owned()]);
+                m
+            }),
+        ];
+        for (what, found) in cases {
+            let mut problems = Vec::new();
+            judge_timeline("t", &expected, &found, &mut problems);
+            assert!(problems.iter().any(|p| p.contains(what)), "{what}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn customers_phone_numbers_are_e164_and_a_few_per_tenant() {
+        use super::super::floor::{phone_of, CUSTOMERS};
+        let numbers: HashSet<String> = (1..=500).map(|n| phone_of(2, 0, n)).collect();
+        assert_eq!(numbers.len() as u64, CUSTOMERS);
+        for p in &numbers {
+            assert!(p.starts_with("+349102") && p.len() == 12 && p[1..].bytes().all(|b| b.is_ascii_digit()), "{p}");
+        }
+        assert_eq!(phone_of(2, 0, 7), phone_of(2, 0, 7));
+        assert!(phone_of(1, 0, 7) != phone_of(2, 0, 7));
     }
 
     #[test]

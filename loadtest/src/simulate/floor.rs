@@ -81,13 +81,26 @@ pub(super) async fn arrivals(
         let patience = q.patience.map(|p| setup.scale(rng.draw(&p)));
         let client = ContactServiceClient::new(setup.channels[(n as usize) % setup.channels.len()].clone());
         let (setup2, token, tenant, queue) = (setup.clone(), token.clone(), tenant.clone(), q.id.clone());
+        // With the full check, each customer is one of the tenant's CUSTOMERS phone numbers
+        // (not drawn from `rng`: a seed's draws stay what they were), so CRM's timelines
+        // can be checked; customers call more than once.
+        let phone = setup.identities.then(|| phone_of(ti, qi, n));
         // Customers live on their own (a patient one may outlast the arrivals).
-        tokio::spawn(
-            async move { customer(setup2, client, token, tenant, queue, channel, handle, patience, step).await },
-        );
+        tokio::spawn(async move {
+            customer(setup2, client, token, tenant, queue, channel, handle, patience, step, phone).await
+        });
         next += Duration::from_secs_f64(rng.exp(1.0 / rate));
     }
     Ok(())
+}
+
+/// How many customers (phone numbers) a tenant's arrivals are spread over in a full check.
+pub(super) const CUSTOMERS: u64 = 30;
+
+/// The phone number of a tenant's `n`th arrival in queue `qi`: one of `CUSTOMERS`, E.164.
+pub(super) fn phone_of(ti: usize, qi: usize, n: u64) -> String {
+    let i = (n.wrapping_mul(2_654_435_761).wrapping_add(qi as u64 * 7919)) % CUSTOMERS;
+    format!("+3491{:02}{i:05}", ti % 100)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -101,12 +114,21 @@ async fn customer(
     handle: Duration,
     patience: Option<Duration>,
     step: usize,
+    phone: Option<String>,
 ) {
     let shared = &setup.shared;
     let created = Instant::now();
     let contact = pb::Contact {
         channel: channel as i32,
         queue: queue.clone(),
+        customer_identities: phone
+            .iter()
+            .map(|p| centralita_proto::crm::v1::Identity {
+                kind: centralita_proto::crm::v1::IdentityKind::Phone as i32,
+                value: p.clone(),
+                network: String::new(),
+            })
+            .collect(),
         attributes: [
             ("t0".to_owned(), unix_micros().to_string()),
             ("handle_us".to_owned(), handle.as_micros().to_string()),
@@ -137,6 +159,7 @@ async fn customer(
         rec.created = created;
         rec.step = step;
         rec.handle_sim = handle.as_secs_f64() * setup.sc.time_scale;
+        rec.phone = phone;
     }
     let Some(patience) = patience else { return };
     tokio::time::sleep(patience).await;

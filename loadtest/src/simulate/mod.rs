@@ -62,6 +62,10 @@ pub struct SimulateArgs {
     sessions: String,
     #[arg(long, default_value = "http://127.0.0.1:50056")]
     reporting: String,
+    /// The CRM service: with the full check, customers carry phone numbers and every
+    /// customer's timeline must hold each of their contacts once, terminal.
+    #[arg(long)]
+    crm: Option<String>,
     #[command(flatten)]
     pub stack: crate::StackArgs,
     /// Where to write the JSON result (stdout when absent).
@@ -116,6 +120,8 @@ struct Setup {
     hurry: tokio::sync::watch::Sender<bool>,
     /// Set once the drain is over: agents stop trying to reopen their streams.
     over: std::sync::atomic::AtomicBool,
+    /// Customers carry a phone identity (the full check reads CRM's timelines by it).
+    identities: bool,
 }
 
 impl Setup {
@@ -181,6 +187,7 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
         started: Instant::now(),
         hurry: tokio::sync::watch::Sender::new(false),
         over: std::sync::atomic::AtomicBool::new(false),
+        identities: args.chaos.full_check() && args.crm.is_some(),
     });
     let sc = &setup.sc;
     eprintln!("[sim] scenario `{}` ({}): time scale {}x, run {}", sc.name, sc.description, sc.time_scale, setup.run);
@@ -340,8 +347,19 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
     setup.over.store(true, std::sync::atomic::Ordering::Relaxed);
     progress.abort();
 
+    let crm = match (&args.crm, setup.identities) {
+        (Some(url), true) => Some(
+            Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(3))
+                .connect()
+                .await
+                .with_context(|| format!("the CRM service at {url} is not reachable"))?,
+        ),
+        _ => None,
+    };
     let full = report::FullCheck {
         on: args.chaos.full_check(),
+        crm,
         kills,
         brokers: args.stack.brokers.clone(),
         topics: topics.clone(),

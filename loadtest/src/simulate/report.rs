@@ -22,6 +22,7 @@ use crate::{quantiles, req};
 /// The checks of a chaos run (or `--check-log-and-reporting`) and what chaos did.
 pub(super) struct FullCheck {
     pub(super) on: bool,
+    pub(super) crm: Option<Channel>,
     pub(super) kills: Vec<super::chaos::Kill>,
     pub(super) brokers: String,
     pub(super) topics: centralita_platform::bus::Topics,
@@ -146,6 +147,14 @@ pub(super) async fn conclude(
         }
         let (reporting_json, p) = super::chaos::check_reporting(setup, reports, &expected, full.wall_started).await;
         problems.extend(p);
+        let crm_json = match &full.crm {
+            Some(channel) => {
+                let (j, p) = super::chaos::check_crm(setup, channel.clone(), &st.contacts, &final_state).await;
+                problems.extend(p);
+                j
+            }
+            None => serde_json::Value::Null,
+        };
         let failed_restarts: Vec<&super::chaos::Kill> = full.kills.iter().filter(|k| k.problem.is_some()).collect();
         if !failed_restarts.is_empty() {
             problems.push(format!(
@@ -162,7 +171,7 @@ pub(super) async fn conclude(
         eprintln!("[chaos] {} kills: {by_service:?}", full.kills.len());
         full_json = serde_json::json!({
             "kills": full.kills, "kills_by_service": by_service,
-            "contacts_topic": log.json, "reporting_totals": reporting_json,
+            "contacts_topic": log.json, "reporting_totals": reporting_json, "crm_timelines": crm_json,
         });
     }
 

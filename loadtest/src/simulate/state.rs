@@ -26,6 +26,8 @@ pub(super) struct ContactRec {
     pub(super) handle_sim: f64,
     pub(super) accepts: u32,
     pub(super) abandoned: bool,
+    /// The customer's phone number (full check: CRM's timeline is checked by it).
+    pub(super) phone: Option<String>,
 }
 
 impl ContactRec {
@@ -42,6 +44,7 @@ impl ContactRec {
             handle_sim: 0.0,
             accepts: 0,
             abandoned: false,
+            phone: None,
         }
     }
 
