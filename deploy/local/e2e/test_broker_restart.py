@@ -498,7 +498,8 @@ def test_a_consumer_group_left_unsettled_after_a_long_broker_outage_is_reported(
                 assert state != "up/steady" and int(secs) >= 15, body
                 m = re.search(rf'^centralita_bus_consumer_group_unsettled_seconds{{[^}}]*group="{re.escape(group)}"[^}}]*}} (\d+)$',
                               text, re.M)
-                assert m and int(m.group(1)) >= 10, (group, m and m.group(0))
+                # The gauge is as of the last statistics report (every 10 s): unsettled then.
+                assert m and int(m.group(1)) >= 1, (group, m and m.group(0))
             print(f"[stuck-group] {name} reports (the broker left it unsettled): {body}")
     finally:
         p.stop()
