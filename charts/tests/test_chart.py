@@ -330,6 +330,16 @@ def test_environment_and_secrets(variant):
             else:
                 assert var not in env, (s, var)
         assert ("CENTRALITA_DATABASE_POOL_SIZE" in env) == (s in POSTGRES_USERS)
+        # media and crm call the release's other services at their Services.
+        peers = {"media": ("sessions", "crm", "recording"), "crm": ("sessions", "media", "recording")}.get(s, ())
+        for peer in ("sessions", "media", "crm", "recording"):
+            var = f"CENTRALITA_{peer.upper()}_ENDPOINT"
+            if peer in peers:
+                svc = r.get("Service", full(peer))
+                port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc")
+                assert env[var]["value"] == f"http://{full(peer)}:{port}", (s, var)
+            else:
+                assert var not in env, (s, var)
         # media runs its voice role only: the digital role needs a database the chart does not give it.
         assert (env.get("CENTRALITA_MEDIA_ROLES", {}).get("value") == "voice") == (s == "media"), s
         # Static consumer-group membership from the pod name for the stream processors.

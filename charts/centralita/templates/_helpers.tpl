@@ -187,6 +187,18 @@ app.kubernetes.io/component: {{ .name }}
 - name: CENTRALITA_MEDIA_ROLES
   value: "voice"
 {{- end }}
+{{- /* The release's services a component calls (media: sessions for contacts, crm for SMS
+       opt-outs, recording for recorded calls; crm: sessions, media and recording for the
+       subject access export), at their Services, when enabled. */}}
+{{- $peers := dict "media" (list "sessions" "crm" "recording") "crm" (list "sessions" "media" "recording") }}
+{{- $root := .root }}
+{{- range $peer := (get $peers .name | default list) }}
+{{- $pc := index $v.services $peer }}
+{{- if $pc.enabled }}
+- name: {{ printf "CENTRALITA_%s_ENDPOINT" (upper $peer) }}
+  value: {{ printf "http://%s:%v" (include "centralita.componentName" (dict "root" $root "name" $peer)) $pc.grpcPort | quote }}
+{{- end }}
+{{- end }}
 {{- if .t.redis }}
 - name: CENTRALITA_REDIS_URL
   valueFrom:
