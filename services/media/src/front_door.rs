@@ -302,12 +302,16 @@ impl FrontDoor {
             .is_some_and(|t| t.recording.voice == centralita_platform::tenant::RecordingMode::All);
         let mut settings = self.media.call.clone();
         let mut bridged_signal = None;
+        // The PCI pause switch of the call's recording, which follows the contact's
+        // `recording_paused` (the agent's PauseRecording in sessions).
+        let mut pause_switch = None;
         if records {
             match recorder::Call::of(&admitted.tenant.id, &contact, &admitted.queue, negotiated.codec) {
                 Ok(call) => {
                     let fork = self.recorder.start(call);
                     settings.fork = Some(fork.packets);
                     bridged_signal = Some(fork.bridged);
+                    pause_switch = Some(fork.paused);
                 }
                 Err(e) => tracing::warn!(error = %e, "the call cannot be recorded"),
             }
@@ -367,7 +371,14 @@ impl FrontDoor {
                         agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec).await;
                     }
                     Some(ContactUpdate::Offered { offer, .. }) if agent.offer() == Some(offer.as_str()) => {}
-                    Some(ContactUpdate::Connected { .. }) | Some(ContactUpdate::Other) => {}
+                    Some(ContactUpdate::Connected { recording_paused, .. }) => {
+                        if let Some(switch) = &pause_switch {
+                            if switch.send_replace(recording_paused) != recording_paused {
+                                tracing::info!(paused = recording_paused, "recording pause switched (PCI)");
+                            }
+                        }
+                    }
+                    Some(ContactUpdate::Other) => {}
                     Some(ContactUpdate::Offered { .. }) | Some(ContactUpdate::Queued) => {
                         // The offer the phone rings for is void (not answered in time,
                         // taken elsewhere): the ringing leg is cancelled at once.

@@ -157,6 +157,27 @@ impl Chunker {
         out
     }
 
+    /// PCI pause (`pause`) or resume at media time `at`: what is buffered goes first, then
+    /// the marker (never before the latest audio placed).
+    pub fn pause(&mut self, pause: bool, at: u64) -> Vec<pb::IngestCallRequest> {
+        let mut out = Vec::new();
+        for side in [Side::Caller, Side::Agent] {
+            let leg = &mut self.legs[side_index(side)];
+            out.extend(flush(side, leg));
+            // Audio after the span is placed afresh (its timestamps jumped meanwhile).
+            leg.anchor = None;
+        }
+        let offset = Some(duration(at.max(self.latest)));
+        out.push(pb::IngestCallRequest {
+            event: Some(if pause {
+                Event::Pause(pb::RecordingPause { offset })
+            } else {
+                Event::Resume(pb::RecordingResume { offset })
+            }),
+        });
+        out
+    }
+
     /// The call ended at media time `at`: what is buffered, then the end (never before the
     /// latest audio).
     pub fn finish(&mut self, at: u64) -> Vec<pb::IngestCallRequest> {
@@ -217,12 +238,14 @@ impl Call {
     }
 }
 
-/// A call's side of its recording: the fork the relay writes to, and the signal that the
-/// call is bridged (with the agent's id). Dropping both (the call ended) ends the recording.
+/// A call's side of its recording: the fork the relay writes to, the signal that the call
+/// is bridged (with the agent's id), and the PCI pause switch (`true`: paused). Dropping
+/// them (the call ended) ends the recording.
 #[derive(Debug)]
 pub struct Fork {
     pub packets: mpsc::Sender<Forked>,
     pub bridged: oneshot::Sender<String>,
+    pub paused: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -263,14 +286,15 @@ impl Recorder {
     pub fn start(self: &Arc<Self>, call: Call) -> Fork {
         let (packets, fork) = mpsc::channel(FORK_BUFFER);
         let (bridged, bridged_rx) = oneshot::channel();
+        let (paused, paused_rx) = watch::channel(false);
         self.active.send_modify(|n| *n += 1);
         let active = Active(self.active.clone());
         let this = self.clone();
         tokio::spawn(async move {
-            this.run(call, fork, bridged_rx).await;
+            this.run(call, fork, bridged_rx, paused_rx).await;
             drop(active);
         });
-        Fork { packets, bridged }
+        Fork { packets, bridged, paused }
     }
 
     async fn run(
@@ -278,6 +302,7 @@ impl Recorder {
         call: Call,
         mut fork: mpsc::Receiver<Forked>,
         mut bridged: oneshot::Receiver<String>,
+        mut paused: watch::Receiver<bool>,
     ) {
         // Until the call is bridged the fork carries the caller waiting in the queue: not
         // recorded.
@@ -307,9 +332,28 @@ impl Recorder {
         };
         let mut sender = Sender { tx: rpc.is_some().then_some(tx), metrics: &self.metrics, warned: false, dropped: 0 };
         tracing::info!(%agent, "recording the call");
-        while let Some(packet) = fork.recv().await {
-            for message in chunker.push(packet, frames(start.elapsed())) {
-                sender.send(message);
+        // PCI pause: while paused, the fork's audio is not even passed on (recording keeps
+        // the span silent and marked); the switch is read from its current value on.
+        let mut is_paused = false;
+        let mut switch_open = true;
+        loop {
+            if *paused.borrow_and_update() != is_paused {
+                is_paused = !is_paused;
+                for message in chunker.pause(is_paused, frames(start.elapsed())) {
+                    sender.send(message);
+                }
+            }
+            tokio::select! {
+                packet = fork.recv() => match packet {
+                    Some(packet) if !is_paused => {
+                        for message in chunker.push(packet, frames(start.elapsed())) {
+                            sender.send(message);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                changed = paused.changed(), if switch_open => if changed.is_err() { switch_open = false },
             }
         }
         let mut last = chunker.finish(frames(start.elapsed()));
@@ -394,6 +438,35 @@ mod tests {
         let frames = o.seconds as u64 * 8000 + o.nanos as u64 / 125_000;
         assert_eq!(o.nanos % 125_000, 0, "offsets are whole frames");
         (pb::Leg::try_from(a.leg).expect("leg"), frames, a.payload.clone())
+    }
+
+    fn marker(m: &pb::IngestCallRequest) -> (bool, u64) {
+        let (pause, o) = match &m.event {
+            Some(Event::Pause(p)) => (true, p.offset.expect("offset")),
+            Some(Event::Resume(r)) => (false, r.offset.expect("offset")),
+            other => panic!("not a pause marker: {other:?}"),
+        };
+        (pause, o.seconds as u64 * 8000 + o.nanos as u64 / 125_000)
+    }
+
+    #[test]
+    fn a_pci_pause_flushes_what_is_buffered_marks_its_span_and_audio_after_it_is_placed_afresh() {
+        let mut c = Chunker::new(Codec::Pcmu);
+        let mut out = Vec::new();
+        for i in 0..5u32 {
+            out.extend(c.push(packet(Side::Caller, i as u16, 1000 + i * 160, 0x11), u64::from(i) * 160));
+        }
+        assert!(out.is_empty(), "less than a chunk buffered");
+        let paused = c.pause(true, 700);
+        assert_eq!(paused.len(), 2, "{paused:?}");
+        assert_eq!(audio(&paused[0]), (pb::Leg::Customer, 0, vec![0x11; 800]));
+        assert_eq!(marker(&paused[1]), (true, 800), "never before the latest audio placed");
+        // The call goes on for 2 s (the recorder passes nothing on meanwhile), then resumes:
+        // the caller's next packet continues its timestamps but is placed where it arrives.
+        assert_eq!(c.pause(false, 16_800).iter().map(marker).collect::<Vec<_>>(), [(false, 16_800)]);
+        let mut after = c.push(packet(Side::Caller, 105, 1000 + 105 * 160, 0x33), 16_810);
+        after.extend(c.finish(17_000));
+        assert_eq!(audio(&after[0]), (pb::Leg::Customer, 16_810, vec![0x33; 160]));
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl ContactService for FakeSessions {
     async fn resume_contact(&self, _: Request<spb::ResumeContactRequest>) -> R<spb::Contact> {
         Err(Status::unimplemented("fake"))
     }
+    async fn pause_recording(&self, _: Request<spb::PauseRecordingRequest>) -> R<spb::Contact> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn resume_recording(&self, _: Request<spb::ResumeRecordingRequest>) -> R<spb::Contact> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn transfer_contact(&self, _: Request<spb::TransferContactRequest>) -> R<spb::Contact> {
         Err(Status::unimplemented("fake"))
     }

@@ -73,6 +73,8 @@ pub fn kind(k: ContactEventKind) -> &'static str {
         K::NotAnswered => "not_answered",
         K::Held => "held",
         K::Resumed => "resumed",
+        K::RecordingPaused => "recording_paused",
+        K::RecordingResumed => "recording_resumed",
         K::Transferred => "transferred",
         K::Ended => "ended",
         K::WrappedUp => "wrapped_up",

@@ -163,6 +163,7 @@ impl TryFrom<&pb::Contact> for Contact {
             participants,
             agent_pool: c.agent_pool.clone(),
             trace_parent: c.trace_parent.clone(),
+            recording_paused: c.recording_paused,
         })
     }
 }
@@ -225,6 +226,7 @@ impl From<&Contact> for pb::Contact {
                 .collect(),
             agent_pool: c.agent_pool.clone(),
             trace_parent: c.trace_parent.clone(),
+            recording_paused: c.recording_paused,
         }
     }
 }
@@ -346,6 +348,8 @@ impl From<ContactEventKind> for pb::contact_event::Kind {
             K::NotAnswered => P::NotAnswered,
             K::Held => P::Held,
             K::Resumed => P::Resumed,
+            K::RecordingPaused => P::RecordingPaused,
+            K::RecordingResumed => P::RecordingResumed,
             K::Transferred => P::Transferred,
             K::Ended => P::Ended,
             K::WrappedUp => P::WrappedUp,
@@ -426,6 +430,7 @@ mod tests {
             }],
             agent_pool: "default".into(),
             trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            recording_paused: true,
         };
         let domain = Contact::try_from(&stored).expect("valid");
         assert_eq!(pb::Contact::from(&domain), stored);

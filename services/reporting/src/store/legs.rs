@@ -74,6 +74,8 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         PbKind::HandedOver => Kind::HandedOver,
         PbKind::ConsultClosed => Kind::ConsultClosed,
         PbKind::ConsultEnded => return Ok(None),
+        // A PCI pause of the call's recording changes no figure.
+        PbKind::RecordingPaused | PbKind::RecordingResumed => return Ok(None),
     };
     let c = e.contact.unwrap_or_default();
     let contact = c.name.strip_prefix("contacts/").unwrap_or(&c.name).to_owned();

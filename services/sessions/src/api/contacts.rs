@@ -100,6 +100,21 @@ impl Api {
             .await
     }
 
+    async fn pause_recording(&self, request: &Request<impl Sized>, name: &str, pause: bool) -> R<pb::Contact> {
+        let caller = caller(request)?.clone();
+        let (c, record, agent) = self.held(&caller, name).await?;
+        let t = self.engine.registry.require_active(&c.tenant)?;
+        if pause && !t.recording.allow_pause {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {} does not allow pausing recordings (recording.allowPause)",
+                c.tenant
+            ))
+            .into());
+        }
+        let span = command_span(&record, if pause { "pause_recording" } else { "resume_recording" });
+        self.apply(&c, |r| core::contact::pause_recording(r, &agent, pause)).instrument(span).await
+    }
+
     async fn queue_stats(&self, caller: &Caller, only: &str) -> Result<pb::ListQueueStatsResponse, Error> {
         let tenant = caller.own_tenant()?.clone();
         caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor])?;
@@ -297,6 +312,18 @@ impl pb::contact_service_server::ContactService for Api {
     async fn resume_contact(&self, request: Request<pb::ResumeContactRequest>) -> R<pb::Contact> {
         let name = request.get_ref().name.clone();
         self.hold(&request, &name, false).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant))]
+    async fn pause_recording(&self, request: Request<pb::PauseRecordingRequest>) -> R<pb::Contact> {
+        let name = request.get_ref().name.clone();
+        Api::pause_recording(self, &request, &name, true).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant))]
+    async fn resume_recording(&self, request: Request<pb::ResumeRecordingRequest>) -> R<pb::Contact> {
+        let name = request.get_ref().name.clone();
+        Api::pause_recording(self, &request, &name, false).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant))]

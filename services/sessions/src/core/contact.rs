@@ -7,7 +7,7 @@ use centralita_routing_contract::{self as rc, Input};
 
 use super::effects::{Change, ContactEventKind as Kind, Effect, Linked, Notice, Timer};
 use super::lifecycle::{next, Action};
-use super::model::{AgentId, Contact, ContactState, CustomerTier, Millis, Offer, OfferId, Role};
+use super::model::{AgentId, Channel, Contact, ContactState, CustomerTier, Millis, Offer, OfferId, Role};
 use super::refusal::Refusal;
 
 /// The contact after `action`, before its details change; refused when the table says no.
@@ -199,6 +199,23 @@ fn set_hold(c: &Contact, agent: &AgentId, hold: bool) -> Result<Change<Contact>,
     }
     change.record.on_hold = hold;
     change.push(event(if hold { Kind::Held } else { Kind::Resumed }, Some(agent)));
+    change.push(Effect::Notify { agent: agent.clone(), notice: Notice::Contact });
+    Ok(change)
+}
+
+/// PCI pause: the holder pauses the recording of its connected call (`pause`), or resumes
+/// it. Media follows the contact and tells recording, which keeps the paused span silent.
+pub fn pause_recording(c: &Contact, agent: &AgentId, pause: bool) -> Result<Change<Contact>, Refusal> {
+    let mut change = step(c, if pause { Action::PauseRecording } else { Action::ResumeRecording })?;
+    require_holder(c, agent)?;
+    if c.channel != Channel::Voice {
+        return Err(Refusal::NotACall);
+    }
+    if c.recording_paused == pause {
+        return Err(if pause { Refusal::RecordingAlreadyPaused } else { Refusal::RecordingNotPaused });
+    }
+    change.record.recording_paused = pause;
+    change.push(event(if pause { Kind::RecordingPaused } else { Kind::RecordingResumed }, Some(agent)));
     change.push(Effect::Notify { agent: agent.clone(), notice: Notice::Contact });
     Ok(change)
 }

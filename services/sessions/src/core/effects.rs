@@ -18,6 +18,8 @@ pub enum ContactEventKind {
     NotAnswered,
     Held,
     Resumed,
+    RecordingPaused,
+    RecordingResumed,
     Transferred,
     Ended,
     WrappedUp,

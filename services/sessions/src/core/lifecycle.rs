@@ -24,6 +24,9 @@ pub enum Action {
     NoAnswer,
     Hold,
     Resume,
+    /// PCI: the holder pauses the call's recording, or resumes it.
+    PauseRecording,
+    ResumeRecording,
     Transfer,
     End,
     WrapUp,
@@ -42,13 +45,15 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 18] = [
         Action::Offer,
         Action::Accept,
         Action::Reject,
         Action::NoAnswer,
         Action::Hold,
         Action::Resume,
+        Action::PauseRecording,
+        Action::ResumeRecording,
         Action::Transfer,
         Action::End,
         Action::WrapUp,
@@ -70,6 +75,8 @@ impl Action {
             Action::NoAnswer => "time out the offer of",
             Action::Hold => "hold",
             Action::Resume => "resume",
+            Action::PauseRecording => "pause the recording of",
+            Action::ResumeRecording => "resume the recording of",
             Action::Transfer => "transfer",
             Action::End => "end",
             Action::WrapUp => "wrap up",
@@ -95,7 +102,7 @@ pub fn next(from: ContactState, action: Action) -> Result<ContactState, Refusal>
         (S::Queued | S::Offered, A::End) => S::Abandoned,
         (S::Offered, A::Accept) => S::Connected,
         (S::Offered, A::Reject | A::NoAnswer) => S::Queued,
-        (S::Connected, A::Hold | A::Resume) => S::Connected,
+        (S::Connected, A::Hold | A::Resume | A::PauseRecording | A::ResumeRecording) => S::Connected,
         (S::Connected, A::Transfer) => S::Queued,
         (S::Connected, A::End) => S::AfterContactWork,
         (S::AfterContactWork, A::WrapUp) => S::Closed,
@@ -152,7 +159,7 @@ mod tests {
             .iter()
             .flat_map(|s| Action::ALL.iter().map(move |a| (*s, *a)))
             .filter(|(s, a)| next(*s, *a).is_ok());
-        assert_eq!(legal.count(), 21);
+        assert_eq!(legal.count(), 23);
         let e = next(ContactState::AfterContactWork, Action::HandOver).expect_err("illegal");
         assert_eq!(e.to_string(), "cannot hand over a contact that is in after-contact work");
     }

@@ -150,6 +150,8 @@ pub struct Contact {
     pub agent_pool: String,
     /// The W3C `traceparent` of the contact's trace (opaque here; empty when untraced).
     pub trace_parent: String,
+    /// The call's recording is paused (PCI) until resumed.
+    pub recording_paused: bool,
 }
 
 impl Contact {
@@ -193,6 +195,7 @@ impl Contact {
             participants: Vec::new(),
             agent_pool,
             trace_parent: String::new(),
+            recording_paused: false,
         }
     }
 

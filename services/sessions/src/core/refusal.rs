@@ -26,6 +26,12 @@ pub enum Refusal {
     AlreadyOnHold,
     #[error("the contact is not on hold")]
     NotOnHold,
+    #[error("the recording is already paused")]
+    RecordingAlreadyPaused,
+    #[error("the recording is not paused")]
+    RecordingNotPaused,
+    #[error("only a voice call's recording can be paused")]
+    NotACall,
     #[error("the contact is no longer held by this agent")]
     NotHeldByAgent,
     #[error("only the agent holding the contact ends it; a conferenced agent leaves by ending its consult leg")]

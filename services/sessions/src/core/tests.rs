@@ -137,6 +137,27 @@ fn rona_also_makes_the_agent_not_responding() {
 }
 
 #[test]
+fn a_calls_recording_is_paused_and_resumed_by_its_holder_only() {
+    let change = contact::pause_recording(&connected("ana"), &a("ana"), true).unwrap();
+    assert!(change.record.recording_paused && change.record.state == ContactState::Connected);
+    assert_eq!(events(&change.effects), [Kind::RecordingPaused]);
+    let paused = change.record;
+    assert_eq!(contact::pause_recording(&paused, &a("ana"), true).unwrap_err(), Refusal::RecordingAlreadyPaused);
+    assert_eq!(contact::pause_recording(&paused, &a("bob"), false).unwrap_err(), Refusal::NotHeldByAgent);
+    let resumed = contact::pause_recording(&paused, &a("ana"), false).unwrap();
+    assert!(!resumed.record.recording_paused);
+    assert_eq!(events(&resumed.effects), [Kind::RecordingResumed]);
+    assert_eq!(contact::pause_recording(&resumed.record, &a("ana"), false).unwrap_err(), Refusal::RecordingNotPaused);
+    // Only a connected voice call.
+    let chat = Contact { channel: Channel::Chat, ..connected("ana") };
+    assert_eq!(contact::pause_recording(&chat, &a("ana"), true).unwrap_err(), Refusal::NotACall);
+    assert!(matches!(
+        contact::pause_recording(&offered("ana"), &a("ana"), true).unwrap_err(),
+        Refusal::IllegalMove { .. }
+    ));
+}
+
+#[test]
 fn hold_and_resume_toggle_and_refuse_repeats() {
     let held = contact::hold(&connected("ana"), &a("ana")).unwrap().record;
     assert!(held.on_hold);
