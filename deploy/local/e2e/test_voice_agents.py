@@ -506,14 +506,14 @@ def test_a_contact_ended_in_sessions_hangs_up_both_legs(m, desk):
 
 # --- Recording: media streams a bridged call of a `recording.voice: all` tenant to recording. --
 
-def recorded_call(m, desk, tmp_path, name):
+def recorded_call(m, desk, tmp_path, name, recording="all"):
     """An answered call of a recording tenant (caller 440 Hz, agent 1000 Hz, the caller
     hanging up after 9 s); returns what each party heard and the contact's timed states."""
     phone = Baresip(tmp_path, name)
     caller_audio = CallerAudio()
     caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
     try:
-        ids = desk.setup({name: phone.uri}, recording="all")
+        ids = desk.setup({name: phone.uri}, recording=recording)
         desk.sign_in(ids[name])
         stop, watcher = watching(desk, caller)
         proc, err = queued_call(desk.number, caller, 9000, caller_audio.port)
@@ -659,3 +659,77 @@ def test_a_recording_tenants_call_goes_on_with_recording_stopped(m, desk, rec, t
             return False
 
     assert wait_for(serves, 60), "recording did not come back (or recorded the call)"
+
+
+def test_a_pci_pause_leaves_digital_silence_marked_in_the_recording(m, desk, rec, tmp_path):
+    """The agent pauses the call's recording while the customer would read card details
+    (sessions' PauseRecording, as the desktop does) and resumes it 2 s later: the recording
+    marks one paused span of that length, both channels are digital silence inside it, and
+    the parties' tones are there before and after."""
+    from test_recording import channels, get
+
+    agent_holder = {}
+
+    def pause_then_resume(stop):
+        while not stop.is_set() and not any(s == m.s.CONTACT_STATE_CONNECTED for s, _ in desk.states):
+            time.sleep(0.05)
+        if stop.is_set():
+            return
+        time.sleep(2.0)
+        token = mint("--tenant", desk.tenant, "--role", "agent", "--agent-id", agent_holder["id"])
+        paused = desk.contacts.PauseRecording(m.s.PauseRecordingRequest(name=desk.name), metadata=auth(token), timeout=5)
+        agent_holder["paused"] = (paused.recording_paused, time.monotonic())
+        time.sleep(2.0)
+        resumed = desk.contacts.ResumeRecording(m.s.ResumeRecordingRequest(name=desk.name), metadata=auth(token),
+                                                timeout=5)
+        agent_holder["resumed"] = (resumed.recording_paused, time.monotonic())
+
+    # The agent's id is known once the desk is set up: recorded_call sets it up, so the
+    # pauser learns it from the contact's agent when the call connects.
+    stop = threading.Event()
+
+    def pauser():
+        while not stop.is_set() and not any(s == m.s.CONTACT_STATE_CONNECTED for s, _ in desk.states):
+            time.sleep(0.05)
+        agent_holder["id"] = next((a for s, a in desk.states if s == m.s.CONTACT_STATE_CONNECTED), "")
+        if agent_holder["id"]:
+            pause_then_resume(stop)
+
+    t = threading.Thread(target=pauser, daemon=True)
+    t.start()
+    try:
+        recorded_call(m, desk, tmp_path, "pia", recording="all, allowPause: true")
+    finally:
+        stop.set()
+        t.join(10)
+    assert agent_holder.get("paused", (None,))[0] is True, agent_holder
+    assert agent_holder.get("resumed", (None,))[0] is False, agent_holder
+    done = []
+    assert wait_for(lambda: (done.extend(r for r in recordings_of(rec, desk)
+                                         if r.state == rec.r.RECORDING_STATE_COMPLETE) or bool(done)), 20), \
+        f"no complete recording: {recordings_of(rec, desk)}"
+    r = done[0]
+    assert len(r.paused_spans) == 1, r.paused_spans
+    span = r.paused_spans[0]
+    start = span.start_offset.seconds + span.start_offset.nanos / 1e9
+    end = span.end_offset.seconds + span.end_offset.nanos / 1e9
+    wall = agent_holder["resumed"][1] - agent_holder["paused"][1]
+    assert abs((end - start) - wall) <= 0.5, (start, end, wall)
+
+    url = rec.stub.CreatePlaybackUrl(rec.r.CreatePlaybackUrlRequest(name=r.name), metadata=auth(desk.sup)).url
+    status, _, wav = get(url)
+    assert status == 200
+    left, right = channels(wav)
+    a, b = int(start * 8000), int(end * 8000)
+    # Inside the span: digital silence on both channels (not the tones quietly, nothing).
+    assert max(map(abs, left[a:b])) == 0 and max(map(abs, right[a:b])) == 0, "audio inside the paused span"
+    window = 800
+    before = [at for at in range(2400, a - window - 2400, window)]
+    after = [at for at in range(b + 2400, len(left) - window - 2400, window)]
+    assert before and after, (len(left), a, b)
+    for part, name in ((before, "before"), (after, "after")):
+        caller = sum(dominant(left[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in part)
+        agent = sum(dominant(right[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in part)
+        assert caller >= 0.9 * len(part) and agent >= 0.9 * len(part), (name, caller, agent, len(part))
+    print(f"paused {end - start:.2f} s from {start:.2f} s; silence inside, tones in {len(before)} windows before "
+          f"and {len(after)} after")
