@@ -1,5 +1,6 @@
 """The agent desktop's call controls in a real browser (Debian's Chromium driven by Playwright):
-an agent accepts a voice contact, puts the customer on hold and takes them back, and
+an agent accepts a voice contact, puts the customer on hold and takes them back, pauses the
+call's recording (PCI) and resumes it, and
 transfers the contact to another queue of the tenant, where another agent (over gRPC) is
 offered it. Each step is checked through sessions' API, not only on the screen. The
 transfer form lists the tenant's own queues only, and the same agent cannot transfer into
@@ -25,7 +26,8 @@ def test_hold_resume_and_transfer_from_the_desktop(m, tmp_path):  # noqa: F811
     queues = ("id: support, displayName: Support, offerTimeoutSeconds: 60, afterContactWorkSeconds: 300 }\n"
               "      - { id: billing, displayName: Billing, offerTimeoutSeconds: 60")
     path = tmp_path / "tenants.yaml"
-    path.write_text(tenant_manifest(tenant, queues, display=f"Controls {tenant}", channels="voice, chat")
+    path.write_text(tenant_manifest(tenant, queues, display=f"Controls {tenant}", channels="voice, chat",
+                                    recording="all, allowPause: true")
                     + "---\n" + tenant_manifest(other, "id: claims, displayName: Claims B", display="Other B"))
     cli("admin", "tenant", "apply", "-f", str(path))
     bpo, admin = mint("--role", "bpo_admin"), mint("--tenant", tenant, "--role", "tenant_admin")
@@ -82,6 +84,14 @@ def test_hold_resume_and_transfer_from_the_desktop(m, tmp_path):  # noqa: F811
             card.get_by_test_id("resume").click()
             expect(card.get_by_test_id("on-hold")).to_have_count(0, timeout=10_000)
             assert wait_for(lambda: not get(call.name).on_hold, 10), "the resume did not reach sessions"
+
+            # PCI pause of the call's recording, and back.
+            card.get_by_test_id("pause-recording").click()
+            expect(card.get_by_test_id("recording-paused")).to_be_visible(timeout=10_000)
+            assert wait_for(lambda: get(call.name).recording_paused, 10), "the pause did not reach sessions"
+            card.get_by_test_id("resume-recording").click()
+            expect(card.get_by_test_id("recording-paused")).to_have_count(0, timeout=10_000)
+            assert wait_for(lambda: not get(call.name).recording_paused, 10), "the resume did not reach sessions"
 
             # The transfer form offers A's queues and nothing of B's.
             options = card.get_by_test_id("transfer-queue").locator("option").all_inner_texts()

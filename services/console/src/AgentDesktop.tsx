@@ -279,6 +279,18 @@ function Working(props: {
                     {t("hold")}
                   </button>
                 ))}
+              {c.recordingPaused && <span className="state-pill held" data-testid="recording-paused">{t("recordingPaused")}</span>}
+              {c.channel === Channel.VOICE &&
+                props.tenant?.recording?.allowPause &&
+                (c.recordingPaused ? (
+                  <button data-testid="resume-recording" onClick={() => props.act(() => api.contacts.resumeRecording({ name: c.name }))}>
+                    {t("resumeRecording")}
+                  </button>
+                ) : (
+                  <button data-testid="pause-recording" onClick={() => props.act(() => api.contacts.pauseRecording({ name: c.name }))}>
+                    {t("pauseRecording")}
+                  </button>
+                ))}
               <button data-testid="end-contact" onClick={() => props.act(() => api.contacts.endContact({ name: c.name }))}>
                 {t("endContact")}
               </button>
