@@ -48,11 +48,30 @@ impl Bucket {
 pub struct TenantRegistry {
     inner: Arc<RwLock<Inner>>,
     buckets: Arc<Mutex<BTreeMap<TenantId, Bucket>>>,
+    /// Still reading the tenants topic for the first time ([`Self::loading`]): an unknown
+    /// tenant may just not be read yet.
+    loading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TenantRegistry {
+    /// A registry whose tenant set is complete (tests, tools).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry filled from the tenants topic ([`crate::tenant_feed`]): until
+    /// [`Self::mark_loaded`], a call naming a tenant not read yet is answered UNAVAILABLE
+    /// (retry) rather than refused for good — a restarted replica serves gRPC before its
+    /// feed has caught up.
+    pub fn loading() -> Self {
+        let r = Self::default();
+        r.loading.store(true, std::sync::atomic::Ordering::Release);
+        r
+    }
+
+    /// The tenant set is read to its end once: unknown tenants are refused from now on.
+    pub fn mark_loaded(&self) {
+        self.loading.store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Stores `tenant` unless a newer version of it is already known (a replayed or
@@ -86,6 +105,9 @@ impl TenantRegistry {
     /// The tenant if it is known and active; otherwise the refusal a caller should see.
     pub fn require_active(&self, id: &TenantId) -> Result<Arc<Tenant>, Error> {
         match self.get(id) {
+            None if self.loading.load(std::sync::atomic::Ordering::Acquire) => Err(Error::Unavailable(format!(
+                "tenant `{id}` is not known yet: this replica is still loading the tenant set; retry"
+            ))),
             None => Err(Error::PermissionDenied {
                 reason: Reason::TenantUnknown,
                 message: format!("tenant `{id}` is not onboarded on this platform"),
@@ -146,6 +168,20 @@ spec:
         );
         let at = DateTime::from_timestamp(at, 0).expect("valid");
         TenantManifest::parse_all(&text, at).expect("valid").remove(0)
+    }
+
+    #[test]
+    fn while_the_tenant_set_loads_an_unknown_tenant_is_unavailable_then_refused() {
+        let r = TenantRegistry::loading();
+        let id = TenantId::parse("acme").expect("id");
+        assert!(matches!(r.require_active(&id), Err(Error::Unavailable(_))));
+        r.mark_loaded();
+        assert!(matches!(r.require_active(&id), Err(Error::PermissionDenied { reason: Reason::TenantUnknown, .. })));
+        r.upsert(tenant("acme", 10, 1));
+        assert!(r.require_active(&id).is_ok());
+        // A complete registry refuses at once.
+        let complete = TenantRegistry::new();
+        assert!(matches!(complete.require_active(&id), Err(Error::PermissionDenied { .. })));
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl Runtime {
     pub fn new(service: &'static str, config: &CommonConfig, shutdown: Shutdown) -> Result<Self, ConfigError> {
         let verifier = Verifier::from_file(&config.auth.public_key_file, &config.auth.issuer, &config.auth.audience)
             .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
-        let registry = TenantRegistry::new();
+        let registry = TenantRegistry::loading();
         let metrics = Arc::new(Metrics::new(service));
         let readiness = Readiness::new();
         readiness.register(CHECK_KAFKA);

@@ -93,6 +93,7 @@ impl TenantFeed {
 
     fn mark_caught_up(&self) {
         let n = self.registry.list().len();
+        self.registry.mark_loaded();
         tracing::info!(tenants = n, topic = %self.topic, "tenant set loaded");
         self.readiness.set(CHECK, true, format!("{n} tenants loaded"));
     }
