@@ -44,6 +44,17 @@ pub struct NewChat {
     pub request_id: String,
 }
 
+/// An inbound contact a digital channel creates in sessions.
+struct Inbound<'a> {
+    channel: PbChannel,
+    queue: &'a str,
+    /// The customer's CRM identity (kind, value).
+    identity: (crm::IdentityKind, &'a str),
+    /// The channel's own address the customer wrote to (attribute key, value).
+    attribute: (&'static str, &'a str),
+    request_id: &'a str,
+}
+
 impl Contacts {
     pub fn new(endpoint: &str, crm_endpoint: &str, signer: Signer) -> Result<Self, Error> {
         let lazy = |endpoint: &str, what: &str| -> Result<Channel, Error> {
@@ -137,26 +148,14 @@ impl Contacts {
 
     /// Creates the inbound chat contact; returns its id.
     pub async fn create_chat(&self, tenant: &TenantId, chat: &NewChat) -> Result<String, Error> {
-        let contact = pb::Contact {
-            channel: PbChannel::Chat as i32,
-            direction: pb::Direction::Inbound as i32,
-            queue: chat.queue.clone(),
-            customer_identities: vec![crm::Identity {
-                kind: crm::IdentityKind::Chat as i32,
-                value: chat.visitor.clone(),
-                network: String::new(),
-            }],
-            attributes: [("chat_origin".to_owned(), chat.origin.clone())].into_iter().collect(),
-            ..Default::default()
+        let inbound = Inbound {
+            channel: PbChannel::Chat,
+            queue: &chat.queue,
+            identity: (crm::IdentityKind::Chat, &chat.visitor),
+            attribute: ("chat_origin", &chat.origin),
+            request_id: &chat.request_id,
         };
-        let request = self.request(
-            tenant,
-            pb::CreateContactRequest { contact: Some(contact), request_id: chat.request_id.clone() },
-        )?;
-        let created = self.client.clone().create_contact(request).await.map_err(refusal)?.into_inner();
-        let (_, id) = centralita_platform::tenant::parse_contact_name("name", &created.name)
-            .map_err(|_| Error::Internal("sessions answered with a malformed contact name".into()))?;
-        Ok(id)
+        self.create_inbound(tenant, inbound).await
     }
 
     /// Creates the inbound SMS contact of a customer's number (a CRM phone identity) that
@@ -169,24 +168,14 @@ impl Contacts {
         number: &str,
         request_id: &str,
     ) -> Result<String, Error> {
-        let contact = pb::Contact {
-            channel: PbChannel::Sms as i32,
-            direction: pb::Direction::Inbound as i32,
-            queue: queue.to_owned(),
-            customer_identities: vec![crm::Identity {
-                kind: crm::IdentityKind::Phone as i32,
-                value: customer.to_owned(),
-                network: String::new(),
-            }],
-            attributes: [("sms_number".to_owned(), number.to_owned())].into_iter().collect(),
-            ..Default::default()
+        let inbound = Inbound {
+            channel: PbChannel::Sms,
+            queue,
+            identity: (crm::IdentityKind::Phone, customer),
+            attribute: ("sms_number", number),
+            request_id,
         };
-        let request = self
-            .request(tenant, pb::CreateContactRequest { contact: Some(contact), request_id: request_id.to_owned() })?;
-        let created = self.client.clone().create_contact(request).await.map_err(refusal)?.into_inner();
-        let (_, id) = centralita_platform::tenant::parse_contact_name("name", &created.name)
-            .map_err(|_| Error::Internal("sessions answered with a malformed contact name".into()))?;
-        Ok(id)
+        self.create_inbound(tenant, inbound).await
     }
 
     /// Creates the inbound email contact of a customer's address (a CRM email identity)
@@ -199,20 +188,35 @@ impl Contacts {
         address: &str,
         request_id: &str,
     ) -> Result<String, Error> {
+        let inbound = Inbound {
+            channel: PbChannel::Email,
+            queue,
+            identity: (crm::IdentityKind::Email, customer),
+            attribute: ("email_address", address),
+            request_id,
+        };
+        self.create_inbound(tenant, inbound).await
+    }
+
+    /// Creates an inbound contact in sessions (the customer's identity and the channel's
+    /// address as an attribute); returns its id. `request_id` makes a retry return it again.
+    async fn create_inbound(&self, tenant: &TenantId, i: Inbound<'_>) -> Result<String, Error> {
         let contact = pb::Contact {
-            channel: PbChannel::Email as i32,
+            channel: i.channel as i32,
             direction: pb::Direction::Inbound as i32,
-            queue: queue.to_owned(),
+            queue: i.queue.to_owned(),
             customer_identities: vec![crm::Identity {
-                kind: crm::IdentityKind::Email as i32,
-                value: customer.to_owned(),
+                kind: i.identity.0 as i32,
+                value: i.identity.1.to_owned(),
                 network: String::new(),
             }],
-            attributes: [("email_address".to_owned(), address.to_owned())].into_iter().collect(),
+            attributes: [(i.attribute.0.to_owned(), i.attribute.1.to_owned())].into_iter().collect(),
             ..Default::default()
         };
-        let request = self
-            .request(tenant, pb::CreateContactRequest { contact: Some(contact), request_id: request_id.to_owned() })?;
+        let request = self.request(
+            tenant,
+            pb::CreateContactRequest { contact: Some(contact), request_id: i.request_id.to_owned() },
+        )?;
         let created = self.client.clone().create_contact(request).await.map_err(refusal)?.into_inner();
         let (_, id) = centralita_platform::tenant::parse_contact_name("name", &created.name)
             .map_err(|_| Error::Internal("sessions answered with a malformed contact name".into()))?;
