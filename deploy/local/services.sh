@@ -73,7 +73,8 @@ endpoints() {
 }
 
 start() {
-  [ -n "${only:-}" ] || (cd "$repo_root" && cargo build --workspace --bins -q)
+  # CENTRALITA_SKIP_BUILD=1 runs the binaries already built (e.g. while the tree is being edited).
+  [ -n "${only:-}" ] || [ -n "${CENTRALITA_SKIP_BUILD:-}" ] || (cd "$repo_root" && cargo build --workspace --bins -q)
   local i=0
   for s in "${SERVICES[@]}"; do
     # `restart <service>`: just that one (same ports and env as `start` gives it).

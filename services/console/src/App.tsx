@@ -1,4 +1,4 @@
-// The console: development sign-in, then the agent desktop or the supervisor wallboard,
+// The console: development sign-in, then the agent desktop or the supervisor's views,
 // depending on the role in the token. The tenant's configuration (time zone, away reasons,
 // disposition codes, queues and their targets) comes from the tenant API.
 
@@ -7,7 +7,7 @@ import { clients, devSignIn, loadConfig, type ServerConfig, type Session } from 
 import { initialLang, langStorageKey, LANGS, translator, type Lang } from "./i18n";
 import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { AgentDesktop } from "./AgentDesktop";
-import { Wallboard } from "./Wallboard";
+import { Supervisor } from "./Supervisor";
 
 const SESSION_KEY = "centralita.session";
 
@@ -153,7 +153,7 @@ function Console(props: {
       {session.role === "agent" && session.agentId ? (
         <AgentDesktop api={api} agentId={session.agentId} tenant={tenant} timeZone={timeZone} t={t} lang={props.lang} clockOffsetMs={config.clockOffsetMs} />
       ) : (
-        <Wallboard api={api} tenant={tenant} timeZone={timeZone} t={t} lang={props.lang} />
+        <Supervisor api={api} tenant={tenant} timeZone={timeZone} t={t} lang={props.lang} />
       )}
     </div>
   );

@@ -74,6 +74,7 @@ export function Wallboard({ api, tenant, timeZone, t, lang }: Props) {
               <th>{t("waiting")}</th>
               <th>{t("longestWait")}</th>
               <th>{t("serviceLevel")} ({t("today")})</th>
+              <th>{t("serviceLevel")} (15 min)</th>
               <th>{t("asa")}</th>
               <th>{t("aht")}</th>
               <th>{t("abandonRate")}</th>
@@ -82,6 +83,7 @@ export function Wallboard({ api, tenant, timeZone, t, lang }: Props) {
               <th>{t("agentsBusy")}</th>
               <th>{t("agentsAway")}</th>
               <th>{t("agentsOffline")}</th>
+              <th>{t("occupancy")} (15 min)</th>
             </tr>
           </thead>
           <tbody>
@@ -96,6 +98,7 @@ export function Wallboard({ api, tenant, timeZone, t, lang }: Props) {
                     {" "}/ {t("target")} <span data-testid="sl-target">{percent(r.targetPercent)}</span>
                   </span>
                 </td>
+                <td data-testid="service-level-15m" className={`sl-${r.sl15mStatus}`}>{percent(r.serviceLevel15mPercent)}</td>
                 <td data-testid="asa">{optionalSeconds(r.asaSeconds)}</td>
                 <td data-testid="aht">{optionalSeconds(r.ahtSeconds)}</td>
                 <td data-testid="abandon-rate">{percent(r.abandonRatePercent)}</td>
@@ -104,6 +107,9 @@ export function Wallboard({ api, tenant, timeZone, t, lang }: Props) {
                 <td data-testid="agents-busy">{r.agents.busy}</td>
                 <td data-testid="agents-away">{r.agents.away}</td>
                 <td data-testid="agents-offline">{r.agents.offline}</td>
+                <td data-testid="occupancy-15m" className={r.burnout ? "hot" : ""} title={r.burnout ? t("burnoutHint") : undefined}>
+                  {percent(r.occupancy15mPercent)}
+                </td>
               </tr>
             ))}
           </tbody>

@@ -7,7 +7,7 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AgentService, ContactService } from "./gen/centralita/sessions/v1/sessions_pb";
 import { CustomerService } from "./gen/centralita/crm/v1/crm_pb";
-import { ReportingService } from "./gen/centralita/reporting/v1/reporting_pb";
+import { ReportingService, StaffingService } from "./gen/centralita/reporting/v1/reporting_pb";
 import { TenantService } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ConversationService } from "./gen/centralita/media/v1/media_pb";
 import { clockOffset } from "./clock";
@@ -53,6 +53,8 @@ export interface Clients {
   contacts: Client<typeof ContactService>;
   customers: Client<typeof CustomerService>;
   reporting: Client<typeof ReportingService>;
+  /** Erlang C, served beside reporting. */
+  staffing: Client<typeof StaffingService>;
   tenants: Client<typeof TenantService>;
   /** media's chat conversations; absent when /api/config lists no media endpoint. */
   conversations?: Client<typeof ConversationService>;
@@ -71,6 +73,7 @@ export function clients(config: ServerConfig, token: string): Clients {
     contacts: createClient(ContactService, sessions),
     customers: createClient(CustomerService, transport("crm")),
     reporting: createClient(ReportingService, transport("reporting")),
+    staffing: createClient(StaffingService, transport("reporting")),
     // Every service serves the tenant API; sessions is the one every console user reaches.
     tenants: createClient(TenantService, sessions),
     conversations: config.endpoints.media ? createClient(ConversationService, transport("media")) : undefined,

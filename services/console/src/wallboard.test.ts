@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { rows, targetOf } from "./wallboard";
-import { FiguresSchema, RealtimeMetricsSchema, RealtimeQueueSchema } from "./gen/centralita/reporting/v1/reporting_pb";
+import { AgentTimeSchema, FiguresSchema, RealtimeMetricsSchema, RealtimeQueueSchema } from "./gen/centralita/reporting/v1/reporting_pb";
 import { QueueSchema, RoutingConfigSchema, ServiceLevelSchema, TenantSchema } from "./gen/centralita/tenancy/v1/tenancy_pb";
 
 const tenant = create(TenantSchema, {
@@ -24,8 +24,15 @@ const metrics = create(RealtimeMetricsSchema, {
       longestWaitMs: 42_500n,
       today: create(FiguresSchema, { answered: 10n, serviceLevelPercent: 85, asaSeconds: 12.5, ahtSeconds: 240, abandonRatePercent: 4 }),
       agents: { available: 2, busy: 5, away: 1, offline: 7 },
+      rolling15m: create(FiguresSchema, { serviceLevelPercent: 92 }),
+      agentsRolling15m: create(AgentTimeSchema, { occupancyPercent: 91 }),
     }),
-    create(RealtimeQueueSchema, { queue: "sales", today: create(FiguresSchema, { serviceLevelPercent: 95 }) }),
+    create(RealtimeQueueSchema, {
+      queue: "sales",
+      today: create(FiguresSchema, { serviceLevelPercent: 95 }),
+      rolling15m: create(FiguresSchema, { serviceLevelPercent: 60 }),
+      agentsRolling15m: create(AgentTimeSchema, { occupancyPercent: 85 }),
+    }),
     create(RealtimeQueueSchema, { queue: "billing" }),
   ],
 });
@@ -50,6 +57,10 @@ describe("wallboard rows", () => {
       agents: { available: 2, busy: 5, away: 1, offline: 7 },
     });
     expect(sales).toMatchObject({ displayName: "sales", slStatus: "met", targetPercent: 80 });
+    // The last 15 minutes, judged against the same target; occupancy above 85 % is flagged.
+    expect(support).toMatchObject({ serviceLevel15mPercent: 92, sl15mStatus: "met", occupancy15mPercent: 91, burnout: true });
+    expect(sales).toMatchObject({ serviceLevel15mPercent: 60, sl15mStatus: "breached", occupancy15mPercent: 85, burnout: false });
+    expect(billing).toMatchObject({ sl15mStatus: "none", occupancy15mPercent: undefined, burnout: false });
     // Nothing judged yet: no service level, no verdict.
     expect(billing).toMatchObject({ serviceLevelPercent: undefined, slStatus: "none", asaSeconds: undefined });
   });

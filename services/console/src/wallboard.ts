@@ -3,6 +3,7 @@
 import type { RealtimeMetrics, RealtimeQueue } from "./gen/centralita/reporting/v1/reporting_pb";
 import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { num } from "./format";
+import { BURNOUT_OCCUPANCY_PERCENT } from "./supervisor";
 
 export interface WallboardRow {
   queue: string;
@@ -19,6 +20,12 @@ export interface WallboardRow {
   ahtSeconds?: number;
   abandonRatePercent?: number;
   answered: number;
+  /** The last 15 minutes' service level and its status against the same target. */
+  serviceLevel15mPercent?: number;
+  sl15mStatus: "met" | "breached" | "none";
+  /** Occupancy of the queue's agents over the last 15 minutes; above the burnout threshold is flagged. */
+  occupancy15mPercent?: number;
+  burnout: boolean;
   agents: { available: number; busy: number; away: number; offline: number };
 }
 
@@ -33,6 +40,9 @@ export function row(q: RealtimeQueue, tenant: Tenant | undefined): WallboardRow 
   const today = q.today;
   const sl = today?.serviceLevelPercent;
   const target = targetOf(tenant, q.queue);
+  const sl15 = q.rolling15m?.serviceLevelPercent;
+  const occupancy = q.agentsRolling15m?.occupancyPercent;
+  const status = (v: number | undefined) => (v === undefined || target === undefined ? "none" : v >= target ? "met" : "breached");
   const display = tenant?.routing?.queues.find((x) => x.id === q.queue)?.displayName || q.queue;
   return {
     queue: q.queue,
@@ -41,7 +51,11 @@ export function row(q: RealtimeQueue, tenant: Tenant | undefined): WallboardRow 
     longestWaitSeconds: num(q.longestWaitMs) / 1000,
     serviceLevelPercent: sl,
     targetPercent: target,
-    slStatus: sl === undefined || target === undefined ? "none" : sl >= target ? "met" : "breached",
+    slStatus: status(sl),
+    serviceLevel15mPercent: sl15,
+    sl15mStatus: status(sl15),
+    occupancy15mPercent: occupancy,
+    burnout: occupancy !== undefined && occupancy > BURNOUT_OCCUPANCY_PERCENT,
     asaSeconds: today?.asaSeconds,
     ahtSeconds: today?.ahtSeconds,
     abandonRatePercent: today?.abandonRatePercent,
