@@ -522,7 +522,10 @@ async fn agent_loop(
                     return Ok(());
                 }
                 tokio::time::sleep(handle).await;
-                if let Err(s) = contacts.end_contact(req(pb::EndContactRequest { name: name.clone() }, &token)?).await {
+                if let Err(s) = contacts
+                    .end_contact(req(pb::EndContactRequest { name: name.clone(), ..Default::default() }, &token)?)
+                    .await
+                {
                     count_error(&stats, step, "EndContact", &s);
                     return Ok(());
                 }

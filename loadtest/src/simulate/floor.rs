@@ -169,7 +169,8 @@ async fn customer(
     }
     // Refused (FAILED_PRECONDITION) when an agent took it meanwhile: that is no error.
     let (result, t) = retrying(shared, "EndContact (customer)", CALL_BUDGET, || {
-        let (mut client, r) = (client.clone(), req(pb::EndContactRequest { name: name.clone() }, &token));
+        let (mut client, r) =
+            (client.clone(), req(pb::EndContactRequest { name: name.clone(), ..Default::default() }, &token));
         async move {
             let r = r.map_err(|e| tonic::Status::internal(e.to_string()))?;
             client.end_contact(r).await.map(tonic::Response::into_inner)
@@ -407,8 +408,14 @@ async fn work(
     }
     setup.pause(handle).await;
     // Refused only when the customer hung up first (the conversation is over already).
-    let (result, t) =
-        agent_call!(shared, "EndContact", client, token, pb::EndContactRequest { name: c.name.clone() }, end_contact);
+    let (result, t) = agent_call!(
+        shared,
+        "EndContact",
+        client,
+        token,
+        pb::EndContactRequest { name: c.name.clone(), ..Default::default() },
+        end_contact
+    );
     answered_offer(shared, "EndContact", t, result);
     setup.pause(wrap).await;
     // The capacity is counted free from the moment the wrap-up is sent: the platform frees it

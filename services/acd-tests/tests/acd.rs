@@ -263,7 +263,7 @@ async fn shared_agent_serves_two_tenants_within_capacity_and_wraps_up() {
     for o in [&o1, &o2] {
         let r = p
             .contacts()
-            .end_contact(req(pb::EndContactRequest { name: o.name.clone() }, &t))
+            .end_contact(req(pb::EndContactRequest { name: o.name.clone(), ..Default::default() }, &t))
             .await
             .unwrap()
             .into_inner();
@@ -372,8 +372,12 @@ async fn rona_abandon_and_transfer() {
     // Abandon while queued: nobody is free (ana holds the offer), the customer hangs up.
     let d = p.create(&a, "support", tpb::Channel::Voice).await;
     let ch = token(Some(&a), Role::Channel, None);
-    let gone =
-        p.contacts().end_contact(req(pb::EndContactRequest { name: d.name.clone() }, &ch)).await.unwrap().into_inner();
+    let gone = p
+        .contacts()
+        .end_contact(req(pb::EndContactRequest { name: d.name.clone(), ..Default::default() }, &ch))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(gone.state, pb::ContactState::Abandoned as i32);
     assert!(next_offer(&mut sb, Duration::from_secs(2)).await.is_none(), "an abandoned contact was offered");
     p.stop().await;
@@ -391,7 +395,11 @@ async fn tenant_a_cannot_see_or_touch_tenant_b() {
     // Contacts: get, hold, end, list.
     let e = p.contacts().get_contact(req(pb::GetContactRequest { name: cb.name.clone() }, &sup_a)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = p.contacts().end_contact(req(pb::EndContactRequest { name: cb.name.clone() }, &admin_a)).await.unwrap_err();
+    let e = p
+        .contacts()
+        .end_contact(req(pb::EndContactRequest { name: cb.name.clone(), ..Default::default() }, &admin_a))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let listed =
         p.contacts().list_contacts(req(pb::ListContactsRequest::default(), &sup_a)).await.unwrap().into_inner();
@@ -708,7 +716,11 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
     assert!(!conf.on_hold);
     assert_eq!(open_participants(&conf), vec![(ana.clone(), P::Holder as i32), (bob.clone(), P::Conferenced as i32)]);
     p.contacts().get_contact(req(pb::GetContactRequest { name: c.name.clone() }, &tb)).await.unwrap();
-    let end = p.contacts().end_contact(req(pb::EndContactRequest { name: c.name.clone() }, &tb)).await.unwrap_err();
+    let end = p
+        .contacts()
+        .end_contact(req(pb::EndContactRequest { name: c.name.clone(), ..Default::default() }, &tb))
+        .await
+        .unwrap_err();
     assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
 
     // Ana leaves: the contact is Bob's, the leg closes, Bob keeps his one voice slot.
@@ -743,7 +755,10 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
         );
     }
     // Bob finishes the transferred call: his slot frees and the waiting call comes to him.
-    p.contacts().end_contact(req(pb::EndContactRequest { name: c.name.clone() }, &tb)).await.unwrap();
+    p.contacts()
+        .end_contact(req(pb::EndContactRequest { name: c.name.clone(), ..Default::default() }, &tb))
+        .await
+        .unwrap();
     let wrap = pb::WrapUpContactRequest { name: c.name.clone(), disposition: "resolved".into(), notes: String::new() };
     p.contacts().wrap_up_contact(req(wrap, &tb)).await.unwrap();
     let od = next_offer(&mut sb, Duration::from_secs(10)).await.expect("the waiting call offered to bob");
@@ -877,7 +892,10 @@ async fn agent_pools_route_apart_and_an_agent_changes_pool_only_when_free() {
     let upsert = |a: &pb::Agent| req(pb::UpsertAgentRequest { agent: Some(a.clone()) }, &admin);
     let refused = p.agents().upsert_agent(upsert(&to_east)).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    p.contacts().end_contact(req(pb::EndContactRequest { name: cn.name.clone() }, &tb)).await.unwrap();
+    p.contacts()
+        .end_contact(req(pb::EndContactRequest { name: cn.name.clone(), ..Default::default() }, &tb))
+        .await
+        .unwrap();
     let wrap = pb::WrapUpContactRequest { name: cn.name.clone(), disposition: "resolved".into(), notes: String::new() };
     p.contacts().wrap_up_contact(req(wrap, &tb)).await.unwrap();
     // Signed out once the wrapped-up call has left his list.

@@ -16,6 +16,9 @@ pub enum Error {
     ContactRefused(ContactRefused),
     #[error("sessions: {0}")]
     Sessions(String),
+    /// Sessions has no such contact (a contact media names is gone, or never was).
+    #[error("sessions has no such contact")]
+    NoContact,
 }
 
 /// Why sessions did not create a call's contact.

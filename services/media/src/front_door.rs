@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::admission::{admit, Admitted, Refusal};
+use crate::calls::Carried;
 use crate::metrics::Metrics;
 use crate::offers::{ContactUpdate, Offers};
 use crate::recorder::{self, Recorder};
@@ -111,6 +112,9 @@ pub struct FrontDoor {
     recorder: Arc<Recorder>,
     /// The registrar of agents' phones (without Redis: none, REGISTER gets `405`).
     registrar: Option<Arc<Registrar>>,
+    /// The calls this process carries, written down in Redis so that a crash leaves none
+    /// open ([`crate::calls`]; without Redis: none).
+    carried: Option<Arc<Carried<Sessions>>>,
 }
 
 impl FrontDoor {
@@ -135,12 +139,19 @@ impl FrontDoor {
             dialer,
             recorder,
             registrar: None,
+            carried: None,
         }
     }
 
     /// Answers REGISTERs with `registrar`, and rings agents' registered phones.
     pub fn with_registrar(mut self, registrar: Option<Arc<Registrar>>) -> Self {
         self.registrar = registrar;
+        self
+    }
+
+    /// Writes the calls down in `carried` while they last.
+    pub fn with_calls(mut self, carried: Option<Arc<Carried<Sessions>>>) -> Self {
+        self.carried = carried;
         self
     }
 
@@ -280,6 +291,9 @@ impl FrontDoor {
             }
         };
         tracing::Span::current().record("contact", contact.as_str());
+        if let Some(carried) = &self.carried {
+            carried.carry(&admitted.tenant.id, &contact, &call.call_id()).await;
+        }
         self.metrics.invite("created");
         // Subscribed before the caller is answered, so no offer is missed.
         let mut updates = self.offers.subscribe(&contact);
@@ -545,9 +559,13 @@ impl FrontDoor {
     }
 
     async fn end(&self, admitted: &Admitted, contact: &str, cause: &str) {
-        match self.sessions.end_contact(&admitted.tenant.id, contact).await {
+        let ended = self.sessions.end_contact(&admitted.tenant.id, contact, cause).await;
+        match &ended {
             Ok(()) => tracing::info!(cause, "call ended, contact ended"),
             Err(e) => tracing::warn!(error = %e, cause, "call ended, but its contact could not be ended"),
+        }
+        if let Some(carried) = &self.carried {
+            carried.ended(&admitted.tenant.id, contact, &ended).await;
         }
     }
 }

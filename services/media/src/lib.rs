@@ -53,6 +53,7 @@ use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub mod admission;
+pub mod calls;
 pub mod digital;
 mod error;
 mod front_door;
@@ -269,6 +270,10 @@ pub struct Settings {
     /// The registrar of agents' phones (voice role).
     #[command(flatten)]
     pub registrar: registrar::RegistrarArgs,
+    /// The registry of the calls each voice replica carries, so a replica's crash leaves
+    /// no contact open (voice role, with Redis).
+    #[command(flatten)]
+    pub calls: calls::CallsArgs,
     /// How often the digital role's retention sweeper deletes the conversations whose last
     /// activity is older than their tenant's `dataRetentionDays` (`digital::retention`).
     #[arg(
@@ -328,6 +333,7 @@ impl Validate for Settings {
             centralita_platform::config::RedisConfig { url: url.clone() }.validate()?;
         }
         self.registrar.validate()?;
+        self.calls.validate()?;
         if self.sweep_interval.is_zero() {
             return Err(ConfigError::new("CENTRALITA_MEDIA_SWEEP_INTERVAL", "must be more than zero"));
         }
@@ -443,15 +449,47 @@ fn start_voice(
         Arc::new(recorder::Recorder::new(&config.service.recording_endpoint, sessions.clone(), metrics.clone())?);
     // The registrar of agents' phones, with its registrations in Redis (a `redis` readiness
     // check follows it).
-    let registrar = config.service.redis_url.as_ref().map(|url| {
-        let redis = runtime.redis(&centralita_platform::config::RedisConfig { url: url.clone() });
+    let redis = config
+        .service
+        .redis_url
+        .as_ref()
+        .map(|url| runtime.redis(&centralita_platform::config::RedisConfig { url: url.clone() }));
+    let registrar = redis.clone().map(|redis| {
         Arc::new(registrar::Registrar::new(runtime.registry.clone(), redis, &config.service.registrar, metrics.clone()))
     });
+    // The calls this process carries, written down under its lease; it also ends the calls
+    // of replicas that died (`calls`). The replica's stable name: the pod's (group
+    // instance id locally, else the host name).
+    let carried = redis.map(|redis| {
+        let replica = config.common.kafka.group_instance_id.clone().unwrap_or_else(|| instance.clone());
+        let me = calls::Incarnation::new(&replica);
+        tracing::info!(incarnation = %me, "voice calls registry");
+        let store = calls::Store::new(redis, &config.common.kafka.topic_prefix);
+        let recovery = Arc::new(metrics::RecoveryMetrics::register(&runtime.metrics));
+        Arc::new(calls::Carried::new(me, store, sessions.clone(), config.service.calls.clone(), recovery))
+    });
+    if carried.is_none() {
+        tracing::warn!("CENTRALITA_REDIS_URL is not set: the calls of a replica that dies stay open in sessions");
+    }
     let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer, recorder)
-        .with_registrar(registrar);
+        .with_registrar(registrar)
+        .with_calls(carried.clone());
     // Half the shutdown deadline for calls to end on their own; the rest ends those left.
     let drain = config.common.shutdown_timeout / 2;
-    runtime.spawn(door.serve(requests, stopper, runtime.shutdown.clone(), drain));
+    let shutdown = runtime.shutdown.clone();
+    let registry_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(carried) = &carried {
+        runtime.spawn(carried.clone().run(registry_stop.clone()));
+    }
+    // The lease is renewed through the drain; once the front door has ended its calls the
+    // registry lets go of this process's lease.
+    runtime.spawn(async move {
+        door.serve(requests, stopper, shutdown, drain).await;
+        registry_stop.cancel();
+        if let Some(carried) = carried {
+            carried.retire().await;
+        }
+    });
     Ok(())
 }
 

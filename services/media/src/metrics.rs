@@ -108,6 +108,49 @@ impl Metrics {
     }
 }
 
+/// Outcomes of a sweep of lost voice calls (`calls`): `done` (every entry settled and the
+/// incarnation retired), `incomplete` (some left for the next sweep).
+pub const SWEEP_OUTCOMES: [&str; 2] = ["done", "incomplete"];
+
+/// The voice call registry's recovery of the calls of replicas that died (`calls`).
+#[derive(Debug, Default)]
+pub struct RecoveryMetrics {
+    recovered: Counter,
+    sweeps: Family<OutcomeLabel, Counter>,
+}
+
+impl RecoveryMetrics {
+    pub fn register(platform: &Platform) -> Self {
+        let m = Self::default();
+        let mut r = platform.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.register(
+            "centralita_media_voice_calls_recovered",
+            "Contacts of calls lost with their media replica that a sweep ended (cause `media lost the call`)",
+            m.recovered.clone(),
+        );
+        r.register(
+            "centralita_media_voice_sweeps",
+            "Sweeps of a lost replica's (or this replica's own stale) call entries, by outcome",
+            m.sweeps.clone(),
+        );
+        for outcome in SWEEP_OUTCOMES {
+            let _ = m.sweeps.get_or_create(&OutcomeLabel { outcome });
+        }
+        m
+    }
+
+    /// A sweep ran with `outcome` and ended `recovered` contacts.
+    pub fn swept(&self, outcome: &'static str, recovered: u32) {
+        debug_assert!(SWEEP_OUTCOMES.contains(&outcome), "{outcome}");
+        self.sweeps.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.recovered.inc_by(u64::from(recovered));
+    }
+
+    pub fn recovered(&self) -> u64 {
+        self.recovered.get()
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SenderLabel {
     sender: &'static str,

@@ -153,9 +153,10 @@ impl Sessions {
         Ok(())
     }
 
-    /// Ends the contact `name`: sessions marks a contact still queued or offered abandoned.
-    pub async fn end_contact(&self, tenant: &TenantId, name: &str) -> Result<(), Error> {
-        let request = self.request(tenant, pb::EndContactRequest { name: name.to_owned() })?;
+    /// Ends the contact `name` because of `cause` (kept on the contact, up to 64 printable
+    /// ASCII characters): sessions marks a contact still queued or offered abandoned.
+    pub async fn end_contact(&self, tenant: &TenantId, name: &str, cause: &str) -> Result<(), Error> {
+        let request = self.request(tenant, pb::EndContactRequest { name: name.to_owned(), cause: cause.to_owned() })?;
         self.client.clone().end_contact(request).await.map_err(refusal)?;
         Ok(())
     }
@@ -167,6 +168,7 @@ fn refusal(status: tonic::Status) -> Error {
     use tonic::Code;
     match status.code() {
         Code::PermissionDenied => Error::ContactRefused(ContactRefused::TenantSuspended),
+        Code::NotFound => Error::NoContact,
         Code::FailedPrecondition => Error::ContactRefused(ContactRefused::Closed),
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
             Error::ContactRefused(ContactRefused::Unavailable)

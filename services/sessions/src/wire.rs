@@ -155,6 +155,7 @@ impl TryFrom<&pb::Contact> for Contact {
             connected_at: time(&c.connect_time),
             ended_at: time(&c.end_time),
             closed_at: time(&c.close_time),
+            end_cause: c.end_cause.clone(),
             previous_agents: c.previous_agents.iter().map(|a| AgentId(a.clone())).collect(),
             transfer_count: c.transfer_count,
             customer_identities,
@@ -206,6 +207,7 @@ impl From<&Contact> for pb::Contact {
             connect_time: pb_time(c.connected_at),
             end_time: pb_time(c.ended_at),
             close_time: pb_time(c.closed_at),
+            end_cause: c.end_cause.clone(),
             previous_agents: c.previous_agents.iter().map(|a| a.0.clone()).collect(),
             transfer_count: c.transfer_count,
             customer_identities: c.customer_identities.iter().map(Identity::to_pb).collect(),
@@ -413,6 +415,7 @@ mod tests {
             connect_time: ts(3),
             end_time: ts(4),
             close_time: ts(6),
+            end_cause: "media lost the call".into(),
             previous_agents: vec!["a0".into()],
             transfer_count: 1,
             customer_identities: vec![centralita_proto::crm::v1::Identity {

@@ -248,7 +248,10 @@ impl Contacts {
 
     /// Ends the contact (the customer left): sessions abandons it if still queued or offered.
     pub async fn end(&self, tenant: &TenantId, contact: &str) -> Result<(), Error> {
-        let request = self.request(tenant, pb::EndContactRequest { name: contact_name(tenant.as_str(), contact) })?;
+        let request = self.request(
+            tenant,
+            pb::EndContactRequest { name: contact_name(tenant.as_str(), contact), ..Default::default() },
+        )?;
         match self.client.clone().end_contact(request).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(()),

@@ -415,6 +415,7 @@ impl pb::contact_service_server::ContactService for Api {
     async fn end_contact(&self, request: Request<pb::EndContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
+        let cause = validate::end_cause(&req.cause)?;
         let (c, record) = self.load_contact(&caller, &req.name).await?;
         tracing::Span::current().record("tenant", c.tenant.as_str());
         let holder = record.agent.as_ref().map(|a| a.0.as_str());
@@ -431,7 +432,9 @@ impl pb::contact_service_server::ContactService for Api {
             .and_then(|t| t.routing.queues.get(&record.queue).map(|q| q.after_contact_work));
         let acw_ms = acw.map(|d| d.as_millis() as i64).unwrap_or(30_000);
         let now = self.engine.clock.now();
-        self.apply(&c, |r| core::contact::end(r, acw_ms, now)).instrument(command_span(&record, "end")).await
+        self.apply(&c, |r| core::contact::end_with_cause(r, cause, acw_ms, now))
+            .instrument(command_span(&record, "end"))
+            .await
     }
 
     async fn list_queue_stats(&self, request: Request<pb::ListQueueStatsRequest>) -> R<pb::ListQueueStatsResponse> {

@@ -132,6 +132,21 @@ fn normal_identities(raw: &[crm::Identity]) -> Result<Vec<Identity>, Error> {
     Ok(out)
 }
 
+/// Longest end cause kept on a contact.
+pub const MAX_END_CAUSE: usize = 64;
+
+/// EndContact's `cause`: up to [`MAX_END_CAUSE`] printable ASCII characters (spaces
+/// included), or empty.
+pub fn end_cause(cause: &str) -> Result<&str, Error> {
+    if cause.len() > MAX_END_CAUSE || !cause.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(Error::InvalidArgument(vec![FieldViolation::new(
+            "cause",
+            format!("up to {MAX_END_CAUSE} printable ASCII characters"),
+        )]));
+    }
+    Ok(cause)
+}
+
 /// An admin's agent profile: the core's agent (state and contacts left for the core to
 /// keep) and routing's profile of it.
 pub fn agent(a: &pb::Agent) -> Result<(Agent, AgentProfile), Error> {
@@ -213,4 +228,17 @@ pub fn agent(a: &pb::Agent) -> Result<(Agent, AgentProfile), Error> {
         agent_pool: String::new(),
     };
     Ok((agent, profile))
+}
+
+#[cfg(test)]
+mod end_cause_tests {
+    #[test]
+    fn an_end_cause_is_short_printable_ascii() {
+        assert_eq!(super::end_cause("").ok(), Some(""));
+        assert_eq!(super::end_cause("media lost the call").ok(), Some("media lost the call"));
+        assert!(super::end_cause(&"x".repeat(super::MAX_END_CAUSE)).is_ok());
+        for bad in ["x".repeat(super::MAX_END_CAUSE + 1), "line\nbreak".into(), "caf\u{e9}".into(), "\u{0}".into()] {
+            assert!(super::end_cause(&bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -257,6 +257,15 @@ pub fn transfer(
     Ok(change)
 }
 
+/// [`end`], keeping why it ended (`cause`, checked by the API; empty: not said) on the
+/// record, so whoever reads the contact later sees it (a media replica that died:
+/// `media lost the call`).
+pub fn end_with_cause(c: &Contact, cause: &str, acw_ms: Millis, now: Millis) -> Result<Change<Contact>, Refusal> {
+    let mut change = end(c, acw_ms, now)?;
+    cause.clone_into(&mut change.record.end_cause);
+    Ok(change)
+}
+
 /// The customer ends the contact (or a channel, supervisor or the holder ends it for them):
 /// while queued or offered it is abandoned, once connected it goes to after-contact work
 /// for `acw_ms`.

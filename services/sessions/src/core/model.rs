@@ -138,6 +138,8 @@ pub struct Contact {
     pub connected_at: Option<Millis>,
     pub ended_at: Option<Millis>,
     pub closed_at: Option<Millis>,
+    /// Why it ended, as its ender said (EndContact's `cause`; empty when not said).
+    pub end_cause: String,
     pub previous_agents: Vec<AgentId>,
     pub transfer_count: u32,
     pub customer_identities: Vec<Identity>,
@@ -187,6 +189,7 @@ impl Contact {
             connected_at: None,
             ended_at: None,
             closed_at: None,
+            end_cause: String::new(),
             previous_agents: Vec::new(),
             transfer_count: 0,
             customer_identities: Vec::new(),

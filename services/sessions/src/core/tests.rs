@@ -201,6 +201,19 @@ fn end_while_waiting_abandons_and_withdraws() {
 }
 
 #[test]
+fn an_end_with_a_cause_keeps_it_and_otherwise_ends_alike() {
+    for c in [offered("ana"), connected("ana")] {
+        let plain = contact::end(&c, 30_000, 1_000).unwrap();
+        let caused = contact::end_with_cause(&c, "media lost the call", 30_000, 1_000).unwrap();
+        assert_eq!(caused.record.end_cause, "media lost the call");
+        assert_eq!((caused.record.state, &caused.effects), (plain.record.state, &plain.effects));
+        assert_eq!(plain.record.end_cause, "");
+    }
+    let ended = contact::end_with_cause(&connected("ana"), "caller hung up", 30_000, 1_000).unwrap().record;
+    assert!(contact::end_with_cause(&ended, "media lost the call", 30_000, 2_000).is_err(), "ended once only");
+}
+
+#[test]
 fn end_when_connected_starts_after_contact_work() {
     let change = contact::end(&connected("ana"), 30_000, 1_000).unwrap();
     assert_eq!(change.record.state, ContactState::AfterContactWork);
