@@ -146,3 +146,155 @@ def test_hold_resume_and_transfer_from_the_desktop(m, tmp_path):  # noqa: F811
         finally:
             browser.close()
 
+
+
+def test_consult_then_conference_and_consult_then_transfer_from_the_desktop(m, tmp_path):  # noqa: F811
+    """Warm transfer and conference from the browser: Ana consults Bob (the leg is offered to
+    Bob, who accepts over gRPC), Conference puts Bob on the customer's contact beside Ana, and
+    Ana takes him off again; on a
+    second call a transfer before Bob answers is refused and shown, the consult is cancelled
+    and Ana keeps the customer; a third one is
+    completed as a transfer that hands the customer to Bob. Each step is checked in sessions;
+    another tenant's agent cannot complete A's consult."""
+    from playwright.sync_api import expect, sync_playwright
+
+    s = m.s
+    eps = endpoints()
+    run = uuid.uuid4().hex[:8]
+    tenant, other = f"cns-{run}", f"cns-{run}-b"
+    path = tmp_path / "tenants.yaml"
+    path.write_text(tenant_manifest(tenant, "id: support, displayName: Support, offerTimeoutSeconds: 60, "
+                                    "preferredAgentSeconds: 30", display=f"Consult {tenant}", channels="voice")
+                    + "---\n" + tenant_manifest(other, "id: claims, displayName: Claims B", display="Other B"))
+    cli("admin", "tenant", "apply", "-f", str(path))
+    bpo, admin = mint("--role", "bpo_admin"), mint("--tenant", tenant, "--role", "tenant_admin")
+    channel = mint("--tenant", tenant, "--role", "channel")
+    sessions = grpc.insecure_channel(eps["sessions"])
+    agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
+
+    def known():
+        try:
+            contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(admin), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(known, 60), "sessions never saw the tenant"
+    ana, bob = f"ana-{run}", f"bob-{run}"
+    voice = s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=True)
+    for agent in (ana, bob):
+        agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
+            name=f"agents/{agent}", display_name=agent, capacity=[voice],
+            queues=[s.QueueAssignment(tenant=tenant, queue="support")])), metadata=auth(bpo), timeout=10)
+    bob_token = mint("--tenant", tenant, "--role", "agent", "--agent-id", bob)
+
+    def get(name):
+        return contacts.GetContact(s.GetContactRequest(name=name), metadata=auth(admin), timeout=10)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB").new_page()
+            sign_in(page, console_url(), tenant, "agent", ana)
+            expect(page.get_by_test_id("stream-status")).to_have_text("connected", timeout=30_000)
+            page.get_by_test_id("go-available").click()
+            expect(page.get_by_test_id("agent-state")).to_have_text("Available", timeout=10_000)
+
+            def call_to_ana(tag):
+                # Bob stays signed out until Ana holds the call, so the customer reaches Ana.
+                agents.SignOut(s.SignOutRequest(name=f"agents/{bob}"), metadata=auth(bob_token), timeout=10)
+                call = contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
+                    channel=m.t.CHANNEL_VOICE, queue="support"), request_id=f"{run}-{tag}"),
+                    metadata=auth(channel), timeout=10)
+                expect(page.get_by_test_id("offer")).to_be_visible(timeout=30_000)
+                page.get_by_test_id("accept").click()
+                card = page.get_by_test_id("contact")
+                expect(card.get_by_test_id("consult")).to_be_visible(timeout=15_000)
+                assert get(call.name).agent_id == ana
+                agents.SignIn(s.SignInRequest(name=f"agents/{bob}", available=True), metadata=auth(bob_token), timeout=10)
+                return call, card
+
+            def consult_bob(call, card, answer=True):
+                card.get_by_test_id("transfer-agent").fill(bob)
+                card.get_by_test_id("consult").click()
+                expect(card.get_by_test_id("consulting")).to_be_visible(timeout=15_000)
+                held = get(call.name)
+                assert held.on_hold and held.consult_leg, held
+                leg = held.consult_leg
+
+                def leg_offered():
+                    got = get(leg)
+                    return got if got.state == s.CONTACT_STATE_OFFERED and got.agent_id == bob else None
+
+                assert wait_for(leg_offered, 30), get(leg)
+                if answer:
+                    o = leg_offered()
+                    contacts.AcceptContact(s.AcceptContactRequest(name=leg, offer_id=o.offer_id),
+                                           metadata=auth(bob_token), timeout=10)
+                    assert wait_for(lambda: get(leg).state == s.CONTACT_STATE_CONNECTED, 10), get(leg)
+                return leg
+
+            # 1. Consult, then conference: Bob joins the customer's contact beside Ana.
+            first, card = call_to_ana("1")
+            consult_bob(first, card)
+            # Another tenant's agent cannot complete A's consult.
+            intruder = mint("--tenant", other, "--role", "agent", "--agent-id", ana)
+            with pytest.raises(grpc.RpcError) as denied:
+                contacts.CompleteConsult(s.CompleteConsultRequest(
+                    name=first.name, outcome=s.CompleteConsultRequest.OUTCOME_CONFERENCE), metadata=auth(intruder),
+                    timeout=10)
+            assert denied.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+            card.get_by_test_id("consult-conference").click()
+            expect(card.get_by_test_id("conference-with")).to_contain_text(bob, timeout=15_000)
+
+            def conferenced():
+                c = get(first.name)
+                on = {p.agent_id for p in c.participants if not p.HasField("leave_time")}
+                return c if on == {ana, bob} and not c.on_hold else None
+
+            assert wait_for(conferenced, 15), (lambda c: (list(c.participants), c.on_hold))(get(first.name))
+            expect(card.get_by_test_id("consult-conference")).to_have_count(0)
+            page.screenshot(path=str(SHOTS / "console-conference.png"), full_page=True)
+            # Ana takes Bob off the call and keeps the customer.
+            card.get_by_test_id("consult-cancel").click()
+            expect(card.get_by_test_id("consulting")).to_have_count(0, timeout=15_000)
+
+            def bob_left():
+                c = get(first.name)
+                on = {p.agent_id for p in c.participants if not p.HasField("leave_time")}
+                return on == {ana} and c.agent_id == ana and not c.consult_leg
+
+            assert wait_for(bob_left, 15), get(first.name)
+            card.get_by_test_id("end-contact").click()
+            page.get_by_test_id("wrap-up").get_by_test_id("disposition").select_option("resolved")
+            page.get_by_test_id("submit-wrap-up").click()
+            expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
+
+            # 2. Consult cancelled while the leg still rings: Ana keeps the held customer.
+            second, card = call_to_ana("2")
+            leg = consult_bob(second, card, answer=False)
+            # A transfer before Bob answers is refused by sessions, and the desktop says so.
+            card.get_by_test_id("consult-transfer").click()
+            expect(page.get_by_test_id("desktop-error")).to_be_visible(timeout=10_000)
+            assert get(second.name).agent_id == ana and get(second.name).consult_leg == leg
+            card.get_by_test_id("consult-cancel").click()
+            expect(card.get_by_test_id("consulting")).to_have_count(0, timeout=15_000)
+            assert wait_for(lambda: not get(second.name).consult_leg, 10), get(second.name)
+            assert get(leg).state != s.CONTACT_STATE_OFFERED and get(second.name).agent_id == ana
+            card.get_by_test_id("resume").click()
+            assert wait_for(lambda: not get(second.name).on_hold, 10)
+
+            # 3. Consult, then complete the transfer: the customer goes to Bob, Ana is free.
+            card.get_by_test_id("end-contact").click()
+            page.get_by_test_id("wrap-up").get_by_test_id("disposition").select_option("resolved")
+            page.get_by_test_id("submit-wrap-up").click()
+            expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
+            third, card = call_to_ana("3")
+            consult_bob(third, card)
+            card.get_by_test_id("consult-transfer").click()
+            expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
+            assert wait_for(lambda: get(third.name).agent_id == bob, 10), get(third.name)
+            done = get(third.name)
+            assert done.state == s.CONTACT_STATE_CONNECTED and ana in done.previous_agents, done
+        finally:
+            browser.close()

@@ -11,7 +11,13 @@ import { keepStreaming } from "./resume";
 import { clockOffset, secondsLeft } from "./clock";
 import { dateTime } from "./format";
 import type { Key, Lang } from "./i18n";
-import { AgentState, ContactState, type AgentStreamEvent, type Contact } from "./gen/centralita/sessions/v1/sessions_pb";
+import {
+  AgentState,
+  CompleteConsultRequest_Outcome as Outcome,
+  ContactState,
+  type AgentStreamEvent,
+  type Contact,
+} from "./gen/centralita/sessions/v1/sessions_pb";
 import { Channel, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
@@ -205,8 +211,38 @@ function Working(props: {
   const queues = props.tenant?.routing?.queues ?? [];
   const [toQueue, setToQueue] = useState("");
   const [toAgent, setToAgent] = useState("");
+  const target = () => {
+    const agent = toAgent.trim();
+    return agent ? { case: "agentId" as const, value: agent } : { case: "queue" as const, value: toQueue || c.queue };
+  };
+  // Agents conferenced in beside this one (from a consult).
+  const others = c.participants.filter((p) => !p.leaveTime && p.agentId !== props.me).map((p) => p.agentId);
+  const complete = (outcome: Outcome) => props.act(() => api.contacts.completeConsult({ name: c.name, outcome }));
+  // CRM links the contact to its customer when it reads the contact's QUEUED event, which can
+  // come after the offer on a busy floor: until a customer shows, ask again every second for
+  // up to 15 s (then "no customer profile" stands).
   useEffect(() => {
-    api.customers.getScreenPop({ contact: c.name, interactionCount: 5 }).then(setPop, (e) => setPopError(message(e)));
+    let stop = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ask = (left: number) =>
+      api.customers.getScreenPop({ contact: c.name, interactionCount: 5 }).then(
+        (p) => {
+          if (stop) return;
+          setPop(p);
+          setPopError(undefined);
+          if (!p.customer?.name && left > 0) timer = setTimeout(() => ask(left - 1), 1000);
+        },
+        (e) => {
+          if (stop) return;
+          setPopError(message(e));
+          if (left > 0) timer = setTimeout(() => ask(left - 1), 1000);
+        },
+      );
+    ask(15);
+    return () => {
+      stop = true;
+      clearTimeout(timer);
+    };
   }, [api, c.name]);
   const codes = props.tenant?.routing?.dispositionCodes ?? [];
   const customer = pop?.customer;
@@ -299,11 +335,7 @@ function Working(props: {
                 data-testid="transfer"
                 onSubmit={(e) => {
                   e.preventDefault();
-                  const agent = toAgent.trim();
-                  const target = agent
-                    ? { case: "agentId" as const, value: agent }
-                    : { case: "queue" as const, value: toQueue || c.queue };
-                  props.act(() => api.contacts.transferContact({ name: c.name, target }));
+                  props.act(() => api.contacts.transferContact({ name: c.name, target: target() }));
                 }}
               >
                 <label>
@@ -318,8 +350,42 @@ function Working(props: {
                   {t("transferAgent")}{" "}
                   <input data-testid="transfer-agent" value={toAgent} maxLength={40} onChange={(e) => setToAgent(e.target.value)} />
                 </label>
-                <button type="submit" data-testid="transfer-submit">{t("transfer")}</button>
+                <button type="submit" data-testid="transfer-submit" disabled={!!c.consultLeg}>{t("transfer")}</button>
+                {c.channel === Channel.VOICE && (
+                  <button
+                    type="button"
+                    data-testid="consult"
+                    disabled={!!c.consultLeg}
+                    onClick={() => props.act(() => api.contacts.consultContact({ name: c.name, target: target() }))}
+                  >
+                    {t("consult")}
+                  </button>
+                )}
               </form>
+              {c.consultLeg && c.agentId === props.me && (
+                <div className="consult row" data-testid="consulting">
+                  {/* The consulting agent talks to the consulted one on the phone; sessions refuses
+                      a transfer or conference until the leg is answered, and the error shows. */}
+                  {others.length > 0 ? (
+                    <span className="state-pill" data-testid="conference-with">
+                      {t("inConferenceWith")} {others.join(", ")}
+                    </span>
+                  ) : (
+                    <span className="state-pill held" title={t("consultHint")}>{t("consulting")}</span>
+                  )}
+                  <button data-testid="consult-transfer" onClick={() => complete(Outcome.TRANSFER)}>
+                    {t("completeTransfer")}
+                  </button>
+                  {others.length === 0 && (
+                    <button data-testid="consult-conference" onClick={() => complete(Outcome.CONFERENCE)}>
+                      {t("conference")}
+                    </button>
+                  )}
+                  <button data-testid="consult-cancel" onClick={() => complete(Outcome.CANCEL)}>
+                    {others.length > 0 ? t("dropConsulted") : t("cancelConsult")}
+                  </button>
+                </div>
+              )}
             </div>
           )}
           {c.state === ContactState.AFTER_CONTACT_WORK && (
