@@ -22,6 +22,8 @@
 //! - `reporting`: how fast contact events become visible in the reporting service.
 //! - `crm`: profile lookups per second and screen-pop latency of the CRM service.
 //! - `kafka`: the raw capacity of the Kafka-protocol broker.
+//! - `voice`: the voice benchmark's RTP generator and counter, the raw UDP relay it is
+//!   compared with, and its tenant and agents (`loadtest/voice-bench.sh`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -35,6 +37,7 @@ mod pool;
 mod reporting;
 mod scenario;
 mod simulate;
+mod voice;
 
 use anyhow::{bail, Context};
 use centralita_platform::auth::{Role, Signer, TokenRequest};
@@ -71,6 +74,14 @@ enum Command {
     Kafka(kafka::KafkaArgs),
     /// Profile lookups per second and screen-pop latency of the CRM service.
     Crm(crm::CrmArgs),
+    /// The voice benchmark's audio at both ends of every call: sends G.711 at 50 packets/s
+    /// each way, counts what arrives, measures transit and its variation (voice-bench.sh).
+    VoiceRtp(voice::RtpArgs),
+    /// A raw UDP relay (two sockets per call, no SIP): the machine's limit for voice-rtp.
+    UdpRelay(voice::RelayArgs),
+    /// The voice benchmark's tenant (numbers, a queue, a fixed phone per agent) and its
+    /// agents signed in.
+    VoiceAgents(voice::AgentsArgs),
 }
 
 /// Where the services under test publish and who may call them: every subcommand's.
@@ -133,11 +144,23 @@ async fn main() -> anyhow::Result<()> {
             crm::run(args, auth).await
         }
         Command::PoolErlangC(args) => pool::run(args),
+        // Their own runtimes (one thread for the generator, the relay's workers), off this one.
+        Command::VoiceRtp(args) => off_runtime(move || voice::rtp(args)),
+        Command::UdpRelay(args) => off_runtime(move || voice::relay(args)),
+        Command::VoiceAgents(args) => {
+            let auth = Auth::from_file(&args.stack_key())?;
+            voice::agents(args, auth).await
+        }
         Command::Simulate(args) => {
             let auth = Auth::from_file(&args.stack.private_key_file)?;
             simulate::run(args, auth).await
         }
     }
+}
+
+/// Runs `f` on a thread of its own (it builds its own runtime) and waits for it.
+fn off_runtime(f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<()> {
+    std::thread::spawn(f).join().map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))?
 }
 
 fn unix_micros() -> u64 {
