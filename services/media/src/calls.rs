@@ -62,6 +62,7 @@ pub struct CallsArgs {
     /// ends their contacts (renewed every third of it). Shorter: a crash's calls end sooner;
     /// too short: a replica stalled on Redis for that long has its calls ended.
     #[arg(
+        id = "voice_lease",
         long = "voice-lease",
         env = "CENTRALITA_VOICE_LEASE",
         default_value = "15s",
@@ -70,6 +71,7 @@ pub struct CallsArgs {
     pub lease: Duration,
     /// How often each voice replica looks for calls of replicas that died.
     #[arg(
+        id = "voice_sweep_interval",
         long = "voice-sweep-interval",
         env = "CENTRALITA_VOICE_SWEEP_INTERVAL",
         default_value = "5s",
