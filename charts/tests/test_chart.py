@@ -683,3 +683,128 @@ def test_operator_watches_what_its_rbac_allows(chart):
     assert cluster["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     scoped = env_of({"operator": {"rbac": {"scope": "namespace"}}})
     assert scoped["CENTRALITA_WATCH_NAMESPACE"]["value"] == NAMESPACE
+
+
+# ---------------------------------------------------------------------------------------
+# The web console and its Ingress
+# ---------------------------------------------------------------------------------------
+
+CONSOLE_URL = "https://console.bpo.example"
+
+
+def console_values(**console) -> dict:
+    return {"console": {"enabled": True, "publicUrl": CONSOLE_URL, **console}}
+
+
+def grpc_services_in_protos() -> dict[str, str]:
+    """`package.Service` of every gRPC service declared under proto/."""
+    out = {}
+    for p in (REPO / "proto").rglob("*.proto"):
+        text = p.read_text()
+        package = re.search(r"^package ([\w.]+);", text, re.M).group(1)
+        for name in re.findall(r"^service (\w+) \{", text, re.M):
+            out[f"{package}.{name}"] = str(p.relative_to(REPO))
+    return out
+
+
+def test_the_console_is_off_by_default(variant):
+    _, values, r = variant
+    assert r.find("Deployment", full("console")) is None and r.of("Ingress") == []
+    for s in SERVICES:
+        assert "CENTRALITA_GRPC_WEB_ORIGINS" not in env_of(r.get("Deployment", full(s))), s
+
+
+def test_the_console_and_one_ingress_serve_the_browser_on_one_origin(chart):
+    report = lint(CHART_DIR, console_values(), strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+    r = Rendered(render(chart, console_values()))
+    for obj in r.objects:
+        if (obj["apiVersion"], obj["kind"]) not in THIRD_PARTY_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    d = r.get("Deployment", full("console"))
+    c = container(d)
+    env = {k: v.get("value") for k, v in env_of(d).items()}
+    assert c["command"] == ["/usr/local/bin/centralita-console"]
+    # Every console service is reached on the public origin; development sign-in is off and
+    # no private key is mounted.
+    assert env["CENTRALITA_CONSOLE_ENDPOINTS"] == ",".join(
+        f"{s}={CONSOLE_URL}" for s in ["sessions", "crm", "reporting", "media"])
+    assert env["CENTRALITA_CONSOLE_DEV_SIGN_IN"] == "false" and "CENTRALITA_JWT_PRIVATE_KEY_FILE" not in env
+    assert env["CENTRALITA_CONSOLE_DIST"] == "/usr/share/centralita/console"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 9650, "admin": 9651}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert d["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # The frontend services accept gRPC-Web from that origin only; routing is not one of them.
+    for s in SERVICES:
+        origins = env_of(r.get("Deployment", full(s))).get("CENTRALITA_GRPC_WEB_ORIGINS")
+        if s in FRONTEND:
+            assert origins == {"name": "CENTRALITA_GRPC_WEB_ORIGINS", "value": CONSOLE_URL}, s
+        else:
+            assert origins is None, s
+
+    ing = r.get("Ingress", full("console"))
+    (rule,) = ing["spec"]["rules"]
+    assert rule["host"] == "console.bpo.example" and ing["spec"]["ingressClassName"] == "nginx"
+    routes = {p["path"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["number"])
+              for p in rule["http"]["paths"]}
+    assert routes.pop("/") == (full("console"), 9650)
+    # Each route is a gRPC service the protos declare, to the service that serves it (its
+    # gRPC port), and every service the console's clients use is routed.
+    declared = grpc_services_in_protos()
+    serving = {"sessions": "sessions", "tenancy": "sessions", "crm": "crm", "reporting": "reporting", "media": "media"}
+    for path, (backend, port) in routes.items():
+        name = path.lstrip("/")
+        assert name in declared, path
+        owner = serving[name.split(".")[1]]
+        assert (backend, port) == (full(owner), chart.values["services"][owner]["grpcPort"]), path
+    api = (REPO / "services/console/src/api.ts").read_text()
+    used = set(re.findall(r"createClient\((\w+)Service", api))
+    assert {p.rsplit(".", 1)[1].removesuffix("Service") for p in routes} == used
+    # The app's pod takes traffic from the ingress controller and Prometheus only, and calls nothing.
+    np = r.get("NetworkPolicy", full("console"))
+    assert [rule["ports"][0]["port"] for rule in np["spec"]["ingress"]] == [9650, 9651]
+    assert np["spec"]["egress"] == []
+    assert r.get("PodDisruptionBudget", full("console"))["spec"]["maxUnavailable"] == 1
+
+
+def test_the_console_ingress_takes_tls_and_dev_sign_in_needs_its_key(chart):
+    r = Rendered(render(chart, console_values(ingress={"enabled": True, "className": "nginx", "annotations": {},
+                                                        "tlsSecretName": "console-tls"},
+                                              devSignIn={"enabled": True,
+                                                         "privateKeySecret": {"name": "dev-key", "key": "k.pem"}})))
+    assert r.get("Ingress", full("console"))["spec"]["tls"] == [{"hosts": ["console.bpo.example"], "secretName": "console-tls"}]
+    d = r.get("Deployment", full("console"))
+    env = {k: v.get("value") for k, v in env_of(d).items()}
+    assert env["CENTRALITA_CONSOLE_DEV_SIGN_IN"] == "true"
+    assert env["CENTRALITA_JWT_PRIVATE_KEY_FILE"] == "/etc/centralita/dev-key/k.pem"
+    vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    assert vols["dev-key"]["secret"]["secretName"] == "dev-key"
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"console": {"enabled": True}}, "console.publicUrl is required"),
+        ({"console": {"enabled": True, "publicUrl": CONSOLE_URL, "devSignIn": {"enabled": True}}},
+         "console.devSignIn.enabled needs console.devSignIn.privateKeySecret"),
+    ],
+)
+def test_inconsistent_console_values_fail_to_render(chart, values, message):
+    with pytest.raises(HelmRenderError) as e:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("url", ["https://console.bpo.example/app", "console.bpo.example", "ftp://x"])
+def test_a_console_url_with_a_path_or_another_scheme_is_a_schema_error(chart, url):
+    with pytest.raises(HelmValuesError) as e:
+        chart.render({"console": {"enabled": True, "publicUrl": url}}, name=RELEASE, namespace=NAMESPACE)
+    assert "/console/publicUrl" in str(e.value)
+
+
+def test_the_image_carries_the_console_app_where_the_chart_serves_it_from(chart):
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "npm ci" in text and "npm run build" in text
+    assert re.search(r"^COPY --from=console /src/services/console/dist/ " + re.escape(chart.values["console"]["dist"]) + "/$",
+                     text, re.M)
+    assert re.search(r'\[\[bin\]\]\s*name = "centralita-console"', (REPO / "services/console-server/Cargo.toml").read_text())

@@ -199,6 +199,11 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ printf "http://%s:%v" (include "centralita.componentName" (dict "root" $root "name" $peer)) $pc.grpcPort | quote }}
 {{- end }}
 {{- end }}
+{{- if and .t.frontend $v.console.enabled }}
+{{- /* The browser reaches the frontend services through the console's Ingress, on its origin. */}}
+- name: CENTRALITA_GRPC_WEB_ORIGINS
+  value: {{ $v.console.publicUrl | quote }}
+{{- end }}
 {{- if .t.redis }}
 - name: CENTRALITA_REDIS_URL
   valueFrom:
