@@ -32,6 +32,8 @@
 //! Not built: an accept from the agent's desktop making the phone auto-answer, and in-call
 //! control (hold, transfer, conference) on the SIP side.
 
+mod control;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +47,7 @@ use tracing::Instrument;
 
 use crate::admission::{admit, Admitted, Refusal};
 use crate::calls::Carried;
+use crate::legs::{CallEvents, EndCause, LegEvents};
 use crate::metrics::Metrics;
 use crate::offers::{ContactUpdate, Offers};
 use crate::recorder::{self, Recorder};
@@ -112,6 +115,8 @@ pub struct FrontDoor {
     recorder: Arc<Recorder>,
     /// The registrar of agents' phones (without Redis: none, REGISTER gets `405`).
     registrar: Option<Arc<Registrar>>,
+    /// Where the calls' leg events go ([`crate::legs`]; none: nowhere).
+    legs: Option<LegEvents>,
     /// The calls this process carries, written down in Redis so that a crash leaves none
     /// open ([`crate::calls`]; without Redis: none).
     carried: Option<Arc<Carried<Sessions>>>,
@@ -139,6 +144,7 @@ impl FrontDoor {
             dialer,
             recorder,
             registrar: None,
+            legs: None,
             carried: None,
         }
     }
@@ -152,6 +158,12 @@ impl FrontDoor {
     /// Writes the calls down in `carried` while they last.
     pub fn with_calls(mut self, carried: Option<Arc<Carried<Sessions>>>) -> Self {
         self.carried = carried;
+        self
+    }
+
+    /// Publishes the calls' leg events through `legs`.
+    pub fn with_legs(mut self, legs: LegEvents) -> Self {
+        self.legs = Some(legs);
         self
     }
 
@@ -309,6 +321,13 @@ impl FrontDoor {
             }
         };
         let answer = sdp::answer(&offer, &negotiated, &local);
+        // In-call control and the call's leg events (`control`).
+        let events = match &self.legs {
+            Some(legs) => legs.call(&admitted.tenant.id, &contact),
+            None => CallEvents::nowhere(&admitted.tenant.id, &contact),
+        };
+        let mut control = control::Control::new(events, call.call_id(), local, negotiated.codec);
+        control.caller_created();
         // The tenant's policy (`recording.voice: all`) records the call from its bridge on.
         let records = self
             .registry
@@ -335,6 +354,7 @@ impl FrontDoor {
             Err(e) => {
                 tracing::warn!(error = %e, "could not start the call's media");
                 call.finish(500, "Server Internal Error").await;
+                control.call_ended("failed");
                 return self.end(&admitted, &contact, "failed").await;
             }
         };
@@ -342,14 +362,23 @@ impl FrontDoor {
             Ok(answered) => answered,
             Err(e) => {
                 tracing::warn!(error = %e, "could not answer the call");
+                control.call_ended("failed");
                 return self.end(&admitted, &contact, "failed").await;
             }
         };
         tracing::info!(queue = %admitted.queue, rtp = %local.addr, codec = ?negotiated.codec, "call answered, waiting in its queue with treatment");
+        control.caller_answered();
         let mut agent = AgentLeg::None;
         let cause = loop {
             tokio::select! {
-                h = answered.ended() => {
+                h = answered.next() => {
+                    let h = match h {
+                        crate::sip::DialogEvent::Ended(h) => h,
+                        crate::sip::DialogEvent::Request(r) => {
+                            control.caller_request(&media, *r).await;
+                            continue;
+                        }
+                    };
                     let cause = match h {
                         Hangup::Bye => "caller hung up",
                         Hangup::Cancelled => {
@@ -365,8 +394,8 @@ impl FrontDoor {
                 }
                 event = media.event() => match event {
                     // Digits can be a card number or a PIN (PCI DSS): never logged, at any level.
-                    Some(MediaEvent::Digit { side, .. }) => {
-                        tracing::debug!(?side, "DTMF digit received");
+                    Some(MediaEvent::Digit { side, digit }) => {
+                        control.digit(side, digit, crate::legs::DtmfSource::Rfc4733);
                     }
                     Some(MediaEvent::Timeout { side }) => {
                         tracing::info!(?side, "no RTP for too long: ending the call");
@@ -383,9 +412,14 @@ impl FrontDoor {
                 update = updates.updates.recv() => match update {
                     Some(ContactUpdate::Offered { agent: id, offer }) if matches!(agent, AgentLeg::None) => {
                         agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec).await;
+                        if let AgentLeg::Ringing { ring, agent: id, local, .. } = &agent {
+                            control.agent_created(id, ring.call_id(), *local);
+                        }
                     }
                     Some(ContactUpdate::Offered { offer, .. }) if agent.offer() == Some(offer.as_str()) => {}
-                    Some(ContactUpdate::Connected { recording_paused, .. }) => {
+                    Some(ContactUpdate::Connected { recording_paused, on_hold, .. }) => {
+                        control.recording_paused(recording_paused);
+                        control.contact_hold(&media, on_hold).await;
                         if let Some(switch) = &pause_switch {
                             if switch.send_replace(recording_paused) != recording_paused {
                                 tracing::info!(paused = recording_paused, "recording pause switched (PCI)");
@@ -418,13 +452,19 @@ impl FrontDoor {
                             _ => None,
                         };
                         agent = self.agent_answered(&admitted, &contact, agent, dialog, &sdp, negotiated.codec, &media).await;
+                        match &agent {
+                            AgentLeg::Connected { .. } => control.agent_answered(),
+                            _ => control.agent_ended(EndCause::Failed, 0, "the answer could not be used"),
+                        }
                         if let (AgentLeg::Connected { .. }, Some(id)) = (&agent, answering) {
                             if let Some(signal) = bridged_signal.take() {
                                 let _ = signal.send(id);
                             }
                         }
                     }
-                    AgentHappened::Refused(why) => {
+                    AgentHappened::Refused(why, code) => {
+                        let cancelled = matches!(&agent, AgentLeg::Ringing { cancelled: true, .. });
+                        control.agent_ended(if cancelled { EndCause::Cancelled } else { EndCause::Refused }, code, &why);
                         if let AgentLeg::Ringing { agent: id, offer, cancelled, .. } = &agent {
                             tracing::info!(agent = %id, why, "the agent's phone did not take the call");
                             if !*cancelled {
@@ -435,8 +475,13 @@ impl FrontDoor {
                         }
                         agent = AgentLeg::None;
                     }
+                    AgentHappened::Early(code) => control.agent_ringing(code),
+                    AgentHappened::Request(r) => {
+                        control.agent_request(&self.sessions, &admitted, &contact, &media, *r).await;
+                    }
                     AgentHappened::HungUp => {
                         tracing::info!("the agent hung up");
+                        control.agent_ended(EndCause::PeerBye, 0, "agent hung up");
                         answered.hang_up().await;
                         break "agent hung up";
                     }
@@ -448,6 +493,7 @@ impl FrontDoor {
                 }
             }
         };
+        control.call_ended(cause);
         drop(media);
         drop(updates);
         self.end(&admitted, &contact, cause).await;
@@ -499,7 +545,14 @@ impl FrontDoor {
         match self.dialer.invite(&uri, caller, sdp::offer(codec, &local)) {
             Ok(ring) => {
                 tracing::info!(agent, %uri, rtp = %addr, "ringing the agent's phone");
-                AgentLeg::Ringing { ring, agent: agent.to_owned(), offer: offer.to_owned(), socket, cancelled: false }
+                AgentLeg::Ringing {
+                    ring,
+                    agent: agent.to_owned(),
+                    offer: offer.to_owned(),
+                    socket,
+                    local,
+                    cancelled: false,
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, agent, %uri, "could not ring the agent's phone");
@@ -585,6 +638,8 @@ enum AgentLeg {
         agent: String,
         offer: String,
         socket: tokio::net::UdpSocket,
+        /// Media's side of the leg's stream (its address and SDP session).
+        local: sdp::Local,
         cancelled: bool,
     },
     /// Bridged with the caller.
@@ -595,8 +650,16 @@ enum AgentLeg {
 
 /// What happened on the agent's side.
 enum AgentHappened {
-    Answered { dialog: Answered, sdp: Vec<u8> },
-    Refused(String),
+    Answered {
+        dialog: Answered,
+        sdp: Vec<u8>,
+    },
+    /// The phone refused (its final status) or could not be reached (0).
+    Refused(String, u16),
+    /// A provisional answer (180, 183).
+    Early(u16),
+    /// A request inside the phone's dialog (re-INVITE, INFO, REFER).
+    Request(Box<crate::sip::InDialog>),
     HungUp,
 }
 
@@ -612,15 +675,18 @@ impl AgentLeg {
     async fn next(&mut self) -> AgentHappened {
         match self {
             AgentLeg::None => std::future::pending().await,
-            AgentLeg::Ringing { ring, .. } => match ring.outcome().await {
-                Outcome::Answered(dialog, sdp) => AgentHappened::Answered { dialog, sdp },
-                Outcome::Refused(code) => AgentHappened::Refused(format!("status {code}")),
-                Outcome::Failed(why) => AgentHappened::Refused(why),
+            AgentLeg::Ringing { ring, .. } => match ring.progress().await {
+                crate::sip::Progress::Early(code) => AgentHappened::Early(code),
+                crate::sip::Progress::Final(Outcome::Answered(dialog, sdp)) => AgentHappened::Answered { dialog, sdp },
+                crate::sip::Progress::Final(Outcome::Refused(code)) => {
+                    AgentHappened::Refused(format!("status {code}"), code)
+                }
+                crate::sip::Progress::Final(Outcome::Failed(why)) => AgentHappened::Refused(why, 0),
             },
-            AgentLeg::Connected { dialog } => {
-                dialog.ended().await;
-                AgentHappened::HungUp
-            }
+            AgentLeg::Connected { dialog } => match dialog.next().await {
+                crate::sip::DialogEvent::Request(r) => AgentHappened::Request(r),
+                crate::sip::DialogEvent::Ended(_) => AgentHappened::HungUp,
+            },
         }
     }
 

@@ -33,7 +33,12 @@
 //! - `admission`: the pure decision on an INVITE (number → tenant → trunk → status →
 //!   quota);
 //! - `sip`: the thin adapter over the SIP stack (`rsipstack`, pinned); nothing else names it;
-//! - `front_door`: the request loop, each call's task, and the drain;
+//! - `front_door`: the request loop, each call's task, and the drain; its `control`: in-call
+//!   control of a call (hold and resume from the contact, the phone or the trunk, DTMF);
+//! - `in_call`: the pure reading of a re-INVITE's offer (hold or not, the answer) and of a
+//!   SIP INFO's digit;
+//! - `legs`: the calls' leg events on `<prefix>media.legs` (created, ringing, answered,
+//!   held, resumed, DTMF, ended), never holding a call up;
 //! - `offers`: the contacts-topic follower that rings agents' phones for offered calls;
 //! - `rtp`: the media plane (SDP, ports, relay, DTMF, G.711 and music on hold);
 //! - `sessions`: the gRPC client of sessions' `ContactService` and media's tokens;
@@ -57,6 +62,8 @@ pub mod calls;
 pub mod digital;
 mod error;
 mod front_door;
+mod in_call;
+pub mod legs;
 pub mod metrics;
 mod offers;
 pub mod recorder;
@@ -407,6 +414,9 @@ async fn run_roles(
     };
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
     let mut topics = vec![runtime.topics.contacts()];
+    if sip.is_some() {
+        topics.push(runtime.topics.name(legs::TOPIC_BASE));
+    }
     if webchat.is_some() {
         topics.push(runtime.topics.name(digital::store::TOPIC_BASE));
     }
@@ -471,8 +481,15 @@ fn start_voice(
     if carried.is_none() {
         tracing::warn!("CENTRALITA_REDIS_URL is not set: the calls of a replica that dies stay open in sessions");
     }
+    // The calls' leg events, published through the platform's producer (`legs`).
+    let producer =
+        centralita_platform::bus::Producer::new(&config.common.kafka.brokers, Some(runtime.metrics.clone()))?;
+    let leg_metrics = Arc::new(metrics::LegMetrics::register(&runtime.metrics));
+    let (leg_events, publisher) = legs::LegEvents::start(producer, runtime.topics.name(legs::TOPIC_BASE), leg_metrics);
+    runtime.spawn(publisher);
     let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer, recorder)
         .with_registrar(registrar)
+        .with_legs(leg_events)
         .with_calls(carried.clone());
     // Half the shutdown deadline for calls to end on their own; the rest ends those left.
     let drain = config.common.shutdown_timeout / 2;

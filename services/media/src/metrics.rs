@@ -364,3 +364,41 @@ impl DigitalMetrics {
         }
     }
 }
+
+/// Outcomes of a leg event ([`crate::legs`]): `published` (the broker acknowledged it),
+/// `failed` (the producer refused it or its delivery failed), `dropped` (the publishing
+/// queue was full: the call never waits for the bus).
+pub const LEG_EVENT_OUTCOMES: [&str; 3] = ["published", "failed", "dropped"];
+
+/// The voice role's leg events (`centralita_media_leg_events_total{outcome}`).
+#[derive(Debug, Default)]
+pub struct LegMetrics {
+    events: Family<OutcomeLabel, Counter>,
+}
+
+impl LegMetrics {
+    /// Declares the metric in the runtime's registry, every outcome at zero.
+    pub fn register(platform: &Platform) -> Self {
+        let m = Self::default();
+        let mut r = platform.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.register(
+            "centralita_media_leg_events",
+            "Leg events of voice calls (created, ringing, answered, held, resumed, DTMF, ended), by outcome",
+            m.events.clone(),
+        );
+        for outcome in LEG_EVENT_OUTCOMES {
+            let _ = m.events.get_or_create(&OutcomeLabel { outcome });
+        }
+        m
+    }
+
+    pub fn leg_event(&self, outcome: &'static str) {
+        debug_assert!(LEG_EVENT_OUTCOMES.contains(&outcome), "{outcome}");
+        self.events.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Events counted under `outcome` so far.
+    pub fn count(&self, outcome: &'static str) -> u64 {
+        self.events.get_or_create(&OutcomeLabel { outcome }).get()
+    }
+}

@@ -22,8 +22,9 @@ use crate::Config;
 pub enum ContactUpdate {
     /// Offered to `agent` under `offer` (until it expires, is rejected or accepted).
     Offered { agent: String, offer: String },
-    /// Accepted: connected to `agent`; its recording paused (PCI) or not.
-    Connected { agent: String, recording_paused: bool },
+    /// Accepted: connected to `agent`; its recording paused (PCI) or not; the customer on
+    /// hold (HoldContact) or not.
+    Connected { agent: String, recording_paused: bool, on_hold: bool },
     /// Back in its queue (offer rejected, not answered, transferred).
     Queued,
     /// Over for the customer (ended, abandoned, timed out, closed).
@@ -39,9 +40,11 @@ impl ContactUpdate {
             S::Offered if !contact.agent_id.is_empty() && !contact.offer_id.is_empty() => {
                 ContactUpdate::Offered { agent: contact.agent_id.clone(), offer: contact.offer_id.clone() }
             }
-            S::Connected => {
-                ContactUpdate::Connected { agent: contact.agent_id.clone(), recording_paused: contact.recording_paused }
-            }
+            S::Connected => ContactUpdate::Connected {
+                agent: contact.agent_id.clone(),
+                recording_paused: contact.recording_paused,
+                on_hold: contact.on_hold,
+            },
             S::Queued => ContactUpdate::Queued,
             S::AfterContactWork | S::Closed | S::Abandoned | S::TimedOut => ContactUpdate::Over,
             _ => ContactUpdate::Other,
@@ -169,7 +172,7 @@ mod tests {
             [
                 ContactUpdate::Offered { agent: "alice".into(), offer: "o1".into() },
                 ContactUpdate::Queued,
-                ContactUpdate::Connected { agent: "alice".into(), recording_paused: false },
+                ContactUpdate::Connected { agent: "alice".into(), recording_paused: false, on_hold: false },
                 ContactUpdate::Over,
                 ContactUpdate::Other,
             ]

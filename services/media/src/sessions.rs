@@ -153,6 +153,21 @@ impl Sessions {
         Ok(())
     }
 
+    /// Puts contact `name` on hold (`on`) or takes it off, for `agent`, whose phone asked
+    /// for it (a re-INVITE): the same HoldContact / ResumeContact the agent's desktop calls,
+    /// checked by sessions against the contact's holder.
+    pub async fn hold_contact(&self, tenant: &TenantId, name: &str, agent: &str, on: bool) -> Result<(), Error> {
+        let mut client = self.client.clone();
+        if on {
+            let request = self.request_as(tenant, Some(agent), pb::HoldContactRequest { name: name.to_owned() })?;
+            client.hold_contact(request).await.map_err(refusal)?;
+        } else {
+            let request = self.request_as(tenant, Some(agent), pb::ResumeContactRequest { name: name.to_owned() })?;
+            client.resume_contact(request).await.map_err(refusal)?;
+        }
+        Ok(())
+    }
+
     /// Ends the contact `name` because of `cause` (kept on the contact, up to 64 printable
     /// ASCII characters): sessions marks a contact still queued or offered abandoned.
     pub async fn end_contact(&self, tenant: &TenantId, name: &str, cause: &str) -> Result<(), Error> {

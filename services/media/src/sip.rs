@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use std::sync::Arc;
 
-use rsipstack::dialog::dialog::{Dialog, DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog::{Dialog, DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
@@ -396,6 +396,14 @@ impl std::fmt::Debug for Dialer {
     }
 }
 
+/// A step of an INVITE media sent ([`Ringing::progress`]).
+#[derive(Debug)]
+pub enum Progress {
+    /// A provisional answer (180, 183): its status.
+    Early(u16),
+    Final(Outcome),
+}
+
 /// How an INVITE media sent was answered.
 #[derive(Debug)]
 pub enum Outcome {
@@ -427,7 +435,7 @@ impl Dialer {
         };
         let (dialog, result) =
             self.dialogs.do_invite_async(option, states_tx).map_err(|e| Error::Sip(e.to_string()))?;
-        Ok(Ringing { dialog, result: Some(result), states: Some(states), dialogs: self.dialogs.clone() })
+        Ok(Ringing { dialog, result: Some(result), states: Some(states), dialogs: self.dialogs.clone(), early: false })
     }
 }
 
@@ -437,6 +445,8 @@ pub struct Ringing {
     result: Option<tokio::task::JoinHandle<InviteAsyncResult>>,
     states: Option<DialogStateReceiver>,
     dialogs: Arc<DialogLayer>,
+    /// A provisional answer (180/183) was seen.
+    early: bool,
 }
 
 impl std::fmt::Debug for Ringing {
@@ -452,6 +462,11 @@ impl Ringing {
         let Some(result) = self.result.as_mut() else { return Outcome::Failed("already answered".into()) };
         let r = result.await;
         self.result = None;
+        self.read(r)
+    }
+
+    /// The outcome of the INVITE's finished transaction.
+    fn read(&mut self, r: Result<InviteAsyncResult, tokio::task::JoinError>) -> Outcome {
         match r {
             Ok(Ok((_, Some(response)))) => {
                 let code = u16::from(response.status_code.clone());
@@ -471,6 +486,45 @@ impl Ringing {
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
             Err(e) => Outcome::Failed(e.to_string()),
         }
+    }
+
+    /// The SIP Call-ID of the INVITE's dialog.
+    pub fn call_id(&self) -> String {
+        self.dialog.id().call_id.clone()
+    }
+
+    /// The next step of the INVITE: the phone's first provisional answer (180 or 183:
+    /// its status, once), or the final answer ([`Ringing::outcome`]). Cancel-safe.
+    pub async fn progress(&mut self) -> Progress {
+        if !self.early {
+            if let (Some(result), Some(states)) = (self.result.as_mut(), self.states.as_mut()) {
+                let early = async {
+                    while let Some(state) = states.recv().await {
+                        if let DialogState::Early(_, response) = state {
+                            return Some(u16::from(response.status_code));
+                        }
+                    }
+                    None
+                };
+                let step = tokio::select! {
+                    code = early => code.map(Ok),
+                    finished = result => Some(Err(finished)),
+                };
+                match step {
+                    Some(Ok(code)) => {
+                        self.early = true;
+                        return Progress::Early(code);
+                    }
+                    Some(Err(finished)) => {
+                        self.result = None;
+                        return Progress::Final(self.read(finished));
+                    }
+                    // The states ended: only the final answer is left.
+                    None => self.early = true,
+                }
+            }
+        }
+        Progress::Final(self.outcome().await)
     }
 
     /// Gives up on the INVITE: CANCEL (sent once the phone has answered provisionally;
@@ -530,10 +584,128 @@ impl Answered {
         Hangup::Ended
     }
 
+    /// The next thing to happen in the dialog: its end, or a request inside it that media
+    /// answers (a re-INVITE or UPDATE, an INFO, a REFER). An in-dialog OPTIONS is answered
+    /// `200` here, other requests `405`. Cancel-safe (the states queue in a channel).
+    pub async fn next(&mut self) -> DialogEvent {
+        while let Some(state) = self.states.recv().await {
+            match state {
+                DialogState::Terminated(..) => {
+                    // The reason is read the way `ended` reads it.
+                    return DialogEvent::Ended(self.hangup_of(state));
+                }
+                DialogState::Updated(_, request, handle)
+                | DialogState::Info(_, request, handle)
+                | DialogState::Refer(_, request, handle) => {
+                    return DialogEvent::Request(Box::new(InDialog { request, handle }));
+                }
+                DialogState::Options(_, _, handle) => {
+                    tokio::spawn(async move { handle.reply(StatusCode::OK).await });
+                }
+                DialogState::Message(_, _, handle)
+                | DialogState::Notify(_, _, handle)
+                | DialogState::Publish(_, _, handle) => {
+                    tokio::spawn(async move { handle.reply(StatusCode::MethodNotAllowed).await });
+                }
+                _ => {}
+            }
+        }
+        DialogEvent::Ended(Hangup::Ended)
+    }
+
+    fn hangup_of(&self, state: DialogState) -> Hangup {
+        match state {
+            DialogState::Terminated(_, TerminatedReason::UacBye) if self.server => Hangup::Bye,
+            DialogState::Terminated(_, TerminatedReason::UasBye) if !self.server => Hangup::Bye,
+            DialogState::Terminated(_, TerminatedReason::UacCancel) => Hangup::Cancelled,
+            DialogState::Terminated(_, TerminatedReason::Timeout) => Hangup::NoAck,
+            _ => Hangup::Ended,
+        }
+    }
+
+    /// The SIP Call-ID of the dialog.
+    pub fn call_id(&self) -> String {
+        self.dialog.id().call_id.clone()
+    }
+
     /// Ends the call from media's side: BYE to the caller.
     pub async fn hang_up(&self) {
         if let Err(e) = self.dialog.bye().await {
             tracing::debug!(error = %e, "BYE to the caller");
+        }
+    }
+}
+
+/// What happened in an answered call's dialog ([`Answered::next`]).
+#[derive(Debug)]
+pub enum DialogEvent {
+    Ended(Hangup),
+    Request(Box<InDialog>),
+}
+
+/// The kinds of in-dialog requests media answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InDialogKind {
+    /// A re-INVITE: a new SDP offer (or none: media then offers).
+    Reinvite,
+    /// An UPDATE: a new SDP offer, or none (a session refresh).
+    Update,
+    Info,
+    Refer,
+}
+
+/// A request inside an answered call's dialog, until media answers it (dropped without an
+/// answer, the stack answers `501`).
+pub struct InDialog {
+    request: rsipstack::sip::Request,
+    handle: TransactionHandle,
+}
+
+impl std::fmt::Debug for InDialog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InDialog").field("method", &self.request.method.to_string()).finish()
+    }
+}
+
+impl InDialog {
+    pub fn kind(&self) -> InDialogKind {
+        match self.request.method {
+            Method::Info => InDialogKind::Info,
+            Method::Refer => InDialogKind::Refer,
+            Method::Update => InDialogKind::Update,
+            _ => InDialogKind::Reinvite,
+        }
+    }
+
+    /// The request's body, as received.
+    pub fn body(&self) -> &[u8] {
+        &self.request.body
+    }
+
+    /// The `Content-Type` header's value, if any.
+    pub fn content_type(&self) -> Option<String> {
+        self.request.header_value("content-type")
+    }
+
+    /// The value of the header `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.request.header_value(name)
+    }
+
+    /// Answers with a final status and no body.
+    pub async fn reply(self, code: u16, reason: &str) {
+        let status = if code == 200 { StatusCode::OK } else { StatusCode::Other(code, reason.to_owned()) };
+        if self.handle.respond(status, None, None).await.is_err() {
+            tracing::debug!(code, "an in-dialog request ended before its answer");
+        }
+    }
+
+    /// Answers `200 OK` with the SDP `sdp` (an answer to the request's offer, or media's
+    /// offer when the request had none).
+    pub async fn answer_sdp(self, sdp: String) {
+        let content_type = rsipstack::sip::Header::ContentType("application/sdp".into());
+        if self.handle.respond(StatusCode::OK, Some(vec![content_type]), Some(sdp.into_bytes())).await.is_err() {
+            tracing::debug!("a re-INVITE ended before its answer");
         }
     }
 }

@@ -15,6 +15,13 @@
 //! - telephone events (RFC 4733) are read into digits, reported as [`MediaEvent::Digit`];
 //! - a leg silent for longer than the timeout ends the call's media with
 //!   [`MediaEvent::Timeout`];
+//! - **hold** ([`CallMedia::hold`]): while the call is on hold the caller hears the
+//!   treatment again and the agent's phone gets G.711 silence on its stream; nothing passes
+//!   between the parties and nothing is forked to the recording (the hold is a gap there:
+//!   the music is never recorded, nor what either party says while held); digits are still
+//!   read. A leg renegotiated by a re-INVITE ([`CallMedia::renegotiate`]) takes its new
+//!   address, types and direction: media sends only if its answer said so, and a leg whose
+//!   peer is not to send (`sendonly`/`inactive` from media's side) is not timed out;
 //! - the **recording fork**: with [`Settings::fork`] set, every audio packet a party sent
 //!   (after the checks above; not treatment, not events) is also handed to that channel as a
 //!   [`Forked`] (the leg, its codec, RTP sequence number and timestamp, the G.711 payload),
@@ -110,6 +117,21 @@ impl Leg {
     /// Whether media sends on this leg (its direction towards the peer).
     fn sends(&self) -> bool {
         matches!(self.negotiated.direction, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// Whether the peer is to send on this leg (media receives): a leg that is not is never
+    /// timed out for its silence.
+    fn expects_audio(&self) -> bool {
+        matches!(self.negotiated.direction, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// Takes a renegotiated stream (a re-INVITE): a new address unlatches the leg.
+    fn renegotiate(&mut self, negotiated: Negotiated) {
+        if negotiated.remote != self.negotiated.remote {
+            self.latched = None;
+        }
+        self.negotiated = negotiated;
+        self.last_heard = Instant::now();
     }
 
     /// Checks a datagram received from `from`, latching on the first valid one.
@@ -220,11 +242,17 @@ struct Outputs {
     fork: Option<mpsc::Sender<Forked>>,
     /// Packets the fork could not take (its reader is behind).
     fork_dropped: u64,
+    /// The call is on hold: nothing passes between the legs, nothing is forked.
+    held: bool,
 }
 
 enum Command {
     Bridge(Box<Leg>),
     Unbridge,
+    /// Hold on or off ([`CallMedia::hold`]).
+    Hold(bool),
+    /// A leg's stream renegotiated by a re-INVITE ([`CallMedia::renegotiate`]).
+    Renegotiate(Side, Negotiated),
 }
 
 /// The handle of a call's media task: dropping it stops the task (its sockets close).
@@ -240,6 +268,8 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Bridge(_) => f.write_str("Bridge"),
             Command::Unbridge => f.write_str("Unbridge"),
+            Command::Hold(on) => write!(f, "Hold({on})"),
+            Command::Renegotiate(side, _) => write!(f, "Renegotiate({side:?})"),
         }
     }
 }
@@ -270,6 +300,19 @@ impl CallMedia {
         self.commands.send(Command::Unbridge).await.is_ok()
     }
 
+    /// Puts the call on hold (`true`: the caller hears the treatment, the agent silence,
+    /// nothing passes between them or to the recording) or takes it off. `false` if the media
+    /// task has ended.
+    pub async fn hold(&self, on: bool) -> bool {
+        self.commands.send(Command::Hold(on)).await.is_ok()
+    }
+
+    /// Applies a leg's renegotiated stream (a re-INVITE media answered). `false` if the
+    /// media task has ended.
+    pub async fn renegotiate(&self, side: Side, negotiated: Negotiated) -> bool {
+        self.commands.send(Command::Renegotiate(side, negotiated)).await.is_ok()
+    }
+
     /// The next event; `None` once the task has ended and every event was read.
     pub async fn event(&mut self) -> Option<MediaEvent> {
         self.events.recv().await
@@ -293,7 +336,7 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<MediaEvent>,
 ) {
-    let mut out = Outputs { events, fork: settings.fork.clone(), fork_dropped: 0 };
+    let mut out = Outputs { events, fork: settings.fork.clone(), fork_dropped: 0, held: false };
     let mut agent: Option<Box<Leg>> = None;
     let mut from_caller = vec![0u8; MAX_DATAGRAM];
     let mut from_agent = vec![0u8; MAX_DATAGRAM];
@@ -315,8 +358,14 @@ async fn run(
                     forward(a, Some(&mut caller), Side::Agent, from, &mut from_agent[..n], &mut out).await;
                 }
             }
-            _ = frame_timer.tick(), if agent.is_none() && settings.treatment.is_some() => {
-                let (Some(music), Some(to)) = (&settings.treatment, caller.destination()) else { continue };
+            _ = frame_timer.tick(), if (agent.is_none() || out.held) && settings.treatment.is_some() => {
+                if let Some(a) = agent.as_deref_mut().filter(|_| out.held) {
+                    send_silence(a, frame).await;
+                }
+                let (Some(music), Some(to)) = (&settings.treatment, caller.destination()) else {
+                    frame += 1;
+                    continue;
+                };
                 if !caller.sends() {
                     continue;
                 }
@@ -337,7 +386,13 @@ async fn run(
             }
             _ = check.tick() => {
                 let now = Instant::now();
-                let silent = [(Side::Caller, Some(caller.last_heard)), (Side::Agent, agent.as_ref().map(|a| a.last_heard))];
+                // A leg whose peer is not to send is not timed out, nor the agent's while
+                // held (a phone that held the call with `inactive` sends nothing).
+                let heard = |leg: &Leg| leg.expects_audio().then_some(leg.last_heard);
+                let silent = [
+                    (Side::Caller, heard(&caller)),
+                    (Side::Agent, agent.as_deref().filter(|_| !out.held).and_then(heard)),
+                ];
                 if let Some((side, _)) = silent.iter().find(|(_, heard)| heard.is_some_and(|h| now.saturating_duration_since(h) > settings.timeout)) {
                     if out.fork_dropped > 0 {
                         tracing::warn!(dropped = out.fork_dropped, "the recording fork fell behind: packets dropped");
@@ -359,6 +414,22 @@ async fn run(
                     agent = Some(leg);
                 }
                 Some(Command::Unbridge) => agent = None,
+                Some(Command::Hold(on)) => {
+                    if out.held && !on {
+                        if let Some(a) = agent.as_deref_mut() {
+                            a.last_heard = Instant::now();
+                        }
+                    }
+                    out.held = on;
+                }
+                Some(Command::Renegotiate(side, negotiated)) => match side {
+                    Side::Caller => caller.renegotiate(negotiated),
+                    Side::Agent => {
+                        if let Some(a) = agent.as_deref_mut() {
+                            a.renegotiate(negotiated);
+                        }
+                    }
+                },
             },
         }
     }
@@ -382,12 +453,15 @@ async fn forward(
         }
     };
     let Ok(mut packet) = RtpPacketMut::parse(datagram) else { return Some(Dropped::NotRtp) };
+    if let (Payload::Event, Some(digit)) = (kind, leg.dtmf.packet(packet.timestamp(), packet.payload())) {
+        let _ = out.events.try_send(MediaEvent::Digit { side, digit });
+    }
+    if out.held {
+        // On hold: neither party hears the other, and the recording gets neither.
+        return None;
+    }
     match kind {
-        Payload::Event => {
-            if let Some(digit) = leg.dtmf.packet(packet.timestamp(), packet.payload()) {
-                let _ = out.events.try_send(MediaEvent::Digit { side, digit });
-            }
-        }
+        Payload::Event => {}
         Payload::Audio => {
             if let Some(fork) = &out.fork {
                 let forked = Forked {
@@ -424,6 +498,27 @@ async fn forward(
     packet.set_payload_type(pt).ok()?;
     let _ = to.socket.send_to(datagram, dest).await;
     None
+}
+
+/// One 20 ms frame of G.711 silence to `leg`'s peer (the agent, while the call is on hold),
+/// on the leg's own stream, if media sends on it.
+async fn send_silence(leg: &mut Leg, frame: u64) {
+    let Some(to) = leg.destination().filter(|_| leg.sends()) else { return };
+    let silence = [super::g711::encode(leg.negotiated.codec, &[0])[0]; FRAME_SAMPLES];
+    let (seq, ts, marker) =
+        leg.out.map(Source::Treatment, frame as u16, (frame as u32).wrapping_mul(FRAME_SAMPLES as u32), Instant::now());
+    let mut packet = Vec::with_capacity(12 + FRAME_SAMPLES);
+    let built = RtpPacketBuilder::<&[u8], &[u8]>::new()
+        .payload_type(leg.negotiated.payload_type)
+        .sequence_number(seq)
+        .timestamp(ts)
+        .ssrc(leg.out.ssrc)
+        .marker_bit(marker)
+        .payload(silence.as_slice())
+        .write_into_vec(&mut packet);
+    if built.is_ok() {
+        let _ = leg.socket.send_to(&packet, to).await;
+    }
 }
 
 #[cfg(test)]
@@ -737,6 +832,90 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(200), sink.recv()).await.is_err(), "nothing else");
     }
 
+    #[tokio::test]
+    async fn on_hold_the_caller_hears_music_the_agent_silence_and_nothing_is_relayed_or_forked() {
+        let caller_peer = socket().await;
+        let agent_peer = socket().await;
+        let caller = Leg::new(socket().await, negotiated(caller_peer.local_addr().expect("addr")));
+        let agent = Leg::new(socket().await, negotiated(agent_peer.local_addr().expect("addr")));
+        let agent_media = agent.local_addr().expect("addr");
+        let (fork, mut sink) = mpsc::channel(1024);
+        let settings =
+            Settings { timeout: Duration::from_millis(800), treatment: Some(music_on_hold()), fork: Some(fork) };
+        let media = CallMedia::start(caller, settings).expect("starts");
+        let caller_media = media.caller_addr();
+        assert!(media.bridge(agent).await);
+        caller_peer.send_to(&packet(0, 0xC, 1, 160, &[1; 160]), caller_media).await.expect("send");
+        assert_eq!(receive_payload(&agent_peer, &[1; 160]).await.expect("bridged").payload, vec![1; 160]);
+        assert!(tokio::time::timeout(Duration::from_secs(1), sink.recv()).await.expect("forked").is_some());
+
+        assert!(media.hold(true).await);
+        // Held: the parties' packets go nowhere (digits are still read).
+        let mut music = Vec::new();
+        let mut agent_heard = Vec::new();
+        for i in 0..30u16 {
+            caller_peer
+                .send_to(&packet(0, 0xC, 2 + i, 320 + 160 * u32::from(i), &[2; 160]), caller_media)
+                .await
+                .expect("send");
+            agent_peer
+                .send_to(&packet(0, 0xA, 2 + i, 320 + 160 * u32::from(i), &[3; 160]), agent_media)
+                .await
+                .expect("send");
+            if let Some(got) = receive(&caller_peer, Duration::from_millis(100)).await {
+                assert_ne!(got.payload, vec![3; 160], "the caller does not hear the agent on hold");
+                music.extend(got.payload.iter().map(|u| f64::from(ulaw_decode(*u))));
+            }
+            if let Some(got) = receive(&agent_peer, Duration::from_millis(100)).await {
+                assert_ne!(got.payload, vec![2; 160], "the agent does not hear the caller on hold");
+                agent_heard.push(got);
+            }
+        }
+        assert!(music.len() >= FRAME_SAMPLES * 10, "the caller hears the treatment on hold");
+        let note = &music[..FRAME_SAMPLES * 10];
+        let strongest = MUSIC_NOTES_HZ.iter().map(|f| goertzel(note, *f)).fold(0.0, f64::max);
+        assert!(strongest > 10.0 * goertzel(note, 1000.0), "music, not a party");
+        assert!(agent_heard.len() >= 10, "the agent gets a stream on hold");
+        assert!(agent_heard.iter().all(|g| g.payload == vec![0xFF; FRAME_SAMPLES]), "µ-law silence");
+        // Nothing of the hold reaches the recording.
+        while let Ok(f) = sink.try_recv() {
+            assert!(f.payload != vec![2; 160] && f.payload != vec![3; 160], "nothing forked on hold");
+        }
+        // A phone that holds with `inactive` sends nothing and is not timed out meanwhile.
+        let mut inactive = negotiated(agent_peer.local_addr().expect("addr"));
+        inactive.direction = Direction::Inactive;
+        assert!(media.renegotiate(Side::Agent, inactive).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while receive(&agent_peer, Duration::from_millis(50)).await.is_some() {}
+        for i in 0..60u16 {
+            // Only the caller keeps sending, for longer than the timeout.
+            caller_peer
+                .send_to(&packet(0, 0xC, 40 + i, 7000 + 160 * u32::from(i), &[4; 160]), caller_media)
+                .await
+                .expect("send");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(receive(&agent_peer, Duration::from_millis(100)).await.is_none(), "nothing sent to an inactive phone");
+
+        // Resumed (the phone sendrecv again): relayed and forked again.
+        assert!(media.renegotiate(Side::Agent, negotiated(agent_peer.local_addr().expect("addr"))).await);
+        assert!(media.hold(false).await);
+        agent_peer.send_to(&packet(0, 0xA, 500, 99_000, &[5; 160]), agent_media).await.expect("send");
+        assert_eq!(receive_payload(&caller_peer, &[5; 160]).await.expect("bridged again").payload, vec![5; 160]);
+        caller_peer.send_to(&packet(0, 0xC, 501, 99_000, &[6; 160]), caller_media).await.expect("send");
+        assert_eq!(receive_payload(&agent_peer, &[6; 160]).await.expect("bridged again").payload, vec![6; 160]);
+        let mut forked_again = false;
+        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), sink.recv()).await {
+            forked_again |= f.payload == vec![5; 160] || f.payload == vec![6; 160];
+        }
+        assert!(forked_again, "the recording gets the parties again");
+        let mut media = media;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), media.event()).await.is_err(),
+            "no timeout while the inactive phone was held"
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         /// Random datagrams and mutated valid packets into a leg: dropped or relayed, never a
@@ -758,7 +937,7 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
                 let (tx, _rx) = mpsc::channel(64);
-                let mut out = Outputs { events: tx, fork: None, fork_dropped: 0 };
+                let mut out = Outputs { events: tx, fork: None, fork_dropped: 0, held: false };
                 let caller_peer = socket().await;
                 let agent_peer = socket().await;
                 let mut caller = Leg::new(socket().await, negotiated(caller_peer.local_addr().expect("addr")));

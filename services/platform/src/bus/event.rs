@@ -52,6 +52,10 @@ impl EventPayload for centralita_proto::media::v1::ConversationEvent {
     const TYPE: &'static str = "centralita.media.v1.ConversationEvent";
 }
 
+impl EventPayload for centralita_proto::media::v1::LegEvent {
+    const TYPE: &'static str = "centralita.media.v1.LegEvent";
+}
+
 /// One event in its envelope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
