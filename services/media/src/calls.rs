@@ -470,16 +470,20 @@ impl<E: Ender + 'static> Carried<E> {
             let now = tokio::time::Instant::now();
             if now >= next_beat {
                 match self.store.heartbeat(&self.me, self.settings.lease).await {
-                    Ok(true) => {}
-                    Ok(false) if first => tracing::info!(incarnation = %self.me, "voice calls registry: lease taken"),
+                    Ok(true) => first = false,
+                    Ok(false) if first => {
+                        tracing::info!(incarnation = %self.me, "voice calls registry: lease taken");
+                        first = false;
+                    }
                     Ok(false) => tracing::warn!(
                         incarnation = %self.me,
                         "voice calls registry: the lease had been swept (this replica was thought dead)"
                     ),
                     Err(e) => tracing::warn!(error = %e, "voice calls registry: lease not renewed"),
                 }
-                next_beat = now + beat;
-                first = false;
+                // Until Redis first answers, every second: a restarted replica's calls are
+                // under a lease from its first call on.
+                next_beat = now + if first { beat.min(Duration::from_secs(1)) } else { beat };
             }
             if now >= next_sweep {
                 self.sweep_all().await;
