@@ -32,6 +32,7 @@
 //! Not built: an accept from the agent's desktop making the phone auto-answer, and in-call
 //! control (hold, transfer, conference) on the SIP side.
 
+mod consult;
 mod control;
 
 use std::collections::HashMap;
@@ -369,6 +370,8 @@ impl FrontDoor {
         tracing::info!(queue = %admitted.queue, rtp = %local.addr, codec = ?negotiated.codec, "call answered, waiting in its queue with treatment");
         control.caller_answered();
         let mut agent = AgentLeg::None;
+        // A consult, warm transfer or conference on the call ([`consult`]).
+        let mut consults = consult::Consults::default();
         let cause = loop {
             tokio::select! {
                 h = answered.next() => {
@@ -417,9 +420,11 @@ impl FrontDoor {
                         }
                     }
                     Some(ContactUpdate::Offered { offer, .. }) if agent.offer() == Some(offer.as_str()) => {}
-                    Some(ContactUpdate::Connected { recording_paused, on_hold, .. }) => {
+                    Some(ContactUpdate::Connected { agent: holder, recording_paused, on_hold, consult_leg, conferenced, .. }) => {
+                        self.follow_consult(&mut consults, &mut agent, &media, negotiated.codec, &holder, consult_leg.as_deref(), &conferenced).await;
+                        // A consult holds the customer too; the consult's own media does that.
                         control.recording_paused(recording_paused);
-                        control.contact_hold(&media, on_hold).await;
+                        control.contact_hold(&media, on_hold && consult_leg.is_none()).await;
                         if let Some(switch) = &pause_switch {
                             if switch.send_replace(recording_paused) != recording_paused {
                                 tracing::info!(paused = recording_paused, "recording pause switched (PCI)");
@@ -427,6 +432,9 @@ impl FrontDoor {
                         }
                     }
                     Some(ContactUpdate::Other) => {}
+                    Some(ContactUpdate::Leg { leg, update }) => {
+                        self.follow_leg(&admitted, &mut consults, &media, negotiated.codec, &leg, *update).await;
+                    }
                     Some(ContactUpdate::Offered { .. }) | Some(ContactUpdate::Queued) => {
                         // The offer the phone rings for is void (not answered in time,
                         // taken elsewhere): the ringing leg is cancelled at once.
@@ -479,6 +487,15 @@ impl FrontDoor {
                     AgentHappened::Request(r) => {
                         control.agent_request(&self.sessions, &admitted, &contact, &media, *r).await;
                     }
+                    AgentHappened::HungUp if consults.active() => {
+                        control.agent_ended(EndCause::PeerBye, 0, "agent hung up");
+                        agent = AgentLeg::None;
+                        if !self.consulting_agent_left(&admitted, &contact, &mut consults).await {
+                            tracing::info!("the consulting agent hung up");
+                            answered.hang_up().await;
+                            break "agent hung up";
+                        }
+                    }
                     AgentHappened::HungUp => {
                         tracing::info!("the agent hung up");
                         control.agent_ended(EndCause::PeerBye, 0, "agent hung up");
@@ -486,6 +503,9 @@ impl FrontDoor {
                         break "agent hung up";
                     }
                 },
+                happened = consults.next() => {
+                    self.consult_happened(&admitted, &mut consults, negotiated.codec, happened).await;
+                }
                 _ = self.drain_over.cancelled() => {
                     answered.hang_up().await;
                     agent.drop_leg().await;
@@ -494,6 +514,7 @@ impl FrontDoor {
             }
         };
         control.call_ended(cause);
+        consults.end().await;
         drop(media);
         drop(updates);
         self.end(&admitted, &contact, cause).await;
@@ -581,13 +602,38 @@ impl FrontDoor {
         codec: Codec,
         media: &CallMedia,
     ) -> AgentLeg {
-        let AgentLeg::Ringing { agent, offer, socket, cancelled, .. } = leg else {
+        let Some((agent, dialog, rtp)) = self.take_answer(admitted, contact, leg, dialog, sdp_answer, codec).await
+        else {
+            return AgentLeg::None;
+        };
+        if !media.bridge(rtp).await {
             dialog.hang_up().await;
             return AgentLeg::None;
+        }
+        tracing::info!(%agent, "the agent answered: call bridged");
+        AgentLeg::Connected { dialog }
+    }
+
+    /// A phone ringing for an offer of `contact` answered: its answer is read and the offer
+    /// accepted in sessions for its agent. Gives the agent, the dialog and the phone's RTP
+    /// leg, or `None` when the answer cannot be used (no codec kept, the offer gone, the
+    /// ring cancelled meanwhile): the phone is then hung up.
+    async fn take_answer(
+        &self,
+        admitted: &Admitted,
+        contact: &str,
+        leg: AgentLeg,
+        dialog: Answered,
+        sdp_answer: &[u8],
+        codec: Codec,
+    ) -> Option<(String, Answered, Leg)> {
+        let AgentLeg::Ringing { agent, offer, socket, cancelled, .. } = leg else {
+            dialog.hang_up().await;
+            return None;
         };
         if cancelled {
             dialog.hang_up().await;
-            return AgentLeg::None;
+            return None;
         }
         let negotiated = match sdp::parse(sdp_answer).and_then(|d| sdp::accept_answer(&d, codec)) {
             Ok(n) => n,
@@ -595,20 +641,15 @@ impl FrontDoor {
                 tracing::info!(error = %e, %agent, "the phone's answer is unusable: hanging up, rejecting the offer");
                 dialog.hang_up().await;
                 let _ = self.sessions.reject_contact(&admitted.tenant.id, contact, &agent, &offer).await;
-                return AgentLeg::None;
+                return None;
             }
         };
         if let Err(e) = self.sessions.accept_contact(&admitted.tenant.id, contact, &agent, &offer).await {
             tracing::info!(error = %e, %agent, "the offer could not be accepted: hanging up the phone");
             dialog.hang_up().await;
-            return AgentLeg::None;
+            return None;
         }
-        if !media.bridge(Leg::new(socket, negotiated)).await {
-            dialog.hang_up().await;
-            return AgentLeg::None;
-        }
-        tracing::info!(%agent, "the agent answered: call bridged");
-        AgentLeg::Connected { dialog }
+        Some((agent, dialog, Leg::new(socket, negotiated)))
     }
 
     async fn end(&self, admitted: &Admitted, contact: &str, cause: &str) {

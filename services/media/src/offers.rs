@@ -23,8 +23,19 @@ pub enum ContactUpdate {
     /// Offered to `agent` under `offer` (until it expires, is rejected or accepted).
     Offered { agent: String, offer: String },
     /// Accepted: connected to `agent`; its recording paused (PCI) or not; the customer on
-    /// hold (HoldContact) or not.
-    Connected { agent: String, recording_paused: bool, on_hold: bool },
+    /// hold (HoldContact, or consulting) or not. `consult_leg`:
+    /// the agent consults on that leg (the customer is on hold meanwhile); `conferenced`:
+    /// the agents conferenced in from a consult leg, still on the contact.
+    Connected {
+        agent: String,
+        recording_paused: bool,
+        on_hold: bool,
+        consult_leg: Option<String>,
+        conferenced: Vec<String>,
+    },
+    /// An update of a consult leg of the call's contact (a contact whose `consult_of` is the
+    /// call's contact): `leg` is its name, `update` its own state as above.
+    Leg { leg: String, update: Box<ContactUpdate> },
     /// Back in its queue (offer rejected, not answered, transferred).
     Queued,
     /// Over for the customer (ended, abandoned, timed out, closed).
@@ -44,6 +55,13 @@ impl ContactUpdate {
                 agent: contact.agent_id.clone(),
                 recording_paused: contact.recording_paused,
                 on_hold: contact.on_hold,
+                consult_leg: Some(contact.consult_leg.clone()).filter(|l| !l.is_empty()),
+                conferenced: contact
+                    .participants
+                    .iter()
+                    .filter(|p| p.role == pb::participant::Role::Conferenced as i32 && p.leave_time.is_none())
+                    .map(|p| p.agent_id.clone())
+                    .collect(),
             },
             S::Queued => ContactUpdate::Queued,
             S::AfterContactWork | S::Closed | S::Abandoned | S::TimedOut => ContactUpdate::Over,
@@ -84,6 +102,14 @@ impl Offers {
     pub fn deliver(&self, event: &pb::ContactEvent) {
         let Some(contact) = &event.contact else { return };
         let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        // A consult leg's events reach the call of its customer's contact too: the
+        // consulted agent's phone is rung and bridged by that call.
+        if let Some(call) = calls.get(&contact.consult_of).filter(|_| !contact.consult_of.is_empty()) {
+            let update = ContactUpdate::Leg { leg: contact.name.clone(), update: Box::new(ContactUpdate::of(contact)) };
+            if call.try_send(update).is_err() {
+                tracing::warn!(contact = %contact.consult_of, "a call's contact updates are backed up: one dropped");
+            }
+        }
         if let Some(call) = calls.get(&contact.name) {
             // A call whose queue is full is busy with earlier updates; the latest state
             // matters more, but updates are few per call (offers every few seconds).
@@ -172,12 +198,71 @@ mod tests {
             [
                 ContactUpdate::Offered { agent: "alice".into(), offer: "o1".into() },
                 ContactUpdate::Queued,
-                ContactUpdate::Connected { agent: "alice".into(), recording_paused: false, on_hold: false },
+                ContactUpdate::Connected {
+                    agent: "alice".into(),
+                    recording_paused: false,
+                    on_hold: false,
+                    consult_leg: None,
+                    conferenced: vec![]
+                },
                 ContactUpdate::Over,
                 ContactUpdate::Other,
             ]
         );
         drop(mine);
         assert!(offers.calls.lock().expect("lock").is_empty(), "unsubscribed on drop");
+    }
+
+    #[tokio::test]
+    async fn a_consult_legs_events_reach_its_customers_call_with_the_consult_and_conference_read() {
+        let offers = Offers::default();
+        let mut mine = offers.subscribe("tenants/acme/contacts/1");
+        let mut consulting = event("tenants/acme/contacts/1", pb::ContactState::Connected, "ana", "");
+        if let Some(c) = consulting.contact.as_mut() {
+            c.on_hold = true;
+            c.consult_leg = "tenants/acme/contacts/9".into();
+            let joined = |agent: &str, role: pb::participant::Role, left: bool| pb::Participant {
+                agent_id: agent.into(),
+                role: role as i32,
+                join_time: Some(Default::default()),
+                leave_time: left.then(Default::default),
+            };
+            c.participants = vec![
+                joined("ana", pb::participant::Role::Holder, false),
+                joined("bob", pb::participant::Role::Conferenced, false),
+                joined("eve", pb::participant::Role::Conferenced, true),
+            ];
+        }
+        offers.deliver(&consulting);
+        let mut leg = event("tenants/acme/contacts/9", pb::ContactState::Offered, "bob", "o9");
+        if let Some(c) = leg.contact.as_mut() {
+            c.consult_of = "tenants/acme/contacts/1".into();
+        }
+        offers.deliver(&leg);
+        // Another call's leg does not reach this one.
+        if let Some(c) = leg.contact.as_mut() {
+            c.consult_of = "tenants/acme/contacts/2".into();
+        }
+        offers.deliver(&leg);
+        let mut got = Vec::new();
+        while let Ok(u) = mine.updates.try_recv() {
+            got.push(u);
+        }
+        assert_eq!(
+            got,
+            [
+                ContactUpdate::Connected {
+                    agent: "ana".into(),
+                    recording_paused: false,
+                    on_hold: true,
+                    consult_leg: Some("tenants/acme/contacts/9".into()),
+                    conferenced: vec!["bob".into()],
+                },
+                ContactUpdate::Leg {
+                    leg: "tenants/acme/contacts/9".into(),
+                    update: Box::new(ContactUpdate::Offered { agent: "bob".into(), offer: "o9".into() }),
+                },
+            ]
+        );
     }
 }

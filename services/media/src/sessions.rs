@@ -175,6 +175,21 @@ impl Sessions {
         self.client.clone().end_contact(request).await.map_err(refusal)?;
         Ok(())
     }
+
+    /// Completes the consult on contact `name` for its holder `agent` (the consulting agent,
+    /// whose phone left a conference or a consult: the consulted agent takes the call over).
+    pub async fn complete_consult(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        agent: &str,
+        outcome: pb::complete_consult_request::Outcome,
+    ) -> Result<(), Error> {
+        let message = pb::CompleteConsultRequest { name: name.to_owned(), outcome: outcome as i32 };
+        let request = self.request_as(tenant, Some(agent), message)?;
+        self.client.clone().complete_consult(request).await.map_err(refusal)?;
+        Ok(())
+    }
 }
 
 /// Sessions' answer, read by its gRPC code: media's token is always of the tenant and

@@ -50,6 +50,34 @@ pub fn encode(codec: Codec, samples: &[i16]) -> Vec<u8> {
     }
 }
 
+/// Linear sample of a µ-law byte (the reference decoder). Only the mixer decodes
+/// ([`super::mixer`]); the two-party relay never does.
+pub fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let t = ((i32::from(u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4);
+    (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
+}
+
+/// Linear sample of an A-law byte (the reference decoder).
+pub fn alaw_to_linear(a: u8) -> i16 {
+    let a = a ^ 0x55;
+    let mut t = i32::from(a & 0x0F) << 4;
+    match (a & 0x70) >> 4 {
+        0 => t += 8,
+        1 => t += 0x108,
+        seg => t = (t + 0x108) << (seg - 1),
+    }
+    (if a & 0x80 != 0 { t } else { -t }) as i16
+}
+
+/// Decodes `payload` in `codec`, appending the samples to `into`.
+pub fn decode_into(codec: Codec, payload: &[u8], into: &mut impl Extend<i16>) {
+    match codec {
+        Codec::Pcmu => into.extend(payload.iter().map(|u| ulaw_to_linear(*u))),
+        Codec::Pcma => into.extend(payload.iter().map(|a| alaw_to_linear(*a))),
+    }
+}
+
 /// The notes of the music on hold (C5, E5, G5, E5), 400 ms each with a short fade, so a
 /// listener (or a test) can tell it from a party's voice or test tone.
 pub const MUSIC_NOTES_HZ: [f64; 4] = [523.25, 659.25, 783.99, 659.25];
@@ -132,6 +160,17 @@ pub(crate) mod tests {
             s1 = s0;
         }
         (s1 * s1 + s2 * s2 - k * s1 * s2) / (samples.len() as f64).powi(2)
+    }
+
+    #[test]
+    fn the_public_decoders_match_the_reference_ones() {
+        for b in 0..=255u8 {
+            assert_eq!(ulaw_to_linear(b), ulaw_decode(b));
+            assert_eq!(alaw_to_linear(b), alaw_decode(b));
+        }
+        let mut out = Vec::new();
+        decode_into(Codec::Pcma, &[0xD5, 0x2A], &mut out);
+        assert_eq!(out, [alaw_decode(0xD5), alaw_decode(0x2A)]);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!   with latching, unknown payload types dropped, SSRC/sequence/timestamp rewritten when a
 //!   leg's source switches, inactivity timeout), telephone events read as digits;
 //! - [`dtmf`]: RFC 4733 events to digits;
-//! - [`g711`]: the µ-law and A-law encoders treatment uses and the music on hold.
+//! - [`g711`]: the µ-law and A-law encoders treatment uses and the music on hold, and the
+//!   decoders only the mixer uses;
+//! - [`mixer`]: the conference mixer (consults, conferences, supervisors): decoded, summed
+//!   per listener without its own voice, saturated, re-encoded per leg.
 //!
 //! Not built: RTCP (the odd port is not bound; reports are neither sent nor read), SRTP,
 //! transcoding (the agent's leg is offered the caller's codec only), announcements. The
@@ -18,6 +21,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod mixer;
 pub mod ports;
 pub mod relay;
 pub mod sdp;

@@ -74,7 +74,7 @@ pub enum Dropped {
 
 /// What a valid packet carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Payload {
+pub(super) enum Payload {
     Audio,
     Event,
 }
@@ -82,11 +82,11 @@ enum Payload {
 /// One side's RTP: the socket media receives and sends on and what was negotiated.
 #[derive(Debug)]
 pub struct Leg {
-    socket: UdpSocket,
-    negotiated: Negotiated,
+    pub(super) socket: UdpSocket,
+    pub(super) negotiated: Negotiated,
     latched: Option<SocketAddr>,
-    last_heard: Instant,
-    out: Outbound,
+    pub(super) last_heard: Instant,
+    pub(super) out: Outbound,
     dtmf: Detector,
 }
 
@@ -107,7 +107,7 @@ impl Leg {
     }
 
     /// Where packets for this leg's peer go: the latched address, else the SDP's.
-    fn destination(&self) -> Option<SocketAddr> {
+    pub(super) fn destination(&self) -> Option<SocketAddr> {
         self.latched.or_else(|| {
             let r = self.negotiated.remote;
             (!r.ip().is_unspecified() && r.port() != 0).then_some(r)
@@ -115,7 +115,7 @@ impl Leg {
     }
 
     /// Whether media sends on this leg (its direction towards the peer).
-    fn sends(&self) -> bool {
+    pub(super) fn sends(&self) -> bool {
         matches!(self.negotiated.direction, Direction::SendRecv | Direction::SendOnly)
     }
 
@@ -135,7 +135,7 @@ impl Leg {
     }
 
     /// Checks a datagram received from `from`, latching on the first valid one.
-    fn accept(&mut self, from: SocketAddr, datagram: &[u8]) -> Result<Payload, Dropped> {
+    pub(super) fn accept(&mut self, from: SocketAddr, datagram: &[u8]) -> Result<Payload, Dropped> {
         if self.latched.is_some_and(|l| l != from) {
             return Err(Dropped::NotLatchedPeer);
         }
@@ -157,8 +157,10 @@ impl Leg {
 /// Where a packet sent to a leg came from: the leg's stream stays one stream across a
 /// change of source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub(super) enum Source {
     Treatment,
+    /// The conference mixer ([`super::mixer`]).
+    Mixer,
     /// The other leg's peer, with the SSRC it sent.
     Peer(u32),
 }
@@ -166,8 +168,8 @@ enum Source {
 /// The rewriting of one outgoing stream: media's SSRC, and the offsets mapping the current
 /// source's sequence numbers and timestamps onto the stream's.
 #[derive(Debug)]
-struct Outbound {
-    ssrc: u32,
+pub(super) struct Outbound {
+    pub(super) ssrc: u32,
     source: Option<Source>,
     seq_delta: u16,
     ts_delta: u32,
@@ -182,7 +184,7 @@ impl Outbound {
 
     /// The stream's sequence number and timestamp for a packet of `source`, and whether it
     /// starts a new source (the marker bit is then set).
-    fn map(&mut self, source: Source, seq: u16, ts: u32, now: Instant) -> (u16, u32, bool) {
+    pub(super) fn map(&mut self, source: Source, seq: u16, ts: u32, now: Instant) -> (u16, u32, bool) {
         let switched = self.source != Some(source);
         if switched {
             let (next_seq, next_ts) = match self.last {
@@ -253,6 +255,8 @@ enum Command {
     Hold(bool),
     /// A leg's stream renegotiated by a re-INVITE ([`CallMedia::renegotiate`]).
     Renegotiate(Side, Negotiated),
+    /// Hands the agent's leg back (the caller hears treatment meanwhile).
+    Detach(tokio::sync::oneshot::Sender<Option<Box<Leg>>>),
 }
 
 /// The handle of a call's media task: dropping it stops the task (its sockets close).
@@ -270,6 +274,7 @@ impl std::fmt::Debug for Command {
             Command::Unbridge => f.write_str("Unbridge"),
             Command::Hold(on) => write!(f, "Hold({on})"),
             Command::Renegotiate(side, _) => write!(f, "Renegotiate({side:?})"),
+            Command::Detach(_) => f.write_str("Detach"),
         }
     }
 }
@@ -298,6 +303,15 @@ impl CallMedia {
     /// Drops the agent's leg: the caller hears treatment again.
     pub async fn unbridge(&self) -> bool {
         self.commands.send(Command::Unbridge).await.is_ok()
+    }
+
+    /// Takes the agent's leg out of the bridge and hands it back (to a conference: see
+    /// [`super::mixer`]): the caller hears treatment meanwhile. `None` if there was none or
+    /// the media task has ended.
+    pub async fn detach(&self) -> Option<Box<Leg>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::Detach(tx)).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Puts the call on hold (`true`: the caller hears the treatment, the agent silence,
@@ -430,6 +444,9 @@ async fn run(
                         }
                     }
                 },
+                Some(Command::Detach(reply)) => {
+                    let _ = reply.send(agent.take());
+                }
             },
         }
     }

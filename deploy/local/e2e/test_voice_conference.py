@@ -1,0 +1,243 @@
+"""Consult, warm transfer and conference on real calls, measured by ear.
+
+The peers are independent of the platform, as in `test_voice_agents.py`: sipp signals the
+customer's call from a trunk, the customer's audio is this test's own RTP endpoint saying
+440 Hz (PCMU, 20 ms) and recording what media sends back with its arrival time; the agents'
+phones are **baresip** answering by themselves, Ana's microphone a 1000 Hz tone, Bob's
+1500 Hz, each recording what it hears. The contact operations are sessions' API
+(`ConsultContact`, `CompleteConsult`) called as the agents would from their desktops;
+media follows them.
+
+Cases:
+- warm transfer: Ana consults Bob; his phone rings for the consult leg and answers; Ana and
+  Bob hear each other while the customer hears the music on hold and neither agent; TRANSFER
+  → the customer and Bob hear each other, Ana's phone gets a BYE;
+- conference: CONFERENCE → each of the three hears the other two (the customer 1000 and
+  1500 Hz in the same windows, Ana 440 and 1500, Bob 440 and 1000); Ana leaves (TRANSFER) →
+  the customer and Bob still hear each other, Ana's phone gets a BYE and is no longer heard;
+  the customer hanging up ends Bob's phone too;
+- cancel: Bob's phone is hung up, Ana keeps the (held) customer; resumed, they hear each
+  other again.
+"""
+import random
+import time
+
+import grpc
+import pytest
+
+from conftest import auth, cli, mint, sessions_knows_tenant, wait_for
+from test_voice import goertzel, queued_call, ulaw_to_linear
+from test_voice_agents import (  # noqa: F401 (fixtures)
+    AGENT_HZ, BARESIP, CALLER_HZ, MUSIC_HZ, SIPP, SOX, WINDOW, Baresip, CallerAudio, desk, desk_tenant, m, watching,
+)
+
+pytestmark = pytest.mark.skipif(None in (SIPP, BARESIP, SOX), reason="needs sipp, baresip and sox")
+
+ANA_HZ, BOB_HZ = AGENT_HZ, 1500.0
+LOUD = 1e6  # Goertzel power of a tone of amplitude ~2000 (the parties say ~8000)
+
+
+def heard(samples, hz):
+    return goertzel(samples, hz) > LOUD
+
+
+def windows(samples):
+    return [samples[at:at + WINDOW] for at in range(0, len(samples) - WINDOW + 1, WINDOW)]
+
+
+def count(samples, *tones, without=()):
+    """Windows of `samples` in which every tone of `tones` is heard and none of `without`."""
+    return sum(all(heard(w, t) for t in tones) and not any(heard(w, t) for t in without) for w in windows(samples))
+
+
+def received_between(audio, start, end):
+    """The PCM the customer received between two monotonic instants."""
+    return [ulaw_to_linear(u) for at, pt, _, payload in audio.received if pt == 0 and start <= at < end
+            for u in payload]
+
+
+def ended_by_media(phone):
+    """The phone's call ended while the phone still ran: media's BYE."""
+    return "terminated (duration" in phone.log.read_text()
+
+
+class Call:
+    """A customer's call connected to Ana's phone, with Bob signed in for the consult."""
+
+    def __init__(self, m, desk, tmp_path, hold_ms):
+        self.m, self.desk = m, desk
+        self.ana, self.bob = Baresip(tmp_path, "ana", ANA_HZ), Baresip(tmp_path, "bob", BOB_HZ)
+        self.audio = CallerAudio(CALLER_HZ)
+        self.caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+        self.ids = desk.setup({"ana": self.ana.uri, "bob": self.bob.uri})
+        desk.sign_in(self.ids["ana"])
+        self.stop, self.watcher = watching(desk, self.caller)
+        self.sipp, self.sipp_err = queued_call(desk.number, self.caller, hold_ms, self.audio.port)
+        s = m.s
+        assert wait_for(lambda: (s.CONTACT_STATE_CONNECTED, self.ids["ana"]) in desk.states, 20), desk.states
+        self.name = desk.name
+        self.ta = mint("--tenant", desk.tenant, "--role", "agent", "--agent-id", self.ids["ana"])
+        self.tb = mint("--tenant", desk.tenant, "--role", "agent", "--agent-id", self.ids["bob"])
+        desk.sign_in(self.ids["bob"])
+
+    def read(self, name):
+        return self.desk.contacts.GetContact(self.m.s.GetContactRequest(name=name), metadata=auth(self.desk.sup),
+                                             timeout=5)
+
+    def consult(self):
+        """Ana consults her queue, where Bob is the one agent free; returns once his phone
+        answered the leg."""
+        s = self.m.s
+        leg = self.desk.contacts.ConsultContact(s.ConsultContactRequest(name=self.name, queue="support"),
+                                                metadata=auth(self.ta), timeout=10)
+        assert wait_for(lambda: self.read(leg.name).state == s.CONTACT_STATE_CONNECTED, 20), self.read(leg.name)
+        assert self.read(leg.name).agent_id == self.ids["bob"], "the leg was answered by Bob's phone"
+        return leg
+
+    def complete(self, outcome, token=None):
+        s = self.m.s
+        return self.desk.contacts.CompleteConsult(s.CompleteConsultRequest(name=self.name, outcome=outcome),
+                                                  metadata=auth(token or self.ta), timeout=10)
+
+    def finish(self):
+        out, _ = self.sipp.communicate(timeout=90)
+        assert self.sipp.returncode == 0, f"sipp: {out[-2000:]} {self.sipp_err.read_text() if self.sipp_err.exists() else ''}"
+        self.stop.set()
+        self.watcher.join(5)
+
+    def close(self):
+        self.stop.set()
+        if self.sipp.poll() is None:
+            self.sipp.kill()
+        self.audio.close()
+        self.ana.close()
+        self.bob.close()
+
+
+@pytest.fixture
+def call_factory(m, desk, tmp_path):
+    calls = []
+
+    def make(hold_ms):
+        c = Call(m, desk, tmp_path, hold_ms)
+        calls.append(c)
+        return c
+
+    yield make
+    for c in calls:
+        c.close()
+
+
+def test_warm_transfer_agents_hear_each_other_the_customer_music_then_bob(m, call_factory):
+    s = m.s
+    call = call_factory(20000)
+    time.sleep(2)
+    call.consult()
+    consult_from = time.monotonic()
+    time.sleep(4)
+    consult_to = time.monotonic()
+    done = call.complete(s.CompleteConsultRequest.OUTCOME_TRANSFER)
+    assert done.agent_id == call.ids["bob"]
+    transfer_at = time.monotonic()
+    assert wait_for(lambda: ended_by_media(call.ana), 10), "Ana's phone got a BYE at the transfer"
+    assert not ended_by_media(call.bob), "Bob is still on the call"
+    time.sleep(4)
+    after_to = time.monotonic()
+    call.finish()
+    assert wait_for(lambda: ended_by_media(call.bob), 10), "the customer's hang-up ends Bob's phone"
+
+    # While consulting: the customer hears the music, never an agent.
+    held = received_between(call.audio, consult_from + 0.5, consult_to)
+    assert count(held, without=(ANA_HZ, BOB_HZ)) == len(windows(held)) >= 15, "no agent heard while held"
+    assert sum(any(heard(w, hz) for hz in MUSIC_HZ) for w in windows(held)) >= 10, "the music on hold played"
+    # After the transfer: Bob, and not Ana.
+    after = received_between(call.audio, transfer_at + 0.5, after_to)
+    assert count(after, BOB_HZ, without=(ANA_HZ,)) >= 10, "the customer hears Bob after the transfer"
+    # Ana heard the customer, then Bob; Bob heard Ana, then the customer.
+    ana, bob = call.ana.heard(), call.bob.heard()
+    assert count(ana, CALLER_HZ, without=(BOB_HZ,)) >= 5, "Ana heard the customer before the consult"
+    assert count(ana, BOB_HZ, without=(CALLER_HZ,)) >= 10, "Ana heard Bob during the consult, not the customer"
+    assert count(bob, ANA_HZ, without=(CALLER_HZ,)) >= 10, "Bob heard Ana during the consult, not the customer"
+    assert count(bob, CALLER_HZ, without=(ANA_HZ,)) >= 10, "Bob heard the customer after the transfer"
+    assert count(bob, CALLER_HZ, ANA_HZ) == 0, "never the two at once"
+
+
+def test_a_conference_mixes_all_three_and_ana_leaving_leaves_the_customer_with_bob(m, call_factory):
+    s = m.s
+    call = call_factory(22000)
+    time.sleep(1)
+    call.consult()
+    time.sleep(1)
+    conf = call.complete(s.CompleteConsultRequest.OUTCOME_CONFERENCE)
+    assert call.ids["bob"] in [p.agent_id for p in conf.participants if not p.HasField("leave_time")]
+    conf_from = time.monotonic()
+    time.sleep(5)
+    conf_to = time.monotonic()
+    # Ana leaves the conference: the call is Bob's.
+    left = call.complete(s.CompleteConsultRequest.OUTCOME_TRANSFER)
+    assert left.agent_id == call.ids["bob"]
+    left_at = time.monotonic()
+    assert wait_for(lambda: ended_by_media(call.ana), 10), "Ana's phone got a BYE when she left"
+    time.sleep(4)
+    after_to = time.monotonic()
+    call.finish()
+    assert wait_for(lambda: ended_by_media(call.bob), 10), "the customer's hang-up ends Bob's phone"
+
+    mixed = received_between(call.audio, conf_from + 1.0, conf_to)
+    assert count(mixed, ANA_HZ, BOB_HZ) >= 15, "the customer hears Ana and Bob at once"
+    assert count(mixed, CALLER_HZ) <= 2, "the customer does not hear itself"
+    after = received_between(call.audio, left_at + 0.5, after_to)
+    assert count(after, BOB_HZ, without=(ANA_HZ,)) >= 10, "after Ana left, the customer hears Bob only"
+    ana, bob = call.ana.heard(), call.bob.heard()
+    assert count(ana, CALLER_HZ, BOB_HZ) >= 15, "Ana hears the customer and Bob at once"
+    assert count(ana, ANA_HZ) <= 2, "Ana does not hear herself"
+    assert count(bob, CALLER_HZ, ANA_HZ) >= 15, "Bob hears the customer and Ana at once"
+    assert count(bob, BOB_HZ) <= 2, "Bob does not hear himself"
+    assert count(bob, CALLER_HZ, without=(ANA_HZ,)) >= 10, "Bob hears the customer alone after Ana left"
+
+
+def test_a_cancelled_consult_hangs_up_bob_and_gives_ana_her_customer_back(m, call_factory):
+    s = m.s
+    call = call_factory(16000)
+    time.sleep(1)
+    call.consult()
+    time.sleep(2)
+    cancelled = call.complete(s.CompleteConsultRequest.OUTCOME_CANCEL)
+    assert (cancelled.agent_id, cancelled.consult_leg) == (call.ids["ana"], "")
+    assert wait_for(lambda: ended_by_media(call.bob), 10), "Bob's phone got a BYE"
+    assert not ended_by_media(call.ana)
+    # Still held (sessions leaves the customer on hold with Ana): she resumes.
+    if cancelled.on_hold:
+        call.desk.contacts.ResumeContact(s.ResumeContactRequest(name=call.name), metadata=auth(call.ta), timeout=10)
+    back_at = time.monotonic()
+    time.sleep(4)
+    back_to = time.monotonic()
+    call.finish()
+    back = received_between(call.audio, back_at + 1.0, back_to)
+    assert count(back, ANA_HZ, without=(BOB_HZ,)) >= 10, "the customer hears Ana again, not Bob"
+    ana = call.ana.heard()
+    # Ana heard the customer before the consult and again after it (most of the call).
+    assert count(ana, CALLER_HZ, without=(BOB_HZ,)) >= 20
+
+
+def test_consult_operations_are_refused_across_tenants_and_to_another_agent(m, call_factory, desk, tmp_path):
+    """Tenant B's agent and supervisor, and Bob (not the holder), cannot drive Ana's call."""
+    s = m.s
+    call = call_factory(8000)
+    tenant_b = f"{desk.tenant}-b"
+    (tmp_path / "b.yaml").write_text(desk_tenant(tenant_b, f"+3493{random.randrange(10_000_000, 99_999_999)}", {}))
+    cli("admin", "tenant", "apply", "-f", str(tmp_path / "b.yaml"))
+    other_sup = mint("--tenant", tenant_b, "--role", "supervisor")
+    assert sessions_knows_tenant(desk.contacts, s, other_sup)
+    other = mint("--tenant", tenant_b, "--role", "agent", "--agent-id", call.ids["ana"])
+    for token in (other, other_sup):
+        with pytest.raises(grpc.RpcError) as refused:
+            desk.contacts.ConsultContact(s.ConsultContactRequest(name=call.name, queue="support"),
+                                         metadata=auth(token), timeout=10)
+        assert refused.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED), refused.value
+    with pytest.raises(grpc.RpcError) as refused:
+        desk.contacts.ConsultContact(s.ConsultContactRequest(name=call.name, queue="support"),
+                                     metadata=auth(call.tb), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND, refused.value
+    assert call.read(call.name).consult_leg == "", "nothing started"
+    call.finish()
