@@ -2,6 +2,12 @@
 //! customer its identities resolve to (found or created), with the agent holding it now
 //! (for screen-pop), the agents that handled it, times, disposition and wrap-up notes.
 //!
+//! The events carry no personal data (issue 23): the identities and the wrap-up notes are
+//! read from sessions' record of the contact ([`crate::sessions`]) when an event says there
+//! are some (`customer_identified`, `has_notes`) and the CRM still needs them. Identities or
+//! notes an old event still carries are never read: once sessions' record is erased or
+//! expired there is nothing to link, so a replay cannot recreate an erased person.
+//!
 //! Each event is applied once: its id is recorded in the transaction that applies it, so a
 //! redelivery or a replay from the start changes nothing. Contacts of an erased customer
 //! are remembered and their events ignored, so a replay cannot bring the customer back.
@@ -20,6 +26,7 @@ use deadpool_postgres::{Object, Pool};
 use tokio::sync::watch;
 
 use crate::metrics::{Entry, Source};
+use crate::sessions::{ContactDetails, ContactReader};
 use crate::store::{self, InteractionRow};
 
 /// Folds contact events into interactions; bumps `applied` after every batch so waiting
@@ -29,6 +36,9 @@ pub struct ContactEvents {
     pub pool: Pool,
     pub applied: Arc<watch::Sender<u64>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Sessions' contact records; `None` (not configured): contacts are not linked to
+    /// customers and wrap-up notes are not kept.
+    pub sessions: Option<Arc<ContactReader>>,
 }
 
 pub fn consumer(
@@ -58,7 +68,7 @@ impl BatchHandler for ContactEvents {
     async fn handle_batch(&mut self, events: &[Event]) -> Result<(), Error> {
         let mut client = self.pool.get().await?;
         for e in events {
-            let applied = apply(&mut client, e).await?;
+            let applied = apply(&mut client, e, self.sessions.as_deref()).await?;
             if let Some(created) = applied.resolved {
                 self.metrics.customer_resolved(Source::ContactEvent, created);
             }
@@ -95,9 +105,9 @@ pub struct Applied {
 }
 
 /// Applies one event in its own transaction. A payload that cannot be read is skipped
-/// (logged): retrying it would never succeed. Database errors are returned, and the batch
-/// is retried.
-pub async fn apply(client: &mut Object, event: &Event) -> Result<Applied, Error> {
+/// (logged): retrying it would never succeed. Database errors, and sessions unreachable when
+/// its record is needed, are returned, and the batch is retried.
+pub async fn apply(client: &mut Object, event: &Event, sessions: Option<&ContactReader>) -> Result<Applied, Error> {
     if event.type_name != spb::ContactEvent::TYPE {
         return Ok(Applied::default());
     }
@@ -129,9 +139,18 @@ pub async fn apply(client: &mut Object, event: &Event) -> Result<Applied, Error>
         None => InteractionRow::new(contact_id.clone(), created_at),
     };
     let mut resolved = None;
-    if row.customer_id.is_none() && !c.customer_identities.is_empty() {
-        let ids: Vec<Identity> = c
-            .customer_identities
+    // An event of a sessions release before issue 23 still carries identities: they say
+    // there are some (never read here).
+    let identified = ce.customer_identified || !c.customer_identities.is_empty();
+    let wants_identities = row.customer_id.is_none() && identified;
+    let wants_notes = Kind::try_from(ce.kind) == Ok(Kind::WrappedUp) && ce.has_notes;
+    let details = match sessions {
+        Some(s) if wants_identities || wants_notes => s.read(&event.tenant, &c.name).await?.unwrap_or_default(),
+        _ => ContactDetails::default(),
+    };
+    if wants_identities && !details.identities.is_empty() {
+        let ids: Vec<Identity> = details
+            .identities
             .iter()
             .filter_map(|i| match Identity::parse(i, "") {
                 Ok(id) => Some(id),
@@ -147,14 +166,15 @@ pub async fn apply(client: &mut Object, event: &Event) -> Result<Applied, Error>
             resolved = Some(r.created);
         }
     }
-    fold(&mut row, &ce, &c);
+    fold(&mut row, &ce, &c, &details.wrap_up_notes);
     store::write_interaction(&tx, tenant, &row).await?;
     tx.commit().await?;
     Ok(Applied { written: true, resolved })
 }
 
-/// The interaction after one event (pure).
-pub fn fold(row: &mut InteractionRow, e: &spb::ContactEvent, c: &spb::Contact) {
+/// The interaction after one event (pure); `notes` are the wrap-up notes read from
+/// sessions' record for a wrap-up event (empty: none).
+pub fn fold(row: &mut InteractionRow, e: &spb::ContactEvent, c: &spb::Contact, notes: &str) {
     row.channel = i16::try_from(c.channel).unwrap_or(0);
     row.direction = match spb::Direction::try_from(c.direction).unwrap_or(spb::Direction::Unspecified) {
         spb::Direction::Outbound => "outbound",
@@ -190,8 +210,8 @@ pub fn fold(row: &mut InteractionRow, e: &spb::ContactEvent, c: &spb::Contact) {
     if !c.disposition.is_empty() {
         row.disposition.clone_from(&c.disposition);
     }
-    if Kind::try_from(e.kind) == Ok(Kind::WrappedUp) && !e.notes.is_empty() {
-        row.wrap_up_notes.clone_from(&e.notes);
+    if Kind::try_from(e.kind) == Ok(Kind::WrappedUp) && !notes.is_empty() {
+        notes.clone_into(&mut row.wrap_up_notes);
     }
 }
 
@@ -218,10 +238,10 @@ mod tests {
             kind: kind as i32,
             contact: Some(c.clone()),
             agent_id: agent.into(),
-            notes: notes.into(),
+            has_notes: !notes.is_empty(),
             ..Default::default()
         };
-        fold(r, &e, &c);
+        fold(r, &e, &c, notes);
     }
 
     #[test]
@@ -237,14 +257,14 @@ mod tests {
             agent_id: "a1".into(),
             ..Default::default()
         };
-        fold(&mut r, &e, &c);
+        fold(&mut r, &e, &c, "");
         assert_eq!(r.agents, vec!["a1".to_string(), "a2".to_string()]);
         assert_eq!(r.holder, "a2");
         let mut direct = row();
         step(&mut direct, Kind::Accepted, ContactState::Connected, "a1", "");
         let c = spb::Contact { state: ContactState::Connected as i32, agent_id: "a3".into(), ..Default::default() };
         let e = spb::ContactEvent { kind: Kind::HandedOver as i32, contact: Some(c.clone()), ..Default::default() };
-        fold(&mut direct, &e, &c);
+        fold(&mut direct, &e, &c, "");
         assert_eq!(direct.agents, vec!["a1".to_string(), "a3".to_string()]);
     }
 
@@ -267,5 +287,14 @@ mod tests {
             ("closed", "", "resolved", "called back")
         );
         assert_eq!(r.connected_at.map(|t| t.timestamp()), Some(10));
+    }
+
+    #[test]
+    fn notes_are_kept_from_a_wrap_up_only() {
+        let mut r = row();
+        let c = spb::Contact { state: ContactState::Connected as i32, ..Default::default() };
+        let e = spb::ContactEvent { kind: Kind::Accepted as i32, contact: Some(c.clone()), ..Default::default() };
+        fold(&mut r, &e, &c, "not a wrap-up");
+        assert_eq!(r.wrap_up_notes, "");
     }
 }

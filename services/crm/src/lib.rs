@@ -11,6 +11,8 @@
 //! - [`store`]: the schema and every query, one transaction per call with the tenant set for
 //!   row-level security.
 //! - [`events`]: the contacts topic folded into interactions, each event once.
+//! - [`sessions`]: reads sessions' contact records for what the events do not carry (the
+//!   customer's identities, wrap-up notes), with the CRM's own tenant tokens.
 //! - [`erasures`]: other services' reports that they erased an erasure's contacts from
 //!   their store (`StoreErased` on the customers topic), recorded on the erasure.
 //! - [`api`]: the gRPC service `centralita.crm.v1.CustomerService`.
@@ -26,6 +28,7 @@ pub mod erasures;
 pub mod events;
 pub mod metrics;
 pub mod retention;
+pub mod sessions;
 pub mod store;
 
 use std::sync::Arc;
@@ -71,6 +74,12 @@ pub struct Settings {
     /// Recording's gRPC endpoint: the export includes the customer's recordings.
     #[arg(long = "recording-endpoint", env = "CENTRALITA_RECORDING_ENDPOINT")]
     pub recording_endpoint: Option<String>,
+    /// PEM file with the Ed25519 private key the CRM signs its own tenant tokens for
+    /// sessions with: with `CENTRALITA_SESSIONS_ENDPOINT`, contacts are linked to customers
+    /// from sessions' records (see [`sessions`]). Without either, contacts are not linked
+    /// and wrap-up notes are not kept (a warning at start says so).
+    #[arg(long = "jwt-private-key-file", env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -82,6 +91,7 @@ impl Settings {
             sessions_endpoint: None,
             media_endpoint: None,
             recording_endpoint: None,
+            jwt_private_key_file: None,
         }
     }
 }
@@ -112,6 +122,24 @@ impl Validate for Settings {
 /// Flags and `CENTRALITA_*` environment: the common ones plus [`Settings`].
 pub type Config = ServiceArgs<Settings>;
 
+/// The reader of sessions' contact records, when both its endpoint and the signing key are
+/// set.
+fn contact_reader(config: &Config) -> Result<Option<Arc<sessions::ContactReader>>, ConfigError> {
+    let s = &config.service;
+    let (Some(endpoint), Some(key)) = (&s.sessions_endpoint, &s.jwt_private_key_file) else {
+        tracing::warn!(
+            "CENTRALITA_SESSIONS_ENDPOINT or CENTRALITA_JWT_PRIVATE_KEY_FILE is not set: contacts are not linked to customers and wrap-up notes are not kept"
+        );
+        return Ok(None);
+    };
+    let auth = &config.common.auth;
+    let signer = centralita_platform::auth::Signer::from_file(key, &auth.issuer, &auth.audience)
+        .map_err(|m| ConfigError::new("CENTRALITA_JWT_PRIVATE_KEY_FILE", m))?;
+    let reader = sessions::ContactReader::new(endpoint, signer)
+        .map_err(|m| ConfigError::new("CENTRALITA_SESSIONS_ENDPOINT", m))?;
+    Ok(Some(Arc::new(reader)))
+}
+
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
@@ -121,12 +149,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let metrics = Arc::new(metrics::Metrics::register(&runtime.metrics));
     let (applied_tx, applied) = watch::channel(0u64);
     let prefix = &config.common.kafka.topic_prefix;
+    let sessions = contact_reader(&config)?;
     let consumer = events::consumer(
         &config.common.kafka.brokers,
         format!("{prefix}crm.contacts"),
         runtime.topics.contacts(),
         config.common.kafka.group_instance_id.clone(),
-        events::ContactEvents { pool: pool.clone(), applied: Arc::new(applied_tx), metrics: metrics.clone() },
+        events::ContactEvents { pool: pool.clone(), applied: Arc::new(applied_tx), metrics: metrics.clone(), sessions },
         Some(runtime.metrics.clone()),
     )?;
     let sd = runtime.shutdown.clone();

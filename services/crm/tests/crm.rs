@@ -1,8 +1,12 @@
 //! The CRM service end to end: in-process on ephemeral ports against the local stack's
 //! PostgreSQL and Kafka-protocol broker. Contact events are hand-built and published on the
-//! contacts topic; everything is read back over gRPC, and the database is inspected
-//! directly for row-level security and erasure.
+//! contacts topic as sessions publishes them (no identities, no notes: those are in the
+//! contact's record, served by a stand-in of sessions' `GetContact`); everything is read
+//! back over gRPC, and the database is inspected directly for row-level security and
+//! erasure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fake_sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +47,7 @@ spec:
 
 struct Service {
     grpc: Channel,
+    sessions: fake_sessions::FakeSessions,
     admin: std::net::SocketAddr,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -71,12 +76,17 @@ async fn start(prefix: &str) -> Service {
     let listeners = Listeners::ephemeral().await.unwrap();
     let (grpc, admin) = (listeners.grpc_addr(), listeners.admin_addr());
     let shutdown = Shutdown::new();
-    let config =
-        ServiceArgs::<Settings> { common: testkit::common(prefix), service: Settings::new(testkit::postgres()) };
+    let sessions = fake_sessions::FakeSessions::default();
+    let settings = Settings {
+        sessions_endpoint: Some(sessions.serve().await),
+        jwt_private_key_file: Some(testkit::repo_file("deploy/local/dev-keys/jwt-ed25519.key")),
+        ..Settings::new(testkit::postgres())
+    };
+    let config = ServiceArgs::<Settings> { common: testkit::common(prefix), service: settings };
     let task = tokio::spawn(centralita_crm::run(config, listeners, shutdown.clone()));
     assert!(testkit::wait_ready(admin).await, "crm did not become ready");
     let grpc = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
-    Service { grpc, admin, shutdown, task }
+    Service { grpc, sessions, admin, shutdown, task }
 }
 
 /// The body of a GET on the admin port.
@@ -752,7 +762,8 @@ fn ts(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
-/// One contact's events as sessions publishes them.
+/// One contact's events as sessions publishes them; `contact` is sessions' record of it
+/// (identities and wrap-up notes included), which [`Script::record`] gives the stand-in.
 struct Script {
     tenant: String,
     contact: spb::Contact,
@@ -790,15 +801,32 @@ impl Script {
             Kind::WrappedUp => self.contact.disposition = "resolved".into(),
             _ => {}
         }
+        if kind == Kind::WrappedUp {
+            self.contact.wrap_up_notes = notes.into();
+        }
+        // As sessions publishes it: references only.
+        let on_topic = spb::Contact {
+            customer_identities: Vec::new(),
+            attributes: Default::default(),
+            wrap_up_notes: String::new(),
+            ..self.contact.clone()
+        };
         let e = spb::ContactEvent {
             kind: kind as i32,
-            contact: Some(self.contact.clone()),
+            contact: Some(on_topic),
             agent_id: agent.into(),
-            notes: notes.into(),
+            customer_identified: !self.contact.customer_identities.is_empty(),
+            has_notes: kind == Kind::WrappedUp && !notes.is_empty(),
             ..Default::default()
         };
         let at = chrono::DateTime::from_timestamp_millis(self.at).unwrap();
         self.events.push(Event::at(TenantId::parse(&self.tenant).unwrap(), &e, at));
+        self
+    }
+
+    /// Puts sessions' record of the contact (as it is after the last event) in `sessions`.
+    fn record(&self, sessions: &fake_sessions::FakeSessions) -> &Self {
+        sessions.put(&self.contact);
         self
     }
 }
@@ -870,7 +898,12 @@ async fn timeline_from_events_screen_pop_and_replay() {
     c3.push(Kind::Offered, ContactState::Offered, "agent-2", "");
     let mut other = Script::new(&b, "c9", voice, vec![ana.clone()], t0);
     other.push(Kind::Offered, ContactState::Offered, "agent-1", "");
+    for s in [&c1, &c2, &c3, &other] {
+        s.record(&svc.sessions);
+    }
     let mut events: Vec<Event> = [&c1, &c2, &c3, &other].iter().flat_map(|s| s.events.clone()).collect();
+    let raw = format!("{events:?}");
+    assert!(!raw.contains("600 111 222") && !raw.contains("refund issued"), "the events carry references only");
     // Redeliveries: the first half again.
     events.extend(events.clone().into_iter().take(events.len() / 2));
     publish(&topics, &events).await;
@@ -886,6 +919,13 @@ async fn timeline_from_events_screen_pop_and_replay() {
     assert_eq!(single[1].state, "abandoned");
     let customer = find(&svc, &admin, ana.clone()).await.remove(0);
     assert_eq!(customer.identities.len(), 2, "the chat's email joined the profile");
+    // The identities and notes came from sessions' records, read with the CRM's own token
+    // of each contact's tenant (the stand-in refuses another tenant's, as sessions does).
+    let reads = svc.sessions.reads.lock().unwrap().clone();
+    assert!(reads.iter().all(|(subject, _)| subject == "service:crm"), "{reads:?}");
+    assert!(svc.sessions.reads_of(&format!("tenants/{b}/contacts/c9")) >= 1, "B's contact read with B's token");
+    let pop_b_customer = find(&svc, &token(Some(&b), Role::TenantAdmin, None), ana.clone()).await;
+    assert_eq!(pop_b_customer.len(), 1, "B's contact resolved in B");
 
     // Screen-pop: only the agent holding the contact, only while it holds it.
     let agent2 = token(None, Role::Agent, Some("agent-2"));
@@ -977,6 +1017,18 @@ async fn timeline_from_events_screen_pop_and_replay() {
             pool: pool.clone(),
             applied: Arc::new(tx),
             metrics: Default::default(),
+            sessions: Some(Arc::new(
+                centralita_crm::sessions::ContactReader::new(
+                    &svc.sessions.serve().await,
+                    centralita_platform::auth::Signer::from_file(
+                        &testkit::repo_file("deploy/local/dev-keys/jwt-ed25519.key"),
+                        "centralita",
+                        "centralita-api",
+                    )
+                    .unwrap(),
+                )
+                .unwrap(),
+            )),
         },
         None,
     )
@@ -1044,6 +1096,7 @@ async fn erasure_leaves_no_personal_data_and_is_announced() {
         .push(Kind::Accepted, ContactState::Connected, "agent-9", "")
         .push(Kind::Ended, ContactState::AfterContactWork, "", "")
         .push(Kind::WrappedUp, ContactState::Closed, "", &format!("wrap {mark}"));
+    c.record(&svc.sessions);
     publish(&topics, &c.events).await;
     let zoe = until(|| async { find(&svc, &admin, phone(&number)).await.into_iter().next() }).await;
     interactions_of(&svc, &admin, phone(&number), &["closed"]).await;
@@ -1216,9 +1269,95 @@ async fn erasure_leaves_no_personal_data_and_is_announced() {
     publish(&topics, &c.events).await;
     let mut probe = Script::new(&a, "probe", 1, vec![phone("+34911222333")], t0);
     probe.push(Kind::Abandoned, ContactState::Abandoned, "", "");
+    probe.record(&svc.sessions);
     publish(&topics, &probe.events).await;
     interactions_of(&svc, &admin, phone("+34911222333"), &["abandoned"]).await;
     assert!(find(&svc, &admin, phone(&number)).await.is_empty(), "replayed events did not resurrect the customer");
+
+    // Replaying into empty stores (issue 23): sessions' record of the contact was erased
+    // (its consumer does so on CustomerErased), the CRM's tenant is wiped to nothing —
+    // not even the erased-contacts list or the applied event ids — and the contacts topic is
+    // read again from the beginning by a new group. Nothing brings the person back: the
+    // events carry no identities and sessions has none left to give. An old-format event
+    // with the identities in clear is not read either.
+    svc.sessions.erase(&c.contact.name);
+    let mut legacy = Script::new(&a, &format!("old{mark}"), 1, vec![phone(&number)], t0);
+    legacy.push(Kind::Abandoned, ContactState::Abandoned, "", "");
+    let legacy_event = spb::ContactEvent {
+        kind: Kind::Abandoned as i32,
+        contact: Some(legacy.contact.clone()),
+        notes: format!("wrap {mark}"),
+        ..Default::default()
+    };
+    let at = chrono::DateTime::from_timestamp_millis(t0).unwrap();
+    publish(&topics, &[Event::at(TenantId::parse(&a).unwrap(), &legacy_event, at)]).await;
+    // The service's own group has handled it (asked sessions, which has no record) before
+    // the wipe, so the replay below meets it afresh.
+    until(|| async { (svc.sessions.reads_of(&legacy.contact.name) >= 1).then_some(()) }).await;
+    {
+        let mut client = pool().get().await.unwrap();
+        let tx = centralita_crm::store::begin(&mut client, &TenantId::parse(&a).unwrap()).await.unwrap();
+        for table in [
+            "applied_events",
+            "erased_contacts",
+            "interactions",
+            "notes",
+            "answers",
+            "consents",
+            "identities",
+            "merges",
+            "customers",
+        ] {
+            tx.execute(&format!("DELETE FROM {table}"), &[]).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let read_before = svc.sessions.reads_of(&c.contact.name);
+    let (tx, _rx) = tokio::sync::watch::channel(0);
+    let replay = centralita_crm::events::consumer(
+        &testkit::brokers(),
+        unique("crm-erased-replay-"),
+        topics.contacts(),
+        None,
+        centralita_crm::events::ContactEvents {
+            pool: pool(),
+            applied: Arc::new(tx),
+            metrics: Default::default(),
+            sessions: Some(Arc::new(
+                centralita_crm::sessions::ContactReader::new(
+                    &svc.sessions.serve().await,
+                    centralita_platform::auth::Signer::from_file(
+                        &testkit::repo_file("deploy/local/dev-keys/jwt-ed25519.key"),
+                        "centralita",
+                        "centralita-api",
+                    )
+                    .unwrap(),
+                )
+                .unwrap(),
+            )),
+        },
+        None,
+    )
+    .unwrap();
+    let stop = Shutdown::new();
+    let replaying = tokio::spawn(replay.run(stop.clone()));
+    // Through when the probe is linked again and sessions was asked about each of the erased
+    // contact's five events (published twice, applied once) and about the old-format one (by
+    // both groups).
+    interactions_of(&svc, &admin, phone("+34911222333"), &["abandoned"]).await;
+    let legacy_name = legacy.contact.name.clone();
+    until(|| async {
+        (svc.sessions.reads_of(&c.contact.name) >= read_before + 5 && svc.sessions.reads_of(&legacy_name) >= 2)
+            .then_some(())
+    })
+    .await;
+    stop.trigger();
+    replaying.await.unwrap().unwrap();
+    assert!(find(&svc, &admin, phone(&number)).await.is_empty(), "a replay into empty stores recreated the person");
+    let rows = all_rows(&[&a]).await;
+    for piece in [&number, &format!("wrap {mark}")] {
+        assert!(!rows.contains(piece.as_str()), "`{piece}` came back with the replay");
+    }
     svc.stop().await;
 }
 

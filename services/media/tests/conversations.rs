@@ -233,12 +233,13 @@ async fn events_reach_the_conversations_topic_through_the_outbox() {
             K::StatusChanged(s) => format!("status {} {}", s.sequence, s.status),
         })
         .collect();
+    // References only: the text stays in media's store (issue 23).
     assert_eq!(
         kinds,
         [
-            "sent 1 Chat started".to_owned(),
-            format!("received {} hola", c.sequence),
-            format!("sent {} hi", a.sequence),
+            "sent 1 ".to_owned(),
+            format!("received {} ", c.sequence),
+            format!("sent {} ", a.sequence),
             format!("status {} {}", a.sequence, pb::DeliveryStatus::Delivered as i32),
         ]
     );

@@ -50,6 +50,22 @@ fn encode(effects: Vec<OutboxEffect>) -> Vec<u8> {
     OutboxEntry { effects, traceparent, tracestate }.encode_to_vec()
 }
 
+/// The contact as the contacts topic carries it: references, never personal data. The
+/// topic cannot be erased per person and a replay must not bring an erased customer back,
+/// so the identities, the attributes (free values a creator or a flow set, which may name the
+/// person) and the wrap-up notes stay in the record; a consumer that needs them reads them
+/// with `GetContact` while the record exists (`ContactEvent.customer_identified` and
+/// `has_notes` say there is something to read). Agents' offers and notices (their own
+/// stream, not a log) keep the whole contact.
+pub fn without_personal_data(c: &pb::Contact) -> pb::Contact {
+    pb::Contact {
+        customer_identities: Vec::new(),
+        attributes: Default::default(),
+        wrap_up_notes: String::new(),
+        ..c.clone()
+    }
+}
+
 /// The outbox entry of a contact write: `after` as written, `previous` its state before
 /// (`None` for a new contact).
 pub fn contact_entry(topics: &Topics, previous: Option<ContactState>, after: &Contact, effects: &[Effect]) -> Vec<u8> {
@@ -57,13 +73,16 @@ pub fn contact_entry(topics: &Topics, previous: Option<ContactState>, after: &Co
     let mut out = Vec::with_capacity(effects.len());
     for e in effects {
         out.push(match e {
-            Effect::ContactEvent { kind, agent, notes } => {
+            Effect::ContactEvent { kind, agent } => {
+                let kind = pb::contact_event::Kind::from(*kind);
                 let event = pb::ContactEvent {
-                    kind: pb::contact_event::Kind::from(*kind) as i32,
-                    contact: Some(wire.clone()),
+                    kind: kind as i32,
+                    contact: Some(without_personal_data(&wire)),
                     previous_state: previous.map_or(0, |s| pb::ContactState::from(s) as i32),
                     agent_id: agent.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
-                    notes: notes.clone(),
+                    notes: String::new(),
+                    customer_identified: !after.customer_identities.is_empty(),
+                    has_notes: kind == pb::contact_event::Kind::WrappedUp && !after.wrap_up_notes.is_empty(),
                 };
                 publish(topics.contacts(), &after.id.0, &Event::new(after.tenant.clone(), &event))
             }
@@ -165,5 +184,61 @@ mod tests {
         // Outside any trace: no context kept; no effects: no entry.
         assert!(OutboxEntry::decode(encode(close()).as_slice()).expect("entry").traceparent.is_empty());
         assert!(encode(Vec::new()).is_empty());
+    }
+
+    /// Issue 23: the contacts topic carries references only. A wrapped-up contact with
+    /// identities, attributes and notes publishes an event holding none of them (flags say
+    /// they are at sessions), while the agent's own notice keeps the whole contact.
+    #[test]
+    fn contact_events_carry_no_personal_data_and_notices_keep_it() {
+        use crate::core::{AgentId, Channel, ContactEventKind, ContactId, Notice};
+        use centralita_platform::identity::{Identity, Kind};
+        use centralita_platform::tenant::TenantId;
+        use prost::Message as _;
+        let mut c = Contact::queued(
+            TenantId::parse("acme").expect("tenant"),
+            ContactId("c1".into()),
+            Channel::Voice,
+            "support".into(),
+            "default".into(),
+            1,
+        );
+        c.state = ContactState::Closed;
+        c.customer_identities = vec![Identity { kind: Kind::Phone, value: "+34600999111".into() }];
+        c.attributes.insert("account".into(), "ES-ACC-7731".into());
+        c.wrap_up_notes = "angry about invoice 42".into();
+        let ana = AgentId("ana".into());
+        let effects = [
+            Effect::ContactEvent { kind: ContactEventKind::WrappedUp, agent: Some(ana.clone()) },
+            Effect::Notify { agent: ana, notice: Notice::Contact },
+        ];
+        let topics = Topics::new("t.");
+        let entry =
+            OutboxEntry::decode(contact_entry(&topics, Some(ContactState::AfterContactWork), &c, &effects).as_slice())
+                .expect("entry");
+        let Some(Fx::Publish(p)) = &entry.effects[0].effect else { panic!("a publish: {entry:?}") };
+        assert_eq!(p.topic, topics.contacts());
+        for planted in ["+34600999111", "ES-ACC-7731", "angry about invoice"] {
+            assert!(!p.envelope.windows(planted.len()).any(|w| w == planted.as_bytes()), "{planted} on the topic");
+        }
+        let event: pb::ContactEvent = Event::decode(&p.envelope).expect("envelope").payload().expect("payload");
+        let on_topic = event.contact.as_ref().expect("contact");
+        assert!(on_topic.customer_identities.is_empty() && on_topic.attributes.is_empty());
+        assert!(on_topic.wrap_up_notes.is_empty() && event.notes.is_empty());
+        assert!(event.customer_identified && event.has_notes);
+        assert_eq!((on_topic.name.as_str(), on_topic.queue.as_str()), ("tenants/acme/contacts/c1", "support"));
+        let Some(Fx::Notify(n)) = &entry.effects[1].effect else { panic!("a notice: {entry:?}") };
+        let Some(pb::agent_stream_event::Event::Contact(full)) = n.event.as_ref().and_then(|e| e.event.clone()) else {
+            panic!("the contact: {n:?}")
+        };
+        assert_eq!(full.wrap_up_notes, "angry about invoice 42");
+        assert_eq!(full.customer_identities.len(), 1);
+        // A contact without identities or notes says so.
+        c.customer_identities.clear();
+        c.wrap_up_notes.clear();
+        let entry = OutboxEntry::decode(contact_entry(&topics, None, &c, &effects[..1]).as_slice()).expect("entry");
+        let Some(Fx::Publish(p)) = &entry.effects[0].effect else { panic!("a publish") };
+        let event: pb::ContactEvent = Event::decode(&p.envelope).expect("envelope").payload().expect("payload");
+        assert!(!event.customer_identified && !event.has_notes);
     }
 }

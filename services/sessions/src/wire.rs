@@ -165,6 +165,7 @@ impl TryFrom<&pb::Contact> for Contact {
             agent_pool: c.agent_pool.clone(),
             trace_parent: c.trace_parent.clone(),
             recording_paused: c.recording_paused,
+            wrap_up_notes: c.wrap_up_notes.clone(),
         })
     }
 }
@@ -229,6 +230,7 @@ impl From<&Contact> for pb::Contact {
             agent_pool: c.agent_pool.clone(),
             trace_parent: c.trace_parent.clone(),
             recording_paused: c.recording_paused,
+            wrap_up_notes: c.wrap_up_notes.clone(),
         }
     }
 }
@@ -434,6 +436,7 @@ mod tests {
             agent_pool: "default".into(),
             trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             recording_paused: true,
+            wrap_up_notes: "called back".into(),
         };
         let domain = Contact::try_from(&stored).expect("valid");
         assert_eq!(pb::Contact::from(&domain), stored);

@@ -211,7 +211,9 @@ async fn append_in(
         )
         .await?;
     let stored = message_of(&row)?;
-    let wire = wire::message(tenant.as_str(), contact, &stored);
+    // The topic carries a reference to the message (its name and sequence), never its text:
+    // a topic cannot be erased per person (issue 23). Readers ask ListMessages.
+    let wire = pb::Message { text: String::new(), ..wire::message(tenant.as_str(), contact, &stored) };
     let kind = match m.sender {
         Sender::Customer => pb::conversation_event::Kind::MessageReceived(wire),
         _ => pb::conversation_event::Kind::MessageSent(wire),

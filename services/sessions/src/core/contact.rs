@@ -27,7 +27,7 @@ pub(super) fn finish(mut change: Change<Contact>) -> Change<Contact> {
 }
 
 pub(super) fn event(kind: Kind, agent: Option<&AgentId>) -> Effect {
-    Effect::ContactEvent { kind, agent: agent.cloned(), notes: String::new() }
+    Effect::ContactEvent { kind, agent: agent.cloned() }
 }
 
 /// The agent of a contact it held is released: routing frees the capacity (when it was
@@ -299,14 +299,15 @@ pub fn end(c: &Contact, acw_ms: Millis, now: Millis) -> Result<Change<Contact>, 
     Ok(finish(change))
 }
 
-/// The holder wraps up with a disposition (and notes, carried by the event only).
+/// The holder wraps up with a disposition and notes (kept on the record, not in the event).
 pub fn wrap_up(c: &Contact, disposition: &str, notes: &str, now: Millis) -> Result<Change<Contact>, Refusal> {
     let mut change = step(c, Action::WrapUp)?;
     change.record.disposition = disposition.to_owned();
+    notes.clone_into(&mut change.record.wrap_up_notes);
     change.record.closed_at = Some(now);
     let agent = change.record.agent.clone();
     change.push(Effect::Cancel(Timer::AfterContactWork { tenant: c.tenant.clone(), contact: c.id.clone() }));
-    change.push(Effect::ContactEvent { kind: Kind::WrappedUp, agent: agent.clone(), notes: notes.to_owned() });
+    change.push(Effect::ContactEvent { kind: Kind::WrappedUp, agent: agent.clone() });
     release(&mut change, agent.as_ref(), true);
     Ok(finish(change))
 }
@@ -338,20 +339,22 @@ pub fn time_out(c: &Contact, now: Millis) -> Result<Change<Contact>, Refusal> {
 }
 
 /// The customer was erased (GDPR art. 17, CRM's `CustomerErased` names the contact): the
-/// personal data the contact carries leaves it — the identities the channel saw and the
-/// attributes its creator gave (free text that may name the person). Everything else (state,
+/// personal data the contact carries leaves it — the identities the channel saw, the
+/// attributes its creator gave (free text that may name the person) and the agent's wrap-up
+/// notes. Everything else (state,
 /// queue, agents, times, disposition code) is about the contact-center's work and stays, so
 /// a live contact goes on. No effects: an event would carry nothing a consumer needs, and
 /// the agent's view is refreshed by the contact's next change. Refused with
 /// [`Refusal::NothingToErase`] when nothing personal is left (erased before), so a
 /// redelivered erasure writes nothing.
 pub fn erase(c: &Contact) -> Result<Change<Contact>, Refusal> {
-    if c.customer_identities.is_empty() && c.attributes.is_empty() {
+    if c.customer_identities.is_empty() && c.attributes.is_empty() && c.wrap_up_notes.is_empty() {
         return Err(Refusal::NothingToErase);
     }
     let mut after = c.clone();
     after.customer_identities.clear();
     after.attributes.clear();
+    after.wrap_up_notes.clear();
     Ok(Change::new(after))
 }
 

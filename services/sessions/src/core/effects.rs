@@ -111,11 +111,11 @@ pub enum Linked {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// The contact's lifecycle event, carrying the contact as written.
+    /// The contact's lifecycle event, carrying the contact as written less its personal
+    /// data (see `crate::outbox`).
     ContactEvent {
         kind: ContactEventKind,
         agent: Option<AgentId>,
-        notes: String,
     },
     /// The agent's event, carrying the agent as written.
     AgentEvent(AgentEventKind),

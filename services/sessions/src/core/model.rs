@@ -154,6 +154,9 @@ pub struct Contact {
     pub trace_parent: String,
     /// The call's recording is paused (PCI) until resumed.
     pub recording_paused: bool,
+    /// The notes given at wrap-up: personal free text, kept here (erased with the customer,
+    /// expiring with the record) and never put in an event.
+    pub wrap_up_notes: String,
 }
 
 impl Contact {
@@ -199,6 +202,7 @@ impl Contact {
             agent_pool,
             trace_parent: String::new(),
             recording_paused: false,
+            wrap_up_notes: String::new(),
         }
     }
 

@@ -227,11 +227,8 @@ fn wrap_up_closes_and_frees_the_agent() {
     let acw = contact::end(&connected("ana"), 30_000, 1_000).unwrap().record;
     let change = contact::wrap_up(&acw, "sold", "notes", 2_000).unwrap();
     assert_eq!((change.record.state, change.record.disposition.as_str()), (ContactState::Closed, "sold"));
-    assert!(change.effects.contains(&Effect::ContactEvent {
-        kind: Kind::WrappedUp,
-        agent: Some(a("ana")),
-        notes: "notes".into()
-    }));
+    assert!(change.effects.contains(&Effect::ContactEvent { kind: Kind::WrappedUp, agent: Some(a("ana")) }));
+    assert_eq!(change.record.wrap_up_notes, "notes", "the notes stay on the record");
     assert!(change
         .effects
         .contains(&Effect::Route(Input::ContactReleased { contact: ContactId("c1".into()), agent: a("ana") })));
@@ -481,6 +478,7 @@ fn erase_removes_the_customers_identities_and_attributes_and_nothing_else() {
     ];
     c.attributes.insert("account_holder".into(), "Ana Pérez".into());
     c.disposition = "resolved".into();
+    c.wrap_up_notes = "Ana will call back".into();
     let change = contact::erase(&c).unwrap();
     assert!(change.effects.is_empty(), "an erasure has no effects: {:?}", change.effects);
     let erased = change.record;
@@ -490,6 +488,7 @@ fn erase_removes_the_customers_identities_and_attributes_and_nothing_else() {
     let mut expected = c.clone();
     expected.customer_identities.clear();
     expected.attributes.clear();
+    expected.wrap_up_notes.clear();
     assert_eq!(erased, expected);
     assert_eq!((erased.state, erased.agent.clone()), (ContactState::Connected, Some(a("ana"))));
     // Idempotent: once erased there is nothing left to write.
@@ -499,4 +498,8 @@ fn erase_removes_the_customers_identities_and_attributes_and_nothing_else() {
     let mut only_attributes = new_contact("c3", 0);
     only_attributes.attributes.insert("note".into(), "x".into());
     assert!(contact::erase(&only_attributes).unwrap().record.attributes.is_empty());
+    // And notes alone.
+    let mut only_notes = new_contact("c4", 0);
+    only_notes.wrap_up_notes = "x".into();
+    assert!(contact::erase(&only_notes).unwrap().record.wrap_up_notes.is_empty());
 }
