@@ -1,5 +1,6 @@
-//! The development sign-in: the page names a tenant, a role and (for an agent) the agent id;
-//! the server mints a token with the development key. Every field is validated here; the
+//! The development sign-in: the page names a tenant, a role and (for an agent) the agent id
+//! — or the BPO admin role, which names no tenant; the server mints a token with the
+//! development key. Every field is validated here; the
 //! services still check the token's tenant on every call, so a token of tenant A reaches
 //! nothing of tenant B.
 
@@ -21,8 +22,10 @@ use crate::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignInRequest {
+    /// Empty for a BPO admin (every tenant), required otherwise.
+    #[serde(default)]
     pub tenant: String,
-    /// `agent` or `supervisor`.
+    /// `agent`, `supervisor` or `bpo_admin`.
     pub role: String,
     /// Required for an agent (`agents/{id}` in sessions), refused otherwise.
     #[serde(default)]
@@ -78,11 +81,16 @@ fn valid_agent_id(id: &str) -> bool {
 
 /// Checks a request and turns it into what to mint.
 pub fn token_request(req: &SignInRequest, ttl: std::time::Duration) -> Result<TokenRequest, SignInError> {
-    let tenant = TenantId::parse(&req.tenant).map_err(|m| invalid("tenant", m))?;
     let role = match req.role.as_str() {
         "agent" => Role::Agent,
         "supervisor" => Role::Supervisor,
-        other => return Err(invalid("role", format!("`{other}` is not agent or supervisor"))),
+        "bpo_admin" => Role::BpoAdmin,
+        other => return Err(invalid("role", format!("`{other}` is not agent, supervisor or bpo_admin"))),
+    };
+    let tenant = match role {
+        Role::BpoAdmin if req.tenant.is_empty() => None,
+        Role::BpoAdmin => return Err(invalid("tenant", "a BPO admin signs in for every tenant: leave it empty")),
+        _ => Some(TenantId::parse(&req.tenant).map_err(|m| invalid("tenant", m))?),
     };
     let agent_id = match (role, req.agent_id.as_deref()) {
         (Role::Agent, Some(id)) if valid_agent_id(id) => Some(id.to_owned()),
@@ -93,11 +101,12 @@ pub fn token_request(req: &SignInRequest, ttl: std::time::Duration) -> Result<To
         (_, Some(_)) => return Err(invalid("agentId", "only an agent has an agent id")),
         (_, None) => None,
     };
-    let subject = match &agent_id {
-        Some(id) => id.clone(),
-        None => format!("{}@{}", role.as_str(), tenant.as_str()),
+    let subject = match (&agent_id, &tenant) {
+        (Some(id), _) => id.clone(),
+        (None, Some(t)) => format!("{}@{}", role.as_str(), t.as_str()),
+        (None, None) => role.as_str().to_owned(),
     };
-    Ok(TokenRequest { subject, tenant: Some(tenant), roles: vec![role], agent_id, ttl })
+    Ok(TokenRequest { subject, tenant, roles: vec![role], agent_id, ttl })
 }
 
 pub async fn handle(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, SignInError> {
@@ -162,9 +171,15 @@ mod tests {
         assert_eq!(field(token_request(&req("ACME", "agent", Some("a")), ttl)), "tenant");
         assert_eq!(field(token_request(&req("", "supervisor", None), ttl)), "tenant");
         assert_eq!(field(token_request(&req("acme/../x", "supervisor", None), ttl)), "tenant");
-        for role in ["bpo_admin", "tenant_admin", "channel", ""] {
+        for role in ["tenant_admin", "channel", "", "BPO_ADMIN"] {
             assert_eq!(field(token_request(&req("acme", role, None), ttl)), "role", "{role}");
         }
+        // A BPO admin names no tenant and no agent id.
+        let b = token_request(&req("", "bpo_admin", None), ttl).unwrap();
+        assert_eq!((b.subject.as_str(), b.tenant, b.roles, b.agent_id), ("bpo_admin", None, vec![Role::BpoAdmin], None));
+        assert_eq!(field(token_request(&req("acme", "bpo_admin", None), ttl)), "tenant");
+        assert_eq!(field(token_request(&req("", "bpo_admin", Some("ana")), ttl)), "agentId");
+        assert_eq!(field(token_request(&req("", "supervisor", None), ttl)), "tenant");
         assert_eq!(field(token_request(&req("acme", "agent", None), ttl)), "agentId");
         assert_eq!(field(token_request(&req("acme", "agent", Some("Ana Gil")), ttl)), "agentId");
         assert_eq!(field(token_request(&req("acme", "agent", Some(&"a".repeat(65))), ttl)), "agentId");

@@ -173,9 +173,16 @@ async fn dev_sign_in_mints_a_token_of_the_tenant_asked_for_only() {
     assert_eq!(sup.tenant.as_ref().map(TenantId::as_str), Some("globex"));
     assert!(sup.has_role(Role::Supervisor) && sup.agent_id.is_none());
 
+    // A BPO admin: every tenant, no tenant named.
+    let (code, body) = http(addr, "POST", "/api/dev/sign-in", r#"{"role":"bpo_admin"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    let bpo = verifier.verify(&serde_json::from_str::<SignInResponse>(&body).unwrap().token).unwrap();
+    assert!(bpo.is_bpo_admin() && bpo.tenant.is_none() && bpo.agent_id.is_none());
+
     // Refusals: 400 with the field named, and no token.
     for (body, field) in [
-        (r#"{"tenant":"acme","role":"bpo_admin"}"#, "role"),
+        (r#"{"tenant":"acme","role":"bpo_admin"}"#, "tenant"),
+        (r#"{"tenant":"acme","role":"tenant_admin"}"#, "role"),
         (r#"{"tenant":"Acme Corp","role":"supervisor"}"#, "tenant"),
         (r#"{"tenant":"acme","role":"agent"}"#, "agentId"),
         (r#"{"tenant":"acme","role":"supervisor","roles":["bpo_admin"]}"#, "body"),
@@ -188,7 +195,7 @@ async fn dev_sign_in_mints_a_token_of_the_tenant_asked_for_only() {
         assert_eq!(v["field"], field, "{body}: {reply}");
         assert!(v.get("token").is_none());
     }
-    assert_eq!((sign_ins(admin, "minted").await, sign_ins(admin, "refused").await), (2, 6));
+    assert_eq!((sign_ins(admin, "minted").await, sign_ins(admin, "refused").await), (3, 7));
     shutdown.trigger();
 }
 

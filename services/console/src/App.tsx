@@ -8,6 +8,7 @@ import { initialLang, langStorageKey, LANGS, translator, type Lang } from "./i18
 import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { AgentDesktop } from "./AgentDesktop";
 import { Supervisor } from "./Supervisor";
+import { BpoAdmin } from "./BpoAdmin";
 
 const SESSION_KEY = "centralita.session";
 
@@ -84,7 +85,7 @@ export function App() {
 function SignIn(props: { config: ServerConfig; t: ReturnType<typeof translator>; onSignedIn: (s: Session) => void }) {
   const { t } = props;
   const [tenant, setTenant] = useState("");
-  const [role, setRole] = useState<"agent" | "supervisor">("agent");
+  const [role, setRole] = useState<Session["role"]>("agent");
   const [agentId, setAgentId] = useState("");
   const [error, setError] = useState<string>();
   if (!props.config.devSignIn) return <p className="notice">{t("devSignInOff")}</p>;
@@ -92,7 +93,7 @@ function SignIn(props: { config: ServerConfig; t: ReturnType<typeof translator>;
     e.preventDefault();
     setError(undefined);
     try {
-      props.onSignedIn(await devSignIn(tenant.trim(), role, role === "agent" ? agentId.trim() : undefined));
+      props.onSignedIn(await devSignIn(role === "bpo_admin" ? "" : tenant.trim(), role, role === "agent" ? agentId.trim() : undefined));
     } catch (err) {
       setError(String(err instanceof Error ? err.message : err));
     }
@@ -102,15 +103,18 @@ function SignIn(props: { config: ServerConfig; t: ReturnType<typeof translator>;
       <h2>{t("devSignIn")}</h2>
       <p className="dev-note">{t("devSignInNote")}</p>
       <label>
-        {t("tenant")} <input data-testid="tenant" value={tenant} onChange={(e) => setTenant(e.target.value)} required />
+        {t("tenant")}{" "}
+        <input data-testid="tenant" value={tenant} onChange={(e) => setTenant(e.target.value)} required={role !== "bpo_admin"} disabled={role === "bpo_admin"} />
       </label>
       <label>
         {t("role")}{" "}
-        <select data-testid="role" value={role} onChange={(e) => setRole(e.target.value as "agent" | "supervisor")}>
+        <select data-testid="role" value={role} onChange={(e) => setRole(e.target.value as Session["role"])}>
           <option value="agent">{t("roleAgent")}</option>
           <option value="supervisor">{t("roleSupervisor")}</option>
+          <option value="bpo_admin">{t("roleBpoAdmin")}</option>
         </select>
       </label>
+      {role === "bpo_admin" && <p className="dev-note">{t("bpoNoTenant")}</p>}
       {role === "agent" && (
         <label>
           {t("agentId")} <input data-testid="agent-id" value={agentId} onChange={(e) => setAgentId(e.target.value)} required />
@@ -135,22 +139,27 @@ function Console(props: {
   const [tenant, setTenant] = useState<Tenant>();
   const [error, setError] = useState<string>();
   useEffect(() => {
+    if (session.role === "bpo_admin") return;
     api.tenants.getTenant({ name: `tenants/${session.tenant}` }).then(setTenant, (e) => setError(String(e)));
-  }, [api, session.tenant]);
+  }, [api, session.tenant, session.role]);
   const timeZone = tenant?.businessHours?.timeZone || "UTC";
   return (
     <div className="console">
       <header className="top">
         <h1>{t("appTitle")}</h1>
         <span className="who" data-testid="who">
-          {tenant?.displayName || session.tenant} · {session.role === "agent" ? session.agentId : t("roleSupervisor")} · {timeZone}
+          {session.role === "bpo_admin"
+            ? t("roleBpoAdmin")
+            : `${tenant?.displayName || session.tenant} · ${session.role === "agent" ? session.agentId : t("roleSupervisor")} · ${timeZone}`}
         </span>
         <span className="dev-badge" title={t("devSignInNote")}>{t("devSignIn")}</span>
         {props.langPicker}
         <button onClick={props.onLeave}>{t("leave")}</button>
       </header>
       {error && <p className="error">{t("error")}: {error}</p>}
-      {session.role === "agent" && session.agentId ? (
+      {session.role === "bpo_admin" ? (
+        <BpoAdmin api={api} t={t} />
+      ) : session.role === "agent" && session.agentId ? (
         <AgentDesktop api={api} agentId={session.agentId} tenant={tenant} timeZone={timeZone} t={t} lang={props.lang} clockOffsetMs={config.clockOffsetMs} />
       ) : (
         <Supervisor api={api} tenant={tenant} timeZone={timeZone} t={t} lang={props.lang} />

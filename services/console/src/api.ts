@@ -31,13 +31,13 @@ export async function loadConfig(): Promise<ServerConfig> {
 export interface Session {
   token: string;
   tenant: string;
-  role: "agent" | "supervisor";
+  role: "agent" | "supervisor" | "bpo_admin";
   agentId?: string;
   subject: string;
   expireTime: number;
 }
 
-export async function devSignIn(tenant: string, role: "agent" | "supervisor", agentId?: string): Promise<Session> {
+export async function devSignIn(tenant: string, role: Session["role"], agentId?: string): Promise<Session> {
   const r = await fetch("/api/dev/sign-in", {
     method: "POST",
     headers: { "content-type": "application/json" },
