@@ -176,7 +176,10 @@ mod tests {
         }
         // A BPO admin names no tenant and no agent id.
         let b = token_request(&req("", "bpo_admin", None), ttl).unwrap();
-        assert_eq!((b.subject.as_str(), b.tenant, b.roles, b.agent_id), ("bpo_admin", None, vec![Role::BpoAdmin], None));
+        assert_eq!(
+            (b.subject.as_str(), b.tenant, b.roles, b.agent_id),
+            ("bpo_admin", None, vec![Role::BpoAdmin], None)
+        );
         assert_eq!(field(token_request(&req("acme", "bpo_admin", None), ttl)), "tenant");
         assert_eq!(field(token_request(&req("", "bpo_admin", Some("ana")), ttl)), "agentId");
         assert_eq!(field(token_request(&req("", "supervisor", None), ttl)), "tenant");
