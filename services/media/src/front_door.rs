@@ -29,8 +29,8 @@
 //!   the ringing phone gets CANCEL at once; so does it when the caller hangs up meanwhile;
 //! - either side's BYE once bridged: the other side gets a BYE and the contact is ended.
 //!
-//! Not built: an accept from the agent's desktop making the phone auto-answer, and in-call
-//! control (hold, transfer, conference) on the SIP side.
+//! Hold, DTMF and the leg events are [`control`]'s. Not built: an accept from the agent's
+//! desktop making the phone auto-answer, and a REFER from the phone (transfer by SIP).
 
 mod consult;
 mod control;
