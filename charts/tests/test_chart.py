@@ -362,7 +362,20 @@ def test_shutdown_fits_the_grace_period_and_media_drains_calls(variant):
     media = r.get("Deployment", full("media"))
     assert media["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
     assert container(media)["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
-    assert int(env_of(media)["CENTRALITA_SHUTDOWN_TIMEOUT"]["value"].rstrip("s")) >= 120
+    timeout = int(env_of(media)["CENTRALITA_SHUTDOWN_TIMEOUT"]["value"].rstrip("s"))
+    assert timeout >= 120
+    # Calls may go on for minutes after SIGTERM, and the drain leaves media 10 s to end
+    # those left within its shutdown timeout.
+    drain = int(env_of(media)["CENTRALITA_SIP_DRAIN"]["value"].rstrip("s"))
+    assert 120 <= drain <= timeout - 10, (drain, timeout)
+    for d in r.of("Deployment"):
+        if d is not media:
+            assert "CENTRALITA_SIP_DRAIN" not in env_of(d), d["metadata"]["name"]
+
+
+def test_media_drain_window_is_configurable(chart):
+    r = Rendered(render(chart, {"services": {"media": {"voice": {"drainSeconds": 60}}}}))
+    assert env_of(r.get("Deployment", full("media")))["CENTRALITA_SIP_DRAIN"]["value"] == "60s"
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,6 +428,7 @@ def test_wrong_values_fail_with_a_schema_error(chart, values, where):
             "need resources.requests.cpu and .memory",
         ),
         ({"services": {"media": {"voice": {"rtpPortStart": 20000, "rtpPortEnd": 10000}}}}, "rtpPortStart is above rtpPortEnd"),
+        ({"services": {"media": {"voice": {"drainSeconds": 265}}}}, "drainSeconds (265) must leave at least 10 s"),
     ],
 )
 def test_inconsistent_values_fail_to_render(chart, values, message):

@@ -127,6 +127,9 @@ app.kubernetes.io/component: {{ .name }}
 {{- if and (eq .name "media") (gt (int $c.voice.rtpPortStart) (int $c.voice.rtpPortEnd)) -}}
 {{- fail "services.media.voice: rtpPortStart is above rtpPortEnd" -}}
 {{- end -}}
+{{- if and (eq .name "media") (gt (add (int $c.voice.drainSeconds) 10) (int $c.shutdownTimeoutSeconds)) -}}
+{{- fail (printf "services.media.voice.drainSeconds (%v) must leave at least 10 s of shutdownTimeoutSeconds (%v) to end the calls left" $c.voice.drainSeconds $c.shutdownTimeoutSeconds) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -186,6 +189,8 @@ app.kubernetes.io/component: {{ .name }}
        schema and HTTP port) is not in the chart yet. */}}
 - name: CENTRALITA_MEDIA_ROLES
   value: "voice"
+- name: CENTRALITA_SIP_DRAIN
+  value: {{ printf "%vs" .c.voice.drainSeconds | quote }}
 {{- end }}
 {{- /* The release's services a component calls (media: sessions for contacts, crm for SMS
        opt-outs, recording for recorded calls; crm: sessions, media and recording for the

@@ -282,6 +282,17 @@ pub struct Settings {
     /// no contact open (voice role, with Redis).
     #[command(flatten)]
     pub calls: calls::CallsArgs,
+    /// How long the voice role's calls in progress may go on after SIGTERM (new calls get
+    /// `503` meanwhile) before those left are hung up (BYE to both sides, contact ended
+    /// `drained`). Unset: half of `CENTRALITA_SHUTDOWN_TIMEOUT`. It must leave at least
+    /// [`DRAIN_MARGIN`] of the shutdown timeout, for ending the calls left and the rest of
+    /// the shutdown.
+    #[arg(
+        long = "sip-drain",
+        env = "CENTRALITA_SIP_DRAIN",
+        value_parser = centralita_platform::config::parse_duration
+    )]
+    pub sip_drain: Option<std::time::Duration>,
     /// How often the digital role's retention sweeper deletes the conversations whose last
     /// activity is older than their tenant's `dataRetentionDays` (`digital::retention`).
     #[arg(
@@ -351,6 +362,27 @@ impl Validate for Settings {
 
 /// Flags and `CENTRALITA_*` environment: the common ones plus [`Settings`].
 pub type Config = ServiceArgs<Settings>;
+
+/// What the shutdown deadline keeps after the voice drain window: the calls left are hung
+/// up and their contacts ended (3 s at most), their recordings' ends sent (3 s), the SIP
+/// stack and the registry stopped.
+pub const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The voice drain window: `drain` (`CENTRALITA_SIP_DRAIN`) or half of `shutdown`
+/// (`CENTRALITA_SHUTDOWN_TIMEOUT`), leaving [`DRAIN_MARGIN`] of the shutdown.
+pub fn drain_window(
+    drain: Option<std::time::Duration>,
+    shutdown: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    match drain {
+        None => Ok(shutdown / 2),
+        Some(d) if d + DRAIN_MARGIN <= shutdown => Ok(d),
+        Some(_) => Err(ConfigError::new(
+            "CENTRALITA_SIP_DRAIN",
+            "must leave at least 10s of CENTRALITA_SHUTDOWN_TIMEOUT (raise that, and the pod's grace period)",
+        )),
+    }
+}
 
 /// Runs the service on `listeners` until `shutdown`, with the roles of
 /// `CENTRALITA_MEDIA_ROLES`: voice (SIP on the configured address) and digital.
@@ -492,8 +524,8 @@ fn start_voice(
         .with_registrar(registrar)
         .with_legs(leg_events)
         .with_calls(carried.clone());
-    // Half the shutdown deadline for calls to end on their own; the rest ends those left.
-    let drain = config.common.shutdown_timeout / 2;
+    // The drain window for calls to end on their own; the rest of the deadline ends those left.
+    let drain = drain_window(config.service.sip_drain, config.common.shutdown_timeout)?;
     let shutdown = runtime.shutdown.clone();
     let registry_stop = tokio_util::sync::CancellationToken::new();
     if let Some(carried) = &carried {
@@ -519,6 +551,17 @@ mod tests {
             super::SERVICE,
             &["--database-url", "postgres://u@127.0.0.1/db"],
         );
+    }
+
+    #[test]
+    fn the_drain_window_leaves_the_rest_of_the_shutdown_its_margin() {
+        use std::time::Duration;
+        let s = Duration::from_secs;
+        assert_eq!(super::drain_window(None, s(270)).ok(), Some(s(135)));
+        assert_eq!(super::drain_window(Some(s(240)), s(270)).ok(), Some(s(240)));
+        assert_eq!(super::drain_window(Some(s(10)), s(20)).ok(), Some(s(10)));
+        let refused = super::drain_window(Some(s(11)), s(20)).unwrap_err();
+        assert!(refused.to_string().contains("CENTRALITA_SIP_DRAIN"), "{refused}");
     }
 
     #[test]
