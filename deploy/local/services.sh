@@ -131,7 +131,7 @@ start_console() {
   if [ ! -f "$app/node_modules/.package-lock.json" ] || [ "$app/package-lock.json" -nt "$app/node_modules/.package-lock.json" ]; then
     (cd "$app" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error) >&2
   fi
-  if [ ! -f "$app/dist/index.html" ] || [ -n "$(find "$app/src" "$app/package-lock.json" "$app/index.html" "$repo_root/proto" \
+  if [ ! -f "$app/dist/index.html" ] || [ ! -f "$app/dist/widget/centralita-chat.js" ] || [ -n "$(find "$app/src" "$app/widget" "$app/package-lock.json" "$app/index.html" "$repo_root/proto" \
       -path "$app/src/gen" -prune -o -newer "$app/dist/index.html" -print -quit)" ]; then
     npm --prefix "$app" run build --silent >/dev/null
   fi
