@@ -311,6 +311,8 @@ def test_environment_and_secrets(variant):
         assert re.fullmatch(r"\d+s", env["CENTRALITA_SHUTDOWN_TIMEOUT"]["value"])
         for key in ("BROKERS", "TOPIC_PREFIX", "PARTITIONS", "REPLICATION_FACTOR", "FETCH_WAIT_LOW_LATENCY_MS"):
             assert f"CENTRALITA_KAFKA_{key}" in env
+        assert env["CENTRALITA_KAFKA_RETENTION"]["value"] == (values or {}).get("config", {}).get(
+            "kafka", {}).get("retention", "7d")
         for key in ("ISSUER", "AUDIENCE"):
             assert f"CENTRALITA_JWT_{key}" in env
         # The JWT public key is a file from a Secret volume.

@@ -161,6 +161,8 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ $cfg.kafka.replicationFactor | quote }}
 - name: CENTRALITA_KAFKA_FETCH_WAIT_LOW_LATENCY_MS
   value: {{ $cfg.kafka.fetchWaitLowLatencyMs | quote }}
+- name: CENTRALITA_KAFKA_RETENTION
+  value: {{ $cfg.kafka.retention | quote }}
 {{- if and .t.stream .c.staticMembership }}
 - name: CENTRALITA_KAFKA_GROUP_INSTANCE_ID
   valueFrom:

@@ -54,7 +54,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m or h)")),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m, h or d)")),
     };
     Ok(d)
 }
@@ -137,7 +138,24 @@ pub struct KafkaConfig {
         value_parser = parse_duration
     )]
     pub stuck_group_timeout: Duration,
+    /// How long the event topics this service creates keep their records (`retention.ms`,
+    /// `cleanup.policy=delete`; the compacted tenants topic keeps its latest records), 1h to
+    /// 10950d. Events carry references, not personal data (issue 23); this bounds what they
+    /// still hold. Keep it at most the shortest `dataRetentionDays` of the tenants, and long
+    /// enough for a consumer to catch up after an outage. Applies to topics created from now
+    /// on: an existing topic keeps its configuration (docs/data-map.md says how to set it).
+    #[arg(
+        long = "kafka-retention",
+        env = "CENTRALITA_KAFKA_RETENTION",
+        default_value = "7d",
+        value_parser = parse_duration
+    )]
+    pub retention: Duration,
 }
+
+/// Bounds of `CENTRALITA_KAFKA_RETENTION`: an hour, and the longest `dataRetentionDays`.
+pub const KAFKA_RETENTION_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(3600)..=Duration::from_secs(10_950 * 86_400);
 
 impl KafkaConfig {
     /// The fetch wait of consumers on the customer's path.
@@ -270,6 +288,9 @@ impl Validate for CommonConfig {
                 ));
             }
         }
+        if !KAFKA_RETENTION_RANGE.contains(&self.kafka.retention) {
+            return Err(ConfigError::new("CENTRALITA_KAFKA_RETENTION", "must be between 1h and 10950d"));
+        }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err(ConfigError::new("CENTRALITA_JWT_ISSUER / CENTRALITA_JWT_AUDIENCE", "must not be empty"));
         }
@@ -337,8 +358,28 @@ mod tests {
         assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_topic_retention_defaults_to_a_week_and_is_bounded() {
+        let common = |extra: &[&str]| {
+            let mut args = vec!["svc", "--jwt-public-key-file", "/dev/null"];
+            args.extend_from_slice(extra);
+            <CommonConfig as clap::FromArgMatches>::from_arg_matches(
+                &<CommonConfig as clap::Args>::augment_args(clap::Command::new("svc")).get_matches_from(args),
+            )
+            .expect("flags parse")
+        };
+        assert_eq!(common(&[]).kafka.retention, Duration::from_secs(7 * 86_400));
+        assert!(common(&[]).validate().is_ok());
+        assert!(common(&["--kafka-retention", "24h"]).validate().is_ok());
+        for bad in ["59m", "10951d"] {
+            let e = common(&["--kafka-retention", bad]).validate().expect_err(bad);
+            assert!(e.to_string().contains("CENTRALITA_KAFKA_RETENTION"), "{e}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
 use crate::auth::{Authenticated, Authenticator, Verifier};
-use crate::bus::{client_config, ensure_topics, TopicSpec, Topics};
+use crate::bus::{client_config, ensure_topics_retained, TopicSpec, Topics};
 use crate::cache::RedisHandle;
 use crate::config::{CommonConfig, ConfigError, PostgresConfig, RedisConfig, ServiceArgs, Validate};
 use crate::db::{self, Migrations};
@@ -195,6 +195,7 @@ impl Check for RedisCheck {
 struct KafkaCheck {
     brokers: String,
     replication: i32,
+    retention: Duration,
     specs: Vec<TopicSpec>,
     probe: Option<Arc<BaseConsumer>>,
     topics_ready: bool,
@@ -203,7 +204,7 @@ struct KafkaCheck {
 impl Check for KafkaCheck {
     async fn probe(&mut self) -> crate::Result<()> {
         if !self.topics_ready {
-            ensure_topics(&self.brokers, self.replication, &self.specs).await?;
+            ensure_topics_retained(&self.brokers, self.replication, Some(self.retention), &self.specs).await?;
             self.topics_ready = true;
             return Ok(());
         }
@@ -350,6 +351,7 @@ impl Runtime {
         let check = KafkaCheck {
             brokers: self.config.kafka.brokers.clone(),
             replication: self.config.kafka.replication_factor,
+            retention: self.config.kafka.retention,
             specs: self.topic_specs.clone(),
             probe: client_config(&self.config.kafka.brokers).create().ok().map(Arc::new),
             topics_ready: false,

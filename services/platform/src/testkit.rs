@@ -46,6 +46,7 @@ pub fn common(prefix: &str) -> CommonConfig {
             fetch_wait_low_latency_ms: 2,
             readiness_grace: Duration::from_secs(120),
             stuck_group_timeout: Duration::from_secs(180),
+            retention: Duration::from_secs(7 * 86_400),
         },
         auth: AuthConfig {
             public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),

@@ -45,4 +45,4 @@ pub use dedupe::{Dedupe, MemoryDedupe};
 pub use event::{Event, EventPayload, MAX_EVENT_BYTES};
 pub use groups::GroupWatch;
 pub use producer::Producer;
-pub use topics::{ensure_topics, TopicSpec, Topics};
+pub use topics::{ensure_topics, ensure_topics_retained, topic_config, TopicSpec, Topics};
