@@ -23,6 +23,12 @@ gone; their RTP just stops); their own BYE later reaches the restarted process, 
 no such dialog and answers `481 Call/Transaction Does Not Exist` (the sipp scenario
 `caller_media_lost.xml` expects it). The agent's phone stops getting audio and hangs up
 after its RTP timeout; its BYE gets the same 481.
+
+The drain (SIGTERM, as Kubernetes stops a pod): with a call bridged, the process is told to
+stop; `/readyz` turns not ready at once, a new INVITE gets `503`, the call goes on with
+audio both ways through the drain window (`CENTRALITA_SIP_DRAIN`, 8 s here), then the
+caller and the phone get a BYE, the contact ends with the cause `drained`, and the process
+exits well within its shutdown timeout, releasing its call lease.
 """
 import os
 import random
@@ -37,7 +43,7 @@ import pytest
 
 from conftest import BIN, DEV_KEY, DEV_PUB, LOGS, auth, cli, endpoints, free_port, http_get, mint, \
     sessions_knows_tenant, upsert_voice_agents, wait_for
-from test_voice import SCENARIOS, SIPP, media_admin_port
+from test_voice import SCENARIOS, SIPP, media_admin_port, ulaw_to_linear
 from test_voice_agents import AGENT_HZ, BARESIP, CALLER_HZ, MUSIC_HZ, SOX, Baresip, CallerAudio, windows_with
 
 pytestmark = pytest.mark.skipif(None in (SIPP, BARESIP, SOX), reason="needs sipp, baresip and sox")
@@ -109,6 +115,82 @@ def recovered(admin_port):
     return int(found.group(1)) if found else 0
 
 
+class OwnMedia:
+    """A voice-only media process of the test's own beside the suite's services, startable
+    again with the same settings (a pod's restart)."""
+
+    def __init__(self, spawn, run, **extra):
+        self.spawn = spawn
+        self.sip_port, grpc_port, self.admin_port = free_port(), free_port(), free_port()
+        self.replica = f"media-crash-{run}"
+        self.env = {
+            "CENTRALITA_MEDIA_ROLES": "voice",
+            "CENTRALITA_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "CENTRALITA_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
+            "CENTRALITA_SIP_ADDR": f"127.0.0.1:{self.sip_port}",
+            "CENTRALITA_RTP_PORTS": RTP_PORTS,
+            "CENTRALITA_SESSIONS_ENDPOINT": f"http://{endpoints()['sessions']}",
+            "CENTRALITA_JWT_PUBLIC_KEY_FILE": str(DEV_PUB),
+            "CENTRALITA_JWT_PRIVATE_KEY_FILE": str(DEV_KEY),
+            "CENTRALITA_REDIS_URL": os.environ.get("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390"),
+            # A replica of its own (the suite's media is another): its contacts-topic group
+            # and its name in the call registry, the same after a restart, as a pod's name is.
+            "HOSTNAME": self.replica,
+            "CENTRALITA_KAFKA_GROUP_INSTANCE_ID": self.replica,
+            "CENTRALITA_VOICE_LEASE": f"{LEASE_SECONDS}s",
+            "CENTRALITA_VOICE_SWEEP_INTERVAL": "1s",
+            "CENTRALITA_RTP_TIMEOUT_SECS": "120",
+            **extra,
+        }
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log = LOGS / f"media-{self.replica}.log"
+        self.proc = None
+
+    def start(self):
+        self.proc = self.spawn([str(BIN / "centralita-media")], self.env, self.log)
+        assert wait_for(lambda: http_get(self.admin_port, "/readyz")[0] == 200, 90), self.log.read_text()[-3000:]
+        return self.proc
+
+
+class Desk:
+    """The test's tenant (one number, the queue `support`, one agent whose fixed phone is
+    `phone_uri`) with the agent signed in, and its contacts found by caller."""
+
+    def __init__(self, m, tmp_path, run, phone_uri):
+        self.s = m.s
+        self.tenant, self.agent = f"voice-crash-{run}", f"alice-{run}"
+        self.number = f"+3494{random.randrange(10_000_000, 99_999_999)}"
+        sessions = grpc.insecure_channel(endpoints()["sessions"])
+        agents, self.contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
+        self.sup = mint("--tenant", self.tenant, "--role", "supervisor")
+        (tmp_path / "tenant.yaml").write_text(manifest(self.tenant, self.number, self.agent, phone_uri))
+        cli("admin", "tenant", "apply", "-f", str(tmp_path / "tenant.yaml"))
+        assert sessions_knows_tenant(self.contacts, self.s, self.sup), "sessions never learned the tenant"
+        upsert_voice_agents(agents, self.s, m.t.CHANNEL_VOICE, self.tenant, [self.agent], mint("--role", "bpo_admin"))
+        token = mint("--tenant", self.tenant, "--role", "agent", "--agent-id", self.agent)
+        agents.SignIn(self.s.SignInRequest(name=f"agents/{self.agent}", available=True), metadata=auth(token),
+                      timeout=10)
+        self.names = {}
+
+    def contact(self, caller):
+        """The call's contact: found by its caller's number among the open ones, then read by
+        name (a contact over leaves the open list)."""
+        s = self.s
+        if caller in self.names:
+            return self.contacts.GetContact(s.GetContactRequest(name=self.names[caller]), metadata=auth(self.sup),
+                                            timeout=5)
+        for c in self.contacts.ListContacts(s.ListContactsRequest(page_size=100), metadata=auth(self.sup),
+                                            timeout=5).contacts:
+            if any(i.value == caller for i in c.customer_identities):
+                self.names[caller] = c.name
+                return c
+        return None
+
+    def state_of(self, caller):
+        c = self.contact(caller)
+        return (c.state, c.agent_id) if c else None
+
+
 @pytest.fixture(scope="module")
 def m(pb):
     from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
@@ -124,69 +206,21 @@ def m(pb):
 def test_a_media_process_killed_mid_call_leaves_no_contact_open_and_new_calls_work(m, spawn, tmp_path):
     s = m.s
     run = uuid.uuid4().hex[:8]
-    tenant, agent = f"voice-crash-{run}", f"alice-{run}"
-    number = f"+3494{random.randrange(10_000_000, 99_999_999)}"
-    sip_port, grpc_port, admin_port = free_port(), free_port(), free_port()
-    replica = f"media-crash-{run}"
-    env = {
-        "CENTRALITA_MEDIA_ROLES": "voice",
-        "CENTRALITA_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "CENTRALITA_ADMIN_ADDR": f"127.0.0.1:{admin_port}",
-        "CENTRALITA_SIP_ADDR": f"127.0.0.1:{sip_port}",
-        "CENTRALITA_RTP_PORTS": RTP_PORTS,
-        "CENTRALITA_SESSIONS_ENDPOINT": f"http://{endpoints()['sessions']}",
-        "CENTRALITA_JWT_PUBLIC_KEY_FILE": str(DEV_PUB),
-        "CENTRALITA_JWT_PRIVATE_KEY_FILE": str(DEV_KEY),
-        "CENTRALITA_REDIS_URL": os.environ.get("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390"),
-        # A replica of its own (the suite's media is another): its contacts-topic group and
-        # its name in the call registry, the same after the restart, as a pod's name is.
-        "HOSTNAME": replica,
-        "CENTRALITA_KAFKA_GROUP_INSTANCE_ID": replica,
-        "CENTRALITA_VOICE_LEASE": f"{LEASE_SECONDS}s",
-        "CENTRALITA_VOICE_SWEEP_INTERVAL": "1s",
-        "CENTRALITA_RTP_TIMEOUT_SECS": "120",
-    }
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"media-{replica}.log"
-
-    def start():
-        p = spawn([str(BIN / "centralita-media")], env, log)
-        assert wait_for(lambda: http_get(admin_port, "/readyz")[0] == 200, 90), log.read_text()[-3000:]
-        return p
-
-    sessions = grpc.insecure_channel(endpoints()["sessions"])
-    agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
-    sup = mint("--tenant", tenant, "--role", "supervisor")
+    media_proc = OwnMedia(spawn, run)
     phone = phone_that_hangs_up_without_audio(tmp_path, "alice")
     audio = {k: CallerAudio() for k in "ABC"}
     callers = {k: f"+346{random.randrange(10_000_000, 99_999_999)}" for k in "ABC"}
     procs = {}
     try:
-        (tmp_path / "tenant.yaml").write_text(manifest(tenant, number, agent, phone.uri))
-        cli("admin", "tenant", "apply", "-f", str(tmp_path / "tenant.yaml"))
-        assert sessions_knows_tenant(contacts, s, sup), "sessions never learned the tenant"
-        upsert_voice_agents(agents, s, m.t.CHANNEL_VOICE, tenant, [agent], mint("--role", "bpo_admin"))
-        token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent)
-        agents.SignIn(s.SignInRequest(name=f"agents/{agent}", available=True), metadata=auth(token), timeout=10)
-        media = start()
-
-        names = {}
+        desk = Desk(m, tmp_path, run, phone.uri)
+        agent, number, sip_port, admin_port = desk.agent, desk.number, media_proc.sip_port, media_proc.admin_port
+        media = media_proc.start()
 
         def contact(key):
-            """The call's contact: found by its caller's number among the open ones, then
-            read by name (a contact over leaves the open list)."""
-            if key in names:
-                return contacts.GetContact(s.GetContactRequest(name=names[key]), metadata=auth(sup), timeout=5)
-            for c in contacts.ListContacts(s.ListContactsRequest(page_size=100), metadata=auth(sup),
-                                           timeout=5).contacts:
-                if any(i.value == callers[key] for i in c.customer_identities):
-                    names[key] = c.name
-                    return c
-            return None
+            return desk.contact(callers[key])
 
         def state_of(key):
-            c = contact(key)
-            return (c.state, c.agent_id) if c else None
+            return desk.state_of(callers[key])
 
         # A: bridged to the agent's phone, heard; B: waiting in the queue.
         procs["A"], _ = call(sip_port, "caller_media_lost", number, callers["A"], 30_000, audio["A"].port)
@@ -200,12 +234,16 @@ def test_a_media_process_killed_mid_call_leaves_no_contact_open_and_new_calls_wo
         os.kill(media.pid, signal.SIGKILL)
         media.wait(10)
         killed = time.monotonic()
+        # The callers hear silence; their trunks stop sending RTP to the dead process's ports
+        # (the restarted one may bind the same ports and would latch on whoever sends first).
+        for k in "AB":
+            audio[k].close()
         time.sleep(1.0)
         # Nothing of the dead process ends its calls: both contacts are open still.
         assert state_of("A") == (s.CONTACT_STATE_CONNECTED, agent)
         assert state_of("B") == (s.CONTACT_STATE_QUEUED, "")
 
-        media = start()
+        media = media_proc.start()
         restarted = time.monotonic() - killed
 
         def ended():
@@ -246,4 +284,60 @@ def test_a_media_process_killed_mid_call_leaves_no_contact_open_and_new_calls_wo
                 p.kill()
         for a in audio.values():
             a.close()
+        phone.close()
+
+
+def test_a_draining_media_refuses_new_calls_keeps_the_call_up_then_ends_it_drained(m, spawn, tmp_path):
+    s = m.s
+    run = uuid.uuid4().hex[:8]
+    drain = 8
+    media_proc = OwnMedia(spawn, run, CENTRALITA_SHUTDOWN_TIMEOUT="30s", CENTRALITA_SIP_DRAIN=f"{drain}s")
+    phone = Baresip(tmp_path, "alice")
+    audio = CallerAudio()
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    proc = None
+    try:
+        desk = Desk(m, tmp_path, run, phone.uri)
+        media = media_proc.start()
+        # The caller stays on the line until media hangs up (and answers that BYE).
+        proc, _ = call(media_proc.sip_port, "answered_bye_received", desk.number, caller, 0, audio.port)
+        assert wait_for(lambda: desk.state_of(caller) == (s.CONTACT_STATE_CONNECTED, desk.agent), 20), \
+            desk.state_of(caller)
+        assert wait_for(lambda: windows_with(audio.heard(), AGENT_HZ, (CALLER_HZ,) + MUSIC_HZ) >= 5, 10)
+
+        media.send_signal(signal.SIGTERM)
+        term = time.monotonic()
+        # Not ready at once (the Service stops sending new calls)…
+        assert wait_for(lambda: http_get(media_proc.admin_port, "/readyz")[0] == 503, 2), \
+            http_get(media_proc.admin_port, "/readyz")
+        # …a new INVITE gets 503 and creates nothing…
+        other = f"+346{random.randrange(10_000_000, 99_999_999)}"
+        refused, err = call(media_proc.sip_port, "refused_503", desk.number, other, 0, 9)
+        out, _ = refused.communicate(timeout=20)
+        assert refused.returncode == 0, f"{out[-2000:]} {err.read_text() if err.exists() else ''}"
+        assert desk.contact(other) is None
+        # …and the call in progress goes on, audio both ways, until the window closes.
+        assert desk.state_of(caller) == (s.CONTACT_STATE_CONNECTED, desk.agent)
+        assert proc.poll() is None, "the caller is still on the line"
+        time.sleep(max(0.0, term + drain - 1.5 - time.monotonic()))
+        during = [ulaw for t, pt, _, payload in audio.received if term + 0.5 < t < term + drain - 1.5 and pt == 0
+                  for ulaw in payload]
+        heard = windows_with([ulaw_to_linear(u) for u in during], AGENT_HZ, (CALLER_HZ,) + MUSIC_HZ)
+        assert heard >= (drain - 2) * 5 * 0.8, f"the caller heard the agent in {heard} windows while draining"
+
+        # The window closes: BYE to both sides, the contact ended `drained`, the process out.
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, f"the caller got no BYE: {out[-2000:]}"
+        ended_after = time.monotonic() - term
+        assert drain - 1 <= ended_after <= drain + 6, ended_after
+        assert wait_for(lambda: desk.contact(caller).end_cause == "drained", 10), desk.contact(caller)
+        assert desk.contact(caller).state in (s.CONTACT_STATE_AFTER_CONTACT_WORK, s.CONTACT_STATE_CLOSED)
+        assert wait_for(lambda: "terminated" in phone.log.read_text(), 10), "the phone got its BYE"
+        assert media.wait(30) == 0
+        assert time.monotonic() - term < 30, "within the shutdown timeout"
+        assert "voice calls registry: lease released" in media_proc.log.read_text(), "its lease is given back"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        audio.close()
         phone.close()

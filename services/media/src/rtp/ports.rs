@@ -67,7 +67,12 @@ pub struct Exhausted(pub PortRange, pub IpAddr);
 
 impl Ports {
     pub fn new(ip: IpAddr, range: PortRange) -> Self {
-        Self { ip, range, next: AtomicU32::new(0) }
+        // From a random slot: a process restarted after a crash does not start on the ports
+        // its predecessor's calls held, whose peers may still be sending there (the relay
+        // latches on the first source it hears).
+        let mut seed = [0u8; 4];
+        let start = getrandom::fill(&mut seed).map_or(0, |()| u32::from_le_bytes(seed)) % range.slots().max(1);
+        Self { ip, range, next: AtomicU32::new(start) }
     }
 
     pub fn ip(&self) -> IpAddr {
@@ -117,5 +122,19 @@ mod tests {
         assert!(ports.bind().await.is_err(), "all three slots are held");
         drop((a, taken));
         assert!(ports.bind().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn each_process_starts_on_a_random_slot() {
+        let range: PortRange = "23000-23099".parse().expect("valid");
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let ports = Ports::new("127.0.0.1".parse().expect("ip"), range);
+            let socket = ports.bind().await.expect("a port");
+            let port = socket.local_addr().expect("addr").port();
+            assert!((23000..=23098).contains(&port) && port % 2 == 0, "{port}");
+            firsts.insert(port);
+        }
+        assert!(firsts.len() > 1, "20 processes all began on {firsts:?}");
     }
 }
