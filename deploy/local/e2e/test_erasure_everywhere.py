@@ -1,0 +1,463 @@
+"""After an erasure, no store holds the person (issue 23), against the running services.
+
+Unique strings are planted through real contacts of tenant A: a customer known to the CRM
+by name, phone number and email, with a note; a contact created by a channel carrying that
+phone and email (and an attribute naming the account holder), offered to an agent who accepts, ends and
+wraps it up with notes; an SMS from the phone (signed with PyPI `twilio`'s validator); a web
+chat message from a visitor whose chat customer is merged into the first. Tenant B has a
+customer with the **same phone number** and its own SMS.
+
+The tenant admin erases A's customer (CRM `EraseCustomer`) and the erasure's audit record
+shows every store done. Then every store is searched for every planted string:
+- every table of every schema of every database of the stack's PostgreSQL, as the
+  superuser (no row-level security), each row cast to text and each bytea column as bytes;
+- every Redis key (SCAN), with its value read by type;
+- every Kafka topic of the run's prefix, from the beginning (keys, values, headers);
+- the recording object store and spool directories;
+- every log file of the run.
+None holds any of A's strings. B's rows with the same phone number are still there (in
+PostgreSQL and in Redis), told apart by B's tenant id in the row, key or envelope.
+
+Replays: the contacts topic is searched whole too, so a replay has nothing to recreate A's
+customer from; B's contact events (SMS contacts with B's customer's phone) carry no identity
+either (references only). Replaying into an emptied CRM after the erasure is tested in
+`services/crm/tests/crm.rs::erasure_leaves_no_personal_data_and_is_announced`.
+"""
+import hashlib
+import os
+import pathlib
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from conftest import BROKERS, LOGS, PREFIX, REPO, auth, cli, endpoints, mint, wait_for
+from test_sms import BASE, inbound, post_form, secrets_dir, sid, signed
+from test_webchat import http, start_chat
+
+
+@pytest.fixture(scope="module")
+def m(pb):
+    from centralita.crm.v1 import crm_pb2, crm_pb2_grpc
+    from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+
+    class M:
+        c = crm_pb2
+        cg = crm_pb2_grpc
+        s = sessions_pb2
+        sg = sessions_pb2_grpc
+        t = pb.tenancy
+        env = pb.envelope
+
+    return M
+
+
+def tenant_yaml(tenant, account, secret, number, key, origin):
+    return f"""
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {tenant} }}
+spec:
+  displayName: Erasure everywhere {tenant}
+  channels: [email, sms, chat]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: UTC }}
+  dataRetentionDays: 30
+  recording: {{ voice: none }}
+  routing:
+    dispositionCodes: [resolved]
+    queues:
+      - {{ id: support, offerTimeoutSeconds: 60, afterContactWorkSeconds: 60 }}
+  sms:
+    accountSid: {account}
+    authTokenSecret: {secret}
+    numbers:
+      - {{ number: "{number}", queue: support }}
+  webchat:
+    widgetKey: {key}
+    allowedOrigins: ["{origin}"]
+    queue: support
+"""
+
+
+# --- PostgreSQL, as the superuser -------------------------------------------------------
+
+def pg_socket_dir():
+    """The stack's PostgreSQL socket directory (deploy/local/stack.sh `pg_dir`/sock)."""
+    port = os.environ.get("CENTRALITA_PG_PORT", "5440")
+    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
+    digest = hashlib.md5(f"{REPO}\n".encode()).hexdigest()[:10]
+    for d in (pathlib.Path(f"/var/lib/postgresql/centralita-{digest}/sock"), data / "postgres" / "sock"):
+        if (d / f".s.PGSQL.{port}").exists():
+            return str(d)
+    pytest.fail(f"no PostgreSQL socket of the stack found (port {port})")
+
+
+def superuser_psql(database, sql):
+    """psql as the `postgres` superuser over the stack's socket; rows as lists of fields."""
+    port = os.environ.get("CENTRALITA_PG_PORT", "5440")
+    out = subprocess.run(["psql", "-h", pg_socket_dir(), "-p", port, "-U", "postgres", "-d", database,
+                          "-X", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1"],
+                         input=sql, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [line.split("\x1f") for line in out.stdout.splitlines() if line]
+
+
+def sql_literal(s):
+    return "'" + s.replace("'", "''") + "'"
+
+
+def postgres_hits(needles, tenant_b):
+    """{needle: [(database, table, rows)]} of rows (outside tenant B) holding a needle: each
+    row cast to text, and each bytea column searched as bytes; also B's hits, apart."""
+    databases = [r[0] for r in superuser_psql(
+        "postgres", "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
+    hits, b_hits = {n: [] for n in needles}, {n: [] for n in needles}
+    for db in databases:
+        tables = superuser_psql(db, """
+            SELECT quote_ident(table_schema) || '.' || quote_ident(table_name),
+                   coalesce(string_agg(quote_ident(column_name), ',') FILTER (WHERE data_type = 'bytea'), '')
+            FROM information_schema.columns c
+            WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+              AND table_schema NOT LIKE 'pg_toast%'
+              AND EXISTS (SELECT 1 FROM information_schema.tables t WHERE t.table_schema = c.table_schema
+                          AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE')
+            GROUP BY 1""")
+        if not tables:
+            continue
+        not_b = f"position({sql_literal(tenant_b)} in x::text) = 0"
+        for table, bytea_cols in tables:
+            # One scan per table: for each needle, the rows outside and inside tenant B.
+            counts = []
+            for needle in needles:
+                lit = sql_literal(needle)
+                cond = " OR ".join([f"position({lit} in x::text) > 0"] + [
+                    f"position(convert_to({lit}, 'UTF8') in coalesce(x.{col}, ''::bytea)) > 0"
+                    for col in bytea_cols.split(",") if col])
+                counts += [f"count(*) FILTER (WHERE ({cond}) AND {not_b})",
+                           f"count(*) FILTER (WHERE ({cond}) AND NOT {not_b})"]
+            row = superuser_psql(db, f"SELECT {', '.join(counts)} FROM {table} x;")[0]
+            for i, needle in enumerate(needles):
+                outside_b, in_b = int(row[2 * i]), int(row[2 * i + 1])
+                if outside_b:
+                    hits[needle].append((db, table, outside_b))
+                if in_b:
+                    b_hits[needle].append((db, table, in_b))
+    return hits, b_hits
+
+
+# --- Redis, every key --------------------------------------------------------------------
+
+class Resp:
+    """A minimal RESP2 client (no Redis library in the test requirements): pipelined
+    commands, binary-safe replies."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buf = b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            assert chunk, "redis closed the connection"
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(1 << 20)
+            assert chunk, "redis closed the connection"
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind in (b"+", b":"):
+            return rest
+        if kind == b"-":
+            return RuntimeError(rest.decode(errors="replace"))
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise AssertionError(f"unexpected RESP reply {line!r}")
+
+    def pipeline(self, commands):
+        out = b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in c) for c in commands)
+        self.sock.sendall(out)
+        return [self._reply() for _ in commands]
+
+
+def flatten(v):
+    if v is None or isinstance(v, Exception):
+        return b""
+    if isinstance(v, list):
+        return b"\x00".join(flatten(x) for x in v)
+    return v
+
+
+def redis_values():
+    """{key: every byte of its value} of every key of the stack's Redis."""
+    r = Resp(int(os.environ.get("CENTRALITA_REDIS_PORT", "6390")))
+    keys, cursor = [], b"0"
+    while True:
+        cursor, batch = r.pipeline([[b"SCAN", cursor, b"COUNT", b"1000"]])[0]
+        keys += batch
+        if cursor == b"0":
+            break
+    reads = {b"string": lambda k: [b"GET", k], b"hash": lambda k: [b"HGETALL", k],
+             b"set": lambda k: [b"SMEMBERS", k], b"zset": lambda k: [b"ZRANGE", k, b"0", b"-1"],
+             b"list": lambda k: [b"LRANGE", k, b"0", b"-1"], b"stream": lambda k: [b"XRANGE", k, b"-", b"+"]}
+    values = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        types = r.pipeline([[b"TYPE", k] for k in chunk])
+        readable = [(k, reads[t](k)) for k, t in zip(chunk, types) if t in reads]
+        for (k, _), v in zip(readable, r.pipeline([c for _, c in readable])):
+            values[k] = k + b"\x00" + flatten(v)
+    return values
+
+
+# --- Kafka, every topic of the run --------------------------------------------------------
+
+def kafka_records(m):
+    """(topic, tenant of the envelope or '', every byte of key, value and headers) of every
+    record of every topic of the run's prefix, from the beginning to the current end."""
+    consumer = KafkaConsumer(bootstrap_servers=BROKERS, enable_auto_commit=False, group_id=None,
+                             auto_offset_reset="earliest")
+    try:
+        topics = sorted(t for t in consumer.topics() if t.startswith(PREFIX))
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records, deadline = [], time.monotonic() + 120
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for _, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
+                records += batch
+        left = {str(tp): end[tp] - consumer.position(tp) for tp in tps if consumer.position(tp) < end[tp]}
+        assert not left, f"could not read every topic to its end: {left}"
+    finally:
+        consumer.close()
+    out = []
+    for r in records:
+        try:
+            tenant = m.env.Envelope.FromString(r.value).tenant_id
+        except Exception:  # noqa: BLE001 - a record that is not an envelope is searched whole
+            tenant = ""
+        raw = (r.key or b"") + b"\x00" + (r.value or b"") + b"\x00" + b"\x00".join(
+            k.encode() + b"=" + (v or b"") for k, v in (r.headers or []))
+        out.append((r.topic, tenant, raw))
+    return topics, out
+
+
+def files_under(*dirs):
+    for d in dirs:
+        p = pathlib.Path(d)
+        if p.exists():
+            yield from (f for f in p.rglob("*") if f.is_file())
+
+
+def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_stays(m, tmp_path):
+    eps = endpoints()
+    s, c = m.s, m.c
+    run = uuid.uuid4().hex[:8]
+    a, b = f"eea-{run}", f"eeb-{run}"
+    num = int(run, 16) % 10_000_000
+    phone = f"+3463{num:07d}"
+    planted = {
+        "phone": phone,
+        "email": f"zoe.{run}@example.org",
+        "name": f"Zoe Quintana{run}",
+        "note": f"note-{run}: lives at 7 Elm Street",
+        "wrap-up notes": f"wrap-{run}: promised a refund",
+        "chat text": f"chat-{run}: my card ends 4242",
+        "sms text": f"sms-{run}: call me after six",
+        "attribute": f"attr-{run}-holder",
+    }
+    b_text = f"sms-b-{run}: other company's customer"
+    origin = f"https://shop-{run}.example"
+    accounts, tokens, numbers, keys = {}, {}, {}, {}
+    docs = []
+    for t, prefix in ((a, "+1561"), (b, "+1562")):
+        accounts[t], tokens[t], numbers[t], keys[t] = "AC" + uuid.uuid4().hex, uuid.uuid4().hex, \
+            f"{prefix}{num:07d}", f"widget-key-{t}"
+        d = secrets_dir() / f"{t}-twilio"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "authToken").write_text(tokens[t] + "\n")
+        docs.append(tenant_yaml(t, accounts[t], f"{t}-twilio", numbers[t], keys[t], origin))
+    manifest = tmp_path / "tenants.yaml"
+    manifest.write_text("---\n".join(docs))
+    cli("admin", "tenant", "apply", "-f", str(manifest))
+
+    sessions_ch, crm_ch = grpc.insecure_channel(eps["sessions"]), grpc.insecure_channel(eps["crm"])
+    agents, contacts = m.sg.AgentServiceStub(sessions_ch), m.sg.ContactServiceStub(sessions_ch)
+    crm = m.cg.CustomerServiceStub(crm_ch)
+    admin = {t: mint("--tenant", t, "--role", "tenant_admin") for t in (a, b)}
+    channel = mint("--tenant", a, "--role", "channel")
+    bpo = mint("--role", "bpo_admin")
+
+    def known(t):
+        try:
+            contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(admin[t]), timeout=5)
+            crm.FindCustomers(c.FindCustomersRequest(identity=c.Identity(kind=c.IDENTITY_KIND_PHONE, value=phone)),
+                              metadata=auth(admin[t]), timeout=5)
+            return post_form(f"/sms/twilio/{t}", {"To": numbers[t]})[0] == 401
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(lambda: known(a) and known(b), 60), "the services never saw the tenants"
+
+    # The CRM knows A's customer by name, phone and email, with a note.
+    ids = [c.Identity(kind=c.IDENTITY_KIND_PHONE, value=phone),
+           c.Identity(kind=c.IDENTITY_KIND_EMAIL, value=planted["email"])]
+    zoe = crm.ResolveCustomer(c.ResolveCustomerRequest(identities=ids, display_name=planted["name"]),
+                              metadata=auth(admin[a]), timeout=10).customer
+    crm.AddNote(c.AddNoteRequest(customer=zoe.name, text=planted["note"]), metadata=auth(admin[a]), timeout=10)
+
+    # A contact from a channel with the phone and email, offered, accepted, ended, wrapped up.
+    agent_id = f"ee-agent-{run}"
+    agent_token = mint("--tenant", a, "--role", "agent", "--agent-id", agent_id)
+    agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
+        name=f"agents/{agent_id}", display_name=agent_id, queues=[s.QueueAssignment(tenant=a, queue="support")],
+        capacity=[s.ChannelCapacity(channel=m.t.CHANNEL_EMAIL, max_contacts=1, exclusive=False)])),
+        metadata=auth(bpo), timeout=10)
+    agents.SignIn(s.SignInRequest(name=f"agents/{agent_id}", available=True), metadata=auth(agent_token), timeout=10)
+    offers, errors = [], []
+    stream = agents.StreamAgentEvents(s.StreamAgentEventsRequest(name=f"agents/{agent_id}"),
+                                      metadata=auth(agent_token))
+
+    def listen():
+        try:
+            for ev in stream:
+                if ev.WhichOneof("event") == "offer":
+                    offers.append(ev.offer)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                errors.append(e)
+
+    threading.Thread(target=listen, daemon=True).start()
+    first = contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
+        channel=m.t.CHANNEL_EMAIL, queue="support", customer_identities=ids,
+        attributes={"account_holder": planted["attribute"]}), request_id=f"{run}-1"),
+        metadata=auth(channel), timeout=10)
+    assert wait_for(lambda: offers or errors, 30) and not errors, errors
+    o = offers[0]
+    assert o.name == first.name
+    contacts.AcceptContact(s.AcceptContactRequest(name=o.name, offer_id=o.offer_id), metadata=auth(agent_token),
+                           timeout=10)
+    contacts.EndContact(s.EndContactRequest(name=o.name), metadata=auth(agent_token), timeout=10)
+    contacts.WrapUpContact(s.WrapUpContactRequest(name=o.name, disposition="resolved", notes=planted["wrap-up notes"]),
+                           metadata=auth(agent_token), timeout=10)
+    stream.cancel()
+
+    # An SMS from the same phone (A), and from the same phone to B.
+    for t, text in ((a, planted["sms text"]), (b, b_text)):
+        path = f"/sms/twilio/{t}"
+        assert signed(tokens[t], path, inbound(accounts[t], sid(), phone, numbers[t], text))[0] == 200
+
+    # A web chat visitor of A writes; its chat customer is merged into Zoe.
+    status, chat = start_chat(a, keys[a], origin)
+    assert status == 201, chat
+    status, body = http("POST", f"/v1/tenants/{a}/webchat/messages", {"text": planted["chat text"]},
+                        {"authorization": f"Bearer {chat['visitorToken']}", "origin": origin})
+    assert status == 201, body
+
+    def timeline(customer):
+        r = crm.ListTimeline(c.ListTimelineRequest(customer=customer), metadata=auth(admin[a]), timeout=5)
+        return [e.interaction for e in r.entries if e.HasField("interaction")]
+
+    def chat_customer():
+        r = crm.FindCustomers(c.FindCustomersRequest(identity=c.Identity(kind=c.IDENTITY_KIND_CHAT,
+                                                                         value=chat["visitorId"])),
+                              metadata=auth(admin[a]), timeout=5)
+        return r.customers[0].name if r.customers else None
+
+    assert wait_for(lambda: chat_customer() is not None, 60), "the CRM never linked the chat contact"
+    crm.MergeCustomers(c.MergeCustomersRequest(target=zoe.name, source=chat_customer(), reason="same person"),
+                       metadata=auth(admin[a]), timeout=10)
+
+    # Every contact is on Zoe's timeline (the SMS and email-channel ones through the phone,
+    # the chat through the merge), the wrap-up notes read from sessions' record.
+    def linked():
+        items = timeline(zoe.name)
+        return len(items) >= 3 and any(i.wrap_up_notes == planted["wrap-up notes"] for i in items)
+
+    assert wait_for(linked, 60), timeline(zoe.name)
+    contact_names = {i.contact for i in timeline(zoe.name)}
+    assert first.name in contact_names and chat["contact"] in contact_names
+
+    # Before: the strings are where they should be (so the search below can find them).
+    before, _ = postgres_hits(list(planted.values()), b)
+    for label in ("phone", "email", "name", "note", "wrap-up notes", "chat text", "sms text"):
+        assert before[planted[label]], f"{label} is not stored anywhere before the erasure: the search is blind"
+    assert any(planted["phone"].encode() in v for v in redis_values().values()), "sessions' record holds the phone"
+
+    erasure = crm.EraseCustomer(c.EraseCustomerRequest(name=zoe.name, reason="data subject request"),
+                                metadata=auth(admin[a]), timeout=10)
+    assert contact_names <= set(erasure.contacts)
+
+    def stores():
+        e = crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin[a]), timeout=5)
+        return {x.store: x.state for x in e.stores}
+
+    assert wait_for(lambda: stores() and set(stores().values()) == {c.ErasureStore.STATE_DONE}, 90), stores()
+    assert {"media", "recording", "sessions"} <= set(stores())
+    with pytest.raises(grpc.RpcError) as other:
+        crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin[b]), timeout=5)
+    assert other.value.code() == grpc.StatusCode.NOT_FOUND
+
+    needles = list(planted.values())
+    leaks = []
+    # PostgreSQL: every table of every database, as the superuser.
+    pg, pg_b = postgres_hits(needles, b)
+    leaks += [("postgres", n, where) for n, where in pg.items() if where]
+    assert pg_b[phone], "tenant B's rows with the same phone number went too"
+    # Redis: every key.
+    values = redis_values()
+    b_tag = f"{{t:{b}}}".encode()
+    for n in needles:
+        keys = [k for k, v in values.items() if n.encode() in v and b_tag not in k and b.encode() not in v]
+        if keys:
+            leaks.append(("redis", n, keys[:5]))
+    assert any(phone.encode() in v for k, v in values.items() if b_tag in k), \
+        "tenant B's contact record with the same phone number went too"
+    # Kafka: every topic of the run, from the beginning.
+    topics, records = kafka_records(m)
+    assert f"{PREFIX}contacts" in topics and f"{PREFIX}conversations" in topics, topics
+    # The reading works: A's contacts and messages are on the topics, by reference.
+    assert any(t == f"{PREFIX}contacts" and first.name.encode() in raw for t, _, raw in records)
+    assert any(t == f"{PREFIX}conversations" and chat["contact"].encode() in raw for t, _, raw in records)
+    for n in needles:
+        where = sorted({t for t, tenant, raw in records if tenant != b and n.encode() in raw})
+        if where:
+            leaks.append(("kafka", n, where))
+    # The recording object store and spool, and every log file of the run.
+    run_name = os.environ.get("CENTRALITA_RUN_NAME", "dev")
+    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
+    store = os.environ.get("CENTRALITA_RECORDING_STORE_URL", f"file://{data}/recordings/{run_name}/objects")
+    recording_dirs = [store.removeprefix("file://"),
+                      os.environ.get("CENTRALITA_RECORDING_SPOOL_DIR", f"{data}/recordings/{run_name}/spool")]
+    for f in list(files_under(*recording_dirs)) + list(LOGS.rglob("*.log")):
+        content = f.read_bytes()
+        leaks += [("file", n, str(f)) for n in needles if n.encode() in content]
+    assert list(LOGS.rglob("*.log")), f"no log files under {LOGS}"
+    assert not leaks, "\n".join(map(str, leaks))
+
+    # What a replay of the contacts topic could recreate the person from: no event of the run
+    # carries identities, attributes or wrap-up notes (references only); the text of messages
+    # is not on the conversations topic either.
+    for topic, tenant, raw in records:
+        if topic == f"{PREFIX}contacts" and tenant == b:
+            assert phone.encode() not in raw, "B's contact events carry B's customer's phone"
