@@ -224,3 +224,41 @@ def test_service_started_while_postgres_is_down_recovers_by_itself(spawn, tmp_pa
                           "SELECT string_agg(name, ',' ORDER BY version) FROM crm.schema_migrations"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "tenancy,customers,erasure_stores,retention"
+
+
+def test_the_cli_manages_bpo_agents_through_sessions(pb):
+    """`centralita admin agent upsert` creates and changes an agent (queues across tenants,
+    capacity per channel, skills, languages) as sessions stores it; bad flags are each named
+    (exit 2) and nothing is saved; `admin agent list` shows it."""
+    import grpc
+    import uuid
+    from centralita.sessions.v1 import sessions_pb2 as s, sessions_pb2_grpc as sg
+    from conftest import auth, endpoints, mint
+
+    agent = f"cli-{uuid.uuid4().hex[:8]}"
+    out = cli("admin", "agent", "upsert", "--id", agent, "--display-name", "Carla", "--queue", "acme/support",
+              "--capacity", "chat=2", "--capacity", "voice=1", "--skill", "es=5", "--language", "es").stdout
+    assert f"agents/{agent} saved" in out, out
+    agents = sg.AgentServiceStub(grpc.insecure_channel(endpoints()["sessions"]))
+    got = agents.GetAgent(s.GetAgentRequest(name=f"agents/{agent}"), metadata=auth(mint("--role", "bpo_admin")),
+                          timeout=10)
+    assert got.display_name == "Carla" and [(q.tenant, q.queue) for q in got.queues] == [("acme", "support")]
+    assert sorted((c.channel, c.max_contacts) for c in got.capacity) == sorted(
+        [(pb.tenancy.CHANNEL_CHAT, 2), (pb.tenancy.CHANNEL_VOICE, 1)])
+    assert dict(got.skills) == {"es": 5} and list(got.languages) == ["es"]
+
+    # A change: one more queue, chat only.
+    cli("admin", "agent", "upsert", "--id", agent, "--queue", "acme/support", "--queue", "acme/billing",
+        "--capacity", "chat=3")
+    got = agents.GetAgent(s.GetAgentRequest(name=f"agents/{agent}"), metadata=auth(mint("--role", "bpo_admin")),
+                          timeout=10)
+    assert [(q.queue) for q in got.queues] == ["support", "billing"] and [c.max_contacts for c in got.capacity] == [3]
+
+    bad = cli("admin", "agent", "upsert", "--id", "Not Valid", "--queue", "acme", "--capacity", "fax=1",
+              "--skill", "es=9", check=False)
+    assert bad.returncode == 2, bad
+    for flag in ("--id", "--queue", "--capacity", "--skill"):
+        assert flag in bad.stderr, bad.stderr
+    listed = cli("admin", "agent", "list").stdout
+    assert any(line.startswith(agent) and "acme/support,acme/billing" in line for line in listed.splitlines()), listed
+    assert "Not Valid" not in listed

@@ -17,6 +17,11 @@
 //! - `token mint` signs a JWT with an Ed25519 private key (the development key of
 //!   `deploy/local/dev-keys/` locally): subject, tenant, roles, agent id, lifetime, and an
 //!   optional issue time for tokens that are already expired.
+//! - `admin agent upsert --id ID --queue TENANT/QUEUE… --capacity CHANNEL=N…` creates or
+//!   changes a BPO agent through sessions' `UpsertAgent` (with a short-lived BPO-admin token
+//!   minted from the key): queue assignments, per-channel capacity, skills, languages; every
+//!   flag is checked here first (exit 2 naming it), then sessions validates again.
+//!   `admin agent list` prints the agents with their pool, state and assignments.
 //! - `status --endpoints name=host:port,...` mints a short-lived BPO-admin token and shows
 //!   each service's gRPC health and the tenants its `TenantService` lists; `--wait` polls
 //!   until every one is SERVING (and sees `--expect-tenant`).
@@ -43,9 +48,11 @@ use std::time::Duration;
 use centralita_platform::auth::{Role, Signer, TokenRequest};
 use centralita_platform::bus::{ensure_topics, Event, Producer, TopicSpec, Topics};
 use centralita_platform::config::parse_duration;
+use centralita_platform::error::FieldViolation;
 use centralita_platform::tenant::{Tenant, TenantId, TenantManifest, TenantStatus};
 use centralita_platform::tenant_feed::load_snapshot;
 use centralita_platform::Error;
+use centralita_proto::sessions::v1 as sessions;
 use centralita_proto::tenancy::v1 as pb;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -89,6 +96,56 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// BPO agents (shared by the tenants of a pool), through sessions.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Create or change an agent: its queues, capacity per channel, skills and languages.
+    Upsert {
+        /// Agent id (`agents/{id}`): 1-64 of a-z, 0-9, '-', '_', '.'.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// `tenant/queue` (repeatable): the queues the agent serves.
+        #[arg(long = "queue", required = true)]
+        queues: Vec<String>,
+        /// `channel=N` (repeatable): voice, chat, sms, email; N contacts at once, 1-20.
+        #[arg(long = "capacity", required = true)]
+        capacity: Vec<String>,
+        /// `skill=level` (repeatable), level 1-5.
+        #[arg(long = "skill")]
+        skills: Vec<String>,
+        /// Language tags (repeatable), e.g. es, en.
+        #[arg(long = "language")]
+        languages: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Every agent: pool, state, assignments, contacts held.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Where sessions is, and the key the CLI mints its BPO-admin token with.
+#[derive(Debug, clap::Args)]
+struct ApiArgs {
+    /// `name=host:port` of the services (sessions is used), comma-separated.
+    #[arg(long, env = "CENTRALITA_ENDPOINTS", value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    #[arg(long, env = "CENTRALITA_JWT_PRIVATE_KEY_FILE")]
+    private_key_file: PathBuf,
+    #[arg(long, env = "CENTRALITA_JWT_ISSUER", default_value = "centralita")]
+    issuer: String,
+    #[arg(long, env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
+    audience: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -237,6 +294,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Admin { command: AdminCommand::Tenant { command } } => tenant(command).await,
+        Command::Admin { command: AdminCommand::Agent { command } } => agent(command).await,
         Command::Token {
             command:
                 TokenCommand::Mint { subject, tenant, roles, agent_id, ttl, issued_at, private_key_file, issuer, audience },
@@ -475,5 +533,221 @@ async fn status(args: StatusArgs) -> CliResult {
             };
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The agent `upsert` describes, checked flag by flag (every bad flag named at once).
+fn agent_of(
+    id: &str,
+    display_name: Option<String>,
+    queues: &[String],
+    capacity: &[String],
+    skills: &[String],
+    languages: Vec<String>,
+) -> Result<sessions::Agent, Error> {
+    let mut bad = Vec::new();
+    let valid_id = !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if !valid_id {
+        bad.push(FieldViolation::new(
+            "--id",
+            "must be 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
+        ));
+    }
+    let mut assignments = Vec::new();
+    for q in queues {
+        match q.split_once('/') {
+            Some((t, queue)) if TenantId::parse(t).is_ok() && !queue.is_empty() && !queue.contains('/') => {
+                assignments.push(sessions::QueueAssignment { tenant: t.to_owned(), queue: queue.to_owned() })
+            }
+            _ => bad.push(FieldViolation::new("--queue", format!("`{q}` is not tenant/queue"))),
+        }
+    }
+    let mut caps = Vec::new();
+    for c in capacity {
+        let parsed = c.split_once('=').and_then(|(ch, n)| {
+            let channel = match ch {
+                "voice" => pb::Channel::Voice,
+                "chat" => pb::Channel::Chat,
+                "sms" => pb::Channel::Sms,
+                "email" => pb::Channel::Email,
+                _ => return None,
+            };
+            n.parse::<u32>().ok().filter(|n| (1..=20).contains(n)).map(|n| (channel, n))
+        });
+        match parsed {
+            Some((channel, n)) if !caps.iter().any(|x: &sessions::ChannelCapacity| x.channel == channel as i32) => {
+                caps.push(sessions::ChannelCapacity { channel: channel as i32, max_contacts: n, exclusive: false })
+            }
+            _ => bad.push(FieldViolation::new(
+                "--capacity",
+                format!("`{c}` is not channel=N (voice, chat, sms, email once each; 1-20)"),
+            )),
+        }
+    }
+    let mut skill_map = std::collections::HashMap::new();
+    for sk in skills {
+        match sk
+            .split_once('=')
+            .and_then(|(k, v)| v.parse::<u32>().ok().filter(|v| (1..=5).contains(v)).map(|v| (k, v)))
+        {
+            Some((k, v)) if !k.is_empty() => {
+                skill_map.insert(k.to_owned(), v);
+            }
+            _ => bad.push(FieldViolation::new("--skill", format!("`{sk}` is not skill=level (1-5)"))),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Error::InvalidArgument(bad));
+    }
+    Ok(sessions::Agent {
+        name: format!("agents/{id}"),
+        display_name: display_name.unwrap_or_else(|| id.to_owned()),
+        queues: assignments,
+        skills: skill_map,
+        languages,
+        capacity: caps,
+        ..Default::default()
+    })
+}
+
+/// `message` with the bearer token.
+fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+async fn agent(command: AgentCommand) -> CliResult {
+    let api = match &command {
+        AgentCommand::Upsert { api, .. } | AgentCommand::List { api } => api,
+    };
+    let addr = api
+        .endpoints
+        .iter()
+        .find_map(|e| e.strip_prefix("sessions="))
+        .ok_or_else(|| Failure { code: 2, message: "--endpoints has no sessions=host:port".into() })?;
+    let signer = Signer::from_file(&api.private_key_file, &api.issuer, &api.audience)
+        .map_err(|m| Failure { code: 2, message: m })?;
+    let token = signer.mint_at(
+        &TokenRequest {
+            subject: "centralita-cli".into(),
+            tenant: None,
+            roles: vec![Role::BpoAdmin],
+            agent_id: None,
+            ttl: Duration::from_secs(300),
+        },
+        chrono::Utc::now().timestamp(),
+    )?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Failure { code: 2, message: format!("sessions address `{addr}`: {e}") })?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| Failure { code: 1, message: format!("cannot reach sessions at {addr}: {e}") })?;
+    let mut client = sessions::agent_service_client::AgentServiceClient::new(channel);
+    let failed = |s: tonic::Status| Failure {
+        code: if s.code() == tonic::Code::InvalidArgument { 2 } else { 1 },
+        message: format!("sessions refused ({:?}): {}", s.code(), s.message()),
+    };
+    match command {
+        AgentCommand::Upsert { id, display_name, queues, capacity, skills, languages, .. } => {
+            let agent = agent_of(&id, display_name, &queues, &capacity, &skills, languages)?;
+            let saved = client
+                .upsert_agent(with_token(&token, sessions::UpsertAgentRequest { agent: Some(agent) }))
+                .await
+                .map_err(failed)?
+                .into_inner();
+            println!("{} saved (pool {}, {} queue(s))", saved.name, saved.agent_pool, saved.queues.len());
+        }
+        AgentCommand::List { .. } => {
+            println!("{:<28} {:<10} {:<10} {:>8} QUEUES", "AGENT", "POOL", "STATE", "CONTACTS");
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_agents(with_token(&token, sessions::ListAgentsRequest { page_size: 500, page_token }))
+                    .await
+                    .map_err(failed)?
+                    .into_inner();
+                for a in &page.agents {
+                    let queues: Vec<String> = a.queues.iter().map(|q| format!("{}/{}", q.tenant, q.queue)).collect();
+                    println!(
+                        "{:<28} {:<10} {:<10} {:>8} {}",
+                        a.name.trim_start_matches("agents/"),
+                        a.agent_pool,
+                        format!("{:?}", a.state()).to_lowercase(),
+                        a.contacts.len(),
+                        queues.join(",")
+                    );
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(e: Error) -> Vec<String> {
+        match e {
+            Error::InvalidArgument(v) => v.iter().map(|f| f.field.to_string()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_agent_is_built_from_its_flags() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = agent_of(
+            "ana-1",
+            None,
+            &s(&["acme/support", "globex/claims"]),
+            &s(&["chat=2", "voice=1"]),
+            &s(&["es=5"]),
+            s(&["es"]),
+        )
+        .unwrap();
+        assert_eq!(a.name, "agents/ana-1");
+        assert_eq!(a.display_name, "ana-1");
+        assert_eq!(
+            a.queues.iter().map(|q| (q.tenant.as_str(), q.queue.as_str())).collect::<Vec<_>>(),
+            [("acme", "support"), ("globex", "claims")]
+        );
+        assert_eq!(
+            a.capacity.iter().map(|c| (c.channel, c.max_contacts)).collect::<Vec<_>>(),
+            [(pb::Channel::Chat as i32, 2), (pb::Channel::Voice as i32, 1)]
+        );
+        assert_eq!(a.skills.get("es"), Some(&5));
+    }
+
+    #[test]
+    fn every_bad_flag_is_named() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let e = agent_of(
+            "Ana Gil",
+            None,
+            &s(&["acme", "Acme/x", "a/b/c"]),
+            &s(&["chat=0", "fax=1", "chat=2", "chat=3"]),
+            &s(&["es=9", "=2"]),
+            vec![],
+        )
+        .unwrap_err();
+        let f = fields(e);
+        assert_eq!(f.iter().filter(|x| *x == "--id").count(), 1, "{f:?}");
+        assert_eq!(f.iter().filter(|x| *x == "--queue").count(), 3, "{f:?}");
+        // chat=0 and fax=1 are not capacities; the second chat is a repeat.
+        assert_eq!(f.iter().filter(|x| *x == "--capacity").count(), 3, "{f:?}");
+        assert_eq!(f.iter().filter(|x| *x == "--skill").count(), 2, "{f:?}");
     }
 }
