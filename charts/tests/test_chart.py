@@ -824,3 +824,25 @@ def test_the_image_carries_the_console_app_where_the_chart_serves_it_from(chart)
     assert re.search(r"^COPY --from=console /src/services/console/dist/ " + re.escape(chart.values["console"]["dist"]) + "/$",
                      text, re.M)
     assert re.search(r'\[\[bin\]\]\s*name = "centralita-console"', (REPO / "services/console-server/Cargo.toml").read_text())
+
+
+def test_only_media_and_crm_get_the_signing_key_and_only_when_given(chart):
+    # Off by default: no service has the private key.
+    r = Rendered(render(chart, {}))
+    for s in SERVICES:
+        assert "CENTRALITA_JWT_PRIVATE_KEY_FILE" not in env_of(r.get("Deployment", full(s))), s
+    r = Rendered(render(chart, {"config": {"jwt": {"privateKeySecret": {"name": "centralita-signing", "key": "k.pem"}}}}))
+    for obj in r.objects:
+        if (obj["apiVersion"], obj["kind"]) not in THIRD_PARTY_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    for s in SERVICES:
+        d = r.get("Deployment", full(s))
+        env = env_of(d)
+        vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["name"]: m for m in container(d)["volumeMounts"]}
+        if s in ("media", "crm"):
+            assert env["CENTRALITA_JWT_PRIVATE_KEY_FILE"]["value"] == "/etc/centralita/signing/k.pem"
+            assert vols["signing-key"]["secret"]["secretName"] == "centralita-signing"
+            assert mounts["signing-key"] == {"name": "signing-key", "mountPath": "/etc/centralita/signing", "readOnly": True}
+        else:
+            assert "CENTRALITA_JWT_PRIVATE_KEY_FILE" not in env and "signing-key" not in vols, s

@@ -177,6 +177,10 @@ app.kubernetes.io/component: {{ .name }}
 - name: CENTRALITA_JWT_AUDIENCE
   value: {{ $cfg.jwt.audience | quote }}
 {{- end }}
+{{- if and (has .name (list "media" "crm")) $cfg.jwt.privateKeySecret.name }}
+- name: CENTRALITA_JWT_PRIVATE_KEY_FILE
+  value: {{ printf "/etc/centralita/signing/%s" $cfg.jwt.privateKeySecret.key | quote }}
+{{- end }}
 {{- if .t.postgres }}
 - name: CENTRALITA_DATABASE_URL
   valueFrom:
