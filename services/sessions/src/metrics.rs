@@ -86,6 +86,9 @@ pub fn kind(k: ContactEventKind) -> &'static str {
         K::ConsultEnded => "consult_ended",
         K::HandedOver => "handed_over",
         K::ConsultClosed => "consult_closed",
+        K::MonitorStarted => "monitor_started",
+        K::MonitorChanged => "monitor_changed",
+        K::MonitorStopped => "monitor_stopped",
     }
 }
 

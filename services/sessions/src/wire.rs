@@ -12,7 +12,7 @@ use centralita_routing_contract::{AgentId, ContactId, QueueRef};
 
 use crate::core::{
     Activity, Agent, AgentEventKind, AgentState, ChannelCapacity, Contact, ContactEventKind, ContactRef, ContactState,
-    CustomerTier, Direction, Offer, OfferId, Participant, Role, SkillRequirement,
+    CustomerTier, Direction, Monitor, MonitorMode, Offer, OfferId, Participant, Role, SkillRequirement,
 };
 
 /// Why a stored record or a wire message does not make a domain value.
@@ -95,6 +95,27 @@ pub(crate) fn skills_from_pb(skills: &[pb::SkillRequirement]) -> Vec<SkillRequir
 }
 
 /// A consult's other contact, stored as its full name (always the same tenant).
+/// A stored contact's supervisor, if any.
+fn monitor_from_pb(m: &Option<pb::ContactMonitor>) -> Result<Option<Monitor>, Malformed> {
+    let Some(m) = m else { return Ok(None) };
+    let mode = match pb::MonitorMode::try_from(m.mode) {
+        Ok(pb::MonitorMode::Listen) => MonitorMode::Listen,
+        Ok(pb::MonitorMode::Whisper) => MonitorMode::Whisper,
+        Ok(pb::MonitorMode::Barge) => MonitorMode::Barge,
+        _ => return Err(malformed("monitor.mode", "LISTEN, WHISPER or BARGE")),
+    };
+    Ok(Some(Monitor { supervisor: m.supervisor.clone(), mode, since: time(&m.start_time).unwrap_or_default() }))
+}
+
+/// A monitor mode on the wire.
+pub fn monitor_mode_to_pb(mode: MonitorMode) -> pb::MonitorMode {
+    match mode {
+        MonitorMode::Listen => pb::MonitorMode::Listen,
+        MonitorMode::Whisper => pb::MonitorMode::Whisper,
+        MonitorMode::Barge => pb::MonitorMode::Barge,
+    }
+}
+
 fn linked_id(field: &'static str, name: &str) -> Result<Option<ContactId>, Malformed> {
     if name.is_empty() {
         return Ok(None);
@@ -166,6 +187,7 @@ impl TryFrom<&pb::Contact> for Contact {
             trace_parent: c.trace_parent.clone(),
             recording_paused: c.recording_paused,
             wrap_up_notes: c.wrap_up_notes.clone(),
+            monitor: monitor_from_pb(&c.monitor)?,
         })
     }
 }
@@ -231,6 +253,11 @@ impl From<&Contact> for pb::Contact {
             trace_parent: c.trace_parent.clone(),
             recording_paused: c.recording_paused,
             wrap_up_notes: c.wrap_up_notes.clone(),
+            monitor: c.monitor.as_ref().map(|m| pb::ContactMonitor {
+                supervisor: m.supervisor.clone(),
+                mode: monitor_mode_to_pb(m.mode) as i32,
+                start_time: pb_time(Some(m.since)),
+            }),
         }
     }
 }
@@ -365,6 +392,9 @@ impl From<ContactEventKind> for pb::contact_event::Kind {
             K::ConsultEnded => P::ConsultEnded,
             K::HandedOver => P::HandedOver,
             K::ConsultClosed => P::ConsultClosed,
+            K::MonitorStarted => P::MonitorStarted,
+            K::MonitorChanged => P::MonitorChanged,
+            K::MonitorStopped => P::MonitorStopped,
         }
     }
 }
@@ -437,6 +467,11 @@ mod tests {
             trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             recording_paused: true,
             wrap_up_notes: "called back".into(),
+            monitor: Some(pb::ContactMonitor {
+                supervisor: "sue".into(),
+                mode: pb::MonitorMode::Whisper as i32,
+                start_time: ts(7),
+            }),
         };
         let domain = Contact::try_from(&stored).expect("valid");
         assert_eq!(pb::Contact::from(&domain), stored);

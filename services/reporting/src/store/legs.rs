@@ -76,6 +76,8 @@ pub fn fact(event: &Event) -> Result<Option<ContactFact>, Error> {
         PbKind::ConsultEnded => return Ok(None),
         // A PCI pause of the call's recording changes no figure.
         PbKind::RecordingPaused | PbKind::RecordingResumed => return Ok(None),
+        // A supervisor listening, whispering or barging in is no contact and no handling.
+        PbKind::MonitorStarted | PbKind::MonitorChanged | PbKind::MonitorStopped => return Ok(None),
     };
     let c = e.contact.unwrap_or_default();
     let contact = c.name.strip_prefix("contacts/").unwrap_or(&c.name).to_owned();
@@ -357,6 +359,13 @@ mod tests {
         assert_eq!(consult(PbKind::Accepted, "tenants/acme/contacts/c0"), Some((Kind::Accepted, true)));
         assert_eq!(consult(PbKind::ConsultClosed, "tenants/acme/contacts/c0"), Some((Kind::ConsultClosed, true)));
         assert_eq!(consult(PbKind::Accepted, ""), Some((Kind::Accepted, false)));
+    }
+
+    #[test]
+    fn a_supervisor_monitoring_a_call_is_no_fact() {
+        for k in [PbKind::MonitorStarted, PbKind::MonitorChanged, PbKind::MonitorStopped] {
+            assert_eq!(fact(&event(k, "")).unwrap(), None, "{k:?}");
+        }
     }
 
     #[test]

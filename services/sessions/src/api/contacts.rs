@@ -412,6 +412,41 @@ impl pb::contact_service_server::ContactService for Api {
     }
 
     #[tracing::instrument(skip_all, fields(tenant))]
+    async fn monitor_contact(&self, request: Request<pb::MonitorContactRequest>) -> R<pb::Contact> {
+        use core::MonitorMode as M;
+        let caller = caller(&request)?.clone();
+        caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor])?;
+        let req = request.into_inner();
+        let mode = match pb::MonitorMode::try_from(req.mode).unwrap_or_default() {
+            pb::MonitorMode::Listen => M::Listen,
+            pb::MonitorMode::Whisper => M::Whisper,
+            pb::MonitorMode::Barge => M::Barge,
+            pb::MonitorMode::Unspecified => return Err(Error::invalid("mode", "LISTEN, WHISPER or BARGE").into()),
+        };
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str());
+        let supervisor = supervisor_id(&caller);
+        let now = self.engine.clock.now();
+        self.apply(&c, |r| core::monitor::monitor(r, &supervisor, mode, now))
+            .instrument(command_span(&record, "monitor"))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant))]
+    async fn stop_monitoring(&self, request: Request<pb::StopMonitoringRequest>) -> R<pb::Contact> {
+        let caller = caller(&request)?.clone();
+        // Media (channel role) acts for the supervisor whose phone hung up.
+        caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor, Role::Channel])?;
+        let req = request.into_inner();
+        let (c, record) = self.load_contact(&caller, &req.name).await?;
+        tracing::Span::current().record("tenant", c.tenant.as_str());
+        let supervisor = supervisor_id(&caller);
+        self.apply(&c, |r| core::monitor::stop_monitoring(r, &supervisor))
+            .instrument(command_span(&record, "stop_monitoring"))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant))]
     async fn end_contact(&self, request: Request<pb::EndContactRequest>) -> R<pb::Contact> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
@@ -463,4 +498,10 @@ impl pb::contact_service_server::ContactService for Api {
             .instrument(command_span(&record, "wrap_up"))
             .await
     }
+}
+
+/// Who a monitoring supervisor is: its token's agent id (the id its phone is given under in
+/// `spec.voice.phones`), else its subject.
+fn supervisor_id(caller: &Caller) -> String {
+    caller.agent_id.clone().unwrap_or_else(|| caller.subject.clone())
 }

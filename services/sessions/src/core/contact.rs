@@ -242,6 +242,8 @@ pub fn transfer(
     }
     let after = &mut change.record;
     after.leave(now, |_| true);
+    // A supervisor on the call leaves with the agent.
+    after.monitor = None;
     after.queue.clone_from(&to.queue);
     after.preferred_agent.clone_from(&to.agent);
     after.previous_agents.push(agent.clone());
@@ -277,6 +279,8 @@ pub fn end(c: &Contact, acw_ms: Millis, now: Millis) -> Result<Change<Contact>, 
         after.closed_at = Some(now);
     }
     after.leave(now, |_| true);
+    // A supervisor on the call leaves with the agent.
+    after.monitor = None;
     after.consult_leg = None;
     let agent = c.agent.as_ref();
     ended_links(&mut change, c);

@@ -31,6 +31,9 @@ pub enum ContactEventKind {
     ConsultEnded,
     HandedOver,
     ConsultClosed,
+    MonitorStarted,
+    MonitorChanged,
+    MonitorStopped,
 }
 
 /// Kinds of an agent event.

@@ -42,10 +42,12 @@ pub enum Action {
     ConsultEnded,
     /// A consult leg: closed by the consulting agent (transfer done, or cancelled).
     CloseLeg,
+    /// A supervisor starts, changes or stops monitoring the call.
+    Monitor,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::Offer,
         Action::Accept,
         Action::Reject,
@@ -64,6 +66,7 @@ impl Action {
         Action::HandOver,
         Action::ConsultEnded,
         Action::CloseLeg,
+        Action::Monitor,
     ];
 
     /// How refusals name the action ("cannot accept a contact that …").
@@ -87,6 +90,7 @@ impl Action {
             Action::HandOver => "hand over",
             Action::ConsultEnded => "end the consult of",
             Action::CloseLeg => "close the consult leg of",
+            Action::Monitor => "monitor",
         }
     }
 }
@@ -102,7 +106,7 @@ pub fn next(from: ContactState, action: Action) -> Result<ContactState, Refusal>
         (S::Queued | S::Offered, A::End) => S::Abandoned,
         (S::Offered, A::Accept) => S::Connected,
         (S::Offered, A::Reject | A::NoAnswer) => S::Queued,
-        (S::Connected, A::Hold | A::Resume | A::PauseRecording | A::ResumeRecording) => S::Connected,
+        (S::Connected, A::Hold | A::Resume | A::PauseRecording | A::ResumeRecording | A::Monitor) => S::Connected,
         (S::Connected, A::Transfer) => S::Queued,
         (S::Connected, A::End) => S::AfterContactWork,
         (S::AfterContactWork, A::WrapUp) => S::Closed,
@@ -159,7 +163,7 @@ mod tests {
             .iter()
             .flat_map(|s| Action::ALL.iter().map(move |a| (*s, *a)))
             .filter(|(s, a)| next(*s, *a).is_ok());
-        assert_eq!(legal.count(), 23);
+        assert_eq!(legal.count(), 24);
         let e = next(ContactState::AfterContactWork, Action::HandOver).expect_err("illegal");
         assert_eq!(e.to_string(), "cannot hand over a contact that is in after-contact work");
     }

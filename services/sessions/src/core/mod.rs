@@ -12,6 +12,7 @@
 //!   data; the routing view of a queued contact.
 //! - [`consult`]: consult, complete the consult (transfer, conference, cancel), and the
 //!   linked change that reaches the other contact of a consult.
+//! - [`monitor`]: a supervisor listening, whispering or barging in on a call.
 //! - [`agent`]: sign-in, state changes, sign-out, upsert, not responding, presence lapsed.
 //! - [`decision`]: whether a routing offer is made, void or stale.
 //! - [`effects`]: what a change asks for (events, routing inputs, typed timers, notices).
@@ -24,6 +25,7 @@ pub mod decision;
 pub mod effects;
 pub mod lifecycle;
 pub mod model;
+pub mod monitor;
 pub mod refusal;
 
 pub use effects::{AgentEventKind, Change, ContactEventKind, Effect, Linked, Notice, Timer};

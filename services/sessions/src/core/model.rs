@@ -103,6 +103,25 @@ pub enum Role {
     Conferenced,
 }
 
+/// How a supervisor is on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorMode {
+    /// Hears both parties, heard by no one.
+    Listen,
+    /// Hears both, heard by the agent only.
+    Whisper,
+    /// Hears both, heard by both.
+    Barge,
+}
+
+/// The supervisor on a call, since when (the first mode's start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    pub supervisor: String,
+    pub mode: MonitorMode,
+    pub since: Millis,
+}
+
 /// An agent's time on a contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participant {
@@ -154,6 +173,8 @@ pub struct Contact {
     pub trace_parent: String,
     /// The call's recording is paused (PCI) until resumed.
     pub recording_paused: bool,
+    /// The supervisor on the call ([`super::monitor`]).
+    pub monitor: Option<Monitor>,
     /// The notes given at wrap-up: personal free text, kept here (erased with the customer,
     /// expiring with the record) and never put in an event.
     pub wrap_up_notes: String,
@@ -202,6 +223,7 @@ impl Contact {
             agent_pool,
             trace_parent: String::new(),
             recording_paused: false,
+            monitor: None,
             wrap_up_notes: String::new(),
         }
     }

@@ -54,6 +54,14 @@ pub enum Refusal {
     NotALeg,
     #[error("the consult is over")]
     ConsultOver,
+    #[error("only a connected voice call of a customer (not a consult leg) can be monitored")]
+    NotACustomerCall,
+    #[error("the call is monitored by supervisor {0}")]
+    MonitoredByAnother(String),
+    #[error("already monitoring the call in this mode")]
+    AlreadyMonitoring,
+    #[error("not monitoring this call")]
+    NotMonitoring,
     #[error("the agent is not signed in")]
     NotSignedIn,
     #[error("the agent still holds contacts")]
