@@ -55,7 +55,11 @@ LEASE_SECONDS = 6
 RTP_PORTS = os.environ.get("CENTRALITA_CRASH_RTP_PORTS", "24400-24499")
 
 
-def manifest(tenant, number, agent, phone_uri):
+def manifest(tenant, number, agent, phone_uri, sources=("127.0.0.1",)):
+    trunk_sources = ", ".join(f'"{a}"' for a in sources)
+    phones = f"""
+    phones:
+      - {{ agentId: {agent}, uri: "{phone_uri}" }}""" if phone_uri else ""
     return f"""
 apiVersion: centralita.io/v1
 kind: Tenant
@@ -75,21 +79,19 @@ spec:
     numbers:
       - {{ number: "{number}", queue: support }}
     trunks:
-      - {{ name: carrier, sources: ["127.0.0.1"] }}
-    phones:
-      - {{ agentId: {agent}, uri: "{phone_uri}" }}
+      - {{ name: carrier, sources: [{trunk_sources}] }}{phones}
 """
 
 
-def call(sip_port, scenario, number, caller, hold_ms, rtp_port):
+def call(sip_port, scenario, number, caller, hold_ms, rtp_port, source="127.0.0.1", extra=()):
     """sipp as the trunk calling media at `sip_port` (in the background)."""
     local, media = free_port(), free_port()
     LOGS.mkdir(parents=True, exist_ok=True)
     err = LOGS / f"sipp-{scenario}-{local}.log"
     args = [SIPP, f"127.0.0.1:{sip_port}", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-s", number,
-            "-key", "caller", caller, "-key", "rtp_port", str(rtp_port), "-i", "127.0.0.1", "-mi", "127.0.0.1",
-            "-p", str(local), "-mp", str(media), "-m", "1", "-d", str(hold_ms), "-nostdin", "-trace_err",
-            "-error_file", str(err), "-timeout", "90s", "-timeout_error"]
+            "-key", "caller", caller, "-key", "rtp_port", str(rtp_port), "-i", source, "-mi", source,
+            "-p", str(local), "-mp", str(media), "-d", str(hold_ms), "-nostdin", "-trace_err",
+            "-error_file", str(err), "-timeout", "90s", "-timeout_error", *(extra or ("-m", "1"))]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), err
 
 
@@ -153,24 +155,31 @@ class OwnMedia:
 
 
 class Desk:
-    """The test's tenant (one number, the queue `support`, one agent whose fixed phone is
-    `phone_uri`) with the agent signed in, and its contacts found by caller."""
+    """The test's tenant (one number, the queue `support`, trunks from `sources`, one agent
+    whose fixed phone is `phone_uri`, signed in; no phone: no agent) and its contacts found
+    by caller."""
 
-    def __init__(self, m, tmp_path, run, phone_uri):
+    def __init__(self, m, tmp_path, run, phone_uri, sources=("127.0.0.1",)):
         self.s = m.s
         self.tenant, self.agent = f"voice-crash-{run}", f"alice-{run}"
         self.number = f"+3494{random.randrange(10_000_000, 99_999_999)}"
         sessions = grpc.insecure_channel(endpoints()["sessions"])
         agents, self.contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
         self.sup = mint("--tenant", self.tenant, "--role", "supervisor")
-        (tmp_path / "tenant.yaml").write_text(manifest(self.tenant, self.number, self.agent, phone_uri))
+        (tmp_path / "tenant.yaml").write_text(manifest(self.tenant, self.number, self.agent, phone_uri, sources))
         cli("admin", "tenant", "apply", "-f", str(tmp_path / "tenant.yaml"))
         assert sessions_knows_tenant(self.contacts, self.s, self.sup), "sessions never learned the tenant"
+        self.names = {}
+        if not phone_uri:
+            return
         upsert_voice_agents(agents, self.s, m.t.CHANNEL_VOICE, self.tenant, [self.agent], mint("--role", "bpo_admin"))
         token = mint("--tenant", self.tenant, "--role", "agent", "--agent-id", self.agent)
         agents.SignIn(self.s.SignInRequest(name=f"agents/{self.agent}", available=True), metadata=auth(token),
                       timeout=10)
-        self.names = {}
+
+    def open_contacts(self):
+        return list(self.contacts.ListContacts(self.s.ListContactsRequest(page_size=100), metadata=auth(self.sup),
+                                               timeout=5).contacts)
 
     def contact(self, caller):
         """The call's contact: found by its caller's number among the open ones, then read by

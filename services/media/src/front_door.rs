@@ -48,6 +48,7 @@ use tracing::Instrument;
 
 use crate::admission::{admit, Admitted, Refusal};
 use crate::calls::Carried;
+use crate::flood::FloodLimit;
 use crate::legs::{CallEvents, EndCause, LegEvents};
 use crate::metrics::Metrics;
 use crate::offers::{ContactUpdate, Offers};
@@ -121,6 +122,8 @@ pub struct FrontDoor {
     /// The calls this process carries, written down in Redis so that a crash leaves none
     /// open ([`crate::calls`]; without Redis: none).
     carried: Option<Arc<Carried<Sessions>>>,
+    /// INVITEs per source address ([`crate::flood`]).
+    flood: Mutex<FloodLimit>,
 }
 
 impl FrontDoor {
@@ -147,12 +150,19 @@ impl FrontDoor {
             registrar: None,
             legs: None,
             carried: None,
+            flood: Mutex::new(FloodLimit::default()),
         }
     }
 
     /// Answers REGISTERs with `registrar`, and rings agents' registered phones.
     pub fn with_registrar(mut self, registrar: Option<Arc<Registrar>>) -> Self {
         self.registrar = registrar;
+        self
+    }
+
+    /// Limits INVITEs per source with `flood`.
+    pub fn with_flood_limit(mut self, flood: FloodLimit) -> Self {
+        self.flood = Mutex::new(flood);
         self
     }
 
@@ -225,6 +235,13 @@ impl FrontDoor {
             Kind::Other => request.reply(405, "Method Not Allowed").await,
             Kind::Invite => {
                 let source = request.source();
+                // A source over its INVITE rate is refused before anything else is done.
+                let now = std::time::Instant::now();
+                if source.is_some_and(|s| !self.flood.lock().unwrap_or_else(|p| p.into_inner()).admit(s.ip(), now)) {
+                    self.metrics.invite("refused_flood");
+                    let (call, _) = request.into_call();
+                    return call.finish(503, "Service Unavailable - Too Many Calls From Source").await;
+                }
                 let (call, what) = match request.into_call() {
                     (call, Ok(what)) => (call, what),
                     (call, Err(why)) => {

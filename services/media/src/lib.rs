@@ -62,6 +62,7 @@ pub mod admission;
 pub mod calls;
 pub mod digital;
 mod error;
+pub mod flood;
 mod front_door;
 mod in_call;
 pub mod legs;
@@ -293,6 +294,9 @@ pub struct Settings {
         value_parser = centralita_platform::config::parse_duration
     )]
     pub sip_drain: Option<std::time::Duration>,
+    /// INVITE flood limiting per source address (voice role).
+    #[command(flatten)]
+    pub flood: flood::FloodArgs,
     /// How often the digital role's retention sweeper deletes the conversations whose last
     /// activity is older than their tenant's `dataRetentionDays` (`digital::retention`).
     #[arg(
@@ -353,6 +357,7 @@ impl Validate for Settings {
         }
         self.registrar.validate()?;
         self.calls.validate()?;
+        self.flood.validate()?;
         if self.sweep_interval.is_zero() {
             return Err(ConfigError::new("CENTRALITA_MEDIA_SWEEP_INTERVAL", "must be more than zero"));
         }
@@ -523,7 +528,8 @@ fn start_voice(
     let door = front_door::FrontDoor::new(runtime.registry.clone(), sessions, metrics, media, offers, dialer, recorder)
         .with_registrar(registrar)
         .with_legs(leg_events)
-        .with_calls(carried.clone());
+        .with_calls(carried.clone())
+        .with_flood_limit(flood::FloodLimit::new(&config.service.flood));
     // The drain window for calls to end on their own; the rest of the deadline ends those left.
     let drain = drain_window(config.service.sip_drain, config.common.shutdown_timeout)?;
     let shutdown = runtime.shutdown.clone();

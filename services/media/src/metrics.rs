@@ -15,15 +15,17 @@ struct OutcomeLabel {
 /// What became of an INVITE. Each INVITE counts once under one of `created`,
 /// `refused_unknown_number`, `refused_trunk`, `refused_tenant` (suspended, at its quota, or
 /// closed), `refused_draining`, `refused_media` (no codec in common, no SDP: `488`),
-/// `malformed` or `failed` (sessions unreachable, no RTP port); a created call that its
-/// caller then cancels also counts once under `cancelled`.
-pub const OUTCOMES: [&str; 9] = [
+/// `refused_flood` (its source over its INVITE rate: `503`), `malformed` or `failed`
+/// (sessions unreachable, no RTP port); a created call that its caller then cancels also
+/// counts once under `cancelled`.
+pub const OUTCOMES: [&str; 10] = [
     "created",
     "refused_unknown_number",
     "refused_trunk",
     "refused_tenant",
     "refused_draining",
     "refused_media",
+    "refused_flood",
     "malformed",
     "failed",
     "cancelled",
