@@ -23,10 +23,10 @@ from test_webchat import BASE, Follow, m, tenant_yaml  # noqa: F401 (m: the modu
 class Site:
     """A tenant's website: one page that pastes the widget, on an origin of its own."""
 
-    def __init__(self, script_url, endpoint, tenant, key):
+    def __init__(self, script_url, endpoint, tenant, key, extra=""):
         page = f"""<!doctype html><html lang="es"><head><meta charset="utf-8"><title>Seguros {tenant}</title></head>
 <body><h1>Seguros {tenant}</h1><p>Bienvenido.</p>
-<script src="{script_url}" data-endpoint="{endpoint}" data-tenant="{tenant}" data-widget-key="{key}" data-lang="es"></script>
+<script src="{script_url}" data-endpoint="{endpoint}" data-tenant="{tenant}" data-widget-key="{key}" data-lang="es" {extra}></script>
 </body></html>""".encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):

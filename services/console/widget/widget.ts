@@ -2,7 +2,8 @@
 //
 //   <script src="https://console.example/widget/centralita-chat.js"
 //           data-endpoint="https://chat.example"      (media's web chat front door)
-//           data-tenant="acme" data-widget-key="wk_…" data-lang="es"></script>
+//           data-tenant="acme" data-widget-key="wk_…" data-lang="es"
+//           data-prechat="true"></script>               (optional: ask phone and email first)
 //
 // It starts a chat (POST …/chats with the widget key, from the page's origin, which the
 // tenant's manifest allows), keeps the visitor token for the tab (sessionStorage, so a
@@ -14,8 +15,8 @@
 import { applyFrame, backoffMs, compose, initialChat, socketUrl, type ChatState } from "./chat";
 
 const WORDS = {
-  en: { open: "Chat with us", title: "Chat", placeholder: "Write a message…", send: "Send", typing: "The agent is typing…", ended: "The chat has ended.", leave: "End chat", connecting: "connecting…", offline: "reconnecting…", you: "You", agent: "Agent", error: "Could not start the chat" },
-  es: { open: "Chatea con nosotros", title: "Chat", placeholder: "Escribe un mensaje…", send: "Enviar", typing: "El agente está escribiendo…", ended: "El chat ha terminado.", leave: "Terminar chat", connecting: "conectando…", offline: "reconectando…", you: "Tú", agent: "Agente", error: "No se pudo iniciar el chat" },
+  en: { prechat: "So we can find your earlier conversations (optional):", phone: "Phone (+34…)", email: "Email", start: "Start chat", open: "Chat with us", title: "Chat", placeholder: "Write a message…", send: "Send", typing: "The agent is typing…", ended: "The chat has ended.", leave: "End chat", connecting: "connecting…", offline: "reconnecting…", you: "You", agent: "Agent", error: "Could not start the chat" },
+  es: { prechat: "Para encontrar sus conversaciones anteriores (opcional):", phone: "Teléfono (+34…)", email: "Correo", start: "Empezar chat", open: "Chatea con nosotros", title: "Chat", placeholder: "Escribe un mensaje…", send: "Enviar", typing: "El agente está escribiendo…", ended: "El chat ha terminado.", leave: "Terminar chat", connecting: "conectando…", offline: "reconectando…", you: "Tú", agent: "Agente", error: "No se pudo iniciar el chat" },
 };
 
 interface Session {
@@ -61,27 +62,41 @@ function start(script: HTMLScriptElement) {
       li.pending { opacity: .55; }
       .typing, .notice { padding: 0 .8rem; font-size: 12px; color: #555; min-height: 1em; }
       form { display: flex; gap: .4rem; padding: .5rem; border-top: 1px solid #e4e7eb; }
+      form.prechat { flex-direction: column; border-top: 0; }
+      form.prechat p { margin: 0; font-size: 12px; color: #555; }
+      [hidden] { display: none !important; }
       textarea { flex: 1; resize: none; height: 2.4em; font: inherit; }
       button { font: inherit; cursor: pointer; }
     </style>
     <button class="launcher" part="launcher" data-testid="chat-launcher"></button>
     <section class="panel" data-testid="chat-panel" role="dialog">
       <header><span class="title"></span><small class="status" data-testid="chat-status"></small><button class="leave" data-testid="chat-leave" type="button"></button></header>
+      <form class="prechat" data-testid="chat-prechat" hidden><p></p>
+        <input type="tel" name="phone" data-testid="chat-phone" autocomplete="tel">
+        <input type="email" name="email" data-testid="chat-email" autocomplete="email">
+        <button type="submit" data-testid="chat-start"></button></form>
       <ol data-testid="chat-messages" aria-live="polite"></ol>
       <div class="typing" data-testid="chat-typing"></div>
       <div class="notice" data-testid="chat-notice"></div>
       <form><textarea maxlength="4096" data-testid="chat-input"></textarea><button type="submit" data-testid="chat-send"></button></form>
     </section>`;
   const $ = <T extends Element>(sel: string) => root.querySelector(sel) as T;
+  const prechat = $<HTMLFormElement>("form.prechat");
+  const askFirst = script.dataset.prechat === "true";
+  let details: { phone?: string; email?: string } | undefined = askFirst ? undefined : {};
   const launcher = $<HTMLButtonElement>(".launcher");
   const panel = $<HTMLElement>(".panel");
   const list = $<HTMLOListElement>("ol");
-  const input = $<HTMLTextAreaElement>("textarea");
+  const input = $<HTMLTextAreaElement>("form:not(.prechat) textarea");
   const status = $<HTMLElement>(".status");
   launcher.textContent = w.open;
   $<HTMLElement>(".title").textContent = w.title;
   $<HTMLButtonElement>(".leave").textContent = w.leave;
-  $<HTMLButtonElement>("form button").textContent = w.send;
+  $<HTMLButtonElement>("form:not(.prechat) button").textContent = w.send;
+  $<HTMLElement>("form.prechat p").textContent = w.prechat;
+  $<HTMLInputElement>("[name=phone]").placeholder = w.phone;
+  $<HTMLInputElement>("[name=email]").placeholder = w.email;
+  $<HTMLButtonElement>("form.prechat button").textContent = w.start;
   input.placeholder = w.placeholder;
 
   const render = () => {
@@ -105,6 +120,7 @@ function start(script: HTMLScriptElement) {
     $<HTMLElement>(".notice").textContent = state.ended ? w.ended : (state.error ?? "");
     status.textContent = state.ended ? "" : online ? "" : session ? w.offline : w.connecting;
     input.disabled = state.ended;
+    prechat.hidden = !!session || details !== undefined;
   };
   const set = (next: ChatState) => {
     state = next;
@@ -147,6 +163,11 @@ function start(script: HTMLScriptElement) {
 
   const begin = async () => {
     if (session) return;
+    const saved0 = sessionStorage.getItem(storeKey);
+    if (!saved0 && details === undefined) {
+      render(); // the pre-chat form first
+      return;
+    }
     const saved = sessionStorage.getItem(storeKey);
     if (saved) {
       try {
@@ -161,13 +182,15 @@ function start(script: HTMLScriptElement) {
         const r = await fetch(`${endpoint.replace(/\/+$/, "")}/v1/tenants/${encodeURIComponent(tenant)}/webchat/chats`, {
           method: "POST",
           headers: { "content-type": "application/json" },
-          body: JSON.stringify({ widgetKey: key, requestId: crypto.randomUUID() }),
+          body: JSON.stringify({ widgetKey: key, requestId: crypto.randomUUID(), ...details }),
         });
         const body = await r.json().catch(() => ({}));
         if (!r.ok) throw new Error(`${r.status} ${body.message ?? body.error ?? ""}`.trim());
         session = { contact: body.contact, visitorId: body.visitorId, visitorToken: body.visitorToken };
         sessionStorage.setItem(storeKey, JSON.stringify(session));
       } catch (e) {
+        // With a pre-chat form, show it again so the customer can correct what was refused.
+        if (askFirst) details = undefined;
         set({ ...state, error: `${w.error}: ${e instanceof Error ? e.message : String(e)}` });
         return;
       }
@@ -180,7 +203,15 @@ function start(script: HTMLScriptElement) {
     if (panel.classList.contains("open")) void begin();
     render();
   };
-  $<HTMLFormElement>("form").onsubmit = (e) => {
+  prechat.onsubmit = (e) => {
+    e.preventDefault();
+    const phone = $<HTMLInputElement>("[name=phone]").value.trim();
+    const email = $<HTMLInputElement>("[name=email]").value.trim();
+    details = { ...(phone ? { phone } : {}), ...(email ? { email } : {}) };
+    set({ ...state, error: undefined });
+    void begin();
+  };
+  $<HTMLFormElement>("form:not(.prechat)").onsubmit = (e) => {
     e.preventDefault();
     const next = compose(state, input.value, crypto.randomUUID());
     if ("refused" in next) {

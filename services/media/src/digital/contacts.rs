@@ -42,6 +42,10 @@ pub struct NewChat {
     pub visitor: String,
     pub origin: String,
     pub request_id: String,
+    /// What the customer gave in the widget's pre-chat form (a phone number, an email),
+    /// normalised: CRM resolves the chat to the customer these identify, so a later SMS or
+    /// email from them reaches the same customer.
+    pub identities: Vec<crm::Identity>,
 }
 
 /// An inbound contact a digital channel creates in sessions.
@@ -53,6 +57,8 @@ struct Inbound<'a> {
     /// The channel's own address the customer wrote to (attribute key, value).
     attribute: (&'static str, &'a str),
     request_id: &'a str,
+    /// Further identities of the same customer.
+    extra: &'a [crm::Identity],
 }
 
 impl Contacts {
@@ -154,6 +160,7 @@ impl Contacts {
             identity: (crm::IdentityKind::Chat, &chat.visitor),
             attribute: ("chat_origin", &chat.origin),
             request_id: &chat.request_id,
+            extra: &chat.identities,
         };
         self.create_inbound(tenant, inbound).await
     }
@@ -174,6 +181,7 @@ impl Contacts {
             identity: (crm::IdentityKind::Phone, customer),
             attribute: ("sms_number", number),
             request_id,
+            extra: &[],
         };
         self.create_inbound(tenant, inbound).await
     }
@@ -194,6 +202,7 @@ impl Contacts {
             identity: (crm::IdentityKind::Email, customer),
             attribute: ("email_address", address),
             request_id,
+            extra: &[],
         };
         self.create_inbound(tenant, inbound).await
     }
@@ -205,11 +214,13 @@ impl Contacts {
             channel: i.channel as i32,
             direction: pb::Direction::Inbound as i32,
             queue: i.queue.to_owned(),
-            customer_identities: vec![crm::Identity {
+            customer_identities: std::iter::once(crm::Identity {
                 kind: i.identity.0 as i32,
                 value: i.identity.1.to_owned(),
                 network: String::new(),
-            }],
+            })
+            .chain(i.extra.iter().cloned())
+            .collect(),
             attributes: [(i.attribute.0.to_owned(), i.attribute.1.to_owned())].into_iter().collect(),
             ..Default::default()
         };

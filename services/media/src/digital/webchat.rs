@@ -35,6 +35,7 @@ use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::shutdown::Shutdown;
 use centralita_platform::tenant::{contact_name, Tenant, TenantId, WebChat as Widget};
+use centralita_proto::crm::v1 as crm;
 use serde::{Deserialize, Serialize};
 
 use super::follow::{Follower, Update};
@@ -284,6 +285,29 @@ struct StartChat {
     /// Idempotency key: a retried start returns the same chat.
     #[serde(default)]
     request_id: String,
+    /// The customer's phone number from the widget's pre-chat form (E.164, `+` and digits),
+    /// optional: the chat then belongs to the customer CRM knows by that number.
+    #[serde(default)]
+    phone: String,
+    /// The customer's email from the pre-chat form, optional, likewise.
+    #[serde(default)]
+    email: String,
+}
+
+/// The pre-chat form's phone and email as CRM identities in normal form, or what is wrong.
+fn prechat_identities(phone: &str, email: &str) -> Result<Vec<crm::Identity>, String> {
+    let mut out = Vec::new();
+    for (kind, value, field) in [(crm::IdentityKind::Phone, phone, "phone"), (crm::IdentityKind::Email, email, "email")]
+    {
+        if value.trim().is_empty() {
+            continue;
+        }
+        let raw = crm::Identity { kind: kind as i32, value: value.trim().to_owned(), network: String::new() };
+        // No default country: a number must be written in full (+34…).
+        let id = centralita_platform::identity::Identity::parse(&raw, "").map_err(|e| format!("{field}: {e}"))?;
+        out.push(crm::Identity { kind: kind as i32, value: id.value, network: String::new() });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Serialize)]
@@ -448,6 +472,8 @@ async fn start_chat(
             "requestId: must be up to 64 of A-Z a-z 0-9 - _ .",
         ))));
     }
+    let identities = prechat_identities(&req.phone, &req.email)
+        .map_err(|m| cors(chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", m))))?;
     let origin_text = origin.as_ref().and_then(|o| o.to_str().ok()).unwrap_or_default().to_owned();
     let request_id = match req.request_id.as_str() {
         "" => uuid::Uuid::now_v7().simple().to_string(),
@@ -458,6 +484,7 @@ async fn start_chat(
         visitor: visitor.clone(),
         origin: origin_text.clone(),
         request_id,
+        identities,
     };
     let contact = chat.digital.contacts.create_chat(&t.id, &new).await.map_err(|e| cors(e.into()))?;
     let conversation = NewConversation {
@@ -721,6 +748,19 @@ async fn inbound(chat: &WebChat, tenant: &TenantId, contact: &str, text: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prechat_form_gives_normal_identities_or_says_what_is_wrong() {
+        let ids = prechat_identities(" +34 600 11 22 33 ", "Ana@Example.COM").unwrap();
+        assert_eq!(
+            ids.iter().map(|i| (i.kind, i.value.as_str())).collect::<Vec<_>>(),
+            [(crm::IdentityKind::Phone as i32, "+34600112233"), (crm::IdentityKind::Email as i32, "ana@example.com")]
+        );
+        assert!(prechat_identities("", "").unwrap().is_empty());
+        assert!(prechat_identities("600112233", "").unwrap_err().starts_with("phone:"));
+        assert!(prechat_identities("", "not-an-email").unwrap_err().starts_with("email:"));
+        assert!(prechat_identities(&"9".repeat(5000), "").unwrap_err().starts_with("phone:"));
+    }
 
     #[test]
     fn frames_parse_or_are_refused() {
