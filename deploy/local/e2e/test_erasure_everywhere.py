@@ -37,7 +37,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from conftest import BROKERS, LOGS, PREFIX, REPO, auth, cli, endpoints, mint, wait_for
-from test_sms import BASE, inbound, post_form, secrets_dir, sid, signed
+from test_sms import inbound, post_form, secrets_dir, sid, signed
 from test_webchat import http, start_chat
 
 
