@@ -298,3 +298,94 @@ def test_consult_then_conference_and_consult_then_transfer_from_the_desktop(m, t
             assert done.state == s.CONTACT_STATE_CONNECTED and ana in done.previous_agents, done
         finally:
             browser.close()
+
+
+def test_the_script_greets_the_customer_and_the_resolution_answer_lands_in_crm(m, tmp_path):  # noqa: F811
+    """The desktop's script is personalised with CRM's profile (name, VIP) and the tenant's
+    and queue's names, in the agent's language; at wrap-up the post-resolution question's
+    answer is recorded in CRM's timeline for that customer and contact (an empty answer is
+    refused in the page). Tenant B's agent cannot record an answer on A's customer."""
+    from google.protobuf import field_mask_pb2
+    from playwright.sync_api import expect, sync_playwright
+
+    s, c = m.s, m.c
+    eps = endpoints()
+    run = uuid.uuid4().hex[:8]
+    tenant, other = f"scr-{run}", f"scr-{run}-b"
+    path = tmp_path / "tenants.yaml"
+    path.write_text(tenant_manifest(tenant, "id: claims, displayName: Siniestros, offerTimeoutSeconds: 60",
+                                    display=f"Acme Seguros {run}", channels="chat")
+                    + "---\n" + tenant_manifest(other, "id: claims", display="Other B", channels="chat"))
+    cli("admin", "tenant", "apply", "-f", str(path))
+    bpo, admin = mint("--role", "bpo_admin"), mint("--tenant", tenant, "--role", "tenant_admin")
+    channel = mint("--tenant", tenant, "--role", "channel")
+    sessions = grpc.insecure_channel(eps["sessions"])
+    agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
+    crm = m.cg.CustomerServiceStub(grpc.insecure_channel(eps["crm"]))
+
+    def known():
+        try:
+            contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(admin), timeout=5)
+            crm.FindCustomers(c.FindCustomersRequest(identity=c.Identity(kind=c.IDENTITY_KIND_CHAT, value="x")),
+                              metadata=auth(admin), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(known, 60), "sessions or crm never saw the tenant"
+    visitor = f"visitor-{run}"
+    customer = crm.ResolveCustomer(c.ResolveCustomerRequest(
+        identities=[c.Identity(kind=c.IDENTITY_KIND_CHAT, value=visitor)], display_name="Lucía Gil"),
+        metadata=auth(channel), timeout=10).customer
+    crm.UpdateCustomer(c.UpdateCustomerRequest(customer=c.Customer(name=customer.name, value_tier=c.VALUE_TIER_VIP),
+                                               update_field_mask=field_mask_pb2.FieldMask(paths=["value_tier"])),
+                       metadata=auth(admin), timeout=10)
+    ana = f"ana-{run}"
+    agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
+        name=f"agents/{ana}", display_name=ana, capacity=[s.ChannelCapacity(channel=m.t.CHANNEL_CHAT, max_contacts=1)],
+        queues=[s.QueueAssignment(tenant=tenant, queue="claims")])), metadata=auth(bpo), timeout=10)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-ES").new_page()
+            sign_in(page, console_url(), tenant, "agent", ana)
+            page.get_by_test_id("lang").select_option("es")
+            expect(page.get_by_test_id("stream-status")).to_have_text("conectado", timeout=30_000)
+            page.get_by_test_id("go-available").click()
+            made = contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
+                channel=m.t.CHANNEL_CHAT, queue="claims",
+                customer_identities=[c.Identity(kind=c.IDENTITY_KIND_CHAT, value=visitor)]),
+                request_id=f"{run}-1"), metadata=auth(channel), timeout=10)
+            expect(page.get_by_test_id("offer")).to_be_visible(timeout=30_000)
+            page.get_by_test_id("accept").click()
+            card = page.get_by_test_id("contact")
+            script = card.get_by_test_id("script")
+            expect(script).to_contain_text(f"Hola Lucía Gil, gracias por contactar con Acme Seguros {run}", timeout=20_000)
+            expect(script).to_contain_text("Atiende la cola Siniestros.")
+            expect(script).to_contain_text("Cliente VIP")
+            card.get_by_test_id("end-contact").click()
+            wrap = page.get_by_test_id("wrap-up")
+            expect(wrap.get_by_test_id("resolution")).to_be_visible(timeout=15_000)
+            wrap.get_by_test_id("record-answer").click()
+            expect(wrap.get_by_test_id("answer-error")).to_have_text("Escriba primero la respuesta del cliente.")
+            wrap.get_by_test_id("resolution-answer").fill("Sí, todo resuelto")
+            wrap.get_by_test_id("record-answer").click()
+            expect(wrap.get_by_test_id("record-answer")).to_have_text("Respuesta registrada", timeout=10_000)
+            page.screenshot(path=str(SHOTS / "console-script-answer.png"), full_page=True)
+            wrap.get_by_test_id("disposition").select_option("resolved")
+            wrap.get_by_test_id("submit-wrap-up").click()
+            expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
+        finally:
+            browser.close()
+
+    timeline = crm.ListTimeline(c.ListTimelineRequest(customer=customer.name, page_size=50), metadata=auth(admin),
+                                timeout=10).entries
+    answers = [e.answer for e in timeline if e.WhichOneof("entry") == "answer"]
+    assert [(x.question, x.answer, x.contact, x.asked_by) for x in answers] == [
+        ("¿Hemos resuelto hoy el motivo de su contacto?", "Sí, todo resuelto", made.name, ana)], answers
+    intruder = mint("--tenant", other, "--role", "agent", "--agent-id", ana)
+    with pytest.raises(grpc.RpcError) as denied:
+        crm.RecordAnswer(c.RecordAnswerRequest(customer=customer.name, contact=made.name, question="q", answer="a"),
+                         metadata=auth(intruder), timeout=10)
+    assert denied.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)

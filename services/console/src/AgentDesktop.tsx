@@ -21,6 +21,7 @@ import {
 import { Channel, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
+import { answerProblem, RESOLUTION_QUESTION, scriptLines } from "./script";
 
 type T = (k: Key) => string;
 
@@ -211,6 +212,24 @@ function Working(props: {
   const queues = props.tenant?.routing?.queues ?? [];
   const [toQueue, setToQueue] = useState("");
   const [toAgent, setToAgent] = useState("");
+  const [answer, setAnswer] = useState("");
+  const [answered, setAnswered] = useState(false);
+  const [answerError, setAnswerError] = useState<string>();
+  const recordAnswer = async () => {
+    const problem = answerProblem(answer);
+    if (problem) {
+      setAnswerError(t(problem === "empty" ? "answerEmpty" : "answerLong"));
+      return;
+    }
+    if (!pop?.customer?.name) return;
+    try {
+      await api.customers.recordAnswer({ customer: pop.customer.name, contact: c.name, question: RESOLUTION_QUESTION[props.lang], answer: answer.trim() });
+      setAnswered(true);
+      setAnswerError(undefined);
+    } catch (e) {
+      setAnswerError(message(e));
+    }
+  };
   const target = () => {
     const agent = toAgent.trim();
     return agent ? { case: "agentId" as const, value: agent } : { case: "queue" as const, value: toQueue || c.queue };
@@ -266,6 +285,23 @@ function Working(props: {
                 </span>
               </p>
               <p className="identities">{customer.identities.map((i) => i.value).join(" · ")}</p>
+            </>
+          )}
+          {pop && (
+            <>
+              <h3>{t("script")}</h3>
+              <ol className="script" data-testid="script">
+                {scriptLines({
+                  lang: props.lang,
+                  customerName: customer?.name ? customer.displayName : undefined,
+                  vip: customer?.valueTier === ValueTier.VIP,
+                  tenantName: props.tenant?.displayName || c.tenant,
+                  queueName: queues.find((q) => q.id === c.queue)?.displayName || c.queue,
+                  channel: (["voice", "chat", "sms", "email"] as const).find((x) => Channel[c.channel]?.toLowerCase() === x) ?? "other",
+                }).map((line) => (
+                  <li key={line}>{line}</li>
+                ))}
+              </ol>
             </>
           )}
           <h3>{t("recentInteractions")}</h3>
@@ -398,6 +434,18 @@ function Working(props: {
               }}
             >
               <h3>{t("wrapUp")}</h3>
+              {pop?.customer?.name && (
+                <div className="resolution" data-testid="resolution">
+                  <label>
+                    {RESOLUTION_QUESTION[props.lang]}{" "}
+                    <input data-testid="resolution-answer" value={answer} maxLength={2000} disabled={answered} onChange={(e) => setAnswer(e.target.value)} />
+                  </label>
+                  <button type="button" data-testid="record-answer" disabled={answered} onClick={recordAnswer}>
+                    {answered ? t("answerRecorded") : t("recordAnswer")}
+                  </button>
+                  {answerError && <span className="error" data-testid="answer-error">{answerError}</span>}
+                </div>
+              )}
               <label>
                 {t("disposition")}{" "}
                 <select data-testid="disposition" value={disposition} onChange={(e) => setDisposition(e.target.value)} required>
