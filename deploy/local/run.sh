@@ -58,11 +58,12 @@ fi
 for _ in $(seq 1 60); do grep -q "agents signed in" "$demo_log" 2>/dev/null && break; sleep 0.5; done
 demo_run="$(sed -n 's/.*, run \([0-9a-f]*\)$/\1/p' "$demo_log" | head -1)"
 echo "Demo floor: tenant demo-$demo_run (log $demo_log)" >&2
-# A seat on the demo floor for the newcomer: an agent of their own on its two queues, who
+# A seat on the demo floor for the newcomer: an agent of their own on its support queue (the
+# simulated customers' voice contacts: no audio, the call controls act on the contact), who
 # takes contacts beside the simulated ones once they go available in the console.
 if [ -n "$demo_run" ]; then
   "$cli" admin agent upsert --id "you-$demo_run" --display-name "You" \
-    --queue "demo-$demo_run/support" --queue "demo-$demo_run/sales" --capacity chat=2 --capacity voice=1 \
+    --queue "demo-$demo_run/support" --capacity voice=1 \
     --language es --language en --endpoints "$("$here/services.sh" endpoints)" >&2 || true
 fi
 echo "Console: $("$here/services.sh" console-url)  (development sign-in)" >&2
