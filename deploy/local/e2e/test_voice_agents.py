@@ -733,3 +733,76 @@ def test_a_pci_pause_leaves_digital_silence_marked_in_the_recording(m, desk, rec
         assert caller >= 0.9 * len(part) and agent >= 0.9 * len(part), (name, caller, agent, len(part))
     print(f"paused {end - start:.2f} s from {start:.2f} s; silence inside, tones in {len(before)} windows before "
           f"and {len(after)} after")
+
+
+def test_recording_killed_mid_call_keeps_what_it_had_and_the_call_goes_on(m, desk, rec, tmp_path):
+    """The suite's recording process is killed with SIGKILL 3 s into a recorded call and
+    started again a second later (as a kubelet would): the call is heard both ways to its end
+    all the same; the restarted recording finishes the cut recording from its spool as
+    INTERRUPTED, with the seconds it had, caller left and agent right; the stream media
+    opens for the next call records it complete."""
+    from test_recording import channels, get
+
+    pidf, log = _services_process("recording")
+    pid = int(pidf.read_text())
+    env = dict(v.split("=", 1) for v in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+    killed = {}
+
+    def killer(stop):
+        while not stop.is_set() and not any(s == m.s.CONTACT_STATE_CONNECTED for s, _ in desk.states):
+            time.sleep(0.05)
+        if stop.is_set():
+            return
+        time.sleep(3.0)
+        os.kill(pid, signal.SIGKILL)
+        killed["at"] = time.monotonic()
+        wait_for(lambda: not pathlib.Path(f"/proc/{pid}").exists(), 10)
+        time.sleep(1.0)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([str(BIN / "centralita-recording")], env=env, stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        pidf.write_text(f"{proc.pid}\n")
+        killed["restarted"] = proc.pid
+
+    stop = threading.Event()
+    t = threading.Thread(target=killer, args=(stop,), daemon=True)
+    t.start()
+    try:
+        # recorded_call asserts both parties heard each other (the call outlived the kill).
+        recorded_call(m, desk, tmp_path, "kim")
+    finally:
+        stop.set()
+        t.join(15)
+    assert "restarted" in killed, killed
+    first = desk.name
+
+    def interrupted():
+        try:
+            return [r for r in recordings_of(rec, desk) if r.state == rec.r.RECORDING_STATE_INTERRUPTED]
+        except grpc.RpcError:
+            return []
+
+    assert wait_for(interrupted, 60), f"no interrupted recording: {recordings_of(rec, desk)}"
+    r = interrupted()[0]
+    duration = r.duration.seconds + r.duration.nanos / 1e9
+    # About the 3 s before the kill (chunks of at most 0.5 s, synced per sealed segment).
+    assert 1.5 <= duration <= 4.5, duration
+    url = rec.stub.CreatePlaybackUrl(rec.r.CreatePlaybackUrlRequest(name=r.name), metadata=auth(desk.sup)).url
+    status, _, wav = get(url)
+    assert status == 200
+    left, right = channels(wav)
+    window = 800
+    inner = [at for at in range(0, len(left) - window + 1, window) if 2400 <= at <= len(left) - window - 2400]
+    assert inner, len(left)
+    assert sum(dominant(left[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in inner) >= 0.9 * len(inner)
+    assert sum(dominant(right[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in inner) >= 0.9 * len(inner)
+
+    # The next call is recorded whole by the restarted service.
+    desk.states.clear()
+    desk.times.clear()
+    recorded_call(m, desk, tmp_path, "kit")
+    assert desk.name != first
+    done = []
+    assert wait_for(lambda: (done.extend(r for r in recordings_of(rec, desk)
+                                         if r.state == rec.r.RECORDING_STATE_COMPLETE) or bool(done)), 30), \
+        f"no complete recording of the next call: {recordings_of(rec, desk)}"
