@@ -1,18 +1,22 @@
 //! A stand-in for sessions' `GetContact`, for the CRM's tests: the contact records a test
 //! puts (with the identities and wrap-up notes the contacts topic no longer carries),
 //! behind a real token check and sessions' tenant rule (a token of one tenant reads only
-//! that tenant's contacts). Every other RPC is unimplemented.
+//! that tenant's contacts). It serves that one method of `ContactService` (every other path
+//! answers UNIMPLEMENTED), so RPCs added to the service later need nothing here.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use centralita_platform::auth::Role;
+use centralita_platform::auth::{Role, Verifier};
 use centralita_platform::testkit;
 use centralita_proto::sessions::v1 as spb;
-use spb::contact_service_server::{ContactService, ContactServiceServer};
+use tonic::codegen::{http, BoxFuture, Service};
 use tonic::{Request, Response, Status};
+
+const PATH: &str = "/centralita.sessions.v1.ContactService/GetContact";
 
 #[derive(Debug, Clone, Default)]
 pub struct FakeSessions {
@@ -43,39 +47,28 @@ impl FakeSessions {
     pub async fn serve(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let verifier = centralita_platform::auth::Verifier::from_file(
+        let verifier = Verifier::from_file(
             &testkit::repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
             "centralita",
             "centralita-api",
         )
         .unwrap();
-        let interceptor = move |mut r: Request<()>| {
-            let header = r.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-            let caller = verifier
-                .verify(header.strip_prefix("Bearer ").unwrap_or_default())
-                .map_err(|_| Status::unauthenticated("bad token"))?;
-            r.extensions_mut().insert(caller);
-            Ok(r)
-        };
+        let server = Server { fake: self.clone(), verifier: Arc::new(verifier) };
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(ContactServiceServer::with_interceptor(self.clone(), interceptor))
+                .add_service(server)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         format!("http://{addr}")
     }
-}
 
-type R<T> = Result<Response<T>, Status>;
-
-fn fake<T>() -> R<T> {
-    Err(Status::unimplemented("fake"))
-}
-
-#[tonic::async_trait]
-impl ContactService for FakeSessions {
-    async fn get_contact(&self, r: Request<spb::GetContactRequest>) -> R<spb::Contact> {
-        let caller = centralita_platform::auth::caller(&r)?.clone();
+    /// GetContact as sessions answers it: the caller's token verified, its tenant's contacts
+    /// only, a supervisor's (the role the CRM's tokens carry).
+    fn get_contact(&self, verifier: &Verifier, r: Request<spb::GetContactRequest>) -> Result<spb::Contact, Status> {
+        let header = r.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let caller = verifier
+            .verify(header.strip_prefix("Bearer ").unwrap_or_default())
+            .map_err(|_| Status::unauthenticated("bad token"))?;
         let name = r.into_inner().name;
         self.reads.lock().unwrap().push((caller.subject.clone(), name.clone()));
         let tenant = caller.own_tenant().map_err(Status::from)?.to_string();
@@ -85,48 +78,47 @@ impl ContactService for FakeSessions {
         if !caller.has_role(Role::Supervisor) {
             return Err(Status::permission_denied("not a supervisor"));
         }
-        self.records.lock().unwrap().get(&name).cloned().map(Response::new).ok_or_else(|| Status::not_found(name))
+        self.records.lock().unwrap().get(&name).cloned().ok_or_else(|| Status::not_found(name))
     }
-    async fn create_contact(&self, _: Request<spb::CreateContactRequest>) -> R<spb::Contact> {
-        fake()
+}
+
+#[derive(Clone)]
+struct Server {
+    fake: FakeSessions,
+    verifier: Arc<Verifier>,
+}
+
+impl tonic::server::NamedService for Server {
+    const NAME: &'static str = "centralita.sessions.v1.ContactService";
+}
+
+impl tonic::server::UnaryService<spb::GetContactRequest> for Server {
+    type Response = spb::Contact;
+    type Future = BoxFuture<Response<spb::Contact>, Status>;
+
+    fn call(&mut self, r: Request<spb::GetContactRequest>) -> Self::Future {
+        let answer = self.fake.get_contact(&self.verifier, r).map(Response::new);
+        Box::pin(async move { answer })
     }
-    async fn list_contacts(&self, _: Request<spb::ListContactsRequest>) -> R<spb::ListContactsResponse> {
-        fake()
+}
+
+impl Service<http::Request<tonic::body::Body>> for Server {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
     }
-    async fn accept_contact(&self, _: Request<spb::AcceptContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn reject_contact(&self, _: Request<spb::RejectContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn hold_contact(&self, _: Request<spb::HoldContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn resume_contact(&self, _: Request<spb::ResumeContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn pause_recording(&self, _: Request<spb::PauseRecordingRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn resume_recording(&self, _: Request<spb::ResumeRecordingRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn transfer_contact(&self, _: Request<spb::TransferContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn consult_contact(&self, _: Request<spb::ConsultContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn complete_consult(&self, _: Request<spb::CompleteConsultRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn end_contact(&self, _: Request<spb::EndContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn wrap_up_contact(&self, _: Request<spb::WrapUpContactRequest>) -> R<spb::Contact> {
-        fake()
-    }
-    async fn list_queue_stats(&self, _: Request<spb::ListQueueStatsRequest>) -> R<spb::ListQueueStatsResponse> {
-        fake()
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != PATH {
+                return Ok(Status::unimplemented("the stand-in serves GetContact only").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(this, req).await)
+        })
     }
 }
