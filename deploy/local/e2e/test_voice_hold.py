@@ -23,6 +23,12 @@ Cases:
   answered recvonly/sendrecv and leaves the contact as it was.
 - every leg event of a call is on the topic keyed by the contact id, in the tenant's
   envelope, numbered 1, 2, 3… without a gap, in the order things happened.
+- cold transfer by REFER from the agent's phone (a sipp phone): another tenant's number gets
+  404 (none of this tenant's), an agent through a queue without a preferred-agent window 403
+  (sessions refuses it), the tenant's billing number 202 and a NOTIFY; media hangs the phone
+  up, the billing agent's baresip is rung and answers, the contact is in billing, connected
+  to it with one transfer, and the caller and that agent hear each other; the leg events
+  show the first agent's leg ended `transferred`.
 """
 import random
 import socket
@@ -311,3 +317,73 @@ def test_digits_and_the_trunks_own_hold_become_leg_events_in_order(m, desk, legs
     # The trunk's hold changed nothing for the contact.
     states = [s for s, _ in desk.states]
     assert states.count(m.s.CONTACT_STATE_CONNECTED) == 1, desk.states
+
+
+def test_the_agents_phone_transfers_the_call_by_refer(m, desk, legs_pb, pb, tmp_path):
+    port = next(_phone_ports)
+    bob_phone = Baresip(tmp_path, "bob")
+    caller_audio = DigitCaller()
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    billing = f"+3494{random.randrange(10_000_000, 99_999_999)}"
+    other_number = f"+3493{random.randrange(10_000_000, 99_999_999)}"
+    run = desk.tenant.rsplit("-", 1)[1]
+    alice, bob = f"alice-{run}", f"bob-{run}"
+    # The tenant: support (alice) and billing (bob), each with a number; another tenant
+    # with a number of its own.
+    manifest = desk_tenant(desk.tenant, desk.number, {alice: f"sip:alice@127.0.0.1:{port}", bob: bob_phone.uri})
+    manifest = manifest.replace("      - { id: support, offerTimeoutSeconds: 15 }",
+                                "      - { id: support, offerTimeoutSeconds: 15 }\n"
+                                "      - { id: billing, offerTimeoutSeconds: 15 }")
+    manifest = manifest.replace(f"      - {{ number: \"{desk.number}\", queue: support }}",
+                                f"      - {{ number: \"{desk.number}\", queue: support }}\n"
+                                f"      - {{ number: \"{billing}\", queue: billing }}")
+    assert "billing" in manifest and billing in manifest, manifest
+    (tmp_path / "tenant.yaml").write_text(manifest)
+    (tmp_path / "other.yaml").write_text(desk_tenant(f"{desk.tenant}-b", other_number, {}))
+    cli("admin", "tenant", "apply", "-f", str(tmp_path / "tenant.yaml"))
+    cli("admin", "tenant", "apply", "-f", str(tmp_path / "other.yaml"))
+    assert sessions_knows_tenant(desk.contacts, m.s, desk.sup)
+    agents = m.sg.AgentServiceStub(grpc.insecure_channel(m.endpoints()["sessions"]))
+    voice = m.s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=True)
+    for agent, queue in ((alice, "support"), (bob, "billing")):
+        a = m.s.Agent(name=f"agents/{agent}", display_name=agent, capacity=[voice],
+                      queues=[m.s.QueueAssignment(tenant=desk.tenant, queue=queue)])
+        agents.UpsertAgent(m.s.UpsertAgentRequest(agent=a), metadata=auth(mint("--role", "bpo_admin")), timeout=10)
+    time.sleep(1.0)
+    phone = None
+    try:
+        phone, phone_err = phone_scenario("phone_refer", port, (
+            "-d", "3000", "-key", "refer_to", billing, "-key", "refer_agent", bob,
+            "-key", "refer_bad_number", other_number))
+        desk.sign_in(alice)
+        desk.sign_in(bob)
+        stop, watcher = watching(desk, caller)
+        proc, err = queued_call(desk.number, caller, 20000, caller_audio.port)
+        connected_at(desk, m, alice)
+        bob_connected = connected_at(desk, m, bob)
+        phone_out, _ = phone.communicate(timeout=40)
+        assert phone.returncode == 0, \
+            f"the phone (404, 403, 202, NOTIFY, BYE): {phone_out[-2000:]} {phone_err.read_text() if phone_err.exists() else ''}"
+        contact = desk.read()
+        assert (contact.queue, contact.transfer_count, list(contact.previous_agents)) == ("billing", 1, [alice]), contact
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, f"sipp: {out[-2000:]} {err.read_text() if err.exists() else ''}"
+        stop.set()
+        watcher.join(5)
+        ended_at = time.monotonic()
+    finally:
+        caller_audio.close()
+        bob_phone.close()
+        if phone is not None and phone.poll() is None:
+            phone.kill()
+    heard = caller_audio.heard_between(bob_connected + 0.5, ended_at)
+    assert windows_with(heard, AGENT_HZ, (CALLER_HZ,) + MUSIC_HZ) >= 5, "the caller hears the agent it was transferred to"
+    assert windows_with(bob_phone.heard(), CALLER_HZ, (AGENT_HZ,) + MUSIC_HZ) >= 5, "that agent hears the caller"
+    events = [e for _, _, e in legs_of(legs_pb, pb.envelope, desk.name,
+                                        lambda es: sum(e.WhichOneof("kind") == "ended" for e in es) >= 3)]
+    agent_legs = [(e.WhichOneof("kind"), e.agent_id) for e in events
+                  if e.leg == legs_pb.LEG_AGENT and e.WhichOneof("kind") in ("created", "answered", "ended")]
+    assert agent_legs == [("created", alice), ("answered", alice), ("ended", alice),
+                          ("created", bob), ("answered", bob), ("ended", bob)], agent_legs
+    transferred = [e.ended for e in events if e.WhichOneof("kind") == "ended" and e.agent_id == alice]
+    assert [(t.cause, t.detail) for t in transferred] == [(legs_pb.END_CAUSE_MEDIA_BYE, "transferred")]

@@ -29,8 +29,10 @@
 //!   the ringing phone gets CANCEL at once; so does it when the caller hangs up meanwhile;
 //! - either side's BYE once bridged: the other side gets a BYE and the contact is ended.
 //!
-//! Hold, DTMF and the leg events are [`control`]'s. Not built: an accept from the agent's
-//! desktop making the phone auto-answer, and a REFER from the phone (transfer by SIP).
+//! Hold, DTMF, a REFER from the phone (cold transfer) and the leg events are [`control`]'s;
+//! a call transferred away from its bridged agent hangs the phone up and waits with the
+//! music for the next. Not built: an accept from the agent's desktop making the phone
+//! auto-answer.
 
 mod consult;
 mod control;
@@ -430,6 +432,23 @@ impl FrontDoor {
                     }
                 },
                 update = updates.updates.recv() => match update {
+                    // Transferred away from the connected agent (a cold transfer: from the
+                    // desktop, or the phone's REFER): the phone is hung up and the caller
+                    // waits with the music; an offer to the next agent rings its phone.
+                    Some(next @ (ContactUpdate::Offered { .. } | ContactUpdate::Queued))
+                        if matches!(agent, AgentLeg::Connected { .. }) && !consults.active() =>
+                    {
+                        tracing::info!("the call was transferred: hanging up the agent's phone");
+                        control.transferred(&media).await;
+                        media.unbridge().await;
+                        agent.drop_leg().await;
+                        if let ContactUpdate::Offered { agent: id, offer } = next {
+                            agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec).await;
+                            if let AgentLeg::Ringing { ring, agent: id, local, .. } = &agent {
+                                control.agent_created(id, ring.call_id(), *local);
+                            }
+                        }
+                    }
                     Some(ContactUpdate::Offered { agent: id, offer }) if matches!(agent, AgentLeg::None) => {
                         agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec).await;
                         if let AgentLeg::Ringing { ring, agent: id, local, .. } = &agent {
@@ -502,7 +521,11 @@ impl FrontDoor {
                     }
                     AgentHappened::Early(code) => control.agent_ringing(code),
                     AgentHappened::Request(r) => {
-                        control.agent_request(&self.sessions, &admitted, &contact, &media, *r).await;
+                        let refer = control.agent_request(&self.sessions, &admitted, &contact, &media, *r).await;
+                        // A REFER media accepted: its NOTIFY (RFC 3515).
+                        if let (Some(code), AgentLeg::Connected { dialog }) = (refer, &agent) {
+                            dialog.notify_refer(code);
+                        }
                     }
                     AgentHappened::HungUp if consults.active() => {
                         control.agent_ended(EndCause::PeerBye, 0, "agent hung up");

@@ -14,6 +14,14 @@
 //! most phones send) and `application/dtmf` (the digit alone). A signal is one of `0`-`9`,
 //! `*`, `#`, `A`-`D` (either case); `10` and `11` are read as `*` and `#` (some gateways send
 //! the RFC 4733 event codes). Anything else is refused.
+//!
+//! **Cold transfer by REFER** (RFC 3515) from the agent's phone: the `Refer-To` URI's user
+//! names where the call goes — one of the tenant's own numbers (E.164, with or without `+`:
+//! the queue that number leads to) or else an agent id (the agent of the tenant sessions
+//! offers it to). A number of no queue of the tenant, or a user that is neither, is refused.
+
+use centralita_platform::identity;
+use centralita_platform::tenant::{PhoneNumber, VoiceConfig};
 
 use crate::rtp::sdp::{self, Description, Direction, Negotiated, SdpError};
 use crate::rtp::Codec;
@@ -41,6 +49,51 @@ pub fn reoffer(body: &[u8], codec: Codec) -> Result<Reoffer, SdpError> {
 /// session, whose version the caller moves on for each new answer).
 pub fn answer(reoffer: &Reoffer, local: &sdp::Local) -> String {
     sdp::answer(&reoffer.offer, &reoffer.negotiated, local)
+}
+
+/// Where a REFER from the agent's phone sends the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferTarget {
+    /// The queue one of the tenant's numbers leads to.
+    Queue(String),
+    /// An agent, by id.
+    Agent(String),
+}
+
+/// Why a REFER's target is refused (`404`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferError {
+    #[error("a number that is none of the tenant's")]
+    NotTheTenantsNumber,
+    #[error("neither a number nor an agent id")]
+    Unreadable,
+}
+
+/// Reads the user part of a REFER's `Refer-To` for a tenant whose voice configuration is
+/// `voice`.
+pub fn refer_target(user: &str, voice: &VoiceConfig) -> Result<ReferTarget, ReferError> {
+    let user = user.trim();
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let number = identity::phone(&format!("+{digits}"), "")
+            .ok()
+            .and_then(|n| PhoneNumber::parse(&n).ok())
+            .ok_or(ReferError::NotTheTenantsNumber)?;
+        return voice
+            .queue_of(&number)
+            .map(|q| ReferTarget::Queue(q.to_owned()))
+            .ok_or(ReferError::NotTheTenantsNumber);
+    }
+    // An agent id as the platform writes them: 1 to 64 of a-z, A-Z, 0-9, `-`, `_`, `.`
+    // (sessions checks it is an agent of the contact's queue).
+    let agent_like = !user.is_empty()
+        && user.len() <= 64
+        && user.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if agent_like {
+        Ok(ReferTarget::Agent(user.to_owned()))
+    } else {
+        Err(ReferError::Unreadable)
+    }
 }
 
 /// Why an INFO carries no digit.
@@ -186,7 +239,33 @@ mod tests {
         assert_eq!(InfoError::Unreadable("x").sip_status().0, 400);
     }
 
+    #[test]
+    fn a_refer_names_a_number_of_the_tenant_or_an_agent() {
+        let mut voice = VoiceConfig::default();
+        voice.numbers.insert(PhoneNumber::parse("+34910000001").expect("number"), "billing".into());
+        assert_eq!(refer_target("+34910000001", &voice), Ok(ReferTarget::Queue("billing".into())));
+        assert_eq!(refer_target("34910000001", &voice), Ok(ReferTarget::Queue("billing".into())));
+        assert_eq!(refer_target("+34910000002", &voice), Err(ReferError::NotTheTenantsNumber));
+        assert_eq!(refer_target("bob-1f2e", &voice), Ok(ReferTarget::Agent("bob-1f2e".into())));
+        assert_eq!(refer_target("bob smith", &voice), Err(ReferError::Unreadable));
+        assert_eq!(refer_target("", &voice), Err(ReferError::Unreadable));
+        assert_eq!(refer_target(&"a".repeat(65), &voice), Err(ReferError::Unreadable));
+    }
+
     proptest! {
+        /// Random Refer-To users: a queue of the tenant, an agent id of the allowed
+        /// characters, or a refusal; never a panic.
+        #[test]
+        fn random_refer_users_never_panic(user in "[ -~]{0,80}") {
+            let mut voice = VoiceConfig::default();
+            voice.numbers.insert(PhoneNumber::parse("+34910000001").expect("number"), "billing".into());
+            match refer_target(&user, &voice) {
+                Ok(ReferTarget::Queue(q)) => prop_assert_eq!(q, "billing"),
+                Ok(ReferTarget::Agent(a)) => prop_assert!(a.len() <= 64 && !a.is_empty()),
+                Err(_) => {}
+            }
+        }
+
         /// Random bodies and content types: a digit of the DTMF alphabet or an error, never
         /// a panic.
         #[test]

@@ -9,7 +9,7 @@
 //! the contact; bridged calls of tenants that record are streamed to recording. Agents'
 //! phones register (`spec.voice.registrar`, [`registrar`]) and an agent without a fixed
 //! phone is rung at its registered one. Not built yet: announcements, digest authentication
-//! of trunks, a REFER from the phone. In-call hold, DTMF (RFC 4733 and SIP INFO) and the
+//! of trunks. In-call hold, DTMF (RFC 4733 and SIP INFO), cold transfer by REFER and the
 //! calls' leg events on Kafka are built ([`legs`]).
 //!
 //! The **digital role** ([`digital`]) keeps the conversations of digital contacts (web chat

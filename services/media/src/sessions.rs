@@ -168,6 +168,26 @@ impl Sessions {
         Ok(())
     }
 
+    /// Transfers contact `name` for its holder `agent` (a REFER from the agent's phone) to
+    /// a queue of the tenant or an agent: the same TransferContact the desktop calls.
+    pub async fn transfer_contact(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        agent: &str,
+        to: &crate::in_call::ReferTarget,
+    ) -> Result<(), Error> {
+        use pb::transfer_contact_request::Target;
+        let target = match to {
+            crate::in_call::ReferTarget::Queue(q) => Target::Queue(q.clone()),
+            crate::in_call::ReferTarget::Agent(a) => Target::AgentId(a.clone()),
+        };
+        let message = pb::TransferContactRequest { name: name.to_owned(), target: Some(target) };
+        let request = self.request_as(tenant, Some(agent), message)?;
+        self.client.clone().transfer_contact(request).await.map_err(refusal)?;
+        Ok(())
+    }
+
     /// Ends the contact `name` because of `cause` (kept on the contact, up to 64 printable
     /// ASCII characters): sessions marks a contact still queued or offered abandoned.
     pub async fn end_contact(&self, tenant: &TenantId, name: &str, cause: &str) -> Result<(), Error> {

@@ -628,6 +628,21 @@ impl Answered {
         self.dialog.id().call_id.clone()
     }
 
+    /// Tells the REFER's sender how the referred transfer went (RFC 3515: a NOTIFY with a
+    /// `message/sipfrag` status line, the implicit subscription terminated). Sent in the
+    /// background a moment after the REFER's answer (which the stack sends from its own
+    /// task: a NOTIFY overtaking it confuses some phones), so the call never waits on it.
+    pub fn notify_refer(&self, code: u16) {
+        let dialog = self.dialog.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let status = if code == 200 { StatusCode::OK } else { StatusCode::Other(code, String::new()) };
+            if let Err(e) = dialog.notify_refer(status, "terminated;reason=noresource").await {
+                tracing::debug!(error = %e, "NOTIFY of a REFER");
+            }
+        });
+    }
+
     /// Ends the call from media's side: BYE to the caller.
     pub async fn hang_up(&self) {
         if let Err(e) = self.dialog.bye().await {
@@ -690,6 +705,14 @@ impl InDialog {
     /// The value of the header `name` (case-insensitive), if any.
     pub fn header(&self, name: &str) -> Option<String> {
         self.request.header_value(name)
+    }
+
+    /// The user part of a REFER's `Refer-To` URI (read with the stack's own parser; a
+    /// `tel:` URI's number), or why there is none.
+    pub fn refer_to_user(&self) -> Result<String, &'static str> {
+        let value = self.request.header_value("refer-to").ok_or("no Refer-To header")?;
+        let to = rsipstack::sip::headers::typed::Contact::parse(&value).map_err(|_| "unreadable Refer-To header")?;
+        user_of(&to.uri).ok_or("the Refer-To URI has no user part")
     }
 
     /// Answers with a final status and no body.

@@ -17,8 +17,13 @@
 //! - **DTMF**: the relay's RFC 4733 digits and each leg's SIP INFO (`application/dtmf-relay`,
 //!   `application/dtmf`; answered `200`, an unreadable body `400`, another type `415`) become
 //!   leg events. Digits are never logged.
-//! - A **REFER** from the agent's phone is refused `501` (cold transfer by REFER is not
-//!   built); one from the trunk `403`.
+//! - A **REFER** from the agent's phone is a cold transfer (RFC 3515): its `Refer-To` names
+//!   one of the tenant's numbers (its queue) or an agent ([`in_call::refer_target`]);
+//!   media asks sessions for the transfer for that agent (TransferContact with its token):
+//!   done, `202` and a NOTIFY `200`; refused by sessions `403`; a target that is none of
+//!   the tenant's `404`, an unreadable `Refer-To` `400`. The contact then goes back to its
+//!   queue: the front door hangs the phone up and the caller waits with the music for the
+//!   next agent ([`Control::transferred`]). A REFER from the trunk is refused `403`.
 
 use crate::admission::Admitted;
 use crate::in_call;
@@ -167,7 +172,19 @@ impl Control {
         }
     }
 
-    /// A request inside the agent's phone's dialog.
+    /// The call was transferred away from its connected agent (the contact is queued or
+    /// offered again): the agent's leg is over and a hold is too (the next agent is not
+    /// bridged into silence).
+    pub(super) async fn transferred(&mut self, media: &CallMedia) {
+        self.agent_ended(EndCause::MediaBye, 0, "transferred");
+        if self.held {
+            self.held = false;
+            media.hold(false).await;
+        }
+    }
+
+    /// A request inside the agent's phone's dialog. Returns the status to NOTIFY the phone
+    /// of when it was a REFER media accepted (`202`).
     pub(super) async fn agent_request(
         &mut self,
         sessions: &Sessions,
@@ -175,13 +192,14 @@ impl Control {
         contact: &str,
         media: &CallMedia,
         r: InDialog,
-    ) {
+    ) -> Option<u16> {
         let Some(a) = self.agent.as_mut() else {
-            return r.reply(481, "Call/Transaction Does Not Exist").await;
+            r.reply(481, "Call/Transaction Does Not Exist").await;
+            return None;
         };
         match r.kind() {
             InDialogKind::Reinvite | InDialogKind::Update => {
-                let Some(reoffer) = reinvite(r, self.codec, &mut a.local).await else { return };
+                let reoffer = reinvite(r, self.codec, &mut a.local).await?;
                 media.renegotiate(Side::Agent, reoffer.negotiated).await;
                 let (agent, call_id) = (a.agent.clone(), a.call_id.clone());
                 let change = if reoffer.holds && !self.held {
@@ -191,7 +209,7 @@ impl Control {
                     self.phone_held = false;
                     false
                 } else {
-                    return;
+                    return None;
                 };
                 self.held = change;
                 tracing::info!(on_hold = change, %agent, "the agent's phone holds the call (re-INVITE)");
@@ -200,9 +218,43 @@ impl Control {
                 if let Err(e) = sessions.hold_contact(&admitted.tenant.id, contact, &agent, change).await {
                     tracing::info!(error = %e, on_hold = change, "sessions did not take the phone's hold");
                 }
+                None
             }
-            InDialogKind::Info => self.info(r, Side::Agent).await,
-            InDialogKind::Refer => r.reply(501, "Not Implemented").await,
+            InDialogKind::Info => {
+                self.info(r, Side::Agent).await;
+                None
+            }
+            InDialogKind::Refer => {
+                let agent = a.agent.clone();
+                let target = match r.refer_to_user() {
+                    Ok(user) => in_call::refer_target(&user, &admitted.tenant.voice),
+                    Err(why) => {
+                        tracing::info!(why, "a REFER from the phone refused");
+                        r.reply(400, "Bad Request").await;
+                        return None;
+                    }
+                };
+                let target = match target {
+                    Ok(target) => target,
+                    Err(e) => {
+                        tracing::info!(error = %e, "a REFER from the phone refused: its target");
+                        r.reply(404, "Not Found").await;
+                        return None;
+                    }
+                };
+                match sessions.transfer_contact(&admitted.tenant.id, contact, &agent, &target).await {
+                    Ok(()) => {
+                        tracing::info!(%agent, ?target, "the agent's phone transferred the call (REFER)");
+                        r.reply(202, "Accepted").await;
+                        Some(200)
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, %agent, "sessions refused the phone's transfer");
+                        r.reply(403, "Forbidden").await;
+                        None
+                    }
+                }
+            }
         }
     }
 
