@@ -121,7 +121,7 @@ def test_bpo_admin_sees_tenants_usage_and_the_shared_pool(m, tmp_path):  # noqa:
             listed = {x.name for x in tenants_api.ListTenants(m.t.ListTenantsRequest(page_size=1000), metadata=auth(bpo),
                                                                 timeout=10).tenants}
             assert page.locator("[data-testid^=tenant-]").count() == len(listed) + 1  # + the table itself
-            page.screenshot(path=str(SHOTS / "console-bpo-tenants.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / "console-bpo-tenants.png"))
 
             # The pool: Ana serves A and B, Bea A only; as sessions lists them.
             page.get_by_test_id("tab-pool").click()

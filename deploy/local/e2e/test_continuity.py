@@ -12,9 +12,10 @@ import uuid
 import grpc
 import pytest
 
-from conftest import OfferedAgent, auth, cli, endpoints, mint, wait_for
+from conftest import OfferedAgent, auth, cli, endpoints, mint, sessions_knows_tenant, wait_for
 from test_console import CHROMIUM, SHOTS, console_url
 from test_sms import BASE, inbound, secrets_dir, sid, signed
+from test_webchat import start_chat
 from test_webchat_widget import Site
 from test_sms import m  # noqa: F401 (m: the module's stubs)
 
@@ -70,6 +71,11 @@ def test_a_web_chat_customer_who_later_texts_reaches_an_agent_who_sees_both(m, t
     path.write_text(tenant_yaml(a, key_a, site.origin, acc_a, f"{a}-twilio", num_a) + "---\n"
                     + tenant_yaml(b, key_b, "http://127.0.0.1:1", acc_b, f"{b}-twilio", num_b))
     cli("admin", "tenant", "apply", "-f", str(path))
+    contacts = m.sg.ContactServiceStub(grpc.insecure_channel(eps["sessions"]))
+    for t in (a, b):
+        assert sessions_knows_tenant(contacts, m.s, mint("--tenant", t, "--role", "supervisor")), t
+    # media knows A's widget once a wrong key is refused as such (401), not as unknown (404).
+    assert wait_for(lambda: start_chat(a, "wrong-key", site.origin)[0] == 401, 60), "media never saw the tenant"
     conversations = m.mg.ConversationServiceStub(grpc.insecure_channel(eps["media"]))
     crm = cg.CustomerServiceStub(grpc.insecure_channel(eps["crm"]))
     chat_agent = OfferedAgent(m, a, f"thr-chat-{run}", m.t.CHANNEL_CHAT)

@@ -15,9 +15,9 @@ import uuid
 import grpc
 import pytest
 
-from conftest import OfferedAgent, auth, cli, mint, wait_for
+from conftest import OfferedAgent, auth, cli, mint, sessions_knows_tenant, wait_for
 from test_console import CHROMIUM, SHOTS, CuttableProxy, console_url
-from test_webchat import BASE, Follow, m, tenant_yaml  # noqa: F401 (m: the module's stubs)
+from test_webchat import BASE, Follow, m, start_chat, tenant_yaml  # noqa: F401 (m: the module's stubs)
 
 
 class Site:
@@ -73,6 +73,11 @@ def test_the_widget_on_a_tenants_page_chats_with_an_agent_and_survives_a_drop(m,
     import grpc as _grpc
     from conftest import endpoints
 
+    contacts = m.sg.ContactServiceStub(_grpc.insecure_channel(endpoints()["sessions"]))
+    for t in (a, b):
+        assert sessions_knows_tenant(contacts, m.s, mint("--tenant", t, "--role", "supervisor")), t
+    # media knows A's widget once a wrong key is refused as such (401), not as unknown (404).
+    assert wait_for(lambda: start_chat(a, "wrong-key", site.origin)[0] == 401, 60), "media never saw the tenant"
     media = _grpc.insecure_channel(endpoints()["media"])
     conversations = m.mg.ConversationServiceStub(media)
     agent = OfferedAgent(m, a, f"wdg-agent-{run}", m.t.CHANNEL_CHAT)
