@@ -211,6 +211,7 @@ fn contact_json(c: &spb::Contact) -> Value {
         "contact": c.name, "channel": c.channel, "queue": c.queue, "state": state,
         "customer_identities": identities, "attributes": c.attributes, "language": c.language,
         "agent_id": c.agent_id, "previous_agents": c.previous_agents, "disposition": c.disposition,
+        "wrap_up_notes": c.wrap_up_notes,
         "create_time": time(c.create_time.as_ref().and_then(from_timestamp)), "connect_time": time(c.connect_time.as_ref().and_then(from_timestamp)),
         "end_time": time(c.end_time.as_ref().and_then(from_timestamp)), "close_time": time(c.close_time.as_ref().and_then(from_timestamp)),
     })
@@ -233,4 +234,31 @@ fn recording_json(r: &rpb::Recording) -> Value {
         "state": state, "legal_hold": r.legal_hold, "legal_hold_reason": r.legal_hold_reason,
         "expire_time": time(r.expire_time.as_ref().and_then(from_timestamp)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contact_record_in_the_export_holds_what_sessions_keeps_of_the_person() {
+        let c = spb::Contact {
+            name: "tenants/acme/contacts/c1".into(),
+            customer_identities: vec![centralita_proto::crm::v1::Identity {
+                kind: centralita_proto::crm::v1::IdentityKind::Phone as i32,
+                value: "+34600111222".into(),
+                network: String::new(),
+            }],
+            attributes: [("account_holder".to_owned(), "Ana".to_owned())].into(),
+            wrap_up_notes: "call back on Monday".into(),
+            ..Default::default()
+        };
+        let v = contact_json(&c);
+        assert_eq!(v["customer_identities"][0]["value"], "+34600111222");
+        assert_eq!(
+            (v["customer_identities"][0]["kind"].as_str(), v["attributes"]["account_holder"].as_str()),
+            (Some("phone"), Some("Ana"))
+        );
+        assert_eq!(v["wrap_up_notes"], "call back on Monday");
+    }
 }
