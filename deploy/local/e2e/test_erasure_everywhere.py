@@ -93,7 +93,9 @@ def pg_socket_dir():
     port = os.environ.get("CENTRALITA_PG_PORT", "5440")
     data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
     digest = hashlib.md5(f"{REPO}\n".encode()).hexdigest()[:10]
-    for d in (pathlib.Path(f"/var/lib/postgresql/centralita-{digest}/sock"), data / "postgres" / "sock"):
+    candidates = [pathlib.Path(f"/var/lib/postgresql/centralita-{digest}/sock"), data / "postgres" / "sock",
+                  *sorted(pathlib.Path("/var/lib/postgresql").glob("centralita-*/sock"))]
+    for d in candidates:
         if (d / f".s.PGSQL.{port}").exists():
             return str(d)
     pytest.fail(f"no PostgreSQL socket of the stack found (port {port})")
