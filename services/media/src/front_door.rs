@@ -36,6 +36,7 @@
 
 mod consult;
 mod control;
+mod monitor;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -391,6 +392,8 @@ impl FrontDoor {
         let mut agent = AgentLeg::None;
         // A consult, warm transfer or conference on the call ([`consult`]).
         let mut consults = consult::Consults::default();
+        // A supervisor listening, whispering or barging in ([`monitor`]).
+        let mut supervision = monitor::Supervision::default();
         let cause = loop {
             tokio::select! {
                 h = answered.next() => {
@@ -456,7 +459,9 @@ impl FrontDoor {
                         }
                     }
                     Some(ContactUpdate::Offered { offer, .. }) if agent.offer() == Some(offer.as_str()) => {}
-                    Some(ContactUpdate::Connected { agent: holder, recording_paused, on_hold, consult_leg, conferenced, .. }) => {
+                    Some(ContactUpdate::Connected { agent: holder, recording_paused, on_hold, consult_leg, conferenced, monitor, .. }) => {
+                        // The supervisor first: a consult takes it off (one mixer per call).
+                        self.follow_monitor(&admitted, &contact, &mut supervision, &media, negotiated.codec, monitor, consult_leg.is_some()).await;
                         self.follow_consult(&mut consults, &mut agent, &media, negotiated.codec, &holder, consult_leg.as_deref(), &conferenced).await;
                         // A consult holds the customer too; the consult's own media does that.
                         control.recording_paused(recording_paused);
@@ -472,6 +477,8 @@ impl FrontDoor {
                         self.follow_leg(&admitted, &mut consults, &media, negotiated.codec, &leg, *update).await;
                     }
                     Some(ContactUpdate::Offered { .. }) | Some(ContactUpdate::Queued) => {
+                        // A supervisor leaves a call that leaves its agent.
+                        self.stop_supervision(&mut supervision, &media).await;
                         // The offer the phone rings for is void (not answered in time,
                         // taken elsewhere): the ringing leg is cancelled at once.
                         if let AgentLeg::Ringing { ring, cancelled, agent: id, .. } = &mut agent {
@@ -546,6 +553,9 @@ impl FrontDoor {
                 happened = consults.next() => {
                     self.consult_happened(&admitted, &mut consults, negotiated.codec, happened).await;
                 }
+                happened = supervision.next() => {
+                    self.supervision_happened(&admitted, &contact, &mut supervision, &media, negotiated.codec, happened).await;
+                }
                 _ = self.drain_over.cancelled() => {
                     answered.hang_up().await;
                     agent.drop_leg().await;
@@ -555,6 +565,7 @@ impl FrontDoor {
         };
         control.call_ended(cause);
         consults.end().await;
+        supervision.end().await;
         drop(media);
         drop(updates);
         self.end(&admitted, &contact, cause).await;

@@ -32,6 +32,8 @@ pub enum ContactUpdate {
         on_hold: bool,
         consult_leg: Option<String>,
         conferenced: Vec<String>,
+        /// The supervisor on the call (MonitorContact) and how.
+        monitor: Option<(String, Monitoring)>,
     },
     /// An update of a consult leg of the call's contact (a contact whose `consult_of` is the
     /// call's contact): `leg` is its name, `update` its own state as above.
@@ -42,6 +44,17 @@ pub enum ContactUpdate {
     Over,
     /// Another state (held, consulting): nothing for the call to do yet.
     Other,
+}
+
+/// How a supervisor is on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Monitoring {
+    /// Hears both parties, heard by no one.
+    Listen,
+    /// Heard by the agent only.
+    Whisper,
+    /// Heard by both.
+    Barge,
 }
 
 impl ContactUpdate {
@@ -62,6 +75,15 @@ impl ContactUpdate {
                     .filter(|p| p.role == pb::participant::Role::Conferenced as i32 && p.leave_time.is_none())
                     .map(|p| p.agent_id.clone())
                     .collect(),
+                monitor: contact.monitor.as_ref().and_then(|m| {
+                    let mode = match pb::MonitorMode::try_from(m.mode).ok()? {
+                        pb::MonitorMode::Listen => Monitoring::Listen,
+                        pb::MonitorMode::Whisper => Monitoring::Whisper,
+                        pb::MonitorMode::Barge => Monitoring::Barge,
+                        pb::MonitorMode::Unspecified => return None,
+                    };
+                    Some((m.supervisor.clone(), mode)).filter(|(s, _)| !s.is_empty())
+                }),
             },
             S::Queued => ContactUpdate::Queued,
             S::AfterContactWork | S::Closed | S::Abandoned | S::TimedOut => ContactUpdate::Over,
@@ -203,7 +225,8 @@ mod tests {
                     recording_paused: false,
                     on_hold: false,
                     consult_leg: None,
-                    conferenced: vec![]
+                    conferenced: vec![],
+                    monitor: None,
                 },
                 ContactUpdate::Over,
                 ContactUpdate::Other,
@@ -227,6 +250,11 @@ mod tests {
                 join_time: Some(Default::default()),
                 leave_time: left.then(Default::default),
             };
+            c.monitor = Some(pb::ContactMonitor {
+                supervisor: "sue".into(),
+                mode: pb::MonitorMode::Whisper as i32,
+                start_time: None,
+            });
             c.participants = vec![
                 joined("ana", pb::participant::Role::Holder, false),
                 joined("bob", pb::participant::Role::Conferenced, false),
@@ -257,6 +285,7 @@ mod tests {
                     on_hold: true,
                     consult_leg: Some("tenants/acme/contacts/9".into()),
                     conferenced: vec!["bob".into()],
+                    monitor: Some(("sue".into(), Monitoring::Whisper)),
                 },
                 ContactUpdate::Leg {
                     leg: "tenants/acme/contacts/9".into(),

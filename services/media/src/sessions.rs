@@ -196,6 +196,15 @@ impl Sessions {
         Ok(())
     }
 
+    /// Stops the monitoring of contact `name` by `supervisor`, whose phone hung up or could
+    /// not be reached (media acts for it, as for an agent's offer).
+    pub async fn stop_monitoring(&self, tenant: &TenantId, name: &str, supervisor: &str) -> Result<(), Error> {
+        let message = pb::StopMonitoringRequest { name: name.to_owned() };
+        let request = self.request_as(tenant, Some(supervisor), message)?;
+        self.client.clone().stop_monitoring(request).await.map_err(refusal)?;
+        Ok(())
+    }
+
     /// Completes the consult on contact `name` for its holder `agent` (the consulting agent,
     /// whose phone left a conference or a consult: the consulted agent takes the call over).
     pub async fn complete_consult(

@@ -91,6 +91,12 @@ impl ContactService for FakeSessions {
     async fn complete_consult(&self, _: Request<spb::CompleteConsultRequest>) -> R<spb::Contact> {
         Err(Status::unimplemented("fake"))
     }
+    async fn monitor_contact(&self, _: Request<spb::MonitorContactRequest>) -> R<spb::Contact> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn stop_monitoring(&self, _: Request<spb::StopMonitoringRequest>) -> R<spb::Contact> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn end_contact(&self, _: Request<spb::EndContactRequest>) -> R<spb::Contact> {
         Err(Status::unimplemented("fake"))
     }

@@ -159,14 +159,24 @@ impl FrontDoor {
     /// The consulted agent joined (CONFERENCE): the customer joins the mixer through a
     /// loopback link bridged in the relay.
     async fn conference(&self, c: &mut Consult, media: &CallMedia, codec: Codec) {
+        if self.link_customer(&c.mixer, media, codec).await {
+            c.customer_in = true;
+            tracing::info!(leg = %c.leg, "conference: the customer, the consulting and the consulted agent mixed");
+        }
+    }
+
+    /// Joins the customer to `mixer` (as [`CUSTOMER`], heard by everyone) through a pair of
+    /// media's own RTP ports on loopback: the relay bridges the customer to one end, the
+    /// mixer takes the other. `false` if it could not (no ports, the call's media gone).
+    pub(super) async fn link_customer(&self, mixer: &Conference, media: &CallMedia, codec: Codec) -> bool {
         let (relay_end, mixer_end) = match (self.media.ports.bind().await, self.media.ports.bind().await) {
             (Ok(a), Ok(b)) => (a, b),
             _ => {
-                tracing::warn!("conference: no RTP ports for the customer's link");
-                return;
+                tracing::warn!("no RTP ports for the customer's link to a mixer");
+                return false;
             }
         };
-        let (Ok(relay_addr), Ok(mixer_addr)) = (relay_end.local_addr(), mixer_end.local_addr()) else { return };
+        let (Ok(relay_addr), Ok(mixer_addr)) = (relay_end.local_addr(), mixer_end.local_addr()) else { return false };
         let link = |remote| Negotiated {
             codec,
             payload_type: codec.static_payload_type(),
@@ -175,14 +185,10 @@ impl FrontDoor {
             direction: Direction::SendRecv,
         };
         let customer = Leg::new(mixer_end, link(relay_addr));
-        if c.mixer.join(CUSTOMER, Box::new(customer), Audience::Everyone).await.is_err() {
-            return;
+        if mixer.join(CUSTOMER, Box::new(customer), Audience::Everyone).await.is_err() {
+            return false;
         }
-        if !media.bridge(Leg::new(relay_end, link(mixer_addr))).await {
-            return;
-        }
-        c.customer_in = true;
-        tracing::info!(leg = %c.leg, "conference: the customer, the consulting and the consulted agent mixed");
+        media.bridge(Leg::new(relay_end, link(mixer_addr))).await
     }
 
     /// The consult is over: the consulted agent takes the customer (`handed_over`), or the
