@@ -18,6 +18,9 @@ a 1000 Hz tone, `rtp_timeout 3`: it hangs up a call whose audio stopped).
    answers (CONNECTED to the agent), and the caller's hang-up ends it with the cause
    `caller hung up`.
 
+Killed and not restarted, the dead process's call is ended the same way by another
+replica (the suite's media) once its lease has run out.
+
 What the trunk sees (the callers of A and B): no BYE (the process that held the dialogs is
 gone; their RTP just stops); their own BYE later reaches the restarted process, which has
 no such dialog and answers `481 Call/Transaction Does Not Exist` (the sipp scenario
@@ -350,3 +353,36 @@ def test_a_draining_media_refuses_new_calls_keeps_the_call_up_then_ends_it_drain
             proc.kill()
         audio.close()
         phone.close()
+
+
+def test_a_dead_replicas_calls_are_ended_by_another_replica_once_its_lease_runs_out(m, spawn, tmp_path):
+    """Killed and not restarted (a pod lost with its node): the suite's own media replica,
+    another incarnation in the same deployment, ends the call once the dead one's lease
+    (4 s here) has run out, within its sweep interval (5 s by default)."""
+    s = m.s
+    run = uuid.uuid4().hex[:8]
+    media_proc = OwnMedia(spawn, run, CENTRALITA_VOICE_LEASE="4s")
+    audio = CallerAudio()
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    proc = None
+    try:
+        desk = Desk(m, tmp_path, run, None)
+        media = media_proc.start()
+        proc, _ = call(media_proc.sip_port, "caller_media_lost", desk.number, caller, 30_000, audio.port)
+        assert wait_for(lambda: desk.state_of(caller) == (s.CONTACT_STATE_QUEUED, ""), 15), desk.state_of(caller)
+        before = recovered(media_admin_port())
+        os.kill(media.pid, signal.SIGKILL)
+        media.wait(10)
+        killed = time.monotonic()
+        audio.close()
+        assert wait_for(lambda: desk.contact(caller).state == s.CONTACT_STATE_ABANDONED, 4 + 5 + 5), \
+            desk.contact(caller)
+        took = time.monotonic() - killed
+        assert took >= 3, f"not before the lease ran out ({took:.1f}s)"
+        assert desk.contact(caller).end_cause == LOST
+        assert wait_for(lambda: recovered(media_admin_port()) - before == 1, 5), "swept by the suite's replica"
+        print(f"media killed, not restarted; the call's contact ended by another replica after {took:.1f}s")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        audio.close()

@@ -275,12 +275,36 @@ impl Store {
         Ok((now, leases))
     }
 
-    /// Writes down call `contact` of `tenant` carried by `me`.
-    pub async fn add(&self, me: &Incarnation, tenant: &TenantId, contact: &str, e: &Entry) -> Result<(), StoreError> {
+    /// Writes down call `contact` of `tenant` carried by `me`, whose lease is `lease`.
+    pub async fn add(
+        &self,
+        me: &Incarnation,
+        tenant: &TenantId,
+        contact: &str,
+        e: &Entry,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
         let mut c = self.redis.conn()?;
         let value = serde_json::to_string(e).map_err(|e| StoreError::Redis(e.to_string()))?;
-        // The tenant first: a sweeper that finds the call also finds its tenant.
-        let _: i64 = redis::cmd("SADD").arg(self.tenants_key(me)).arg(tenant.as_str()).query_async(&mut c).await?;
+        // The tenant first, so a sweeper that finds the call also finds its tenant; and a
+        // lease if `me` has none yet (its heartbeat has not reached Redis yet), so a call
+        // written down is always under a lease that can run out.
+        let script = redis::Script::new(
+            r"
+            redis.call('SADD', KEYS[2], ARGV[2])
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            return redis.call('ZADD', KEYS[1], 'NX', now + tonumber(ARGV[3]), ARGV[1])
+            ",
+        );
+        let _: i64 = script
+            .key(self.leases_key())
+            .key(self.tenants_key(me))
+            .arg(me.as_str())
+            .arg(tenant.as_str())
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?;
         let _: i64 =
             redis::cmd("HSET").arg(self.calls_key(tenant, me)).arg(contact).arg(value).query_async(&mut c).await?;
         Ok(())
@@ -444,7 +468,7 @@ impl<E: Ender + 'static> Carried<E> {
     pub async fn carry(&self, tenant: &TenantId, contact: &str, call_id: &str) {
         self.live().insert((tenant.clone(), contact.to_owned()));
         let entry = Entry { call_id: call_id.to_owned(), started_ms: chrono::Utc::now().timestamp_millis() };
-        if let Err(e) = self.store.add(&self.me, tenant, contact, &entry).await {
+        if let Err(e) = self.store.add(&self.me, tenant, contact, &entry, self.settings.lease).await {
             tracing::warn!(error = %e, "the call could not be written down: a crash would leave its contact open");
         }
     }

@@ -156,7 +156,7 @@ async fn a_dead_replicas_calls_are_ended_once_with_the_cause_even_with_two_sweep
     assert_eq!(dead.store.calls(&dead.me, &b).await.expect("calls").len(), 10);
     // An entry planted under A's key naming one of B's contacts is dropped, never ended.
     let planted = Entry { call_id: "planted".into(), started_ms: 0 };
-    dead.store.add(&dead.me, &a, &contact(b.as_str(), 99), &planted).await.expect("plant");
+    dead.store.add(&dead.me, &a, &contact(b.as_str(), 99), &planted, Duration::from_millis(300)).await.expect("plant");
 
     // Alive, its lease is not swept by another replica.
     let (one, two) =
@@ -262,4 +262,27 @@ async fn sessions_unreachable_leaves_the_calls_for_the_next_sweep_and_own_stale_
     me.retire().await;
     let (_, leases) = me.store.leases().await.expect("leases");
     assert!(leases.is_empty(), "{leases:?}");
+}
+
+#[tokio::test]
+async fn a_call_written_down_before_the_first_heartbeat_is_under_a_lease_that_runs_out() {
+    let Some(redis) = redis().await else {
+        eprintln!("CENTRALITA_REDIS_URL not set: skipped");
+        return;
+    };
+    let ns = ns();
+    let sessions = Arc::new(FakeSessions::default());
+    let a = t(&format!("tl{}", uuid::Uuid::now_v7().simple()));
+    // Killed before its heartbeat ever reached Redis, with one call written down (lease 3 s).
+    let dead = carried(&redis, &ns, "media-0", sessions.clone());
+    dead.carry(&a, &contact(a.as_str(), 1), "c1").await;
+    let (_, leases) = dead.store.leases().await.expect("leases");
+    assert!(leases.iter().any(|(m, _)| m == dead.me.as_str()), "the call brought a lease: {leases:?}");
+    let other = carried(&redis, &ns, "media-1", sessions.clone());
+    other.sweep_all().await;
+    assert!(sessions.ended.lock().unwrap().is_empty(), "not before it runs out");
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    other.sweep_all().await;
+    assert_eq!(sessions.ended.lock().unwrap().len(), 1);
+    other.retire().await;
 }
