@@ -280,7 +280,6 @@ fn read_register(req: &rsipstack::sip::Request) -> Result<Register, String> {
 }
 
 fn read_call(tx: &Transaction) -> Result<Call, String> {
-    let req = &tx.original;
     let source: IpAddr = tx
         .connection
         .as_ref()
@@ -288,6 +287,11 @@ fn read_call(tx: &Transaction) -> Result<Call, String> {
         .and_then(|a| a.get_socketaddr().ok())
         .map(|a| a.ip())
         .ok_or("no source address")?;
+    read_invite(&tx.original, source)
+}
+
+/// What the front door reads of an INVITE the stack parsed, from `source`, or why it cannot.
+fn read_invite(req: &rsipstack::sip::Request, source: IpAddr) -> Result<Call, String> {
     let from = req.from_header().map_err(|_| "no From header")?;
     let from_uri = from.uri().map_err(|_| "unreadable From header")?;
     from.tag().map_err(|_| "unreadable From tag")?.ok_or("From has no tag")?;
@@ -827,6 +831,65 @@ mod tests {
                 let text = REGISTER.replace(&line, &format!("{header}{value}"));
                 if let Ok(req) = rsipstack::sip::Request::try_from(text.as_str()) {
                     let _ = read_register(&req);
+                }
+            }
+        }
+    }
+
+    const INVITE: &str = "INVITE sip:+34910000001@127.0.0.1:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n\
+        From: <sip:+34600111222@127.0.0.1:5070>;tag=abc\r\n\
+        To: <sip:+34910000001@127.0.0.1:5060>\r\n\
+        Call-ID: inv-1@127.0.0.1\r\n\
+        CSeq: 1 INVITE\r\n\
+        Contact: <sip:+34600111222@127.0.0.1:5070>\r\n\
+        Max-Forwards: 70\r\n\
+        Content-Type: application/sdp\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    fn invite(text: &str) -> Result<Call, String> {
+        let req = rsipstack::sip::Request::try_from(text).map_err(|e| e.to_string())?;
+        read_invite(&req, "192.0.2.7".parse().expect("ip"))
+    }
+
+    #[test]
+    fn an_invite_is_read_and_a_malformed_one_refused() {
+        let call = invite(INVITE).expect("read");
+        assert_eq!((call.called.as_str(), call.caller.as_str()), ("+34910000001", "+34600111222"));
+        assert_eq!(call.source, "192.0.2.7".parse::<IpAddr>().expect("ip"));
+        let tel =
+            invite(&INVITE.replace("INVITE sip:+34910000001@127.0.0.1:5060", "INVITE tel:+34910000001")).expect("tel");
+        assert_eq!(tel.called, "+34910000001");
+        assert!(invite(&INVITE.replace(";tag=abc", "")).is_err(), "From without a tag");
+        assert!(invite(&INVITE.replace("<sip:+34600111222@127.0.0.1:5070>;", "<sip:127.0.0.1:5070>;")).is_err());
+        assert!(invite(&INVITE.replace("INVITE sip:+34910000001@", "INVITE sip:")).is_err(), "no user called");
+        let no_contact: String =
+            INVITE.split("\r\n").filter(|l| !l.starts_with("Contact:")).collect::<Vec<_>>().join("\r\n");
+        assert!(invite(&no_contact).is_err());
+    }
+
+    proptest::proptest! {
+        /// Random bytes changed anywhere in an INVITE, or random values of the headers the
+        /// front door reads: whatever the stack parses is read or refused, never a panic.
+        #[test]
+        fn mutated_invites_never_panic(
+            edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8),
+            value in "[ -~]{0,80}",
+        ) {
+            let mut bytes = INVITE.as_bytes().to_vec();
+            for (at, b) in edits {
+                let at = at % bytes.len();
+                bytes[at] = b;
+            }
+            if let Ok(req) = rsipstack::sip::Request::try_from(bytes.as_slice()) {
+                let _ = read_invite(&req, "192.0.2.7".parse().expect("ip"));
+            }
+            for header in ["From: ", "To: ", "Contact: ", "Call-ID: ", "INVITE "] {
+                let line = INVITE.split("\r\n").find(|l| l.starts_with(header)).unwrap_or_default().to_owned();
+                let replaced = if header == "INVITE " { format!("INVITE {value} SIP/2.0") } else { format!("{header}{value}") };
+                let text = INVITE.replace(&line, &replaced);
+                if let Ok(req) = rsipstack::sip::Request::try_from(text.as_str()) {
+                    let _ = read_invite(&req, "192.0.2.7".parse().expect("ip"));
                 }
             }
         }
