@@ -386,3 +386,34 @@ def test_a_dead_replicas_calls_are_ended_by_another_replica_once_its_lease_runs_
         if proc is not None and proc.poll() is None:
             proc.kill()
         audio.close()
+
+
+def test_an_end_cause_is_checked_kept_on_the_contact_and_only_for_its_tenant(m, tmp_path):
+    """EndContact's `cause` (new with the call registry): too long or not printable ASCII is
+    INVALID_ARGUMENT and ends nothing; another tenant's supervisor cannot end the contact
+    whatever the cause; the tenant's own end keeps it as `end_cause`."""
+    s = m.s
+    run = uuid.uuid4().hex[:8]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    desk, other = Desk(m, tmp_path / "a", run, None), Desk(m, tmp_path / "b", f"{run}x", None)
+    channel = mint("--tenant", desk.tenant, "--role", "channel")
+    contact = desk.contacts.CreateContact(s.CreateContactRequest(
+        contact=s.Contact(channel=m.t.CHANNEL_VOICE, queue="support"), request_id=f"cause-{run}"),
+        metadata=auth(channel), timeout=10)
+    for bad in ("x" * 65, "line\nbreak", "caf\u00e9"):
+        with pytest.raises(grpc.RpcError) as refused:
+            desk.contacts.EndContact(s.EndContactRequest(name=contact.name, cause=bad), metadata=auth(desk.sup),
+                                     timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    with pytest.raises(grpc.RpcError) as refused:
+        desk.contacts.EndContact(s.EndContactRequest(name=contact.name, cause=LOST), metadata=auth(other.sup),
+                                 timeout=10)
+    assert refused.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED), refused.value
+    still = desk.contacts.GetContact(s.GetContactRequest(name=contact.name), metadata=auth(desk.sup), timeout=10)
+    assert (still.state, still.end_cause) == (s.CONTACT_STATE_QUEUED, "")
+    ended = desk.contacts.EndContact(s.EndContactRequest(name=contact.name, cause="customer left a voicemail"),
+                                     metadata=auth(desk.sup), timeout=10)
+    assert (ended.state, ended.end_cause) == (s.CONTACT_STATE_ABANDONED, "customer left a voicemail")
+    read = desk.contacts.GetContact(s.GetContactRequest(name=contact.name), metadata=auth(desk.sup), timeout=10)
+    assert read.end_cause == "customer left a voicemail"
