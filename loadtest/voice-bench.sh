@@ -7,7 +7,7 @@
 #                           [--ramp-rate 50] [--ready-margin 20] [--agents N] [--out DIR] [--no-build]
 #                           [--no-relay] [--no-rates] [--no-calls] [--no-warmup] [--perf]
 #
-# 1. Raw relay, for each N of --calls: `centralita-loadtest udp-relay` (two sockets per call,
+# 1. Raw relay, for each N of --calls (run just before media's step at the same N): `centralita-loadtest udp-relay` (two sockets per call,
 #    latch and forward, no SIP) driven by `centralita-loadtest voice-rtp` (50 PCMU packets/s
 #    each way per call, every packet stamped, counted and timed at the other end): loss,
 #    transit and delay variation, the relay's CPU over the window.
@@ -133,23 +133,23 @@ if [ "$build" = 1 ]; then
   cargo build $flag --locked -q -p centralita-sessions -p centralita-routing -p centralita-media -p centralita-loadtest
 fi
 
-# --- 1. the machine's limit: a raw UDP relay -------------------------------------------------
-if [ "$relay" = 1 ]; then
-  for n in "${call_steps[@]}"; do
-    d="$out/relay-$n"
-    mkdir -p "$d"
-    "$lt" udp-relay --calls "$n" --pairs "$d/pairs" --threads 2 2>"$d/relay.log" &
-    rp=$!
-    pids+=("$rp")
-    wait_file "$d/pairs"
-    echo "[voice-bench] raw relay, $n calls" >&2
-    "$lt" voice-rtp --calls "$n" --csv-dir "$d" --peers "$d/pairs" --ready-seconds 20 --settle-seconds 2 \
-      --window-seconds "$window" --watch "relay=$rp" --json "$d/rtp.json" 2>&1 | grep -v '^\[voice-rtp\] [0-9]* of' >&2
-    stop_pid "$rp"
-  done
-fi
+# --- the machine's limit: a raw UDP relay at N calls --------------------------------------------
+relay_step() {
+  local n="$1" d="$out/relay-$1"
+  mkdir -p "$d"
+  "$lt" udp-relay --calls "$n" --pairs "$d/pairs" --threads 2 2>"$d/relay.log" &
+  local rp=$!
+  pids+=("$rp")
+  wait_file "$d/pairs"
+  echo "[voice-bench] raw relay, $n calls" >&2
+  machine "relay $n"
+  "$lt" voice-rtp --calls "$n" --csv-dir "$d" --peers "$d/pairs" --ready-seconds 20 --settle-seconds 2 \
+    --window-seconds "$window" --watch "relay=$rp" --json "$d/rtp.json" 2>&1 | grep -v '^\[voice-rtp\] [0-9]* of' >&2
+  stop_pid "$rp"
+}
 
 if [ "$do_rates" = 0 ] && [ "$do_calls" = 0 ]; then
+  [ "$relay" = 1 ] && for n in "${call_steps[@]}"; do relay_step "$n"; done
   machine "end"
   "$py" "$scen/report.py" "$out"
   exit 0
@@ -215,7 +215,7 @@ step() {
   t0=$(date +%s.%N)
   m0=$(ticks "$media_pid")
   (cd "$d" && exec sipp "127.0.0.1:$sip_port" -sf "$scen/caller.xml" -i 127.0.0.1 -p "$caller_port" -mp "$((caller_port + 20))" \
-    -inf callers.csv -r "$rate" -m "$n" -l 100000 -d "$((hold * 1000))" \
+    -inf callers.csv -r "$rate" -m "$n" -l 5000 -d "$((hold * 1000))" \
     -trace_rtt -rtt_freq 1 -trace_stat -stf stat.csv -fd 1 -trace_err -error_file caller-err.log \
     -nostdin -timeout "$((n / rate + hold + 120))s" -timeout_error >caller.out 2>&1) &
   local cp=$!
@@ -269,9 +269,11 @@ if [ "$do_rates" = 1 ]; then
   done
 fi
 
-# --- 4. concurrent calls ----------------------------------------------------------------------
+# --- 4. concurrent calls, each N right after the raw relay at the same N (the machine, shared
+# with other work, is then in about the same state for both) --------------------------------
 if [ "$do_calls" = 1 ]; then
   for n in "${call_steps[@]}"; do
+    [ "$relay" = 1 ] && relay_step "$n"
     ramp=$((n / ramp_rate + 1))
     ready=$((ramp + ready_margin))
     hold=$((ready + 3 + window + 5))

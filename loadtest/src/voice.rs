@@ -122,7 +122,10 @@ pub struct Flow {
 /// Everything the window measured, over all sockets.
 #[derive(Debug)]
 pub struct Tally {
+    /// Packets due in the window (on the 20 ms schedule), whether the kernel took them or not.
     pub sent_in_window: u64,
+    /// Of those, refused by the kernel (the sending socket's buffer full).
+    pub send_refused: u64,
     pub received_in_window: u64,
     pub out_of_order: u64,
     /// One-way transit through the relay (send → receive), µs.
@@ -135,6 +138,7 @@ impl Default for Tally {
     fn default() -> Self {
         Self {
             sent_in_window: 0,
+            send_refused: 0,
             received_in_window: 0,
             out_of_order: 0,
             transit: crate::histogram(),
@@ -273,6 +277,12 @@ struct Socket {
     flow: Flow,
     /// When (unix µs) the first packet of ours arrived: the other party's first audio.
     first_ours_unix_us: Option<u64>,
+    /// When (unix µs) the first RTP packet arrived (on a caller's socket: media's answer
+    /// with the queue's treatment).
+    first_any_unix_us: Option<u64>,
+    /// Heard the other party when the window opened: only such calls are counted in it (a
+    /// caller still queued sends to media, which relays nothing until an agent answers).
+    counted: bool,
     sent_in_window: u64,
 }
 
@@ -346,6 +356,8 @@ async fn generate(
             ssrc: 0x5EED_0000 ^ i as u32,
             flow: Flow::default(),
             first_ours_unix_us: None,
+            first_any_unix_us: None,
+            counted: false,
             sent_in_window: 0,
         });
     }
@@ -404,6 +416,9 @@ async fn generate(
     let uptime_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     {
         let mut g = gen.borrow_mut();
+        for s in g.sockets.iter_mut() {
+            s.counted = s.first_ours_unix_us.is_some();
+        }
         let from_us = g.now_us();
         g.window = Some(Window { from_us, to_us: from_us + args.window_seconds * 1_000_000 });
     }
@@ -450,18 +465,29 @@ async fn generate(
         }
         None => None,
     };
+    // On each caller's socket: media's answer (treatment) → the agent's first audio.
+    let mut queued = crate::histogram();
+    for s in &g.sockets[..n] {
+        if let (Some(any), Some(ours)) = (s.first_any_unix_us, s.first_ours_unix_us) {
+            let _ = queued.record(ours.saturating_sub(any).max(1));
+        }
+    }
+    let counted_calls = g.sockets[..n].iter().filter(|s| s.counted).count();
     let ms = |h: &Histogram<u64>, q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
     let loss_pct = if t.sent_in_window == 0 { None } else { Some(t.lost() as f64 * 100.0 / t.sent_in_window as f64) };
     let result = serde_json::json!({
         "calls": n,
         "calls_with_audio_both_ways": bridged,
+        "calls_counted_in_window": counted_calls,
+        "caller_answered_to_agent_audio_ms": if args.peers.is_none() { Some(crate::quantiles(&queued)) } else { None },
         "window_seconds": seconds,
         "packets_sent_in_window": t.sent_in_window,
         "packets_received_of_those": t.received_in_window,
         "packets_lost": t.lost(),
+        "packets_refused_by_the_sending_socket": t.send_refused,
         "loss_percent": loss_pct,
         "out_of_order": t.out_of_order,
-        "packets_per_second_each_way_per_call": t.sent_in_window as f64 / seconds / (2 * bridged.max(1)) as f64,
+        "packets_per_second_each_way_per_call": t.sent_in_window as f64 / seconds / (2 * counted_calls.max(1)) as f64,
         "transit_ms": { "p50": ms(&t.transit, 0.5), "p99": ms(&t.transit, 0.99), "p99_9": ms(&t.transit, 0.999), "max": ms(&t.transit, 1.0) },
         "delay_variation_ms": { "p50": ms(&t.variation, 0.5), "p99": ms(&t.variation, 0.99), "p99_9": ms(&t.variation, 0.999), "max": ms(&t.variation, 1.0) },
         "agent_answer_to_first_audio_ms": answer_to_audio,
@@ -470,12 +496,12 @@ async fn generate(
         "loadavg_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
     eprintln!(
-        "[voice-rtp] {bridged}/{n} calls, {:.1} s: sent {} received {} lost {} ({:.4} %), transit p50 {} p99 {} ms, delay variation p99 {} ms",
+        "[voice-rtp] {bridged}/{n} calls, {:.1} s: sent {} received {} lost {} ({} %), transit p50 {} p99 {} ms, delay variation p99 {} ms",
         seconds,
         t.sent_in_window,
         t.received_in_window,
         t.lost(),
-        loss_pct.unwrap_or(100.0),
+        loss_pct.map_or_else(|| "no window".to_owned(), |l| format!("{l:.4}")),
         ms(&t.transit, 0.5),
         ms(&t.transit, 0.99),
         ms(&t.variation, 0.99),
@@ -524,9 +550,12 @@ async fn receive(gen: Rc<RefCell<Gen>>, i: usize) {
             // A new call on this port, or media's first packet: send there from now on.
             s.to = Some(from);
         }
+        s.first_any_unix_us.get_or_insert_with(unix_us);
         if let Received::Ours(stamp) = what {
             s.first_ours_unix_us.get_or_insert_with(unix_us);
-            tally.receive(&mut s.flow, stamp, now_us, window);
+            let counted = sockets.get(stamp.stream as usize).is_some_and(|sender| sender.counted);
+            let s = &mut sockets[i];
+            tally.receive(&mut s.flow, stamp, now_us, window.filter(|_| counted));
         }
     }
 }
@@ -556,11 +585,15 @@ async fn send(gen: Rc<RefCell<Gen>>) {
             let s = &mut sockets[i];
             if let Some(to) = s.to {
                 let p = packet(Stamp { stream: i as u32, seq: s.seq, sent_us: now_us }, s.ssrc);
-                if s.socket.try_send_to(&p, to).is_ok() {
-                    s.seq = s.seq.wrapping_add(1);
-                    if window.is_some_and(|w| w.holds(now_us)) {
-                        s.sent_in_window += 1;
-                        tally.sent_in_window += 1;
+                // Every packet due is counted: one the kernel refuses (the socket's buffer
+                // full because the relay does not read its side fast enough) is lost.
+                let sent = s.socket.try_send_to(&p, to).is_ok();
+                s.seq = s.seq.wrapping_add(1);
+                if s.counted && window.is_some_and(|w| w.holds(now_us)) {
+                    s.sent_in_window += 1;
+                    tally.sent_in_window += 1;
+                    if !sent {
+                        tally.send_refused += 1;
                     }
                 }
             }
@@ -735,9 +768,26 @@ pub async fn agents(args: AgentsArgs, auth: Auth) -> anyhow::Result<()> {
         let (admin, token) = (admin.clone(), auth.token(None, Role::Agent, Some(&id))?);
         let mut client = AgentServiceClient::new(channel.clone());
         setup.spawn(async move {
-            client.upsert_agent(req(pb::UpsertAgentRequest { agent: Some(agent) }, &admin)?).await?;
-            client.sign_in(req(pb::SignInRequest { name: format!("agents/{id}"), available: true }, &token)?).await?;
-            anyhow::Ok(())
+            // A sessions replica still loading the tenant set answers UNAVAILABLE: retried.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let upsert =
+                    client.upsert_agent(req(pb::UpsertAgentRequest { agent: Some(agent.clone()) }, &admin)?).await;
+                let result = match upsert {
+                    Ok(_) => {
+                        let sign_in = pb::SignInRequest { name: format!("agents/{id}"), available: true };
+                        client.sign_in(req(sign_in, &token)?).await.map(|_| ())
+                    }
+                    Err(status) => Err(status),
+                };
+                match result {
+                    Ok(()) => return anyhow::Ok(()),
+                    Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(s) => bail!("agent {id}: {s}"),
+                }
+            }
         });
         if setup.len() >= 32 {
             if let Some(r) = setup.join_next().await {
