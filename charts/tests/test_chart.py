@@ -405,6 +405,8 @@ def test_media_drain_window_is_configurable(chart):
         ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
         ({"containerSecurityContext": {"allowPrivilegeEscalation": True}}, "/containerSecurityContext/allowPrivilegeEscalation"),
         ({"services": {"media": {"voice": {"sipService": {"type": "ExternalName"}}}}}, "/services/media/voice/sipService/type"),
+        ({"services": {"media": {"voice": {"registrarSecrets": ["Acme_Phones"]}}}}, "/services/media/voice/registrarSecrets/0"),
+        ({"services": {"media": {"voice": {"registrarSecrets": ["a", "a"]}}}}, "/services/media/voice/registrarSecrets"),
     ],
 )
 def test_wrong_values_fail_with_a_schema_error(chart, values, where):
@@ -846,3 +848,51 @@ def test_only_media_and_crm_get_the_signing_key_and_only_when_given(chart):
             assert mounts["signing-key"] == {"name": "signing-key", "mountPath": "/etc/centralita/signing", "readOnly": True}
         else:
             assert "CENTRALITA_JWT_PRIVATE_KEY_FILE" not in env and "signing-key" not in vols, s
+
+
+def test_media_mounts_the_registrar_secrets_it_is_given(chart):
+    # None by default: no directory, no volume (the registrar then refuses every phone).
+    r = Rendered(render(chart, {}))
+    d = r.get("Deployment", full("media"))
+    assert "CENTRALITA_SIP_SECRETS_DIR" not in env_of(d)
+    assert not [v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"].startswith("sip-")]
+    secrets = ["acme-phones", "globex.phones"]
+    r = Rendered(render(chart, {"services": {"media": {"voice": {"registrarSecrets": secrets}}}}))
+    for obj in r.objects:
+        if (obj["apiVersion"], obj["kind"]) not in THIRD_PARTY_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    d = r.get("Deployment", full("media"))
+    assert env_of(d)["CENTRALITA_SIP_SECRETS_DIR"]["value"] == "/etc/centralita/sip"
+    vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in container(d)["volumeMounts"]}
+    for i, name in enumerate(secrets):
+        # Mounted whole (no subPath), so a rotated or late Secret reaches the running pod;
+        # optional, so one tenant's missing Secret does not keep media from starting.
+        assert vols[f"sip-credentials-{i}"]["secret"] == {"secretName": name, "defaultMode": 0o440, "optional": True}
+        assert mounts[f"sip-credentials-{i}"] == {"name": f"sip-credentials-{i}", "mountPath": f"/etc/centralita/sip/{name}",
+                                                  "readOnly": True}
+    # The layout media reads: {CENTRALITA_SIP_SECRETS_DIR}/{secret}/{agent}.
+    registrar = (REPO / "services/media/src/registrar/mod.rs").read_text()
+    assert "self.secrets_dir.as_ref()?.join(secret).join(agent)" in registrar
+    for s in SERVICES:
+        if s != "media":
+            assert "CENTRALITA_SIP_SECRETS_DIR" not in env_of(r.get("Deployment", full(s))), s
+
+
+def test_media_listens_on_its_pod_address_and_the_charts_rtp_range(chart):
+    d = Rendered(render(chart, {"services": {"media": {"voice": {"sipPort": 5080, "rtpPortStart": 30000,
+                                                                  "rtpPortEnd": 30999}}}})).get("Deployment", full("media"))
+    env = container(d)["env"]
+    names = [e["name"] for e in env]
+    by = {e["name"]: e for e in env}
+    assert by["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # Kubernetes expands $(POD_IP) only from a variable defined earlier in the list.
+    assert names.index("POD_IP") < names.index("CENTRALITA_SIP_ADDR")
+    assert by["CENTRALITA_SIP_ADDR"]["value"] == "$(POD_IP):5080"
+    assert by["CENTRALITA_RTP_PORTS"]["value"] == "30000-30999"
+    ports = {p["name"]: p["containerPort"] for p in container(d)["ports"]}
+    assert ports["sip-udp"] == ports["sip-tcp"] == 5080
+    # The NetworkPolicy admits the peers on that same range.
+    text = yaml.safe_dump(Rendered(render(chart, {"services": {"media": {"voice": {"rtpPortStart": 30000,
+                                                                                   "rtpPortEnd": 30999}}}})).objects)
+    assert "endPort: 30999" in text and "port: 30000" in text

@@ -197,6 +197,21 @@ app.kubernetes.io/component: {{ .name }}
   value: "voice"
 - name: CENTRALITA_SIP_DRAIN
   value: {{ printf "%vs" .c.voice.drainSeconds | quote }}
+{{- /* SIP on the pod's own address (the sip Service forwards to it; the Contact and Via
+       media writes name it), RTP on the same address over the chart's range: a wildcard
+       bind would put 0.0.0.0 in SDP and Contact. */}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: CENTRALITA_SIP_ADDR
+  value: {{ printf "$(POD_IP):%v" .c.voice.sipPort | quote }}
+- name: CENTRALITA_RTP_PORTS
+  value: {{ printf "%v-%v" .c.voice.rtpPortStart .c.voice.rtpPortEnd | quote }}
+{{- if .c.voice.registrarSecrets }}
+- name: CENTRALITA_SIP_SECRETS_DIR
+  value: "/etc/centralita/sip"
+{{- end }}
 {{- end }}
 {{- /* The release's services a component calls (media: sessions for contacts, crm for SMS
        opt-outs, recording for recorded calls; crm: sessions, media and recording for the
