@@ -261,3 +261,100 @@ def test_supervisor_agent_list_sla_chart_csv_and_staffing(m, tmp_path):  # noqa:
 def get_b(contacts, s, contact, other):
     return contacts.GetContact(s.GetContactRequest(name=contact.name),
                                metadata=auth(mint("--tenant", other, "--role", "tenant_admin")), timeout=10)
+
+
+def test_supervisor_listens_whispers_barges_and_stops_from_the_agent_list(m, tmp_path):  # noqa: F811
+    """The supervisor's call controls drive sessions' MonitorContact / StopMonitoring (media's
+    side, the supervisor's phone in the call's mixer, is test_voice_conference.py's): on a
+    connected voice call only, each click read back from sessions; tenant B's supervisor can
+    neither see nor join A's call."""
+    from playwright.sync_api import expect, sync_playwright
+
+    s = m.s
+    eps = endpoints()
+    run = uuid.uuid4().hex[:8]
+    tenant, other = f"mon-{run}", f"mon-{run}-b"
+    path = tmp_path / "tenants.yaml"
+    path.write_text(tenant_manifest(tenant, "id: support, displayName: Support, offerTimeoutSeconds: 60",
+                                    display=f"Monitor {tenant}", channels="voice, chat")
+                    + "---\n" + tenant_manifest(other, "id: claims, displayName: Claims B", display="Other B"))
+    cli("admin", "tenant", "apply", "-f", str(path))
+    bpo, admin = mint("--role", "bpo_admin"), mint("--tenant", tenant, "--role", "tenant_admin")
+    channel, other_supervisor = mint("--tenant", tenant, "--role", "channel"), mint("--tenant", other, "--role", "supervisor")
+    sessions = grpc.insecure_channel(eps["sessions"])
+    agents, contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
+
+    def known():
+        try:
+            for tok in (admin, mint("--tenant", other, "--role", "tenant_admin")):
+                contacts.ListQueueStats(s.ListQueueStatsRequest(), metadata=auth(tok), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    assert wait_for(known, 60), "sessions never saw the tenants"
+    ana = f"ana-{run}"
+    agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
+        name=f"agents/{ana}", display_name="Ana",
+        capacity=[s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=True),
+                  s.ChannelCapacity(channel=m.t.CHANNEL_CHAT, max_contacts=1)],
+        queues=[s.QueueAssignment(tenant=tenant, queue="support")])), metadata=auth(bpo), timeout=10)
+    ana_token = mint("--tenant", tenant, "--role", "agent", "--agent-id", ana)
+    agents.SignIn(s.SignInRequest(name=f"agents/{ana}", available=True), metadata=auth(ana_token), timeout=10)
+
+    def get(name):
+        return contacts.GetContact(s.GetContactRequest(name=name), metadata=auth(admin), timeout=10)
+
+    def take(channel_kind, identity):
+        c = contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
+            channel=channel_kind, queue="support", customer_identities=[identity]),
+            request_id=f"{run}-{channel_kind}"), metadata=auth(channel), timeout=10)
+        assert wait_for(lambda: get(c.name).state == s.CONTACT_STATE_OFFERED, 30), get(c.name)
+        offered = get(c.name)
+        contacts.AcceptContact(s.AcceptContactRequest(name=c.name, offer_id=offered.offer_id),
+                               metadata=auth(ana_token), timeout=10)
+        return c
+
+    call = take(m.t.CHANNEL_VOICE, m.c.Identity(kind=m.c.IDENTITY_KIND_PHONE, value=f"+3491{int(run, 16) % 10**7:07d}"))
+    chat = take(m.t.CHANNEL_CHAT, m.c.Identity(kind=m.c.IDENTITY_KIND_CHAT, value=f"v-{run}"))
+    call_id, chat_id = call.name.rsplit("/", 1)[1], chat.name.rsplit("/", 1)[1]
+
+    # Tenant B's supervisor cannot join A's call.
+    with pytest.raises(grpc.RpcError) as denied:
+        contacts.MonitorContact(s.MonitorContactRequest(name=call.name, mode=s.MONITOR_MODE_LISTEN),
+                                metadata=auth(other_supervisor), timeout=10)
+    assert denied.value.code() == grpc.StatusCode.NOT_FOUND, denied.value
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB").new_page()
+            sign_in(page, console_url(), tenant, "supervisor")
+            expect(page.get_by_test_id("wallboard")).to_be_visible(timeout=20_000)
+            page.get_by_test_id("tab-agents").click()
+            row = page.get_by_test_id(f"agent-{ana}")
+            controls = row.get_by_test_id(f"monitor-{call_id}")
+            expect(controls.get_by_test_id("monitor-listen")).to_be_visible(timeout=20_000)
+            # A chat is not a call: no controls on it.
+            expect(row.get_by_text(chat_id)).to_be_visible()
+            expect(row.get_by_test_id(f"monitor-{chat_id}")).to_have_count(0)
+
+            seen = {}
+            for mode, wanted in (("listen", s.MONITOR_MODE_LISTEN), ("whisper", s.MONITOR_MODE_WHISPER),
+                                 ("barge", s.MONITOR_MODE_BARGE)):
+                controls.get_by_test_id(f"monitor-{mode}").click()
+                expect(controls.get_by_test_id("monitor-mode")).to_have_attribute("data-mode", mode, timeout=10_000)
+                monitor = get(call.name).monitor
+                assert monitor.mode == wanted, monitor
+                seen[mode] = monitor.supervisor
+                expect(controls.get_by_test_id("monitor-mode")).to_contain_text(monitor.supervisor)
+                if mode == "whisper":
+                    page.screenshot(path=str(SHOTS / "console-supervisor-monitor.png"), full_page=True)
+            assert len(set(seen.values())) == 1 and seen["listen"], seen
+            controls.get_by_test_id("monitor-stop").click()
+            expect(controls.get_by_test_id("monitor-mode")).to_have_count(0, timeout=10_000)
+            assert not get(call.name).HasField("monitor")
+            # Nothing of tenant B on A's page.
+            assert "Claims B" not in page.content()
+        finally:
+            browser.close()

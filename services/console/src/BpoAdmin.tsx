@@ -7,8 +7,8 @@ import { ConnectError } from "@connectrpc/connect";
 import type { Clients } from "./api";
 import type { Key } from "./i18n";
 import { monthOf, poolRows, sharedAgents, tenantRows } from "./bpo";
+import { listAllAgents, usePolled } from "./polling";
 import type { Usage } from "./gen/centralita/reporting/v1/reporting_pb";
-import type { Agent } from "./gen/centralita/sessions/v1/sessions_pb";
 import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 
 const message = (e: unknown) => (e instanceof ConnectError ? e.rawMessage : String(e));
@@ -119,32 +119,8 @@ function Tenants({ api, t }: { api: Clients; t: (k: Key) => string }) {
 }
 
 function Pool({ api, t }: { api: Clients; t: (k: Key) => string }) {
-  const [agents, setAgents] = useState<Agent[]>([]);
-  const [error, setError] = useState<string>();
   const [filter, setFilter] = useState("");
-  useEffect(() => {
-    let stop = false;
-    const load = async () => {
-      try {
-        const all: Agent[] = [];
-        let pageToken = "";
-        do {
-          const page = await api.agents.listAgents({ pageSize: 500, pageToken });
-          all.push(...page.agents);
-          pageToken = page.nextPageToken;
-        } while (pageToken && !stop);
-        if (!stop) setAgents(all);
-      } catch (e) {
-        if (!stop) setError(message(e));
-      }
-    };
-    load();
-    const timer = setInterval(load, 5000);
-    return () => {
-      stop = true;
-      clearInterval(timer);
-    };
-  }, [api]);
+  const { value: agents = [], error } = usePolled(() => listAllAgents(api, 500), 5000, [api]);
   const all = poolRows(agents);
   const f = filter.trim().toLowerCase();
   const rows = f ? all.filter((r) => r.id.includes(f) || r.displayName.toLowerCase().includes(f) || r.assignments.some((a) => a.includes(f))) : all;

@@ -2,7 +2,8 @@
 // as a chart (with the history as CSV), and the Erlang C staffing calculator. Everything
 // comes from the platform's public APIs with the supervisor's token: reporting
 // (StreamRealtimeMetrics, GetSlaCompliance, ExportHistoryCsv, ComputeStaffing) and sessions
-// (ListAgents), each scoped to the supervisor's tenant by the services.
+// (ListAgents; GetContact, MonitorContact and StopMonitoring for listening, whispering and
+// barging in on an agent's call), each scoped to the supervisor's tenant by the services.
 
 import { useEffect, useState, type FormEvent } from "react";
 import { ConnectError } from "@connectrpc/connect";
@@ -12,16 +13,19 @@ import { keepStreaming } from "./resume";
 import { clockTime, dateTime, percent, optionalSeconds } from "./format";
 import type { Key, Lang } from "./i18n";
 import { Wallboard } from "./Wallboard";
+import { listAllAgents, usePolled } from "./polling";
 import {
   agentRows,
   BURNOUT_OCCUPANCY_PERCENT,
   checkStaffing,
   dayStart,
+  MONITOR_MODES,
+  monitorView,
   slaChart,
+  type MonitorModeName,
   type StaffingInput,
 } from "./supervisor";
 import { Dimension, Granularity, type ComputeStaffingResponse, type RealtimeMetrics, type SlaCompliance } from "./gen/centralita/reporting/v1/reporting_pb";
-import type { Agent } from "./gen/centralita/sessions/v1/sessions_pb";
 import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 
 type T = (k: Key) => string;
@@ -67,41 +71,18 @@ export function Supervisor(props: Props) {
 /** Reporting's live agent figures (streamed) joined with sessions' agents (polled). */
 function AgentList({ api, timeZone, t, lang }: Props) {
   const [metrics, setMetrics] = useState<RealtimeMetrics>();
-  const [agents, setAgents] = useState<Agent[]>([]);
-  const [error, setError] = useState<string>();
+  const [streamError, setStreamError] = useState<string>();
+  const { value: agents = [], error: listError } = usePolled(() => listAllAgents(api, 200), 3000, [api]);
+  const error = streamError ?? listError;
 
   useEffect(() => {
     const ctl = new AbortController();
     keepStreaming(
       (signal) => api.reporting.streamRealtimeMetrics({ query: {} }, { signal }),
-      { event: setMetrics, dropped: (e) => e && setError(message(e)) },
+      { event: setMetrics, dropped: (e) => e && setStreamError(message(e)) },
       ctl.signal,
     );
     return () => ctl.abort();
-  }, [api]);
-
-  useEffect(() => {
-    let stop = false;
-    const load = async () => {
-      try {
-        const all: Agent[] = [];
-        let pageToken = "";
-        do {
-          const page = await api.agents.listAgents({ pageSize: 200, pageToken });
-          all.push(...page.agents);
-          pageToken = page.nextPageToken;
-        } while (pageToken && !stop);
-        if (!stop) setAgents(all);
-      } catch (e) {
-        if (!stop) setError(message(e));
-      }
-    };
-    load();
-    const timer = setInterval(load, 3000);
-    return () => {
-      stop = true;
-      clearInterval(timer);
-    };
   }, [api]);
 
   const rows = agentRows(metrics?.agents ?? [], agents);
@@ -133,7 +114,16 @@ function AgentList({ api, timeZone, t, lang }: Props) {
                 {r.awayReason && ` · ${r.awayReason}`}
               </td>
               <td>{r.sinceMs ? clockTime(r.sinceMs, timeZone, lang) : "—"}</td>
-              <td data-testid="contacts">{r.contacts.join(", ") || "—"}</td>
+              <td data-testid="contacts">
+                {r.contacts.length === 0
+                  ? "—"
+                  : r.contactNames.map((name, i) => (
+                      <div key={name} className="contact-cell">
+                        <span data-testid="contact-id">{r.contacts[i]}</span>
+                        <CallMonitor api={api} name={name} id={r.contacts[i]} t={t} />
+                      </div>
+                    ))}
+              </td>
               <td data-testid="occupancy-today">{percent(r.occupancyTodayPercent)}</td>
               <td data-testid="occupancy-15m" className={r.burnout ? "hot" : ""}>{percent(r.occupancy15mPercent)}</td>
             </tr>
@@ -141,6 +131,61 @@ function AgentList({ api, timeZone, t, lang }: Props) {
         </tbody>
       </table>
     </main>
+  );
+}
+
+/**
+ * A supervisor's controls on one of an agent's contacts: on a connected voice call, listen,
+ * whisper (heard by the agent only) or barge in, and stop. Sessions decides (a supervisor of
+ * the contact's tenant, one at a time) and media rings the supervisor's phone; the view is
+ * the contact as sessions returns it, read again every few seconds.
+ */
+function CallMonitor({ api, name, id, t }: { api: Clients; name: string; id: string; t: T }) {
+  const { value: contact, error, setValue: setContact, setError } = usePolled(() => api.contacts.getContact({ name }), 3000, [api, name]);
+  const [busy, setBusy] = useState(false);
+
+  if (!contact) return null;
+  const view = monitorView(contact);
+  if (!view.monitorable && !view.mode) return null;
+  const act = async (mode?: MonitorModeName) => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      setContact(
+        mode ? await api.contacts.monitorContact({ name, mode: MONITOR_MODES[mode] }) : await api.contacts.stopMonitoring({ name }),
+      );
+    } catch (e) {
+      setError(message(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const label: Record<MonitorModeName, Key> = { listen: "monitorListening", whisper: "monitorWhispering", barge: "monitorBarged" };
+  const buttons: [MonitorModeName, Key][] = [
+    ["listen", "monitorListen"],
+    ["whisper", "monitorWhisper"],
+    ["barge", "monitorBarge"],
+  ];
+  return (
+    <div className="monitor" data-testid={`monitor-${id}`}>
+      {view.mode && (
+        <span className="state-pill held" data-testid="monitor-mode" data-mode={view.mode}>
+          {t(label[view.mode])} · {t("monitorBy")} {view.supervisor}
+        </span>
+      )}
+      {view.monitorable &&
+        buttons.map(([mode, key]) => (
+          <button key={mode} data-testid={`monitor-${mode}`} disabled={busy || view.mode === mode} onClick={() => act(mode)} title={t("monitorHint")}>
+            {t(key)}
+          </button>
+        ))}
+      {view.mode && (
+        <button data-testid="monitor-stop" disabled={busy} onClick={() => act()}>
+          {t("monitorStop")}
+        </button>
+      )}
+      {error && <span className="error" data-testid="monitor-error">{error}</span>}
+    </div>
   );
 }
 

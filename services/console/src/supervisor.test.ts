@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { agentRows, BURNOUT_OCCUPANCY_PERCENT, checkStaffing, dayStart, slaChart } from "./supervisor";
+import { agentRows, BURNOUT_OCCUPANCY_PERCENT, checkStaffing, dayStart, MONITOR_MODES, monitorView, slaChart } from "./supervisor";
 import { AgentTimeSchema, RealtimeAgentSchema, SlaPeriodSchema } from "./gen/centralita/reporting/v1/reporting_pb";
-import { AgentSchema } from "./gen/centralita/sessions/v1/sessions_pb";
+import { AgentSchema, ContactMonitorSchema, ContactSchema, ContactState, MonitorMode } from "./gen/centralita/sessions/v1/sessions_pb";
+import { Channel } from "./gen/centralita/tenancy/v1/tenancy_pb";
 
 describe("agentRows", () => {
   const live = [
@@ -35,6 +36,7 @@ describe("agentRows", () => {
       ["dan", "offline"],
     ]);
     expect(rows[0]).toMatchObject({ displayName: "Zoe", contacts: ["c1", "c2"], burnout: true, occupancyTodayPercent: 40 });
+    expect(rows[0].contactNames).toEqual(["tenants/acme/contacts/c1", "tenants/acme/contacts/c2"]);
     expect(rows[1]).toMatchObject({ displayName: "Ana", sinceMs: 1_000, burnout: false, contacts: [] });
     expect(rows[2]).toMatchObject({ displayName: "bea", awayReason: "training" });
   });
@@ -103,5 +105,28 @@ describe("dayStart", () => {
     expect(dayStart(ms, "Europe/Madrid")).toBe(Date.UTC(2026, 11, 4, 23, 0));
     expect(dayStart(ms, "UTC")).toBe(Date.UTC(2026, 11, 4));
     expect(dayStart(ms, "America/Bogota")).toBe(Date.UTC(2026, 11, 4, 5, 0));
+  });
+});
+
+describe("monitorView", () => {
+  const call = (over: MessageInitShape<typeof ContactSchema> = {}) =>
+    create(ContactSchema, { name: "tenants/acme/contacts/c1", channel: Channel.VOICE, state: ContactState.CONNECTED, ...over });
+
+  it("offers the controls on a connected voice call of a customer only", () => {
+    expect(monitorView(call())).toEqual({ monitorable: true });
+    expect(monitorView(call({ channel: Channel.CHAT })).monitorable).toBe(false);
+    expect(monitorView(call({ state: ContactState.OFFERED })).monitorable).toBe(false);
+    expect(monitorView(call({ state: ContactState.QUEUED })).monitorable).toBe(false);
+    // A consult leg is the agents' own call: sessions refuses it, the console does not offer it.
+    expect(monitorView(call({ consultOf: "tenants/acme/contacts/c0" })).monitorable).toBe(false);
+  });
+
+  it("names the supervisor on the call and how", () => {
+    const on = call({ monitor: create(ContactMonitorSchema, { supervisor: "sam", mode: MonitorMode.WHISPER }) });
+    expect(monitorView(on)).toEqual({ monitorable: true, mode: "whisper", supervisor: "sam" });
+    expect(MONITOR_MODES[monitorView(on).mode!]).toBe(MonitorMode.WHISPER);
+    // Still shown (so it can be stopped) once the call is no longer one a supervisor may join.
+    const ended = call({ state: ContactState.AFTER_CONTACT_WORK, monitor: create(ContactMonitorSchema, { supervisor: "sam", mode: MonitorMode.BARGE }) });
+    expect(monitorView(ended)).toEqual({ monitorable: false, mode: "barge", supervisor: "sam" });
   });
 });

@@ -1,10 +1,12 @@
 // The supervisor's views beyond the wallboard, as pure functions (tested in
 // supervisor.test.ts): the agent list (reporting's live agent figures joined with sessions'
 // agents and the contacts they hold), the service-level chart's geometry from reporting's
-// compliance intervals, and the staffing calculator's input checks.
+// compliance intervals, the staffing calculator's input checks, and what a supervisor may do
+// on an agent's call (monitor, whisper, barge).
 
 import type { RealtimeAgent, SlaPeriod } from "./gen/centralita/reporting/v1/reporting_pb";
-import type { Agent } from "./gen/centralita/sessions/v1/sessions_pb";
+import { ContactState, MonitorMode, type Agent, type Contact } from "./gen/centralita/sessions/v1/sessions_pb";
+import { Channel } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -28,6 +30,8 @@ export interface AgentRow {
   burnout: boolean;
   /** Ids of the tenant's contacts the agent is offered or holds. */
   contacts: string[];
+  /** The same contacts' full names (`tenants/t/contacts/id`). */
+  contactNames: string[];
 }
 
 function activityOf(state: string, handling: boolean): AgentActivity {
@@ -66,6 +70,7 @@ export function agentRows(live: RealtimeAgent[], agents: Agent[]): AgentRow[] {
       occupancy15mPercent: last15,
       burnout: judged !== undefined && judged > BURNOUT_OCCUPANCY_PERCENT,
       contacts: (a?.contacts ?? []).map(contactId),
+      contactNames: [...(a?.contacts ?? [])],
     };
   });
   for (const [id, a] of byId) {
@@ -76,6 +81,7 @@ export function agentRows(live: RealtimeAgent[], agents: Agent[]): AgentRow[] {
       awayReason: "",
       burnout: false,
       contacts: a.contacts.map(contactId),
+      contactNames: [...a.contacts],
     });
   }
   const order: Record<AgentActivity, number> = { busy: 0, available: 1, away: 2, offline: 3 };
@@ -194,4 +200,33 @@ export function dayStart(ms: number, timeZone: string): number {
   );
   const sinceMidnight = ((Number(parts.hour) * 60 + Number(parts.minute)) * 60 + Number(parts.second)) * 1000 + (ms % 1000);
   return ms - sinceMidnight;
+}
+
+export type MonitorModeName = "listen" | "whisper" | "barge";
+
+/** What the supervisor's call controls show for a contact. */
+export interface MonitorView {
+  /** A connected voice call of a customer (not a consult leg): the only calls sessions lets a supervisor join. */
+  monitorable: boolean;
+  /** The supervisor on the call and how, if any. */
+  mode?: MonitorModeName;
+  supervisor?: string;
+}
+
+const MODE_NAMES: Record<number, MonitorModeName> = {
+  [MonitorMode.LISTEN]: "listen",
+  [MonitorMode.WHISPER]: "whisper",
+  [MonitorMode.BARGE]: "barge",
+};
+
+export const MONITOR_MODES: Record<MonitorModeName, MonitorMode> = {
+  listen: MonitorMode.LISTEN,
+  whisper: MonitorMode.WHISPER,
+  barge: MonitorMode.BARGE,
+};
+
+export function monitorView(c: Contact): MonitorView {
+  const monitorable = c.channel === Channel.VOICE && c.state === ContactState.CONNECTED && !c.consultOf;
+  const mode = c.monitor ? MODE_NAMES[c.monitor.mode] : undefined;
+  return mode ? { monitorable, mode, supervisor: c.monitor?.supervisor } : { monitorable };
 }
