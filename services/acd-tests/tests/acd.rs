@@ -424,6 +424,27 @@ async fn tenant_a_cannot_see_or_touch_tenant_b() {
         .is_empty());
     let e = p.agents().upsert_agent(req(pb::UpsertAgentRequest { agent: None }, &admin_a)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
+    // Even a BPO admin cannot assign an agent to a queue its tenant does not have (no contact
+    // would ever reach the agent through it); nothing is written.
+    let nowhere = pb::Agent {
+        name: format!("agents/{}", unique("nowhere")),
+        queues: vec![
+            pb::QueueAssignment { tenant: a.clone(), queue: "support".into() },
+            pb::QueueAssignment { tenant: b.clone(), queue: "nosuchqueue".into() },
+        ],
+        capacity: vec![pb::ChannelCapacity { channel: tpb::Channel::Chat as i32, max_contacts: 1, exclusive: false }],
+        ..Default::default()
+    };
+    let bpo = token(None, Role::BpoAdmin, None);
+    let e = p
+        .agents()
+        .upsert_agent(req(pb::UpsertAgentRequest { agent: Some(nowhere.clone()) }, &bpo))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains(&b) && e.message().contains("nosuchqueue"), "{e:?}");
+    let e = p.agents().get_agent(req(pb::GetAgentRequest { name: nowhere.name.clone() }, &bpo)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
     // Queues: A cannot create a contact in a queue it does not have, nor impersonate an agent.
     let bad = pb::Contact { channel: tpb::Channel::Chat as i32, queue: "billing".into(), ..Default::default() };
     let e = p

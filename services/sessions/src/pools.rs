@@ -50,11 +50,17 @@ impl Pools {
 
     /// The agent pool of an agent serving `queues`: the one pool of their tenants. Queues
     /// of tenants in different pools, or of tenants not known here, are refused (`field`
-    /// names them), since two routers would each book the agent.
+    /// names them), since two routers would each book the agent; so is a queue its tenant
+    /// does not have (no contact would ever reach the agent through it).
     pub async fn of_queues(&self, queues: &[QueueRef], field: &str) -> Result<String, Error> {
         let mut pools: BTreeMap<String, &str> = BTreeMap::new();
         for q in queues {
             let tenant = TenantId::parse(&q.tenant).map_err(|e| Error::invalid(field, e))?;
+            if let Some(known) = self.registry.get(&tenant) {
+                if !known.routing.queues.contains_key(&q.queue) {
+                    return Err(Error::invalid(field, format!("tenant {tenant} has no queue `{}`", q.queue)));
+                }
+            }
             let pool = match self.of_tenant(&tenant).await {
                 Ok(p) => p,
                 Err(Error::NotFound(why)) => return Err(Error::invalid(field, why)),
