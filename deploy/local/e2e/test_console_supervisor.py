@@ -296,7 +296,8 @@ def test_supervisor_listens_whispers_barges_and_stops_from_the_agent_list(m, tmp
     ana = f"ana-{run}"
     agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
         name=f"agents/{ana}", display_name="Ana",
-        capacity=[s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=True),
+        # Voice not exclusive, so the same agent also holds a chat (which gets no controls).
+        capacity=[s.ChannelCapacity(channel=m.t.CHANNEL_VOICE, max_contacts=1, exclusive=False),
                   s.ChannelCapacity(channel=m.t.CHANNEL_CHAT, max_contacts=1)],
         queues=[s.QueueAssignment(tenant=tenant, queue="support")])), metadata=auth(bpo), timeout=10)
     ana_token = mint("--tenant", tenant, "--role", "agent", "--agent-id", ana)
