@@ -6,7 +6,7 @@
 # shellcheck source=loadtest/bench-lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench-lib.sh"
 cargo build --release --locked -q -p centralita-sessions -p centralita-routing -p centralita-reporting \
-  -p centralita-console-server -p centralita-cli
+  -p centralita-console -p centralita-cli
 app="$repo_root/services/console"
 (cd "$app" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error && npm run build --silent) >&2
 export CENTRALITA_GRPC_WEB_ORIGINS="http://127.0.0.1:9179"
