@@ -17,10 +17,12 @@ export CENTRALITA_ENDPOINTS="sessions=127.0.0.1:50172,routing=127.0.0.1:50171,re
 console_port=9179
 CENTRALITA_CONSOLE_ADDR="127.0.0.1:$console_port" CENTRALITA_CONSOLE_ADMIN_ADDR="127.0.0.1:$((console_port + 1))" \
   CENTRALITA_CONSOLE_DIST="$app/dist" CENTRALITA_CONSOLE_DEV_SIGN_IN=true \
-  CENTRALITA_CONSOLE_ENDPOINTS="sessions=http://127.0.0.1:50172,reporting=http://127.0.0.1:50176" \
+  CENTRALITA_CONSOLE_ENDPOINTS="sessions=http://127.0.0.1:50172,reporting=http://127.0.0.1:50176,crm=http://127.0.0.1:50174" \
   "$bin/centralita-console" >"$run/console.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$((console_port + 1))/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fs "http://127.0.0.1:$((console_port + 1))/readyz" >/dev/null 2>&1 ||
+  { echo "the console did not get ready; see $run/console.log" >&2; tail -3 "$run/console.log" >&2; exit 1; }
 export CENTRALITA_CONSOLE_URL="http://127.0.0.1:$console_port" CENTRALITA_PROFILE=release
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 "$CENTRALITA_VENV/bin/python" "$repo_root/loadtest/wallboard_bench.py" --json "$run/wallboard.json" \
