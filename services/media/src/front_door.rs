@@ -328,7 +328,8 @@ impl FrontDoor {
             carried.carry(&admitted.tenant.id, &contact, &call.call_id()).await;
         }
         self.metrics.invite("created");
-        // Subscribed before the caller is answered, so no offer is missed.
+        // Subscribed before the caller is answered; an offer made before this (routing can
+        // be that fast) was kept for the call and comes first (`offers`).
         let mut updates = self.offers.subscribe(&contact);
 
         // Answered at once: the caller hears the queue's treatment until an agent takes

@@ -5,9 +5,17 @@
 //!
 //! What a call's task gets is the contact's state after each event ([`ContactUpdate`]):
 //! offered to an agent (with the offer), or anything else (the offer then is void).
+//!
+//! A call subscribes once sessions has created its contact, and routing may offer the
+//! contact before that (an idle agent is offered within milliseconds of the contact being
+//! queued): such an event found no call and was dropped, the phone never rang and the caller
+//! waited for the offer's timeout (30 s in the voice benchmark, 30 of 500 calls). So the
+//! latest update of a voice contact no call holds yet is kept for a while ([`EARLY_FOR`],
+//! at most [`EARLY_MAX`] contacts) and handed to the call when it subscribes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use centralita_platform::bus::{Consumer, ConsumerSettings, Event, Handler, MemoryDedupe};
 use centralita_platform::error::Error;
@@ -92,10 +100,63 @@ impl ContactUpdate {
     }
 }
 
+/// How long the update of a voice contact no call holds yet is kept for a call to come.
+pub const EARLY_FOR: Duration = Duration::from_secs(10);
+/// The most such updates kept (the oldest go first).
+pub const EARLY_MAX: usize = 10_000;
+
 /// The calls this replica holds, by contact name (`tenants/{t}/contacts/{id}`).
 #[derive(Debug, Clone, Default)]
 pub struct Offers {
+    /// Locked before `early` wherever both are.
     calls: Arc<Mutex<HashMap<String, mpsc::Sender<ContactUpdate>>>>,
+    early: Arc<Mutex<Early>>,
+}
+
+/// The latest update of each voice contact that no call held when it came.
+#[derive(Debug, Default)]
+struct Early {
+    latest: HashMap<String, (Instant, ContactUpdate)>,
+    /// Arrival order, to forget the oldest: (when, name); an entry whose name has a newer
+    /// update since is skipped.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Early {
+    fn keep(&mut self, name: &str, update: ContactUpdate, now: Instant) {
+        self.forget(now);
+        while self.latest.len() >= EARLY_MAX {
+            let Some((at, oldest)) = self.order.pop_front() else { break };
+            if self.latest.get(&oldest).is_some_and(|(kept, _)| *kept == at) {
+                self.latest.remove(&oldest);
+            }
+        }
+        self.latest.insert(name.to_owned(), (now, update));
+        self.order.push_back((now, name.to_owned()));
+    }
+
+    fn take(&mut self, name: &str, now: Instant) -> Option<ContactUpdate> {
+        self.forget(now);
+        self.latest.remove(name).map(|(_, update)| update)
+    }
+
+    /// Drops what is older than [`EARLY_FOR`].
+    fn forget(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) < EARLY_FOR {
+                break;
+            }
+            let Some((at, name)) = self.order.pop_front() else { break };
+            if self.latest.get(&name).is_some_and(|(kept, _)| *kept == at) {
+                self.latest.remove(&name);
+            }
+        }
+        // Entries superseded by a newer update of the same contact stay in `order` until
+        // they reach its front; bound that too.
+        while self.order.len() > 2 * EARLY_MAX {
+            self.order.pop_front();
+        }
+    }
 }
 
 /// A call's subscription to its contact's updates; dropping it unsubscribes.
@@ -113,15 +174,30 @@ impl Drop for Subscription {
 }
 
 impl Offers {
-    /// Subscribes to the updates of contact `name`.
+    /// Subscribes to the updates of contact `name`; the first is the latest one that came
+    /// before (see the module docs), if any.
     pub fn subscribe(&self, name: &str) -> Subscription {
+        self.subscribe_at(name, Instant::now())
+    }
+
+    fn subscribe_at(&self, name: &str, now: Instant) -> Subscription {
         let (tx, updates) = mpsc::channel(16);
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), tx);
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(update) = self.early.lock().unwrap_or_else(|p| p.into_inner()).take(name, now) {
+            // An empty channel of 16: this send cannot fail.
+            let _ = tx.try_send(update);
+        }
+        calls.insert(name.to_owned(), tx);
         Subscription { offers: self.clone(), name: name.to_owned(), updates }
     }
 
-    /// Hands a contact event to its call, if this replica holds it.
+    /// Hands a contact event to its call, if this replica holds it; keeps it for a while
+    /// if it is about a voice contact no call holds yet.
     pub fn deliver(&self, event: &pb::ContactEvent) {
+        self.deliver_at(event, Instant::now());
+    }
+
+    fn deliver_at(&self, event: &pb::ContactEvent, now: Instant) {
         let Some(contact) = &event.contact else { return };
         let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         // A consult leg's events reach the call of its customer's contact too: the
@@ -138,6 +214,11 @@ impl Offers {
             if call.try_send(ContactUpdate::of(contact)).is_err() {
                 tracing::warn!(contact = %contact.name, "a call's contact updates are backed up: one dropped");
             }
+        } else if contact.channel == centralita_proto::tenancy::v1::Channel::Voice as i32 && contact.consult_of.is_empty()
+        {
+            // Perhaps a call of this replica that has not subscribed yet (still under the
+            // calls lock, so a subscription either sees it here or gets it sent).
+            self.early.lock().unwrap_or_else(|p| p.into_inner()).keep(&contact.name, ContactUpdate::of(contact), now);
         }
     }
 }
@@ -197,6 +278,61 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    fn voice(name: &str, state: pb::ContactState, agent: &str, offer: &str) -> pb::ContactEvent {
+        let mut e = event(name, state, agent, offer);
+        if let Some(c) = e.contact.as_mut() {
+            c.channel = centralita_proto::tenancy::v1::Channel::Voice as i32;
+        }
+        e
+    }
+
+    #[tokio::test]
+    async fn an_offer_made_before_the_call_subscribed_reaches_it_when_it_does() {
+        let offers = Offers::default();
+        let t0 = Instant::now();
+        // Routing offered the contact before media's call subscribed: the latest update is kept.
+        offers.deliver_at(&voice("tenants/acme/contacts/1", pb::ContactState::Queued, "", ""), t0);
+        offers.deliver_at(&voice("tenants/acme/contacts/1", pb::ContactState::Offered, "ana", "o1"), t0);
+        let mut call = offers.subscribe_at("tenants/acme/contacts/1", t0 + Duration::from_millis(5));
+        assert_eq!(call.updates.try_recv().ok(), Some(ContactUpdate::Offered { agent: "ana".into(), offer: "o1".into() }));
+        assert!(call.updates.try_recv().is_err(), "only the latest");
+        // Taken once: a second subscription (a retry) gets nothing old.
+        drop(call);
+        let mut again = offers.subscribe_at("tenants/acme/contacts/1", t0 + Duration::from_millis(6));
+        assert!(again.updates.try_recv().is_err());
+        // Later events go to the subscribed call as before.
+        offers.deliver(&voice("tenants/acme/contacts/1", pb::ContactState::Queued, "", ""));
+        assert_eq!(again.updates.recv().await, Some(ContactUpdate::Queued));
+    }
+
+    #[test]
+    fn only_voice_contacts_are_kept_and_not_for_long_nor_too_many() {
+        let offers = Offers::default();
+        let t0 = Instant::now();
+        // Another channel's contact (never one of media's calls) or a consult leg: not kept.
+        offers.deliver_at(&event("tenants/acme/contacts/chat", pb::ContactState::Offered, "ana", "o1"), t0);
+        let mut leg = voice("tenants/acme/contacts/leg", pb::ContactState::Offered, "bob", "o2");
+        if let Some(c) = leg.contact.as_mut() {
+            c.consult_of = "tenants/acme/contacts/1".into();
+        }
+        offers.deliver_at(&leg, t0);
+        assert!(offers.early.lock().unwrap().latest.is_empty());
+        // Kept EARLY_FOR at most.
+        offers.deliver_at(&voice("tenants/acme/contacts/old", pb::ContactState::Offered, "ana", "o3"), t0);
+        let mut late = offers.subscribe_at("tenants/acme/contacts/old", t0 + EARLY_FOR);
+        assert!(late.updates.try_recv().is_err(), "expired");
+        // At most EARLY_MAX: the oldest go first, a contact updated since keeps its latest.
+        let t1 = t0 + EARLY_FOR + Duration::from_secs(1);
+        for i in 0..EARLY_MAX + 5 {
+            offers.deliver_at(&voice(&format!("tenants/acme/contacts/n{i}"), pb::ContactState::Queued, "", ""), t1);
+        }
+        let early = offers.early.lock().unwrap();
+        assert_eq!(early.latest.len(), EARLY_MAX);
+        assert!(!early.latest.contains_key("tenants/acme/contacts/n0"));
+        assert!(early.latest.contains_key(&format!("tenants/acme/contacts/n{}", EARLY_MAX + 4)));
+        assert!(early.order.len() <= 2 * EARLY_MAX);
     }
 
     #[tokio::test]
