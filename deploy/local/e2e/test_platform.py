@@ -226,29 +226,36 @@ def test_service_started_while_postgres_is_down_recovers_by_itself(spawn, tmp_pa
     assert out.stdout.strip() == "tenancy,customers,erasure_stores,retention"
 
 
-def test_the_cli_manages_bpo_agents_through_sessions(pb):
+def test_the_cli_manages_bpo_agents_through_sessions(pb, tmp_path):
     """`centralita admin agent upsert` creates and changes an agent (queues across tenants,
     capacity per channel, skills, languages) as sessions stores it; bad flags are each named
-    (exit 2) and nothing is saved; `admin agent list` shows it."""
+    (exit 2) and nothing is saved; a queue its tenant does not have is refused by sessions
+    and nothing is saved either; `admin agent list` shows it."""
     import grpc
     import uuid
     from centralita.sessions.v1 import sessions_pb2 as s, sessions_pb2_grpc as sg
-    from conftest import auth, endpoints, mint
+    from conftest import auth, endpoints, mint, tenant_manifest, wait_for
 
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    manifest = tmp_path / "tenant.yaml"
+    manifest.write_text(tenant_manifest(tenant, "id: support").replace(
+        "      - { id: support }", "      - { id: support }\n      - { id: billing }"))
+    cli("admin", "tenant", "apply", "-f", str(manifest))
     agent = f"cli-{uuid.uuid4().hex[:8]}"
-    out = cli("admin", "agent", "upsert", "--id", agent, "--display-name", "Carla", "--queue", "acme/support",
-              "--capacity", "chat=2", "--capacity", "voice=1", "--skill", "es=5", "--language", "es").stdout
-    assert f"agents/{agent} saved" in out, out
+    upsert = ("admin", "agent", "upsert", "--id", agent, "--display-name", "Carla", "--queue", f"{tenant}/support",
+              "--capacity", "chat=2", "--capacity", "voice=1", "--skill", "es=5", "--language", "es")
+    # Sessions learns the tenant from the tenants topic (UNAVAILABLE or unknown until then).
+    assert wait_for(lambda: cli(*upsert, check=False).returncode == 0, 60), cli(*upsert, check=False).stderr
     agents = sg.AgentServiceStub(grpc.insecure_channel(endpoints()["sessions"]))
     got = agents.GetAgent(s.GetAgentRequest(name=f"agents/{agent}"), metadata=auth(mint("--role", "bpo_admin")),
                           timeout=10)
-    assert got.display_name == "Carla" and [(q.tenant, q.queue) for q in got.queues] == [("acme", "support")]
+    assert got.display_name == "Carla" and [(q.tenant, q.queue) for q in got.queues] == [(tenant, "support")]
     assert sorted((c.channel, c.max_contacts) for c in got.capacity) == sorted(
         [(pb.tenancy.CHANNEL_CHAT, 2), (pb.tenancy.CHANNEL_VOICE, 1)])
     assert dict(got.skills) == {"es": 5} and list(got.languages) == ["es"]
 
     # A change: one more queue, chat only.
-    cli("admin", "agent", "upsert", "--id", agent, "--queue", "acme/support", "--queue", "acme/billing",
+    cli("admin", "agent", "upsert", "--id", agent, "--queue", f"{tenant}/support", "--queue", f"{tenant}/billing",
         "--capacity", "chat=3")
     got = agents.GetAgent(s.GetAgentRequest(name=f"agents/{agent}"), metadata=auth(mint("--role", "bpo_admin")),
                           timeout=10)
@@ -259,6 +266,10 @@ def test_the_cli_manages_bpo_agents_through_sessions(pb):
     assert bad.returncode == 2, bad
     for flag in ("--id", "--queue", "--capacity", "--skill"):
         assert flag in bad.stderr, bad.stderr
+    # A queue the tenant does not have: refused by sessions, the agent left as it was.
+    nowhere = cli("admin", "agent", "upsert", "--id", agent, "--queue", f"{tenant}/nosuchqueue", "--capacity", "chat=1",
+                  check=False)
+    assert nowhere.returncode != 0 and "nosuchqueue" in nowhere.stderr, nowhere
     listed = cli("admin", "agent", "list").stdout
-    assert any(line.startswith(agent) and "acme/support,acme/billing" in line for line in listed.splitlines()), listed
+    assert any(line.startswith(agent) and f"{tenant}/support,{tenant}/billing" in line for line in listed.splitlines()), listed
     assert "Not Valid" not in listed

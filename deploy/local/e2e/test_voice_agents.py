@@ -28,6 +28,7 @@ tone on the left and the agent's on the right in every 100 ms window, is as long
 contact was connected, and `soxi` reads it. With the recording service stopped the same call
 is answered, bridged and heard both ways, and nothing is recorded.
 """
+import itertools
 import math
 import os
 import pathlib
@@ -58,7 +59,12 @@ WINDOW = 1600  # 200 ms at 8 kHz
 
 # baresip's SIP and RTP ports: above the runs' RTP ranges (20000 and up, 1000 a run) and
 # sipp's ports (30000-32700), below the kernel's ephemeral range (32768).
-_phone_ports = iter(range(random.randrange(29000, 29900, 20), 29990, 20))
+# Baresip phones' SIP ports, 20 apart (each phone's RTP next to its SIP port): every port of
+# the block from a random one on, then around again from the block's start (a phone's port
+# comes back only after 49 others, long after that phone has quit). A plain range from a
+# random start ran out (StopIteration in every later voice test) when the start fell late.
+_first_phone_port = random.randrange(29000, 29990, 20)
+_phone_ports = itertools.cycle(sorted(range(29000, 29990, 20), key=lambda p: (p < _first_phone_port, p)))
 
 
 def linear_to_ulaw(sample):
