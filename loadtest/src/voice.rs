@@ -915,10 +915,11 @@ mod tests {
         let agent = UdpSocket::bind("127.0.0.1:0").await.expect("agent");
         let intruder = UdpSocket::bind("127.0.0.1:0").await.expect("intruder");
         let p = packet(Stamp { stream: 1, seq: 1, sent_us: 1 }, 1);
-        agent.send_to(&p, b_addr).await.expect("send"); // latches b's side; a's not yet known
-        // Let the relay take it before the caller's packet is there too: with both waiting,
-        // select! may read a's first, and then the agent's packet goes to the caller (the
-        // relay is right; the test would be waiting for the wrong packet).
+        // The agent's packet latches b's side (a's is not known yet). The relay takes it
+        // before the caller's packet is there too: with both waiting, select! may read a's
+        // first, and the agent's packet then goes to the caller (the relay is right; the test
+        // would be waiting for the wrong packet).
+        agent.send_to(&p, b_addr).await.expect("send");
         tokio::time::sleep(Duration::from_millis(100)).await;
         caller.send_to(&p, a_addr).await.expect("send");
         let mut buf = [0u8; 2048];

@@ -436,11 +436,8 @@ async fn tenant_a_cannot_see_or_touch_tenant_b() {
         ..Default::default()
     };
     let bpo = token(None, Role::BpoAdmin, None);
-    let e = p
-        .agents()
-        .upsert_agent(req(pb::UpsertAgentRequest { agent: Some(nowhere.clone()) }, &bpo))
-        .await
-        .unwrap_err();
+    let e =
+        p.agents().upsert_agent(req(pb::UpsertAgentRequest { agent: Some(nowhere.clone()) }, &bpo)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains(&b) && e.message().contains("nosuchqueue"), "{e:?}");
     let e = p.agents().get_agent(req(pb::GetAgentRequest { name: nowhere.name.clone() }, &bpo)).await.unwrap_err();

@@ -214,7 +214,8 @@ impl Offers {
             if call.try_send(ContactUpdate::of(contact)).is_err() {
                 tracing::warn!(contact = %contact.name, "a call's contact updates are backed up: one dropped");
             }
-        } else if contact.channel == centralita_proto::tenancy::v1::Channel::Voice as i32 && contact.consult_of.is_empty()
+        } else if contact.channel == centralita_proto::tenancy::v1::Channel::Voice as i32
+            && contact.consult_of.is_empty()
         {
             // Perhaps a call of this replica that has not subscribed yet (still under the
             // calls lock, so a subscription either sees it here or gets it sent).
@@ -296,7 +297,10 @@ mod tests {
         offers.deliver_at(&voice("tenants/acme/contacts/1", pb::ContactState::Queued, "", ""), t0);
         offers.deliver_at(&voice("tenants/acme/contacts/1", pb::ContactState::Offered, "ana", "o1"), t0);
         let mut call = offers.subscribe_at("tenants/acme/contacts/1", t0 + Duration::from_millis(5));
-        assert_eq!(call.updates.try_recv().ok(), Some(ContactUpdate::Offered { agent: "ana".into(), offer: "o1".into() }));
+        assert_eq!(
+            call.updates.try_recv().ok(),
+            Some(ContactUpdate::Offered { agent: "ana".into(), offer: "o1".into() })
+        );
         assert!(call.updates.try_recv().is_err(), "only the latest");
         // Taken once: a second subscription (a retry) gets nothing old.
         drop(call);
