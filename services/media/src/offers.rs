@@ -116,23 +116,26 @@ pub struct Offers {
 /// The latest update of each voice contact that no call held when it came.
 #[derive(Debug, Default)]
 struct Early {
-    latest: HashMap<String, (Instant, ContactUpdate)>,
-    /// Arrival order, to forget the oldest: (when, name); an entry whose name has a newer
-    /// update since is skipped.
-    order: VecDeque<(Instant, String)>,
+    /// By contact: the update and the number of its entry in `order`.
+    latest: HashMap<String, (u64, ContactUpdate)>,
+    /// Every update kept, oldest first: (number, when, contact). An entry whose contact has
+    /// a newer update since is stale and only waits to be dropped.
+    order: VecDeque<(u64, Instant, String)>,
+    next: u64,
 }
 
 impl Early {
     fn keep(&mut self, name: &str, update: ContactUpdate, now: Instant) {
         self.forget(now);
-        while self.latest.len() >= EARLY_MAX {
-            let Some((at, oldest)) = self.order.pop_front() else { break };
-            if self.latest.get(&oldest).is_some_and(|(kept, _)| *kept == at) {
-                self.latest.remove(&oldest);
+        // Stale entries count too, so `order` stays bounded however often one contact changes.
+        while self.latest.len() >= EARLY_MAX || self.order.len() >= 2 * EARLY_MAX {
+            if !self.drop_oldest() {
+                break;
             }
         }
-        self.latest.insert(name.to_owned(), (now, update));
-        self.order.push_back((now, name.to_owned()));
+        self.next += 1;
+        self.latest.insert(name.to_owned(), (self.next, update));
+        self.order.push_back((self.next, now, name.to_owned()));
     }
 
     fn take(&mut self, name: &str, now: Instant) -> Option<ContactUpdate> {
@@ -142,20 +145,19 @@ impl Early {
 
     /// Drops what is older than [`EARLY_FOR`].
     fn forget(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
-            if now.saturating_duration_since(*at) < EARLY_FOR {
-                break;
-            }
-            let Some((at, name)) = self.order.pop_front() else { break };
-            if self.latest.get(&name).is_some_and(|(kept, _)| *kept == at) {
-                self.latest.remove(&name);
-            }
+        while self.order.front().is_some_and(|(_, at, _)| now.saturating_duration_since(*at) >= EARLY_FOR) {
+            self.drop_oldest();
         }
-        // Entries superseded by a newer update of the same contact stay in `order` until
-        // they reach its front; bound that too.
-        while self.order.len() > 2 * EARLY_MAX {
-            self.order.pop_front();
+    }
+
+    /// Drops the oldest entry (and its contact's update, unless a newer one replaced it);
+    /// false when there is none.
+    fn drop_oldest(&mut self) -> bool {
+        let Some((n, _, name)) = self.order.pop_front() else { return false };
+        if self.latest.get(&name).is_some_and(|(kept, _)| *kept == n) {
+            self.latest.remove(&name);
         }
+        true
     }
 }
 
@@ -337,6 +339,20 @@ mod tests {
         assert!(!early.latest.contains_key("tenants/acme/contacts/n0"));
         assert!(early.latest.contains_key(&format!("tenants/acme/contacts/n{}", EARLY_MAX + 4)));
         assert!(early.order.len() <= 2 * EARLY_MAX);
+        drop(early);
+        // One contact changing often: its latest is kept, the stale entries stay bounded.
+        let t2 = t1 + EARLY_FOR + Duration::from_secs(1);
+        for i in 0..3 * EARLY_MAX {
+            let state = if i % 2 == 0 { pb::ContactState::Queued } else { pb::ContactState::Offered };
+            offers.deliver_at(&voice("tenants/acme/contacts/busy", state, "ana", &format!("o{i}")), t2);
+        }
+        assert!(offers.early.lock().unwrap().order.len() <= 2 * EARLY_MAX);
+        let mut busy = offers.subscribe_at("tenants/acme/contacts/busy", t2);
+        let last = 3 * EARLY_MAX - 1;
+        assert_eq!(
+            busy.updates.try_recv().ok(),
+            Some(ContactUpdate::Offered { agent: "ana".into(), offer: format!("o{last}") })
+        );
     }
 
     #[tokio::test]
