@@ -2,7 +2,7 @@
 // as a chart (with the history as CSV), and the Erlang C staffing calculator. Everything
 // comes from the platform's public APIs with the supervisor's token: reporting
 // (StreamRealtimeMetrics, GetSlaCompliance, ExportHistoryCsv, ComputeStaffing) and sessions
-// (ListAgents; GetContact, MonitorContact and StopMonitoring for listening, whispering and
+// (ListAgents; ListContacts, MonitorContact and StopMonitoring for listening, whispering and
 // barging in on an agent's call), each scoped to the supervisor's tenant by the services.
 
 import { useEffect, useState, type FormEvent } from "react";
@@ -13,7 +13,7 @@ import { keepStreaming } from "./resume";
 import { clockTime, dateTime, percent, optionalSeconds } from "./format";
 import type { Key, Lang } from "./i18n";
 import { Wallboard } from "./Wallboard";
-import { listAllAgents, usePolled } from "./polling";
+import { listAllAgents, listConnected, usePolled } from "./polling";
 import {
   agentRows,
   BURNOUT_OCCUPANCY_PERCENT,
@@ -26,6 +26,7 @@ import {
   type StaffingInput,
 } from "./supervisor";
 import { Dimension, Granularity, type ComputeStaffingResponse, type RealtimeMetrics, type SlaCompliance } from "./gen/centralita/reporting/v1/reporting_pb";
+import type { Contact } from "./gen/centralita/sessions/v1/sessions_pb";
 import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 
 type T = (k: Key) => string;
@@ -73,6 +74,10 @@ function AgentList({ api, timeZone, t, lang }: Props) {
   const [metrics, setMetrics] = useState<RealtimeMetrics>();
   const [streamError, setStreamError] = useState<string>();
   const { value: agents = [], error: listError } = usePolled(() => listAllAgents(api, 200), 3000, [api]);
+  // The tenant's connected contacts, for the monitor controls: one paginated read per poll,
+  // not one per contact on the page.
+  const { value: connected, setValue: setConnected } = usePolled(() => listConnected(api, 500), 3000, [api]);
+  const changed = (c: Contact) => setConnected(new Map(connected).set(c.name, c));
   const error = streamError ?? listError;
 
   useEffect(() => {
@@ -120,7 +125,7 @@ function AgentList({ api, timeZone, t, lang }: Props) {
                   : r.contactNames.map((name, i) => (
                       <div key={name} className="contact-cell">
                         <span data-testid="contact-id">{r.contacts[i]}</span>
-                        <CallMonitor api={api} name={name} id={r.contacts[i]} t={t} />
+                        {connected?.has(name) && <CallMonitor api={api} contact={connected.get(name)!} id={r.contacts[i]} changed={changed} t={t} />}
                       </div>
                     ))}
               </td>
@@ -138,22 +143,20 @@ function AgentList({ api, timeZone, t, lang }: Props) {
  * A supervisor's controls on one of an agent's contacts: on a connected voice call, listen,
  * whisper (heard by the agent only) or barge in, and stop. Sessions decides (a supervisor of
  * the contact's tenant, one at a time) and media rings the supervisor's phone; the view is
- * the contact as sessions returns it, read again every few seconds.
+ * the contact as sessions returned it (the agent list's poll of connected contacts, or the
+ * answer to the last action here).
  */
-function CallMonitor({ api, name, id, t }: { api: Clients; name: string; id: string; t: T }) {
-  const { value: contact, error, setValue: setContact, setError } = usePolled(() => api.contacts.getContact({ name }), 3000, [api, name]);
+function CallMonitor({ api, contact, id, changed, t }: { api: Clients; contact: Contact; id: string; changed: (c: Contact) => void; t: T }) {
+  const [error, setError] = useState<string>();
   const [busy, setBusy] = useState(false);
-
-  if (!contact) return null;
+  const name = contact.name;
   const view = monitorView(contact);
   if (!view.monitorable && !view.mode) return null;
   const act = async (mode?: MonitorModeName) => {
     setBusy(true);
     setError(undefined);
     try {
-      setContact(
-        mode ? await api.contacts.monitorContact({ name, mode: MONITOR_MODES[mode] }) : await api.contacts.stopMonitoring({ name }),
-      );
+      changed(mode ? await api.contacts.monitorContact({ name, mode: MONITOR_MODES[mode] }) : await api.contacts.stopMonitoring({ name }));
     } catch (e) {
       setError(message(e));
     } finally {

@@ -5,7 +5,7 @@
 import { useEffect, useState } from "react";
 import { ConnectError } from "@connectrpc/connect";
 import type { Clients } from "./api";
-import type { Agent } from "./gen/centralita/sessions/v1/sessions_pb";
+import { ContactState, type Agent, type Contact } from "./gen/centralita/sessions/v1/sessions_pb";
 
 const errorMessage = (e: unknown) => (e instanceof ConnectError ? e.rawMessage : String(e));
 
@@ -49,6 +49,18 @@ export async function listAllAgents(api: Clients, pageSize: number): Promise<Age
   do {
     const page = await api.agents.listAgents({ pageSize, pageToken });
     all.push(...page.agents);
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  return all;
+}
+
+/** The caller's tenant's connected contacts by name, page by page. */
+export async function listConnected(api: Clients, pageSize: number): Promise<Map<string, Contact>> {
+  const all = new Map<string, Contact>();
+  let pageToken = "";
+  do {
+    const page = await api.contacts.listContacts({ state: ContactState.CONNECTED, pageSize, pageToken });
+    for (const c of page.contacts) all.set(c.name, c);
     pageToken = page.nextPageToken;
   } while (pageToken);
   return all;
