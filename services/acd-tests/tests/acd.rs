@@ -88,6 +88,10 @@ async fn start_on(tenants: &[&str], presence_grace: Duration, partitions: i32) -
         c.kafka.partitions = partitions;
         c
     };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let prefix = unique("acd-") + ".";
     let brokers = testkit::brokers();
     let topics = Topics::new(prefix.clone());

@@ -435,8 +435,10 @@ fn apply(
     let queued = matches!(input, Input::ContactQueued(_));
     let left =
         matches!(input, Input::ContactWithdrawn { .. } | Input::OfferAccepted { .. } | Input::ContactReleased { .. });
+    tracing::trace!(?input, "routing input");
     match state.router.apply(event.occurred_at.timestamp_millis(), input) {
         Ok(decisions) => {
+            tracing::trace!(?decisions, "routing input applied");
             metrics.input(kind, Outcome::Applied);
             for d in &decisions {
                 metrics.decision(d);

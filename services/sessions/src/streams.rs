@@ -153,8 +153,34 @@ impl Drop for Open {
     }
 }
 
-/// The initial events, then every notice of the agent (a lagging subscriber is told to
-/// reconnect, which replays the current state), keeping the agent's presence fresh.
+/// The initial events a stream sent, each of which stands for one live notice: the stream
+/// subscribes before it reads the current state (so nothing falls in between), so a change
+/// made in between is in both. The notice it stands for is dropped — an offer is shown once
+/// (the same contact and offer id, whatever else changed since), any other event when equal.
+#[derive(Debug, Default)]
+struct AlreadySent(Vec<pb::AgentStreamEvent>);
+
+impl AlreadySent {
+    /// Whether `notice` repeats an initial event (which then stands for nothing more).
+    fn repeats(&mut self, notice: &pb::AgentStreamEvent) -> bool {
+        use pb::agent_stream_event::Event::Offer;
+        let same = |sent: &pb::AgentStreamEvent| match (&sent.event, &notice.event) {
+            (Some(Offer(a)), Some(Offer(b))) => a.name == b.name && a.offer_id == b.offer_id,
+            _ => sent == notice,
+        };
+        match self.0.iter().position(same) {
+            Some(i) => {
+                self.0.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The initial events, then every notice of the agent but those the initial events already
+/// told ([`AlreadySent`]); a lagging subscriber is told to reconnect, which replays the
+/// current state. Keeps the agent's presence fresh.
 pub fn agent_stream(
     engine: &Engine,
     initial: Vec<pb::AgentStreamEvent>,
@@ -173,6 +199,7 @@ pub fn agent_stream(
     };
     tokio::spawn(async move {
         let _open = open;
+        let mut sent = AlreadySent(initial.clone());
         for e in initial {
             if tx.send(Ok(stamped(e))).await.is_err() {
                 return;
@@ -183,6 +210,7 @@ pub fn agent_stream(
         loop {
             tokio::select! {
                 notice = notices.recv() => match notice {
+                    Ok(e) if sent.repeats(&e) => {}
                     Ok(e) => {
                         if tx.send(Ok(stamped(e))).await.is_err() {
                             return;
@@ -240,6 +268,36 @@ mod tests {
         assert_eq!(notices.len(), 1);
         notices.send("b", notice("b"));
         assert_eq!(b.try_recv().unwrap(), notice("b"));
+    }
+
+    fn offer(name: &str, offer_id: &str, state: i32) -> pb::AgentStreamEvent {
+        let c = pb::Contact { name: name.into(), offer_id: offer_id.into(), state, ..Default::default() };
+        pb::AgentStreamEvent { event: Some(Notify::Offer(c)), send_time: None }
+    }
+
+    /// An offer made between the stream's subscribing and its reading the state is in both:
+    /// the client sees it once. Each initial event stands for one notice only, and a new
+    /// offer of the same contact (a new offer id) or a changed record goes through.
+    #[test]
+    fn a_notice_the_initial_state_already_told_is_not_repeated() {
+        let mut sent = AlreadySent(vec![notice("a"), offer("c1", "o1", 2)]);
+        assert!(sent.repeats(&offer("c1", "o1", 2)));
+        assert!(!sent.repeats(&offer("c1", "o1", 2)), "one notice per initial event");
+        assert!(!sent.repeats(&offer("c1", "o2", 2)), "a new offer of the same contact");
+        let changed = pb::AgentStreamEvent {
+            event: Some(Notify::Agent(pb::Agent {
+                name: "agents/a".into(),
+                contacts: vec!["c1".into()],
+                ..Default::default()
+            })),
+            send_time: None,
+        };
+        assert!(!sent.repeats(&changed), "a changed agent record");
+        assert!(sent.repeats(&notice("a")));
+        assert!(!sent.repeats(&notice("a")));
+        // An offer told with a later state of the same offer is still the same offer.
+        let mut sent = AlreadySent(vec![offer("c2", "o3", 2)]);
+        assert!(sent.repeats(&offer("c2", "o3", 1)));
     }
 
     #[test]
