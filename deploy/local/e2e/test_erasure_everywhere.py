@@ -406,6 +406,13 @@ def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_sta
         assert before[planted[label]], f"{label} is not stored anywhere before the erasure: the search is blind"
     assert any(planted["phone"].encode() in v for v in redis_values().values()), "sessions' record holds the phone"
 
+    def in_reporting_legs(names):
+        hits, _ = postgres_hits(names, b)
+        return sorted(n for n, where in hits.items() for w in where if w[1] == "reporting.legs")
+
+    # Reporting's legs carry the contacts' ids (the link to the person that erasure cuts).
+    assert wait_for(lambda: first.name in in_reporting_legs([first.name]), 30), "reporting never folded the call"
+
     erasure = crm.EraseCustomer(c.EraseCustomerRequest(name=zoe.name, reason="data subject request"),
                                 metadata=auth(admin[a]), timeout=10)
     assert contact_names <= set(erasure.contacts)
@@ -415,7 +422,9 @@ def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_sta
         return {x.store: x.state for x in e.stores}
 
     assert wait_for(lambda: stores() and set(stores().values()) == {c.ErasureStore.STATE_DONE}, 90), stores()
-    assert {"media", "recording", "sessions"} <= set(stores())
+    assert {"media", "recording", "reporting", "sessions"} <= set(stores())
+    # Reporting's legs of the erased customer's contacts carry a pseudonym now.
+    assert in_reporting_legs(sorted(contact_names)) == [], "reporting's legs still name the erased customer's contacts"
     with pytest.raises(grpc.RpcError) as other:
         crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin[b]), timeout=5)
     assert other.value.code() == grpc.StatusCode.NOT_FOUND

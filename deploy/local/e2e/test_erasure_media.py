@@ -143,7 +143,7 @@ def test_an_erased_customers_sms_conversation_goes_from_its_tenant_only(m, tmp_p
         return {s.store: s.state for s in e.stores}
 
     assert wait_for(lambda: set(stores().values()) == {c.ErasureStore.STATE_DONE}, 60), stores()
-    assert {"media", "recording", "sessions"} <= set(stores()), stores()
+    assert {"media", "recording", "reporting", "sessions"} <= set(stores()), stores()
     contacts_api = m.sg.ContactServiceStub(grpc.insecure_channel(endpoints()["sessions"]))
     for name in erasure.contacts:
         record = contacts_api.GetContact(m.s.GetContactRequest(name=name), metadata=auth(admin_a), timeout=5)

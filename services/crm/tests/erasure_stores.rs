@@ -87,6 +87,7 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
         vec![
             ("media".to_owned(), State::Pending, 0),
             ("recording".to_owned(), State::Pending, 0),
+            ("reporting".to_owned(), State::Pending, 0),
             ("sessions".to_owned(), State::Pending, 0)
         ]
     );
@@ -98,10 +99,11 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
     let b_admin = token(Some(&b), Role::TenantAdmin, None);
     assert_eq!(get(&mut crm, &b_admin, &erasure.name).await.unwrap_err().code(), Code::NotFound);
 
-    // Sessions, recording and media report: each store is done, with when and how many
-    // records.
+    // Sessions, recording, reporting and media report: each store is done, with when and
+    // how many records.
     report(&topics, &a, &erasure.name, "sessions", 1).await;
     report(&topics, &a, &erasure.name, "recording", 0).await;
+    report(&topics, &a, &erasure.name, "reporting", 2).await;
     report(&topics, &a, &erasure.name, "media", 4).await;
     let mut done = None;
     for _ in 0..300 {
@@ -112,27 +114,28 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let done = done.expect("the erasure shows media, sessions and recording done");
+    let done = done.expect("the erasure shows every store done");
     assert_eq!(
         stores(&done),
         vec![
             ("media".to_owned(), State::Done, 4),
             ("recording".to_owned(), State::Done, 0),
+            ("reporting".to_owned(), State::Done, 2),
             ("sessions".to_owned(), State::Done, 1)
         ],
         "B's report was not counted"
     );
-    let at = done.stores[2].done_time;
+    let at = done.stores[3].done_time;
     assert!(at.is_some());
 
     // A redelivered report (sessions erased nothing more) keeps the first time and count;
     // a store first heard of is recorded beside it.
     report(&topics, &a, &erasure.name, "sessions", 0).await;
-    report(&topics, &a, &erasure.name, "reporting", 2).await;
+    report(&topics, &a, &erasure.name, "archive", 3).await;
     let mut last = None;
     for _ in 0..300 {
         let e = get(&mut crm, &admin, &erasure.name).await.unwrap();
-        if e.stores.len() == 4 {
+        if e.stores.len() == 5 {
             last = Some(e);
             break;
         }
@@ -142,13 +145,14 @@ async fn an_erasure_shows_each_store_pending_until_its_service_reports_it_erased
     assert_eq!(
         stores(&last),
         vec![
+            ("archive".to_owned(), State::Done, 3),
             ("media".to_owned(), State::Done, 4),
             ("recording".to_owned(), State::Done, 0),
             ("reporting".to_owned(), State::Done, 2),
             ("sessions".to_owned(), State::Done, 1)
         ]
     );
-    assert_eq!(last.stores[3].done_time, at);
+    assert_eq!(last.stores[4].done_time, at);
 
     // Only tenant admins read erasures, by their name.
     let sup = token(Some(&a), Role::Supervisor, None);

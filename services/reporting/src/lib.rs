@@ -12,6 +12,8 @@
 //!   events, each event once.
 //! - [`api`]: the gRPC services `ReportingService` (real-time, wallboard, history, CSV, SLA,
 //!   usage) and `StaffingService`.
+//! - [`erasure`]: CRM's erasures: the erased customer's contacts' legs anonymised, the
+//!   store reported done to the CRM.
 //! - [`erlang`]: Erlang C.
 //! - [`metrics`]: reporting's domain metrics (`centralita_reporting_*`), recorded by the
 //!   consumers, the wallboard stream and the usage publisher.
@@ -31,6 +33,7 @@
 
 pub mod api;
 pub mod core;
+pub mod erasure;
 pub mod erlang;
 pub mod floor;
 pub mod metrics;
@@ -100,7 +103,8 @@ pub type Config = ServiceArgs<Settings>;
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(SERVICE, &config.common, shutdown)?;
-    let topics = [runtime.topics.contacts(), runtime.topics.agents(), runtime.topics.usage()];
+    let topics =
+        [runtime.topics.contacts(), runtime.topics.agents(), runtime.topics.usage(), runtime.topics.customers()];
     runtime.with_topics(&topics);
     let pool = runtime.postgres(&config.service.postgres, MIGRATIONS)?;
     let _redis = runtime.redis(&config.service.redis);
@@ -143,11 +147,37 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         config.service.sweep_interval,
         runtime.shutdown.clone(),
     ));
-    let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone(), metrics };
     let producer = std::sync::Arc::new(centralita_platform::bus::Producer::new(
         &config.common.kafka.brokers,
         Some(runtime.metrics.clone()),
     )?);
+    // CRM's erasures: the erased customer's contacts' legs anonymised, the store reported.
+    let erasures = centralita_platform::bus::Consumer::new(
+        centralita_platform::bus::ConsumerSettings {
+            brokers: config.common.kafka.brokers.clone(),
+            group_id: format!("{prefix}reporting.erasures"),
+            topics: vec![runtime.topics.customers()],
+            fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+            group_instance_id: config.common.kafka.group_instance_id.as_ref().map(|id| format!("{id}-erasures")),
+        },
+        erasure::ErasureHandler {
+            pool: pool.clone(),
+            producer: producer.clone(),
+            customers_topic: runtime.topics.customers(),
+            metrics: metrics.clone(),
+        },
+        // The handler is idempotent (anonymised ids match nothing again): an in-process
+        // memory of the last events only skips obvious replays.
+        centralita_platform::bus::MemoryDedupe::new(1024),
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = erasures.run(sd).await {
+            tracing::error!(error = %e, "customer erasure consumer stopped");
+        }
+    });
+    let api = api::Api { pool, registry: runtime.registry.clone(), shutdown: runtime.shutdown.clone(), metrics };
     runtime.spawn(usage::publish_loop(api.clone(), producer, runtime.topics.usage(), runtime.shutdown.clone()));
     runtime.spawn(floor::export_loop(api.clone(), runtime.shutdown.clone()));
     runtime.with_health_name("centralita.reporting.v1.ReportingService");

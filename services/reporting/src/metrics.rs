@@ -84,6 +84,8 @@ pub struct Metrics {
     retention_contacts: Counter,
     retention_legs: Counter,
     retention_failures: Counter,
+    erasure_contacts: Counter,
+    erasure_legs: Counter,
     /// The queues the gauges above hold, so a queue or tenant that is gone is removed.
     floor_queues: Mutex<BTreeSet<QueueLabel>>,
 }
@@ -105,6 +107,8 @@ impl Default for Metrics {
             retention_contacts: Counter::default(),
             retention_legs: Counter::default(),
             retention_failures: Counter::default(),
+            erasure_contacts: Counter::default(),
+            erasure_legs: Counter::default(),
             floor_queues: Mutex::default(),
         }
     }
@@ -209,6 +213,16 @@ impl Metrics {
             "Retention sweeps that failed (retried at the next interval)",
             m.retention_failures.clone(),
         );
+        r.register(
+            "centralita_reporting_erasure_contacts_anonymised",
+            "Contacts whose legs a customer's erasure anonymised (the contact id replaced, the figures kept)",
+            m.erasure_contacts.clone(),
+        );
+        r.register(
+            "centralita_reporting_erasure_legs_anonymised",
+            "Legs a customer's erasure anonymised",
+            m.erasure_legs.clone(),
+        );
         drop(r);
         m
     }
@@ -217,6 +231,12 @@ impl Metrics {
     pub fn anonymised(&self, contacts: u64, legs: u64) {
         self.retention_contacts.inc_by(contacts);
         self.retention_legs.inc_by(legs);
+    }
+
+    /// What a customer's erasure anonymised, once committed.
+    pub fn erased(&self, contacts: u64, legs: u64) {
+        self.erasure_contacts.inc_by(contacts);
+        self.erasure_legs.inc_by(legs);
     }
 
     pub fn retention_failed(&self) {

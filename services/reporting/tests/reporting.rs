@@ -990,3 +990,130 @@ async fn retention_anonymises_expired_legs_and_every_figure_stays() {
     assert_eq!(sweep(chrono::Utc::now() + chrono::Duration::days(31)).await.unwrap(), Default::default());
     svc.stop().await;
 }
+
+/// Collects every event a test consumer reads.
+#[derive(Clone, Default)]
+struct CollectEvents(std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
+
+impl centralita_platform::bus::Handler for CollectEvents {
+    async fn handle(&mut self, event: &Event) -> Result<(), centralita_platform::Error> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+/// Issue 23: a customer's erasure (CRM's `CustomerErased` on the customers topic, contacts
+/// named `tenants/{tenant}/contacts/{id}`) gives the legs of the erased customer's contacts a
+/// pseudonym each and reports the `reporting` store done with the number of legs; every
+/// figure stays; the erasure reaches only its own tenant, whatever it names; a redelivered
+/// erasure changes nothing more and is reported again with nothing erased.
+#[tokio::test]
+async fn an_erasure_anonymises_the_customers_legs_and_reports_the_store_done() {
+    use centralita_platform::bus::{Consumer, ConsumerSettings, EventPayload as _, MemoryDedupe, FETCH_WAIT_DEFAULT};
+    use centralita_proto::crm::v1 as crm;
+    let (prefix, topics, [a, b]) =
+        testkit::two_tenants("rep-era-", manifest, |t| vec![t.contacts(), t.agents(), t.customers()]).await;
+    let svc = start(&prefix).await;
+    let collected = CollectEvents::default();
+    let reader = Consumer::new(
+        ConsumerSettings {
+            brokers: testkit::brokers(),
+            group_id: unique("rep-era-reader-"),
+            topics: vec![topics.customers()],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            group_instance_id: None,
+        },
+        collected.clone(),
+        MemoryDedupe::new(1000),
+        None,
+    )
+    .unwrap();
+    let reader = tokio::spawn(reader.run(svc.shutdown.clone()));
+    let t = base();
+    publish(&topics, &floor(&a, t)).await;
+    publish(&topics, &floor(&b, t)).await;
+    until_offered(&svc, &a, t, 12).await;
+    until_offered(&svc, &b, t, 12).await;
+    let (a_before, b_before) = (all_figures(&svc, &a, t).await, all_figures(&svc, &b, t).await);
+    let pool = pool();
+    let (a_legs, _, _) = leg_ids(&pool, &a).await;
+    let b_ids = leg_ids(&pool, &b).await;
+    let legs_of = |tenant: String, ids: &'static [&'static str]| {
+        let pool = pool.clone();
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            centralita_platform::db::set_tenant(&tx, &TenantId::parse(&tenant).unwrap()).await.unwrap();
+            let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+            let n: i64 =
+                tx.query_one("SELECT count(*) FROM legs WHERE contact_id = ANY($1)", &[&ids]).await.unwrap().get(0);
+            n
+        }
+    };
+    let h0h1 = legs_of(a.clone(), &["h0", "h1"]).await;
+    assert!(h0h1 >= 2, "h0 and h1 have legs: {h0h1}");
+    assert!(legs_of(b.clone(), &["h2"]).await >= 1);
+
+    // A's erasure names two of A's contacts and one of B's (which it must not reach).
+    let name = format!("erasures/{}", unique("e"));
+    let erasure = crm::Erasure {
+        name: name.clone(),
+        customers: vec![format!("customers/{}", unique("cu"))],
+        contacts: vec![
+            format!("tenants/{a}/contacts/h0"),
+            format!("tenants/{a}/contacts/h1"),
+            format!("tenants/{b}/contacts/h2"),
+        ],
+        ..Default::default()
+    };
+    let event = crm::CustomerErased { tenant: a.clone(), erasure: Some(erasure) };
+    let event = Event::new(TenantId::parse(&a).unwrap(), &event);
+    let producer = Producer::new(&testkit::brokers(), None).unwrap();
+    producer.publish(&topics.customers(), &name, &event).await.unwrap();
+    let reported = |n: usize| {
+        let collected = collected.clone();
+        let name = name.clone();
+        async move {
+            for _ in 0..300 {
+                let found: Vec<(String, crm::StoreErased)> = collected
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e.type_name == crm::StoreErased::TYPE)
+                    .map(|e| (e.tenant.as_str().to_owned(), e.payload::<crm::StoreErased>().unwrap()))
+                    .filter(|(_, s)| s.erasure == name && s.store == "reporting")
+                    .collect();
+                if found.len() >= n {
+                    return found[n - 1].clone();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("reporting did not report erasure {name} done ({n})");
+        }
+    };
+    let (tenant, done) = reported(1).await;
+    assert_eq!((tenant.as_str(), done.tenant.as_str(), done.records_erased), (a.as_str(), a.as_str(), h0h1));
+    assert!(done.erase_time.is_some());
+    assert_eq!(
+        legs_of(a.clone(), &["h0", "h1"]).await,
+        0,
+        "the erased customer's legs no longer carry its contacts' ids"
+    );
+    let (legs, anon, contacts) = leg_ids(&pool, &a).await;
+    assert_eq!((legs, anon, contacts), (a_legs, h0h1, 12), "one pseudonym per contact, the other legs as they were");
+    assert_eq!(leg_ids(&pool, &b).await, b_ids, "B untouched");
+    assert!(legs_of(b.clone(), &["h2"]).await >= 1, "B's contact named in A's erasure is untouched");
+    assert_eq!(all_figures(&svc, &a, t).await, a_before, "every figure of A stays");
+    assert_eq!(all_figures(&svc, &b, t).await, b_before);
+
+    // Redelivered (a new event of the same erasure): nothing more erased, reported again.
+    let again =
+        crm::CustomerErased { tenant: a.clone(), erasure: event.payload::<crm::CustomerErased>().unwrap().erasure };
+    producer.publish(&topics.customers(), &name, &Event::new(TenantId::parse(&a).unwrap(), &again)).await.unwrap();
+    let (_, second) = reported(2).await;
+    assert_eq!(second.records_erased, 0);
+    assert_eq!(leg_ids(&pool, &a).await, (a_legs, h0h1, 12));
+    svc.stop().await;
+    reader.await.unwrap().unwrap();
+}

@@ -13,7 +13,7 @@ use super::new_id;
 
 /// The stores outside the CRM that every erasure waits for: each service keeping one
 /// erases the erasure's contacts there and reports it (`StoreErased.store`).
-pub const ERASURE_STORES: &[&str] = &["media", "recording", "sessions"];
+pub const ERASURE_STORES: &[&str] = &["media", "recording", "reporting", "sessions"];
 
 /// One store's progress on an erasure: pending while `done_at` is `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ mod usage;
 
 pub use agents::{agent_activity, agent_consumer, apply_agent_event, AgentEvents};
 pub use legs::{apply_batch, contact_consumer, fact, fold_batch, legs_between, waiting, ContactEvents, Folded};
-pub use retention::{anonymise_expired, ANONYMOUS_PREFIX};
+pub use retention::{anonymise_contacts, anonymise_expired, ANONYMOUS_PREFIX};
 pub use schema::{AGENTS_SQL, CHANNEL_NAME_SQL, LEGS_SQL, LEG_ROLE_SQL, RETENTION_SQL, USAGE_SQL};
 pub use usage::{mark_published, published_days};
 

@@ -47,20 +47,46 @@ pub async fn anonymise_expired(
     }
     // A contact another replica anonymised meanwhile matches no leg any more (the update
     // waits for its rows, then finds them changed): it is not counted twice.
-    let changed: Vec<String> = tx
+    let changed = pseudonymise(&tx, t, &expired).await?;
+    tx.commit().await?;
+    let contacts = changed.iter().collect::<std::collections::BTreeSet<_>>().len();
+    Ok((expired.len() as u64, contacts as u64, changed.len() as u64))
+}
+
+/// Anonymises the legs of `contacts` of `tenant` now, whatever their age (a customer's
+/// erasure): each contact gets a fresh pseudonym. Ids already anonymised or never seen match
+/// nothing, so a repeat changes nothing. Returns how many contacts and legs changed.
+pub async fn anonymise_contacts(pool: &Pool, tenant: &TenantId, contacts: &[String]) -> Result<(u64, u64), Error> {
+    if contacts.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    set_tenant(&tx, tenant).await?;
+    let changed = pseudonymise(&tx, tenant.as_str(), contacts).await?;
+    tx.commit().await?;
+    let distinct = changed.iter().collect::<std::collections::BTreeSet<_>>().len();
+    Ok((distinct as u64, changed.len() as u64))
+}
+
+/// Gives every leg of each of `contacts` (of tenant `t`, set on `tx`) its contact's fresh
+/// pseudonym; the old contact id of every leg changed.
+async fn pseudonymise(
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &str,
+    contacts: &[String],
+) -> Result<Vec<String>, Error> {
+    Ok(tx
         .query(
             "UPDATE legs SET contact_id = n.anon
              FROM (SELECT old, 'anon:' || replace(gen_random_uuid()::text, '-', '') AS anon
                    FROM unnest($2::text[]) AS old) n
              WHERE legs.tenant = $1 AND legs.contact_id = n.old
              RETURNING n.old",
-            &[&t, &expired],
+            &[&t, &contacts],
         )
         .await?
         .iter()
         .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    tx.commit().await?;
-    let contacts = changed.iter().collect::<std::collections::BTreeSet<_>>().len();
-    Ok((expired.len() as u64, contacts as u64, changed.len() as u64))
+        .collect::<Result<_, _>>()?)
 }
