@@ -52,6 +52,13 @@ def test_hold_resume_and_transfer_from_the_desktop(m, tmp_path):  # noqa: F811
             queues=[s.QueueAssignment(tenant=tenant, queue=queue)])), metadata=auth(bpo), timeout=10)
     bob_token = mint("--tenant", tenant, "--role", "agent", "--agent-id", bob)
     agents.SignIn(s.SignInRequest(name=f"agents/{bob}", available=True), metadata=auth(bob_token), timeout=10)
+    # An agent of tenant B only, signed in: never in A's transfer directory.
+    carl = f"carl-{run}"
+    agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
+        name=f"agents/{carl}", display_name=carl, capacity=[voice],
+        queues=[s.QueueAssignment(tenant=other, queue="claims")])), metadata=auth(bpo), timeout=10)
+    carl_token = mint("--tenant", other, "--role", "agent", "--agent-id", carl)
+    agents.SignIn(s.SignInRequest(name=f"agents/{carl}", available=True), metadata=auth(carl_token), timeout=10)
 
     def get(name):
         return contacts.GetContact(s.GetContactRequest(name=name), metadata=auth(admin), timeout=10)
@@ -97,6 +104,24 @@ def test_hold_resume_and_transfer_from_the_desktop(m, tmp_path):  # noqa: F811
             options = card.get_by_test_id("transfer-queue").locator("option").all_inner_texts()
             assert sorted(options) == ["Billing", "Support"], options
             assert "Claims B" not in page.content()
+
+            # The transfer directory (ListTransferTargets): the queue chosen with who waits and
+            # who is available; A's signed-in agents with their state, not B's Carl.
+            card.get_by_test_id("transfer-queue").select_option("billing")
+            expect(card.get_by_test_id("transfer-queue-load")).to_have_text("0 waiting · 1 available",
+                                                                             timeout=10_000)
+            agent_options = card.get_by_test_id("transfer-agent").locator("option")
+            expect(agent_options).to_have_count(2, timeout=10_000)
+            assert agent_options.all_inner_texts() == ["— the queue —", f"{bob} · Available"]
+            assert carl not in page.content()
+            directory = contacts.ListTransferTargets(s.ListTransferTargetsRequest(name=call.name),
+                                                     metadata=auth(mint("--tenant", tenant, "--role", "agent",
+                                                                        "--agent-id", ana)), timeout=10)
+            assert [a.name for a in directory.agents] == [f"agents/{bob}"], directory
+            with pytest.raises(grpc.RpcError) as refused:
+                contacts.ListTransferTargets(s.ListTransferTargetsRequest(name=call.name),
+                                             metadata=auth(carl_token), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
 
             # Transfer to billing: the contact leaves Ana's desktop and Bob is offered it.
             card.get_by_test_id("transfer-queue").select_option("billing")
@@ -215,7 +240,10 @@ def test_consult_then_conference_and_consult_then_transfer_from_the_desktop(m, t
                 return call, card
 
             def consult_bob(call, card, answer=True):
-                card.get_by_test_id("transfer-agent").fill(bob)
+                # Bob, signed in a moment ago, shows in the directory within its 3 s refresh.
+                expect(card.get_by_test_id("transfer-agent").locator(f'option[value="{bob}"]')).to_have_count(
+                    1, timeout=15_000)
+                card.get_by_test_id("transfer-agent").select_option(bob)
                 card.get_by_test_id("consult").click()
                 expect(card.get_by_test_id("consulting")).to_be_visible(timeout=15_000)
                 held = get(call.name)

@@ -812,6 +812,85 @@ async fn warm_transfer_conference_and_a_cancelled_consult() {
     p.stop().await;
 }
 
+/// The transfer directory of a contact: the holding agent sees its tenant's queues (who
+/// waits, who is available) and the tenant's other signed-in agents with only that tenant's
+/// queues; signed-out agents, agents of other tenants only and the caller are left out.
+/// Another agent, a channel adapter and tenant B's supervisor are refused; A's supervisor
+/// reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transfer_directory_lists_the_tenants_queues_and_signed_in_agents() {
+    let (a, b) = (unique("dira"), unique("dirb"));
+    let p = start(&[&a, &b]).await;
+    let (ana, bob, carl, dora) = (unique("ana"), unique("bob"), unique("carl"), unique("dora"));
+    let voice = [(tpb::Channel::Voice, 1, true)];
+    p.agent(&ana, &[(&a, "support")], &voice).await;
+    p.agent(&bob, &[(&a, "support"), (&b, "sales"), (&b, "support")], &voice).await;
+    p.agent(&carl, &[(&b, "support")], &voice).await;
+    p.agent(&dora, &[(&a, "sales")], &voice).await;
+    let mut sa = p.sign_in(&ana).await;
+    let _sb = p.sign_in(&bob).await;
+    let _sc = p.sign_in(&carl).await;
+    p.set_state(&bob, "break").await;
+    let c = p.create(&a, "support", tpb::Channel::Voice).await;
+    let o = next_offer(&mut sa, Duration::from_secs(10)).await.expect("offered to ana");
+    assert_eq!(o.name, c.name);
+    let ta = agent_token(&ana);
+    p.contacts()
+        .accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id.clone() }, &ta))
+        .await
+        .unwrap();
+    // A customer waits in sales (Dora, its one agent, is signed out).
+    p.create(&a, "sales", tpb::Channel::Voice).await;
+    let list = |token: String, name: String| {
+        let mut contacts = p.contacts();
+        async move { contacts.list_transfer_targets(req(pb::ListTransferTargetsRequest { name }, &token)).await }
+    };
+    let mut d = pb::ListTransferTargetsResponse::default();
+    for _ in 0..50 {
+        d = list(ta.clone(), c.name.clone()).await.unwrap().into_inner();
+        if d.queues.iter().any(|q| q.queue == "sales" && q.waiting == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let queues: Vec<(&str, u32, u32)> =
+        d.queues.iter().map(|q| (q.queue.as_str(), q.waiting, q.agents_available)).collect();
+    // Available is the agent's state: Ana, on the call, is available in support.
+    assert_eq!(queues, vec![("sales", 1, 0), ("support", 0, 1)], "{d:?}");
+    assert!(d.queues[0].longest_wait_ms >= 0);
+    let agents: Vec<(String, i32, Vec<String>)> =
+        d.agents.iter().map(|x| (x.name.clone(), x.state, x.queues.clone())).collect();
+    assert_eq!(
+        agents,
+        vec![(format!("agents/{bob}"), pb::AgentState::Away as i32, vec!["support".to_owned()])],
+        "bob only, with only A's queue: not ana (the caller), carl (B only) or dora (signed out)"
+    );
+    assert_eq!(d.agents[0].activity, pb::AgentActivity::Idle as i32);
+    // Bob available again comes first and counts in support.
+    p.set_state(&bob, "").await;
+    let d = list(ta.clone(), c.name.clone()).await.unwrap().into_inner();
+    assert_eq!((d.agents[0].state, d.queues[1].agents_available), (pb::AgentState::Available as i32, 2));
+
+    // A's supervisor reads it (and sees Ana, on the call, too).
+    let sup_a = token(Some(&a), Role::Supervisor, None);
+    let d = list(sup_a, c.name.clone()).await.unwrap().into_inner();
+    let on_call = d.agents.iter().find(|x| x.name == format!("agents/{ana}")).expect("ana listed to the supervisor");
+    assert_eq!(on_call.activity, pb::AgentActivity::OnContact as i32);
+    // Refused: Bob (not on the contact) and B's supervisor do not learn it exists; A's
+    // channel adapter may read the contact but is no agent; a malformed name.
+    let refused = [
+        (agent_token(&bob), c.name.clone(), Code::NotFound),
+        (token(Some(&b), Role::Supervisor, None), c.name.clone(), Code::NotFound),
+        (token(Some(&b), Role::TenantAdmin, None), c.name.clone(), Code::NotFound),
+        (token(Some(&a), Role::Channel, None), c.name.clone(), Code::PermissionDenied),
+        (ta.clone(), "contacts/x".to_owned(), Code::InvalidArgument),
+    ];
+    for (token, name, code) in refused {
+        assert_eq!(list(token, name).await.unwrap_err().code(), code);
+    }
+    p.stop().await;
+}
+
 /// The routing input log as (key, envelope tenant, partition), read from the start.
 fn routing_input_keys(topics: &Topics) -> Vec<(String, String, i32)> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};

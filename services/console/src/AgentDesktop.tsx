@@ -22,6 +22,8 @@ import { Channel, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
 import { answerProblem, RESOLUTION_QUESTION, scriptLines } from "./script";
+import { agentId, agentLabel, queueLoad } from "./directory";
+import { usePolled } from "./polling";
 
 type T = (k: Key) => string;
 
@@ -194,6 +196,72 @@ function Offer(props: {
   );
 }
 
+/**
+ * Transfer and consult: to a queue of the contact's tenant or to one of its signed-in agents,
+ * from the contact's transfer directory (sessions' ListTransferTargets, read again every 3 s
+ * while the controls show): how many wait in the queue chosen and who is available.
+ */
+function TransferForm(props: {
+  c: Contact;
+  api: Clients;
+  t: T;
+  act: (f: () => Promise<unknown>) => Promise<void>;
+  queues: { id: string; displayName: string }[];
+}) {
+  const { c, api, t } = props;
+  const [toQueue, setToQueue] = useState("");
+  const [toAgent, setToAgent] = useState("");
+  const directory = usePolled(() => api.contacts.listTransferTargets({ name: c.name }), 3000, [c.name]);
+  const queue = toQueue || c.queue;
+  const load = directory.value?.queues.find((q) => q.queue === queue);
+  const agents = directory.value?.agents ?? [];
+  const target = () =>
+    toAgent ? { case: "agentId" as const, value: toAgent } : { case: "queue" as const, value: queue };
+  return (
+    <form
+      className="transfer row"
+      data-testid="transfer"
+      onSubmit={(e) => {
+        e.preventDefault();
+        props.act(() => api.contacts.transferContact({ name: c.name, target: target() }));
+      }}
+    >
+      <label>
+        {t("transferQueue")}{" "}
+        <select data-testid="transfer-queue" value={queue} onChange={(e) => setToQueue(e.target.value)}>
+          {props.queues.map((q) => (
+            <option key={q.id} value={q.id}>{q.displayName || q.id}</option>
+          ))}
+        </select>
+      </label>
+      {load && !toAgent && <span className="muted" data-testid="transfer-queue-load">{queueLoad(load, t)}</span>}
+      <label>
+        {t("transferAgent")}{" "}
+        <select data-testid="transfer-agent" value={toAgent} onChange={(e) => setToAgent(e.target.value)}>
+          <option value="">{t("transferNoAgent")}</option>
+          {agents.map((a) => (
+            <option key={a.name} value={agentId(a)}>{agentLabel(a, t)}</option>
+          ))}
+          {/* One chosen who has since signed out stays chosen (sessions says if it cannot be reached). */}
+          {toAgent && !agents.some((a) => agentId(a) === toAgent) && <option value={toAgent}>{toAgent}</option>}
+        </select>
+      </label>
+      {directory.error && <span className="error" data-testid="directory-error">{directory.error}</span>}
+      <button type="submit" data-testid="transfer-submit" disabled={!!c.consultLeg}>{t("transfer")}</button>
+      {c.channel === Channel.VOICE && (
+        <button
+          type="button"
+          data-testid="consult"
+          disabled={!!c.consultLeg}
+          onClick={() => props.act(() => api.contacts.consultContact({ name: c.name, target: target() }))}
+        >
+          {t("consult")}
+        </button>
+      )}
+    </form>
+  );
+}
+
 function Working(props: {
   c: Contact;
   api: Clients;
@@ -210,8 +278,6 @@ function Working(props: {
   const [disposition, setDisposition] = useState("");
   const [notes, setNotes] = useState("");
   const queues = props.tenant?.routing?.queues ?? [];
-  const [toQueue, setToQueue] = useState("");
-  const [toAgent, setToAgent] = useState("");
   const [answer, setAnswer] = useState("");
   const [answered, setAnswered] = useState(false);
   const [answerError, setAnswerError] = useState<string>();
@@ -229,10 +295,6 @@ function Working(props: {
     } catch (e) {
       setAnswerError(message(e));
     }
-  };
-  const target = () => {
-    const agent = toAgent.trim();
-    return agent ? { case: "agentId" as const, value: agent } : { case: "queue" as const, value: toQueue || c.queue };
   };
   // Agents conferenced in beside this one (from a consult).
   const others = c.participants.filter((p) => !p.leaveTime && p.agentId !== props.me).map((p) => p.agentId);
@@ -366,38 +428,7 @@ function Working(props: {
               <button data-testid="end-contact" onClick={() => props.act(() => api.contacts.endContact({ name: c.name }))}>
                 {t("endContact")}
               </button>
-              <form
-                className="transfer row"
-                data-testid="transfer"
-                onSubmit={(e) => {
-                  e.preventDefault();
-                  props.act(() => api.contacts.transferContact({ name: c.name, target: target() }));
-                }}
-              >
-                <label>
-                  {t("transferQueue")}{" "}
-                  <select data-testid="transfer-queue" value={toQueue || c.queue} onChange={(e) => setToQueue(e.target.value)}>
-                    {queues.map((q) => (
-                      <option key={q.id} value={q.id}>{q.displayName || q.id}</option>
-                    ))}
-                  </select>
-                </label>
-                <label>
-                  {t("transferAgent")}{" "}
-                  <input data-testid="transfer-agent" value={toAgent} maxLength={40} onChange={(e) => setToAgent(e.target.value)} />
-                </label>
-                <button type="submit" data-testid="transfer-submit" disabled={!!c.consultLeg}>{t("transfer")}</button>
-                {c.channel === Channel.VOICE && (
-                  <button
-                    type="button"
-                    data-testid="consult"
-                    disabled={!!c.consultLeg}
-                    onClick={() => props.act(() => api.contacts.consultContact({ name: c.name, target: target() }))}
-                  >
-                    {t("consult")}
-                  </button>
-                )}
-              </form>
+              <TransferForm c={c} api={api} t={t} act={props.act} queues={queues} />
               {c.consultLeg && c.agentId === props.me && (
                 <div className="consult row" data-testid="consulting">
                   {/* The consulting agent talks to the consulted one on the phone; sessions refuses

@@ -106,6 +106,12 @@ impl ContactService for FakeSessions {
     async fn list_queue_stats(&self, _: Request<spb::ListQueueStatsRequest>) -> R<spb::ListQueueStatsResponse> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_transfer_targets(
+        &self,
+        _: Request<spb::ListTransferTargetsRequest>,
+    ) -> R<spb::ListTransferTargetsResponse> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 fn manifest(id: &str) -> String {

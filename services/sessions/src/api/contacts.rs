@@ -118,7 +118,20 @@ impl Api {
     async fn queue_stats(&self, caller: &Caller, only: &str) -> Result<pb::ListQueueStatsResponse, Error> {
         let tenant = caller.own_tenant()?.clone();
         caller.require_any_role(&[Role::TenantAdmin, Role::Supervisor])?;
-        let t = self.engine.registry.require_active(&tenant)?;
+        let now = self.engine.clock.now();
+        let (stats, _) = self.tenant_queue_stats(&tenant, only, now).await?;
+        Ok(pb::ListQueueStatsResponse { queues: stats, as_of: Some(millis_to_pb(now)) })
+    }
+
+    /// The live state of `tenant`'s queues (`only` one, or all), ordered by queue id, and
+    /// the agents read to count them (every agent of the BPO, as stored).
+    async fn tenant_queue_stats(
+        &self,
+        tenant: &TenantId,
+        only: &str,
+        now: core::Millis,
+    ) -> Result<(Vec<pb::QueueStats>, Vec<core::Agent>), Error> {
+        let t = self.engine.registry.require_active(tenant)?;
         if !only.is_empty() && !t.routing.queues.contains_key(only) {
             return Err(Error::NotFound(format!("tenants/{tenant}/queues/{only}")));
         }
@@ -129,8 +142,7 @@ impl Api {
             .filter(|q| only.is_empty() || q.as_str() == only)
             .map(|q| (q.as_str(), pb::QueueStats { queue: q.clone(), ..Default::default() }))
             .collect();
-        let now = self.engine.clock.now();
-        let (ids, _) = self.engine.store.open_contacts(&tenant, 0).await?;
+        let (ids, _) = self.engine.store.open_contacts(tenant, 0).await?;
         let refs: Vec<ContactRef> =
             ids.into_iter().map(|id| ContactRef { tenant: tenant.clone(), id: ContactId(id) }).collect();
         for c in self.engine.store.contacts(&refs).await?.into_iter().flatten() {
@@ -151,7 +163,8 @@ impl Api {
             }
         }
         let ids = self.engine.store.agent_ids().await?;
-        for a in self.engine.store.agents(&ids).await?.into_iter().flatten() {
+        let agents: Vec<core::Agent> = self.engine.store.agents(&ids).await?.into_iter().flatten().collect();
+        for a in &agents {
             for q in a.queues.iter().filter(|q| q.tenant == tenant.as_str()) {
                 let Some(s) = stats.get_mut(q.queue.as_str()) else { continue };
                 match a.state {
@@ -164,7 +177,58 @@ impl Api {
                 }
             }
         }
-        Ok(pb::ListQueueStatsResponse { queues: stats.into_values().collect(), as_of: Some(millis_to_pb(now)) })
+        Ok((stats.into_values().collect(), agents))
+    }
+
+    /// Where the holder of contact `name` may transfer or consult it
+    /// (`ListTransferTargets`).
+    async fn transfer_targets(&self, caller: &Caller, name: &str) -> Result<pb::ListTransferTargetsResponse, Error> {
+        let (c, record) = self.load_contact(caller, name).await?;
+        if !caller.is_bpo_admin() && !caller.has_role(Role::Supervisor) && !caller.has_role(Role::TenantAdmin) {
+            require_holder(caller, &record)?;
+        }
+        let (stats, agents) = self.tenant_queue_stats(&c.tenant, "", self.engine.clock.now()).await?;
+        let queues = stats
+            .into_iter()
+            .map(|s| pb::TransferQueue {
+                queue: s.queue,
+                waiting: s.waiting,
+                longest_wait_ms: s.longest_wait_ms,
+                agents_available: s.agents_available,
+            })
+            .collect();
+        let tenant = c.tenant.as_str();
+        let agents: Vec<core::Agent> = agents
+            .into_iter()
+            .filter(|a| a.state != core::AgentState::Offline && Some(a.id.0.as_str()) != caller.agent_id.as_deref())
+            .filter(|a| a.queues.iter().any(|q| q.tenant == tenant))
+            .collect();
+        // What each holds, read at once, for its activity.
+        let refs: Vec<ContactRef> = agents.iter().flat_map(|a| a.contacts.iter().cloned()).collect();
+        let held: BTreeMap<ContactRef, Contact> = refs
+            .iter()
+            .cloned()
+            .zip(self.engine.store.contacts(&refs).await?)
+            .filter_map(|(r, c)| Some((r, c?)))
+            .collect();
+        let mut directory: Vec<pb::TransferAgent> = agents
+            .iter()
+            .map(|a| {
+                let contacts: Vec<Contact> = a.contacts.iter().filter_map(|r| held.get(r).cloned()).collect();
+                pb::TransferAgent {
+                    name: format!("agents/{}", a.id),
+                    display_name: a.display_name.clone(),
+                    state: pb::AgentState::from(a.state) as i32,
+                    activity: pb::AgentActivity::from(a.activity(&contacts)) as i32,
+                    queues: a.queues.iter().filter(|q| q.tenant == tenant).map(|q| q.queue.clone()).collect(),
+                }
+            })
+            .collect();
+        let available = pb::AgentState::Available as i32;
+        directory.sort_by(|a, b| {
+            (a.state != available, &a.display_name, &a.name).cmp(&(b.state != available, &b.display_name, &b.name))
+        });
+        Ok(pb::ListTransferTargetsResponse { queues, agents: directory })
     }
 }
 
@@ -475,6 +539,14 @@ impl pb::contact_service_server::ContactService for Api {
     async fn list_queue_stats(&self, request: Request<pb::ListQueueStatsRequest>) -> R<pb::ListQueueStatsResponse> {
         let caller = caller(&request)?.clone();
         Ok(Response::new(self.queue_stats(&caller, &request.get_ref().queue).await?))
+    }
+
+    async fn list_transfer_targets(
+        &self,
+        request: Request<pb::ListTransferTargetsRequest>,
+    ) -> R<pb::ListTransferTargetsResponse> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(self.transfer_targets(&caller, &request.get_ref().name).await?))
     }
 
     #[tracing::instrument(skip_all, fields(tenant))]
