@@ -232,6 +232,17 @@ impl Incoming {
     }
 }
 
+/// Seconds a `503` asks the client to wait before it tries this replica again (RFC 3261
+/// 21.5.4): every `503` here means "not now" (draining, an INVITE flood from the source, no
+/// media port, sessions unreachable); a carrier or SBC retries elsewhere or later instead of
+/// at once.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The `Retry-After` a final response of `code` carries, if any.
+pub fn retry_after(code: u16) -> Option<u32> {
+    (code == 503).then_some(RETRY_AFTER_SECONDS)
+}
+
 /// What the registrar reads of a REGISTER the stack parsed, or why it cannot.
 fn read_register(req: &rsipstack::sip::Request) -> Result<Register, String> {
     let domain = req.uri().host().to_string().to_ascii_lowercase();
@@ -358,7 +369,13 @@ impl ServerCall {
     /// response until the caller's ACK.
     pub async fn finish(mut self, code: u16, reason: &str) {
         let status = StatusCode::Other(code, reason.to_owned());
-        if let Err(e) = self.tx.reply(status).await {
+        let headers = retry_after(code)
+            .map(|s| {
+                rsipstack::sip::Header::RetryAfter(rsipstack::sip::headers::untyped::RetryAfter::new(s.to_string()))
+            })
+            .into_iter()
+            .collect();
+        if let Err(e) = self.tx.reply_with(status, headers, None).await {
             tracing::debug!(error = %e, code, "could not send a final response");
             return;
         }
@@ -745,6 +762,14 @@ impl Drop for Answered {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_503_asks_the_client_to_retry_later() {
+        assert_eq!(super::retry_after(503), Some(super::RETRY_AFTER_SECONDS));
+        for code in [404, 403, 486, 480, 500] {
+            assert_eq!(super::retry_after(code), None, "{code}");
+        }
+    }
+
     use super::*;
 
     const REGISTER: &str = "REGISTER sip:acme.example SIP/2.0\r\n\
