@@ -332,7 +332,9 @@ def test_the_script_greets_the_customer_and_the_resolution_answer_lands_in_crm(m
     """The desktop's script is personalised with CRM's profile (name, VIP) and the tenant's
     and queue's names, in the agent's language; at wrap-up the post-resolution question's
     answer is recorded in CRM's timeline for that customer and contact (an empty answer is
-    refused in the page). Tenant B's agent cannot record an answer on A's customer."""
+    refused in the page). A queue with its own script and question in the tenant manifest
+    shows those instead, filled in, and its question is the one recorded. Tenant B's agent
+    cannot record an answer on A's customer."""
     from google.protobuf import field_mask_pb2
     from playwright.sync_api import expect, sync_playwright
 
@@ -341,8 +343,12 @@ def test_the_script_greets_the_customer_and_the_resolution_answer_lands_in_crm(m
     run = uuid.uuid4().hex[:8]
     tenant, other = f"scr-{run}", f"scr-{run}-b"
     path = tmp_path / "tenants.yaml"
-    path.write_text(tenant_manifest(tenant, "id: claims, displayName: Siniestros, offerTimeoutSeconds: 60",
-                                    display=f"Acme Seguros {run}", channels="chat")
+    receipts = ('id: recibos, displayName: Recibos, offerTimeoutSeconds: 60, '
+                'script: { es: ["Hola {customer}, le atiende {queue} de {tenant}.", "Pida el número de recibo."], '
+                'en: ["Hello {customer}, {queue} at {tenant} here."] }, '
+                'resolutionQuestion: { es: "¿Le ha quedado claro el recibo?", en: "Is the receipt clear now?" }')
+    path.write_text(tenant_manifest(tenant, "id: claims, displayName: Siniestros, offerTimeoutSeconds: 60 }\n"
+                                    f"      - {{ {receipts}", display=f"Acme Seguros {run}", channels="chat")
                     + "---\n" + tenant_manifest(other, "id: claims", display="Other B", channels="chat"))
     cli("admin", "tenant", "apply", "-f", str(path))
     bpo, admin = mint("--role", "bpo_admin"), mint("--tenant", tenant, "--role", "tenant_admin")
@@ -371,7 +377,8 @@ def test_the_script_greets_the_customer_and_the_resolution_answer_lands_in_crm(m
     ana = f"ana-{run}"
     agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
         name=f"agents/{ana}", display_name=ana, capacity=[s.ChannelCapacity(channel=m.t.CHANNEL_CHAT, max_contacts=1)],
-        queues=[s.QueueAssignment(tenant=tenant, queue="claims")])), metadata=auth(bpo), timeout=10)
+        queues=[s.QueueAssignment(tenant=tenant, queue=q) for q in ("claims", "recibos")])),
+        metadata=auth(bpo), timeout=10)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -404,14 +411,39 @@ def test_the_script_greets_the_customer_and_the_resolution_answer_lands_in_crm(m
             wrap.get_by_test_id("disposition").select_option("resolved")
             wrap.get_by_test_id("submit-wrap-up").click()
             expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
+
+            # The receipts queue has its own script and question in the manifest.
+            second = contacts.CreateContact(s.CreateContactRequest(contact=s.Contact(
+                channel=m.t.CHANNEL_CHAT, queue="recibos",
+                customer_identities=[c.Identity(kind=c.IDENTITY_KIND_CHAT, value=visitor)]),
+                request_id=f"{run}-2"), metadata=auth(channel), timeout=10)
+            expect(page.get_by_test_id("offer")).to_be_visible(timeout=30_000)
+            page.get_by_test_id("accept").click()
+            script = page.get_by_test_id("contact").get_by_test_id("script")
+            expect(script).to_contain_text(f"Hola Lucía Gil, le atiende Recibos de Acme Seguros {run}.",
+                                           timeout=20_000)
+            lines = script.locator("li").all_inner_texts()
+            assert lines[1:] == ["Pida el número de recibo.",
+                                 "Cliente VIP: ofrezca la línea preferente y no transfiera sin presentarle."], lines
+            page.get_by_test_id("contact").get_by_test_id("end-contact").click()
+            wrap = page.get_by_test_id("wrap-up")
+            expect(wrap.get_by_test_id("resolution")).to_contain_text("¿Le ha quedado claro el recibo?",
+                                                                     timeout=15_000)
+            wrap.get_by_test_id("resolution-answer").fill("Sí, gracias")
+            wrap.get_by_test_id("record-answer").click()
+            expect(wrap.get_by_test_id("record-answer")).to_have_text("Respuesta registrada", timeout=10_000)
+            wrap.get_by_test_id("disposition").select_option("resolved")
+            wrap.get_by_test_id("submit-wrap-up").click()
+            expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
         finally:
             browser.close()
 
     timeline = crm.ListTimeline(c.ListTimelineRequest(customer=customer.name, page_size=50), metadata=auth(admin),
                                 timeout=10).entries
     answers = [e.answer for e in timeline if e.WhichOneof("entry") == "answer"]
-    assert [(x.question, x.answer, x.contact, x.asked_by) for x in answers] == [
-        ("¿Hemos resuelto hoy el motivo de su contacto?", "Sí, todo resuelto", made.name, ana)], answers
+    assert sorted((x.question, x.answer, x.contact, x.asked_by) for x in answers) == sorted([
+        ("¿Hemos resuelto hoy el motivo de su contacto?", "Sí, todo resuelto", made.name, ana),
+        ("¿Le ha quedado claro el recibo?", "Sí, gracias", second.name, ana)]), answers
     intruder = mint("--tenant", other, "--role", "agent", "--agent-id", ana)
     with pytest.raises(grpc.RpcError) as denied:
         crm.RecordAnswer(c.RecordAnswerRequest(customer=customer.name, contact=made.name, question="q", answer="a"),

@@ -21,7 +21,7 @@ import {
 import { Channel, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
-import { answerProblem, RESOLUTION_QUESTION, scriptLines } from "./script";
+import { answerProblem, queueScript, resolutionQuestion, scriptLines } from "./script";
 import { agentId, agentLabel, queueLoad } from "./directory";
 import { usePolled } from "./polling";
 
@@ -278,6 +278,7 @@ function Working(props: {
   const [disposition, setDisposition] = useState("");
   const [notes, setNotes] = useState("");
   const queues = props.tenant?.routing?.queues ?? [];
+  const queueOf = queues.find((q) => q.id === c.queue);
   const [answer, setAnswer] = useState("");
   const [answered, setAnswered] = useState(false);
   const [answerError, setAnswerError] = useState<string>();
@@ -289,7 +290,7 @@ function Working(props: {
     }
     if (!pop?.customer?.name) return;
     try {
-      await api.customers.recordAnswer({ customer: pop.customer.name, contact: c.name, question: RESOLUTION_QUESTION[props.lang], answer: answer.trim() });
+      await api.customers.recordAnswer({ customer: pop.customer.name, contact: c.name, question: resolutionQuestion(queueOf, props.lang), answer: answer.trim() });
       setAnswered(true);
       setAnswerError(undefined);
     } catch (e) {
@@ -358,7 +359,8 @@ function Working(props: {
                   customerName: customer?.name ? customer.displayName : undefined,
                   vip: customer?.valueTier === ValueTier.VIP,
                   tenantName: props.tenant?.displayName || c.tenant,
-                  queueName: queues.find((q) => q.id === c.queue)?.displayName || c.queue,
+                  queueName: queueOf?.displayName || c.queue,
+                  queueScript: queueScript(queueOf, props.lang),
                   channel: (["voice", "chat", "sms", "email"] as const).find((x) => Channel[c.channel]?.toLowerCase() === x) ?? "other",
                 }).map((line) => (
                   <li key={line}>{line}</li>
@@ -468,7 +470,7 @@ function Working(props: {
               {pop?.customer?.name && (
                 <div className="resolution" data-testid="resolution">
                   <label>
-                    {RESOLUTION_QUESTION[props.lang]}{" "}
+                    {resolutionQuestion(queueOf, props.lang)}{" "}
                     <input data-testid="resolution-answer" value={answer} maxLength={2000} disabled={answered} onChange={(e) => setAnswer(e.target.value)} />
                   </label>
                   <button type="button" data-testid="record-answer" disabled={answered} onClick={recordAnswer}>

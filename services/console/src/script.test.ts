@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { answerProblem, RESOLUTION_QUESTION, scriptLines } from "./script";
+import { answerProblem, queueScript, RESOLUTION_QUESTION, resolutionQuestion, scriptLines } from "./script";
 
 describe("scriptLines", () => {
   it("greets the customer by name in their agent's language, with the VIP and voice lines", () => {
@@ -16,6 +16,33 @@ describe("scriptLines", () => {
   it("has the resolution question in both languages", () => {
     expect(RESOLUTION_QUESTION.en).toMatch(/\?$/);
     expect(RESOLUTION_QUESTION.es).toMatch(/^¿.*\?$/);
+  });
+});
+
+describe("a queue's own script and question (tenant manifest)", () => {
+  const billing = {
+    script: {
+      en: { lines: ["Hello {customer}, this is billing at {tenant}.", "You are on {queue}."] },
+      es: { lines: ["Hola {customer}, le atiende facturación de {tenant}."] },
+    },
+    resolutionQuestion: { en: "Is your invoice clear now?", es: "¿Le ha quedado clara la factura?" },
+  };
+  const input = { vip: false, tenantName: "Acme", queueName: "Billing", channel: "voice" as const };
+  it("fills in the customer, tenant and queue in the agent's language", () => {
+    const lines = scriptLines({ ...input, lang: "en", customerName: "Lucía", queueScript: queueScript(billing, "en") });
+    expect(lines).toEqual(["Hello Lucía, this is billing at Acme.", "You are on Billing."]);
+    const es = scriptLines({ ...input, lang: "es", vip: true, queueScript: queueScript(billing, "es") });
+    expect(es[0]).toBe("Hola, le atiende facturación de Acme.");
+    expect(es.at(-1)).toMatch(/^Cliente VIP/);
+  });
+  it("falls back to English, then to the console's own words", () => {
+    const onlyEn = { script: { en: billing.script.en }, resolutionQuestion: {} };
+    expect(queueScript(onlyEn, "es")).toEqual(billing.script.en.lines);
+    expect(resolutionQuestion(onlyEn, "es")).toBe(RESOLUTION_QUESTION.es);
+    expect(resolutionQuestion(billing, "es")).toBe("¿Le ha quedado clara la factura?");
+    expect(queueScript(undefined, "en")).toBeUndefined();
+    expect(queueScript({ script: {}, resolutionQuestion: {} }, "en")).toBeUndefined();
+    expect(scriptLines({ ...input, lang: "en", queueScript: undefined })[1]).toBe("You are answering the Billing queue.");
   });
 });
 

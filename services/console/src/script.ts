@@ -12,6 +12,44 @@ export interface ScriptInput {
   tenantName: string;
   queueName: string;
   channel: "voice" | "chat" | "sms" | "email" | "other";
+  /** The queue's own script (the tenant manifest's `script`), already in one language. */
+  queueScript?: string[];
+}
+
+/** What a queue's manifest says per language (`script`, `resolutionQuestion`). */
+export interface QueueWords {
+  script: { [lang: string]: { lines: string[] } };
+  resolutionQuestion: { [lang: string]: string };
+}
+
+/** `byLang`'s entry in `lang`, else English, else the first language it has. */
+function pick<V>(byLang: { [lang: string]: V } | undefined, lang: Lang): V | undefined {
+  if (!byLang) return undefined;
+  return byLang[lang] ?? byLang.en ?? Object.keys(byLang).sort().map((l) => byLang[l])[0];
+}
+
+/** The queue's configured script in the agent's language (or its fallback), if any. */
+export function queueScript(q: QueueWords | undefined, lang: Lang): string[] | undefined {
+  const lines = pick(q?.script, lang)?.lines;
+  return lines && lines.length > 0 ? lines : undefined;
+}
+
+/** The post-resolution question: the queue's, else the console's. */
+export function resolutionQuestion(q: QueueWords | undefined, lang: Lang): string {
+  return pick(q?.resolutionQuestion, lang)?.trim() || RESOLUTION_QUESTION[lang];
+}
+
+/** A configured line with `{customer}`, `{tenant}` and `{queue}` filled in; without a
+ * customer name the gap closes ("Hello {customer}, …" reads "Hello, …"). */
+function fill(line: string, i: ScriptInput): string {
+  const name = i.customerName?.trim() ?? "";
+  return line
+    .replaceAll("{customer}", name)
+    .replaceAll("{tenant}", i.tenantName)
+    .replaceAll("{queue}", i.queueName)
+    .replace(/\s+([,.;:!?])/g, "$1")
+    .replace(/\s{2,}/g, " ")
+    .trim();
 }
 
 const GREETING = {
@@ -31,9 +69,15 @@ const GREETING = {
   },
 };
 
-/** The lines of the script, in order. */
+/** The lines of the script, in order: the queue's own when it has one (with the VIP line
+ * when CRM says so), else the console's. */
 export function scriptLines(i: ScriptInput): string[] {
   const g = GREETING[i.lang] ?? GREETING.en;
+  if (i.queueScript && i.queueScript.length > 0) {
+    const lines = i.queueScript.map((l) => fill(l, i));
+    if (i.vip) lines.push(g.vip);
+    return lines;
+  }
   const name = i.customerName?.trim();
   const lines = [name ? g.named(name, i.tenantName) : g.anonymous(i.tenantName), g.topic(i.queueName)];
   if (i.channel === "voice") lines.push(g.voiceOnly);

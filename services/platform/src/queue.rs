@@ -60,7 +60,22 @@ pub struct QueueConfig {
     pub service_level_definition: ServiceLevelDefinition,
     pub abandon_rate_definition: AbandonRateDefinition,
     pub short_abandon_threshold: Duration,
+    /// The agent's script for the queue's contacts, per language (`en`, `es`, …): lines
+    /// with [`SCRIPT_PLACEHOLDERS`] filled in by the frontend. Empty: the frontend's own.
+    pub script: BTreeMap<String, Vec<String>>,
+    /// The question the agent asks once a contact is resolved (its answer is recorded in
+    /// the CRM), per language. Empty: the frontend's own.
+    pub resolution_question: BTreeMap<String, String>,
 }
+
+/// What a queue's script may name, filled in per contact: the customer's name (or nothing
+/// when unknown), the tenant's and the queue's display names.
+pub const SCRIPT_PLACEHOLDERS: [&str; 3] = ["{customer}", "{tenant}", "{queue}"];
+/// Languages a script or question may be given in, lines per script, characters per line
+/// or question.
+pub const MAX_SCRIPT_LANGUAGES: usize = 8;
+pub const MAX_SCRIPT_LINES: usize = 12;
+pub const MAX_SCRIPT_CHARS: usize = 300;
 
 pub const DEFAULT_SHORT_ABANDON: Duration = Duration::from_secs(5);
 
@@ -226,6 +241,13 @@ pub struct QueueSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 604800)))]
     pub short_abandon_seconds: Option<i64>,
+    /// The agent's script per language (`en: [line, …]`); `{customer}`, `{tenant}` and
+    /// `{queue}` are filled in per contact.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub script: BTreeMap<String, Vec<String>>,
+    /// The post-resolution question per language.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolution_question: BTreeMap<String, String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -393,6 +415,7 @@ impl RoutingSpec {
                     drop_language: false,
                 });
             }
+            validate_words(&path, &q.script, &q.resolution_question, &mut bad);
             queues.insert(
                 q.id.clone(),
                 QueueConfig {
@@ -412,6 +435,8 @@ impl RoutingSpec {
                     service_level_definition: sl_definition,
                     abandon_rate_definition: ar_definition,
                     short_abandon_threshold: short_abandon,
+                    script: q.script.clone(),
+                    resolution_question: q.resolution_question.clone(),
                 },
             );
         }
@@ -455,10 +480,73 @@ impl From<&RoutingConfig> for RoutingSpec {
                     service_level_definition: Some(q.service_level_definition.name().into()),
                     abandon_rate_definition: Some(q.abandon_rate_definition.name().into()),
                     short_abandon_seconds: Some(secs(q.short_abandon_threshold)),
+                    script: q.script.clone(),
+                    resolution_question: q.resolution_question.clone(),
                 })
                 .collect(),
         }
     }
+}
+
+/// A script's languages and lines, and a question's, within bounds: a language is 2 or 3
+/// lower-case letters; lines and questions are not blank, at most [`MAX_SCRIPT_CHARS`]
+/// characters, and name no placeholder but [`SCRIPT_PLACEHOLDERS`] (a typo would show to
+/// the agent as written).
+fn validate_words(
+    path: &str,
+    script: &BTreeMap<String, Vec<String>>,
+    question: &BTreeMap<String, String>,
+    bad: &mut impl FnMut(String, String),
+) {
+    let is_lang = |l: &str| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase());
+    let problem = |t: &str| -> Option<String> {
+        if t.trim().is_empty() {
+            Some("must not be blank".into())
+        } else if t.chars().count() > MAX_SCRIPT_CHARS {
+            Some(format!("must be at most {MAX_SCRIPT_CHARS} characters"))
+        } else {
+            unknown_placeholder(t).map(|p| format!("`{p}` is not one of {}", SCRIPT_PLACEHOLDERS.join(", ")))
+        }
+    };
+    for (name, langs) in [("script", script.len()), ("resolutionQuestion", question.len())] {
+        if langs > MAX_SCRIPT_LANGUAGES {
+            bad(format!("{path}.{name}"), format!("at most {MAX_SCRIPT_LANGUAGES} languages"));
+        }
+    }
+    let langs = script.keys().map(|l| ("script", l)).chain(question.keys().map(|l| ("resolutionQuestion", l)));
+    for (name, lang) in langs.filter(|(_, l)| !is_lang(l)) {
+        bad(format!("{path}.{name}.{lang}"), "a language is 2 or 3 lower-case letters (en, es)".into());
+    }
+    for (lang, lines) in script.iter().filter(|(l, _)| is_lang(l)) {
+        if lines.is_empty() || lines.len() > MAX_SCRIPT_LINES {
+            bad(format!("{path}.script.{lang}"), format!("must have 1 to {MAX_SCRIPT_LINES} lines"));
+        }
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(p) = problem(line) {
+                bad(format!("{path}.script.{lang}[{i}]"), p);
+            }
+        }
+    }
+    for (lang, q) in question.iter().filter(|(l, _)| is_lang(l)) {
+        if let Some(p) = problem(q) {
+            bad(format!("{path}.resolutionQuestion.{lang}"), p);
+        }
+    }
+}
+
+/// The first `{…}` in `t` that is not a known placeholder.
+fn unknown_placeholder(t: &str) -> Option<&str> {
+    let mut rest = t;
+    while let Some(start) = rest.find('{') {
+        let tail = &rest[start..];
+        let end = tail.find('}').map_or(tail.len(), |e| e + 1);
+        let p = &tail[..end];
+        if !SCRIPT_PLACEHOLDERS.contains(&p) {
+            return Some(p);
+        }
+        rest = &tail[end..];
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------
@@ -508,6 +596,12 @@ impl From<&RoutingConfig> for pb::RoutingConfig {
                     service_level_definition: q.service_level_definition.name().into(),
                     abandon_rate_definition: q.abandon_rate_definition.name().into(),
                     short_abandon_threshold: duration(q.short_abandon_threshold),
+                    script: q
+                        .script
+                        .iter()
+                        .map(|(l, lines)| (l.clone(), pb::ScriptLines { lines: lines.clone() }))
+                        .collect(),
+                    resolution_question: q.resolution_question.iter().map(|(l, t)| (l.clone(), t.clone())).collect(),
                 })
                 .collect(),
         }
@@ -550,6 +644,8 @@ impl From<pb::RoutingConfig> for RoutingSpec {
                     service_level_definition: Some(q.service_level_definition).filter(|s| !s.is_empty()),
                     abandon_rate_definition: Some(q.abandon_rate_definition).filter(|s| !s.is_empty()),
                     short_abandon_seconds: seconds(&q.short_abandon_threshold),
+                    script: q.script.into_iter().map(|(l, s)| (l, s.lines)).collect(),
+                    resolution_question: q.resolution_question.into_iter().collect(),
                 })
                 .collect(),
         }

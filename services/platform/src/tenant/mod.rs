@@ -236,6 +236,10 @@ spec:
         serviceLevelDefinition: left-queue
         abandonRateDefinition: excluding-short
         shortAbandonSeconds: 10
+        script:
+          en: ["Hello {customer}, this is billing at {tenant}.", "Ask for the invoice number."]
+          es: ["Hola {customer}, le atiende facturación de {tenant}."]
+        resolutionQuestion: { en: "Is your invoice clear now?", es: "¿Le ha quedado clara la factura?" }
   voice:
     numbers:
       - { number: "+34910000001", queue: support }

@@ -354,6 +354,39 @@ mod tests {
     }
 
     #[test]
+    fn queue_scripts_and_questions_are_validated_and_kept() {
+        let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        let billing = &t.routing.queues["billing"];
+        assert_eq!(billing.script["en"][1], "Ask for the invoice number.");
+        assert_eq!(billing.resolution_question["es"], "¿Le ha quedado clara la factura?");
+        assert!(t.routing.queues["support"].script.is_empty());
+        let long = "x".repeat(301);
+        let text = DEMO
+            .replace("es: [\"Hola {customer}", "EN: [\"Hola {customer}")
+            .replace("\"Ask for the invoice number.\"", "\"Ask {name} for it.\", \"  \"")
+            .replace("es: \"¿Le ha quedado clara la factura?\"", &format!("es: \"{long}\""));
+        let fields: Vec<_> = violations(&text).into_iter().map(|v| (v.field, v.description)).collect();
+        assert_eq!(
+            fields,
+            [
+                (
+                    "document 1: spec.routing.queues[1].script.EN".to_owned(),
+                    "a language is 2 or 3 lower-case letters (en, es)".to_owned()
+                ),
+                (
+                    "document 1: spec.routing.queues[1].script.en[1]".to_owned(),
+                    "`{name}` is not one of {customer}, {tenant}, {queue}".to_owned()
+                ),
+                ("document 1: spec.routing.queues[1].script.en[2]".to_owned(), "must not be blank".to_owned()),
+                (
+                    "document 1: spec.routing.queues[1].resolutionQuestion.es".to_owned(),
+                    "must be at most 300 characters".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn voice_numbers_and_trunks() {
         let t = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
         let number = |s: &str| crate::tenant::PhoneNumber::parse(s).expect("E.164");

@@ -33,6 +33,8 @@ pub(super) fn queue(id: &str) -> QueueConfig {
         service_level_definition: ServiceLevelDefinition::default(),
         abandon_rate_definition: AbandonRateDefinition::default(),
         short_abandon_threshold: Duration::from_secs(5),
+        script: Default::default(),
+        resolution_question: Default::default(),
     }
 }
 
