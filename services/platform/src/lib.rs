@@ -41,6 +41,7 @@ pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod erasure;
 pub mod error;
 pub mod grpc_web;
 pub mod health;

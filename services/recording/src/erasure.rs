@@ -13,10 +13,9 @@
 
 use std::sync::Arc;
 
-use centralita_platform::bus::{Event, EventPayload, Handler, Producer, Topics};
+use centralita_platform::bus::{Event, Handler, Producer, Topics};
 use centralita_platform::error::Error;
 use centralita_platform::tenant::{parse_contact_name, TenantId};
-use centralita_proto::crm::v1 as crm;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 
@@ -49,35 +48,24 @@ pub struct Report {
 impl Handler for ErasureHandler {
     async fn handle(&mut self, event: &Event) -> Result<(), Error> {
         // The topic also carries every store's `StoreErased`, this one's included.
-        if event.type_name != crm::CustomerErased::TYPE {
-            return Ok(());
-        }
-        let erased = match event.payload::<crm::CustomerErased>() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable customer erasure skipped");
-                return Ok(());
-            }
-        };
-        let Some(erasure) = erased.erasure.filter(|_| erased.tenant == event.tenant.as_str()) else {
-            tracing::warn!("customer erasure without an erasure, or of another tenant than its envelope; skipped");
+        let Some(erasure) = centralita_platform::erasure::customer_erasure(event) else {
             return Ok(());
         };
         let report =
             erase(&self.pool, &self.objects, &self.metrics, &event.tenant, &erasure.name, &erasure.contacts).await?;
-        let now = Utc::now();
-        let done = crm::StoreErased {
-            tenant: event.tenant.to_string(),
-            erasure: erasure.name.clone(),
-            store: STORE.into(),
-            records_erased: report.erased as i64,
-            erase_time: Some(prost_types::Timestamp {
-                seconds: now.timestamp(),
-                nanos: now.timestamp_subsec_nanos() as i32,
-            }),
-        };
+        let at = centralita_platform::tenant::timestamp(Utc::now());
         let topic = self.topics.customers();
-        self.producer.publish(&topic, &erasure.name, &Event::new(event.tenant.clone(), &done)).await?;
+        let records = report.erased as i64;
+        centralita_platform::erasure::report_erased(
+            &self.producer,
+            &topic,
+            &event.tenant,
+            &erasure.name,
+            STORE,
+            records,
+            at,
+        )
+        .await?;
         tracing::info!(erasure = %erasure.name, erased = report.erased, kept_on_hold = report.kept_on_hold, skipped = report.skipped, "customer erased from recordings");
         Ok(())
     }

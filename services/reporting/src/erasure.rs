@@ -18,10 +18,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use centralita_platform::bus::{Event, EventPayload, Handler};
+use centralita_platform::bus::{Event, Handler};
 use centralita_platform::error::Error;
 use centralita_platform::tenant::{parse_contact_name, TenantId};
-use centralita_proto::crm::v1 as crm;
 use deadpool_postgres::Pool;
 
 use crate::metrics::Metrics;
@@ -60,18 +59,7 @@ pub fn leg_ids(tenant: &TenantId, names: &[String]) -> (Vec<String>, usize) {
 impl Handler for ErasureHandler {
     async fn handle(&mut self, event: &Event) -> Result<(), Error> {
         // The topic also carries every store's `StoreErased`, this one's included.
-        if event.type_name != crm::CustomerErased::TYPE {
-            return Ok(());
-        }
-        let erased = match event.payload::<crm::CustomerErased>() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable customer erasure skipped");
-                return Ok(());
-            }
-        };
-        let Some(erasure) = erased.erasure.filter(|_| erased.tenant == event.tenant.as_str()) else {
-            tracing::warn!(tenant = %erased.tenant, "customer erasure without an erasure, or of another tenant than its envelope; skipped");
+        let Some(erasure) = centralita_platform::erasure::customer_erasure(event) else {
             return Ok(());
         };
         let (ids, skipped) = leg_ids(&event.tenant, &erasure.contacts);
@@ -80,14 +68,18 @@ impl Handler for ErasureHandler {
         }
         let (contacts, legs) = store::anonymise_contacts(&self.pool, &event.tenant, &ids).await?;
         self.metrics.erased(contacts, legs);
-        let done = crm::StoreErased {
-            tenant: event.tenant.to_string(),
-            erasure: erasure.name.clone(),
-            store: STORE.into(),
-            records_erased: legs as i64,
-            erase_time: Some(centralita_platform::tenant::timestamp(chrono::Utc::now())),
-        };
-        self.producer.publish(&self.customers_topic, &erasure.name, &Event::new(event.tenant.clone(), &done)).await?;
+        let at = centralita_platform::tenant::timestamp(chrono::Utc::now());
+        let (topic, tenant) = (&self.customers_topic, &event.tenant);
+        centralita_platform::erasure::report_erased(
+            &self.producer,
+            topic,
+            tenant,
+            &erasure.name,
+            STORE,
+            legs as i64,
+            at,
+        )
+        .await?;
         tracing::info!(erasure = %erasure.name, contacts, legs, "customer's legs anonymised");
         Ok(())
     }

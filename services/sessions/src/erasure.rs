@@ -17,10 +17,9 @@
 
 use std::collections::BTreeSet;
 
-use centralita_platform::bus::{Event, EventPayload, Handler};
+use centralita_platform::bus::{Event, Handler};
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
-use centralita_proto::crm::v1 as crm;
 use centralita_routing_contract::wire::millis_to_pb;
 
 use crate::core::{self, ContactId, ContactRef, Refusal};
@@ -38,33 +37,19 @@ pub struct ErasureHandler {
 impl Handler for ErasureHandler {
     async fn handle(&mut self, event: &Event) -> Result<(), Error> {
         // The topic also carries every store's `StoreErased`, this one's included.
-        if event.type_name != crm::CustomerErased::TYPE {
-            return Ok(());
-        }
-        let erased = match event.payload::<crm::CustomerErased>() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable customer erasure skipped");
-                return Ok(());
-            }
-        };
-        let Some(erasure) = erased.erasure.filter(|_| erased.tenant == event.tenant.as_str()) else {
-            tracing::warn!(tenant = %erased.tenant, "customer erasure without an erasure, or of another tenant than its envelope; skipped");
+        let Some(erasure) = centralita_platform::erasure::customer_erasure(event) else {
             return Ok(());
         };
         let report = erase(&self.engine, &event.tenant, &erasure.contacts).await?;
         for (outcome, n) in report.counts() {
             self.engine.metrics.erased_contacts(outcome, n);
         }
-        let done = crm::StoreErased {
-            tenant: event.tenant.to_string(),
-            erasure: erasure.name.clone(),
-            store: STORE.into(),
-            records_erased: report.erased as i64,
-            erase_time: Some(millis_to_pb(self.engine.clock.now())),
-        };
         let topic = self.engine.topics.customers();
-        self.engine.producer.publish(&topic, &erasure.name, &Event::new(event.tenant.clone(), &done)).await?;
+        let at = millis_to_pb(self.engine.clock.now());
+        let records = report.erased as i64;
+        let producer = &self.engine.producer;
+        centralita_platform::erasure::report_erased(producer, &topic, &event.tenant, &erasure.name, STORE, records, at)
+            .await?;
         tracing::info!(erasure = %erasure.name, erased = report.erased, clean = report.clean, gone = report.gone, skipped = report.skipped, "customer erased from contact records");
         Ok(())
     }

@@ -27,11 +27,10 @@
 
 use std::sync::Arc;
 
-use centralita_platform::bus::{Event, EventPayload, Handler, Producer, Topics};
+use centralita_platform::bus::{Event, Handler, Producer, Topics};
 use centralita_platform::db::begin;
 use centralita_platform::error::Error;
 use centralita_platform::tenant::{parse_contact_name, timestamp, TenantId};
-use centralita_proto::crm::v1 as crm;
 use chrono::Utc;
 use deadpool_postgres::{Pool, Transaction};
 
@@ -74,31 +73,23 @@ impl Handler for ErasureHandler {
     #[tracing::instrument(skip_all, fields(tenant = %event.tenant))]
     async fn handle(&mut self, event: &Event) -> Result<(), Error> {
         // The topic also carries every store's `StoreErased`, this one's included.
-        if event.type_name != crm::CustomerErased::TYPE {
-            return Ok(());
-        }
-        let erased = match event.payload::<crm::CustomerErased>() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable customer erasure skipped");
-                return Ok(());
-            }
-        };
-        let Some(erasure) = erased.erasure.filter(|_| erased.tenant == event.tenant.as_str()) else {
-            tracing::warn!("customer erasure without an erasure, or of another tenant than its envelope; skipped");
+        let Some(erasure) = centralita_platform::erasure::customer_erasure(event) else {
             return Ok(());
         };
         let report = erase(&self.pool, &event.tenant, &erasure.contacts).await?;
         self.metrics.erased(&report);
-        let done = crm::StoreErased {
-            tenant: event.tenant.to_string(),
-            erasure: erasure.name.clone(),
-            store: STORE.into(),
-            records_erased: report.records() as i64,
-            erase_time: Some(timestamp(Utc::now())),
-        };
         let topic = self.topics.customers();
-        self.producer.publish(&topic, &erasure.name, &Event::new(event.tenant.clone(), &done)).await?;
+        let records = report.records() as i64;
+        centralita_platform::erasure::report_erased(
+            &self.producer,
+            &topic,
+            &event.tenant,
+            &erasure.name,
+            STORE,
+            records,
+            timestamp(Utc::now()),
+        )
+        .await?;
         // Ids and counts only: no personal data in the log.
         tracing::info!(
             erasure = %erasure.name,
