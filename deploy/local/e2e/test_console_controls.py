@@ -346,7 +346,8 @@ def test_the_script_greets_the_customer_and_the_resolution_answer_lands_in_crm(m
     receipts = ('id: recibos, displayName: Recibos, offerTimeoutSeconds: 60, '
                 'script: { es: ["Hola {customer}, le atiende {queue} de {tenant}.", "Pida el número de recibo."], '
                 'en: ["Hello {customer}, {queue} at {tenant} here."] }, '
-                'resolutionQuestion: { es: "¿Le ha quedado claro el recibo?", en: "Is the receipt clear now?" }')
+                'resolutionQuestion: { es: "¿Le ha quedado claro el recibo?", en: "Is the receipt clear now?" }, '
+                'dispositionCodes: [aclarado, devolucion]')
     path.write_text(tenant_manifest(tenant, "id: claims, displayName: Siniestros, offerTimeoutSeconds: 60 }\n"
                                     f"      - {{ {receipts}", display=f"Acme Seguros {run}", channels="chat")
                     + "---\n" + tenant_manifest(other, "id: claims", display="Other B", channels="chat"))
@@ -432,7 +433,16 @@ def test_the_script_greets_the_customer_and_the_resolution_answer_lands_in_crm(m
             wrap.get_by_test_id("resolution-answer").fill("Sí, gracias")
             wrap.get_by_test_id("record-answer").click()
             expect(wrap.get_by_test_id("record-answer")).to_have_text("Respuesta registrada", timeout=10_000)
-            wrap.get_by_test_id("disposition").select_option("resolved")
+            # The queue's own disposition codes, not the tenant's; sessions refuses the tenant's.
+            codes = wrap.get_by_test_id("disposition").locator("option").evaluate_all("os => os.map(o => o.value)")
+            assert [x for x in codes if x] == ["aclarado", "devolucion"], codes
+            with pytest.raises(grpc.RpcError) as not_this_queue:
+                contacts.WrapUpContact(s.WrapUpContactRequest(name=second.name, disposition="resolved"),
+                                       metadata=auth(mint("--tenant", tenant, "--role", "agent", "--agent-id", ana)),
+                                       timeout=10)
+            assert not_this_queue.value.code() == grpc.StatusCode.INVALID_ARGUMENT, not_this_queue.value
+            assert "queue recibos" in not_this_queue.value.details()
+            wrap.get_by_test_id("disposition").select_option("aclarado")
             wrap.get_by_test_id("submit-wrap-up").click()
             expect(page.get_by_test_id("no-contacts")).to_be_visible(timeout=15_000)
         finally:

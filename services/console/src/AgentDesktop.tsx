@@ -1,5 +1,5 @@
 // The agent desktop: state, offers with their countdown, the contacts held with the CRM
-// screen-pop, and wrap-up with the tenant's disposition codes. Live from sessions' agent
+// screen-pop, and wrap-up with the queue's (else the tenant's) disposition codes. Live from sessions' agent
 // event stream, resumed after a drop (resume.ts) and resynced (desktop.ts).
 
 import { useEffect, useReducer, useState } from "react";
@@ -326,7 +326,8 @@ function Working(props: {
       clearTimeout(timer);
     };
   }, [api, c.name]);
-  const codes = props.tenant?.routing?.dispositionCodes ?? [];
+  // The queue's own disposition codes, else the tenant's.
+  const codes = queueOf?.dispositionCodes.length ? queueOf.dispositionCodes : (props.tenant?.routing?.dispositionCodes ?? []);
   const customer = pop?.customer;
   return (
     <section className="card contact" data-testid="contact">

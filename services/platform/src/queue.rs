@@ -66,6 +66,9 @@ pub struct QueueConfig {
     /// The question the agent asks once a contact is resolved (its answer is recorded in
     /// the CRM), per language. Empty: the frontend's own.
     pub resolution_question: BTreeMap<String, String>,
+    /// The disposition codes an agent wraps this queue's contacts up with; empty: the
+    /// tenant's (`RoutingConfig::disposition_codes`). See [`RoutingConfig::dispositions_of`].
+    pub disposition_codes: BTreeSet<String>,
 }
 
 /// What a queue's script may name, filled in per contact: the customer's name (or nothing
@@ -161,6 +164,15 @@ pub struct RelaxStep {
 }
 
 impl RoutingConfig {
+    /// The disposition codes a contact of `queue` is wrapped up with: the queue's own, else
+    /// the tenant's.
+    pub fn dispositions_of(&self, queue: &str) -> &BTreeSet<String> {
+        match self.queues.get(queue) {
+            Some(q) if !q.disposition_codes.is_empty() => &q.disposition_codes,
+            _ => &self.disposition_codes,
+        }
+    }
+
     /// Whether `reason` is an away reason an agent of this tenant may give.
     pub fn is_away_reason(&self, reason: &str) -> bool {
         BUILT_IN_AWAY_REASONS.contains(&reason) || self.away_reasons.contains(reason)
@@ -248,6 +260,10 @@ pub struct QueueSpec {
     /// The post-resolution question per language.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resolution_question: BTreeMap<String, String>,
+    /// The queue's own disposition codes (instead of the tenant's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 100)))]
+    pub disposition_codes: Vec<String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -416,6 +432,17 @@ impl RoutingSpec {
                 });
             }
             validate_words(&path, &q.script, &q.resolution_question, &mut bad);
+            let mut queue_codes = BTreeSet::new();
+            if q.disposition_codes.len() > MAX_CODES {
+                bad(format!("{path}.dispositionCodes"), format!("at most {MAX_CODES} codes"));
+            }
+            for (j, c) in q.disposition_codes.iter().enumerate() {
+                if !is_code(c) {
+                    bad(format!("{path}.dispositionCodes[{j}]"), format!("`{c}` must be 1-40 of a-z, 0-9, - and _"));
+                } else if !queue_codes.insert(c.clone()) {
+                    bad(format!("{path}.dispositionCodes[{j}]"), format!("`{c}` appears twice"));
+                }
+            }
             queues.insert(
                 q.id.clone(),
                 QueueConfig {
@@ -437,6 +464,7 @@ impl RoutingSpec {
                     short_abandon_threshold: short_abandon,
                     script: q.script.clone(),
                     resolution_question: q.resolution_question.clone(),
+                    disposition_codes: queue_codes,
                 },
             );
         }
@@ -482,6 +510,7 @@ impl From<&RoutingConfig> for RoutingSpec {
                     short_abandon_seconds: Some(secs(q.short_abandon_threshold)),
                     script: q.script.clone(),
                     resolution_question: q.resolution_question.clone(),
+                    disposition_codes: q.disposition_codes.iter().cloned().collect(),
                 })
                 .collect(),
         }
@@ -602,6 +631,7 @@ impl From<&RoutingConfig> for pb::RoutingConfig {
                         .map(|(l, lines)| (l.clone(), pb::ScriptLines { lines: lines.clone() }))
                         .collect(),
                     resolution_question: q.resolution_question.iter().map(|(l, t)| (l.clone(), t.clone())).collect(),
+                    disposition_codes: q.disposition_codes.iter().cloned().collect(),
                 })
                 .collect(),
         }
@@ -646,6 +676,7 @@ impl From<pb::RoutingConfig> for RoutingSpec {
                     short_abandon_seconds: seconds(&q.short_abandon_threshold),
                     script: q.script.into_iter().map(|(l, s)| (l, s.lines)).collect(),
                     resolution_question: q.resolution_question.into_iter().collect(),
+                    disposition_codes: q.disposition_codes,
                 })
                 .collect(),
         }

@@ -240,6 +240,7 @@ spec:
           en: ["Hello {customer}, this is billing at {tenant}.", "Ask for the invoice number."]
           es: ["Hola {customer}, le atiende facturación de {tenant}."]
         resolutionQuestion: { en: "Is your invoice clear now?", es: "¿Le ha quedado clara la factura?" }
+        dispositionCodes: [refund, explained]
   voice:
     numbers:
       - { number: "+34910000001", queue: support }

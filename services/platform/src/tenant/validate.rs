@@ -360,6 +360,19 @@ mod tests {
         assert_eq!(billing.script["en"][1], "Ask for the invoice number.");
         assert_eq!(billing.resolution_question["es"], "¿Le ha quedado clara la factura?");
         assert!(t.routing.queues["support"].script.is_empty());
+        // Billing wraps up with its own codes; support with the tenant's.
+        let codes = |q: &str| t.routing.dispositions_of(q).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(codes("billing"), ["explained", "refund"]);
+        assert_eq!(codes("support"), ["escalated", "resolved"]);
+        let bad = DEMO.replace("dispositionCodes: [refund, explained]", "dispositionCodes: [refund, Refund, refund]");
+        let fields: Vec<_> = violations(&bad).into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "document 1: spec.routing.queues[1].dispositionCodes[1]",
+                "document 1: spec.routing.queues[1].dispositionCodes[2]"
+            ]
+        );
         let long = "x".repeat(301);
         let text = DEMO
             .replace("es: [\"Hola {customer}", "EN: [\"Hola {customer}")

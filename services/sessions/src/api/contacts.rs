@@ -555,10 +555,13 @@ impl pb::contact_service_server::ContactService for Api {
         let req = request.into_inner();
         let (c, record, _) = self.held(&caller, &req.name).await?;
         let t = self.engine.registry.require_active(&c.tenant)?;
-        if !t.routing.disposition_codes.contains(&req.disposition) {
+        if !t.routing.dispositions_of(&record.queue).contains(&req.disposition) {
             return Err(Error::invalid(
                 "disposition",
-                format!("`{}` is not a disposition code of tenant {}", req.disposition, c.tenant),
+                format!(
+                    "`{}` is not a disposition code of queue {} of tenant {}",
+                    req.disposition, record.queue, c.tenant
+                ),
             )
             .into());
         }

@@ -35,6 +35,7 @@ pub(super) fn queue(id: &str) -> QueueConfig {
         short_abandon_threshold: Duration::from_secs(5),
         script: Default::default(),
         resolution_question: Default::default(),
+        disposition_codes: Default::default(),
     }
 }
 
