@@ -850,6 +850,29 @@ def test_only_media_and_crm_get_the_signing_key_and_only_when_given(chart):
             assert "CENTRALITA_JWT_PRIVATE_KEY_FILE" not in env and "signing-key" not in vols, s
 
 
+def test_every_service_accepts_the_identity_providers_tokens_when_given_its_key_set(chart):
+    # Off by default.
+    r = Rendered(render(chart, {}))
+    for s in SERVICES:
+        assert not [k for k in env_of(r.get("Deployment", full(s))) if "JWKS" in k or "IDP" in k], s
+    idp = {"jwksUrl": "https://login.bpo.example/realms/bpo/protocol/openid-connect/certs",
+           "issuer": "https://login.bpo.example/realms/bpo", "refresh": "10m"}
+    r = Rendered(render(chart, {"config": {"jwt": {"idp": idp}}}))
+    for s in SERVICES:
+        env = env_of(r.get("Deployment", full(s)))
+        assert env["CENTRALITA_JWT_JWKS_URL"]["value"] == idp["jwksUrl"], s
+        assert env["CENTRALITA_JWT_IDP_ISSUER"]["value"] == idp["issuer"]
+        assert env["CENTRALITA_JWT_JWKS_REFRESH"]["value"] == "10m"
+        assert "CENTRALITA_JWT_IDP_AUDIENCE" not in env
+    # A key set without its issuer does not render; a URL of another scheme is a schema error.
+    with pytest.raises(HelmRenderError) as e:
+        chart.render({"config": {"jwt": {"idp": {"jwksUrl": idp["jwksUrl"]}}}}, name=RELEASE, namespace=NAMESPACE)
+    assert "config.jwt.idp.issuer is required" in str(e.value)
+    with pytest.raises(HelmValuesError):
+        chart.render({"config": {"jwt": {"idp": {"jwksUrl": "ftp://x", "issuer": "i"}}}}, name=RELEASE,
+                     namespace=NAMESPACE)
+
+
 def test_media_mounts_the_registrar_secrets_it_is_given(chart):
     # None by default: no directory, no volume (the registrar then refuses every phone).
     r = Rendered(render(chart, {}))

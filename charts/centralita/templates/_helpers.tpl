@@ -176,6 +176,20 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ $cfg.jwt.issuer | quote }}
 - name: CENTRALITA_JWT_AUDIENCE
   value: {{ $cfg.jwt.audience | quote }}
+{{- with $cfg.jwt.idp }}
+{{- if .jwksUrl }}
+- name: CENTRALITA_JWT_JWKS_URL
+  value: {{ .jwksUrl | quote }}
+- name: CENTRALITA_JWT_IDP_ISSUER
+  value: {{ required "config.jwt.idp.issuer is required with config.jwt.idp.jwksUrl" .issuer | quote }}
+{{- if .audience }}
+- name: CENTRALITA_JWT_IDP_AUDIENCE
+  value: {{ .audience | quote }}
+{{- end }}
+- name: CENTRALITA_JWT_JWKS_REFRESH
+  value: {{ .refresh | default "5m" | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (has .name (list "media" "crm")) $cfg.jwt.privateKeySecret.name }}
 - name: CENTRALITA_JWT_PRIVATE_KEY_FILE

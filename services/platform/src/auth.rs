@@ -15,6 +15,7 @@
 //!
 //! Nothing here logs or returns token material: refusals say why in words and a reason code.
 
+pub mod jwks;
 pub mod ratelimit;
 
 use std::collections::BTreeSet;
@@ -154,11 +155,14 @@ fn unauthenticated(reason: Reason, message: &str) -> Error {
     Error::Unauthenticated { reason, message: message.into() }
 }
 
-/// Verifies tokens against one Ed25519 public key, issuer and audience.
+/// Verifies tokens: the platform's own against one Ed25519 public key, issuer and audience;
+/// those naming a key (`kid`) against the identity provider's keys, when one is configured
+/// ([`jwks`]).
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    idp: Option<Arc<jwks::Idp>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -176,7 +180,13 @@ impl Verifier {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        Ok(Self { key, validation })
+        Ok(Self { key, validation, idp: None })
+    }
+
+    /// Also accepts the tokens of identity provider `idp`.
+    pub fn with_idp(mut self, idp: Arc<jwks::Idp>) -> Self {
+        self.idp = Some(idp);
+        self
     }
 
     pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, String> {
@@ -186,17 +196,29 @@ impl Verifier {
 
     /// Verifies `token` and turns its claims into a [`Caller`].
     pub fn verify(&self, token: &str) -> Result<Caller, Error> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => unauthenticated(Reason::TokenExpired, "token has expired"),
-            ErrorKind::InvalidSignature => unauthenticated(Reason::TokenInvalid, "token signature is not valid"),
-            ErrorKind::InvalidIssuer => unauthenticated(Reason::TokenInvalid, "token issuer is not accepted"),
-            ErrorKind::InvalidAudience => unauthenticated(Reason::TokenInvalid, "token audience is not accepted"),
-            ErrorKind::ImmatureSignature => unauthenticated(Reason::TokenInvalid, "token is not valid yet"),
-            ErrorKind::InvalidAlgorithm => unauthenticated(Reason::TokenInvalid, "token algorithm is not accepted"),
-            _ => unauthenticated(Reason::TokenInvalid, "token is malformed"),
-        })?;
-        let c = data.claims;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthenticated(Reason::TokenInvalid, "token is malformed"))?;
+        let c: Claims = match (header.kid.as_deref(), &self.idp) {
+            (None, _) => {
+                jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+                    .map_err(|e| token_refusal(e.kind()))?
+                    .claims
+            }
+            (Some(kid), Some(idp)) => idp.decode(token, kid, header.alg).map_err(|r| match r {
+                jwks::Refused::UnknownKey => unauthenticated(
+                    Reason::TokenInvalid,
+                    "token is signed with a key the identity provider does not list",
+                ),
+                jwks::Refused::Algorithm => unauthenticated(Reason::TokenInvalid, "token algorithm is not accepted"),
+                jwks::Refused::Token(kind) => token_refusal(&kind),
+            })?,
+            (Some(_), None) => {
+                return Err(unauthenticated(
+                    Reason::TokenInvalid,
+                    "token names a signing key this platform does not know",
+                ))
+            }
+        };
         let roles: BTreeSet<Role> = c.roles.into_iter().collect();
         if roles.is_empty() {
             return Err(unauthenticated(Reason::TokenInvalid, "token grants no role"));
@@ -213,6 +235,20 @@ impl Verifier {
             return Err(unauthenticated(Reason::TokenInvalid, "agent token names no agent_id"));
         }
         Ok(Caller { subject: c.sub, tenant, roles, agent_id: c.agent_id })
+    }
+}
+
+/// The refusal of a token the JOSE library did not accept.
+fn token_refusal(kind: &jsonwebtoken::errors::ErrorKind) -> Error {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::ExpiredSignature => unauthenticated(Reason::TokenExpired, "token has expired"),
+        ErrorKind::InvalidSignature => unauthenticated(Reason::TokenInvalid, "token signature is not valid"),
+        ErrorKind::InvalidIssuer => unauthenticated(Reason::TokenInvalid, "token issuer is not accepted"),
+        ErrorKind::InvalidAudience => unauthenticated(Reason::TokenInvalid, "token audience is not accepted"),
+        ErrorKind::ImmatureSignature => unauthenticated(Reason::TokenInvalid, "token is not valid yet"),
+        ErrorKind::InvalidAlgorithm => unauthenticated(Reason::TokenInvalid, "token algorithm is not accepted"),
+        _ => unauthenticated(Reason::TokenInvalid, "token is malformed"),
     }
 }
 

@@ -175,6 +175,45 @@ pub struct AuthConfig {
     /// Required `aud` claim.
     #[arg(long = "jwt-audience", env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
     pub audience: String,
+    /// The BPO's identity provider, whose tokens are accepted beside the platform's own.
+    #[command(flatten)]
+    pub idp: IdpConfig,
+}
+
+/// The identity provider (OpenID Connect) whose signed tokens people sign in with
+/// (`crate::auth::jwks`). Off unless `CENTRALITA_JWT_JWKS_URL` is set.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IdpConfig {
+    /// The provider's JSON Web Key Set (its discovery document's `jwks_uri`).
+    #[arg(long = "jwt-jwks-url", env = "CENTRALITA_JWT_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// The `iss` of the provider's tokens; required with the key set.
+    #[arg(long = "jwt-idp-issuer", env = "CENTRALITA_JWT_IDP_ISSUER")]
+    pub idp_issuer: Option<String>,
+    /// The `aud` the provider's tokens must carry (default: `CENTRALITA_JWT_AUDIENCE`).
+    #[arg(long = "jwt-idp-audience", env = "CENTRALITA_JWT_IDP_AUDIENCE")]
+    pub idp_audience: Option<String>,
+    /// How often the key set is read again (sooner after a token names an unknown key).
+    #[arg(long = "jwt-jwks-refresh", env = "CENTRALITA_JWT_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    pub jwks_refresh: Option<Duration>,
+}
+
+impl IdpConfig {
+    /// The key set's URL and the provider's issuer when one is configured; `Err` names the
+    /// setting that is wrong.
+    pub fn provider(&self) -> Result<Option<(&str, &str)>, ConfigError> {
+        let Some(url) = self.jwks_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError::new("CENTRALITA_JWT_JWKS_URL", "must be an http(s):// URL"));
+        }
+        let issuer =
+            self.idp_issuer.as_deref().filter(|i| !i.trim().is_empty()).ok_or_else(|| {
+                ConfigError::new("CENTRALITA_JWT_IDP_ISSUER", "is required with CENTRALITA_JWT_JWKS_URL")
+            })?;
+        Ok(Some((url, issuer)))
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -380,6 +419,28 @@ mod tests {
             let e = common(&["--kafka-retention", bad]).validate().expect_err(bad);
             assert!(e.to_string().contains("CENTRALITA_KAFKA_RETENTION"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_identity_provider_is_off_unless_its_key_set_is_given_and_then_needs_its_issuer() {
+        let common = |extra: &[&str]| {
+            let mut args = vec!["svc", "--jwt-public-key-file", "/dev/null"];
+            args.extend_from_slice(extra);
+            <CommonConfig as clap::FromArgMatches>::from_arg_matches(
+                &<CommonConfig as clap::Args>::augment_args(clap::Command::new("svc")).get_matches_from(args),
+            )
+            .expect("flags parse")
+        };
+        assert_eq!(common(&[]).auth.idp.provider().expect("off"), None);
+        let url = "https://idp.example/certs";
+        let on = common(&["--jwt-jwks-url", url, "--jwt-idp-issuer", "https://idp.example"]);
+        assert_eq!(on.auth.idp.provider().expect("on"), Some((url, "https://idp.example")));
+        assert_eq!(on.auth.idp.jwks_refresh, Some(Duration::from_secs(300)));
+        let no_issuer = common(&["--jwt-jwks-url", url]);
+        let e = no_issuer.auth.idp.provider().expect_err("no issuer");
+        assert!(e.to_string().contains("CENTRALITA_JWT_IDP_ISSUER"), "{e}");
+        let file = common(&["--jwt-jwks-url", "file:///etc/keys", "--jwt-idp-issuer", "i"]);
+        assert!(file.auth.idp.provider().expect_err("scheme").to_string().contains("CENTRALITA_JWT_JWKS_URL"));
     }
 
     #[test]

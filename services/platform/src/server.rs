@@ -240,8 +240,20 @@ const CHECK_REDIS: &str = "redis";
 
 impl Runtime {
     pub fn new(service: &'static str, config: &CommonConfig, shutdown: Shutdown) -> Result<Self, ConfigError> {
-        let verifier = Verifier::from_file(&config.auth.public_key_file, &config.auth.issuer, &config.auth.audience)
-            .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
+        let mut verifier =
+            Verifier::from_file(&config.auth.public_key_file, &config.auth.issuer, &config.auth.audience)
+                .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
+        // The identity provider's keys, read in the background once the runtime runs.
+        let idp = match config.auth.idp.provider()? {
+            Some((url, issuer)) => {
+                let audience = config.auth.idp.idp_audience.as_deref().unwrap_or(&config.auth.audience);
+                let idp = Arc::new(crate::auth::jwks::Idp::new(issuer, audience));
+                verifier = verifier.with_idp(idp.clone());
+                let every = config.auth.idp.jwks_refresh.unwrap_or(Duration::from_secs(300));
+                Some((idp, url.to_owned(), every))
+            }
+            None => None,
+        };
         let registry = TenantRegistry::loading();
         let metrics = Arc::new(Metrics::new(service));
         let readiness = Readiness::new();
@@ -266,7 +278,17 @@ impl Runtime {
             health_names: vec!["centralita.tenancy.v1.TenantService".into()],
             background: JoinSet::new(),
             metrics_push,
-        })
+        }
+        .with_idp_keys(idp))
+    }
+
+    /// Reads the identity provider's keys in the background, when there is one.
+    fn with_idp_keys(mut self, idp: Option<(Arc<crate::auth::jwks::Idp>, String, Duration)>) -> Self {
+        if let Some((idp, url, every)) = idp {
+            let shutdown = self.shutdown.clone();
+            self.spawn(crate::auth::jwks::refresh_loop(idp, url, every, shutdown));
+        }
+        self
     }
 
     /// Topics this service needs; created at start-up if missing, with the configured

@@ -85,6 +85,7 @@ pub fn config(prefix: &str) -> CommonConfig {
             public_key_file: repo_file("deploy/local/dev-keys/jwt-ed25519.pub"),
             issuer: "centralita".into(),
             audience: "centralita-api".into(),
+            idp: Default::default(),
         },
         telemetry: TelemetryConfig {
             log_format: LogFormat::Json,
