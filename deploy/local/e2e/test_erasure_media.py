@@ -173,7 +173,10 @@ def test_a_web_chat_that_ended_is_dated_and_its_erased_customer_goes(m, tmp_path
         status, body = start_chat(tenant, key, origin)
         return body if status == 201 else None
 
-    assert wait_for(lambda: started(a, key_a) is not None, 60), "media never saw the tenant"
+    # Both tenants are one apply but two records of the tenants topic: media may have read A
+    # and not yet B.
+    assert wait_for(lambda: started(a, key_a) is not None, 60), "media never saw tenant A"
+    assert wait_for(lambda: started(b, key_b) is not None, 60), "media never saw tenant B"
     chat, chat_b = started(a, key_a), started(b, key_b)
     assert chat_b is not None
     text, text_b = f"erase-chat-{run}", f"keep-chat-{run}"

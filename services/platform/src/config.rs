@@ -402,16 +402,18 @@ mod tests {
         assert!(parse_duration("").is_err());
     }
 
+    /// The common flags parsed from `extra` (the JWT key file given).
+    fn common(extra: &[&str]) -> CommonConfig {
+        let mut args = vec!["svc", "--jwt-public-key-file", "/dev/null"];
+        args.extend_from_slice(extra);
+        <CommonConfig as clap::FromArgMatches>::from_arg_matches(
+            &<CommonConfig as clap::Args>::augment_args(clap::Command::new("svc")).get_matches_from(args),
+        )
+        .expect("flags parse")
+    }
+
     #[test]
     fn the_topic_retention_defaults_to_a_week_and_is_bounded() {
-        let common = |extra: &[&str]| {
-            let mut args = vec!["svc", "--jwt-public-key-file", "/dev/null"];
-            args.extend_from_slice(extra);
-            <CommonConfig as clap::FromArgMatches>::from_arg_matches(
-                &<CommonConfig as clap::Args>::augment_args(clap::Command::new("svc")).get_matches_from(args),
-            )
-            .expect("flags parse")
-        };
         assert_eq!(common(&[]).kafka.retention, Duration::from_secs(7 * 86_400));
         assert!(common(&[]).validate().is_ok());
         assert!(common(&["--kafka-retention", "24h"]).validate().is_ok());
@@ -423,14 +425,6 @@ mod tests {
 
     #[test]
     fn the_identity_provider_is_off_unless_its_key_set_is_given_and_then_needs_its_issuer() {
-        let common = |extra: &[&str]| {
-            let mut args = vec!["svc", "--jwt-public-key-file", "/dev/null"];
-            args.extend_from_slice(extra);
-            <CommonConfig as clap::FromArgMatches>::from_arg_matches(
-                &<CommonConfig as clap::Args>::augment_args(clap::Command::new("svc")).get_matches_from(args),
-            )
-            .expect("flags parse")
-        };
         assert_eq!(common(&[]).auth.idp.provider().expect("off"), None);
         let url = "https://idp.example/certs";
         let on = common(&["--jwt-jwks-url", url, "--jwt-idp-issuer", "https://idp.example"]);
