@@ -726,7 +726,9 @@ def test_a_pci_pause_leaves_digital_silence_marked_in_the_recording(m, desk, rec
     status, _, wav = get(url)
     assert status == 200
     left, right = channels(wav)
-    a, b = int(start * 8000), int(end * 8000)
+    # Offsets are whole samples; round, not floor (a float just under a sample's start took
+    # the unpaused sample before it).
+    a, b = round(start * 8000), round(end * 8000)
     # Inside the span: digital silence on both channels (not the tones quietly, nothing).
     assert max(map(abs, left[a:b])) == 0 and max(map(abs, right[a:b])) == 0, "audio inside the paused span"
     window = 800
