@@ -891,6 +891,79 @@ async fn the_transfer_directory_lists_the_tenants_queues_and_signed_in_agents() 
     p.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_contact_learns_its_position_and_expected_wait() {
+    let (a, b) = (unique("posa"), unique("posb"));
+    let p = start(&[&a, &b]).await;
+    let ana = unique("ana");
+    p.agent(&ana, &[(&a, "support")], &[(tpb::Channel::Voice, 1, true)]).await;
+    let channel = token(Some(&a), Role::Channel, None);
+    let position = |token: String, name: String| {
+        let mut contacts = p.contacts();
+        async move { contacts.get_queue_position(req(pb::GetQueuePositionRequest { name }, &token)).await }
+    };
+    // Two callers wait; nobody is signed in: positions, but no expected wait.
+    let c1 = p.create(&a, "support", tpb::Channel::Voice).await;
+    let c2 = p.create(&a, "support", tpb::Channel::Voice).await;
+    let q2 = position(channel.clone(), c2.name.clone()).await.unwrap().into_inner();
+    assert_eq!((q2.queue.as_str(), q2.position, q2.waiting, q2.agents_available), ("support", 2, 2, 0), "{q2:?}");
+    assert_eq!((q2.mean_handle_ms, q2.expected_wait_ms), (0, -1));
+    assert_eq!(position(channel.clone(), c1.name.clone()).await.unwrap().into_inner().position, 1);
+
+    // Ana takes the first, handles it about 300 ms and wraps up: the queue has a handle time.
+    let mut sa = p.sign_in(&ana).await;
+    let ta = agent_token(&ana);
+    let o = next_offer(&mut sa, Duration::from_secs(10)).await.expect("first offered");
+    assert_eq!(o.name, c1.name);
+    let accept = |o: pb::Contact| {
+        let mut contacts = p.contacts();
+        let t = ta.clone();
+        async move {
+            contacts.accept_contact(req(pb::AcceptContactRequest { name: o.name, offer_id: o.offer_id }, &t)).await
+        }
+    };
+    accept(o).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.contacts()
+        .end_contact(req(pb::EndContactRequest { name: c1.name.clone(), ..Default::default() }, &ta))
+        .await
+        .unwrap();
+    let wrap = pb::WrapUpContactRequest { name: c1.name.clone(), disposition: "resolved".into(), notes: String::new() };
+    p.contacts().wrap_up_contact(req(wrap, &ta)).await.unwrap();
+    // She takes the second; a third caller is first in line behind a busy agent.
+    let o = next_offer(&mut sa, Duration::from_secs(10)).await.expect("second offered");
+    assert_eq!(o.name, c2.name);
+    accept(o).await.unwrap();
+    let c3 = p.create(&a, "support", tpb::Channel::Voice).await;
+    let mut q3 = pb::QueuePosition::default();
+    for _ in 0..50 {
+        q3 = position(channel.clone(), c3.name.clone()).await.unwrap().into_inner();
+        if q3.mean_handle_ms > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((q3.position, q3.waiting, q3.agents_available), (1, 1, 1), "{q3:?}");
+    assert!((300..10_000).contains(&q3.mean_handle_ms), "{q3:?}");
+    assert_eq!(q3.expected_wait_ms, q3.mean_handle_ms, "one ahead of nobody, one agent: one handle time");
+    // The contact being handled is not waiting.
+    let q2 = position(channel.clone(), c2.name.clone()).await.unwrap().into_inner();
+    assert_eq!((q2.position, q2.expected_wait_ms), (0, -1));
+    // A's supervisor may ask; B's supervisor, B's channel and an agent not on the contact
+    // do not learn it exists; a malformed name is refused.
+    position(token(Some(&a), Role::Supervisor, None), c3.name.clone()).await.unwrap();
+    let refused = [
+        (token(Some(&b), Role::Supervisor, None), c3.name.clone(), Code::NotFound),
+        (token(Some(&b), Role::Channel, None), c3.name.clone(), Code::NotFound),
+        (ta.clone(), c3.name.clone(), Code::NotFound),
+        (channel.clone(), "contacts/x".to_owned(), Code::InvalidArgument),
+    ];
+    for (token, name, code) in refused {
+        assert_eq!(position(token, name).await.unwrap_err().code(), code);
+    }
+    p.stop().await;
+}
+
 /// The routing input log as (key, envelope tenant, partition), read from the start.
 fn routing_input_keys(topics: &Topics) -> Vec<(String, String, i32)> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};

@@ -112,6 +112,9 @@ impl ContactService for FakeSessions {
     ) -> R<spb::ListTransferTargetsResponse> {
         Err(Status::unimplemented("fake"))
     }
+    async fn get_queue_position(&self, _: Request<spb::GetQueuePositionRequest>) -> R<spb::QueuePosition> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 fn manifest(id: &str) -> String {

@@ -345,6 +345,9 @@ impl Engine {
             Fx::LinkedContact(e) => self.apply_linked(e).await?,
             Fx::Close(c) => {
                 let tenant = TenantId::parse(&c.tenant).map_err(Error::internal)?;
+                if c.handled_ms > 0 {
+                    self.store.record_handled(&tenant, &c.queue, &c.contact_id, c.handled_ms, c.closed_at).await?;
+                }
                 self.store.unindex_open(&ContactRef { tenant, id: ContactId(c.contact_id) }).await?;
             }
         }

@@ -120,7 +120,14 @@ pub fn contact_entry(topics: &Topics, previous: Option<ContactState>, after: &Co
                 }))
             }
             Effect::Close => {
-                fx(Fx::Close(proto::CloseEffect { tenant: after.tenant.to_string(), contact_id: after.id.0.clone() }))
+                let (handled_ms, closed_at) = crate::core::position::handled(after).unwrap_or_default();
+                fx(Fx::Close(proto::CloseEffect {
+                    tenant: after.tenant.to_string(),
+                    contact_id: after.id.0.clone(),
+                    queue: after.queue.clone(),
+                    handled_ms,
+                    closed_at,
+                }))
             }
             other => common(topics, other),
         });
@@ -175,7 +182,13 @@ mod tests {
     #[test]
     fn an_entry_keeps_the_trace_context_of_the_command_that_wrote_it() {
         let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-        let close = || vec![fx(Fx::Close(proto::CloseEffect { tenant: "acme".into(), contact_id: "c1".into() }))];
+        let close = || {
+            vec![fx(Fx::Close(proto::CloseEffect {
+                tenant: "acme".into(),
+                contact_id: "c1".into(),
+                ..Default::default()
+            }))]
+        };
         let bytes =
             centralita_platform::testkit::in_trace(&format!("00-{trace}-00f067aa0ba902b7-01"), || encode(close()));
         let entry = OutboxEntry::decode(bytes.as_slice()).expect("entry");

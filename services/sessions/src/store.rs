@@ -17,6 +17,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use redis::AsyncCommands;
 
+use crate::core::position::HANDLE_SAMPLES;
 use crate::core::{Agent, AgentId, Contact, ContactRef};
 
 /// KEYS: record, outbox list, pending set (the last two in the record's slot).
@@ -84,6 +85,12 @@ pub fn contact_key(c: &ContactRef) -> String {
 
 fn open_index(tenant: &TenantId) -> String {
     tenant_key(tenant, &["contacts", "open"])
+}
+
+/// Sorted set of a queue's last handled contacts: `{contact id}:{handled ms}` scored by
+/// when each closed (no personal data: ids and durations).
+fn handled_key(tenant: &TenantId, queue: &str) -> String {
+    tenant_key(tenant, &["queue", queue, "handled"])
 }
 
 fn request_key(tenant: &TenantId, request_id: &str) -> String {
@@ -522,6 +529,36 @@ impl Store {
         let (ids, total): (Vec<String>, usize) =
             redis::pipe().zrange(&key, from as isize, -1).zcard(&key).query_async(&mut conn).await?;
         Ok((ids, total))
+    }
+
+    /// Adds contact `id` of `queue`, handled for `handled_ms` and closed at `closed_at`, to
+    /// the queue's last [`HANDLE_SAMPLES`] handle times. Idempotent: a redelivered close
+    /// names the same member.
+    pub async fn record_handled(
+        &self,
+        tenant: &TenantId,
+        queue: &str,
+        id: &str,
+        handled_ms: i64,
+        closed_at: i64,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        let key = handled_key(tenant, queue);
+        let () = redis::pipe()
+            .zadd(&key, format!("{id}:{handled_ms}"), closed_at)
+            .ignore()
+            .zremrangebyrank(&key, 0, -(HANDLE_SAMPLES as isize) - 1)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The handle times of `queue`'s last [`HANDLE_SAMPLES`] handled contacts, in ms.
+    pub async fn handle_times(&self, tenant: &TenantId, queue: &str) -> Result<Vec<i64>, Error> {
+        let mut conn = self.conn()?;
+        let members: Vec<String> = conn.zrange(handled_key(tenant, queue), 0, -1).await?;
+        Ok(members.iter().filter_map(|m| m.rsplit_once(':')?.1.parse().ok()).collect())
     }
 
     /// Reserves `request_id` of `tenant` for contact `id`; the id it already named, if any.

@@ -135,6 +135,27 @@ impl Api {
         if !only.is_empty() && !t.routing.queues.contains_key(only) {
             return Err(Error::NotFound(format!("tenants/{tenant}/queues/{only}")));
         }
+        let contacts = self.open_records(tenant).await?;
+        self.queue_stats_of(&t, only, &contacts, now).await
+    }
+
+    /// The tenant's open contacts as stored, oldest first.
+    async fn open_records(&self, tenant: &TenantId) -> Result<Vec<Contact>, Error> {
+        let (ids, _) = self.engine.store.open_contacts(tenant, 0).await?;
+        let refs: Vec<ContactRef> =
+            ids.into_iter().map(|id| ContactRef { tenant: tenant.clone(), id: ContactId(id) }).collect();
+        Ok(self.engine.store.contacts(&refs).await?.into_iter().flatten().collect())
+    }
+
+    /// [`Self::tenant_queue_stats`] of the tenant's open `contacts`.
+    async fn queue_stats_of(
+        &self,
+        t: &Tenant,
+        only: &str,
+        contacts: &[Contact],
+        now: core::Millis,
+    ) -> Result<(Vec<pb::QueueStats>, Vec<core::Agent>), Error> {
+        let tenant = &t.id;
         let mut stats: BTreeMap<&str, pb::QueueStats> = t
             .routing
             .queues
@@ -142,10 +163,7 @@ impl Api {
             .filter(|q| only.is_empty() || q.as_str() == only)
             .map(|q| (q.as_str(), pb::QueueStats { queue: q.clone(), ..Default::default() }))
             .collect();
-        let (ids, _) = self.engine.store.open_contacts(tenant, 0).await?;
-        let refs: Vec<ContactRef> =
-            ids.into_iter().map(|id| ContactRef { tenant: tenant.clone(), id: ContactId(id) }).collect();
-        for c in self.engine.store.contacts(&refs).await?.into_iter().flatten() {
+        for c in contacts {
             let Some(s) = stats.get_mut(c.queue.as_str()) else { continue };
             if c.consult_of.is_some() {
                 s.consults += 1;
@@ -178,6 +196,29 @@ impl Api {
             }
         }
         Ok((stats.into_values().collect(), agents))
+    }
+
+    /// Where contact `name` stands in its queue and the wait it can expect
+    /// (`GetQueuePosition`, [`core::position`]).
+    async fn queue_position(&self, caller: &Caller, name: &str) -> Result<pb::QueuePosition, Error> {
+        let (c, record) = self.load_contact(caller, name).await?;
+        let t = self.engine.registry.require_active(&c.tenant)?;
+        let q = t.routing.queues.get(&record.queue).ok_or_else(|| Refusal::QueueGone(record.queue.clone()))?;
+        let now = self.engine.clock.now();
+        let contacts = self.open_records(&c.tenant).await?;
+        let position = core::position::position(&record, &contacts, q, now);
+        let (stats, _) = self.queue_stats_of(&t, &record.queue, &contacts, now).await?;
+        let stats = stats.into_iter().next().unwrap_or_default();
+        let mean_handle = core::position::mean_handle(&self.engine.store.handle_times(&c.tenant, &record.queue).await?);
+        let expected = core::position::expected_wait(position, stats.agents_available, mean_handle);
+        Ok(pb::QueuePosition {
+            queue: record.queue.clone(),
+            position,
+            waiting: stats.waiting,
+            agents_available: stats.agents_available,
+            mean_handle_ms: mean_handle,
+            expected_wait_ms: expected.unwrap_or(-1),
+        })
     }
 
     /// Where the holder of contact `name` may transfer or consult it
@@ -539,6 +580,11 @@ impl pb::contact_service_server::ContactService for Api {
     async fn list_queue_stats(&self, request: Request<pb::ListQueueStatsRequest>) -> R<pb::ListQueueStatsResponse> {
         let caller = caller(&request)?.clone();
         Ok(Response::new(self.queue_stats(&caller, &request.get_ref().queue).await?))
+    }
+
+    async fn get_queue_position(&self, request: Request<pb::GetQueuePositionRequest>) -> R<pb::QueuePosition> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(self.queue_position(&caller, &request.get_ref().name).await?))
     }
 
     async fn list_transfer_targets(

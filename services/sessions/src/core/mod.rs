@@ -14,6 +14,8 @@
 //!   linked change that reaches the other contact of a consult.
 //! - [`monitor`]: a supervisor listening, whispering or barging in on a call.
 //! - [`agent`]: sign-in, state changes, sign-out, upsert, not responding, presence lapsed.
+//! - [`position`]: where a waiting contact stands in its queue, the wait it can expect, and
+//!   the handle time a closing contact adds to its queue's.
 //! - [`decision`]: whether a routing offer is made, void or stale.
 //! - [`effects`]: what a change asks for (events, routing inputs, typed timers, notices).
 //! - [`refusal`]: why a command or input is refused.
@@ -26,6 +28,7 @@ pub mod effects;
 pub mod lifecycle;
 pub mod model;
 pub mod monitor;
+pub mod position;
 pub mod refusal;
 
 pub use effects::{AgentEventKind, Change, ContactEventKind, Effect, Linked, Notice, Timer};
