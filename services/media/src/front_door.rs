@@ -390,6 +390,8 @@ impl FrontDoor {
         };
         tracing::info!(queue = %admitted.queue, rtp = %local.addr, codec = ?negotiated.codec, "call answered, waiting in its queue with treatment");
         control.caller_answered();
+        // Queue announcements while the caller waits ([`crate::announce`]).
+        let announcing = self.announcer(&admitted, &contact, &media);
         let mut agent = AgentLeg::None;
         // A consult, warm transfer or conference on the call ([`consult`]).
         let mut consults = consult::Consults::default();
@@ -564,12 +566,33 @@ impl FrontDoor {
                 }
             }
         };
+        if let Some(task) = announcing {
+            task.abort();
+        }
         control.call_ended(cause);
         consults.end().await;
         supervision.end().await;
         drop(media);
         drop(updates);
         self.end(&admitted, &contact, cause).await;
+    }
+
+    /// The task announcing to the waiting caller of `contact`, when media has prompts and
+    /// the tenant wants announcements.
+    fn announcer(&self, admitted: &Admitted, contact: &str, media: &CallMedia) -> Option<tokio::task::JoinHandle<()>> {
+        let prompts = self.media.prompts.clone()?;
+        self.registry.get(&admitted.tenant.id)?.voice.announcements.as_ref()?;
+        Some(tokio::spawn(
+            crate::announce::run(crate::announce::Call {
+                registry: self.registry.clone(),
+                sessions: self.sessions.clone(),
+                prompts,
+                tenant: admitted.tenant.id.clone(),
+                contact: contact.to_owned(),
+                announcer: media.announcer(),
+            })
+            .in_current_span(),
+        ))
     }
 
     /// Rings `agent`'s phone for `offer`: an INVITE offering the caller's codec, from an RTP

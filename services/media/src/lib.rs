@@ -59,6 +59,7 @@ use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
 
 pub mod admission;
+pub mod announce;
 pub mod calls;
 pub mod digital;
 mod error;

@@ -196,6 +196,13 @@ impl Sessions {
         Ok(())
     }
 
+    /// Where contact `name` stands in its queue and the wait it can expect (queue
+    /// announcements, [`crate::announce`]).
+    pub async fn queue_position(&self, tenant: &TenantId, name: &str) -> Result<pb::QueuePosition, Error> {
+        let request = self.request(tenant, pb::GetQueuePositionRequest { name: name.to_owned() })?;
+        Ok(self.client.clone().get_queue_position(request).await.map_err(refusal)?.into_inner())
+    }
+
     /// Stops the monitoring of contact `name` by `supervisor`, whose phone hung up or could
     /// not be reached (media acts for it, as for an agent's offer).
     pub async fn stop_monitoring(&self, tenant: &TenantId, name: &str, supervisor: &str) -> Result<(), Error> {

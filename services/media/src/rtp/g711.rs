@@ -91,8 +91,17 @@ pub struct Loop {
 }
 
 impl Loop {
-    fn from_samples(samples: &[i16]) -> Self {
-        Self { pcmu: encode(Codec::Pcmu, samples), pcma: encode(Codec::Pcma, samples) }
+    /// `samples` (8 kHz), encoded in both codecs; a last partial frame is padded with
+    /// silence.
+    pub fn from_samples(samples: &[i16]) -> Self {
+        let mut samples = samples.to_vec();
+        samples.resize(samples.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES, 0);
+        Self { pcmu: encode(Codec::Pcmu, &samples), pcma: encode(Codec::Pcma, &samples) }
+    }
+
+    /// How many 20 ms frames it holds.
+    pub fn frames(&self) -> u64 {
+        (self.pcmu.len() / FRAME_SAMPLES) as u64
     }
 
     /// The 20 ms frame number `n` (wrapping round the loop) in `codec`.

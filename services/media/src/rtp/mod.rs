@@ -80,6 +80,11 @@ pub struct RtpSettings {
     /// Seconds without a packet from a party after which its call is ended.
     #[arg(long = "rtp-timeout-secs", env = "CENTRALITA_RTP_TIMEOUT_SECS", default_value_t = 60)]
     pub timeout_secs: u64,
+    /// Directory of the queue announcements' prompts (`{language}/{name}.wav`, 8 kHz mono
+    /// 16-bit PCM; `deploy/prompts/generate.sh` makes them). Unset: waiting callers hear
+    /// music only, whatever their tenant's `spec.voice.announcements`.
+    #[arg(long = "prompts-dir", env = "CENTRALITA_PROMPTS_DIR")]
+    pub prompts_dir: Option<std::path::PathBuf>,
 }
 
 /// What the front door needs of the media plane: where to take ports and how calls play.
@@ -87,6 +92,8 @@ pub struct RtpSettings {
 pub struct MediaPlane {
     pub ports: ports::Ports,
     pub call: relay::Settings,
+    /// The prompts queue announcements are made of (none: music only).
+    pub prompts: Option<std::sync::Arc<crate::announce::Prompts>>,
 }
 
 impl MediaPlane {
@@ -107,7 +114,14 @@ impl MediaPlane {
         if settings.timeout_secs == 0 {
             return Err(ConfigError::new("CENTRALITA_RTP_TIMEOUT_SECS", "must be at least 1"));
         }
+        let prompts = match &settings.prompts_dir {
+            Some(dir) => Some(std::sync::Arc::new(
+                crate::announce::Prompts::load(dir).map_err(|e| ConfigError::new("CENTRALITA_PROMPTS_DIR", e))?,
+            )),
+            None => None,
+        };
         Ok(Self {
+            prompts,
             ports: ports::Ports::new(ip, settings.ports),
             call: relay::Settings {
                 timeout: std::time::Duration::from_secs(settings.timeout_secs),

@@ -257,6 +257,8 @@ enum Command {
     Renegotiate(Side, Negotiated),
     /// Hands the agent's leg back (the caller hears treatment meanwhile).
     Detach(tokio::sync::oneshot::Sender<Option<Box<Leg>>>),
+    /// Plays an announcement once to a caller waiting unbridged ([`Announcer`]).
+    Announce(Arc<Loop>),
 }
 
 /// The handle of a call's media task: dropping it stops the task (its sockets close).
@@ -275,6 +277,7 @@ impl std::fmt::Debug for Command {
             Command::Hold(on) => write!(f, "Hold({on})"),
             Command::Renegotiate(side, _) => write!(f, "Renegotiate({side:?})"),
             Command::Detach(_) => f.write_str("Detach"),
+            Command::Announce(_) => f.write_str("Announce"),
         }
     }
 }
@@ -327,9 +330,33 @@ impl CallMedia {
         self.commands.send(Command::Renegotiate(side, negotiated)).await.is_ok()
     }
 
+    /// A handle that plays announcements to the waiting caller; it does not keep the media
+    /// task alive.
+    pub fn announcer(&self) -> Announcer {
+        Announcer { commands: self.commands.downgrade() }
+    }
+
     /// The next event; `None` once the task has ended and every event was read.
     pub async fn event(&mut self) -> Option<MediaEvent> {
         self.events.recv().await
+    }
+}
+
+/// Plays announcements to a call's caller while it waits unbridged: the announcement
+/// replaces the music until it has played once, then the music goes on. One arriving while
+/// the caller is bridged (or on hold) is dropped; one arriving during another replaces it.
+#[derive(Debug, Clone)]
+pub struct Announcer {
+    commands: mpsc::WeakSender<Command>,
+}
+
+impl Announcer {
+    /// `false` when the call's media has ended.
+    pub async fn announce(&self, audio: Arc<Loop>) -> bool {
+        match self.commands.upgrade() {
+            Some(commands) => commands.send(Command::Announce(audio)).await.is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -359,6 +386,8 @@ async fn run(
     let mut check = tokio::time::interval(Duration::from_millis(250));
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut frame: u64 = 0;
+    // An announcement playing to the unbridged caller, and its frames played so far.
+    let mut announcing: Option<(Arc<Loop>, u64)> = None;
     let mut treatment_packet = Vec::with_capacity(12 + FRAME_SAMPLES);
     loop {
         tokio::select! {
@@ -372,11 +401,30 @@ async fn run(
                     forward(a, Some(&mut caller), Side::Agent, from, &mut from_agent[..n], &mut out).await;
                 }
             }
-            _ = frame_timer.tick(), if (agent.is_none() || out.held) && settings.treatment.is_some() => {
+            _ = frame_timer.tick(), if (agent.is_none() || out.held) && (settings.treatment.is_some() || announcing.is_some()) => {
                 if let Some(a) = agent.as_deref_mut().filter(|_| out.held) {
                     send_silence(a, frame).await;
                 }
-                let (Some(music), Some(to)) = (&settings.treatment, caller.destination()) else {
+                let spoken = match &mut announcing {
+                    Some((audio, played)) if agent.is_none() => {
+                        let at = *played;
+                        *played += 1;
+                        Some((audio.clone(), at, *played >= audio.frames()))
+                    }
+                    _ => None,
+                };
+                if spoken.as_ref().is_some_and(|(_, _, done)| *done) {
+                    announcing = None;
+                }
+                let (playing, at) = match (&spoken, &settings.treatment) {
+                    (Some((audio, at, _)), _) => (audio, *at),
+                    (None, Some(music)) => (music, frame),
+                    (None, None) => {
+                        frame += 1;
+                        continue;
+                    }
+                };
+                let Some(to) = caller.destination() else {
                     frame += 1;
                     continue;
                 };
@@ -391,7 +439,7 @@ async fn run(
                     .timestamp(ts)
                     .ssrc(caller.out.ssrc)
                     .marker_bit(marker)
-                    .payload(music.frame(caller.negotiated.codec, frame))
+                    .payload(playing.frame(caller.negotiated.codec, at))
                     .write_into_vec(&mut treatment_packet);
                 frame += 1;
                 if built.is_ok() {
@@ -426,6 +474,7 @@ async fn run(
                     let mut leg = leg;
                     leg.last_heard = Instant::now();
                     agent = Some(leg);
+                    announcing = None;
                 }
                 Some(Command::Unbridge) => agent = None,
                 Some(Command::Hold(on)) => {
@@ -446,6 +495,11 @@ async fn run(
                 },
                 Some(Command::Detach(reply)) => {
                     let _ = reply.send(agent.take());
+                }
+                Some(Command::Announce(audio)) => {
+                    if agent.is_none() && audio.frames() > 0 {
+                        announcing = Some((audio, 0));
+                    }
                 }
             },
         }
@@ -545,6 +599,7 @@ mod tests {
     use crate::rtp::g711::{music_on_hold, MUSIC_NOTES_HZ};
     use crate::rtp::Codec;
     use proptest::prelude::*;
+    use std::f64::consts::TAU;
 
     fn negotiated(remote: SocketAddr) -> Negotiated {
         Negotiated {
@@ -644,6 +699,48 @@ mod tests {
         let got = receive(&call.caller_peer, Duration::from_secs(2)).await.expect("relayed to the caller");
         assert_eq!(got.payload, vec![9, 9]);
         assert_ne!(got.ssrc, 0xA6E7);
+    }
+
+    #[tokio::test]
+    async fn an_announcement_replaces_the_music_once_in_the_same_stream() {
+        let caller_peer = socket().await;
+        let caller = Leg::new(socket().await, negotiated(caller_peer.local_addr().expect("addr")));
+        let media = CallMedia::start(
+            caller,
+            Settings { timeout: Duration::from_secs(30), treatment: Some(music_on_hold()), fork: None },
+        )
+        .expect("starts");
+        let first = receive(&caller_peer, Duration::from_secs(2)).await.expect("music plays");
+        // A 1 kHz "announcement" of 10 frames (the last one partial: padded with silence).
+        let tone: Vec<i16> =
+            (0..FRAME_SAMPLES * 9 + 40).map(|i| ((TAU * 1000.0 * i as f64 / 8000.0).sin() * 8000.0) as i16).collect();
+        let audio = Arc::new(Loop::from_samples(&tone));
+        assert_eq!(audio.frames(), 10);
+        let announcer = media.announcer();
+        assert!(announcer.announce(audio.clone()).await);
+        let mut frames = Vec::new();
+        for _ in 0..60 {
+            frames.push(receive(&caller_peer, Duration::from_secs(2)).await.expect("treatment plays"));
+        }
+        for pair in frames.windows(2) {
+            assert_eq!((pair[1].ssrc, pair[1].seq), (first.ssrc, pair[0].seq.wrapping_add(1)), "one stream");
+        }
+        let is_tone = |g: &Got| {
+            let pcm: Vec<f64> = g.payload.iter().map(|u| f64::from(ulaw_decode(*u))).collect();
+            goertzel(&pcm, 1000.0) > 10.0 * MUSIC_NOTES_HZ.iter().map(|hz| goertzel(&pcm, *hz)).fold(0.0, f64::max)
+        };
+        let start = frames.iter().position(is_tone).expect("the announcement is heard");
+        assert!(frames[start..start + 9].iter().all(is_tone), "its nine full frames in a row");
+        assert_eq!(frames[start + 9].payload, audio.frame(Codec::Pcmu, 9), "then its padded last frame");
+        assert!(!frames[start + 10..].iter().any(is_tone), "played once, then the music again");
+        // Bridged, an announcement is dropped; once the media has ended, it reports so.
+        let agent_peer = socket().await;
+        let agent = Leg::new(socket().await, negotiated(agent_peer.local_addr().expect("addr")));
+        assert!(media.bridge(agent).await);
+        assert!(announcer.announce(audio.clone()).await);
+        drop(media);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!announcer.announce(audio).await, "the announcer does not keep the call's media alive");
     }
 
     #[tokio::test]

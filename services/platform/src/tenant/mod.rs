@@ -52,9 +52,10 @@ pub use manifest::{
 pub use sms::{Sms, SmsNumberSpec, SmsSpec, MAX_SMS_NUMBERS, PROVIDER_TWILIO};
 pub use validate::{MAX_API_RPS, MAX_CONCURRENT_CONTACTS, MAX_RETENTION_DAYS, MAX_THRESHOLD_SECONDS};
 pub use voice::{
-    is_phone_uri, is_sip_domain, owners_of, registrar_owners, IpBlock, NumberSpec, PhoneNumber, PhoneSpec, Registrar,
-    RegistrarSpec, Trunk, TrunkCredentialsSpec, TrunkSpec, VoiceConfig, VoiceSpec, MAX_NUMBERS, MAX_PHONES,
-    MAX_PHONE_URI, MAX_TRUNKS, MAX_TRUNK_SOURCES,
+    is_phone_uri, is_sip_domain, owners_of, registrar_owners, AnnouncementsSpec, IpBlock, NumberSpec, PhoneNumber,
+    PhoneSpec, Registrar, RegistrarSpec, Trunk, TrunkCredentialsSpec, TrunkSpec, VoiceConfig, VoiceSpec,
+    ANNOUNCEMENT_LANGUAGES, ANNOUNCE_EVERY_SECONDS, MAX_NUMBERS, MAX_PHONES, MAX_PHONE_URI, MAX_TRUNKS,
+    MAX_TRUNK_SOURCES,
 };
 pub use webchat::{normalise_origin, WebChat, WebChatSpec, MAX_ORIGINS};
 pub use wire::{from_timestamp, timestamp};

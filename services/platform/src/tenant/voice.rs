@@ -55,12 +55,50 @@ pub struct VoiceSpec {
     /// no fixed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registrar: Option<RegistrarSpec>,
+    /// What a caller waiting in a queue hears between the music: its position and the
+    /// wait to expect, spoken in the tenant's language. Unset: music only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcements: Option<AnnouncementsSpec>,
 }
 
 impl VoiceSpec {
     pub fn is_empty(&self) -> bool {
-        self.numbers.is_empty() && self.trunks.is_empty() && self.phones.is_empty() && self.registrar.is_none()
+        self.numbers.is_empty()
+            && self.trunks.is_empty()
+            && self.phones.is_empty()
+            && self.registrar.is_none()
+            && self.announcements.is_none()
     }
+}
+
+/// The languages media has announcement prompts for.
+pub const ANNOUNCEMENT_LANGUAGES: [&str; 2] = ["en", "es"];
+/// Bounds of `everySeconds`.
+pub const ANNOUNCE_EVERY_SECONDS: std::ops::RangeInclusive<u32> = 10..=600;
+
+fn yes() -> bool {
+    true
+}
+
+/// Queue announcements (`spec.voice.announcements`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnnouncementsSpec {
+    /// Seconds between two announcements to a waiting caller, 10-600 (the first comes a
+    /// few seconds after the call is answered).
+    #[cfg_attr(feature = "schema", schemars(range(min = 10, max = 600)))]
+    pub every_seconds: u32,
+    /// The language the prompts are spoken in: `en` or `es`.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^(en|es)$")))]
+    pub language: String,
+    /// Announce the caller's position in the queue.
+    #[serde(default = "yes")]
+    pub position: bool,
+    /// Announce the wait the caller can expect (unknown until the queue has a handle time
+    /// and an agent: then left out).
+    #[serde(default = "yes")]
+    pub expected_wait: bool,
 }
 
 /// Agents' phones registering (`spec.voice.registrar`). The credentials are never in the
@@ -247,6 +285,8 @@ pub struct VoiceConfig {
     pub phones: BTreeMap<String, String>,
     /// Where the agents' phones register, if they do.
     pub registrar: Option<Registrar>,
+    /// What a waiting caller hears announced, if anything (validated: the spec's form).
+    pub announcements: Option<AnnouncementsSpec>,
 }
 
 /// A tenant's registrar, validated: the SIP domain (and digest realm) and the Secret of the
@@ -498,6 +538,39 @@ impl VoiceSpec {
                     Some(Registrar { domain: r.domain.clone(), credentials_secret: r.credentials_secret.clone() });
             }
         }
+        if let Some(a) = &self.announcements {
+            let before = v.len();
+            let mut bad = |field: &str, msg: String| v.push(FieldViolation::new(field, msg));
+            if !voice {
+                bad("spec.voice.announcements", "needs the voice channel in spec.channels".into());
+            }
+            if !ANNOUNCE_EVERY_SECONDS.contains(&a.every_seconds) {
+                bad(
+                    "spec.voice.announcements.everySeconds",
+                    format!(
+                        "{} is out of range: {}-{} seconds",
+                        a.every_seconds,
+                        ANNOUNCE_EVERY_SECONDS.start(),
+                        ANNOUNCE_EVERY_SECONDS.end()
+                    ),
+                );
+            }
+            if !ANNOUNCEMENT_LANGUAGES.contains(&a.language.as_str()) {
+                bad(
+                    "spec.voice.announcements.language",
+                    format!("`{}`: prompts exist in {}", a.language, ANNOUNCEMENT_LANGUAGES.join(", ")),
+                );
+            }
+            if !a.position && !a.expected_wait {
+                bad(
+                    "spec.voice.announcements",
+                    "announces nothing: set position, expectedWait or both (or leave announcements out)".into(),
+                );
+            }
+            if v.len() == before {
+                config.announcements = Some(a.clone());
+            }
+        }
         config
     }
 }
@@ -520,6 +593,7 @@ impl From<&VoiceConfig> for VoiceSpec {
                 .registrar
                 .as_ref()
                 .map(|r| RegistrarSpec { domain: r.domain.clone(), credentials_secret: r.credentials_secret.clone() }),
+            announcements: c.announcements.clone(),
         }
     }
 }
@@ -546,6 +620,12 @@ impl From<&VoiceConfig> for pb::VoiceConfig {
             registrar: spec
                 .registrar
                 .map(|r| pb::VoiceRegistrar { domain: r.domain, credentials_secret: r.credentials_secret }),
+            announcements: spec.announcements.map(|a| pb::VoiceAnnouncements {
+                every_seconds: a.every_seconds,
+                language: a.language,
+                position: a.position,
+                expected_wait: a.expected_wait,
+            }),
         }
     }
 }
@@ -569,6 +649,12 @@ impl From<pb::VoiceConfig> for VoiceSpec {
             registrar: c
                 .registrar
                 .map(|r| RegistrarSpec { domain: r.domain, credentials_secret: r.credentials_secret }),
+            announcements: c.announcements.map(|a| AnnouncementsSpec {
+                every_seconds: a.every_seconds,
+                language: a.language,
+                position: a.position,
+                expected_wait: a.expected_wait,
+            }),
         }
     }
 }
@@ -692,6 +778,47 @@ mod tests {
             assert!(!is_sip_domain(no), "{no}");
         }
         assert!(!is_sip_domain(&format!("{}.example", "a".repeat(64))));
+    }
+
+    #[test]
+    fn announcements_are_validated_with_their_paths_and_round_trip() {
+        let spec: VoiceSpec = serde_yaml::from_str("announcements: {everySeconds: 30, language: es}").expect("yaml");
+        let a = spec.announcements.clone().expect("announcements");
+        assert!(a.position && a.expected_wait, "both announced by default");
+        let mut v = Vec::new();
+        let config = spec.validate(|_| true, true, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(config.announcements, Some(a));
+        assert_eq!(VoiceSpec::from(pb::VoiceConfig::from(&config)), spec, "manifest -> wire -> manifest");
+
+        let bad = VoiceSpec {
+            announcements: Some(AnnouncementsSpec {
+                every_seconds: 5,
+                language: "fr".into(),
+                position: false,
+                expected_wait: false,
+            }),
+            ..VoiceSpec::default()
+        };
+        let mut v = Vec::new();
+        let config = bad.validate(|_| true, false, &mut v);
+        let found: Vec<(&str, &str)> = v.iter().map(|f| (f.field.as_str(), f.description.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                ("spec.voice.announcements", "needs the voice channel in spec.channels"),
+                ("spec.voice.announcements.everySeconds", "5 is out of range: 10-600 seconds"),
+                ("spec.voice.announcements.language", "`fr`: prompts exist in en, es"),
+                (
+                    "spec.voice.announcements",
+                    "announces nothing: set position, expectedWait or both (or leave announcements out)"
+                ),
+            ]
+        );
+        assert_eq!(config.announcements, None, "invalid announcements are not kept");
+        assert!(
+            serde_yaml::from_str::<VoiceSpec>("announcements: {everySeconds: 30, language: es, loud: true}").is_err()
+        );
     }
 
     #[test]
