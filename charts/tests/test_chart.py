@@ -380,6 +380,13 @@ def test_media_drain_window_is_configurable(chart):
     assert env_of(r.get("Deployment", full("media")))["CENTRALITA_SIP_DRAIN"]["value"] == "60s"
 
 
+def test_media_reads_the_images_prompts_unless_told_otherwise(chart):
+    media = Rendered(render(chart)).get("Deployment", full("media"))
+    assert env_of(media)["CENTRALITA_PROMPTS_DIR"]["value"] == "/usr/share/centralita/prompts"
+    off = Rendered(render(chart, {"services": {"media": {"voice": {"promptsDir": ""}}}}))
+    assert "CENTRALITA_PROMPTS_DIR" not in env_of(off.get("Deployment", full("media")))
+
+
 # ---------------------------------------------------------------------------------------
 # Values that must not render
 # ---------------------------------------------------------------------------------------
@@ -393,6 +400,7 @@ def test_media_drain_window_is_configurable(chart):
         ({"services": {"crm": {"replica": 2}}}, "replica"),
         ({"services": {"crm": {"autoscaling": {"minReplicas": -1}}}}, "/services/crm/autoscaling/minReplicas"),
         ({"services": {"routing": {"grpcPort": 70000}}}, "/services/routing/grpcPort"),
+        ({"services": {"media": {"voice": {"promptsDir": "prompts"}}}}, "/services/media/voice/promptsDir"),
         ({"services": {"crm": {"keda": {"enabled": True}}}}, "keda"),
         ({"services": {"billing": {"enabled": True}}}, "billing"),
         ({"config": {"logFormat": "xml"}}, "/config/logFormat"),

@@ -2,7 +2,7 @@
 # Installs what the local stack needs, once per machine; safe to re-run.
 #  - Debian packages: redis-server, postgresql, protobuf-compiler (+ python venv bits), sip-tester
 #    (sipp: the independent SIP caller/trunk of the voice end-to-end tests), baresip (agents'
-#    softphones in them), chromium (the console's browser tests), sox and ffmpeg (WAV checks)
+#    softphones in them), chromium (the console's browser tests), sox and ffmpeg (WAV checks), espeak-ng (prompts)
 #  - tansu (Kafka-protocol broker) via `cargo install`, into a persistent cache outside the clone,
 #    with deploy/local/tansu-storage.patch applied to its storage crate (see that file)
 #  - a Python venv with the independent clients used by the interop tests
@@ -30,6 +30,9 @@ command -v baresip >/dev/null || need_pkgs+=(baresip)
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 # sox and ffprobe check the recording service's WAV files (e2e test_recording.py).
 command -v sox >/dev/null || need_pkgs+=(sox)
+# espeak-ng speaks the queue announcements' prompts (deploy/prompts/generate.sh, run by
+# services.sh into $CENTRALITA_DATA/prompts).
+command -v espeak-ng >/dev/null || need_pkgs+=(espeak-ng)
 command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
 # swaks: the independent SMTP client sending mail to media's listener (e2e test_email.py).
 command -v swaks >/dev/null || need_pkgs+=(swaks)

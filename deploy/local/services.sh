@@ -66,6 +66,9 @@ export CENTRALITA_RECORDING_SPOOL_DIR="${CENTRALITA_RECORDING_SPOOL_DIR:-$CENTRA
 export CENTRALITA_RECORDING_KEYS_FILE="${CENTRALITA_RECORDING_KEYS_FILE:-$repo_root/deploy/local/dev-keys/recording-keys.yaml}"
 export CENTRALITA_PLAYBACK_URL_KEY_FILE="${CENTRALITA_PLAYBACK_URL_KEY_FILE:-$repo_root/deploy/local/dev-keys/recording-url.key}"
 
+# media: the queue announcements' prompts, spoken once per machine (deploy/prompts/generate.sh).
+export CENTRALITA_PROMPTS_DIR="${CENTRALITA_PROMPTS_DIR:-$CENTRALITA_DATA/prompts}"
+
 endpoints() {
   local i=0 out=()
   for s in "${SERVICES[@]}"; do out+=("$s=127.0.0.1:$((grpc_base + i))"); i=$((i + 1)); done
@@ -75,6 +78,7 @@ endpoints() {
 start() {
   # CENTRALITA_SKIP_BUILD=1 runs the binaries already built (e.g. while the tree is being edited).
   [ -n "${only:-}" ] || [ -n "${CENTRALITA_SKIP_BUILD:-}" ] || (cd "$repo_root" && cargo build --workspace --bins -q)
+  "$repo_root/deploy/prompts/generate.sh" "$CENTRALITA_PROMPTS_DIR"
   local i=0
   for s in "${SERVICES[@]}"; do
     # `restart <service>`: just that one (same ports and env as `start` gives it).

@@ -211,6 +211,10 @@ app.kubernetes.io/component: {{ .name }}
   value: "voice"
 - name: CENTRALITA_SIP_DRAIN
   value: {{ printf "%vs" .c.voice.drainSeconds | quote }}
+{{- if .c.voice.promptsDir }}
+- name: CENTRALITA_PROMPTS_DIR
+  value: {{ .c.voice.promptsDir | quote }}
+{{- end }}
 {{- /* SIP on the pod's own address (the sip Service forwards to it; the Contact and Via
        media writes name it), RTP on the same address over the chart's range: a wildcard
        bind would put 0.0.0.0 in SDP and Contact. */}}
