@@ -10,8 +10,14 @@
 //! - `POST /api/dev/sign-in`: mints a JWT with the development key for a tenant and role the
 //!   page names (agent, supervisor). Off unless `CENTRALITA_CONSOLE_DEV_SIGN_IN=true` and a
 //!   private key is given: it hands any tenant's token to anyone who can reach it, so it is
-//!   for a developer's loopback only. Production sign-in is the BPO's identity provider
-//!   (OpenID Connect with PKCE), not built yet.
+//!   for a developer's loopback only.
+//! - **Sign-in through the BPO's identity provider** (`CENTRALITA_CONSOLE_OIDC_ISSUER`): the
+//!   config tells the browser the provider's issuer, the console's client id, the scopes
+//!   and the API resource (RFC 8707) to ask a token for; the browser runs the OpenID
+//!   Connect authorization-code flow with PKCE itself (`services/console/src/oidc.ts`), a
+//!   public client holding no secret, and calls the services with the provider's access
+//!   token, which they verify against the provider's JWKS (`CENTRALITA_JWT_JWKS_URL`). The
+//!   provider's origin is added to the pages' `connect-src`.
 //! - `GET /livez`; and on a second, admin port (`CENTRALITA_CONSOLE_ADMIN_ADDR`) the
 //!   platform's `/livez`, `/readyz` and `/metrics` (with `centralita_console_dev_sign_ins`).
 //!
@@ -76,6 +82,21 @@ pub struct Config {
     pub issuer: String,
     #[arg(long = "jwt-audience", env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
     pub audience: String,
+    /// The BPO's OpenID Connect provider the console signs in with (authorization code with
+    /// PKCE): its issuer, `https://host[:port][/path]` (`http://` only on loopback, for the
+    /// local stack). Unset: no such sign-in.
+    #[arg(long, env = "CENTRALITA_CONSOLE_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The console's client id at the provider (a public client: no secret).
+    #[arg(long, env = "CENTRALITA_CONSOLE_OIDC_CLIENT_ID", default_value = "centralita-console")]
+    pub oidc_client_id: String,
+    /// The scopes asked for (space-separated, `openid` among them).
+    #[arg(long, env = "CENTRALITA_CONSOLE_OIDC_SCOPE", default_value = "openid profile")]
+    pub oidc_scope: String,
+    /// The API resource (RFC 8707) the access token is asked for, an absolute URI; empty:
+    /// none (the provider's default audience).
+    #[arg(long, env = "CENTRALITA_CONSOLE_OIDC_RESOURCE", default_value = "")]
+    pub oidc_resource: String,
     /// Lifetime of a development token (a shift).
     #[arg(long, env = "CENTRALITA_CONSOLE_DEV_TOKEN_TTL", default_value = "8h", value_parser = parse_duration)]
     pub dev_token_ttl: Duration,
@@ -134,8 +155,86 @@ impl Config {
         if self.dev_token_ttl.is_zero() || self.dev_token_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError::new("CENTRALITA_CONSOLE_DEV_TOKEN_TTL", "must be more than 0 and at most 24h"));
         }
-        Ok(Prepared { endpoints, signer, ttl: self.dev_token_ttl, dist: self.dist.clone() })
+        let oidc = self.oidc()?;
+        Ok(Prepared { endpoints, signer, ttl: self.dev_token_ttl, dist: self.dist.clone(), oidc })
     }
+
+    /// The identity provider's settings, checked, when an issuer is given.
+    pub fn oidc(&self) -> Result<Option<Oidc>, ConfigError> {
+        let Some(issuer) = self.oidc_issuer.as_deref().map(str::trim).filter(|i| !i.is_empty()) else {
+            return Ok(None);
+        };
+        let origin = issuer_origin(issuer).ok_or_else(|| {
+            ConfigError::new(
+                "CENTRALITA_CONSOLE_OIDC_ISSUER",
+                format!("`{issuer}` must be https://host[:port][/path] (http:// only on 127.0.0.1, [::1] or localhost), without query or fragment"),
+            )
+        })?;
+        let client_id = self.oidc_client_id.trim();
+        if client_id.is_empty() || client_id.len() > 128 || !client_id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ConfigError::new("CENTRALITA_CONSOLE_OIDC_CLIENT_ID", "1-128 printable characters, no spaces"));
+        }
+        let scopes: Vec<&str> = self.oidc_scope.split_whitespace().collect();
+        if !scopes.contains(&"openid")
+            || scopes.iter().any(|s| !s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\'))
+        {
+            return Err(ConfigError::new(
+                "CENTRALITA_CONSOLE_OIDC_SCOPE",
+                "space-separated scopes, `openid` among them",
+            ));
+        }
+        let resource = self.oidc_resource.trim();
+        let absolute = resource.split_once(':').is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && !rest.is_empty()
+        });
+        if !resource.is_empty()
+            && (!absolute || resource.contains('#') || !resource.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(ConfigError::new(
+                "CENTRALITA_CONSOLE_OIDC_RESOURCE",
+                format!("`{resource}` must be an absolute URI without a fragment (RFC 8707)"),
+            ));
+        }
+        Ok(Some(Oidc {
+            issuer: issuer.to_owned(),
+            origin,
+            client_id: client_id.to_owned(),
+            scope: scopes.join(" "),
+            resource: resource.to_owned(),
+        }))
+    }
+}
+
+/// The `scheme://host[:port]` of an issuer URL that is `https://…`, or `http://…` on a
+/// loopback host; `None` otherwise (or with a query, fragment, user info or odd character).
+pub fn issuer_origin(issuer: &str) -> Option<String> {
+    let (scheme, rest) = issuer.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !authority.ends_with(']') => {
+            port.parse::<u16>().ok().filter(|p| *p > 0)?;
+            h
+        }
+        _ => authority,
+    };
+    let clean = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/:[]%".contains(c));
+    let loopback = matches!(host, "127.0.0.1" | "[::1]" | "localhost");
+    let ok_scheme = scheme == "https" || (scheme == "http" && loopback);
+    (ok_scheme && !host.is_empty() && clean(rest) && !rest.contains("//")).then(|| format!("{scheme}://{authority}"))
+}
+
+/// The identity provider the browser signs in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oidc {
+    pub issuer: String,
+    /// Its `scheme://host[:port]`, allowed in the pages' `connect-src`.
+    pub origin: String,
+    pub client_id: String,
+    pub scope: String,
+    pub resource: String,
 }
 
 /// A validated configuration.
@@ -146,6 +245,8 @@ pub struct Prepared {
     pub signer: Option<Arc<Signer>>,
     pub ttl: Duration,
     pub dist: PathBuf,
+    /// The BPO's identity provider, when the console signs in through it.
+    pub oidc: Option<Oidc>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -155,6 +256,7 @@ impl std::fmt::Debug for Prepared {
             .field("dev_sign_in", &self.signer.is_some())
             .field("ttl", &self.ttl)
             .field("dist", &self.dist)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -171,6 +273,12 @@ async fn config_json(State(app): State<Arc<AppState>>) -> Response {
     let body = serde_json::json!({
         "endpoints": p.endpoints,
         "devSignIn": p.signer.is_some(),
+        "oidc": p.oidc.as_ref().map(|o| serde_json::json!({
+            "issuer": o.issuer,
+            "clientId": o.client_id,
+            "scope": o.scope,
+            "resource": o.resource,
+        })),
         "serverTimeMs": chrono::Utc::now().timestamp_millis(),
     });
     ([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(body)).into_response()
@@ -181,9 +289,10 @@ async fn no_such_api() -> Response {
 }
 
 /// The Content-Security-Policy of every response: the app's own files, and calls only to
-/// this server and the configured service endpoints; never framed.
-pub fn content_security_policy(endpoints: &BTreeMap<String, String>) -> String {
-    let connect: Vec<&str> = endpoints.values().map(String::as_str).collect();
+/// this server, the configured service endpoints and the identity provider (`idp`, its
+/// origin: discovery and the token endpoint); never framed.
+pub fn content_security_policy(endpoints: &BTreeMap<String, String>, idp: Option<&str>) -> String {
+    let connect: Vec<&str> = endpoints.values().map(String::as_str).chain(idp).collect();
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self' {}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -204,7 +313,8 @@ fn harden(csp: HeaderValue, mut response: Response) -> Response {
 /// The console's routes over a validated configuration.
 pub fn router(state: Arc<AppState>) -> Router {
     // Endpoints are validated (scheme://host[:port]), so the policy is a valid header value.
-    let csp = HeaderValue::from_str(&content_security_policy(&state.prepared.endpoints))
+    let idp = state.prepared.oidc.as_ref().map(|o| o.origin.as_str());
+    let csp = HeaderValue::from_str(&content_security_policy(&state.prepared.endpoints, idp))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
     let index = state.prepared.dist.join("index.html");
     let app = ServeDir::new(&state.prepared.dist).fallback(ServeFile::new(index));

@@ -219,5 +219,61 @@ fn configuration_is_checked_once_at_start() {
     );
     refused(&["--dist", "/nonexistent"], "CENTRALITA_CONSOLE_DIST");
     refused(&["--dev-token-ttl", "48h"], "CENTRALITA_CONSOLE_DEV_TOKEN_TTL");
+    // The identity provider: https, or http on loopback only; no query or fragment.
+    for issuer in [
+        "http://idp.example",
+        "ftp://idp.example",
+        "https://idp.example?x=1",
+        "https://idp.example/#a",
+        "https://",
+        "https://idp.example:0",
+        "https://idp .example",
+    ] {
+        refused(&["--oidc-issuer", issuer], "CENTRALITA_CONSOLE_OIDC_ISSUER");
+    }
+    fn idp<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["--oidc-issuer", "https://idp.example/realms/bpo"], extra].concat()
+    }
+    refused(&idp(&["--oidc-client-id", "a b"]), "CENTRALITA_CONSOLE_OIDC_CLIENT_ID");
+    refused(&idp(&["--oidc-scope", "profile email"]), "CENTRALITA_CONSOLE_OIDC_SCOPE");
+    refused(&idp(&["--oidc-resource", "centralita-api"]), "CENTRALITA_CONSOLE_OIDC_RESOURCE");
+    refused(&idp(&["--oidc-resource", "https://api.example/#x"]), "CENTRALITA_CONSOLE_OIDC_RESOURCE");
+    let oidc = config(&idp(&["--oidc-resource", "urn:centralita:api"])).validate().unwrap().oidc.unwrap();
+    assert_eq!(
+        (oidc.origin.as_str(), oidc.client_id.as_str(), oidc.scope.as_str(), oidc.resource.as_str()),
+        ("https://idp.example", "centralita-console", "openid profile", "urn:centralita:api")
+    );
+    for (issuer, origin) in [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://localhost:1/x", "http://localhost:1"),
+        ("https://[::1]:443/a/b", "https://[::1]:443"),
+    ] {
+        assert_eq!(config(&["--oidc-issuer", issuer]).validate().unwrap().oidc.unwrap().origin, origin);
+    }
+    assert!(config(&[]).validate().unwrap().oidc.is_none());
     assert!(config(&[]).validate().is_ok());
+}
+
+#[tokio::test]
+async fn the_identity_provider_is_in_the_config_and_the_pages_policy() {
+    let extra = ["--oidc-issuer", "https://idp.example/realms/bpo", "--oidc-resource", "urn:centralita:api"];
+    let (addr, _admin, shutdown) = start(config(&extra)).await;
+    let cfg: serde_json::Value = serde_json::from_str(&http(addr, "GET", "/api/config", "").await.1).unwrap();
+    assert_eq!(
+        cfg["oidc"],
+        serde_json::json!({
+            "issuer": "https://idp.example/realms/bpo",
+            "clientId": "centralita-console",
+            "scope": "openid profile",
+            "resource": "urn:centralita:api",
+        })
+    );
+    let head = raw_head(addr, "/").await;
+    assert!(head.contains("http://127.0.0.1:1 https://idp.example;"), "{head}");
+    shutdown.trigger();
+    // Without one, the config says so.
+    let (addr, _admin, shutdown) = start(config(&[])).await;
+    let cfg: serde_json::Value = serde_json::from_str(&http(addr, "GET", "/api/config", "").await.1).unwrap();
+    assert!(cfg["oidc"].is_null(), "{cfg}");
+    shutdown.trigger();
 }
