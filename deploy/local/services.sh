@@ -49,6 +49,19 @@ export CENTRALITA_SIP_SECRETS_DIR="${CENTRALITA_SIP_SECRETS_DIR:-$CENTRALITA_SMS
 playback_port="${CENTRALITA_PLAYBACK_PORT:-$((9190 + admin_base - 9101))}"
 console_port="${CENTRALITA_CONSOLE_PORT:-$((9650 + admin_base - 9101))}"
 export CENTRALITA_GRPC_WEB_ORIGINS="${CENTRALITA_GRPC_WEB_ORIGINS:-http://127.0.0.1:$console_port,http://localhost:$console_port}"
+# The local identity provider (deploy/local/idp: node-oidc-provider, a certified OpenID
+# Provider) on the console's port + 2, standing in for a BPO's: the console signs in through
+# it (authorization code with PKCE) and every service accepts its tokens (its JWKS).
+# CENTRALITA_LOCAL_IDP=false leaves it out.
+idp_port="${CENTRALITA_IDP_PORT:-$((console_port + 2))}"
+if [ "${CENTRALITA_LOCAL_IDP:-true}" = true ]; then
+  export CENTRALITA_JWT_JWKS_URL="${CENTRALITA_JWT_JWKS_URL:-http://127.0.0.1:$idp_port/jwks}"
+  export CENTRALITA_JWT_IDP_ISSUER="${CENTRALITA_JWT_IDP_ISSUER:-http://127.0.0.1:$idp_port}"
+  export CENTRALITA_JWT_IDP_AUDIENCE="${CENTRALITA_JWT_IDP_AUDIENCE:-centralita-api}"
+  export CENTRALITA_CONSOLE_OIDC_ISSUER="${CENTRALITA_CONSOLE_OIDC_ISSUER:-http://127.0.0.1:$idp_port}"
+  export CENTRALITA_CONSOLE_OIDC_CLIENT_ID="${CENTRALITA_CONSOLE_OIDC_CLIENT_ID:-centralita-console}"
+  export CENTRALITA_CONSOLE_OIDC_RESOURCE="${CENTRALITA_CONSOLE_OIDC_RESOURCE:-urn:centralita:api}"
+fi
 rtp_first=$((20000 + (admin_base - 9101) * 10))
 rtp_ports="${CENTRALITA_RTP_PORTS:-$rtp_first-$((rtp_first + 999))}"
 bin="$CARGO_TARGET_DIR/${CENTRALITA_PROFILE:-debug}"
@@ -79,6 +92,8 @@ start() {
   # CENTRALITA_SKIP_BUILD=1 runs the binaries already built (e.g. while the tree is being edited).
   [ -n "${only:-}" ] || [ -n "${CENTRALITA_SKIP_BUILD:-}" ] || (cd "$repo_root" && cargo build --workspace --bins -q)
   "$repo_root/deploy/prompts/generate.sh" "$CENTRALITA_PROMPTS_DIR"
+  # The identity provider first: the services read its keys as they start.
+  [ -n "${only:-}" ] || [ "${CENTRALITA_LOCAL_IDP:-true}" != true ] || start_idp
   local i=0
   for s in "${SERVICES[@]}"; do
     # `restart <service>`: just that one (same ports and env as `start` gives it).
@@ -127,6 +142,22 @@ console_endpoints() {
   endpoints | tr ',' '\n' | grep -E '^(sessions|crm|reporting|media)=' | sed 's#=#=http://#' | paste -sd, -
 }
 
+start_idp() {
+  local pidf="$run/idp.pid" app="$repo_root/deploy/local/idp"
+  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then return; fi
+  if [ ! -f "$app/node_modules/.package-lock.json" ] || [ "$app/package-lock.json" -nt "$app/node_modules/.package-lock.json" ]; then
+    (cd "$app" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error) >&2
+  fi
+  IDP_PORT="$idp_port" IDP_CONSOLE_ORIGINS="http://127.0.0.1:$console_port,http://localhost:$console_port" \
+    IDP_AUDIENCE="$CENTRALITA_JWT_IDP_AUDIENCE" nohup node "$app/idp.mjs" >>"$logs/idp.log" 2>&1 &
+  echo $! >"$pidf"
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$idp_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "[services] identity provider http://127.0.0.1:$idp_port (local stand-in for the BPO's)" >&2
+}
+
 start_console() {
   local pidf="$run/console.pid" app="$repo_root/services/console"
   if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then return; fi
@@ -149,7 +180,7 @@ start_console() {
 }
 
 stop() {
-  for s in "${SERVICES[@]}" console; do
+  for s in "${SERVICES[@]}" console idp; do
     local pidf="$run/$s.pid"
     [ -f "$pidf" ] || continue
     local pid; pid="$(cat "$pidf")"

@@ -1,9 +1,11 @@
-// The console: development sign-in, then the agent desktop or the supervisor's views,
+// The console: sign-in (the BPO's identity provider, oidc.ts, or the development sign-in),
+// then the agent desktop or the supervisor's views,
 // depending on the role in the token. The tenant's configuration (time zone, away reasons,
 // disposition codes, queues and their targets) comes from the tenant API.
 
 import { useEffect, useMemo, useState, type FormEvent, type ReactNode } from "react";
 import { clients, devSignIn, loadConfig, type ServerConfig, type Session } from "./api";
+import { beginSignIn, completeSignIn } from "./oidc";
 import { initialLang, langStorageKey, LANGS, translator, type Lang } from "./i18n";
 import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { AgentDesktop } from "./AgentDesktop";
@@ -25,6 +27,7 @@ export function App() {
   const [config, setConfig] = useState<ServerConfig>();
   const [error, setError] = useState<string>();
   const [session, setSession] = useState<Session | null>(storedSession);
+  const [signInError, setSignInError] = useState<string>();
   const [lang, setLang] = useState<Lang>(() =>
     initialLang(localStorage.getItem(langStorageKey(session?.subject ?? "")), navigator.language),
   );
@@ -33,6 +36,17 @@ export function App() {
   useEffect(() => {
     loadConfig().then(setConfig, (e) => setError(String(e)));
   }, []);
+
+  // Coming back from the identity provider: the code is redeemed once the config is known.
+  useEffect(() => {
+    if (!config?.oidc) return;
+    completeSignIn(config.oidc).then(
+      (s) => {
+        if (s) signedIn(s);
+      },
+      (e) => setSignInError(String(e instanceof Error ? e.message : e)),
+    );
+  }, [config]);
 
   const chooseLang = (l: Lang) => {
     setLang(l);
@@ -75,7 +89,21 @@ export function App() {
           <h1>{t("appTitle")}</h1>
           {langPicker}
         </header>
-        <SignIn config={config} t={t} onSignedIn={signedIn} />
+        {config.oidc && (
+          <div className="card signin sso">
+            <button
+              data-testid="sso-sign-in"
+              onClick={() => {
+                setSignInError(undefined);
+                beginSignIn(config.oidc!).catch((e) => setSignInError(String(e instanceof Error ? e.message : e)));
+              }}
+            >
+              {t("ssoSignIn")}
+            </button>
+            {signInError && <p className="error" data-testid="sso-error">{signInError}</p>}
+          </div>
+        )}
+        {(config.devSignIn || !config.oidc) && <SignIn config={config} t={t} onSignedIn={signedIn} />}
       </div>
     );
   }
@@ -152,7 +180,11 @@ function Console(props: {
             ? t("roleBpoAdmin")
             : `${tenant?.displayName || session.tenant} · ${session.role === "agent" ? session.agentId : t("roleSupervisor")} · ${timeZone}`}
         </span>
-        <span className="dev-badge" title={t("devSignInNote")}>{t("devSignIn")}</span>
+        {session.via !== "oidc" && (
+          <span className="dev-badge" data-testid="dev-badge" title={t("devSignInNote")}>
+            {t("devSignIn")}
+          </span>
+        )}
         {props.langPicker}
         <button onClick={props.onLeave}>{t("leave")}</button>
       </header>

@@ -1,5 +1,6 @@
 // The console's connection to the platform: the server's /api/config (where each service
-// is, whether development sign-in is on, the server's clock), the development sign-in, and
+// is, whether development sign-in is on, the identity provider, the server's clock), the
+// development sign-in, and
 // gRPC-Web clients of the services' own APIs (generated from proto/ by protoc-gen-es),
 // each call carrying the user's bearer token.
 
@@ -11,10 +12,13 @@ import { ReportingService, StaffingService } from "./gen/centralita/reporting/v1
 import { TenantService } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ConversationService } from "./gen/centralita/media/v1/media_pb";
 import { clockOffset } from "./clock";
+import type { OidcConfig } from "./oidc";
 
 export interface ServerConfig {
   endpoints: Record<string, string>;
   devSignIn: boolean;
+  /** The BPO's identity provider (authorization code with PKCE); absent when none. */
+  oidc?: OidcConfig;
   /** Add to Date.now() for the server's clock. */
   clockOffsetMs: number;
 }
@@ -24,8 +28,18 @@ export async function loadConfig(): Promise<ServerConfig> {
   const r = await fetch("/api/config", { cache: "no-store" });
   const received = Date.now();
   if (!r.ok) throw new Error(`/api/config: HTTP ${r.status}`);
-  const body = (await r.json()) as { endpoints: Record<string, string>; devSignIn: boolean; serverTimeMs: number };
-  return { endpoints: body.endpoints, devSignIn: body.devSignIn, clockOffsetMs: clockOffset(sent, body.serverTimeMs, received) };
+  const body = (await r.json()) as {
+    endpoints: Record<string, string>;
+    devSignIn: boolean;
+    oidc?: OidcConfig | null;
+    serverTimeMs: number;
+  };
+  return {
+    endpoints: body.endpoints,
+    devSignIn: body.devSignIn,
+    oidc: body.oidc ?? undefined,
+    clockOffsetMs: clockOffset(sent, body.serverTimeMs, received),
+  };
 }
 
 export interface Session {
@@ -35,6 +49,8 @@ export interface Session {
   agentId?: string;
   subject: string;
   expireTime: number;
+  /** How the token was obtained: the identity provider, or the development sign-in. */
+  via?: "oidc" | "dev";
 }
 
 export async function devSignIn(tenant: string, role: Session["role"], agentId?: string): Promise<Session> {
