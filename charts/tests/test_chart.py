@@ -793,6 +793,29 @@ def test_the_console_and_one_ingress_serve_the_browser_on_one_origin(chart):
     assert r.get("PodDisruptionBudget", full("console"))["spec"]["maxUnavailable"] == 1
 
 
+def test_the_console_signs_in_through_the_services_identity_provider(chart):
+    env = {k: v.get("value") for k, v in env_of(Rendered(render(chart, console_values())).get(
+        "Deployment", full("console"))).items()}
+    assert not any(k.startswith("CENTRALITA_CONSOLE_OIDC_") for k in env), "no provider: no such sign-in"
+    idp = {"jwksUrl": "https://idp.bpo.example/jwks", "issuer": "https://idp.bpo.example/realms/bpo",
+           "audience": "", "refresh": "5m"}
+    values = console_values(oidc={"clientId": "console", "scope": "openid profile", "resource": "urn:centralita:api"})
+    values["config"] = {"jwt": {"idp": idp}}
+    r = Rendered(render(chart, values))
+    env = {k: v.get("value") for k, v in env_of(r.get("Deployment", full("console"))).items()}
+    assert {k: v for k, v in env.items() if k.startswith("CENTRALITA_CONSOLE_OIDC_")} == {
+        "CENTRALITA_CONSOLE_OIDC_ISSUER": "https://idp.bpo.example/realms/bpo",
+        "CENTRALITA_CONSOLE_OIDC_CLIENT_ID": "console",
+        "CENTRALITA_CONSOLE_OIDC_SCOPE": "openid profile",
+        "CENTRALITA_CONSOLE_OIDC_RESOURCE": "urn:centralita:api",
+    }
+    # The services verify the same provider's tokens.
+    assert env_of(r.get("Deployment", full("sessions")))["CENTRALITA_JWT_IDP_ISSUER"]["value"] == idp["issuer"]
+    for bad in ({"scope": "profile"}, {"resource": "api"}, {"clientId": "a b"}):
+        with pytest.raises(Exception):
+            render(chart, console_values(oidc={"clientId": "c", "scope": "openid", "resource": "", **bad}))
+
+
 def test_the_console_ingress_takes_tls_and_dev_sign_in_needs_its_key(chart):
     r = Rendered(render(chart, console_values(ingress={"enabled": True, "className": "nginx", "annotations": {},
                                                         "tlsSecretName": "console-tls"},

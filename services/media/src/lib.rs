@@ -8,8 +8,9 @@
 //! accepts the offer and the legs are bridged through the RTP relay; a CANCEL or BYE ends
 //! the contact; bridged calls of tenants that record are streamed to recording. Agents'
 //! phones register (`spec.voice.registrar`, [`registrar`]) and an agent without a fixed
-//! phone is rung at its registered one. Not built yet: announcements, digest authentication
-//! of trunks. In-call hold, DTMF (RFC 4733 and SIP INFO), cold transfer by REFER and the
+//! phone is rung at its registered one; a waiting caller hears its position and expected
+//! wait announced ([`announce`]). Not built yet: digest authentication of trunks.
+//! In-call hold, DTMF (RFC 4733 and SIP INFO), cold transfer by REFER and the
 //! calls' leg events on Kafka are built ([`legs`]).
 //!
 //! The **digital role** ([`digital`]) keeps the conversations of digital contacts (web chat
@@ -33,6 +34,8 @@
 //! - `digital`: the digital role (its own layout is in its module docs);
 //! - `admission`: the pure decision on an INVITE (number → tenant → trunk → status →
 //!   quota);
+//! - `announce`: queue announcements (the prompts, their composition, each waiting call's
+//!   announcer);
 //! - `sip`: the thin adapter over the SIP stack (`rsipstack`, pinned); nothing else names it;
 //! - `front_door`: the request loop, each call's task, and the drain; its `control`: in-call
 //!   control of a call (hold and resume from the contact, the phone or the trunk, DTMF);

@@ -16,7 +16,8 @@
 //!   per listener without its own voice, saturated, re-encoded per leg.
 //!
 //! Not built: RTCP (the odd port is not bound; reports are neither sent nor read), SRTP,
-//! transcoding (the agent's leg is offered the caller's codec only), announcements. The
+//! transcoding (the agent's leg is offered the caller's codec only). Announcements are
+//! composed in [`crate::announce`] and played by the relay ([`relay::Announcer`]). The
 //! recording fork ([`relay::Forked`]) is consumed by [`crate::recorder`].
 
 pub mod dtmf;
