@@ -743,6 +743,67 @@ def test_a_pci_pause_leaves_digital_silence_marked_in_the_recording(m, desk, rec
           f"and {len(after)} after")
 
 
+def test_a_call_recorded_on_demand_is_recorded_from_the_agents_start(m, desk, rec, tmp_path):
+    """`recording.voice: on_demand`: the call connects with its recording off
+    (`recording_paused`) and nothing is recorded; 3 s later the agent starts it (sessions'
+    ResumeRecording, the desktop's "Start recording"): the one recording runs from that moment
+    to the end of the call, caller left and agent right, no paused span."""
+    from test_recording import channels, get
+
+    seen = {}
+    stop = threading.Event()
+
+    def starter():
+        while not stop.is_set() and not any(s == m.s.CONTACT_STATE_CONNECTED for s, _ in desk.states):
+            time.sleep(0.05)
+        agent = next((a for s, a in desk.states if s == m.s.CONTACT_STATE_CONNECTED), "")
+        if not agent or stop.is_set():
+            return
+        seen["connected_paused"] = desk.read().recording_paused
+        time.sleep(3.0)
+        seen["before_start"] = len(recordings_of(rec, desk))
+        token = mint("--tenant", desk.tenant, "--role", "agent", "--agent-id", agent)
+        started = desk.contacts.ResumeRecording(m.s.ResumeRecordingRequest(name=desk.name), metadata=auth(token),
+                                                timeout=5)
+        seen["started"] = (started.recording_paused, time.monotonic())
+
+    t = threading.Thread(target=starter, daemon=True)
+    t.start()
+    try:
+        recorded_call(m, desk, tmp_path, "odin", recording="on_demand")
+        ended_at = time.monotonic()
+    finally:
+        stop.set()
+        t.join(10)
+    assert seen.get("connected_paused") is True, seen
+    assert seen.get("before_start") == 0, "nothing recorded before the agent's start"
+    assert seen.get("started", (None,))[0] is False, seen
+    connected = connected_seconds(m, desk)
+    done = []
+    assert wait_for(lambda: (done.extend(r for r in recordings_of(rec, desk)
+                                         if r.state == rec.r.RECORDING_STATE_COMPLETE) or bool(done)), 20), \
+        f"no complete recording: {recordings_of(rec, desk)}"
+    assert len(recordings_of(rec, desk)) == 1
+    r = done[0]
+    duration = r.duration.seconds + r.duration.nanos / 1e9
+    since_start = ended_at - seen["started"][1]
+    # From the start to the end of the call: the watcher's poll and sipp's exit bound it.
+    assert since_start - 2.0 <= duration <= since_start + 0.5, (duration, since_start, connected)
+    assert duration <= connected - 2.5, (duration, connected)
+    assert list(r.paused_spans) == [], "the time before the start is not a paused span: it is not there"
+    url = rec.stub.CreatePlaybackUrl(rec.r.CreatePlaybackUrlRequest(name=r.name), metadata=auth(desk.sup)).url
+    status, _, wav = get(url)
+    assert status == 200
+    left, right = channels(wav)
+    window = 800
+    inner = [at for at in range(2400, len(left) - window - 2400, window)]
+    assert len(inner) >= 15, duration
+    caller = sum(dominant(left[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in inner)
+    agent = sum(dominant(right[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in inner)
+    assert caller >= 0.9 * len(inner) and agent >= 0.9 * len(inner), (caller, agent, len(inner))
+    print(f"on demand: started {since_start:.2f} s before the end, recorded {duration:.2f} s of {connected:.2f} s connected")
+
+
 def test_recording_killed_mid_call_keeps_what_it_had_and_the_call_goes_on(m, desk, rec, tmp_path):
     """The suite's recording process is killed with SIGKILL 3 s into a recorded call and
     started again a second later (as a kubelet would): the call is heard both ways to its end

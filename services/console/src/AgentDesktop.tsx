@@ -18,7 +18,7 @@ import {
   type AgentStreamEvent,
   type Contact,
 } from "./gen/centralita/sessions/v1/sessions_pb";
-import { Channel, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
+import { Channel, RecordingMode, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
 import { answerProblem, queueScript, resolutionQuestion, scriptLines } from "./script";
@@ -278,6 +278,9 @@ function Working(props: {
   const [disposition, setDisposition] = useState("");
   const [notes, setNotes] = useState("");
   const queues = props.tenant?.routing?.queues ?? [];
+  // Calls recorded on demand start with the recording off: the agent starts it.
+  const onDemand = props.tenant?.recording?.voice === RecordingMode.ON_DEMAND;
+  const allowPause = props.tenant?.recording?.allowPause ?? false;
   const queueOf = queues.find((q) => q.id === c.queue);
   const [answer, setAnswer] = useState("");
   const [answered, setAnswered] = useState(false);
@@ -416,18 +419,21 @@ function Working(props: {
                     {t("hold")}
                   </button>
                 ))}
-              {c.recordingPaused && <span className="state-pill held" data-testid="recording-paused">{t("recordingPaused")}</span>}
-              {c.channel === Channel.VOICE &&
-                props.tenant?.recording?.allowPause &&
-                (c.recordingPaused ? (
-                  <button data-testid="resume-recording" onClick={() => props.act(() => api.contacts.resumeRecording({ name: c.name }))}>
-                    {t("resumeRecording")}
-                  </button>
-                ) : (
-                  <button data-testid="pause-recording" onClick={() => props.act(() => api.contacts.pauseRecording({ name: c.name }))}>
-                    {t("pauseRecording")}
-                  </button>
-                ))}
+              {c.recordingPaused && (
+                <span className="state-pill held" data-testid="recording-paused">
+                  {t(onDemand ? "notRecording" : "recordingPaused")}
+                </span>
+              )}
+              {c.channel === Channel.VOICE && c.recordingPaused && (onDemand || allowPause) && (
+                <button data-testid="resume-recording" onClick={() => props.act(() => api.contacts.resumeRecording({ name: c.name }))}>
+                  {t(onDemand ? "startRecording" : "resumeRecording")}
+                </button>
+              )}
+              {c.channel === Channel.VOICE && !c.recordingPaused && allowPause && (
+                <button data-testid="pause-recording" onClick={() => props.act(() => api.contacts.pauseRecording({ name: c.name }))}>
+                  {t("pauseRecording")}
+                </button>
+              )}
               <button data-testid="end-contact" onClick={() => props.act(() => api.contacts.endContact({ name: c.name }))}>
                 {t("endContact")}
               </button>

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::shutdown::Shutdown;
-use centralita_platform::tenant::TenantId;
+use centralita_platform::tenant::{TenantId, VoiceRecording};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -350,27 +350,42 @@ impl FrontDoor {
         };
         let mut control = control::Control::new(events, call.call_id(), local, negotiated.codec);
         control.caller_created();
-        // The tenant's policy (`recording.voice: all`) records the call from its bridge on.
-        let records = self
-            .registry
-            .get(&admitted.tenant.id)
-            .is_some_and(|t| t.recording.voice == centralita_platform::tenant::RecordingMode::All);
+        // The tenant's policy decides for this call (`recording.voice`, its sample and its
+        // queues): recorded from the bridge on, on demand from the agent's start, or not.
+        let recording = match recorder::Call::of(&admitted.tenant.id, &contact, &admitted.queue, negotiated.codec) {
+            Ok(call) => {
+                let how = self
+                    .registry
+                    .get(&admitted.tenant.id)
+                    .map_or(VoiceRecording::Never, |t| t.recording.voice_call(&call.contact_id, &admitted.queue));
+                Some((call, how))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the call cannot be recorded");
+                None
+            }
+        };
         let mut settings = self.media.call.clone();
         let mut bridged_signal = None;
         // The PCI pause switch of the call's recording, which follows the contact's
         // `recording_paused` (the agent's PauseRecording in sessions).
         let mut pause_switch = None;
-        if records {
-            match recorder::Call::of(&admitted.tenant.id, &contact, &admitted.queue, negotiated.codec) {
-                Ok(call) => {
-                    let fork = self.recorder.start(call);
-                    settings.fork = Some(fork.packets);
-                    bridged_signal = Some(fork.bridged);
-                    pause_switch = Some(fork.paused);
-                }
-                Err(e) => tracing::warn!(error = %e, "the call cannot be recorded"),
+        // A call recorded on demand: started when the contact's recording is resumed (the
+        // agent's ResumeRecording) while the agent is on the call.
+        let mut on_demand = None;
+        match recording {
+            Some((call, VoiceRecording::Always)) => {
+                let fork = self.recorder.start(call);
+                settings.fork = Some(fork.packets);
+                bridged_signal = Some(fork.bridged);
+                pause_switch = Some(fork.paused);
             }
+            Some((call, VoiceRecording::OnDemand)) => on_demand = Some(call),
+            _ => {}
         }
+        // The contact's recording is wanted (not paused) and who holds the call, as last
+        // read from sessions.
+        let mut recording_wanted: Option<String> = None;
         let mut media = match CallMedia::start(Leg::new(socket, negotiated), settings) {
             Ok(media) => media,
             Err(e) => {
@@ -468,6 +483,8 @@ impl FrontDoor {
                         self.follow_consult(&mut consults, &mut agent, &media, negotiated.codec, &holder, consult_leg.as_deref(), &conferenced).await;
                         // A consult holds the customer too; the consult's own media does that.
                         control.recording_paused(recording_paused);
+                        recording_wanted = (!recording_paused).then(|| holder.clone());
+                        self.start_on_demand(&mut on_demand, &agent, recording_wanted.as_deref(), &media, &mut pause_switch).await;
                         control.contact_hold(&media, on_hold && consult_leg.is_none()).await;
                         if let Some(switch) = &pause_switch {
                             if switch.send_replace(recording_paused) != recording_paused {
@@ -510,6 +527,7 @@ impl FrontDoor {
                             AgentLeg::Connected { .. } => control.agent_answered(),
                             _ => control.agent_ended(EndCause::Failed, 0, "the answer could not be used"),
                         }
+                        self.start_on_demand(&mut on_demand, &agent, recording_wanted.as_deref(), &media, &mut pause_switch).await;
                         if let (AgentLeg::Connected { .. }, Some(id)) = (&agent, answering) {
                             if let Some(signal) = bridged_signal.take() {
                                 let _ = signal.send(id);
@@ -575,6 +593,26 @@ impl FrontDoor {
         drop(media);
         drop(updates);
         self.end(&admitted, &contact, cause).await;
+    }
+
+    /// Starts the recording of a call recorded on demand once it is wanted (`holder`: the
+    /// agent who resumed it) and the agent's phone is on the call: from that moment on.
+    async fn start_on_demand(
+        &self,
+        on_demand: &mut Option<recorder::Call>,
+        agent: &AgentLeg,
+        holder: Option<&str>,
+        media: &CallMedia,
+        pause_switch: &mut Option<tokio::sync::watch::Sender<bool>>,
+    ) {
+        let (Some(holder), AgentLeg::Connected { .. }) = (holder, agent) else { return };
+        let Some(call) = on_demand.take() else { return };
+        let fork = self.recorder.start(call);
+        if media.fork(fork.packets).await {
+            tracing::info!(agent = holder, "recording started on demand");
+            let _ = fork.bridged.send(holder.to_owned());
+            *pause_switch = Some(fork.paused);
+        }
     }
 
     /// The task announcing to the waiting caller of `contact`, when media has prompts and

@@ -1,9 +1,12 @@
 //! Media as a client of recording (`centralita.recording.v1.RecordingService/IngestCall`):
 //! the voice role's recording fork ([`crate::rtp::relay::Forked`]) streamed to recording.
 //!
-//! - **Which calls**: those of a tenant whose manifest says `recording.voice: all`; `none`
-//!   records nothing, and `on_demand` is not started automatically (starting it needs an
-//!   in-call control that is not built).
+//! - **Which calls**: the tenant's policy decides per call
+//!   (`RecordingPolicy::voice_call`: `recording.voice`, limited to `recording.queues`, and
+//!   for `all` the `samplePercent` sample by contact id); `none` records nothing; a call
+//!   recorded `on_demand` is started by the agent (sessions' `ResumeRecording`: the contact
+//!   starts with its recording paused), from that moment on, once the agent's phone is on the
+//!   call (the relay's fork is attached then: nothing before is recorded).
 //! - **From when**: the moment the call is bridged to the agent whose phone answered
 //!   (media time zero, the header's `start_time`): the queue's treatment and the caller
 //!   waiting in it are not part of the conversation and are not recorded. It ends with the

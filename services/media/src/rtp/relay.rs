@@ -259,6 +259,8 @@ enum Command {
     Detach(tokio::sync::oneshot::Sender<Option<Box<Leg>>>),
     /// Plays an announcement once to a caller waiting unbridged ([`Announcer`]).
     Announce(Arc<Loop>),
+    /// Forks the parties' audio from now on (a recording started on demand).
+    Fork(mpsc::Sender<Forked>),
 }
 
 /// The handle of a call's media task: dropping it stops the task (its sockets close).
@@ -278,6 +280,7 @@ impl std::fmt::Debug for Command {
             Command::Renegotiate(side, _) => write!(f, "Renegotiate({side:?})"),
             Command::Detach(_) => f.write_str("Detach"),
             Command::Announce(_) => f.write_str("Announce"),
+            Command::Fork(_) => f.write_str("Fork"),
         }
     }
 }
@@ -328,6 +331,12 @@ impl CallMedia {
     /// media task has ended.
     pub async fn renegotiate(&self, side: Side, negotiated: Negotiated) -> bool {
         self.commands.send(Command::Renegotiate(side, negotiated)).await.is_ok()
+    }
+
+    /// Forks the parties' audio to `fork` from now on (a recording started mid-call),
+    /// replacing any fork. `false` if the media task has ended.
+    pub async fn fork(&self, fork: mpsc::Sender<Forked>) -> bool {
+        self.commands.send(Command::Fork(fork)).await.is_ok()
     }
 
     /// A handle that plays announcements to the waiting caller; it does not keep the media
@@ -496,6 +505,7 @@ async fn run(
                 Some(Command::Detach(reply)) => {
                     let _ = reply.send(agent.take());
                 }
+                Some(Command::Fork(fork)) => out.fork = Some(fork),
                 Some(Command::Announce(audio)) => {
                     if agent.is_none() && audio.frames() > 0 {
                         announcing = Some((audio, 0));

@@ -129,6 +129,23 @@ pub struct RecordingSpec {
     pub chat_transcripts: bool,
     #[serde(default)]
     pub allow_pause: bool,
+    /// With `voice: all`, the share of calls recorded, 1-100 (100 when left out); which calls
+    /// is decided per contact, the same way on every replica.
+    #[serde(default = "hundred", skip_serializing_if = "is_hundred")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
+    pub sample_percent: u32,
+    /// Only the calls of these queues are recorded (`all`) or may be (`on_demand`); empty:
+    /// every queue's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+fn is_hundred(n: &u32) -> bool {
+    *n == 100
 }
 
 pub(super) fn parse_hhmm(s: &str) -> Option<u32> {
@@ -184,6 +201,8 @@ impl From<&Tenant> for TenantManifest {
                     voice: t.recording.voice,
                     chat_transcripts: t.recording.chat_transcripts,
                     allow_pause: t.recording.allow_pause,
+                    sample_percent: t.recording.sample_percent,
+                    queues: t.recording.queues.iter().cloned().collect(),
                 },
                 routing: RoutingSpec::from(&t.routing),
                 voice: VoiceSpec::from(&t.voice),

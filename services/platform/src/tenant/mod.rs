@@ -164,6 +164,48 @@ pub struct RecordingPolicy {
     pub voice: RecordingMode,
     pub chat_transcripts: bool,
     pub allow_pause: bool,
+    /// With `voice: all`, the share of calls recorded (1-100).
+    pub sample_percent: u32,
+    /// Only these queues' calls are recorded (or may be); empty: every queue's.
+    pub queues: std::collections::BTreeSet<String>,
+}
+
+/// How one voice call is recorded under a tenant's [`RecordingPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceRecording {
+    /// From the bridge to the end (the agent may pause it when the tenant allows).
+    Always,
+    /// Only once the agent starts it (`ResumeRecording`): the contact starts with its
+    /// recording paused and nothing is recorded before the start.
+    OnDemand,
+    Never,
+}
+
+impl RecordingPolicy {
+    /// How the voice call of contact `contact_id` in `queue` is recorded: the mode, limited
+    /// to the policy's queues, and for `all` the sample — the contact's id hashed (FNV-1a,
+    /// stable across replicas and restarts) into 0-99, recorded when below the percentage.
+    pub fn voice_call(&self, contact_id: &str, queue: &str) -> VoiceRecording {
+        if !self.queues.is_empty() && !self.queues.contains(queue) {
+            return VoiceRecording::Never;
+        }
+        match self.voice {
+            RecordingMode::None => VoiceRecording::Never,
+            RecordingMode::OnDemand => VoiceRecording::OnDemand,
+            RecordingMode::All if sample_bucket(contact_id) < self.sample_percent => VoiceRecording::Always,
+            RecordingMode::All => VoiceRecording::Never,
+        }
+    }
+}
+
+/// The contact's bucket 0-99 of a recording sample (FNV-1a 64 of its id).
+pub fn sample_bucket(contact_id: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in contact_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 100) as u32
 }
 
 /// A validated tenant configuration.

@@ -122,6 +122,28 @@ impl TenantManifest {
         }
         let threshold = Duration::from_secs(sl.threshold_seconds.clamp(1, MAX_THRESHOLD_SECONDS) as u64);
         let routing = s.routing.validate(threshold, &mut v);
+        let r = &s.recording;
+        if !(1..=100).contains(&r.sample_percent) {
+            v.push(FieldViolation::new(
+                "spec.recording.samplePercent",
+                format!("must be 1-100, got {}", r.sample_percent),
+            ));
+        } else if r.sample_percent < 100 && r.voice != RecordingMode::All {
+            v.push(FieldViolation::new("spec.recording.samplePercent", "samples only `voice: all`".to_owned()));
+        }
+        if !r.queues.is_empty() && r.voice == RecordingMode::None {
+            v.push(FieldViolation::new("spec.recording.queues", "`voice: none` records no queue".to_owned()));
+        }
+        for (i, q) in r.queues.iter().enumerate() {
+            if !routing.queues.contains_key(q) {
+                v.push(FieldViolation::new(
+                    format!("spec.recording.queues[{i}]"),
+                    format!("`{q}` is not a queue of spec.routing.queues"),
+                ));
+            } else if r.queues[..i].contains(q) {
+                v.push(FieldViolation::new(format!("spec.recording.queues[{i}]"), format!("`{q}` is listed twice")));
+            }
+        }
         let voice = s.voice.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Voice), &mut v);
         let webchat = s
             .webchat
@@ -155,6 +177,8 @@ impl TenantManifest {
                     voice: s.recording.voice,
                     chat_transcripts: s.recording.chat_transcripts,
                     allow_pause: s.recording.allow_pause,
+                    sample_percent: s.recording.sample_percent,
+                    queues: s.recording.queues.iter().cloned().collect(),
                 },
                 routing,
                 voice,
@@ -256,6 +280,7 @@ impl TenantManifest {
 mod tests {
     use super::*;
     use crate::tenant::tests::{now, DEMO};
+    use crate::tenant::{sample_bucket, VoiceRecording};
 
     fn violations(text: &str) -> Vec<FieldViolation> {
         match TenantManifest::parse_all(text, now()) {
@@ -271,6 +296,62 @@ mod tests {
         assert_eq!(t.business_hours.windows.len(), 6);
         assert_eq!(t.business_hours.time_zone, chrono_tz::Europe::Madrid);
         assert!(t.is_active());
+    }
+
+    #[test]
+    fn the_recording_policy_samples_and_limits_queues() {
+        let rec = "recording: { voice: all, chatTranscripts: true, allowPause: true }";
+        let with = |r: &str| DEMO.replace(rec, r);
+        let t =
+            TenantManifest::parse_all(&with("recording: { voice: all, samplePercent: 30, queues: [support] }"), now())
+                .expect("valid")
+                .remove(0);
+        assert_eq!((t.recording.sample_percent, t.recording.queues.len()), (30, 1));
+        // Wire and manifest round trips keep both.
+        let back = Tenant::try_from(centralita_proto::tenancy::v1::Tenant::from(&t)).expect("wire");
+        assert_eq!(back.recording, t.recording);
+        let manifest = TenantManifest::from(&t);
+        assert_eq!(
+            (manifest.spec.recording.sample_percent, manifest.spec.recording.queues.clone()),
+            (30, vec!["support".to_owned()])
+        );
+        // A call of another queue is never recorded; of the queue, about 30 in 100.
+        assert_eq!(t.recording.voice_call("c1", "billing"), VoiceRecording::Never);
+        let recorded = (0..10_000)
+            .filter(|i| t.recording.voice_call(&format!("01a2{i:08}"), "support") == VoiceRecording::Always)
+            .count();
+        assert!((2_700..3_300).contains(&recorded), "{recorded} of 10000");
+        assert_eq!(sample_bucket("abc"), sample_bucket("abc"), "the same on every replica");
+        let all = TenantManifest::parse_all(DEMO, now()).expect("valid").remove(0);
+        assert_eq!(
+            (all.recording.sample_percent, all.recording.voice_call("x", "support")),
+            (100, VoiceRecording::Always)
+        );
+        let on_demand =
+            TenantManifest::parse_all(&with("recording: { voice: on_demand }"), now()).expect("valid").remove(0);
+        assert_eq!(on_demand.recording.voice_call("x", "support"), VoiceRecording::OnDemand);
+
+        let fields = |r: &str| violations(&with(r)).into_iter().map(|v| (v.field, v.description)).collect::<Vec<_>>();
+        let f = |a: &str, b: &str| ("document 1: ".to_owned() + a, b.to_owned());
+        assert_eq!(
+            fields("recording: { voice: all, samplePercent: 0 }"),
+            [f("spec.recording.samplePercent", "must be 1-100, got 0")]
+        );
+        assert_eq!(
+            fields("recording: { voice: on_demand, samplePercent: 50 }"),
+            [f("spec.recording.samplePercent", "samples only `voice: all`")]
+        );
+        assert_eq!(
+            fields("recording: { voice: all, queues: [support, nope, support] }"),
+            [
+                f("spec.recording.queues[1]", "`nope` is not a queue of spec.routing.queues"),
+                f("spec.recording.queues[2]", "`support` is listed twice")
+            ]
+        );
+        assert_eq!(
+            fields("recording: { voice: none, queues: [support] }"),
+            [f("spec.recording.queues", "`voice: none` records no queue")]
+        );
     }
 
     #[test]

@@ -87,11 +87,17 @@ impl From<&Tenant> for pb::Tenant {
                 } as i32,
                 chat_transcripts: t.recording.chat_transcripts,
                 allow_pause: t.recording.allow_pause,
+                sample_percent: t.recording.sample_percent,
+                queues: t.recording.queues.iter().cloned().collect(),
             }),
             update_time: Some(timestamp(t.updated_at)),
             routing: Some(pb::RoutingConfig::from(&t.routing)),
             voice: Some(pb::VoiceConfig::from(&t.voice)).filter(|v| {
-                !v.numbers.is_empty() || !v.trunks.is_empty() || !v.phones.is_empty() || v.registrar.is_some()
+                !v.numbers.is_empty()
+                    || !v.trunks.is_empty()
+                    || !v.phones.is_empty()
+                    || v.registrar.is_some()
+                    || v.announcements.is_some()
             }),
             webchat: t.webchat.as_ref().map(pb::WebChatConfig::from),
             sms: t.sms.as_ref().map(pb::SmsConfig::from),
@@ -184,6 +190,9 @@ impl TryFrom<pb::Tenant> for Tenant {
                     },
                     chat_transcripts: rec.chat_transcripts,
                     allow_pause: rec.allow_pause,
+                    // Absent on the wire (older writers): every call.
+                    sample_percent: if rec.sample_percent == 0 { 100 } else { rec.sample_percent },
+                    queues: rec.queues,
                 },
                 routing: p.routing.map(RoutingSpec::from).unwrap_or_default(),
                 voice: p.voice.map(VoiceSpec::from).unwrap_or_default(),

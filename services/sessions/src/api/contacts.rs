@@ -334,7 +334,11 @@ impl pb::contact_service_server::ContactService for Api {
             trace_parent: centralita_platform::telemetry::current_trace_headers()
                 .remove("traceparent")
                 .unwrap_or_default(),
-            ..Contact::queued(tenant.clone(), ContactId(id), new.channel, new.queue, pool, now)
+            // A call the tenant records on demand starts with its recording paused: the
+            // agent's ResumeRecording starts it (media records nothing before).
+            recording_paused: new.channel == core::Channel::Voice
+                && t.recording.voice_call(&id, &new.queue) == centralita_platform::tenant::VoiceRecording::OnDemand,
+            ..Contact::queued(tenant.clone(), ContactId(id.clone()), new.channel, new.queue.clone(), pool, now)
         };
         // Listed before it is written: a listing skips ids without a record.
         self.engine.store.index_open(&contact.key(), now).await?;
