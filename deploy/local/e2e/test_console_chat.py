@@ -48,7 +48,12 @@ spec:
     awayReasons: [break]
     dispositionCodes: [resolved]
     queues:
-      - {{ id: support, offerTimeoutSeconds: 60, afterContactWorkSeconds: 300 }}
+      - id: support
+        offerTimeoutSeconds: 60
+        afterContactWorkSeconds: 300
+        cannedReplies:
+          en: ["Thanks for your patience: {{tenant}} is checking your order.", "Anything else?"]
+          es: ["Gracias por su paciencia: {{tenant}} revisa su pedido."]
   webchat:
     widgetKey: {key}
     allowedOrigins: ["{ORIGIN}"]
@@ -196,6 +201,17 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                 expect(customer_msgs).to_have_count(2, timeout=15_000)
                 expect(customer_msgs.nth(1)).to_contain_text("Es el 4711")
                 expect(pane.get_by_test_id("chat-typing")).to_have_count(0)
+
+                # A quick reply of the queue (its manifest's cannedReplies, in the agent's
+                # language, the tenant's name filled in) goes into the composer, then out.
+                canned = f"Thanks for your patience: Chat {a} is checking your order."
+                assert pane.get_by_test_id("canned").locator("option").all_inner_texts()[1:] == [
+                    canned[:59] + "…", "Anything else?"]
+                pane.get_by_test_id("canned").select_option(canned)
+                expect(pane.get_by_test_id("chat-input")).to_have_value(canned)
+                pane.get_by_test_id("chat-send").click()
+                frames = read_frames(ws, lambda f: any(x.get("text") == canned for x in messages(f)))
+                assert [x["sender"] for x in messages(frames) if x.get("text") == canned] == ["agent"], frames
 
                 # The browser loses media while the customer writes; back, the message shows once.
                 proxy.cut()

@@ -21,7 +21,7 @@ import {
 import { Channel, RecordingMode, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
-import { answerProblem, queueScript, resolutionQuestion, scriptLines } from "./script";
+import { answerProblem, cannedReplies, queueScript, resolutionQuestion, scriptLines } from "./script";
 import { agentId, agentLabel, queueLoad } from "./directory";
 import { usePolled } from "./polling";
 
@@ -404,6 +404,14 @@ function Working(props: {
               timeZone={props.timeZone}
               lang={props.lang}
               t={t}
+              cannedReplies={cannedReplies(queueOf, {
+                lang: props.lang,
+                customerName: customer?.name ? customer.displayName : undefined,
+                vip: customer?.valueTier === ValueTier.VIP,
+                tenantName: props.tenant?.displayName || c.tenant,
+                queueName: queueOf?.displayName || c.queue,
+                channel: "chat",
+              })}
             />
           )}
           {c.state === ContactState.CONNECTED && (

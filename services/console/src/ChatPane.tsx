@@ -43,6 +43,8 @@ export function ChatPane(props: {
   timeZone: string;
   lang: Lang;
   t: (k: Key) => string;
+  /** The queue's canned replies, filled in for this contact (script.ts). */
+  cannedReplies?: string[];
 }) {
   const { conversations: api, contact, t } = props;
   const [conv, dispatch] = useReducer(
@@ -153,7 +155,9 @@ export function ChatPane(props: {
     const at = Date.now();
     if (text.trim() && typingDue(typingSent.current, at)) {
       typingSent.current = at;
-      api.sendTyping({ parent: contact, active: true }).catch((e) => setError(errorText(e)));
+      // Best effort: a marker lost on the way (a dropped connection) expires at media by
+      // itself, so it is no error to show the agent.
+      api.sendTyping({ parent: contact, active: true }).catch(() => undefined);
     }
   };
 
@@ -174,7 +178,7 @@ export function ChatPane(props: {
       // Done typing: the customer's indicator goes now rather than when it expires.
       if (typingSent.current !== undefined) {
         typingSent.current = undefined;
-        api.sendTyping({ parent: contact, active: false }).catch((e) => setError(errorText(e)));
+        api.sendTyping({ parent: contact, active: false }).catch(() => undefined);
       }
     } catch (e) {
       setError(errorText(e));
@@ -224,6 +228,23 @@ export function ChatPane(props: {
             void send();
           }}
         >
+          {props.cannedReplies && props.cannedReplies.length > 0 && (
+            <select
+              data-testid="canned"
+              aria-label={t("cannedReplies")}
+              value=""
+              onChange={(e) => {
+                if (e.target.value) typed(e.target.value);
+              }}
+            >
+              <option value="">{t("cannedReplies")}…</option>
+              {props.cannedReplies.map((r) => (
+                <option key={r} value={r}>
+                  {r.length > 60 ? `${r.slice(0, 59)}…` : r}
+                </option>
+              ))}
+            </select>
+          )}
           <textarea
             data-testid="chat-input"
             value={draft}

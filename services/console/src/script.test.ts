@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { answerProblem, queueScript, RESOLUTION_QUESTION, resolutionQuestion, scriptLines } from "./script";
+import { answerProblem, cannedReplies, queueScript, RESOLUTION_QUESTION, resolutionQuestion, scriptLines } from "./script";
 
 describe("scriptLines", () => {
   it("greets the customer by name in their agent's language, with the VIP and voice lines", () => {
@@ -52,5 +52,27 @@ describe("answerProblem", () => {
     expect(answerProblem("sí")).toBeUndefined();
     expect(answerProblem("ñ".repeat(2000))).toBeUndefined();
     expect(answerProblem("ñ".repeat(2001))).toBe("long");
+  });
+});
+
+describe("canned replies", () => {
+  const words = {
+    script: {},
+    resolutionQuestion: {},
+    cannedReplies: { es: { lines: ["Un momento, {customer}, lo compruebo en {queue}.", "Gracias por contactar con {tenant}."] }, en: { lines: ["One moment please."] } },
+  };
+  const input = { lang: "es" as const, vip: false, tenantName: "Acme Seguros", queueName: "Recibos", channel: "chat" as const };
+  it("come in the agent's language with the contact's names filled in", () => {
+    expect(cannedReplies(words, { ...input, customerName: "Lucía Gil" })).toEqual([
+      "Un momento, Lucía Gil, lo compruebo en Recibos.",
+      "Gracias por contactar con Acme Seguros.",
+    ]);
+    // Without a name the gap closes.
+    expect(cannedReplies(words, input)[0]).toBe("Un momento, lo compruebo en Recibos.");
+  });
+  it("fall back to English, and are none when the queue has none", () => {
+    expect(cannedReplies({ ...words, cannedReplies: { en: { lines: ["One moment please."] } } }, input)).toEqual(["One moment please."]);
+    expect(cannedReplies({ script: {}, resolutionQuestion: {} }, input)).toEqual([]);
+    expect(cannedReplies(undefined, input)).toEqual([]);
   });
 });

@@ -20,6 +20,7 @@ export interface ScriptInput {
 export interface QueueWords {
   script: { [lang: string]: { lines: string[] } };
   resolutionQuestion: { [lang: string]: string };
+  cannedReplies?: { [lang: string]: { lines: string[] } };
 }
 
 /** `byLang`'s entry in `lang`, else English, else the first language it has. */
@@ -32,6 +33,12 @@ function pick<V>(byLang: { [lang: string]: V } | undefined, lang: Lang): V | und
 export function queueScript(q: QueueWords | undefined, lang: Lang): string[] | undefined {
   const lines = pick(q?.script, lang)?.lines;
   return lines && lines.length > 0 ? lines : undefined;
+}
+
+/** The queue's canned replies in the agent's language (or its fallback), placeholders
+ * filled in for this contact; none when the queue has none. */
+export function cannedReplies(q: QueueWords | undefined, i: ScriptInput): string[] {
+  return (pick(q?.cannedReplies, i.lang)?.lines ?? []).map((t) => fill(t, i));
 }
 
 /** The post-resolution question: the queue's, else the console's. */
@@ -48,6 +55,7 @@ function fill(line: string, i: ScriptInput): string {
     .replaceAll("{tenant}", i.tenantName)
     .replaceAll("{queue}", i.queueName)
     .replace(/\s+([,.;:!?])/g, "$1")
+    .replace(/,(?:\s*,)+/g, ",")
     .replace(/\s{2,}/g, " ")
     .trim();
 }

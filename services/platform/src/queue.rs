@@ -69,7 +69,14 @@ pub struct QueueConfig {
     /// The disposition codes an agent wraps this queue's contacts up with; empty: the
     /// tenant's (`RoutingConfig::disposition_codes`). See [`RoutingConfig::dispositions_of`].
     pub disposition_codes: BTreeSet<String>,
+    /// Replies an agent inserts into a chat or message with one click, per language, with
+    /// [`SCRIPT_PLACEHOLDERS`] filled in by the frontend. Empty: none.
+    pub canned_replies: BTreeMap<String, Vec<String>>,
 }
+
+/// Replies per language in a queue's `cannedReplies`, and characters per reply.
+pub const MAX_CANNED_REPLIES: usize = 20;
+pub const MAX_CANNED_CHARS: usize = 1000;
 
 /// What a queue's script may name, filled in per contact: the customer's name (or nothing
 /// when unknown), the tenant's and the queue's display names.
@@ -264,6 +271,10 @@ pub struct QueueSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "schema", schemars(length(max = 100)))]
     pub disposition_codes: Vec<String>,
+    /// Replies an agent inserts into a chat with one click, per language (`es: [text, …]`);
+    /// `{customer}`, `{tenant}` and `{queue}` are filled in per contact.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub canned_replies: BTreeMap<String, Vec<String>>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -432,6 +443,7 @@ impl RoutingSpec {
                 });
             }
             validate_words(&path, &q.script, &q.resolution_question, &mut bad);
+            validate_canned(&path, &q.canned_replies, &mut bad);
             let mut queue_codes = BTreeSet::new();
             if q.disposition_codes.len() > MAX_CODES {
                 bad(format!("{path}.dispositionCodes"), format!("at most {MAX_CODES} codes"));
@@ -464,6 +476,7 @@ impl RoutingSpec {
                     short_abandon_threshold: short_abandon,
                     script: q.script.clone(),
                     resolution_question: q.resolution_question.clone(),
+                    canned_replies: q.canned_replies.clone(),
                     disposition_codes: queue_codes,
                 },
             );
@@ -510,6 +523,7 @@ impl From<&RoutingConfig> for RoutingSpec {
                     short_abandon_seconds: Some(secs(q.short_abandon_threshold)),
                     script: q.script.clone(),
                     resolution_question: q.resolution_question.clone(),
+                    canned_replies: q.canned_replies.clone(),
                     disposition_codes: q.disposition_codes.iter().cloned().collect(),
                 })
                 .collect(),
@@ -559,6 +573,39 @@ fn validate_words(
     for (lang, q) in question.iter().filter(|(l, _)| is_lang(l)) {
         if let Some(p) = problem(q) {
             bad(format!("{path}.resolutionQuestion.{lang}"), p);
+        }
+    }
+}
+
+/// A queue's canned replies within bounds: at most [`MAX_SCRIPT_LANGUAGES`] languages of 2
+/// or 3 lower-case letters, 1 to [`MAX_CANNED_REPLIES`] replies each, each not blank, at
+/// most [`MAX_CANNED_CHARS`] characters, naming no placeholder but [`SCRIPT_PLACEHOLDERS`].
+fn validate_canned(path: &str, replies: &BTreeMap<String, Vec<String>>, bad: &mut impl FnMut(String, String)) {
+    if replies.len() > MAX_SCRIPT_LANGUAGES {
+        bad(format!("{path}.cannedReplies"), format!("at most {MAX_SCRIPT_LANGUAGES} languages"));
+    }
+    for (lang, texts) in replies {
+        let at = format!("{path}.cannedReplies.{lang}");
+        if !((2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase())) {
+            bad(at, "a language is 2 or 3 lower-case letters (en, es)".into());
+            continue;
+        }
+        if texts.is_empty() || texts.len() > MAX_CANNED_REPLIES {
+            bad(at.clone(), format!("must have 1 to {MAX_CANNED_REPLIES} replies"));
+        }
+        for (i, t) in texts.iter().enumerate() {
+            let problem = if t.trim().is_empty() {
+                Some("must not be blank".to_owned())
+            } else if t.chars().count() > MAX_CANNED_CHARS {
+                Some(format!("must be at most {MAX_CANNED_CHARS} characters"))
+            } else if texts[..i].contains(t) {
+                Some("is listed twice".to_owned())
+            } else {
+                unknown_placeholder(t).map(|p| format!("`{p}` is not one of {}", SCRIPT_PLACEHOLDERS.join(", ")))
+            };
+            if let Some(p) = problem {
+                bad(format!("{at}[{i}]"), p);
+            }
         }
     }
 }
@@ -632,6 +679,11 @@ impl From<&RoutingConfig> for pb::RoutingConfig {
                         .collect(),
                     resolution_question: q.resolution_question.iter().map(|(l, t)| (l.clone(), t.clone())).collect(),
                     disposition_codes: q.disposition_codes.iter().cloned().collect(),
+                    canned_replies: q
+                        .canned_replies
+                        .iter()
+                        .map(|(l, texts)| (l.clone(), pb::ScriptLines { lines: texts.clone() }))
+                        .collect(),
                 })
                 .collect(),
         }
@@ -677,6 +729,7 @@ impl From<pb::RoutingConfig> for RoutingSpec {
                     script: q.script.into_iter().map(|(l, s)| (l, s.lines)).collect(),
                     resolution_question: q.resolution_question.into_iter().collect(),
                     disposition_codes: q.disposition_codes,
+                    canned_replies: q.canned_replies.into_iter().map(|(l, s)| (l, s.lines)).collect(),
                 })
                 .collect(),
         }

@@ -355,6 +355,43 @@ mod tests {
     }
 
     #[test]
+    fn canned_replies_are_validated_with_their_paths_and_round_trip() {
+        let codes = "dispositionCodes: [refund, explained]";
+        let with = |replies: &str| DEMO.replace(codes, &format!("{codes}\n        cannedReplies: {replies}"));
+        let text = with(
+            r#"{ es: ["Un momento, {customer}, lo compruebo.", "¿Algo más en lo que pueda ayudarle?"], en: ["One moment please."] }"#,
+        );
+        let t = TenantManifest::parse_all(&text, now()).expect("valid").remove(0);
+        let billing = &t.routing.queues["billing"];
+        assert_eq!(billing.canned_replies["es"].len(), 2);
+        assert_eq!(billing.canned_replies["en"], ["One moment please."]);
+        let back = Tenant::try_from(centralita_proto::tenancy::v1::Tenant::from(&t)).expect("wire");
+        assert_eq!(back.routing.queues["billing"].canned_replies, billing.canned_replies);
+        let manifest = TenantManifest::from(&t);
+        let q = manifest.spec.routing.queues.iter().find(|q| q.id == "billing").expect("billing");
+        assert_eq!(q.canned_replies, billing.canned_replies);
+
+        let long = "x".repeat(1001);
+        let fields: Vec<_> =
+            violations(&with(&format!(r#"{{ ES: ["a"], es: ["Hi {{name}}", " ", "ok", "ok", "{long}"], en: [] }}"#)))
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect();
+        let f = |a: &str, b: &str| ("document 1: spec.routing.queues[1].cannedReplies.".to_owned() + a, b.to_owned());
+        assert_eq!(
+            fields,
+            [
+                f("ES", "a language is 2 or 3 lower-case letters (en, es)"),
+                f("en", "must have 1 to 20 replies"),
+                f("es[0]", "`{name}` is not one of {customer}, {tenant}, {queue}"),
+                f("es[1]", "must not be blank"),
+                f("es[3]", "is listed twice"),
+                f("es[4]", "must be at most 1000 characters"),
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let v = violations(&DEMO.replace("dataRetentionDays: 365", "dataRetentionDays: 365\n  colour: blue"));
         assert_eq!(v.len(), 1);
