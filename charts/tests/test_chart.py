@@ -28,11 +28,23 @@ CLI_EXAMPLE_TENANT = REPO / "deploy" / "examples" / "tenants" / "acme.yaml"
 KUBE_VERSION = "1.30"
 RELEASE, NAMESPACE = "centralita", "contact-center"
 
-SERVICES = ["sessions", "routing", "media", "crm", "recording", "reporting"]
-FRONTEND = {"sessions", "crm", "reporting", "media", "recording"}
-POSTGRES_USERS = {"crm", "recording", "reporting"}
+SERVICES = ["sessions", "routing", "media", "digital", "crm", "recording", "reporting"]
+FRONTEND = {"sessions", "crm", "reporting", "media", "digital", "recording"}
+POSTGRES_USERS = {"crm", "recording", "reporting", "digital"}
 REDIS_USERS = {"sessions", "routing", "media", "reporting"}
 STREAM_PROCESSORS = {"sessions", "routing", "reporting"}
+# The binary each component runs (/usr/local/bin/centralita-<binary>): media's two roles are
+# two components of one binary, `media` (voice) and `digital`.
+BINARY = {s: s for s in SERVICES} | {"digital": "media"}
+MEDIA_ROLES = {"media": "voice", "digital": "digital"}
+# The release's services each component calls (CENTRALITA_<peer>_ENDPOINT → component):
+# crm's subject access export calls media's ConversationService, which the digital role serves.
+PEERS = {
+    "media": {"SESSIONS": "sessions", "RECORDING": "recording"},
+    "digital": {"SESSIONS": "sessions", "CRM": "crm"},
+    "crm": {"SESSIONS": "sessions", "MEDIA": "digital", "RECORDING": "recording"},
+}
+SIGNERS = {"media", "digital", "crm"}
 # Kinds that are custom resources of other projects: kubernetes-validate ships only the
 # built-in Kubernetes schemas, so these are checked field by field in their own tests.
 THIRD_PARTY_KINDS = {
@@ -196,7 +208,7 @@ def test_every_service_has_probes_autoscaler_and_pdb(variant):
         assert c["readinessProbe"]["grpc"] == {"port": grpc_port}
         # Liveness: /livez on the admin port, so a dependency outage restarts nothing.
         assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}
-        assert c["command"] == [f"/usr/local/bin/centralita-{s}"]
+        assert c["command"] == [f"/usr/local/bin/centralita-{BINARY[s]}"]
 
         hpa = r.find("HorizontalPodAutoscaler", full(s))
         scaled = r.find("ScaledObject", full(s))
@@ -332,18 +344,20 @@ def test_environment_and_secrets(variant):
             else:
                 assert var not in env, (s, var)
         assert ("CENTRALITA_DATABASE_POOL_SIZE" in env) == (s in POSTGRES_USERS)
-        # media and crm call the release's other services at their Services.
-        peers = {"media": ("sessions", "crm", "recording"), "crm": ("sessions", "media", "recording")}.get(s, ())
-        for peer in ("sessions", "media", "crm", "recording"):
-            var = f"CENTRALITA_{peer.upper()}_ENDPOINT"
+        # media, digital and crm call the release's other services at their Services.
+        peers = PEERS.get(s, {})
+        for peer in ("SESSIONS", "MEDIA", "DIGITAL", "CRM", "RECORDING"):
+            var = f"CENTRALITA_{peer}_ENDPOINT"
             if peer in peers:
-                svc = r.get("Service", full(peer))
+                target = peers[peer]
+                svc = r.get("Service", full(target))
                 port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc")
-                assert env[var]["value"] == f"http://{full(peer)}:{port}", (s, var)
+                assert env[var]["value"] == f"http://{full(target)}:{port}", (s, var)
             else:
                 assert var not in env, (s, var)
-        # media runs its voice role only: the digital role needs a database the chart does not give it.
-        assert (env.get("CENTRALITA_MEDIA_ROLES", {}).get("value") == "voice") == (s == "media"), s
+        # media's two roles are two components: `media` runs voice, `digital` the digital role.
+        assert env.get("CENTRALITA_MEDIA_ROLES", {}).get("value") == MEDIA_ROLES.get(s), s
+        assert ("CENTRALITA_WEBCHAT_ADDR" in env) == (s == "digital"), s
         # Static consumer-group membership from the pod name for the stream processors.
         if s in STREAM_PROCESSORS:
             assert env["CENTRALITA_KAFKA_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -415,6 +429,15 @@ def test_media_reads_the_images_prompts_unless_told_otherwise(chart):
         ({"services": {"media": {"voice": {"sipService": {"type": "ExternalName"}}}}}, "/services/media/voice/sipService/type"),
         ({"services": {"media": {"voice": {"registrarSecrets": ["Acme_Phones"]}}}}, "/services/media/voice/registrarSecrets/0"),
         ({"services": {"media": {"voice": {"registrarSecrets": ["a", "a"]}}}}, "/services/media/voice/registrarSecrets"),
+        ({"services": {"digital": {"smsSecrets": ["Acme_SMS"]}}}, "/services/digital/smsSecrets/0"),
+        ({"services": {"digital": {"emailSecrets": ["a", "a"]}}}, "/services/digital/emailSecrets"),
+        ({"services": {"digital": {"http": {"publicUrl": "https://chat.bpo.example/hooks"}}}},
+         "/services/digital/http/publicUrl"),
+        ({"services": {"digital": {"smtp": {"service": {"type": "ExternalName"}}}}}, "/services/digital/smtp/service/type"),
+        ({"services": {"digital": {"smtp": {"maxMessageBytes": 10}}}}, "/services/digital/smtp/maxMessageBytes"),
+        ({"services": {"digital": {"voice": {"sipPort": 5060}}}}, "voice"),
+        ({"services": {"digital": {"providerEgress": {"cidrs": [], "ports": [443]}}}},
+         "/services/digital/providerEgress/cidrs"),
     ],
 )
 def test_wrong_values_fail_with_a_schema_error(chart, values, where):
@@ -441,6 +464,15 @@ def test_wrong_values_fail_with_a_schema_error(chart, values, where):
         ),
         ({"services": {"media": {"voice": {"rtpPortStart": 20000, "rtpPortEnd": 10000}}}}, "rtpPortStart is above rtpPortEnd"),
         ({"services": {"media": {"voice": {"drainSeconds": 265}}}}, "drainSeconds (265) must leave at least 10 s"),
+        (
+            {"services": {"digital": {"http": {"ingress": {"enabled": True}}}}},
+            "services.digital.http.ingress.enabled needs services.digital.http.ingress.host",
+        ),
+        ({"services": {"digital": {"http": {"port": 9090}}}}, "services.digital.http.port (9090) must differ"),
+        (
+            {"services": {"digital": {"smtp": {"enabled": True, "port": 8480}}}},
+            "services.digital.smtp.port (8480) must differ",
+        ),
     ],
 )
 def test_inconsistent_values_fail_to_render(chart, values, message):
@@ -498,7 +530,8 @@ def test_network_policies(variant):
     for s in SERVICES:
         pol = r.get("NetworkPolicy", full(s))
         grpc = next(p["containerPort"] for p in container(r.get("Deployment", full(s)))["ports"] if p["name"] == "grpc")
-        frontend_rules = [i for i in pol["spec"]["ingress"] if i["from"] == clients]
+        frontend_rules = [i for i in pol["spec"]["ingress"]
+                          if i["from"] == clients and ("TCP", grpc, None) in ports_of(i)]
         if s in FRONTEND:
             assert len(frontend_rules) == 1 and ports_of(frontend_rules[0]) == {("TCP", grpc, None)}, s
         else:
@@ -670,7 +703,7 @@ def test_invalid_tenants_are_refused_by_the_crd(mutate):
 
 
 def test_each_service_command_is_a_binary_of_the_workspace():
-    for s in SERVICES:
+    for s in sorted(set(BINARY.values())):
         manifest = (REPO / "services" / s / "Cargo.toml").read_text()
         assert re.search(rf'\[\[bin\]\]\s*name = "centralita-{s}"', manifest), s
 
@@ -735,7 +768,7 @@ def grpc_services_in_protos() -> dict[str, str]:
 
 def test_the_console_is_off_by_default(variant):
     _, values, r = variant
-    assert r.find("Deployment", full("console")) is None and r.of("Ingress") == []
+    assert r.find("Deployment", full("console")) is None and r.find("Ingress", full("console")) is None
     for s in SERVICES:
         assert "CENTRALITA_GRPC_WEB_ORIGINS" not in env_of(r.get("Deployment", full(s))), s
 
@@ -777,7 +810,8 @@ def test_the_console_and_one_ingress_serve_the_browser_on_one_origin(chart):
     # Each route is a gRPC service the protos declare, to the service that serves it (its
     # gRPC port), and every service the console's clients use is routed.
     declared = grpc_services_in_protos()
-    serving = {"sessions": "sessions", "tenancy": "sessions", "crm": "crm", "reporting": "reporting", "media": "media"}
+    # ConversationService (package centralita.media.v1) is media's digital role: the digital component.
+    serving = {"sessions": "sessions", "tenancy": "sessions", "crm": "crm", "reporting": "reporting", "media": "digital"}
     for path, (backend, port) in routes.items():
         name = path.lstrip("/")
         assert name in declared, path
@@ -859,7 +893,7 @@ def test_the_image_carries_the_console_app_where_the_chart_serves_it_from(chart)
     assert re.search(r'\[\[bin\]\]\s*name = "centralita-console"', (REPO / "services/console-server/Cargo.toml").read_text())
 
 
-def test_only_media_and_crm_get_the_signing_key_and_only_when_given(chart):
+def test_only_media_digital_and_crm_get_the_signing_key_and_only_when_given(chart):
     # Off by default: no service has the private key.
     r = Rendered(render(chart, {}))
     for s in SERVICES:
@@ -873,7 +907,7 @@ def test_only_media_and_crm_get_the_signing_key_and_only_when_given(chart):
         env = env_of(d)
         vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
         mounts = {m["name"]: m for m in container(d)["volumeMounts"]}
-        if s in ("media", "crm"):
+        if s in SIGNERS:
             assert env["CENTRALITA_JWT_PRIVATE_KEY_FILE"]["value"] == "/etc/centralita/signing/k.pem"
             assert vols["signing-key"]["secret"]["secretName"] == "centralita-signing"
             assert mounts["signing-key"] == {"name": "signing-key", "mountPath": "/etc/centralita/signing", "readOnly": True}
@@ -950,3 +984,171 @@ def test_media_listens_on_its_pod_address_and_the_charts_rtp_range(chart):
     text = yaml.safe_dump(Rendered(render(chart, {"services": {"media": {"voice": {"rtpPortStart": 30000,
                                                                                    "rtpPortEnd": 30999}}}})).objects)
     assert "endPort: 30999" in text and "port: 30000" in text
+
+
+# ---------------------------------------------------------------------------------------
+# media's digital role: web chat, SMS, email and ConversationService
+# ---------------------------------------------------------------------------------------
+
+SIGNING = {"config": {"jwt": {"privateKeySecret": {"name": "centralita-signing", "key": "k.pem"}}}}
+
+
+def validate_all(r: Rendered) -> None:
+    for obj in r.objects:
+        if (obj["apiVersion"], obj["kind"]) not in THIRD_PARTY_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def merge(*dicts: dict) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def test_digital_runs_medias_binary_in_its_digital_role(chart):
+    r = Rendered(render(chart, SIGNING))
+    validate_all(r)
+    d = r.get("Deployment", full("digital"))
+    c = container(d)
+    env = env_of(d)
+    assert c["command"] == ["/usr/local/bin/centralita-media"]
+    assert env["CENTRALITA_MEDIA_ROLES"]["value"] == "digital"
+    # Its conversations in PostgreSQL (schema `media`), from the Secret; no Redis.
+    assert env["CENTRALITA_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "centralita-database", "key": "url"}
+    assert env["CENTRALITA_DATABASE_POOL_SIZE"]["value"] == "16"
+    assert "CENTRALITA_REDIS_URL" not in env
+    ports = {p["name"]: (p["containerPort"], p["protocol"]) for p in c["ports"]}
+    assert ports == {"grpc": (50051, "TCP"), "admin": (9090, "TCP"), "http": (8480, "TCP")}, "no SIP, no SMTP by default"
+    assert env["CENTRALITA_WEBCHAT_ADDR"]["value"] == "0.0.0.0:8480"
+    assert env["CENTRALITA_SESSIONS_ENDPOINT"]["value"] == f"http://{full('sessions')}:50051"
+    assert env["CENTRALITA_CRM_ENDPOINT"]["value"] == f"http://{full('crm')}:50051"
+    assert env["CENTRALITA_JWT_PRIVATE_KEY_FILE"]["value"] == "/etc/centralita/signing/k.pem"
+    for var in ("CENTRALITA_SIP_ADDR", "CENTRALITA_RTP_PORTS", "CENTRALITA_SIP_DRAIN", "CENTRALITA_SMTP_ADDR",
+                "CENTRALITA_SMS_PUBLIC_URL", "CENTRALITA_SMS_SECRETS_DIR", "CENTRALITA_EMAIL_SECRETS_DIR",
+                "CENTRALITA_RECORDING_ENDPOINT"):
+        assert var not in env, var
+    assert c["readinessProbe"]["grpc"] == {"port": 50051}
+    svc = r.get("Service", full("digital"))
+    assert {p["name"]: (p["port"], p["targetPort"], p.get("appProtocol")) for p in svc["spec"]["ports"]} == {
+        "grpc": (50051, "grpc", "kubernetes.io/h2c"), "admin": (9090, "admin", "http"), "http": (8480, "http", "http")}
+    # Off by default: no SMTP Service, no customers' Ingress, no Secret volumes.
+    assert r.find("Service", full("digital-smtp")) is None and r.find("Ingress", full("digital")) is None
+    assert not [v for v in d["spec"]["template"]["spec"]["volumes"] if "credentials" in v["name"]]
+    # Scaled and protected on its own, like every service.
+    hpa = r.get("HorizontalPodAutoscaler", full("digital"))
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    assert r.get("PodDisruptionBudget", full("digital"))["spec"]["maxUnavailable"] == 1
+    assert r.get("ServiceAccount", full("digital"))["automountServiceAccountToken"] is False
+    # media is the voice role only.
+    media = env_of(r.get("Deployment", full("media")))
+    assert media["CENTRALITA_MEDIA_ROLES"]["value"] == "voice"
+    assert "CENTRALITA_WEBCHAT_ADDR" not in media and "CENTRALITA_DATABASE_URL" not in media
+    assert "http" not in {p["name"] for p in r.get("Service", full("media"))["spec"]["ports"]}
+    # crm's subject access export reads conversations from the digital role's Service.
+    crm = env_of(r.get("Deployment", full("crm")))
+    assert crm["CENTRALITA_MEDIA_ENDPOINT"]["value"] == f"http://{full('digital')}:50051"
+    # The binary reads what the chart sets.
+    lib = (REPO / "services/media/src/lib.rs").read_text()
+    for var in ("CENTRALITA_MEDIA_ROLES", "CENTRALITA_WEBCHAT_ADDR", "CENTRALITA_SMS_PUBLIC_URL", "CENTRALITA_SMTP_ADDR",
+                "CENTRALITA_SMTP_HOSTNAME", "CENTRALITA_SMTP_MAX_MESSAGE_BYTES", "CENTRALITA_SMS_SECRETS_DIR",
+                "CENTRALITA_EMAIL_SECRETS_DIR", "CENTRALITA_CRM_ENDPOINT"):
+        assert f'env = "{var}"' in lib, var
+
+
+def test_digital_takes_mail_the_providers_secrets_and_an_ingress(chart):
+    values = {"services": {"digital": {
+        "http": {"port": 8081, "publicUrl": "https://chat.bpo.example",
+                 "clients": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}}}],
+                 "ingress": {"enabled": True, "className": "nginx", "host": "chat.bpo.example", "tlsSecretName": "chat-tls",
+                             "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}}},
+        "smtp": {"enabled": True, "hostname": "mx.bpo.example", "maxMessageBytes": 5242880,
+                 "peerCidrs": ["198.51.100.0/24"],
+                 "service": {"type": "LoadBalancer", "port": 25, "externalTrafficPolicy": "Local",
+                             "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}}},
+        "smsSecrets": ["acme-sms", "globex.sms"],
+        "emailSecrets": ["acme-mail"],
+        "providerEgress": {"cidrs": ["0.0.0.0/0"], "ports": [443, 587]},
+    }}}
+    report = lint(CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+    r = Rendered(render(chart, values))
+    validate_all(r)
+    d = r.get("Deployment", full("digital"))
+    c = container(d)
+    env = {k: v.get("value") for k, v in env_of(d).items()}
+    assert env["CENTRALITA_WEBCHAT_ADDR"] == "0.0.0.0:8081"
+    assert env["CENTRALITA_SMS_PUBLIC_URL"] == "https://chat.bpo.example"
+    assert env["CENTRALITA_SMTP_ADDR"] == "0.0.0.0:2525"
+    assert env["CENTRALITA_SMTP_HOSTNAME"] == "mx.bpo.example"
+    assert env["CENTRALITA_SMTP_MAX_MESSAGE_BYTES"] == "5242880"
+    assert env["CENTRALITA_SMS_SECRETS_DIR"] == "/etc/centralita/sms"
+    assert env["CENTRALITA_EMAIL_SECRETS_DIR"] == "/etc/centralita/email"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 50051, "admin": 9090, "http": 8081, "smtp": 2525}
+    # The tenants' Secrets, whole and optional (a late or rotated Secret reaches the pod).
+    vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    for prefix, directory, names in (("sms-credentials", "/etc/centralita/sms", ["acme-sms", "globex.sms"]),
+                                     ("email-credentials", "/etc/centralita/email", ["acme-mail"])):
+        for i, name in enumerate(names):
+            assert vols[f"{prefix}-{i}"]["secret"] == {"secretName": name, "defaultMode": 0o440, "optional": True}
+            assert mounts[f"{prefix}-{i}"] == {"name": f"{prefix}-{i}", "mountPath": f"{directory}/{name}", "readOnly": True}
+    assert {n for n in vols if "credentials" in n} == {"sms-credentials-0", "sms-credentials-1", "email-credentials-0"}
+    # The layouts the binary reads: {dir}/{secret}/authToken and {dir}/{secret}/username, password.
+    lib = (REPO / "services/media/src/lib.rs").read_text()
+    assert "`{dir}/{secret}/authToken`" in lib and "`{dir}/{secret}/username` and `password`" in lib
+    # The component's Service carries http on its port; mail has its own Service.
+    svc = r.get("Service", full("digital"))
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]}["http"] == 8081
+    smtp = r.get("Service", full("digital-smtp"))
+    assert smtp["spec"]["type"] == "LoadBalancer" and smtp["spec"]["externalTrafficPolicy"] == "Local"
+    assert smtp["spec"]["ports"] == [{"name": "smtp", "port": 25, "targetPort": "smtp", "protocol": "TCP"}]
+    assert smtp["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+    assert smtp["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
+    assert "centralita.io/metrics" not in smtp["metadata"]["labels"], "not scraped"
+    # The customers' Ingress: the host, `/` to the http port, TLS and the annotations given.
+    ing = r.get("Ingress", full("digital"))
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["tls"] == [{"hosts": ["chat.bpo.example"], "secretName": "chat-tls"}]
+    assert ing["metadata"]["annotations"] == {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}
+    (rule,) = ing["spec"]["rules"]
+    assert rule["host"] == "chat.bpo.example"
+    assert rule["http"]["paths"] == [{"path": "/", "pathType": "Prefix",
+                                      "backend": {"service": {"name": full("digital"), "port": {"number": 8081}}}}]
+    # NetworkPolicy: http from the clients, SMTP from the senders' CIDRs, out to the providers.
+    pol = r.get("NetworkPolicy", full("digital"))
+    ingress = {frozenset(ports_of(rule)): rule["from"] for rule in pol["spec"]["ingress"]}
+    assert ingress[frozenset({("TCP", 8081, None)})] == values["services"]["digital"]["http"]["clients"]
+    assert ingress[frozenset({("TCP", 2525, None)})] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
+    providers = [e for e in pol["spec"]["egress"] if e["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]]
+    assert [ports_of(e) for e in providers] == [{("TCP", 443, None), ("TCP", 587, None)}]
+    assert not any(("TCP", 6379, None) in ports_of(e) for e in pol["spec"]["egress"]), "no Redis"
+    assert any(("TCP", 5432, None) in ports_of(e) for e in pol["spec"]["egress"]), "PostgreSQL"
+    # media (voice) gets none of it.
+    media = env_of(r.get("Deployment", full("media")))
+    assert not {"CENTRALITA_SMTP_ADDR", "CENTRALITA_SMS_SECRETS_DIR", "CENTRALITA_EMAIL_SECRETS_DIR"} & set(media)
+    # A ClusterIP SMTP Service (behind the cluster's own mail edge) has no traffic policy.
+    r = Rendered(render(chart, merge(values, {"services": {"digital": {"smtp": {"service": {"type": "ClusterIP"}}}}})))
+    smtp = r.get("Service", full("digital-smtp"))
+    assert smtp["spec"]["type"] == "ClusterIP" and "externalTrafficPolicy" not in smtp["spec"]
+
+
+def test_the_console_reaches_conversations_on_the_digital_role(chart):
+    r = Rendered(render(chart, console_values()))
+    paths = {p["path"]: p["backend"]["service"] for p in r.get("Ingress", full("console"))["spec"]["rules"][0]["http"]["paths"]}
+    svc = r.get("Service", full("digital"))
+    grpc = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc")
+    assert paths["/centralita.media.v1.ConversationService"] == {"name": full("digital"), "port": {"number": grpc}}
+    assert "media=" + CONSOLE_URL in env_of(r.get("Deployment", full("console")))["CENTRALITA_CONSOLE_ENDPOINTS"]["value"]
+    assert env_of(r.get("Deployment", full("digital")))["CENTRALITA_GRPC_WEB_ORIGINS"]["value"] == CONSOLE_URL
+    # The browser's `media` endpoint follows the digital role, not voice.
+    for media, digital, expected in ((False, True, True), (True, False, False)):
+        r = Rendered(render(chart, merge(console_values(), {"services": {"media": {"enabled": media},
+                                                                         "digital": {"enabled": digital}}})))
+        endpoints = env_of(r.get("Deployment", full("console")))["CENTRALITA_CONSOLE_ENDPOINTS"]["value"].split(",")
+        assert (f"media={CONSOLE_URL}" in endpoints) is expected, (media, digital)
+        paths = [p["path"] for p in r.get("Ingress", full("console"))["spec"]["rules"][0]["http"]["paths"]]
+        assert ("/centralita.media.v1.ConversationService" in paths) is expected
+        crm = env_of(r.get("Deployment", full("crm")))
+        assert ("CENTRALITA_MEDIA_ENDPOINT" in crm) is expected, "crm's export reads the digital role"

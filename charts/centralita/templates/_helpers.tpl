@@ -32,11 +32,15 @@ deployment choice:
   stream:           a Kafka stream processor (KEDA-scalable)
   grpc / jwt:       serves gRPC with caller JWTs
   operator:         the Tenant controller (Kubernetes API, RBAC, one replica)
+  binary:           the binary it runs, /usr/local/bin/centralita-<binary> (default: its
+                    name); media's two roles are two components of one binary: `media`
+                    (voice) and `digital` (web chat, SMS, email, ConversationService)
 */}}
 {{- define "centralita.traits" -}}
 sessions:  {grpc: true, jwt: true, postgres: false, redis: true,  frontend: true,  stream: true,  operator: false}
 routing:   {grpc: true, jwt: true, postgres: false, redis: true,  frontend: false, stream: true,  operator: false}
 media:     {grpc: true, jwt: true, postgres: false, redis: true,  frontend: true,  stream: false, operator: false}
+digital:   {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false, binary: media}
 crm:       {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
 recording: {grpc: true, jwt: true, postgres: true,  redis: false, frontend: true,  stream: false, operator: false}
 reporting: {grpc: true, jwt: true, postgres: true,  redis: true,  frontend: true,  stream: true,  operator: false}
@@ -130,6 +134,17 @@ app.kubernetes.io/component: {{ .name }}
 {{- if and (eq .name "media") (gt (add (int $c.voice.drainSeconds) 10) (int $c.shutdownTimeoutSeconds)) -}}
 {{- fail (printf "services.media.voice.drainSeconds (%v) must leave at least 10 s of shutdownTimeoutSeconds (%v) to end the calls left" $c.voice.drainSeconds $c.shutdownTimeoutSeconds) -}}
 {{- end -}}
+{{- if eq .name "digital" -}}
+{{- if and $c.http.ingress.enabled (not $c.http.ingress.host) -}}
+{{- fail "services.digital.http.ingress.enabled needs services.digital.http.ingress.host (the customers' host for web chat and the SMS webhooks, e.g. chat.bpo.example)" -}}
+{{- end -}}
+{{- if has (int $c.http.port) (list (int $c.grpcPort) (int $c.adminPort)) -}}
+{{- fail (printf "services.digital.http.port (%v) must differ from its grpcPort and adminPort" $c.http.port) -}}
+{{- end -}}
+{{- if and $c.smtp.enabled (has (int $c.smtp.port) (list (int $c.grpcPort) (int $c.adminPort) (int $c.http.port))) -}}
+{{- fail (printf "services.digital.smtp.port (%v) must differ from its grpcPort, adminPort and http.port" $c.smtp.port) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -191,7 +206,7 @@ app.kubernetes.io/component: {{ .name }}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and (has .name (list "media" "crm")) $cfg.jwt.privateKeySecret.name }}
+{{- if and (include "centralita.signs" .) $cfg.jwt.privateKeySecret.name }}
 - name: CENTRALITA_JWT_PRIVATE_KEY_FILE
   value: {{ printf "/etc/centralita/signing/%s" $cfg.jwt.privateKeySecret.key | quote }}
 {{- end }}
@@ -205,8 +220,8 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ $cfg.database.poolSize | quote }}
 {{- end }}
 {{- if eq .name "media" }}
-{{- /* The chart deploys media's voice role; the digital role (web chat, its PostgreSQL
-       schema and HTTP port) is not in the chart yet. */}}
+{{- /* The `media` component is media's voice role; its digital role is the `digital`
+       component (same binary). */}}
 - name: CENTRALITA_MEDIA_ROLES
   value: "voice"
 - name: CENTRALITA_SIP_DRAIN
@@ -231,16 +246,53 @@ app.kubernetes.io/component: {{ .name }}
   value: "/etc/centralita/sip"
 {{- end }}
 {{- end }}
-{{- /* The release's services a component calls (media: sessions for contacts, crm for SMS
-       opt-outs, recording for recorded calls; crm: sessions, media and recording for the
-       subject access export), at their Services, when enabled. */}}
-{{- $peers := dict "media" (list "sessions" "crm" "recording") "crm" (list "sessions" "media" "recording") }}
+{{- if eq .name "digital" }}
+{{- /* media's digital role: web chat (HTTP and WebSocket) and the SMS providers' webhooks on
+       the http port, inbound email on the SMTP port when enabled, ConversationService on
+       gRPC, the conversations in PostgreSQL (schema `media`). */}}
+- name: CENTRALITA_MEDIA_ROLES
+  value: "digital"
+- name: CENTRALITA_WEBCHAT_ADDR
+  value: {{ printf "%s:%v" $cfg.listenAddress .c.http.port | quote }}
+{{- with .c.http.publicUrl }}
+- name: CENTRALITA_SMS_PUBLIC_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- if .c.smtp.enabled }}
+- name: CENTRALITA_SMTP_ADDR
+  value: {{ printf "%s:%v" $cfg.listenAddress .c.smtp.port | quote }}
+{{- with .c.smtp.hostname }}
+- name: CENTRALITA_SMTP_HOSTNAME
+  value: {{ . | quote }}
+{{- end }}
+- name: CENTRALITA_SMTP_MAX_MESSAGE_BYTES
+  value: {{ .c.smtp.maxMessageBytes | int64 | quote }}
+{{- end }}
+{{- if .c.smsSecrets }}
+- name: CENTRALITA_SMS_SECRETS_DIR
+  value: "/etc/centralita/sms"
+{{- end }}
+{{- if .c.emailSecrets }}
+- name: CENTRALITA_EMAIL_SECRETS_DIR
+  value: "/etc/centralita/email"
+{{- end }}
+{{- end }}
+{{- /* The release's services a component calls, at their Services, when enabled, as
+       (variable's peer name, component): media (voice) sessions for contacts and recording
+       for recorded calls; digital sessions for contacts and crm for SMS opt-outs; crm
+       sessions, media and recording for the subject access export, where media's
+       ConversationService is the digital role's. */}}
+{{- $peers := dict
+  "media" (list (list "sessions" "sessions") (list "recording" "recording"))
+  "digital" (list (list "sessions" "sessions") (list "crm" "crm"))
+  "crm" (list (list "sessions" "sessions") (list "media" "digital") (list "recording" "recording")) }}
 {{- $root := .root }}
 {{- range $peer := (get $peers .name | default list) }}
-{{- $pc := index $v.services $peer }}
+{{- $target := index $peer 1 }}
+{{- $pc := index $v.services $target }}
 {{- if $pc.enabled }}
-- name: {{ printf "CENTRALITA_%s_ENDPOINT" (upper $peer) }}
-  value: {{ printf "http://%s:%v" (include "centralita.componentName" (dict "root" $root "name" $peer)) $pc.grpcPort | quote }}
+- name: {{ printf "CENTRALITA_%s_ENDPOINT" (upper (index $peer 0)) }}
+  value: {{ printf "http://%s:%v" (include "centralita.componentName" (dict "root" $root "name" $target)) $pc.grpcPort | quote }}
 {{- end }}
 {{- end }}
 {{- if and .t.frontend $v.console.enabled }}
@@ -275,6 +327,36 @@ app.kubernetes.io/component: {{ .name }}
 {{- with .c.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* Whether a component gets the platform's signing key (config.jwt.privateKeySecret): the
+services that call others in a tenant's name. "true" or "". */}}
+{{- define "centralita.signs" -}}
+{{- if has .name (list "media" "digital" "crm") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Secret volumes of a component's list of Secret names, mounted whole (no subPath) and
+optional, so a Secret created later or rotated reaches running pods without a restart:
+(list "<volume prefix>" "<mount dir>" <names>). "volumes" and "mounts" are separate calls. */}}
+{{- define "centralita.secretVolumes" -}}
+{{- $prefix := index . 0 -}}
+{{- range $i, $secret := index . 2 }}
+- name: {{ printf "%s-%d" $prefix $i }}
+  secret:
+    secretName: {{ $secret | quote }}
+    defaultMode: 0440
+    optional: true
+{{- end -}}
+{{- end -}}
+
+{{- define "centralita.secretMounts" -}}
+{{- $prefix := index . 0 -}}
+{{- $dir := index . 1 -}}
+{{- range $i, $secret := index . 2 }}
+- name: {{ printf "%s-%d" $prefix $i }}
+  mountPath: {{ printf "%s/%s" $dir $secret | quote }}
+  readOnly: true
+{{- end -}}
 {{- end -}}
 
 {{/* NetworkPolicy peers of a list of CIDRs; fails on an empty list (no peer = everyone). */}}
