@@ -967,6 +967,22 @@ def test_media_mounts_the_registrar_secrets_it_is_given(chart):
             assert "CENTRALITA_SIP_SECRETS_DIR" not in env_of(r.get("Deployment", full(s))), s
 
 
+def test_media_mounts_the_trunks_credential_secrets_beside_the_registrars(chart):
+    values = {"services": {"media": {"voice": {"trunkSecrets": ["acme-sbc", "shared"],
+                                                "registrarSecrets": ["shared"]}}}}
+    d = Rendered(render(chart, values)).get("Deployment", full("media"))
+    assert env_of(d)["CENTRALITA_SIP_SECRETS_DIR"]["value"] == "/etc/centralita/sip"
+    vols = [v["secret"]["secretName"] for v in d["spec"]["template"]["spec"]["volumes"] if v["name"].startswith("sip-")]
+    assert vols == ["shared", "acme-sbc"], "each Secret once"
+    mounts = [m["mountPath"] for m in container(d)["volumeMounts"] if m["name"].startswith("sip-")]
+    assert mounts == ["/etc/centralita/sip/shared", "/etc/centralita/sip/acme-sbc"]
+    # The layout media reads: {CENTRALITA_SIP_SECRETS_DIR}/{secret}/username and /password.
+    auth = (REPO / "services/media/src/trunk_auth.rs").read_text()
+    assert 'registrar.secret_value(secret, "username")' in auth and 'registrar.secret_value(secret, "password")' in auth
+    with pytest.raises(Exception):
+        render(chart, {"services": {"media": {"voice": {"trunkSecrets": ["Acme_SBC"]}}}})
+
+
 def test_media_listens_on_its_pod_address_and_the_charts_rtp_range(chart):
     d = Rendered(render(chart, {"services": {"media": {"voice": {"sipPort": 5080, "rtpPortStart": 30000,
                                                                   "rtpPortEnd": 30999}}}})).get("Deployment", full("media"))

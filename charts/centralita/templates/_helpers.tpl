@@ -241,7 +241,7 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ printf "$(POD_IP):%v" .c.voice.sipPort | quote }}
 - name: CENTRALITA_RTP_PORTS
   value: {{ printf "%v-%v" .c.voice.rtpPortStart .c.voice.rtpPortEnd | quote }}
-{{- if .c.voice.registrarSecrets }}
+{{- if or .c.voice.registrarSecrets .c.voice.trunkSecrets }}
 - name: CENTRALITA_SIP_SECRETS_DIR
   value: "/etc/centralita/sip"
 {{- end }}

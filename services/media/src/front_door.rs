@@ -62,6 +62,7 @@ use crate::rtp::sdp::{self, SdpError};
 use crate::rtp::{Codec, MediaPlane};
 use crate::sessions::Sessions;
 use crate::sip::{Answered, Dialer, Hangup, Incoming, Kind, Outcome, Requests, Ringing, ServerCall, Stopper};
+use crate::trunk_auth::Outcome as TrunkCheck;
 
 /// Calls this replica holds, by tenant (the concurrent-contact quota counts them) and in
 /// all (the drain waits for them).
@@ -253,17 +254,41 @@ impl FrontDoor {
                         return call.finish(400, "Bad Request").await;
                     }
                 };
-                let admitted = if draining {
-                    Err(Refusal::Draining)
-                } else {
-                    admit(&what, &self.registry.list(), |t| self.calls.of(t))
-                };
+                let tenants = self.registry.list();
+                let mut admitted =
+                    if draining { Err(Refusal::Draining) } else { admit(&what, &tenants, |t| self.calls.of(t), None) };
+                // A trunk with credentials: the INVITE proves them or is challenged (407).
+                if let Err(Refusal::Unauthenticated { tenant, trunks }) = &admitted {
+                    let auth = crate::trunk_auth::TrunkAuth::new(self.registrar.clone());
+                    match auth.check(tenant, trunks, what.credentials.as_ref()).await {
+                        TrunkCheck::Authenticated(trunk) => {
+                            admitted = admit(&what, &tenants, |t| self.calls.of(t), Some(&trunk));
+                        }
+                        TrunkCheck::Challenge(value) => {
+                            self.metrics.invite("challenged");
+                            return call.challenge(value).await;
+                        }
+                        TrunkCheck::Forbidden => {
+                            tracing::info!(source = %what.source, %tenant, "INVITE with wrong trunk credentials refused");
+                            self.metrics.invite("refused_trunk");
+                            return call.finish(403, "Forbidden - Trunk Credentials").await;
+                        }
+                        TrunkCheck::BadRequest => {
+                            self.metrics.invite("malformed");
+                            return call.finish(400, "Bad Request - Proxy-Authorization").await;
+                        }
+                        TrunkCheck::Unavailable => {
+                            self.metrics.invite("failed");
+                            return call.finish(503, "Service Unavailable").await;
+                        }
+                    }
+                }
                 match admitted {
                     Err(refusal) => {
                         let (code, reason) = refusal.status();
                         let outcome = match &refusal {
                             Refusal::UnknownNumber => "refused_unknown_number",
-                            Refusal::NotATrunk { .. } => "refused_trunk",
+                            Refusal::NotATrunk { .. } | Refusal::Unauthenticated { .. } => "refused_trunk",
                             Refusal::TenantSuspended { .. } | Refusal::OverQuota { .. } => "refused_tenant",
                             Refusal::Draining => "refused_draining",
                         };

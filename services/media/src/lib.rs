@@ -77,6 +77,7 @@ pub mod registrar;
 pub mod rtp;
 mod sessions;
 mod sip;
+pub mod trunk_auth;
 
 pub use error::Error;
 

@@ -16,9 +16,10 @@ struct OutcomeLabel {
 /// `refused_unknown_number`, `refused_trunk`, `refused_tenant` (suspended, at its quota, or
 /// closed), `refused_draining`, `refused_media` (no codec in common, no SDP: `488`),
 /// `refused_flood` (its source over its INVITE rate: `503`), `malformed` or `failed`
-/// (sessions unreachable, no RTP port); a created call that its caller then cancels also
-/// counts once under `cancelled`.
-pub const OUTCOMES: [&str; 10] = [
+/// (sessions unreachable, no RTP port), or `challenged` (a credential trunk asked for its
+/// digest: `407`; its answering INVITE counts again); a created call that its caller then
+/// cancels also counts once under `cancelled`.
+pub const OUTCOMES: [&str; 11] = [
     "created",
     "refused_unknown_number",
     "refused_trunk",
@@ -29,6 +30,7 @@ pub const OUTCOMES: [&str; 10] = [
     "malformed",
     "failed",
     "cancelled",
+    "challenged",
 ];
 
 #[derive(Debug, Default)]

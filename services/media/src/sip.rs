@@ -280,14 +280,16 @@ fn read_register(req: &rsipstack::sip::Request) -> Result<Register, String> {
         .expires_header()
         .map(|e| e.value().trim().parse::<u32>().map_err(|_| "unreadable Expires header"))
         .transpose()?;
-    let credentials = req.authorization_header().map(|a| {
-        let tok = rsipstack::sip::headers::typed::tokenizers::AuthTokenizer::parse(a.value())
-            .map_err(|_| crate::registrar::digest::CredentialsError::Unreadable)?;
-        let params: Vec<(String, String)> =
-            tok.params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Credentials::from_params(tok.scheme, &params)
-    });
+    let credentials = req.authorization_header().map(|a| credentials_of(a.value()));
     Ok(Register { domain, to_user, to_host, contacts, expires, credentials })
+}
+
+/// Digest credentials of an `Authorization` or `Proxy-Authorization` header's value.
+fn credentials_of(value: &str) -> Result<Credentials, crate::registrar::digest::CredentialsError> {
+    let tok = rsipstack::sip::headers::typed::tokenizers::AuthTokenizer::parse(value)
+        .map_err(|_| crate::registrar::digest::CredentialsError::Unreadable)?;
+    let params: Vec<(String, String)> = tok.params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Credentials::from_params(tok.scheme, &params)
 }
 
 fn read_call(tx: &Transaction) -> Result<Call, String> {
@@ -314,7 +316,12 @@ fn read_invite(req: &rsipstack::sip::Request, source: IpAddr) -> Result<Call, St
     rsipstack::sip::headers::typed::Contact::parse(contact.value()).map_err(|_| "unreadable Contact header")?;
     let caller = user_of(&from_uri).ok_or("the From URI has no user part")?;
     let called = user_of(req.uri()).ok_or("the Request-URI has no user part")?;
-    Ok(Call { called, caller, source })
+    // A trunk's digest credentials (RFC 3261 §22.3), read only: the front door checks them.
+    let credentials = req.headers.iter().find_map(|h| match h {
+        rsipstack::sip::Header::ProxyAuthorization(p) => Some(credentials_of(p.value())),
+        _ => None,
+    });
+    Ok(Call { called, caller, source, credentials })
 }
 
 /// The user part of a `sip:`, `sips:` or `tel:` URI.
@@ -377,6 +384,20 @@ impl ServerCall {
             .collect();
         if let Err(e) = self.tx.reply_with(status, headers, None).await {
             tracing::debug!(error = %e, code, "could not send a final response");
+            return;
+        }
+        tokio::spawn(async move { while self.tx.receive().await.is_some() {} });
+    }
+
+    /// Asks a trunk for its digest credentials: `407` with `Proxy-Authenticate: challenge`
+    /// (RFC 3261 §22.3); the trunk's next INVITE carries them.
+    pub async fn challenge(mut self, challenge: String) {
+        let status = StatusCode::Other(407, "Proxy Authentication Required".to_owned());
+        let header = rsipstack::sip::Header::ProxyAuthenticate(
+            rsipstack::sip::headers::untyped::ProxyAuthenticate::new(challenge),
+        );
+        if let Err(e) = self.tx.reply_with(status, vec![header], None).await {
+            tracing::debug!(error = %e, "could not send a 407");
             return;
         }
         tokio::spawn(async move { while self.tx.receive().await.is_some() {} });

@@ -155,6 +155,32 @@ impl Registrar {
         self.key.get_or_try_init(|| self.store.nonce_key()).await
     }
 
+    /// The nonce key every replica shares: trunks' digest challenges use it too
+    /// ([`crate::trunk_auth`]).
+    pub(crate) async fn shared_nonce_key(&self) -> Result<NonceKey, store::StoreError> {
+        self.nonce_key().await.cloned()
+    }
+
+    /// Whether a digest's (nonce, cnonce, nc) is used for the first time in `tenant` (a
+    /// replayed INVITE or REGISTER is not).
+    pub(crate) async fn first_digest_use(
+        &self,
+        tenant: &TenantId,
+        nonce: &str,
+        cnonce: &str,
+        nc: &str,
+    ) -> Result<bool, store::StoreError> {
+        self.store.first_use(tenant, nonce, cnonce, nc, nonce::NONCE_LIFETIME_SECS).await
+    }
+
+    /// `key` of the Secret `secret` (a file `{CENTRALITA_SIP_SECRETS_DIR}/{secret}/{key}`,
+    /// its final newline trimmed), read on each use so a rotated Secret applies at once;
+    /// `None` when absent. Never logged.
+    pub(crate) fn secret_value(&self, secret: &str, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.secrets_dir.as_ref()?.join(secret).join(key)).ok()?;
+        Some(text.trim_end_matches(['\r', '\n']).to_owned()).filter(|v| !v.is_empty())
+    }
+
     /// Answers a REGISTER.
     pub async fn handle(&self, request: Incoming) {
         let source = request.source();
