@@ -400,6 +400,41 @@ def test_a_caller_hanging_up_while_the_phone_rings_cancels_it(m, desk, tmp_path)
     assert wait_for(lambda: desk.read().state == m.s.CONTACT_STATE_ABANDONED, 10), desk.states
 
 
+def test_an_offer_accepted_on_the_desktop_makes_the_phone_answer_by_itself(m, desk, tmp_path):
+    """The phone rings for the offer; the agent accepts on the desktop (AcceptContact, the
+    agent's own token): media cancels that ring and rings the phone again asking it to
+    answer by itself (`Call-Info: …;answer-after=0`); the phone (sipp, which answers only
+    such an INVITE) picks up, the call is bridged with the contact connected to that agent,
+    and the caller's hang-up ends it on the phone."""
+    port = next(_phone_ports)
+    phone, phone_err = phone_scenario("phone_auto_answer", port, extra=("-m", "2"))
+    caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
+    try:
+        ids = desk.setup({"alice": f"sip:alice@127.0.0.1:{port}"})
+        desk.sign_in(ids["alice"])
+        stop, watcher = watching(desk, caller)
+        proc, err = queued_call(desk.number, caller, 6000, 9)
+        assert wait_for(lambda: (m.s.CONTACT_STATE_OFFERED, ids["alice"]) in desk.states, 5), desk.states
+        time.sleep(0.5)  # the phone is ringing (180)
+        token = mint("--tenant", desk.tenant, "--role", "agent", "--agent-id", ids["alice"])
+        accepted = desk.contacts.AcceptContact(m.s.AcceptContactRequest(name=desk.name, offer_id=desk.read().offer_id),
+                                               metadata=auth(token), timeout=5)
+        assert accepted.state == m.s.CONTACT_STATE_CONNECTED
+        out_caller, _ = proc.communicate(timeout=40)
+        assert proc.returncode == 0, out_caller[-2000:]
+        out, _ = phone.communicate(timeout=30)
+        stop.set()
+        watcher.join(5)
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+    assert phone.returncode == 0, f"the phone was not asked to answer by itself: {out[-2000:]} " \
+                                  f"{phone_err.read_text() if phone_err.exists() else ''}"
+    assert (m.s.CONTACT_STATE_CONNECTED, ids["alice"]) in desk.states, desk.states
+    assert wait_for(lambda: desk.read().state in (m.s.CONTACT_STATE_AFTER_CONTACT_WORK, m.s.CONTACT_STATE_CLOSED), 10), \
+        desk.states
+
+
 def test_a_phone_answering_486_rejects_the_offer_and_the_next_agent_gets_the_call(m, desk, tmp_path):
     port = next(_phone_ports)
     busy, busy_err = phone_scenario("phone_busy", port)

@@ -489,20 +489,34 @@ impl FrontDoor {
                         media.unbridge().await;
                         agent.drop_leg().await;
                         if let ContactUpdate::Offered { agent: id, offer } = next {
-                            agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec).await;
+                            agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec, false).await;
                             if let AgentLeg::Ringing { ring, agent: id, local, .. } = &agent {
                                 control.agent_created(id, ring.call_id(), *local);
                             }
                         }
                     }
                     Some(ContactUpdate::Offered { agent: id, offer }) if matches!(agent, AgentLeg::None) => {
-                        agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec).await;
+                        agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec, false).await;
                         if let AgentLeg::Ringing { ring, agent: id, local, .. } = &agent {
                             control.agent_created(id, ring.call_id(), *local);
                         }
                     }
                     Some(ContactUpdate::Offered { offer, .. }) if agent.offer() == Some(offer.as_str()) => {}
                     Some(ContactUpdate::Connected { agent: holder, recording_paused, on_hold, consult_leg, conferenced, monitor, .. }) => {
+                        // Accepted on the desktop while the phone rings: the ring is
+                        // cancelled and the phone rung again to answer by itself.
+                        if let AgentLeg::Ringing { agent: id, offer, cancelled: false, accepted: false, .. } = &agent {
+                            if *id == holder {
+                                let (id, offer) = (id.clone(), offer.clone());
+                                tracing::info!(agent = %id, "accepted on the desktop: ringing the phone again to answer by itself");
+                                agent.drop_leg().await;
+                                control.agent_ended(EndCause::Cancelled, 487, "accepted on the desktop: rung again to answer by itself");
+                                agent = self.ring(&admitted, &contact, &id, &offer, negotiated.codec, true).await;
+                                if let AgentLeg::Ringing { ring, agent: id, local, .. } = &agent {
+                                    control.agent_created(id, ring.call_id(), *local);
+                                }
+                            }
+                        }
                         // The supervisor first: a consult takes it off (one mixer per call).
                         self.follow_monitor(&admitted, &contact, &mut supervision, &media, negotiated.codec, monitor, consult_leg.is_some()).await;
                         self.follow_consult(&mut consults, &mut agent, &media, negotiated.codec, &holder, consult_leg.as_deref(), &conferenced).await;
@@ -664,7 +678,17 @@ impl FrontDoor {
     /// the call: the offer is rejected at once (the contact goes to the next agent, as for
     /// a phone that cannot be reached). In a tenant without one, an agent with no phone is
     /// left to answer from its desktop (or to let the offer expire).
-    async fn ring(&self, admitted: &Admitted, contact: &str, agent: &str, offer: &str, codec: Codec) -> AgentLeg {
+    /// `accepted`: the offer is already accepted (on the desktop): the phone is asked to
+    /// answer by itself, and its answer accepts nothing more.
+    async fn ring(
+        &self,
+        admitted: &Admitted,
+        contact: &str,
+        agent: &str,
+        offer: &str,
+        codec: Codec,
+        accepted: bool,
+    ) -> AgentLeg {
         let tenant = self.registry.get(&admitted.tenant.id);
         let fixed = tenant.as_ref().and_then(|t| t.voice.phone_of(agent).map(str::to_owned));
         let registers = tenant.as_ref().is_some_and(|t| t.voice.registrar.is_some());
@@ -701,9 +725,9 @@ impl FrontDoor {
         let Ok(addr) = socket.local_addr() else { return AgentLeg::None };
         let local = sdp::Local { addr, session_id: u64::from(uuid::Uuid::now_v7().as_fields().0), version: 1 };
         let caller = admitted.caller.as_deref().unwrap_or("");
-        match self.dialer.invite(&uri, caller, sdp::offer(codec, &local)) {
+        match self.dialer.invite(&uri, caller, sdp::offer(codec, &local), accepted) {
             Ok(ring) => {
-                tracing::info!(agent, %uri, rtp = %addr, "ringing the agent's phone");
+                tracing::info!(agent, %uri, rtp = %addr, auto_answer = accepted, "ringing the agent's phone");
                 AgentLeg::Ringing {
                     ring,
                     agent: agent.to_owned(),
@@ -711,6 +735,7 @@ impl FrontDoor {
                     socket,
                     local,
                     cancelled: false,
+                    accepted,
                 }
             }
             Err(e) => {
@@ -765,7 +790,7 @@ impl FrontDoor {
         sdp_answer: &[u8],
         codec: Codec,
     ) -> Option<(String, Answered, Leg)> {
-        let AgentLeg::Ringing { agent, offer, socket, cancelled, .. } = leg else {
+        let AgentLeg::Ringing { agent, offer, socket, cancelled, accepted, .. } = leg else {
             dialog.hang_up().await;
             return None;
         };
@@ -782,6 +807,10 @@ impl FrontDoor {
                 return None;
             }
         };
+        // Accepted on the desktop already: the phone only picks the call up.
+        if accepted {
+            return Some((agent, dialog, Leg::new(socket, negotiated)));
+        }
         if let Err(e) = self.sessions.accept_contact(&admitted.tenant.id, contact, &agent, &offer).await {
             tracing::info!(error = %e, %agent, "the offer could not be accepted: hanging up the phone");
             dialog.hang_up().await;
@@ -820,6 +849,8 @@ enum AgentLeg {
         /// Media's side of the leg's stream (its address and SDP session).
         local: sdp::Local,
         cancelled: bool,
+        /// Rung with auto-answer because the offer was accepted on the desktop.
+        accepted: bool,
     },
     /// Bridged with the caller.
     Connected {

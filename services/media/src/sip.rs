@@ -460,7 +460,10 @@ pub enum Outcome {
 impl Dialer {
     /// Starts an INVITE to `target` (a `sip:` URI) with the SDP `offer`, from `caller`
     /// (the user part of the From URI: the customer's number, for the phone's display).
-    pub fn invite(&self, target: &str, caller: &str, offer: String) -> Result<Ringing, Error> {
+    /// `auto_answer` asks the phone to answer by itself: `Call-Info: <target>;answer-after=0`
+    /// (the de-facto intercom header of desk phones and softphones) and `Alert-Info: …;
+    /// info=alert-autoanswer` (the older one some phones read instead).
+    pub fn invite(&self, target: &str, caller: &str, offer: String, auto_answer: bool) -> Result<Ringing, Error> {
         let callee = rsipstack::sip::Uri::try_from(target).map_err(|e| Error::Sip(format!("`{target}`: {e}")))?;
         let contact = self.dialogs.build_local_contact(None, None).map_err(|e| Error::Sip(e.to_string()))?;
         let mut from = contact.clone();
@@ -473,6 +476,15 @@ impl Dialer {
             contact,
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
+            headers: auto_answer.then(|| {
+                use rsipstack::sip::headers::untyped;
+                vec![
+                    rsipstack::sip::Header::CallInfo(untyped::CallInfo::new(format!("<{target}>;answer-after=0"))),
+                    rsipstack::sip::Header::AlertInfo(untyped::AlertInfo::new(
+                        "<http://127.0.0.1/autoanswer>;info=alert-autoanswer;delay=0",
+                    )),
+                ]
+            }),
             ..Default::default()
         };
         let (dialog, result) =

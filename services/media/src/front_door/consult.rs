@@ -247,7 +247,7 @@ impl FrontDoor {
         let Some(c) = consults.current.as_mut().filter(|c| c.leg == leg) else { return };
         match update {
             ContactUpdate::Offered { agent: b, offer } if matches!(c.phone, AgentLeg::None) => {
-                c.phone = self.ring(admitted, leg, &b, &offer, codec).await;
+                c.phone = self.ring(admitted, leg, &b, &offer, codec, false).await;
             }
             ContactUpdate::Offered { offer, .. } if c.phone.offer() == Some(offer.as_str()) => {}
             ContactUpdate::Offered { .. } | ContactUpdate::Queued | ContactUpdate::Over => {

@@ -169,7 +169,7 @@ impl FrontDoor {
         let addr = socket.local_addr().ok()?;
         let local = sdp::Local { addr, session_id: u64::from(uuid::Uuid::now_v7().as_fields().0), version: 1 };
         let caller = admitted.caller.as_deref().unwrap_or("");
-        match self.dialer.invite(&uri, caller, sdp::offer(codec, &local)) {
+        match self.dialer.invite(&uri, caller, sdp::offer(codec, &local), false) {
             Ok(ring) => {
                 tracing::info!(supervisor = id, %uri, ?mode, "monitoring: ringing the supervisor's phone");
                 let phone = AgentLeg::Ringing {
@@ -179,6 +179,7 @@ impl FrontDoor {
                     socket,
                     local,
                     cancelled: false,
+                    accepted: false,
                 };
                 Some(Supervisor { id: id.to_owned(), mode, phone, mixer: None, agent_in: false })
             }
