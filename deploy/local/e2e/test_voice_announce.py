@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from conftest import auth, cli, endpoints, mint, wait_for
-from test_voice import SIPP, queued_call, ulaw_to_linear, voice_tenant
+from test_voice import SIPP, m, queued_call, ulaw_to_linear, voice_tenant  # noqa: F401 (m: the fixture)
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
@@ -82,19 +82,6 @@ def announcing_tenant(tenant, number, announcements=True):
     if announcements:
         text += "    announcements: { everySeconds: 60, language: es }\n"
     return text
-
-
-@pytest.fixture(scope="module")
-def m(pb):
-    from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-
-    class M:
-        s = sessions_pb2
-        sg = sessions_pb2_grpc
-        t = pb.tenancy
-        tg = pb.tenancy_grpc
-
-    return M
 
 
 def test_each_waiting_caller_hears_its_own_position_in_the_tenants_language(m, tmp_path):

@@ -149,6 +149,11 @@ mod tests {
     use centralita_platform::tenant::{TenantManifest, TenantStatus};
 
     fn tenant(id: &str, number: &str, source: &str, max: u32) -> Arc<Tenant> {
+        tenant_with(id, number, &format!(r#"[{{ name: carrier, sources: ["{source}"] }}]"#), max)
+    }
+
+    /// A voice tenant with one number to `support` and the trunks `trunks` (YAML).
+    fn tenant_with(id: &str, number: &str, trunks: &str, max: u32) -> Arc<Tenant> {
         let text = format!(
             r#"
 apiVersion: centralita.io/v1
@@ -165,7 +170,7 @@ spec:
   routing: {{ queues: [{{ id: support }}] }}
   voice:
     numbers: [{{ number: "{number}", queue: support }}]
-    trunks: [{{ name: carrier, sources: ["{source}"] }}]
+    trunks: {trunks}
 "#
         );
         let at = chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("valid");
@@ -221,29 +226,7 @@ spec:
 
     #[test]
     fn a_trunk_with_credentials_takes_a_call_only_once_they_are_proved() {
-        let with = |trunks: &str| {
-            let text = format!(
-                r#"
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: acme }}
-spec:
-  displayName: acme
-  channels: [voice]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 5, apiRequestsPerSecond: 10 }}
-  businessHours: {{ timeZone: UTC }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
-  routing: {{ queues: [{{ id: support }}] }}
-  voice:
-    numbers: [{{ number: "+34910000001", queue: support }}]
-    trunks: {trunks}
-"#
-            );
-            let at = chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("valid");
-            vec![Arc::new(TenantManifest::parse_all(&text, at).expect("valid").remove(0))]
-        };
+        let with = |trunks: &str| vec![tenant_with("acme", "+34910000001", trunks, 5)];
         let acme = TenantId::parse("acme").expect("id");
         // Credentials only: any source, once proved.
         let w = with("[{name: sbc, credentials: {secretName: acme-sbc}}]");
