@@ -36,6 +36,7 @@ pub(super) fn queue(id: &str) -> QueueConfig {
         script: Default::default(),
         resolution_question: Default::default(),
         disposition_codes: Default::default(),
+        canned_replies: Default::default(),
     }
 }
 
