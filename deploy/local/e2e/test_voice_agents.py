@@ -843,8 +843,10 @@ def test_recording_killed_mid_call_keeps_what_it_had_and_the_call_goes_on(m, des
     """The suite's recording process is killed with SIGKILL 3 s into a recorded call and
     started again a second later (as a kubelet would): the call is heard both ways to its end
     all the same; the restarted recording finishes the cut recording from its spool as
-    INTERRUPTED, with the seconds it had, caller left and agent right; the stream media
-    opens for the next call records it complete."""
+    INTERRUPTED, with the seconds it had, caller left and agent right; media reopens the
+    call's recording once the service is back, so the rest of the call is a second, complete
+    recording of the same contact; the stream media opens for the next call records it
+    complete."""
     from test_recording import channels, get
 
     pidf, log = _services_process("recording")
@@ -900,6 +902,26 @@ def test_recording_killed_mid_call_keeps_what_it_had_and_the_call_goes_on(m, des
     assert inner, len(left)
     assert sum(dominant(left[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in inner) >= 0.9 * len(inner)
     assert sum(dominant(right[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in inner) >= 0.9 * len(inner)
+
+    # Media reopened the call's recording once the restarted service answered: the rest of
+    # the call is a second recording of the same contact, complete, caller left, agent right.
+    rest = []
+    assert wait_for(lambda: (rest.extend(x for x in recordings_of(rec, desk)
+                                         if x.state == rec.r.RECORDING_STATE_COMPLETE) or bool(rest)), 30), \
+        f"the rest of the call was not recorded: {recordings_of(rec, desk)}"
+    after = rest[0].duration.seconds + rest[0].duration.nanos / 1e9
+    # The call lasted 9 s; the kill came 3 s in and the service was back a second or two
+    # later: what is left is at most ~5 s, and at least a second of it was recorded.
+    assert 1.0 <= after <= 6.0, (after, duration)
+    url = rec.stub.CreatePlaybackUrl(rec.r.CreatePlaybackUrlRequest(name=rest[0].name), metadata=auth(desk.sup)).url
+    status, _, wav = get(url)
+    assert status == 200
+    left, right = channels(wav)
+    windows = [at for at in range(0, len(left) - window + 1, window) if 1600 <= at <= len(left) - window - 1600]
+    assert windows, len(left)
+    assert sum(dominant(left[at:at + window], CALLER_HZ, (AGENT_HZ,)) for at in windows) >= 0.8 * len(windows)
+    assert sum(dominant(right[at:at + window], AGENT_HZ, (CALLER_HZ,)) for at in windows) >= 0.8 * len(windows)
+    print(f"recording killed mid-call: {duration:.2f} s kept (interrupted), the rest {after:.2f} s reopened")
 
     # The next call is recorded whole by the restarted service.
     desk.states.clear()

@@ -17,6 +17,12 @@
 //!   timestamps (so jitter does not move them, and lost packets leave gaps), re-anchored
 //!   on arrival time when the timestamps jump (a new source) more than [`REANCHOR_FRAMES`];
 //!   consecutive packets are sent as one chunk of up to [`CHUNK_BYTES`].
+//! - **A stream that breaks** mid-call (recording restarted, the connection lost) is
+//!   replaced, once a second at most (up to [`REOPENS`] times): the rest of the call goes to
+//!   a new recording of the same contact whose media time starts at the reopening, in the
+//!   current PCI pause state; recording finishes the broken one from its spool
+//!   (`INTERRUPTED`). What falls between the two is lost (at most the buffered chunks and
+//!   about a second).
 //! - **Never disturbing the call**: the relay hands packets over without waiting (a full
 //!   fork drops them, see the relay); this task hands chunks to the gRPC stream through a
 //!   bounded buffer of [`STREAM_BUFFER`] messages without waiting either: a chunk that does
@@ -318,10 +324,56 @@ impl Recorder {
                 p = fork.recv() => if p.is_none() { return },
             }
         };
-        let start = Instant::now();
-        let mut chunker = Chunker::new(call.codec);
+        let mut stream = self.open(&call, &agent, false);
+        tracing::info!(%agent, "recording the call");
+        // PCI pause: while paused, the fork's audio is not even passed on (recording keeps
+        // the span silent and marked); the switch is read from its current value on.
+        let mut is_paused = false;
+        let mut switch_open = true;
+        // A stream that broke while the call goes on (recording restarted, a connection
+        // lost) is replaced by a new recording of the rest of the call, tried at most every
+        // REOPEN_EVERY and REOPENS times.
+        let mut reopens = 0;
+        let mut check = tokio::time::interval(REOPEN_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
+        loop {
+            if *paused.borrow_and_update() != is_paused {
+                is_paused = !is_paused;
+                let at = stream.now();
+                for message in stream.chunker.pause(is_paused, at) {
+                    stream.sender.send(message);
+                }
+            }
+            tokio::select! {
+                packet = fork.recv() => match packet {
+                    Some(packet) if !is_paused => {
+                        let at = stream.now();
+                        for message in stream.chunker.push(packet, at) {
+                            stream.sender.send(message);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                changed = paused.changed(), if switch_open => if changed.is_err() { switch_open = false },
+                _ = check.tick(), if reopens < REOPENS && stream.broken() => {
+                    reopens += 1;
+                    let broken = std::mem::replace(&mut stream, self.open(&call, &agent, is_paused));
+                    self.settle(broken).await;
+                    tracing::warn!(attempt = reopens, "the recording stream broke: the rest of the call goes to a new recording");
+                }
+            }
+        }
+        self.end(stream).await;
+    }
+
+    /// Opens an IngestCall stream for `call` (bridged to `agent`) whose media time starts
+    /// now; `paused`: the PCI pause is on, and the recording starts with it.
+    fn open<'a>(&'a self, call: &Call, agent: &str, paused: bool) -> Stream<'a> {
+        let chunker = Chunker::new(call.codec);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let header = chunker.header(&call.tenant, &call.contact_id, &call.queue, &agent, SystemTime::now());
+        let header = chunker.header(&call.tenant, &call.contact_id, &call.queue, agent, SystemTime::now());
         let _ = tx.try_send(header);
         let rpc = match self.sessions.request(&call.tenant, tokio_stream::wrappers::ReceiverStream::new(rx)) {
             Ok(request) => {
@@ -333,44 +385,45 @@ impl Recorder {
                 None
             }
         };
-        let mut sender = Sender { tx: rpc.is_some().then_some(tx), metrics: &self.metrics, warned: false, dropped: 0 };
-        tracing::info!(%agent, "recording the call");
-        // PCI pause: while paused, the fork's audio is not even passed on (recording keeps
-        // the span silent and marked); the switch is read from its current value on.
-        let mut is_paused = false;
-        let mut switch_open = true;
-        loop {
-            if *paused.borrow_and_update() != is_paused {
-                is_paused = !is_paused;
-                for message in chunker.pause(is_paused, frames(start.elapsed())) {
-                    sender.send(message);
-                }
-            }
-            tokio::select! {
-                packet = fork.recv() => match packet {
-                    Some(packet) if !is_paused => {
-                        for message in chunker.push(packet, frames(start.elapsed())) {
-                            sender.send(message);
-                        }
-                    }
-                    Some(_) => {}
-                    None => break,
-                },
-                changed = paused.changed(), if switch_open => if changed.is_err() { switch_open = false },
+        let sender = Sender { tx: rpc.is_some().then_some(tx), metrics: &self.metrics, warned: false, dropped: 0 };
+        let mut stream = Stream { start: Instant::now(), chunker, sender, rpc };
+        if paused {
+            for message in stream.chunker.pause(true, 0) {
+                stream.sender.send(message);
             }
         }
-        let mut last = chunker.finish(frames(start.elapsed()));
+        stream
+    }
+
+    /// A stream that broke: its answer (an error) is read and counted.
+    async fn settle(&self, broken: Stream<'_>) {
+        if let Some(rpc) = broken.rpc {
+            match rpc.await {
+                Ok(Ok(r)) => tracing::info!(recording = %r.into_inner().name, "a recording stream ended early"),
+                Ok(Err(status)) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "recording stream broke")
+                }
+                Err(e) => tracing::warn!(error = %e, "the recording stream's task failed"),
+            }
+        }
+        self.metrics.recording("failed");
+    }
+
+    /// The call is over: the stream's last chunks and end, and recording's answer.
+    async fn end(&self, mut stream: Stream<'_>) {
+        let at = stream.now();
+        let mut last = stream.chunker.finish(at);
         let end = last.pop();
         for message in last {
-            sender.send(message);
+            stream.sender.send(message);
         }
-        let dropped = sender.dropped;
-        let tx = sender.tx.take();
+        let dropped = stream.sender.dropped;
+        let tx = stream.sender.tx.take();
         if let (Some(tx), Some(end)) = (tx, end) {
             // The end is worth a short wait (this task is not the call's).
             let _ = tokio::time::timeout(END_TIMEOUT, tx.send(end)).await;
         }
-        let Some(rpc) = rpc else {
+        let Some(rpc) = stream.rpc else {
             self.metrics.recording("failed");
             return;
         };
@@ -378,7 +431,7 @@ impl Recorder {
             Ok(Ok(Ok(r))) => {
                 let r = r.into_inner();
                 self.metrics.recording("complete");
-                tracing::info!(recording = %r.name, state = r.state, dropped, ignored = chunker.ignored, "call recorded");
+                tracing::info!(recording = %r.name, state = r.state, dropped, ignored = stream.chunker.ignored, "call recorded");
             }
             Ok(Ok(Err(status))) => {
                 self.metrics.recording("failed");
@@ -393,6 +446,33 @@ impl Recorder {
                 tracing::warn!("recording did not answer the call's end in time");
             }
         }
+    }
+}
+
+/// How often a broken recording stream is looked for, and replaced at most.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// How many times one call's recording is reopened at most (a recording down for longer
+/// leaves the rest of the call unrecorded).
+const REOPENS: u32 = 30;
+
+/// One IngestCall stream of a call: its media clock, chunker, sender and RPC.
+struct Stream<'a> {
+    start: Instant,
+    chunker: Chunker,
+    sender: Sender<'a>,
+    rpc: Option<tokio::task::JoinHandle<Result<tonic::Response<pb::Recording>, tonic::Status>>>,
+}
+
+impl Stream<'_> {
+    /// Media time of this stream now, in frames.
+    fn now(&self) -> u64 {
+        frames(self.start.elapsed())
+    }
+
+    /// The RPC ended (or its stream's reader is gone) while the call goes on: nothing sent
+    /// any more is recorded.
+    fn broken(&self) -> bool {
+        self.rpc.as_ref().is_some_and(|r| r.is_finished()) || self.sender.tx.as_ref().is_some_and(|tx| tx.is_closed())
     }
 }
 
