@@ -212,6 +212,9 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                 pane.get_by_test_id("chat-send").click()
                 frames = read_frames(ws, lambda f: any(x.get("text") == canned for x in messages(f)))
                 assert [x["sender"] for x in messages(frames) if x.get("text") == canned] == ["agent"], frames
+                # The send answered in the browser too (the customer can get the message before
+                # the agent's page gets SendMessage's answer): the composer is cleared.
+                expect(pane.get_by_test_id("chat-input")).to_have_value("", timeout=10_000)
 
                 # The browser loses media while the customer writes; back, the message shows once.
                 proxy.cut()
