@@ -58,14 +58,9 @@ pub fn realm(tenant: &TenantId) -> String {
     format!("{tenant}.trunks.centralita")
 }
 
-/// The challenge for `realm` with a fresh nonce.
+/// The challenge for `realm` with a fresh nonce (the registrar's form).
 pub fn challenge(key: &NonceKey, realm: &str, now: u64, stale: bool) -> String {
-    let mut value =
-        format!("Digest realm=\"{realm}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"", key.issue(realm, now));
-    if stale {
-        value.push_str(", stale=true");
-    }
-    value
+    key.challenge(realm, now, stale)
 }
 
 /// The decision on `credentials` (the INVITE's, if any) against the candidate trunks'

@@ -278,12 +278,7 @@ impl Registrar {
 
     /// `401` with a new nonce for `realm`.
     fn challenge(&self, key: &NonceKey, realm: &str, now: u64, stale: bool) -> (Reply, Vec<Extra>, &'static str) {
-        let mut value =
-            format!("Digest realm=\"{realm}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"", key.issue(realm, now));
-        if stale {
-            value.push_str(", stale=true");
-        }
-        (Reply::Challenge { stale }, vec![Extra::WwwAuthenticate(value)], "challenged")
+        (Reply::Challenge { stale }, vec![Extra::WwwAuthenticate(key.challenge(realm, now, stale))], "challenged")
     }
 
     async fn apply(

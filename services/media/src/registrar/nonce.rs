@@ -55,6 +55,17 @@ impl NonceKey {
         Some(Self(out))
     }
 
+    /// The value of a digest challenge (`WWW-Authenticate` or `Proxy-Authenticate`) for
+    /// `realm` with a nonce issued now: MD5, `qop="auth"`, `stale=true` when asked.
+    pub fn challenge(&self, realm: &str, now: u64, stale: bool) -> String {
+        let mut value =
+            format!("Digest realm=\"{realm}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"", self.issue(realm, now));
+        if stale {
+            value.push_str(", stale=true");
+        }
+        value
+    }
+
     fn mac(&self, t: u64, realm: &str) -> [u8; 16] {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
         m.update(format!("{t}:{realm}").as_bytes());
