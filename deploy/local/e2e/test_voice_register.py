@@ -19,8 +19,9 @@ with the same 403 as an unknown agent, and binds nothing; bounds of the expiry (
 Min-Expires, a long one shortened), `Expires: 0` and `Contact: *` remove; cross-tenant: tenant
 B's agent's credentials (same agent id, B's password) do not register as tenant A's agent,
 credentials for B's realm sent to A's domain are challenged again, and A's binding is never
-under B's keys; an agent with no phone registered has the offer rejected at once and the
-next agent gets the call.
+under B's keys; media reports registrations and their ends to sessions, and an agent
+signed in without a registered phone is not offered the tenant's calls until its phone
+registers (then the waiting call is offered and rings it).
 """
 import hashlib
 import os
@@ -39,6 +40,7 @@ import pytest
 
 from conftest import LOGS, auth, cli, http_get, mint, sessions_knows_tenant, upsert_voice_agents, wait_for
 from test_voice import SIPP, media_admin_port, queued_call, sip_addr
+from test_console import CHROMIUM, SHOTS, console_url, sign_in
 from test_voice_agents import AGENT_HZ, BARESIP, CALLER_HZ, MUSIC_HZ, SOX, CallerAudio, _phone_ports, windows_with
 
 REDIS_CLI = shutil.which("redis-cli")
@@ -476,54 +478,76 @@ def test_another_tenants_credentials_never_register_here(m, desk, tmp_path):
         shutil.rmtree(b_secret, ignore_errors=True)
 
 
-def test_an_agent_without_a_registered_phone_has_the_offer_rejected_and_the_next_agent_gets_it(m, desk, tmp_path):
-    alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
-    desk.setup({alice: "pa", bob: "pb"})
-    bob_phone = Registering(tmp_path, bob, desk.domain, "pb")
+def test_calls_reach_an_agent_only_while_its_phone_is_registered(m, desk, tmp_path):
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    desk.setup({alice: "pa"})
     caller_audio = CallerAudio()
     caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
-    stream = None
+    name = f"agents/{alice}"
+
+    def phones():
+        got = desk.agents.GetAgent(m.s.GetAgentRequest(name=name), metadata=auth(desk.sup), timeout=5)
+        return [p.tenant for p in got.phones]
+
+    # Media reports the registration to sessions, and its end when baresip quits.
+    assert phones() == []
+    phone = Registering(tmp_path, alice, desk.domain, "pa")
     try:
-        assert wait_for(lambda: binding(desk.tenant, bob) is not None, 15), bob_phone.text()[-3000:]
-        assert binding(desk.tenant, alice) is None
-        desk.sign_in(alice)
-        # Alice's desktop: the offers its event stream brings (an offer and its reject can
-        # fall between two polls of the contact).
-        offers = []
-        stream = desk.agents.StreamAgentEvents(m.s.StreamAgentEventsRequest(name=f"agents/{alice}"),
-                                               metadata=auth(mint("--tenant", desk.tenant, "--role", "agent",
-                                                                  "--agent-id", alice)))
+        assert wait_for(lambda: binding(desk.tenant, alice) is not None, 15), phone.text()[-3000:]
+        assert wait_for(lambda: phones() == [desk.tenant], 5), "sessions never heard of the registration"
+    finally:
+        phone.close()
+    assert wait_for(lambda: binding(desk.tenant, alice) is None, 10), "baresip did not unregister"
+    assert wait_for(lambda: phones() == [], 5), "sessions never heard the phone was gone"
 
-        def listen():
-            try:
-                for ev in stream:
-                    if ev.WhichOneof("event") == "offer":
-                        offers.append((time.monotonic(), ev.offer))
-            except grpc.RpcError:
-                pass
+    # Signed in and available without a phone: the call waits and is never offered to her.
+    # Her desktop in the console (Chromium) says so, then shows the registration.
+    desk.sign_in(alice)
+    from playwright.sync_api import expect, sync_playwright
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    page = browser.new_context(locale="en-GB").new_page()
+    sign_in(page, console_url(), desk.tenant, "agent", alice)
+    expect(page.get_by_test_id("phone-status")).to_have_text(re.compile("not registered"), timeout=20_000)
+    offers = []
+    stream = desk.agents.StreamAgentEvents(m.s.StreamAgentEventsRequest(name=name),
+                                           metadata=auth(mint("--tenant", desk.tenant, "--role", "agent",
+                                                              "--agent-id", alice)))
 
-        threading.Thread(target=listen, daemon=True).start()
-        stop, watcher = desk.watching(caller)
-        proc, err = queued_call(desk.number, caller, 8000, caller_audio.port)
-        # Offered to alice (no phone registered): rejected at once, long before the 15 s
-        # offer timeout; then bob signs in and his registered phone takes it.
-        assert wait_for(lambda: offers, 8), desk.states
-        offered_at = offers[0][0]
-        assert wait_for(lambda: desk.contact_of(caller) is not None and (
-            desk.contact_of(caller).state, desk.contact_of(caller).agent_id) == (m.s.CONTACT_STATE_QUEUED, ""), 5), \
-            desk.states
-        assert time.monotonic() - offered_at < 5, "rejected, not left to time out"
-        assert (m.s.CONTACT_STATE_CONNECTED, alice) not in desk.states
-        desk.sign_in(bob)
-        assert wait_for(lambda: (m.s.CONTACT_STATE_CONNECTED, bob) in desk.states, 15), desk.states
+    def listen():
+        try:
+            for ev in stream:
+                if ev.WhichOneof("event") == "offer":
+                    offers.append((time.monotonic(), ev.offer))
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=listen, daemon=True).start()
+    stop, watcher = desk.watching(caller)
+    phone = None
+    try:
+        proc, err = queued_call(desk.number, caller, 25000, caller_audio.port)
+        assert wait_for(lambda: desk.states and desk.states[-1] == (m.s.CONTACT_STATE_QUEUED, ""), 10), desk.states
+        time.sleep(4)
+        assert offers == [] and desk.states == [(m.s.CONTACT_STATE_QUEUED, "")], (offers, desk.states)
+        # Her phone registers: the waiting call is offered to her, rings it, and connects.
+        started = time.monotonic()
+        phone = Registering(tmp_path, alice, desk.domain, "pa")
+        assert wait_for(lambda: binding(desk.tenant, alice) is not None, 15), phone.text()[-3000:]
+        assert wait_for(lambda: offers, 5), "not offered once the phone registered"
+        print(f"offered {offers[0][0] - started:.2f} s after baresip started (and registered)")
+        expect(page.get_by_test_id("phone-status")).to_have_text(re.compile("registered until"), timeout=10_000)
+        page.screenshot(path=str(SHOTS / "desktop-phone-registered.png"))
+        assert wait_for(lambda: (m.s.CONTACT_STATE_CONNECTED, alice) in desk.states, 15), desk.states
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, f"sipp: {out[-2000:]} {err.read_text() if err.exists() else ''}"
+    finally:
         stop.set()
         watcher.join(5)
-    finally:
-        if stream is not None:
-            stream.cancel()
+        stream.cancel()
         caller_audio.close()
-        bob_phone.close()
-    assert len(offers) == 1, "alice was offered the call once, never again after rejecting it"
-    assert (m.s.CONTACT_STATE_CONNECTED, alice) not in desk.states, desk.states
+        if phone is not None:
+            phone.close()
+        browser.close()
+        playwright.stop()
+    assert len(offers) == 1, offers

@@ -23,7 +23,9 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 /// Tenants whose id starts with `closed` open only on the weekday three days from today;
-/// those starting with `east` or `north` are in that agent pool.
+/// those starting with `east` or `north` are in that agent pool; those starting with `reg`
+/// have a registrar for their agents' phones (their calls reach an agent with a phone
+/// registered there).
 fn tenant_yaml(id: &str) -> String {
     let pool = ["east", "north"].into_iter().find(|p| id.starts_with(p));
     tenant_yaml_in(id, pool)
@@ -37,13 +39,18 @@ fn tenant_yaml_in(id: &str, pool: Option<&str>) -> String {
     } else {
         "{ timeZone: Europe/Madrid }".to_owned()
     };
+    let voice = if id.starts_with("reg") {
+        format!("voice: {{ registrar: {{ domain: {id}.example.com, credentialsSecret: {id}-phones }} }}\n  ")
+    } else {
+        String::new()
+    };
     format!(
         r#"
 apiVersion: centralita.io/v1
 kind: Tenant
 metadata: {{ name: {id} }}
 spec:
-  displayName: {id}
+  {voice}displayName: {id}
   channels: [voice, chat, email]
   serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
   quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
@@ -961,6 +968,93 @@ async fn a_waiting_contact_learns_its_position_and_expected_wait() {
     for (token, name, code) in refused {
         assert_eq!(position(token, name).await.unwrap_err().code(), code);
     }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_calls_reach_an_agent_only_while_its_phone_is_registered_there() {
+    let (a, b) = (unique("rega"), unique("regb"));
+    let p = start(&[&a, &b]).await;
+    let ana = unique("ana");
+    p.agent(&ana, &[(&a, "support")], &[(tpb::Channel::Voice, 1, false), (tpb::Channel::Chat, 1, false)]).await;
+    let channel = token(Some(&a), Role::Channel, None);
+    let report = |token: String, name: String, seconds: i64| {
+        let mut agents = p.agents();
+        let expires = Some(prost_types::Duration { seconds, nanos: 0 });
+        async move { agents.report_phone(req(pb::ReportPhoneRequest { name, expires }, &token)).await }
+    };
+    let ta = agent_token(&ana);
+    let handle = |o: pb::Contact| {
+        let (mut contacts, t) = (p.contacts(), ta.clone());
+        async move {
+            contacts
+                .accept_contact(req(pb::AcceptContactRequest { name: o.name.clone(), offer_id: o.offer_id }, &t))
+                .await?;
+            contacts.end_contact(req(pb::EndContactRequest { name: o.name.clone(), ..Default::default() }, &t)).await?;
+            let wrap = pb::WrapUpContactRequest { name: o.name, disposition: "resolved".into(), notes: String::new() };
+            contacts.wrap_up_contact(req(wrap, &t)).await
+        }
+    };
+    let mut sa = p.sign_in(&ana).await;
+    let name = format!("agents/{ana}");
+
+    // No phone registered with A: A's call waits, A's chat is offered.
+    let call = p.create(&a, "support", tpb::Channel::Voice).await;
+    assert!(
+        next_offer(&mut sa, Duration::from_millis(1500)).await.is_none(),
+        "a call offered to an agent without a phone"
+    );
+    let chat = p.create(&a, "support", tpb::Channel::Chat).await;
+    let o = next_offer(&mut sa, Duration::from_secs(5)).await.expect("the chat offered");
+    assert_eq!(o.name, chat.name);
+    handle(o).await.unwrap();
+
+    // Who may report: A's channel, for an agent of A's queues, for at most a day.
+    let refused = [
+        (token(Some(&b), Role::Channel, None), name.clone(), 60, Code::NotFound),
+        (token(Some(&a), Role::Supervisor, None), name.clone(), 60, Code::PermissionDenied),
+        (ta.clone(), name.clone(), 60, Code::PermissionDenied),
+        (token(None, Role::BpoAdmin, None), name.clone(), 60, Code::PermissionDenied),
+        (channel.clone(), "agents/nobody-here".to_owned(), 60, Code::NotFound),
+        (channel.clone(), "ana".to_owned(), 60, Code::InvalidArgument),
+        (channel.clone(), name.clone(), 86_401, Code::InvalidArgument),
+        (channel.clone(), name.clone(), -1, Code::InvalidArgument),
+    ];
+    for (token, name, seconds, code) in refused {
+        assert_eq!(report(token, name.clone(), seconds).await.unwrap_err().code(), code, "{name} {seconds}");
+    }
+    assert!(next_offer(&mut sa, Duration::from_millis(500)).await.is_none(), "no refused report let the call through");
+
+    // The phone registers with A: the waiting call is offered at once.
+    let agent = report(channel.clone(), name.clone(), 60).await.unwrap().into_inner();
+    assert_eq!(agent.phones.iter().map(|p| p.tenant.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+    let o = next_offer(&mut sa, Duration::from_secs(5)).await.expect("the call offered once the phone registered");
+    assert_eq!(o.name, call.name);
+    handle(o).await.unwrap();
+    // A's supervisor sees the phone; B's does not see the agent.
+    let get = |token: String| {
+        let (mut agents, name) = (p.agents(), name.clone());
+        async move { agents.get_agent(req(pb::GetAgentRequest { name }, &token)).await }
+    };
+    assert_eq!(get(token(Some(&a), Role::Supervisor, None)).await.unwrap().into_inner().phones.len(), 1);
+    assert_eq!(get(token(Some(&b), Role::Supervisor, None)).await.unwrap_err().code(), Code::NotFound);
+
+    // Unregistered: the next call waits again.
+    assert!(report(channel.clone(), name.clone(), 0).await.unwrap().into_inner().phones.is_empty());
+    let call2 = p.create(&a, "support", tpb::Channel::Voice).await;
+    assert!(next_offer(&mut sa, Duration::from_millis(1500)).await.is_none(), "offered after the phone unregistered");
+    // A registration of 1 s that nobody refreshes lapses: the call still waits after it.
+    report(channel.clone(), name.clone(), 1).await.unwrap();
+    let o = next_offer(&mut sa, Duration::from_secs(5)).await.expect("offered while registered");
+    assert_eq!(o.name, call2.name);
+    handle(o).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let call3 = p.create(&a, "support", tpb::Channel::Voice).await;
+    assert!(next_offer(&mut sa, Duration::from_millis(1500)).await.is_none(), "offered after the registration lapsed");
+    let agent = get(token(Some(&a), Role::Supervisor, None)).await.unwrap().into_inner();
+    assert!(agent.phones.is_empty(), "{agent:?}");
+    report(channel.clone(), name.clone(), 60).await.unwrap();
+    assert_eq!(next_offer(&mut sa, Duration::from_secs(5)).await.expect("offered").name, call3.name);
     p.stop().await;
 }
 

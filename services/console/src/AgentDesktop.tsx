@@ -6,7 +6,7 @@ import { useEffect, useReducer, useState } from "react";
 import { ConnectError } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Clients } from "./api";
-import { apply, emptyDesktop, offers, reconnecting, working, type Desktop } from "./desktop";
+import { apply, emptyDesktop, offers, phoneStatus, reconnecting, working, type Desktop, type PhoneStatus } from "./desktop";
 import { keepStreaming } from "./resume";
 import { clockOffset, secondsLeft } from "./clock";
 import { dateTime } from "./format";
@@ -137,6 +137,7 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
             {t("signOut")}
           </button>
         </div>
+        <Phone status={phoneStatus(agent, tenant, agentId, now + offsetMs)} t={t} timeZone={timeZone} lang={lang} />
         <p className="conn">
           {t("connection")}: <span data-testid="stream-status" className={online ? "ok" : "warn"}>{online ? t("connected") : t("reconnecting")}</span>
         </p>
@@ -154,6 +155,26 @@ export function AgentDesktop({ api, agentId, tenant, timeZone, t, lang, clockOff
 
       {offers(desktop).length + working(desktop).length === 0 && <p className="empty" data-testid="no-contacts">{t("noContacts")}</p>}
     </main>
+  );
+}
+
+/** The agent's phone for the tenant's calls; nothing when the tenant rings no phones. */
+function Phone(props: { status: PhoneStatus; t: T; timeZone: string; lang: Lang }) {
+  const { status, t } = props;
+  if (status.kind === "none") return null;
+  const text =
+    status.kind === "fixed"
+      ? t("phoneFixed")
+      : status.kind === "registered"
+        ? `${t("phoneRegisteredUntil")} ${dateTime(status.untilMs, props.timeZone, props.lang)}`
+        : t("phoneUnregistered");
+  return (
+    <p className="conn">
+      {t("phone")}:{" "}
+      <span data-testid="phone-status" className={status.kind === "unregistered" ? "warn" : "ok"}>
+        {text}
+      </span>
+    </p>
   );
 }
 

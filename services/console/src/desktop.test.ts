@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
-import { apply, emptyDesktop, offers, reconnecting, working, type Desktop } from "./desktop";
+import { apply, emptyDesktop, offers, phoneStatus, reconnecting, working, type Desktop } from "./desktop";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { TenantSchema } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import {
   AgentSchema,
   AgentState,
@@ -57,5 +59,40 @@ describe("agent desktop state", () => {
     // A later agent event (not after a reconnect) does not prune.
     d = fold(d, agentEv([]));
     expect(offers(d).length).toBe(2);
+  });
+});
+
+describe("the agent's phone", () => {
+  const tenant = (voice: object | undefined) => create(TenantSchema, { name: "tenants/acme", voice });
+  const agent = (phones: { tenant: string; untilMs: number }[]) =>
+    create(AgentSchema, {
+      name: "agents/ana",
+      phones: phones.map((p) => ({ tenant: p.tenant, expireTime: timestampFromMs(p.untilMs) })),
+    });
+  const registrar = { registrar: { domain: "acme.example.com", credentialsSecret: "s" } };
+
+  it("says nothing for a tenant that rings no phones", () => {
+    expect(phoneStatus(agent([]), tenant(undefined), "ana", 0)).toEqual({ kind: "none" });
+    expect(phoneStatus(agent([]), tenant({ numbers: [] }), "ana", 0)).toEqual({ kind: "none" });
+  });
+
+  it("shows a fixed phone, a live registration with the tenant, and otherwise none", () => {
+    expect(phoneStatus(agent([]), tenant({ phones: [{ agentId: "ana", uri: "sip:ana@192.0.2.1" }] }), "ana", 0)).toEqual({
+      kind: "fixed",
+    });
+    expect(phoneStatus(agent([]), tenant({ phones: [{ agentId: "bea", uri: "sip:bea@192.0.2.1" }] }), "ana", 0)).toEqual({
+      kind: "unregistered",
+    });
+    expect(phoneStatus(agent([{ tenant: "acme", untilMs: 60_000 }]), tenant(registrar), "ana", 1_000)).toEqual({
+      kind: "registered",
+      untilMs: 60_000,
+    });
+    expect(phoneStatus(agent([{ tenant: "acme", untilMs: 60_000 }]), tenant(registrar), "ana", 60_000)).toEqual({
+      kind: "unregistered",
+    });
+    expect(phoneStatus(agent([{ tenant: "globex", untilMs: 60_000 }]), tenant(registrar), "ana", 1_000)).toEqual({
+      kind: "unregistered",
+    });
+    expect(phoneStatus(undefined, tenant(registrar), "ana", 1_000)).toEqual({ kind: "unregistered" });
   });
 });

@@ -7,7 +7,9 @@
 // stream was down); the offers and contacts that follow put back the rest. An offer made
 // while the connection was down therefore appears as soon as the stream is back.
 
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ContactState, type Agent, type AgentStreamEvent, type Contact } from "./gen/centralita/sessions/v1/sessions_pb";
+import type { Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 
 export interface Desktop {
   agent?: Agent;
@@ -66,4 +68,26 @@ export function working(d: Desktop): Contact[] {
   return Object.values(d.contacts)
     .filter((c) => c.state === ContactState.CONNECTED || c.state === ContactState.AFTER_CONTACT_WORK)
     .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * The agent's phone for the tenant's calls: `none` when the tenant rings no phones (its calls
+ * come from another system), `fixed` for a fixed SIP address in the tenant's settings, else
+ * `registered` until when, or `unregistered` (routing offers the agent none of the tenant's
+ * calls until its phone registers).
+ */
+export type PhoneStatus =
+  | { kind: "none" }
+  | { kind: "fixed" }
+  | { kind: "registered"; untilMs: number }
+  | { kind: "unregistered" };
+
+export function phoneStatus(agent: Agent | undefined, tenant: Tenant | undefined, agentId: string, nowMs: number): PhoneStatus {
+  const voice = tenant?.voice;
+  if (!voice || (!voice.registrar && voice.phones.length === 0)) return { kind: "none" };
+  if (voice.phones.some((p) => p.agentId === agentId)) return { kind: "fixed" };
+  if (!voice.registrar) return { kind: "unregistered" };
+  const id = tenant.name.replace(/^tenants\//, "");
+  const phone = agent?.phones.find((p) => p.tenant === id && p.expireTime && timestampMs(p.expireTime) > nowMs);
+  return phone?.expireTime ? { kind: "registered", untilMs: timestampMs(phone.expireTime) } : { kind: "unregistered" };
 }

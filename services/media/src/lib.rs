@@ -508,7 +508,10 @@ fn start_voice(
         .as_ref()
         .map(|url| runtime.redis(&centralita_platform::config::RedisConfig { url: url.clone() }));
     let registrar = redis.clone().map(|redis| {
-        Arc::new(registrar::Registrar::new(runtime.registry.clone(), redis, &config.service.registrar, metrics.clone()))
+        Arc::new(
+            registrar::Registrar::new(runtime.registry.clone(), redis, &config.service.registrar, metrics.clone())
+                .reporting_to(sessions.clone()),
+        )
     });
     // The calls this process carries, written down under its lease; it also ends the calls
     // of replicas that died (`calls`). The replica's stable name: the pod's (group

@@ -17,6 +17,7 @@ use centralita_platform::tenant::TenantId;
 use centralita_proto::crm::v1 as crm;
 use centralita_proto::sessions::v1 as pb;
 use centralita_proto::tenancy::v1::Channel as PbChannel;
+use pb::agent_service_client::AgentServiceClient;
 use pb::contact_service_client::ContactServiceClient;
 use tonic::transport::Channel;
 
@@ -35,6 +36,7 @@ type TokenKey = (TenantId, Option<String>);
 #[derive(Debug)]
 pub struct Sessions {
     client: ContactServiceClient<Channel>,
+    agents: AgentServiceClient<Channel>,
     signer: Signer,
     /// Tokens by tenant and, for an agent's offer, agent: each with its expiry.
     tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
@@ -51,7 +53,13 @@ impl Sessions {
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
-        Ok(Self { client: ContactServiceClient::new(channel), signer, tokens: Mutex::default(), instance })
+        Ok(Self {
+            client: ContactServiceClient::new(channel.clone()),
+            agents: AgentServiceClient::new(channel),
+            signer,
+            tokens: Mutex::default(),
+            instance,
+        })
     }
 
     fn token(&self, tenant: &TenantId, agent: Option<&str>) -> Result<String, Error> {
@@ -122,6 +130,23 @@ impl Sessions {
         )?;
         let created = self.client.clone().create_contact(request).await.map_err(refusal)?;
         Ok(created.into_inner().name)
+    }
+
+    /// Tells sessions that `agent`'s phone is registered with `tenant` for `expires` seconds
+    /// from now (0: unregistered), so routing offers the tenant's calls to the agent only
+    /// while a phone can ring. `Ok(false)`: sessions knows no such agent of the tenant's
+    /// queues (nothing to retry).
+    pub async fn report_phone(&self, tenant: &TenantId, agent: &str, expires: u32) -> Result<bool, Error> {
+        let message = pb::ReportPhoneRequest {
+            name: format!("agents/{agent}"),
+            expires: Some(prost_types::Duration { seconds: i64::from(expires), nanos: 0 }),
+        };
+        let request = self.request(tenant, message)?;
+        match self.agents.clone().report_phone(request).await {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(Error::Sessions(format!("{:?}: {}", s.code(), s.message()))),
+        }
     }
 
     /// Accepts offer `offer_id` of contact `name` for `agent`, whose phone answered.

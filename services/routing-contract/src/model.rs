@@ -103,6 +103,10 @@ pub struct AgentProfile {
     /// Languages the agent speaks (BCP 47 primary tags such as `en`, `es`).
     pub languages: BTreeSet<String>,
     pub capacity: CapacityProfile,
+    /// Tenants whose calls cannot reach the agent now (no phone of the agent there while
+    /// the tenant rings phones): their voice contacts are not offered to it.
+    #[serde(default)]
+    pub phoneless_tenants: BTreeSet<String>,
 }
 
 /// One thing a contact needs of an agent during one routing step.

@@ -144,6 +144,7 @@ impl From<&AgentProfile> for pb::AgentProfile {
                 })
                 .collect(),
             max_total_contacts: p.capacity.max_total,
+            phoneless_tenants: p.phoneless_tenants.iter().cloned().collect(),
         }
     }
 }
@@ -171,6 +172,7 @@ impl TryFrom<pb::AgentProfile> for AgentProfile {
             skills,
             languages: p.languages.into_iter().collect(),
             capacity: CapacityProfile { limits, exclusive, max_total: p.max_total_contacts },
+            phoneless_tenants: p.phoneless_tenants.into_iter().collect(),
         })
     }
 }

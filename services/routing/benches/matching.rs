@@ -121,7 +121,7 @@ fn agent_profile(i: usize, rng: &mut SplitMix64) -> AgentProfile {
         // Digital: chat, email, SMS and social (4 at once).
         _ => capacity(&[(Channel::Chat, 3), (Channel::Email, 2), (Channel::Sms, 2), (Channel::Social, 2)], &[], 4),
     };
-    AgentProfile { id: agent_id(i), queues, skills, languages, capacity }
+    AgentProfile { id: agent_id(i), queues, skills, languages, capacity, phoneless_tenants: Default::default() }
 }
 
 fn contact(id: String, enqueued_at: Millis, rng: &mut SplitMix64) -> QueuedContact {

@@ -536,6 +536,7 @@ mod tests {
             skills: Default::default(),
             languages: Default::default(),
             capacity: crate::core::CapacityProfile { limits: [(Channel::Chat, 1)].into(), ..Default::default() },
+            phoneless_tenants: Default::default(),
         };
         let contact = |id: &str| QueuedContact {
             id: ContactId::from(id),

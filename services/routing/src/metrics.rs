@@ -235,6 +235,7 @@ mod tests {
             skills: Default::default(),
             languages: Default::default(),
             capacity: CapacityProfile { limits: [(Channel::Voice, 1)].into(), ..Default::default() },
+            phoneless_tenants: Default::default(),
         };
         let inputs = [
             Input::AgentUpserted(profile),

@@ -108,6 +108,15 @@ impl std::fmt::Debug for Engine {
 const SWEEP_AFTER_MS: i64 = 1_000;
 
 impl Engine {
+    /// Whether a tenant's calls reach an agent (`core::agent::Reach`), from the tenants'
+    /// voice settings as this replica knows them; a tenant it does not know rings nothing.
+    pub fn reaches(&self, tenant: &str, agent: &str, registered: bool) -> bool {
+        TenantId::parse(tenant)
+            .ok()
+            .and_then(|t| self.registry.get(&t))
+            .is_none_or(|t| t.voice.reaches(agent, registered))
+    }
+
     /// Applies `f` (a core function) to contact `c` as stored and writes the result with
     /// its effects, atomically; the contact before and after.
     pub async fn transition(

@@ -1,5 +1,5 @@
 //! Fires due timers — an offer nobody answered (RONA), the end of after-contact work, an
-//! agent's presence lapsing — and sweeps outboxes writers left behind. Timers live in one
+//! agent's presence lapsing, a phone's registration expiring — and sweeps outboxes writers left behind. Timers live in one
 //! Redis sorted set scored by due time ([`crate::core::Timer`] is their typed form). A
 //! timer is claimed by pushing its due time a lease ahead and removed only once handled:
 //! if this replica dies mid-way, the timer fires again when the lease runs out, and the
@@ -98,6 +98,9 @@ fn timer_span(timer: &Timer) -> tracing::Span {
             .record("tenant", tenant.as_str())
             .record("contact", contact.0.as_str()),
         Timer::Presence { agent } => span.record("kind", "presence").record("agent", agent.0.as_str()),
+        Timer::Phone { tenant, agent } => {
+            span.record("kind", "phone").record("tenant", tenant.as_str()).record("agent", agent.0.as_str())
+        }
     };
     span
 }
@@ -136,6 +139,10 @@ async fn fire(engine: &Engine, timer: &Timer, member: &str, lease: i64) -> Resul
                 return Ok(Applied::Done);
             }
             presence_lapsed(engine, agent, now).await
+        }
+        Timer::Phone { tenant, agent } => {
+            let reach = |t: &str, a: &str, registered: bool| engine.reaches(t, a, registered);
+            applied(engine.change_agent(agent, |a| Ok(core::agent::phone_lapsed(a, tenant, now, &reach))).await)
         }
     }
 }

@@ -331,6 +331,7 @@ impl TryFrom<&pb::Agent> for Agent {
             contacts,
             state_time: time(&a.state_time),
             agent_pool: a.agent_pool.clone(),
+            phones: a.phones.iter().map(|p| (p.tenant.clone(), time(&p.expire_time).unwrap_or_default())).collect(),
         })
     }
 }
@@ -363,6 +364,11 @@ impl From<&Agent> for pb::Agent {
             contacts: a.contacts.iter().map(|c| contact_name(c.tenant.as_str(), &c.id.0)).collect(),
             state_time: pb_time(a.state_time),
             agent_pool: a.agent_pool.clone(),
+            phones: a
+                .phones
+                .iter()
+                .map(|(tenant, until)| pb::AgentPhone { tenant: tenant.clone(), expire_time: pb_time(Some(*until)) })
+                .collect(),
         }
     }
 }
@@ -559,6 +565,7 @@ mod tests {
             contacts: vec!["tenants/acme/contacts/c1".into()],
             state_time: Some(millis_to_pb(7)),
             agent_pool: "default".into(),
+            phones: vec![pb::AgentPhone { tenant: "acme".into(), expire_time: Some(millis_to_pb(60_007)) }],
         };
         assert_eq!(pb::Agent::from(&Agent::try_from(&stored).expect("valid")), stored);
     }

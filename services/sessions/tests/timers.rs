@@ -1,5 +1,5 @@
 //! Timer-driven behaviour — an offer nobody answers (RONA), after-contact work running out,
-//! an agent's presence lapsing — through the engine and the real Redis and Kafka-protocol
+//! an agent's presence lapsing, a phone's registration expiring — through the engine and the real Redis and Kafka-protocol
 //! broker of the local stack, with the engine's clock moved by hand: nothing sleeps.
 //!
 //! (Not paused tokio time: the timers live in Redis on wall-clock milliseconds shared by
@@ -54,6 +54,8 @@ spec:
   businessHours: {{ timeZone: UTC }}
   dataRetentionDays: 30
   recording: {{ voice: none }}
+  voice:
+    registrar: {{ domain: {id}.example.com, credentialsSecret: {id}-phones }}
   routing:
     dispositionCodes: [resolved]
     queues:
@@ -89,6 +91,13 @@ spec:
         self.clock.load(Ordering::SeqCst)
     }
 
+    /// Media's report of the agent's phone with the tenant: registered until `until`, or gone.
+    async fn report_phone(&self, agent: &AgentId, until: Option<i64>) {
+        let now = self.now();
+        let reach = |t: &str, a: &str, registered: bool| self.engine.reaches(t, a, registered);
+        self.engine.change_agent(agent, |a| Ok(core::agent::phone(a, &self.tenant, until, now, &reach))).await.unwrap();
+    }
+
     /// A signed-in, available agent.
     async fn agent(&self) -> AgentId {
         let id = AgentId(unique("ag"));
@@ -108,18 +117,10 @@ spec:
             contacts: Vec::new(),
             state_time: None,
             agent_pool: String::new(),
+            phones: Default::default(),
         };
-        let profile = centralita_routing_contract::AgentProfile {
-            id: id.clone(),
-            queues: Default::default(),
-            skills: Default::default(),
-            languages: Default::default(),
-            capacity: Default::default(),
-        };
-        self.engine
-            .update_agent(&id, |cur| core::agent::upsert(cur, &profile_in, &profile, "default", now))
-            .await
-            .unwrap();
+        let all = |_: &str, _: &str, _: bool| true;
+        self.engine.update_agent(&id, |cur| core::agent::upsert(cur, &profile_in, "default", now, &all)).await.unwrap();
         let sign_in = StateCommand::SignIn { available: true };
         self.engine
             .change_agent(&id, |a| core::agent::set_state(a, sign_in, AgentState::Available, "", |_| false, now))
@@ -226,6 +227,39 @@ async fn a_lapsed_presence_makes_the_agent_away_and_its_offer_goes_back() {
     assert_eq!((a.state, a.away_reason.as_str()), (AgentState::Away, "disconnected"));
     // Its offer (due at T0 + 15 s) went back at once.
     assert_eq!(f.contact(&c).await.state, ContactState::Queued, "its offer went back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_registration_lapses_at_its_expiry_unless_refreshed() {
+    let f = Fixture::new().await;
+    let agent = f.agent().await;
+    let reach = |t: &str, a: &str, registered: bool| f.engine.reaches(t, a, registered);
+    let report = |until: Option<i64>| f.report_phone(&agent, until);
+    let phones = || async { f.engine.store.agent(&agent).await.unwrap().unwrap().phones };
+    let tenant = f.tenant.to_string();
+    // The tenant has a registrar: without a registration its calls do not reach the agent.
+    let before = f.engine.store.agent(&agent).await.unwrap().unwrap();
+    assert_eq!(core::agent::phoneless(&before, f.now(), &reach), [tenant.clone()].into());
+    report(Some(f.now() + 60_000)).await;
+    let a = f.engine.store.agent(&agent).await.unwrap().unwrap();
+    assert!(core::agent::phoneless(&a, f.now(), &reach).is_empty());
+    f.advance(30_000);
+    assert_eq!(fire_due(&f.engine).await.unwrap(), 0, "not due yet");
+    // Refreshed at 30 s for another 60 s: the timer moves to 90 s.
+    report(Some(f.now() + 60_000)).await;
+    f.advance(30_000);
+    fire_due(&f.engine).await.unwrap();
+    assert_eq!(phones().await.get(&tenant), Some(&(T0 + 90_000)), "refreshed, still registered");
+    f.advance(30_000);
+    assert_eq!(fire_due(&f.engine).await.unwrap(), 1);
+    assert!(phones().await.is_empty(), "lapsed at its expiry");
+    let member = core::Timer::Phone { tenant: f.tenant.clone(), agent: agent.clone() }.member();
+    assert_eq!(f.engine.store.timer_due(&member).await.unwrap(), None);
+    // An unregister cancels the timer at once.
+    report(Some(f.now() + 60_000)).await;
+    report(None).await;
+    assert!(phones().await.is_empty());
+    assert_eq!(f.engine.store.timer_due(&member).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,9 @@
 //!   digest is good once (its nonce, cnonce and nc remembered in Redis for the nonce's
 //!   lifetime), so a captured REGISTER cannot be replayed.
 //! - Registrations: in Redis with the registration's expiry ([`store`]), one phone per agent.
+//!   Each registration, refresh and removal is reported to sessions (`ReportPhone`), which
+//!   has routing offer the tenant's calls to the agent only while its phone is registered
+//!   (and withdraws them at the expiry by its own timer).
 //! - Failures: a source with too many failed authentications is refused for a while
 //!   ([`policy::Throttle`], per replica).
 //!
@@ -36,6 +39,7 @@ use centralita_platform::tenant::{registrar_owners, Registrar as TenantRegistrar
 use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
+use crate::sessions::Sessions;
 use crate::sip::{Extra, Incoming};
 
 pub mod digest;
@@ -88,6 +92,10 @@ impl RegistrarArgs {
 
 /// The window of [`RegistrarArgs::max_failures`], in seconds.
 const FAILURE_WINDOW_SECS: u64 = 60;
+/// Attempts at reporting a registration to sessions, and the first wait between them
+/// (doubling).
+const REPORT_ATTEMPTS: u32 = 4;
+const REPORT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The registrar: answers REGISTERs and finds agents' registered phones.
 #[derive(Debug)]
@@ -99,6 +107,8 @@ pub struct Registrar {
     bounds: Bounds,
     throttle: Mutex<Throttle>,
     metrics: Arc<Metrics>,
+    /// Where registrations and their ends are reported (sessions), if anywhere.
+    sessions: Option<Arc<Sessions>>,
 }
 
 fn now() -> u64 {
@@ -133,7 +143,38 @@ impl Registrar {
             bounds: Bounds { min: args.min_expires, max: args.max_expires },
             throttle: Mutex::new(Throttle::new(args.max_failures, FAILURE_WINDOW_SECS)),
             metrics,
+            sessions: None,
         }
+    }
+
+    /// Reports every registration, refresh and removal to `sessions` (routing offers a
+    /// tenant's calls to an agent only while its phone is registered there).
+    pub fn reporting_to(mut self, sessions: Arc<Sessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// Tells sessions, in the background, that `agent`'s phone is registered with `tenant`
+    /// for `expires` seconds (0: gone), retrying a few times on failure. A report that
+    /// cannot be made is logged; the phone's next refresh reports again.
+    fn report(&self, tenant: &TenantId, agent: &str, expires: u32) {
+        let Some(sessions) = self.sessions.clone() else { return };
+        let (tenant, agent) = (tenant.clone(), agent.to_owned());
+        tokio::spawn(async move {
+            for attempt in 0..REPORT_ATTEMPTS {
+                match sessions.report_phone(&tenant, &agent, expires).await {
+                    Ok(true) => return,
+                    Ok(false) => {
+                        tracing::info!(%tenant, agent, "a phone registered for an agent sessions has not on the tenant's queues");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %tenant, agent, attempt, "cannot report the phone to sessions");
+                        tokio::time::sleep(REPORT_BACKOFF * 2u32.pow(attempt)).await;
+                    }
+                }
+            }
+        });
     }
 
     /// The agent's HA1 from the tenant's Secret; `None` for an agent without one (or an
@@ -293,11 +334,15 @@ impl Registrar {
                 let binding = Binding { contact: uri, source: source.map(|s| s.to_string()).unwrap_or_default() };
                 self.store.set(tenant, agent, &binding, expires).await.map(|()| {
                     tracing::info!(%tenant, agent, expires, "phone registered");
+                    self.report(tenant, agent, expires);
                     (Some((binding.contact, expires)), "ok")
                 })
             }
             Change::Remove { uri } => self.store.remove(tenant, agent, uri.as_deref()).await.map(|removed| {
                 tracing::info!(%tenant, agent, removed, "phone unregistered");
+                if removed {
+                    self.report(tenant, agent, 0);
+                }
                 (None, "removed")
             }),
             Change::Query => self.store.get(tenant, agent).await.map(|b| (b.map(|(b, left)| (b.contact, left)), "ok")),

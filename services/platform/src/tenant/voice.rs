@@ -329,6 +329,18 @@ impl VoiceConfig {
         self.phones.get(agent_id).map(String::as_str)
     }
 
+    /// Whether the tenant's calls can reach agent `agent_id`, whose phone is `registered`
+    /// with the tenant's registrar or not. A tenant that rings phones (a registrar or fixed
+    /// phones) reaches an agent through its fixed phone or, with a registrar, its registered
+    /// one; a tenant that rings none (its voice contacts come from an outside system through
+    /// the API) reaches every agent.
+    pub fn reaches(&self, agent_id: &str, registered: bool) -> bool {
+        if self.registrar.is_none() && self.phones.is_empty() {
+            return true;
+        }
+        self.phones.contains_key(agent_id) || (self.registrar.is_some() && registered)
+    }
+
     /// The queue a call to `number` joins, if the tenant owns the number.
     pub fn queue_of(&self, number: &PhoneNumber) -> Option<&str> {
         self.numbers.get(number).map(String::as_str)
@@ -662,6 +674,17 @@ impl From<pb::VoiceConfig> for VoiceSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_that_rings_phones_reaches_agents_with_one() {
+        let mut v = VoiceConfig::default();
+        assert!(v.reaches("ana", false), "no phones rung: every agent (API-driven voice)");
+        v.phones.insert("ana".into(), "sip:ana@192.0.2.1".into());
+        assert!(v.reaches("ana", false) && !v.reaches("bea", false));
+        assert!(!v.reaches("bea", true), "registered, but the tenant has no registrar");
+        v.registrar = Some(Registrar { domain: "acme.example.com".into(), credentials_secret: "s".into() });
+        assert!(v.reaches("ana", false) && v.reaches("bea", true) && !v.reaches("bea", false));
+    }
 
     #[test]
     fn e164_numbers() {

@@ -48,6 +48,7 @@ fn every_input_survives_the_wire() {
             exclusive: [Channel::Voice].into(),
             max_total: 3,
         },
+        phoneless_tenants: ["globex".to_owned()].into(),
     }));
     round_trip_input(Input::AgentReady { agent: a.clone() });
     round_trip_input(Input::AgentNotReady { agent: a.clone() });

@@ -107,6 +107,9 @@ impl ContactState {
         if !agent.ready || self.declined.contains(&agent.profile.id) || !agent.profile.queues.contains(&c.queue) {
             return false;
         }
+        if c.channel == Channel::Voice && agent.profile.phoneless_tenants.contains(&c.queue.tenant) {
+            return false;
+        }
         if let Some((preferred, until)) = &c.preferred {
             if now < *until && *preferred != agent.profile.id {
                 return false;

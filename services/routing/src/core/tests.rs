@@ -34,6 +34,7 @@ fn agent(id: &str, queues: &[QueueRef]) -> AgentProfile {
         skills: BTreeMap::new(),
         languages: BTreeSet::new(),
         capacity: caps(&Channel::ALL.map(|c| (c, 1)), &[], 1),
+        phoneless_tenants: BTreeSet::new(),
     }
 }
 
@@ -322,6 +323,29 @@ fn voice_is_exclusive_while_chat_goes_up_to_three() {
 }
 
 #[test]
+fn a_tenants_calls_wait_while_the_agent_has_no_phone_there() {
+    let (acme, globex) = (q("acme", "sales"), q("globex", "sales"));
+    let mut r = Router::new();
+    let mut a = agent("a", &[acme.clone(), globex.clone()]);
+    a.capacity = caps(&[(Channel::Voice, 1), (Channel::Chat, 2)], &[], 0);
+    a.phoneless_tenants = ["acme".to_owned()].into();
+    upsert(&mut r, 0, a.clone());
+    ready(&mut r, 0, "a");
+    let acme_call = QueuedContact { channel: Channel::Voice, ..contact("v1", &acme, 1) };
+    let globex_call = QueuedContact { channel: Channel::Voice, ..contact("v2", &globex, 2) };
+    let acme_chat = contact("ch1", &acme, 3);
+    // Acme's call waits; Acme's chat and Globex's call (a phone there) are offered.
+    assert_eq!(queue(&mut r, 1, &acme_call), vec![]);
+    assert_eq!(queue(&mut r, 3, &acme_chat), vec![offer(&acme_chat, "a", 3)]);
+    assert_eq!(queue(&mut r, 4, &globex_call), vec![offer(&globex_call, "a", 4)]);
+    accept(&mut r, 5, "v2", "a");
+    assert_eq!(release(&mut r, 5, "v2", "a"), vec![]);
+    // The phone registers with Acme: the waiting call is offered at once.
+    a.phoneless_tenants.clear();
+    assert_eq!(ok(&mut r, 6, Input::AgentUpserted(a)), vec![offer(&acme_call, "a", 6)]);
+}
+
+#[test]
 fn shared_agent_of_two_tenants_never_exceeds_capacity() {
     let acme = q("acme", "sales");
     let globex = q("globex", "sales");
@@ -598,6 +622,7 @@ mod props {
                         exclusive: if voice_exclusive { [Channel::Voice].into() } else { BTreeSet::new() },
                         max_total,
                     },
+                    phoneless_tenants: BTreeSet::new(),
                 })
                 .collect()
         })

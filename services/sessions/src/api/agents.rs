@@ -16,20 +16,27 @@ fn agent_id(name: &str) -> Result<AgentId, Error> {
 }
 
 /// The part of an agent a tenant's supervisor may see: only its assignments to that tenant.
-fn scoped(mut a: pb::Agent, caller: &Caller) -> Option<pb::Agent> {
+fn scoped(a: pb::Agent, caller: &Caller) -> Option<pb::Agent> {
     if caller.is_bpo_admin() || caller.agent_id.as_deref() == a.name.strip_prefix("agents/") {
         return Some(a);
     }
-    let tenant = caller.tenant.as_ref()?.to_string();
     if !caller.has_role(Role::Supervisor) && !caller.has_role(Role::TenantAdmin) {
         return None;
     }
+    of_tenant(a, caller.tenant.as_ref()?)
+}
+
+/// The part of an agent that concerns `tenant`: its assignments, contacts and phones there;
+/// `None` when it serves none of the tenant's queues.
+fn of_tenant(mut a: pb::Agent, tenant: &TenantId) -> Option<pb::Agent> {
+    let tenant = tenant.as_str();
     a.queues.retain(|q| q.tenant == tenant);
     if a.queues.is_empty() {
         return None;
     }
     let prefix = format!("tenants/{tenant}/");
     a.contacts.retain(|c| c.starts_with(&prefix));
+    a.phones.retain(|p| p.tenant == tenant);
     Some(a)
 }
 
@@ -75,15 +82,16 @@ impl pb::agent_service_server::AgentService for Api {
             .into());
         }
         let input = request.into_inner().agent.ok_or_else(|| Error::invalid("agent", "is required"))?;
-        let (agent, profile) = validate::agent(&input)?;
+        let agent = validate::agent(&input)?;
         tracing::Span::current().record("agent", agent.id.0.as_str());
         let pool = self.pools.of_queues(&agent.queues, "agent.queues").await?;
         // Indexed before it is written: the index may name an agent without a record.
         self.engine.store.index_agent(&agent.id).await?;
         let now = self.engine.clock.now();
+        let reach = |t: &str, a: &str, registered: bool| self.engine.reaches(t, a, registered);
         let written = self
             .engine
-            .update_agent(&agent.id, |current| core::agent::upsert(current, &agent, &profile, &pool, now))
+            .update_agent(&agent.id, |current| core::agent::upsert(current, &agent, &pool, now, &reach))
             .await
             .map_err(Error::from)?;
         Ok(Response::new(pb::Agent::from(&written)))
@@ -156,6 +164,40 @@ impl pb::agent_service_server::AgentService for Api {
         let caller = caller(&request)?.clone();
         let id = agent_id(&request.get_ref().name)?;
         Ok(Response::new(self.set_state(&caller, &id, StateCommand::SignOut, AgentState::Offline, "").await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(agent))]
+    async fn report_phone(&self, request: Request<pb::ReportPhoneRequest>) -> R<pb::Agent> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let id = agent_id(&req.name)?;
+        tracing::Span::current().record("agent", id.0.as_str());
+        let tenant = match caller.tenant.clone() {
+            Some(t) if caller.has_role(Role::Channel) => t,
+            _ => {
+                return Err(Error::PermissionDenied {
+                    reason: Reason::RoleMissing,
+                    message: "only a tenant's channel adapters (media) report phones".into(),
+                }
+                .into())
+            }
+        };
+        let expires = validate::phone_expiry(req.expires.as_ref())?;
+        let not_found = || Status::from(Error::NotFound(format!("agents/{id}")));
+        // An agent of another tenant's queues does not exist for this one.
+        let a = self.engine.store.agent(&id).await?.ok_or_else(not_found)?;
+        if !a.queues.iter().any(|q| q.tenant == tenant.as_str()) {
+            return Err(not_found());
+        }
+        let now = self.engine.clock.now();
+        let until = expires.map(|ms| now + ms);
+        let reach = |t: &str, a: &str, registered: bool| self.engine.reaches(t, a, registered);
+        let written = self
+            .engine
+            .change_agent(&id, |a| Ok(core::agent::phone(a, &tenant, until, now, &reach)))
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(of_tenant(pb::Agent::from(&written), &tenant).ok_or_else(not_found)?))
     }
 
     type StreamAgentEventsStream = AgentStream;

@@ -9,7 +9,7 @@ use centralita_platform::tenant::{Channel as TenantChannel, Tenant};
 use centralita_proto::crm::v1 as crm;
 use centralita_proto::sessions::v1 as pb;
 use centralita_routing_contract::wire::channel_from_pb;
-use centralita_routing_contract::{AgentId, AgentProfile, Channel};
+use centralita_routing_contract::{AgentId, Channel};
 
 use crate::core::{Agent, AgentState, ChannelCapacity, CustomerTier, Direction, SkillRequirement};
 
@@ -147,9 +147,27 @@ pub fn end_cause(cause: &str) -> Result<&str, Error> {
     Ok(cause)
 }
 
-/// An admin's agent profile: the core's agent (state and contacts left for the core to
-/// keep) and routing's profile of it.
-pub fn agent(a: &pb::Agent) -> Result<(Agent, AgentProfile), Error> {
+/// The longest phone registration media may report (a day).
+pub const MAX_PHONE_EXPIRY_MS: i64 = 86_400_000;
+
+/// A reported phone registration's length: `None` (unregistered) for zero or unset,
+/// milliseconds otherwise, at most [`MAX_PHONE_EXPIRY_MS`].
+pub fn phone_expiry(expires: Option<&prost_types::Duration>) -> Result<Option<i64>, Error> {
+    let Some(d) = expires else { return Ok(None) };
+    let bad = || Error::invalid("expires", "must be 0 to 86400 s (0: unregistered)");
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(bad());
+    }
+    let ms = d.seconds.checked_mul(1000).and_then(|s| s.checked_add(i64::from(d.nanos / 1_000_000))).ok_or_else(bad)?;
+    if ms > MAX_PHONE_EXPIRY_MS {
+        return Err(bad());
+    }
+    Ok((ms > 0).then_some(ms))
+}
+
+/// An admin's agent profile: the core's agent (state, contacts and phones left for the
+/// core to keep; routing's profile is made from it, `core::agent::profile`).
+pub fn agent(a: &pb::Agent) -> Result<Agent, Error> {
     let id = crate::wire::agent_id_from_name("agent.name", &a.name)
         .map_err(|_| Error::invalid("agent.name", "must be `agents/{agent}`, id 1-40 of a-z, 0-9, - and _"))?;
     let mut v = Vec::new();
@@ -188,27 +206,6 @@ pub fn agent(a: &pb::Agent) -> Result<(Agent, AgentProfile), Error> {
         bad("capacity".into(), "must allow at least one channel");
     }
     violations(v)?;
-    let profile = AgentProfile::try_from(centralita_proto::routing::v1::AgentProfile {
-        agent_id: id.0.clone(),
-        queues: a
-            .queues
-            .iter()
-            .map(|q| centralita_proto::routing::v1::QueueRef { tenant: q.tenant.clone(), queue: q.queue.clone() })
-            .collect(),
-        skills: a.skills.clone().into_iter().collect(),
-        languages: a.languages.clone(),
-        capacity: a
-            .capacity
-            .iter()
-            .map(|c| centralita_proto::routing::v1::CapacityLimit {
-                channel: c.channel,
-                max_contacts: c.max_contacts,
-                exclusive: c.exclusive,
-            })
-            .collect(),
-        max_total_contacts: a.max_total_contacts,
-    })
-    .map_err(|e| Error::invalid("agent", e.to_string()))?;
     let agent = Agent {
         id,
         display_name: a.display_name.clone(),
@@ -226,8 +223,9 @@ pub fn agent(a: &pb::Agent) -> Result<(Agent, AgentProfile), Error> {
         contacts: Vec::new(),
         state_time: None,
         agent_pool: String::new(),
+        phones: Default::default(),
     };
-    Ok((agent, profile))
+    Ok(agent)
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub enum Timer {
     AfterContactWork { tenant: TenantId, contact: ContactId },
     /// No event stream of the agent refreshed its presence within the grace.
     Presence { agent: AgentId },
+    /// The registration of the agent's phone with the tenant expires.
+    Phone { tenant: TenantId, agent: AgentId },
 }
 
 impl Timer {
@@ -64,6 +66,7 @@ impl Timer {
             Timer::Offer { tenant, contact, offer } => format!("offer|{tenant}|{contact}|{offer}"),
             Timer::AfterContactWork { tenant, contact } => format!("acw|{tenant}|{contact}|"),
             Timer::Presence { agent } => format!("presence|{}|{agent}|-", TenantId::bpo()),
+            Timer::Phone { tenant, agent } => format!("phone|{tenant}|{agent}|-"),
         }
     }
 
@@ -81,6 +84,7 @@ impl Timer {
                 contact: ContactId((*id).to_owned()),
                 offer: OfferId((*token).to_owned()),
             }),
+            "phone" => Some(Timer::Phone { tenant: TenantId::parse(tenant).ok()?, agent: AgentId((*id).to_owned()) }),
             "acw" => Some(Timer::AfterContactWork {
                 tenant: TenantId::parse(tenant).ok()?,
                 contact: ContactId((*id).to_owned()),
@@ -184,8 +188,9 @@ mod tests {
         let tenant = TenantId::parse("acme").unwrap();
         for t in [
             Timer::Offer { tenant: tenant.clone(), contact: ContactId("c1".into()), offer: OfferId("o1".into()) },
-            Timer::AfterContactWork { tenant, contact: ContactId("c1".into()) },
+            Timer::AfterContactWork { tenant: tenant.clone(), contact: ContactId("c1".into()) },
             Timer::Presence { agent: AgentId("a1".into()) },
+            Timer::Phone { tenant, agent: AgentId("a1".into()) },
         ] {
             assert_eq!(Timer::parse(&t.member()), Some(t.clone()), "{}", t.member());
         }
@@ -198,7 +203,15 @@ mod tests {
                 offer: OfferId("o9".into())
             })
         );
-        for junk in ["", "offer", "offer|acme|c1|", "what|acme|c1|x", "acw|NOT A TENANT|c1|", "presence|bpo||-"] {
+        for junk in [
+            "",
+            "offer",
+            "offer|acme|c1|",
+            "what|acme|c1|x",
+            "acw|NOT A TENANT|c1|",
+            "presence|bpo||-",
+            "phone|acme||-",
+        ] {
             assert_eq!(Timer::parse(junk), None, "{junk}");
         }
     }

@@ -299,6 +299,9 @@ pub struct Agent {
     pub contacts: Vec<ContactRef>,
     pub state_time: Option<Millis>,
     pub agent_pool: String,
+    /// The agent's phones registered with tenants' registrars: tenant id to the
+    /// registration's expiry (media reports them).
+    pub phones: BTreeMap<String, Millis>,
 }
 
 impl Agent {

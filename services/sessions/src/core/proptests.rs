@@ -103,6 +103,7 @@ fn agent_record(id: &str) -> Agent {
         contacts: Vec::new(),
         state_time: Some(0),
         agent_pool: "default".into(),
+        phones: Default::default(),
     }
 }
 

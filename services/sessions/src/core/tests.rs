@@ -10,6 +10,7 @@ use super::agent::{self, StateCommand};
 use super::consult::{self, Outcome};
 use super::contact::{self, Target};
 use super::decision::{offer_verdict, OfferVerdict};
+use super::effects::Change;
 use super::effects::{AgentEventKind, ContactEventKind as Kind, Effect, Linked, Notice, Timer};
 use super::lifecycle::Action;
 use super::model::*;
@@ -380,6 +381,7 @@ fn agent_record(state: AgentState) -> Agent {
         contacts: Vec::new(),
         state_time: Some(0),
         agent_pool: "default".into(),
+        phones: Default::default(),
     }
 }
 
@@ -428,25 +430,68 @@ fn not_responding_and_presence_lapse_only_touch_an_available_agent() {
 
 #[test]
 fn upsert_keeps_state_and_pins_the_pool_while_busy() {
-    let profile = centralita_routing_contract::AgentProfile {
-        id: a("ana"),
-        queues: Default::default(),
-        skills: Default::default(),
-        languages: Default::default(),
-        capacity: Default::default(),
-    };
+    let all = |_: &str, _: &str, _: bool| true;
     let input = agent_record(AgentState::Offline);
-    let new = agent::upsert(None, &input, &profile, "blue", 100_000).unwrap();
+    let new = agent::upsert(None, &input, "blue", 100_000, &all).unwrap();
     assert_eq!(new.record.agent_pool, "blue");
     let mut signed_in = agent_record(AgentState::Available);
     signed_in.agent_pool = "blue".into();
-    let e = agent::upsert(Some(&signed_in), &input, &profile, "green", 100_000).unwrap_err();
+    let e = agent::upsert(Some(&signed_in), &input, "green", 100_000, &all).unwrap_err();
     assert!(matches!(e, Refusal::PoolPinned { .. }), "{e}");
-    let kept = agent::upsert(Some(&signed_in), &input, &profile, "blue", 100_000).unwrap();
+    let kept = agent::upsert(Some(&signed_in), &input, "blue", 100_000, &all).unwrap();
     assert_eq!(kept.record.state, AgentState::Available);
     let mut long_gone = agent_record(AgentState::Offline);
     long_gone.state_time = Some(0);
-    assert_eq!(agent::upsert(Some(&long_gone), &input, &profile, "green", 100_000).unwrap().record.agent_pool, "green");
+    assert_eq!(agent::upsert(Some(&long_gone), &input, "green", 100_000, &all).unwrap().record.agent_pool, "green");
+}
+
+#[test]
+fn a_phone_registered_with_a_tenant_lets_its_calls_reach_the_agent_until_it_expires() {
+    let acme = TenantId::parse("acme").unwrap();
+    // Acme rings phones: only a registered one reaches ana (no fixed phone).
+    let reach = |_: &str, _: &str, registered: bool| registered;
+    let profile_of = |c: &Change<Agent>| {
+        c.effects.iter().find_map(|e| match e {
+            Effect::Route(Input::AgentUpserted(p)) => Some(p.phoneless_tenants.clone()),
+            _ => None,
+        })
+    };
+    let ana = agent_record(AgentState::Available);
+    assert_eq!(agent::profile(&ana, 0, &reach).phoneless_tenants, ["acme".to_owned()].into());
+    let up = agent::phone(&ana, &acme, Some(60_000), 1_000, &reach);
+    assert_eq!(up.record.phones.get("acme"), Some(&60_000));
+    assert_eq!(profile_of(&up), Some(Default::default()), "routing hears acme's calls reach ana");
+    assert!(up
+        .effects
+        .contains(&Effect::Schedule { timer: Timer::Phone { tenant: acme.clone(), agent: a("ana") }, due: 60_000 }));
+    // A refresh moves the expiry and tells routing nothing.
+    let refreshed = agent::phone(&up.record, &acme, Some(120_000), 50_000, &reach);
+    assert_eq!(refreshed.record.phones.get("acme"), Some(&120_000));
+    assert_eq!(profile_of(&refreshed), None);
+    // The old timer fires after the refresh: nothing happens.
+    let early = agent::phone_lapsed(&refreshed.record, &acme, 60_000, &reach);
+    assert_eq!(early.record, refreshed.record);
+    assert!(early.effects.is_empty());
+    // At the expiry the phone is gone and routing hears so.
+    let lapsed = agent::phone_lapsed(&refreshed.record, &acme, 120_000, &reach);
+    assert!(lapsed.record.phones.is_empty());
+    assert_eq!(profile_of(&lapsed), Some(["acme".to_owned()].into()));
+    // An unregister removes it at once and cancels the timer.
+    let gone = agent::phone(&up.record, &acme, None, 2_000, &reach);
+    assert!(gone.record.phones.is_empty());
+    assert_eq!(profile_of(&gone), Some(["acme".to_owned()].into()));
+    assert!(gone.effects.contains(&Effect::Cancel(Timer::Phone { tenant: acme.clone(), agent: a("ana") })));
+    // An upsert keeps the phones, and its profile says what reaches the agent now.
+    let mut input = agent_record(AgentState::Offline);
+    input.max_total_contacts = 2;
+    let kept = agent::upsert(Some(&up.record), &input, "default", 3_000, &reach).unwrap();
+    assert_eq!(kept.record.phones, up.record.phones);
+    assert_eq!(profile_of(&kept), Some(Default::default()));
+    assert_eq!(
+        profile_of(&agent::upsert(Some(&up.record), &input, "default", 70_000, &reach).unwrap()),
+        Some(["acme".to_owned()].into()),
+        "upserted after the expiry"
+    );
 }
 
 #[test]
