@@ -300,8 +300,11 @@ function Working(props: {
   const [notes, setNotes] = useState("");
   const queues = props.tenant?.routing?.queues ?? [];
   // Calls recorded on demand start with the recording off: the agent starts it.
-  const onDemand = props.tenant?.recording?.voice === RecordingMode.ON_DEMAND;
+  const onDemand = c.channel === Channel.VOICE && props.tenant?.recording?.voice === RecordingMode.ON_DEMAND;
   const allowPause = props.tenant?.recording?.allowPause ?? false;
+  // A call's recording, or a conversation's transcript when the tenant keeps them.
+  const recorded =
+    c.channel === Channel.VOICE || (c.channel !== Channel.TASK && (props.tenant?.recording?.chatTranscripts ?? false));
   const queueOf = queues.find((q) => q.id === c.queue);
   const [answer, setAnswer] = useState("");
   const [answered, setAnswered] = useState(false);
@@ -453,12 +456,12 @@ function Working(props: {
                   {t(onDemand ? "notRecording" : "recordingPaused")}
                 </span>
               )}
-              {c.channel === Channel.VOICE && c.recordingPaused && (onDemand || allowPause) && (
+              {recorded && c.recordingPaused && (onDemand || allowPause) && (
                 <button data-testid="resume-recording" onClick={() => props.act(() => api.contacts.resumeRecording({ name: c.name }))}>
                   {t(onDemand ? "startRecording" : "resumeRecording")}
                 </button>
               )}
-              {c.channel === Channel.VOICE && !c.recordingPaused && allowPause && (
+              {recorded && !c.recordingPaused && allowPause && (
                 <button data-testid="pause-recording" onClick={() => props.act(() => api.contacts.pauseRecording({ name: c.name }))}>
                   {t("pauseRecording")}
                 </button>

@@ -181,6 +181,7 @@ pub struct DigitalMetrics {
     retention_failures: Counter,
     smtp: Family<ReasonLabel, Counter>,
     email_sends: Family<ReasonLabel, Counter>,
+    transcripts: Family<ReasonLabel, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,6 +214,8 @@ pub const SMTP_OUTCOMES: [&str; 11] = [
 ];
 /// Outcomes of outbound email attempts to the relay.
 pub const EMAIL_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
+/// Outcomes of transcripts handed to recording.
+pub const TRANSCRIPT_OUTCOMES: [&str; 2] = ["stored", "refused"];
 /// Outcomes of outbound SMS attempts.
 pub const SMS_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 
@@ -273,6 +276,14 @@ impl DigitalMetrics {
         for reason in EMAIL_SEND_OUTCOMES {
             let _ = m.email_sends.get_or_create(&ReasonLabel { reason });
         }
+        r.register(
+            "centralita_media_transcripts",
+            "Transcripts of closed digital contacts handed to recording, by outcome (refused: not retried)",
+            m.transcripts.clone(),
+        );
+        for reason in TRANSCRIPT_OUTCOMES {
+            let _ = m.transcripts.get_or_create(&ReasonLabel { reason });
+        }
         for reason in DELETE_REASONS {
             for table in DELETED_TABLES {
                 let _ = m.deleted.get_or_create(&DeletedLabel { reason, table });
@@ -315,6 +326,11 @@ impl DigitalMetrics {
     pub fn sms_webhook(&self, reason: &'static str) {
         debug_assert!(SMS_WEBHOOK_OUTCOMES.contains(&reason), "{reason}");
         self.sms_webhooks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn transcript(&self, reason: &'static str) {
+        debug_assert!(TRANSCRIPT_OUTCOMES.contains(&reason), "{reason}");
+        self.transcripts.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn sms_send(&self, reason: &'static str) {

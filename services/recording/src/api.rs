@@ -36,9 +36,9 @@ pub struct Api {
     pub url_ttl: std::time::Duration,
 }
 
-const RESOURCE: &str = "recordings/";
+pub(crate) const RESOURCE: &str = "recordings/";
 
-fn bounded_id(field: &'static str, s: &str, max: usize) -> Result<String, Error> {
+pub(crate) fn bounded_id(field: &'static str, s: &str, max: usize) -> Result<String, Error> {
     if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b)) {
         return Err(Error::invalid(field, format!("must be 1-{max} of letters, digits, '-', '_', '.', ':', '@'")));
     }
@@ -112,13 +112,14 @@ fn duration(frames: u64) -> prost_types::Duration {
     prost_types::Duration { seconds: (frames / RATE) as i64, nanos: ((frames % RATE) * 125_000) as i32 }
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 /// A stored recording on the wire; `retention_days` gives its expiry.
 pub fn to_wire(r: &RecordingRow, retention_days: Option<u32>) -> pb::Recording {
     let frames = r.frames.max(0) as u64;
+    let transcript = r.is_transcript();
     pb::Recording {
         name: format!("{RESOURCE}{}", r.id),
         contact_id: r.contact_id.clone(),
@@ -146,14 +147,18 @@ pub fn to_wire(r: &RecordingRow, retention_days: Option<u32>) -> pb::Recording {
         } as i32,
         legal_hold: r.legal_hold,
         legal_hold_reason: r.legal_hold_reason.clone(),
-        wav_size_bytes: (crate::playback::WAV_HEADER + frames * 4) as i64,
+        wav_size_bytes: if transcript { 0 } else { (crate::playback::WAV_HEADER + frames * 4) as i64 },
         expire_time: retention_days.map(|d| timestamp(r.started_at + chrono::Duration::days(i64::from(d)))),
+        kind: if transcript { pb::RecordingKind::Transcript } else { pb::RecordingKind::Call } as i32,
+        channel: crate::transcripts::channel_to_pb(&r.channel) as i32,
+        message_count: r.message_count,
+        paused_messages: r.paused_messages,
     }
 }
 
 /// Who may listen to a recording: the tenant's supervisors and admins. Agents are refused:
 /// the tenant manifest has no setting yet that lets agents hear their own contacts.
-fn may_listen(c: &Caller) -> Result<&TenantId, Error> {
+pub(crate) fn may_listen(c: &Caller) -> Result<&TenantId, Error> {
     let tenant = c.own_tenant()?;
     if c.has_role(Role::Supervisor) || c.has_role(Role::TenantAdmin) {
         return Ok(tenant);
@@ -179,6 +184,9 @@ pub async fn open(
     if row.state == "active" {
         return Err(Error::FailedPrecondition("the call is still being recorded".into()));
     }
+    if row.is_transcript() {
+        return Err(Error::FailedPrecondition("a transcript has no audio: read it with GetTranscript".into()));
+    }
     let (version, wrapped) = store::data_key(pool, tenant, &row.id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("{RESOURCE}{}", row.id)))?;
@@ -191,16 +199,16 @@ pub async fn open(
 }
 
 impl Api {
-    async fn row(&self, tenant: &TenantId, name: &str) -> Result<RecordingRow, Error> {
+    pub(crate) async fn row(&self, tenant: &TenantId, name: &str) -> Result<RecordingRow, Error> {
         let id = parse_name("name", name)?;
         store::get(&self.recorder.pool, tenant, &id).await?.ok_or_else(|| Error::NotFound(name.to_owned()))
     }
 
-    fn retention(&self, tenant: &TenantId) -> Option<u32> {
+    pub(crate) fn retention(&self, tenant: &TenantId) -> Option<u32> {
         self.registry.get(tenant).map(|t| t.data_retention_days)
     }
 
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         tenant: &TenantId,
         c: &Caller,
@@ -365,6 +373,11 @@ impl pb::recording_service_server::RecordingService for Api {
         if row.state == "active" {
             return Err(Error::FailedPrecondition("the call is still being recorded".into()).into());
         }
+        if row.is_transcript() {
+            return Err(
+                Error::FailedPrecondition("a transcript has no audio: read it with GetTranscript".into()).into()
+            );
+        }
         let expires = Utc::now() + chrono::Duration::from_std(self.url_ttl).map_err(Error::internal)?;
         let grant = Grant {
             tenant: tenant.to_string(),
@@ -394,6 +407,24 @@ impl pb::recording_service_server::RecordingService for Api {
         let c = caller(&request)?;
         let r = request.get_ref();
         Ok(Response::new(self.hold(c, &r.name, &r.reason, false).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant))]
+    async fn ingest_transcript(
+        &self,
+        request: Request<pb::IngestTranscriptRequest>,
+    ) -> Result<Response<pb::Recording>, Status> {
+        let c = caller(&request)?.clone();
+        Ok(Response::new(self.ingest_transcript(&c, request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant))]
+    async fn get_transcript(
+        &self,
+        request: Request<pb::GetTranscriptRequest>,
+    ) -> Result<Response<pb::Transcript>, Status> {
+        let c = caller(&request)?;
+        Ok(Response::new(self.read_transcript(c, &request.get_ref().name).await?))
     }
 }
 

@@ -7,7 +7,8 @@
 //!   `IngestCall` (the media service streams a call's two legs in: a `channel` token of
 //!   the tenant), `GetRecording`, `ListRecordings`, `StreamRecordingAudio`,
 //!   `CreatePlaybackUrl` (supervisors and tenant admins of the tenant), `SetLegalHold` and
-//!   `ClearLegalHold` (tenant admins).
+//!   `ClearLegalHold` (tenant admins); `IngestTranscript` (media's digital role hands over a
+//!   closed digital contact's conversation) and `GetTranscript` (read like playback).
 //! - the playback HTTP port (`CENTRALITA_PLAYBACK_ADDR`): signed, expiring URLs of the WAV
 //!   file with range requests ([`http`]).
 //! - the retention sweeper ([`retention`]), every `CENTRALITA_RECORDING_SWEEP_INTERVAL`.
@@ -25,6 +26,8 @@
 //! - [`objects`]: the object store (local disk or S3).
 //! - [`store`]: the schema and every query, tenant set for row-level security.
 //! - [`playback`]: WAV assembly over byte ranges, signed URLs.
+//! - [`transcript`]: digital transcripts (pure): validation and the JSON they encrypt;
+//!   [`transcripts`]: their two RPCs (stored and read whole, encrypted like audio).
 //! - [`api`], [`http`]: the gRPC and HTTP adapters.
 //! - [`retention`]: the sweeper. [`erasure`]: CRM's customer erasures carried out on
 //!   recordings, reported back (`StoreErased`). [`metrics`]: `centralita_recording_*`.
@@ -42,6 +45,8 @@ pub mod objects;
 pub mod playback;
 pub mod retention;
 pub mod store;
+pub mod transcript;
+pub mod transcripts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +70,7 @@ pub const MIGRATIONS: Migrations = Migrations {
     steps: &[
         Migration { version: 1, name: "tenancy", sql: TENANCY_SQL },
         Migration { version: 2, name: "recordings", sql: store::RECORDINGS_SQL },
+        Migration { version: 3, name: "transcripts", sql: store::TRANSCRIPTS_SQL },
     ],
 };
 

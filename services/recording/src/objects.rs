@@ -71,6 +71,13 @@ impl Objects {
         Ok(total)
     }
 
+    /// Writes `data` as `key` at once (a transcript: small, already in memory).
+    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<u64, Error> {
+        let len = data.len() as u64;
+        self.store.put(&ObjectPath::from(key), Bytes::from(data).into()).await.map_err(failed)?;
+        Ok(len)
+    }
+
     pub async fn size(&self, key: &str) -> Result<u64, Error> {
         Ok(self.store.head(&ObjectPath::from(key)).await.map_err(failed)?.size)
     }

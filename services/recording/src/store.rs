@@ -67,6 +67,17 @@ BEGIN
 END $$;
 "#;
 
+/// Version 3: digital transcripts beside call recordings. `kind` says which a row is; a
+/// transcript's `channel` is its contact's, `message_count` and `paused_messages` what it
+/// holds and left out; one transcript per contact.
+pub const TRANSCRIPTS_SQL: &str = r#"
+ALTER TABLE recordings ADD COLUMN kind text NOT NULL DEFAULT 'call' CHECK (kind IN ('call', 'transcript'));
+ALTER TABLE recordings ADD COLUMN channel text NOT NULL DEFAULT 'voice';
+ALTER TABLE recordings ADD COLUMN message_count integer NOT NULL DEFAULT 0;
+ALTER TABLE recordings ADD COLUMN paused_messages integer NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX recordings_one_transcript ON recordings (tenant, contact_id) WHERE kind = 'transcript';
+"#;
+
 pub use centralita_platform::db::begin;
 
 /// What a recording is when it starts.
@@ -97,10 +108,22 @@ pub struct RecordingRow {
     pub object_key: String,
     pub legal_hold: bool,
     pub legal_hold_reason: String,
+    /// `call` or `transcript`.
+    pub kind: String,
+    /// The contact's channel (`voice` for a call).
+    pub channel: String,
+    pub message_count: i32,
+    pub paused_messages: i32,
+}
+
+impl RecordingRow {
+    pub fn is_transcript(&self) -> bool {
+        self.kind == "transcript"
+    }
 }
 
 const COLUMNS: &str = "id, contact_id, queue, agent_ids, started_at, codec, state, frames, paused_spans, \
-                       object_key, legal_hold, legal_hold_reason";
+                       object_key, legal_hold, legal_hold_reason, kind, channel, message_count, paused_messages";
 
 fn row(r: &tokio_postgres::Row) -> RecordingRow {
     let spans: serde_json::Value = r.get(8);
@@ -118,7 +141,83 @@ fn row(r: &tokio_postgres::Row) -> RecordingRow {
         object_key: r.get(9),
         legal_hold: r.get(10),
         legal_hold_reason: r.get(11),
+        kind: r.get(12),
+        channel: r.get(13),
+        message_count: r.get(14),
+        paused_messages: r.get(15),
     }
+}
+
+/// A transcript to store (its object already written).
+#[derive(Debug, Clone)]
+pub struct NewTranscript {
+    pub id: String,
+    pub contact_id: String,
+    pub queue: String,
+    pub agent_ids: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub channel: String,
+    pub message_count: i32,
+    pub paused_messages: i32,
+    pub object_key: String,
+}
+
+/// Inserts a finished transcript and its wrapped data key, unless the contact has one
+/// already: `true` if inserted, `false` if another was there (nothing written).
+pub async fn create_transcript(
+    pool: &Pool,
+    tenant: &TenantId,
+    t: &NewTranscript,
+    version: u32,
+    wrapped: &[u8],
+) -> Result<bool, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let n = tx
+        .execute(
+            "INSERT INTO recordings (tenant, id, contact_id, queue, agent_ids, started_at, codec, state, object_key, \
+             kind, channel, message_count, paused_messages, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'none', 'complete', $7, 'transcript', $8, $9, $10, now()) \
+             ON CONFLICT (tenant, contact_id) WHERE kind = 'transcript' DO NOTHING",
+            &[
+                &tenant.as_str(),
+                &t.id,
+                &t.contact_id,
+                &t.queue,
+                &t.agent_ids,
+                &t.started_at,
+                &t.object_key,
+                &t.channel,
+                &t.message_count,
+                &t.paused_messages,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let version = i32::try_from(version).map_err(Error::internal)?;
+    tx.execute(
+        "INSERT INTO data_keys (tenant, recording_id, key_version, wrapped) VALUES ($1, $2, $3, $4)",
+        &[&tenant.as_str(), &t.id, &version, &wrapped],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The transcript of a contact, if it has one.
+pub async fn transcript_of(pool: &Pool, tenant: &TenantId, contact: &str) -> Result<Option<RecordingRow>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let r = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM recordings WHERE contact_id = $1 AND kind = 'transcript'"),
+            &[&contact],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(r.as_ref().map(row))
 }
 
 /// Inserts a recording (state `active`) and its wrapped data key.

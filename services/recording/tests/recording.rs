@@ -619,3 +619,204 @@ async fn a_key_rotation_rewraps_data_keys_without_touching_audio() {
     assert!(data_key(v1).await.1.is_none(), "the old version no longer opens it");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Tenant `…a-…` keeps transcripts, tenant `…b-…` does not.
+fn transcripts_manifest(id: &str) -> String {
+    let on = if id.contains("a-") { ", chatTranscripts: true" } else { "" };
+    manifest(id).replace(
+        "recording: { voice: all, allowPause: true }",
+        &format!("recording: {{ voice: all, allowPause: true{on} }}"),
+    )
+}
+
+fn transcript(tenant: &str, contact: &str) -> pb::IngestTranscriptRequest {
+    use pb::transcript_message::Sender;
+    let now = chrono::Utc::now().timestamp();
+    let at = |s: i64| Some(prost_types::Timestamp { seconds: now - 60 + s, nanos: 0 });
+    let line = |sequence, sender: Sender, agent: &str, text: &str| pb::TranscriptMessage {
+        sequence,
+        sender: sender as i32,
+        agent_id: agent.into(),
+        text: text.into(),
+        time: at(sequence),
+    };
+    pb::IngestTranscriptRequest {
+        tenant: tenant.into(),
+        contact_id: contact.into(),
+        queue: "support".into(),
+        channel: centralita_proto::tenancy::v1::Channel::Chat as i32,
+        agent_ids: vec!["agent-7".into()],
+        start_time: at(0),
+        end_time: at(30),
+        messages: vec![
+            line(1, Sender::Customer, "", "Hola, mi pedido no llega"),
+            line(2, Sender::System, "", "agent-7 joined"),
+            line(3, Sender::Agent, "agent-7", "¿Me da el número de pedido?"),
+            line(5, Sender::Customer, "", "Es el 4471 ✓"),
+        ],
+        paused_messages: 1,
+    }
+}
+
+/// A closed chat's transcript: stored once per contact (a repeat returns the same), read
+/// back decrypted by the tenant's supervisors (audited), listed with the contact's
+/// recordings, held, swept and erased like one; refused to other roles and tenants, to a
+/// tenant that keeps none, for voice, with bad messages; no audio of it, no transcript of
+/// a call.
+#[tokio::test]
+async fn a_transcript_is_stored_once_read_back_and_kept_to_its_tenant() {
+    let (prefix, _topics, [a, b]) = testkit::two_tenants("rectr-", transcripts_manifest, |t| vec![t.contacts()]).await;
+    let s = start(&prefix).await;
+    let (channel_a, channel_b) = (token(Some(&a), Role::Channel, None), token(Some(&b), Role::Channel, None));
+    let (sup_a, sup_b) = (token(Some(&a), Role::Supervisor, None), token(Some(&b), Role::Supervisor, None));
+    let admin_a = token(Some(&a), Role::TenantAdmin, None);
+    let store = |req: pb::IngestTranscriptRequest, tok: String| {
+        let mut c = s.client();
+        async move { c.ingest_transcript(request(req, &tok)).await.map(|r| r.into_inner()) }
+    };
+    let read = |name: String, tok: String| {
+        let mut c = s.client();
+        async move { c.get_transcript(request(pb::GetTranscriptRequest { name }, &tok)).await.map(|r| r.into_inner()) }
+    };
+
+    let stored = store(transcript(&a, "chat-1"), channel_a.clone()).await.unwrap();
+    assert_eq!(stored.kind, pb::RecordingKind::Transcript as i32);
+    assert_eq!(stored.channel, centralita_proto::tenancy::v1::Channel::Chat as i32);
+    assert_eq!((stored.message_count, stored.paused_messages, stored.wav_size_bytes), (4, 1, 0));
+    assert_eq!(stored.state, pb::RecordingState::Complete as i32);
+    let mut changed = transcript(&a, "chat-1");
+    changed.messages.truncate(1);
+    let again = store(changed, channel_a.clone()).await.unwrap();
+    assert_eq!((again.name.as_str(), again.message_count), (stored.name.as_str(), 4), "one transcript per contact");
+
+    let t = read(stored.name.clone(), sup_a.clone()).await.unwrap();
+    assert_eq!((t.recording.as_str(), t.contact_id.as_str(), t.paused_messages), (stored.name.as_str(), "chat-1", 1));
+    let texts: Vec<_> = t.messages.iter().map(|m| (m.sequence, m.agent_id.as_str(), m.text.as_str())).collect();
+    assert_eq!(
+        texts,
+        [
+            (1, "", "Hola, mi pedido no llega"),
+            (2, "", "agent-7 joined"),
+            (3, "agent-7", "¿Me da el número de pedido?"),
+            (5, "", "Es el 4471 ✓")
+        ]
+    );
+    read(stored.name.clone(), admin_a.clone()).await.unwrap();
+
+    // The object on disk is sealed: none of the text is in it.
+    let files: Vec<_> = std::fs::read_dir(objects_dir(&s, &a)).unwrap().map(|f| f.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "the repeat left no second object: {files:?}");
+    let bytes = std::fs::read(&files[0]).unwrap();
+    assert!(!bytes.windows(6).any(|w| w == b"pedido"), "clear text in the stored object");
+
+    // Refused: other roles, another tenant (as NOT_FOUND), a tenant keeping no transcripts,
+    // voice, bad messages; no audio of a transcript; no transcript of a call.
+    let code = |r: Result<pb::Transcript, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(code(read(stored.name.clone(), sup_b.clone()).await), Code::NotFound);
+    assert_eq!(
+        code(read(stored.name.clone(), token(Some(&a), Role::Agent, Some("agent-7"))).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(code(read(stored.name.clone(), channel_a.clone()).await), Code::PermissionDenied);
+    assert_eq!(code(read("recordings/nope".into(), sup_a.clone()).await), Code::InvalidArgument);
+    let refused = |r: Result<pb::Recording, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(refused(store(transcript(&a, "chat-2"), channel_b.clone()).await), Code::PermissionDenied);
+    assert_eq!(refused(store(transcript(&a, "chat-2"), sup_a.clone()).await), Code::PermissionDenied);
+    assert_eq!(refused(store(transcript(&b, "chat-2"), channel_b.clone()).await), Code::FailedPrecondition);
+    let mut voice = transcript(&a, "chat-2");
+    voice.channel = centralita_proto::tenancy::v1::Channel::Voice as i32;
+    assert_eq!(refused(store(voice, channel_a.clone()).await), Code::InvalidArgument);
+    let mut unordered = transcript(&a, "chat-2");
+    unordered.messages[1].sequence = 1;
+    assert_eq!(refused(store(unordered, channel_a.clone()).await), Code::InvalidArgument);
+    let mut anonymous = transcript(&a, "chat-2");
+    anonymous.messages[2].agent_id.clear();
+    assert_eq!(refused(store(anonymous, channel_a.clone()).await), Code::InvalidArgument);
+    let mut no_time = transcript(&a, "chat-2");
+    no_time.messages[0].time = None;
+    assert_eq!(refused(store(no_time, channel_a.clone()).await), Code::InvalidArgument);
+    let no_audio = stream_wav(&s, &sup_a, &stored.name).await.unwrap_err();
+    assert_eq!(no_audio.code(), Code::FailedPrecondition);
+    let url = s
+        .client()
+        .create_playback_url(request(pb::CreatePlaybackUrlRequest { name: stored.name.clone() }, &sup_a))
+        .await;
+    assert_eq!(url.unwrap_err().code(), Code::FailedPrecondition);
+    let call = ingest(&s, &channel_a, call(&a, "chat-1")).await.unwrap();
+    assert_eq!(code(read(call.name.clone(), sup_a.clone()).await), Code::FailedPrecondition);
+
+    // Listed with the contact's recordings; held and swept like one.
+    let listed = s
+        .client()
+        .list_recordings(request(
+            pb::ListRecordingsRequest { contact_id: "chat-1".into(), ..Default::default() },
+            &sup_a,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<_> = listed.recordings.iter().map(|r| (r.name.as_str(), r.kind)).collect();
+    assert!(kinds.contains(&(stored.name.as_str(), pb::RecordingKind::Transcript as i32)), "{kinds:?}");
+    assert!(kinds.contains(&(call.name.as_str(), pb::RecordingKind::Call as i32)), "{kinds:?}");
+    s.client()
+        .set_legal_hold(request(
+            pb::SetLegalHoldRequest { name: stored.name.clone(), reason: "claim 9".into() },
+            &admin_a,
+        ))
+        .await
+        .unwrap();
+    let pool = pool();
+    let registry = centralita_platform::registry::TenantRegistry::new();
+    for id in [&a, &b] {
+        registry.upsert(
+            centralita_platform::tenant::TenantManifest::parse_all(&transcripts_manifest(id), chrono::Utc::now())
+                .unwrap()
+                .remove(0),
+        );
+    }
+    let objects =
+        centralita_recording::objects::Objects::from_url(&format!("file://{}", s.dir.join("objects").display()))
+            .unwrap();
+    let metrics = centralita_recording::metrics::Metrics::default();
+    let later = chrono::Utc::now() + chrono::Duration::days(31);
+    assert_eq!(
+        centralita_recording::retention::sweep(&pool, &objects, &registry, &metrics, later).await.unwrap(),
+        1,
+        "the call; the held transcript stays"
+    );
+    read(stored.name.clone(), sup_a.clone()).await.unwrap();
+    s.client()
+        .clear_legal_hold(request(
+            pb::ClearLegalHoldRequest { name: stored.name.clone(), reason: "settled".into() },
+            &admin_a,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(centralita_recording::retention::sweep(&pool, &objects, &registry, &metrics, later).await.unwrap(), 1);
+    assert_eq!(code(read(stored.name.clone(), sup_a.clone()).await), Code::NotFound);
+    assert!(std::fs::read_dir(objects_dir(&s, &a)).unwrap().next().is_none(), "the object went too");
+
+    // Erased with the customer: the erasure of a contact reaches its transcript.
+    let erased = store(transcript(&a, "chat-3"), channel_a.clone()).await.unwrap();
+    let tenant = TenantId::parse(&a).unwrap();
+    let names = [centralita_platform::tenant::contact_name(&a, "chat-3")];
+    let report =
+        centralita_recording::erasure::erase(&pool, &objects, &metrics, &tenant, "erasures/t1", &names).await.unwrap();
+    assert_eq!(report.erased, 1);
+    assert_eq!(code(read(erased.name.clone(), sup_a.clone()).await), Code::NotFound);
+
+    let audited: i64 = {
+        let mut client = pool.get().await.unwrap();
+        let tx = centralita_platform::db::begin(&mut client, &tenant).await.unwrap();
+        let n = tx.query_one("SELECT count(*) FROM audit WHERE action = 'transcript_read'", &[]).await.unwrap().get(0);
+        tx.commit().await.unwrap();
+        n
+    };
+    assert_eq!(audited, 3, "the supervisor's, the admin's and the read under hold; refused reads are not audited");
+    s.shutdown.trigger();
+    let _ = s.task.await;
+}
+
+fn objects_dir(s: &Service, tenant: &str) -> std::path::PathBuf {
+    s.dir.join("objects").join("transcripts").join(tenant)
+}

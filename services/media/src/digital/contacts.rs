@@ -126,7 +126,8 @@ impl Contacts {
         Ok(())
     }
 
-    fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {
+    /// A request carrying the role's `channel` token of `tenant` (sessions, CRM, recording).
+    pub(crate) fn request<T>(&self, tenant: &TenantId, message: T) -> Result<tonic::Request<T>, Error> {
         let token = {
             let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();

@@ -21,6 +21,8 @@
 //! - `smtp`: the inbound SMTP listener (mailin's state machine, our limits); `mail`: email,
 //!   pure (MIME read with mail-parser, attachments rule, threading and reply headers);
 //!   `email`: inbound mail into conversations and replies through the tenant's relay;
+//! - `transcripts`: closed digital contacts' conversations handed to recording when the
+//!   tenant keeps transcripts (the agent's recording pauses left out);
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
@@ -39,6 +41,7 @@ pub mod schema;
 pub mod sms;
 pub mod smtp;
 pub mod store;
+pub mod transcripts;
 pub mod twilio;
 pub mod webchat;
 pub mod wire;
@@ -228,6 +231,7 @@ pub fn start(
     let contacts = contacts::Contacts::new(&config.service.sessions_endpoint, &config.service.crm_endpoint, signer)?;
     let digital = Arc::new(Digital { pool, hub: Hub::default(), contacts, metrics, outbox });
     runtime.spawn(listen(listen_url, digital.clone(), runtime.shutdown.clone()));
+    start_transcripts(runtime, config, &digital)?;
     runtime.with_health_name("centralita.media.v1.ConversationService");
     let sms = Arc::new(sms::Sms::new(digital.clone(), runtime.registry.clone(), config.service.sms.settings())?);
     let email = Arc::new(email::Email::new(digital.clone(), runtime.registry.clone(), config.service.email.settings()));
@@ -269,6 +273,47 @@ pub fn start(
     });
     tracing::info!(webchat_addr = %local, "web chat listening");
     runtime.readiness.set(crate::CHECK_DIGITAL, true, format!("web chat on {local}"));
+    Ok(())
+}
+
+/// The consumer of the contacts topic that hands closed contacts' transcripts to recording
+/// (one group for every replica).
+fn start_transcripts(
+    runtime: &mut centralita_platform::server::Runtime,
+    config: &crate::Config,
+    digital: &Arc<Digital>,
+) -> anyhow::Result<()> {
+    use centralita_platform::bus::{Consumer, ConsumerSettings, MemoryDedupe, FETCH_WAIT_DEFAULT};
+    use centralita_proto::recording::v1::recording_service_client::RecordingServiceClient;
+    let kafka = &config.common.kafka;
+    let endpoint = &config.service.recording_endpoint;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .map_err(|e| centralita_platform::config::ConfigError::new("CENTRALITA_RECORDING_ENDPOINT", e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    let transcripts = Consumer::new(
+        ConsumerSettings {
+            brokers: kafka.brokers.clone(),
+            group_id: format!("{}media.transcripts", kafka.topic_prefix),
+            topics: vec![runtime.topics.contacts()],
+            fetch_wait: FETCH_WAIT_DEFAULT,
+            group_instance_id: kafka.group_instance_id.as_ref().map(|id| format!("{id}-transcripts")),
+        },
+        transcripts::TranscriptsHandler {
+            digital: digital.clone(),
+            registry: runtime.registry.clone(),
+            recording: RecordingServiceClient::new(channel),
+        },
+        MemoryDedupe::new(10_000),
+        Some(runtime.metrics.clone()),
+    )?;
+    let sd = runtime.shutdown.clone();
+    runtime.spawn(async move {
+        if let Err(e) = transcripts.run(sd).await {
+            tracing::error!(error = %e, "transcripts consumer stopped");
+        }
+    });
     Ok(())
 }
 

@@ -119,6 +119,13 @@ CREATE POLICY email_messages_tenant ON email_messages USING (tenant = centralita
 "#;
 
 /// The `media` schema.
+/// Version 6: transcripts (`super::transcripts`). The spans during which the contact's
+/// agent had paused the recording (PCI), from sessions' events: `[[start ms, end ms or
+/// null], …]`; the messages written in them are left out of the transcript.
+pub const TRANSCRIPTS_SQL: &str = r#"
+ALTER TABLE conversations ADD COLUMN paused_spans jsonb NOT NULL DEFAULT '[]';
+"#;
+
 pub const MIGRATIONS: Migrations = Migrations {
     schema: "media",
     steps: &[
@@ -127,5 +134,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 3, name: "sms", sql: SMS_SQL },
         Migration { version: 4, name: "retention", sql: RETENTION_SQL },
         Migration { version: 5, name: "email", sql: EMAIL_SQL },
+        Migration { version: 6, name: "transcripts", sql: TRANSCRIPTS_SQL },
     ],
 };

@@ -637,3 +637,57 @@ pub async fn email_parent(pool: &Pool, tenant: &TenantId, contact: &str) -> Resu
 }
 
 pub use centralita_platform::db::outbox::{pending, published, Outgoing};
+
+/// A pause of the contact's recording began (`paused`) or ended at `at` (ms since the
+/// epoch): a span opens or the open one closes. A pause while paused, a resume while not,
+/// and a pause already recorded at `at` (a redelivered event) change nothing; so does an
+/// unknown conversation.
+pub async fn mark_paused(pool: &Pool, tenant: &TenantId, contact: &str, paused: bool, at: i64) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT paused_spans FROM conversations WHERE tenant = $1 AND contact_id = $2 FOR UPDATE",
+            &[&tenant.as_str(), &contact],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let mut spans: Vec<(i64, Option<i64>)> = serde_json::from_value(row.get(0)).unwrap_or_default();
+    let open = spans.last().is_some_and(|(_, end)| end.is_none());
+    match (paused, open) {
+        (true, false) if !spans.iter().any(|(start, _)| *start == at) => spans.push((at, None)),
+        (false, true) => {
+            if let Some(last) = spans.last_mut() {
+                last.1 = Some(at.max(last.0));
+            }
+        }
+        _ => return Ok(()),
+    }
+    let value = serde_json::to_value(&spans).map_err(Error::internal)?;
+    tx.execute(
+        "UPDATE conversations SET paused_spans = $3 WHERE tenant = $1 AND contact_id = $2",
+        &[&tenant.as_str(), &contact, &value],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What a transcript needs of its conversation besides the messages: when it started and
+/// the spans the recording was paused; `None` for an unknown conversation.
+pub async fn transcript_facts(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+) -> Result<Option<(DateTime<Utc>, Vec<(i64, Option<i64>)>)>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT created_at, paused_spans FROM conversations WHERE tenant = $1 AND contact_id = $2",
+            &[&tenant.as_str(), &contact],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| (r.get(0), serde_json::from_value(r.get(1)).unwrap_or_default())))
+}

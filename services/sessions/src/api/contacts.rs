@@ -111,6 +111,13 @@ impl Api {
             ))
             .into());
         }
+        if pause && record.channel != core::Channel::Voice && !t.recording.chat_transcripts {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {} keeps no transcripts of conversations (recording.chatTranscripts)",
+                c.tenant
+            ))
+            .into());
+        }
         let span = command_span(&record, if pause { "pause_recording" } else { "resume_recording" });
         self.apply(&c, |r| core::contact::pause_recording(r, &agent, pause)).instrument(span).await
     }

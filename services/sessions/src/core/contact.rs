@@ -208,7 +208,7 @@ fn set_hold(c: &Contact, agent: &AgentId, hold: bool) -> Result<Change<Contact>,
 pub fn pause_recording(c: &Contact, agent: &AgentId, pause: bool) -> Result<Change<Contact>, Refusal> {
     let mut change = step(c, if pause { Action::PauseRecording } else { Action::ResumeRecording })?;
     require_holder(c, agent)?;
-    if c.channel != Channel::Voice {
+    if c.channel == Channel::Task {
         return Err(Refusal::NotACall);
     }
     if c.recording_paused == pause {

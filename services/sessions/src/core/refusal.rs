@@ -30,7 +30,7 @@ pub enum Refusal {
     RecordingAlreadyPaused,
     #[error("the recording is not paused")]
     RecordingNotPaused,
-    #[error("only a voice call's recording can be paused")]
+    #[error("only a call's recording or a conversation's transcript can be paused")]
     NotACall,
     #[error("the contact is no longer held by this agent")]
     NotHeldByAgent,

@@ -153,9 +153,11 @@ fn a_calls_recording_is_paused_and_resumed_by_its_holder_only() {
     assert!(!resumed.record.recording_paused);
     assert_eq!(events(&resumed.effects), [Kind::RecordingResumed]);
     assert_eq!(contact::pause_recording(&resumed.record, &a("ana"), false).unwrap_err(), Refusal::RecordingNotPaused);
-    // Only a connected voice call.
+    // A connected call or conversation (its transcript); not a task.
     let chat = Contact { channel: Channel::Chat, ..connected("ana") };
-    assert_eq!(contact::pause_recording(&chat, &a("ana"), true).unwrap_err(), Refusal::NotACall);
+    assert!(contact::pause_recording(&chat, &a("ana"), true).unwrap().record.recording_paused);
+    let task = Contact { channel: Channel::Task, ..connected("ana") };
+    assert_eq!(contact::pause_recording(&task, &a("ana"), true).unwrap_err(), Refusal::NotACall);
     assert!(matches!(
         contact::pause_recording(&offered("ana"), &a("ana"), true).unwrap_err(),
         Refusal::IllegalMove { .. }
