@@ -41,7 +41,7 @@ MEDIA_ROLES = {"media": "voice", "digital": "digital"}
 # crm's subject access export calls media's ConversationService, which the digital role serves.
 PEERS = {
     "media": {"SESSIONS": "sessions", "RECORDING": "recording"},
-    "digital": {"SESSIONS": "sessions", "CRM": "crm"},
+    "digital": {"SESSIONS": "sessions", "CRM": "crm", "RECORDING": "recording"},
     "crm": {"SESSIONS": "sessions", "MEDIA": "digital", "RECORDING": "recording"},
 }
 SIGNERS = {"media", "digital", "crm"}
@@ -431,6 +431,7 @@ def test_media_reads_the_images_prompts_unless_told_otherwise(chart):
         ({"services": {"media": {"voice": {"registrarSecrets": ["a", "a"]}}}}, "/services/media/voice/registrarSecrets"),
         ({"services": {"digital": {"smsSecrets": ["Acme_SMS"]}}}, "/services/digital/smsSecrets/0"),
         ({"services": {"digital": {"emailSecrets": ["a", "a"]}}}, "/services/digital/emailSecrets"),
+        ({"services": {"digital": {"whatsappSecrets": ["Acme_WA"]}}}, "/services/digital/whatsappSecrets/0"),
         ({"services": {"digital": {"http": {"publicUrl": "https://chat.bpo.example/hooks"}}}},
          "/services/digital/http/publicUrl"),
         ({"services": {"digital": {"smtp": {"service": {"type": "ExternalName"}}}}}, "/services/digital/smtp/service/type"),
@@ -1043,8 +1044,10 @@ def test_digital_runs_medias_binary_in_its_digital_role(chart):
     assert env["CENTRALITA_JWT_PRIVATE_KEY_FILE"]["value"] == "/etc/centralita/signing/k.pem"
     for var in ("CENTRALITA_SIP_ADDR", "CENTRALITA_RTP_PORTS", "CENTRALITA_SIP_DRAIN", "CENTRALITA_SMTP_ADDR",
                 "CENTRALITA_SMS_PUBLIC_URL", "CENTRALITA_SMS_SECRETS_DIR", "CENTRALITA_EMAIL_SECRETS_DIR",
-                "CENTRALITA_RECORDING_ENDPOINT"):
+                "CENTRALITA_WHATSAPP_SECRETS_DIR"):
         assert var not in env, var
+    # Transcripts of closed digital contacts go to recording.
+    assert env["CENTRALITA_RECORDING_ENDPOINT"]["value"] == f"http://{full('recording')}:50051"
     assert c["readinessProbe"]["grpc"] == {"port": 50051}
     svc = r.get("Service", full("digital"))
     assert {p["name"]: (p["port"], p["targetPort"], p.get("appProtocol")) for p in svc["spec"]["ports"]} == {
@@ -1069,7 +1072,7 @@ def test_digital_runs_medias_binary_in_its_digital_role(chart):
     lib = (REPO / "services/media/src/lib.rs").read_text()
     for var in ("CENTRALITA_MEDIA_ROLES", "CENTRALITA_WEBCHAT_ADDR", "CENTRALITA_SMS_PUBLIC_URL", "CENTRALITA_SMTP_ADDR",
                 "CENTRALITA_SMTP_HOSTNAME", "CENTRALITA_SMTP_MAX_MESSAGE_BYTES", "CENTRALITA_SMS_SECRETS_DIR",
-                "CENTRALITA_EMAIL_SECRETS_DIR", "CENTRALITA_CRM_ENDPOINT"):
+                "CENTRALITA_EMAIL_SECRETS_DIR", "CENTRALITA_WHATSAPP_SECRETS_DIR", "CENTRALITA_CRM_ENDPOINT"):
         assert f'env = "{var}"' in lib, var
 
 
@@ -1085,6 +1088,7 @@ def test_digital_takes_mail_the_providers_secrets_and_an_ingress(chart):
                              "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}}},
         "smsSecrets": ["acme-sms", "globex.sms"],
         "emailSecrets": ["acme-mail"],
+        "whatsappSecrets": ["acme-whatsapp"],
         "providerEgress": {"cidrs": ["0.0.0.0/0"], "ports": [443, 587]},
     }}}
     report = lint(CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
@@ -1101,16 +1105,19 @@ def test_digital_takes_mail_the_providers_secrets_and_an_ingress(chart):
     assert env["CENTRALITA_SMTP_MAX_MESSAGE_BYTES"] == "5242880"
     assert env["CENTRALITA_SMS_SECRETS_DIR"] == "/etc/centralita/sms"
     assert env["CENTRALITA_EMAIL_SECRETS_DIR"] == "/etc/centralita/email"
+    assert env["CENTRALITA_WHATSAPP_SECRETS_DIR"] == "/etc/centralita/whatsapp"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 50051, "admin": 9090, "http": 8081, "smtp": 2525}
     # The tenants' Secrets, whole and optional (a late or rotated Secret reaches the pod).
     vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     for prefix, directory, names in (("sms-credentials", "/etc/centralita/sms", ["acme-sms", "globex.sms"]),
-                                     ("email-credentials", "/etc/centralita/email", ["acme-mail"])):
+                                     ("email-credentials", "/etc/centralita/email", ["acme-mail"]),
+                                     ("whatsapp-credentials", "/etc/centralita/whatsapp", ["acme-whatsapp"])):
         for i, name in enumerate(names):
             assert vols[f"{prefix}-{i}"]["secret"] == {"secretName": name, "defaultMode": 0o440, "optional": True}
             assert mounts[f"{prefix}-{i}"] == {"name": f"{prefix}-{i}", "mountPath": f"{directory}/{name}", "readOnly": True}
-    assert {n for n in vols if "credentials" in n} == {"sms-credentials-0", "sms-credentials-1", "email-credentials-0"}
+    assert {n for n in vols if "credentials" in n} == {"sms-credentials-0", "sms-credentials-1", "email-credentials-0",
+                                                     "whatsapp-credentials-0"}
     # The layouts the binary reads: {dir}/{secret}/authToken and {dir}/{secret}/username, password.
     lib = (REPO / "services/media/src/lib.rs").read_text()
     assert "`{dir}/{secret}/authToken`" in lib and "`{dir}/{secret}/username` and `password`" in lib

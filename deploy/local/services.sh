@@ -32,6 +32,12 @@ export CENTRALITA_WEBCHAT_ADDR="127.0.0.1:$webchat_port"
 export CENTRALITA_TWILIO_BASE_URL="${CENTRALITA_TWILIO_BASE_URL:-http://127.0.0.1:$((8490 + admin_base - 9101))}"
 export CENTRALITA_SMS_SECRETS_DIR="${CENTRALITA_SMS_SECRETS_DIR:-$CENTRALITA_DATA/secrets/${CENTRALITA_RUN_NAME:-dev}}"
 export CENTRALITA_SMS_SEND_BACKOFF_MS="${CENTRALITA_SMS_SEND_BACKOFF_MS:-200}"
+# media's WhatsApp (digital role): Meta's Cloud API it sends through, by default
+# http://127.0.0.1:8491 plus the same offset (8591 for test.sh's e2e), where the e2e tests'
+# fake provider listens; the tenants' Secrets as files $CENTRALITA_DATA/secrets/<run name>/
+# <secretName>/{appSecret,accessToken,verifyToken} (the SMS tokens' directory).
+export CENTRALITA_WHATSAPP_BASE_URL="${CENTRALITA_WHATSAPP_BASE_URL:-http://127.0.0.1:$((8491 + admin_base - 9101))}"
+export CENTRALITA_WHATSAPP_SECRETS_DIR="${CENTRALITA_WHATSAPP_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
 # media's inbound SMTP listener (digital role): 127.0.0.1:$CENTRALITA_SMTP_PORT, by default
 # 25425 plus the admin base's offset (25525 for test.sh's e2e); replies go through each tenant's
 # relay (spec.email.relay), its credentials' Secret under the SMS secrets' directory; 1 MiB

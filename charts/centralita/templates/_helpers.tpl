@@ -276,15 +276,20 @@ app.kubernetes.io/component: {{ .name }}
 - name: CENTRALITA_EMAIL_SECRETS_DIR
   value: "/etc/centralita/email"
 {{- end }}
+{{- if .c.whatsappSecrets }}
+- name: CENTRALITA_WHATSAPP_SECRETS_DIR
+  value: "/etc/centralita/whatsapp"
+{{- end }}
 {{- end }}
 {{- /* The release's services a component calls, at their Services, when enabled, as
        (variable's peer name, component): media (voice) sessions for contacts and recording
-       for recorded calls; digital sessions for contacts and crm for SMS opt-outs; crm
+       for recorded calls; digital sessions for contacts, crm for SMS opt-outs and recording
+       for transcripts of closed digital contacts; crm
        sessions, media and recording for the subject access export, where media's
        ConversationService is the digital role's. */}}
 {{- $peers := dict
   "media" (list (list "sessions" "sessions") (list "recording" "recording"))
-  "digital" (list (list "sessions" "sessions") (list "crm" "crm"))
+  "digital" (list (list "sessions" "sessions") (list "crm" "crm") (list "recording" "recording"))
   "crm" (list (list "sessions" "sessions") (list "media" "digital") (list "recording" "recording")) }}
 {{- $root := .root }}
 {{- range $peer := (get $peers .name | default list) }}

@@ -24,6 +24,11 @@ Cases:
   BARGE → all three hear each other; StopMonitoring → Sue's phone gets a BYE and the call is
   the two of them again. Refusals: an agent (PERMISSION_DENIED), tenant B's supervisor
   (NOT_FOUND), a second supervisor while Sue is on (FAILED_PRECONDITION).
+
+The conference and the supervisor's calls are recorded (`recording.voice: all`): the
+recording, fetched with StreamRecordingAudio, has the customer on the left and on the right
+what the customer heard — Ana and Bob together during the conference, Bob alone after Ana
+left; Ana alone while Sue listens or whispers, Ana and Sue together when Sue barges in.
 """
 import random
 import time
@@ -34,7 +39,8 @@ import pytest
 from conftest import auth, cli, mint, sessions_knows_tenant, wait_for
 from test_voice import goertzel, queued_call, ulaw_to_linear
 from test_voice_agents import (  # noqa: F401 (fixtures)
-    AGENT_HZ, BARESIP, CALLER_HZ, MUSIC_HZ, SIPP, SOX, WINDOW, Baresip, CallerAudio, desk, desk_tenant, m, watching,
+    AGENT_HZ, BARESIP, CALLER_HZ, MUSIC_HZ, SIPP, SOX, WINDOW, Baresip, CallerAudio, desk, desk_tenant, m, rec,
+    recordings_of, watching,
 )
 
 pytestmark = pytest.mark.skipif(None in (SIPP, BARESIP, SOX), reason="needs sipp, baresip and sox")
@@ -62,6 +68,28 @@ def received_between(audio, start, end):
             for u in payload]
 
 
+def recorded(rec, desk):
+    """The call's recording (the longest complete one of the desk's contact): its start as
+    wall-clock seconds, and its left and right channels."""
+    from test_recording import channels
+
+    done = []
+    assert wait_for(lambda: (done.extend(r for r in recordings_of(rec, desk)
+                                         if r.state == rec.r.RECORDING_STATE_COMPLETE) or bool(done)), 20), \
+        f"no complete recording: {recordings_of(rec, desk)}"
+    r = max(done, key=lambda r: r.duration.seconds + r.duration.nanos / 1e9)
+    wav = b"".join(chunk.data for chunk in rec.stub.StreamRecordingAudio(
+        rec.r.StreamRecordingAudioRequest(name=r.name), metadata=auth(desk.sup), timeout=30))
+    left, right = channels(wav)
+    return r.start_time.seconds + r.start_time.nanos / 1e9, list(left), list(right)
+
+
+def span(samples, start, t0, t1):
+    """The samples of a recording starting at wall-clock `start` between wall-clock `t0`
+    and `t1`."""
+    return samples[max(0, int((t0 - start) * 8000)):max(0, int((t1 - start) * 8000))]
+
+
 def ended_by_media(phone):
     """The phone's call ended while the phone still ran: media's BYE."""
     return "terminated (duration" in phone.log.read_text()
@@ -70,22 +98,22 @@ def ended_by_media(phone):
 class Call:
     """A customer's call connected to Ana's phone, with Bob signed in for the consult."""
 
-    def __init__(self, m, desk, tmp_path, hold_ms):
+    def __init__(self, m, desk, tmp_path, hold_ms, recording="none"):
         self.m, self.desk = m, desk
         self.ana = self.bob = self.audio = self.sipp = self.stop = None
         try:
-            self.start(tmp_path, hold_ms)
+            self.start(tmp_path, hold_ms, recording)
         except BaseException:
             self.close()
             raise
 
-    def start(self, tmp_path, hold_ms):
+    def start(self, tmp_path, hold_ms, recording):
         m, desk = self.m, self.desk
         self.ana = Baresip(tmp_path, "ana", ANA_HZ)
         self.bob = Baresip(tmp_path, "bob", BOB_HZ)
         self.audio = CallerAudio(CALLER_HZ)
         self.caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
-        self.ids = desk.setup({"ana": self.ana.uri, "bob": self.bob.uri})
+        self.ids = desk.setup({"ana": self.ana.uri, "bob": self.bob.uri}, recording=recording)
         desk.sign_in(self.ids["ana"])
         self.stop, self.watcher = watching(desk, self.caller)
         self.sipp, self.sipp_err = queued_call(desk.number, self.caller, hold_ms, self.audio.port)
@@ -135,8 +163,8 @@ class Call:
 def call_factory(m, desk, tmp_path):
     calls = []
 
-    def make(hold_ms):
-        c = Call(m, desk, tmp_path, hold_ms)
+    def make(hold_ms, recording="none"):
+        c = Call(m, desk, tmp_path, hold_ms, recording)
         calls.append(c)
         return c
 
@@ -180,24 +208,24 @@ def test_warm_transfer_agents_hear_each_other_the_customer_music_then_bob(m, cal
     assert count(bob, CALLER_HZ, ANA_HZ) <= 1, "never the two at once"
 
 
-def test_a_conference_mixes_all_three_and_ana_leaving_leaves_the_customer_with_bob(m, call_factory):
+def test_a_conference_mixes_all_three_and_ana_leaving_leaves_the_customer_with_bob(m, call_factory, desk, rec):
     s = m.s
-    call = call_factory(22000)
+    call = call_factory(22000, recording="all")
     time.sleep(1)
     call.consult()
     time.sleep(1)
     conf = call.complete(s.CompleteConsultRequest.OUTCOME_CONFERENCE)
     assert call.ids["bob"] in [p.agent_id for p in conf.participants if not p.HasField("leave_time")]
-    conf_from = time.monotonic()
+    conf_from, conf_wall = time.monotonic(), time.time()
     time.sleep(5)
-    conf_to = time.monotonic()
+    conf_to, conf_wall_to = time.monotonic(), time.time()
     # Ana leaves the conference: the call is Bob's.
     left = call.complete(s.CompleteConsultRequest.OUTCOME_TRANSFER)
     assert left.agent_id == call.ids["bob"]
-    left_at = time.monotonic()
+    left_at, left_wall = time.monotonic(), time.time()
     assert wait_for(lambda: ended_by_media(call.ana), 10), "Ana's phone got a BYE when she left"
     time.sleep(4)
-    after_to = time.monotonic()
+    after_to, after_wall_to = time.monotonic(), time.time()
     call.finish()
     assert wait_for(lambda: ended_by_media(call.bob), 10), "the customer's hang-up ends Bob's phone"
 
@@ -212,6 +240,14 @@ def test_a_conference_mixes_all_three_and_ana_leaving_leaves_the_customer_with_b
     assert count(bob, CALLER_HZ, ANA_HZ) >= 15, "Bob hears the customer and Ana at once"
     assert count(bob, BOB_HZ) <= 2, "Bob does not hear himself"
     assert count(bob, CALLER_HZ, without=(ANA_HZ,)) >= 10, "Bob hears the customer alone after Ana left"
+    # The recording: the customer left, and right what the customer heard.
+    start, left_ch, right_ch = recorded(rec, desk)
+    in_conf = span(right_ch, start, conf_wall + 1.0, conf_wall_to)
+    print(f"recorded conference: {count(in_conf, ANA_HZ, BOB_HZ)} of {len(windows(in_conf))} windows Ana and Bob")
+    assert count(in_conf, ANA_HZ, BOB_HZ) >= 15, "the conference's third party is in the recording"
+    assert count(span(left_ch, start, conf_wall + 1.0, conf_wall_to), CALLER_HZ, without=(ANA_HZ, BOB_HZ)) >= 15
+    after_rec = span(right_ch, start, left_wall + 0.5, after_wall_to)
+    assert count(after_rec, BOB_HZ, without=(ANA_HZ,)) >= 10, "after Ana left, Bob alone on the right"
 
 
 def test_a_cancelled_consult_hangs_up_bob_and_gives_ana_her_customer_back(m, call_factory):
@@ -261,14 +297,14 @@ def test_consult_operations_are_refused_across_tenants_and_to_another_agent(m, c
     call.finish()
 
 
-def test_a_supervisor_listens_whispers_and_barges_in(m, desk, tmp_path):
+def test_a_supervisor_listens_whispers_and_barges_in(m, desk, rec, tmp_path):
     s = m.s
     ana = sue = audio = proc = stop = None
     caller = f"+346{random.randrange(10_000_000, 99_999_999)}"
     try:
         ana, sue = Baresip(tmp_path, "ana", ANA_HZ), Baresip(tmp_path, "sue", SUE_HZ)
         audio = CallerAudio(CALLER_HZ)
-        ids = desk.setup({"ana": ana.uri, "sue": sue.uri})
+        ids = desk.setup({"ana": ana.uri, "sue": sue.uri}, recording="all")
         desk.sign_in(ids["ana"])
         stop, watcher = watching(desk, caller)
         proc, err = queued_call(desk.number, caller, 24000, audio.port)
@@ -300,7 +336,7 @@ def test_a_supervisor_listens_whispers_and_barges_in(m, desk, tmp_path):
             return desk.contacts.MonitorContact(s.MonitorContactRequest(name=name, mode=mode), metadata=auth(sup),
                                                 timeout=10)
 
-        phases = {}
+        phases, walls = {}, {}
         on = monitor(s.MONITOR_MODE_LISTEN)
         assert (on.monitor.supervisor, on.monitor.mode) == (ids["sue"], s.MONITOR_MODE_LISTEN)
         assert wait_for(lambda: "answering call" in sue.log.read_text(), 10), "Sue's phone rang and answered"
@@ -308,9 +344,10 @@ def test_a_supervisor_listens_whispers_and_barges_in(m, desk, tmp_path):
         for mode in (s.MONITOR_MODE_LISTEN, s.MONITOR_MODE_WHISPER, s.MONITOR_MODE_BARGE):
             if mode != s.MONITOR_MODE_LISTEN:
                 assert monitor(mode).monitor.mode == mode
-            start = time.monotonic()
+            start, wall = time.monotonic(), time.time()
             time.sleep(4)
             phases[mode] = (start, time.monotonic())
+            walls[mode] = (wall, time.time())
         other = mint("--tenant", desk.tenant, "--role", "supervisor", "--agent-id", f"tom-{ids['sue']}")
         with pytest.raises(grpc.RpcError) as refused:
             desk.contacts.MonitorContact(s.MonitorContactRequest(name=name, mode=s.MONITOR_MODE_LISTEN),
@@ -361,3 +398,15 @@ def test_a_supervisor_listens_whispers_and_barges_in(m, desk, tmp_path):
     assert count(sue_heard, SUE_HZ) <= 2
     # Stopped: the two of them again.
     assert count(received_between(audio, *after), ANA_HZ, without=(SUE_HZ,)) >= 10
+    # The recording: on the right what the customer heard, Sue only when she barged in.
+    start, left_ch, right_ch = recorded(rec, desk)
+
+    def right_in(mode):
+        t0, t1 = walls[mode]
+        return span(right_ch, start, t0 + 1.0, t1)
+
+    assert count(right_in(s.MONITOR_MODE_LISTEN), ANA_HZ, without=(SUE_HZ,)) >= 10, "listening is not recorded"
+    assert count(right_in(s.MONITOR_MODE_WHISPER), ANA_HZ, without=(SUE_HZ,)) >= 10, "a whisper is not recorded"
+    assert count(right_in(s.MONITOR_MODE_BARGE), ANA_HZ, SUE_HZ) >= 10, "the barge is recorded"
+    t0, t1 = walls[s.MONITOR_MODE_BARGE]
+    assert count(span(left_ch, start, t0 + 1.0, t1), CALLER_HZ, without=(SUE_HZ,)) >= 10, "the customer alone left"

@@ -21,6 +21,7 @@ import {
 import { Channel, RecordingMode, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
+import { isConversation } from "./chat";
 import { answerProblem, cannedReplies, queueScript, resolutionQuestion, scriptLines } from "./script";
 import { agentId, agentLabel, queueLoad } from "./directory";
 import { usePolled } from "./polling";
@@ -361,7 +362,7 @@ function Working(props: {
       <h2>
         {t("contact")} · {c.queue} · {Channel[c.channel]?.toLowerCase()}
       </h2>
-      <div className={c.channel === Channel.CHAT ? "columns with-chat" : "columns"}>
+      <div className={isConversation(c.channel) ? "columns with-chat" : "columns"}>
         <div className="pop" data-testid="screen-pop">
           <h3>{t("customer")}</h3>
           {popError && <p className="error">{popError}</p>}
@@ -419,7 +420,7 @@ function Working(props: {
           )}
         </div>
         <div className="work">
-          {c.channel === Channel.CHAT && (
+          {isConversation(c.channel) && (
             <ChatPane
               conversations={api.conversations}
               contact={c.name}

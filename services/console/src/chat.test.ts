@@ -1,9 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
+import { Channel } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import {
   applyEvent,
   customerTyping,
   emptyConversation,
+  isConversation,
   lastFromCustomer,
   lastSequence,
   merge,
@@ -97,5 +99,12 @@ describe("chat", () => {
     expect(validText("   ")).toBeUndefined();
     expect(validText("ñ".repeat(2048))).toBe("ñ".repeat(2048));
     expect(validText("ñ".repeat(2049))).toBeUndefined();
+  });
+});
+
+describe("conversations", () => {
+  it("are the digital channels' contacts, not calls or tasks", () => {
+    expect([Channel.CHAT, Channel.SMS, Channel.SOCIAL, Channel.EMAIL].every(isConversation)).toBe(true);
+    expect([Channel.VOICE, Channel.TASK, Channel.UNSPECIFIED].some(isConversation)).toBe(false);
   });
 });

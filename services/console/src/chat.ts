@@ -8,6 +8,7 @@
 // only moves its delivery status forward.
 
 import { DeliveryStatus, SenderKind, type Message, type StreamMessagesResponse } from "./gen/centralita/media/v1/media_pb";
+import { Channel } from "./gen/centralita/tenancy/v1/tenancy_pb";
 
 export interface Conversation {
   /** By sequence, ascending. */
@@ -111,4 +112,10 @@ export function validText(text: string): string | undefined {
 export function newRequestId(): string {
   const b = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Whether a contact of `channel` has a conversation of messages (web chat, SMS, WhatsApp and
+ * other social networks, email) that the chat pane shows and answers. */
+export function isConversation(channel: Channel): boolean {
+  return channel === Channel.CHAT || channel === Channel.SMS || channel === Channel.SOCIAL || channel === Channel.EMAIL;
 }

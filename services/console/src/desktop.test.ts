@@ -71,7 +71,7 @@ describe("the agent's phone", () => {
     });
   const registrar = { registrar: { domain: "acme.example.com", credentialsSecret: "s" } };
 
-  it("says nothing for a tenant that rings no phones", () => {
+  it("says nothing for a tenant without a registrar, unless the agent has a fixed phone there", () => {
     expect(phoneStatus(agent([]), tenant(undefined), "ana", 0)).toEqual({ kind: "none" });
     expect(phoneStatus(agent([]), tenant({ numbers: [] }), "ana", 0)).toEqual({ kind: "none" });
   });
@@ -81,7 +81,7 @@ describe("the agent's phone", () => {
       kind: "fixed",
     });
     expect(phoneStatus(agent([]), tenant({ phones: [{ agentId: "bea", uri: "sip:bea@192.0.2.1" }] }), "ana", 0)).toEqual({
-      kind: "unregistered",
+      kind: "none",
     });
     expect(phoneStatus(agent([{ tenant: "acme", untilMs: 60_000 }]), tenant(registrar), "ana", 1_000)).toEqual({
       kind: "registered",

@@ -71,10 +71,10 @@ export function working(d: Desktop): Contact[] {
 }
 
 /**
- * The agent's phone for the tenant's calls: `none` when the tenant rings no phones (its calls
- * come from another system), `fixed` for a fixed SIP address in the tenant's settings, else
- * `registered` until when, or `unregistered` (routing offers the agent none of the tenant's
- * calls until its phone registers).
+ * The agent's phone for the tenant's calls: `fixed` for a fixed SIP address in the tenant's
+ * settings; with the tenant's registrar, `registered` until when, or `unregistered` (routing
+ * offers the agent none of the tenant's calls until its phone registers); `none` otherwise
+ * (a tenant without a registrar: its calls come from another system, or go to fixed phones).
  */
 export type PhoneStatus =
   | { kind: "none" }
@@ -84,10 +84,9 @@ export type PhoneStatus =
 
 export function phoneStatus(agent: Agent | undefined, tenant: Tenant | undefined, agentId: string, nowMs: number): PhoneStatus {
   const voice = tenant?.voice;
-  if (!voice || (!voice.registrar && voice.phones.length === 0)) return { kind: "none" };
-  if (voice.phones.some((p) => p.agentId === agentId)) return { kind: "fixed" };
-  if (!voice.registrar) return { kind: "unregistered" };
-  const id = tenant.name.replace(/^tenants\//, "");
+  if (voice?.phones.some((p) => p.agentId === agentId)) return { kind: "fixed" };
+  if (!voice?.registrar) return { kind: "none" };
+  const id = (tenant?.name ?? "").replace(/^tenants\//, "");
   const phone = agent?.phones.find((p) => p.tenant === id && p.expireTime && timestampMs(p.expireTime) > nowMs);
   return phone?.expireTime ? { kind: "registered", untilMs: timestampMs(phone.expireTime) } : { kind: "unregistered" };
 }

@@ -144,6 +144,43 @@ impl SmsArgs {
     }
 }
 
+/// WhatsApp settings of the digital role (`digital::whatsapp`); sends retry as SMS do
+/// (`CENTRALITA_SMS_SEND_ATTEMPTS`, `CENTRALITA_SMS_SEND_BACKOFF_MS`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WhatsAppArgs {
+    /// Directory where the tenants' WhatsApp Secrets are mounted: `{dir}/{secretName}/` holds
+    /// `appSecret`, `accessToken` and `verifyToken`.
+    #[arg(id = "whatsapp_secrets_dir", long = "whatsapp-secrets-dir", env = "CENTRALITA_WHATSAPP_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Base URL of Meta's Cloud API (tests point it at a local fake provider).
+    #[arg(
+        long = "whatsapp-base-url",
+        env = "CENTRALITA_WHATSAPP_BASE_URL",
+        default_value = "https://graph.facebook.com"
+    )]
+    pub base_url: String,
+    /// The Graph API version in the send URL.
+    #[arg(
+        id = "whatsapp_api_version",
+        long = "whatsapp-api-version",
+        env = "CENTRALITA_WHATSAPP_API_VERSION",
+        default_value = "v21.0"
+    )]
+    pub api_version: String,
+}
+
+impl WhatsAppArgs {
+    pub fn settings(&self, sms: &SmsArgs) -> digital::whatsapp::WhatsAppSettings {
+        digital::whatsapp::WhatsAppSettings {
+            secrets_dir: self.secrets_dir.clone(),
+            base_url: self.base_url.clone(),
+            api_version: self.api_version.clone(),
+            attempts: sms.send_attempts,
+            backoff: std::time::Duration::from_millis(sms.send_backoff_ms),
+        }
+    }
+}
+
 /// Email settings of the digital role (`digital::smtp`, `digital::email`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmailArgs {
@@ -274,6 +311,9 @@ pub struct Settings {
     /// SMS through Twilio (digital role).
     #[command(flatten)]
     pub sms: SmsArgs,
+    /// WhatsApp through Meta's Cloud API (digital role).
+    #[command(flatten)]
+    pub whatsapp: WhatsAppArgs,
     /// Email: the inbound SMTP listener and replies through the tenants' relays (digital role).
     #[command(flatten)]
     pub email: EmailArgs,
@@ -346,6 +386,20 @@ impl Validate for Settings {
         };
         if !url_ok(&self.sms.twilio_base_url) {
             return Err(ConfigError::new("CENTRALITA_TWILIO_BASE_URL", "must be an http:// or https:// URL"));
+        }
+        if !url_ok(&self.whatsapp.base_url) {
+            return Err(ConfigError::new("CENTRALITA_WHATSAPP_BASE_URL", "must be an http:// or https:// URL"));
+        }
+        let version = &self.whatsapp.api_version;
+        if !(version.len() <= 16
+            && version.starts_with('v')
+            && version[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+            || version.len() < 2
+        {
+            return Err(ConfigError::new(
+                "CENTRALITA_WHATSAPP_API_VERSION",
+                "must be a Graph API version such as v21.0",
+            ));
         }
         if self.sms.public_url.as_deref().is_some_and(|u| !url_ok(u)) {
             return Err(ConfigError::new("CENTRALITA_SMS_PUBLIC_URL", "must be an http:// or https:// URL"));

@@ -182,6 +182,8 @@ pub struct DigitalMetrics {
     smtp: Family<ReasonLabel, Counter>,
     email_sends: Family<ReasonLabel, Counter>,
     transcripts: Family<ReasonLabel, Counter>,
+    whatsapp_webhooks: Family<ReasonLabel, Counter>,
+    whatsapp_sends: Family<ReasonLabel, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -214,6 +216,11 @@ pub const SMTP_OUTCOMES: [&str; 11] = [
 ];
 /// Outcomes of outbound email attempts to the relay.
 pub const EMAIL_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
+/// Outcomes of WhatsApp webhooks (handshakes, messages, statuses and refusals).
+pub const WHATSAPP_WEBHOOK_OUTCOMES: [&str; 8] =
+    ["subscribed", "stored", "duplicate", "status", "signature", "unknown_number", "invalid", "unavailable"];
+/// Outcomes of outbound WhatsApp attempts.
+pub const WHATSAPP_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 /// Outcomes of transcripts handed to recording.
 pub const TRANSCRIPT_OUTCOMES: [&str; 2] = ["stored", "refused"];
 /// Outcomes of outbound SMS attempts.
@@ -284,6 +291,22 @@ impl DigitalMetrics {
         for reason in TRANSCRIPT_OUTCOMES {
             let _ = m.transcripts.get_or_create(&ReasonLabel { reason });
         }
+        r.register(
+            "centralita_media_whatsapp_webhooks",
+            "WhatsApp webhooks (handshakes, messages, statuses), by outcome",
+            m.whatsapp_webhooks.clone(),
+        );
+        r.register(
+            "centralita_media_whatsapp_sends",
+            "Outbound WhatsApp attempts to the Cloud API, by outcome",
+            m.whatsapp_sends.clone(),
+        );
+        for reason in WHATSAPP_WEBHOOK_OUTCOMES {
+            let _ = m.whatsapp_webhooks.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in WHATSAPP_SEND_OUTCOMES {
+            let _ = m.whatsapp_sends.get_or_create(&ReasonLabel { reason });
+        }
         for reason in DELETE_REASONS {
             for table in DELETED_TABLES {
                 let _ = m.deleted.get_or_create(&DeletedLabel { reason, table });
@@ -326,6 +349,16 @@ impl DigitalMetrics {
     pub fn sms_webhook(&self, reason: &'static str) {
         debug_assert!(SMS_WEBHOOK_OUTCOMES.contains(&reason), "{reason}");
         self.sms_webhooks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn whatsapp_webhook(&self, reason: &'static str) {
+        debug_assert!(WHATSAPP_WEBHOOK_OUTCOMES.contains(&reason), "{reason}");
+        self.whatsapp_webhooks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn whatsapp_send(&self, reason: &'static str) {
+        debug_assert!(WHATSAPP_SEND_OUTCOMES.contains(&reason), "{reason}");
+        self.whatsapp_sends.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn transcript(&self, reason: &'static str) {

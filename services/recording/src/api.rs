@@ -156,17 +156,58 @@ pub fn to_wire(r: &RecordingRow, retention_days: Option<u32>) -> pb::Recording {
     }
 }
 
-/// Who may listen to a recording: the tenant's supervisors and admins. Agents are refused:
-/// the tenant manifest has no setting yet that lets agents hear their own contacts.
-pub(crate) fn may_listen(c: &Caller) -> Result<&TenantId, Error> {
+/// Who listens to recordings (and reads transcripts), and which.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Listener<'a> {
+    /// The tenant's supervisors and admins: every recording of the tenant.
+    Staff(&'a TenantId),
+    /// An agent of a tenant with `recording.agentsHearOwn`: those of the contacts it
+    /// handled (named among the recording's agents).
+    Agent(&'a TenantId, &'a str),
+}
+
+impl Listener<'_> {
+    pub(crate) fn tenant(&self) -> &TenantId {
+        match self {
+            Listener::Staff(t) | Listener::Agent(t, _) => t,
+        }
+    }
+
+    pub(crate) fn may(&self, row: &RecordingRow) -> bool {
+        match self {
+            Listener::Staff(_) => true,
+            Listener::Agent(_, agent) => row.agent_ids.iter().any(|a| a == agent),
+        }
+    }
+
+    /// `row` if this listener may hear it; NOT_FOUND otherwise (an agent does not learn
+    /// that another agent's recording exists).
+    pub(crate) fn check(&self, row: RecordingRow) -> Result<RecordingRow, Error> {
+        if self.may(&row) {
+            Ok(row)
+        } else {
+            Err(Error::NotFound(format!("{RESOURCE}{}", row.id)))
+        }
+    }
+}
+
+/// Who may listen: the tenant's supervisors and admins; its agents, their own contacts
+/// only, when the tenant lets them (`recording.agentsHearOwn`).
+pub(crate) fn listener<'a>(c: &'a Caller, registry: &TenantRegistry) -> Result<Listener<'a>, Error> {
     let tenant = c.own_tenant()?;
     if c.has_role(Role::Supervisor) || c.has_role(Role::TenantAdmin) {
-        return Ok(tenant);
+        return Ok(Listener::Staff(tenant));
     }
-    Err(Error::PermissionDenied {
-        reason: Reason::RoleMissing,
-        message: "recordings are heard by the tenant's supervisors and admins only".into(),
-    })
+    let allowed = registry.get(tenant).is_some_and(|t| t.recording.agents_hear_own);
+    match c.agent_id.as_deref() {
+        Some(agent) if c.has_role(Role::Agent) && allowed => Ok(Listener::Agent(tenant, agent)),
+        _ => Err(Error::PermissionDenied {
+            reason: Reason::RoleMissing,
+            message: "recordings are heard by the tenant's supervisors and admins (and by agents, their own \
+                      contacts', where the tenant allows it: recording.agentsHearOwn)"
+                .into(),
+        }),
+    }
 }
 
 fn roles(c: &Caller) -> Vec<String> {
@@ -309,9 +350,9 @@ impl pb::recording_service_server::RecordingService for Api {
         request: Request<pb::GetRecordingRequest>,
     ) -> Result<Response<pb::Recording>, Status> {
         let c = caller(&request)?;
-        let tenant = may_listen(c)?;
-        let row = self.row(tenant, &request.get_ref().name).await?;
-        Ok(Response::new(to_wire(&row, self.retention(tenant))))
+        let l = listener(c, &self.registry)?;
+        let row = l.check(self.row(l.tenant(), &request.get_ref().name).await?)?;
+        Ok(Response::new(to_wire(&row, self.retention(l.tenant()))))
     }
 
     #[tracing::instrument(skip_all, fields(tenant))]
@@ -320,7 +361,8 @@ impl pb::recording_service_server::RecordingService for Api {
         request: Request<pb::ListRecordingsRequest>,
     ) -> Result<Response<pb::ListRecordingsResponse>, Status> {
         let c = caller(&request)?;
-        let tenant = may_listen(c)?;
+        let l = listener(c, &self.registry)?;
+        let tenant = l.tenant();
         let r = request.get_ref();
         let contact = bounded_id("contact_id", &r.contact_id, 64)?;
         let size = match r.page_size {
@@ -336,7 +378,7 @@ impl pb::recording_service_server::RecordingService for Api {
             if more { rows.last().map(|r| page::tagged("r1", &r.id)).unwrap_or_default() } else { String::new() };
         let retention = self.retention(tenant);
         Ok(Response::new(pb::ListRecordingsResponse {
-            recordings: rows.iter().map(|r| to_wire(r, retention)).collect(),
+            recordings: rows.iter().filter(|r| l.may(r)).map(|r| to_wire(r, retention)).collect(),
             next_page_token: next,
         }))
     }
@@ -349,8 +391,9 @@ impl pb::recording_service_server::RecordingService for Api {
         request: Request<pb::StreamRecordingAudioRequest>,
     ) -> Result<Response<AudioStream>, Status> {
         let c = caller(&request)?;
-        let tenant = may_listen(c)?;
-        let row = self.row(tenant, &request.get_ref().name).await?;
+        let l = listener(c, &self.registry)?;
+        let tenant = l.tenant();
+        let row = l.check(self.row(tenant, &request.get_ref().name).await?)?;
         let r = &self.recorder;
         let audio = open(&r.pool, &r.keys, &r.objects, tenant, &row).await?;
         self.audit(tenant, c, "playback", &row.id, "grpc stream".into()).await?;
@@ -368,8 +411,9 @@ impl pb::recording_service_server::RecordingService for Api {
         request: Request<pb::CreatePlaybackUrlRequest>,
     ) -> Result<Response<pb::PlaybackUrl>, Status> {
         let c = caller(&request)?;
-        let tenant = may_listen(c)?;
-        let row = self.row(tenant, &request.get_ref().name).await?;
+        let l = listener(c, &self.registry)?;
+        let tenant = l.tenant();
+        let row = l.check(self.row(tenant, &request.get_ref().name).await?)?;
         if row.state == "active" {
             return Err(Error::FailedPrecondition("the call is still being recorded".into()).into());
         }

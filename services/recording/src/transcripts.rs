@@ -15,7 +15,7 @@ use centralita_proto::recording::v1 as pb;
 use centralita_proto::tenancy::v1::Channel as PbChannel;
 use chrono::Utc;
 
-use crate::api::{bounded_id, may_listen, timestamp, to_wire, Api, RESOURCE};
+use crate::api::{bounded_id, listener, timestamp, to_wire, Api, RESOURCE};
 use crate::crypto::{DataKey, Opener, Sealer, HEADER_LEN, SEGMENT};
 use crate::store::{self, NewTranscript};
 use crate::transcript::{Document, Line, Sender, FORMAT};
@@ -176,10 +176,12 @@ impl Api {
         Ok(to_wire(&row, self.retention(&tenant)))
     }
 
-    /// A transcript's messages, decrypted; audited as a read.
+    /// A transcript's messages, decrypted, for whoever may hear the contact's recordings;
+    /// audited as a read.
     pub(crate) async fn read_transcript(&self, c: &Caller, name: &str) -> Result<pb::Transcript, Error> {
-        let tenant = may_listen(c)?;
-        let row = self.row(tenant, name).await?;
+        let l = listener(c, &self.registry)?;
+        let tenant = l.tenant();
+        let row = l.check(self.row(tenant, name).await?)?;
         if !row.is_transcript() {
             return Err(Error::FailedPrecondition(
                 "a call recording has no transcript: hear it with StreamRecordingAudio".into(),

@@ -620,9 +620,10 @@ async fn a_key_rotation_rewraps_data_keys_without_touching_audio() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Tenant `…a-…` keeps transcripts, tenant `…b-…` does not.
+/// Tenant `…a-…` keeps transcripts and lets agents hear their own contacts, tenant `…b-…`
+/// does neither.
 fn transcripts_manifest(id: &str) -> String {
-    let on = if id.contains("a-") { ", chatTranscripts: true" } else { "" };
+    let on = if id.contains("a-") { ", chatTranscripts: true, agentsHearOwn: true" } else { "" };
     manifest(id).replace(
         "recording: { voice: all, allowPause: true }",
         &format!("recording: {{ voice: all, allowPause: true{on} }}"),
@@ -659,10 +660,10 @@ fn transcript(tenant: &str, contact: &str) -> pb::IngestTranscriptRequest {
 }
 
 /// A closed chat's transcript: stored once per contact (a repeat returns the same), read
-/// back decrypted by the tenant's supervisors (audited), listed with the contact's
-/// recordings, held, swept and erased like one; refused to other roles and tenants, to a
-/// tenant that keeps none, for voice, with bad messages; no audio of it, no transcript of
-/// a call.
+/// back decrypted by the tenant's supervisors and by the agent who handled it (the tenant
+/// lets agents hear their own), audited, listed with the contact's recordings, held, swept
+/// and erased like one; refused to other agents, roles and tenants, to a tenant that keeps
+/// none, for voice, with bad messages; no audio of it, no transcript of a call.
 #[tokio::test]
 async fn a_transcript_is_stored_once_read_back_and_kept_to_its_tenant() {
     let (prefix, _topics, [a, b]) = testkit::two_tenants("rectr-", transcripts_manifest, |t| vec![t.contacts()]).await;
@@ -713,10 +714,26 @@ async fn a_transcript_is_stored_once_read_back_and_kept_to_its_tenant() {
     // voice, bad messages; no audio of a transcript; no transcript of a call.
     let code = |r: Result<pb::Transcript, tonic::Status>| r.unwrap_err().code();
     assert_eq!(code(read(stored.name.clone(), sup_b.clone()).await), Code::NotFound);
-    assert_eq!(
-        code(read(stored.name.clone(), token(Some(&a), Role::Agent, Some("agent-7"))).await),
-        Code::PermissionDenied
-    );
+    // The agent who handled it reads it; another agent does not learn it exists; in a
+    // tenant that does not let agents hear their own, no agent may.
+    let agent_7 = token(Some(&a), Role::Agent, Some("agent-7"));
+    assert_eq!(read(stored.name.clone(), agent_7.clone()).await.unwrap().messages.len(), 4);
+    let other_agent = token(Some(&a), Role::Agent, Some("agent-8"));
+    assert_eq!(code(read(stored.name.clone(), other_agent.clone()).await), Code::NotFound);
+    let list = |tok: String| {
+        let mut c = s.client();
+        async move {
+            let req = pb::ListRecordingsRequest { contact_id: "chat-1".into(), ..Default::default() };
+            c.list_recordings(request(req, &tok)).await.map(|r| r.into_inner().recordings.len())
+        }
+    };
+    assert_eq!(list(agent_7.clone()).await.unwrap(), 1);
+    assert_eq!(list(other_agent.clone()).await.unwrap(), 0, "another agent's contact is not listed");
+    let get =
+        s.client().get_recording(request(pb::GetRecordingRequest { name: stored.name.clone() }, &other_agent)).await;
+    assert_eq!(get.unwrap_err().code(), Code::NotFound);
+    let agent_b = token(Some(&b), Role::Agent, Some("agent-7"));
+    assert_eq!(list(agent_b).await.unwrap_err().code(), Code::PermissionDenied);
     assert_eq!(code(read(stored.name.clone(), channel_a.clone()).await), Code::PermissionDenied);
     assert_eq!(code(read("recordings/nope".into(), sup_a.clone()).await), Code::InvalidArgument);
     let refused = |r: Result<pb::Recording, tonic::Status>| r.unwrap_err().code();
@@ -812,7 +829,7 @@ async fn a_transcript_is_stored_once_read_back_and_kept_to_its_tenant() {
         tx.commit().await.unwrap();
         n
     };
-    assert_eq!(audited, 3, "the supervisor's, the admin's and the read under hold; refused reads are not audited");
+    assert_eq!(audited, 4, "the supervisor's, the admin's, the agent's and the read under hold; refused reads are not");
     s.shutdown.trigger();
     let _ = s.task.await;
 }

@@ -104,7 +104,7 @@ pub struct AgentProfile {
     pub languages: BTreeSet<String>,
     pub capacity: CapacityProfile,
     /// Tenants whose calls cannot reach the agent now (no phone of the agent there while
-    /// the tenant rings phones): their voice contacts are not offered to it.
+    /// the tenant has a registrar): their voice contacts are not offered to it.
     #[serde(default)]
     pub phoneless_tenants: BTreeSet<String>,
 }

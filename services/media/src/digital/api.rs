@@ -35,6 +35,8 @@ pub struct Api {
     pub digital: Arc<Digital>,
     /// Sends agents' messages of SMS conversations to the provider.
     pub sms: Arc<super::sms::Sms>,
+    /// Sends agents' messages of WhatsApp conversations through Meta's Cloud API.
+    pub whatsapp: Arc<super::whatsapp::WhatsApp>,
     /// Sends agents' messages of email conversations through the tenant's relay.
     pub email: Arc<super::email::Email>,
 }
@@ -178,6 +180,16 @@ impl ConversationService for Api {
             return Err(Error::invalid("request_id", "must be up to 64 of A-Z a-z 0-9 - _ .").into());
         }
         let (tenant, contact, access) = self.digital.authorize(&caller, &req.parent).await?;
+        let conversation = super::store::conversation(&self.digital.pool, &tenant, &contact).await?;
+        let channel = conversation.map(|c| c.channel);
+        if channel.as_deref() == Some(super::store::WHATSAPP) && !self.whatsapp.may_write(&tenant, &contact).await? {
+            return Err(Error::FailedPrecondition(
+                "WhatsApp's 24-hour customer-service window is closed (the customer last wrote more than a day ago): \
+                 only approved templates may be sent"
+                    .into(),
+            )
+            .into());
+        }
         let m = NewMessage {
             sender: sender_of(&access, &caller),
             kind: Kind::Text,
@@ -187,12 +199,14 @@ impl ConversationService for Api {
         };
         let (stored, created) = self.digital.append_new(&tenant, &contact, &m).await?;
         if created {
-            // An SMS or email conversation's message goes to the provider or relay too (a repeated request
-            // was sent, or failed, the first time).
-            let conversation = super::store::conversation(&self.digital.pool, &tenant, &contact).await?;
-            match conversation.map(|c| c.channel) {
+            // An SMS, WhatsApp or email conversation's message goes to the provider or relay too (a
+            // repeated request was sent, or failed, the first time).
+            match channel {
                 Some(c) if c == super::store::SMS => {
                     tokio::spawn(self.sms.clone().send(tenant.clone(), contact.clone(), stored.clone()));
+                }
+                Some(c) if c == super::store::WHATSAPP => {
+                    tokio::spawn(self.whatsapp.clone().send(tenant.clone(), contact.clone(), stored.clone()));
                 }
                 Some(c) if c == super::store::EMAIL => {
                     tokio::spawn(self.email.clone().send(tenant.clone(), contact.clone(), stored.clone()));

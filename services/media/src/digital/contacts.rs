@@ -187,6 +187,28 @@ impl Contacts {
         self.create_inbound(tenant, inbound).await
     }
 
+    /// Creates the inbound WhatsApp contact (channel `social`) of a customer's number (a CRM
+    /// phone identity, so the customer of their calls and SMS) that wrote to one of the
+    /// tenant's WhatsApp numbers; returns its id.
+    pub async fn create_whatsapp(
+        &self,
+        tenant: &TenantId,
+        queue: &str,
+        customer: &str,
+        number: &str,
+        request_id: &str,
+    ) -> Result<String, Error> {
+        let inbound = Inbound {
+            channel: PbChannel::Social,
+            queue,
+            identity: (crm::IdentityKind::Phone, customer),
+            attribute: ("whatsapp_number", number),
+            request_id,
+            extra: &[],
+        };
+        self.create_inbound(tenant, inbound).await
+    }
+
     /// Creates the inbound email contact of a customer's address (a CRM email identity)
     /// that wrote to one of the tenant's addresses; returns its id.
     pub async fn create_email(

@@ -23,6 +23,9 @@
 //!   `email`: inbound mail into conversations and replies through the tenant's relay;
 //! - `transcripts`: closed digital contacts' conversations handed to recording when the
 //!   tenant keeps transcripts (the agent's recording pauses left out);
+//! - `whatsapp`: WhatsApp through Meta's Cloud API: the webhook (handshake, messages,
+//!   statuses) and outbound sends, with the 24-hour window; `meta`: its webhooks, pure (the
+//!   `X-Hub-Signature-256` check, the JSON, the window);
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
@@ -35,6 +38,7 @@ pub mod erasure;
 pub mod follow;
 pub mod limits;
 pub mod mail;
+pub mod meta;
 pub mod model;
 pub mod retention;
 pub mod schema;
@@ -44,6 +48,7 @@ pub mod store;
 pub mod transcripts;
 pub mod twilio;
 pub mod webchat;
+pub mod whatsapp;
 pub mod wire;
 
 use std::sync::Arc;
@@ -235,6 +240,11 @@ pub fn start(
     runtime.with_health_name("centralita.media.v1.ConversationService");
     let sms = Arc::new(sms::Sms::new(digital.clone(), runtime.registry.clone(), config.service.sms.settings())?);
     let email = Arc::new(email::Email::new(digital.clone(), runtime.registry.clone(), config.service.email.settings()));
+    let whatsapp = Arc::new(whatsapp::WhatsApp::new(
+        digital.clone(),
+        runtime.registry.clone(),
+        config.service.whatsapp.settings(&config.service.sms),
+    )?);
     if let Some(addr) = config.service.email.smtp_addr {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -250,7 +260,12 @@ pub fn start(
         ));
     }
     routes.add_service(Authenticated::new(
-        ConversationServiceServer::new(api::Api { digital: digital.clone(), sms: sms.clone(), email }),
+        ConversationServiceServer::new(api::Api {
+            digital: digital.clone(),
+            sms: sms.clone(),
+            whatsapp: whatsapp.clone(),
+            email,
+        }),
         runtime.authenticator.clone(),
     ));
     let front = Arc::new(webchat::WebChat::new(
@@ -263,10 +278,10 @@ pub fn start(
     let local = webchat.local_addr()?;
     let shutdown = runtime.shutdown.clone();
     runtime.spawn(async move {
-        let served =
-            axum::serve(webchat, webchat::router(front).merge(sms::router(sms))).with_graceful_shutdown(async move {
-                shutdown.wait().await;
-            });
+        let routes = webchat::router(front).merge(sms::router(sms)).merge(whatsapp::router(whatsapp));
+        let served = axum::serve(webchat, routes).with_graceful_shutdown(async move {
+            shutdown.wait().await;
+        });
         if let Err(e) = served.await {
             tracing::error!(error = %e, "web chat front door failed");
         }

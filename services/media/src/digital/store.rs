@@ -431,17 +431,49 @@ pub async fn latest_sms_conversation(
     customer: &str,
     number: &str,
 ) -> Result<Option<String>, Error> {
+    latest_conversation(pool, tenant, SMS, customer, number).await
+}
+
+/// The channel name of WhatsApp conversations. Their provider message ids (Meta's
+/// `wamid.…`) are kept in `sms_messages` like SMS ids: one table of provider ids.
+pub const WHATSAPP: &str = "whatsapp";
+
+/// The newest conversation of `channel` between a customer (`visitor`) and one of the
+/// tenant's addresses (`origin`).
+pub async fn latest_conversation(
+    pool: &Pool,
+    tenant: &TenantId,
+    channel: &str,
+    visitor: &str,
+    origin: &str,
+) -> Result<Option<String>, Error> {
     let mut client = pool.get().await?;
     let tx = begin(&mut client, tenant).await?;
     let row = tx
         .query_opt(
             "SELECT contact_id FROM conversations WHERE tenant = $1 AND channel = $2 AND visitor = $3 AND origin = $4
              ORDER BY created_at DESC LIMIT 1",
-            &[&tenant.as_str(), &SMS, &customer, &number],
+            &[&tenant.as_str(), &channel, &visitor, &origin],
         )
         .await?;
     tx.commit().await?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// When the customer last wrote in the conversation (the provider's time when it gave one),
+/// if ever.
+pub async fn last_from_customer(pool: &Pool, tenant: &TenantId, contact: &str) -> Result<Option<DateTime<Utc>>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_one(
+            "SELECT max(coalesce(provider_time, created_at)) FROM messages
+             WHERE tenant = $1 AND contact_id = $2 AND sender = $3",
+            &[&tenant.as_str(), &contact, &Sender::Customer.code()],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.get(0))
 }
 
 /// Stores an inbound SMS in the conversation under its provider id, in one transaction;

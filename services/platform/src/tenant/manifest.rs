@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, EmailSpec, RecordingMode, SmsSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday};
+use super::{
+    Channel, EmailSpec, RecordingMode, SmsSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday, WhatsAppSpec,
+};
 use crate::queue::RoutingSpec;
 
 pub const API_VERSION: &str = "centralita.io/v1";
@@ -72,6 +74,10 @@ pub struct TenantSpec {
     /// SMTP relay (with the name of the Secret holding its credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailSpec>,
+    /// WhatsApp through Meta's Cloud API: the numbers (each to a queue) and the name of the
+    /// Secret holding the app secret, access token and webhook verify token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsAppSpec>,
 }
 
 fn default_status() -> TenantStatus {
@@ -138,6 +144,14 @@ pub struct RecordingSpec {
     /// every queue's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<String>,
+    /// Agents may hear the recordings (and read the transcripts) of the contacts they
+    /// handled; otherwise only the tenant's supervisors and admins may.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub agents_hear_own: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn hundred() -> u32 {
@@ -203,11 +217,13 @@ impl From<&Tenant> for TenantManifest {
                     allow_pause: t.recording.allow_pause,
                     sample_percent: t.recording.sample_percent,
                     queues: t.recording.queues.iter().cloned().collect(),
+                    agents_hear_own: t.recording.agents_hear_own,
                 },
                 routing: RoutingSpec::from(&t.routing),
                 voice: VoiceSpec::from(&t.voice),
                 webchat: t.webchat.as_ref().map(WebChatSpec::from),
                 sms: t.sms.as_ref().map(SmsSpec::from),
+                whatsapp: t.whatsapp.as_ref().map(WhatsAppSpec::from),
                 email: t.email.as_ref().map(EmailSpec::from),
             },
         }

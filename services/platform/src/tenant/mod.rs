@@ -19,6 +19,7 @@
 //!   `spec.voice`);
 //! - `email`: the inbound addresses, reply address and SMTP relay ([`Email`], `spec.email`);
 //! - `sms`: the SMS numbers and provider account ([`Sms`], `spec.sms`);
+//! - `whatsapp`: the WhatsApp Business numbers and their Secret ([`WhatsApp`], `spec.whatsapp`);
 //! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
 //!   [`timestamp`] / [`from_timestamp`].
@@ -38,6 +39,7 @@ mod sms;
 mod validate;
 mod voice;
 mod webchat;
+mod whatsapp;
 mod wire;
 
 pub use email::{
@@ -58,6 +60,7 @@ pub use voice::{
     MAX_TRUNK_SOURCES,
 };
 pub use webchat::{normalise_origin, WebChat, WebChatSpec, MAX_ORIGINS};
+pub use whatsapp::{WhatsApp, WhatsAppNumber, WhatsAppNumberSpec, WhatsAppSpec, MAX_WHATSAPP_NUMBERS};
 pub use wire::{from_timestamp, timestamp};
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -168,6 +171,9 @@ pub struct RecordingPolicy {
     pub sample_percent: u32,
     /// Only these queues' calls are recorded (or may be); empty: every queue's.
     pub queues: std::collections::BTreeSet<String>,
+    /// Agents may hear the recordings (and read the transcripts) of the contacts they
+    /// handled.
+    pub agents_hear_own: bool,
 }
 
 /// How one voice call is recorded under a tenant's [`RecordingPolicy`].
@@ -227,6 +233,8 @@ pub struct Tenant {
     pub webchat: Option<WebChat>,
     /// The SMS channel: numbers, provider account, the auth token's Secret name.
     pub sms: Option<Sms>,
+    /// WhatsApp: the numbers on Meta's Cloud API and the name of their Secret.
+    pub whatsapp: Option<WhatsApp>,
     /// The email channel: inbound addresses, the reply address, the relay.
     pub email: Option<Email>,
     pub updated_at: DateTime<Utc>,

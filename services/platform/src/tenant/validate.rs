@@ -120,6 +120,9 @@ impl TenantManifest {
         if s.recording.allow_pause && s.recording.voice == RecordingMode::None && !s.recording.chat_transcripts {
             bad("spec.recording.allowPause", "makes no sense when nothing is recorded".into());
         }
+        if s.recording.agents_hear_own && s.recording.voice == RecordingMode::None && !s.recording.chat_transcripts {
+            bad("spec.recording.agentsHearOwn", "makes no sense when nothing is recorded".into());
+        }
         let threshold = Duration::from_secs(sl.threshold_seconds.clamp(1, MAX_THRESHOLD_SECONDS) as u64);
         let routing = s.routing.validate(threshold, &mut v);
         let r = &s.recording;
@@ -153,6 +156,10 @@ impl TenantManifest {
             .sms
             .as_ref()
             .and_then(|m| m.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Sms), &mut v));
+        let whatsapp = s
+            .whatsapp
+            .as_ref()
+            .and_then(|w| w.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Social), &mut v));
         let email = s
             .email
             .as_ref()
@@ -179,12 +186,14 @@ impl TenantManifest {
                     allow_pause: s.recording.allow_pause,
                     sample_percent: s.recording.sample_percent,
                     queues: s.recording.queues.iter().cloned().collect(),
+                    agents_hear_own: s.recording.agents_hear_own,
                 },
                 routing,
                 voice,
                 webchat,
                 sms,
                 email,
+                whatsapp,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),
@@ -302,11 +311,14 @@ mod tests {
     fn the_recording_policy_samples_and_limits_queues() {
         let rec = "recording: { voice: all, chatTranscripts: true, allowPause: true }";
         let with = |r: &str| DEMO.replace(rec, r);
-        let t =
-            TenantManifest::parse_all(&with("recording: { voice: all, samplePercent: 30, queues: [support] }"), now())
-                .expect("valid")
-                .remove(0);
+        let t = TenantManifest::parse_all(
+            &with("recording: { voice: all, samplePercent: 30, queues: [support], agentsHearOwn: true }"),
+            now(),
+        )
+        .expect("valid")
+        .remove(0);
         assert_eq!((t.recording.sample_percent, t.recording.queues.len()), (30, 1));
+        assert!(t.recording.agents_hear_own);
         // Wire and manifest round trips keep both.
         let back = Tenant::try_from(centralita_proto::tenancy::v1::Tenant::from(&t)).expect("wire");
         assert_eq!(back.recording, t.recording);
@@ -315,6 +327,7 @@ mod tests {
             (manifest.spec.recording.sample_percent, manifest.spec.recording.queues.clone()),
             (30, vec!["support".to_owned()])
         );
+        assert!(manifest.spec.recording.agents_hear_own);
         // A call of another queue is never recorded; of the queue, about 30 in 100.
         assert_eq!(t.recording.voice_call("c1", "billing"), VoiceRecording::Never);
         let recorded = (0..10_000)
@@ -352,6 +365,11 @@ mod tests {
             fields("recording: { voice: none, queues: [support] }"),
             [f("spec.recording.queues", "`voice: none` records no queue")]
         );
+        assert_eq!(
+            fields("recording: { voice: none, agentsHearOwn: true }"),
+            [f("spec.recording.agentsHearOwn", "makes no sense when nothing is recorded")]
+        );
+        assert!(fields("recording: { voice: none, chatTranscripts: true, agentsHearOwn: true }").is_empty());
     }
 
     #[test]

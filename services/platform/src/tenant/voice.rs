@@ -330,15 +330,12 @@ impl VoiceConfig {
     }
 
     /// Whether the tenant's calls can reach agent `agent_id`, whose phone is `registered`
-    /// with the tenant's registrar or not. A tenant that rings phones (a registrar or fixed
-    /// phones) reaches an agent through its fixed phone or, with a registrar, its registered
-    /// one; a tenant that rings none (its voice contacts come from an outside system through
-    /// the API) reaches every agent.
+    /// with the tenant's registrar or not. A tenant with a registrar reaches an agent through
+    /// its fixed phone or its registered one. A tenant without one reaches every agent: its
+    /// phones are fixed (an agent without one has an offer rejected at once by media) or its
+    /// voice contacts come from an outside system through the API.
     pub fn reaches(&self, agent_id: &str, registered: bool) -> bool {
-        if self.registrar.is_none() && self.phones.is_empty() {
-            return true;
-        }
-        self.phones.contains_key(agent_id) || (self.registrar.is_some() && registered)
+        self.registrar.is_none() || registered || self.phones.contains_key(agent_id)
     }
 
     /// The queue a call to `number` joins, if the tenant owns the number.
@@ -676,14 +673,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tenant_that_rings_phones_reaches_agents_with_one() {
+    fn a_tenant_with_a_registrar_reaches_agents_with_a_phone() {
         let mut v = VoiceConfig::default();
-        assert!(v.reaches("ana", false), "no phones rung: every agent (API-driven voice)");
+        assert!(v.reaches("ana", false), "no registrar: every agent (API-driven voice)");
         v.phones.insert("ana".into(), "sip:ana@192.0.2.1".into());
-        assert!(v.reaches("ana", false) && !v.reaches("bea", false));
-        assert!(!v.reaches("bea", true), "registered, but the tenant has no registrar");
+        assert!(v.reaches("bea", false), "fixed phones only: media rejects an offer to an agent without one");
         v.registrar = Some(Registrar { domain: "acme.example.com".into(), credentials_secret: "s".into() });
-        assert!(v.reaches("ana", false) && v.reaches("bea", true) && !v.reaches("bea", false));
+        assert!(v.reaches("ana", false), "a fixed phone");
+        assert!(v.reaches("bea", true) && !v.reaches("bea", false), "a registered phone, or none");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::manifest::fmt_hhmm;
 use super::{
     BusinessHoursSpec, Channel, EmailSpec, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec,
     ServiceLevelSpec, SmsSpec, Tenant, TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, WebChatSpec,
-    Weekday, WindowSpec, API_VERSION, KIND,
+    Weekday, WhatsAppSpec, WindowSpec, API_VERSION, KIND,
 };
 use crate::error::Error;
 use crate::queue::RoutingSpec;
@@ -89,6 +89,7 @@ impl From<&Tenant> for pb::Tenant {
                 allow_pause: t.recording.allow_pause,
                 sample_percent: t.recording.sample_percent,
                 queues: t.recording.queues.iter().cloned().collect(),
+                agents_hear_own: t.recording.agents_hear_own,
             }),
             update_time: Some(timestamp(t.updated_at)),
             routing: Some(pb::RoutingConfig::from(&t.routing)),
@@ -101,6 +102,7 @@ impl From<&Tenant> for pb::Tenant {
             }),
             webchat: t.webchat.as_ref().map(pb::WebChatConfig::from),
             sms: t.sms.as_ref().map(pb::SmsConfig::from),
+            whatsapp: t.whatsapp.as_ref().map(pb::WhatsAppConfig::from),
             email: t.email.as_ref().map(pb::EmailConfig::from),
         }
     }
@@ -193,11 +195,13 @@ impl TryFrom<pb::Tenant> for Tenant {
                     // Absent on the wire (older writers): every call.
                     sample_percent: if rec.sample_percent == 0 { 100 } else { rec.sample_percent },
                     queues: rec.queues,
+                    agents_hear_own: rec.agents_hear_own,
                 },
                 routing: p.routing.map(RoutingSpec::from).unwrap_or_default(),
                 voice: p.voice.map(VoiceSpec::from).unwrap_or_default(),
                 webchat: p.webchat.map(WebChatSpec::from),
                 sms: p.sms.map(SmsSpec::from),
+                whatsapp: p.whatsapp.map(WhatsAppSpec::from),
                 email: p.email.map(EmailSpec::from),
             },
         };

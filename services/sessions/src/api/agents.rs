@@ -61,6 +61,11 @@ impl Api {
                     .is_some_and(|t| t.routing.is_away_reason(reason))
             })
         };
+        if matches!(command, StateCommand::SignIn { .. }) {
+            // Routing hears the profile as the tenants' phone settings make it now.
+            let reach = |t: &str, a: &str, registered: bool| self.engine.reaches(t, a, registered);
+            self.engine.change_agent(id, |a| Ok(core::agent::refresh_profile(a, now, &reach))).await?;
+        }
         let agent = self
             .engine
             .change_agent(id, |a| core::agent::set_state(a, command, state, reason, |r| allowed(a, r), now))

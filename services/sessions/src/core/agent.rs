@@ -83,6 +83,16 @@ pub fn phone_lapsed(a: &Agent, tenant: &TenantId, now: Millis, reach: Reach<'_>)
     change
 }
 
+/// The agent's profile sent to routing again, as it stands now (registrations past their
+/// expiry dropped): at sign-in, so a change of a tenant's phone settings since the last
+/// upsert or phone report reaches routing.
+pub fn refresh_profile(a: &Agent, now: Millis, reach: Reach<'_>) -> Change<Agent> {
+    let mut change = Change::new(a.clone());
+    change.record.phones.retain(|_, u| *u > now);
+    reprofile(&mut change, now, reach);
+    change
+}
+
 fn reprofile(change: &mut Change<Agent>, now: Millis, reach: Reach<'_>) {
     let profile = profile(&change.record, now, reach);
     change.push(Effect::Route(Input::AgentUpserted(profile)));

@@ -450,7 +450,7 @@ fn upsert_keeps_state_and_pins_the_pool_while_busy() {
 #[test]
 fn a_phone_registered_with_a_tenant_lets_its_calls_reach_the_agent_until_it_expires() {
     let acme = TenantId::parse("acme").unwrap();
-    // Acme rings phones: only a registered one reaches ana (no fixed phone).
+    // Acme has a registrar: only a registered phone reaches ana (no fixed phone).
     let reach = |_: &str, _: &str, registered: bool| registered;
     let profile_of = |c: &Change<Agent>| {
         c.effects.iter().find_map(|e| match e {

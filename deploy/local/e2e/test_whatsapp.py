@@ -1,0 +1,301 @@
+"""WhatsApp through Meta's Cloud API end to end: media's webhook, an agent over gRPC, a fake
+Cloud API.
+
+The provider's side is played by peers independent of media: webhook deliveries are signed
+here with Python's `hmac` (HMAC-SHA256 of the raw body under the app secret, `sha256=` and
+hex: Meta's X-Hub-Signature-256; the scheme's published example is checked first), and the
+agent's replies reach a small HTTP server in this test standing in for the Cloud API
+(media's `CENTRALITA_WHATSAPP_BASE_URL` points at it, see services.sh), which answers what
+each step needs (a `wamid` message id, or errors). The agent is a grpcio client of sessions
+and of media's `ConversationService`.
+
+Shown: the subscription handshake echoes the challenge for the tenant's verify token only; a
+signed delivery creates a `social` contact offered to the agent with the message in its
+conversation (the customer resolved by phone number: the CRM customer their calls and SMS
+reach); a one-byte change, a missing signature and another tenant's app secret are
+refused with 401 and store nothing; a redelivered message id stores nothing new; a message
+for a number that is not the tenant's is 404; the agent's reply goes to the Cloud API (bearer
+token, `to` and text) and the delivery's status reports (read, then a late `delivered`) end
+at `read`; a provider outage makes a send retry and end `failed`; more than a day after the
+customer's last message the agent's text is refused (the 24-hour window); tenant B's agent
+cannot read A's conversation, and B's app secret does not sign for A.
+"""
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+
+from conftest import OfferedAgent, auth, cli, endpoints, mint, wait_for
+
+
+def offset():
+    return int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) - 9101
+
+
+def webchat_port():
+    if os.environ.get("CENTRALITA_WEBCHAT_PORT"):
+        return int(os.environ["CENTRALITA_WEBCHAT_PORT"])
+    return 8480 + offset()
+
+
+def provider_port():
+    """Where media sends (services.sh: CENTRALITA_WHATSAPP_BASE_URL)."""
+    url = os.environ.get("CENTRALITA_WHATSAPP_BASE_URL")
+    return urllib.parse.urlparse(url).port if url else 8491 + offset()
+
+
+def secrets_dir():
+    """Where media reads the tenants' Secrets (services.sh: CENTRALITA_WHATSAPP_SECRETS_DIR)."""
+    for var in ("CENTRALITA_WHATSAPP_SECRETS_DIR", "CENTRALITA_SMS_SECRETS_DIR"):
+        if os.environ.get(var):
+            return pathlib.Path(os.environ[var])
+    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", pathlib.Path(__file__).resolve().parents[3] / ".local"))
+    return data / "secrets" / os.environ.get("CENTRALITA_RUN_NAME", "dev")
+
+
+BASE = f"http://127.0.0.1:{webchat_port()}"
+
+
+def sign(secret, body):
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class FakeCloudApi:
+    """`POST /{version}/{phone_number_id}/messages`: records each request and answers the
+    next planned status (200 with a fresh `wamid` when nothing is planned)."""
+
+    def __init__(self, port):
+        self.requests, self.plan, self.ids = [], [], []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                fake.requests.append({"path": self.path, "auth": self.headers.get("authorization", ""),
+                                      "json": json.loads(body or b"null")})
+                status = fake.plan.pop(0) if fake.plan else 200
+                if status == 200:
+                    wamid = "wamid." + uuid.uuid4().hex
+                    fake.ids.append(wamid)
+                    payload = {"messaging_product": "whatsapp", "contacts": [{"input": "x", "wa_id": "x"}],
+                               "messages": [{"id": wamid}]}
+                else:
+                    payload = {"error": {"message": "fake outage", "code": 2, "type": "OAuthException"}}
+                raw = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tenant_yaml(tenant, secret, number_id, number):
+    return f"""
+apiVersion: centralita.io/v1
+kind: Tenant
+metadata: {{ name: {tenant} }}
+spec:
+  displayName: WhatsApp {tenant}
+  channels: [social]
+  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
+  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
+  businessHours: {{ timeZone: UTC }}
+  dataRetentionDays: 30
+  recording: {{ voice: none }}
+  routing:
+    dispositionCodes: [resolved]
+    queues:
+      - {{ id: support, offerTimeoutSeconds: 60, afterContactWorkSeconds: 60 }}
+  whatsapp:
+    secretName: {secret}
+    numbers:
+      - {{ phoneNumberId: "{number_id}", number: "{number}", queue: support }}
+"""
+
+
+def delivery(number_id, messages=(), statuses=()):
+    return json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "waba-1", "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "34910000000", "phone_number_id": number_id},
+            "contacts": [{"profile": {"name": m["from"]}, "wa_id": m["from"]} for m in messages],
+            "messages": list(messages), "statuses": list(statuses)}}]}]}).encode()
+
+
+def text(sender_digits, wamid, body, at=None):
+    return {"from": sender_digits, "id": wamid, "timestamp": str(int(at or time.time())), "type": "text",
+            "text": {"body": body}}
+
+
+def post(tenant, body, signature=None):
+    headers = {"content-type": "application/json"}
+    if signature is not None:
+        headers["x-hub-signature-256"] = signature
+    req = urllib.request.Request(f"{BASE}/whatsapp/{tenant}", data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def get(path):
+    try:
+        with urllib.request.urlopen(BASE + path, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_the_published_example_of_the_signature_scheme():
+    # The X-Hub-Signature-256 example of GitHub's webhook documentation, the scheme Meta uses.
+    assert sign("It's a Secret to Everybody", b"Hello, World!") == \
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+
+def test_a_whatsapp_customer_reaches_an_agent_and_gets_the_reply(pb, tmp_path):
+    from centralita.crm.v1 import crm_pb2, crm_pb2_grpc
+    from centralita.media.v1 import media_pb2, media_pb2_grpc
+    from centralita.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+
+    class M:
+        md, mg, s, sg, t = media_pb2, media_pb2_grpc, sessions_pb2, sessions_pb2_grpc, pb.tenancy
+
+    eps = endpoints()
+    run = uuid.uuid4().hex[:8]
+    a, b = f"wa-{run}", f"wb-{run}"
+    id_a, id_b = f"1065{int(run, 16) % 10**9:09d}", f"2065{int(run, 16) % 10**9:09d}"
+    number_a, number_b = f"+3491{int(run, 16) % 10**7:07d}", f"+3492{int(run, 16) % 10**7:07d}"
+    secrets = {t: {"appSecret": f"app-{t}-{uuid.uuid4().hex}", "accessToken": f"EAA{uuid.uuid4().hex}",
+                   "verifyToken": f"vt-{uuid.uuid4().hex[:12]}"} for t in (a, b)}
+    for t, keys in secrets.items():
+        d = secrets_dir() / f"{t}-whatsapp"
+        d.mkdir(parents=True, exist_ok=True)
+        for k, v in keys.items():
+            (d / k).write_text(v + "\n")
+    (tmp_path / "t.yaml").write_text(tenant_yaml(a, f"{a}-whatsapp", id_a, number_a) + "---\n" +
+                                     tenant_yaml(b, f"{b}-whatsapp", id_b, number_b))
+    cli("admin", "tenant", "apply", "-f", str(tmp_path / "t.yaml"))
+    api = FakeCloudApi(provider_port())
+    customer = f"3466{int(run, 16) % 10**7:07d}"
+    conversations = M.mg.ConversationServiceStub(grpc.insecure_channel(eps["media"]))
+    crm = crm_pb2_grpc.CustomerServiceStub(grpc.insecure_channel(eps["crm"]))
+    try:
+        app_a = secrets[a]["appSecret"]
+        # The handshake: the challenge back for A's verify token only.
+        q = f"hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={secrets[a]['verifyToken']}"
+        assert wait_for(lambda: get(f"/whatsapp/{a}?{q}") == (200, "1158201444"), 60), get(f"/whatsapp/{a}?{q}")
+        q_b = f"hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={secrets[b]['verifyToken']}"
+        assert get(f"/whatsapp/{a}?{q_b}")[0] == 403
+        assert get(f"/whatsapp/nobody-{run}?{q}")[0] == 404
+
+        # Refused and storing nothing: a one-byte change, no signature, B's app secret.
+        first = delivery(id_a, [text(customer, f"wamid.{run}1", "Hola, ¿tienen la talla M?")])
+        assert post(a, first.replace(b"talla M", b"talla L"), sign(app_a, first))[0] == 401
+        assert post(a, first)[0] == 401
+        assert post(a, first, sign(secrets[b]["appSecret"], first))[0] == 401
+        # Malformed and unknown-number deliveries.
+        bad = b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages"}]}]}'
+        assert post(a, bad, sign(app_a, bad))[0] == 400
+        elsewhere = delivery("999999", [text(customer, f"wamid.{run}x", "hola")])
+        assert post(a, elsewhere, sign(app_a, elsewhere))[0] == 404
+
+        agent = OfferedAgent(M, a, f"wa-agent-{run}", M.t.CHANNEL_SOCIAL)
+        status, _ = post(a, first, sign(app_a, first))
+        assert status == 200
+        assert wait_for(lambda: agent.offers or agent.errors, 30) and not agent.errors, agent.errors
+        offer = agent.offers[0]
+        assert offer.channel == M.t.CHANNEL_SOCIAL
+        contact = offer.name
+        # Redelivered: nothing new.
+        assert post(a, first, sign(app_a, first))[0] == 200
+        listed = conversations.ListMessages(M.md.ListMessagesRequest(parent=contact), metadata=auth(agent.token),
+                                            timeout=10).messages
+        texts = [m.text for m in listed if m.sender == M.md.SENDER_KIND_CUSTOMER]
+        assert texts == ["Hola, ¿tienen la talla M?"], texts
+        # The customer is the CRM's customer of that phone number.
+        admin_a = mint("--tenant", a, "--role", "tenant_admin")
+        def found():
+            return crm.FindCustomers(crm_pb2.FindCustomersRequest(identity=crm_pb2.Identity(
+                kind=crm_pb2.IDENTITY_KIND_PHONE, value=f"+{customer}")), metadata=auth(admin_a),
+                timeout=10).customers
+
+        assert wait_for(lambda: len(found()) == 1, 20), found()
+
+        agent.contacts.AcceptContact(M.s.AcceptContactRequest(name=offer.name, offer_id=offer.offer_id),
+                                     metadata=auth(agent.token), timeout=10)
+        sent = conversations.SendMessage(M.md.SendMessageRequest(parent=contact, text="Sí, la tenemos"),
+                                         metadata=auth(agent.token), timeout=10)
+        assert wait_for(lambda: api.ids, 10), api.requests
+        req = api.requests[-1]
+        assert req["path"] == f"/v21.0/{id_a}/messages" and req["auth"] == f"Bearer {secrets[a]['accessToken']}"
+        assert (req["json"]["to"], req["json"]["type"], req["json"]["text"]["body"]) == \
+            (customer, "text", "Sí, la tenemos")
+        # Status reports, reordered: read, then a late delivered; the message ends read.
+        wamid = api.ids[-1]
+        now = int(time.time())
+        for status_ in ("read", "delivered"):
+            report = delivery(id_a, statuses=[{"id": wamid, "status": status_, "timestamp": str(now),
+                                               "recipient_id": customer}])
+            assert post(a, report, sign(app_a, report))[0] == 200
+
+        def status_of(seq):
+            return {m.sequence: m.status for m in conversations.ListMessages(
+                M.md.ListMessagesRequest(parent=contact), metadata=auth(agent.token), timeout=10).messages}[seq]
+
+        assert wait_for(lambda: status_of(sent.sequence) == M.md.DELIVERY_STATUS_READ, 10)
+
+        # A provider outage: retried, then failed with the reason.
+        api.plan = [503, 503, 503, 503]
+        down = conversations.SendMessage(M.md.SendMessageRequest(parent=contact, text="¿Algo más?"),
+                                         metadata=auth(agent.token), timeout=10)
+        assert wait_for(lambda: status_of(down.sequence) == M.md.DELIVERY_STATUS_FAILED, 30)
+        assert len([r for r in api.requests if r["json"]["text"]["body"] == "¿Algo más?"]) == 4
+
+        # Tenant B's agent reads nothing of A's conversation.
+        b_agent = mint("--tenant", b, "--role", "agent", "--agent-id", f"wb-agent-{run}")
+        try:
+            conversations.ListMessages(M.md.ListMessagesRequest(parent=contact), metadata=auth(b_agent), timeout=10)
+            raise AssertionError("tenant B read A's WhatsApp conversation")
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED), e
+
+        # The 24-hour window: a customer whose last message is two days old gets no free text.
+        late = f"3467{int(run, 16) % 10**7:07d}"
+        old = delivery(id_a, [text(late, f"wamid.{run}old", "¿Siguen abiertos?", at=time.time() - 2 * 86400)])
+        assert post(a, old, sign(app_a, old))[0] == 200
+        assert wait_for(lambda: len(agent.offers) >= 2, 30), agent.offers
+        second = agent.offers[-1]
+        agent.contacts.AcceptContact(M.s.AcceptContactRequest(name=second.name, offer_id=second.offer_id),
+                                     metadata=auth(agent.token), timeout=10)
+        before = len(api.requests)
+        try:
+            conversations.SendMessage(M.md.SendMessageRequest(parent=second.name, text="Sí"),
+                                      metadata=auth(agent.token), timeout=10)
+            raise AssertionError("a free text outside the 24-hour window was taken")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "24-hour" in e.details(), e
+        assert len(api.requests) == before, "nothing went to the provider"
+        agent.stream.cancel()
+    finally:
+        api.close()

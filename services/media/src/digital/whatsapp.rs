@@ -1,0 +1,362 @@
+//! WhatsApp through Meta's Cloud API: the webhook (subscription handshake, inbound messages
+//! and status reports) on the customers' front door beside the web chat and SMS, and the
+//! outbound sends of agents' messages. A WhatsApp conversation is a contact of channel
+//! `social`; its customer is resolved by phone number, so the CRM finds the same customer
+//! as their calls and SMS.
+//!
+//! - `GET /whatsapp/{tenant}`: Meta's subscription handshake: the `hub.challenge` echoed
+//!   when `hub.verify_token` is the tenant's (403 otherwise).
+//! - `POST /whatsapp/{tenant}`: a delivery. Checked in this order: the tenant has a
+//!   WhatsApp channel (404), the `X-Hub-Signature-256` of the raw body under the tenant's
+//!   app secret (401, nothing read further and nothing stored), the JSON (400), every
+//!   message for one of the tenant's numbers (404, nothing stored). Each message not seen
+//!   before (Meta's id; a redelivery stores nothing) lands in the customer's open WhatsApp
+//!   conversation with that number, or a new contact in sessions; each status report of one
+//!   of the tenant's sent messages is applied through the delivery-status lattice (reordered
+//!   and repeated reports change nothing). Answered 200 at once.
+//! - Outbound: an agent's message is sent to `{base}/{version}/{phone_number_id}/messages`
+//!   with the access token, retried with exponential backoff on network errors, 429 and 5xx;
+//!   a 4xx refusal or the last failed attempt marks the message `failed` with the reason.
+//!   WhatsApp's 24-hour customer-service window is enforced before anything is stored: more
+//!   than a day after the customer's last message an agent's text is refused
+//!   (FAILED_PRECONDITION; only approved templates may be sent then, which this adapter does
+//!   not send yet).
+//!
+//! The secrets are read from `{CENTRALITA_WHATSAPP_SECRETS_DIR}/{secretName}/appSecret`,
+//! `accessToken` and `verifyToken` (the tenant's Secret mounted as a volume; locally files
+//! the tests write) on each use, so a rotated Secret applies without a restart. Never logged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use centralita_platform::error::Error;
+use centralita_platform::registry::TenantRegistry;
+use centralita_platform::tenant::{TenantId, WhatsApp as WhatsAppChannel};
+use chrono::Utc;
+
+use super::meta::{self, Inbound};
+use super::model::{Kind, Message, NewMessage, Sender, Status};
+use super::store::{self, NewConversation};
+use super::Digital;
+
+/// The WhatsApp settings of the digital role.
+#[derive(Debug, Clone)]
+pub struct WhatsAppSettings {
+    /// Where the tenants' Secrets are mounted (`{dir}/{secret}/{key}`).
+    pub secrets_dir: Option<PathBuf>,
+    /// The Cloud API (`https://graph.facebook.com`).
+    pub base_url: String,
+    /// The Graph API version in the path (`v21.0`).
+    pub api_version: String,
+    /// Attempts of one send (at least 1).
+    pub attempts: u32,
+    /// The wait after the first failed attempt; doubled after each.
+    pub backoff: Duration,
+}
+
+/// The WhatsApp adapter's state.
+#[derive(Debug)]
+pub struct WhatsApp {
+    pub digital: Arc<Digital>,
+    pub registry: TenantRegistry,
+    pub settings: WhatsAppSettings,
+    http: reqwest::Client,
+}
+
+/// A refusal of a webhook: status, the metric's outcome and a short message.
+#[derive(Debug)]
+pub struct Refusal(StatusCode, &'static str, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, self.2).into_response()
+    }
+}
+
+fn unavailable(e: Error) -> Refusal {
+    match e {
+        Error::NotFound(m) => Refusal(StatusCode::NOT_FOUND, "unknown_number", m),
+        e => {
+            tracing::warn!(error = %e, "WhatsApp webhook not taken");
+            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
+        }
+    }
+}
+
+impl WhatsApp {
+    pub fn new(digital: Arc<Digital>, registry: TenantRegistry, settings: WhatsAppSettings) -> Result<Self, Error> {
+        // reqwest's rustls is built without a crypto provider (no aws-lc-rs): use ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+        Ok(Self { digital, registry, settings, http })
+    }
+
+    /// The tenant's WhatsApp channel, if it has one.
+    fn channel(&self, tenant: &str) -> Result<(TenantId, WhatsAppChannel), Refusal> {
+        let unknown = || Refusal(StatusCode::NOT_FOUND, "unknown_number", "no WhatsApp here".into());
+        let id = TenantId::parse(tenant).map_err(|_| unknown())?;
+        let t = self.registry.get(&id).ok_or_else(unknown)?;
+        let w = t.whatsapp.clone().ok_or_else(unknown)?;
+        Ok((id, w))
+    }
+
+    /// One key of the channel's Secret.
+    fn secret(&self, w: &WhatsAppChannel, key: &str) -> Result<String, Error> {
+        let dir = self
+            .settings
+            .secrets_dir
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("CENTRALITA_WHATSAPP_SECRETS_DIR is not set".into()))?;
+        let path = dir.join(&w.secret_name).join(key);
+        let value = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Unavailable(format!("the WhatsApp {key} ({}): {e}", path.display())))?;
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            return Err(Error::Unavailable(format!("the WhatsApp {key} ({}) is empty", path.display())));
+        }
+        Ok(value)
+    }
+
+    /// Whether an agent may write freely in the conversation now (the customer wrote less
+    /// than a day ago).
+    pub async fn may_write(&self, tenant: &TenantId, contact: &str) -> Result<bool, Error> {
+        let last = store::last_from_customer(&self.digital.pool, tenant, contact).await?;
+        Ok(meta::within_window(last, Utc::now()))
+    }
+
+    /// Stores a verified inbound message of one of the channel's numbers; whether it was new.
+    async fn receive(&self, tenant: &TenantId, w: &WhatsAppChannel, m: &Inbound) -> Result<bool, Refusal> {
+        let Some(number) = w.number(&m.phone_number_id) else {
+            return Err(Refusal(StatusCode::NOT_FOUND, "unknown_number", "not a number of this tenant".into()));
+        };
+        let origin = number.number.as_str();
+        let d = &self.digital;
+        if store::sms_known(&d.pool, tenant, &m.message_id).await.map_err(unavailable)? {
+            return Ok(false);
+        }
+        // The customer's open conversation with this number continues; else a new contact.
+        let latest =
+            store::latest_conversation(&d.pool, tenant, store::WHATSAPP, &m.from, origin).await.map_err(unavailable)?;
+        let open = match latest {
+            Some(c) => match d.contacts.view(tenant, &c).await.map_err(unavailable)? {
+                Some(v) if v.open => Some(c),
+                _ => None,
+            },
+            None => None,
+        };
+        let contact = match open {
+            Some(c) => c,
+            None => {
+                let c = d
+                    .contacts
+                    .create_whatsapp(tenant, &number.queue, &m.from, origin, &m.message_id)
+                    .await
+                    .map_err(unavailable)?;
+                let new = NewConversation {
+                    contact_id: c.clone(),
+                    channel: store::WHATSAPP,
+                    queue: number.queue.clone(),
+                    visitor: m.from.clone(),
+                    origin: origin.to_owned(),
+                };
+                store::create_conversation(&d.pool, tenant, &new, "WhatsApp conversation started")
+                    .await
+                    .map_err(unavailable)?;
+                c
+            }
+        };
+        let text = NewMessage {
+            sender: Sender::Customer,
+            kind: Kind::Text,
+            text: m.text.clone(),
+            provider_time: Some(m.time),
+            request_id: m.message_id.clone(),
+        };
+        if store::append_inbound_sms(&d.pool, tenant, &contact, &m.message_id, &text)
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        d.metrics.message_stored(&Sender::Customer);
+        d.written(tenant, &contact);
+        Ok(true)
+    }
+
+    /// Sends an agent's message of a WhatsApp conversation, retrying; on the last failure
+    /// the message is `failed` with the reason.
+    pub async fn send(self: Arc<Self>, tenant: TenantId, contact: String, message: Message) {
+        let outcome = self.try_send(&tenant, &contact, &message).await;
+        let d = &self.digital;
+        match outcome {
+            Ok(id) => {
+                d.metrics.whatsapp_send("sent");
+                if let Err(e) = store::record_outbound_sms(&d.pool, &tenant, &contact, message.sequence, &id).await {
+                    tracing::warn!(tenant = %tenant, contact, error = %e, "cannot keep a WhatsApp id for its statuses");
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(tenant = %tenant, contact, seq = message.sequence, reason, "WhatsApp send failed");
+                match store::report_status(&d.pool, &tenant, &contact, message.sequence, Status::Failed, &reason, None)
+                    .await
+                {
+                    Ok(_) => d.written(&tenant, &contact),
+                    Err(e) => {
+                        tracing::error!(tenant = %tenant, contact, error = %e, "cannot mark a WhatsApp message failed")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_send(&self, tenant: &TenantId, contact: &str, message: &Message) -> Result<String, String> {
+        let (_, w) = self.channel(tenant.as_str()).map_err(|_| "the tenant has no WhatsApp channel".to_owned())?;
+        let conversation = store::conversation(&self.digital.pool, tenant, contact)
+            .await
+            .map_err(|e| format!("conversation: {e}"))?
+            .ok_or_else(|| "no such conversation".to_owned())?;
+        let number_id =
+            w.id_of(&conversation.origin).ok_or_else(|| "the number is no longer the tenant's".to_owned())?;
+        let token = self.secret(&w, "accessToken").map_err(|e| e.to_string())?;
+        let url = format!(
+            "{}/{}/{number_id}/messages",
+            self.settings.base_url.trim_end_matches('/'),
+            self.settings.api_version
+        );
+        let body = meta::text_message(&conversation.visitor, &message.text);
+        let attempts = self.settings.attempts.max(1);
+        let mut reason = String::new();
+        for attempt in 1..=attempts {
+            match self.http.post(&url).bearer_auth(&token).json(&body).send().await {
+                Ok(r) if r.status().is_success() => {
+                    let answer: serde_json::Value =
+                        r.json().await.map_err(|e| format!("provider answer is not JSON: {e}"))?;
+                    return meta::sent_id(&answer).ok_or_else(|| "provider answer has no message id".into());
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let detail: String = r.text().await.unwrap_or_default().chars().take(200).collect();
+                    reason = format!("provider answered {status}: {detail}");
+                    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        self.digital.metrics.whatsapp_send("refused");
+                        return Err(reason);
+                    }
+                }
+                Err(e) => reason = format!("provider unreachable: {e}"),
+            }
+            if attempt < attempts {
+                self.digital.metrics.whatsapp_send("retried");
+                tokio::time::sleep(self.settings.backoff * 2u32.saturating_pow(attempt - 1)).await;
+            }
+        }
+        self.digital.metrics.whatsapp_send("failed");
+        Err(format!("after {attempts} attempts: {reason}"))
+    }
+}
+
+/// The router of the WhatsApp webhook.
+pub fn router(state: Arc<WhatsApp>) -> Router {
+    Router::new()
+        .route("/whatsapp/{tenant}", get(handshake).post(delivery))
+        .layer(DefaultBodyLimit::max(meta::MAX_WEBHOOK_BYTES))
+        .with_state(state)
+}
+
+fn counted(w: &WhatsApp, r: Result<Response, Refusal>) -> Response {
+    match r {
+        Ok(r) => r,
+        Err(refusal) => {
+            w.digital.metrics.whatsapp_webhook(refusal.1);
+            refusal.into_response()
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Subscribe {
+    #[serde(rename = "hub.mode", default)]
+    mode: String,
+    #[serde(rename = "hub.verify_token", default)]
+    token: String,
+    #[serde(rename = "hub.challenge", default)]
+    challenge: String,
+}
+
+async fn handshake(State(w): State<Arc<WhatsApp>>, Path(tenant): Path<String>, Query(q): Query<Subscribe>) -> Response {
+    let r = (|| {
+        let (id, channel) = w.channel(&tenant)?;
+        let expected = w.secret(&channel, "verifyToken").map_err(|e| {
+            tracing::warn!(tenant = %id, error = %e, "cannot answer a WhatsApp subscription");
+            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
+        })?;
+        match meta::handshake(&q.mode, &q.token, &q.challenge, &expected) {
+            Some(challenge) => {
+                w.digital.metrics.whatsapp_webhook("subscribed");
+                Ok(challenge.to_owned().into_response())
+            }
+            None => Err(Refusal(StatusCode::FORBIDDEN, "signature", "not this tenant's verify token".into())),
+        }
+    })();
+    counted(&w, r)
+}
+
+async fn delivery(
+    State(w): State<Arc<WhatsApp>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let (id, channel) = w.channel(&tenant)?;
+        let secret = w.secret(&channel, "appSecret").map_err(|e| {
+            tracing::warn!(tenant = %id, error = %e, "cannot check a WhatsApp webhook");
+            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
+        })?;
+        let signature = headers.get(meta::SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !meta::verify(&secret, &body, signature) {
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "signature",
+                "the request is not signed for this tenant".into(),
+            ));
+        }
+        let delivery = meta::parse(&body)
+            .map_err(|f| Refusal(StatusCode::BAD_REQUEST, "invalid", format!("{}: {}", f.field, f.message)))?;
+        if delivery.messages.iter().any(|m| channel.number(&m.phone_number_id).is_none()) {
+            return Err(Refusal(StatusCode::NOT_FOUND, "unknown_number", "not a number of this tenant".into()));
+        }
+        for m in &delivery.messages {
+            let new = w.receive(&id, &channel, m).await?;
+            w.digital.metrics.whatsapp_webhook(if new { "stored" } else { "duplicate" });
+        }
+        let d = &w.digital;
+        for s in &delivery.statuses {
+            // A report of a message this tenant did not send (another installation's, or one
+            // erased since) is skipped.
+            let Some((contact, seq)) = store::outbound_sms(&d.pool, &id, &s.message_id).await.map_err(unavailable)?
+            else {
+                continue;
+            };
+            store::report_status(&d.pool, &id, &contact, seq, s.status, &s.reason, Some(s.time))
+                .await
+                .map_err(unavailable)?;
+            d.written(&id, &contact);
+            d.metrics.whatsapp_webhook("status");
+        }
+        Ok(StatusCode::OK.into_response())
+    }
+    .await;
+    counted(&w, r)
+}
