@@ -1003,6 +1003,37 @@ def test_media_listens_on_its_pod_address_and_the_charts_rtp_range(chart):
     assert "endPort: 30999" in text and "port: 30000" in text
 
 
+def test_media_speaks_sip_over_tls_with_the_certificate_secret_it_is_given(chart):
+    # Off by default: no variable, port or volume.
+    d = Rendered(render(chart, {})).get("Deployment", full("media"))
+    assert "CENTRALITA_SIP_TLS_ADDR" not in env_of(d)
+    assert "sip-tls" not in {p["name"] for p in container(d)["ports"]}
+    values = {"services": {"media": {"voice": {"tls": {"secretName": "sip-cert", "port": 5071}}}}}
+    r = Rendered(render(chart, values))
+    for obj in r.objects:
+        if (obj["apiVersion"], obj["kind"]) not in THIRD_PARTY_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    d = r.get("Deployment", full("media"))
+    env = {k: v.get("value") for k, v in env_of(d).items()}
+    assert env["CENTRALITA_SIP_TLS_ADDR"] == "$(POD_IP):5071"
+    assert (env["CENTRALITA_SIP_TLS_CERT_FILE"], env["CENTRALITA_SIP_TLS_KEY_FILE"]) == \
+        ("/etc/centralita/sip-tls/tls.crt", "/etc/centralita/sip-tls/tls.key")
+    assert {p["name"]: (p["containerPort"], p["protocol"]) for p in container(d)["ports"]}["sip-tls"] == (5071, "TCP")
+    # The Secret mounted whole (a renewed certificate reaches the pod; media watches the files).
+    vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    assert vols["sip-tls"]["secret"] == {"secretName": "sip-cert", "defaultMode": 0o440}
+    mounts = {m["name"]: m for m in container(d)["volumeMounts"]}
+    assert mounts["sip-tls"] == {"name": "sip-tls", "mountPath": "/etc/centralita/sip-tls", "readOnly": True}
+    svc = r.get("Service", full("media-sip"))
+    assert {"name": "sip-tls", "port": 5071, "targetPort": "sip-tls", "protocol": "TCP"} in svc["spec"]["ports"]
+    assert "port: 5071" in yaml.safe_dump(r.get("NetworkPolicy", full("media"))), "the peers may reach it"
+    lib = (REPO / "services/media/src/lib.rs").read_text()
+    for var in ("CENTRALITA_SIP_TLS_ADDR", "CENTRALITA_SIP_TLS_CERT_FILE", "CENTRALITA_SIP_TLS_KEY_FILE"):
+        assert f'env = "{var}"' in lib, var
+    with pytest.raises(Exception):
+        render(chart, {"services": {"media": {"voice": {"tls": {"secretName": "Not_A_Secret", "port": 5061}}}}})
+
+
 # ---------------------------------------------------------------------------------------
 # media's digital role: web chat, SMS, email and ConversationService
 # ---------------------------------------------------------------------------------------

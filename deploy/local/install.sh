@@ -36,6 +36,8 @@ command -v espeak-ng >/dev/null || need_pkgs+=(espeak-ng)
 command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
 # swaks: the independent SMTP client sending mail to media's listener (e2e test_email.py).
 command -v swaks >/dev/null || need_pkgs+=(swaks)
+# openssl makes the local stack's SIP over TLS certificate (services.sh).
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

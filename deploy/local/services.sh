@@ -21,6 +21,16 @@ SERVICES=(sessions routing media crm recording reporting)
 grpc_base="${CENTRALITA_GRPC_BASE:-50051}"
 admin_base="${CENTRALITA_ADMIN_BASE:-9101}"
 sip_port="${CENTRALITA_SIP_PORT:-$((5060 + admin_base - 9101))}"
+# media's SIP over TLS listens on 127.0.0.1:$((sip_port + 1)) (5061 for the dev run, 5161 for
+# test.sh's e2e) with a self-signed certificate for 127.0.0.1 and localhost that `start`
+# makes with openssl once per run ($CENTRALITA_DATA/certs/<run name>/sip.crt and sip.key);
+# CENTRALITA_SIP_TLS=false leaves TLS off.
+sip_certs="$CENTRALITA_DATA/certs/${CENTRALITA_RUN_NAME:-dev}"
+if [ "${CENTRALITA_SIP_TLS:-true}" = true ]; then
+  export CENTRALITA_SIP_TLS_ADDR="${CENTRALITA_SIP_TLS_ADDR:-127.0.0.1:$((sip_port + 1))}"
+  export CENTRALITA_SIP_TLS_CERT_FILE="${CENTRALITA_SIP_TLS_CERT_FILE:-$sip_certs/sip.crt}"
+  export CENTRALITA_SIP_TLS_KEY_FILE="${CENTRALITA_SIP_TLS_KEY_FILE:-$sip_certs/sip.key}"
+fi
 # media's web chat front door (digital role: HTTP and WebSocket) listens on
 # 127.0.0.1:$CENTRALITA_WEBCHAT_PORT, by default 8480 plus the same offset (8580 for test.sh's e2e).
 webchat_port="${CENTRALITA_WEBCHAT_PORT:-$((8480 + admin_base - 9101))}"
@@ -98,6 +108,13 @@ start() {
   # CENTRALITA_SKIP_BUILD=1 runs the binaries already built (e.g. while the tree is being edited).
   [ -n "${only:-}" ] || [ -n "${CENTRALITA_SKIP_BUILD:-}" ] || (cd "$repo_root" && cargo build --workspace --bins -q)
   "$repo_root/deploy/prompts/generate.sh" "$CENTRALITA_PROMPTS_DIR"
+  if [ -n "${CENTRALITA_SIP_TLS_CERT_FILE:-}" ] && [ ! -s "$CENTRALITA_SIP_TLS_CERT_FILE" ]; then
+    mkdir -p "$(dirname "$CENTRALITA_SIP_TLS_CERT_FILE")"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=localhost" \
+      -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      -keyout "$CENTRALITA_SIP_TLS_KEY_FILE" -out "$CENTRALITA_SIP_TLS_CERT_FILE" 2>/dev/null
+    chmod 600 "$CENTRALITA_SIP_TLS_KEY_FILE"
+  fi
   # The identity provider first: the services read its keys as they start.
   [ -n "${only:-}" ] || [ "${CENTRALITA_LOCAL_IDP:-true}" != true ] || start_idp
   local i=0

@@ -239,6 +239,14 @@ app.kubernetes.io/component: {{ .name }}
       fieldPath: status.podIP
 - name: CENTRALITA_SIP_ADDR
   value: {{ printf "$(POD_IP):%v" .c.voice.sipPort | quote }}
+{{- if .c.voice.tls.secretName }}
+- name: CENTRALITA_SIP_TLS_ADDR
+  value: {{ printf "$(POD_IP):%v" .c.voice.tls.port | quote }}
+- name: CENTRALITA_SIP_TLS_CERT_FILE
+  value: "/etc/centralita/sip-tls/tls.crt"
+- name: CENTRALITA_SIP_TLS_KEY_FILE
+  value: "/etc/centralita/sip-tls/tls.key"
+{{- end }}
 - name: CENTRALITA_RTP_PORTS
   value: {{ printf "%v-%v" .c.voice.rtpPortStart .c.voice.rtpPortEnd | quote }}
 {{- if or .c.voice.registrarSecrets .c.voice.trunkSecrets }}
@@ -396,6 +404,10 @@ optional, so a Secret created later or rotated reaches running pods without a re
   port: {{ .sipPort }}
 - protocol: TCP
   port: {{ .sipPort }}
+{{- if .tls.secretName }}
+- protocol: TCP
+  port: {{ .tls.port }}
+{{- end }}
 - protocol: UDP
   port: {{ .rtpPortStart }}
   endPort: {{ .rtpPortEnd }}

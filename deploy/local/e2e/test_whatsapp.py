@@ -12,8 +12,8 @@ and of media's `ConversationService`.
 Shown: the subscription handshake echoes the challenge for the tenant's verify token only; a
 signed delivery creates a `social` contact offered to the agent with the message in its
 conversation (the customer resolved by phone number: the CRM customer their calls and SMS
-reach); a one-byte change, a missing signature and another tenant's app secret are
-refused with 401 and store nothing; a redelivered message id stores nothing new; a message
+reach, the WhatsApp contact on their CRM timeline); a one-byte change, a missing signature
+and another tenant's app secret are refused with 401 and store nothing; a redelivered message id stores nothing new; a message
 for a number that is not the tenant's is 404; the agent's reply goes to the Cloud API (bearer
 token, `to` and text) and the delivery's status reports (read, then a late `delivered`) end
 at `read`; a provider outage makes a send retry and end `failed`; more than a day after the
@@ -241,6 +241,13 @@ def test_a_whatsapp_customer_reaches_an_agent_and_gets_the_reply(pb, tmp_path):
                 timeout=10).customers
 
         assert wait_for(lambda: len(found()) == 1, 20), found()
+
+        def timeline():
+            entries = crm.ListTimeline(crm_pb2.ListTimelineRequest(customer=found()[0].name), metadata=auth(admin_a),
+                                       timeout=10).entries
+            return [(e.interaction.contact, e.interaction.channel) for e in entries if e.WhichOneof("entry") == "interaction"]
+
+        assert wait_for(lambda: (contact, M.t.CHANNEL_SOCIAL) in timeline(), 20), timeline()
 
         agent.contacts.AcceptContact(M.s.AcceptContactRequest(name=offer.name, offer_id=offer.offer_id),
                                      metadata=auth(agent.token), timeout=10)

@@ -273,6 +273,17 @@ pub struct Settings {
     /// UDP and TCP address of the SIP front door.
     #[arg(long = "sip-addr", env = "CENTRALITA_SIP_ADDR", default_value = "127.0.0.1:5060")]
     pub sip_addr: SocketAddr,
+    /// Address of SIP over TLS (trunks, SBCs and phones that speak `sips:`); unset: no TLS.
+    /// Needs the certificate and key files.
+    #[arg(long = "sip-tls-addr", env = "CENTRALITA_SIP_TLS_ADDR")]
+    pub sip_tls_addr: Option<SocketAddr>,
+    /// PEM file of the TLS certificate chain (watched: a rotated file is used without a
+    /// restart).
+    #[arg(long = "sip-tls-cert-file", env = "CENTRALITA_SIP_TLS_CERT_FILE")]
+    pub sip_tls_cert_file: Option<PathBuf>,
+    /// PEM file of the TLS private key.
+    #[arg(long = "sip-tls-key-file", env = "CENTRALITA_SIP_TLS_KEY_FILE")]
+    pub sip_tls_key_file: Option<PathBuf>,
     /// gRPC endpoint of sessions, `http://host:port`.
     #[arg(long = "sessions-endpoint", env = "CENTRALITA_SESSIONS_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub sessions_endpoint: String,
@@ -353,8 +364,43 @@ pub struct Settings {
     pub sweep_interval: std::time::Duration,
 }
 
+impl Settings {
+    /// SIP over TLS, when its address is set (validated: with both files).
+    pub fn sip_tls(&self) -> Option<sip::TlsSettings> {
+        match (self.sip_tls_addr, &self.sip_tls_cert_file, &self.sip_tls_key_file) {
+            (Some(addr), Some(cert), Some(key)) => {
+                Some(sip::TlsSettings { addr, cert_file: cert.clone(), key_file: key.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
+        match (self.sip_tls_addr.is_some(), self.sip_tls_cert_file.is_some(), self.sip_tls_key_file.is_some()) {
+            (false, false, false) | (true, true, true) => {}
+            (true, _, _) => {
+                return Err(ConfigError::new(
+                    "CENTRALITA_SIP_TLS_ADDR",
+                    "needs CENTRALITA_SIP_TLS_CERT_FILE and CENTRALITA_SIP_TLS_KEY_FILE",
+                ))
+            }
+            (false, _, _) => {
+                return Err(ConfigError::new(
+                    "CENTRALITA_SIP_TLS_CERT_FILE",
+                    "is for SIP over TLS: set CENTRALITA_SIP_TLS_ADDR (and both files)",
+                ))
+            }
+        }
+        if let Some(tls) = self.sip_tls_addr {
+            if tls.port() == self.sip_addr.port() && tls.ip() == self.sip_addr.ip() {
+                return Err(ConfigError::new(
+                    "CENTRALITA_SIP_TLS_ADDR",
+                    "must differ from CENTRALITA_SIP_ADDR (TCP takes it)",
+                ));
+            }
+        }
         match self.sessions_endpoint.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
             _ => return Err(ConfigError::new("CENTRALITA_SESSIONS_ENDPOINT", "must be an http:// or https:// URL")),
@@ -452,7 +498,7 @@ pub fn drain_window(
 /// `CENTRALITA_MEDIA_ROLES`: voice (SIP on the configured address) and digital.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let sip = match config.service.roles.voice {
-        true => Some(sip::SipServer::bind(config.service.sip_addr).await?),
+        true => Some(sip::SipServer::bind(config.service.sip_addr, config.service.sip_tls().as_ref()).await?),
         false => None,
     };
     let webchat = match config.service.roles.digital {
@@ -477,7 +523,7 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = anyhow::Result<()>>)> {
     config.service.roles = Roles { voice: true, digital: false };
-    let sip = sip::SipServer::bind(sip_addr).await?;
+    let sip = sip::SipServer::bind(sip_addr, config.service.sip_tls().as_ref()).await?;
     Ok((sip.local_addr(), run_roles(config, listeners, Some(sip), None, shutdown)))
 }
 
@@ -546,10 +592,15 @@ fn start_voice(
     let sessions = Arc::new(sessions::Sessions::new(&config.service.sessions_endpoint, signer, instance.clone())?);
 
     let local = sip.local_addr();
+    let tls = sip.tls_addr();
     let dialer = sip.dialer();
     let (requests, stopper) = sip.start();
-    runtime.readiness.set(CHECK_SIP, true, format!("listening on {local} (udp, tcp)"));
-    tracing::info!(sip_addr = %local, "SIP listening");
+    let listening = match tls {
+        Some(t) => format!("listening on {local} (udp, tcp) and {t} (tls)"),
+        None => format!("listening on {local} (udp, tcp)"),
+    };
+    runtime.readiness.set(CHECK_SIP, true, listening);
+    tracing::info!(sip_addr = %local, sip_tls_addr = ?tls, "SIP listening");
     let media = rtp::MediaPlane::new(&config.service.rtp, local.ip())?;
     let offers = offers::follow(runtime, config, &instance)?;
     let recorder =

@@ -13,14 +13,16 @@
 //! `481`, an ACK for none is dropped.
 //!
 //! The stack parses messages, runs the RFC 3261 transaction layer (retransmissions, the
-//! `200` to a CANCEL, absorbing the ACK of a failure response) and the UDP and TCP
-//! transports. A datagram it cannot parse at all is dropped by it (RFC 3261 §18.3: without
+//! `200` to a CANCEL, absorbing the ACK of a failure response) and the UDP, TCP and (with
+//! [`TlsSettings`]) TLS transports; a TLS listener's certificate files are watched and a
+//! rotated certificate is used for the next handshakes without a restart. A datagram it cannot parse at all is dropped by it (RFC 3261 §18.3: without
 //! a Via there is nowhere to answer); a request it parses but whose headers we cannot read
 //! is answered `400` by [`ServerCall::parse`]'s caller.
 
 use std::net::{IpAddr, SocketAddr};
-
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rsipstack::dialog::dialog::{Dialog, DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
@@ -29,6 +31,7 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{HeadersExt, Method, StatusCode};
 use rsipstack::transaction::{Endpoint, EndpointBuilder, Transaction, TransactionReceiver};
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::tls::{ReloadableCertResolver, TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use tokio_util::sync::CancellationToken;
@@ -38,13 +41,43 @@ use crate::error::Error;
 use crate::registrar::digest::Credentials;
 use crate::registrar::policy::{Contacts, Register};
 
-/// The listening side: UDP and TCP on one address.
+/// SIP over TLS: where it listens, and the PEM files of its certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub addr: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// How often the certificate files are looked at for a rotation.
+pub const TLS_RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+impl TlsSettings {
+    /// The files' contents, checked to be a certificate chain and its private key.
+    pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let (cert, key) = (read(&self.cert_file)?, read(&self.key_file)?);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        ReloadableCertResolver::new(&cert, &key, provider).map_err(|e| {
+            format!("{} and {}: not a certificate and its key ({e})", self.cert_file.display(), self.key_file.display())
+        })?;
+        Ok((cert, key))
+    }
+
+    fn stamp(&self) -> Option<(SystemTime, SystemTime)> {
+        let m = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some((m(&self.cert_file)?, m(&self.key_file)?))
+    }
+}
+
+/// The listening side: UDP and TCP on one address, and TLS on another if asked.
 pub struct SipServer {
     endpoint: Endpoint,
     dialogs: Arc<DialogLayer>,
     incoming: TransactionReceiver,
     cancel: CancellationToken,
     local: SocketAddr,
+    tls: Option<(TlsSettings, TlsListenerConnection)>,
 }
 
 impl std::fmt::Debug for SipServer {
@@ -54,8 +87,11 @@ impl std::fmt::Debug for SipServer {
 }
 
 impl SipServer {
-    /// Binds UDP on `addr` (port 0 picks one) and TCP on the same port.
-    pub async fn bind(addr: SocketAddr) -> Result<Self, Error> {
+    /// Binds UDP on `addr` (port 0 picks one) and TCP on the same port, and TLS as `tls`
+    /// says (its files read and checked now: a bad certificate stops the start).
+    pub async fn bind(addr: SocketAddr, tls: Option<&TlsSettings>) -> Result<Self, Error> {
+        // rustls is built with ring only: make it the process's provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let cancel = CancellationToken::new();
         let transport = TransportLayer::new(cancel.child_token());
         let udp = UdpConnection::create_connection(addr, None, Some(cancel.child_token()))
@@ -67,6 +103,18 @@ impl SipServer {
         // as a failed SIP check rather than here.
         let tcp = TcpListenerConnection::new(local, None).await.map_err(|e| Error::Bind(local, e.to_string()))?;
         transport.add_transport(tcp.into());
+        let tls = match tls {
+            Some(t) => {
+                let (cert, key) = t.read().map_err(|e| Error::Bind(t.addr, e))?;
+                let config = TlsConfig { cert: Some(cert), key: Some(key), ..Default::default() };
+                let listener = TlsListenerConnection::new(t.addr, None, config)
+                    .await
+                    .map_err(|e| Error::Bind(t.addr, e.to_string()))?;
+                transport.add_transport(listener.clone().into());
+                Some((t.clone(), listener))
+            }
+            None => None,
+        };
         let endpoint = EndpointBuilder::new()
             .with_user_agent(concat!("centralita-media/", env!("CARGO_PKG_VERSION")))
             .with_transport_layer(transport)
@@ -74,7 +122,12 @@ impl SipServer {
             .build();
         let incoming = endpoint.incoming_transactions().map_err(|e| Error::Bind(local, e.to_string()))?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-        Ok(Self { endpoint, dialogs, incoming, cancel, local })
+        Ok(Self { endpoint, dialogs, incoming, cancel, local, tls })
+    }
+
+    /// The TLS listener's address, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(t, _)| t.addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -91,7 +144,39 @@ impl SipServer {
     pub fn start(self) -> (Requests, Stopper) {
         let endpoint = self.endpoint;
         tokio::spawn(async move { endpoint.serve().await });
+        if let Some((settings, listener)) = self.tls {
+            tokio::spawn(watch_certificate(settings, listener, self.cancel.clone()));
+        }
         (Requests { incoming: self.incoming, dialogs: self.dialogs }, Stopper(self.cancel))
+    }
+}
+
+/// Uses the certificate files again whenever they change (a rotated Kubernetes Secret, a
+/// renewed certificate), for the handshakes that follow; connections already up keep theirs.
+/// A rotation that does not read as a certificate and its key is logged and the current
+/// certificate kept.
+async fn watch_certificate(settings: TlsSettings, listener: TlsListenerConnection, cancel: CancellationToken) {
+    let mut stamp = settings.stamp();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(TLS_RELOAD_EVERY) => {}
+        }
+        let now = settings.stamp();
+        if now.is_none() || now == stamp {
+            continue;
+        }
+        match settings.read() {
+            Ok((cert, key)) => match listener.reload_tls_config(cert, key).await {
+                Ok(()) => {
+                    stamp = now;
+                    tracing::info!(cert = %settings.cert_file.display(), "SIP TLS certificate reloaded");
+                }
+                Err(e) => tracing::warn!(error = %e, "SIP TLS certificate not reloaded; the current one stays"),
+            },
+            // A Secret being rewritten can be read half-way: the next look tries again.
+            Err(e) => tracing::warn!(error = %e, "SIP TLS certificate not reloaded; the current one stays"),
+        }
     }
 }
 

@@ -369,7 +369,8 @@ mod tests {
             fields("recording: { voice: none, agentsHearOwn: true }"),
             [f("spec.recording.agentsHearOwn", "makes no sense when nothing is recorded")]
         );
-        assert!(fields("recording: { voice: none, chatTranscripts: true, agentsHearOwn: true }").is_empty());
+        let transcripts = with("recording: { voice: none, chatTranscripts: true, agentsHearOwn: true }");
+        assert!(TenantManifest::parse_all(&transcripts, now()).expect("valid").remove(0).recording.agents_hear_own);
     }
 
     #[test]
