@@ -213,3 +213,41 @@ class OfferedAgent:
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
                 self.errors.append(e)
+
+
+class FakeProvider:
+    """A provider's REST API on loopback (Twilio's, Meta's Cloud API) standing in for the real
+    one in media's outbound sends: records each POST as {"path", "auth", "body"} (the body
+    read by `parse`) and answers the next planned status (`ok` when nothing is planned) with
+    the JSON `answer(status)` gives."""
+
+    def __init__(self, port, ok, parse, answer):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests, self.plan = [], []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                fake.requests.append({"path": self.path, "auth": self.headers.get("authorization", ""),
+                                      "body": parse(body)})
+                status = fake.plan.pop(0) if fake.plan else ok
+                raw = json.dumps(answer(status)).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

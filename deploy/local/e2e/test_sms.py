@@ -16,21 +16,18 @@ auth with the account, To/From/Body) and its signed status callback moves it to 
 a provider outage makes a send retry and end `failed` with the reason; tenant B's agent
 cannot read A's SMS conversation.
 """
-import json
 import os
 import pathlib
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
 
-from conftest import OfferedAgent, auth, cli, endpoints, mint, wait_for
+from conftest import FakeProvider, OfferedAgent, auth, cli, endpoints, mint, wait_for
 
 twilio_validation = pytest.importorskip("twilio.request_validator")
 
@@ -62,42 +59,21 @@ def secrets_dir():
 BASE = f"http://127.0.0.1:{webchat_port()}"
 
 
-class FakeTwilio:
-    """Twilio's `POST /2010-04-01/Accounts/{sid}/Messages.json`: records each request and
-    answers the next planned status (201 with a fresh sid when nothing is planned)."""
+class FakeTwilio(FakeProvider):
+    """Twilio's `POST /2010-04-01/Accounts/{sid}/Messages.json`: 201 with a fresh sid, or an
+    error for a planned status."""
 
     def __init__(self, port):
-        self.requests, self.plan, self.sids = [], [], []
-        fake = self
+        self.sids = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                fake.requests.append({"path": self.path, "auth": self.headers.get("authorization", ""),
-                                      "form": dict(urllib.parse.parse_qsl(body.decode()))})
-                status = fake.plan.pop(0) if fake.plan else 201
-                if status == 201:
-                    sid = "SM" + uuid.uuid4().hex
-                    fake.sids.append(sid)
-                    payload = {"sid": sid, "status": "queued"}
-                else:
-                    payload = {"code": 20500, "message": "fake outage", "status": status}
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+        def answer(status):
+            if status != 201:
+                return {"code": 20500, "message": "fake outage", "status": status}
+            sid = "SM" + uuid.uuid4().hex
+            self.sids.append(sid)
+            return {"sid": sid, "status": "queued"}
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(port, 201, lambda body: dict(urllib.parse.parse_qsl(body.decode())), answer)
 
 
 def tenant_yaml(tenant, account, secret, number):
@@ -269,8 +245,8 @@ def _scenario(m, eps, run, a, b, acc_a, tok_a, tok_b, num_a, num_b, customer, fa
     assert wait_for(lambda: fake.requests, 15), "the provider never received the reply"
     sent = fake.requests[0]
     assert sent["path"] == f"/2010-04-01/Accounts/{acc_a}/Messages.json"
-    assert sent["form"]["To"] == customer and sent["form"]["From"] == num_a
-    assert sent["form"]["Body"] == "Lo revisamos ahora"
+    assert sent["body"]["To"] == customer and sent["body"]["From"] == num_a
+    assert sent["body"]["Body"] == "Lo revisamos ahora"
     import base64
     assert sent["auth"] == "Basic " + base64.b64encode(f"{acc_a}:{tok_a}".encode()).decode()
     provider_sid = fake.sids[0]
@@ -343,4 +319,4 @@ def _scenario(m, eps, run, a, b, acc_a, tok_a, tok_b, num_a, num_b, customer, fa
                                       metadata=auth(token), timeout=10)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, e.value
     time.sleep(0.5)
-    assert not any(r["form"].get("Body") == "hijack" for r in fake.requests)
+    assert not any(r["body"].get("Body") == "hijack" for r in fake.requests)

@@ -25,17 +25,15 @@ import hmac
 import json
 import os
 import pathlib
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 
-from conftest import OfferedAgent, auth, cli, endpoints, mint, wait_for
+from conftest import FakeProvider, OfferedAgent, auth, cli, endpoints, mint, wait_for
 
 
 def offset():
@@ -70,43 +68,22 @@ def sign(secret, body):
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class FakeCloudApi:
-    """`POST /{version}/{phone_number_id}/messages`: records each request and answers the
-    next planned status (200 with a fresh `wamid` when nothing is planned)."""
+class FakeCloudApi(FakeProvider):
+    """`POST /{version}/{phone_number_id}/messages`: 200 with a fresh `wamid`, or an error for
+    a planned status."""
 
     def __init__(self, port):
-        self.requests, self.plan, self.ids = [], [], []
-        fake = self
+        self.ids = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                fake.requests.append({"path": self.path, "auth": self.headers.get("authorization", ""),
-                                      "json": json.loads(body or b"null")})
-                status = fake.plan.pop(0) if fake.plan else 200
-                if status == 200:
-                    wamid = "wamid." + uuid.uuid4().hex
-                    fake.ids.append(wamid)
-                    payload = {"messaging_product": "whatsapp", "contacts": [{"input": "x", "wa_id": "x"}],
-                               "messages": [{"id": wamid}]}
-                else:
-                    payload = {"error": {"message": "fake outage", "code": 2, "type": "OAuthException"}}
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+        def answer(status):
+            if status != 200:
+                return {"error": {"message": "fake outage", "code": 2, "type": "OAuthException"}}
+            wamid = "wamid." + uuid.uuid4().hex
+            self.ids.append(wamid)
+            return {"messaging_product": "whatsapp", "contacts": [{"input": "x", "wa_id": "x"}],
+                    "messages": [{"id": wamid}]}
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(port, 200, lambda body: json.loads(body or b"null"), answer)
 
 
 def tenant_yaml(tenant, secret, number_id, number):
@@ -256,7 +233,7 @@ def test_a_whatsapp_customer_reaches_an_agent_and_gets_the_reply(pb, tmp_path):
         assert wait_for(lambda: api.ids, 10), api.requests
         req = api.requests[-1]
         assert req["path"] == f"/v21.0/{id_a}/messages" and req["auth"] == f"Bearer {secrets[a]['accessToken']}"
-        assert (req["json"]["to"], req["json"]["type"], req["json"]["text"]["body"]) == \
+        assert (req["body"]["to"], req["body"]["type"], req["body"]["text"]["body"]) == \
             (customer, "text", "Sí, la tenemos")
         # Status reports, reordered: read, then a late delivered; the message ends read.
         wamid = api.ids[-1]
@@ -277,7 +254,7 @@ def test_a_whatsapp_customer_reaches_an_agent_and_gets_the_reply(pb, tmp_path):
         down = conversations.SendMessage(M.md.SendMessageRequest(parent=contact, text="¿Algo más?"),
                                          metadata=auth(agent.token), timeout=10)
         assert wait_for(lambda: status_of(down.sequence) == M.md.DELIVERY_STATUS_FAILED, 30)
-        assert len([r for r in api.requests if r["json"]["text"]["body"] == "¿Algo más?"]) == 4
+        assert len([r for r in api.requests if r["body"]["text"]["body"] == "¿Algo más?"]) == 4
 
         # Tenant B's agent reads nothing of A's conversation.
         b_agent = mint("--tenant", b, "--role", "agent", "--agent-id", f"wb-agent-{run}")

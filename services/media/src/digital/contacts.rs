@@ -48,6 +48,13 @@ pub struct NewChat {
     pub identities: Vec<crm::Identity>,
 }
 
+/// The channels whose customers write from a phone number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByPhone {
+    Sms,
+    WhatsApp,
+}
+
 /// An inbound contact a digital channel creates in sessions.
 struct Inbound<'a> {
     channel: PbChannel,
@@ -166,43 +173,27 @@ impl Contacts {
         self.create_inbound(tenant, inbound).await
     }
 
-    /// Creates the inbound SMS contact of a customer's number (a CRM phone identity) that
-    /// wrote to one of the tenant's numbers; returns its id.
-    pub async fn create_sms(
+    /// Creates the inbound contact of a customer's number (a CRM phone identity, so the
+    /// customer of their calls) that wrote to one of the tenant's numbers on `via`: an SMS
+    /// contact, or a WhatsApp one (channel `social`); returns its id.
+    pub async fn create_by_phone(
         &self,
         tenant: &TenantId,
+        via: ByPhone,
         queue: &str,
         customer: &str,
         number: &str,
         request_id: &str,
     ) -> Result<String, Error> {
-        let inbound = Inbound {
-            channel: PbChannel::Sms,
-            queue,
-            identity: (crm::IdentityKind::Phone, customer),
-            attribute: ("sms_number", number),
-            request_id,
-            extra: &[],
+        let (channel, attribute) = match via {
+            ByPhone::Sms => (PbChannel::Sms, "sms_number"),
+            ByPhone::WhatsApp => (PbChannel::Social, "whatsapp_number"),
         };
-        self.create_inbound(tenant, inbound).await
-    }
-
-    /// Creates the inbound WhatsApp contact (channel `social`) of a customer's number (a CRM
-    /// phone identity, so the customer of their calls and SMS) that wrote to one of the
-    /// tenant's WhatsApp numbers; returns its id.
-    pub async fn create_whatsapp(
-        &self,
-        tenant: &TenantId,
-        queue: &str,
-        customer: &str,
-        number: &str,
-        request_id: &str,
-    ) -> Result<String, Error> {
         let inbound = Inbound {
-            channel: PbChannel::Social,
+            channel,
             queue,
             identity: (crm::IdentityKind::Phone, customer),
-            attribute: ("whatsapp_number", number),
+            attribute: (attribute, number),
             request_id,
             extra: &[],
         };

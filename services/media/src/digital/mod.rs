@@ -26,6 +26,7 @@
 //! - `whatsapp`: WhatsApp through Meta's Cloud API: the webhook (handshake, messages,
 //!   statuses) and outbound sends, with the 24-hour window; `meta`: its webhooks, pure (the
 //!   `X-Hub-Signature-256` check, the JSON, the window);
+//! - `outbound`: an agent's message posted to a provider with retries, then kept or failed;
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
@@ -40,6 +41,7 @@ pub mod limits;
 pub mod mail;
 pub mod meta;
 pub mod model;
+pub mod outbound;
 pub mod retention;
 pub mod schema;
 pub mod sms;

@@ -33,7 +33,9 @@ use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::tenant::{Sms as SmsChannel, TenantId};
 
-use super::model::{Kind, Message, NewMessage, Sender, Status};
+use super::contacts::ByPhone;
+use super::model::{Kind, Message, NewMessage, Sender};
+use super::outbound;
 use super::store::{self, NewConversation};
 use super::twilio::{self, Consent, Inbound, StatusCallback};
 use super::Digital;
@@ -170,7 +172,11 @@ impl Sms {
         let contact = match open {
             Some(c) => c,
             None => {
-                let c = d.contacts.create_sms(tenant, queue, &m.from, &m.to, &m.message_sid).await.map_err(refusal)?;
+                let c = d
+                    .contacts
+                    .create_by_phone(tenant, ByPhone::Sms, queue, &m.from, &m.to, &m.message_sid)
+                    .await
+                    .map_err(refusal)?;
                 let new = NewConversation {
                     contact_id: c.clone(),
                     channel: store::SMS,
@@ -225,24 +231,8 @@ impl Sms {
     /// message is `failed` with the reason.
     pub async fn send(self: Arc<Self>, tenant: TenantId, contact: String, message: Message) {
         let outcome = self.try_send(&tenant, &contact, &message).await;
-        let d = &self.digital;
-        match outcome {
-            Ok(sid) => {
-                d.metrics.sms_send("sent");
-                if let Err(e) = store::record_outbound_sms(&d.pool, &tenant, &contact, message.sequence, &sid).await {
-                    tracing::warn!(tenant = %tenant, contact, error = %e, "cannot keep an SMS id for its callbacks");
-                }
-            }
-            Err(reason) => {
-                tracing::warn!(tenant = %tenant, contact, seq = message.sequence, reason, "SMS send failed");
-                match store::report_status(&d.pool, &tenant, &contact, message.sequence, Status::Failed, &reason, None)
-                    .await
-                {
-                    Ok(_) => d.written(&tenant, &contact),
-                    Err(e) => tracing::error!(tenant = %tenant, contact, error = %e, "cannot mark an SMS failed"),
-                }
-            }
-        }
+        let count = |o: &'static str| self.digital.metrics.sms_send(o);
+        outbound::settle(&self.digital, &tenant, &contact, &message, outcome, "sms", &count).await;
     }
 
     async fn try_send(&self, tenant: &TenantId, contact: &str, message: &Message) -> Result<String, String> {
@@ -265,38 +255,16 @@ impl Sms {
         if let Some(base) = &self.settings.public_url {
             form.push(("StatusCallback", format!("{}/sms/twilio/{tenant}/status", base.trim_end_matches('/'))));
         }
-        let attempts = self.settings.attempts.max(1);
-        let mut reason = String::new();
-        for attempt in 1..=attempts {
-            let sent = self.http.post(&url).basic_auth(&sms.account_sid, Some(&token)).form(&form).send().await;
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    let body: serde_json::Value =
-                        r.json().await.map_err(|e| format!("provider answer is not JSON: {e}"))?;
-                    return match body.get("sid").and_then(|s| s.as_str()) {
-                        Some(sid) if twilio::is_message_sid(sid) => Ok(sid.to_owned()),
-                        _ => Err("provider answer has no message sid".into()),
-                    };
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    let detail = r.text().await.unwrap_or_default();
-                    let detail: String = detail.chars().take(200).collect();
-                    reason = format!("provider answered {status}: {detail}");
-                    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
-                        self.digital.metrics.sms_send("refused");
-                        return Err(reason);
-                    }
-                }
-                Err(e) => reason = format!("provider unreachable: {e}"),
-            }
-            if attempt < attempts {
-                self.digital.metrics.sms_send("retried");
-                tokio::time::sleep(self.settings.backoff * 2u32.saturating_pow(attempt - 1)).await;
-            }
+        let count = |o: &'static str| self.digital.metrics.sms_send(o);
+        let retries =
+            outbound::Retries { attempts: self.settings.attempts, backoff: self.settings.backoff, count: &count };
+        let answer =
+            outbound::post(&retries, || self.http.post(&url).basic_auth(&sms.account_sid, Some(&token)).form(&form))
+                .await?;
+        match answer.get("sid").and_then(|s| s.as_str()) {
+            Some(sid) if twilio::is_message_sid(sid) => Ok(sid.to_owned()),
+            _ => Err("provider answer has no message sid".into()),
         }
-        self.digital.metrics.sms_send("failed");
-        Err(format!("after {attempts} attempts: {reason}"))
     }
 }
 

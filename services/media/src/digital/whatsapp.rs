@@ -41,8 +41,10 @@ use centralita_platform::registry::TenantRegistry;
 use centralita_platform::tenant::{TenantId, WhatsApp as WhatsAppChannel};
 use chrono::Utc;
 
+use super::contacts::ByPhone;
 use super::meta::{self, Inbound};
-use super::model::{Kind, Message, NewMessage, Sender, Status};
+use super::model::{Kind, Message, NewMessage, Sender};
+use super::outbound;
 use super::store::{self, NewConversation};
 use super::Digital;
 
@@ -160,7 +162,7 @@ impl WhatsApp {
             None => {
                 let c = d
                     .contacts
-                    .create_whatsapp(tenant, &number.queue, &m.from, origin, &m.message_id)
+                    .create_by_phone(tenant, ByPhone::WhatsApp, &number.queue, &m.from, origin, &m.message_id)
                     .await
                     .map_err(unavailable)?;
                 let new = NewConversation {
@@ -199,26 +201,8 @@ impl WhatsApp {
     /// the message is `failed` with the reason.
     pub async fn send(self: Arc<Self>, tenant: TenantId, contact: String, message: Message) {
         let outcome = self.try_send(&tenant, &contact, &message).await;
-        let d = &self.digital;
-        match outcome {
-            Ok(id) => {
-                d.metrics.whatsapp_send("sent");
-                if let Err(e) = store::record_outbound_sms(&d.pool, &tenant, &contact, message.sequence, &id).await {
-                    tracing::warn!(tenant = %tenant, contact, error = %e, "cannot keep a WhatsApp id for its statuses");
-                }
-            }
-            Err(reason) => {
-                tracing::warn!(tenant = %tenant, contact, seq = message.sequence, reason, "WhatsApp send failed");
-                match store::report_status(&d.pool, &tenant, &contact, message.sequence, Status::Failed, &reason, None)
-                    .await
-                {
-                    Ok(_) => d.written(&tenant, &contact),
-                    Err(e) => {
-                        tracing::error!(tenant = %tenant, contact, error = %e, "cannot mark a WhatsApp message failed")
-                    }
-                }
-            }
-        }
+        let count = |o: &'static str| self.digital.metrics.whatsapp_send(o);
+        outbound::settle(&self.digital, &tenant, &contact, &message, outcome, "whatsapp", &count).await;
     }
 
     async fn try_send(&self, tenant: &TenantId, contact: &str, message: &Message) -> Result<String, String> {
@@ -236,33 +220,11 @@ impl WhatsApp {
             self.settings.api_version
         );
         let body = meta::text_message(&conversation.visitor, &message.text);
-        let attempts = self.settings.attempts.max(1);
-        let mut reason = String::new();
-        for attempt in 1..=attempts {
-            match self.http.post(&url).bearer_auth(&token).json(&body).send().await {
-                Ok(r) if r.status().is_success() => {
-                    let answer: serde_json::Value =
-                        r.json().await.map_err(|e| format!("provider answer is not JSON: {e}"))?;
-                    return meta::sent_id(&answer).ok_or_else(|| "provider answer has no message id".into());
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    let detail: String = r.text().await.unwrap_or_default().chars().take(200).collect();
-                    reason = format!("provider answered {status}: {detail}");
-                    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
-                        self.digital.metrics.whatsapp_send("refused");
-                        return Err(reason);
-                    }
-                }
-                Err(e) => reason = format!("provider unreachable: {e}"),
-            }
-            if attempt < attempts {
-                self.digital.metrics.whatsapp_send("retried");
-                tokio::time::sleep(self.settings.backoff * 2u32.saturating_pow(attempt - 1)).await;
-            }
-        }
-        self.digital.metrics.whatsapp_send("failed");
-        Err(format!("after {attempts} attempts: {reason}"))
+        let count = |o: &'static str| self.digital.metrics.whatsapp_send(o);
+        let retries =
+            outbound::Retries { attempts: self.settings.attempts, backoff: self.settings.backoff, count: &count };
+        let answer = outbound::post(&retries, || self.http.post(&url).bearer_auth(&token).json(&body)).await?;
+        meta::sent_id(&answer).ok_or_else(|| "provider answer has no message id".into())
     }
 }
 
