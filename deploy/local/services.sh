@@ -48,6 +48,12 @@ export CENTRALITA_SMS_SEND_BACKOFF_MS="${CENTRALITA_SMS_SEND_BACKOFF_MS:-200}"
 # <secretName>/{appSecret,accessToken,verifyToken} (the SMS tokens' directory).
 export CENTRALITA_WHATSAPP_BASE_URL="${CENTRALITA_WHATSAPP_BASE_URL:-http://127.0.0.1:$((8491 + admin_base - 9101))}"
 export CENTRALITA_WHATSAPP_SECRETS_DIR="${CENTRALITA_WHATSAPP_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
+# media's Telegram (digital role): the Bot API it sends through, by default
+# http://127.0.0.1:8492 plus the same offset (8592 for test.sh's e2e), where the e2e tests'
+# fake Bot API listens; the tenants' Secrets as files <secretName>/{botToken,webhookSecret}
+# in the SMS tokens' directory.
+export CENTRALITA_TELEGRAM_BASE_URL="${CENTRALITA_TELEGRAM_BASE_URL:-http://127.0.0.1:$((8492 + admin_base - 9101))}"
+export CENTRALITA_TELEGRAM_SECRETS_DIR="${CENTRALITA_TELEGRAM_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
 # media's inbound SMTP listener (digital role): 127.0.0.1:$CENTRALITA_SMTP_PORT, by default
 # 25425 plus the admin base's offset (25525 for test.sh's e2e); replies go through each tenant's
 # relay (spec.email.relay), its credentials' Secret under the SMS secrets' directory; 1 MiB

@@ -288,6 +288,10 @@ app.kubernetes.io/component: {{ .name }}
 - name: CENTRALITA_WHATSAPP_SECRETS_DIR
   value: "/etc/centralita/whatsapp"
 {{- end }}
+{{- if .c.telegramSecrets }}
+- name: CENTRALITA_TELEGRAM_SECRETS_DIR
+  value: "/etc/centralita/telegram"
+{{- end }}
 {{- end }}
 {{- /* The release's services a component calls, at their Services, when enabled, as
        (variable's peer name, component): media (voice) sessions for contacts and recording

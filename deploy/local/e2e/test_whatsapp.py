@@ -33,7 +33,7 @@ import uuid
 
 import grpc
 
-from conftest import FakeProvider, OfferedAgent, auth, cli, endpoints, mint, wait_for
+from conftest import FakeProvider, OfferedAgent, auth, cli, endpoints, mint, sessions_knows_tenant, wait_for
 
 
 def offset():
@@ -197,6 +197,9 @@ def test_a_whatsapp_customer_reaches_an_agent_and_gets_the_reply(pb, tmp_path):
         elsewhere = delivery("999999", [text(customer, f"wamid.{run}x", "hola")])
         assert post(a, elsewhere, sign(app_a, elsewhere))[0] == 404
 
+        # Sessions reads the tenants topic on its own: it knows the tenant before the agent.
+        sessions = M.sg.ContactServiceStub(grpc.insecure_channel(eps["sessions"]))
+        assert sessions_knows_tenant(sessions, M.s, mint("--tenant", a, "--role", "supervisor"))
         agent = OfferedAgent(M, a, f"wa-agent-{run}", M.t.CHANNEL_SOCIAL)
         status, _ = post(a, first, sign(app_a, first))
         assert status == 200

@@ -181,6 +181,34 @@ impl WhatsAppArgs {
     }
 }
 
+/// Telegram settings of the digital role (`digital::telegram`); sends retry as SMS do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelegramArgs {
+    /// Directory where the tenants' Telegram Secrets are mounted: `{dir}/{secretName}/`
+    /// holds `botToken` and `webhookSecret`.
+    #[arg(id = "telegram_secrets_dir", long = "telegram-secrets-dir", env = "CENTRALITA_TELEGRAM_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Base URL of the Bot API (tests point it at a local fake).
+    #[arg(
+        id = "telegram_base_url",
+        long = "telegram-base-url",
+        env = "CENTRALITA_TELEGRAM_BASE_URL",
+        default_value = "https://api.telegram.org"
+    )]
+    pub base_url: String,
+}
+
+impl TelegramArgs {
+    pub fn settings(&self, sms: &SmsArgs) -> digital::telegram::TelegramSettings {
+        digital::telegram::TelegramSettings {
+            secrets_dir: self.secrets_dir.clone(),
+            base_url: self.base_url.clone(),
+            attempts: sms.send_attempts,
+            backoff: std::time::Duration::from_millis(sms.send_backoff_ms),
+        }
+    }
+}
+
 /// Email settings of the digital role (`digital::smtp`, `digital::email`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmailArgs {
@@ -325,6 +353,9 @@ pub struct Settings {
     /// WhatsApp through Meta's Cloud API (digital role).
     #[command(flatten)]
     pub whatsapp: WhatsAppArgs,
+    /// Telegram through the Bot API (digital role).
+    #[command(flatten)]
+    pub telegram: TelegramArgs,
     /// Email: the inbound SMTP listener and replies through the tenants' relays (digital role).
     #[command(flatten)]
     pub email: EmailArgs,
@@ -432,6 +463,9 @@ impl Validate for Settings {
         };
         if !url_ok(&self.sms.twilio_base_url) {
             return Err(ConfigError::new("CENTRALITA_TWILIO_BASE_URL", "must be an http:// or https:// URL"));
+        }
+        if !url_ok(&self.telegram.base_url) {
+            return Err(ConfigError::new("CENTRALITA_TELEGRAM_BASE_URL", "must be an http:// or https:// URL"));
         }
         if !url_ok(&self.whatsapp.base_url) {
             return Err(ConfigError::new("CENTRALITA_WHATSAPP_BASE_URL", "must be an http:// or https:// URL"));

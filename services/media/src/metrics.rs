@@ -184,6 +184,8 @@ pub struct DigitalMetrics {
     transcripts: Family<ReasonLabel, Counter>,
     whatsapp_webhooks: Family<ReasonLabel, Counter>,
     whatsapp_sends: Family<ReasonLabel, Counter>,
+    telegram_webhooks: Family<ReasonLabel, Counter>,
+    telegram_sends: Family<ReasonLabel, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,6 +221,11 @@ pub const EMAIL_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refuse
 /// Outcomes of WhatsApp webhooks (handshakes, messages, statuses and refusals).
 pub const WHATSAPP_WEBHOOK_OUTCOMES: [&str; 8] =
     ["subscribed", "stored", "duplicate", "status", "signature", "unknown_number", "invalid", "unavailable"];
+/// Outcomes of Telegram webhooks.
+pub const TELEGRAM_WEBHOOK_OUTCOMES: [&str; 7] =
+    ["stored", "duplicate", "ignored", "secret", "unknown_bot", "invalid", "unavailable"];
+/// Outcomes of outbound Telegram attempts.
+pub const TELEGRAM_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 /// Outcomes of outbound WhatsApp attempts.
 pub const WHATSAPP_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 /// Outcomes of transcripts handed to recording.
@@ -307,6 +314,18 @@ impl DigitalMetrics {
         for reason in WHATSAPP_SEND_OUTCOMES {
             let _ = m.whatsapp_sends.get_or_create(&ReasonLabel { reason });
         }
+        r.register("centralita_media_telegram_webhooks", "Telegram webhooks, by outcome", m.telegram_webhooks.clone());
+        r.register(
+            "centralita_media_telegram_sends",
+            "Outbound Telegram attempts to the Bot API, by outcome",
+            m.telegram_sends.clone(),
+        );
+        for reason in TELEGRAM_WEBHOOK_OUTCOMES {
+            let _ = m.telegram_webhooks.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in TELEGRAM_SEND_OUTCOMES {
+            let _ = m.telegram_sends.get_or_create(&ReasonLabel { reason });
+        }
         for reason in DELETE_REASONS {
             for table in DELETED_TABLES {
                 let _ = m.deleted.get_or_create(&DeletedLabel { reason, table });
@@ -354,6 +373,16 @@ impl DigitalMetrics {
     pub fn whatsapp_webhook(&self, reason: &'static str) {
         debug_assert!(WHATSAPP_WEBHOOK_OUTCOMES.contains(&reason), "{reason}");
         self.whatsapp_webhooks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn telegram_webhook(&self, reason: &'static str) {
+        debug_assert!(TELEGRAM_WEBHOOK_OUTCOMES.contains(&reason), "{reason}");
+        self.telegram_webhooks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn telegram_send(&self, reason: &'static str) {
+        debug_assert!(TELEGRAM_SEND_OUTCOMES.contains(&reason), "{reason}");
+        self.telegram_sends.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn whatsapp_send(&self, reason: &'static str) {

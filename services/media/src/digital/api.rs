@@ -37,6 +37,8 @@ pub struct Api {
     pub sms: Arc<super::sms::Sms>,
     /// Sends agents' messages of WhatsApp conversations through Meta's Cloud API.
     pub whatsapp: Arc<super::whatsapp::WhatsApp>,
+    /// Sends agents' messages of Telegram conversations through the Bot API.
+    pub telegram: Arc<super::telegram::Telegram>,
     /// Sends agents' messages of email conversations through the tenant's relay.
     pub email: Arc<super::email::Email>,
 }
@@ -207,6 +209,9 @@ impl ConversationService for Api {
                 }
                 Some(c) if c == super::store::WHATSAPP => {
                     tokio::spawn(self.whatsapp.clone().send(tenant.clone(), contact.clone(), stored.clone()));
+                }
+                Some(c) if c == super::store::TELEGRAM => {
+                    tokio::spawn(self.telegram.clone().send(tenant.clone(), contact.clone(), stored.clone()));
                 }
                 Some(c) if c == super::store::EMAIL => {
                     tokio::spawn(self.email.clone().send(tenant.clone(), contact.clone(), stored.clone()));

@@ -55,12 +55,20 @@ pub enum ByPhone {
     WhatsApp,
 }
 
+/// The channels whose customers are a handle on a social network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BySocial {
+    Telegram,
+}
+
 /// An inbound contact a digital channel creates in sessions.
 struct Inbound<'a> {
     channel: PbChannel,
     queue: &'a str,
     /// The customer's CRM identity (kind, value).
     identity: (crm::IdentityKind, &'a str),
+    /// The identity's network (a social identity's), empty otherwise.
+    network: &'a str,
     /// The channel's own address the customer wrote to (attribute key, value).
     attribute: (&'static str, &'a str),
     request_id: &'a str,
@@ -166,6 +174,7 @@ impl Contacts {
             channel: PbChannel::Chat,
             queue: &chat.queue,
             identity: (crm::IdentityKind::Chat, &chat.visitor),
+            network: "",
             attribute: ("chat_origin", &chat.origin),
             request_id: &chat.request_id,
             extra: &chat.identities,
@@ -193,7 +202,34 @@ impl Contacts {
             channel,
             queue,
             identity: (crm::IdentityKind::Phone, customer),
+            network: "",
             attribute: (attribute, number),
+            request_id,
+            extra: &[],
+        };
+        self.create_inbound(tenant, inbound).await
+    }
+
+    /// Creates the inbound contact of a customer's handle (a CRM social identity of the
+    /// network) that wrote to the tenant's account `origin` on `via`; returns its id.
+    pub async fn create_by_social(
+        &self,
+        tenant: &TenantId,
+        via: BySocial,
+        queue: &str,
+        handle: &str,
+        origin: &str,
+        request_id: &str,
+    ) -> Result<String, Error> {
+        let (network, attribute) = match via {
+            BySocial::Telegram => ("telegram", "telegram_bot"),
+        };
+        let inbound = Inbound {
+            channel: PbChannel::Social,
+            queue,
+            identity: (crm::IdentityKind::Social, handle),
+            network,
+            attribute: (attribute, origin),
             request_id,
             extra: &[],
         };
@@ -214,6 +250,7 @@ impl Contacts {
             channel: PbChannel::Email,
             queue,
             identity: (crm::IdentityKind::Email, customer),
+            network: "",
             attribute: ("email_address", address),
             request_id,
             extra: &[],
@@ -231,7 +268,7 @@ impl Contacts {
             customer_identities: std::iter::once(crm::Identity {
                 kind: i.identity.0 as i32,
                 value: i.identity.1.to_owned(),
-                network: String::new(),
+                network: i.network.to_owned(),
             })
             .chain(i.extra.iter().cloned())
             .collect(),

@@ -27,12 +27,15 @@
 //!   statuses) and outbound sends, with the 24-hour window; `meta`: its webhooks, pure (the
 //!   `X-Hub-Signature-256` check, the JSON, the window);
 //! - `outbound`: an agent's message posted to a provider with retries, then kept or failed;
+//! - `telegram`: Telegram through the Bot API: the webhook (secret token) and outbound
+//!   sends; `botapi`: its updates and `sendMessage`, pure;
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
 //! - `webchat`: the customers' front door (HTTP and WebSocket), with `limits` (its rate);
 //! - `wire`: conversions to the wire types.
 
 pub mod access;
 pub mod api;
+pub mod botapi;
 pub mod contacts;
 pub mod email;
 pub mod erasure;
@@ -47,6 +50,7 @@ pub mod schema;
 pub mod sms;
 pub mod smtp;
 pub mod store;
+pub mod telegram;
 pub mod transcripts;
 pub mod twilio;
 pub mod webchat;
@@ -247,6 +251,11 @@ pub fn start(
         runtime.registry.clone(),
         config.service.whatsapp.settings(&config.service.sms),
     )?);
+    let telegram = Arc::new(telegram::Telegram::new(
+        digital.clone(),
+        runtime.registry.clone(),
+        config.service.telegram.settings(&config.service.sms),
+    )?);
     if let Some(addr) = config.service.email.smtp_addr {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -266,6 +275,7 @@ pub fn start(
             digital: digital.clone(),
             sms: sms.clone(),
             whatsapp: whatsapp.clone(),
+            telegram: telegram.clone(),
             email,
         }),
         runtime.authenticator.clone(),
@@ -280,7 +290,10 @@ pub fn start(
     let local = webchat.local_addr()?;
     let shutdown = runtime.shutdown.clone();
     runtime.spawn(async move {
-        let routes = webchat::router(front).merge(sms::router(sms)).merge(whatsapp::router(whatsapp));
+        let routes = webchat::router(front)
+            .merge(sms::router(sms))
+            .merge(whatsapp::router(whatsapp))
+            .merge(telegram::router(telegram));
         let served = axum::serve(webchat, routes).with_graceful_shutdown(async move {
             shutdown.wait().await;
         });

@@ -438,6 +438,10 @@ pub async fn latest_sms_conversation(
 /// `wamid.…`) are kept in `sms_messages` like SMS ids: one table of provider ids.
 pub const WHATSAPP: &str = "whatsapp";
 
+/// The channel name of Telegram conversations (`visitor`: the private chat's id, `origin`:
+/// the bot's id). Their update ids are kept in `sms_messages` too (`telegram:{bot}:{update}`).
+pub const TELEGRAM: &str = "telegram";
+
 /// The newest conversation of `channel` between a customer (`visitor`) and one of the
 /// tenant's addresses (`origin`).
 pub async fn latest_conversation(

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Channel, EmailSpec, RecordingMode, SmsSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday, WhatsAppSpec,
+    Channel, EmailSpec, RecordingMode, SmsSpec, TelegramSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday,
+    WhatsAppSpec,
 };
 use crate::queue::RoutingSpec;
 
@@ -78,6 +79,10 @@ pub struct TenantSpec {
     /// Secret holding the app secret, access token and webhook verify token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whatsapp: Option<WhatsAppSpec>,
+    /// Telegram: the bot, its queue and the name of the Secret holding its token and the
+    /// webhook's secret token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<TelegramSpec>,
 }
 
 fn default_status() -> TenantStatus {
@@ -224,6 +229,7 @@ impl From<&Tenant> for TenantManifest {
                 webchat: t.webchat.as_ref().map(WebChatSpec::from),
                 sms: t.sms.as_ref().map(SmsSpec::from),
                 whatsapp: t.whatsapp.as_ref().map(WhatsAppSpec::from),
+                telegram: t.telegram.as_ref().map(TelegramSpec::from),
                 email: t.email.as_ref().map(EmailSpec::from),
             },
         }

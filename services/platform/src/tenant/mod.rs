@@ -20,6 +20,7 @@
 //! - `email`: the inbound addresses, reply address and SMTP relay ([`Email`], `spec.email`);
 //! - `sms`: the SMS numbers and provider account ([`Sms`], `spec.sms`);
 //! - `whatsapp`: the WhatsApp Business numbers and their Secret ([`WhatsApp`], `spec.whatsapp`);
+//! - `telegram`: the Telegram bot and its Secret ([`Telegram`], `spec.telegram`);
 //! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
 //!   [`timestamp`] / [`from_timestamp`].
@@ -36,6 +37,7 @@ mod email;
 mod id;
 mod manifest;
 mod sms;
+mod telegram;
 mod validate;
 mod voice;
 mod webchat;
@@ -52,6 +54,7 @@ pub use manifest::{
     WindowSpec, API_VERSION, KIND,
 };
 pub use sms::{Sms, SmsNumberSpec, SmsSpec, MAX_SMS_NUMBERS, PROVIDER_TWILIO};
+pub use telegram::{Telegram, TelegramSpec};
 pub use validate::{MAX_API_RPS, MAX_CONCURRENT_CONTACTS, MAX_RETENTION_DAYS, MAX_THRESHOLD_SECONDS};
 pub use voice::{
     is_phone_uri, is_sip_domain, owners_of, registrar_owners, AnnouncementsSpec, IpBlock, NumberSpec, PhoneNumber,
@@ -235,6 +238,8 @@ pub struct Tenant {
     pub sms: Option<Sms>,
     /// WhatsApp: the numbers on Meta's Cloud API and the name of their Secret.
     pub whatsapp: Option<WhatsApp>,
+    /// Telegram: the bot and the name of its Secret.
+    pub telegram: Option<Telegram>,
     /// The email channel: inbound addresses, the reply address, the relay.
     pub email: Option<Email>,
     pub updated_at: DateTime<Utc>,

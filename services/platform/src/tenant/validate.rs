@@ -160,6 +160,10 @@ impl TenantManifest {
             .whatsapp
             .as_ref()
             .and_then(|w| w.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Social), &mut v));
+        let telegram = s
+            .telegram
+            .as_ref()
+            .and_then(|t| t.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Social), &mut v));
         let email = s
             .email
             .as_ref()
@@ -194,6 +198,7 @@ impl TenantManifest {
                 sms,
                 email,
                 whatsapp,
+                telegram,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),

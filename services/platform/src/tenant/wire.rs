@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use super::manifest::fmt_hhmm;
 use super::{
     BusinessHoursSpec, Channel, EmailSpec, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec,
-    ServiceLevelSpec, SmsSpec, Tenant, TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec, WebChatSpec,
-    Weekday, WhatsAppSpec, WindowSpec, API_VERSION, KIND,
+    ServiceLevelSpec, SmsSpec, TelegramSpec, Tenant, TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec,
+    WebChatSpec, Weekday, WhatsAppSpec, WindowSpec, API_VERSION, KIND,
 };
 use crate::error::Error;
 use crate::queue::RoutingSpec;
@@ -103,6 +103,7 @@ impl From<&Tenant> for pb::Tenant {
             webchat: t.webchat.as_ref().map(pb::WebChatConfig::from),
             sms: t.sms.as_ref().map(pb::SmsConfig::from),
             whatsapp: t.whatsapp.as_ref().map(pb::WhatsAppConfig::from),
+            telegram: t.telegram.as_ref().map(pb::TelegramConfig::from),
             email: t.email.as_ref().map(pb::EmailConfig::from),
         }
     }
@@ -202,6 +203,7 @@ impl TryFrom<pb::Tenant> for Tenant {
                 webchat: p.webchat.map(WebChatSpec::from),
                 sms: p.sms.map(SmsSpec::from),
                 whatsapp: p.whatsapp.map(WhatsAppSpec::from),
+                telegram: p.telegram.map(TelegramSpec::from),
                 email: p.email.map(EmailSpec::from),
             },
         };
