@@ -251,3 +251,28 @@ class FakeProvider:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def front_door():
+    """media's customers' front door (web chat, provider webhooks): its base URL, where
+    deploy/local/services.sh puts it."""
+    port = os.environ.get("CENTRALITA_WEBCHAT_PORT") or 8480 + int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) - 9101
+    return f"http://127.0.0.1:{port}"
+
+
+def provider_port(base_url_var, default):
+    """The port of the fake provider media sends to (`base_url_var`, else `default` plus the
+    run's offset, as services.sh sets it)."""
+    import urllib.parse
+    url = os.environ.get(base_url_var)
+    return urllib.parse.urlparse(url).port if url else default + int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) - 9101
+
+
+def provider_secrets(var):
+    """Where media reads the tenants' provider Secrets (`var`, else the SMS directory, else
+    the run's secrets directory, as services.sh sets them)."""
+    for v in (var, "CENTRALITA_SMS_SECRETS_DIR"):
+        if os.environ.get(v):
+            return pathlib.Path(os.environ[v])
+    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
+    return data / "secrets" / os.environ.get("CENTRALITA_RUN_NAME", "dev")

@@ -16,8 +16,6 @@ auth with the account, To/From/Body) and its signed status callback moves it to 
 a provider outage makes a send retry and end `failed` with the reason; tenant B's agent
 cannot read A's SMS conversation.
 """
-import os
-import pathlib
 import time
 import urllib.error
 import urllib.parse
@@ -27,36 +25,25 @@ import uuid
 import grpc
 import pytest
 
-from conftest import FakeProvider, OfferedAgent, auth, cli, endpoints, mint, wait_for
+from conftest import (
+    FakeProvider, OfferedAgent, auth, cli, endpoints, front_door, mint, provider_secrets, wait_for,
+    provider_port as conftest_provider_port,
+)
 
 twilio_validation = pytest.importorskip("twilio.request_validator")
 
 
-def offset():
-    return int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) - 9101
-
-
-def webchat_port():
-    if os.environ.get("CENTRALITA_WEBCHAT_PORT"):
-        return int(os.environ["CENTRALITA_WEBCHAT_PORT"])
-    return 8480 + offset()
-
-
 def provider_port():
     """Where media sends (services.sh: CENTRALITA_TWILIO_BASE_URL)."""
-    url = os.environ.get("CENTRALITA_TWILIO_BASE_URL")
-    return urllib.parse.urlparse(url).port if url else 8490 + offset()
+    return conftest_provider_port("CENTRALITA_TWILIO_BASE_URL", 8490)
 
 
 def secrets_dir():
-    """Where media reads the tenants' auth tokens (services.sh: CENTRALITA_SMS_SECRETS_DIR)."""
-    if os.environ.get("CENTRALITA_SMS_SECRETS_DIR"):
-        return pathlib.Path(os.environ["CENTRALITA_SMS_SECRETS_DIR"])
-    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", pathlib.Path(__file__).resolve().parents[3] / ".local"))
-    return data / "secrets" / os.environ.get("CENTRALITA_RUN_NAME", "dev")
+    """Where media reads the tenants' Secrets (services.sh: CENTRALITA_SMS_SECRETS_DIR)."""
+    return provider_secrets("CENTRALITA_SMS_SECRETS_DIR")
 
 
-BASE = f"http://127.0.0.1:{webchat_port()}"
+BASE = front_door()
 
 
 class FakeTwilio(FakeProvider):

@@ -23,45 +23,30 @@ cannot read A's conversation, and B's app secret does not sign for A.
 import hashlib
 import hmac
 import json
-import os
-import pathlib
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 import uuid
 
 import grpc
 
-from conftest import FakeProvider, OfferedAgent, auth, cli, endpoints, mint, sessions_knows_tenant, wait_for
-
-
-def offset():
-    return int(os.environ.get("CENTRALITA_ADMIN_BASE", "9101")) - 9101
-
-
-def webchat_port():
-    if os.environ.get("CENTRALITA_WEBCHAT_PORT"):
-        return int(os.environ["CENTRALITA_WEBCHAT_PORT"])
-    return 8480 + offset()
+from conftest import (
+    FakeProvider, OfferedAgent, auth, cli, endpoints, front_door, mint, provider_secrets,
+    sessions_knows_tenant, wait_for, provider_port as conftest_provider_port,
+)
 
 
 def provider_port():
     """Where media sends (services.sh: CENTRALITA_WHATSAPP_BASE_URL)."""
-    url = os.environ.get("CENTRALITA_WHATSAPP_BASE_URL")
-    return urllib.parse.urlparse(url).port if url else 8491 + offset()
+    return conftest_provider_port("CENTRALITA_WHATSAPP_BASE_URL", 8491)
 
 
 def secrets_dir():
     """Where media reads the tenants' Secrets (services.sh: CENTRALITA_WHATSAPP_SECRETS_DIR)."""
-    for var in ("CENTRALITA_WHATSAPP_SECRETS_DIR", "CENTRALITA_SMS_SECRETS_DIR"):
-        if os.environ.get(var):
-            return pathlib.Path(os.environ[var])
-    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", pathlib.Path(__file__).resolve().parents[3] / ".local"))
-    return data / "secrets" / os.environ.get("CENTRALITA_RUN_NAME", "dev")
+    return provider_secrets("CENTRALITA_WHATSAPP_SECRETS_DIR")
 
 
-BASE = f"http://127.0.0.1:{webchat_port()}"
+BASE = front_door()
 
 
 def sign(secret, body):

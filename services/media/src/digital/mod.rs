@@ -27,6 +27,8 @@
 //!   statuses) and outbound sends, with the 24-hour window; `meta`: its webhooks, pure (the
 //!   `X-Hub-Signature-256` check, the JSON, the window);
 //! - `outbound`: an agent's message posted to a provider with retries, then kept or failed;
+//!   `provider`: what the provider adapters share on the way in (client, Secrets, refusals,
+//!   the customer's open conversation);
 //! - `telegram`: Telegram through the Bot API: the webhook (secret token) and outbound
 //!   sends; `botapi`: its updates and `sendMessage`, pure;
 //! - `twilio`: SMS webhooks, pure: the `X-Twilio-Signature` check, the forms, opt-out keywords;
@@ -45,6 +47,7 @@ pub mod mail;
 pub mod meta;
 pub mod model;
 pub mod outbound;
+pub mod provider;
 pub mod retention;
 pub mod schema;
 pub mod sms;

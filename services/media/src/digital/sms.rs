@@ -36,6 +36,7 @@ use centralita_platform::tenant::{Sms as SmsChannel, TenantId};
 use super::contacts::ByPhone;
 use super::model::{Kind, Message, NewMessage, Sender};
 use super::outbound;
+use super::provider::{self, Refusal};
 use super::store::{self, NewConversation};
 use super::twilio::{self, Consent, Inbound, StatusCallback};
 use super::Digital;
@@ -65,30 +66,13 @@ pub struct Sms {
     http: reqwest::Client,
 }
 
-/// A refusal of a webhook: status, the metric's outcome and a short message.
-#[derive(Debug)]
-pub struct Refusal(StatusCode, &'static str, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, self.2).into_response()
-    }
-}
-
 fn twiml() -> Response {
     ([(header::CONTENT_TYPE, "text/xml")], twilio::EMPTY_TWIML).into_response()
 }
 
 impl Sms {
     pub fn new(digital: Arc<Digital>, registry: TenantRegistry, settings: SmsSettings) -> Result<Self, Error> {
-        // reqwest's rustls is built without a crypto provider (no aws-lc-rs): use ring's.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
-        Ok(Self { digital, registry, settings, http })
+        Ok(Self { digital, registry, settings, http: provider::http_client()? })
     }
 
     /// The tenant's SMS channel, if it has one.
@@ -102,19 +86,8 @@ impl Sms {
 
     /// The account's auth token, from its Secret.
     fn auth_token(&self, sms: &SmsChannel) -> Result<String, Error> {
-        let dir = self
-            .settings
-            .secrets_dir
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("CENTRALITA_SMS_SECRETS_DIR is not set".into()))?;
-        let path = dir.join(&sms.auth_token_secret).join("authToken");
-        let token = std::fs::read_to_string(&path)
-            .map_err(|e| Error::Unavailable(format!("the SMS auth token ({}): {e}", path.display())))?;
-        let token = token.trim().to_owned();
-        if token.is_empty() {
-            return Err(Error::Unavailable(format!("the SMS auth token ({}) is empty", path.display())));
-        }
-        Ok(token)
+        let dir = self.settings.secrets_dir.as_ref();
+        provider::read_secret(dir, "CENTRALITA_SMS_SECRETS_DIR", &sms.auth_token_secret, "authToken", "SMS")
     }
 
     /// The URL the provider requested, as it signed it.
@@ -162,13 +135,7 @@ impl Sms {
             return Ok(false);
         }
         // The customer's open conversation with this number continues; else a new contact.
-        let open = match store::latest_sms_conversation(&d.pool, tenant, &m.from, &m.to).await.map_err(refusal)? {
-            Some(c) => match d.contacts.view(tenant, &c).await.map_err(refusal)? {
-                Some(v) if v.open => Some(c),
-                _ => None,
-            },
-            None => None,
-        };
+        let open = provider::open_conversation(d, tenant, store::SMS, &m.from, &m.to).await.map_err(refusal)?;
         let contact = match open {
             Some(c) => c,
             None => {

@@ -35,6 +35,7 @@ use super::botapi::{self, Inbound};
 use super::contacts::BySocial;
 use super::model::{Kind, Message, NewMessage, Sender};
 use super::outbound;
+use super::provider::{self, Refusal};
 use super::store::{self, NewConversation};
 use super::Digital;
 
@@ -58,16 +59,6 @@ pub struct Telegram {
     http: reqwest::Client,
 }
 
-/// A refusal of a webhook: status, the metric's outcome and a short message.
-#[derive(Debug)]
-pub struct Refusal(StatusCode, &'static str, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, self.2).into_response()
-    }
-}
-
 fn unavailable(e: Error) -> Refusal {
     tracing::warn!(error = %e, "Telegram webhook not taken");
     Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
@@ -75,13 +66,7 @@ fn unavailable(e: Error) -> Refusal {
 
 impl Telegram {
     pub fn new(digital: Arc<Digital>, registry: TenantRegistry, settings: TelegramSettings) -> Result<Self, Error> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
-        Ok(Self { digital, registry, settings, http })
+        Ok(Self { digital, registry, settings, http: provider::http_client()? })
     }
 
     fn bot(&self, tenant: &str) -> Result<(TenantId, TelegramBot), Refusal> {
@@ -93,19 +78,8 @@ impl Telegram {
     }
 
     fn secret(&self, bot: &TelegramBot, key: &str) -> Result<String, Error> {
-        let dir = self
-            .settings
-            .secrets_dir
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("CENTRALITA_TELEGRAM_SECRETS_DIR is not set".into()))?;
-        let path = dir.join(&bot.secret_name).join(key);
-        let value = std::fs::read_to_string(&path)
-            .map_err(|e| Error::Unavailable(format!("the Telegram {key} ({}): {e}", path.display())))?;
-        let value = value.trim().to_owned();
-        if value.is_empty() {
-            return Err(Error::Unavailable(format!("the Telegram {key} ({}) is empty", path.display())));
-        }
-        Ok(value)
+        let dir = self.settings.secrets_dir.as_ref();
+        provider::read_secret(dir, "CENTRALITA_TELEGRAM_SECRETS_DIR", &bot.secret_name, key, "Telegram")
     }
 
     /// Stores a verified message; whether it was new.
@@ -116,16 +90,8 @@ impl Telegram {
             return Ok(false);
         }
         let chat = m.chat_id.to_string();
-        let latest = store::latest_conversation(&d.pool, tenant, store::TELEGRAM, &chat, &bot.bot_id)
-            .await
-            .map_err(unavailable)?;
-        let open = match latest {
-            Some(c) => match d.contacts.view(tenant, &c).await.map_err(unavailable)? {
-                Some(v) if v.open => Some(c),
-                _ => None,
-            },
-            None => None,
-        };
+        let open =
+            provider::open_conversation(d, tenant, store::TELEGRAM, &chat, &bot.bot_id).await.map_err(unavailable)?;
         let contact = match open {
             Some(c) => c,
             None => {

@@ -45,6 +45,7 @@ use super::contacts::ByPhone;
 use super::meta::{self, Inbound};
 use super::model::{Kind, Message, NewMessage, Sender};
 use super::outbound;
+use super::provider::{self, Refusal};
 use super::store::{self, NewConversation};
 use super::Digital;
 
@@ -72,16 +73,6 @@ pub struct WhatsApp {
     http: reqwest::Client,
 }
 
-/// A refusal of a webhook: status, the metric's outcome and a short message.
-#[derive(Debug)]
-pub struct Refusal(StatusCode, &'static str, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, self.2).into_response()
-    }
-}
-
 fn unavailable(e: Error) -> Refusal {
     match e {
         Error::NotFound(m) => Refusal(StatusCode::NOT_FOUND, "unknown_number", m),
@@ -94,14 +85,7 @@ fn unavailable(e: Error) -> Refusal {
 
 impl WhatsApp {
     pub fn new(digital: Arc<Digital>, registry: TenantRegistry, settings: WhatsAppSettings) -> Result<Self, Error> {
-        // reqwest's rustls is built without a crypto provider (no aws-lc-rs): use ring's.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
-        Ok(Self { digital, registry, settings, http })
+        Ok(Self { digital, registry, settings, http: provider::http_client()? })
     }
 
     /// The tenant's WhatsApp channel, if it has one.
@@ -115,19 +99,8 @@ impl WhatsApp {
 
     /// One key of the channel's Secret.
     fn secret(&self, w: &WhatsAppChannel, key: &str) -> Result<String, Error> {
-        let dir = self
-            .settings
-            .secrets_dir
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("CENTRALITA_WHATSAPP_SECRETS_DIR is not set".into()))?;
-        let path = dir.join(&w.secret_name).join(key);
-        let value = std::fs::read_to_string(&path)
-            .map_err(|e| Error::Unavailable(format!("the WhatsApp {key} ({}): {e}", path.display())))?;
-        let value = value.trim().to_owned();
-        if value.is_empty() {
-            return Err(Error::Unavailable(format!("the WhatsApp {key} ({}) is empty", path.display())));
-        }
-        Ok(value)
+        let dir = self.settings.secrets_dir.as_ref();
+        provider::read_secret(dir, "CENTRALITA_WHATSAPP_SECRETS_DIR", &w.secret_name, key, "WhatsApp")
     }
 
     /// Whether an agent may write freely in the conversation now (the customer wrote less
@@ -148,15 +121,8 @@ impl WhatsApp {
             return Ok(false);
         }
         // The customer's open conversation with this number continues; else a new contact.
-        let latest =
-            store::latest_conversation(&d.pool, tenant, store::WHATSAPP, &m.from, origin).await.map_err(unavailable)?;
-        let open = match latest {
-            Some(c) => match d.contacts.view(tenant, &c).await.map_err(unavailable)? {
-                Some(v) if v.open => Some(c),
-                _ => None,
-            },
-            None => None,
-        };
+        let open =
+            provider::open_conversation(d, tenant, store::WHATSAPP, &m.from, origin).await.map_err(unavailable)?;
         let contact = match open {
             Some(c) => c,
             None => {
