@@ -233,6 +233,20 @@ pub const TRANSCRIPT_OUTCOMES: [&str; 2] = ["stored", "refused"];
 /// Outcomes of outbound SMS attempts.
 pub const SMS_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 
+/// Registers a counter family by outcome, every outcome at zero.
+fn outcomes(
+    r: &mut prometheus_client::registry::Registry,
+    name: &str,
+    help: &str,
+    family: &Family<ReasonLabel, Counter>,
+    reasons: &[&'static str],
+) {
+    r.register(name, help, family.clone());
+    for reason in reasons {
+        let _ = family.get_or_create(&ReasonLabel { reason });
+    }
+}
+
 impl DigitalMetrics {
     /// Declares the metrics in the runtime's registry, every label value at zero.
     pub fn register(platform: &Platform) -> Self {
@@ -252,22 +266,20 @@ impl DigitalMetrics {
         for reason in WEBCHAT_REFUSALS {
             let _ = m.refusals.get_or_create(&ReasonLabel { reason });
         }
-        r.register(
+        outcomes(
+            &mut r,
             "centralita_media_sms_webhooks",
             "SMS webhooks (inbound and status), by outcome",
-            m.sms_webhooks.clone(),
+            &m.sms_webhooks,
+            &SMS_WEBHOOK_OUTCOMES,
         );
-        r.register(
+        outcomes(
+            &mut r,
             "centralita_media_sms_sends",
             "Outbound SMS attempts to the provider, by outcome",
-            m.sms_sends.clone(),
+            &m.sms_sends,
+            &SMS_SEND_OUTCOMES,
         );
-        for reason in SMS_WEBHOOK_OUTCOMES {
-            let _ = m.sms_webhooks.get_or_create(&ReasonLabel { reason });
-        }
-        for reason in SMS_SEND_OUTCOMES {
-            let _ = m.sms_sends.get_or_create(&ReasonLabel { reason });
-        }
         r.register(
             "centralita_media_conversation_rows_deleted",
             "Rows of schema media deleted, by reason (erasure, retention) and table",
@@ -278,54 +290,55 @@ impl DigitalMetrics {
             "Retention sweeps of conversations that failed (retried at the next interval)",
             m.retention_failures.clone(),
         );
-        r.register("centralita_media_smtp_messages", "Inbound SMTP: messages and refusals, by outcome", m.smtp.clone());
-        r.register(
+        outcomes(
+            &mut r,
+            "centralita_media_smtp_messages",
+            "Inbound SMTP: messages and refusals, by outcome",
+            &m.smtp,
+            &SMTP_OUTCOMES,
+        );
+        outcomes(
+            &mut r,
             "centralita_media_email_sends",
             "Outbound email attempts to the tenant's relay, by outcome",
-            m.email_sends.clone(),
+            &m.email_sends,
+            &EMAIL_SEND_OUTCOMES,
         );
-        for reason in SMTP_OUTCOMES {
-            let _ = m.smtp.get_or_create(&ReasonLabel { reason });
-        }
-        for reason in EMAIL_SEND_OUTCOMES {
-            let _ = m.email_sends.get_or_create(&ReasonLabel { reason });
-        }
-        r.register(
+        outcomes(
+            &mut r,
             "centralita_media_transcripts",
             "Transcripts of closed digital contacts handed to recording, by outcome (refused: not retried)",
-            m.transcripts.clone(),
+            &m.transcripts,
+            &TRANSCRIPT_OUTCOMES,
         );
-        for reason in TRANSCRIPT_OUTCOMES {
-            let _ = m.transcripts.get_or_create(&ReasonLabel { reason });
-        }
-        r.register(
+        outcomes(
+            &mut r,
             "centralita_media_whatsapp_webhooks",
             "WhatsApp webhooks (handshakes, messages, statuses), by outcome",
-            m.whatsapp_webhooks.clone(),
+            &m.whatsapp_webhooks,
+            &WHATSAPP_WEBHOOK_OUTCOMES,
         );
-        r.register(
+        outcomes(
+            &mut r,
             "centralita_media_whatsapp_sends",
             "Outbound WhatsApp attempts to the Cloud API, by outcome",
-            m.whatsapp_sends.clone(),
+            &m.whatsapp_sends,
+            &WHATSAPP_SEND_OUTCOMES,
         );
-        for reason in WHATSAPP_WEBHOOK_OUTCOMES {
-            let _ = m.whatsapp_webhooks.get_or_create(&ReasonLabel { reason });
-        }
-        for reason in WHATSAPP_SEND_OUTCOMES {
-            let _ = m.whatsapp_sends.get_or_create(&ReasonLabel { reason });
-        }
-        r.register("centralita_media_telegram_webhooks", "Telegram webhooks, by outcome", m.telegram_webhooks.clone());
-        r.register(
+        outcomes(
+            &mut r,
+            "centralita_media_telegram_webhooks",
+            "Telegram webhooks, by outcome",
+            &m.telegram_webhooks,
+            &TELEGRAM_WEBHOOK_OUTCOMES,
+        );
+        outcomes(
+            &mut r,
             "centralita_media_telegram_sends",
             "Outbound Telegram attempts to the Bot API, by outcome",
-            m.telegram_sends.clone(),
+            &m.telegram_sends,
+            &TELEGRAM_SEND_OUTCOMES,
         );
-        for reason in TELEGRAM_WEBHOOK_OUTCOMES {
-            let _ = m.telegram_webhooks.get_or_create(&ReasonLabel { reason });
-        }
-        for reason in TELEGRAM_SEND_OUTCOMES {
-            let _ = m.telegram_sends.get_or_create(&ReasonLabel { reason });
-        }
         for reason in DELETE_REASONS {
             for table in DELETED_TABLES {
                 let _ = m.deleted.get_or_create(&DeletedLabel { reason, table });
