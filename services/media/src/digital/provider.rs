@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
 
+use chrono::{DateTime, Utc};
+
+use super::model::{Kind, NewMessage, Sender};
 use super::{store, Digital};
 
 /// The client the adapters send with: 10 s a request, 5 s to connect.
@@ -64,4 +67,30 @@ pub async fn open_conversation(
         Some(v) if v.open => Some(latest),
         _ => None,
     })
+}
+
+/// Stores a customer's message in `contact`'s conversation under the provider's id
+/// (`provider_id`, also its idempotency key) and wakes its followers; whether it was new (a
+/// redelivery stores nothing).
+pub async fn store_inbound(
+    d: &Digital,
+    tenant: &TenantId,
+    contact: &str,
+    provider_id: &str,
+    text: &str,
+    time: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let m = NewMessage {
+        sender: Sender::Customer,
+        kind: Kind::Text,
+        text: text.to_owned(),
+        provider_time: Some(time),
+        request_id: provider_id.to_owned(),
+    };
+    if store::append_inbound_sms(&d.pool, tenant, contact, provider_id, &m).await?.is_none() {
+        return Ok(false);
+    }
+    d.metrics.message_stored(&Sender::Customer);
+    d.written(tenant, contact);
+    Ok(true)
 }

@@ -33,7 +33,7 @@ use centralita_platform::tenant::{Telegram as TelegramBot, TenantId};
 
 use super::botapi::{self, Inbound};
 use super::contacts::BySocial;
-use super::model::{Kind, Message, NewMessage, Sender};
+use super::model::Message;
 use super::outbound;
 use super::provider::{self, Refusal};
 use super::store::{self, NewConversation};
@@ -113,23 +113,7 @@ impl Telegram {
                 c
             }
         };
-        let text = NewMessage {
-            sender: Sender::Customer,
-            kind: Kind::Text,
-            text: m.text.clone(),
-            provider_time: Some(m.time),
-            request_id: provider_id.clone(),
-        };
-        if store::append_inbound_sms(&d.pool, tenant, &contact, &provider_id, &text)
-            .await
-            .map_err(unavailable)?
-            .is_none()
-        {
-            return Ok(false);
-        }
-        d.metrics.message_stored(&Sender::Customer);
-        d.written(tenant, &contact);
-        Ok(true)
+        provider::store_inbound(d, tenant, &contact, &provider_id, &m.text, m.time).await.map_err(unavailable)
     }
 
     /// Sends an agent's message of a Telegram conversation, retrying; on the last failure

@@ -43,7 +43,7 @@ use chrono::Utc;
 
 use super::contacts::ByPhone;
 use super::meta::{self, Inbound};
-use super::model::{Kind, Message, NewMessage, Sender};
+use super::model::Message;
 use super::outbound;
 use super::provider::{self, Refusal};
 use super::store::{self, NewConversation};
@@ -144,23 +144,7 @@ impl WhatsApp {
                 c
             }
         };
-        let text = NewMessage {
-            sender: Sender::Customer,
-            kind: Kind::Text,
-            text: m.text.clone(),
-            provider_time: Some(m.time),
-            request_id: m.message_id.clone(),
-        };
-        if store::append_inbound_sms(&d.pool, tenant, &contact, &m.message_id, &text)
-            .await
-            .map_err(unavailable)?
-            .is_none()
-        {
-            return Ok(false);
-        }
-        d.metrics.message_stored(&Sender::Customer);
-        d.written(tenant, &contact);
-        Ok(true)
+        provider::store_inbound(d, tenant, &contact, &m.message_id, &m.text, m.time).await.map_err(unavailable)
     }
 
     /// Sends an agent's message of a WhatsApp conversation, retrying; on the last failure
