@@ -453,6 +453,7 @@ impl DigitalMetrics {
             ("messages", r.messages),
             ("sms_messages", r.sms_ids),
             ("email_messages", r.email_ids),
+            ("attachments", r.attachments),
             ("outbox", r.outbox),
         ] {
             self.deleted.get_or_create(&DeletedLabel { reason, table }).inc_by(n);

@@ -15,8 +15,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::access::{decide, Access, Denied};
+use super::attachments;
 use super::follow::{Follower, Update};
-use super::model::{check_request_id, check_text, Kind, NewMessage, Sender};
+use super::model::{check_request_id, check_text, Kind, Message, NewAttachment, NewMessage, Sender};
 use super::store::Party;
 use super::{wire, Digital};
 
@@ -65,6 +66,30 @@ impl Digital {
         let view = self.contacts.view(&tenant, &contact).await?;
         let access = decide(caller, &tenant, view.as_ref()).map_err(denied)?;
         Ok((tenant, contact, access))
+    }
+}
+
+impl Api {
+    /// An agent's new message of a provider or email conversation goes to the provider or
+    /// relay too (a repeated request was sent, or failed, the first time); a web chat's
+    /// customer reads it from the conversation.
+    fn deliver(&self, channel: Option<String>, tenant: &TenantId, contact: &str, stored: &Message) {
+        let (tenant, contact, stored) = (tenant.clone(), contact.to_owned(), stored.clone());
+        match channel.as_deref() {
+            Some(super::store::SMS) => {
+                tokio::spawn(self.sms.clone().send(tenant, contact, stored));
+            }
+            Some(super::store::WHATSAPP) => {
+                tokio::spawn(self.whatsapp.clone().send(tenant, contact, stored));
+            }
+            Some(super::store::TELEGRAM) => {
+                tokio::spawn(self.telegram.clone().send(tenant, contact, stored));
+            }
+            Some(super::store::EMAIL) => {
+                tokio::spawn(self.email.clone().send(tenant, contact, stored));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -198,28 +223,68 @@ impl ConversationService for Api {
             text: req.text,
             provider_time: None,
             request_id: req.request_id,
+            attachment: None,
         };
         let (stored, created) = self.digital.append_new(&tenant, &contact, &m).await?;
         if created {
-            // An SMS, WhatsApp or email conversation's message goes to the provider or relay too (a
-            // repeated request was sent, or failed, the first time).
-            match channel {
-                Some(c) if c == super::store::SMS => {
-                    tokio::spawn(self.sms.clone().send(tenant.clone(), contact.clone(), stored.clone()));
-                }
-                Some(c) if c == super::store::WHATSAPP => {
-                    tokio::spawn(self.whatsapp.clone().send(tenant.clone(), contact.clone(), stored.clone()));
-                }
-                Some(c) if c == super::store::TELEGRAM => {
-                    tokio::spawn(self.telegram.clone().send(tenant.clone(), contact.clone(), stored.clone()));
-                }
-                Some(c) if c == super::store::EMAIL => {
-                    tokio::spawn(self.email.clone().send(tenant.clone(), contact.clone(), stored.clone()));
-                }
-                _ => {}
-            }
+            self.deliver(channel, &tenant, &contact, &stored);
         }
         Ok(Response::new(wire::message(tenant.as_str(), &contact, &stored)))
+    }
+
+    async fn send_attachment(&self, request: Request<pb::SendAttachmentRequest>) -> R<pb::Message> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let checked = attachments::check(&req.file_name, &req.content_type, &req.data)
+            .map_err(|r| Error::invalid(r.field(), r.describe()))?;
+        if !check_request_id(&req.request_id) {
+            return Err(Error::invalid("request_id", "must be up to 64 of A-Z a-z 0-9 - _ .").into());
+        }
+        let (tenant, contact, access) = self.digital.authorize(&caller, &req.parent).await?;
+        let conversation = super::store::conversation(&self.digital.pool, &tenant, &contact).await?;
+        let channel = conversation.map(|c| c.channel);
+        if !channel.as_deref().is_some_and(|c| c == super::store::WEBCHAT || c == super::store::EMAIL) {
+            return Err(Error::FailedPrecondition(
+                "files go out on web chat and email conversations only (a provider channel takes text)".into(),
+            )
+            .into());
+        }
+        let m = NewMessage {
+            sender: sender_of(&access, &caller),
+            kind: Kind::Attachment,
+            text: checked.name.clone(),
+            provider_time: None,
+            request_id: req.request_id,
+            attachment: Some(NewAttachment {
+                name: checked.name,
+                content_type: checked.content_type,
+                sha256: checked.sha256,
+                data: req.data,
+            }),
+        };
+        let (stored, created) = self.digital.append_new(&tenant, &contact, &m).await?;
+        if created {
+            self.deliver(channel, &tenant, &contact, &stored);
+        }
+        Ok(Response::new(wire::message(tenant.as_str(), &contact, &stored)))
+    }
+
+    async fn get_attachment(&self, request: Request<pb::GetAttachmentRequest>) -> R<pb::AttachmentContent> {
+        let caller = caller(&request)?.clone();
+        let req = request.into_inner();
+        let bad = || Error::invalid("name", "must be `tenants/{tenant}/contacts/{contact}/attachments/{attachment}`");
+        let (parent, id) = req.name.rsplit_once("/attachments/").ok_or_else(bad)?;
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad().into());
+        }
+        let (tenant, contact, _) = self.digital.authorize(&caller, parent).await?;
+        let (meta, data) = super::store::attachment(&self.digital.pool, &tenant, &contact, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("attachment {}", req.name)))?;
+        Ok(Response::new(pb::AttachmentContent {
+            attachment: Some(wire::attachment(tenant.as_str(), &contact, &meta)),
+            data,
+        }))
     }
 
     async fn send_typing(&self, request: Request<pb::SendTypingRequest>) -> R<pb::SendTypingResponse> {

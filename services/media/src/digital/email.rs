@@ -156,6 +156,7 @@ impl Email {
             text: m.text.clone(),
             provider_time: None,
             request_id: mail::request_id(tenant.as_str(), &key),
+            attachment: None,
         };
         let Some(_) = store::append_email(&d.pool, tenant, &contact, true, &record, &text).await? else {
             return Ok(Stored::Duplicate);
@@ -180,6 +181,7 @@ impl Email {
                 text: mail::fit_text(&format!("The email had attachments (not kept): {}", list.join(", "))),
                 provider_time: None,
                 request_id: format!("{}-att", mail::request_id(tenant.as_str(), &key)),
+                attachment: None,
             };
             d.append(tenant, &contact, &notice).await?;
         }

@@ -48,6 +48,8 @@ pub struct Report {
     pub sms_ids: u64,
     /// `email_messages` rows.
     pub email_ids: u64,
+    /// `attachments` rows (files).
+    pub attachments: u64,
     pub outbox: u64,
     /// Contact names skipped: malformed, or of another tenant than the erasure's.
     pub skipped: usize,
@@ -56,7 +58,7 @@ pub struct Report {
 impl Report {
     /// The records erased, as reported to the CRM: every row deleted.
     pub fn records(&self) -> u64 {
-        self.conversations + self.messages + self.sms_ids + self.email_ids + self.outbox
+        self.conversations + self.messages + self.sms_ids + self.email_ids + self.attachments + self.outbox
     }
 }
 
@@ -97,6 +99,7 @@ impl Handler for ErasureHandler {
             messages = report.messages,
             sms_ids = report.sms_ids,
             email_ids = report.email_ids,
+            attachments = report.attachments,
             outbox = report.outbox,
             skipped = report.skipped,
             "customer erased from conversations"
@@ -155,6 +158,8 @@ pub(crate) async fn delete_conversations(
         tx.execute("DELETE FROM sms_messages WHERE tenant = $1 AND contact_id = ANY($2)", &[&t, &contacts]).await?;
     report.email_ids +=
         tx.execute("DELETE FROM email_messages WHERE tenant = $1 AND contact_id = ANY($2)", &[&t, &contacts]).await?;
+    report.attachments +=
+        tx.execute("DELETE FROM attachments WHERE tenant = $1 AND contact_id = ANY($2)", &[&t, &contacts]).await?;
     report.messages +=
         tx.execute("DELETE FROM messages WHERE tenant = $1 AND contact_id = ANY($2)", &[&t, &contacts]).await?;
     report.outbox += tx

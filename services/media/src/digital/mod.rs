@@ -37,6 +37,7 @@
 
 pub mod access;
 pub mod api;
+pub mod attachments;
 pub mod botapi;
 pub mod contacts;
 pub mod email;
@@ -280,7 +281,10 @@ pub fn start(
             whatsapp: whatsapp.clone(),
             telegram: telegram.clone(),
             email,
-        }),
+        })
+        // A file of up to 5 MiB in SendAttachment and GetAttachment, with room for the rest.
+        .max_decoding_message_size(attachments::MAX_BYTES + 64 * 1024)
+        .max_encoding_message_size(attachments::MAX_BYTES + 64 * 1024),
         runtime.authenticator.clone(),
     ));
     let front = Arc::new(webchat::WebChat::new(

@@ -45,6 +45,8 @@ impl Sender {
 pub enum Kind {
     Text,
     Notice,
+    /// A file ([`Message::attachment`]); the text is its name.
+    Attachment,
 }
 
 impl Kind {
@@ -52,12 +54,14 @@ impl Kind {
         match self {
             Kind::Text => 1,
             Kind::Notice => 2,
+            Kind::Attachment => 3,
         }
     }
     pub fn from_stored(code: i16) -> Option<Self> {
         match code {
             1 => Some(Kind::Text),
             2 => Some(Kind::Notice),
+            3 => Some(Kind::Attachment),
             _ => None,
         }
     }
@@ -135,6 +139,28 @@ pub struct Message {
     pub failure_reason: String,
     pub created_at: DateTime<Utc>,
     pub provider_time: Option<DateTime<Utc>>,
+    /// The file of an attachment message (its bytes are read apart).
+    pub attachment: Option<AttachmentMeta>,
+}
+
+/// What is known of a stored file without reading its bytes (kept with its message as
+/// JSON: `messages.attachment`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttachmentMeta {
+    pub id: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// A file to store with its message (checked by [`super::attachments::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttachment {
+    pub name: String,
+    pub content_type: String,
+    pub sha256: String,
+    pub data: Vec<u8>,
 }
 
 /// A message to store: its sequence and time are the store's.
@@ -146,6 +172,8 @@ pub struct NewMessage {
     pub provider_time: Option<DateTime<Utc>>,
     /// Idempotency key of the sender; empty for none.
     pub request_id: String,
+    /// The file of a [`Kind::Attachment`] message.
+    pub attachment: Option<NewAttachment>,
 }
 
 /// Why a text is refused.

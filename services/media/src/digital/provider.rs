@@ -86,6 +86,7 @@ pub async fn store_inbound(
         text: text.to_owned(),
         provider_time: Some(time),
         request_id: provider_id.to_owned(),
+        attachment: None,
     };
     if store::append_inbound_sms(&d.pool, tenant, contact, provider_id, &m).await?.is_none() {
         return Ok(false);

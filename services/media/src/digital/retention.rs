@@ -71,6 +71,7 @@ fn add(total: &mut Report, r: &Report) {
     total.messages += r.messages;
     total.sms_ids += r.sms_ids;
     total.email_ids += r.email_ids;
+    total.attachments += r.attachments;
     total.outbox += r.outbox;
 }
 
@@ -125,6 +126,7 @@ pub async fn run(
                 messages = r.messages,
                 sms_ids = r.sms_ids,
                 email_ids = r.email_ids,
+                attachments = r.attachments,
                 outbox = r.outbox,
                 "retention sweep deleted expired conversations"
             ),

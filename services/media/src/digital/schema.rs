@@ -118,7 +118,6 @@ CREATE POLICY email_messages_tenant ON email_messages USING (tenant = centralita
     WITH CHECK (tenant = centralita_current_tenant());
 "#;
 
-/// The `media` schema.
 /// Version 6: transcripts (`super::transcripts`). The spans during which the contact's
 /// agent had paused the recording (PCI), from sessions' events: `[[start ms, end ms or
 /// null], …]`; the messages written in them are left out of the transcript.
@@ -126,6 +125,30 @@ pub const TRANSCRIPTS_SQL: &str = r#"
 ALTER TABLE conversations ADD COLUMN paused_spans jsonb NOT NULL DEFAULT '[]';
 "#;
 
+/// Version 7: files (`super::attachments`). A message of kind 3 describes its file in
+/// `messages.attachment` (id, name, type, size, SHA-256); the bytes are in `attachments`,
+/// one row per file, under the same row-level security, deleted with their conversation by
+/// erasure and retention.
+pub const ATTACHMENTS_SQL: &str = r#"
+ALTER TABLE messages ADD COLUMN attachment jsonb;
+CREATE TABLE attachments (
+    tenant text NOT NULL,
+    contact_id text NOT NULL,
+    id text NOT NULL,
+    seq bigint NOT NULL,
+    content_type text NOT NULL,
+    data bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, contact_id, id),
+    FOREIGN KEY (tenant, contact_id, seq) REFERENCES messages (tenant, contact_id, seq)
+);
+ALTER TABLE attachments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attachments FORCE ROW LEVEL SECURITY;
+CREATE POLICY attachments_tenant ON attachments USING (tenant = centralita_current_tenant())
+    WITH CHECK (tenant = centralita_current_tenant());
+"#;
+
+/// The `media` schema.
 pub const MIGRATIONS: Migrations = Migrations {
     schema: "media",
     steps: &[
@@ -135,5 +158,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration { version: 4, name: "retention", sql: RETENTION_SQL },
         Migration { version: 5, name: "email", sql: EMAIL_SQL },
         Migration { version: 6, name: "transcripts", sql: TRANSCRIPTS_SQL },
+        Migration { version: 7, name: "attachments", sql: ATTACHMENTS_SQL },
     ],
 };

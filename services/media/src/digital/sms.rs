@@ -170,6 +170,7 @@ impl Sms {
             text: m.body.clone(),
             provider_time: None,
             request_id: m.message_sid.clone(),
+            attachment: None,
         };
         let Some(_) =
             store::append_inbound_sms(&d.pool, tenant, &contact, &m.message_sid, &text).await.map_err(refusal)?
@@ -187,6 +188,7 @@ impl Sms {
                 },
                 provider_time: None,
                 request_id: format!("consent-{}", m.message_sid),
+                attachment: None,
             };
             d.append(tenant, &contact, &notice).await.map_err(refusal)?;
         }

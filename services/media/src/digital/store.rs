@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
 
-use super::model::{Kind, Message, NewMessage, Sender, Status};
+use super::model::{AttachmentMeta, Kind, Message, NewMessage, Sender, Status};
 use super::wire;
 
 /// The topic (without the installation's prefix) of conversation events.
@@ -110,6 +110,7 @@ pub async fn create_conversation(
             text: notice.to_owned(),
             provider_time: None,
             request_id: String::new(),
+            attachment: None,
         };
         append_in(&tx, tenant, &c.contact_id, &m).await?;
     }
@@ -128,10 +129,16 @@ fn message_of(r: &Row) -> Result<Message, Error> {
         failure_reason: r.get("failure_reason"),
         created_at: r.get("created_at"),
         provider_time: r.get("provider_time"),
+        attachment: r
+            .get::<_, Option<serde_json::Value>>("attachment")
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| bad("attachment"))?,
     })
 }
 
-const COLUMNS: &str = "seq, sender, agent_id, kind, body, status, failure_reason, created_at, provider_time";
+const COLUMNS: &str =
+    "seq, sender, agent_id, kind, body, status, failure_reason, created_at, provider_time, attachment";
 
 /// Appends a message; returns it and whether it was stored now (false: the sender's
 /// `request_id` was seen before, and the message stored then is returned). `None` when the
@@ -189,12 +196,24 @@ async fn append_in(
         &[&tenant.as_str(), &contact, &seq],
     )
     .await?;
+    let meta = m.attachment.as_ref().map(|a| AttachmentMeta {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        name: a.name.clone(),
+        content_type: a.content_type.clone(),
+        size: a.data.len() as i64,
+        sha256: a.sha256.clone(),
+    });
+    let meta_json = meta
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| Error::Internal(format!("attachment as JSON: {e}")))?;
     let row = tx
         .query_one(
             &format!(
                 "INSERT INTO messages (tenant, contact_id, seq, sender, agent_id, kind, body, status, request_id,
-                                       provider_time)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+                                       provider_time, attachment)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
             ),
             &[
                 &tenant.as_str(),
@@ -207,13 +226,22 @@ async fn append_in(
                 &Status::Sent.code(),
                 &m.request_id,
                 &m.provider_time,
+                &meta_json,
             ],
         )
         .await?;
+    if let (Some(a), Some(meta)) = (&m.attachment, &meta) {
+        tx.execute(
+            "INSERT INTO attachments (tenant, contact_id, id, seq, content_type, data) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&tenant.as_str(), &contact, &meta.id, &seq, &a.content_type, &a.data],
+        )
+        .await?;
+    }
     let stored = message_of(&row)?;
     // The topic carries a reference to the message (its name and sequence), never its text:
     // a topic cannot be erased per person (issue 23). Readers ask ListMessages.
-    let wire = pb::Message { text: String::new(), ..wire::message(tenant.as_str(), contact, &stored) };
+    let wire =
+        pb::Message { text: String::new(), attachment: None, ..wire::message(tenant.as_str(), contact, &stored) };
     let kind = match m.sender {
         Sender::Customer => pb::conversation_event::Kind::MessageReceived(wire),
         _ => pb::conversation_event::Kind::MessageSent(wire),
@@ -257,6 +285,31 @@ pub async fn messages_after(
         .await?;
     tx.commit().await?;
     rows.iter().map(message_of).collect()
+}
+
+/// A file of the conversation (`id` from its message's [`AttachmentMeta`]): its message's
+/// description and its bytes; `None` for no such file.
+pub async fn attachment(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    id: &str,
+) -> Result<Option<(AttachmentMeta, Vec<u8>)>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT m.attachment, a.data FROM attachments a
+             JOIN messages m ON m.tenant = a.tenant AND m.contact_id = a.contact_id AND m.seq = a.seq
+             WHERE a.tenant = $1 AND a.contact_id = $2 AND a.id = $3",
+            &[&tenant.as_str(), &contact, &id],
+        )
+        .await?;
+    tx.commit().await?;
+    let Some(row) = row else { return Ok(None) };
+    let meta: AttachmentMeta = serde_json::from_value(row.get(0))
+        .map_err(|e| Error::Internal(format!("stored attachment description: {e}")))?;
+    Ok(Some((meta, row.get(1))))
 }
 
 /// Applies a delivery report to one message (the [`Status::join`] of what is stored and
@@ -409,6 +462,9 @@ pub async fn set_typing(
     tx.commit().await?;
     Ok(n == 1)
 }
+
+/// The channel name of web chat conversations.
+pub const WEBCHAT: &str = "chat";
 
 /// The channel name of SMS conversations.
 pub const SMS: &str = "sms";

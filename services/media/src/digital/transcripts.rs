@@ -58,7 +58,11 @@ pub fn lines(messages: &[Message], spans: &[(i64, Option<i64>)]) -> (Vec<rpb::Tr
             sequence: m.sequence,
             sender: sender as i32,
             agent_id,
-            text: m.text.clone(),
+            // A file is named in the transcript (its bytes stay with the conversation).
+            text: match &m.attachment {
+                Some(a) => format!("[file: {} ({}, {} bytes)]", a.name, a.content_type, a.size),
+                None => m.text.clone(),
+            },
             time: Some(timestamp(m.provider_time.unwrap_or(m.created_at))),
         });
     }
@@ -200,6 +204,7 @@ mod tests {
             failure_reason: String::new(),
             created_at: DateTime::from_timestamp_millis(at_ms).expect("time"),
             provider_time: None,
+            attachment: None,
         }
     }
 
@@ -225,6 +230,20 @@ mod tests {
             [(1, S::Customer as i32, "", "m1"), (4, S::System as i32, "", "m4"), (5, S::Agent as i32, "ana", "m5")]
         );
         assert_eq!(lines(&messages, &[]).0.len(), 6, "nothing paused: everything");
+    }
+
+    #[test]
+    fn a_file_is_named_in_the_transcript() {
+        let mut m = message(1, Sender::Customer, 1_000);
+        m.kind = Kind::Attachment;
+        m.attachment = Some(crate::digital::model::AttachmentMeta {
+            id: "a1".into(),
+            name: "factura.pdf".into(),
+            content_type: "application/pdf".into(),
+            size: 1234,
+            sha256: "00".into(),
+        });
+        assert_eq!(lines(&[m], &[]).0[0].text, "[file: factura.pdf (application/pdf, 1234 bytes)]");
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   gets `ended` and closes; sends after that are refused (409).
 //! - `POST …/messages` (bearer visitor token): sends a message when the socket cannot.
 //! - `GET …/messages?after=N` (bearer visitor token): the transcript.
+//! - `POST …/attachments?name=…&requestId=…` (bearer visitor token, the file as the body,
+//!   its type as `Content-Type`): the customer sends a file ([`super::attachments`]: a
+//!   forbidden type or bytes not of the type claimed 415, over 5 MiB 413).
+//! - `GET …/attachments/{id}` (bearer visitor token): a file of the visitor's own
+//!   conversation, served as a download with `nosniff` and a sandboxing CSP.
 //!
 //! Refusals: an origin not in the widget's allow-list 403, a wrong widget key or visitor
 //! token 401, an unknown tenant or one without a widget 404, a text over the limit 413 (a
@@ -38,9 +43,12 @@ use centralita_platform::tenant::{contact_name, Tenant, TenantId, WebChat as Wid
 use centralita_proto::crm::v1 as crm;
 use serde::{Deserialize, Serialize};
 
+use super::attachments;
 use super::follow::{Follower, Update};
 use super::limits::Bucket;
-use super::model::{check_request_id, check_text, Kind, Message, NewMessage, Sender, Status, TextRefusal};
+use super::model::{
+    check_request_id, check_text, Kind, Message, NewAttachment, NewMessage, Sender, Status, TextRefusal,
+};
 use super::store::{self, NewConversation, Party};
 use super::Digital;
 
@@ -106,6 +114,11 @@ pub fn router(state: Arc<WebChat>) -> Router {
         .route("/v1/tenants/{tenant}/webchat/chats", post(start_chat).options(preflight))
         .route("/v1/tenants/{tenant}/webchat/messages", post(send).get(transcript).options(preflight))
         .route("/v1/tenants/{tenant}/webchat/socket", get(socket))
+        .route(
+            "/v1/tenants/{tenant}/webchat/attachments",
+            post(upload).options(preflight).layer(DefaultBodyLimit::max(attachments::MAX_BYTES)),
+        )
+        .route("/v1/tenants/{tenant}/webchat/attachments/{id}", get(download).options(preflight))
         .layer(DefaultBodyLimit::max(MAX_FRAME_BYTES))
         .with_state(state)
 }
@@ -225,6 +238,7 @@ impl WebChat {
             text: "The customer left the chat".into(),
             provider_time: None,
             request_id: "customer-left".into(),
+            attachment: None,
         };
         self.digital.append(tenant, contact, &notice).await?;
         self.digital.contacts.end(tenant, contact).await
@@ -331,6 +345,18 @@ pub struct WireMessage {
     text: String,
     status: &'static str,
     create_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachment: Option<WireAttachment>,
+}
+
+/// A file of the conversation: download it from `…/webchat/attachments/{id}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireAttachment {
+    id: String,
+    name: String,
+    content_type: String,
+    size: i64,
 }
 
 fn wire_message(m: &Message) -> WireMessage {
@@ -345,7 +371,14 @@ fn wire_message(m: &Message) -> WireMessage {
         kind: match m.kind {
             Kind::Text => "text",
             Kind::Notice => "notice",
+            Kind::Attachment => "attachment",
         },
+        attachment: m.attachment.as_ref().map(|a| WireAttachment {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            content_type: a.content_type.clone(),
+            size: a.size,
+        }),
         text: m.text.clone(),
         status: match m.status {
             Status::Sent => "sent",
@@ -489,7 +522,7 @@ async fn start_chat(
     let contact = chat.digital.contacts.create_chat(&t.id, &new).await.map_err(|e| cors(e.into()))?;
     let conversation = NewConversation {
         contact_id: contact.clone(),
-        channel: "chat",
+        channel: store::WEBCHAT,
         queue: widget.queue.clone(),
         visitor: visitor.clone(),
         origin: origin_text,
@@ -533,7 +566,14 @@ fn admit_text(chat: &WebChat, tenant: &TenantId, contact: &str, text: &str) -> R
 }
 
 fn customer_message(text: String, request_id: String) -> NewMessage {
-    NewMessage { sender: Sender::Customer, kind: Kind::Text, text, provider_time: Some(chrono::Utc::now()), request_id }
+    NewMessage {
+        sender: Sender::Customer,
+        kind: Kind::Text,
+        text,
+        provider_time: Some(chrono::Utc::now()),
+        request_id,
+        attachment: None,
+    }
 }
 
 async fn send(
@@ -561,6 +601,117 @@ async fn send(
         .await
         .map_err(|e| cors(e.into()))?;
     Ok(with_origin((StatusCode::CREATED, Json(wire_message(&stored))).into_response(), origin))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadQuery {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    request_id: String,
+}
+
+/// `POST …/attachments?name=…&requestId=…` (bearer visitor token; the body is the file, its
+/// `Content-Type` its type): the customer sends a file.
+async fn upload(
+    State(chat): State<Arc<WebChat>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let (t, widget) = chat.widget(&tenant)?;
+    let origin = chat.origin(&headers, &widget, false)?;
+    let cors = |r: Refusal| Refusal { origin: origin.clone(), ..r };
+    let contact = chat.visitor(&t.id, bearer(&headers).unwrap_or_default()).map_err(cors)?;
+    if !check_request_id(&q.request_id) {
+        return Err(cors(chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", "requestId: malformed"))));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let checked = attachments::check(&q.name, content_type, &body).map_err(|r| {
+        let status = match r {
+            attachments::Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            attachments::Refusal::ForbiddenType(_) | attachments::Refusal::NotOfType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let field = match r.field() {
+            "file_name" => "name",
+            "content_type" => "Content-Type",
+            f => f,
+        };
+        cors(chat.refused(refuse(status, "invalid", format!("{field}: {}", r.describe()))))
+    })?;
+    if !chat.take(&t.id, &contact) {
+        return Err(cors(chat.refused(refuse(StatusCode::TOO_MANY_REQUESTS, "rate", "too many messages; slow down"))));
+    }
+    if chat.ended(&t.id, &contact).await {
+        return Err(cors(refuse(StatusCode::CONFLICT, "ended", "the chat has ended")));
+    }
+    let m = NewMessage {
+        sender: Sender::Customer,
+        kind: Kind::Attachment,
+        text: checked.name.clone(),
+        provider_time: Some(chrono::Utc::now()),
+        request_id: q.request_id,
+        attachment: Some(NewAttachment {
+            name: checked.name,
+            content_type: checked.content_type,
+            sha256: checked.sha256,
+            data: body.to_vec(),
+        }),
+    };
+    let stored = chat.digital.append(&t.id, &contact, &m).await.map_err(|e| cors(e.into()))?;
+    Ok(with_origin((StatusCode::CREATED, Json(wire_message(&stored))).into_response(), origin))
+}
+
+/// `GET …/attachments/{id}` (bearer visitor token): a file of the visitor's conversation,
+/// as a download (never rendered inline by the browser: `Content-Disposition: attachment`,
+/// `nosniff`).
+async fn download(
+    State(chat): State<Arc<WebChat>>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (t, widget) = chat.widget(&tenant)?;
+    let origin = chat.origin(&headers, &widget, false)?;
+    let cors = |r: Refusal| Refusal { origin: origin.clone(), ..r };
+    let contact = chat.visitor(&t.id, bearer(&headers).unwrap_or_default()).map_err(cors)?;
+    let missing = || cors(refuse(StatusCode::NOT_FOUND, "not_found", "no such file in this chat"));
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(missing());
+    }
+    let (meta, data) = store::attachment(&chat.digital.pool, &t.id, &contact, &id)
+        .await
+        .map_err(|e| cors(e.into()))?
+        .ok_or_else(missing)?;
+    let mut r = data.into_response();
+    let h = r.headers_mut();
+    let ct = HeaderValue::from_str(&meta.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, ct);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    // RFC 6266 with RFC 5987's UTF-8 form; the plain fallback keeps ASCII letters only.
+    let ascii: String =
+        meta.name.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_ ".contains(c) { c } else { '_' }).collect();
+    let encoded: String = meta
+        .name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(with_origin(r, origin))
 }
 
 async fn transcript(

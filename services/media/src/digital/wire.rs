@@ -4,7 +4,7 @@
 use centralita_platform::tenant::{contact_name, timestamp};
 use centralita_proto::media::v1 as pb;
 
-use super::model::{Kind, Message, Sender, Status};
+use super::model::{AttachmentMeta, Kind, Message, Sender, Status};
 
 pub fn sender(s: &Sender) -> pb::SenderKind {
     match s {
@@ -27,6 +27,22 @@ pub fn kind(k: Kind) -> pb::MessageKind {
     match k {
         Kind::Text => pb::MessageKind::Text,
         Kind::Notice => pb::MessageKind::Notice,
+        Kind::Attachment => pb::MessageKind::Attachment,
+    }
+}
+
+/// `tenants/{tenant}/contacts/{id}/attachments/{attachment}`.
+pub fn attachment_name(tenant: &str, contact: &str, id: &str) -> String {
+    format!("{}/attachments/{id}", contact_name(tenant, contact))
+}
+
+pub fn attachment(tenant: &str, contact: &str, a: &AttachmentMeta) -> pb::Attachment {
+    pb::Attachment {
+        name: attachment_name(tenant, contact, &a.id),
+        file_name: a.name.clone(),
+        content_type: a.content_type.clone(),
+        size_bytes: a.size,
+        sha256: a.sha256.clone(),
     }
 }
 
@@ -47,5 +63,6 @@ pub fn message(tenant: &str, contact: &str, m: &Message) -> pb::Message {
         failure_reason: m.failure_reason.clone(),
         create_time: Some(timestamp(m.created_at)),
         provider_time: m.provider_time.map(timestamp),
+        attachment: m.attachment.as_ref().map(|a| attachment(tenant, contact, a)),
     }
 }
