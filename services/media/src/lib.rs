@@ -167,14 +167,30 @@ pub struct WhatsAppArgs {
         default_value = "v21.0"
     )]
     pub api_version: String,
+    /// Hosts (comma-separated) a customer's media may be downloaded from, besides the base
+    /// URL's host: Meta serves media from `lookaside.fbsbx.com`. No other host is ever
+    /// fetched, whatever a media URL says (no SSRF).
+    #[arg(
+        long = "whatsapp-media-hosts",
+        env = "CENTRALITA_WHATSAPP_MEDIA_HOSTS",
+        default_value = "lookaside.fbsbx.com",
+        value_delimiter = ','
+    )]
+    pub media_hosts: Vec<String>,
 }
 
 impl WhatsAppArgs {
     pub fn settings(&self, sms: &SmsArgs) -> digital::whatsapp::WhatsAppSettings {
+        let base_host = self.base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned));
         digital::whatsapp::WhatsAppSettings {
             secrets_dir: self.secrets_dir.clone(),
             base_url: self.base_url.clone(),
             api_version: self.api_version.clone(),
+            media_hosts: base_host
+                .into_iter()
+                .chain(self.media_hosts.iter().map(|h| h.trim().to_ascii_lowercase()))
+                .filter(|h| !h.is_empty())
+                .collect(),
             attempts: sms.send_attempts,
             backoff: std::time::Duration::from_millis(sms.send_backoff_ms),
         }

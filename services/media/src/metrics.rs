@@ -219,8 +219,17 @@ pub const SMTP_OUTCOMES: [&str; 11] = [
 /// Outcomes of outbound email attempts to the relay.
 pub const EMAIL_SEND_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "refused"];
 /// Outcomes of WhatsApp webhooks (handshakes, messages, statuses and refusals).
-pub const WHATSAPP_WEBHOOK_OUTCOMES: [&str; 8] =
-    ["subscribed", "stored", "duplicate", "status", "signature", "unknown_number", "invalid", "unavailable"];
+pub const WHATSAPP_WEBHOOK_OUTCOMES: [&str; 9] = [
+    "subscribed",
+    "stored",
+    "duplicate",
+    "status",
+    "signature",
+    "unknown_number",
+    "invalid",
+    "unavailable",
+    "media_refused",
+];
 /// Outcomes of Telegram webhooks.
 pub const TELEGRAM_WEBHOOK_OUTCOMES: [&str; 7] =
     ["stored", "duplicate", "ignored", "secret", "unknown_bot", "invalid", "unavailable"];

@@ -9,8 +9,11 @@
 //!   sender's address as its CRM email identity) in the address's queue, and its
 //!   conversation (whose first notice names the earlier contact of the thread, if any);
 //! - the message and its record (`email_messages`: Message-ID, subject, reply references,
-//!   attachments' names, types and sizes) are stored in one transaction, before the
-//!   listener answers 250: what was accepted is stored.
+//!   attachments' names, types and sizes) are stored in one transaction, then each
+//!   attachment `super::attachments` takes as a file of the conversation (the others named
+//!   in a notice), each under a request id of its own, before the listener answers 250: what
+//!   was accepted is stored, and a redelivery after a failure stores what was missing.
+//! - an agent's file (SendAttachment) goes out as a MIME attachment.
 //!
 //! Outbound: an agent's message in an email conversation is recorded under a Message-ID of
 //! ours (so the customer's answer threads), then sent From the tenant's `fromAddress` To
@@ -30,13 +33,14 @@ use std::time::Duration;
 use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::tenant::{Email as EmailChannel, EmailTls, TenantId};
-use lettre::message::{header::ContentType, Mailbox};
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::attachments;
 use super::mail::{self, InboundMail};
-use super::model::{Kind, Message, NewMessage, Sender, Status};
+use super::model::{Kind, Message, NewAttachment, NewMessage, Sender, Status};
 use super::store::{self, EmailRecord, NewConversation};
 use super::Digital;
 
@@ -96,6 +100,56 @@ impl Email {
         }
     }
 
+    /// Keeps each attachment of an allowed type whose bytes are of that type as a file of
+    /// the conversation, and names the others in a notice; each under a request id of its
+    /// own (a repeat stores nothing).
+    async fn keep_files(&self, tenant: &TenantId, contact: &str, m: &InboundMail, key: &str) -> Result<(), Error> {
+        let d = &self.digital;
+        // Each attachment of an allowed type whose bytes are of that type is kept as a file
+        // of the conversation; the others are named in a notice.
+        let mut not_kept = Vec::new();
+        for (i, a) in m.attachments.iter().enumerate() {
+            let name = attachments::clean_name(&a.name, "attachment");
+            match attachments::check(&name, &a.content_type, &a.data) {
+                Ok(checked) => {
+                    let file = NewMessage {
+                        sender: Sender::Customer,
+                        kind: Kind::Attachment,
+                        text: checked.name.clone(),
+                        provider_time: None,
+                        request_id: format!("{}-f{i}", mail::request_id(tenant.as_str(), key)),
+                        attachment: Some(NewAttachment {
+                            name: checked.name,
+                            content_type: checked.content_type,
+                            sha256: checked.sha256,
+                            data: a.data.clone(),
+                        }),
+                    };
+                    d.append(tenant, contact, &file).await?;
+                }
+                Err(why) => not_kept.push(format!(
+                    "{} ({}, {} bytes: {})",
+                    if a.name.is_empty() { "unnamed" } else { &a.name },
+                    a.content_type,
+                    a.size,
+                    why.describe()
+                )),
+            }
+        }
+        if !not_kept.is_empty() {
+            let notice = NewMessage {
+                sender: Sender::System,
+                kind: Kind::Notice,
+                text: mail::fit_text(&format!("The email had attachments not kept: {}", not_kept.join(", "))),
+                provider_time: None,
+                request_id: format!("{}-att", mail::request_id(tenant.as_str(), key)),
+                attachment: None,
+            };
+            d.append(tenant, contact, &notice).await?;
+        }
+        Ok(())
+    }
+
     /// Stores a read message for `tenant`, addressed to `address` (of its `queue`); `raw`
     /// is the message as received (its hash keys a message without a Message-ID).
     pub async fn receive(
@@ -109,6 +163,11 @@ impl Email {
         let d = &self.digital;
         let key = m.key(raw);
         if store::email_known(&d.pool, tenant, &key).await? {
+            // Its files are stored too (by their request ids, nothing twice), in case storing
+            // them failed after the message the first time.
+            if let Some(contact) = store::email_thread(&d.pool, tenant, std::slice::from_ref(&key)).await? {
+                self.keep_files(tenant, &contact, m, &key).await?;
+            }
             return Ok(Stored::Duplicate);
         }
         // A reply to a message of an open conversation continues it; else a new contact.
@@ -158,32 +217,13 @@ impl Email {
             request_id: mail::request_id(tenant.as_str(), &key),
             attachment: None,
         };
-        let Some(_) = store::append_email(&d.pool, tenant, &contact, true, &record, &text).await? else {
+        let new = store::append_email(&d.pool, tenant, &contact, true, &record, &text).await?.is_some();
+        if new {
+            d.metrics.message_stored(&Sender::Customer);
+        }
+        self.keep_files(tenant, &contact, m, &key).await?;
+        if !new {
             return Ok(Stored::Duplicate);
-        };
-        d.metrics.message_stored(&Sender::Customer);
-        if !m.attachments.is_empty() {
-            let list: Vec<String> = m
-                .attachments
-                .iter()
-                .map(|a| {
-                    format!(
-                        "{} ({}, {} bytes)",
-                        if a.name.is_empty() { "unnamed" } else { &a.name },
-                        a.content_type,
-                        a.size
-                    )
-                })
-                .collect();
-            let notice = NewMessage {
-                sender: Sender::System,
-                kind: Kind::Notice,
-                text: mail::fit_text(&format!("The email had attachments (not kept): {}", list.join(", "))),
-                provider_time: None,
-                request_id: format!("{}-att", mail::request_id(tenant.as_str(), &key)),
-                attachment: None,
-            };
-            d.append(tenant, &contact, &notice).await?;
         }
         d.written(tenant, &contact);
         Ok(Stored::New(contact))
@@ -268,16 +308,30 @@ impl Email {
             .map_err(|e| format!("cannot record the email: {e}"))?;
         let from: Mailbox = channel.from_address.parse().map_err(|e| format!("from address: {e}"))?;
         let to: Mailbox = conversation.visitor.parse().map_err(|e| format!("customer address: {e}"))?;
-        let email = lettre::Message::builder()
+        let builder = lettre::Message::builder()
             .from(from)
             .to(to)
             .subject(subject)
             .message_id(Some(format!("<{id}>")))
             .in_reply_to(in_reply_to)
-            .references(references)
-            .header(ContentType::TEXT_PLAIN)
-            .body(message.text.clone())
-            .map_err(|e| format!("cannot build the email: {e}"))?;
+            .references(references);
+        let email = match &message.attachment {
+            // A file goes as a MIME attachment beside a line naming it.
+            Some(a) => {
+                let (_, data) = store::attachment(&d.pool, tenant, contact, &a.id)
+                    .await
+                    .map_err(|e| format!("the file: {e}"))?
+                    .ok_or("the file is no longer kept")?;
+                let kind = ContentType::parse(&a.content_type).map_err(|e| format!("file type: {e}"))?;
+                builder.multipart(
+                    MultiPart::mixed()
+                        .singlepart(SinglePart::plain(format!("Attached: {}", a.name)))
+                        .singlepart(lettre::message::Attachment::new(a.name.clone()).body(data, kind)),
+                )
+            }
+            None => builder.header(ContentType::TEXT_PLAIN).body(message.text.clone()),
+        }
+        .map_err(|e| format!("cannot build the email: {e}"))?;
         let transport = self.transport(&channel)?;
         let attempts = self.settings.attempts.max(1);
         let mut reason = String::new();

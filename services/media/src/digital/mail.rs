@@ -26,12 +26,15 @@ pub const MAX_SUBJECT: usize = 500;
 /// What an over-long text ends with.
 const CUT: &str = "\n[… cut: the message is longer]";
 
-/// An attachment's description (its contents are not kept).
+/// An attachment of an inbound email: its description (kept with the email) and its bytes
+/// (kept as a file of the conversation when [`super::attachments::check`] takes it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
     pub name: String,
     pub content_type: String,
     pub size: usize,
+    #[serde(skip)]
+    pub data: Vec<u8>,
 }
 
 /// An inbound email, read.
@@ -157,7 +160,12 @@ pub fn parse(raw: &[u8], envelope_sender: &str) -> Result<InboundMail, Refused> 
         if forbidden(&name, &content_type) {
             return Err(Refused::Forbidden(if name.is_empty() { content_type } else { name }));
         }
-        attachments.push(Attachment { name: cut(&name, 255).to_owned(), content_type, size: a.contents().len() });
+        attachments.push(Attachment {
+            name: cut(&name, 255).to_owned(),
+            content_type,
+            size: a.contents().len(),
+            data: a.contents().to_vec(),
+        });
     }
     let text: Cow<'_, str> = m.body_text(0).unwrap_or_default();
     Ok(InboundMail {
@@ -305,7 +313,12 @@ mod tests {
         assert_eq!(m.text, "see attached");
         assert_eq!(
             m.attachments,
-            [Attachment { name: "claim.pdf".into(), content_type: "application/pdf".into(), size: 11 }]
+            [Attachment {
+                name: "claim.pdf".into(),
+                content_type: "application/pdf".into(),
+                size: 11,
+                data: b"hello world".to_vec()
+            }]
         );
         assert_eq!(
             parse(with("invoice.PDF.exe", "application/octet-stream").as_bytes(), ""),

@@ -127,11 +127,62 @@ struct WireMessage {
     kind: String,
     #[serde(default)]
     text: Option<Text>,
+    #[serde(default)]
+    image: Option<WireMedia>,
+    #[serde(default)]
+    document: Option<WireMedia>,
+    #[serde(default)]
+    audio: Option<WireMedia>,
+    #[serde(default)]
+    video: Option<WireMedia>,
+    #[serde(default)]
+    sticker: Option<WireMedia>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Text {
     body: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireMedia {
+    id: String,
+    #[serde(default)]
+    mime_type: String,
+    #[serde(default)]
+    filename: String,
+    #[serde(default)]
+    caption: String,
+}
+
+/// A file a customer sent (an image, document, voice note, video or sticker): Meta's media
+/// id, to be looked up ([`media_url`]) and downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRef {
+    pub id: String,
+    /// `image`, `document`, `audio`, `video` or `sticker`.
+    pub kind: String,
+    pub mime_type: String,
+    /// The document's name, if the customer's app gave one.
+    pub filename: String,
+}
+
+impl MediaRef {
+    /// The name to keep the file under: the document's, else one made of the kind and type.
+    pub fn file_name(&self) -> String {
+        let ext = match super::attachments::essence(&self.mime_type).as_str() {
+            "image/jpeg" => "jpg",
+            "image/png" => "png",
+            "image/webp" => "webp",
+            "image/gif" => "gif",
+            "application/pdf" => "pdf",
+            "audio/ogg" => "ogg",
+            "audio/mpeg" => "mp3",
+            "video/mp4" => "mp4",
+            _ => "bin",
+        };
+        super::attachments::clean_name(&self.filename, &format!("whatsapp-{}.{ext}", self.kind))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,9 +214,11 @@ pub struct Inbound {
     /// Meta's message id (`wamid.…`), unique: a redelivery carries the same.
     pub message_id: String,
     pub time: DateTime<Utc>,
-    /// The text; other kinds (images, locations, …) are a notice naming the kind, since
-    /// attachments are not taken yet.
+    /// The text; a file's caption (may be empty); other kinds (locations, contacts, …) a
+    /// line naming the kind.
     pub text: String,
+    /// The file of an image, document, audio, video or sticker message.
+    pub media: Option<MediaRef>,
 }
 
 /// A delivery report of one of the business's messages.
@@ -247,15 +300,35 @@ pub fn parse(body: &[u8]) -> Result<Delivery, Invalid> {
             for (k, m) in v.messages.iter().enumerate() {
                 let f = |name: &str| format!("{at}.messages[{k}].{name}");
                 let from = e164(&f("from"), &m.from)?;
-                let text = match (m.kind.as_str(), &m.text) {
-                    ("text", Some(t)) => t.body.clone(),
-                    ("text", None) => return Err(invalid(f("text"), "is required for a text message")),
-                    (kind, _) if kind.len() <= 32 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
-                        format!("[a WhatsApp {kind} message: only text is taken here]")
+                let file = match m.kind.as_str() {
+                    "image" => m.image.as_ref(),
+                    "document" => m.document.as_ref(),
+                    "audio" => m.audio.as_ref(),
+                    "video" => m.video.as_ref(),
+                    "sticker" => m.sticker.as_ref(),
+                    _ => None,
+                };
+                let (text, media) = match (m.kind.as_str(), &m.text, file) {
+                    ("text", Some(t), _) => (t.body.clone(), None),
+                    ("text", None, _) => return Err(invalid(f("text"), "is required for a text message")),
+                    (kind @ ("image" | "document" | "audio" | "video" | "sticker"), _, Some(w)) => {
+                        let media = MediaRef {
+                            id: id(&f(&format!("{kind}.id")), &w.id)?,
+                            kind: kind.to_owned(),
+                            mime_type: w.mime_type.chars().take(100).collect(),
+                            filename: w.filename.chars().take(300).collect(),
+                        };
+                        (w.caption.clone(), Some(media))
+                    }
+                    (kind @ ("image" | "document" | "audio" | "video" | "sticker"), _, None) => {
+                        return Err(invalid(f(kind), format!("is required for a {kind} message")))
+                    }
+                    (kind, _, _) if kind.len() <= 32 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
+                        (format!("[a WhatsApp {kind} message: this kind is not taken here]"), None)
                     }
                     _ => return Err(invalid(f("type"), "is not a message type")),
                 };
-                if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
+                if (media.is_none() && text.trim().is_empty()) || text.len() > MAX_TEXT_BYTES {
                     return Err(invalid(f("text.body"), format!("must be 1 to {MAX_TEXT_BYTES} bytes")));
                 }
                 let profile_name = v
@@ -272,6 +345,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, Invalid> {
                     message_id: id(&f("id"), &m.id)?,
                     time: time(&f("timestamp"), &m.timestamp)?,
                     text,
+                    media,
                 });
             }
             for (k, s) in v.statuses.iter().enumerate() {
@@ -310,6 +384,13 @@ pub fn text_message(to: &str, body: &str) -> serde_json::Value {
         "type": "text",
         "text": { "preview_url": false, "body": body },
     })
+}
+
+/// The download URL of a media id, from the Cloud API's answer to `GET /{version}/{media-id}`
+/// (`{"url": …, "mime_type": …, "file_size": …}`).
+pub fn media_url(answer: &serde_json::Value) -> Option<String> {
+    let url = answer.get("url")?.as_str()?;
+    (!url.is_empty() && url.len() <= 2048).then(|| url.to_owned())
 }
 
 /// The id of the message the Cloud API accepted, from its answer.
@@ -379,7 +460,26 @@ mod tests {
         assert_eq!((m.phone_number_id.as_str(), m.from.as_str()), ("106540352242922", "+16505551234"));
         assert_eq!((m.profile_name.as_str(), m.text.as_str()), ("Sheena Nelson", "Does it come in another color?"));
         assert_eq!(m.time.timestamp(), 1_749_416_383);
-        assert_eq!(d.messages[1].text, "[a WhatsApp image message: only text is taken here]");
+        let image = &d.messages[1];
+        assert_eq!(image.text, "", "no caption");
+        let media = image.media.as_ref().expect("an image");
+        assert_eq!((media.id.as_str(), media.kind.as_str()), ("1003383421387256", "image"));
+        assert_eq!(media.file_name(), "whatsapp-image.jpg");
+        let doc = MediaRef {
+            id: "1".into(),
+            kind: "document".into(),
+            mime_type: "application/pdf".into(),
+            filename: "../factura 7.pdf".into(),
+        };
+        assert_eq!(doc.file_name(), "factura 7.pdf");
+        let location = DELIVERY.replace(r#""type": "image""#, r#""type": "location""#);
+        assert_eq!(
+            parse(location.as_bytes()).expect("valid").messages[1].text,
+            "[a WhatsApp location message: this kind is not taken here]"
+        );
+        let answer = serde_json::json!({"url": "https://lookaside.fbsbx.com/x", "mime_type": "image/jpeg"});
+        assert_eq!(media_url(&answer).as_deref(), Some("https://lookaside.fbsbx.com/x"));
+        assert_eq!(media_url(&serde_json::json!({"error": {}})), None);
         let got: Vec<_> = d.statuses.iter().map(|s| (s.message_id.as_str(), s.status, s.reason.as_str())).collect();
         assert_eq!(
             got,
@@ -417,6 +517,14 @@ mod tests {
             "entry[0].changes[0].value.messages[1].type"
         );
         assert_eq!(field(&DELIVERY.replace("wamid.OUT1", "")), "entry[0].changes[0].value.statuses[0].id");
+        assert_eq!(
+            field(&DELIVERY.replace(r#""image": { "mime_type""#, r#""photo": { "mime_type""#)),
+            "entry[0].changes[0].value.messages[1].image"
+        );
+        assert_eq!(
+            field(&DELIVERY.replace(r#""id": "1003383421387256""#, r#""id": """#)),
+            "entry[0].changes[0].value.messages[1].image.id"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use centralita_platform::tenant::TenantId;
 
 use chrono::{DateTime, Utc};
 
-use super::model::{Kind, NewMessage, Sender};
+use super::model::{Kind, NewAttachment, NewMessage, Sender};
 use super::{store, Digital};
 
 /// The client the adapters send with: 10 s a request, 5 s to connect.
@@ -24,6 +24,82 @@ pub fn http_client() -> Result<reqwest::Client, Error> {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
+}
+
+/// The client media is downloaded with: it follows no redirect (a redirect could lead
+/// anywhere, past the host check of [`fetch_media`]).
+pub fn media_client() -> Result<reqwest::Client, Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
+}
+
+/// Why a customer's media could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaError {
+    /// The provider could not be reached or failed (5xx, 429): the webhook is answered 503
+    /// so the provider delivers it again.
+    Transient(String),
+    /// It will never be taken (a host not the provider's, too large, refused): the message
+    /// is kept with a notice instead of the file.
+    Refused(String),
+}
+
+/// Whether `url` may be fetched: http(s), its host one of `hosts` (exactly, lowercase), no
+/// user info. The only guard between a provider's (or a forger's) URL and the network.
+pub fn media_url_allowed(url: &str, hosts: &[String]) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else { return false };
+    matches!(u.scheme(), "http" | "https")
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.host_str().is_some_and(|h| hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(h)))
+}
+
+/// Downloads a customer's media from `url` (checked by [`media_url_allowed`]) with the
+/// request `authorize` makes, reading at most [`super::attachments::MAX_BYTES`]: the bytes
+/// and the `Content-Type` the provider gave.
+pub async fn fetch_media(
+    client: &reqwest::Client,
+    url: &str,
+    hosts: &[String],
+    authorize: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<(Vec<u8>, String), MediaError> {
+    if !media_url_allowed(url, hosts) {
+        return Err(MediaError::Refused("the media URL is not on the provider's hosts".into()));
+    }
+    let mut answer = authorize(client.get(url))
+        .send()
+        .await
+        .map_err(|e| MediaError::Transient(format!("media unreachable: {e}")))?;
+    let status = answer.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(MediaError::Transient(format!("media answered {status}")));
+    }
+    if !status.is_success() {
+        return Err(MediaError::Refused(format!("media answered {status}")));
+    }
+    let limit = super::attachments::MAX_BYTES;
+    if answer.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(MediaError::Refused("the file is larger than 5 MiB".into()));
+    }
+    let content_type = answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut data = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| MediaError::Transient(format!("media cut: {e}")))? {
+        if data.len() + chunk.len() > limit {
+            return Err(MediaError::Refused("the file is larger than 5 MiB".into()));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok((data, content_type))
 }
 
 /// Key `key` of the tenant's Secret `secret` mounted under `dir` (the setting `var` names
@@ -71,7 +147,7 @@ pub async fn open_conversation(
 
 /// Stores a customer's message in `contact`'s conversation under the provider's id
 /// (`provider_id`, also its idempotency key) and wakes its followers; whether it was new (a
-/// redelivery stores nothing).
+/// redelivery stores nothing). With `file`, the message is that file (`text` its name).
 pub async fn store_inbound(
     d: &Digital,
     tenant: &TenantId,
@@ -79,14 +155,15 @@ pub async fn store_inbound(
     provider_id: &str,
     text: &str,
     time: DateTime<Utc>,
+    file: Option<NewAttachment>,
 ) -> Result<bool, Error> {
     let m = NewMessage {
         sender: Sender::Customer,
-        kind: Kind::Text,
+        kind: if file.is_some() { Kind::Attachment } else { Kind::Text },
         text: text.to_owned(),
         provider_time: Some(time),
         request_id: provider_id.to_owned(),
-        attachment: None,
+        attachment: file,
     };
     if store::append_inbound_sms(&d.pool, tenant, contact, provider_id, &m).await?.is_none() {
         return Ok(false);
@@ -94,4 +171,32 @@ pub async fn store_inbound(
     d.metrics.message_stored(&Sender::Customer);
     d.written(tenant, contact);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_is_fetched_only_from_the_providers_hosts() {
+        let hosts = vec!["lookaside.fbsbx.com".to_owned(), "127.0.0.1".to_owned()];
+        assert!(media_url_allowed("https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1", &hosts));
+        assert!(media_url_allowed("http://127.0.0.1:8491/media/1", &hosts));
+        assert!(media_url_allowed("https://LOOKASIDE.fbsbx.com/x", &hosts));
+        for bad in [
+            "https://lookaside.fbsbx.com.evil.example/x",
+            "https://evil.example/?u=lookaside.fbsbx.com",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://localhost:8491/media/1",
+            "http://[::1]:8491/",
+            "file:///etc/passwd",
+            "gopher://127.0.0.1:6379/",
+            "https://user:pw@lookaside.fbsbx.com/x",
+            "http://127.0.0.1@evil.example/",
+            "not a url",
+            "",
+        ] {
+            assert!(!media_url_allowed(bad, &hosts), "{bad}");
+        }
+    }
 }

@@ -113,7 +113,7 @@ impl Telegram {
                 c
             }
         };
-        provider::store_inbound(d, tenant, &contact, &provider_id, &m.text, m.time).await.map_err(unavailable)
+        provider::store_inbound(d, tenant, &contact, &provider_id, &m.text, m.time, None).await.map_err(unavailable)
     }
 
     /// Sends an agent's message of a Telegram conversation, retrying; on the last failure

@@ -13,7 +13,12 @@
 //!   before (Meta's id; a redelivery stores nothing) lands in the customer's open WhatsApp
 //!   conversation with that number, or a new contact in sessions; each status report of one
 //!   of the tenant's sent messages is applied through the delivery-status lattice (reordered
-//!   and repeated reports change nothing). Answered 200 at once.
+//!   and repeated reports change nothing). Answered 200 at once. A customer's image,
+//!   document, voice note, video or sticker is looked up by its media id and downloaded
+//!   only from the configured media hosts (no redirects followed; `CENTRALITA_WHATSAPP_MEDIA_HOSTS`
+//!   and the base URL's host), checked like every file ([`super::attachments`]) and kept in
+//!   the conversation; a download outage answers 503 with nothing stored (Meta delivers
+//!   again); a file never to be taken is a line saying why.
 //! - Outbound: an agent's message is sent to `{base}/{version}/{phone_number_id}/messages`
 //!   with the access token, retried with exponential backoff on network errors, 429 and 5xx;
 //!   a 4xx refusal or the last failed attempt marks the message `failed` with the reason.
@@ -41,11 +46,12 @@ use centralita_platform::registry::TenantRegistry;
 use centralita_platform::tenant::{TenantId, WhatsApp as WhatsAppChannel};
 use chrono::Utc;
 
+use super::attachments;
 use super::contacts::ByPhone;
-use super::meta::{self, Inbound};
-use super::model::Message;
+use super::meta::{self, Inbound, MediaRef};
+use super::model::{Message, NewAttachment};
 use super::outbound;
-use super::provider::{self, Refusal};
+use super::provider::{self, MediaError, Refusal};
 use super::store::{self, NewConversation};
 use super::Digital;
 
@@ -58,6 +64,9 @@ pub struct WhatsAppSettings {
     pub base_url: String,
     /// The Graph API version in the path (`v21.0`).
     pub api_version: String,
+    /// The only hosts a customer's media is downloaded from (the base URL's and Meta's
+    /// media host).
+    pub media_hosts: Vec<String>,
     /// Attempts of one send (at least 1).
     pub attempts: u32,
     /// The wait after the first failed attempt; doubled after each.
@@ -71,6 +80,7 @@ pub struct WhatsApp {
     pub registry: TenantRegistry,
     pub settings: WhatsAppSettings,
     http: reqwest::Client,
+    media_http: reqwest::Client,
 }
 
 fn unavailable(e: Error) -> Refusal {
@@ -85,7 +95,7 @@ fn unavailable(e: Error) -> Refusal {
 
 impl WhatsApp {
     pub fn new(digital: Arc<Digital>, registry: TenantRegistry, settings: WhatsAppSettings) -> Result<Self, Error> {
-        Ok(Self { digital, registry, settings, http: provider::http_client()? })
+        Ok(Self { digital, registry, settings, http: provider::http_client()?, media_http: provider::media_client()? })
     }
 
     /// The tenant's WhatsApp channel, if it has one.
@@ -120,6 +130,23 @@ impl WhatsApp {
         if store::sms_known(&d.pool, tenant, &m.message_id).await.map_err(unavailable)? {
             return Ok(false);
         }
+        // A file is downloaded first: an outage is answered 503 (Meta delivers the webhook
+        // again) before anything is stored; a file that will never be taken is a line saying
+        // why instead.
+        let (text, file) = match &m.media {
+            None => (m.text.clone(), None),
+            Some(media) => match self.fetch(w, media).await {
+                Ok(file) => (file.name.clone(), Some(file)),
+                Err(MediaError::Transient(why)) => {
+                    tracing::warn!(tenant = %tenant, why, "WhatsApp media not fetched; the webhook will come again");
+                    return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into()));
+                }
+                Err(MediaError::Refused(why)) => {
+                    d.metrics.whatsapp_webhook("media_refused");
+                    (format!("[a WhatsApp {} the platform did not keep: {why}]", media.kind), None)
+                }
+            },
+        };
         // The customer's open conversation with this number continues; else a new contact.
         let open =
             provider::open_conversation(d, tenant, store::WHATSAPP, &m.from, origin).await.map_err(unavailable)?;
@@ -144,7 +171,37 @@ impl WhatsApp {
                 c
             }
         };
-        provider::store_inbound(d, tenant, &contact, &m.message_id, &m.text, m.time).await.map_err(unavailable)
+        let new = provider::store_inbound(d, tenant, &contact, &m.message_id, &text, m.time, file)
+            .await
+            .map_err(unavailable)?;
+        // A file's caption follows it as the customer's text.
+        if m.media.is_some() && !m.text.trim().is_empty() {
+            let id = format!("{}.caption", m.message_id);
+            provider::store_inbound(d, tenant, &contact, &id, &m.text, m.time, None).await.map_err(unavailable)?;
+        }
+        Ok(new)
+    }
+
+    /// Looks up a customer's media id with the Cloud API and downloads it from the host the
+    /// answer names, if it is one of [`WhatsAppSettings::media_hosts`]; checked as a file
+    /// of the conversation.
+    async fn fetch(&self, w: &WhatsAppChannel, media: &MediaRef) -> Result<NewAttachment, MediaError> {
+        let token = self.secret(w, "accessToken").map_err(|e| MediaError::Transient(e.to_string()))?;
+        let lookup =
+            format!("{}/{}/{}", self.settings.base_url.trim_end_matches('/'), self.settings.api_version, media.id);
+        let (answer, _) =
+            provider::fetch_media(&self.media_http, &lookup, &self.settings.media_hosts, |r| r.bearer_auth(&token))
+                .await?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer)
+            .map_err(|_| MediaError::Refused("the media lookup answer is not JSON".into()))?;
+        let url = meta::media_url(&answer).ok_or_else(|| MediaError::Refused("the media has no URL".into()))?;
+        let (data, given_type) =
+            provider::fetch_media(&self.media_http, &url, &self.settings.media_hosts, |r| r.bearer_auth(&token))
+                .await?;
+        let content_type = if media.mime_type.is_empty() { given_type } else { media.mime_type.clone() };
+        let checked = attachments::check(&media.file_name(), &content_type, &data)
+            .map_err(|r| MediaError::Refused(r.describe()))?;
+        Ok(NewAttachment { name: checked.name, content_type: checked.content_type, sha256: checked.sha256, data })
     }
 
     /// Sends an agent's message of a WhatsApp conversation, retrying; on the last failure
