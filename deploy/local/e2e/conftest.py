@@ -219,14 +219,15 @@ class FakeProvider:
     """A provider's REST API on loopback (Twilio's, Meta's Cloud API) standing in for the real
     one in media's outbound sends: records each POST as {"path", "auth", "body"} (the body
     read by `parse`) and answers the next planned status (`ok` when nothing is planned) with
-    the JSON `answer(status)` gives."""
+    the JSON `answer(status)` gives; each GET is recorded in `gets` and answered from
+    `files`."""
 
     def __init__(self, port, ok, parse, answer):
         import json
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.requests, self.plan = [], []
+        self.requests, self.plan, self.gets, self.files = [], [], [], {}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -238,6 +239,17 @@ class FakeProvider:
                 raw = json.dumps(answer(status)).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self):
+                # Files the provider serves (media lookups and downloads): `fake.files[path]`
+                # is (status, content type, bytes); anything else 404.
+                fake.gets.append({"path": self.path, "auth": self.headers.get("authorization", "")})
+                status, ctype, raw = fake.files.get(self.path, (404, "text/plain", b"not found"))
+                self.send_response(status)
+                self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)

@@ -116,7 +116,9 @@ pub fn router(state: Arc<WebChat>) -> Router {
         .route("/v1/tenants/{tenant}/webchat/socket", get(socket))
         .route(
             "/v1/tenants/{tenant}/webchat/attachments",
-            post(upload).options(preflight).layer(DefaultBodyLimit::max(attachments::MAX_BYTES)),
+            // A little over the file limit: a file just over it is read and refused with a
+            // clear 413 by the check rather than cut off mid-upload.
+            post(upload).options(preflight).layer(DefaultBodyLimit::max(attachments::MAX_BYTES + 64 * 1024)),
         )
         .route("/v1/tenants/{tenant}/webchat/attachments/{id}", get(download).options(preflight))
         .layer(DefaultBodyLimit::max(MAX_FRAME_BYTES))
