@@ -147,6 +147,13 @@ def test_files_go_both_ways_in_a_web_chat(m, tmp_path):
     assert headers["content-type"] == "application/pdf" and headers["x-content-type-options"] == "nosniff"
     assert headers["content-disposition"].startswith("attachment;") and "UTF-8''factura%207%20%C3%B1.pdf" in \
         headers["content-disposition"]
+    # A browser on the widget's page may ask for both (CORS preflight); another origin not.
+    for path, method in ((f"/v1/tenants/{a}/webchat/attachments/{file_id}", "GET"),
+                         (f"/v1/tenants/{a}/webchat/attachments", "POST")):
+        ask = {"access-control-request-method": method, "access-control-request-headers": "authorization"}
+        status, headers, _ = raw("OPTIONS", path, headers={"origin": origin, **ask})
+        assert status == 204 and headers["access-control-allow-origin"] == origin, (path, status)
+        assert raw("OPTIONS", path, headers={"origin": "https://evil.example", **ask})[0] == 403
     # Another chat's visitor, and no token, get nothing.
     assert raw("GET", f"/v1/tenants/{a}/webchat/attachments/{file_id}",
                headers={"authorization": f"Bearer {other['visitorToken']}"})[0] == 404

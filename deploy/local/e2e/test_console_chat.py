@@ -16,7 +16,9 @@ ConversationService call on A's chat. A screenshot goes to the run's log folder,
 docs/screenshots/ with CENTRALITA_SCREENSHOTS=docs.
 """
 import json
+import pathlib
 import time
+import urllib.request
 import uuid
 
 import grpc
@@ -26,7 +28,7 @@ from conftest import auth, cli, endpoints, mint, wait_for
 from test_console import SHOTS, CHROMIUM, CuttableProxy, console_url, sign_in
 
 websockets = pytest.importorskip("websockets.sync.client")
-from test_webchat import messages, open_socket, read_frames, start_chat  # noqa: E402
+from test_webchat import BASE, messages, open_socket, read_frames, start_chat  # noqa: E402
 
 ORIGIN = "https://shop.example"
 
@@ -233,6 +235,43 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                     m.md.ListMessagesRequest(parent=contact), metadata=auth(sup_a), timeout=10).messages]
                 assert sequences == stored, (sequences, stored)
 
+                # Files: the customer's PNG shows in the pane and downloads with its bytes; the
+                # agent's PDF from the pane's file input reaches the customer's socket and
+                # downloads there the same.
+                png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + run.encode()
+                files = []
+                up = urllib.request.Request(
+                    f"{BASE}/v1/tenants/{a}/webchat/attachments?name=foto.png&requestId=f-1", data=png,
+                    method="POST", headers={"content-type": "image/png", "authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(up, timeout=10) as r:
+                    assert r.status == 201
+                link = pane.locator("[data-sender=customer] [data-testid=chat-file]")
+                expect(link).to_contain_text("foto.png", timeout=15_000)
+                with page.expect_download(timeout=10_000) as download:
+                    link.click()
+                assert download.value.suggested_filename == "foto.png"
+                assert pathlib.Path(download.value.path()).read_bytes() == png
+                pdf = b"%PDF-1.4\n% pedido " + run.encode() + b"\n%%EOF\n"
+                pane.get_by_test_id("chat-attach").set_input_files(
+                    files=[{"name": "pedido.pdf", "mimeType": "application/pdf", "buffer": pdf}])
+                frames = read_frames(ws, lambda f: any(x.get("kind") == "attachment" and x.get("sender") == "agent"
+                                                       for x in messages(f)))
+                sent = [x for x in messages(frames) if x.get("kind") == "attachment" and x["sender"] == "agent"]
+                assert [x["attachment"]["name"] for x in sent] == ["pedido.pdf"], frames
+                files.append(sent[0]["attachment"]["id"])
+                got = urllib.request.Request(f"{BASE}/v1/tenants/{a}/webchat/attachments/{sent[0]['attachment']['id']}",
+                                             headers={"authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(got, timeout=10) as r:
+                    assert r.read() == pdf
+                # A program is refused in the pane before anything is sent.
+                pane.get_by_test_id("chat-attach").set_input_files(
+                    files=[{"name": "setup.exe", "mimeType": "application/x-msdownload", "buffer": b"MZ\x90\0"}])
+                expect(pane.get_by_test_id("chat-error")).to_contain_text("cannot be sent", timeout=5_000)
+                pane.get_by_test_id("chat-input").fill("Recibido")
+                pane.get_by_test_id("chat-send").click()
+                expect(pane.get_by_test_id("chat-error")).to_have_count(0, timeout=10_000)
+                assert read_frames(ws, lambda f: any(x.get("text") == "Recibido" for x in messages(f)))
+
                 # Spanish strings in the pane.
                 page.get_by_test_id("lang").select_option("es")
                 expect(pane.get_by_test_id("chat-send")).to_have_text("Enviar")
@@ -263,7 +302,7 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                     pane2 = page.get_by_test_id("contact").filter(has_text="Soy otro cliente").get_by_test_id("chat")
                     expect(pane2.get_by_test_id("chat-status")).to_have_text("connected", timeout=15_000)
                     customer_msgs = pane.locator("[data-testid=chat-message][data-sender=customer]")
-                    expect(customer_msgs).to_have_count(3)
+                    expect(customer_msgs).to_have_count(4)
                     assert "Soy otro cliente" not in pane.inner_text()
                     pane2.get_by_test_id("chat-input").fill("Enseguida te atiendo")
                     pane2.get_by_test_id("chat-input").press("Enter")
@@ -282,7 +321,7 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                 assert end and end[-1] == {"type": "ended"}, end
                 expect(pane.get_by_test_id("chat-status")).to_have_text("ended", timeout=15_000)
                 expect(pane.get_by_test_id("chat-input")).to_have_count(0)
-                expect(customer_msgs).to_have_count(3)
+                expect(customer_msgs).to_have_count(4)
                 wrap = page.get_by_test_id("wrap-up")
                 wrap.get_by_test_id("disposition").select_option("resolved")
                 wrap.get_by_test_id("submit-wrap-up").click()
@@ -307,6 +346,11 @@ def test_agent_chats_with_a_web_chat_customer_in_the_browser(m, tmp_path):
                                                          metadata=auth(t), timeout=10),
         "MarkRead": lambda t: conversations.MarkRead(md.MarkReadRequest(parent=contact, sequence=1),
                                                      metadata=auth(t), timeout=10),
+        "SendAttachment": lambda t: conversations.SendAttachment(md.SendAttachmentRequest(
+            parent=contact, file_name="x.pdf", content_type="application/pdf", data=b"%PDF-1.4\n"),
+            metadata=auth(t), timeout=10),
+        "GetAttachment": lambda t: conversations.GetAttachment(md.GetAttachmentRequest(
+            name=f"{contact}/attachments/{files[0]}"), metadata=auth(t), timeout=10),
     }
     for who, tok in {"tenant B's agent": mint("--tenant", b, "--role", "agent", "--agent-id", agent_b),
                      "tenant B's agent with A's agent id": mint("--tenant", b, "--role", "agent", "--agent-id",

@@ -9,6 +9,7 @@ message lost or shown twice. A page on an origin the tenant does not allow gets 
 the widget and no contact; tenant B's agent cannot read the chat.
 """
 import http.server
+import pathlib
 import threading
 import uuid
 
@@ -159,6 +160,42 @@ def test_the_widget_on_a_tenants_page_chats_with_an_agent_and_survives_a_drop(m,
                 assert [x.text for x in listed].count("Es el 4455") == 1
                 assert wait_for(lambda: customer_texts().count("Es el 4455") == 1, 10), customer_texts()
                 page.screenshot(path=str(SHOTS / "webchat-widget.png"))
+
+                # Files: the customer's PNG from the widget reaches the agent byte for byte.
+                png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + run.encode()
+                widget.get_by_test_id("chat-attach").set_input_files(
+                    files=[{"name": "recibo.png", "mimeType": "image/png", "buffer": png}])
+
+                def files():
+                    return [x for x in conversations.ListMessages(m.md.ListMessagesRequest(parent=contact),
+                                                                  metadata=auth(agent.token), timeout=10).messages
+                            if x.kind == m.md.MESSAGE_KIND_ATTACHMENT]
+
+                assert wait_for(files, 15), shown(page)
+                got = conversations.GetAttachment(m.md.GetAttachmentRequest(name=files()[0].attachment.name),
+                                                  metadata=auth(agent.token), timeout=10)
+                assert got.data == png and got.attachment.file_name == "recibo.png"
+                expect(widget.locator("li.customer [data-testid=chat-file]")).to_have_count(1, timeout=10_000)
+                # A page of HTML is refused by the widget before it is sent.
+                widget.get_by_test_id("chat-attach").set_input_files(
+                    files=[{"name": "x.html", "mimeType": "text/html", "buffer": b"<html></html>"}])
+                expect(widget.get_by_test_id("chat-notice")).to_contain_text("Este tipo de archivo", timeout=5_000)
+                assert len(files()) == 1
+                # The agent's PDF appears in the widget and downloads with the same bytes.
+                pdf = b"%PDF-1.4\n% condiciones " + run.encode() + b"\n%%EOF\n"
+                conversations.SendAttachment(m.md.SendAttachmentRequest(
+                    parent=contact, file_name="condiciones.pdf", content_type="application/pdf", data=pdf),
+                    metadata=auth(agent.token), timeout=10)
+                link = widget.locator("li.agent [data-testid=chat-file]")
+                expect(link).to_have_count(1, timeout=10_000)
+                try:
+                    with page.expect_download(timeout=10_000) as download:
+                        link.click()
+                except Exception:
+                    raise AssertionError(widget.get_by_test_id("chat-notice").inner_text())
+                assert download.value.suggested_filename == "condiciones.pdf"
+                assert pathlib.Path(download.value.path()).read_bytes() == pdf
+                page.screenshot(path=str(SHOTS / "webchat-widget-files.png"))
 
                 # Tenant B's agent cannot read A's chat.
                 with pytest.raises(grpc.RpcError) as denied:

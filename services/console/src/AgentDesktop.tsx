@@ -21,7 +21,7 @@ import {
 import { Channel, RecordingMode, type Tenant } from "./gen/centralita/tenancy/v1/tenancy_pb";
 import { ValueTier, type ScreenPop } from "./gen/centralita/crm/v1/crm_pb";
 import { ChatPane } from "./ChatPane";
-import { isConversation } from "./chat";
+import { isConversation, takesFiles } from "./chat";
 import { answerProblem, cannedReplies, queueScript, resolutionQuestion, scriptLines } from "./script";
 import { agentId, agentLabel, queueLoad } from "./directory";
 import { usePolled } from "./polling";
@@ -426,6 +426,7 @@ function Working(props: {
               contact={c.name}
               me={props.me}
               canSend={c.state === ContactState.CONNECTED}
+              canAttach={takesFiles(c.channel)}
               timeZone={props.timeZone}
               lang={props.lang}
               t={t}

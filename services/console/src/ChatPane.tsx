@@ -20,6 +20,7 @@ import {
   type Conversation,
 } from "./chat";
 import { keepStreaming } from "./resume";
+import { ACCEPT, checkFile, fileSize, type FileRefusal } from "./files";
 import { clockTime } from "./format";
 import type { Key, Lang } from "./i18n";
 import {
@@ -45,6 +46,8 @@ export function ChatPane(props: {
   t: (k: Key) => string;
   /** The queue's canned replies, filled in for this contact (script.ts). */
   cannedReplies?: string[];
+  /** Files can be sent on this conversation (web chat and email). */
+  canAttach?: boolean;
 }) {
   const { conversations: api, contact, t } = props;
   const [conv, dispatch] = useReducer(
@@ -187,6 +190,50 @@ export function ChatPane(props: {
     }
   };
 
+  const refusalKey: Record<FileRefusal, Key> = {
+    type: "chatFileType",
+    tooLarge: "chatFileTooLarge",
+    empty: "chatFileEmpty",
+    name: "chatFileName",
+  };
+
+  // The agent's file: checked here first (the same rule as media), then SendAttachment with
+  // a request id of its own, so a retry is stored once.
+  const attach = async (file: File) => {
+    const refused = checkFile(file.name, file.type, file.size);
+    if (refused) {
+      setError(t(refusalKey[refused]));
+      return;
+    }
+    setSending(true);
+    setError(undefined);
+    try {
+      const data = new Uint8Array(await file.arrayBuffer());
+      const stored = await api.sendAttachment({ parent: contact, fileName: file.name, contentType: file.type, data, requestId: newRequestId() });
+      dispatch({ kind: "messages", messages: [stored] });
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setSending(false);
+    }
+  };
+
+  // A file of the conversation, fetched with GetAttachment and saved under its name.
+  const download = async (m: Message) => {
+    if (!m.attachment) return;
+    try {
+      const got = await api.getAttachment({ name: m.attachment.name });
+      const url = URL.createObjectURL(new Blob([got.data as BlobPart], { type: m.attachment.contentType }));
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = m.attachment.fileName;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+
   const who = (m: Message) =>
     m.sender === SenderKind.CUSTOMER ? t("customer") : m.sender === SenderKind.AGENT ? (m.agentId === props.me ? t("chatYou") : `${t("chatAgent")} ${m.agentId}`) : "";
 
@@ -208,7 +255,13 @@ export function ChatPane(props: {
             data-sequence={String(m.sequence)}
           >
             {who(m) && <span className="chat-who">{who(m)}</span>}
-            <span className="chat-text">{m.text}</span>
+            {m.kind === MessageKind.ATTACHMENT && m.attachment ? (
+              <button type="button" className="link chat-file" data-testid="chat-file" onClick={() => void download(m)}>
+                📎 {m.attachment.fileName} ({fileSize(Number(m.attachment.sizeBytes))})
+              </button>
+            ) : (
+              <span className="chat-text">{m.text}</span>
+            )}
             <span className="chat-meta">
               {m.createTime ? clockTime(timestampMs(m.createTime), props.timeZone, props.lang) : ""}
               {m.sender === SenderKind.AGENT && readByCustomer(conv, m) && <span data-testid="chat-read"> · {t("chatRead")}</span>}
@@ -259,6 +312,24 @@ export function ChatPane(props: {
               }
             }}
           />
+          {props.canAttach && (
+            <label className="chat-attach" title={t("chatAttach")}>
+              📎
+              <input
+                type="file"
+                data-testid="chat-attach"
+                aria-label={t("chatAttach")}
+                accept={ACCEPT}
+                hidden
+                disabled={sending}
+                onChange={(e) => {
+                  const file = e.target.files?.[0];
+                  e.target.value = "";
+                  if (file) void attach(file);
+                }}
+              />
+            </label>
+          )}
           <button type="submit" className="primary" data-testid="chat-send" disabled={sending || !draft.trim()}>
             {t("chatSend")}
           </button>

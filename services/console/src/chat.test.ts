@@ -6,6 +6,7 @@ import {
   customerTyping,
   emptyConversation,
   isConversation,
+  takesFiles,
   lastFromCustomer,
   lastSequence,
   merge,
@@ -106,5 +107,10 @@ describe("conversations", () => {
   it("are the digital channels' contacts, not calls or tasks", () => {
     expect([Channel.CHAT, Channel.SMS, Channel.SOCIAL, Channel.EMAIL].every(isConversation)).toBe(true);
     expect([Channel.VOICE, Channel.TASK, Channel.UNSPECIFIED].some(isConversation)).toBe(false);
+  });
+
+  it("files go out on web chat and email only", () => {
+    expect([Channel.CHAT, Channel.EMAIL].every(takesFiles)).toBe(true);
+    expect([Channel.SMS, Channel.SOCIAL, Channel.VOICE].some(takesFiles)).toBe(false);
   });
 });

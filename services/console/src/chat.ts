@@ -119,3 +119,9 @@ export function newRequestId(): string {
 export function isConversation(channel: Channel): boolean {
   return channel === Channel.CHAT || channel === Channel.SMS || channel === Channel.SOCIAL || channel === Channel.EMAIL;
 }
+
+/** Whether the agent can send files on a contact of `channel`: web chat and email (a provider
+ * channel takes text; media refuses files there). */
+export function takesFiles(channel: Channel): boolean {
+  return channel === Channel.CHAT || channel === Channel.EMAIL;
+}

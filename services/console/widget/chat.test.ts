@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applyFrame, backoffMs, compose, initialChat, socketUrl, type ChatState } from "./chat";
+import { applyFrame, attachmentUrl, uploadUrl, backoffMs, compose, initialChat, socketUrl, type ChatState } from "./chat";
 
 const msg = (sequence: number, sender = "agent", text = `m${sequence}`) => ({ type: "message", sequence, sender, kind: "text", text });
 
@@ -47,5 +47,25 @@ describe("socketUrl and backoffMs", () => {
   it("doubles up to 5 s with bounded jitter", () => {
     expect([0, 1, 2, 10].map((a) => backoffMs(a, () => 0))).toEqual([250, 500, 1000, 5000]);
     expect(backoffMs(10, () => 1)).toBe(6000);
+  });
+});
+
+describe("files", () => {
+  it("keeps a well-formed attachment of a message frame and drops a malformed one", () => {
+    const frame = (attachment: unknown) => ({ type: "message", sequence: 1, sender: "agent", kind: "attachment", text: "f.pdf", attachment });
+    const ok = applyFrame(initialChat, frame({ id: "0190ab", name: "f.pdf", contentType: "application/pdf", size: 12 }));
+    expect(ok.messages[0].attachment).toEqual({ id: "0190ab", name: "f.pdf", contentType: "application/pdf", size: 12 });
+    for (const bad of [undefined, "x", { id: "../x", name: "f" }, { id: "a1" }]) {
+      const s = applyFrame(initialChat, frame(bad));
+      expect(s.messages[0].attachment).toBeUndefined();
+      expect(s.messages[0].text).toBe("f.pdf");
+    }
+  });
+
+  it("builds the upload and download URLs, escaping names", () => {
+    expect(uploadUrl("https://chat.example/", "acme", "factura 7 ñ.pdf", "r-1")).toBe(
+      "https://chat.example/v1/tenants/acme/webchat/attachments?name=factura%207%20%C3%B1.pdf&requestId=r-1",
+    );
+    expect(attachmentUrl("https://chat.example", "acme", "0190ab")).toBe("https://chat.example/v1/tenants/acme/webchat/attachments/0190ab");
   });
 });

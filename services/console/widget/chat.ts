@@ -9,6 +9,23 @@ export interface Message {
   sender: "customer" | "agent" | "system";
   kind: string;
   text: string;
+  /** A file (kind `attachment`): downloaded from `attachmentUrl`. */
+  attachment?: FileRef;
+}
+
+export interface FileRef {
+  id: string;
+  name: string;
+  contentType: string;
+  size: number;
+}
+
+/** A frame's `attachment`, if it is a well-formed one. */
+function fileRef(raw: unknown): FileRef | undefined {
+  if (!raw || typeof raw !== "object") return undefined;
+  const a = raw as Record<string, unknown>;
+  if (typeof a.id !== "string" || !/^[A-Za-z0-9]{1,64}$/.test(a.id) || typeof a.name !== "string") return undefined;
+  return { id: a.id, name: a.name, contentType: String(a.contentType ?? ""), size: Number(a.size ?? 0) };
 }
 
 export interface Pending {
@@ -39,6 +56,8 @@ export function applyFrame(s: ChatState, raw: unknown): ChatState {
       if (s.messages.some((m) => m.sequence === seq)) return { ...s, lastSequence: Math.max(s.lastSequence, seq) };
       const sender = f.sender === "agent" || f.sender === "system" ? f.sender : "customer";
       const m: Message = { sequence: seq, sender, kind: String(f.kind ?? "text"), text: String(f.text ?? "") };
+      const file = fileRef(f.attachment);
+      if (file) m.attachment = file;
       const messages = [...s.messages, m].sort((a, b) => a.sequence - b.sequence);
       return { ...s, messages, lastSequence: Math.max(s.lastSequence, seq), agentTyping: sender === "agent" ? false : s.agentTyping };
     }
@@ -74,4 +93,18 @@ export function socketUrl(endpoint: string, tenant: string, token: string, after
 export function backoffMs(attempt: number, random = Math.random): number {
   const base = Math.min(5000, 250 * 2 ** Math.max(0, attempt));
   return Math.round(base * (1 + 0.2 * random()));
+}
+
+function base(endpoint: string, tenant: string): string {
+  return `${endpoint.replace(/\/+$/, "")}/v1/tenants/${encodeURIComponent(tenant)}/webchat`;
+}
+
+/** Where the customer's file is uploaded (POST, the file as the body). */
+export function uploadUrl(endpoint: string, tenant: string, name: string, requestId: string): string {
+  return `${base(endpoint, tenant)}/attachments?name=${encodeURIComponent(name)}&requestId=${encodeURIComponent(requestId)}`;
+}
+
+/** Where a file of the conversation is downloaded (GET, with the visitor token). */
+export function attachmentUrl(endpoint: string, tenant: string, id: string): string {
+  return `${base(endpoint, tenant)}/attachments/${encodeURIComponent(id)}`;
 }

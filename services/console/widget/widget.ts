@@ -12,11 +12,12 @@
 // nothing is missed or shown twice; messages written meanwhile are sent once it is back
 // (with their request ids: media stores each once). Plain DOM, no framework.
 
-import { applyFrame, backoffMs, compose, initialChat, socketUrl, type ChatState } from "./chat";
+import { applyFrame, attachmentUrl, backoffMs, compose, initialChat, socketUrl, uploadUrl, type ChatState, type FileRef } from "./chat";
+import { ACCEPT, checkFile, fileSize, type FileRefusal } from "../src/files";
 
 const WORDS = {
-  en: { prechat: "So we can find your earlier conversations (optional):", phone: "Phone (+34…)", email: "Email", start: "Start chat", open: "Chat with us", title: "Chat", placeholder: "Write a message…", send: "Send", typing: "The agent is typing…", ended: "The chat has ended.", leave: "End chat", connecting: "connecting…", offline: "reconnecting…", you: "You", agent: "Agent", error: "Could not start the chat" },
-  es: { prechat: "Para encontrar sus conversaciones anteriores (opcional):", phone: "Teléfono (+34…)", email: "Correo", start: "Empezar chat", open: "Chatea con nosotros", title: "Chat", placeholder: "Escribe un mensaje…", send: "Enviar", typing: "El agente está escribiendo…", ended: "El chat ha terminado.", leave: "Terminar chat", connecting: "conectando…", offline: "reconectando…", you: "Tú", agent: "Agente", error: "No se pudo iniciar el chat" },
+  en: { prechat: "So we can find your earlier conversations (optional):", phone: "Phone (+34…)", email: "Email", start: "Start chat", open: "Chat with us", title: "Chat", placeholder: "Write a message…", send: "Send", typing: "The agent is typing…", ended: "The chat has ended.", leave: "End chat", connecting: "connecting…", offline: "reconnecting…", you: "You", agent: "Agent", error: "Could not start the chat", attach: "Send a file", fileType: "This kind of file cannot be sent (images, PDF, text, audio, MP4).", fileTooLarge: "A file is at most 5 MB.", fileEmpty: "The file is empty.", fileName: "Rename the file and try again.", fileFailed: "The file could not be sent" },
+  es: { prechat: "Para encontrar sus conversaciones anteriores (opcional):", phone: "Teléfono (+34…)", email: "Correo", start: "Empezar chat", open: "Chatea con nosotros", title: "Chat", placeholder: "Escribe un mensaje…", send: "Enviar", typing: "El agente está escribiendo…", ended: "El chat ha terminado.", leave: "Terminar chat", connecting: "conectando…", offline: "reconectando…", you: "Tú", agent: "Agente", error: "No se pudo iniciar el chat", attach: "Enviar un archivo", fileType: "Este tipo de archivo no se puede enviar (imágenes, PDF, texto, audio, MP4).", fileTooLarge: "Un archivo tiene como máximo 5 MB.", fileEmpty: "El archivo está vacío.", fileName: "Cambia el nombre del archivo e inténtalo de nuevo.", fileFailed: "No se pudo enviar el archivo" },
 };
 
 interface Session {
@@ -66,6 +67,8 @@ function start(script: HTMLScriptElement) {
       form.prechat p { margin: 0; font-size: 12px; color: #555; }
       [hidden] { display: none !important; }
       textarea { flex: 1; resize: none; height: 2.4em; font: inherit; }
+      li button.file { background: none; border: 0; padding: 0; color: #14324f; text-decoration: underline; text-align: left; }
+      label.attach { cursor: pointer; align-self: center; font-size: 18px; }
       button { font: inherit; cursor: pointer; }
     </style>
     <button class="launcher" part="launcher" data-testid="chat-launcher"></button>
@@ -78,7 +81,7 @@ function start(script: HTMLScriptElement) {
       <ol data-testid="chat-messages" aria-live="polite"></ol>
       <div class="typing" data-testid="chat-typing"></div>
       <div class="notice" data-testid="chat-notice"></div>
-      <form><textarea maxlength="4096" data-testid="chat-input"></textarea><button type="submit" data-testid="chat-send"></button></form>
+      <form><label class="attach">📎<input type="file" data-testid="chat-attach" hidden></label><textarea maxlength="4096" data-testid="chat-input"></textarea><button type="submit" data-testid="chat-send"></button></form>
     </section>`;
   const $ = <T extends Element>(sel: string) => root.querySelector(sel) as T;
   const prechat = $<HTMLFormElement>("form.prechat");
@@ -98,6 +101,15 @@ function start(script: HTMLScriptElement) {
   $<HTMLInputElement>("[name=email]").placeholder = w.email;
   $<HTMLButtonElement>("form.prechat button").textContent = w.start;
   input.placeholder = w.placeholder;
+  const picker = $<HTMLInputElement>("input[type=file]");
+  picker.accept = ACCEPT;
+  $<HTMLLabelElement>("label.attach").title = w.attach;
+  picker.setAttribute("aria-label", w.attach);
+  picker.onchange = () => {
+    const file = picker.files?.[0];
+    picker.value = "";
+    if (file) void upload(file);
+  };
 
   const render = () => {
     list.replaceChildren(
@@ -105,7 +117,18 @@ function start(script: HTMLScriptElement) {
         const li = document.createElement("li");
         li.className = m.sender;
         li.dataset.sequence = String(m.sequence);
-        li.textContent = m.text;
+        if (m.attachment) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = "file";
+          b.dataset.testid = "chat-file";
+          b.textContent = `📎 ${m.attachment.name} (${fileSize(m.attachment.size)})`;
+          const file = m.attachment;
+          b.onclick = () => void download(file);
+          li.append(b);
+        } else {
+          li.textContent = m.text;
+        }
         return li;
       }),
       ...state.pending.map((p) => {
@@ -120,11 +143,55 @@ function start(script: HTMLScriptElement) {
     $<HTMLElement>(".notice").textContent = state.ended ? w.ended : (state.error ?? "");
     status.textContent = state.ended ? "" : online ? "" : session ? w.offline : w.connecting;
     input.disabled = state.ended;
+    picker.disabled = state.ended || !session;
     prechat.hidden = !!session || details !== undefined;
   };
   const set = (next: ChatState) => {
     state = next;
     render();
+  };
+
+  // A file of the chat: fetched with the visitor token (the link alone gives nothing) and
+  // saved under its name.
+  const download = async (file: FileRef) => {
+    if (!session) return;
+    try {
+      const r = await fetch(attachmentUrl(endpoint, tenant, file.id), { headers: { authorization: `Bearer ${session.visitorToken}` } });
+      if (!r.ok) throw new Error(String(r.status));
+      const url = URL.createObjectURL(await r.blob());
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = file.name;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (e) {
+      set({ ...state, error: `${w.fileFailed}: ${e instanceof Error ? e.message : String(e)}` });
+    }
+  };
+
+  const refusals: Record<FileRefusal, string> = { type: w.fileType, tooLarge: w.fileTooLarge, empty: w.fileEmpty, name: w.fileName };
+
+  // The customer's file: checked here first (media's rule), then uploaded; the socket brings
+  // it back as a message of the chat.
+  const upload = async (file: File) => {
+    const refused = checkFile(file.name, file.type, file.size);
+    if (refused) {
+      set({ ...state, error: refusals[refused] });
+      return;
+    }
+    if (!session || state.ended) return;
+    try {
+      const r = await fetch(uploadUrl(endpoint, tenant, file.name, crypto.randomUUID()), {
+        method: "POST",
+        headers: { authorization: `Bearer ${session.visitorToken}`, "content-type": file.type },
+        body: file,
+      });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(`${r.status} ${body.message ?? ""}`.trim());
+      set({ ...applyFrame(state, { type: "message", ...body }), error: undefined });
+    } catch (e) {
+      set({ ...state, error: `${w.fileFailed}: ${e instanceof Error ? e.message : String(e)}` });
+    }
   };
 
   const flush = () => {

@@ -120,7 +120,7 @@ pub fn router(state: Arc<WebChat>) -> Router {
             // clear 413 by the check rather than cut off mid-upload.
             post(upload).options(preflight).layer(DefaultBodyLimit::max(attachments::MAX_BYTES + 64 * 1024)),
         )
-        .route("/v1/tenants/{tenant}/webchat/attachments/{id}", get(download).options(preflight))
+        .route("/v1/tenants/{tenant}/webchat/attachments/{id}", get(download).options(preflight_file))
         .layer(DefaultBodyLimit::max(MAX_FRAME_BYTES))
         .with_state(state)
 }
@@ -285,6 +285,15 @@ async fn preflight(
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     Ok(with_origin(r, origin))
+}
+
+/// CORS preflight of a file's download (the path also names the file).
+async fn preflight_file(
+    chat: State<Arc<WebChat>>,
+    Path((tenant, _)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    preflight(chat, Path(tenant), headers).await
 }
 
 // ---------------------------------------------------------------------------------------
