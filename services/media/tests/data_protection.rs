@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use centralita_media::digital::erasure::{self, ErasureHandler};
-use centralita_media::digital::model::{Kind, NewMessage, Sender};
+use centralita_media::digital::model::{Kind, NewAttachment, NewMessage, Sender};
 use centralita_media::digital::retention::{self, EndsHandler};
 use centralita_media::digital::schema::MIGRATIONS;
 use centralita_media::digital::store::{self, NewConversation};
@@ -47,7 +47,14 @@ async fn drop_schema(pool: Pool) {
 }
 
 fn msg(sender: Sender, body: &str) -> NewMessage {
-    NewMessage { sender, kind: Kind::Text, text: body.into(), provider_time: None, request_id: String::new() }
+    NewMessage {
+        sender,
+        kind: Kind::Text,
+        text: body.into(),
+        provider_time: None,
+        request_id: String::new(),
+        attachment: None,
+    }
 }
 
 /// A conversation `contact` of `tenant` on `channel` from `visitor`, with a customer's
@@ -116,19 +123,36 @@ async fn email_conversation(pool: &Pool, tenant: &TenantId, contact: &str, addre
         attachments: serde_json::json!([]),
     };
     store::record_outbound_email(pool, tenant, contact, stored.sequence - 1, &out).await.unwrap();
+    // The email's PDF, kept as a file of the conversation: its name and bytes carry `marker`.
+    let pdf = format!("%PDF-1.4\n% {marker}\n").into_bytes();
+    let file = NewMessage {
+        kind: Kind::Attachment,
+        text: format!("{marker}.pdf"),
+        attachment: Some(NewAttachment {
+            name: format!("{marker}.pdf"),
+            content_type: "application/pdf".into(),
+            sha256: centralita_media::digital::attachments::sha256_hex(&pdf),
+            data: pdf,
+        }),
+        ..msg(Sender::Customer, "")
+    };
+    let (kept, _) = store::append(pool, tenant, contact, &file).await.unwrap().unwrap();
+    let id = kept.attachment.expect("a file").id;
+    assert!(store::attachment(pool, tenant, contact, &id).await.unwrap().is_some());
 }
 
 /// Rows of each table of schema `media` about `contact`, as `tenant` sees them (row-level
-/// security on): conversations, messages, sms_messages, email_messages, outbox.
-async fn rows(pool: &Pool, tenant: &TenantId, contact: &str) -> [i64; 5] {
+/// security on): conversations, messages, sms_messages, email_messages, attachments, outbox.
+async fn rows(pool: &Pool, tenant: &TenantId, contact: &str) -> [i64; 6] {
     let mut client = pool.get().await.unwrap();
     let tx = centralita_platform::db::begin(&mut client, tenant).await.unwrap();
-    let mut out = [0; 5];
+    let mut out = [0; 6];
     for (i, q) in [
         "SELECT count(*) FROM conversations WHERE contact_id = $1",
         "SELECT count(*) FROM messages WHERE contact_id = $1",
         "SELECT count(*) FROM sms_messages WHERE contact_id = $1",
         "SELECT count(*) FROM email_messages WHERE contact_id = $1",
+        "SELECT count(*) FROM attachments WHERE contact_id = $1",
         "SELECT count(*) FROM outbox WHERE key = $1",
     ]
     .into_iter()
@@ -151,6 +175,9 @@ async fn found(pool: &Pool, tenants: &[&TenantId], needle: &str) -> i64 {
             let q = format!("SELECT count(*) FROM {table} t WHERE position($1 in t::text) > 0");
             n += tx.query_one(&q, &[&needle]).await.unwrap().get::<_, i64>(0);
         }
+        // Files' bytes.
+        let q = "SELECT count(*) FROM attachments WHERE position(convert_to($1, 'UTF8') in data) > 0";
+        n += tx.query_one(q, &[&needle]).await.unwrap().get::<_, i64>(0);
         // Envelopes are protobuf: their strings are there as UTF-8 bytes.
         let q = "SELECT count(*) FROM outbox t WHERE position(convert_to($1, 'UTF8') in envelope) > 0
                  OR position($1 in t::text) > 0";
@@ -225,9 +252,9 @@ async fn a_customer_erasure_deletes_its_conversations_in_its_tenant_only_and_rep
     let before_chat = rows(&pool, &a, chat).await;
     let before_sms = rows(&pool, &a, sms).await;
     let before_mail = rows(&pool, &a, mail).await;
-    assert_eq!(before_chat, [1, 3, 0, 0, 3], "notice and two messages, their events not yet published");
-    assert_eq!(before_sms, [1, 4, 2, 0, 4]);
-    assert_eq!(before_mail, [1, 4, 0, 2, 4]);
+    assert_eq!(before_chat, [1, 3, 0, 0, 0, 3], "notice and two messages, their events not yet published");
+    assert_eq!(before_sms, [1, 4, 2, 0, 0, 4]);
+    assert_eq!(before_mail, [1, 5, 0, 2, 1, 5], "with the PDF's message and its file");
     let keep_before = rows(&pool, &a, keep).await;
     let b_before = rows(&pool, &b, chat).await;
     assert!(found(&pool, &[&a], &erased).await > 0);
@@ -268,14 +295,15 @@ async fn a_customer_erasure_deletes_its_conversations_in_its_tenant_only_and_rep
     let deleted: i64 = before_chat.iter().chain(before_sms.iter()).chain(before_mail.iter()).sum();
     assert_eq!(report.records_erased, deleted, "every row of the three conversations");
     assert!(report.erase_time.is_some());
-    assert_eq!(rows(&pool, &a, chat).await, [0; 5]);
-    assert_eq!(rows(&pool, &a, sms).await, [0; 5]);
-    assert_eq!(rows(&pool, &a, mail).await, [0; 5]);
+    assert_eq!(rows(&pool, &a, chat).await, [0; 6]);
+    assert_eq!(rows(&pool, &a, sms).await, [0; 6]);
+    assert_eq!(rows(&pool, &a, mail).await, [0; 6]);
     assert_eq!(found(&pool, &[&a, &b], &erased).await, 0, "nothing of the erased customer anywhere in the schema");
     assert_eq!(rows(&pool, &a, keep).await, keep_before, "another customer of A untouched");
     assert_eq!(rows(&pool, &b, chat).await, b_before, "B's contact of the same id untouched");
     assert!(found(&pool, &[&b], &of_b).await > 0);
-    assert_eq!(metrics.deleted("erasure", "messages"), 11);
+    assert_eq!(metrics.deleted("erasure", "messages"), 12);
+    assert_eq!(metrics.deleted("erasure", "attachments"), 1);
     assert_eq!(metrics.deleted("erasure", "sms_messages"), 2);
     assert_eq!(metrics.deleted("erasure", "email_messages"), 2);
 
@@ -398,9 +426,10 @@ async fn retention_deletes_only_conversations_past_their_tenants_limit() {
     assert_eq!(r.messages as i64, done_rows[1] + open_rows[1] + mail_rows[1]);
     assert_eq!(r.sms_ids as i64, open_rows[2]);
     assert_eq!(r.email_ids as i64, mail_rows[3]);
-    assert_eq!(rows(&pool, &a, mail).await, [0; 5]);
-    assert_eq!(rows(&pool, &a, done).await, [0; 5]);
-    assert_eq!(rows(&pool, &a, open).await, [0; 5]);
+    assert_eq!((r.attachments as i64, mail_rows[4]), (1, 1), "the email's file");
+    assert_eq!(rows(&pool, &a, mail).await, [0; 6]);
+    assert_eq!(rows(&pool, &a, done).await, [0; 6]);
+    assert_eq!(rows(&pool, &a, open).await, [0; 6]);
     assert_eq!(rows(&pool, &a, late).await, late_rows, "ended 10 days later: 21 days ago");
     assert_eq!(rows(&pool, &b, done).await, b_rows, "B keeps 90 days");
     assert_eq!(metrics.deleted("retention", "conversations"), 3);
@@ -409,11 +438,11 @@ async fn retention_deletes_only_conversations_past_their_tenants_limit() {
 
     let r = sweep(now + chrono::Duration::days(41)).await.unwrap();
     assert_eq!(r.conversations, 1);
-    assert_eq!(rows(&pool, &a, late).await, [0; 5]);
+    assert_eq!(rows(&pool, &a, late).await, [0; 6]);
     assert_eq!(rows(&pool, &b, done).await, b_rows);
     let r = sweep(now + chrono::Duration::days(91)).await.unwrap();
     assert_eq!(r.conversations, 1);
-    assert_eq!(rows(&pool, &b, done).await, [0; 5]);
+    assert_eq!(rows(&pool, &b, done).await, [0; 6]);
     assert_eq!(found(&pool, &[&a, &b], &marker).await, 0);
     assert_eq!(metrics.deleted("retention", "conversations"), 5);
     drop_schema(pool).await;

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Channel, EmailSpec, RecordingMode, SmsSpec, TelegramSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec, Weekday,
-    WhatsAppSpec,
+    Channel, EmailSpec, PagesSpec, RecordingMode, SmsSpec, TelegramSpec, Tenant, TenantStatus, VoiceSpec, WebChatSpec,
+    Weekday, WhatsAppSpec,
 };
 use crate::queue::RoutingSpec;
 
@@ -83,6 +83,14 @@ pub struct TenantSpec {
     /// webhook's secret token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telegram: Option<TelegramSpec>,
+    /// Facebook Messenger: the tenant's Pages (each to a queue) and the name of the Secret
+    /// holding the app secret, Page access token and webhook verify token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messenger: Option<PagesSpec>,
+    /// Instagram Direct: the tenant's professional accounts (each to a queue) and the name
+    /// of the Secret, as for Messenger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instagram: Option<PagesSpec>,
 }
 
 fn default_status() -> TenantStatus {
@@ -230,6 +238,8 @@ impl From<&Tenant> for TenantManifest {
                 sms: t.sms.as_ref().map(SmsSpec::from),
                 whatsapp: t.whatsapp.as_ref().map(WhatsAppSpec::from),
                 telegram: t.telegram.as_ref().map(TelegramSpec::from),
+                messenger: t.messenger.as_ref().map(PagesSpec::from),
+                instagram: t.instagram.as_ref().map(PagesSpec::from),
                 email: t.email.as_ref().map(EmailSpec::from),
             },
         }

@@ -21,6 +21,8 @@
 //! - `sms`: the SMS numbers and provider account ([`Sms`], `spec.sms`);
 //! - `whatsapp`: the WhatsApp Business numbers and their Secret ([`WhatsApp`], `spec.whatsapp`);
 //! - `telegram`: the Telegram bot and its Secret ([`Telegram`], `spec.telegram`);
+//! - `pages`: Messenger's Pages and Instagram's accounts and their Secret ([`Pages`],
+//!   `spec.messenger`, `spec.instagram`);
 //! - `webchat`: the web chat widget: key, allowed origins, queue ([`WebChat`], `spec.webchat`);
 //! - `wire`: the protobuf conversions (decoding goes through the same validation), and
 //!   [`timestamp`] / [`from_timestamp`].
@@ -36,6 +38,7 @@ use crate::queue::RoutingConfig;
 mod email;
 mod id;
 mod manifest;
+mod pages;
 mod sms;
 mod telegram;
 mod validate;
@@ -53,6 +56,7 @@ pub use manifest::{
     BusinessHoursSpec, ManifestMetadata, QuotasSpec, RecordingSpec, ServiceLevelSpec, TenantManifest, TenantSpec,
     WindowSpec, API_VERSION, KIND,
 };
+pub use pages::{PageSpec, Pages, PagesSpec};
 pub use sms::{Sms, SmsNumberSpec, SmsSpec, MAX_SMS_NUMBERS, PROVIDER_TWILIO};
 pub use telegram::{Telegram, TelegramSpec};
 pub use validate::{MAX_API_RPS, MAX_CONCURRENT_CONTACTS, MAX_RETENTION_DAYS, MAX_THRESHOLD_SECONDS};
@@ -240,6 +244,10 @@ pub struct Tenant {
     pub whatsapp: Option<WhatsApp>,
     /// Telegram: the bot and the name of its Secret.
     pub telegram: Option<Telegram>,
+    /// Messenger: the Pages and the name of their Secret.
+    pub messenger: Option<Pages>,
+    /// Instagram: the professional accounts and the name of their Secret.
+    pub instagram: Option<Pages>,
     /// The email channel: inbound addresses, the reply address, the relay.
     pub email: Option<Email>,
     pub updated_at: DateTime<Utc>,

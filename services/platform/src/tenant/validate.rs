@@ -164,6 +164,15 @@ impl TenantManifest {
             .telegram
             .as_ref()
             .and_then(|t| t.validate(|q| routing.queues.contains_key(q), channels.contains(&Channel::Social), &mut v));
+        let social = channels.contains(&Channel::Social);
+        let messenger = s
+            .messenger
+            .as_ref()
+            .and_then(|p| p.validate("spec.messenger", |q| routing.queues.contains_key(q), social, &mut v));
+        let instagram = s
+            .instagram
+            .as_ref()
+            .and_then(|p| p.validate("spec.instagram", |q| routing.queues.contains_key(q), social, &mut v));
         let email = s
             .email
             .as_ref()
@@ -199,6 +208,8 @@ impl TenantManifest {
                 email,
                 whatsapp,
                 telegram,
+                messenger,
+                instagram,
                 updated_at,
             }),
             _ => Err(Error::InvalidArgument(v)),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::manifest::fmt_hhmm;
 use super::{
-    BusinessHoursSpec, Channel, EmailSpec, ManifestMetadata, QuotasSpec, RecordingMode, RecordingSpec,
+    BusinessHoursSpec, Channel, EmailSpec, ManifestMetadata, PagesSpec, QuotasSpec, RecordingMode, RecordingSpec,
     ServiceLevelSpec, SmsSpec, TelegramSpec, Tenant, TenantId, TenantManifest, TenantSpec, TenantStatus, VoiceSpec,
     WebChatSpec, Weekday, WhatsAppSpec, WindowSpec, API_VERSION, KIND,
 };
@@ -104,6 +104,8 @@ impl From<&Tenant> for pb::Tenant {
             sms: t.sms.as_ref().map(pb::SmsConfig::from),
             whatsapp: t.whatsapp.as_ref().map(pb::WhatsAppConfig::from),
             telegram: t.telegram.as_ref().map(pb::TelegramConfig::from),
+            messenger: t.messenger.as_ref().map(pb::PagesConfig::from),
+            instagram: t.instagram.as_ref().map(pb::PagesConfig::from),
             email: t.email.as_ref().map(pb::EmailConfig::from),
         }
     }
@@ -204,6 +206,8 @@ impl TryFrom<pb::Tenant> for Tenant {
                 sms: p.sms.map(SmsSpec::from),
                 whatsapp: p.whatsapp.map(WhatsAppSpec::from),
                 telegram: p.telegram.map(TelegramSpec::from),
+                messenger: p.messenger.map(PagesSpec::from),
+                instagram: p.instagram.map(PagesSpec::from),
                 email: p.email.map(EmailSpec::from),
             },
         };
