@@ -1075,7 +1075,7 @@ def test_digital_runs_medias_binary_in_its_digital_role(chart):
     assert env["CENTRALITA_JWT_PRIVATE_KEY_FILE"]["value"] == "/etc/centralita/signing/k.pem"
     for var in ("CENTRALITA_SIP_ADDR", "CENTRALITA_RTP_PORTS", "CENTRALITA_SIP_DRAIN", "CENTRALITA_SMTP_ADDR",
                 "CENTRALITA_SMS_PUBLIC_URL", "CENTRALITA_SMS_SECRETS_DIR", "CENTRALITA_EMAIL_SECRETS_DIR",
-                "CENTRALITA_WHATSAPP_SECRETS_DIR", "CENTRALITA_TELEGRAM_SECRETS_DIR"):
+                "CENTRALITA_WHATSAPP_SECRETS_DIR", "CENTRALITA_TELEGRAM_SECRETS_DIR", "CENTRALITA_MESSENGER_SECRETS_DIR"):
         assert var not in env, var
     # Transcripts of closed digital contacts go to recording.
     assert env["CENTRALITA_RECORDING_ENDPOINT"]["value"] == f"http://{full('recording')}:50051"
@@ -1104,7 +1104,7 @@ def test_digital_runs_medias_binary_in_its_digital_role(chart):
     for var in ("CENTRALITA_MEDIA_ROLES", "CENTRALITA_WEBCHAT_ADDR", "CENTRALITA_SMS_PUBLIC_URL", "CENTRALITA_SMTP_ADDR",
                 "CENTRALITA_SMTP_HOSTNAME", "CENTRALITA_SMTP_MAX_MESSAGE_BYTES", "CENTRALITA_SMS_SECRETS_DIR",
                 "CENTRALITA_EMAIL_SECRETS_DIR", "CENTRALITA_WHATSAPP_SECRETS_DIR", "CENTRALITA_TELEGRAM_SECRETS_DIR",
-                "CENTRALITA_CRM_ENDPOINT"):
+                "CENTRALITA_MESSENGER_SECRETS_DIR", "CENTRALITA_CRM_ENDPOINT"):
         assert f'env = "{var}"' in lib, var
 
 
@@ -1122,6 +1122,7 @@ def test_digital_takes_mail_the_providers_secrets_and_an_ingress(chart):
         "emailSecrets": ["acme-mail"],
         "whatsappSecrets": ["acme-whatsapp"],
         "telegramSecrets": ["acme-telegram"],
+        "messengerSecrets": ["acme-meta"],
         "providerEgress": {"cidrs": ["0.0.0.0/0"], "ports": [443, 587]},
     }}}
     report = lint(CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
@@ -1140,6 +1141,7 @@ def test_digital_takes_mail_the_providers_secrets_and_an_ingress(chart):
     assert env["CENTRALITA_EMAIL_SECRETS_DIR"] == "/etc/centralita/email"
     assert env["CENTRALITA_WHATSAPP_SECRETS_DIR"] == "/etc/centralita/whatsapp"
     assert env["CENTRALITA_TELEGRAM_SECRETS_DIR"] == "/etc/centralita/telegram"
+    assert env["CENTRALITA_MESSENGER_SECRETS_DIR"] == "/etc/centralita/messenger"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 50051, "admin": 9090, "http": 8081, "smtp": 2525}
     # The tenants' Secrets, whole and optional (a late or rotated Secret reaches the pod).
     vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
@@ -1147,12 +1149,14 @@ def test_digital_takes_mail_the_providers_secrets_and_an_ingress(chart):
     for prefix, directory, names in (("sms-credentials", "/etc/centralita/sms", ["acme-sms", "globex.sms"]),
                                      ("email-credentials", "/etc/centralita/email", ["acme-mail"]),
                                      ("whatsapp-credentials", "/etc/centralita/whatsapp", ["acme-whatsapp"]),
-                                     ("telegram-credentials", "/etc/centralita/telegram", ["acme-telegram"])):
+                                     ("telegram-credentials", "/etc/centralita/telegram", ["acme-telegram"]),
+                                     ("messenger-credentials", "/etc/centralita/messenger", ["acme-meta"])):
         for i, name in enumerate(names):
             assert vols[f"{prefix}-{i}"]["secret"] == {"secretName": name, "defaultMode": 0o440, "optional": True}
             assert mounts[f"{prefix}-{i}"] == {"name": f"{prefix}-{i}", "mountPath": f"{directory}/{name}", "readOnly": True}
     assert {n for n in vols if "credentials" in n} == {"sms-credentials-0", "sms-credentials-1", "email-credentials-0",
-                                                     "whatsapp-credentials-0", "telegram-credentials-0"}
+                                                     "whatsapp-credentials-0", "telegram-credentials-0",
+                                                     "messenger-credentials-0"}
     # The layouts the binary reads: {dir}/{secret}/authToken and {dir}/{secret}/username, password.
     lib = (REPO / "services/media/src/lib.rs").read_text()
     assert "`{dir}/{secret}/authToken`" in lib and "`{dir}/{secret}/username` and `password`" in lib

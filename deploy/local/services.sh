@@ -54,6 +54,13 @@ export CENTRALITA_WHATSAPP_SECRETS_DIR="${CENTRALITA_WHATSAPP_SECRETS_DIR:-$CENT
 # in the SMS tokens' directory.
 export CENTRALITA_TELEGRAM_BASE_URL="${CENTRALITA_TELEGRAM_BASE_URL:-http://127.0.0.1:$((8492 + admin_base - 9101))}"
 export CENTRALITA_TELEGRAM_SECRETS_DIR="${CENTRALITA_TELEGRAM_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
+# media's Messenger and Instagram (digital role): the Graph API they send through, by
+# default http://127.0.0.1:8493 plus the same offset (8593 for test.sh's e2e), where the e2e
+# tests' fake Send API listens (and serves customers' files: its host is allowed); the
+# tenants' Secrets as files <secretName>/{appSecret,pageAccessToken,verifyToken} in the SMS
+# tokens' directory.
+export CENTRALITA_MESSENGER_BASE_URL="${CENTRALITA_MESSENGER_BASE_URL:-http://127.0.0.1:$((8493 + admin_base - 9101))}"
+export CENTRALITA_MESSENGER_SECRETS_DIR="${CENTRALITA_MESSENGER_SECRETS_DIR:-$CENTRALITA_SMS_SECRETS_DIR}"
 # media's inbound SMTP listener (digital role): 127.0.0.1:$CENTRALITA_SMTP_PORT, by default
 # 25425 plus the admin base's offset (25525 for test.sh's e2e); replies go through each tenant's
 # relay (spec.email.relay), its credentials' Secret under the SMS secrets' directory; 1 MiB

@@ -292,6 +292,10 @@ app.kubernetes.io/component: {{ .name }}
 - name: CENTRALITA_TELEGRAM_SECRETS_DIR
   value: "/etc/centralita/telegram"
 {{- end }}
+{{- if .c.messengerSecrets }}
+- name: CENTRALITA_MESSENGER_SECRETS_DIR
+  value: "/etc/centralita/messenger"
+{{- end }}
 {{- end }}
 {{- /* The release's services a component calls, at their Services, when enabled, as
        (variable's peer name, component): media (voice) sessions for contacts and recording

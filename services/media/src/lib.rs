@@ -171,6 +171,7 @@ pub struct WhatsAppArgs {
     /// URL's host: Meta serves media from `lookaside.fbsbx.com`. No other host is ever
     /// fetched, whatever a media URL says (no SSRF).
     #[arg(
+        id = "whatsapp_media_hosts",
         long = "whatsapp-media-hosts",
         env = "CENTRALITA_WHATSAPP_MEDIA_HOSTS",
         default_value = "lookaside.fbsbx.com",
@@ -183,6 +184,61 @@ impl WhatsAppArgs {
     pub fn settings(&self, sms: &SmsArgs) -> digital::whatsapp::WhatsAppSettings {
         let base_host = self.base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned));
         digital::whatsapp::WhatsAppSettings {
+            secrets_dir: self.secrets_dir.clone(),
+            base_url: self.base_url.clone(),
+            api_version: self.api_version.clone(),
+            media_hosts: base_host
+                .into_iter()
+                .chain(self.media_hosts.iter().map(|h| h.trim().to_ascii_lowercase()))
+                .filter(|h| !h.is_empty())
+                .collect(),
+            attempts: sms.send_attempts,
+            backoff: std::time::Duration::from_millis(sms.send_backoff_ms),
+        }
+    }
+}
+
+/// Messenger and Instagram settings of the digital role (`digital::pages`); sends retry as
+/// SMS do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MessengerArgs {
+    /// Directory where the tenants' Messenger and Instagram Secrets are mounted:
+    /// `{dir}/{secretName}/` holds `appSecret`, `pageAccessToken` and `verifyToken`.
+    #[arg(id = "messenger_secrets_dir", long = "messenger-secrets-dir", env = "CENTRALITA_MESSENGER_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Base URL of the Graph API the Send API is on (tests point it at a local fake).
+    #[arg(
+        id = "messenger_base_url",
+        long = "messenger-base-url",
+        env = "CENTRALITA_MESSENGER_BASE_URL",
+        default_value = "https://graph.facebook.com"
+    )]
+    pub base_url: String,
+    /// The Graph API version in the send URL.
+    #[arg(
+        id = "messenger_api_version",
+        long = "messenger-api-version",
+        env = "CENTRALITA_MESSENGER_API_VERSION",
+        default_value = "v21.0"
+    )]
+    pub api_version: String,
+    /// Hosts (comma-separated) customers' files may be downloaded from, besides the base
+    /// URL's host; an entry starting with `.` takes every host of that domain. No other host
+    /// is ever fetched, whatever a file's URL says (no SSRF).
+    #[arg(
+        id = "messenger_media_hosts",
+        long = "messenger-media-hosts",
+        env = "CENTRALITA_MESSENGER_MEDIA_HOSTS",
+        default_value = ".fbcdn.net,.fbsbx.com,.cdninstagram.com",
+        value_delimiter = ','
+    )]
+    pub media_hosts: Vec<String>,
+}
+
+impl MessengerArgs {
+    pub fn settings(&self, sms: &SmsArgs) -> digital::pages::PagesSettings {
+        let base_host = self.base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned));
+        digital::pages::PagesSettings {
             secrets_dir: self.secrets_dir.clone(),
             base_url: self.base_url.clone(),
             api_version: self.api_version.clone(),
@@ -372,6 +428,8 @@ pub struct Settings {
     /// Telegram through the Bot API (digital role).
     #[command(flatten)]
     pub telegram: TelegramArgs,
+    #[command(flatten)]
+    pub messenger: MessengerArgs,
     /// Email: the inbound SMTP listener and replies through the tenants' relays (digital role).
     #[command(flatten)]
     pub email: EmailArgs,
@@ -483,19 +541,23 @@ impl Validate for Settings {
         if !url_ok(&self.telegram.base_url) {
             return Err(ConfigError::new("CENTRALITA_TELEGRAM_BASE_URL", "must be an http:// or https:// URL"));
         }
+        if !url_ok(&self.messenger.base_url) {
+            return Err(ConfigError::new("CENTRALITA_MESSENGER_BASE_URL", "must be an http:// or https:// URL"));
+        }
         if !url_ok(&self.whatsapp.base_url) {
             return Err(ConfigError::new("CENTRALITA_WHATSAPP_BASE_URL", "must be an http:// or https:// URL"));
         }
-        let version = &self.whatsapp.api_version;
-        if !(version.len() <= 16
-            && version.starts_with('v')
-            && version[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.'))
-            || version.len() < 2
-        {
-            return Err(ConfigError::new(
-                "CENTRALITA_WHATSAPP_API_VERSION",
-                "must be a Graph API version such as v21.0",
-            ));
+        for (version, var) in [
+            (&self.whatsapp.api_version, "CENTRALITA_WHATSAPP_API_VERSION"),
+            (&self.messenger.api_version, "CENTRALITA_MESSENGER_API_VERSION"),
+        ] {
+            if !(version.len() <= 16
+                && version.starts_with('v')
+                && version[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+                || version.len() < 2
+            {
+                return Err(ConfigError::new(var, "must be a Graph API version such as v21.0"));
+            }
         }
         if self.sms.public_url.as_deref().is_some_and(|u| !url_ok(u)) {
             return Err(ConfigError::new("CENTRALITA_SMS_PUBLIC_URL", "must be an http:// or https:// URL"));

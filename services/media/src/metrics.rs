@@ -186,6 +186,10 @@ pub struct DigitalMetrics {
     whatsapp_sends: Family<ReasonLabel, Counter>,
     telegram_webhooks: Family<ReasonLabel, Counter>,
     telegram_sends: Family<ReasonLabel, Counter>,
+    messenger_webhooks: Family<ReasonLabel, Counter>,
+    messenger_sends: Family<ReasonLabel, Counter>,
+    instagram_webhooks: Family<ReasonLabel, Counter>,
+    instagram_sends: Family<ReasonLabel, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,7 +201,8 @@ struct DeletedLabel {
 /// Why conversation rows were deleted: a customer's erasure or the retention sweeper.
 pub const DELETE_REASONS: [&str; 2] = ["erasure", "retention"];
 /// The tables of schema `media` whose deleted rows are counted.
-pub const DELETED_TABLES: [&str; 5] = ["conversations", "messages", "sms_messages", "email_messages", "outbox"];
+pub const DELETED_TABLES: [&str; 6] =
+    ["conversations", "messages", "sms_messages", "email_messages", "attachments", "outbox"];
 
 /// Outcomes of SMS webhooks (bounded label values).
 pub const SMS_WEBHOOK_OUTCOMES: [&str; 7] =
@@ -226,6 +231,18 @@ pub const WHATSAPP_WEBHOOK_OUTCOMES: [&str; 9] = [
     "status",
     "signature",
     "unknown_number",
+    "invalid",
+    "unavailable",
+    "media_refused",
+];
+/// Outcomes of Messenger's and Instagram's webhooks.
+pub const PAGE_WEBHOOK_OUTCOMES: [&str; 9] = [
+    "subscribed",
+    "stored",
+    "duplicate",
+    "receipt",
+    "signature",
+    "unknown_page",
     "invalid",
     "unavailable",
     "media_refused",
@@ -348,6 +365,25 @@ impl DigitalMetrics {
             &m.telegram_sends,
             &TELEGRAM_SEND_OUTCOMES,
         );
+        for (network, webhooks, sends) in [
+            ("messenger", &m.messenger_webhooks, &m.messenger_sends),
+            ("instagram", &m.instagram_webhooks, &m.instagram_sends),
+        ] {
+            outcomes(
+                &mut r,
+                &format!("centralita_media_{network}_webhooks"),
+                "Messenger Platform webhooks (handshakes, messages, receipts), by outcome",
+                webhooks,
+                &PAGE_WEBHOOK_OUTCOMES,
+            );
+            outcomes(
+                &mut r,
+                &format!("centralita_media_{network}_sends"),
+                "Outbound messages to the Send API, by outcome",
+                sends,
+                &WHATSAPP_SEND_OUTCOMES,
+            );
+        }
         for reason in DELETE_REASONS {
             for table in DELETED_TABLES {
                 let _ = m.deleted.get_or_create(&DeletedLabel { reason, table });
@@ -405,6 +441,26 @@ impl DigitalMetrics {
     pub fn telegram_send(&self, reason: &'static str) {
         debug_assert!(TELEGRAM_SEND_OUTCOMES.contains(&reason), "{reason}");
         self.telegram_sends.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    fn page_families(
+        &self,
+        network: crate::digital::messaging::Network,
+    ) -> (&Family<ReasonLabel, Counter>, &Family<ReasonLabel, Counter>) {
+        match network {
+            crate::digital::messaging::Network::Messenger => (&self.messenger_webhooks, &self.messenger_sends),
+            crate::digital::messaging::Network::Instagram => (&self.instagram_webhooks, &self.instagram_sends),
+        }
+    }
+
+    pub fn page_webhook(&self, network: crate::digital::messaging::Network, reason: &'static str) {
+        debug_assert!(PAGE_WEBHOOK_OUTCOMES.contains(&reason), "{reason}");
+        self.page_families(network).0.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn page_send(&self, network: crate::digital::messaging::Network, reason: &'static str) {
+        debug_assert!(WHATSAPP_SEND_OUTCOMES.contains(&reason), "{reason}");
+        self.page_families(network).1.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn whatsapp_send(&self, reason: &'static str) {

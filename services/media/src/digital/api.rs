@@ -40,6 +40,9 @@ pub struct Api {
     pub whatsapp: Arc<super::whatsapp::WhatsApp>,
     /// Sends agents' messages of Telegram conversations through the Bot API.
     pub telegram: Arc<super::telegram::Telegram>,
+    /// Sends agents' messages of Messenger and Instagram conversations through the Send API.
+    pub messenger: Arc<super::pages::Pages>,
+    pub instagram: Arc<super::pages::Pages>,
     /// Sends agents' messages of email conversations through the tenant's relay.
     pub email: Arc<super::email::Email>,
 }
@@ -84,6 +87,12 @@ impl Api {
             }
             Some(super::store::TELEGRAM) => {
                 tokio::spawn(self.telegram.clone().send(tenant, contact, stored));
+            }
+            Some(super::store::MESSENGER) => {
+                tokio::spawn(self.messenger.clone().send(tenant, contact, stored));
+            }
+            Some(super::store::INSTAGRAM) => {
+                tokio::spawn(self.instagram.clone().send(tenant, contact, stored));
             }
             Some(super::store::EMAIL) => {
                 tokio::spawn(self.email.clone().send(tenant, contact, stored));
@@ -209,12 +218,17 @@ impl ConversationService for Api {
         let (tenant, contact, access) = self.digital.authorize(&caller, &req.parent).await?;
         let conversation = super::store::conversation(&self.digital.pool, &tenant, &contact).await?;
         let channel = conversation.map(|c| c.channel);
-        if channel.as_deref() == Some(super::store::WHATSAPP) && !self.whatsapp.may_write(&tenant, &contact).await? {
-            return Err(Error::FailedPrecondition(
-                "WhatsApp's 24-hour customer-service window is closed (the customer last wrote more than a day ago): \
-                 only approved templates may be sent"
-                    .into(),
-            )
+        let window_closed = match channel.as_deref() {
+            Some(super::store::WHATSAPP) => Some(("WhatsApp", !self.whatsapp.may_write(&tenant, &contact).await?)),
+            Some(super::store::MESSENGER) => Some(("Messenger", !self.messenger.may_write(&tenant, &contact).await?)),
+            Some(super::store::INSTAGRAM) => Some(("Instagram", !self.instagram.may_write(&tenant, &contact).await?)),
+            _ => None,
+        };
+        if let Some((network, true)) = window_closed {
+            return Err(Error::FailedPrecondition(format!(
+                "{network}'s 24-hour customer-service window is closed (the customer last wrote more than a day ago): \
+                 only approved templates or tagged messages may be sent"
+            ))
             .into());
         }
         let m = NewMessage {

@@ -59,6 +59,8 @@ pub enum ByPhone {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BySocial {
     Telegram,
+    Messenger,
+    Instagram,
 }
 
 /// An inbound contact a digital channel creates in sessions.
@@ -223,6 +225,8 @@ impl Contacts {
     ) -> Result<String, Error> {
         let (network, attribute) = match via {
             BySocial::Telegram => ("telegram", "telegram_bot"),
+            BySocial::Messenger => ("messenger", "messenger_page"),
+            BySocial::Instagram => ("instagram", "instagram_account"),
         };
         let inbound = Inbound {
             channel: PbChannel::Social,

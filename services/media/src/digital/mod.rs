@@ -45,9 +45,11 @@ pub mod erasure;
 pub mod follow;
 pub mod limits;
 pub mod mail;
+pub mod messaging;
 pub mod meta;
 pub mod model;
 pub mod outbound;
+pub mod pages;
 pub mod provider;
 pub mod retention;
 pub mod schema;
@@ -260,6 +262,10 @@ pub fn start(
         runtime.registry.clone(),
         config.service.telegram.settings(&config.service.sms),
     )?);
+    let page_settings = config.service.messenger.settings(&config.service.sms);
+    let [messenger, instagram] = [messaging::Network::Messenger, messaging::Network::Instagram]
+        .map(|n| pages::Pages::new(n, digital.clone(), runtime.registry.clone(), page_settings.clone()).map(Arc::new));
+    let (messenger, instagram) = (messenger?, instagram?);
     if let Some(addr) = config.service.email.smtp_addr {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -280,6 +286,8 @@ pub fn start(
             sms: sms.clone(),
             whatsapp: whatsapp.clone(),
             telegram: telegram.clone(),
+            messenger: messenger.clone(),
+            instagram: instagram.clone(),
             email,
         })
         // A file of up to 5 MiB in SendAttachment and GetAttachment, with room for the rest.
@@ -300,7 +308,9 @@ pub fn start(
         let routes = webchat::router(front)
             .merge(sms::router(sms))
             .merge(whatsapp::router(whatsapp))
-            .merge(telegram::router(telegram));
+            .merge(telegram::router(telegram))
+            .merge(pages::router(messenger))
+            .merge(pages::router(instagram));
         let served = axum::serve(webchat, routes).with_graceful_shutdown(async move {
             shutdown.wait().await;
         });

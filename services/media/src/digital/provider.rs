@@ -49,14 +49,23 @@ pub enum MediaError {
     Refused(String),
 }
 
-/// Whether `url` may be fetched: http(s), its host one of `hosts` (exactly, lowercase), no
-/// user info. The only guard between a provider's (or a forger's) URL and the network.
+/// Whether `url` may be fetched: http(s), no user info, its host one of `hosts`: exactly,
+/// or, for an entry starting with a dot (`.fbcdn.net`), any host under that domain. The
+/// only guard between a provider's (or a forger's) URL and the network.
 pub fn media_url_allowed(url: &str, hosts: &[String]) -> bool {
     let Ok(u) = reqwest::Url::parse(url) else { return false };
+    let Some(host) = u.host_str().map(str::to_ascii_lowercase) else { return false };
+    let allowed = |entry: &String| {
+        let entry = entry.to_ascii_lowercase();
+        match entry.strip_prefix('.') {
+            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&entry),
+            None => host == entry,
+        }
+    };
     matches!(u.scheme(), "http" | "https")
         && u.username().is_empty()
         && u.password().is_none()
-        && u.host_str().is_some_and(|h| hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(h)))
+        && hosts.iter().any(allowed)
 }
 
 /// Downloads a customer's media from `url` (checked by [`media_url_allowed`]) with the
@@ -145,6 +154,38 @@ pub async fn open_conversation(
     })
 }
 
+/// The customer's (`visitor`) open conversation of `channel` with the tenant's `origin`, or
+/// a new one: the contact `create` makes in sessions, and its conversation in `queue`
+/// starting with `notice`.
+#[allow(clippy::too_many_arguments)]
+pub async fn conversation_for<F>(
+    d: &Digital,
+    tenant: &TenantId,
+    channel: &'static str,
+    visitor: &str,
+    origin: &str,
+    queue: &str,
+    notice: &str,
+    create: F,
+) -> Result<String, Error>
+where
+    F: std::future::Future<Output = Result<String, Error>>,
+{
+    if let Some(open) = open_conversation(d, tenant, channel, visitor, origin).await? {
+        return Ok(open);
+    }
+    let contact = create.await?;
+    let new = store::NewConversation {
+        contact_id: contact.clone(),
+        channel,
+        queue: queue.to_owned(),
+        visitor: visitor.to_owned(),
+        origin: origin.to_owned(),
+    };
+    store::create_conversation(&d.pool, tenant, &new, notice).await?;
+    Ok(contact)
+}
+
 /// Stores a customer's message in `contact`'s conversation under the provider's id
 /// (`provider_id`, also its idempotency key) and wakes its followers; whether it was new (a
 /// redelivery stores nothing). With `file`, the message is that file (`text` its name).
@@ -183,6 +224,16 @@ mod tests {
         assert!(media_url_allowed("https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1", &hosts));
         assert!(media_url_allowed("http://127.0.0.1:8491/media/1", &hosts));
         assert!(media_url_allowed("https://LOOKASIDE.fbsbx.com/x", &hosts));
+        let cdn = vec![".fbcdn.net".to_owned()];
+        assert!(media_url_allowed("https://scontent.xx.fbcdn.net/v/t1/abc.jpg?oh=1", &cdn));
+        for bad in [
+            "https://fbcdn.net/x",
+            "https://evilfbcdn.net/x",
+            "https://fbcdn.net.evil.example/x",
+            "https://x.fbcdn.net.evil/",
+        ] {
+            assert!(!media_url_allowed(bad, &cdn), "{bad}");
+        }
         for bad in [
             "https://lookaside.fbsbx.com.evil.example/x",
             "https://evil.example/?u=lookaside.fbsbx.com",

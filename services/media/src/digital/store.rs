@@ -466,6 +466,32 @@ pub async fn set_typing(
 /// The channel name of web chat conversations.
 pub const WEBCHAT: &str = "chat";
 
+/// The channel name of Messenger conversations.
+pub const MESSENGER: &str = "messenger";
+
+/// The channel name of Instagram conversations.
+pub const INSTAGRAM: &str = "instagram";
+
+/// The sequence of the last message of the business (an agent's or the system's) stored at
+/// or before `time`, if any: what a read receipt with a watermark time covers.
+pub async fn last_sent_until(
+    pool: &Pool,
+    tenant: &TenantId,
+    contact: &str,
+    time: DateTime<Utc>,
+) -> Result<Option<i64>, Error> {
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, tenant).await?;
+    let row = tx
+        .query_one(
+            "SELECT max(seq) FROM messages WHERE tenant = $1 AND contact_id = $2 AND sender <> $3 AND created_at <= $4",
+            &[&tenant.as_str(), &contact, &Sender::Customer.code(), &time],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.get(0))
+}
+
 /// The channel name of SMS conversations.
 pub const SMS: &str = "sms";
 
