@@ -17,8 +17,11 @@ and another tenant's app secret are refused with 401 and store nothing; a redeli
 for a number that is not the tenant's is 404; the agent's reply goes to the Cloud API (bearer
 token, `to` and text) and the delivery's status reports (read, then a late `delivered`) end
 at `read`; a provider outage makes a send retry and end `failed`; more than a day after the
-customer's last message the agent's text is refused (the 24-hour window); tenant B's agent
-cannot read A's conversation, and B's app secret does not sign for A.
+customer's last message the agent's text is refused (the 24-hour window) while an approved
+template goes out in the Cloud API's shape (a malformed one refused); the customer's "Baja"
+is recorded in CRM's consent ledger (CheckContactPermission says withdrawn, from the keyword)
+with a notice, and stops every text and template until "ALTA"; tenant B's agent cannot read
+A's conversation, and B's app secret does not sign for A.
 """
 import hashlib
 import hmac
@@ -29,6 +32,7 @@ import urllib.request
 import uuid
 
 import grpc
+import pytest
 
 from conftest import (
     FakeProvider, OfferedAgent, auth, cli, endpoints, front_door, mint, provider_secrets,
@@ -268,6 +272,53 @@ def test_a_whatsapp_customer_reaches_an_agent_and_gets_the_reply(pb, tmp_path):
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "24-hour" in e.details(), e
         assert len(api.requests) == before, "nothing went to the provider"
+        # An approved template goes out even then, named in the conversation.
+        tpl = M.md.WhatsAppTemplate(name="order_update", language="es", parameters=["Ana", "4711"])
+        kept = conversations.SendMessage(M.md.SendMessageRequest(parent=second.name, template=tpl),
+                                         metadata=auth(agent.token), timeout=10)
+        assert kept.text == "[WhatsApp template order_update (es)] Ana · 4711", kept.text
+        assert wait_for(lambda: len(api.requests) > before, 10)
+        body = api.requests[-1]["body"]
+        assert (body["to"], body["type"], body["template"]["name"], body["template"]["language"]) == \
+            (late, "template", "order_update", {"code": "es"})
+        assert body["template"]["components"] == [{"type": "body", "parameters": [
+            {"type": "text", "text": "Ana"}, {"type": "text", "text": "4711"}]}]
+        for bad in (M.md.WhatsAppTemplate(name="Order Update", language="es"),
+                    M.md.WhatsAppTemplate(name="x", language="es", parameters=["a\nb"])):
+            with pytest.raises(grpc.RpcError) as refused:
+                conversations.SendMessage(M.md.SendMessageRequest(parent=second.name, template=bad),
+                                          metadata=auth(agent.token), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        # Opting out: "BAJA" is recorded in CRM's consent ledger and stops every send; "ALTA"
+        # lifts it.
+        def permission():
+            return crm.CheckContactPermission(crm_pb2.CheckContactPermissionRequest(
+                identity=crm_pb2.Identity(kind=crm_pb2.IDENTITY_KIND_PHONE, value=f"+{customer}"),
+                channel=M.t.CHANNEL_SOCIAL, purpose="messaging"), metadata=auth(admin_a), timeout=10)
+
+        stop = delivery(id_a, [text(customer, f"wamid.{run}stop", "Baja")])
+        assert post(a, stop, sign(app_a, stop))[0] == 200
+        perm = permission()
+        assert not perm.allowed and perm.consent.source == "whatsapp-keyword", perm
+        notices = [m.text for m in conversations.ListMessages(M.md.ListMessagesRequest(parent=contact),
+                                                             metadata=auth(agent.token), timeout=10).messages
+                   if m.kind == M.md.MESSAGE_KIND_NOTICE]
+        assert "The customer opted out of WhatsApp messages (keyword; recorded in CRM)" in notices, notices
+        before = len(api.requests)
+        for req_ in (M.md.SendMessageRequest(parent=contact, text="¿Seguro?"),
+                     M.md.SendMessageRequest(parent=contact, template=tpl)):
+            with pytest.raises(grpc.RpcError) as refused:
+                conversations.SendMessage(req_, metadata=auth(agent.token), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "may not be messaged" in \
+                refused.value.details(), refused.value
+        assert len(api.requests) == before, "nothing went to the provider"
+        back = delivery(id_a, [text(customer, f"wamid.{run}start", "ALTA")])
+        assert post(a, back, sign(app_a, back))[0] == 200
+        assert permission().allowed
+        conversations.SendMessage(M.md.SendMessageRequest(parent=contact, text="Bienvenida de nuevo"),
+                                  metadata=auth(agent.token), timeout=10)
+        assert wait_for(lambda: len(api.requests) > before, 10)
         agent.stream.cancel()
     finally:
         api.close()

@@ -326,8 +326,7 @@ async fn only_the_holder_and_the_tenants_supervisors_use_a_conversation() {
     );
     fake.set(&contact, spb::ContactState::Connected, "bob");
 
-    let send =
-        |text: &str| pb::SendMessageRequest { parent: contact.clone(), text: text.into(), request_id: String::new() };
+    let send = |text: &str| pb::SendMessageRequest { parent: contact.clone(), text: text.into(), ..Default::default() };
     let sent = conv.send_message(request(send("¿en qué te ayudo?"), &bob)).await.unwrap().into_inner();
     assert_eq!((sent.sequence, sent.agent_id.as_str()), (3, "bob"));
     let invalid = conv.send_message(request(send(&"x".repeat(5000)), &bob)).await.unwrap_err();
@@ -443,7 +442,7 @@ async fn a_stream_on_one_replica_sees_writes_through_another_at_once() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let sent = std::time::Instant::now();
         let text = format!("n{i}");
-        let req = pb::SendMessageRequest { parent: contact.clone(), text: text.clone(), request_id: String::new() };
+        let req = pb::SendMessageRequest { parent: contact.clone(), text: text.clone(), ..Default::default() };
         via_two.send_message(request(req, &sup)).await.unwrap();
         let got = loop {
             let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();

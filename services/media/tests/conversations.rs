@@ -32,7 +32,14 @@ async fn drop_schema(pool: deadpool_postgres::Pool) {
 }
 
 fn text(sender: Sender, body: &str, request_id: &str) -> NewMessage {
-    NewMessage { sender, kind: Kind::Text, text: body.into(), provider_time: None, request_id: request_id.into() }
+    NewMessage {
+        sender,
+        kind: Kind::Text,
+        text: body.into(),
+        provider_time: None,
+        request_id: request_id.into(),
+        attachment: None,
+    }
 }
 
 async fn conversation(pool: &deadpool_postgres::Pool, tenant: &TenantId) -> String {

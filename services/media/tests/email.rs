@@ -187,6 +187,7 @@ async fn email_conversation(pool: &Pool, tenant: &TenantId, id: &str, refs: &[&s
         text: "Hello.".into(),
         provider_time: None,
         request_id: String::new(),
+        attachment: None,
     };
     assert!(store::append_email(pool, tenant, &contact, true, &record, &m).await.unwrap().is_some());
     assert!(store::append_email(pool, tenant, &contact, true, &record, &m).await.unwrap().is_none(), "once");
@@ -383,6 +384,7 @@ async fn replies_carry_rfc_5322_threading_and_a_relay_down_ends_failed() {
         text: "We are on it.".into(),
         provider_time: None,
         request_id: "r1".into(),
+        attachment: None,
     };
     let stored = d.append(&a, &contact, &reply).await.unwrap();
     email.clone().send(a.clone(), contact.clone(), stored.clone()).await;

@@ -17,9 +17,11 @@ use tonic::{Request, Response, Status};
 use super::access::{decide, Access, Denied};
 use super::attachments;
 use super::follow::{Follower, Update};
+use super::meta;
 use super::model::{check_request_id, check_text, Kind, Message, NewAttachment, NewMessage, Sender};
 use super::store::Party;
 use super::{wire, Digital};
+use centralita_proto::tenancy::v1::Channel as PbChannel;
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -211,37 +213,81 @@ impl ConversationService for Api {
     async fn send_message(&self, request: Request<pb::SendMessageRequest>) -> R<pb::Message> {
         let caller = caller(&request)?.clone();
         let req = request.into_inner();
-        check_text(&req.text).map_err(|r| Error::invalid("text", r.describe()))?;
+        let template = match &req.template {
+            Some(t) => {
+                if !req.text.is_empty() {
+                    return Err(Error::invalid("text", "must be empty with a template").into());
+                }
+                Some(
+                    meta::template(&t.name, &t.language, &t.parameters)
+                        .map_err(|f| Error::invalid(f.field, f.message))?,
+                )
+            }
+            None => {
+                check_text(&req.text).map_err(|r| Error::invalid("text", r.describe()))?;
+                None
+            }
+        };
         if !check_request_id(&req.request_id) {
             return Err(Error::invalid("request_id", "must be up to 64 of A-Z a-z 0-9 - _ .").into());
         }
         let (tenant, contact, access) = self.digital.authorize(&caller, &req.parent).await?;
         let conversation = super::store::conversation(&self.digital.pool, &tenant, &contact).await?;
-        let channel = conversation.map(|c| c.channel);
-        let window_closed = match channel.as_deref() {
-            Some(super::store::WHATSAPP) => Some(("WhatsApp", !self.whatsapp.may_write(&tenant, &contact).await?)),
-            Some(super::store::MESSENGER) => Some(("Messenger", !self.messenger.may_write(&tenant, &contact).await?)),
-            Some(super::store::INSTAGRAM) => Some(("Instagram", !self.instagram.may_write(&tenant, &contact).await?)),
+        let (channel, visitor) = conversation.map(|c| (Some(c.channel), c.visitor)).unwrap_or_default();
+        if template.is_some() && channel.as_deref() != Some(super::store::WHATSAPP) {
+            return Err(Error::FailedPrecondition("templates are sent on WhatsApp conversations only".into()).into());
+        }
+        // A template may go at any time; a text only within the 24-hour window.
+        let window_closed = match (channel.as_deref(), &template) {
+            (_, Some(_)) => None,
+            (Some(super::store::WHATSAPP), None) => {
+                Some(("WhatsApp", !self.whatsapp.may_write(&tenant, &contact).await?))
+            }
+            (Some(super::store::MESSENGER), None) => {
+                Some(("Messenger", !self.messenger.may_write(&tenant, &contact).await?))
+            }
+            (Some(super::store::INSTAGRAM), None) => {
+                Some(("Instagram", !self.instagram.may_write(&tenant, &contact).await?))
+            }
             _ => None,
         };
         if let Some((network, true)) = window_closed {
             return Err(Error::FailedPrecondition(format!(
                 "{network}'s 24-hour customer-service window is closed (the customer last wrote more than a day ago): \
-                 only approved templates or tagged messages may be sent"
+                 only approved templates may be sent"
             ))
             .into());
+        }
+        // WhatsApp has no carrier blocking: a customer who opted out (a keyword, or marked
+        // do-not-contact in CRM) gets nothing more from us there.
+        if channel.as_deref() == Some(super::store::WHATSAPP) {
+            if let Err(why) = self.digital.contacts.may_message(&tenant, &visitor, PbChannel::Social).await? {
+                return Err(
+                    Error::FailedPrecondition(format!("the customer may not be messaged on WhatsApp: {why}")).into()
+                );
+            }
         }
         let m = NewMessage {
             sender: sender_of(&access, &caller),
             kind: Kind::Text,
-            text: req.text,
+            text: template.as_ref().map_or(req.text, meta::Template::describe),
             provider_time: None,
             request_id: req.request_id,
             attachment: None,
         };
         let (stored, created) = self.digital.append_new(&tenant, &contact, &m).await?;
         if created {
-            self.deliver(channel, &tenant, &contact, &stored);
+            match template {
+                Some(t) => {
+                    tokio::spawn(self.whatsapp.clone().send_template(
+                        tenant.clone(),
+                        contact.clone(),
+                        stored.clone(),
+                        t,
+                    ));
+                }
+                None => self.deliver(channel, &tenant, &contact, &stored),
+            }
         }
         Ok(Response::new(wire::message(tenant.as_str(), &contact, &stored)))
     }

@@ -95,26 +95,22 @@ impl Contacts {
         })
     }
 
-    /// Records an SMS keyword in CRM's consent ledger: the customer of the phone number
-    /// (resolved, created if new) granted or withdrew consent to SMS for `purpose`.
-    pub async fn record_sms_consent(
+    /// Records a consent keyword in CRM's consent ledger: the customer of the phone number
+    /// (resolved, created if new) granted or withdrew consent to be messaged on `channel`
+    /// (SMS; WhatsApp is `social`), purpose [`SMS_CONSENT_PURPOSE`], from `source`.
+    pub async fn record_consent(
         &self,
         tenant: &TenantId,
         phone: &str,
+        channel: PbChannel,
+        source: &str,
         granted: bool,
         evidence: &str,
     ) -> Result<(), Error> {
         let unavailable = |s: tonic::Status| Error::Unavailable(format!("crm ({:?}: {})", s.code(), s.message()));
         let resolve = self.request(
             tenant,
-            crm::ResolveCustomerRequest {
-                identities: vec![crm::Identity {
-                    kind: crm::IdentityKind::Phone as i32,
-                    value: phone.to_owned(),
-                    network: String::new(),
-                }],
-                ..Default::default()
-            },
+            crm::ResolveCustomerRequest { identities: vec![phone_identity(phone)], ..Default::default() },
         )?;
         let customer = self
             .crm
@@ -130,10 +126,10 @@ impl Contacts {
             crm::RecordConsentRequest {
                 customer: customer.name,
                 consent: Some(crm::ConsentRecord {
-                    channel: PbChannel::Sms as i32,
+                    channel: channel as i32,
                     purpose: SMS_CONSENT_PURPOSE.into(),
                     granted,
-                    source: "sms-keyword".into(),
+                    source: source.into(),
                     evidence: evidence.to_owned(),
                     ..Default::default()
                 }),
@@ -141,6 +137,31 @@ impl Contacts {
         )?;
         self.crm.clone().record_consent(record).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Whether the customer of `phone` may be messaged on `channel` now: refused (with CRM's
+    /// reason) when they are marked do-not-contact or withdrew consent (a keyword); allowed
+    /// when consent is granted or none is recorded (they wrote to us first).
+    pub async fn may_message(
+        &self,
+        tenant: &TenantId,
+        phone: &str,
+        channel: PbChannel,
+    ) -> Result<Result<(), String>, Error> {
+        let unavailable = |s: tonic::Status| Error::Unavailable(format!("crm ({:?}: {})", s.code(), s.message()));
+        let check = self.request(
+            tenant,
+            crm::CheckContactPermissionRequest {
+                identity: Some(phone_identity(phone)),
+                channel: channel as i32,
+                purpose: SMS_CONSENT_PURPOSE.into(),
+                ..Default::default()
+            },
+        )?;
+        let answer = self.crm.clone().check_contact_permission(check).await.map_err(unavailable)?.into_inner();
+        let refused =
+            answer.reason.starts_with("do not contact") || answer.consent.as_ref().is_some_and(|c| !c.granted);
+        Ok(if refused { Err(answer.reason) } else { Ok(()) })
     }
 
     /// A request carrying the role's `channel` token of `tenant` (sessions, CRM, recording).
@@ -340,4 +361,8 @@ fn refusal(status: tonic::Status) -> Error {
         },
         code => Error::Unavailable(format!("sessions ({code:?})")),
     }
+}
+
+fn phone_identity(phone: &str) -> crm::Identity {
+    crm::Identity { kind: crm::IdentityKind::Phone as i32, value: phone.to_owned(), network: String::new() }
 }

@@ -63,7 +63,7 @@ impl Hub {
 /// What a follower sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
-    Message(Message),
+    Message(Box<Message>),
     /// The other party started or stopped typing.
     Typing(bool),
     /// The other party has read up to this sequence.
@@ -122,7 +122,7 @@ impl Follower {
         if head.last_seq > self.after {
             for m in store::messages_after(pool, &self.tenant, &self.contact, self.after, BATCH).await? {
                 self.after = m.sequence;
-                updates.push(Update::Message(m));
+                updates.push(Update::Message(Box::new(m)));
             }
         }
         let (typing, read) = match self.viewer {

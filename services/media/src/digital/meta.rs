@@ -13,6 +13,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::model::{Status, MAX_TEXT_BYTES};
+use super::twilio::Consent;
 
 /// The header Meta signs webhook deliveries with.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -375,6 +376,94 @@ pub fn within_window(last_from_customer: Option<DateTime<Utc>>, now: DateTime<Ut
     last_from_customer.is_some_and(|t| now - t < SERVICE_WINDOW)
 }
 
+/// The consent keyword a customer's whole message is, if any. WhatsApp has no carrier
+/// keywords: the platform takes Twilio's standard ones (`STOP`, `UNSUBSCRIBE`, … and
+/// `START`, …) and their Spanish counterparts (`BAJA`, `PARAR`, `CANCELAR` and `ALTA`), any
+/// case, spaces around.
+pub fn consent_keyword(text: &str) -> Option<Consent> {
+    if let Some(c) = super::twilio::keyword(text) {
+        return Some(c);
+    }
+    match text.trim().to_uppercase().as_str() {
+        "BAJA" | "PARAR" | "CANCELAR" | "DETENER" => Some(Consent::OptOut),
+        "ALTA" | "SUSCRIBIR" => Some(Consent::OptIn),
+        _ => None,
+    }
+}
+
+/// A message template to send (see [`template`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub name: String,
+    pub language: String,
+    pub parameters: Vec<String>,
+}
+
+impl Template {
+    /// What the conversation keeps of it: its name, language and parameters.
+    pub fn describe(&self) -> String {
+        let mut s = format!("[WhatsApp template {} ({})]", self.name, self.language);
+        if !self.parameters.is_empty() {
+            s.push(' ');
+            s.push_str(&self.parameters.join(" · "));
+        }
+        s
+    }
+}
+
+/// A template as WhatsApp takes it, or the field that is wrong: the name 1-512 of `a-z 0-9
+/// _`, the language a code (`es`, `en_US`), at most 10 parameters of 1-1024 characters
+/// without newlines or tabs.
+pub fn template(name: &str, language: &str, parameters: &[String]) -> Result<Template, Invalid> {
+    if name.is_empty()
+        || name.len() > 512
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(invalid("template.name", "must be 1-512 of a-z, 0-9 and _"));
+    }
+    let lang_ok = match language.split_once('_') {
+        None => (2..=3).contains(&language.len()) && language.bytes().all(|b| b.is_ascii_lowercase()),
+        Some((l, r)) => {
+            (2..=3).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_lowercase())
+                && (2..=4).contains(&r.len())
+                && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        }
+    };
+    if !lang_ok {
+        return Err(invalid("template.language", "must be a language code such as es or en_US"));
+    }
+    if parameters.len() > 10 {
+        return Err(invalid("template.parameters", "at most 10"));
+    }
+    for (i, p) in parameters.iter().enumerate() {
+        if p.trim().is_empty() || p.chars().count() > 1024 || p.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                format!("template.parameters[{i}]"),
+                "must be 1-1024 characters without newlines, tabs or other control characters",
+            ));
+        }
+    }
+    Ok(Template { name: name.to_owned(), language: language.to_owned(), parameters: parameters.to_vec() })
+}
+
+/// The Cloud API's body of a template message to `to` (E.164).
+pub fn template_message(to: &str, t: &Template) -> serde_json::Value {
+    let mut template = serde_json::json!({ "name": t.name, "language": { "code": t.language } });
+    if !t.parameters.is_empty() {
+        let parameters: Vec<_> =
+            t.parameters.iter().map(|p| serde_json::json!({ "type": "text", "text": p })).collect();
+        template["components"] = serde_json::json!([{ "type": "body", "parameters": parameters }]);
+    }
+    serde_json::json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to.trim_start_matches('+'),
+        "type": "template",
+        "template": template,
+    })
+}
+
 /// The Cloud API's body of a text message to `to` (E.164).
 pub fn text_message(to: &str, body: &str) -> serde_json::Value {
     serde_json::json!({
@@ -525,6 +614,41 @@ mod tests {
             field(&DELIVERY.replace(r#""id": "1003383421387256""#, r#""id": """#)),
             "entry[0].changes[0].value.messages[1].image.id"
         );
+    }
+
+    #[test]
+    fn templates_are_checked_and_sent_in_the_cloud_apis_shape() {
+        let t = template("order_update", "es", &["Ana".into(), "4711".into()]).expect("valid");
+        assert_eq!(t.describe(), "[WhatsApp template order_update (es)] Ana · 4711");
+        let m = template_message("+34600112233", &t);
+        assert_eq!((m["to"].as_str(), m["type"].as_str()), (Some("34600112233"), Some("template")));
+        assert_eq!(m["template"]["language"]["code"], "es");
+        assert_eq!(
+            m["template"]["components"][0]["parameters"][1],
+            serde_json::json!({"type": "text", "text": "4711"})
+        );
+        let bare = template_message("+34600112233", &template("hello_world", "en_US", &[]).expect("valid"));
+        assert!(bare["template"].get("components").is_none());
+        let field = |n: &str, l: &str, p: &[&str]| {
+            template(n, l, &p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect_err("refused").field
+        };
+        assert_eq!(field("Order-Update", "es", &[]), "template.name");
+        assert_eq!(field("x", "spanish", &[]), "template.language");
+        assert_eq!(field("x", "en_us_x", &[]), "template.language");
+        assert_eq!(field("x", "es", &["a\nb"]), "template.parameters[0]");
+        assert_eq!(field("x", "es", &["ok", " "]), "template.parameters[1]");
+        assert_eq!(field("x", "es", &["p"; 11]), "template.parameters");
+    }
+
+    #[test]
+    fn consent_keywords_in_english_and_spanish() {
+        assert_eq!(consent_keyword(" stop "), Some(Consent::OptOut));
+        assert_eq!(consent_keyword("Baja"), Some(Consent::OptOut));
+        assert_eq!(consent_keyword("CANCELAR"), Some(Consent::OptOut));
+        assert_eq!(consent_keyword("alta"), Some(Consent::OptIn));
+        assert_eq!(consent_keyword("START"), Some(Consent::OptIn));
+        assert_eq!(consent_keyword("quiero darme de baja"), None, "only the whole message");
+        assert_eq!(consent_keyword(""), None);
     }
 
     #[test]

@@ -40,6 +40,7 @@ use super::provider::{self, Refusal};
 use super::store::{self, NewConversation};
 use super::twilio::{self, Consent, Inbound, StatusCallback};
 use super::Digital;
+use centralita_proto::tenancy::v1::Channel as PbChannel;
 
 /// The SMS settings of the digital role.
 #[derive(Debug, Clone)]
@@ -160,7 +161,7 @@ impl Sms {
         if let Some(consent) = m.keyword() {
             let evidence = format!("SMS {} to {}: {}", m.message_sid, m.to, m.body.trim());
             d.contacts
-                .record_sms_consent(tenant, &m.from, consent == Consent::OptIn, &evidence)
+                .record_consent(tenant, &m.from, PbChannel::Sms, "sms-keyword", consent == Consent::OptIn, &evidence)
                 .await
                 .map_err(refusal)?;
         }

@@ -24,8 +24,12 @@
 //!   a 4xx refusal or the last failed attempt marks the message `failed` with the reason.
 //!   WhatsApp's 24-hour customer-service window is enforced before anything is stored: more
 //!   than a day after the customer's last message an agent's text is refused
-//!   (FAILED_PRECONDITION; only approved templates may be sent then, which this adapter does
-//!   not send yet).
+//!   (FAILED_PRECONDITION); an approved template (`SendMessageRequest.template`) may be sent
+//!   at any time.
+//! - Consent: a customer's whole message `STOP`, `BAJA`, … (or `START`, `ALTA`) is recorded in
+//!   CRM's consent ledger (channel `social`, purpose `messaging`) before it is stored, with a
+//!   notice in the conversation; while the customer has withdrawn consent (or is marked
+//!   do-not-contact) every agent's text and template is refused (FAILED_PRECONDITION).
 //!
 //! The secrets are read from `{CENTRALITA_WHATSAPP_SECRETS_DIR}/{secretName}/appSecret`,
 //! `accessToken` and `verifyToken` (the tenant's Secret mounted as a volume; locally files
@@ -48,12 +52,14 @@ use chrono::Utc;
 
 use super::attachments;
 use super::contacts::ByPhone;
-use super::meta::{self, Inbound, MediaRef};
-use super::model::{Message, NewAttachment};
+use super::meta::{self, Inbound, MediaRef, Template};
+use super::model::{Kind, Message, NewAttachment, NewMessage, Sender};
 use super::outbound;
 use super::provider::{self, MediaError, Refusal};
 use super::store::{self, NewConversation};
+use super::twilio::Consent;
 use super::Digital;
+use centralita_proto::tenancy::v1::Channel as PbChannel;
 
 /// The WhatsApp settings of the digital role.
 #[derive(Debug, Clone)]
@@ -171,9 +177,36 @@ impl WhatsApp {
                 c
             }
         };
+        // A consent keyword goes to CRM's ledger first: if CRM cannot take it, nothing is
+        // stored and Meta's redelivery brings it again.
+        let keyword = if m.media.is_none() { meta::consent_keyword(&m.text) } else { None };
+        if let Some(consent) = keyword {
+            let evidence = format!("WhatsApp {} to {origin}: {}", m.message_id, m.text.trim());
+            let granted = consent == Consent::OptIn;
+            d.contacts
+                .record_consent(tenant, &m.from, PbChannel::Social, "whatsapp-keyword", granted, &evidence)
+                .await
+                .map_err(unavailable)?;
+        }
         let new = provider::store_inbound(d, tenant, &contact, &m.message_id, &text, m.time, file)
             .await
             .map_err(unavailable)?;
+        if let Some(consent) = keyword {
+            let notice = NewMessage {
+                sender: Sender::System,
+                kind: Kind::Notice,
+                text: match consent {
+                    Consent::OptOut => "The customer opted out of WhatsApp messages (keyword; recorded in CRM)".into(),
+                    Consent::OptIn => {
+                        "The customer opted back in to WhatsApp messages (keyword; recorded in CRM)".into()
+                    }
+                },
+                provider_time: None,
+                request_id: format!("consent-{}", m.message_id),
+                attachment: None,
+            };
+            d.append(tenant, &contact, &notice).await.map_err(unavailable)?;
+        }
         // A file's caption follows it as the customer's text.
         if m.media.is_some() && !m.text.trim().is_empty() {
             let id = format!("{}.caption", m.message_id);
@@ -207,12 +240,26 @@ impl WhatsApp {
     /// Sends an agent's message of a WhatsApp conversation, retrying; on the last failure
     /// the message is `failed` with the reason.
     pub async fn send(self: Arc<Self>, tenant: TenantId, contact: String, message: Message) {
-        let outcome = self.try_send(&tenant, &contact, &message).await;
+        let outcome = self.try_send(&tenant, &contact, &message, None).await;
         let count = |o: &'static str| self.digital.metrics.whatsapp_send(o);
         outbound::settle(&self.digital, &tenant, &contact, &message, outcome, "whatsapp", &count).await;
     }
 
-    async fn try_send(&self, tenant: &TenantId, contact: &str, message: &Message) -> Result<String, String> {
+    /// Sends an approved template (the conversation keeps `message`, which names it), as
+    /// [`WhatsApp::send`] does a text.
+    pub async fn send_template(self: Arc<Self>, tenant: TenantId, contact: String, message: Message, t: Template) {
+        let outcome = self.try_send(&tenant, &contact, &message, Some(&t)).await;
+        let count = |o: &'static str| self.digital.metrics.whatsapp_send(o);
+        outbound::settle(&self.digital, &tenant, &contact, &message, outcome, "whatsapp", &count).await;
+    }
+
+    async fn try_send(
+        &self,
+        tenant: &TenantId,
+        contact: &str,
+        message: &Message,
+        template: Option<&Template>,
+    ) -> Result<String, String> {
         let (_, w) = self.channel(tenant.as_str()).map_err(|_| "the tenant has no WhatsApp channel".to_owned())?;
         let conversation = store::conversation(&self.digital.pool, tenant, contact)
             .await
@@ -226,7 +273,10 @@ impl WhatsApp {
             self.settings.base_url.trim_end_matches('/'),
             self.settings.api_version
         );
-        let body = meta::text_message(&conversation.visitor, &message.text);
+        let body = match template {
+            Some(t) => meta::template_message(&conversation.visitor, t),
+            None => meta::text_message(&conversation.visitor, &message.text),
+        };
         let count = |o: &'static str| self.digital.metrics.whatsapp_send(o);
         let retries =
             outbound::Retries { attempts: self.settings.attempts, backoff: self.settings.backoff, count: &count };
