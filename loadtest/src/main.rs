@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod chat;
 mod crm;
 mod hops;
 mod kafka;
@@ -82,6 +83,9 @@ enum Command {
     /// The voice benchmark's tenant (numbers, a queue, a fixed phone per agent) and its
     /// agents signed in.
     VoiceAgents(voice::AgentsArgs),
+    /// Customer message → agent stream latency and messages per second through media's web
+    /// chat and ConversationService (chat-bench.sh).
+    Chat(chat::ChatArgs),
 }
 
 /// Where the services under test publish and who may call them: every subcommand's.
@@ -139,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
             reporting::run(args, auth).await
         }
         Command::Kafka(args) => kafka::run(args).await,
+        Command::Chat(args) => chat::run(args).await,
         Command::Crm(args) => {
             let auth = Auth::from_file(&args.stack.private_key_file)?;
             crm::run(args, auth).await
