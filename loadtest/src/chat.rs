@@ -83,7 +83,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         &["chat"],
         "    queues:\n      - { id: support, offerTimeoutSeconds: 600, afterContactWorkSeconds: 60 }",
     );
-    yaml.push_str(&format!("  webchat:\n    widgetKey: {key}\n    allowedOrigins: [\"{ORIGIN}\"]\n    queue: support\n"));
+    yaml.push_str(&format!(
+        "  webchat:\n    widgetKey: {key}\n    allowedOrigins: [\"{ORIGIN}\"]\n    queue: support\n"
+    ));
     let topics = Topics::new(&args.stack.topic_prefix);
     publish_tenants(&args.stack.brokers, &topics, &[yaml]).await?;
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -147,7 +149,10 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     for c in &chats {
         let mut client = ConversationServiceClient::new(media.clone());
         let mut stream = client
-            .stream_messages(req(pb::StreamMessagesRequest { parent: c.contact.clone(), after_sequence: 1 }, &supervisor)?)
+            .stream_messages(req(
+                pb::StreamMessagesRequest { parent: c.contact.clone(), after_sequence: 1 },
+                &supervisor,
+            )?)
             .await?
             .into_inner();
         let (latencies, counts) = (latencies.clone(), counts.clone());
@@ -156,7 +161,8 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 if let Some(pb::stream_messages_response::Event::Message(m)) = ev.event {
                     if let Some(sent) = m.text.strip_prefix("t=").and_then(|t| t.parse::<u64>().ok()) {
                         let now = epoch.elapsed().as_micros() as u64;
-                        let _ = latencies.lock().unwrap_or_else(|p| p.into_inner()).record(now.saturating_sub(sent).max(1));
+                        let _ =
+                            latencies.lock().unwrap_or_else(|p| p.into_inner()).record(now.saturating_sub(sent).max(1));
                         counts.received.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -220,7 +220,7 @@ class FakeProvider:
     one in media's outbound sends: records each POST as {"path", "auth", "body"} (the body
     read by `parse`) and answers the next planned status (`ok` when nothing is planned) with
     the JSON `answer(status)` gives; each GET is recorded in `gets` and answered from
-    `files`."""
+    `files` (path → (status, content type or a redirect's Location, bytes))."""
 
     def __init__(self, port, ok, parse, answer):
         import json
@@ -249,6 +249,10 @@ class FakeProvider:
                 fake.gets.append({"path": self.path, "auth": self.headers.get("authorization", "")})
                 status, ctype, raw = fake.files.get(self.path, (404, "text/plain", b"not found"))
                 self.send_response(status)
+                if 300 <= status < 400:
+                    # A redirect: the second item is where to.
+                    self.send_header("location", ctype)
+                    ctype = "text/plain"
                 self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(raw)))
                 self.end_headers()
@@ -261,8 +265,10 @@ class FakeProvider:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        """Stops serving (again: a no-op)."""
+        if self.server.socket.fileno() != -1:
+            self.server.shutdown()
+            self.server.server_close()
 
 
 def front_door():

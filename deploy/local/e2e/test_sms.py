@@ -13,7 +13,9 @@ tenant's signature are refused with 401 and store nothing; a redelivered `Messag
 stores nothing new and answers 200; a second message continues the open conversation; an
 unknown number is 404; STOP is recorded; the agent's reply is sent to the provider (basic
 auth with the account, To/From/Body) and its signed status callback moves it to delivered;
-a provider outage makes a send retry and end `failed` with the reason; tenant B's agent
+a provider outage makes a send retry and end `failed` with the reason; an MMS's photo is
+downloaded from Twilio's host with the account's credentials and kept beside its text, and a
+media URL redirecting to another host is not followed (a line says why); tenant B's agent
 cannot read A's SMS conversation.
 """
 import time
@@ -26,7 +28,7 @@ import grpc
 import pytest
 
 from conftest import (
-    FakeProvider, OfferedAgent, auth, cli, endpoints, front_door, mint, provider_secrets, wait_for,
+    FakeProvider, OfferedAgent, auth, cli, endpoints, free_port, front_door, mint, provider_secrets, wait_for,
     provider_port as conftest_provider_port,
 )
 
@@ -294,6 +296,33 @@ def _scenario(m, eps, run, a, b, acc_a, tok_a, tok_b, num_a, num_b, customer, fa
         identity=crm_pb2.Identity(kind=crm_pb2.IDENTITY_KIND_PHONE, value=customer),
         channel=m.t.CHANNEL_SMS, purpose="messaging"), metadata=auth(sup_b), timeout=10)
     assert not other.allowed and not other.customer and not other.consent.source, other
+
+    # An MMS: its photo is downloaded from Twilio's host with the account's credentials and
+    # kept; a media URL redirecting to another host is never followed there.
+    png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + run.encode()
+    port = provider_port()
+    fake.files[f"/media/{run}/1"] = (200, "image/png", png)
+    outside = FakeProvider(free_port(), 200, lambda body: body, lambda status: {})
+    fake.files[f"/media/{run}/2"] = (302, f"http://localhost:{outside.server.server_port}/x", b"")
+    try:
+        mms = inbound(acc_a, "MM" + uuid.uuid4().hex, customer, num_a, "Mire la foto")
+        mms.update({"NumMedia": "2", "MediaUrl0": f"http://127.0.0.1:{port}/media/{run}/1", "MediaContentType0": "image/png",
+                    "MediaUrl1": f"http://127.0.0.1:{port}/media/{run}/2", "MediaContentType1": "image/png"})
+        assert signed(tok_a, pa, mms)[0] == 200
+        got = [g for g in fake.gets if g["path"] == f"/media/{run}/1"]
+        assert got and got[0]["auth"] == "Basic " + base64.b64encode(f"{acc_a}:{tok_a}".encode()).decode()
+        last = listed(contact)[-3:]
+        assert [(x.kind, x.text) for x in last[:2]] == [(m.md.MESSAGE_KIND_TEXT, "Mire la foto"),
+                                                        (m.md.MESSAGE_KIND_ATTACHMENT, "mms-1.png")], last
+        assert "not on the provider's hosts" in last[2].text, last[2]
+        assert conversations.GetAttachment(m.md.GetAttachmentRequest(name=last[1].attachment.name),
+                                           metadata=auth(sup_a), timeout=10).data == png
+        assert outside.gets == [], "a redirect to another host was followed"
+        held = len(listed(contact))
+        assert signed(tok_a, pa, mms)[0] == 200
+        assert len(listed(contact)) == held, "a redelivered MMS stored something"
+    finally:
+        outside.close()
 
     # Tenant B never reads or writes A's SMS conversation.
     agent_b = mint("--tenant", b, "--role", "agent", "--agent-id", f"sms-agent-b-{run}")

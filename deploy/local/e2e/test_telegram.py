@@ -11,10 +11,13 @@ message in its conversation, the customer a CRM social identity (network `telegr
 chat's id); a wrong or missing secret token is 401 and stores nothing; malformed JSON 400; a
 group's message is ignored; a redelivered update stores nothing new; a second message
 continues the conversation; the agent's reply reaches the fake Bot API (`/bot<token>/
-sendMessage`, the chat and the text); an outage makes a send retry and end `failed`; tenant
+sendMessage`, the chat and the text); an outage makes a send retry and end `failed`; a
+photo is looked up with getFile and downloaded from the Bot API's host, kept with its
+caption; an unreachable Bot API fails a reply without the bot's token in the reason; tenant
 B's agent cannot read A's conversation and B's secret does not open A's webhook.
 """
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -182,6 +185,41 @@ def test_a_telegram_customer_reaches_an_agent_and_gets_the_reply(pb, tmp_path):
                                          metadata=auth(agent.token), timeout=10)
         assert wait_for(lambda: status_of(down.sequence) == M.md.DELIVERY_STATUS_FAILED, 30)
         assert len([r for r in api.requests if r["body"]["text"] == "¿Algo más?"]) == 4
+
+        # A photo with a caption: looked up with getFile and downloaded from the Bot API's host
+        # with the bot's token in the path, kept, the caption after it.
+        token = secrets[a]["botToken"]
+        jpeg = b"\xff\xd8\xff\xe0\0\x10JFIF" + run.encode()
+        api.files[f"/bot{token}/getFile?file_id=AgAD{run}"] = (200, "application/json", json.dumps(
+            {"ok": True, "result": {"file_id": f"AgAD{run}", "file_path": f"photos/file_{run}.jpg"}}).encode())
+        api.files[f"/file/bot{token}/photos/file_{run}.jpg"] = (200, "application/octet-stream", jpeg)
+        photo = json.dumps({"update_id": 4, "message": {
+            "message_id": 40, "date": int(time.time()), "chat": {"id": chat, "type": "private"},
+            "photo": [{"file_id": f"small{run}", "width": 90, "height": 90},
+                      {"file_id": f"AgAD{run}", "width": 1280, "height": 960}],
+            "caption": "El paquete llegó así"}}).encode()
+        assert post(a, photo, secret_a) == 200
+
+        def mine():
+            return [x for x in conversations.ListMessages(M.md.ListMessagesRequest(parent=contact),
+                                                          metadata=auth(agent.token), timeout=10).messages
+                    if x.sender == M.md.SENDER_KIND_CUSTOMER]
+
+        last = mine()[-2:]
+        assert [(x.kind, x.text) for x in last] == [(M.md.MESSAGE_KIND_ATTACHMENT, "telegram-photo.jpg"),
+                                                    (M.md.MESSAGE_KIND_TEXT, "El paquete llegó así")], last
+        assert conversations.GetAttachment(M.md.GetAttachmentRequest(name=last[0].attachment.name),
+                                           metadata=auth(agent.token), timeout=10).data == jpeg
+
+        # With the Bot API unreachable a reply fails, and its reason does not carry the
+        # bot's token (the send URL has it).
+        api.close()
+        gone = conversations.SendMessage(M.md.SendMessageRequest(parent=contact, text="¿Sigue ahí?"),
+                                         metadata=auth(agent.token), timeout=10)
+        assert wait_for(lambda: status_of(gone.sequence) == M.md.DELIVERY_STATUS_FAILED, 30)
+        reason = {x.sequence: x.failure_reason for x in conversations.ListMessages(
+            M.md.ListMessagesRequest(parent=contact), metadata=auth(agent.token), timeout=10).messages}[gone.sequence]
+        assert "unreachable" in reason and token not in reason and token.split(":")[1] not in reason, reason
 
         b_agent = mint("--tenant", b, "--role", "agent", "--agent-id", f"tgb-agent-{run}")
         try:

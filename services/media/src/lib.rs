@@ -130,6 +130,17 @@ pub struct SmsArgs {
     /// Wait after the first failed attempt, in milliseconds; doubled after each.
     #[arg(long = "sms-send-backoff-ms", env = "CENTRALITA_SMS_SEND_BACKOFF_MS", default_value_t = 500)]
     pub send_backoff_ms: u64,
+    /// Hosts (comma-separated) an MMS's media may be downloaded from, besides the base URL's
+    /// host (an entry starting with `.` takes every host of that domain): Twilio's media
+    /// URLs redirect to its media storage. No other host is ever fetched (no SSRF).
+    #[arg(
+        id = "twilio_media_hosts",
+        long = "twilio-media-hosts",
+        env = "CENTRALITA_TWILIO_MEDIA_HOSTS",
+        default_value = ".twilio.com,.twiliocdn.com,s3-external-1.amazonaws.com",
+        value_delimiter = ','
+    )]
+    pub media_hosts: Vec<String>,
 }
 
 impl SmsArgs {
@@ -138,6 +149,15 @@ impl SmsArgs {
             secrets_dir: self.secrets_dir.clone(),
             base_url: self.twilio_base_url.clone(),
             public_url: self.public_url.clone(),
+            media_hosts: self
+                .twilio_base_url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_owned))
+                .into_iter()
+                .chain(self.media_hosts.iter().map(|h| h.trim().to_ascii_lowercase()))
+                .filter(|h| !h.is_empty())
+                .collect(),
             attempts: self.send_attempts,
             backoff: std::time::Duration::from_millis(self.send_backoff_ms),
         }

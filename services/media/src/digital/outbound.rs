@@ -35,7 +35,7 @@ pub async fn post(
     for attempt in 1..=attempts {
         match request().send().await {
             Ok(answer) if answer.status().is_success() => {
-                return answer.json().await.map_err(|e| format!("provider answer is not JSON: {e}"));
+                return answer.json().await.map_err(|e| format!("provider answer is not JSON: {}", e.without_url()));
             }
             Ok(answer) => {
                 let status = answer.status();
@@ -46,7 +46,7 @@ pub async fn post(
                     return Err(reason);
                 }
             }
-            Err(e) => reason = format!("provider unreachable: {e}"),
+            Err(e) => reason = format!("provider unreachable: {}", e.without_url()),
         }
         if attempt < attempts {
             (r.count)("retried");

@@ -181,7 +181,7 @@ impl Pages {
         // The text under the message id (its dedupe key), each file under `{mid}#{n}`.
         let mut new = false;
         if !m.text.trim().is_empty() {
-            new |= provider::store_inbound(d, tenant, &contact, &m.message_id, &m.text, m.time, None)
+            new |= provider::store_inbound(d, tenant, &contact, &m.message_id, &m.text, Some(m.time), None)
                 .await
                 .map_err(unavailable)?;
         }
@@ -192,7 +192,9 @@ impl Pages {
                 Ok(file) => (file.name.clone(), Some(file)),
                 Err(line) => (line, None),
             };
-            new |= provider::store_inbound(d, tenant, &contact, &id, &text, m.time, file).await.map_err(unavailable)?;
+            new |= provider::store_inbound(d, tenant, &contact, &id, &text, Some(m.time), file)
+                .await
+                .map_err(unavailable)?;
         }
         Ok(new)
     }

@@ -70,20 +70,46 @@ pub fn media_url_allowed(url: &str, hosts: &[String]) -> bool {
 
 /// Downloads a customer's media from `url` (checked by [`media_url_allowed`]) with the
 /// request `authorize` makes, reading at most [`super::attachments::MAX_BYTES`]: the bytes
-/// and the `Content-Type` the provider gave.
+/// and the `Content-Type` the provider gave. Up to 3 redirects are followed, each checked
+/// like the first URL; `authorize` is applied only while the host stays the first one (a
+/// provider's credentials never go to its CDN or anywhere else).
 pub async fn fetch_media(
     client: &reqwest::Client,
     url: &str,
     hosts: &[String],
-    authorize: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    authorize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
 ) -> Result<(Vec<u8>, String), MediaError> {
-    if !media_url_allowed(url, hosts) {
-        return Err(MediaError::Refused("the media URL is not on the provider's hosts".into()));
+    let first = reqwest::Url::parse(url).map_err(|_| MediaError::Refused("the media URL is not a URL".into()))?;
+    let mut current = first.clone();
+    let mut answer = None;
+    for _ in 0..4 {
+        if !media_url_allowed(current.as_str(), hosts) {
+            return Err(MediaError::Refused("the media URL is not on the provider's hosts".into()));
+        }
+        let mut request = client.get(current.clone());
+        if current.host_str() == first.host_str() && current.port_or_known_default() == first.port_or_known_default() {
+            request = authorize(request);
+        }
+        let r = request
+            .send()
+            .await
+            .map_err(|e| MediaError::Transient(format!("media unreachable: {}", e.without_url())))?;
+        if r.status().is_redirection() {
+            let location = r
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|l| current.join(l).ok())
+                .ok_or_else(|| MediaError::Refused("a redirect without a usable Location".into()))?;
+            current = location;
+            continue;
+        }
+        answer = Some(r);
+        break;
     }
-    let mut answer = authorize(client.get(url))
-        .send()
-        .await
-        .map_err(|e| MediaError::Transient(format!("media unreachable: {e}")))?;
+    let Some(mut answer) = answer else {
+        return Err(MediaError::Refused("too many redirects".into()));
+    };
     let status = answer.status();
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         return Err(MediaError::Transient(format!("media answered {status}")));
@@ -102,7 +128,9 @@ pub async fn fetch_media(
         .unwrap_or_default()
         .to_owned();
     let mut data = Vec::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|e| MediaError::Transient(format!("media cut: {e}")))? {
+    while let Some(chunk) =
+        answer.chunk().await.map_err(|e| MediaError::Transient(format!("media cut: {}", e.without_url())))?
+    {
         if data.len() + chunk.len() > limit {
             return Err(MediaError::Refused("the file is larger than 5 MiB".into()));
         }
@@ -195,14 +223,14 @@ pub async fn store_inbound(
     contact: &str,
     provider_id: &str,
     text: &str,
-    time: DateTime<Utc>,
+    time: Option<DateTime<Utc>>,
     file: Option<NewAttachment>,
 ) -> Result<bool, Error> {
     let m = NewMessage {
         sender: Sender::Customer,
         kind: if file.is_some() { Kind::Attachment } else { Kind::Text },
         text: text.to_owned(),
-        provider_time: Some(time),
+        provider_time: time,
         request_id: provider_id.to_owned(),
         attachment: file,
     };

@@ -33,11 +33,13 @@ use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::tenant::{Sms as SmsChannel, TenantId};
 
+use super::attachments;
 use super::contacts::ByPhone;
+use super::model::NewAttachment;
 use super::model::{Kind, Message, NewMessage, Sender};
 use super::outbound;
-use super::provider::{self, Refusal};
-use super::store::{self, NewConversation};
+use super::provider::{self, MediaError, Refusal};
+use super::store;
 use super::twilio::{self, Consent, Inbound, StatusCallback};
 use super::Digital;
 use centralita_proto::tenancy::v1::Channel as PbChannel;
@@ -56,6 +58,9 @@ pub struct SmsSettings {
     pub attempts: u32,
     /// The wait after the first failed attempt; doubled after each.
     pub backoff: Duration,
+    /// The only hosts an MMS's media is downloaded from (the base URL's, Twilio's media
+    /// hosts and the storage its media URLs redirect to).
+    pub media_hosts: Vec<String>,
 }
 
 /// The SMS adapter's state.
@@ -65,6 +70,7 @@ pub struct Sms {
     pub registry: TenantRegistry,
     pub settings: SmsSettings,
     http: reqwest::Client,
+    media_http: reqwest::Client,
 }
 
 fn twiml() -> Response {
@@ -73,7 +79,7 @@ fn twiml() -> Response {
 
 impl Sms {
     pub fn new(digital: Arc<Digital>, registry: TenantRegistry, settings: SmsSettings) -> Result<Self, Error> {
-        Ok(Self { digital, registry, settings, http: provider::http_client()? })
+        Ok(Self { digital, registry, settings, http: provider::http_client()?, media_http: provider::media_client()? })
     }
 
     /// The tenant's SMS channel, if it has one.
@@ -135,27 +141,25 @@ impl Sms {
         if store::sms_known(&d.pool, tenant, &m.message_sid).await.map_err(refusal)? {
             return Ok(false);
         }
+        // An MMS's media first: an outage is answered 503 (Twilio retries) before anything
+        // is stored; a file never to be taken is a line saying why.
+        let mut files = Vec::new();
+        for (i, media) in m.media.iter().enumerate() {
+            files.push(match self.fetch(sms, media, i).await {
+                Ok(f) => Ok(f),
+                Err(MediaError::Transient(why)) => {
+                    tracing::warn!(tenant = %tenant, why, "MMS media not fetched; Twilio will retry");
+                    return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into()));
+                }
+                Err(MediaError::Refused(why)) => Err(format!("[an MMS file the platform did not keep: {why}]")),
+            });
+        }
         // The customer's open conversation with this number continues; else a new contact.
-        let open = provider::open_conversation(d, tenant, store::SMS, &m.from, &m.to).await.map_err(refusal)?;
-        let contact = match open {
-            Some(c) => c,
-            None => {
-                let c = d
-                    .contacts
-                    .create_by_phone(tenant, ByPhone::Sms, queue, &m.from, &m.to, &m.message_sid)
-                    .await
-                    .map_err(refusal)?;
-                let new = NewConversation {
-                    contact_id: c.clone(),
-                    channel: store::SMS,
-                    queue: queue.to_owned(),
-                    visitor: m.from.clone(),
-                    origin: m.to.clone(),
-                };
-                store::create_conversation(&d.pool, tenant, &new, "SMS conversation started").await.map_err(refusal)?;
-                c
-            }
-        };
+        let create = d.contacts.create_by_phone(tenant, ByPhone::Sms, queue, &m.from, &m.to, &m.message_sid);
+        let started = "SMS conversation started";
+        let contact = provider::conversation_for(d, tenant, store::SMS, &m.from, &m.to, queue, started, create)
+            .await
+            .map_err(refusal)?;
         // A consent keyword goes to CRM's ledger first: if CRM cannot take it, nothing is
         // stored and the provider's retry brings it again.
         if let Some(consent) = m.keyword() {
@@ -165,20 +169,29 @@ impl Sms {
                 .await
                 .map_err(refusal)?;
         }
-        let text = NewMessage {
-            sender: Sender::Customer,
-            kind: Kind::Text,
-            text: m.body.clone(),
-            provider_time: None,
-            request_id: m.message_sid.clone(),
-            attachment: None,
-        };
-        let Some(_) =
-            store::append_inbound_sms(&d.pool, tenant, &contact, &m.message_sid, &text).await.map_err(refusal)?
-        else {
+        // The text under the message's SID (its dedupe key), each file under `{sid}#{n}`
+        // (the first under the SID when there is no text).
+        let mut new = false;
+        if !m.body.trim().is_empty() {
+            new = provider::store_inbound(d, tenant, &contact, &m.message_sid, &m.body, None, None)
+                .await
+                .map_err(refusal)?;
+        }
+        for (i, f) in files.into_iter().enumerate() {
+            let id = if m.body.trim().is_empty() && i == 0 {
+                m.message_sid.clone()
+            } else {
+                format!("{}#{i}", m.message_sid)
+            };
+            let (text, file) = match f {
+                Ok(file) => (file.name.clone(), Some(file)),
+                Err(line) => (line, None),
+            };
+            new |= provider::store_inbound(d, tenant, &contact, &id, &text, None, file).await.map_err(refusal)?;
+        }
+        if !new {
             return Ok(false);
-        };
-        d.metrics.message_stored(&Sender::Customer);
+        }
         if let Some(consent) = m.keyword() {
             let notice = NewMessage {
                 sender: Sender::System,
@@ -195,6 +208,32 @@ impl Sms {
         }
         d.written(tenant, &contact);
         Ok(true)
+    }
+
+    /// Downloads one media item of an MMS (with the account's credentials while on Twilio's
+    /// API host; never to other hosts than [`SmsSettings::media_hosts`]) as a file.
+    async fn fetch(&self, sms: &SmsChannel, media: &twilio::MediaRef, i: usize) -> Result<NewAttachment, MediaError> {
+        let token = self.auth_token(sms).map_err(|e| MediaError::Transient(e.to_string()))?;
+        let (data, given) = provider::fetch_media(&self.media_http, &media.url, &self.settings.media_hosts, |r| {
+            r.basic_auth(&sms.account_sid, Some(&token))
+        })
+        .await?;
+        let content_type = if media.content_type.is_empty() { given } else { media.content_type.clone() };
+        let ext = match attachments::essence(&content_type).as_str() {
+            "image/jpeg" => "jpg",
+            "image/png" => "png",
+            "image/gif" => "gif",
+            "image/webp" => "webp",
+            "application/pdf" => "pdf",
+            "text/plain" => "txt",
+            "audio/mpeg" => "mp3",
+            "audio/ogg" => "ogg",
+            "video/mp4" => "mp4",
+            _ => "bin",
+        };
+        let checked = attachments::check(&format!("mms-{}.{ext}", i + 1), &content_type, &data)
+            .map_err(|r| MediaError::Refused(r.describe()))?;
+        Ok(NewAttachment { name: checked.name, content_type: checked.content_type, sha256: checked.sha256, data })
     }
 
     /// Sends an agent's message of an SMS conversation, retrying; on the last failure the

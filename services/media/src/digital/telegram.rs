@@ -9,6 +9,10 @@
 //!   chat's message (an edit, a group's message) is answered 200 and ignored. The update id
 //!   not seen before (a redelivery stores nothing) lands in the customer's open Telegram
 //!   conversation with the bot, or a new contact in sessions. Answered 200 at once.
+//!   A photo, document, voice note, audio or video is looked up with `getFile` and
+//!   downloaded from the Bot API's host only, checked like every file
+//!   ([`super::attachments`]) and kept (its caption after it); an outage answers 503 with
+//!   nothing stored.
 //! - Outbound: an agent's message is sent with `sendMessage` to `{base}/bot{token}/`,
 //!   retried like SMS and WhatsApp ([`super::outbound`]). Telegram reports no delivery or
 //!   read: a message that went out stays `sent`.
@@ -31,12 +35,14 @@ use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::tenant::{Telegram as TelegramBot, TenantId};
 
+use super::attachments;
 use super::botapi::{self, Inbound};
 use super::contacts::BySocial;
 use super::model::Message;
+use super::model::NewAttachment;
 use super::outbound;
-use super::provider::{self, Refusal};
-use super::store::{self, NewConversation};
+use super::provider::{self, MediaError, Refusal};
+use super::store;
 use super::Digital;
 
 /// The Telegram settings of the digital role.
@@ -57,6 +63,7 @@ pub struct Telegram {
     pub registry: TenantRegistry,
     pub settings: TelegramSettings,
     http: reqwest::Client,
+    media_http: reqwest::Client,
 }
 
 fn unavailable(e: Error) -> Refusal {
@@ -66,7 +73,7 @@ fn unavailable(e: Error) -> Refusal {
 
 impl Telegram {
     pub fn new(digital: Arc<Digital>, registry: TenantRegistry, settings: TelegramSettings) -> Result<Self, Error> {
-        Ok(Self { digital, registry, settings, http: provider::http_client()? })
+        Ok(Self { digital, registry, settings, http: provider::http_client()?, media_http: provider::media_client()? })
     }
 
     fn bot(&self, tenant: &str) -> Result<(TenantId, TelegramBot), Refusal> {
@@ -89,31 +96,67 @@ impl Telegram {
         if store::sms_known(&d.pool, tenant, &provider_id).await.map_err(unavailable)? {
             return Ok(false);
         }
-        let chat = m.chat_id.to_string();
-        let open =
-            provider::open_conversation(d, tenant, store::TELEGRAM, &chat, &bot.bot_id).await.map_err(unavailable)?;
-        let contact = match open {
-            Some(c) => c,
-            None => {
-                let c = d
-                    .contacts
-                    .create_by_social(tenant, BySocial::Telegram, &bot.queue, &chat, &bot.bot_id, &provider_id)
-                    .await
-                    .map_err(unavailable)?;
-                let new = NewConversation {
-                    contact_id: c.clone(),
-                    channel: store::TELEGRAM,
-                    queue: bot.queue.clone(),
-                    visitor: chat,
-                    origin: bot.bot_id.clone(),
-                };
-                store::create_conversation(&d.pool, tenant, &new, "Telegram conversation started")
-                    .await
-                    .map_err(unavailable)?;
-                c
-            }
+        // A file first: an outage is answered 503 (Telegram delivers the update again)
+        // before anything is stored; a file never to be taken is a line saying why.
+        let file = match &m.file {
+            None => None,
+            Some(f) => match self.fetch(bot, f).await {
+                Ok(file) => Some(Ok(file)),
+                Err(MediaError::Transient(why)) => {
+                    tracing::warn!(tenant = %tenant, why, "Telegram file not fetched; the update will come again");
+                    return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into()));
+                }
+                Err(MediaError::Refused(why)) => {
+                    Some(Err(format!("[a Telegram file the platform did not keep: {why}]")))
+                }
+            },
         };
-        provider::store_inbound(d, tenant, &contact, &provider_id, &m.text, m.time, None).await.map_err(unavailable)
+        let chat = m.chat_id.to_string();
+        let create =
+            d.contacts.create_by_social(tenant, BySocial::Telegram, &bot.queue, &chat, &bot.bot_id, &provider_id);
+        let started = "Telegram conversation started";
+        let contact =
+            provider::conversation_for(d, tenant, store::TELEGRAM, &chat, &bot.bot_id, &bot.queue, started, create)
+                .await
+                .map_err(unavailable)?;
+        let mut new = false;
+        let mut caption_id = provider_id.clone();
+        if let Some(file) = file {
+            let (text, file) = match file {
+                Ok(f) => (f.name.clone(), Some(f)),
+                Err(line) => (line, None),
+            };
+            new = provider::store_inbound(d, tenant, &contact, &provider_id, &text, Some(m.time), file)
+                .await
+                .map_err(unavailable)?;
+            caption_id = format!("{provider_id}:caption");
+        }
+        if !m.text.trim().is_empty() {
+            new |= provider::store_inbound(d, tenant, &contact, &caption_id, &m.text, Some(m.time), None)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(new)
+    }
+
+    /// Looks a customer's file up with `getFile` and downloads it from the Bot API's host
+    /// (no other host: the path is Telegram's, checked), as a file of the conversation.
+    async fn fetch(&self, bot: &TelegramBot, f: &botapi::FileRef) -> Result<NewAttachment, MediaError> {
+        let token = self.secret(bot, "botToken").map_err(|e| MediaError::Transient(e.to_string()))?;
+        let base = self.settings.base_url.trim_end_matches('/');
+        let hosts: Vec<String> =
+            reqwest::Url::parse(base).ok().and_then(|u| u.host_str().map(str::to_owned)).into_iter().collect();
+        let lookup = format!("{base}/bot{token}/getFile?file_id={}", f.file_id);
+        let (answer, _) = provider::fetch_media(&self.media_http, &lookup, &hosts, |r| r).await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|_| MediaError::Refused("getFile's answer is not JSON".into()))?;
+        let path =
+            botapi::file_path(&answer).ok_or_else(|| MediaError::Refused("getFile gave no usable path".into()))?;
+        let (data, _) =
+            provider::fetch_media(&self.media_http, &format!("{base}/file/bot{token}/{path}"), &hosts, |r| r).await?;
+        let checked =
+            attachments::check(&f.name, &f.content_type, &data).map_err(|r| MediaError::Refused(r.describe()))?;
+        Ok(NewAttachment { name: checked.name, content_type: checked.content_type, sha256: checked.sha256, data })
     }
 
     /// Sends an agent's message of a Telegram conversation, retrying; on the last failure

@@ -100,8 +100,21 @@ pub struct Inbound {
     pub from: String,
     /// The tenant's number it was sent to (E.164).
     pub to: String,
+    /// The text (may be empty when the message carries media).
     pub body: String,
+    /// An MMS's media (`MediaUrl{n}`, `MediaContentType{n}` for n < `NumMedia`).
+    pub media: Vec<MediaRef>,
 }
+
+/// One media item of an MMS: where Twilio serves it and its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRef {
+    pub url: String,
+    pub content_type: String,
+}
+
+/// At most this many media items in one message (Twilio's limit).
+pub const MAX_MEDIA: usize = 10;
 
 /// What is wrong with a webhook's form: the parameter and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,12 +145,29 @@ impl Inbound {
         if body.len() > MAX_TEXT_BYTES {
             return Err(refuse("Body", format!("longer than {MAX_TEXT_BYTES} bytes")));
         }
+        let count = match get(params, "NumMedia").unwrap_or("0").parse::<usize>() {
+            Ok(n) if n <= MAX_MEDIA => n,
+            _ => return Err(refuse("NumMedia", format!("must be 0 to {MAX_MEDIA}"))),
+        };
+        let mut media = Vec::with_capacity(count);
+        for i in 0..count {
+            let url = get(params, &format!("MediaUrl{i}")).unwrap_or_default();
+            if url.is_empty() || url.len() > 2048 {
+                return Err(refuse("MediaUrl", format!("MediaUrl{i} must be a URL")));
+            }
+            let content_type = get(params, &format!("MediaContentType{i}")).unwrap_or_default();
+            media.push(MediaRef { url: url.to_owned(), content_type: content_type.chars().take(100).collect() });
+        }
+        if body.trim().is_empty() && media.is_empty() {
+            return Err(refuse("Body", "is empty and the message has no media"));
+        }
         Ok(Inbound {
             message_sid: sid.to_owned(),
             account_sid: get(params, "AccountSid").unwrap_or_default().to_owned(),
             from: from.to_owned(),
             to: to.to_owned(),
             body: body.to_owned(),
+            media,
         })
     }
 
@@ -270,6 +300,24 @@ mod tests {
             "a".repeat(MAX_TEXT_BYTES + 1)
         );
         assert_eq!(refusal(long.as_bytes()), "Body");
+        let base = "MessageSid=MM0123456789abcdef0123456789abcdef&From=%2B15551230000&To=%2B15559870000";
+        assert_eq!(refusal(base.as_bytes()), "Body", "no text and no media");
+        assert_eq!(refusal(format!("{base}&NumMedia=11").as_bytes()), "NumMedia");
+        assert_eq!(refusal(format!("{base}&NumMedia=x").as_bytes()), "NumMedia");
+        assert_eq!(refusal(format!("{base}&NumMedia=1").as_bytes()), "MediaUrl");
+        let mms = format!(
+            "{base}&NumMedia=2&MediaUrl0=https%3A%2F%2Fapi.twilio.com%2F2010-04-01%2FAccounts%2FAC1%2FMessages%2FMM1%2FMedia%2FME1\
+             &MediaContentType0=image%2Fjpeg&MediaUrl1=https%3A%2F%2Fapi.twilio.com%2Fm2&MediaContentType1=application%2Fpdf"
+        );
+        let m = Inbound::parse(&parse_form(mms.as_bytes()).expect("form")).expect("an MMS");
+        assert_eq!(m.body, "");
+        assert_eq!(
+            m.media.iter().map(|x| (x.url.as_str(), x.content_type.as_str())).collect::<Vec<_>>(),
+            [
+                ("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1", "image/jpeg"),
+                ("https://api.twilio.com/m2", "application/pdf")
+            ]
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ use super::meta::{self, Inbound, MediaRef, Template};
 use super::model::{Kind, Message, NewAttachment, NewMessage, Sender};
 use super::outbound;
 use super::provider::{self, MediaError, Refusal};
-use super::store::{self, NewConversation};
+use super::store;
 use super::twilio::Consent;
 use super::Digital;
 use centralita_proto::tenancy::v1::Channel as PbChannel;
@@ -154,29 +154,13 @@ impl WhatsApp {
             },
         };
         // The customer's open conversation with this number continues; else a new contact.
-        let open =
-            provider::open_conversation(d, tenant, store::WHATSAPP, &m.from, origin).await.map_err(unavailable)?;
-        let contact = match open {
-            Some(c) => c,
-            None => {
-                let c = d
-                    .contacts
-                    .create_by_phone(tenant, ByPhone::WhatsApp, &number.queue, &m.from, origin, &m.message_id)
-                    .await
-                    .map_err(unavailable)?;
-                let new = NewConversation {
-                    contact_id: c.clone(),
-                    channel: store::WHATSAPP,
-                    queue: number.queue.clone(),
-                    visitor: m.from.clone(),
-                    origin: origin.to_owned(),
-                };
-                store::create_conversation(&d.pool, tenant, &new, "WhatsApp conversation started")
-                    .await
-                    .map_err(unavailable)?;
-                c
-            }
-        };
+        let create =
+            d.contacts.create_by_phone(tenant, ByPhone::WhatsApp, &number.queue, &m.from, origin, &m.message_id);
+        let started = "WhatsApp conversation started";
+        let contact =
+            provider::conversation_for(d, tenant, store::WHATSAPP, &m.from, origin, &number.queue, started, create)
+                .await
+                .map_err(unavailable)?;
         // A consent keyword goes to CRM's ledger first: if CRM cannot take it, nothing is
         // stored and Meta's redelivery brings it again.
         let keyword = if m.media.is_none() { meta::consent_keyword(&m.text) } else { None };
@@ -188,7 +172,7 @@ impl WhatsApp {
                 .await
                 .map_err(unavailable)?;
         }
-        let new = provider::store_inbound(d, tenant, &contact, &m.message_id, &text, m.time, file)
+        let new = provider::store_inbound(d, tenant, &contact, &m.message_id, &text, Some(m.time), file)
             .await
             .map_err(unavailable)?;
         if let Some(consent) = keyword {
@@ -210,7 +194,9 @@ impl WhatsApp {
         // A file's caption follows it as the customer's text.
         if m.media.is_some() && !m.text.trim().is_empty() {
             let id = format!("{}.caption", m.message_id);
-            provider::store_inbound(d, tenant, &contact, &id, &m.text, m.time, None).await.map_err(unavailable)?;
+            provider::store_inbound(d, tenant, &contact, &id, &m.text, Some(m.time), None)
+                .await
+                .map_err(unavailable)?;
         }
         Ok(new)
     }
