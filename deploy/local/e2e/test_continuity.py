@@ -3,7 +3,9 @@ embeddable widget (Debian's Chromium driven by Playwright), giving a phone numbe
 its pre-chat form, and is served by an agent; later the same person texts the tenant's SMS
 number from that phone (a webhook signed by PyPI `twilio`'s own RequestValidator). The SMS
 contact reaches an agent whose screen-pop (CRM) is the same customer, with both identities and
-the earlier web chat among the interactions. Tenant B, texted from the same phone, knows a
+the earlier web chat among the interactions; then the same phone writes on WhatsApp (a delivery
+signed as Meta signs them): the same customer again, the screen-pop lists the chat and the
+SMS, and CRM's timeline of the customer holds all three conversations with their channels. Tenant B, texted from the same phone, knows a
 different customer with nothing of A's chat. A phone the pre-chat form cannot read is refused
 in the widget, which asks again.
 """
@@ -15,6 +17,7 @@ import pytest
 from conftest import OfferedAgent, auth, cli, endpoints, mint, sessions_knows_tenant, wait_for
 from test_console import CHROMIUM, SHOTS, console_url
 from test_sms import BASE, inbound, secrets_dir, sid, signed
+import test_whatsapp as wa
 from test_webchat import start_chat
 from test_webchat_widget import Site
 from test_sms import m  # noqa: F401 (m: the module's stubs)
@@ -22,14 +25,18 @@ from test_sms import m  # noqa: F401 (m: the module's stubs)
 twilio_validation = pytest.importorskip("twilio.request_validator")
 
 
-def tenant_yaml(tenant, key, origin, account, secret, number):
+def wa_secrets_dir():
+    return wa.secrets_dir()
+
+
+def tenant_yaml(tenant, key, origin, account, secret, number, wa_id):
     return f"""
 apiVersion: centralita.io/v1
 kind: Tenant
 metadata: {{ name: {tenant} }}
 spec:
   displayName: Thread {tenant}
-  channels: [chat, sms]
+  channels: [chat, sms, social]
   serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
   quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
   businessHours: {{ timeZone: UTC }}
@@ -48,6 +55,10 @@ spec:
     authTokenSecret: {secret}
     numbers:
       - {{ number: "{number}", queue: support }}
+  whatsapp:
+    secretName: {tenant}-whatsapp
+    numbers:
+      - {{ phoneNumberId: "{wa_id}", number: "{number}", queue: support }}
 """
 
 
@@ -66,10 +77,16 @@ def test_a_web_chat_customer_who_later_texts_reaches_an_agent_who_sees_both(m, t
         d = secrets_dir() / secret
         d.mkdir(parents=True, exist_ok=True)
         (d / "authToken").write_text(token + "\n")
+    wa_id_a, wa_id_b, app_a = f"7{num:07d}1", f"7{num:07d}2", f"app-{uuid.uuid4().hex}"
+    for t in (a, b):
+        d = wa_secrets_dir() / f"{t}-whatsapp"
+        d.mkdir(parents=True, exist_ok=True)
+        for k, v in (("appSecret", app_a), ("accessToken", "EAA" + uuid.uuid4().hex), ("verifyToken", "vt-1")):
+            (d / k).write_text(v + "\n")
     site = Site(f"{console_url()}/widget/centralita-chat.js", BASE, a, key_a, extra='data-prechat="true"')
     path = tmp_path / "tenants.yaml"
-    path.write_text(tenant_yaml(a, key_a, site.origin, acc_a, f"{a}-twilio", num_a) + "---\n"
-                    + tenant_yaml(b, key_b, "http://127.0.0.1:1", acc_b, f"{b}-twilio", num_b))
+    path.write_text(tenant_yaml(a, key_a, site.origin, acc_a, f"{a}-twilio", num_a, wa_id_a) + "---\n"
+                    + tenant_yaml(b, key_b, "http://127.0.0.1:1", acc_b, f"{b}-twilio", num_b, wa_id_b))
     cli("admin", "tenant", "apply", "-f", str(path))
     contacts = m.sg.ContactServiceStub(grpc.insecure_channel(eps["sessions"]))
     for t in (a, b):
@@ -81,6 +98,7 @@ def test_a_web_chat_customer_who_later_texts_reaches_an_agent_who_sees_both(m, t
     chat_agent = OfferedAgent(m, a, f"thr-chat-{run}", m.t.CHANNEL_CHAT)
     sms_agent = OfferedAgent(m, a, f"thr-sms-{run}", m.t.CHANNEL_SMS)
     b_agent = OfferedAgent(m, b, f"thr-b-{run}", m.t.CHANNEL_SMS)
+    wa_agent = OfferedAgent(m, a, f"thr-wa-{run}", m.t.CHANNEL_SOCIAL)
 
     def accept(agent):
         assert wait_for(lambda: agent.offers or agent.errors, 30), "no offer"
@@ -157,6 +175,28 @@ def test_a_web_chat_customer_who_later_texts_reaches_an_agent_who_sees_both(m, t
             conversations.ListMessages(m.md.ListMessagesRequest(parent=chat_contact), metadata=auth(sms_agent.token),
                                        timeout=10)
         assert denied.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND)
+
+        finish(sms_agent, sms_contact)
+
+        # Later still, WhatsApp from the same phone: the same customer, and CRM's timeline of
+        # that customer lists the web chat, the SMS and the WhatsApp conversation.
+        body = wa.delivery(wa_id_a, [wa.text(phone[1:], f"wamid.{run}thr", "Y ahora por WhatsApp")])
+        assert wa.post(a, body, wa.sign(app_a, body))[0] == 200
+        wa_contact = accept(wa_agent)
+
+        def all_three():
+            pop = screen_pop(wa_agent, wa_contact)
+            seen = [i.contact for i in pop.interactions]
+            return pop if chat_contact in seen and sms_contact in seen else None
+
+        assert wait_for(all_three, 30), screen_pop(wa_agent, wa_contact)
+        assert all_three().customer.name == pop.customer.name, "one customer on every channel"
+        admin_a = mint("--tenant", a, "--role", "tenant_admin")
+        entries = crm.ListTimeline(c.ListTimelineRequest(customer=pop.customer.name), metadata=auth(admin_a),
+                                   timeout=10).entries
+        channels = {e.interaction.contact: e.interaction.channel for e in entries if e.WhichOneof("entry") == "interaction"}
+        assert {chat_contact: m.t.CHANNEL_CHAT, sms_contact: m.t.CHANNEL_SMS, wa_contact: m.t.CHANNEL_SOCIAL}.items() \
+            <= channels.items(), channels
 
         # Tenant B, texted from the same phone: its own customer, nothing of A's chat.
         status, _ = signed(tok_b, f"/sms/twilio/{b}", inbound(acc_b, sid(), phone, num_b, "Hola"))
