@@ -4,7 +4,8 @@ Unique strings are planted through real contacts of tenant A: a customer known t
 by name, phone number and email, with a note; a contact created by a channel carrying that
 phone and email (and an attribute naming the account holder), offered to an agent who accepts, ends and
 wraps it up with notes; an SMS from the phone (signed with PyPI `twilio`'s validator); a web
-chat message from a visitor whose chat customer is merged into the first. Tenant B has a
+chat message and a file (its name and bytes planted) from a visitor whose chat customer is
+merged into the first. Tenant B has a
 customer with the **same phone number** and its own SMS.
 
 The tenant admin erases A's customer (CRM `EraseCustomer`) and the erasure's audit record
@@ -30,6 +31,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 
 import grpc
@@ -38,7 +40,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from conftest import BROKERS, LOGS, PREFIX, REPO, auth, cli, endpoints, mint, wait_for
 from test_sms import inbound, post_form, secrets_dir, sid, signed
-from test_webchat import http, start_chat
+from test_webchat import BASE, http, start_chat
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +289,8 @@ def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_sta
         "chat text": f"chat-{run}: my card ends 4242",
         "sms text": f"sms-{run}: call me after six",
         "attribute": f"attr-{run}-holder",
+        "file name": f"dni-{run}-scan.pdf",
+        "file bytes": f"DNI {run} 12345678Z",
     }
     b_text = f"sms-b-{run}: other company's customer"
     origin = f"https://shop-{run}.example"
@@ -375,6 +379,13 @@ def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_sta
     status, body = http("POST", f"/v1/tenants/{a}/webchat/messages", {"text": planted["chat text"]},
                         {"authorization": f"Bearer {chat['visitorToken']}", "origin": origin})
     assert status == 201, body
+    # And sends a file: its name and its bytes carry the person.
+    pdf = f"%PDF-1.4\n% {planted['file bytes']}\n%%EOF\n".encode()
+    req = urllib.request.Request(
+        f"{BASE}/v1/tenants/{a}/webchat/attachments?name={planted['file name']}&requestId=f-{run}", data=pdf,
+        method="POST", headers={"content-type": "application/pdf", "authorization": f"Bearer {chat['visitorToken']}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 201
 
     def timeline(customer):
         r = crm.ListTimeline(c.ListTimelineRequest(customer=customer), metadata=auth(admin[a]), timeout=5)
@@ -402,7 +413,8 @@ def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_sta
 
     # Before: the strings are where they should be (so the search below can find them).
     before, _ = postgres_hits(list(planted.values()), b)
-    for label in ("phone", "email", "name", "note", "wrap-up notes", "chat text", "sms text"):
+    for label in ("phone", "email", "name", "note", "wrap-up notes", "chat text", "sms text", "file name",
+                  "file bytes"):
         assert before[planted[label]], f"{label} is not stored anywhere before the erasure: the search is blind"
     assert any(planted["phone"].encode() in v for v in redis_values().values()), "sessions' record holds the phone"
 

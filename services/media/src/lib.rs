@@ -110,6 +110,16 @@ impl std::str::FromStr for Roles {
     }
 }
 
+/// The hosts a provider's media may be downloaded from: its base URL's host and the
+/// configured ones, lowercase (`digital::provider::media_url_allowed`).
+fn media_hosts(base_url: &str, configured: &[String]) -> Vec<String> {
+    let base = base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_ascii_lowercase));
+    base.into_iter()
+        .chain(configured.iter().map(|h| h.trim().to_ascii_lowercase()))
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
 /// SMS settings of the digital role (`digital::sms`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SmsArgs {
@@ -149,15 +159,7 @@ impl SmsArgs {
             secrets_dir: self.secrets_dir.clone(),
             base_url: self.twilio_base_url.clone(),
             public_url: self.public_url.clone(),
-            media_hosts: self
-                .twilio_base_url
-                .parse::<http::Uri>()
-                .ok()
-                .and_then(|u| u.host().map(str::to_owned))
-                .into_iter()
-                .chain(self.media_hosts.iter().map(|h| h.trim().to_ascii_lowercase()))
-                .filter(|h| !h.is_empty())
-                .collect(),
+            media_hosts: media_hosts(&self.twilio_base_url, &self.media_hosts),
             attempts: self.send_attempts,
             backoff: std::time::Duration::from_millis(self.send_backoff_ms),
         }
@@ -202,16 +204,11 @@ pub struct WhatsAppArgs {
 
 impl WhatsAppArgs {
     pub fn settings(&self, sms: &SmsArgs) -> digital::whatsapp::WhatsAppSettings {
-        let base_host = self.base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned));
         digital::whatsapp::WhatsAppSettings {
             secrets_dir: self.secrets_dir.clone(),
             base_url: self.base_url.clone(),
             api_version: self.api_version.clone(),
-            media_hosts: base_host
-                .into_iter()
-                .chain(self.media_hosts.iter().map(|h| h.trim().to_ascii_lowercase()))
-                .filter(|h| !h.is_empty())
-                .collect(),
+            media_hosts: media_hosts(&self.base_url, &self.media_hosts),
             attempts: sms.send_attempts,
             backoff: std::time::Duration::from_millis(sms.send_backoff_ms),
         }
@@ -257,16 +254,11 @@ pub struct MessengerArgs {
 
 impl MessengerArgs {
     pub fn settings(&self, sms: &SmsArgs) -> digital::pages::PagesSettings {
-        let base_host = self.base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned));
         digital::pages::PagesSettings {
             secrets_dir: self.secrets_dir.clone(),
             base_url: self.base_url.clone(),
             api_version: self.api_version.clone(),
-            media_hosts: base_host
-                .into_iter()
-                .chain(self.media_hosts.iter().map(|h| h.trim().to_ascii_lowercase()))
-                .filter(|h| !h.is_empty())
-                .collect(),
+            media_hosts: media_hosts(&self.base_url, &self.media_hosts),
             attempts: sms.send_attempts,
             backoff: std::time::Duration::from_millis(sms.send_backoff_ms),
         }

@@ -146,6 +146,23 @@ pub fn check(name: &str, content_type: &str, data: &[u8]) -> Result<Checked, Ref
     Ok(Checked { name: name.to_owned(), content_type: t, sha256: sha256_hex(data) })
 }
 
+/// The usual file ending of a type files take (`bin` for any other), for the name of a file
+/// a provider sends without one.
+pub fn extension(content_type: &str) -> &'static str {
+    match essence(content_type).as_str() {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        "audio/mpeg" => "mp3",
+        "audio/ogg" => "ogg",
+        "video/mp4" => "mp4",
+        _ => "bin",
+    }
+}
+
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
@@ -201,6 +218,14 @@ mod tests {
             assert_eq!(refusal(name, "image/png", PNG), Refusal::BadName, "{name:?}");
         }
         assert!(Refusal::TooLarge.describe().contains("5 MiB"));
+    }
+
+    #[test]
+    fn endings_of_the_types_taken() {
+        assert_eq!(extension("image/jpeg"), "jpg");
+        assert_eq!(extension("Audio/OGG; codecs=opus"), "ogg");
+        assert_eq!(extension("application/zip"), "bin");
+        assert!(ALLOWED.iter().all(|t| extension(t) != "bin"), "every type taken has its ending");
     }
 
     #[test]

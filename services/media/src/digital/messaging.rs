@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::meta::Invalid;
+use super::meta::{id, invalid, Invalid};
 use super::model::MAX_TEXT_BYTES;
 
 /// Largest webhook body taken.
@@ -135,18 +135,7 @@ pub struct FileRef {
 impl FileRef {
     /// A name to keep the file under, from its kind and type.
     pub fn file_name(&self, network: Network, content_type: &str) -> String {
-        let ext = match super::attachments::essence(content_type).as_str() {
-            "image/jpeg" => "jpg",
-            "image/png" => "png",
-            "image/webp" => "webp",
-            "image/gif" => "gif",
-            "application/pdf" => "pdf",
-            "audio/ogg" => "ogg",
-            "audio/mpeg" => "mp3",
-            "video/mp4" => "mp4",
-            "text/plain" => "txt",
-            _ => "bin",
-        };
+        let ext = super::attachments::extension(content_type);
         format!("{}-{}.{ext}", network.name(), self.kind)
     }
 }
@@ -190,17 +179,6 @@ pub struct ReceiptOf {
 pub struct Delivery {
     pub messages: Vec<Inbound>,
     pub receipts: Vec<ReceiptOf>,
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid { field: field.into(), message: message.into() }
-}
-
-fn id(field: &str, s: &str) -> Result<String, Invalid> {
-    if s.is_empty() || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(field, "must be 1-256 printable ASCII characters"));
-    }
-    Ok(s.to_owned())
 }
 
 fn millis(field: &str, ms: i64) -> Result<DateTime<Utc>, Invalid> {

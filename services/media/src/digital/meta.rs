@@ -171,17 +171,7 @@ pub struct MediaRef {
 impl MediaRef {
     /// The name to keep the file under: the document's, else one made of the kind and type.
     pub fn file_name(&self) -> String {
-        let ext = match super::attachments::essence(&self.mime_type).as_str() {
-            "image/jpeg" => "jpg",
-            "image/png" => "png",
-            "image/webp" => "webp",
-            "image/gif" => "gif",
-            "application/pdf" => "pdf",
-            "audio/ogg" => "ogg",
-            "audio/mpeg" => "mp3",
-            "video/mp4" => "mp4",
-            _ => "bin",
-        };
+        let ext = super::attachments::extension(&self.mime_type);
         super::attachments::clean_name(&self.filename, &format!("whatsapp-{}.{ext}", self.kind))
     }
 }
@@ -246,11 +236,12 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid { field: field.into(), message: message.into() }
 }
 
-fn id(field: &str, s: &str) -> Result<String, Invalid> {
+/// A provider's id: 1-256 printable ASCII characters.
+pub(super) fn id(field: &str, s: &str) -> Result<String, Invalid> {
     if s.is_empty() || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid(field, "must be 1-256 printable ASCII characters"));
     }

@@ -45,7 +45,7 @@ use super::messaging::{self, FileRef, Inbound, Network, Receipt};
 use super::meta;
 use super::model::{Message, NewAttachment, Status};
 use super::outbound;
-use super::provider::{self, MediaError, Refusal};
+use super::provider::{self, MediaError, Refusal, Subscribe};
 use super::store::{self, Party};
 use super::Digital;
 
@@ -292,31 +292,12 @@ fn counted(p: &Pages, r: Result<Response, Refusal>) -> Response {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Subscribe {
-    #[serde(rename = "hub.mode", default)]
-    mode: String,
-    #[serde(rename = "hub.verify_token", default)]
-    token: String,
-    #[serde(rename = "hub.challenge", default)]
-    challenge: String,
-}
-
 async fn handshake(State(p): State<Arc<Pages>>, Path(tenant): Path<String>, Query(q): Query<Subscribe>) -> Response {
-    let r = (|| {
-        let (id, pages) = p.channel(&tenant)?;
-        let expected = p.secret(&pages, "verifyToken").map_err(|e| {
-            tracing::warn!(tenant = %id, error = %e, "cannot answer a subscription");
-            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
-        })?;
-        match meta::handshake(&q.mode, &q.token, &q.challenge, &expected) {
-            Some(challenge) => {
-                p.count("subscribed");
-                Ok(challenge.to_owned().into_response())
-            }
-            None => Err(Refusal(StatusCode::FORBIDDEN, "signature", "not this tenant's verify token".into())),
-        }
-    })();
+    let r = p.channel(&tenant).and_then(|(id, pages)| {
+        let answer = provider::meta_handshake(&id, &q, p.secret(&pages, "verifyToken"))?;
+        p.count("subscribed");
+        Ok(answer)
+    });
     counted(&p, r)
 }
 
@@ -328,18 +309,7 @@ async fn delivery(
 ) -> Response {
     let r = async {
         let (id, pages) = p.channel(&tenant)?;
-        let secret = p.secret(&pages, "appSecret").map_err(|e| {
-            tracing::warn!(tenant = %id, error = %e, "cannot check a webhook");
-            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
-        })?;
-        let signature = headers.get(meta::SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or("");
-        if !meta::verify(&secret, &body, signature) {
-            return Err(Refusal(
-                StatusCode::UNAUTHORIZED,
-                "signature",
-                "the request is not signed for this tenant".into(),
-            ));
-        }
+        provider::meta_signed(&id, &headers, &body, p.secret(&pages, "appSecret"))?;
         let delivery = messaging::parse(p.network, &body)
             .map_err(|f| Refusal(StatusCode::BAD_REQUEST, "invalid", format!("{}: {}", f.field, f.message)))?;
         let pages_named =

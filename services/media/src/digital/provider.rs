@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use centralita_platform::error::Error;
 use centralita_platform::tenant::TenantId;
@@ -152,6 +152,46 @@ pub fn read_secret(dir: Option<&PathBuf>, var: &str, secret: &str, key: &str, wh
         return Err(Error::Unavailable(format!("the {what} {key} ({}) is empty", path.display())));
     }
     Ok(value)
+}
+
+/// Meta's subscription handshake (`GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`)
+/// of a WhatsApp, Messenger or Instagram webhook.
+#[derive(Debug, serde::Deserialize)]
+pub struct Subscribe {
+    #[serde(rename = "hub.mode", default)]
+    mode: String,
+    #[serde(rename = "hub.verify_token", default)]
+    token: String,
+    #[serde(rename = "hub.challenge", default)]
+    challenge: String,
+}
+
+/// Why a tenant's Secret could not be read, as a webhook's answer (logged with the tenant).
+fn secret_unavailable(tenant: &TenantId, e: &Error) -> Refusal {
+    tracing::warn!(tenant = %tenant, error = %e, "a provider Secret cannot be read");
+    Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
+}
+
+/// Answers Meta's handshake: the challenge when the token is the tenant's verify token
+/// (`expected`, as read from its Secret), 403 otherwise.
+pub fn meta_handshake(tenant: &TenantId, q: &Subscribe, expected: Result<String, Error>) -> Result<Response, Refusal> {
+    let expected = expected.map_err(|e| secret_unavailable(tenant, &e))?;
+    match super::meta::handshake(&q.mode, &q.token, &q.challenge, &expected) {
+        Some(challenge) => Ok(challenge.to_owned().into_response()),
+        None => Err(Refusal(StatusCode::FORBIDDEN, "signature", "not this tenant's verify token".into())),
+    }
+}
+
+/// Checks a Meta webhook's `X-Hub-Signature-256` over the raw body with the tenant's app
+/// secret (`secret`, as read from its Secret): 401 when it is not the tenant's.
+pub fn meta_signed(tenant: &TenantId, headers: &HeaderMap, body: &[u8], secret: Result<String, Error>) -> Result<(), Refusal> {
+    let secret = secret.map_err(|e| secret_unavailable(tenant, &e))?;
+    let signature = headers.get(super::meta::SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if super::meta::verify(&secret, body, signature) {
+        Ok(())
+    } else {
+        Err(Refusal(StatusCode::UNAUTHORIZED, "signature", "the request is not signed for this tenant".into()))
+    }
 }
 
 /// A refusal of a webhook: its status, the metric's outcome and a short message.

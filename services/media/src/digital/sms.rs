@@ -219,19 +219,8 @@ impl Sms {
         })
         .await?;
         let content_type = if media.content_type.is_empty() { given } else { media.content_type.clone() };
-        let ext = match attachments::essence(&content_type).as_str() {
-            "image/jpeg" => "jpg",
-            "image/png" => "png",
-            "image/gif" => "gif",
-            "image/webp" => "webp",
-            "application/pdf" => "pdf",
-            "text/plain" => "txt",
-            "audio/mpeg" => "mp3",
-            "audio/ogg" => "ogg",
-            "video/mp4" => "mp4",
-            _ => "bin",
-        };
-        let checked = attachments::check(&format!("mms-{}.{ext}", i + 1), &content_type, &data)
+        let name = format!("mms-{}.{}", i + 1, attachments::extension(&content_type));
+        let checked = attachments::check(&name, &content_type, &data)
             .map_err(|r| MediaError::Refused(r.describe()))?;
         Ok(NewAttachment { name: checked.name, content_type: checked.content_type, sha256: checked.sha256, data })
     }

@@ -218,6 +218,21 @@ impl WebChat {
         Ok(contact.to_owned())
     }
 
+    /// The tenant, the request's origin (one of the widget's, echoed on every answer) and
+    /// the visitor's conversation, for the endpoints a visitor token opens.
+    fn visitor_request(
+        &self,
+        tenant: &str,
+        headers: &HeaderMap,
+    ) -> Result<(Arc<Tenant>, Option<HeaderValue>, String), Refusal> {
+        let (t, widget) = self.widget(tenant)?;
+        let origin = self.origin(headers, &widget, false)?;
+        let contact = self
+            .visitor(&t.id, bearer(headers).unwrap_or_default())
+            .map_err(|r| Refusal { origin: origin.clone(), ..r })?;
+        Ok((t, origin, contact))
+    }
+
     /// Whether sessions says the contact has ended for the customer (after-contact work or
     /// later, or it no longer knows it). Unknown when
     /// sessions cannot be asked: then it has not ended, as far as the chat goes.
@@ -593,10 +608,8 @@ async fn send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Refusal> {
-    let (t, widget) = chat.widget(&tenant)?;
-    let origin = chat.origin(&headers, &widget, false)?;
+    let (t, origin, contact) = chat.visitor_request(&tenant, &headers)?;
     let cors = |r: Refusal| Refusal { origin: origin.clone(), ..r };
-    let contact = chat.visitor(&t.id, bearer(&headers).unwrap_or_default()).map_err(cors)?;
     let req: SendBody = serde_json::from_slice(&body)
         .map_err(|e| cors(chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", format!("not a message: {e}")))))?;
     if !check_request_id(&req.request_id) {
@@ -632,10 +645,8 @@ async fn upload(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Refusal> {
-    let (t, widget) = chat.widget(&tenant)?;
-    let origin = chat.origin(&headers, &widget, false)?;
+    let (t, origin, contact) = chat.visitor_request(&tenant, &headers)?;
     let cors = |r: Refusal| Refusal { origin: origin.clone(), ..r };
-    let contact = chat.visitor(&t.id, bearer(&headers).unwrap_or_default()).map_err(cors)?;
     if !check_request_id(&q.request_id) {
         return Err(cors(chat.refused(refuse(StatusCode::BAD_REQUEST, "invalid", "requestId: malformed"))));
     }
@@ -686,10 +697,8 @@ async fn download(
     Path((tenant, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let (t, widget) = chat.widget(&tenant)?;
-    let origin = chat.origin(&headers, &widget, false)?;
+    let (t, origin, contact) = chat.visitor_request(&tenant, &headers)?;
     let cors = |r: Refusal| Refusal { origin: origin.clone(), ..r };
-    let contact = chat.visitor(&t.id, bearer(&headers).unwrap_or_default()).map_err(cors)?;
     let missing = || cors(refuse(StatusCode::NOT_FOUND, "not_found", "no such file in this chat"));
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(missing());
@@ -731,10 +740,8 @@ async fn transcript(
     Query(q): Query<After>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let (t, widget) = chat.widget(&tenant)?;
-    let origin = chat.origin(&headers, &widget, false)?;
+    let (t, origin, contact) = chat.visitor_request(&tenant, &headers)?;
     let cors = |r: Refusal| Refusal { origin: origin.clone(), ..r };
-    let contact = chat.visitor(&t.id, bearer(&headers).unwrap_or_default()).map_err(cors)?;
     let mut messages = Vec::new();
     let mut after = q.after.max(0);
     loop {

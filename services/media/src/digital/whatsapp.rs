@@ -55,7 +55,7 @@ use super::contacts::ByPhone;
 use super::meta::{self, Inbound, MediaRef, Template};
 use super::model::{Kind, Message, NewAttachment, NewMessage, Sender};
 use super::outbound;
-use super::provider::{self, MediaError, Refusal};
+use super::provider::{self, MediaError, Refusal, Subscribe};
 use super::store;
 use super::twilio::Consent;
 use super::Digital;
@@ -289,31 +289,12 @@ fn counted(w: &WhatsApp, r: Result<Response, Refusal>) -> Response {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Subscribe {
-    #[serde(rename = "hub.mode", default)]
-    mode: String,
-    #[serde(rename = "hub.verify_token", default)]
-    token: String,
-    #[serde(rename = "hub.challenge", default)]
-    challenge: String,
-}
-
 async fn handshake(State(w): State<Arc<WhatsApp>>, Path(tenant): Path<String>, Query(q): Query<Subscribe>) -> Response {
-    let r = (|| {
-        let (id, channel) = w.channel(&tenant)?;
-        let expected = w.secret(&channel, "verifyToken").map_err(|e| {
-            tracing::warn!(tenant = %id, error = %e, "cannot answer a WhatsApp subscription");
-            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
-        })?;
-        match meta::handshake(&q.mode, &q.token, &q.challenge, &expected) {
-            Some(challenge) => {
-                w.digital.metrics.whatsapp_webhook("subscribed");
-                Ok(challenge.to_owned().into_response())
-            }
-            None => Err(Refusal(StatusCode::FORBIDDEN, "signature", "not this tenant's verify token".into())),
-        }
-    })();
+    let r = w.channel(&tenant).and_then(|(id, channel)| {
+        let answer = provider::meta_handshake(&id, &q, w.secret(&channel, "verifyToken"))?;
+        w.digital.metrics.whatsapp_webhook("subscribed");
+        Ok(answer)
+    });
     counted(&w, r)
 }
 
@@ -325,18 +306,7 @@ async fn delivery(
 ) -> Response {
     let r = async {
         let (id, channel) = w.channel(&tenant)?;
-        let secret = w.secret(&channel, "appSecret").map_err(|e| {
-            tracing::warn!(tenant = %id, error = %e, "cannot check a WhatsApp webhook");
-            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
-        })?;
-        let signature = headers.get(meta::SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or("");
-        if !meta::verify(&secret, &body, signature) {
-            return Err(Refusal(
-                StatusCode::UNAUTHORIZED,
-                "signature",
-                "the request is not signed for this tenant".into(),
-            ));
-        }
+        provider::meta_signed(&id, &headers, &body, w.secret(&channel, "appSecret"))?;
         let delivery = meta::parse(&body)
             .map_err(|f| Refusal(StatusCode::BAD_REQUEST, "invalid", format!("{}: {}", f.field, f.message)))?;
         if delivery.messages.iter().any(|m| channel.number(&m.phone_number_id).is_none()) {
