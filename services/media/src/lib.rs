@@ -114,10 +114,7 @@ impl std::str::FromStr for Roles {
 /// configured ones, lowercase (`digital::provider::media_url_allowed`).
 fn media_hosts(base_url: &str, configured: &[String]) -> Vec<String> {
     let base = base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_ascii_lowercase));
-    base.into_iter()
-        .chain(configured.iter().map(|h| h.trim().to_ascii_lowercase()))
-        .filter(|h| !h.is_empty())
-        .collect()
+    base.into_iter().chain(configured.iter().map(|h| h.trim().to_ascii_lowercase())).filter(|h| !h.is_empty()).collect()
 }
 
 /// SMS settings of the digital role (`digital::sms`).

@@ -76,13 +76,7 @@ pub struct Pages {
 }
 
 fn unavailable(e: Error) -> Refusal {
-    match e {
-        Error::NotFound(m) => Refusal(StatusCode::NOT_FOUND, "unknown_page", m),
-        e => {
-            tracing::warn!(error = %e, "Messenger Platform webhook not taken");
-            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
-        }
-    }
+    provider::not_taken(e, "unknown_page", "messenger platform")
 }
 
 impl Pages {

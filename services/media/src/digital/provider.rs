@@ -184,13 +184,31 @@ pub fn meta_handshake(tenant: &TenantId, q: &Subscribe, expected: Result<String,
 
 /// Checks a Meta webhook's `X-Hub-Signature-256` over the raw body with the tenant's app
 /// secret (`secret`, as read from its Secret): 401 when it is not the tenant's.
-pub fn meta_signed(tenant: &TenantId, headers: &HeaderMap, body: &[u8], secret: Result<String, Error>) -> Result<(), Refusal> {
+pub fn meta_signed(
+    tenant: &TenantId,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: Result<String, Error>,
+) -> Result<(), Refusal> {
     let secret = secret.map_err(|e| secret_unavailable(tenant, &e))?;
     let signature = headers.get(super::meta::SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or("");
     if super::meta::verify(&secret, body, signature) {
         Ok(())
     } else {
         Err(Refusal(StatusCode::UNAUTHORIZED, "signature", "the request is not signed for this tenant".into()))
+    }
+}
+
+/// A failure while taking a webhook, as its answer: a missing number, Page or conversation
+/// 404 (counted as `unknown`), anything else (the store or a peer down) 503 so the provider
+/// delivers it again, logged naming the channel (`what`).
+pub fn not_taken(e: Error, unknown: &'static str, what: &str) -> Refusal {
+    match e {
+        Error::NotFound(m) => Refusal(StatusCode::NOT_FOUND, unknown, m),
+        e => {
+            tracing::warn!(error = %e, channel = what, "webhook not taken");
+            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
+        }
     }
 }
 

@@ -220,8 +220,7 @@ impl Sms {
         .await?;
         let content_type = if media.content_type.is_empty() { given } else { media.content_type.clone() };
         let name = format!("mms-{}.{}", i + 1, attachments::extension(&content_type));
-        let checked = attachments::check(&name, &content_type, &data)
-            .map_err(|r| MediaError::Refused(r.describe()))?;
+        let checked = attachments::check(&name, &content_type, &data).map_err(|r| MediaError::Refused(r.describe()))?;
         Ok(NewAttachment { name: checked.name, content_type: checked.content_type, sha256: checked.sha256, data })
     }
 
@@ -267,13 +266,7 @@ impl Sms {
 }
 
 fn refusal(e: Error) -> Refusal {
-    match e {
-        Error::NotFound(m) => Refusal(StatusCode::NOT_FOUND, "unknown_number", m),
-        e => {
-            tracing::warn!(error = %e, "SMS webhook not taken");
-            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
-        }
-    }
+    provider::not_taken(e, "unknown_number", "sms")
 }
 
 /// The router of the SMS webhooks.

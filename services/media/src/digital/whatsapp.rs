@@ -90,13 +90,7 @@ pub struct WhatsApp {
 }
 
 fn unavailable(e: Error) -> Refusal {
-    match e {
-        Error::NotFound(m) => Refusal(StatusCode::NOT_FOUND, "unknown_number", m),
-        e => {
-            tracing::warn!(error = %e, "WhatsApp webhook not taken");
-            Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later".into())
-        }
-    }
+    provider::not_taken(e, "unknown_number", "whatsapp")
 }
 
 impl WhatsApp {
