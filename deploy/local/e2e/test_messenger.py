@@ -17,7 +17,8 @@ host and kept, a file URL on another host is never fetched; the agent's reply re
 Send API (Page access token, recipient, `RESPONSE`); the delivery receipt and the read
 receipt (Messenger: a watermark time; Instagram: the message id) end the reply `read`; an
 outage ends a reply `failed` after its retries; tenant B's agent cannot read A's
-conversation; more than a day after the customer's last message the agent's text is refused.
+conversation; two days after the customer's last message a reply goes tagged `HUMAN_AGENT`,
+after 7 days none goes.
 """
 import hashlib
 import hmac
@@ -255,7 +256,8 @@ def test_a_customer_writes_on_meta_and_gets_the_reply(pb, tmp_path, network):
             conversations.ListMessages(M.md.ListMessagesRequest(parent=contact), metadata=auth(b_agent), timeout=10)
         assert denied.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
 
-        # The 24-hour window.
+        # The windows: two days after the customer's last message a reply goes tagged
+        # HUMAN_AGENT; after 7 days none goes.
         late = f"9{int(run, 16) % 10**11:011d}"
         old = delivery(network, page_a, [message(late, page_a, f"m_{run}old", "¿Siguen?", at=time.time() - 2 * 86400)])
         assert send(old) == 200
@@ -263,11 +265,25 @@ def test_a_customer_writes_on_meta_and_gets_the_reply(pb, tmp_path, network):
         second = agent.offers[-1]
         agent.contacts.AcceptContact(M.s.AcceptContactRequest(name=second.name, offer_id=second.offer_id),
                                      metadata=auth(agent.token), timeout=10)
+        conversations.SendMessage(M.md.SendMessageRequest(parent=second.name, text="Sí, seguimos"),
+                                  metadata=auth(agent.token), timeout=10)
+        assert wait_for(lambda: any(r["body"]["message"]["text"] == "Sí, seguimos" for r in api.requests), 10)
+        tagged = [r["body"] for r in api.requests if r["body"]["message"]["text"] == "Sí, seguimos"][0]
+        assert (tagged["messaging_type"], tagged["tag"], tagged["recipient"]["id"]) == \
+            ("MESSAGE_TAG", "HUMAN_AGENT", late), tagged
+        assert req["body"]["messaging_type"] == "RESPONSE" and "tag" not in req["body"], "within a day: untagged"
+        later = f"8{int(run, 16) % 10**11:011d}"
+        older = delivery(network, page_a, [message(later, page_a, f"m_{run}older", "¿Hola?", at=time.time() - 8 * 86400)])
+        assert send(older) == 200
+        assert wait_for(lambda: len(agent.offers) >= 3, 30), agent.offers
+        third = agent.offers[-1]
+        agent.contacts.AcceptContact(M.s.AcceptContactRequest(name=third.name, offer_id=third.offer_id),
+                                     metadata=auth(agent.token), timeout=10)
         before = len(api.requests)
         with pytest.raises(grpc.RpcError) as closed:
-            conversations.SendMessage(M.md.SendMessageRequest(parent=second.name, text="Sí"),
+            conversations.SendMessage(M.md.SendMessageRequest(parent=third.name, text="Sí"),
                                       metadata=auth(agent.token), timeout=10)
-        assert closed.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "24-hour" in closed.value.details()
+        assert closed.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "7-day" in closed.value.details()
         assert len(api.requests) == before
         agent.stream.cancel()
     finally:

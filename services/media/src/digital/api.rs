@@ -237,26 +237,26 @@ impl ConversationService for Api {
         if template.is_some() && channel.as_deref() != Some(super::store::WHATSAPP) {
             return Err(Error::FailedPrecondition("templates are sent on WhatsApp conversations only".into()).into());
         }
-        // A template may go at any time; a text only within the 24-hour window.
-        let window_closed = match (channel.as_deref(), &template) {
+        // WhatsApp: a template at any time, a text within 24 hours of the customer's last
+        // message. Messenger and Instagram: a text within 7 days (tagged HUMAN_AGENT after
+        // the first day).
+        let closed = match (channel.as_deref(), &template) {
             (_, Some(_)) => None,
-            (Some(super::store::WHATSAPP), None) => {
-                Some(("WhatsApp", !self.whatsapp.may_write(&tenant, &contact).await?))
-            }
-            (Some(super::store::MESSENGER), None) => {
-                Some(("Messenger", !self.messenger.may_write(&tenant, &contact).await?))
-            }
-            (Some(super::store::INSTAGRAM), None) => {
-                Some(("Instagram", !self.instagram.may_write(&tenant, &contact).await?))
+            (Some(super::store::WHATSAPP), None) => (!self.whatsapp.may_write(&tenant, &contact).await?).then_some(
+                "WhatsApp's 24-hour customer-service window is closed (the customer last wrote more than a day \
+                 ago): only approved templates may be sent",
+            ),
+            (Some(network @ (super::store::MESSENGER | super::store::INSTAGRAM)), None) => {
+                let pages = if network == super::store::MESSENGER { &self.messenger } else { &self.instagram };
+                pages.may_write(&tenant, &contact).await?.is_none().then_some(
+                    "the Messenger Platform's 7-day human-agent window is closed (the customer last wrote more \
+                     than 7 days ago)",
+                )
             }
             _ => None,
         };
-        if let Some((network, true)) = window_closed {
-            return Err(Error::FailedPrecondition(format!(
-                "{network}'s 24-hour customer-service window is closed (the customer last wrote more than a day ago): \
-                 only approved templates may be sent"
-            ))
-            .into());
+        if let Some(why) = closed {
+            return Err(Error::FailedPrecondition(why.into()).into());
         }
         // WhatsApp has no carrier blocking: a customer who opted out (a keyword, or marked
         // do-not-contact in CRM) gets nothing more from us there.

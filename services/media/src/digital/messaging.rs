@@ -262,14 +262,46 @@ pub fn parse(network: Network, body: &[u8]) -> Result<Delivery, Invalid> {
     Ok(out)
 }
 
-/// The Send API's body of a text reply to the customer `to` (within the 24-hour window:
-/// `RESPONSE`).
-pub fn text_message(to: &str, body: &str) -> serde_json::Value {
-    serde_json::json!({
+/// How a business may reply on the Messenger Platform: within 24 hours of the customer's
+/// last message a standard `RESPONSE`; after that, for 7 days, a message tagged
+/// `HUMAN_AGENT` (a person answering; the app needs Meta's Human Agent permission); later
+/// not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Response,
+    HumanAgent,
+}
+
+/// Meta's standard messaging window.
+pub const STANDARD_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+/// The `HUMAN_AGENT` tag's window.
+pub const HUMAN_AGENT_WINDOW: chrono::Duration = chrono::Duration::days(7);
+
+/// How an agent may reply at `now`, the customer having last written at `last` (never:
+/// `None`, as after 7 days).
+pub fn reply(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Reply> {
+    let since = now - last?;
+    if since < STANDARD_WINDOW {
+        Some(Reply::Response)
+    } else if since < HUMAN_AGENT_WINDOW {
+        Some(Reply::HumanAgent)
+    } else {
+        None
+    }
+}
+
+/// The Send API's body of a text reply to the customer `to`.
+pub fn text_message(to: &str, body: &str, reply: Reply) -> serde_json::Value {
+    let mut m = serde_json::json!({
         "recipient": { "id": to },
         "messaging_type": "RESPONSE",
         "message": { "text": body },
-    })
+    });
+    if reply == Reply::HumanAgent {
+        m["messaging_type"] = "MESSAGE_TAG".into();
+        m["tag"] = "HUMAN_AGENT".into();
+    }
+    m
 }
 
 /// The id of the message the Send API accepted, from its answer.
@@ -379,7 +411,7 @@ mod tests {
 
     #[test]
     fn an_outbound_text_and_its_answer() {
-        let m = text_message("2415566", "Sí, en 48 h");
+        let m = text_message("2415566", "Sí, en 48 h", Reply::Response);
         assert_eq!(m["recipient"]["id"], "2415566");
         assert_eq!(
             (m["messaging_type"].as_str(), m["message"]["text"].as_str()),
@@ -390,5 +422,22 @@ mod tests {
             Some("m_OUT9")
         );
         assert_eq!(sent_id(&serde_json::json!({"error": {"message": "x"}})), None);
+        let tagged = text_message("2415566", "Sigo con su caso", Reply::HumanAgent);
+        assert_eq!(
+            (tagged["messaging_type"].as_str(), tagged["tag"].as_str()),
+            (Some("MESSAGE_TAG"), Some("HUMAN_AGENT"))
+        );
+        assert!(m.get("tag").is_none());
+    }
+
+    #[test]
+    fn a_reply_within_a_day_responds_within_a_week_is_tagged_and_later_none() {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let h = chrono::Duration::hours;
+        assert_eq!(reply(Some(t), t + h(23)), Some(Reply::Response));
+        assert_eq!(reply(Some(t), t + h(24)), Some(Reply::HumanAgent));
+        assert_eq!(reply(Some(t), t + h(24 * 7 - 1)), Some(Reply::HumanAgent));
+        assert_eq!(reply(Some(t), t + h(24 * 7)), None);
+        assert_eq!(reply(None, t), None, "the customer never wrote");
     }
 }

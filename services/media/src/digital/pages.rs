@@ -18,8 +18,9 @@
 //!   before it) or a message id (Instagram): applied through the delivery-status lattice.
 //! - Outbound: an agent's text goes to `{base}/{version}/{page_id}/messages` with the Page
 //!   access token (`messaging_type` `RESPONSE`), retried like the other providers, `failed`
-//!   with the reason at the end. The 24-hour window (Meta's standard messaging window) is
-//!   enforced before anything is stored, as for WhatsApp.
+//!   with the reason at the end. Within 24 hours of the customer's last message a reply is a
+//!   `RESPONSE`; for 7 days after, it is tagged `HUMAN_AGENT` (a person answering: the app
+//!   needs Meta's Human Agent permission); later it is refused before anything is stored.
 //!
 //! The secrets are read from `{CENTRALITA_MESSENGER_SECRETS_DIR}/{secretName}/appSecret`,
 //! `pageAccessToken` and `verifyToken` on each use. Never logged.
@@ -42,7 +43,6 @@ use chrono::Utc;
 use super::attachments;
 use super::contacts::BySocial;
 use super::messaging::{self, FileRef, Inbound, Network, Receipt};
-use super::meta;
 use super::model::{Message, NewAttachment, Status};
 use super::outbound;
 use super::provider::{self, MediaError, Refusal, Subscribe};
@@ -125,11 +125,11 @@ impl Pages {
         provider::read_secret(dir, "CENTRALITA_MESSENGER_SECRETS_DIR", &pages.secret_name, key, self.network.title())
     }
 
-    /// Whether an agent may write freely in the conversation now (the customer wrote less
-    /// than a day ago).
-    pub async fn may_write(&self, tenant: &TenantId, contact: &str) -> Result<bool, Error> {
+    /// How an agent may reply in the conversation now ([`messaging::reply`]): `None` more
+    /// than 7 days after the customer's last message.
+    pub async fn may_write(&self, tenant: &TenantId, contact: &str) -> Result<Option<messaging::Reply>, Error> {
         let last = store::last_from_customer(&self.digital.pool, tenant, contact).await?;
-        Ok(meta::within_window(last, Utc::now()))
+        Ok(messaging::reply(last, Utc::now()))
     }
 
     /// Downloads a customer's file from Meta's media hosts and checks it.
@@ -257,7 +257,13 @@ impl Pages {
             self.settings.api_version,
             conversation.origin
         );
-        let body = messaging::text_message(&conversation.visitor, &message.text);
+        // The window is read again at send time (a retry an hour later may need the tag).
+        let reply = self
+            .may_write(tenant, contact)
+            .await
+            .map_err(|e| format!("conversation: {e}"))?
+            .ok_or_else(|| "the 7-day window to reply closed before the message went".to_owned())?;
+        let body = messaging::text_message(&conversation.visitor, &message.text, reply);
         let network = self.network;
         let count = |o: &'static str| self.digital.metrics.page_send(network, o);
         let retries =
