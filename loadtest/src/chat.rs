@@ -111,11 +111,15 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut said = false;
     let first = loop {
         match start(http.clone(), base.clone(), key.clone()).await {
             Ok(c) => break c,
             Err(e) if Instant::now() < deadline => {
-                tracing_free_sleep(&e).await;
+                if !std::mem::replace(&mut said, true) {
+                    eprintln!("[chat] waiting for the tenant to reach media and sessions ({e})");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(e).context("the tenant never became usable"),
         }
@@ -234,12 +238,6 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())
-}
-
-async fn tracing_free_sleep(e: &anyhow::Error) {
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| eprintln!("[chat] waiting for the tenant to reach media and sessions ({e})"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 struct StepResult {

@@ -173,23 +173,9 @@ impl Pages {
                 .await
                 .map_err(unavailable)?;
         // The text under the message id (its dedupe key), each file under `{mid}#{n}`.
-        let mut new = false;
-        if !m.text.trim().is_empty() {
-            new |= provider::store_inbound(d, tenant, &contact, &m.message_id, &m.text, Some(m.time), None)
-                .await
-                .map_err(unavailable)?;
-        }
-        for (i, f) in files.into_iter().enumerate() {
-            let id =
-                if m.text.trim().is_empty() && i == 0 { m.message_id.clone() } else { format!("{}#{i}", m.message_id) };
-            let (text, file) = match f {
-                Ok(file) => (file.name.clone(), Some(file)),
-                Err(line) => (line, None),
-            };
-            new |= provider::store_inbound(d, tenant, &contact, &id, &text, Some(m.time), file)
-                .await
-                .map_err(unavailable)?;
-        }
+        let new = provider::store_inbound_with_files(d, tenant, &contact, &m.message_id, &m.text, Some(m.time), files)
+            .await
+            .map_err(unavailable)?;
         Ok(new)
     }
 

@@ -272,6 +272,32 @@ where
     Ok(contact)
 }
 
+/// Stores a customer's message of text and files (SMS with MMS media, Messenger,
+/// Instagram): the text under the provider's id (its dedupe key), each file under `{id}#{n}`
+/// (the first under the id when there is no text); a file that could not be kept is stored
+/// as the line saying why. Whether anything was new.
+pub async fn store_inbound_with_files(
+    d: &Digital,
+    tenant: &TenantId,
+    contact: &str,
+    provider_id: &str,
+    text: &str,
+    time: Option<DateTime<Utc>>,
+    files: Vec<Result<NewAttachment, String>>,
+) -> Result<bool, Error> {
+    let has_text = !text.trim().is_empty();
+    let mut new = has_text && store_inbound(d, tenant, contact, provider_id, text, time, None).await?;
+    for (i, f) in files.into_iter().enumerate() {
+        let id = if !has_text && i == 0 { provider_id.to_owned() } else { format!("{provider_id}#{i}") };
+        let (line, file) = match f {
+            Ok(file) => (file.name.clone(), Some(file)),
+            Err(line) => (line, None),
+        };
+        new |= store_inbound(d, tenant, contact, &id, &line, time, file).await?;
+    }
+    Ok(new)
+}
+
 /// Stores a customer's message in `contact`'s conversation under the provider's id
 /// (`provider_id`, also its idempotency key) and wakes its followers; whether it was new (a
 /// redelivery stores nothing). With `file`, the message is that file (`text` its name).

@@ -171,24 +171,9 @@ impl Sms {
         }
         // The text under the message's SID (its dedupe key), each file under `{sid}#{n}`
         // (the first under the SID when there is no text).
-        let mut new = false;
-        if !m.body.trim().is_empty() {
-            new = provider::store_inbound(d, tenant, &contact, &m.message_sid, &m.body, None, None)
-                .await
-                .map_err(refusal)?;
-        }
-        for (i, f) in files.into_iter().enumerate() {
-            let id = if m.body.trim().is_empty() && i == 0 {
-                m.message_sid.clone()
-            } else {
-                format!("{}#{i}", m.message_sid)
-            };
-            let (text, file) = match f {
-                Ok(file) => (file.name.clone(), Some(file)),
-                Err(line) => (line, None),
-            };
-            new |= provider::store_inbound(d, tenant, &contact, &id, &text, None, file).await.map_err(refusal)?;
-        }
+        let new = provider::store_inbound_with_files(d, tenant, &contact, &m.message_sid, &m.body, None, files)
+            .await
+            .map_err(refusal)?;
         if !new {
             return Ok(false);
         }
