@@ -111,6 +111,11 @@ export CENTRALITA_PLAYBACK_URL_KEY_FILE="${CENTRALITA_PLAYBACK_URL_KEY_FILE:-$re
 # media: the queue announcements' prompts, spoken once per machine (deploy/prompts/generate.sh).
 export CENTRALITA_PROMPTS_DIR="${CENTRALITA_PROMPTS_DIR:-$CENTRALITA_DATA/prompts}"
 
+# The sessions the other services reach: this run's, unless CENTRALITA_PEER_SESSIONS_ENDPOINT
+# names another (the erasure replay test rebuilds every other store beside the suite's sessions).
+# CENTRALITA_CONSOLE=false leaves the console out.
+sessions_endpoint="${CENTRALITA_PEER_SESSIONS_ENDPOINT:-http://127.0.0.1:$grpc_base}"
+
 endpoints() {
   local i=0 out=()
   for s in "${SERVICES[@]}"; do out+=("$s=127.0.0.1:$((grpc_base + i))"); i=$((i + 1)); done
@@ -139,14 +144,14 @@ start() {
     # media reaches sessions (the first service), crm (the fourth: SMS opt-outs) and recording (the fifth), and takes its SIP
     # port; crm reaches sessions, media (the third) and recording for the subject access export; others ignore these.
     CENTRALITA_GRPC_ADDR="127.0.0.1:$((grpc_base + i))" CENTRALITA_ADMIN_ADDR="127.0.0.1:$((admin_base + i))" \
-      CENTRALITA_SESSIONS_ENDPOINT="http://127.0.0.1:$grpc_base" CENTRALITA_CRM_ENDPOINT="http://127.0.0.1:$((grpc_base + 3))" CENTRALITA_RECORDING_ENDPOINT="http://127.0.0.1:$((grpc_base + 4))" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" CENTRALITA_RTP_PORTS="$rtp_ports" \
+      CENTRALITA_SESSIONS_ENDPOINT="$sessions_endpoint" CENTRALITA_CRM_ENDPOINT="http://127.0.0.1:$((grpc_base + 3))" CENTRALITA_RECORDING_ENDPOINT="http://127.0.0.1:$((grpc_base + 4))" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" CENTRALITA_RTP_PORTS="$rtp_ports" \
       CENTRALITA_MEDIA_ENDPOINT="http://127.0.0.1:$((grpc_base + 2))" \
       CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$s" nohup "$bin/centralita-$s" >>"$logs/$s.log" 2>&1 &
     echo $! >"$pidf"
     echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2
     i=$((i + 1))
   done
-  [ -n "${only:-}" ] || start_console
+  [ -n "${only:-}" ] || [ "${CENTRALITA_CONSOLE:-true}" != true ] || start_console
 }
 
 # Starts one service again (after a crash, or a chaos run's kill -9) with the env `start`

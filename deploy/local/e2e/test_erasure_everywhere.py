@@ -21,8 +21,10 @@ PostgreSQL and in Redis), told apart by B's tenant id in the row, key or envelop
 
 Replays: the contacts topic is searched whole too, so a replay has nothing to recreate A's
 customer from; B's contact events (SMS contacts with B's customer's phone) carry no identity
-either (references only). Replaying into an emptied CRM after the erasure is tested in
-`services/crm/tests/crm.rs::erasure_leaves_no_personal_data_and_is_announced`.
+either (references only). And the second test replays every topic of the run, from the
+beginning, into a second set of every service with empty stores (its own database, Redis
+database and topic prefix), then searches those stores, topics and logs the same way: the
+replay rebuilds B's customer and both tenants' legs, and nothing of A's person.
 """
 import hashlib
 import os
@@ -33,12 +35,13 @@ import threading
 import time
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
 import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from conftest import BROKERS, LOGS, PREFIX, REPO, auth, cli, endpoints, mint, wait_for
+from conftest import BROKERS, LOGS, PREFIX, REPO, auth, cli, endpoints, http_get, mint, wait_for
 from test_sms import inbound, post_form, secrets_dir, sid, signed
 from test_webchat import BASE, http, start_chat
 
@@ -117,10 +120,11 @@ def sql_literal(s):
     return "'" + s.replace("'", "''") + "'"
 
 
-def postgres_hits(needles, tenant_b):
+def postgres_hits(needles, tenant_b, databases=None):
     """{needle: [(database, table, rows)]} of rows (outside tenant B) holding a needle: each
-    row cast to text, and each bytea column searched as bytes; also B's hits, apart."""
-    databases = [r[0] for r in superuser_psql(
+    row cast to text, and each bytea column searched as bytes; also B's hits, apart. Every
+    database of the stack unless `databases` names some."""
+    databases = databases or [r[0] for r in superuser_psql(
         "postgres", "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
     hits, b_hits = {n: [] for n in needles}, {n: [] for n in needles}
     for db in databases:
@@ -211,9 +215,10 @@ def flatten(v):
     return v
 
 
-def redis_values():
-    """{key: every byte of its value} of every key of the stack's Redis."""
+def redis_values(db=0):
+    """{key: every byte of its value} of every key of the stack's Redis (database `db`)."""
     r = Resp(int(os.environ.get("CENTRALITA_REDIS_PORT", "6390")))
+    assert r.pipeline([[b"SELECT", str(db).encode()]]) == [b"OK"]
     keys, cursor = [], b"0"
     while True:
         cursor, batch = r.pipeline([[b"SCAN", cursor, b"COUNT", b"1000"]])[0]
@@ -235,13 +240,14 @@ def redis_values():
 
 # --- Kafka, every topic of the run --------------------------------------------------------
 
-def kafka_records(m):
-    """(topic, tenant of the envelope or '', every byte of key, value and headers) of every
-    record of every topic of the run's prefix, from the beginning to the current end."""
+def read_topics(prefix):
+    """(topics, {topic: partitions}, records) of every topic named with `prefix`, every
+    record from the beginning to the current end (kafka-python's ConsumerRecords)."""
     consumer = KafkaConsumer(bootstrap_servers=BROKERS, enable_auto_commit=False, group_id=None,
                              auto_offset_reset="earliest")
     try:
-        topics = sorted(t for t in consumer.topics() if t.startswith(PREFIX))
+        topics = sorted(t for t in consumer.topics() if t.startswith(prefix))
+        partitions = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -254,12 +260,23 @@ def kafka_records(m):
         assert not left, f"could not read every topic to its end: {left}"
     finally:
         consumer.close()
+    return topics, partitions, records
+
+
+def envelope_tenant(m, value):
+    try:
+        return m.env.Envelope.FromString(value or b"").tenant_id
+    except Exception:  # noqa: BLE001 - a record that is not an envelope belongs to no tenant
+        return ""
+
+
+def kafka_records(m, prefix=PREFIX):
+    """(topic, tenant of the envelope or '', every byte of key, value and headers) of every
+    record of every topic of `prefix` (the run's), from the beginning to the current end."""
+    topics, _, records = read_topics(prefix)
     out = []
     for r in records:
-        try:
-            tenant = m.env.Envelope.FromString(r.value).tenant_id
-        except Exception:  # noqa: BLE001 - a record that is not an envelope is searched whole
-            tenant = ""
+        tenant = envelope_tenant(m, r.value)
         raw = (r.key or b"") + b"\x00" + (r.value or b"") + b"\x00" + b"\x00".join(
             k.encode() + b"=" + (v or b"") for k, v in (r.headers or []))
         out.append((r.topic, tenant, raw))
@@ -273,7 +290,11 @@ def files_under(*dirs):
             yield from (f for f in p.rglob("*") if f.is_file())
 
 
-def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_stays(m, tmp_path):
+@pytest.fixture(scope="module")
+def erased(m, tmp_path_factory):
+    """Tenant A's customer planted through real contacts and erased (every store reports
+    done); tenant B with the same phone number. What the tests below search for."""
+    tmp_path = tmp_path_factory.mktemp("erasure")
     eps = endpoints()
     s, c = m.s, m.c
     run = uuid.uuid4().hex[:8]
@@ -440,7 +461,12 @@ def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_sta
     with pytest.raises(grpc.RpcError) as other:
         crm.GetErasure(c.GetErasureRequest(name=erasure.name), metadata=auth(admin[b]), timeout=5)
     assert other.value.code() == grpc.StatusCode.NOT_FOUND
+    return SimpleNamespace(a=a, b=b, run=run, phone=phone, planted=planted, first=first, chat=chat,
+                           contact_names=contact_names, eps=eps, admin=admin)
 
+
+def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_stays(m, erased):
+    a, b, phone, planted, first, chat = erased.a, erased.b, erased.phone, erased.planted, erased.first, erased.chat
     needles = list(planted.values())
     leaks = []
     # PostgreSQL: every table of every database, as the superuser.
@@ -484,3 +510,155 @@ def test_an_erased_customer_is_in_no_store_and_the_other_tenants_same_number_sta
     for topic, tenant, raw in records:
         if topic == f"{PREFIX}contacts" and tenant == b:
             assert phone.encode() not in raw, "B's contact events carry B's customer's phone"
+
+
+# --- Replaying every topic into empty stores ----------------------------------------------
+
+# The replay's own run (services.sh): gRPC 31451-31456, admin 9601-9606 (so SIP 5560, web
+# chat 8980, SMTP 25925, playback 9690, RTP 25000-25999), clear of the suite's, the chaos
+# test's and the dev run; its own database, Redis database and topic prefix.
+REPLAY_GRPC_BASE, REPLAY_ADMIN_BASE, REPLAY_REDIS_DB = 31451, 9601, 13
+
+
+def copy_topics(m, tenants, prefix):
+    """Copies every record of every topic of the run that belongs to one of `tenants` (by its
+    envelope, or naming one: an agent's events name its queues' tenants) to the same topic
+    and partition under `prefix`, in order, with key, headers and time; {topic: copied}."""
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    topics, partitions, records = read_topics(PREFIX)
+    admin = KafkaAdminClient(bootstrap_servers=BROKERS)
+    try:
+        admin.create_topics([NewTopic(prefix + t.removeprefix(PREFIX), num_partitions=partitions[t],
+                                      replication_factor=1,
+                                      topic_configs={"cleanup.policy": "compact" if t.endswith("tenants") else "delete"})
+                             for t in topics if partitions[t]])
+    finally:
+        admin.close()
+    names = [t.encode() for t in tenants]
+    producer = KafkaProducer(bootstrap_servers=BROKERS, acks="all", linger_ms=5)
+    copied = {}
+    for r in records:
+        if envelope_tenant(m, r.value) in tenants or any(n in (r.key or b"") + (r.value or b"") for n in names):
+            topic = prefix + r.topic.removeprefix(PREFIX)
+            producer.send(topic, value=r.value, key=r.key, headers=list(r.headers or []), partition=r.partition,
+                          timestamp_ms=r.timestamp)
+            copied[topic] = copied.get(topic, 0) + 1
+    producer.flush(60)
+    producer.close()
+    return copied
+
+
+def group_lag(prefix):
+    """{group: records not yet consumed} of every consumer group named with `prefix`, over
+    every partition of each topic the group has committed on."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=BROKERS)
+    consumer = KafkaConsumer(bootstrap_servers=BROKERS, group_id=None, enable_auto_commit=False)
+    try:
+        lag = {}
+        for g in admin.list_groups():
+            group = g["group_id"]
+            if not group.startswith(prefix):
+                continue
+            committed = admin.list_group_offsets(group).get(group, {})
+            tps = [TopicPartition(t, p) for t in {tp.topic for tp in committed}
+                   for p in consumer.partitions_for_topic(t) or ()]
+            ends = consumer.end_offsets(tps) if tps else {}
+            lag[group] = sum(max(0, ends[tp] - max(committed[tp].offset if tp in committed else 0, 0)) for tp in tps)
+        return lag
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def test_replaying_every_topic_into_empty_stores_does_not_bring_the_person_back(m, erased, tmp_path):
+    """After the erasure, every topic of the run is replayed from the beginning into a second
+    set of every service with empty stores (a database, a Redis database and a topic prefix of
+    its own): the records of A and B are copied in order to the replay's prefix, and the
+    replay's consumer groups read them from the start. Its services ask the suite's sessions
+    for contacts, as a rebuilt consumer would in production (sessions holds the identities;
+    the erasure cleared A's). When every group has caught up, the replay's stores, topics,
+    recording directories and logs hold none of A's strings, while they did rebuild what
+    the events carry: B's customer (the same phone number) in CRM, A's and B's legs in
+    reporting."""
+    a, b, phone, planted = erased.a, erased.b, erased.phone, erased.planted
+    needles = list(planted.values())
+    run = f"e2e-replay-{erased.run}"
+    prefix = f"replay-{erased.run}."
+    database = f"replay_{erased.run}"
+    data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
+    superuser_psql("postgres", f"CREATE DATABASE {database} OWNER centralita")
+    redis = Resp(int(os.environ.get("CENTRALITA_REDIS_PORT", "6390")))
+    assert redis.pipeline([[b"SELECT", str(REPLAY_REDIS_DB).encode()], [b"FLUSHDB"]]) == [b"OK", b"OK"]
+    copied = copy_topics(m, {a, b}, prefix)
+    assert copied.get(f"{prefix}contacts") and copied.get(f"{prefix}tenants", 0) >= 2, copied
+
+    redis_url = os.environ.get("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390")
+    database_url = os.environ.get("CENTRALITA_DATABASE_URL",
+                                  "postgres://centralita:centralita@127.0.0.1:5440/centralita")
+    env = {**os.environ, "CENTRALITA_RUN_NAME": run, "CENTRALITA_GRPC_BASE": str(REPLAY_GRPC_BASE),
+           "CENTRALITA_ADMIN_BASE": str(REPLAY_ADMIN_BASE), "CENTRALITA_KAFKA_TOPIC_PREFIX": prefix,
+           "CENTRALITA_DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + database,
+           "CENTRALITA_REDIS_URL": f"{redis_url.rstrip('/')}/{REPLAY_REDIS_DB}",
+           "CENTRALITA_PEER_SESSIONS_ENDPOINT": f"http://{erased.eps['sessions']}",
+           "CENTRALITA_SKIP_BUILD": "1", "CENTRALITA_LOCAL_IDP": "false", "CENTRALITA_SIP_TLS": "false",
+           "CENTRALITA_CONSOLE": "false", "CENTRALITA_SMS_SECRETS_DIR": str(secrets_dir())}
+    # services.sh derives these from the run's bases unless set: none of the suite's run.
+    for k in ("CENTRALITA_ENDPOINTS", "CENTRALITA_SIP_PORT", "CENTRALITA_WEBCHAT_PORT", "CENTRALITA_SMTP_PORT",
+              "CENTRALITA_PLAYBACK_PORT", "CENTRALITA_CONSOLE_PORT", "CENTRALITA_RTP_PORTS",
+              "CENTRALITA_TWILIO_BASE_URL", "CENTRALITA_WHATSAPP_BASE_URL", "CENTRALITA_TELEGRAM_BASE_URL",
+              "CENTRALITA_MESSENGER_BASE_URL", "CENTRALITA_RECORDING_STORE_URL", "CENTRALITA_RECORDING_SPOOL_DIR",
+              "CENTRALITA_GRPC_WEB_ORIGINS", "CENTRALITA_SIP_TLS_ADDR", "CENTRALITA_SIP_TLS_CERT_FILE",
+              "CENTRALITA_SIP_TLS_KEY_FILE"):
+        env.pop(k, None)
+    services = str(REPO / "deploy/local/services.sh")
+    log = tmp_path / "replay-services.log"
+    try:
+        with open(log, "w") as out:
+            subprocess.run([services, "start"], env=env, stdout=out, stderr=subprocess.STDOUT, check=True,
+                           timeout=300)
+
+        def ready():
+            return all(http_get(REPLAY_ADMIN_BASE + i, "/readyz")[0] == 200 for i in range(6))
+
+        assert wait_for(ready, 120), log.read_text()[-3000:]
+        replay_db = [database]
+
+        def rebuilt():
+            _, b_hits = postgres_hits([phone], b, replay_db)
+            legs = superuser_psql(database, "SELECT DISTINCT tenant FROM reporting.legs")
+            return any(w[1] == "crm.identities" for w in b_hits[phone]) and {(a,), (b,)} <= {tuple(r) for r in legs}
+
+        assert wait_for(rebuilt, 120), "the replay never rebuilt B's customer and A's and B's legs"
+        assert wait_for(lambda: (lag := group_lag(prefix)) and not any(lag.values()), 120), group_lag(prefix)
+        print(f"replayed {sum(copied.values())} records of {len(copied)} topics; "
+              f"{len(group_lag(prefix))} consumer groups caught up")
+
+        leaks = []
+        pg, pg_b = postgres_hits(needles, b, replay_db)
+        leaks += [("postgres", n, where) for n, where in pg.items() if where]
+        assert pg_b[phone], "the replay's CRM never resolved B's customer: the search is blind"
+        values = redis_values(REPLAY_REDIS_DB)
+        assert values, "the replay's services wrote nothing to their Redis database"
+        for n in needles:
+            keys = [k for k, v in values.items() if n.encode() in v]
+            if keys:
+                leaks.append(("redis", n, keys[:5]))
+        topics, records = kafka_records(m, prefix)
+        for n in needles:
+            where = sorted({t for t, tenant, raw in records if tenant != b and n.encode() in raw})
+            if where:
+                leaks.append(("kafka", n, where))
+        files = list(files_under(data / "recordings" / run, data / "logs" / run))
+        assert any(f.suffix == ".log" for f in files), files
+        for f in files:
+            content = f.read_bytes()
+            leaks += [("file", n, str(f)) for n in needles if n.encode() in content]
+        assert not leaks, "\n".join(map(str, leaks))
+    finally:
+        subprocess.run([services, "stop"], env=env, capture_output=True, timeout=120)
+        superuser_psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        redis.pipeline([[b"FLUSHDB"]])
