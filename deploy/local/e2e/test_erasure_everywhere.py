@@ -62,7 +62,7 @@ def m(pb):
     return M
 
 
-def tenant_yaml(tenant, account, secret, number, key, origin):
+def tenant_yaml(tenant, account, secret, number, key, origin, retention_days=30, transcripts=False):
     return f"""
 apiVersion: centralita.io/v1
 kind: Tenant
@@ -73,8 +73,8 @@ spec:
   serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
   quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
   businessHours: {{ timeZone: UTC }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
+  dataRetentionDays: {retention_days}
+  recording: {{ voice: none, chatTranscripts: {str(transcripts).lower()} }}
   routing:
     dispositionCodes: [resolved]
     queues:

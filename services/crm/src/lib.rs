@@ -196,6 +196,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         runtime.registry.clone(),
         metrics.clone(),
         config.service.sweep_interval,
+        config.common.sweep_clock_offset,
         runtime.shutdown.clone(),
     ));
     runtime.with_health_name("centralita.crm.v1.CustomerService");

@@ -42,6 +42,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use centralita_platform::config::SweepClock;
 use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::shutdown::Shutdown;
@@ -142,9 +143,19 @@ async fn sweep_tenant(
     Ok(())
 }
 
-/// Sweeps every `interval` until `shutdown` (the first pass within a minute of start).
+/// Sweeps every `interval` until `shutdown` (the first pass within a minute of start), as if
+/// it were `clock_offset` later than it is (`CENTRALITA_SWEEP_CLOCK_OFFSET`: zero but in
+/// retention drills and tests, which cannot wait out `dataRetentionDays`).
 /// Every replica may run it: batches lock what they delete and skip what is locked.
-pub async fn run(pool: Pool, tenants: TenantRegistry, metrics: Arc<Metrics>, interval: Duration, shutdown: Shutdown) {
+pub async fn run(
+    pool: Pool,
+    tenants: TenantRegistry,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    clock_offset: Duration,
+    shutdown: Shutdown,
+) {
+    let clock = SweepClock::new(clock_offset);
     let mut wait = interval.min(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -152,7 +163,7 @@ pub async fn run(pool: Pool, tenants: TenantRegistry, metrics: Arc<Metrics>, int
             _ = tokio::time::sleep(wait) => {}
         }
         wait = interval;
-        match sweep(&pool, &tenants, &metrics, Utc::now()).await {
+        match sweep(&pool, &tenants, &metrics, clock.now()).await {
             Ok(r) if r.total() > 0 => tracing::info!(
                 customers = r.of("customers"),
                 identities = r.of("identities"),

@@ -60,6 +60,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Writes a duration the way [`parse_duration`] reads it, in its largest whole unit (`2d`,
+/// `36h`, `90s`, `250ms`), for log lines an operator compares with the setting.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Parses `CENTRALITA_SWEEP_CLOCK_OFFSET` like [`parse_duration`], and says why a negative
+/// one is refused rather than that it is not a duration.
+fn parse_sweep_clock_offset(s: &str) -> Result<Duration, String> {
+    if s.trim_start().starts_with('-') {
+        return Err(format!(
+            "CENTRALITA_SWEEP_CLOCK_OFFSET must not be negative (`{}`): the sweepers may act \
+             ahead of the clock, never behind it (0s to 10950d)",
+            s.trim()
+        ));
+    }
+    parse_duration(s)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -157,6 +185,35 @@ pub struct KafkaConfig {
 pub const KAFKA_RETENTION_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(3600)..=Duration::from_secs(10_950 * 86_400);
 
+/// The clock the retention sweepers read: the real one, or `CENTRALITA_SWEEP_CLOCK_OFFSET`
+/// ahead of it (retention drills and tests, which cannot wait out `dataRetentionDays`).
+#[derive(Debug, Clone, Copy)]
+pub struct SweepClock {
+    offset: Duration,
+}
+
+impl SweepClock {
+    /// A sweeper's clock; says so in a warning when it runs ahead.
+    pub fn new(offset: Duration) -> Self {
+        if !offset.is_zero() {
+            tracing::warn!(
+                "retention sweeps run as if the clock were {} ahead (CENTRALITA_SWEEP_CLOCK_OFFSET), for retention \
+                 drills and tests only",
+                format_duration(offset)
+            );
+        }
+        Self { offset }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.offset
+    }
+}
+
+/// Largest `CENTRALITA_SWEEP_CLOCK_OFFSET`: the longest `dataRetentionDays`, which is enough
+/// to expire anything a tenant keeps.
+pub const SWEEP_CLOCK_OFFSET_MAX: Duration = Duration::from_secs(10_950 * 86_400);
+
 impl KafkaConfig {
     /// The fetch wait of consumers on the customer's path.
     pub fn fetch_wait_low_latency(&self) -> std::time::Duration {
@@ -227,6 +284,18 @@ pub struct CommonConfig {
     /// How long shutdown may take to drain in-flight work; keep it below the pod's grace period.
     #[arg(long, env = "CENTRALITA_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How far ahead of the real clock the retention sweepers act (`0s`, the default: not at
+    /// all), up to 10950d: a retention drill on a staging install, or an end-to-end test,
+    /// sees data expire without waiting out `dataRetentionDays`. Never in production: the
+    /// sweepers would delete data before its time. The chart does not set it.
+    #[arg(
+        long,
+        env = "CENTRALITA_SWEEP_CLOCK_OFFSET",
+        default_value = "0s",
+        allow_hyphen_values = true,
+        value_parser = parse_sweep_clock_offset
+    )]
+    pub sweep_clock_offset: Duration,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]
@@ -336,6 +405,9 @@ impl Validate for CommonConfig {
         if self.shutdown_timeout.is_zero() {
             return Err(ConfigError::new("CENTRALITA_SHUTDOWN_TIMEOUT", "must be more than zero"));
         }
+        if self.sweep_clock_offset > SWEEP_CLOCK_OFFSET_MAX {
+            return Err(ConfigError::new("CENTRALITA_SWEEP_CLOCK_OFFSET", "must be between 0s and 10950d"));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter)
             .map_err(|e| ConfigError::new("CENTRALITA_LOG", e.to_string()))?;
         self.grpc_web.validate()
@@ -421,6 +493,44 @@ mod tests {
             let e = common(&["--kafka-retention", bad]).validate().expect_err(bad);
             assert!(e.to_string().contains("CENTRALITA_KAFKA_RETENTION"), "{e}");
         }
+    }
+
+    /// The common flags parsed from `extra`, or clap's error (the JWT key file given).
+    fn try_common(extra: &[&str]) -> Result<CommonConfig, clap::Error> {
+        let mut args = vec!["svc", "--jwt-public-key-file", "/dev/null"];
+        args.extend_from_slice(extra);
+        let matches =
+            <CommonConfig as clap::Args>::augment_args(clap::Command::new("svc")).try_get_matches_from(args)?;
+        <CommonConfig as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn the_sweep_clock_offset_is_off_by_default_and_neither_negative_nor_beyond_10950_days() {
+        assert_eq!(common(&[]).sweep_clock_offset, Duration::ZERO);
+        for (given, secs) in [("2d", 2 * 86_400), ("36h", 36 * 3600), ("0s", 0), ("10950d", 10_950 * 86_400)] {
+            let c = common(&["--sweep-clock-offset", given]);
+            assert_eq!(c.sweep_clock_offset, Duration::from_secs(secs), "{given}");
+            assert!(c.validate().is_ok(), "{given}");
+        }
+        let e = common(&["--sweep-clock-offset", "10951d"]).validate().expect_err("beyond 10950d");
+        assert_eq!(e.setting, "CENTRALITA_SWEEP_CLOCK_OFFSET");
+        assert!(e.to_string().contains("between 0s and 10950d"), "{e}");
+        let negatives: [&[&str]; 3] =
+            [&["--sweep-clock-offset", "-2d"], &["--sweep-clock-offset=-36h"], &["--sweep-clock-offset", " -1"]];
+        for negative in negatives {
+            let e = try_common(negative).expect_err("negative");
+            assert!(e.to_string().contains("CENTRALITA_SWEEP_CLOCK_OFFSET must not be negative"), "{e}");
+        }
+        assert!(try_common(&["--sweep-clock-offset", "2 days"]).is_err());
+    }
+
+    #[test]
+    fn durations_format_in_their_largest_whole_unit_and_parse_back() {
+        for (secs, shown) in [(0, "0s"), (2 * 86_400, "2d"), (36 * 3600, "36h"), (90, "90s"), (300, "5m")] {
+            assert_eq!(format_duration(Duration::from_secs(secs)), shown);
+            assert_eq!(parse_duration(shown), Ok(Duration::from_secs(secs)));
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub fn common(prefix: &str) -> CommonConfig {
         grpc_addr: ([127, 0, 0, 1], 0).into(),
         admin_addr: ([127, 0, 0, 1], 0).into(),
         shutdown_timeout: Duration::from_secs(5),
+        sweep_clock_offset: Duration::ZERO,
         kafka: KafkaConfig {
             brokers: brokers(),
             topic_prefix: prefix.into(),

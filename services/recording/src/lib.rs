@@ -246,6 +246,7 @@ async fn run_with_playback(
         metrics,
         keyring,
         s.sweep_interval,
+        config.common.sweep_clock_offset,
         runtime.shutdown.clone(),
     ));
     runtime.with_health_name("centralita.recording.v1.RecordingService");

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use centralita_platform::config::SweepClock;
 use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::shutdown::Shutdown;
@@ -87,7 +88,10 @@ pub async fn rewrap(pool: &Pool, keys: &Keyring, tenants: &[TenantId]) -> Result
     Ok(done)
 }
 
-/// Sweeps (and re-wraps rotated keys) every `interval` until `shutdown`.
+/// Sweeps (and re-wraps rotated keys) every `interval` until `shutdown`, sweeping as if it
+/// were `clock_offset` later than it is (`CENTRALITA_SWEEP_CLOCK_OFFSET`: zero but in
+/// retention drills and tests, which cannot wait out `dataRetentionDays`).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     pool: Pool,
     objects: Objects,
@@ -95,8 +99,10 @@ pub async fn run(
     metrics: Arc<Metrics>,
     keys: Arc<Keyring>,
     interval: Duration,
+    clock_offset: Duration,
     shutdown: Shutdown,
 ) {
+    let clock = SweepClock::new(clock_offset);
     // The first pass soon after start (a rotation is picked up by a restart), then every
     // interval.
     let mut wait = interval.min(Duration::from_secs(30));
@@ -112,7 +118,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "re-wrapping data keys failed; will retry"),
         }
-        match sweep(&pool, &objects, &tenants, &metrics, Utc::now()).await {
+        match sweep(&pool, &objects, &tenants, &metrics, clock.now()).await {
             Ok(n) if n > 0 => tracing::info!(deleted = n, "retention sweep"),
             Ok(_) => {}
             Err(e) => {

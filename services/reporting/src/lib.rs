@@ -145,6 +145,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         runtime.registry.clone(),
         metrics.clone(),
         config.service.sweep_interval,
+        config.common.sweep_clock_offset,
         runtime.shutdown.clone(),
     ));
     let producer = std::sync::Arc::new(centralita_platform::bus::Producer::new(

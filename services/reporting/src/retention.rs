@@ -31,6 +31,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use centralita_platform::config::SweepClock;
 use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
 use centralita_platform::shutdown::Shutdown;
@@ -73,10 +74,20 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Sweeps every `interval` until `shutdown` (the first pass within a minute of start).
+/// Sweeps every `interval` until `shutdown` (the first pass within a minute of start), as if
+/// it were `clock_offset` later than it is (`CENTRALITA_SWEEP_CLOCK_OFFSET`: zero but in
+/// retention drills and tests, which cannot wait out `dataRetentionDays`).
 /// Every replica may run it: an update waits for a batch of contact events holding the same
 /// legs, and a contact already anonymised is not chosen again.
-pub async fn run(pool: Pool, tenants: TenantRegistry, metrics: Arc<Metrics>, interval: Duration, shutdown: Shutdown) {
+pub async fn run(
+    pool: Pool,
+    tenants: TenantRegistry,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    clock_offset: Duration,
+    shutdown: Shutdown,
+) {
+    let clock = SweepClock::new(clock_offset);
     let mut wait = interval.min(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -84,7 +95,7 @@ pub async fn run(pool: Pool, tenants: TenantRegistry, metrics: Arc<Metrics>, int
             _ = tokio::time::sleep(wait) => {}
         }
         wait = interval;
-        match sweep(&pool, &tenants, &metrics, Utc::now()).await {
+        match sweep(&pool, &tenants, &metrics, clock.now()).await {
             Ok(r) if r.contacts > 0 => {
                 tracing::info!(contacts = r.contacts, legs = r.legs, "retention sweep anonymised expired legs")
             }

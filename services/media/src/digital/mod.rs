@@ -419,6 +419,7 @@ fn start_data_protection(
         runtime.registry.clone(),
         metrics.clone(),
         config.service.sweep_interval,
+        config.common.sweep_clock_offset,
         runtime.shutdown.clone(),
     ));
     Ok(())

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use centralita_platform::bus::{Event, EventPayload, Handler};
+use centralita_platform::config::SweepClock;
 use centralita_platform::db::begin;
 use centralita_platform::error::Error;
 use centralita_platform::registry::TenantRegistry;
@@ -105,14 +106,18 @@ async fn sweep_batch(pool: &Pool, tenant: &TenantId, cutoff: DateTime<Utc>) -> R
     Ok((report, expired.len()))
 }
 
-/// Sweeps every `interval` until `shutdown` (the first pass within a minute of start).
+/// Sweeps every `interval` until `shutdown` (the first pass within a minute of start), as if
+/// it were `clock_offset` later than it is (`CENTRALITA_SWEEP_CLOCK_OFFSET`: zero but in
+/// retention drills and tests, which cannot wait out `dataRetentionDays`).
 pub async fn run(
     pool: Pool,
     tenants: TenantRegistry,
     metrics: Arc<DigitalMetrics>,
     interval: Duration,
+    clock_offset: Duration,
     shutdown: Shutdown,
 ) {
+    let clock = SweepClock::new(clock_offset);
     let mut wait = interval.min(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -120,7 +125,7 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         wait = interval;
-        match sweep(&pool, &tenants, &metrics, Utc::now()).await {
+        match sweep(&pool, &tenants, &metrics, clock.now()).await {
             Ok(r) if r.records() > 0 => tracing::info!(
                 conversations = r.conversations,
                 messages = r.messages,
