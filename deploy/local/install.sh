@@ -4,7 +4,8 @@
 #    (sipp: the independent SIP caller/trunk of the voice end-to-end tests), baresip (agents'
 #    softphones in them), chromium (the console's browser tests), sox and ffmpeg (WAV checks), espeak-ng (prompts)
 #  - tansu (Kafka-protocol broker) via `cargo install`, into a persistent cache outside the clone,
-#    with deploy/local/tansu-storage.patch applied to its storage crate (see that file)
+#    with deploy/local/tansu-storage.patch and tansu-broker.patch applied to its storage and
+#    broker crates (see those files)
 #  - a Python venv with the independent clients used by the interop tests
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,27 +49,32 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   (service postgresql stop || true) >/dev/null 2>&1
 fi
 
-# tansu with our storage patch: rebuilt when the version or the patch changes.
-tansu_stamp="$TANSU_VERSION $(sha256sum "$here/tansu-storage.patch" | cut -d' ' -f1)"
+# tansu with our patches to its storage and broker crates: rebuilt when the version or a
+# patch changes.
+tansu_stamp="$TANSU_VERSION $(cat "$here/tansu-storage.patch" "$here/tansu-broker.patch" | sha256sum | cut -d' ' -f1)"
 if ! "$TANSU_BIN" --version >/dev/null 2>&1 || [ "$(cat "$CENTRALITA_CACHE/tools/tansu.stamp" 2>/dev/null)" != "$tansu_stamp" ]; then
-  log "cargo install tansu $TANSU_VERSION with tansu-storage.patch (about 7-12 minutes cold)"
-  # The pristine tansu-storage source, from the crates registry, patched.
+  log "cargo install tansu $TANSU_VERSION with tansu-storage.patch and tansu-broker.patch (about 7-12 minutes cold)"
+  # The pristine tansu-storage and tansu-broker sources, from the crates registry, patched.
   fetch="$(mktemp -d)"
   mkdir -p "$fetch/src"
-  printf '[package]\nname = "fetch-tansu-storage"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-storage = "=%s"\n' \
-    "$TANSU_VERSION" >"$fetch/Cargo.toml"
+  printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-storage = "=%s"\ntansu-broker = "=%s"\n' \
+    "$TANSU_VERSION" "$TANSU_VERSION" >"$fetch/Cargo.toml"
   echo 'fn main() {}' >"$fetch/src/main.rs"
   cargo fetch -q --manifest-path "$fetch/Cargo.toml" >&2
-  crate="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/tansu-storage-"$TANSU_VERSION".crate | head -1)"
-  storage="$CENTRALITA_CACHE/tansu-storage-patched"
-  rm -rf "$storage" "$fetch"
-  mkdir -p "$storage"
-  tar -xzf "$crate" -C "$storage" --strip-components=1
-  patch -s -p1 -d "$storage" <"$here/tansu-storage.patch"
+  rm -rf "$fetch"
+  patched=()
+  for part in storage broker; do
+    crate="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/tansu-"$part"-"$TANSU_VERSION".crate | head -1)"
+    dir="$CENTRALITA_CACHE/tansu-$part-patched"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    tar -xzf "$crate" -C "$dir" --strip-components=1
+    patch -s -p1 -d "$dir" <"$here/tansu-$part.patch"
+    patched+=(--config "patch.crates-io.tansu-$part.path=\"$dir\"")
+  done
   CARGO_TARGET_DIR="$CENTRALITA_CACHE/tansu-build" \
     cargo install tansu --locked --force --version "$TANSU_VERSION" \
-    --features dynostore,postgres --root "$CENTRALITA_CACHE/tools" \
-    --config "patch.crates-io.tansu-storage.path=\"$storage\"" >&2
+    --features dynostore,postgres --root "$CENTRALITA_CACHE/tools" "${patched[@]}" >&2
   rm -rf "$CENTRALITA_CACHE/tansu-build"
   echo "$tansu_stamp" >"$CENTRALITA_CACHE/tools/tansu.stamp"
 fi

@@ -182,10 +182,11 @@ def spawn():
 
 
 class OfferedAgent:
-    """An agent signed in on `tenant`'s support queue with capacity 3 on `channel` (a
-    tenancy channel enum value), collecting the offers its event stream brings."""
+    """An agent signed in on `tenant`'s support queue with capacity `max_contacts` (3) on
+    `channel` (a tenancy channel enum value, or a list of them), collecting the offers its
+    event stream brings."""
 
-    def __init__(self, m, tenant, agent_id, channel):
+    def __init__(self, m, tenant, agent_id, channel, max_contacts=3):
         import threading
 
         import grpc
@@ -193,9 +194,10 @@ class OfferedAgent:
         self.token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)
         sessions = grpc.insecure_channel(endpoints()["sessions"])
         self.agents, self.contacts = m.sg.AgentServiceStub(sessions), m.sg.ContactServiceStub(sessions)
-        cap = m.s.ChannelCapacity(channel=channel, max_contacts=3, exclusive=False)
+        caps = [m.s.ChannelCapacity(channel=c, max_contacts=max_contacts, exclusive=False)
+                for c in (channel if isinstance(channel, list) else [channel])]
         self.agents.UpsertAgent(m.s.UpsertAgentRequest(agent=m.s.Agent(
-            name=self.name, display_name=agent_id, capacity=[cap],
+            name=self.name, display_name=agent_id, capacity=caps,
             queues=[m.s.QueueAssignment(tenant=tenant, queue="support")])),
             metadata=auth(mint("--role", "bpo_admin")), timeout=10)
         self.agents.SignIn(m.s.SignInRequest(name=self.name, available=True), metadata=auth(self.token), timeout=10)

@@ -24,7 +24,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
@@ -32,7 +31,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import BIN, LOGS, PREFIX, REPO, auth, cli, endpoints, http_get, mint, wait_for
+from conftest import BIN, LOGS, PREFIX, REPO, OfferedAgent, auth, cli, endpoints, http_get, mint, wait_for
 from test_erasure_everywhere import (Resp, files_under, kafka_records, postgres_hits, redis_values,
                                      tenant_yaml)
 from test_sms import inbound, post_form, secrets_dir, sid, signed
@@ -79,14 +78,8 @@ def environment(name):
 def restart(envs):
     """Stops some of the suite's services (SIGTERM, then SIGKILL after 20 s) and starts their
     binaries again, each with its environment in `envs` ({service: env}), as services.sh
-    does but with dynamic consumer-group membership; waits for their /readyz and for every
-    consumer group of theirs to settle. Returns {service: admin port}.
-
-    Dynamic: tansu 0.6 never expires a static member (`group.instance.id`) that is gone — its
-    coordinator checks missed heartbeats only on a dynamic member's request — so a group
-    whose static leader did not come back can stay forming forever (seen here once after a
-    SIGTERM restart: CRM's contacts group unsettled for minutes). A dynamic member's join
-    expires the dead members and takes the lead."""
+    does; waits for their /readyz and for every consumer group of theirs to settle (the
+    tests after this one need them consuming). Returns {service: admin port}."""
     ports, expected = {}, {}
     for name, env in envs.items():
         ports[name] = int(env["CENTRALITA_ADMIN_ADDR"].rsplit(":", 1)[1])
@@ -99,9 +92,8 @@ def restart(envs):
     for name, env in envs.items():
         pidf, log = _process(name)
         with open(log, "ab") as out:
-            proc = subprocess.Popen([str(BIN / f"centralita-{name}")],
-                                    env={k: v for k, v in env.items() if k != "CENTRALITA_KAFKA_GROUP_INSTANCE_ID"},
-                                    stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen([str(BIN / f"centralita-{name}")], env=env, stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         pidf.write_text(f"{proc.pid}\n")
     for name, port in ports.items():
         assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 90), f"{name} not ready after restart"
@@ -130,36 +122,13 @@ def metric(port, name, label=""):
 
 # --- Planting through real contacts ------------------------------------------------------
 
-class Agent:
-    """A BPO agent on the tenant's support queue, with room for one chat and one email
-    contact and one SMS, that handles each offer as it comes: accept, (reply), end, wrap up."""
+class Agent(OfferedAgent):
+    """A BPO agent on the tenant's support queue, with room for one chat, one email contact
+    and one SMS, that handles each offer as it comes: accept, (reply), end, wrap up."""
 
     def __init__(self, m, tenant, agent_id):
-        self.m, self.name = m, f"agents/{agent_id}"
-        self.token = mint("--tenant", tenant, "--role", "agent", "--agent-id", agent_id)
-        ch = grpc.insecure_channel(endpoints()["sessions"])
-        self.agents, self.contacts = m.sg.AgentServiceStub(ch), m.sg.ContactServiceStub(ch)
+        super().__init__(m, tenant, agent_id, [m.t.CHANNEL_CHAT, m.t.CHANNEL_EMAIL, m.t.CHANNEL_SMS], max_contacts=1)
         self.conversations = m.mg.ConversationServiceStub(grpc.insecure_channel(endpoints()["media"]))
-        caps = [m.s.ChannelCapacity(channel=c, max_contacts=1, exclusive=False)
-                for c in (m.t.CHANNEL_CHAT, m.t.CHANNEL_EMAIL, m.t.CHANNEL_SMS)]
-        self.agents.UpsertAgent(m.s.UpsertAgentRequest(agent=m.s.Agent(
-            name=self.name, display_name=agent_id, capacity=caps,
-            queues=[m.s.QueueAssignment(tenant=tenant, queue="support")])),
-            metadata=auth(mint("--role", "bpo_admin")), timeout=10)
-        self.agents.SignIn(m.s.SignInRequest(name=self.name, available=True), metadata=auth(self.token), timeout=10)
-        self.offers, self.errors = [], []
-        self.stream = self.agents.StreamAgentEvents(m.s.StreamAgentEventsRequest(name=self.name),
-                                                    metadata=auth(self.token))
-        threading.Thread(target=self._listen, daemon=True).start()
-
-    def _listen(self):
-        try:
-            for ev in self.stream:
-                if ev.WhichOneof("event") == "offer":
-                    self.offers.append(ev.offer)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                self.errors.append(e)
 
     def handle(self, contact, notes, reply=None):
         """Waits for the offer of `contact`, accepts it, replies (a chat), ends it and wraps up."""

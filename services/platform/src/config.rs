@@ -126,11 +126,12 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Static consumer-group membership (`group.instance.id`) of this replica, stable across
     /// its restarts (a StatefulSet pod name, or `sessions-1` locally): a restarted replica
-    /// takes its partitions back without waiting for the broker to expire the dead member,
-    /// which some brokers (tansu) never do. (tansu 0.6 still holds a static member's
-    /// JoinGroup and SyncGroup until 3 s have passed, its coordinator's `PAUSE_MS`, so the
-    /// restarted replica gets its partitions about 4 s after it starts.) Unset: dynamic
-    /// membership.
+    /// takes its partitions back without waiting for the broker to expire the dead member; a
+    /// static member gone for longer than the session timeout is expired like a dynamic one
+    /// (tansu 0.6 needs `deploy/local/tansu-broker.patch` for that). tansu 0.6 holds a static
+    /// member's JoinGroup and SyncGroup until 3 s have passed, its coordinator's `PAUSE_MS`,
+    /// so the restarted replica gets its partitions about 4 s after it starts. Unset:
+    /// dynamic membership.
     #[arg(long = "kafka-group-instance-id", env = "CENTRALITA_KAFKA_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
     /// Longest a fetch on the customer's path (routing inputs, routing decisions) waits at

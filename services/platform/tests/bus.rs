@@ -167,3 +167,51 @@ async fn failing_handler_is_retried_and_malformed_records_are_skipped() {
     assert!(text.contains("outcome=\"malformed\"} 1"), "{text}");
     assert!(text.contains("outcome=\"handled\"} 1"), "{text}");
 }
+
+/// A static member (`group.instance.id`) that is gone for good — a replica renamed or scaled
+/// away; librdkafka sends no LeaveGroup for a static member — must not hold its group: the
+/// broker expires it after the session timeout (10 s), as Kafka does, and the next member
+/// takes the partitions. tansu 0.6 checked missed heartbeats only on a dynamic member's
+/// requests, so a group of static members whose leader never came back stayed forming
+/// forever (routing made no offers, CRM folded no contacts); `deploy/local/tansu-broker.patch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_gone_for_good_is_expired_and_another_takes_over() {
+    let topic = topic(1).await;
+    let group = unique("g-static-");
+    let producer = Producer::new(&brokers(), None).unwrap();
+    let settings = |instance: &str| ConsumerSettings {
+        brokers: brokers(),
+        group_id: group.clone(),
+        topics: vec![topic.clone()],
+        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+        group_instance_id: Some(instance.into()),
+    };
+    let first = event("acme", 1);
+    producer.publish(&topic, "k", &first).await.unwrap();
+    let r1 = Recorder::default();
+    let consumer =
+        Consumer::new(settings("replica-a"), r1.clone(), centralita_platform::bus::MemoryDedupe::new(100), None)
+            .unwrap();
+    let stop = Shutdown::new();
+    let task = tokio::spawn(consumer.run(stop.clone()));
+    assert!(eventually(Duration::from_secs(30), async || r1.seen.lock().unwrap().len() == 1).await);
+    stop.trigger();
+    task.await.unwrap().unwrap();
+
+    let second = event("acme", 2);
+    producer.publish(&topic, "k", &second).await.unwrap();
+    let r2 = Recorder::default();
+    let consumer =
+        Consumer::new(settings("replica-b"), r2.clone(), centralita_platform::bus::MemoryDedupe::new(100), None)
+            .unwrap();
+    let stop = Shutdown::new();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(consumer.run(stop.clone()));
+    let took_over = eventually(Duration::from_secs(60), async || r2.seen.lock().unwrap().contains(&second.id)).await;
+    let after = started.elapsed();
+    stop.trigger();
+    task.await.unwrap().unwrap();
+    assert!(took_over, "replica-b never got the group's partition: replica-a still holds it");
+    assert_eq!(*r2.seen.lock().unwrap(), vec![second.id], "only what replica-a had not committed");
+    eprintln!("replica-b consumed {after:?} after it started");
+}

@@ -1,14 +1,14 @@
 //! Consumer groups that never settle.
 //!
 //! A group member is settled when librdkafka's group handler is `up` and its join state is
-//! `steady` (it has its assignment and consumes). After a broker outage longer than the
-//! session timeout, tansu 0.6 can leave a group forming forever (`deploy/local/README.md`):
-//! the member never settles and its topic is never consumed (routing makes no offers)
-//! although the broker is back. `deploy/local/e2e/test_broker_restart.py` reproduces it with
-//! a 14 s outage: routing's group and sessions' erasure group settled after a restart of
-//! their process, sessions' decision group did not (it stayed in `wait-join` through five
-//! restarts) — the broker's coordinator is at fault, so the liveness failure below is
-//! opt-in; the gauge `centralita_bus_consumer_group_unsettled_seconds` and its alert are on.
+//! `steady` (it has its assignment and consumes). A broker can leave a group forming
+//! forever: the member never settles and its topic is never consumed (routing makes no
+//! offers) although the broker is back. Unpatched tansu 0.6 did, after a broker outage
+//! longer than the session timeout or a static member that never came back — its coordinator
+//! never expired static members (`deploy/local/tansu-broker.patch` fixes that;
+//! `deploy/local/README.md`). The broker's coordinator is at fault then, so the liveness
+//! failure below is opt-in; the gauge `centralita_bus_consumer_group_unsettled_seconds` and
+//! its alert are on.
 //!
 //! Every consumer's statistics (every [`super::STATISTICS_INTERVAL`]) report its group's
 //! state here. [`GroupWatch::liveness`] fails for a group unsettled for longer than the
