@@ -8,10 +8,15 @@
 #   loadtest/chaos.sh [real seconds of arrivals, 180] [seconds between kills, 20]
 # Env: CENTRALITA_RUN_NAME (chaos), CENTRALITA_GRPC_BASE (29451), CENTRALITA_ADMIN_BASE
 # (10651), CHAOS_SERVICES (sessions,routing,reporting,crm), CHAOS_DOWN_SECONDS (1),
-# CHAOS_JSON (where the result goes), CHAOS_SEED, CENTRALITA_PROFILE (debug|release).
+# CHAOS_JSON (where the result goes), CHAOS_SEED, CENTRALITA_PROFILE (debug|release),
+# CHAOS_BROKER_RESTART_AT (seconds: the first kill from then on is the broker's, once),
+# CHAOS_REPLICAS (e.g. "sessions routing": a second replica of each runs beside the first,
+# see services.sh CENTRALITA_REPLICAS; name `sessions-2` in CHAOS_SERVICES to kill it too).
 # Redis and PostgreSQL of the local stack (deploy/local/stack.sh up) must be running; the
-# broker is one of the run's own (tansu, memory storage, on CHAOS_BROKER_PORT: the gRPC base
-# + 48), so a chaos run neither depends on nor disturbs the stack's broker.
+# broker is one of the run's own (tansu on CHAOS_BROKER_PORT: the gRPC base + 48), so a
+# chaos run neither depends on nor disturbs the stack's broker. Its storage is memory, or,
+# with CHAOS_BROKER_RESTART_AT, PostgreSQL in a schema of its own of the stack's broker
+# database `tansu` (dropped at the end), so the restart loses nothing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -28,26 +33,43 @@ export CENTRALITA_JWT_PRIVATE_KEY_FILE="${CENTRALITA_JWT_PRIVATE_KEY_FILE:-$repo
 # The services' logs at warn (a long run at info fills the disk), unless set.
 export CENTRALITA_LOG="${CENTRALITA_LOG:-warn}"
 services="$repo_root/deploy/local/services.sh"
+export CENTRALITA_REPLICAS="${CHAOS_REPLICAS:-${CENTRALITA_REPLICAS:-}}"
 json="${CHAOS_JSON:-$CENTRALITA_DATA/chaos-$CENTRALITA_RUN_NAME-$(date +%s).json}"
 
-broker_port="${CHAOS_BROKER_PORT:-$((CENTRALITA_GRPC_BASE + 48))}"
-export CENTRALITA_KAFKA_BROKERS="127.0.0.1:$broker_port"
+export CHAOS_BROKER_PORT="${CHAOS_BROKER_PORT:-$((CENTRALITA_GRPC_BASE + 48))}"
+export CENTRALITA_KAFKA_BROKERS="127.0.0.1:$CHAOS_BROKER_PORT"
 mkdir -p "$CENTRALITA_E2E_LOGS"
-broker_pid=""
+pid_dir="$CENTRALITA_DATA/run/$CENTRALITA_RUN_NAME"
+broker_db="postgres://tansu:tansu@127.0.0.1:$CENTRALITA_PG_PORT/tansu"
+schema=""
+if [ -n "${CHAOS_BROKER_RESTART_AT:-}" ]; then
+  schema="chaos_$(date +%s)_$$"
+  psql "$broker_db" -qAt -v ON_ERROR_STOP=1 -c "create schema $schema" \
+    -c "set search_path = $schema" -c "set client_min_messages = warning" -f "$repo_root/deploy/local/tansu-postgres.sql" >/dev/null
+  export CHAOS_BROKER_STORAGE="$broker_db?sslmode=disable&options=-csearch_path%3D$schema"
+else
+  export CHAOS_BROKER_STORAGE="memory://tansu/"
+fi
 stop() {
   "$services" stop || true
-  if [ -n "$broker_pid" ]; then kill -TERM "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+  if [ -f "$pid_dir/broker.pid" ]; then
+    local pid; pid="$(cat "$pid_dir/broker.pid")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pid_dir/broker.pid"
+  fi
+  if [ -n "$schema" ]; then psql "$broker_db" -qAt -c "drop schema $schema cascade" >/dev/null 2>&1 || true; fi
 }
 trap stop EXIT
-env -u OTEL_EXPORTER_OTLP_ENDPOINT "$TANSU_BIN" broker \
-  --listener-url "tcp://127.0.0.1:$broker_port" --advertised-listener-url "tcp://127.0.0.1:$broker_port" \
-  --storage-engine "memory://tansu/" >>"$CENTRALITA_E2E_LOGS/tansu.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null && break; sleep 0.1; done
-(echo >"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null || { echo "[chaos] the run's broker did not listen on $broker_port" >&2; exit 1; }
+"$here/chaos-restart.sh" broker
 "$services" start
 admin="$CENTRALITA_ADMIN_BASE"
-for i in 0 1 2 3 4 5; do
+ready_ports=(0 1 2 3 4 5)
+for r in ${CENTRALITA_REPLICAS:-}; do
+  case "$r" in sessions) ready_ports+=(10) ;; routing) ready_ports+=(11) ;; crm) ready_ports+=(13) ;; reporting) ready_ports+=(15) ;; esac
+done
+for i in "${ready_ports[@]}"; do
   for _ in $(seq 1 600); do
     curl -sf "http://127.0.0.1:$((admin + i))/readyz" >/dev/null 2>&1 && break
     sleep 0.2
@@ -63,6 +85,6 @@ echo "[chaos] services ready (run $CENTRALITA_RUN_NAME, prefix $CENTRALITA_KAFKA
   --chaos-every "$every" --chaos-services "${CHAOS_SERVICES:-sessions,routing,reporting,crm}" \
   --chaos-down-seconds "${CHAOS_DOWN_SECONDS:-1}" \
   --chaos-pid-dir "$CENTRALITA_DATA/run/$CENTRALITA_RUN_NAME" \
-  --chaos-restart "'$services' restart {service}" \
+  --chaos-restart "'$here/chaos-restart.sh' {service}" ${CHAOS_BROKER_RESTART_AT:+--chaos-broker-at "$CHAOS_BROKER_RESTART_AT"} \
   --json "$json" --progress-seconds 10
 echo "[chaos] result in $json" >&2

@@ -116,6 +116,24 @@ export CENTRALITA_PROMPTS_DIR="${CENTRALITA_PROMPTS_DIR:-$CENTRALITA_DATA/prompt
 # CENTRALITA_CONSOLE=false leaves the console out.
 sessions_endpoint="${CENTRALITA_PEER_SESSIONS_ENDPOINT:-http://127.0.0.1:$grpc_base}"
 
+# CENTRALITA_REPLICAS="sessions routing" also starts a second replica of each named service
+# (sessions, routing, reporting or crm: those with no port but gRPC and admin) as
+# `<service>-2`: a process of its own with its own static member id, its gRPC and admin
+# ports at the bases + 10 + the service's index; clients keep using the first, while the
+# replicas share the consumer groups' partitions (moved to the live one when one dies).
+instances() {  # one line per process: instance service grpc-port admin-port
+  local i=0 r s
+  for s in "${SERVICES[@]}"; do echo "$s $s $((grpc_base + i)) $((admin_base + i))"; i=$((i + 1)); done
+  for r in ${CENTRALITA_REPLICAS:-}; do
+    case "$r" in sessions|routing|reporting|crm) ;; *) echo "CENTRALITA_REPLICAS: '$r' cannot run twice here (sessions, routing, reporting, crm)" >&2; exit 2 ;; esac
+    i=0
+    for s in "${SERVICES[@]}"; do
+      [ "$s" = "$r" ] && echo "$s-2 $s $((grpc_base + 10 + i)) $((admin_base + 10 + i))"
+      i=$((i + 1))
+    done
+  done
+}
+
 endpoints() {
   local i=0 out=()
   for s in "${SERVICES[@]}"; do out+=("$s=127.0.0.1:$((grpc_base + i))"); i=$((i + 1)); done
@@ -135,22 +153,22 @@ start() {
   fi
   # The identity provider first: the services read its keys as they start.
   [ -n "${only:-}" ] || [ "${CENTRALITA_LOCAL_IDP:-true}" != true ] || start_idp
-  local i=0
-  for s in "${SERVICES[@]}"; do
+  local list inst s grpc admin
+  list="$(instances)"
+  while read -r inst s grpc admin; do
     # `restart <service>`: just that one (same ports and env as `start` gives it).
-    if [ -n "${only:-}" ] && [ "$s" != "$only" ]; then i=$((i + 1)); continue; fi
-    local pidf="$run/$s.pid"
-    if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then i=$((i + 1)); continue; fi
+    if [ -n "${only:-}" ] && [ "$inst" != "$only" ]; then continue; fi
+    local pidf="$run/$inst.pid"
+    if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then continue; fi
     # media reaches sessions (the first service), crm (the fourth: SMS opt-outs) and recording (the fifth), and takes its SIP
     # port; crm reaches sessions, media (the third) and recording for the subject access export; others ignore these.
-    CENTRALITA_GRPC_ADDR="127.0.0.1:$((grpc_base + i))" CENTRALITA_ADMIN_ADDR="127.0.0.1:$((admin_base + i))" \
+    CENTRALITA_GRPC_ADDR="127.0.0.1:$grpc" CENTRALITA_ADMIN_ADDR="127.0.0.1:$admin" \
       CENTRALITA_SESSIONS_ENDPOINT="$sessions_endpoint" CENTRALITA_CRM_ENDPOINT="http://127.0.0.1:$((grpc_base + 3))" CENTRALITA_RECORDING_ENDPOINT="http://127.0.0.1:$((grpc_base + 4))" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" CENTRALITA_RTP_PORTS="$rtp_ports" \
       CENTRALITA_MEDIA_ENDPOINT="http://127.0.0.1:$((grpc_base + 2))" \
-      CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$s" nohup "$bin/centralita-$s" >>"$logs/$s.log" 2>&1 &
+      CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$inst" nohup "$bin/centralita-$s" >>"$logs/$inst.log" 2>&1 &
     echo $! >"$pidf"
-    echo "[services] $s grpc 127.0.0.1:$((grpc_base + i)) admin http://127.0.0.1:$((admin_base + i))" >&2
-    i=$((i + 1))
-  done
+    echo "[services] $inst grpc 127.0.0.1:$grpc admin http://127.0.0.1:$admin" >&2
+  done <<<"$list"
   [ -n "${only:-}" ] || [ "${CENTRALITA_CONSOLE:-true}" != true ] || start_console
 }
 
@@ -158,9 +176,10 @@ start() {
 # gives it, stopping it first if it still runs; waits up to 60 s for its /readyz.
 restart() {
   only="$1"
-  local i=0 found=""
-  for s in "${SERVICES[@]}"; do [ "$s" = "$only" ] && found=$i; i=$((i + 1)); done
-  [ -n "$found" ] || { echo "restart: unknown service '$only' (one of ${SERVICES[*]})" >&2; exit 2; }
+  local list inst s grpc admin found=""
+  list="$(instances)"
+  while read -r inst s grpc admin; do [ "$inst" = "$only" ] && found=$admin; done <<<"$list"
+  [ -n "$found" ] || { echo "restart: unknown service '$only' (one of $(cut -d' ' -f1 <<<"$list" | paste -sd' '))" >&2; exit 2; }
   local pidf="$run/$only.pid"
   if [ -f "$pidf" ]; then
     local pid; pid="$(cat "$pidf")"
@@ -172,7 +191,7 @@ restart() {
   fi
   start
   for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$((admin_base + found))/readyz" >/dev/null 2>&1 && return 0
+    curl -sf "http://127.0.0.1:$found/readyz" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "restart: $only not ready within 60 s" >&2; exit 1
@@ -221,7 +240,8 @@ start_console() {
 }
 
 stop() {
-  for s in "${SERVICES[@]}" console idp; do
+  local s
+  for s in $(instances | cut -d' ' -f1) console idp; do
     local pidf="$run/$s.pid"
     [ -f "$pidf" ] || continue
     local pid; pid="$(cat "$pidf")"

@@ -49,6 +49,12 @@ pub struct ChaosArgs {
     /// How long a killed service stays down before it is restarted.
     #[arg(long, default_value_t = 1.0)]
     pub chaos_down_seconds: f64,
+    /// Kill -9 the broker once (`broker.pid` in `--chaos-pid-dir`, started again by
+    /// `--chaos-restart` with `{service}` = `broker`): the first turn at or after this many
+    /// seconds is the broker's instead of a service's. Its log must be durable (chaos.sh puts
+    /// it on PostgreSQL) or the conservation check finds the topics empty.
+    #[arg(long)]
+    pub chaos_broker_at: Option<f64>,
     /// After the drain, read the contacts topic from the beginning (each created contact
     /// terminal exactly once) and compare the reporting service's totals with the
     /// simulator's.
@@ -70,6 +76,9 @@ impl ChaosArgs {
         }
         if self.chaos_pid_dir.is_none() || self.chaos_restart.is_none() {
             anyhow::bail!("chaos mode needs --chaos-pid-dir and --chaos-restart");
+        }
+        if self.chaos_broker_at.is_some_and(|at| !(at.is_finite() && at >= 0.0)) {
+            anyhow::bail!("--chaos-broker-at must be a number of seconds, 0 or more");
         }
         Ok(())
     }
@@ -105,7 +114,7 @@ pub fn read_pid(path: &Path) -> anyhow::Result<u32> {
 }
 
 /// Kills and restarts services until `stop` turns true, at `every`, `2 every`, ... after
-/// `started`; returns what it did. The restart in
+/// `started` (once the broker, see `--chaos-broker-at`); returns what it did. The restart in
 /// progress when `stop` turns true is finished first, so the drain meets every service up.
 pub async fn run(
     args: ChaosArgs,
@@ -121,6 +130,7 @@ pub async fn run(
     // Kills on a fixed schedule (every, 2 every, ...) whatever a restart takes; one that
     // took longer than the interval is followed by the next kill at once.
     let mut next = tokio::time::Instant::from_std(started);
+    let mut broker_at = args.chaos_broker_at;
     loop {
         next += Duration::from_secs_f64(every);
         tokio::select! {
@@ -128,7 +138,14 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return kills,
         }
         let i = ((rng.next_f64() * args.chaos_services.len() as f64) as usize).min(args.chaos_services.len() - 1);
-        let service = args.chaos_services[i].clone();
+        let turn = next.into_std().saturating_duration_since(started).as_secs_f64();
+        let service = match broker_at {
+            Some(at) if turn >= at => {
+                broker_at = None;
+                "broker".to_owned()
+            }
+            _ => args.chaos_services[i].clone(),
+        };
         let at = Instant::now();
         let mut kill = Kill {
             at_seconds: at.duration_since(started).as_secs_f64(),
@@ -588,6 +605,7 @@ mod tests {
             chaos_pid_dir: Some("/tmp".into()),
             chaos_restart: Some("true".into()),
             chaos_down_seconds: 1.0,
+            chaos_broker_at: Some(30.0),
             check_log_and_reporting: false,
         };
         assert!(ok.validate().is_ok());
@@ -603,6 +621,8 @@ mod tests {
             ChaosArgs { chaos_services: vec!["sessions; rm -rf /".into()], ..ok.clone() },
             ChaosArgs { chaos_pid_dir: None, ..ok.clone() },
             ChaosArgs { chaos_restart: None, ..ok.clone() },
+            ChaosArgs { chaos_broker_at: Some(-1.0), ..ok.clone() },
+            ChaosArgs { chaos_broker_at: Some(f64::INFINITY), ..ok.clone() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?} accepted");
         }
@@ -624,6 +644,7 @@ mod tests {
             chaos_pid_dir: Some(dir.clone()),
             chaos_restart: Some(format!("echo {{service}} >> {}", marker.display())),
             chaos_down_seconds: 0.0,
+            chaos_broker_at: None,
             check_log_and_reporting: false,
         };
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -649,6 +670,34 @@ mod tests {
         }
         let restarted = std::fs::read_to_string(&marker).expect("marker");
         assert!(restarted.lines().all(|l| l == "routing") && restarted.lines().count() == kills.len());
+        std::fs::remove_dir_all(&dir).expect("rm");
+    }
+
+    #[tokio::test]
+    async fn the_broker_takes_one_turn_at_its_time() {
+        // No pid files: each kill says so, and the restart command runs all the same.
+        let dir = std::env::temp_dir().join(format!("chaos-broker-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let marker = dir.join("restarted");
+        let args = ChaosArgs {
+            chaos_every: Some(1.0),
+            chaos_services: vec!["routing".into()],
+            chaos_pid_dir: Some(dir.clone()),
+            chaos_restart: Some(format!("echo {{service}} >> {}", marker.display())),
+            chaos_down_seconds: 0.0,
+            chaos_broker_at: Some(1.5),
+            check_log_and_reporting: false,
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(args, 7, Instant::now(), rx));
+        tokio::time::sleep(Duration::from_millis(3600)).await;
+        tx.send_replace(true);
+        let kills = task.await.expect("chaos");
+        let order: Vec<&str> = kills.iter().map(|k| k.service.as_str()).collect();
+        assert_eq!(order, ["routing", "broker", "routing"], "{kills:?}");
+        assert!(kills[1].problem.as_deref().is_some_and(|p| p.contains("broker.pid")), "{kills:?}");
+        let restarted = std::fs::read_to_string(&marker).expect("marker");
+        assert_eq!(restarted.lines().collect::<Vec<_>>(), order);
         std::fs::remove_dir_all(&dir).expect("rm");
     }
 

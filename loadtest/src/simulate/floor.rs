@@ -436,10 +436,12 @@ async fn work(
                 st.busy.entry(id).or_default().push((since, released));
             }
         }
+        st.wrapping += 1;
     }
     let wrap_up =
         pb::WrapUpContactRequest { name: c.name.clone(), disposition: "resolved".into(), notes: String::new() };
     let (result, t) = agent_call!(shared, "WrapUpContact", client, token, wrap_up, wrap_up_contact);
+    lock(shared).wrapping -= 1;
     answered_offer(shared, "WrapUpContact", t, result);
 }
 

@@ -287,6 +287,9 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
             args.chaos.chaos_services.join(", "),
             args.chaos.chaos_down_seconds
         );
+        if let Some(at) = args.chaos.chaos_broker_at {
+            eprintln!("[chaos] the broker is killed and restarted once, at the first turn from {at} s");
+        }
     }
     let chaos_task = tokio::spawn(chaos::run(args.chaos.clone(), sc.seed, arrivals_started, chaos_stopped));
     for (step, (multiplier, length)) in steps.iter().enumerate() {
@@ -332,7 +335,10 @@ pub async fn run(args: SimulateArgs, auth: Auth) -> anyhow::Result<()> {
     loop {
         let (unanswered, busy) = {
             let st = lock(&setup.shared);
-            (st.contacts.values().filter(|c| !c.abandoned && c.accepted.is_none()).count(), st.busy_since.len())
+            (
+                st.contacts.values().filter(|c| !c.abandoned && c.accepted.is_none()).count(),
+                st.busy_since.len() + st.wrapping,
+            )
         };
         if unanswered == 0 {
             setup.hurry.send_replace(true);

@@ -78,10 +78,25 @@ pub(super) async fn conclude(
         let mut client = ContactServiceClient::new(setup.channels[i % setup.channels.len()].clone());
         let token = setup.auth.token(Some(&tenant), Role::Supervisor, None)?;
         checks.spawn(async move {
-            let r = client.get_contact(req(pb::GetContactRequest { name: name.clone() }, &token)?).await;
-            anyhow::Ok((name, r.map(|c| c.into_inner().state)))
+            // As a frontend would: an overloaded or restarting sessions answers UNAVAILABLE
+            // for a moment (a chaos run's machine is saturated), so ask again for up to 30 s.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let r = client.get_contact(req(pb::GetContactRequest { name: name.clone() }, &token)?).await;
+                match r {
+                    Err(e)
+                        if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+                            && Instant::now() + backoff < deadline =>
+                    {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                    r => return anyhow::Ok((name, r.map(|c| c.into_inner().state))),
+                }
+            }
         });
-        if checks.len() >= 64 {
+        if checks.len() >= 16 {
             if let Some(r) = checks.join_next().await {
                 let (name, state) = r??;
                 if let Ok(s) = &state {

@@ -72,6 +72,9 @@ pub(super) struct State {
     pub(super) held: HashMap<String, BTreeMap<String, u32>>,
     pub(super) busy_since: HashMap<String, Instant>,
     pub(super) busy: HashMap<String, Vec<(Instant, Instant)>>,
+    /// Wrap-ups sent and not answered yet (retried while sessions is unavailable): the
+    /// drain waits for them.
+    pub(super) wrapping: usize,
     pub(super) away: HashMap<String, Vec<(Instant, Instant)>>,
     pub(super) capacity_violations: Vec<String>,
     pub(super) calls: BTreeMap<&'static str, Option<Histogram<u64>>>,
