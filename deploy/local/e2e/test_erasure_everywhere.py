@@ -3,9 +3,10 @@
 Unique strings are planted through real contacts of tenant A: a customer known to the CRM
 by name, phone number and email, with a note; a contact created by a channel carrying that
 phone and email (and an attribute naming the account holder), offered to an agent who accepts, ends and
-wraps it up with notes; an SMS from the phone (signed with PyPI `twilio`'s validator); a web
-chat message and a file (its name and bytes planted) from a visitor whose chat customer is
-merged into the first. Tenant B has a
+wraps it up with notes, and a post-resolution answer recorded for it; an SMS from the phone
+(signed with PyPI `twilio`'s validator); a web chat message and a file (its name and bytes
+planted) from a visitor whose chat customer is merged into the first, the chat taken and
+ended by the agent so recording keeps its transcript (gone with the erasure, row and object). Tenant B has a
 customer with the **same phone number** and its own SMS.
 
 The tenant admin erases A's customer (CRM `EraseCustomer`) and the erasure's audit record
@@ -310,6 +311,7 @@ def erased(m, tmp_path_factory):
         "chat text": f"chat-{run}: my card ends 4242",
         "sms text": f"sms-{run}: call me after six",
         "attribute": f"attr-{run}-holder",
+        "answer": f"answer-{run}: the refund arrived",
         "file name": f"dni-{run}-scan.pdf",
         "file bytes": f"DNI {run} 12345678Z",
     }
@@ -323,7 +325,7 @@ def erased(m, tmp_path_factory):
         d = secrets_dir() / f"{t}-twilio"
         d.mkdir(parents=True, exist_ok=True)
         (d / "authToken").write_text(tokens[t] + "\n")
-        docs.append(tenant_yaml(t, accounts[t], f"{t}-twilio", numbers[t], keys[t], origin))
+        docs.append(tenant_yaml(t, accounts[t], f"{t}-twilio", numbers[t], keys[t], origin, transcripts=True))
     manifest = tmp_path / "tenants.yaml"
     manifest.write_text("---\n".join(docs))
     cli("admin", "tenant", "apply", "-f", str(manifest))
@@ -358,7 +360,8 @@ def erased(m, tmp_path_factory):
     agent_token = mint("--tenant", a, "--role", "agent", "--agent-id", agent_id)
     agents.UpsertAgent(s.UpsertAgentRequest(agent=s.Agent(
         name=f"agents/{agent_id}", display_name=agent_id, queues=[s.QueueAssignment(tenant=a, queue="support")],
-        capacity=[s.ChannelCapacity(channel=m.t.CHANNEL_EMAIL, max_contacts=1, exclusive=False)])),
+        capacity=[s.ChannelCapacity(channel=ch, max_contacts=1, exclusive=False)
+                  for ch in (m.t.CHANNEL_EMAIL, m.t.CHANNEL_CHAT)])),
         metadata=auth(bpo), timeout=10)
     agents.SignIn(s.SignInRequest(name=f"agents/{agent_id}", available=True), metadata=auth(agent_token), timeout=10)
     offers, errors = [], []
@@ -387,7 +390,9 @@ def erased(m, tmp_path_factory):
     contacts.EndContact(s.EndContactRequest(name=o.name), metadata=auth(agent_token), timeout=10)
     contacts.WrapUpContact(s.WrapUpContactRequest(name=o.name, disposition="resolved", notes=planted["wrap-up notes"]),
                            metadata=auth(agent_token), timeout=10)
-    stream.cancel()
+    # The post-resolution answer, recorded against that contact.
+    crm.RecordAnswer(c.RecordAnswerRequest(customer=zoe.name, contact=first.name, question="¿Se resolvió?",
+                                           answer=planted["answer"]), metadata=auth(admin[a]), timeout=10)
 
     # An SMS from the same phone (A), and from the same phone to B.
     for t, text in ((a, planted["sms text"]), (b, b_text)):
@@ -407,6 +412,29 @@ def erased(m, tmp_path_factory):
         method="POST", headers={"content-type": "application/pdf", "authorization": f"Bearer {chat['visitorToken']}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 201
+    # The agent takes the chat and ends it: recording keeps its transcript (encrypted).
+    assert wait_for(lambda: any(x.name == chat["contact"] for x in offers) or errors, 30) and not errors, errors
+    o = next(x for x in offers if x.name == chat["contact"])
+    contacts.AcceptContact(s.AcceptContactRequest(name=o.name, offer_id=o.offer_id), metadata=auth(agent_token),
+                           timeout=10)
+    contacts.EndContact(s.EndContactRequest(name=o.name), metadata=auth(agent_token), timeout=10)
+    contacts.WrapUpContact(s.WrapUpContactRequest(name=o.name, disposition="resolved"), metadata=auth(agent_token),
+                           timeout=10)
+    stream.cancel()
+    database = os.environ.get("CENTRALITA_DATABASE_URL", "postgres://x@y/centralita").rsplit("/", 1)[1]
+    chat_id = chat["contact"].rsplit("/", 1)[1]
+
+    def transcript_objects():
+        return [r[0] for r in superuser_psql(database, "SELECT object_key FROM recording.recordings WHERE "
+                                                       f"contact_id = {sql_literal(chat_id)} AND kind = 'transcript'")]
+
+    assert wait_for(transcript_objects, 60), "recording never kept the chat's transcript"
+    data_dir = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
+    store = pathlib.Path(os.environ.get(
+        "CENTRALITA_RECORDING_STORE_URL",
+        f"file://{data_dir}/recordings/{os.environ.get('CENTRALITA_RUN_NAME', 'dev')}/objects").removeprefix("file://"))
+    [transcript] = transcript_objects()
+    assert (store / transcript).is_file(), f"the transcript's object is not in {store}"
 
     def timeline(customer):
         r = crm.ListTimeline(c.ListTimelineRequest(customer=customer), metadata=auth(admin[a]), timeout=5)
@@ -435,7 +463,7 @@ def erased(m, tmp_path_factory):
     # Before: the strings are where they should be (so the search below can find them).
     before, _ = postgres_hits(list(planted.values()), b)
     for label in ("phone", "email", "name", "note", "wrap-up notes", "chat text", "sms text", "file name",
-                  "file bytes"):
+                  "file bytes", "answer"):
         assert before[planted[label]], f"{label} is not stored anywhere before the erasure: the search is blind"
     assert any(planted["phone"].encode() in v for v in redis_values().values()), "sessions' record holds the phone"
 
@@ -456,6 +484,8 @@ def erased(m, tmp_path_factory):
 
     assert wait_for(lambda: stores() and set(stores().values()) == {c.ErasureStore.STATE_DONE}, 90), stores()
     assert {"media", "recording", "reporting", "sessions"} <= set(stores())
+    # Recording: the chat's transcript, row and object, is gone.
+    assert transcript_objects() == [] and not (store / transcript).exists(), "the chat's transcript outlived the erasure"
     # Reporting's legs of the erased customer's contacts carry a pseudonym now.
     assert in_reporting_legs(sorted(contact_names)) == [], "reporting's legs still name the erased customer's contacts"
     with pytest.raises(grpc.RpcError) as other:

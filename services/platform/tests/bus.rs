@@ -215,3 +215,68 @@ async fn a_static_member_gone_for_good_is_expired_and_another_takes_over() {
     assert_eq!(*r2.seen.lock().unwrap(), vec![second.id], "only what replica-a had not committed");
     eprintln!("replica-b consumed {after:?} after it started");
 }
+
+/// Two static members share a formed group; the leader (the first to join) dies without
+/// leaving. The live member must end up with every partition. tansu 0.6's formed group expired the
+/// dead member on the live one's heartbeat but kept its id as leader, and the next join
+/// carried that id into the forming group, where nobody could lead or sync: the group never
+/// formed again (a chaos run's routing, two replicas, one killed). `tansu-broker.patch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_formed_groups_leader_that_dies_is_replaced_by_the_live_member() {
+    let topic = topic(2).await;
+    let group = unique("g-leader-");
+    let producer = Producer::new(&brokers(), None).unwrap();
+    let settings = |instance: &str| ConsumerSettings {
+        brokers: brokers(),
+        group_id: group.clone(),
+        topics: vec![topic.clone()],
+        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+        group_instance_id: Some(instance.into()),
+    };
+    let start = |instance: &str, r: Recorder| {
+        let c = Consumer::new(settings(instance), r, centralita_platform::bus::MemoryDedupe::new(1000), None).unwrap();
+        let stop = Shutdown::new();
+        (stop.clone(), tokio::spawn(c.run(stop)))
+    };
+    // The first member joins alone and leads; the second joins; both consume (a record on
+    // each partition, keys chosen until both members have had one).
+    let (ra, rb) = (Recorder::default(), Recorder::default());
+    let (stop_a, task_a) = start("replica-a", ra.clone());
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            producer.publish(&topic, &unique("k"), &event("acme", 0)).await.unwrap();
+            !ra.seen.lock().unwrap().is_empty()
+        })
+        .await
+    );
+    let (stop_b, task_b) = start("replica-b", rb.clone());
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            producer.publish(&topic, &unique("k"), &event("acme", 1)).await.unwrap();
+            !rb.seen.lock().unwrap().is_empty()
+        })
+        .await,
+        "replica-b never got a partition"
+    );
+    // The leader (replica-a, the first to join) dies: a static member sends no LeaveGroup.
+    stop_a.trigger();
+    task_a.await.unwrap().unwrap();
+    let before = rb.seen.lock().unwrap().len();
+    let started = std::time::Instant::now();
+    // replica-b must end up consuming both partitions: 20 records on 20 keys, all of them.
+    let last: Vec<Event> = (0..20).map(|n| event("acme", 100 + n)).collect();
+    for (i, e) in last.iter().enumerate() {
+        producer.publish(&topic, &format!("last-{i}"), e).await.unwrap();
+    }
+    let all = eventually(Duration::from_secs(90), async || {
+        let seen = rb.seen.lock().unwrap();
+        last.iter().all(|e| seen.contains(&e.id))
+    })
+    .await;
+    let after = started.elapsed();
+    stop_b.trigger();
+    task_b.await.unwrap().unwrap();
+    let seen = rb.seen.lock().unwrap().len();
+    assert!(all, "replica-b consumed {} records after replica-a died, not all 20 of both partitions", seen - before);
+    eprintln!("replica-b had both partitions' records {after:?} after replica-a died");
+}
