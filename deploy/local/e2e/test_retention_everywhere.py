@@ -22,7 +22,6 @@ as they were at the end). Everything of A is then past its limit, nothing of B i
 """
 import os
 import pathlib
-import signal
 import subprocess
 import time
 import urllib.request
@@ -31,7 +30,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import BIN, LOGS, PREFIX, REPO, OfferedAgent, auth, cli, endpoints, http_get, mint, wait_for
+from conftest import LOGS, PREFIX, REPO, OfferedAgent, auth, cli, endpoints, http_get, mint, wait_for
 from test_erasure_everywhere import (Resp, files_under, kafka_records, postgres_hits, redis_values,
                                      tenant_yaml)
 from test_sms import inbound, post_form, secrets_dir, sid, signed
@@ -75,26 +74,18 @@ def environment(name):
     return dict(v.split("=", 1) for v in raw.split("\0") if "=" in v)
 
 
-def restart(envs):
-    """Stops some of the suite's services (SIGTERM, then SIGKILL after 20 s) and starts their
-    binaries again, each with its environment in `envs` ({service: env}), as services.sh
-    does; waits for their /readyz and for every consumer group of theirs to settle (the
-    tests after this one need them consuming). Returns {service: admin port}."""
-    ports, expected = {}, {}
-    for name, env in envs.items():
-        ports[name] = int(env["CENTRALITA_ADMIN_ADDR"].rsplit(":", 1)[1])
-        expected[name] = len(group_states(ports[name]))
-        pid = int(_process(name)[0].read_text())
-        os.kill(pid, signal.SIGTERM)
-        if not wait_for(lambda: not pathlib.Path(f"/proc/{pid}").exists(), 20):
-            os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not pathlib.Path(f"/proc/{pid}").exists(), 5)
-    for name, env in envs.items():
-        pidf, log = _process(name)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([str(BIN / f"centralita-{name}")], env=env, stdout=out, stderr=out,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        pidf.write_text(f"{proc.pid}\n")
+def restart(extra_env):
+    """Restarts crm, media, recording and reporting with `services.sh restart` (so they are
+    started as the suite started them, and not children of this process: a child left a
+    zombie that a later test's "has it stopped?" never saw go) with `extra_env` added to the
+    suite's environment; waits for their /readyz and for every consumer group of theirs to
+    settle (the tests after this one need them consuming). Returns {service: admin port}."""
+    ports = {name: int(environment(name)["CENTRALITA_ADMIN_ADDR"].rsplit(":", 1)[1]) for name in SWEPT}
+    expected = {name: len(group_states(port)) for name, port in ports.items()}
+    env = {**os.environ, **extra_env}
+    for name in SWEPT:
+        subprocess.run([str(REPO / "deploy/local/services.sh"), "restart", name], env=env, check=True,
+                       capture_output=True, timeout=180)
     for name, port in ports.items():
         assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 90), f"{name} not ready after restart"
 
@@ -305,13 +296,12 @@ def test_a_short_retention_empties_every_store_of_the_tenant_and_keeps_its_figur
 
     # The sweepers' clock two days ahead: everything of A (1 day) is past its limit, nothing of
     # B (30 days) is.
-    originals = {name: environment(name) for name in SWEPT}
     ahead = {"CENTRALITA_SWEEP_CLOCK_OFFSET": "2d", "CENTRALITA_CRM_SWEEP_INTERVAL": "2s",
              "CENTRALITA_MEDIA_SWEEP_INTERVAL": "2s", "CENTRALITA_RECORDING_SWEEP_INTERVAL": "2s",
              "CENTRALITA_REPORTING_SWEEP_INTERVAL": "2s"}
     a_needles = list(planted[a].values())
     try:
-        ports = restart({name: {**originals[name], **ahead} for name in SWEPT})
+        ports = restart(ahead)
 
         def a_gone():
             hits, _ = postgres_hits(a_needles, b)
@@ -328,7 +318,7 @@ def test_a_short_retention_empties_every_store_of_the_tenant_and_keeps_its_figur
         print("removed by the sweepers:", removed)
         assert all(v > 0 for v in removed.values()), removed
     finally:
-        restart(originals)
+        restart({})
 
     leaks = []
     # PostgreSQL: none of A's strings; every one of B's still there.
