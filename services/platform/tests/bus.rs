@@ -168,6 +168,27 @@ async fn failing_handler_is_retried_and_malformed_records_are_skipped() {
     assert!(text.contains("outcome=\"handled\"} 1"), "{text}");
 }
 
+/// A static member (`group.instance.id` = `instance`) of `group` on `topic`, consuming into
+/// `recorder` until the returned shutdown is triggered.
+fn start_static(
+    topic: &str,
+    group: &str,
+    instance: &str,
+    recorder: Recorder,
+) -> (Shutdown, tokio::task::JoinHandle<Result<(), Error>>) {
+    let settings = ConsumerSettings {
+        brokers: brokers(),
+        group_id: group.into(),
+        topics: vec![topic.into()],
+        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
+        group_instance_id: Some(instance.into()),
+    };
+    let consumer = Consumer::new(settings, recorder, centralita_platform::bus::MemoryDedupe::new(1000), None).unwrap();
+    let stop = Shutdown::new();
+    let task = tokio::spawn(consumer.run(stop.clone()));
+    (stop, task)
+}
+
 /// A static member (`group.instance.id`) that is gone for good — a replica renamed or scaled
 /// away; librdkafka sends no LeaveGroup for a static member — must not hold its group: the
 /// broker expires it after the session timeout (10 s), as Kafka does, and the next member
@@ -179,21 +200,10 @@ async fn a_static_member_gone_for_good_is_expired_and_another_takes_over() {
     let topic = topic(1).await;
     let group = unique("g-static-");
     let producer = Producer::new(&brokers(), None).unwrap();
-    let settings = |instance: &str| ConsumerSettings {
-        brokers: brokers(),
-        group_id: group.clone(),
-        topics: vec![topic.clone()],
-        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
-        group_instance_id: Some(instance.into()),
-    };
     let first = event("acme", 1);
     producer.publish(&topic, "k", &first).await.unwrap();
     let r1 = Recorder::default();
-    let consumer =
-        Consumer::new(settings("replica-a"), r1.clone(), centralita_platform::bus::MemoryDedupe::new(100), None)
-            .unwrap();
-    let stop = Shutdown::new();
-    let task = tokio::spawn(consumer.run(stop.clone()));
+    let (stop, task) = start_static(&topic, &group, "replica-a", r1.clone());
     assert!(eventually(Duration::from_secs(30), async || r1.seen.lock().unwrap().len() == 1).await);
     stop.trigger();
     task.await.unwrap().unwrap();
@@ -201,12 +211,8 @@ async fn a_static_member_gone_for_good_is_expired_and_another_takes_over() {
     let second = event("acme", 2);
     producer.publish(&topic, "k", &second).await.unwrap();
     let r2 = Recorder::default();
-    let consumer =
-        Consumer::new(settings("replica-b"), r2.clone(), centralita_platform::bus::MemoryDedupe::new(100), None)
-            .unwrap();
-    let stop = Shutdown::new();
     let started = std::time::Instant::now();
-    let task = tokio::spawn(consumer.run(stop.clone()));
+    let (stop, task) = start_static(&topic, &group, "replica-b", r2.clone());
     let took_over = eventually(Duration::from_secs(60), async || r2.seen.lock().unwrap().contains(&second.id)).await;
     let after = started.elapsed();
     stop.trigger();
@@ -217,27 +223,16 @@ async fn a_static_member_gone_for_good_is_expired_and_another_takes_over() {
 }
 
 /// Two static members share a formed group; the leader (the first to join) dies without
-/// leaving. The live member must end up with every partition. tansu 0.6's formed group expired the
-/// dead member on the live one's heartbeat but kept its id as leader, and the next join
-/// carried that id into the forming group, where nobody could lead or sync: the group never
-/// formed again (a chaos run's routing, two replicas, one killed). `tansu-broker.patch`.
+/// leaving. The live member must end up with every partition. tansu 0.6's formed group expired
+/// the dead member on the live one's heartbeat but stayed formed: the live member rejoined as
+/// an existing member, got its old assignment back, and the dead member's partitions stayed
+/// assigned to nobody (a chaos run's routing, two replicas, one killed). `tansu-broker.patch`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_formed_groups_leader_that_dies_is_replaced_by_the_live_member() {
     let topic = topic(2).await;
     let group = unique("g-leader-");
     let producer = Producer::new(&brokers(), None).unwrap();
-    let settings = |instance: &str| ConsumerSettings {
-        brokers: brokers(),
-        group_id: group.clone(),
-        topics: vec![topic.clone()],
-        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
-        group_instance_id: Some(instance.into()),
-    };
-    let start = |instance: &str, r: Recorder| {
-        let c = Consumer::new(settings(instance), r, centralita_platform::bus::MemoryDedupe::new(1000), None).unwrap();
-        let stop = Shutdown::new();
-        (stop.clone(), tokio::spawn(c.run(stop)))
-    };
+    let start = |instance: &str, r: Recorder| start_static(&topic, &group, instance, r);
     // The first member joins alone and leads; the second joins; both consume (a record on
     // each partition, keys chosen until both members have had one).
     let (ra, rb) = (Recorder::default(), Recorder::default());
