@@ -124,7 +124,10 @@ pub type Config = ServiceArgs<Settings>;
 
 /// The reader of sessions' contact records, when both its endpoint and the signing key are
 /// set.
-fn contact_reader(config: &Config) -> Result<Option<Arc<sessions::ContactReader>>, ConfigError> {
+fn contact_reader(
+    config: &Config,
+    tls: Option<&Arc<centralita_platform::tls::Tls>>,
+) -> Result<Option<Arc<sessions::ContactReader>>, ConfigError> {
     let s = &config.service;
     let (Some(endpoint), Some(key)) = (&s.sessions_endpoint, &s.jwt_private_key_file) else {
         tracing::warn!(
@@ -135,7 +138,7 @@ fn contact_reader(config: &Config) -> Result<Option<Arc<sessions::ContactReader>
     let auth = &config.common.auth;
     let signer = centralita_platform::auth::Signer::from_file(key, &auth.issuer, &auth.audience)
         .map_err(|m| ConfigError::new("CENTRALITA_JWT_PRIVATE_KEY_FILE", m))?;
-    let reader = sessions::ContactReader::new(endpoint, signer)
+    let reader = sessions::ContactReader::new(endpoint, tls, signer)
         .map_err(|m| ConfigError::new("CENTRALITA_SESSIONS_ENDPOINT", m))?;
     Ok(Some(Arc::new(reader)))
 }
@@ -149,7 +152,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let metrics = Arc::new(metrics::Metrics::register(&runtime.metrics));
     let (applied_tx, applied) = watch::channel(0u64);
     let prefix = &config.common.kafka.topic_prefix;
-    let sessions = contact_reader(&config)?;
+    let sessions = contact_reader(&config, runtime.tls.as_ref())?;
     let consumer = events::consumer(
         &config.common.kafka.brokers,
         format!("{prefix}crm.contacts"),
@@ -205,6 +208,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         s.sessions_endpoint.as_deref(),
         s.media_endpoint.as_deref(),
         s.recording_endpoint.as_deref(),
+        runtime.tls.as_ref(),
     )
     .map_err(|m| ConfigError::new("CENTRALITA_*_ENDPOINT", m))?;
     let api = api::Api { pool, applied, outbox, metrics, stores };

@@ -64,12 +64,14 @@ pub fn outcome(status: &tonic::Status) -> Result<(), Error> {
 
 impl ContactReader {
     /// A client of `endpoint` (`http://host:port`), connected on first use.
-    pub fn new(endpoint: &str, signer: Signer) -> Result<Self, String> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| format!("endpoint `{endpoint}`: {e}"))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+    pub fn new(
+        endpoint: &str,
+        tls: Option<&std::sync::Arc<centralita_platform::tls::Tls>>,
+        signer: Signer,
+    ) -> Result<Self, String> {
+        let channel = centralita_platform::tls::lazy_channel(endpoint, tls, |e| {
+            e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT)
+        })?;
         Ok(Self { client: ContactServiceClient::new(channel), signer, tokens: Mutex::default() })
     }
 

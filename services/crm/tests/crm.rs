@@ -1020,6 +1020,7 @@ async fn timeline_from_events_screen_pop_and_replay() {
             sessions: Some(Arc::new(
                 centralita_crm::sessions::ContactReader::new(
                     &svc.sessions.serve().await,
+                    None,
                     centralita_platform::auth::Signer::from_file(
                         &testkit::repo_file("deploy/local/dev-keys/jwt-ed25519.key"),
                         "centralita",
@@ -1326,6 +1327,7 @@ async fn erasure_leaves_no_personal_data_and_is_announced() {
             sessions: Some(Arc::new(
                 centralita_crm::sessions::ContactReader::new(
                     &svc.sessions.serve().await,
+                    None,
                     centralita_platform::auth::Signer::from_file(
                         &testkit::repo_file("deploy/local/dev-keys/jwt-ed25519.key"),
                         "centralita",

@@ -710,7 +710,12 @@ fn start_voice(
         return Ok(());
     };
     let instance = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| SERVICE.to_owned());
-    let sessions = Arc::new(sessions::Sessions::new(&config.service.sessions_endpoint, signer, instance.clone())?);
+    let sessions = Arc::new(sessions::Sessions::new(
+        &config.service.sessions_endpoint,
+        runtime.tls.as_ref(),
+        signer,
+        instance.clone(),
+    )?);
 
     let local = sip.local_addr();
     let tls = sip.tls_addr();
@@ -725,7 +730,12 @@ fn start_voice(
     let media = rtp::MediaPlane::new(&config.service.rtp, local.ip())?;
     let offers = offers::follow(runtime, config, &instance)?;
     let recorder =
-        Arc::new(recorder::Recorder::new(&config.service.recording_endpoint, sessions.clone(), metrics.clone())?);
+        Arc::new(recorder::Recorder::new(
+        &config.service.recording_endpoint,
+        runtime.tls.as_ref(),
+        sessions.clone(),
+        metrics.clone(),
+    )?);
     // The registrar of agents' phones, with its registrations in Redis (a `redis` readiness
     // check follows it).
     let redis = config

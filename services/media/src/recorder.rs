@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use centralita_platform::tenant::TenantId;
+use centralita_platform::tls::{lazy_channel, Tls};
 use centralita_proto::recording::v1 as pb;
 use pb::ingest_call_request::Event;
 use pb::recording_service_client::RecordingServiceClient;
@@ -277,11 +278,14 @@ impl Drop for Active {
 
 impl Recorder {
     /// A client of recording at `endpoint` (`http://host:port`), connected on first use.
-    pub fn new(endpoint: &str, sessions: Arc<Sessions>, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| Error::Sessions(format!("recording endpoint `{endpoint}`: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_lazy();
+    pub fn new(
+        endpoint: &str,
+        tls: Option<&Arc<Tls>>,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
+        let channel = lazy_channel(endpoint, tls, |e| e.connect_timeout(CONNECT_TIMEOUT))
+            .map_err(|e| Error::Sessions(format!("recording endpoint {e}")))?;
         Ok(Self { client: RecordingServiceClient::new(channel), sessions, metrics, active: watch::channel(0).0 })
     }
 
@@ -645,11 +649,11 @@ mod tests {
         let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/dev-keys/jwt-ed25519.key");
         let signer =
             centralita_platform::auth::Signer::from_file(&key, "centralita", "centralita-api").expect("dev key");
-        let sessions = Arc::new(Sessions::new("http://127.0.0.1:9", signer, "test".into()).expect("sessions"));
+        let sessions = Arc::new(Sessions::new("http://127.0.0.1:9", None, signer, "test".into()).expect("sessions"));
         // A port nothing listens on.
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let recorder =
-            Arc::new(Recorder::new(&format!("http://127.0.0.1:{port}"), sessions, metrics).expect("recorder"));
+            Arc::new(Recorder::new(&format!("http://127.0.0.1:{port}"), None, sessions, metrics).expect("recorder"));
         let acme = TenantId::parse("acme").expect("tenant");
         let fork = recorder.start(Call::of(&acme, "tenants/acme/contacts/c1", "support", Codec::Pcmu).expect("call"));
         // Before the bridge: read and discarded.

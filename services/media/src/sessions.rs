@@ -9,11 +9,12 @@
 //! holds.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use centralita_platform::auth::{Role, Signer, TokenRequest};
 use centralita_platform::tenant::TenantId;
+use centralita_platform::tls::{lazy_channel, Tls};
 use centralita_proto::crm::v1 as crm;
 use centralita_proto::sessions::v1 as pb;
 use centralita_proto::tenancy::v1::Channel as PbChannel;
@@ -47,12 +48,9 @@ pub struct Sessions {
 
 impl Sessions {
     /// A client of `endpoint` (`http://host:port`), connected on first use.
-    pub fn new(endpoint: &str, signer: Signer, instance: String) -> Result<Self, Error> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| Error::Sessions(format!("endpoint `{endpoint}`: {e}")))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+    pub fn new(endpoint: &str, tls: Option<&Arc<Tls>>, signer: Signer, instance: String) -> Result<Self, Error> {
+        let channel = lazy_channel(endpoint, tls, |e| e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT))
+            .map_err(|e| Error::Sessions(format!("sessions endpoint {e}")))?;
         Ok(Self {
             client: ContactServiceClient::new(channel.clone()),
             agents: AgentServiceClient::new(channel),

@@ -85,7 +85,7 @@ async fn digital(pool: &Pool) -> Arc<Digital> {
     Arc::new(Digital {
         pool: pool.clone(),
         hub: Hub::default(),
-        contacts: Contacts::new(&sessions, &sessions, signer).unwrap(),
+        contacts: Contacts::new(&sessions, &sessions, None, signer).unwrap(),
         metrics: Arc::new(DigitalMetrics::default()),
         outbox: Arc::new(tokio::sync::Notify::new()),
     })

@@ -306,6 +306,9 @@ pub struct CommonConfig {
     /// Browsers' access to the gRPC port (gRPC-Web and its CORS origins).
     #[command(flatten)]
     pub grpc_web: crate::grpc_web::GrpcWebConfig,
+    /// Mutual TLS on the gRPC port and to the other services.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -411,6 +414,7 @@ impl Validate for CommonConfig {
         }
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter)
             .map_err(|e| ConfigError::new("CENTRALITA_LOG", e.to_string()))?;
+        self.tls.validate()?;
         self.grpc_web.validate()
     }
 }

@@ -57,6 +57,7 @@ pub mod telemetry;
 pub mod tenancy_api;
 pub mod tenant;
 pub mod tenant_feed;
+pub mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -39,6 +39,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -108,6 +113,8 @@ pub struct Metrics {
         Family<GrpcMethodLabel, HistogramWithExemplars<TraceLabel>, fn() -> HistogramWithExemplars<TraceLabel>>,
     metric_exports: Family<OutcomeLabel, Counter>,
     group_unsettled: Family<GroupLabel, Gauge>,
+    /// Rotations of the service-to-service TLS files seen (`crate::tls`), by result.
+    pub tls_reloads: Family<ResultLabel, Counter>,
     /// The consumer groups of this process and how long each has been unsettled (`/livez`).
     pub groups: crate::bus::GroupWatch,
 }
@@ -173,6 +180,10 @@ impl Metrics {
         let help = "Seconds this replica's member of a consumer group has been unsettled (not up and steady: \
                     joining, syncing, without a coordinator), 0 when settled; from librdkafka's statistics every 10 s";
         registry.register("centralita_bus_consumer_group_unsettled_seconds", help, group_unsettled.clone());
+        let tls_reloads = Family::<ResultLabel, Counter>::default();
+        let help = "Changes of the service-to-service TLS certificate files, by result (reloaded; failed: the files \
+                    changed but do not load, the previous certificate stays in use)";
+        registry.register("centralita_tls_reloads", help, tls_reloads.clone());
         Self {
             registry: Mutex::new(registry),
             auth_rejected,
@@ -188,6 +199,7 @@ impl Metrics {
             grpc_seconds,
             metric_exports,
             group_unsettled,
+            tls_reloads,
             groups: crate::bus::GroupWatch::default(),
         }
     }

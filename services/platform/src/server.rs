@@ -232,6 +232,9 @@ pub struct Runtime {
     background: JoinSet<()>,
     /// Where the metrics are pushed over OTLP too (the standard `OTEL_*` variables).
     metrics_push: Option<crate::otlp_metrics::PushConfig>,
+    /// Mutual TLS, when `CENTRALITA_TLS_*` turn it on: the gRPC port's, and the one the
+    /// service's clients of other services use ([`crate::tls::lazy_channel`]).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 const CHECK_KAFKA: &str = "kafka";
@@ -265,6 +268,10 @@ impl Runtime {
         let tenants_topic = TopicSpec { name: topics.tenants(), partitions: 1, compacted: true };
         let metrics_push = crate::otlp_metrics::PushConfig::from_vars(|k| std::env::var(k).ok())
             .map_err(|(setting, m)| ConfigError::new(setting, m))?;
+        let tls = crate::tls::Tls::from_config(&config.tls)?;
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(metrics.clone(), shutdown.clone()));
+        }
         Ok(Self {
             service,
             config: config.clone(),
@@ -278,6 +285,7 @@ impl Runtime {
             health_names: vec!["centralita.tenancy.v1.TenantService".into()],
             background: JoinSet::new(),
             metrics_push,
+            tls,
         }
         .with_idp_keys(idp))
     }
@@ -435,7 +443,7 @@ impl Runtime {
 
         let grpc_addr = listeners.grpc_addr();
         let admin_addr = listeners.admin_addr();
-        tracing::info!(service = self.service, %grpc_addr, %admin_addr, "serving");
+        tracing::info!(service = self.service, %grpc_addr, %admin_addr, tls = self.tls.is_some(), "serving");
 
         let admin_stop = Shutdown::new();
         let admin = axum::serve(listeners.admin, crate::admin::router(self.readiness.clone(), self.metrics.clone()))
@@ -457,7 +465,7 @@ impl Runtime {
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         ]);
-        let grpc = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             // HTTP/2 pings find a client that vanished without closing its connection (a
             // frontend whose network dropped): its streams end instead of hanging for the
             // kernel's retransmission timeout, so agent presence runs out on time.
@@ -470,13 +478,17 @@ impl Runtime {
             .accept_http1(true)
             .layer(self.config.grpc_web.cors())
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_routes(crate::metrics::instrument_grpc(routes.routes(), self.metrics.clone(), methods))
-            .serve_with_incoming_shutdown(no_delay(listeners.grpc), async move {
-                shutdown.wait().await;
-                readiness.set_shutting_down();
-                tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
-            });
-        let mut grpc = Box::pin(grpc);
+            .add_routes(crate::metrics::instrument_grpc(routes.routes(), self.metrics.clone(), methods));
+        let stopping = async move {
+            shutdown.wait().await;
+            readiness.set_shutting_down();
+            tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
+        };
+        type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+        let mut grpc: Serving = match &self.tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(no_delay(listeners.grpc)), stopping)),
+            None => Box::pin(router.serve_with_incoming_shutdown(no_delay(listeners.grpc), stopping)),
+        };
         // Serve until shutdown is triggered (or the gRPC server fails).
         let failed = tokio::select! {
             r = &mut grpc => Some(r),

@@ -61,6 +61,7 @@ pub fn common(prefix: &str) -> CommonConfig {
             trace_filter: "info".into(),
         },
         grpc_web: Default::default(),
+        tls: Default::default(),
     }
 }
 

@@ -29,7 +29,7 @@ use rpb::recording_service_client::RecordingServiceClient;
 use serde_json::{json, Value};
 use spb::contact_service_client::ContactServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How long one call to another service may take.
@@ -48,10 +48,14 @@ pub struct OtherStores {
 
 impl OtherStores {
     /// Lazy channels to the given endpoints (`http://host:port`).
-    pub fn new(sessions: Option<&str>, media: Option<&str>, recording: Option<&str>) -> Result<Self, String> {
+    pub fn new(
+        sessions: Option<&str>,
+        media: Option<&str>,
+        recording: Option<&str>,
+        tls: Option<&std::sync::Arc<centralita_platform::tls::Tls>>,
+    ) -> Result<Self, String> {
         let channel = |url: Option<&str>| -> Result<Option<Channel>, String> {
-            url.map(|u| Endpoint::from_shared(u.to_owned()).map(|e| e.connect_lazy()).map_err(|e| format!("{u}: {e}")))
-                .transpose()
+            url.map(|u| centralita_platform::tls::lazy_channel(u, tls, |e| e)).transpose()
         };
         Ok(OtherStores { sessions: channel(sessions)?, media: channel(media)?, recording: channel(recording)? })
     }

@@ -4,7 +4,7 @@
 //! before they expire.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use centralita_platform::auth::{Role, Signer, TokenRequest};
@@ -79,13 +79,15 @@ struct Inbound<'a> {
 }
 
 impl Contacts {
-    pub fn new(endpoint: &str, crm_endpoint: &str, signer: Signer) -> Result<Self, Error> {
+    pub fn new(
+        endpoint: &str,
+        crm_endpoint: &str,
+        tls: Option<&Arc<centralita_platform::tls::Tls>>,
+        signer: Signer,
+    ) -> Result<Self, Error> {
         let lazy = |endpoint: &str, what: &str| -> Result<Channel, Error> {
-            Ok(tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-                .map_err(|e| Error::Internal(format!("{what} endpoint `{endpoint}`: {e}")))?
-                .connect_timeout(CALL_TIMEOUT)
-                .timeout(CALL_TIMEOUT)
-                .connect_lazy())
+            centralita_platform::tls::lazy_channel(endpoint, tls, |e| e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT))
+                .map_err(|e| Error::Internal(format!("{what} endpoint {e}")))
         };
         Ok(Self {
             client: ContactServiceClient::new(lazy(endpoint, "sessions")?),

@@ -245,7 +245,12 @@ pub fn start(
     };
     let verifier = centralita_platform::auth::Verifier::from_file(&auth.public_key_file, &auth.issuer, &audience)
         .map_err(|m| ConfigError::new("CENTRALITA_JWT_PUBLIC_KEY_FILE", m))?;
-    let contacts = contacts::Contacts::new(&config.service.sessions_endpoint, &config.service.crm_endpoint, signer)?;
+    let contacts = contacts::Contacts::new(
+        &config.service.sessions_endpoint,
+        &config.service.crm_endpoint,
+        runtime.tls.as_ref(),
+        signer,
+    )?;
     let digital = Arc::new(Digital { pool, hub: Hub::default(), contacts, metrics, outbox });
     runtime.spawn(listen(listen_url, digital.clone(), runtime.shutdown.clone()));
     start_transcripts(runtime, config, &digital)?;
@@ -334,11 +339,10 @@ fn start_transcripts(
     use centralita_proto::recording::v1::recording_service_client::RecordingServiceClient;
     let kafka = &config.common.kafka;
     let endpoint = &config.service.recording_endpoint;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-        .map_err(|e| centralita_platform::config::ConfigError::new("CENTRALITA_RECORDING_ENDPOINT", e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
+    let channel = centralita_platform::tls::lazy_channel(endpoint, runtime.tls.as_ref(), |e| {
+        e.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(30))
+    })
+    .map_err(|e| centralita_platform::config::ConfigError::new("CENTRALITA_RECORDING_ENDPOINT", e))?;
     let transcripts = Consumer::new(
         ConsumerSettings {
             brokers: kafka.brokers.clone(),

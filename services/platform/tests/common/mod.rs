@@ -94,5 +94,6 @@ pub fn config(prefix: &str) -> CommonConfig {
             trace_filter: "info".into(),
         },
         grpc_web: Default::default(),
+        tls: Default::default(),
     }
 }
