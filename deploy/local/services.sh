@@ -111,10 +111,24 @@ export CENTRALITA_PLAYBACK_URL_KEY_FILE="${CENTRALITA_PLAYBACK_URL_KEY_FILE:-$re
 # media: the queue announcements' prompts, spoken once per machine (deploy/prompts/generate.sh).
 export CENTRALITA_PROMPTS_DIR="${CENTRALITA_PROMPTS_DIR:-$CENTRALITA_DATA/prompts}"
 
+# CENTRALITA_TLS=true: mutual TLS on every service's gRPC port and between the services
+# (platform crate::tls). `start` makes a CA and one certificate per service (and `client`,
+# for the CLI and the tests) with deploy/local/tls-certs.sh in $CENTRALITA_DATA/certs/<run
+# name>/tls/, once; the services read them again every CENTRALITA_TLS_RELOAD_INTERVAL (30s),
+# so `deploy/local/tls-certs.sh DIR leaf sessions` rotates sessions' certificate under it.
+# The endpoints become https://; the console is left out (a browser holds no client
+# certificate: in a cluster the Ingress presents one, see the chart's `tls`).
+tls_dir="$CENTRALITA_DATA/certs/$name/tls"
+scheme=http
+if [ "${CENTRALITA_TLS:-false}" = true ]; then
+  scheme=https
+  export CENTRALITA_CONSOLE=false
+  export CENTRALITA_TLS_CA_FILE="$tls_dir/ca.crt"
+fi
 # The sessions the other services reach: this run's, unless CENTRALITA_PEER_SESSIONS_ENDPOINT
 # names another (the erasure replay test rebuilds every other store beside the suite's sessions).
 # CENTRALITA_CONSOLE=false leaves the console out.
-sessions_endpoint="${CENTRALITA_PEER_SESSIONS_ENDPOINT:-http://127.0.0.1:$grpc_base}"
+sessions_endpoint="${CENTRALITA_PEER_SESSIONS_ENDPOINT:-$scheme://127.0.0.1:$grpc_base}"
 
 # CENTRALITA_REPLICAS="sessions routing" also starts a second replica of each named service
 # (sessions, routing, reporting or crm: those with no port but gRPC and admin) as
@@ -134,6 +148,12 @@ instances() {  # one line per process: instance service grpc-port admin-port
   done
 }
 
+# The certificate and key of `$1` (a service, or `client`) as env assignments, with TLS on.
+tls_env() {
+  [ "$scheme" = https ] || return 0
+  echo "CENTRALITA_TLS_CERT_FILE=$tls_dir/$1.crt CENTRALITA_TLS_KEY_FILE=$tls_dir/$1.key"
+}
+
 endpoints() {
   local i=0 out=()
   for s in "${SERVICES[@]}"; do out+=("$s=127.0.0.1:$((grpc_base + i))"); i=$((i + 1)); done
@@ -151,6 +171,12 @@ start() {
       -keyout "$CENTRALITA_SIP_TLS_KEY_FILE" -out "$CENTRALITA_SIP_TLS_CERT_FILE" 2>/dev/null
     chmod 600 "$CENTRALITA_SIP_TLS_KEY_FILE"
   fi
+  if [ "$scheme" = https ]; then
+    [ -s "$tls_dir/ca.crt" ] || "$repo_root/deploy/local/tls-certs.sh" "$tls_dir" ca
+    for leaf in "${SERVICES[@]}" client; do
+      [ -s "$tls_dir/$leaf.crt" ] || "$repo_root/deploy/local/tls-certs.sh" "$tls_dir" leaf "$leaf"
+    done
+  fi
   # The identity provider first: the services read its keys as they start.
   [ -n "${only:-}" ] || [ "${CENTRALITA_LOCAL_IDP:-true}" != true ] || start_idp
   local list inst s grpc admin
@@ -163,9 +189,9 @@ start() {
     # media reaches sessions (the first service), crm (the fourth: SMS opt-outs) and recording (the fifth), and takes its SIP
     # port; crm reaches sessions, media (the third) and recording for the subject access export; others ignore these.
     CENTRALITA_GRPC_ADDR="127.0.0.1:$grpc" CENTRALITA_ADMIN_ADDR="127.0.0.1:$admin" \
-      CENTRALITA_SESSIONS_ENDPOINT="$sessions_endpoint" CENTRALITA_CRM_ENDPOINT="http://127.0.0.1:$((grpc_base + 3))" CENTRALITA_RECORDING_ENDPOINT="http://127.0.0.1:$((grpc_base + 4))" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" CENTRALITA_RTP_PORTS="$rtp_ports" \
-      CENTRALITA_MEDIA_ENDPOINT="http://127.0.0.1:$((grpc_base + 2))" \
-      CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$inst" nohup "$bin/centralita-$s" >>"$logs/$inst.log" 2>&1 &
+      CENTRALITA_SESSIONS_ENDPOINT="$sessions_endpoint" CENTRALITA_CRM_ENDPOINT="$scheme://127.0.0.1:$((grpc_base + 3))" CENTRALITA_RECORDING_ENDPOINT="$scheme://127.0.0.1:$((grpc_base + 4))" CENTRALITA_SIP_ADDR="127.0.0.1:$sip_port" CENTRALITA_RTP_PORTS="$rtp_ports" \
+      CENTRALITA_MEDIA_ENDPOINT="$scheme://127.0.0.1:$((grpc_base + 2))" \
+      CENTRALITA_KAFKA_GROUP_INSTANCE_ID="$name-$inst" env $(tls_env "$s") nohup "$bin/centralita-$s" >>"$logs/$inst.log" 2>&1 &
     echo $! >"$pidf"
     echo "[services] $inst grpc 127.0.0.1:$grpc admin http://127.0.0.1:$admin" >&2
   done <<<"$list"
@@ -258,7 +284,7 @@ case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   restart) restart "${2:?usage: $0 restart <service>}" ;;
-  status) "$bin/centralita" status --endpoints "$(endpoints)" ;;
+  status) env $(tls_env client) "$bin/centralita" status --endpoints "$(endpoints)" ;;
   endpoints) endpoints ;;
   console-url) echo "http://127.0.0.1:$console_port" ;;
   *) echo "usage: $0 start|stop|restart <service>|status|endpoints|console-url" >&2; exit 2 ;;

@@ -51,6 +51,7 @@ use centralita_platform::config::parse_duration;
 use centralita_platform::error::FieldViolation;
 use centralita_platform::tenant::{Tenant, TenantId, TenantManifest, TenantStatus};
 use centralita_platform::tenant_feed::load_snapshot;
+use centralita_platform::tls::{lazy_channel, Tls, TlsConfig};
 use centralita_platform::Error;
 use centralita_proto::sessions::v1 as sessions;
 use centralita_proto::tenancy::v1 as pb;
@@ -146,6 +147,8 @@ struct ApiArgs {
     issuer: String,
     #[arg(long, env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
     audience: String,
+    #[command(flatten)]
+    tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -242,6 +245,20 @@ struct StatusArgs {
     issuer: String,
     #[arg(long, env = "CENTRALITA_JWT_AUDIENCE", default_value = "centralita-api")]
     audience: String,
+    /// The services' mutual TLS: the CLI presents this certificate (one the services' CA
+    /// signed) and checks theirs.
+    #[command(flatten)]
+    tls: TlsConfig,
+}
+
+/// A lazily connected channel to the gRPC port at `addr` (`host:port`): over mutual TLS
+/// when `tls` turns it on.
+fn grpc_channel(addr: &str, tls: &TlsConfig, timeout: Duration) -> Result<tonic::transport::Channel, Failure> {
+    let invalid = |message: String| Failure { code: 2, message };
+    let tls = Tls::from_config(tls).map_err(|e| invalid(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    lazy_channel(&format!("{scheme}://{addr}"), tls.as_ref(), |e| e.connect_timeout(timeout).timeout(timeout))
+        .map_err(|m| invalid(format!("address {m}")))
 }
 
 /// A failure with its exit code.
@@ -456,19 +473,21 @@ struct Seen {
     tenants: Vec<String>,
 }
 
-async fn probe(name: &str, addr: &str, token: &str) -> Seen {
+async fn probe(name: &str, addr: &str, token: &str, tls: &TlsConfig) -> Seen {
     let mut seen = Seen { name: name.into(), addr: addr.into(), health: "UNREACHABLE".into(), tenants: vec![] };
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-        seen.health = "BAD ADDRESS".into();
-        return seen;
-    };
-    let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)).connect().await
-    else {
-        return seen;
+    let channel = match grpc_channel(addr, tls, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(f) => {
+            seen.health = "BAD ADDRESS".into();
+            eprintln!("{name}: {}", f.message);
+            return seen;
+        }
     };
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     seen.health = match health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
         Ok(r) => format!("{:?}", r.into_inner().status()).to_uppercase(),
+        // Not connected: refused, nothing listening, or a TLS handshake that failed.
+        Err(s) if s.code() == tonic::Code::Unavailable => return seen,
         Err(s) => format!("ERROR {:?}", s.code()),
     };
     let mut client = pb::tenant_service_client::TenantServiceClient::new(channel);
@@ -515,7 +534,7 @@ async fn status(args: StatusArgs) -> CliResult {
     loop {
         let mut results = Vec::new();
         for (name, addr) in &targets {
-            results.push(probe(name, addr, &token).await);
+            results.push(probe(name, addr, &token, &args.tls).await);
         }
         let good = |s: &Seen| {
             s.health == "SERVING" && args.expect_tenant.as_ref().is_none_or(|t| s.tenants.iter().any(|x| x == t))
@@ -643,13 +662,7 @@ async fn agent(command: AgentCommand) -> CliResult {
         },
         chrono::Utc::now().timestamp(),
     )?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Failure { code: 2, message: format!("sessions address `{addr}`: {e}") })?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| Failure { code: 1, message: format!("cannot reach sessions at {addr}: {e}") })?;
+    let channel = grpc_channel(addr, &api.tls, Duration::from_secs(10))?;
     let mut client = sessions::agent_service_client::AgentServiceClient::new(channel);
     let failed = |s: tonic::Status| Failure {
         code: if s.code() == tonic::Code::InvalidArgument { 2 } else { 1 },

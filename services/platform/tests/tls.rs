@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use centralita_platform::server::{Listeners, Runtime};
 use centralita_platform::shutdown::Shutdown;
-use centralita_platform::tls::{lazy_channel, Tls, TlsConfig};
+use centralita_platform::tls::{lazy_channel, Reload, Tls, TlsConfig};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -188,10 +188,13 @@ async fn a_rotated_certificate_is_picked_up_without_a_restart() {
 
     // A new CA: the server and the client each get a certificate it signed, and the files
     // of both are rotated; calls go on with the new ones only.
+    let client_tls = Tls::from_config(&client).unwrap().unwrap();
     certs(&dir, &["ca"]);
     certs(&dir, &["leaf", "server"]);
     certs(&dir, &["leaf", "client"]);
-    let client_tls = Tls::from_config(&client).unwrap().unwrap();
+    // A client reads its files again the same way (a service's runtime does it on its timer).
+    assert_eq!(client_tls.reload(), Reload::Reloaded);
+    assert_eq!(client_tls.reload(), Reload::Unchanged);
     let deadline = Instant::now() + Duration::from_secs(10);
     while health(addr, Some(&client_tls)).await.is_err() {
         assert!(Instant::now() < deadline, "the new CA was not picked up in 10 s");
