@@ -482,6 +482,52 @@ def test_inconsistent_values_fail_to_render(chart, values, message):
     assert message in str(e.value)
 
 
+def test_mutual_tls_mounts_each_components_secret_and_calls_peers_over_https(chart):
+    """tls.enabled: every component with a gRPC port (the operator's too) mounts its Secret whole (a renewal
+    reaches the pod) and reads the three files from it; peers are called at https://; the
+    console's gRPC-Web paths go through one Ingress per service, over HTTPS with the
+    Ingress's client certificate, checking the service's certificate under its name."""
+    values = {"tls": {"enabled": True, "reloadInterval": "1m", "ingressClientSecret": "ingress-nginx/centralita-edge"},
+              "console": {"enabled": True, "publicUrl": "https://console.bpo.example"}}
+    r = Rendered(render(chart, values))
+    for s in [*SERVICES, "operator"]:
+        d = r.get("Deployment", full(s))
+        env, c = env_of(d), container(d)
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "tls")
+        assert mount == {"name": "tls", "mountPath": "/etc/centralita/tls", "readOnly": True}, s
+        vol = next(v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+        assert vol["secret"]["secretName"] == f"{full(s)}-tls" and "items" not in vol["secret"], s
+        for var, file in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CA", "ca.crt")):
+            assert env[f"CENTRALITA_TLS_{var}_FILE"]["value"] == f"/etc/centralita/tls/{file}", s
+        assert env["CENTRALITA_TLS_RELOAD_INTERVAL"]["value"] == "1m"
+        for peer, target in PEERS.get(s, {}).items():
+            assert env[f"CENTRALITA_{peer}_ENDPOINT"]["value"].startswith(f"https://{full(target)}:"), (s, peer)
+    main = r.get("Ingress", full("console"))
+    assert [p["path"] for rule in main["spec"]["rules"] for p in rule["http"]["paths"]] == ["/"]
+    paths = {}
+    for svc in ("sessions", "crm", "reporting", "digital"):
+        ing = r.get("Ingress", f"{full('console')}-{svc}")
+        notes = ing["metadata"]["annotations"]
+        assert notes["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+        assert notes["nginx.ingress.kubernetes.io/proxy-ssl-secret"] == "ingress-nginx/centralita-edge"
+        assert notes["nginx.ingress.kubernetes.io/proxy-ssl-verify"] == "on"
+        assert notes["nginx.ingress.kubernetes.io/proxy-ssl-name"] == full(svc)
+        for p in ing["spec"]["rules"][0]["http"]["paths"]:
+            assert p["backend"]["service"]["name"] == full(svc)
+            paths[p["path"]] = svc
+    assert paths["/centralita.sessions.v1.AgentService"] == "sessions"
+    assert paths["/centralita.media.v1.ConversationService"] == "digital"
+    # Off by default: no TLS files, http:// peers.
+    plain = Rendered(render(chart, {}))
+    for s in SERVICES:
+        env = env_of(plain.get("Deployment", full(s)))
+        assert not any(k.startswith("CENTRALITA_TLS_") for k in env), s
+    with pytest.raises(HelmRenderError) as e:
+        chart.render({"tls": {"enabled": True}, "console": {"enabled": True, "publicUrl": "https://c.example"}},
+                     name=RELEASE, namespace=NAMESPACE)
+    assert "tls.ingressClientSecret" in str(e.value)
+
+
 def test_keda_replaces_the_hpa_when_the_hpa_is_turned_off(chart):
     r = Rendered(render(chart, {"services": {"sessions": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}}}}))
     assert r.find("HorizontalPodAutoscaler", full("sessions")) is None

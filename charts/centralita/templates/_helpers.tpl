@@ -313,8 +313,20 @@ app.kubernetes.io/component: {{ .name }}
 {{- $pc := index $v.services $target }}
 {{- if $pc.enabled }}
 - name: {{ printf "CENTRALITA_%s_ENDPOINT" (upper (index $peer 0)) }}
-  value: {{ printf "http://%s:%v" (include "centralita.componentName" (dict "root" $root "name" $target)) $pc.grpcPort | quote }}
+  value: {{ printf "%s://%s:%v" (ternary "https" "http" $v.tls.enabled) (include "centralita.componentName" (dict "root" $root "name" $target)) $pc.grpcPort | quote }}
 {{- end }}
+{{- end }}
+{{- if and .t.grpc $v.tls.enabled }}
+{{- /* Mutual TLS on the gRPC port and to the other services: the component's Secret (see
+       values `tls`), mounted whole at /etc/centralita/tls so a renewal reaches the pod. */}}
+- name: CENTRALITA_TLS_CERT_FILE
+  value: /etc/centralita/tls/tls.crt
+- name: CENTRALITA_TLS_KEY_FILE
+  value: /etc/centralita/tls/tls.key
+- name: CENTRALITA_TLS_CA_FILE
+  value: /etc/centralita/tls/ca.crt
+- name: CENTRALITA_TLS_RELOAD_INTERVAL
+  value: {{ $v.tls.reloadInterval | quote }}
 {{- end }}
 {{- if and .t.frontend $v.console.enabled }}
 {{- /* The browser reaches the frontend services through the console's Ingress, on its origin. */}}
@@ -419,4 +431,9 @@ optional, so a Secret created later or rotated reaches running pods without a re
 - protocol: UDP
   port: {{ .rtpPortStart }}
   endPort: {{ .rtpPortEnd }}
+{{- end -}}
+
+{{/* The TLS Secret of component `.name` (values `tls.secretName`, `{component}` replaced). */}}
+{{- define "centralita.tlsSecret" -}}
+{{- .root.Values.tls.secretName | replace "{component}" (include "centralita.componentName" .) -}}
 {{- end -}}
