@@ -20,6 +20,9 @@ echo "== chart (helm engine render + lint, kubernetes schemas)" >&2
 echo "== cargo test (workspace)" >&2
 cargo test --workspace --all-targets --locked
 
+echo "== fuzz (coverage-guided, ${FUZZ_SECONDS:-10} s per target; fuzz/README.md)" >&2
+"$repo_root/fuzz/run.sh" "${FUZZ_SECONDS:-10}"
+
 echo "== console unit tests (vitest; npm ci offline from the lock file once cached)" >&2
 (cd services/console && npm ci --prefer-offline --no-audit --no-fund --loglevel=error && npm test --silent)
 

@@ -296,3 +296,30 @@ def provider_secrets(var):
             return pathlib.Path(os.environ[v])
     data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
     return data / "secrets" / os.environ.get("CENTRALITA_RUN_NAME", "dev")
+
+
+# What deploy/local/services.sh derives from a run's port bases unless set: a second set of
+# services started from a test must not inherit the suite's.
+RUN_DERIVED = ("CENTRALITA_ENDPOINTS", "CENTRALITA_SIP_PORT", "CENTRALITA_WEBCHAT_PORT", "CENTRALITA_SMTP_PORT",
+               "CENTRALITA_PLAYBACK_PORT", "CENTRALITA_CONSOLE_PORT", "CENTRALITA_RTP_PORTS",
+               "CENTRALITA_TWILIO_BASE_URL", "CENTRALITA_WHATSAPP_BASE_URL", "CENTRALITA_TELEGRAM_BASE_URL",
+               "CENTRALITA_MESSENGER_BASE_URL", "CENTRALITA_RECORDING_STORE_URL", "CENTRALITA_RECORDING_SPOOL_DIR",
+               "CENTRALITA_GRPC_WEB_ORIGINS", "CENTRALITA_SIP_TLS_ADDR", "CENTRALITA_SIP_TLS_CERT_FILE",
+               "CENTRALITA_SIP_TLS_KEY_FILE", "CENTRALITA_PEER_SESSIONS_ENDPOINT")
+
+
+def second_run_env(name, grpc_base, admin_base, prefix, database, redis_db, **extra):
+    """The environment of a second set of every service (services.sh) beside the suite's:
+    run name, port bases, topic prefix, a database and a Redis database of its own, the
+    binaries already built, no identity provider, SIP over TLS or console; then `extra`."""
+    redis_url = os.environ.get("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390")
+    database_url = os.environ.get("CENTRALITA_DATABASE_URL",
+                                  "postgres://centralita:centralita@127.0.0.1:5440/centralita")
+    env = {k: v for k, v in os.environ.items() if k not in RUN_DERIVED}
+    env.update({"CENTRALITA_RUN_NAME": name, "CENTRALITA_GRPC_BASE": str(grpc_base),
+                "CENTRALITA_ADMIN_BASE": str(admin_base), "CENTRALITA_KAFKA_TOPIC_PREFIX": prefix,
+                "CENTRALITA_DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + database,
+                "CENTRALITA_REDIS_URL": f"{redis_url.rstrip('/')}/{redis_db}",
+                "CENTRALITA_SKIP_BUILD": "1", "CENTRALITA_LOCAL_IDP": "false", "CENTRALITA_SIP_TLS": "false",
+                "CENTRALITA_CONSOLE": "false", **extra})
+    return env

@@ -42,7 +42,7 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from conftest import BROKERS, LOGS, PREFIX, REPO, auth, cli, endpoints, http_get, mint, wait_for
+from conftest import BROKERS, LOGS, PREFIX, REPO, auth, cli, endpoints, http_get, mint, second_run_env, wait_for
 from test_sms import inbound, post_form, secrets_dir, sid, signed
 from test_webchat import BASE, http, start_chat
 
@@ -626,24 +626,9 @@ def test_replaying_every_topic_into_empty_stores_does_not_bring_the_person_back(
     copied = copy_topics(m, {a, b}, prefix)
     assert copied.get(f"{prefix}contacts") and copied.get(f"{prefix}tenants", 0) >= 2, copied
 
-    redis_url = os.environ.get("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390")
-    database_url = os.environ.get("CENTRALITA_DATABASE_URL",
-                                  "postgres://centralita:centralita@127.0.0.1:5440/centralita")
-    env = {**os.environ, "CENTRALITA_RUN_NAME": run, "CENTRALITA_GRPC_BASE": str(REPLAY_GRPC_BASE),
-           "CENTRALITA_ADMIN_BASE": str(REPLAY_ADMIN_BASE), "CENTRALITA_KAFKA_TOPIC_PREFIX": prefix,
-           "CENTRALITA_DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + database,
-           "CENTRALITA_REDIS_URL": f"{redis_url.rstrip('/')}/{REPLAY_REDIS_DB}",
-           "CENTRALITA_PEER_SESSIONS_ENDPOINT": f"http://{erased.eps['sessions']}",
-           "CENTRALITA_SKIP_BUILD": "1", "CENTRALITA_LOCAL_IDP": "false", "CENTRALITA_SIP_TLS": "false",
-           "CENTRALITA_CONSOLE": "false", "CENTRALITA_SMS_SECRETS_DIR": str(secrets_dir())}
-    # services.sh derives these from the run's bases unless set: none of the suite's run.
-    for k in ("CENTRALITA_ENDPOINTS", "CENTRALITA_SIP_PORT", "CENTRALITA_WEBCHAT_PORT", "CENTRALITA_SMTP_PORT",
-              "CENTRALITA_PLAYBACK_PORT", "CENTRALITA_CONSOLE_PORT", "CENTRALITA_RTP_PORTS",
-              "CENTRALITA_TWILIO_BASE_URL", "CENTRALITA_WHATSAPP_BASE_URL", "CENTRALITA_TELEGRAM_BASE_URL",
-              "CENTRALITA_MESSENGER_BASE_URL", "CENTRALITA_RECORDING_STORE_URL", "CENTRALITA_RECORDING_SPOOL_DIR",
-              "CENTRALITA_GRPC_WEB_ORIGINS", "CENTRALITA_SIP_TLS_ADDR", "CENTRALITA_SIP_TLS_CERT_FILE",
-              "CENTRALITA_SIP_TLS_KEY_FILE"):
-        env.pop(k, None)
+    env = second_run_env(run, REPLAY_GRPC_BASE, REPLAY_ADMIN_BASE, prefix, database, REPLAY_REDIS_DB,
+                         CENTRALITA_PEER_SESSIONS_ENDPOINT=f"http://{erased.eps['sessions']}",
+                         CENTRALITA_SMS_SECRETS_DIR=str(secrets_dir()))
     services = str(REPO / "deploy/local/services.sh")
     log = tmp_path / "replay-services.log"
     try:

@@ -28,7 +28,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import REPO, auth, cli, http_get, mint, wait_for
+from conftest import REPO, auth, cli, http_get, mint, second_run_env, wait_for
 from test_erasure_everywhere import superuser_psql
 
 # This run's ports (services.sh): gRPC 31551-31556, admin 9701-9706, so web chat 9080, SIP
@@ -128,23 +128,8 @@ def run(tmp_path_factory):
     database = name.replace("-", "_")
     data = pathlib.Path(os.environ.get("CENTRALITA_DATA", REPO / ".local"))
     superuser_psql("postgres", f"CREATE DATABASE {database} OWNER centralita")
-    redis_url = os.environ.get("CENTRALITA_REDIS_URL", "redis://127.0.0.1:6390")
-    database_url = os.environ.get("CENTRALITA_DATABASE_URL",
-                                  "postgres://centralita:centralita@127.0.0.1:5440/centralita")
-    env = {**os.environ, "CENTRALITA_RUN_NAME": name, "CENTRALITA_GRPC_BASE": str(GRPC_BASE),
-           "CENTRALITA_ADMIN_BASE": str(ADMIN_BASE), "CENTRALITA_KAFKA_TOPIC_PREFIX": prefix,
-           "CENTRALITA_DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + database,
-           "CENTRALITA_REDIS_URL": f"{redis_url.rstrip('/')}/{REDIS_DB}", "CENTRALITA_TLS": "true",
-           "CENTRALITA_TLS_RELOAD_INTERVAL": "1s", "CENTRALITA_SKIP_BUILD": "1", "CENTRALITA_LOCAL_IDP": "false",
-           "CENTRALITA_SIP_TLS": "false"}
-    # services.sh derives these from the run's bases unless set: none of the suite's run.
-    for k in ("CENTRALITA_ENDPOINTS", "CENTRALITA_SIP_PORT", "CENTRALITA_WEBCHAT_PORT", "CENTRALITA_SMTP_PORT",
-              "CENTRALITA_PLAYBACK_PORT", "CENTRALITA_CONSOLE_PORT", "CENTRALITA_RTP_PORTS",
-              "CENTRALITA_TWILIO_BASE_URL", "CENTRALITA_WHATSAPP_BASE_URL", "CENTRALITA_TELEGRAM_BASE_URL",
-              "CENTRALITA_MESSENGER_BASE_URL", "CENTRALITA_RECORDING_STORE_URL", "CENTRALITA_RECORDING_SPOOL_DIR",
-              "CENTRALITA_GRPC_WEB_ORIGINS", "CENTRALITA_SIP_TLS_ADDR", "CENTRALITA_SIP_TLS_CERT_FILE",
-              "CENTRALITA_SIP_TLS_KEY_FILE", "CENTRALITA_PEER_SESSIONS_ENDPOINT"):
-        env.pop(k, None)
+    env = second_run_env(name, GRPC_BASE, ADMIN_BASE, prefix, database, REDIS_DB, CENTRALITA_TLS="true",
+                         CENTRALITA_TLS_RELOAD_INTERVAL="1s")
     services = str(REPO / "deploy/local/services.sh")
     log = tmp_path_factory.mktemp("mtls") / "services.log"
     try:
