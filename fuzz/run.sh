@@ -19,7 +19,7 @@ if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
   echo "[fuzz] installing the nightly toolchain (minimal profile)" >&2
   rustup toolchain install "$toolchain" --profile minimal
 fi
-fuzz_version=0.13.1
+fuzz_version=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -q "$fuzz_version"; then
   echo "[fuzz] installing cargo-fuzz $fuzz_version" >&2
   cargo install cargo-fuzz --version "$fuzz_version" --locked --root "$CENTRALITA_CACHE/tools" -q
