@@ -7,7 +7,7 @@
 # ($CENTRALITA_DATA/fuzz/corpus/<target>, not in git). A panic, a timeout (10 s) or an
 # out-of-memory (2 GiB) fails the run; the input is left in fuzz/artifacts/<target>/ —
 # fix the cause, then move it to fuzz/regressions/<target>/ so it is replayed for good.
-# Env: FUZZ_JOBS (parallel jobs per target, 1).
+# Env: FUZZ_JOBS (worker processes per target, libFuzzer's -fork; unset: one process).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -20,11 +20,11 @@ if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
   rustup toolchain install "$toolchain" --profile minimal
 fi
 fuzz_version=0.13.2
+export PATH="$CENTRALITA_CACHE/tools/bin:$PATH"
 if ! cargo fuzz --version 2>/dev/null | grep -q "$fuzz_version"; then
   echo "[fuzz] installing cargo-fuzz $fuzz_version" >&2
   cargo install cargo-fuzz --version "$fuzz_version" --locked --root "$CENTRALITA_CACHE/tools" -q
 fi
-export PATH="$CENTRALITA_CACHE/tools/bin:$PATH"
 # Its own target directory: nightly with sanitizer coverage shares no artifact with the
 # workspace's stable build.
 export CARGO_TARGET_DIR="$CENTRALITA_CACHE/fuzz-target"
@@ -49,8 +49,8 @@ for t in "${targets[@]}"; do
   fi
   log="$CENTRALITA_DATA/fuzz/$t.log"
   if cargo +"$toolchain" fuzz run "${build[@]}" "$t" "$corpus" "$here/seeds/$t" -- \
-      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}" \
-      -print_final_stats=1 >"$log" 2>&1; then
+      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      ${FUZZ_JOBS:+-fork="$FUZZ_JOBS"} >"$log" 2>&1; then
     runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)"
     cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')"
     echo "[fuzz] $t: ${runs:-?} inputs in ${seconds} s, coverage ${cov:-?} edges, corpus $(ls "$corpus" | wc -l) — no failure" >&2

@@ -99,8 +99,9 @@ enum AdminCommand {
     },
     /// BPO agents (shared by the tenants of a pool), through sessions.
     Agent {
+        // Boxed: its API arguments (endpoints, key, TLS files) outweigh the tenant commands.
         #[command(subcommand)]
-        command: AgentCommand,
+        command: Box<AgentCommand>,
     },
 }
 
@@ -311,7 +312,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Admin { command: AdminCommand::Tenant { command } } => tenant(command).await,
-        Command::Admin { command: AdminCommand::Agent { command } } => agent(command).await,
+        Command::Admin { command: AdminCommand::Agent { command } } => agent(*command).await,
         Command::Token {
             command:
                 TokenCommand::Mint { subject, tenant, roles, agent_id, ttl, issued_at, private_key_file, issuer, audience },

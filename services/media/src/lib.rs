@@ -729,8 +729,7 @@ fn start_voice(
     tracing::info!(sip_addr = %local, sip_tls_addr = ?tls, "SIP listening");
     let media = rtp::MediaPlane::new(&config.service.rtp, local.ip())?;
     let offers = offers::follow(runtime, config, &instance)?;
-    let recorder =
-        Arc::new(recorder::Recorder::new(
+    let recorder = Arc::new(recorder::Recorder::new(
         &config.service.recording_endpoint,
         runtime.tls.as_ref(),
         sessions.clone(),

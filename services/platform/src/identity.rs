@@ -229,7 +229,9 @@ pub fn social(network: &str, handle: &str, default_country_code: &str) -> Result
         return Ok(format!("whatsapp:{}", phone(handle, default_country_code)?));
     }
     let h = handle.trim();
-    let h = h.strip_prefix('@').unwrap_or(h).to_lowercase();
+    // Every leading `@`: a handle written `@@ana` (found by fuzzing) is `ana` too, so the
+    // normal form is a fixed point (one `@` stripped left `@ana`, normalised again to `ana`).
+    let h = h.trim_start_matches('@').to_lowercase();
     if h.is_empty() || h.chars().count() > 100 || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':') {
         return Err("handle must be 1 to 100 characters without spaces, control characters or `:`".into());
     }
@@ -243,6 +245,17 @@ mod tests {
 
     fn id(kind: pb::IdentityKind, value: &str, network: &str) -> pb::Identity {
         pb::Identity { kind: kind as i32, value: value.into(), network: network.into() }
+    }
+
+    #[test]
+    fn a_handle_with_several_leading_ats_has_one_normal_form() {
+        // The input of fuzz/regressions/api_values/: a normal form that normalised again to
+        // something else.
+        let once = Identity::parse(&id(pb::IdentityKind::Social, "@@\u{fffd}", "A"), "").unwrap();
+        assert_eq!(once.value, "a:\u{fffd}");
+        assert_eq!(Identity::parse(&once.to_pb(), "").unwrap(), once);
+        assert_eq!(social("x", "@@Ana", "").unwrap(), "x:ana");
+        assert!(social("x", "@@", "").is_err());
     }
 
     #[test]

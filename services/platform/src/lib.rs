@@ -57,8 +57,8 @@ pub mod telemetry;
 pub mod tenancy_api;
 pub mod tenant;
 pub mod tenant_feed;
-pub mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 
 pub use error::{Error, FieldViolation, Result};

@@ -486,7 +486,9 @@ impl Runtime {
         };
         type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
         let mut grpc: Serving = match &self.tls {
-            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(no_delay(listeners.grpc)), stopping)),
+            Some(tls) => {
+                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(no_delay(listeners.grpc)), stopping))
+            }
             None => Box::pin(router.serve_with_incoming_shutdown(no_delay(listeners.grpc), stopping)),
         };
         // Serve until shutdown is triggered (or the gRPC server fails).

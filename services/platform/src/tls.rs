@@ -44,8 +44,7 @@ use crate::shutdown::Shutdown;
 
 /// How long a client may take over its handshake before its connection is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const RELOAD_INTERVAL_RANGE: std::ops::RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(3600);
+const RELOAD_INTERVAL_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
 
 /// The TLS settings every service shares.
 #[derive(Debug, Clone, clap::Args)]
@@ -79,7 +78,9 @@ impl TlsConfig {
     pub fn files(&self) -> Result<Option<TlsFiles>, ConfigError> {
         match (&self.cert_file, &self.key_file, &self.ca_file) {
             (None, None, None) => Ok(None),
-            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })),
+            (Some(cert), Some(key), Some(ca)) => {
+                Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() }))
+            }
             _ => Err(ConfigError::new(
                 "CENTRALITA_TLS_CERT_FILE / CENTRALITA_TLS_KEY_FILE / CENTRALITA_TLS_CA_FILE",
                 "set all three for mutual TLS, or none",
@@ -197,7 +198,11 @@ impl Tls {
         let setting = "CENTRALITA_TLS_CERT_FILE / CENTRALITA_TLS_KEY_FILE / CENTRALITA_TLS_CA_FILE";
         let contents = files.read().map_err(|e| ConfigError::new(setting, e))?;
         let material = Material::build(&contents).map_err(|e| ConfigError::new(setting, e))?;
-        Ok(Some(Arc::new(Self { files, every: config.reload_interval, current: RwLock::new((contents, Arc::new(material))) })))
+        Ok(Some(Arc::new(Self {
+            files,
+            every: config.reload_interval,
+            current: RwLock::new((contents, Arc::new(material))),
+        })))
     }
 
     fn material(&self) -> Arc<Material> {
@@ -301,7 +306,8 @@ impl Tls {
     /// mutual TLS with this process's certificate; the server's must name `host` and be
     /// signed by the CA.
     fn channel(self: &Arc<Self>, url: &str, configure: impl FnOnce(Endpoint) -> Endpoint) -> Result<Channel, String> {
-        let rest = url.strip_prefix("https://").ok_or_else(|| format!("`{url}`: TLS is on, so it must be an https:// URL"))?;
+        let rest =
+            url.strip_prefix("https://").ok_or_else(|| format!("`{url}`: TLS is on, so it must be an https:// URL"))?;
         // The scheme tonic sees is http: the TLS is this connector's, not tonic's.
         let endpoint = Endpoint::from_shared(format!("http://{rest}")).map_err(|e| format!("`{url}`: {e}"))?;
         if endpoint.uri().host().is_none_or(str::is_empty) {

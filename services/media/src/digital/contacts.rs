@@ -86,8 +86,10 @@ impl Contacts {
         signer: Signer,
     ) -> Result<Self, Error> {
         let lazy = |endpoint: &str, what: &str| -> Result<Channel, Error> {
-            centralita_platform::tls::lazy_channel(endpoint, tls, |e| e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT))
-                .map_err(|e| Error::Internal(format!("{what} endpoint {e}")))
+            centralita_platform::tls::lazy_channel(endpoint, tls, |e| {
+                e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT)
+            })
+            .map_err(|e| Error::Internal(format!("{what} endpoint {e}")))
         };
         Ok(Self {
             client: ContactServiceClient::new(lazy(endpoint, "sessions")?),
