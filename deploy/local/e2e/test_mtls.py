@@ -30,6 +30,7 @@ import pytest
 
 from conftest import REPO, auth, cli, http_get, mint, second_run_env, wait_for
 from test_erasure_everywhere import superuser_psql
+from test_webchat import tenant_yaml
 
 # This run's ports (services.sh): gRPC 31551-31556, admin 9701-9706, so web chat 9080, SIP
 # 5660, SMTP 26025, playback 9790: clear of the suite's run, the replay's (31451, 9601), the
@@ -47,30 +48,6 @@ def m(pb):
         sg = sessions_pb2_grpc
 
     return M
-
-
-def tenant_yaml(tenant, key, origin):
-    return f"""
-apiVersion: centralita.io/v1
-kind: Tenant
-metadata: {{ name: {tenant} }}
-spec:
-  displayName: mTLS {tenant}
-  channels: [chat]
-  serviceLevel: {{ targetPercent: 80, thresholdSeconds: 20 }}
-  quotas: {{ maxConcurrentContacts: 100, apiRequestsPerSecond: 1000 }}
-  businessHours: {{ timeZone: UTC }}
-  dataRetentionDays: 30
-  recording: {{ voice: none }}
-  routing:
-    dispositionCodes: [resolved]
-    queues:
-      - {{ id: support, offerTimeoutSeconds: 60, afterContactWorkSeconds: 60 }}
-  webchat:
-    widgetKey: {key}
-    allowedOrigins: ["{origin}"]
-    queue: support
-"""
 
 
 def start_chat(tenant, key, origin, request_id):
