@@ -43,6 +43,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use centralita_platform::auth::{Role, Signer, TokenRequest};
@@ -252,14 +253,18 @@ struct StatusArgs {
     tls: TlsConfig,
 }
 
+/// The CLI's certificate for the services' mutual TLS, read once per command (exit 2 when
+/// the files are set but do not load); none when `CENTRALITA_TLS_*` are unset.
+fn load_tls(config: &TlsConfig) -> Result<Option<Arc<Tls>>, Failure> {
+    Tls::from_config(config).map_err(|e| Failure { code: 2, message: e.to_string() })
+}
+
 /// A lazily connected channel to the gRPC port at `addr` (`host:port`): over mutual TLS
-/// when `tls` turns it on.
-fn grpc_channel(addr: &str, tls: &TlsConfig, timeout: Duration) -> Result<tonic::transport::Channel, Failure> {
-    let invalid = |message: String| Failure { code: 2, message };
-    let tls = Tls::from_config(tls).map_err(|e| invalid(e.to_string()))?;
+/// when `tls` is given.
+fn grpc_channel(addr: &str, tls: Option<&Arc<Tls>>, timeout: Duration) -> Result<tonic::transport::Channel, Failure> {
     let scheme = if tls.is_some() { "https" } else { "http" };
-    lazy_channel(&format!("{scheme}://{addr}"), tls.as_ref(), |e| e.connect_timeout(timeout).timeout(timeout))
-        .map_err(|m| invalid(format!("address {m}")))
+    lazy_channel(&format!("{scheme}://{addr}"), tls, |e| e.connect_timeout(timeout).timeout(timeout))
+        .map_err(|m| Failure { code: 2, message: format!("address {m}") })
 }
 
 /// A failure with its exit code.
@@ -474,7 +479,7 @@ struct Seen {
     tenants: Vec<String>,
 }
 
-async fn probe(name: &str, addr: &str, token: &str, tls: &TlsConfig) -> Seen {
+async fn probe(name: &str, addr: &str, token: &str, tls: Option<&Arc<Tls>>) -> Seen {
     let mut seen = Seen { name: name.into(), addr: addr.into(), health: "UNREACHABLE".into(), tenants: vec![] };
     let channel = match grpc_channel(addr, tls, Duration::from_secs(5)) {
         Ok(c) => c,
@@ -516,6 +521,7 @@ async fn probe(name: &str, addr: &str, token: &str, tls: &TlsConfig) -> Seen {
 }
 
 async fn status(args: StatusArgs) -> CliResult {
+    let tls = load_tls(&args.tls)?;
     let signer = Signer::from_file(&args.private_key_file, &args.issuer, &args.audience)
         .map_err(|m| Failure { code: 2, message: m })?;
     let token = signer.mint(&TokenRequest {
@@ -535,7 +541,7 @@ async fn status(args: StatusArgs) -> CliResult {
     loop {
         let mut results = Vec::new();
         for (name, addr) in &targets {
-            results.push(probe(name, addr, &token, &args.tls).await);
+            results.push(probe(name, addr, &token, tls.as_ref()).await);
         }
         let good = |s: &Seen| {
             s.health == "SERVING" && args.expect_tenant.as_ref().is_none_or(|t| s.tenants.iter().any(|x| x == t))
@@ -663,7 +669,7 @@ async fn agent(command: AgentCommand) -> CliResult {
         },
         chrono::Utc::now().timestamp(),
     )?;
-    let channel = grpc_channel(addr, &api.tls, Duration::from_secs(10))?;
+    let channel = grpc_channel(addr, load_tls(&api.tls)?.as_ref(), Duration::from_secs(10))?;
     let mut client = sessions::agent_service_client::AgentServiceClient::new(channel);
     let failed = |s: tonic::Status| Failure {
         code: if s.code() == tonic::Code::InvalidArgument { 2 } else { 1 },

@@ -7,7 +7,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use centralita_platform::bus::{ensure_topics, Consumer, ConsumerSettings, Event, Handler, Producer, TopicSpec};
+use centralita_platform::bus::{
+    ensure_topics, Consumer, ConsumerSettings, Dedupe, Event, Handler, Producer, TopicSpec,
+};
 use centralita_platform::cache::{connect, RedisDedupe, RedisHandle};
 use centralita_platform::metrics::Metrics;
 use centralita_platform::shutdown::Shutdown;
@@ -58,12 +60,25 @@ fn start(
     dedupe: RedisDedupe,
     metrics: Option<Arc<Metrics>>,
 ) -> (Shutdown, tokio::task::JoinHandle<Result<(), Error>>) {
+    spawn_consumer(topic, group, None, handler, dedupe, metrics)
+}
+
+/// A consumer of `topic` in `group` (a static member when `instance` is given), running
+/// until the returned shutdown is triggered.
+fn spawn_consumer<D: Dedupe + Send + Sync + 'static>(
+    topic: &str,
+    group: &str,
+    instance: Option<&str>,
+    handler: Recorder,
+    dedupe: D,
+    metrics: Option<Arc<Metrics>>,
+) -> (Shutdown, tokio::task::JoinHandle<Result<(), Error>>) {
     let settings = ConsumerSettings {
         brokers: brokers(),
         group_id: group.into(),
         topics: vec![topic.into()],
         fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
-        group_instance_id: None,
+        group_instance_id: instance.map(Into::into),
     };
     let consumer = Consumer::new(settings, handler, dedupe, metrics).unwrap();
     let shutdown = Shutdown::new();
@@ -176,17 +191,7 @@ fn start_static(
     instance: &str,
     recorder: Recorder,
 ) -> (Shutdown, tokio::task::JoinHandle<Result<(), Error>>) {
-    let settings = ConsumerSettings {
-        brokers: brokers(),
-        group_id: group.into(),
-        topics: vec![topic.into()],
-        fetch_wait: centralita_platform::bus::FETCH_WAIT_DEFAULT,
-        group_instance_id: Some(instance.into()),
-    };
-    let consumer = Consumer::new(settings, recorder, centralita_platform::bus::MemoryDedupe::new(1000), None).unwrap();
-    let stop = Shutdown::new();
-    let task = tokio::spawn(consumer.run(stop.clone()));
-    (stop, task)
+    spawn_consumer(topic, group, Some(instance), recorder, centralita_platform::bus::MemoryDedupe::new(1000), None)
 }
 
 /// A static member (`group.instance.id`) that is gone for good — a replica renamed or scaled
